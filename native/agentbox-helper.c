@@ -1,0 +1,466 @@
+/*
+ * agentbox-helper: the small privileged piece of the `local` runtime.
+ *
+ * Run on the host by the (root) daemon, never looked up inside an image.
+ *
+ *   init READY_FD               PID 1 inside a sandbox: reports ready once bwrap has finished
+ *                               setting up (closing the start-up race), then reaps orphans.
+ *   spawn [opts] -- BWRAP ARGS  joins the sandbox cgroups, stages the image root and this binary
+ *                               in a private mount namespace, drops to the sandbox's own host uid
+ *                               and execs bwrap.
+ *   exec  [opts] -- CMD ARGS    joins an exec cgroup, enters every namespace of a running sandbox,
+ *                               chroots into it, drops all privileges and runs CMD.
+ *   file  [opts] -- OP PATH     the same entry, then a file operation (read|write|list|remove|mkdir)
+ *                               done from inside, so symlinks resolve inside the sandbox.
+ *
+ * Options for spawn/exec/file: --pid P, --uid U, --gid G, --cgroup DIR (repeatable),
+ * --rootfs DIR, --stage DIR, --cwd DIR.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <linux/audit.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_CGROUPS 16
+#define EXIT_HELPER 125
+
+struct opts {
+  pid_t pid;
+  uid_t uid;
+  gid_t gid;
+  int have_ids;
+  const char *cgroups[MAX_CGROUPS];
+  int ncgroups;
+  const char *rootfs;
+  const char *stage;
+  const char *cwd;
+  char **rest;
+};
+
+static void die(const char *what) {
+  fprintf(stderr, "agentbox-helper: %s: %s\n", what, strerror(errno));
+  exit(EXIT_HELPER);
+}
+
+static void die_msg(const char *msg) {
+  fprintf(stderr, "agentbox-helper: %s\n", msg);
+  exit(EXIT_HELPER);
+}
+
+static long parse_num(const char *s, const char *what) {
+  char *end = NULL;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || !end || *end || v < 0) {
+    fprintf(stderr, "agentbox-helper: bad %s: %s\n", what, s);
+    exit(EXIT_HELPER);
+  }
+  return v;
+}
+
+static void parse_opts(int argc, char **argv, struct opts *o) {
+  memset(o, 0, sizeof *o);
+  int i = 0;
+  for (; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--") == 0) { i++; break; }
+    if (i + 1 >= argc) die_msg("option without value");
+    const char *v = argv[++i];
+    if (strcmp(a, "--pid") == 0) o->pid = (pid_t)parse_num(v, "pid");
+    else if (strcmp(a, "--uid") == 0) { o->uid = (uid_t)parse_num(v, "uid"); o->have_ids = 1; }
+    else if (strcmp(a, "--gid") == 0) o->gid = (gid_t)parse_num(v, "gid");
+    else if (strcmp(a, "--cgroup") == 0) {
+      if (o->ncgroups >= MAX_CGROUPS) die_msg("too many cgroups");
+      o->cgroups[o->ncgroups++] = v;
+    } else if (strcmp(a, "--rootfs") == 0) o->rootfs = v;
+    else if (strcmp(a, "--stage") == 0) o->stage = v;
+    else if (strcmp(a, "--cwd") == 0) o->cwd = v;
+    else { fprintf(stderr, "agentbox-helper: unknown option %s\n", a); exit(EXIT_HELPER); }
+  }
+  if (i >= argc) die_msg("missing command after --");
+  o->rest = &argv[i];
+}
+
+/* Processes inherit the cgroup of whoever spawned them: join first, so limits and the freezer apply. */
+static void join_cgroups(const struct opts *o) {
+  char path[4096], buf[32];
+  int n = snprintf(buf, sizeof buf, "%d\n", getpid());
+  for (int i = 0; i < o->ncgroups; i++) {
+    snprintf(path, sizeof path, "%s/cgroup.procs", o->cgroups[i]);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) die(path);
+    if (write(fd, buf, (size_t)n) != n) die(path);
+    close(fd);
+  }
+}
+
+/* ---------- seccomp: a deny list close to Docker's default profile ---------- */
+
+#if defined(__x86_64__)
+#define AB_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define AB_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#else
+#error "agentbox-helper: unsupported architecture"
+#endif
+
+#define LOAD_NR BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr))
+#define DENY(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), \
+                 BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA))
+
+#define NS_FLAGS (CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | \
+                  CLONE_NEWNET | CLONE_NEWCGROUP)
+
+static void install_seccomp(void) {
+  struct sock_filter f[] = {
+    /* A foreign ABI (i386 via int 0x80) would bypass a filter written for this one. */
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AB_AUDIT_ARCH, 1, 0),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+    LOAD_NR,
+#if defined(__x86_64__)
+    /* x32 syscalls carry bit 30. */
+    BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+#endif
+    /* clone3 passes flags in memory seccomp cannot read: ENOSYS makes libc fall back to clone. */
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone3, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+    /* clone with namespace flags: no nested namespaces. */
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 4),
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+    BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, NS_FLAGS, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+    LOAD_NR,
+    DENY(SYS_ptrace), DENY(SYS_process_vm_readv), DENY(SYS_process_vm_writev), DENY(SYS_kcmp),
+    DENY(SYS_mount), DENY(SYS_umount2), DENY(SYS_pivot_root), DENY(SYS_chroot),
+    DENY(SYS_unshare), DENY(SYS_setns),
+    DENY(SYS_swapon), DENY(SYS_swapoff), DENY(SYS_reboot), DENY(SYS_kexec_load), DENY(SYS_kexec_file_load),
+    DENY(SYS_init_module), DENY(SYS_finit_module), DENY(SYS_delete_module), DENY(SYS_acct),
+    DENY(SYS_settimeofday), DENY(SYS_clock_settime), DENY(SYS_clock_adjtime), DENY(SYS_adjtimex),
+    DENY(SYS_bpf), DENY(SYS_perf_event_open), DENY(SYS_userfaultfd), DENY(SYS_keyctl), DENY(SYS_add_key),
+    DENY(SYS_request_key), DENY(SYS_open_by_handle_at), DENY(SYS_name_to_handle_at),
+    DENY(SYS_quotactl), DENY(SYS_fanotify_init), DENY(SYS_lookup_dcookie),
+    DENY(SYS_move_mount), DENY(SYS_open_tree), DENY(SYS_fsopen), DENY(SYS_fsmount), DENY(SYS_fspick),
+    DENY(SYS_mount_setattr), DENY(SYS_personality),
+#if defined(__x86_64__)
+    DENY(SYS_iopl), DENY(SYS_ioperm), DENY(SYS_uselib), DENY(SYS_sysfs), DENY(SYS__sysctl),
+#endif
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = { .len = (unsigned short)(sizeof f / sizeof f[0]), .filter = f };
+  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) die("seccomp");
+}
+
+/* ---------- dropping privileges after setns ---------- */
+
+static void drop_privileges(const struct opts *o) {
+  /* Entering a user namespace grants every capability inside it: take them all away again. */
+  for (int cap = 0; cap <= 63; cap++) {
+    if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0) break;
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) die("drop bounding set");
+  }
+  prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  if (o->have_ids) {
+    /* setgroups is denied in a bwrap user namespace (setgroups=deny): that is fine, groups are empty. */
+    if (setgroups(0, NULL) != 0 && errno != EPERM) die("setgroups");
+    if (setresgid(o->gid, o->gid, o->gid) != 0) die("setgid");
+    if (setresuid(o->uid, o->uid, o->uid) != 0) die("setuid");
+  }
+  struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+  struct __user_cap_data_struct data[2];
+  memset(data, 0, sizeof data);
+  if (syscall(SYS_capset, &hdr, data) != 0) die("capset");
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs");
+  install_seccomp();
+}
+
+/* ---------- entering a running sandbox ---------- */
+
+/* Order matters: bwrap --disable-userns nests a second user namespace, so the other namespaces
+ * belong to its parent. Join them while still host root, chroot, and take the user namespace last. */
+static void enter_sandbox(const struct opts *o) {
+  static const char *const names[] = { "ipc", "uts", "net", "pid", "cgroup", "mnt", "user" };
+  enum { N = sizeof names / sizeof names[0] };
+  int fds[N];
+  char path[128];
+  if (o->pid <= 0) die_msg("--pid is required");
+  snprintf(path, sizeof path, "/proc/%d/root", o->pid);
+  int rootfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (rootfd < 0) die(path);
+  for (int i = 0; i < N; i++) {
+    snprintf(path, sizeof path, "/proc/%d/ns/%s", o->pid, names[i]);
+    fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+    /* A kernel without cgroup namespaces is not a reason to refuse. */
+    if (fds[i] < 0 && !(errno == ENOENT && strcmp(names[i], "cgroup") == 0)) die(path);
+  }
+  for (int i = 0; i < N; i++) {
+    if (fds[i] < 0) continue;
+    if (strcmp(names[i], "user") == 0) {
+      if (fchdir(rootfd) != 0) die("fchdir root");
+      if (chroot(".") != 0) die("chroot");
+    }
+    if (setns(fds[i], 0) != 0) {
+      snprintf(path, sizeof path, "setns %s", names[i]);
+      die(path);
+    }
+    close(fds[i]);
+  }
+  close(rootfd);
+  const char *cwd = o->cwd ? o->cwd : "/";
+  if (chdir(cwd) != 0) {
+    fprintf(stderr, "agentbox-helper: cannot enter %s: %s\n", cwd, strerror(errno));
+    exit(EXIT_HELPER);
+  }
+}
+
+static volatile pid_t relay_child = 0;
+static void relay_signal(int sig) {
+  if (relay_child > 0) kill(relay_child, sig);
+}
+
+/* setns(pid) only applies to children: fork, relay signals, pass the exit status through. */
+static int fork_and_wait(void) {
+  pid_t child = fork();
+  if (child < 0) die("fork");
+  if (child == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    return 0;
+  }
+  relay_child = child;
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = relay_signal;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+  int status;
+  while (waitpid(child, &status, 0) < 0) {
+    if (errno != EINTR) die("waitpid");
+  }
+  if (WIFEXITED(status)) exit(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) exit(128 + WTERMSIG(status));
+  exit(EXIT_HELPER);
+}
+
+/* ---------- modes ---------- */
+
+static __attribute__((noreturn)) int mode_init(int argc, char **argv) {
+  if (getpid() != 1) die_msg("init must run as PID 1 of the sandbox");
+  /* Not dumpable: nothing in the sandbox may ptrace PID 1, even with the same uid. */
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, NULL);
+  if (argc >= 1 && strcmp(argv[0], "-") != 0) {
+    int fd = (int)parse_num(argv[0], "ready fd");
+    if (write(fd, "R", 1) != 1) die("ready");
+    close(fd);
+  }
+  int devnull = open("/dev/null", O_RDWR);
+  if (devnull >= 0) {
+    dup2(devnull, 0); dup2(devnull, 1); dup2(devnull, 2);
+    if (devnull > 2) close(devnull);
+  }
+  for (int fd = 3; fd < 1024; fd++) close(fd);
+  /* Every signal stays blocked; SIGCHLD is only waited for, then all exited children are reaped. */
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  for (;;) {
+    int status;
+    while (waitpid(-1, &status, WNOHANG) > 0) {}
+    siginfo_t info;
+    sigwaitinfo(&chld, &info);
+  }
+}
+
+static void bind_into(const char *src, const char *dst, int readonly) {
+  if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) != 0) die(dst);
+  if (readonly && mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
+    die(dst);
+}
+
+static int mode_spawn(int argc, char **argv) {
+  struct opts o;
+  parse_opts(argc, argv, &o);
+  if (!o.rootfs || !o.stage || !o.have_ids) die_msg("spawn needs --rootfs, --stage, --uid and --gid");
+  join_cgroups(&o);
+  /* A private mount namespace lets the unprivileged uid reach the image even under a 0700 home:
+   * bwrap resolves its bind sources as that uid. */
+  if (unshare(CLONE_NEWNS) != 0) die("unshare mount namespace");
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) die("make / private");
+  if (mount("agentbox-stage", o.stage, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k") != 0) die(o.stage);
+  char root[4096], bin[4096], init[4096];
+  snprintf(root, sizeof root, "%s/root", o.stage);
+  snprintf(bin, sizeof bin, "%s/bin", o.stage);
+  snprintf(init, sizeof init, "%s/bin/init", o.stage);
+  if (mkdir(root, 0755) != 0) die(root);
+  if (mkdir(bin, 0755) != 0) die(bin);
+  int fd = open(init, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
+  if (fd < 0) die(init);
+  close(fd);
+  bind_into(o.rootfs, root, 1);
+  char self[4096];
+  ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (len <= 0) die("readlink /proc/self/exe");
+  self[len] = '\0';
+  bind_into(self, init, 1);
+  if (setgroups(0, NULL) != 0) die("setgroups");
+  if (setresgid(o.gid, o.gid, o.gid) != 0) die("setgid");
+  if (setresuid(o.uid, o.uid, o.uid) != 0) die("setuid");
+  execvp(o.rest[0], o.rest);
+  die(o.rest[0]);
+  return EXIT_HELPER;
+}
+
+static int mode_exec(int argc, char **argv) {
+  struct opts o;
+  parse_opts(argc, argv, &o);
+  join_cgroups(&o);
+  enter_sandbox(&o);
+  fork_and_wait();
+  setsid();
+  drop_privileges(&o);
+  execvp(o.rest[0], o.rest);
+  fprintf(stderr, "agentbox: %s: %s\n", o.rest[0], strerror(errno));
+  return errno == ENOENT ? 127 : 126;
+}
+
+/* ---------- file operations, done from inside the sandbox ---------- */
+
+static void file_fail(const char *op, const char *path) {
+  /* One machine-readable line for the daemon: errno name, then a human message. */
+  const char *name = errno == ENOENT ? "ENOENT" : errno == EISDIR ? "EISDIR" : errno == ENOTDIR ? "ENOTDIR"
+                   : errno == EACCES || errno == EPERM ? "EACCES" : errno == EROFS ? "EROFS"
+                   : errno == ENOSPC || errno == EDQUOT ? "ENOSPC" : errno == EEXIST ? "EEXIST"
+                   : errno == ELOOP ? "ELOOP" : errno == ENOTEMPTY ? "ENOTEMPTY" : "EIO";
+  fprintf(stderr, "agentbox-file-error:%s:%s %s: %s\n", name, op, path, strerror(errno));
+  exit(1);
+}
+
+static int copy_fd(int in, int out) {
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(in, buf, sizeof buf);
+    if (n == 0) return 0;
+    if (n < 0) { if (errno == EINTR) continue; return -1; }
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = write(out, buf + off, (size_t)(n - off));
+      if (w < 0) { if (errno == EINTR) continue; return -1; }
+      off += w;
+    }
+  }
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st; (void)ftw;
+  if ((flag == FTW_DP ? rmdir(path) : unlink(path)) != 0) file_fail("remove", path);
+  return 0;
+}
+
+static void mkdirs(const char *path, int include_last) {
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s", path);
+  size_t len = strlen(buf);
+  for (size_t i = 1; i <= len; i++) {
+    if (buf[i] == '/' || (include_last && buf[i] == '\0')) {
+      char saved = buf[i];
+      buf[i] = '\0';
+      if (mkdir(buf, 0755) != 0 && errno != EEXIST) file_fail("mkdir", buf);
+      buf[i] = saved;
+    }
+  }
+}
+
+static int file_op(const char *op, const char *path) {
+  struct stat st;
+  if (strcmp(op, "read") == 0) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) file_fail("read", path);
+    if (fstat(fd, &st) != 0) file_fail("read", path);
+    if (S_ISDIR(st.st_mode)) { errno = EISDIR; file_fail("read", path); }
+    if (!S_ISREG(st.st_mode)) { errno = EACCES; file_fail("read", path); }
+    if (copy_fd(fd, 1) != 0) file_fail("read", path);
+    return 0;
+  }
+  if (strcmp(op, "write") == 0) {
+    mkdirs(path, 0);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644);
+    if (fd < 0) file_fail("write", path);
+    if (copy_fd(0, fd) != 0) file_fail("write", path);
+    if (close(fd) != 0) file_fail("write", path);
+    return 0;
+  }
+  if (strcmp(op, "mkdir") == 0) { mkdirs(path, 1); return 0; }
+  if (strcmp(op, "remove") == 0) {
+    if (lstat(path, &st) != 0) file_fail("remove", path);
+    if (nftw(path, remove_entry, 32, FTW_DEPTH | FTW_PHYS) != 0) file_fail("remove", path);
+    return 0;
+  }
+  if (strcmp(op, "list") == 0) {
+    DIR *d = opendir(path);
+    if (!d) file_fail("list", path);
+    struct dirent *e;
+    /* NUL-terminated records: TYPE SIZE MODE MTIME NAME, any byte but NUL allowed in NAME. */
+    while ((e = readdir(d)) != NULL) {
+      if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+      if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      char type = S_ISREG(st.st_mode) ? 'f' : S_ISDIR(st.st_mode) ? 'd' : S_ISLNK(st.st_mode) ? 'l' : 'o';
+      printf("%c %lld %o %lld %s%c", type, (long long)st.st_size, (unsigned)(st.st_mode & 07777),
+             (long long)st.st_mtime, e->d_name, '\0');
+    }
+    closedir(d);
+    fflush(stdout);
+    return 0;
+  }
+  fprintf(stderr, "agentbox-helper: unknown file op %s\n", op);
+  return EXIT_HELPER;
+}
+
+static int mode_file(int argc, char **argv) {
+  struct opts o;
+  parse_opts(argc, argv, &o);
+  if (!o.rest[0] || !o.rest[1]) die_msg("file needs OP PATH");
+  join_cgroups(&o);
+  enter_sandbox(&o);
+  fork_and_wait();
+  drop_privileges(&o);
+  return file_op(o.rest[0], o.rest[1]);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: agentbox-helper init|spawn|exec|file ...\n");
+    return EXIT_HELPER;
+  }
+  const char *mode = argv[1];
+  if (strcmp(mode, "init") == 0) return mode_init(argc - 2, argv + 2);
+  if (strcmp(mode, "spawn") == 0) return mode_spawn(argc - 2, argv + 2);
+  if (strcmp(mode, "exec") == 0) return mode_exec(argc - 2, argv + 2);
+  if (strcmp(mode, "file") == 0) return mode_file(argc - 2, argv + 2);
+  fprintf(stderr, "agentbox-helper: unknown mode %s\n", mode);
+  return EXIT_HELPER;
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# System packages the local runtime, the image builders and the native helper need (Debian 12).
+set -euo pipefail
+need=()
+command -v bwrap >/dev/null || need+=(bubblewrap)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v gcc >/dev/null || need+=(gcc)
+dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
+command -v ip >/dev/null || need+=(iproute2)
+command -v ps >/dev/null || need+=(procps)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || true
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+echo "system dependencies ok: $(bwrap --version), $(mmdebstrap --version 2>/dev/null | head -1), gcc $(gcc -dumpversion)"

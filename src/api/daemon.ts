@@ -1,0 +1,151 @@
+/**
+ * The daemon: policy + store + runtimes + manager + HTTP server, wired from the environment.
+ * `agentbox serve` runs it in the foreground; the CLI starts it detached on the home's Unix socket.
+ */
+import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { connect } from 'node:net';
+import type { Server } from 'node:http';
+import type { Logger } from 'pino';
+import { resolvePaths, helperPath, type Paths } from '../core/config.js';
+import { BadRequestError } from '../core/errors.js';
+import { SandboxManager } from '../core/manager.js';
+import type { RuntimeName } from '../core/model.js';
+import { ImageStore } from '../images/image-store.js';
+import { loadPolicy } from '../policy/load.js';
+import { LocalRuntime } from '../runtime/local/local-runtime.js';
+import type { Runtime } from '../runtime/types.js';
+import { Store } from '../store/store.js';
+import { Authenticator } from './auth.js';
+import { createApiServer } from './server.js';
+
+export interface DaemonOpts {
+  env?: NodeJS.ProcessEnv;
+  logger: Logger;
+  /** Unix socket path; default $AGENTBOX_HOME/agentbox.sock. `null` for none. */
+  socket?: string | null;
+  tcp?: { host: string; port: number };
+  policyPath?: string;
+  reapIntervalMs?: number;
+}
+
+export interface Daemon {
+  paths: Paths;
+  manager: SandboxManager;
+  store: Store;
+  images: ImageStore;
+  servers: Server[];
+  /** The TCP address actually bound (port 0 picks one). */
+  tcpAddress?: { host: string; port: number };
+  close(): Promise<void>;
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+export function buildRuntimes(paths: Paths, images: ImageStore): Partial<Record<RuntimeName, Runtime>> {
+  return {
+    local: new LocalRuntime({
+      scope: `agentbox/${paths.homeTag}`,
+      resolveRootfs: (image) => images.resolve(image).rootfs,
+      helper: helperPath(),
+    }),
+  };
+}
+
+export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
+  const env = opts.env ?? process.env;
+  const paths = resolvePaths(env);
+  const { policy, source } = loadPolicy({
+    ...(opts.policyPath ? { path: opts.policyPath } : {}),
+    requirePolicy: env.AGENTBOX_REQUIRE_POLICY === '1',
+  });
+  const auth = new Authenticator(policy, env.AGENTBOX_TOKEN);
+  if (opts.tcp && !LOOPBACK.has(opts.tcp.host) && !auth.required) {
+    throw new BadRequestError(`refusing to listen on ${opts.tcp.host} without tokens`, {
+      hint: 'set AGENTBOX_TOKEN or add tenants with tokens to the policy, or bind to 127.0.0.1',
+    });
+  }
+  mkdirSync(paths.home, { recursive: true, mode: 0o700 });
+  const store = Store.open(paths.db);
+  const images = new ImageStore(paths.images);
+  const manager = new SandboxManager({
+    policy,
+    store,
+    runtimes: buildRuntimes(paths, images),
+    logger: opts.logger,
+    ...(opts.reapIntervalMs ? { reapIntervalMs: opts.reapIntervalMs } : {}),
+  });
+  await manager.start();
+  const servers: Server[] = [];
+  const daemon: Daemon = {
+    paths,
+    manager,
+    store,
+    images,
+    servers,
+    async close() {
+      await Promise.all(servers.map((s) => new Promise<void>((resolve) => {
+        s.close(() => resolve());
+        s.closeIdleConnections();
+      })));
+      await manager.close();
+      store.close();
+      const sock = opts.socket === undefined ? paths.socket : opts.socket;
+      if (sock && existsSync(sock)) unlinkSync(sock);
+    },
+  };
+  try {
+    const socketPath = opts.socket === undefined ? paths.socket : opts.socket;
+    if (socketPath) {
+      await clearStaleSocket(socketPath);
+      const server = createApiServer({ manager, auth, logger: opts.logger });
+      // Owner-only from the first moment: create with a umask rather than chmod afterwards.
+      const oldMask = process.umask(0o177);
+      try {
+        await listen(server, socketPath);
+      } finally {
+        process.umask(oldMask);
+      }
+      chmodSync(socketPath, 0o600);
+      servers.push(server);
+    }
+    if (opts.tcp) {
+      const server = createApiServer({ manager, auth, logger: opts.logger });
+      await listen(server, opts.tcp.port, opts.tcp.host);
+      const addr = server.address();
+      if (addr && typeof addr === 'object') daemon.tcpAddress = { host: addr.address, port: addr.port };
+      servers.push(server);
+    }
+  } catch (err) {
+    await daemon.close();
+    throw err;
+  }
+  opts.logger.info({ home: paths.home, policy: source ?? 'defaults', socket: opts.socket === undefined ? paths.socket : opts.socket, tcp: daemon.tcpAddress }, 'agentbox daemon ready');
+  return daemon;
+}
+
+function listen(server: Server, pathOrPort: string | number, host?: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    const done = (): void => {
+      server.off('error', reject);
+      resolve();
+    };
+    if (typeof pathOrPort === 'string') server.listen(pathOrPort, done);
+    else server.listen(pathOrPort, host, done);
+  });
+}
+
+/** A socket file nobody answers on is left from a crash: remove it. One that answers is a running daemon. */
+async function clearStaleSocket(path: string): Promise<void> {
+  if (!existsSync(path)) return;
+  const alive = await new Promise<boolean>((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+  if (alive) throw new BadRequestError(`a daemon is already listening on ${path}`, { hint: 'use it (the CLI finds it), or stop it first' });
+  unlinkSync(path);
+}

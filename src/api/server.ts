@@ -1,0 +1,61 @@
+/** The HTTP server: auth, routing, errors, graceful close. Listens on a Unix socket and/or TCP. */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import { BadRequestError } from '../core/errors.js';
+import type { SandboxManager } from '../core/manager.js';
+import type { Authenticator } from './auth.js';
+import { PayloadTooLargeError, sendError, sendJson } from './http-util.js';
+import { matchRoute, notFoundRoute } from './routes.js';
+
+export interface ApiServerOpts {
+  manager: SandboxManager;
+  auth: Authenticator;
+  logger: Logger;
+}
+
+export function createApiServer(opts: ApiServerOpts): Server {
+  const server = createServer((req, res) => void handle(req, res, opts));
+  server.keepAliveTimeout = 5000;
+  // Long execs stream for minutes: no request timeout, the exec's own timeout applies.
+  server.requestTimeout = 0;
+  return server;
+}
+
+async function handle(req: IncomingMessage, res: ServerResponse, opts: ApiServerOpts): Promise<void> {
+  const started = performance.now();
+  const abort = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) abort.abort();
+  });
+  const viaSocket = req.socket.remoteAddress === undefined;
+  let url: URL;
+  try {
+    url = new URL(req.url ?? '/', 'http://agentbox');
+  } catch {
+    sendError(res, new BadRequestError('malformed URL'), opts.logger);
+    return;
+  }
+  try {
+    if (url.pathname === '/healthz') {
+      const checks = await opts.manager.health();
+      const runtimeOk = Object.entries(checks).some(([name, c]) => name.startsWith('runtime.') && c.ok);
+      const ok = (checks.store?.ok ?? false) && runtimeOk;
+      sendJson(res, ok ? 200 : 503, { ok, checks });
+      return;
+    }
+    const match = matchRoute(req.method ?? 'GET', url.pathname);
+    if (match === undefined) throw notFoundRoute(url.pathname);
+    if (match === 'method') {
+      sendJson(res, 405, { error: { code: 'bad_request', message: `${req.method} is not allowed on ${url.pathname}`, hint: 'see /v1/openapi.json' } });
+      return;
+    }
+    const caller = opts.auth.authenticate(req, viaSocket);
+    await match.handler({ req, res, params: match.params, query: url.searchParams, caller, manager: opts.manager, signal: abort.signal });
+  } catch (err) {
+    sendError(res, err, opts.logger, err instanceof PayloadTooLargeError ? 413 : undefined);
+    // An unread body would otherwise be parsed as the next request on a kept-alive socket.
+    if (!req.complete) req.socket.destroySoon?.();
+  } finally {
+    opts.logger.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: Math.round(performance.now() - started) }, 'request');
+  }
+}

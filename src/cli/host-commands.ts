@@ -1,0 +1,126 @@
+/** Commands that act on this host directly rather than through a daemon: serve, image, policy. */
+import { unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { startDaemon } from '../api/daemon.js';
+import { resolvePaths } from '../core/config.js';
+import { BadRequestError } from '../core/errors.js';
+import { ImageStore } from '../images/image-store.js';
+import { createLogger } from '../observability/logger.js';
+import { formatPolicyProblem, loadPolicyFile } from '../policy/load.js';
+import { age, formatBytes, printJson, progressPrinter, table } from './output.js';
+
+export function registerHostCommands(program: Command, setExit: (code: number) => void): void {
+  program
+    .command('serve')
+    .description('run the daemon in the foreground: HTTP API on loopback and the home\'s Unix socket')
+    .option('--host <addr>', 'TCP address to bind (non-loopback needs tokens)', '127.0.0.1')
+    .option('--port <n>', 'TCP port', '8080')
+    .option('--socket-only', 'only the Unix socket under AGENTBOX_HOME (what the CLI starts)')
+    .option('--policy <file>', 'policy file (default: AGENTBOX_POLICY)')
+    .action(async (flags: { host: string; port: string; socketOnly?: boolean; policy?: string }) => {
+      const logger = createLogger();
+      const port = Number(flags.port);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new BadRequestError(`bad --port ${flags.port}`);
+      const daemon = await startDaemon({
+        logger,
+        ...(flags.policy ? { policyPath: flags.policy } : {}),
+        ...(flags.socketOnly ? {} : { tcp: { host: flags.host, port } }),
+      });
+      const pidFile = join(daemon.paths.home, 'daemon.pid');
+      writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o600 });
+      if (daemon.tcpAddress) process.stderr.write(`agentbox: listening on http://${daemon.tcpAddress.host}:${daemon.tcpAddress.port} and ${daemon.paths.socket}\n`);
+      await new Promise<void>((resolve) => {
+        let stopping = false;
+        const stop = (): void => {
+          if (stopping) return;
+          stopping = true;
+          logger.info('shutting down');
+          void daemon.close().finally(() => {
+            try {
+              unlinkSync(pidFile);
+            } catch {
+              // already gone
+            }
+            resolve();
+          });
+        };
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+      logger.flush();
+      setExit(0);
+      setTimeout(() => process.exit(0), 100).unref();
+    });
+
+  const image = program.command('image').description('images in the local image store (AGENTBOX_IMAGES)');
+  const store = (): ImageStore => new ImageStore(resolvePaths().images);
+
+  image
+    .command('ls')
+    .description('list images')
+    .option('--json', 'JSON output')
+    .action((flags: { json?: boolean }) => {
+      const list = store().list();
+      if (flags.json) return printJson(list);
+      table(['NAME', 'SOURCE', 'SIZE', 'CREATED', 'PACKAGES'], list.map((i) => [i.name, i.source, formatBytes(i.sizeBytes), age(i.createdAt), i.packages.join(',')]));
+    });
+
+  image
+    .command('build')
+    .description('build an image: busybox (instant) or a Debian minbase with --packages (mmdebstrap, ~20 s)')
+    .argument('<name>')
+    .option('--packages <list>', 'comma-separated Debian packages, e.g. python3,git')
+    .option('--base <base>', 'busybox | debian')
+    .action(async (name: string, flags: { packages?: string; base?: string }) => {
+      const packages = flags.packages ? flags.packages.split(',').map((p) => p.trim()).filter(Boolean) : undefined;
+      if (flags.base && flags.base !== 'busybox' && flags.base !== 'debian') throw new BadRequestError(`unknown --base ${flags.base}`, { hint: 'use busybox or debian' });
+      const info = await store().build(name, {
+        ...(packages ? { packages } : {}),
+        ...(flags.base ? { base: flags.base as 'busybox' | 'debian' } : {}),
+        onProgress: progressPrinter(),
+      });
+      if (process.stderr.isTTY) process.stderr.write('\n');
+      process.stdout.write(`${info.name}\n`);
+    });
+
+  image
+    .command('import')
+    .description('import a root filesystem tarball as an image')
+    .argument('<name>')
+    .argument('<tar>')
+    .action(async (name: string, tar: string) => {
+      const info = await store().importTar(name, tar, { onProgress: progressPrinter() });
+      process.stdout.write(`${info.name}\n`);
+    });
+
+  image
+    .command('rm')
+    .description('remove an image')
+    .argument('<name...>')
+    .action((names: string[]) => {
+      for (const n of names) {
+        store().remove(n);
+        process.stdout.write(`${n}\n`);
+      }
+    });
+
+  program
+    .command('policy')
+    .description('policy file tools')
+    .command('check')
+    .description('validate a policy file; prints file:line: problem and exits 1 when invalid')
+    .argument('[file]', 'policy file (default: AGENTBOX_POLICY)')
+    .action((file: string | undefined) => {
+      const path = file ?? process.env.AGENTBOX_POLICY;
+      if (!path) throw new BadRequestError('no policy file given', { hint: 'agentbox policy check policy.yaml' });
+      const result = loadPolicyFile(path);
+      if (result.kind === 'ok') {
+        const p = result.policy;
+        process.stdout.write(`ok: ${path}: ${Object.keys(p.profiles ?? {}).length} profiles, ${(p.tenants ?? []).length} tenants, ${(p.pools ?? []).length} pools\n`);
+        return;
+      }
+      process.stderr.write(`${formatPolicyProblem(result)}\n`);
+      setExit(1);
+    });
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+/**
+ * The agentbox CLI. Exit codes: `run`/`exec` pass the command's own code through (124 timeout,
+ * 137 OOM); 125 when agentbox itself failed (bad flag, policy denial, runtime down); 1 for a
+ * failed `policy check`.
+ */
+import { Command, CommanderError } from 'commander';
+import { VERSION } from '../core/config.js';
+import { registerHostCommands } from './host-commands.js';
+import { printError } from './output.js';
+import { registerSandboxCommands } from './sandbox-commands.js';
+
+export const EXIT_AGENTBOX_FAILED = 125;
+
+async function main(argv: string[]): Promise<number> {
+  let exitCode = 0;
+  const program = new Command('agentbox')
+    .description('Self-hosted sandboxes for AI agents')
+    .version(VERSION)
+    .enablePositionalOptions()
+    .showHelpAfterError('(run agentbox --help for usage)')
+    .exitOverride();
+  registerSandboxCommands(program, (code) => (exitCode = code));
+  registerHostCommands(program, (code) => (exitCode = code));
+  try {
+    await program.parseAsync(argv);
+    return exitCode;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return EXIT_AGENTBOX_FAILED;
+    }
+    printError(err);
+    return EXIT_AGENTBOX_FAILED;
+  }
+}
+
+const code = await main(process.argv);
+// Let stdout drain before leaving: a piped consumer must see everything.
+process.exitCode = code;
+if (process.argv[2] !== 'serve') {
+  process.stdout.write('', () => process.exit(code));
+}

@@ -1,0 +1,39 @@
+/** Where things live on the host, from the environment (ARCHITECTURE: Environment). */
+import { createHash } from 'node:crypto';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface Paths {
+  home: string;
+  images: string;
+  db: string;
+  socket: string;
+  /** Short stable tag of the home, used to scope host objects (cgroups, containers) per daemon. */
+  homeTag: string;
+}
+
+export function resolvePaths(env: NodeJS.ProcessEnv = process.env): Paths {
+  const home = resolve(env.AGENTBOX_HOME ?? join(homedir(), '.agentbox'));
+  return {
+    home,
+    images: resolve(env.AGENTBOX_IMAGES ?? join(home, 'images')),
+    db: join(home, 'agentbox.db'),
+    socket: join(home, 'agentbox.sock'),
+    homeTag: createHash('sha256').update(home).digest('hex').slice(0, 10),
+  };
+}
+
+const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+/** The native helper built by `npm run build` (dist/native/agentbox-helper). */
+export function helperPath(): string {
+  return process.env.AGENTBOX_HELPER ?? join(packageRoot, 'dist', 'native', 'agentbox-helper');
+}
+
+/** The CLI entry point, used to start a detached daemon. */
+export function cliEntry(): string {
+  return join(packageRoot, 'dist', 'src', 'cli', 'main.js');
+}
+
+export const VERSION = '0.1.0';

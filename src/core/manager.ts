@@ -1,0 +1,441 @@
+/**
+ * SandboxManager: the one code path every surface goes through.
+ * request -> policy -> runtime -> store; plus the reaper (ttl, idle, lost sandboxes) and
+ * start-up reconciliation (orphans of an earlier daemon).
+ */
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import { resolveSpec } from '../policy/resolve.js';
+import type { Policy } from '../policy/schema.js';
+import type { Runtime, SandboxHandle } from '../runtime/types.js';
+import type { Store, StoredSandbox } from '../store/store.js';
+import { AgentboxError, ConflictError, NotFoundError, QuotaExceededError, RuntimeUnavailableError } from './errors.js';
+import type { DirEntry, EndReason, ExecEvent, ExecResult, ExecSummary, RuntimeName, Sandbox, SandboxSpec, SandboxState } from './model.js';
+import type { CreateSandboxRequest, ExecRequest } from './requests.js';
+
+export interface Caller {
+  tenant: string;
+  /** Who acts, for the audit log and `endedBy` (a token name, `cli`, `mcp`...). */
+  actor: string;
+}
+
+export interface ManagerOpts {
+  policy: Policy;
+  store: Store;
+  runtimes: Partial<Record<RuntimeName, Runtime>>;
+  logger: Logger;
+  /** How often the reaper looks for expired, idle and lost sandboxes. */
+  reapIntervalMs?: number;
+  /** Bytes of each stream kept in the exec history. */
+  historyTailBytes?: number;
+}
+
+const ACTIVE: SandboxState[] = ['creating', 'running'];
+
+export function newSandboxId(): string {
+  return `sbx_${randomBytes(10).toString('base64url').replace(/[-_]/g, '').slice(0, 12).toLowerCase()}${randomBytes(2).toString('hex')}`;
+}
+
+export function newExecId(): string {
+  return `exe_${randomBytes(8).toString('hex')}`;
+}
+
+function handleOf(stored: StoredSandbox): SandboxHandle {
+  return { id: stored.sandbox.id, runtime: stored.sandbox.runtime, data: (stored.runtimeData ?? {}) as Record<string, unknown> };
+}
+
+function tail(chunks: Buffer[], max: number): Buffer {
+  const all = Buffer.concat(chunks);
+  return all.length <= max ? all : all.subarray(all.length - max);
+}
+
+export class SandboxManager {
+  private readonly probes = new Map<RuntimeName, Promise<void>>();
+  private reaper: NodeJS.Timeout | undefined;
+  private readonly inflight = new Set<Promise<unknown>>();
+  private closing = false;
+  private readonly activeExecs = new Map<string, number>();
+
+  constructor(private readonly opts: ManagerOpts) {}
+
+  get policy(): Policy {
+    return this.opts.policy;
+  }
+
+  /** Reconcile with what exists on the host, then start the reaper. */
+  async start(): Promise<void> {
+    await this.reconcile();
+    const every = this.opts.reapIntervalMs ?? 1000;
+    this.reaper = setInterval(() => void this.reapOnce().catch((err) => this.opts.logger.error({ err }, 'reaper failed')), every);
+    this.reaper.unref();
+  }
+
+  /** Stop the reaper, wait for running operations, destroy what is still running. */
+  async close(): Promise<void> {
+    this.closing = true;
+    if (this.reaper) clearInterval(this.reaper);
+    await Promise.allSettled([...this.inflight]);
+    for (const stored of this.opts.store.listSandboxes({ states: ACTIVE })) {
+      await this.end(stored, 'stopped', 'runtime_lost', 'daemon shutdown').catch(() => undefined);
+    }
+    for (const rt of Object.values(this.opts.runtimes)) await rt?.close();
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p)).catch(() => undefined);
+    return p;
+  }
+
+  /** The runtime for a name, probed once; a clear runtime_unavailable when it cannot work here. */
+  async runtime(name: RuntimeName): Promise<Runtime> {
+    const rt = this.opts.runtimes[name];
+    if (!rt) {
+      throw new RuntimeUnavailableError(`runtime ${name} is not enabled in this daemon`, {
+        hint: `available: ${Object.keys(this.opts.runtimes).join(', ') || 'none'}`,
+      });
+    }
+    let probe = this.probes.get(name);
+    if (!probe) {
+      probe = rt.probe().then((r) => {
+        if (!r.ok) {
+          this.probes.delete(name);
+          throw new RuntimeUnavailableError(`runtime ${name} is unavailable: ${r.reason ?? 'unknown reason'}`, r.hint ? { hint: r.hint } : {});
+        }
+      });
+      this.probes.set(name, probe);
+    }
+    await probe;
+    return rt;
+  }
+
+  private checkQuota(spec: SandboxSpec): void {
+    const tenant = this.opts.policy.tenants?.find((t) => t.name === spec.tenant);
+    const quotas = tenant?.quotas;
+    if (!quotas) return;
+    const used = this.opts.store.countActive(spec.tenant);
+    if (quotas.sandboxes !== undefined && used.sandboxes + 1 > quotas.sandboxes) {
+      throw new QuotaExceededError(`tenant ${spec.tenant} already has ${used.sandboxes} of ${quotas.sandboxes} sandboxes`, { hint: 'delete one first: agentbox ls, then agentbox rm ID' });
+    }
+    if (quotas.memoryMb !== undefined && used.memoryMb + spec.limits.memoryMb > quotas.memoryMb) {
+      throw new QuotaExceededError(`tenant ${spec.tenant} would use ${used.memoryMb + spec.limits.memoryMb} MiB of ${quotas.memoryMb} MiB memory`, { hint: 'ask for less with --memory, or delete a sandbox' });
+    }
+    if (quotas.execMinutesPerDay !== undefined) {
+      const ms = this.opts.store.execMsOn(spec.tenant, today());
+      if (ms >= quotas.execMinutesPerDay * 60_000) {
+        throw new QuotaExceededError(`tenant ${spec.tenant} used its ${quotas.execMinutesPerDay} exec minutes for today`, { hint: 'the quota resets at 00:00 UTC' });
+      }
+    }
+  }
+
+  async create(req: CreateSandboxRequest, caller: Caller): Promise<Sandbox> {
+    if (this.closing) throw new RuntimeUnavailableError('the daemon is shutting down', { hint: 'retry in a moment' });
+    const spec = resolveSpec(this.opts.policy, req, { tenant: caller.tenant, id: newSandboxId() });
+    this.checkQuota(spec);
+    const rt = await this.runtime(spec.runtime);
+    const now = new Date();
+    const sandbox: Sandbox = {
+      id: spec.id,
+      tenant: spec.tenant,
+      image: spec.image,
+      profile: spec.profile,
+      runtime: spec.runtime,
+      isolation: spec.isolation,
+      state: 'creating',
+      limits: spec.limits,
+      egress: spec.egress,
+      labels: spec.labels,
+      createdAt: now.toISOString(),
+      expiresAt: spec.ttlMs === null ? null : new Date(now.getTime() + spec.ttlMs).toISOString(),
+      lastActiveAt: now.toISOString(),
+      endedAt: null,
+      endReason: null,
+      endedBy: null,
+    };
+    const store = this.opts.store;
+    store.insertSandbox(sandbox, spec, spec.idleTimeoutMs);
+    const log = this.opts.logger.child({ sandbox_id: spec.id, tenant: spec.tenant });
+    const t0 = performance.now();
+    try {
+      const handle = await this.track(
+        rt.create({ id: spec.id, image: spec.image, isolation: spec.isolation, limits: spec.limits, labels: { ...spec.labels } }),
+      );
+      store.setRuntimeData(spec.id, handle.data);
+      store.setState(spec.id, 'running');
+      store.audit({ tenant: caller.tenant, actor: caller.actor, action: 'create', sandboxId: spec.id, detail: { image: spec.image, runtime: spec.runtime } });
+      log.info({ ms: Math.round(performance.now() - t0), image: spec.image, runtime: spec.runtime }, 'sandbox created');
+      return { ...sandbox, state: 'running' };
+    } catch (err) {
+      store.markEnded(spec.id, { state: 'failed', reason: 'create_failed', endedBy: null, at: new Date().toISOString() });
+      log.warn({ err: err instanceof Error ? err.message : String(err) }, 'sandbox create failed');
+      throw err;
+    }
+  }
+
+  /** A sandbox of the caller's tenant; another tenant's sandbox does not exist for the caller. */
+  private find(id: string, caller: Caller): StoredSandbox {
+    const stored = this.opts.store.getSandbox(id);
+    if (!stored || stored.sandbox.tenant !== caller.tenant) {
+      throw new NotFoundError(`no sandbox ${id}`, { hint: 'run agentbox ls to see your sandboxes' });
+    }
+    return stored;
+  }
+
+  private findRunning(id: string, caller: Caller): StoredSandbox {
+    const stored = this.find(id, caller);
+    if (stored.sandbox.state !== 'running') {
+      const why = stored.sandbox.endReason ? ` (${stored.sandbox.endReason})` : '';
+      throw new ConflictError(`sandbox ${id} is ${stored.sandbox.state}${why}`, { hint: 'create a new one: agentbox create' });
+    }
+    return stored;
+  }
+
+  get(id: string, caller: Caller): Sandbox {
+    return this.find(id, caller).sandbox;
+  }
+
+  list(caller: Caller, filter: { labels?: Record<string, string>; all?: boolean } = {}): Sandbox[] {
+    return this.opts.store
+      .listSandboxes({ tenant: caller.tenant, ...(filter.labels ? { labels: filter.labels } : {}), includeEnded: filter.all ?? false })
+      .map((s) => s.sandbox);
+  }
+
+  private touch(id: string): void {
+    this.opts.store.touch(id, new Date().toISOString());
+  }
+
+  /** Stream an exec: output chunks as they come, then one `exit`. Recorded in the exec history. */
+  execStream(id: string, req: ExecRequest, caller: Caller, signal?: AbortSignal): { execId: string; events: AsyncIterable<ExecEvent> } {
+    const stored = this.findRunning(id, caller);
+    const spec = stored.spec;
+    const execId = newExecId();
+    const timeoutMs = Math.min(req.timeoutMs ?? spec.execTimeoutMs, spec.execTimeoutMs);
+    const store = this.opts.store;
+    const startedAt = new Date();
+    this.touch(id);
+    store.insertExec({ id: execId, sandboxId: id, tenant: caller.tenant, cmd: req.cmd, startedAt: startedAt.toISOString() });
+    const rt = this.opts.runtimes[stored.sandbox.runtime];
+    if (!rt) throw new RuntimeUnavailableError(`runtime ${stored.sandbox.runtime} is not enabled`);
+    const keep = this.opts.historyTailBytes ?? 65536;
+    const log = this.opts.logger.child({ sandbox_id: id, exec_id: execId });
+    const self = this;
+    async function* run(): AsyncIterable<ExecEvent> {
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      let summary: ExecSummary | undefined;
+      self.activeExecs.set(id, (self.activeExecs.get(id) ?? 0) + 1);
+      try {
+        const events = rt!.exec(handleOf(stored), req.cmd, {
+          execId,
+          env: { ...spec.env, ...req.env },
+          ...(req.cwd ? { cwd: req.cwd } : {}),
+          ...(req.stdin !== undefined ? { stdin: Buffer.from(req.stdin) } : {}),
+          timeoutMs,
+          outputLimitBytes: spec.outputLimitBytes,
+          ...(signal ? { signal } : {}),
+        });
+        for await (const ev of events) {
+          if (ev.type === 'stdout') out.push(ev.data);
+          else if (ev.type === 'stderr') err.push(ev.data);
+          else summary = ev.result;
+          yield ev;
+        }
+      } finally {
+        self.activeExecs.set(id, (self.activeExecs.get(id) ?? 1) - 1);
+        if (self.activeExecs.get(id) === 0) self.activeExecs.delete(id);
+        const endedAt = new Date();
+        store.finishExec(execId, {
+          exitCode: summary?.exitCode ?? -1,
+          timedOut: summary?.timedOut ?? false,
+          oomKilled: summary?.oomKilled ?? false,
+          truncated: summary?.truncated ?? false,
+          durationMs: summary?.durationMs ?? endedAt.getTime() - startedAt.getTime(),
+          endedAt: endedAt.toISOString(),
+          stdoutTail: tail(out, keep),
+          stderrTail: tail(err, keep),
+        });
+        store.addExecMs(caller.tenant, today(), endedAt.getTime() - startedAt.getTime());
+        self.touch(id);
+        log.info({ exit_code: summary?.exitCode, ms: summary?.durationMs, timed_out: summary?.timedOut }, 'exec finished');
+      }
+    }
+    return { execId, events: this.trackIterable(run()) };
+  }
+
+  private trackIterable<T>(it: AsyncIterable<T>): AsyncIterable<T> {
+    const self = this;
+    return {
+      async *[Symbol.asyncIterator]() {
+        let resolveDone: () => void = () => undefined;
+        const done = new Promise<void>((r) => (resolveDone = r));
+        self.inflight.add(done);
+        try {
+          yield* it;
+        } finally {
+          resolveDone();
+          self.inflight.delete(done);
+        }
+      },
+    };
+  }
+
+  /** Buffered exec: the whole result at once. */
+  async exec(id: string, req: ExecRequest, caller: Caller, signal?: AbortSignal): Promise<ExecResult> {
+    const { execId, events } = this.execStream(id, req, caller, signal);
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let summary: ExecSummary | undefined;
+    for await (const ev of events) {
+      if (ev.type === 'stdout') out.push(ev.data);
+      else if (ev.type === 'stderr') err.push(ev.data);
+      else summary = ev.result;
+    }
+    if (!summary) throw new AgentboxError('internal', `exec ${execId} ended without a result`);
+    return { ...summary, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+  }
+
+  execHistory(id: string, caller: Caller, limit = 100): ReturnType<Store['listExecs']> {
+    this.find(id, caller);
+    return this.opts.store.listExecs(id, limit);
+  }
+
+  execRecord(id: string, execId: string, caller: Caller): NonNullable<ReturnType<Store['getExec']>> {
+    this.find(id, caller);
+    const rec = this.opts.store.getExec(id, execId);
+    if (!rec) throw new NotFoundError(`no exec ${execId} in sandbox ${id}`, { hint: `agentbox logs ${id} lists its execs` });
+    return rec;
+  }
+
+  private runtimeOf(stored: StoredSandbox): Runtime {
+    const rt = this.opts.runtimes[stored.sandbox.runtime];
+    if (!rt) throw new RuntimeUnavailableError(`runtime ${stored.sandbox.runtime} is not enabled`);
+    return rt;
+  }
+
+  async readFile(id: string, path: string, caller: Caller): Promise<Readable> {
+    const stored = this.findRunning(id, caller);
+    this.touch(id);
+    return this.runtimeOf(stored).readFile(handleOf(stored), path);
+  }
+
+  async writeFile(id: string, path: string, data: Readable, caller: Caller): Promise<number> {
+    const stored = this.findRunning(id, caller);
+    this.touch(id);
+    return this.track(this.runtimeOf(stored).writeFile(handleOf(stored), path, data));
+  }
+
+  async listDir(id: string, path: string, caller: Caller): Promise<DirEntry[]> {
+    const stored = this.findRunning(id, caller);
+    this.touch(id);
+    return this.runtimeOf(stored).listDir(handleOf(stored), path);
+  }
+
+  async removePath(id: string, path: string, caller: Caller): Promise<void> {
+    const stored = this.findRunning(id, caller);
+    this.touch(id);
+    await this.runtimeOf(stored).removePath(handleOf(stored), path);
+  }
+
+  async stop(id: string, caller: Caller): Promise<Sandbox> {
+    const stored = this.find(id, caller);
+    if (ACTIVE.includes(stored.sandbox.state)) await this.end(stored, 'stopped', 'stopped', caller.actor);
+    return this.find(id, caller).sandbox;
+  }
+
+  async delete(id: string, caller: Caller): Promise<Sandbox> {
+    const stored = this.find(id, caller);
+    if (stored.sandbox.state === 'deleted') return stored.sandbox;
+    await this.end(stored, 'deleted', stored.sandbox.endReason ?? 'deleted', caller.actor);
+    return this.find(id, caller).sandbox;
+  }
+
+  private async end(stored: StoredSandbox, state: SandboxState, reason: EndReason, endedBy: string | null): Promise<void> {
+    const id = stored.sandbox.id;
+    const rt = this.opts.runtimes[stored.sandbox.runtime];
+    if (rt && stored.runtimeData) await rt.destroy(handleOf(stored));
+    const already = stored.sandbox.endedAt;
+    this.opts.store.markEnded(id, {
+      state,
+      reason: already && stored.sandbox.endReason ? stored.sandbox.endReason : reason,
+      endedBy: already ? (stored.sandbox.endedBy ?? endedBy) : endedBy,
+      at: already ?? new Date().toISOString(),
+    });
+    this.opts.store.audit({ tenant: stored.sandbox.tenant, actor: endedBy, action: state === 'deleted' ? 'delete' : 'stop', sandboxId: id, detail: { reason } });
+    this.opts.logger.info({ sandbox_id: id, reason, by: endedBy }, 'sandbox ended');
+  }
+
+  /** One pass of the reaper: ttl, idle timeout, sandboxes that died on their own. */
+  async reapOnce(): Promise<void> {
+    const now = Date.now();
+    for (const stored of this.opts.store.listSandboxes({ states: ['running'] })) {
+      const sb = stored.sandbox;
+      if (sb.expiresAt && Date.parse(sb.expiresAt) <= now) {
+        await this.end(stored, 'stopped', 'ttl_expired', 'reaper');
+        continue;
+      }
+      if (stored.idleTimeoutMs !== null && Date.parse(sb.lastActiveAt) + stored.idleTimeoutMs <= now && !this.busy(sb.id)) {
+        await this.end(stored, 'stopped', 'idle_timeout', 'reaper');
+        continue;
+      }
+      const rt = this.opts.runtimes[sb.runtime];
+      if (rt && stored.runtimeData && !(await rt.status(handleOf(stored))).alive) {
+        await this.end(stored, 'failed', 'runtime_lost', 'reaper');
+      }
+    }
+  }
+
+  /** A sandbox with a running exec is not idle, however long the exec takes. */
+  private busy(id: string): boolean {
+    return (this.activeExecs.get(id) ?? 0) > 0;
+  }
+
+  /** After a restart: rows whose sandbox is gone become runtime_lost; host objects nobody knows are reaped. */
+  private async reconcile(): Promise<void> {
+    const store = this.opts.store;
+    for (const [name, rt] of Object.entries(this.opts.runtimes) as [RuntimeName, Runtime][]) {
+      const probe = await rt.probe();
+      if (!probe.ok) {
+        this.opts.logger.warn({ runtime: name, reason: probe.reason }, 'runtime unavailable at start');
+        continue;
+      }
+      const objects = await rt.list();
+      const known = new Set(store.listSandboxes({ states: ACTIVE }).filter((s) => s.sandbox.runtime === name).map((s) => s.sandbox.id));
+      for (const obj of objects) {
+        if (known.has(obj.id) && obj.alive) continue;
+        await rt.reap(obj.id).catch((err: unknown) => this.opts.logger.error({ sandbox_id: obj.id, err }, 'could not reap'));
+        if (!known.has(obj.id)) {
+          store.audit({ tenant: null, actor: 'reconcile', action: 'reap_orphan', sandboxId: obj.id, detail: null });
+          this.opts.logger.warn({ sandbox_id: obj.id, runtime: name }, 'reaped orphan');
+        }
+      }
+      for (const stored of store.listSandboxes({ states: ACTIVE }).filter((s) => s.sandbox.runtime === name)) {
+        const alive = stored.runtimeData ? (await rt.status(handleOf(stored))).alive : false;
+        if (!alive) {
+          await rt.reap(stored.sandbox.id).catch(() => undefined);
+          store.markEnded(stored.sandbox.id, { state: 'failed', reason: 'runtime_lost', endedBy: 'reconcile', at: new Date().toISOString() });
+        }
+      }
+    }
+  }
+
+  /** Subsystem health for /healthz. */
+  async health(): Promise<Record<string, { ok: boolean; detail?: string }>> {
+    const out: Record<string, { ok: boolean; detail?: string }> = {};
+    try {
+      this.opts.store.countActive('__health__');
+      out.store = { ok: true };
+    } catch (err) {
+      out.store = { ok: false, detail: err instanceof Error ? err.message : String(err) };
+    }
+    for (const [name, rt] of Object.entries(this.opts.runtimes)) {
+      const r = await rt!.probe();
+      out[`runtime.${name}`] = r.ok ? { ok: true } : { ok: false, detail: r.reason ?? 'unavailable' };
+    }
+    return out;
+  }
+}
+
+function today(): string {
+  return new Date().toISOString().slice(0, 10);
+}

@@ -1,0 +1,127 @@
+/**
+ * The sandbox model: one zod schema per shape, types derived from them.
+ * These are the contracts in ARCHITECTURE.md shared by every surface.
+ */
+import { z } from 'zod';
+
+export const SANDBOX_STATES = ['creating', 'running', 'stopped', 'failed', 'deleted'] as const;
+export const SandboxStateSchema = z.enum(SANDBOX_STATES).describe('Lifecycle state');
+export type SandboxState = z.infer<typeof SandboxStateSchema>;
+
+export const END_REASONS = [
+  'ttl_expired',
+  'idle_timeout',
+  'oom_killed',
+  'deleted',
+  'stopped',
+  'runtime_lost',
+  'reaped_orphan',
+  'create_failed',
+] as const;
+export const EndReasonSchema = z.enum(END_REASONS).describe('Why the sandbox ended');
+export type EndReason = z.infer<typeof EndReasonSchema>;
+
+export const RUNTIME_NAMES = ['local', 'docker'] as const;
+export const RuntimeNameSchema = z.enum(RUNTIME_NAMES).describe('Runtime driver');
+export type RuntimeName = z.infer<typeof RuntimeNameSchema>;
+
+export const ISOLATIONS = ['namespaces', 'container', 'gvisor'] as const;
+export const IsolationSchema = z.enum(ISOLATIONS).describe('Isolation level within the runtime');
+export type Isolation = z.infer<typeof IsolationSchema>;
+
+export const LimitsSchema = z
+  .object({
+    cpus: z.number().positive().max(64).describe('CPU cores (fractional allowed)'),
+    memoryMb: z.number().int().min(16).max(262144).describe('Memory limit in MiB, swap included'),
+    pids: z.number().int().min(8).max(65536).describe('Maximum number of processes'),
+    diskMb: z.number().int().min(1).max(1048576).describe('Size of the writable /workspace and /tmp, MiB'),
+  })
+  .strict();
+export type Limits = z.infer<typeof LimitsSchema>;
+export const PartialLimitsSchema = LimitsSchema.partial().strict();
+export type PartialLimits = z.infer<typeof PartialLimitsSchema>;
+
+export const EGRESS_MODES = ['none', 'allowlist', 'open'] as const;
+export const EgressModeSchema = z.enum(EGRESS_MODES);
+export const EgressSchema = z
+  .object({
+    mode: EgressModeSchema.describe('none: no network; allowlist: only the listed hosts; open: anything not denied'),
+    allow: z.array(z.string().min(1).max(253)).max(256).describe('Hosts (HOST or HOST:PORT) reachable in allowlist mode'),
+  })
+  .strict();
+export type Egress = z.infer<typeof EgressSchema>;
+
+export const LabelsSchema = z
+  .record(z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9._\-/]{0,62}$/), z.string().max(256))
+  .describe('Free-form labels');
+export type Labels = z.infer<typeof LabelsSchema>;
+
+export const EnvSchema = z
+  .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'environment names are letters, digits and _'), z.string().max(32768))
+  .describe('Environment variables');
+export type Env = z.infer<typeof EnvSchema>;
+
+export const SandboxSchema = z.object({
+  id: z.string().describe('sbx_ followed by random characters'),
+  tenant: z.string(),
+  image: z.string(),
+  profile: z.string().nullable(),
+  runtime: RuntimeNameSchema,
+  isolation: IsolationSchema,
+  state: SandboxStateSchema,
+  limits: LimitsSchema,
+  egress: EgressSchema,
+  labels: LabelsSchema,
+  createdAt: z.string().describe('ISO 8601'),
+  expiresAt: z.string().nullable(),
+  lastActiveAt: z.string(),
+  endedAt: z.string().nullable().optional(),
+  endReason: EndReasonSchema.nullable().optional(),
+  endedBy: z.string().nullable().optional(),
+});
+export type Sandbox = z.infer<typeof SandboxSchema>;
+
+export const ExecResultSchema = z.object({
+  execId: z.string(),
+  exitCode: z.number().int().describe('Exit code; 124 on timeout, 137 when OOM-killed, 128+N for signal N'),
+  stdout: z.string(),
+  stderr: z.string(),
+  truncated: z.boolean().describe('Output went past outputLimitBytes and was cut'),
+  timedOut: z.boolean(),
+  oomKilled: z.boolean(),
+  durationMs: z.number(),
+});
+export type ExecResult = z.infer<typeof ExecResultSchema>;
+export type ExecSummary = Omit<ExecResult, 'stdout' | 'stderr'>;
+
+export type ExecEvent =
+  | { type: 'stdout'; data: Buffer }
+  | { type: 'stderr'; data: Buffer }
+  | { type: 'exit'; result: ExecSummary };
+
+export const DirEntrySchema = z.object({
+  name: z.string(),
+  type: z.enum(['file', 'dir', 'symlink', 'other']),
+  size: z.number(),
+  mode: z.number(),
+  mtime: z.string(),
+});
+export type DirEntry = z.infer<typeof DirEntrySchema>;
+
+/** What policy resolution hands to the manager and, stripped of bookkeeping, to the runtime. */
+export interface SandboxSpec {
+  id: string;
+  tenant: string;
+  image: string;
+  profile: string | null;
+  runtime: RuntimeName;
+  isolation: Isolation;
+  limits: Limits;
+  egress: Egress;
+  env: Env;
+  labels: Labels;
+  ttlMs: number | null;
+  idleTimeoutMs: number | null;
+  execTimeoutMs: number;
+  outputLimitBytes: number;
+}

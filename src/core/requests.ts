@@ -1,0 +1,36 @@
+/** Request bodies accepted by every surface, validated once at the edge. */
+import { z } from 'zod';
+import { EgressModeSchema, EnvSchema, IsolationSchema, LabelsSchema, PartialLimitsSchema, RuntimeNameSchema } from './model.js';
+
+export const DurationInputSchema = z
+  .union([z.string().regex(/^\d+(ms|s|m|h|d)$/, 'a duration like 90s, 5m or 1h'), z.number().int().positive()])
+  .describe('Duration: 90s, 5m, 1h, or a number of seconds');
+
+export const CreateSandboxRequestSchema = z
+  .object({
+    image: z.string().min(1).max(128).regex(/^[a-zA-Z0-9][a-zA-Z0-9._\-/:]*$/, 'an image name').optional().describe('Image name; defaults to the policy default'),
+    profile: z.string().min(1).max(64).optional().describe('Named profile from the policy'),
+    runtime: RuntimeNameSchema.optional(),
+    isolation: IsolationSchema.optional(),
+    limits: PartialLimitsSchema.optional().describe('Ask for less than the profile allows, never more'),
+    egress: z
+      .object({ mode: EgressModeSchema.optional(), allow: z.array(z.string().min(1).max(253)).max(256).optional() })
+      .strict()
+      .optional(),
+    env: EnvSchema.optional(),
+    labels: LabelsSchema.optional(),
+    ttl: DurationInputSchema.optional().describe('Hard lifetime, at most the profile ttl'),
+  })
+  .strict();
+export type CreateSandboxRequest = z.infer<typeof CreateSandboxRequestSchema>;
+
+export const ExecRequestSchema = z
+  .object({
+    cmd: z.array(z.string().max(131072)).min(1).max(4096).describe('argv; use ["sh","-c","..."] for a shell line'),
+    stdin: z.string().max(16 * 1024 * 1024).optional().describe('Data written to the command\'s stdin (UTF-8)'),
+    env: EnvSchema.optional(),
+    cwd: z.string().startsWith('/').max(4096).optional().describe('Working directory, absolute; default /workspace'),
+    timeoutMs: z.number().int().positive().max(24 * 3600 * 1000).optional().describe('Kill the command after this long (exit 124)'),
+  })
+  .strict();
+export type ExecRequest = z.infer<typeof ExecRequestSchema>;

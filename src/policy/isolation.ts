@@ -1,0 +1,23 @@
+/** Which isolation each runtime can give, and how the levels compare. */
+import type { Isolation, RuntimeName } from '../core/model.js';
+
+/** Offered isolations per runtime, weakest first; the first is the runtime's default. */
+export const RUNTIME_ISOLATIONS: Readonly<Record<RuntimeName, readonly Isolation[]>> = {
+  local: ['namespaces'],
+  docker: ['container', 'gvisor'],
+};
+
+// namespaces and container share the host kernel alike; gvisor narrows the kernel surface.
+const STRENGTH: Readonly<Record<Isolation, number>> = { namespaces: 1, container: 1, gvisor: 2 };
+
+export function isolationStrength(isolation: Isolation): number {
+  return STRENGTH[isolation];
+}
+
+export function isolationFits(runtime: RuntimeName, isolation: Isolation): boolean {
+  return RUNTIME_ISOLATIONS[runtime].includes(isolation);
+}
+
+export function defaultIsolation(runtime: RuntimeName): Isolation {
+  return RUNTIME_ISOLATIONS[runtime][0] as Isolation;
+}

@@ -1,0 +1,247 @@
+/**
+ * The policy file (ARCHITECTURE.md, "The policy file"). Strict everywhere: an unknown key is an
+ * error, never ignored, so a typo cannot silently loosen a limit. Fields a file leaves out of
+ * `defaults` take the built-in values below.
+ */
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { EgressModeSchema, IsolationSchema, LimitsSchema, PartialLimitsSchema, RuntimeNameSchema } from '../core/model.js';
+import type { Isolation, Limits, RuntimeName } from '../core/model.js';
+import { isDuration } from './duration.js';
+import { hostPatternProblem } from './hosts.js';
+import { RUNTIME_ISOLATIONS, isolationFits } from './isolation.js';
+
+const DURATION_MSG = 'expected a duration like 90s, 5m or 1h';
+const duration = (description: string) =>
+  z.string({ error: DURATION_MSG }).refine((s) => isDuration(s), DURATION_MSG).describe(description);
+
+const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$/;
+const name = (what: string) => z.string().regex(NAME_RE, `a ${what} name: letters, digits, . _ - (at most 64)`);
+
+const ImageNameSchema = z
+  .string()
+  .max(128)
+  .regex(/^[a-zA-Z0-9][a-zA-Z0-9._\-/:]*$/, 'an image name: letters, digits, . _ - / :')
+  .describe('Image name as the image store or Docker knows it');
+
+const hostPattern = (opts: { broad?: boolean }) =>
+  z.string().superRefine((s, ctx) => {
+    const problem = hostPatternProblem(s, opts);
+    if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+  });
+const AllowHostSchema = hostPattern({}).describe('HOST, *.DOMAIN (subdomains only) or either with :PORT');
+const DenyHostSchema = hostPattern({ broad: true }).describe('HOST, *.DOMAIN or either with :PORT; broad wildcards allowed');
+
+const CidrSchema = z
+  .string()
+  .refine((s) => isCidr(s), 'expected an address range like 10.77.0.0/16 or fd00::/8')
+  .describe('Private or loopback range (CIDR) that sandboxes may reach');
+
+const ProfileEgressSchema = z
+  .object({
+    mode: EgressModeSchema.describe('none: no network; allowlist: only the listed hosts; open: anything not denied'),
+    presets: z.array(name('preset')).optional().describe('Names from egress.presets whose hosts are allowed'),
+    allow: z.array(AllowHostSchema).optional().describe('More allowed hosts'),
+  })
+  .strict()
+  .describe('Egress a sandbox gets, and the most a request may ask for');
+
+export const BUILTIN_LIMITS: Readonly<Limits> = Object.freeze({ cpus: 1, memoryMb: 512, pids: 256, diskMb: 1024 });
+
+const DefaultLimitsSchema = z
+  .object({
+    cpus: LimitsSchema.shape.cpus.default(BUILTIN_LIMITS.cpus),
+    memoryMb: LimitsSchema.shape.memoryMb.default(BUILTIN_LIMITS.memoryMb),
+    pids: LimitsSchema.shape.pids.default(BUILTIN_LIMITS.pids),
+    diskMb: LimitsSchema.shape.diskMb.default(BUILTIN_LIMITS.diskMb),
+  })
+  .strict()
+  .default(() => ({ ...BUILTIN_LIMITS }))
+  .describe('Resource limits; each is also the most a request may ask for');
+
+const OutputLimitSchema = z.number().int().min(1024).max(1024 * 1024 * 1024);
+
+const DefaultsSchema = z
+  .object({
+    runtime: RuntimeNameSchema.default('local').describe('Runtime driver: local | docker'),
+    isolation: IsolationSchema.optional().describe('Isolation within the runtime; absent = the runtime\'s own (local: namespaces, docker: container)'),
+    image: ImageNameSchema.default('busybox'),
+    limits: DefaultLimitsSchema,
+    ttl: duration('Hard lifetime of a sandbox').default('1h'),
+    idleTimeout: duration('No exec or file call for this long stops the sandbox').default('15m'),
+    execTimeout: duration('Default time limit of one exec').default('2m'),
+    outputLimitBytes: OutputLimitSchema.default(2097152).describe('Per exec, stdout+stderr; beyond it the output is truncated'),
+    egress: ProfileEgressSchema.optional().describe(
+      'Egress without a profile. Absent: none unless the request asks for an allowlist (any host the deny list and ranges let through); never open',
+    ),
+  })
+  .strict()
+  .default(() => ({
+    runtime: 'local' as const,
+    image: 'busybox',
+    limits: { ...BUILTIN_LIMITS },
+    ttl: '1h',
+    idleTimeout: '15m',
+    execTimeout: '2m',
+    outputLimitBytes: 2097152,
+  }))
+  .describe('What a request gets when it names nothing');
+
+const ProfileSchema = z
+  .object({
+    image: ImageNameSchema.optional(),
+    runtime: RuntimeNameSchema.optional(),
+    isolation: IsolationSchema.optional().describe('Fixed isolation: requests may ask for stronger, never weaker'),
+    limits: PartialLimitsSchema.optional().describe('Overrides of defaults.limits; the most a request may ask for'),
+    ttl: duration('Hard lifetime; requests may ask for less').optional(),
+    idleTimeout: duration('Idle time before the sandbox is stopped').optional(),
+    execTimeout: duration('Default time limit of one exec').optional(),
+    outputLimitBytes: OutputLimitSchema.optional().describe('Per exec, stdout+stderr'),
+    egress: ProfileEgressSchema.optional(),
+    pauseAfter: duration('Idle time after which the sandbox is paused (where the runtime can)').optional(),
+  })
+  .strict()
+  .describe('A named set of overrides a request selects with `profile`');
+
+const EgressPolicySchema = z
+  .object({
+    presets: z.record(name('preset'), z.array(AllowHostSchema)).default(() => ({})).describe('Named host lists profiles refer to'),
+    globalDeny: z.array(DenyHostSchema).default(() => []).describe('Hosts never reachable; always wins over any allow list'),
+    allowRanges: z.array(CidrSchema).default(() => []).describe('Private/loopback ranges the operator opens; default none'),
+  })
+  .strict()
+  .default(() => ({ presets: {}, globalDeny: [], allowRanges: [] }))
+  .describe('Egress settings shared by all profiles');
+
+const PoolSchema = z
+  .object({
+    image: ImageNameSchema,
+    profile: name('profile').optional().describe('Profile the warm sandboxes are created with'),
+    size: z.number().int().min(0).max(256).describe('Warm sandboxes kept ready'),
+  })
+  .strict();
+
+const TenantSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'a tenant name: lower-case letters, digits, . _ -').describe('Tenant name'),
+    tokens: z
+      .array(z.string().regex(/^[\x21-\x7e]{8,512}$/, 'a token: at least 8 printable characters, no spaces'))
+      .optional()
+      .describe('Plain bearer tokens (for tests; prefer tokenSha256)'),
+    tokenSha256: z
+      .array(z.string().regex(/^[0-9a-fA-F]{64}$/, 'a SHA-256 digest: 64 hex characters (printf %s TOKEN | sha256sum)'))
+      .optional()
+      .describe('SHA-256 digests of bearer tokens, hex'),
+    quotas: z
+      .object({
+        sandboxes: z.number().int().min(0).optional().describe('Sandboxes alive at once'),
+        memoryMb: z.number().int().min(0).optional().describe('Memory of all live sandboxes together, MiB'),
+        execMinutesPerDay: z.number().min(0).optional().describe('Exec time per UTC day, minutes'),
+      })
+      .strict()
+      .optional()
+      .describe('Per-tenant quotas; absent = unlimited'),
+    scopes: z.array(z.string().min(1).max(64)).optional().describe('Permission scopes of the tenant\'s tokens (reserved)'),
+  })
+  .strict();
+
+export const PolicySchema = z
+  .object({
+    version: z.literal(1, { error: 'must be 1, the only policy format so far' }).describe('Policy file format version'),
+    defaults: DefaultsSchema,
+    images: z.array(ImageNameSchema).optional().describe('Allowed images; absent = any image the host has'),
+    profiles: z.record(name('profile'), ProfileSchema).default(() => ({})).describe('Named profiles'),
+    egress: EgressPolicySchema,
+    pools: z.array(PoolSchema).default(() => []).describe('Warm pools of ready sandboxes'),
+    tenants: z.array(TenantSchema).optional().describe('Tenants and their tokens; absent = single tenant, token from AGENTBOX_TOKEN'),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    for (const problem of crossCheck(p)) ctx.addIssue({ code: 'custom', path: problem.path, message: problem.message });
+  })
+  .describe('agentbox policy file');
+
+export type Policy = z.infer<typeof PolicySchema>;
+export type Profile = z.infer<typeof ProfileSchema>;
+export type ProfileEgress = z.infer<typeof ProfileEgressSchema>;
+
+interface Problem {
+  path: (string | number)[];
+  message: string;
+}
+
+/** Checks that span fields: references resolve, allowlists agree, runtimes can give the isolation. */
+function crossCheck(p: Policy): Problem[] {
+  const out: Problem[] = [];
+  const allowed = p.images === undefined ? null : new Set(p.images);
+  const notAllowed = (image: string) => `image ${image} is not in images (${p.images?.join(', ')})`;
+  if (allowed && !allowed.has(p.defaults.image)) out.push({ path: ['defaults', 'image'], message: notAllowed(p.defaults.image) });
+  checkRuntime(p.defaults.runtime, p.defaults.isolation, ['defaults'], out);
+  const checkEgress = (e: ProfileEgress | undefined, at: (string | number)[]) => {
+    if (!e) return;
+    if (e.mode === 'none' && ((e.presets?.length ?? 0) > 0 || (e.allow?.length ?? 0) > 0)) {
+      out.push({ path: [...at, 'mode'], message: 'egress mode none takes no presets or allow list; use mode allowlist' });
+    }
+    (e.presets ?? []).forEach((preset, i) => {
+      if (!(preset in p.egress.presets)) {
+        const known = Object.keys(p.egress.presets);
+        out.push({ path: [...at, 'presets', i], message: `unknown preset ${preset} (egress.presets has: ${known.join(', ') || 'none'})` });
+      }
+    });
+  };
+  checkEgress(p.defaults.egress, ['defaults', 'egress']);
+  for (const [pname, prof] of Object.entries(p.profiles)) {
+    if (allowed && prof.image !== undefined && !allowed.has(prof.image)) {
+      out.push({ path: ['profiles', pname, 'image'], message: notAllowed(prof.image) });
+    }
+    const runtime = prof.runtime ?? p.defaults.runtime;
+    checkRuntime(runtime, prof.isolation, ['profiles', pname], out);
+    checkEgress(prof.egress, ['profiles', pname, 'egress']);
+  }
+  p.pools.forEach((pool, i) => {
+    if (pool.profile !== undefined && !(pool.profile in p.profiles)) {
+      out.push({ path: ['pools', i, 'profile'], message: `unknown profile ${pool.profile} (profiles has: ${Object.keys(p.profiles).join(', ') || 'none'})` });
+    }
+    if (allowed && !allowed.has(pool.image)) out.push({ path: ['pools', i, 'image'], message: notAllowed(pool.image) });
+  });
+  const names = new Set<string>();
+  const tokenOwner = new Map<string, string>();
+  (p.tenants ?? []).forEach((t, i) => {
+    if (names.has(t.name)) out.push({ path: ['tenants', i, 'name'], message: `tenant ${t.name} is listed twice` });
+    names.add(t.name);
+    const secrets = [...(t.tokens ?? []), ...(t.tokenSha256 ?? []).map((h) => `sha256:${h.toLowerCase()}`)];
+    if (secrets.length === 0) out.push({ path: ['tenants', i], message: `tenant ${t.name} has no tokens: add tokens or tokenSha256` });
+    for (const s of secrets) {
+      const owner = tokenOwner.get(s);
+      // One token, two tenants: whoever holds it could act as either.
+      if (owner !== undefined && owner !== t.name) out.push({ path: ['tenants', i, 'name'], message: `tenant ${t.name} shares a token with tenant ${owner}` });
+      tokenOwner.set(s, t.name);
+    }
+  });
+  return out;
+}
+
+function checkRuntime(runtime: RuntimeName, isolation: Isolation | undefined, at: (string | number)[], out: Problem[]): void {
+  if (isolation !== undefined && !isolationFits(runtime, isolation)) {
+    out.push({ path: [...at, 'isolation'], message: `runtime ${runtime} cannot provide ${isolation} isolation (it offers ${RUNTIME_ISOLATIONS[runtime].join(', ')})` });
+  }
+}
+
+function isCidr(s: string): boolean {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(s);
+  if (!m) return false;
+  const family = isIP(m[1] as string);
+  const bits = Number(m[2]);
+  return family !== 0 && bits <= (family === 4 ? 32 : 128);
+}
+
+/** The policy of a host without a policy file. */
+export const DEFAULT_POLICY: Policy = deepFreeze(PolicySchema.parse({ version: 1 }));
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,30 @@
+/** The bwrap command line that turns a staged image root into a sandbox. */
+import type { Limits } from '../../core/model.js';
+
+/** Inside every sandbox the user is 1000, mapped to the sandbox's own unprivileged host uid. */
+export const SANDBOX_UID = 1000;
+export const INFO_FD = 3;
+export const READY_FD = 4;
+
+export function bwrapArgs(opts: { stage: string; hostname: string; limits: Limits }): string[] {
+  const size = String(opts.limits.diskMb * 1024 * 1024);
+  return [
+    'bwrap',
+    '--unshare-user', '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_UID),
+    // Nested user namespaces are how most container escapes start; bwrap forbids them after setup.
+    '--disable-userns',
+    '--unshare-ipc', '--unshare-pid', '--unshare-net', '--unshare-uts', '--unshare-cgroup-try',
+    '--hostname', opts.hostname,
+    '--ro-bind', `${opts.stage}/root`, '/',
+    '--proc', '/proc',
+    '--dev', '/dev',
+    '--size', size, '--tmpfs', '/workspace',
+    '--size', size, '--tmpfs', '/tmp',
+    '--ro-bind', `${opts.stage}/bin`, '/.agentbox',
+    '--chdir', '/workspace',
+    '--clearenv', '--setenv', 'PATH', '/usr/sbin:/usr/bin:/sbin:/bin',
+    '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--as-pid-1',
+    '--info-fd', String(INFO_FD),
+    '/.agentbox/init', 'init', String(READY_FD),
+  ];
+}

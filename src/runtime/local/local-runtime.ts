@@ -1,0 +1,354 @@
+/**
+ * The `local` runtime: bubblewrap namespaces + cgroups, no daemon of its own.
+ * See ARCHITECTURE.md ("The local driver") for the traps this design avoids.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
+import { accessSync, constants, mkdirSync } from 'node:fs';
+import { PassThrough, type Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ConflictError, InternalError, RuntimeUnavailableError, BadRequestError } from '../../core/errors.js';
+import type { DirEntry, ExecEvent, Isolation } from '../../core/model.js';
+import { streamExec } from '../exec-process.js';
+import { baseEnv, checkPath, fileError, parseDirListing } from '../shared.js';
+import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxHandle } from '../types.js';
+import { bwrapArgs, INFO_FD, READY_FD, SANDBOX_UID } from './bwrap-args.js';
+import { Cgroups, detectCgroups } from './cgroups.js';
+import { isSameProcess, processStartTime } from './proc.js';
+
+export interface LocalRuntimeOpts {
+  /** cgroup scope of this daemon, e.g. `agentbox/<home tag>`: sandboxes of other homes are never touched. */
+  scope: string;
+  /** Host directory of an image's root filesystem; throws NotFoundError for an unknown image. */
+  resolveRootfs: (image: string) => string;
+  helper: string;
+  /** Empty directory the helper mounts its staging tmpfs on (in a private mount namespace). */
+  stageDir?: string;
+  startTimeoutMs?: number;
+}
+
+interface LocalData {
+  pid: number;
+  startTime: number;
+  uid: number;
+}
+
+/** Host uids for sandboxes come from this reserved range, one random uid per sandbox. */
+const UID_RANGE = [1_000_000_000, 1_100_000_000] as const;
+const HOST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+function dataOf(handle: SandboxHandle): LocalData {
+  const d = handle.data as Partial<LocalData>;
+  if (typeof d.pid !== 'number' || typeof d.startTime !== 'number' || typeof d.uid !== 'number') {
+    throw new InternalError(`sandbox ${handle.id} has no local runtime data`);
+  }
+  return { pid: d.pid, startTime: d.startTime, uid: d.uid };
+}
+
+export class LocalRuntime implements Runtime {
+  readonly name = 'local' as const;
+  readonly isolations: readonly Isolation[] = ['namespaces'];
+  readonly capabilities = { pause: true };
+  private cgroups: Cgroups | undefined;
+  private readonly children = new Map<string, ChildProcess>();
+  private readonly stageDir: string;
+
+  constructor(private readonly opts: LocalRuntimeOpts) {
+    this.stageDir = opts.stageDir ?? '/run/agentbox/stage';
+  }
+
+  async probe(): Promise<ProbeResult> {
+    if (process.platform !== 'linux') return { ok: false, reason: 'the local runtime needs Linux', hint: 'use --runtime docker' };
+    if (process.getuid?.() !== 0) {
+      return { ok: false, reason: 'the local runtime needs root (it sets up cgroups and enters namespaces)', hint: 'run agentbox serve as root, or use --runtime docker' };
+    }
+    const bwrap = spawnSync('bwrap', ['--version'], { encoding: 'utf8', env: { PATH: HOST_PATH } });
+    if (bwrap.error || bwrap.status !== 0) {
+      return { ok: false, reason: 'bubblewrap (bwrap) is not installed', hint: 'apt-get install bubblewrap' };
+    }
+    try {
+      accessSync(this.opts.helper, constants.X_OK);
+    } catch {
+      return { ok: false, reason: `the native helper is missing at ${this.opts.helper}`, hint: 'run npm run build (needs gcc and libc6-dev)' };
+    }
+    const cg = detectCgroups();
+    if (!cg.ok) return { ok: false, reason: cg.reason, hint: 'mount the memory, pids, cpu (and on v1 freezer) cgroup controllers' };
+    return { ok: true, details: { bwrap: bwrap.stdout.trim(), cgroup: `v${cg.version}` } };
+  }
+
+  private cg(): Cgroups {
+    if (this.cgroups) return this.cgroups;
+    const cg = detectCgroups();
+    if (!cg.ok) throw new RuntimeUnavailableError(`local runtime: ${cg.reason}`, { hint: 'mount the cgroup controllers or use --runtime docker' });
+    this.cgroups = new Cgroups(cg.version, this.opts.scope);
+    return this.cgroups;
+  }
+
+  async create(spec: RuntimeSpec): Promise<SandboxHandle> {
+    const rootfs = this.opts.resolveRootfs(spec.image);
+    const cg = this.cg();
+    mkdirSync(this.stageDir, { recursive: true, mode: 0o755 });
+    const uid = randomInt(UID_RANGE[0], UID_RANGE[1]);
+    const initDirs = cg.create(spec.id, spec.limits);
+    const args = [
+      'spawn', '--uid', String(uid), '--gid', String(uid), '--rootfs', rootfs, '--stage', this.stageDir,
+      ...initDirs.flatMap((d) => ['--cgroup', d]),
+      '--', ...bwrapArgs({ stage: this.stageDir, hostname: 'sandbox', limits: spec.limits }),
+    ];
+    const child = spawn(this.opts.helper, args, {
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
+      env: { PATH: HOST_PATH },
+      cwd: '/',
+    });
+    try {
+      const pid = await this.waitReady(child, spec.id);
+      const startTime = processStartTime(pid);
+      if (startTime === undefined) throw new InternalError(`sandbox ${spec.id} exited right after starting`);
+      this.children.set(spec.id, child);
+      child.once('close', () => this.children.delete(spec.id));
+      child.unref();
+      return { id: spec.id, runtime: 'local', data: { pid, startTime, uid } };
+    } catch (err) {
+      child.kill('SIGKILL');
+      await cg.kill(spec.id).catch(() => undefined);
+      await cg.remove(spec.id);
+      throw err;
+    }
+  }
+
+  /** Resolves with PID 1's host pid once PID 1 itself says bwrap is done (the start-up race). */
+  private waitReady(child: ChildProcess, id: string): Promise<number> {
+    const info = child.stdio[INFO_FD] as Readable;
+    const ready = child.stdio[READY_FD] as Readable;
+    let infoText = '';
+    let stderr = '';
+    let isReady = false;
+    child.stderr?.on('data', (c: Buffer) => {
+      if (stderr.length < 8192) stderr += c.toString();
+    });
+    info.on('data', (c: Buffer) => (infoText += c.toString()));
+    return new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => finish(new InternalError(`sandbox ${id} did not start within ${this.opts.startTimeoutMs ?? 10_000} ms`)), this.opts.startTimeoutMs ?? 10_000);
+      const finish = (err?: Error): void => {
+        clearTimeout(timer);
+        child.off('close', onClose);
+        if (err) return reject(err);
+        const m = /"child-pid":\s*(\d+)/.exec(infoText);
+        if (!m) return reject(new InternalError(`sandbox ${id}: bwrap reported no child pid`));
+        for (const s of [info, ready, child.stderr]) {
+          s?.removeAllListeners('data');
+          s?.resume(); // keep draining; nothing more is read
+          (s as Readable & { unref?: () => void }).unref?.();
+        }
+        resolve(Number(m[1]));
+      };
+      const onClose = (code: number | null): void => {
+        const detail = stderr.trim().split('\n').slice(-3).join(' | ') || `exit code ${code}`;
+        finish(new InternalError(`sandbox ${id} failed to start: ${detail}`, { hint: 'check that the image has /workspace, /tmp and /.agentbox, and that user namespaces are enabled' }));
+      };
+      child.on('close', onClose);
+      child.on('error', (err) => finish(new RuntimeUnavailableError(`cannot run the helper: ${err.message}`, { hint: 'run npm run build' })));
+      ready.on('data', (c: Buffer) => {
+        if (!isReady && c.includes('R')) {
+          isReady = true;
+          // info-fd is written before the ready byte can be; wait for it to close too
+          if (/"child-pid"/.test(infoText)) finish();
+          else info.once('end', () => finish());
+        }
+      });
+    });
+  }
+
+  private assertAlive(handle: SandboxHandle): LocalData {
+    const data = dataOf(handle);
+    if (!isSameProcess(data.pid, data.startTime)) {
+      throw new ConflictError(`sandbox ${handle.id} is not running`, { hint: `agentbox inspect ${handle.id} says why it ended` });
+    }
+    return data;
+  }
+
+  private entryArgs(handle: SandboxHandle, data: LocalData, leafDirs: string[], cwd?: string): string[] {
+    return [
+      '--pid', String(data.pid), '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_UID),
+      ...leafDirs.flatMap((d) => ['--cgroup', d]),
+      ...(cwd ? ['--cwd', cwd] : []),
+    ];
+  }
+
+  exec(handle: SandboxHandle, cmd: string[], opts: ExecOpts): AsyncIterable<ExecEvent> {
+    const data = this.assertAlive(handle);
+    const cg = this.cg();
+    const leaf = `x-${opts.execId}`;
+    const dirs = cg.leaf(handle.id, leaf);
+    const oomBefore = cg.oomKills(handle.id);
+    const child = spawn(this.opts.helper, ['exec', ...this.entryArgs(handle, data, dirs, opts.cwd ?? '/workspace'), '--', ...cmd], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: baseEnv(opts.env),
+      cwd: '/',
+    });
+    return streamExec(child, opts, {
+      killTree: async () => {
+        await cg.kill(handle.id, leaf);
+      },
+      settle: async ({ code, signal }) => {
+        const exitCode = code ?? (signal === 'SIGKILL' ? 137 : 128);
+        const oomKilled = cg.oomKills(handle.id) > oomBefore && exitCode === 137;
+        // Background processes the command left behind keep the leaf; it goes with the sandbox.
+        if (cg.pids(handle.id, leaf).length === 0) cg.removeLeaf(handle.id, leaf);
+        return { exitCode, oomKilled };
+      },
+    });
+  }
+
+  /** Run one helper file operation inside the sandbox. */
+  private fileProcess(handle: SandboxHandle, op: string, path: string): { child: ChildProcess; done: Promise<{ code: number | null; stderr: string }> } {
+    const data = this.assertAlive(handle);
+    const cg = this.cg();
+    const leaf = `f-${randomBytes(6).toString('hex')}`;
+    const dirs = cg.leaf(handle.id, leaf);
+    const child = spawn(this.opts.helper, ['file', ...this.entryArgs(handle, data, dirs), '--', op, path], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { PATH: HOST_PATH },
+      cwd: '/',
+    });
+    let stderr = '';
+    child.stderr?.on('data', (c: Buffer) => {
+      if (stderr.length < 8192) stderr += c.toString();
+    });
+    const done = new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      child.on('error', (err) => resolve({ code: null, stderr: err.message }));
+      child.on('close', (code) => {
+        cg.removeLeaf(handle.id, leaf);
+        resolve({ code, stderr });
+      });
+    });
+    return { child, done };
+  }
+
+  async readFile(handle: SandboxHandle, path: string): Promise<Readable> {
+    const p = checkPath(path);
+    const { child, done } = this.fileProcess(handle, 'read', p);
+    child.stdin?.end();
+    const out = new PassThrough();
+    const stdout = child.stdout as Readable;
+    return new Promise<Readable>((resolve, reject) => {
+      let started = false;
+      stdout.once('data', () => {
+        started = true;
+        resolve(out);
+      });
+      stdout.pipe(out, { end: false });
+      void done.then(({ code, stderr }) => {
+        const err = code === 0 ? undefined : fileError(stderr, p, handle.id);
+        if (!started) {
+          if (err) reject(err);
+          else {
+            out.end();
+            resolve(out);
+          }
+        } else if (err) out.destroy(err);
+        else out.end(); // 'close' comes after stdout's last chunk was piped
+      });
+    });
+  }
+
+  async writeFile(handle: SandboxHandle, path: string, data: Readable): Promise<number> {
+    const p = checkPath(path);
+    const { child, done } = this.fileProcess(handle, 'write', p);
+    let bytes = 0;
+    let inputError: Error | undefined;
+    data.on('data', (c: Buffer) => (bytes += c.length));
+    data.on('error', (err) => {
+      inputError = err;
+      child.kill('SIGKILL');
+    });
+    child.stdin?.on('error', () => undefined);
+    data.pipe(child.stdin!);
+    child.stdout?.resume();
+    const { code, stderr } = await done;
+    if (inputError) throw inputError;
+    if (code !== 0) throw fileError(stderr, p, handle.id);
+    return bytes;
+  }
+
+  async listDir(handle: SandboxHandle, path: string): Promise<DirEntry[]> {
+    const p = checkPath(path);
+    const { child, done } = this.fileProcess(handle, 'list', p);
+    child.stdin?.end();
+    const chunks: Buffer[] = [];
+    child.stdout?.on('data', (c: Buffer) => chunks.push(c));
+    const { code, stderr } = await done;
+    if (code !== 0) throw fileError(stderr, p, handle.id);
+    return parseDirListing(Buffer.concat(chunks));
+  }
+
+  async removePath(handle: SandboxHandle, path: string): Promise<void> {
+    const p = checkPath(path);
+    if (p === '/') throw new BadRequestError('refusing to remove /', { hint: 'delete the sandbox instead: agentbox rm ID' });
+    const { child, done } = this.fileProcess(handle, 'remove', p);
+    child.stdin?.end();
+    child.stdout?.resume();
+    const { code, stderr } = await done;
+    if (code !== 0) throw fileError(stderr, p, handle.id);
+  }
+
+  async status(handle: SandboxHandle): Promise<{ alive: boolean }> {
+    const data = dataOf(handle);
+    return { alive: isSameProcess(data.pid, data.startTime) };
+  }
+
+  async stats(handle: SandboxHandle): Promise<RuntimeStats> {
+    const cg = this.cg();
+    return { memoryBytes: cg.memoryBytes(handle.id), pids: cg.pids(handle.id).length, cpuMs: cg.cpuMs(handle.id) };
+  }
+
+  async pause(handle: SandboxHandle): Promise<void> {
+    this.assertAlive(handle);
+    this.cg().freeze(handle.id);
+  }
+
+  async resume(handle: SandboxHandle): Promise<void> {
+    this.cg().thaw(handle.id);
+  }
+
+  async destroy(handle: SandboxHandle): Promise<void> {
+    await this.reap(handle.id);
+    // PID 1 leaves its cgroup before it has finished tearing down its pid namespace: wait for that.
+    const data = handle.data as Partial<LocalData>;
+    if (typeof data.pid === 'number' && typeof data.startTime === 'number') {
+      for (let i = 0; i < 400 && isSameProcess(data.pid, data.startTime); i++) await sleep(5);
+    }
+  }
+
+  async list(): Promise<RuntimeObject[]> {
+    const cg = this.cg();
+    return cg.list().map((id) => ({ id, alive: cg.pids(id).length > 0 }));
+  }
+
+  async reap(id: string): Promise<void> {
+    const cg = this.cg();
+    if (cg.exists(id)) {
+      // Killing every process of the group takes PID 1 with it, and so the whole pid namespace.
+      await cg.kill(id, undefined, 5000);
+    }
+    const child = this.children.get(id);
+    if (child && child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 2000);
+        child.once('close', () => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    if (cg.exists(id) && !(await cg.remove(id))) {
+      throw new InternalError(`could not remove the cgroups of sandbox ${id}`, { hint: 'a process may be stuck in uninterruptible sleep; see /sys/fs/cgroup' });
+    }
+  }
+
+  async close(): Promise<void> {
+    this.cgroups?.removeScopeIfEmpty();
+    this.children.clear();
+  }
+}

@@ -1,0 +1,102 @@
+/** Pieces every driver needs: path checks, file-error mapping, output capping, listing parsing. */
+import { posix } from 'node:path';
+import type { AgentboxError } from '../core/errors.js';
+import { BadRequestError, ForbiddenError, InternalError, NotFoundError } from '../core/errors.js';
+import type { DirEntry } from '../core/model.js';
+
+/** An absolute path inside the sandbox, without `..` tricks or NUL bytes. */
+export function checkPath(path: string): string {
+  if (typeof path !== 'string' || path.length === 0) throw new BadRequestError('a path is required', { hint: 'pass ?path=/workspace/FILE' });
+  if (path.length > 4096) throw new BadRequestError('path too long (max 4096 bytes)');
+  if (path.includes('\0')) throw new BadRequestError('path contains a NUL byte');
+  if (!path.startsWith('/')) {
+    throw new BadRequestError(`path must be absolute inside the sandbox: ${path}`, { hint: `use /workspace/${path}` });
+  }
+  if (path.split('/').includes('..')) {
+    throw new BadRequestError(`path must not contain '..': ${path}`, { hint: 'give the absolute path you mean' });
+  }
+  const normal = posix.normalize(path);
+  return normal.length > 1 && normal.endsWith('/') ? normal.slice(0, -1) : normal;
+}
+
+const FILE_ERROR_LINE = /agentbox-file-error:([A-Z]+):(.*)/;
+
+/** Turn the helper's one-line file error (or another failure) into a typed error. */
+export function fileError(stderr: string, path: string, sandboxId: string): AgentboxError {
+  const m = FILE_ERROR_LINE.exec(stderr);
+  const kind = m?.[1];
+  const detail = m?.[2]?.trim() ?? stderr.trim().split('\n').pop() ?? 'unknown error';
+  switch (kind) {
+    case 'ENOENT':
+    case 'ENOTDIR':
+      return new NotFoundError(`no such file in sandbox ${sandboxId}: ${path}`, { hint: `list the directory: agentbox exec ${sandboxId} -- ls ${posix.dirname(path)}` });
+    case 'EISDIR':
+      return new BadRequestError(`${path} is a directory`, { hint: 'use the files/list route (or agentbox exec ... ls) for directories' });
+    case 'EACCES':
+    case 'EROFS':
+      return new ForbiddenError(`not allowed in sandbox ${sandboxId}: ${detail}`, { hint: 'only /workspace and /tmp are writable' });
+    case 'ENOSPC':
+      return new BadRequestError(`no space left in sandbox ${sandboxId}: ${detail}`, { hint: 'the sandbox disk limit (limits.diskMb) is reached; remove files or ask for a bigger profile' });
+    case 'ELOOP':
+      return new BadRequestError(`too many symlinks: ${path}`);
+    case 'ENOTEMPTY':
+    case 'EEXIST':
+      return new BadRequestError(detail);
+    default:
+      return new InternalError(`file operation failed in sandbox ${sandboxId}: ${detail}`);
+  }
+}
+
+/** Keeps at most `limit` bytes of output across stdout and stderr. */
+export class OutputCap {
+  private used = 0;
+  truncated = false;
+  constructor(private readonly limit: number) {}
+
+  /** The part of `chunk` that still fits, or undefined when nothing does. */
+  take(chunk: Buffer): Buffer | undefined {
+    const room = this.limit - this.used;
+    if (room <= 0) {
+      this.truncated = this.truncated || chunk.length > 0;
+      return undefined;
+    }
+    if (chunk.length <= room) {
+      this.used += chunk.length;
+      return chunk;
+    }
+    this.used = this.limit;
+    this.truncated = true;
+    return chunk.subarray(0, room);
+  }
+}
+
+const TYPES: Record<string, DirEntry['type']> = { f: 'file', d: 'dir', l: 'symlink', o: 'other' };
+
+/** Parse the helper's NUL-terminated `TYPE SIZE MODE MTIME NAME` records. */
+export function parseDirListing(raw: Buffer): DirEntry[] {
+  const entries: DirEntry[] = [];
+  for (const rec of raw.toString('utf8').split('\0')) {
+    if (!rec) continue;
+    const m = /^([fdlo]) (\d+) ([0-7]+) (-?\d+) ([\s\S]*)$/.exec(rec);
+    if (!m) continue;
+    entries.push({
+      name: m[5] as string,
+      type: TYPES[m[1] as string] ?? 'other',
+      size: Number(m[2]),
+      mode: parseInt(m[3] as string, 8),
+      mtime: new Date(Number(m[4]) * 1000).toISOString(),
+    });
+  }
+  return entries.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** The environment every command starts from: nothing of the host's leaks in. */
+export function baseEnv(extra: Record<string, string>): Record<string, string> {
+  return {
+    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    HOME: '/workspace',
+    USER: 'sandbox',
+    LANG: 'C.UTF-8',
+    ...extra,
+  };
+}

@@ -1,0 +1,216 @@
+/**
+ * Typed client for the agentbox HTTP API, over TCP (`http://host:port`) or the daemon's Unix
+ * socket (`unix:/path/agentbox.sock`). Errors come back as the typed classes of core/errors.
+ */
+import { request, type IncomingMessage } from 'node:http';
+import { Readable } from 'node:stream';
+import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../core/errors.js';
+import type { DirEntry, ExecResult, ExecSummary, Sandbox } from '../core/model.js';
+import type { CreateSandboxRequest, ExecRequest } from '../core/requests.js';
+
+export interface ClientOpts {
+  /** `http://127.0.0.1:8080` or `unix:/home/me/.agentbox/agentbox.sock`. @default AGENTBOX_URL */
+  url: string;
+  /** Bearer token. @default AGENTBOX_TOKEN */
+  token?: string;
+}
+
+export type StreamEvent =
+  | { type: 'start'; execId: string }
+  | { type: 'stdout'; data: Buffer }
+  | { type: 'stderr'; data: Buffer }
+  | { type: 'exit'; result: ExecSummary };
+
+export interface ExecRecord {
+  execId: string;
+  cmd: string[];
+  startedAt: string;
+  endedAt: string | null;
+  exitCode: number | null;
+  timedOut: boolean;
+  oomKilled: boolean;
+  truncated: boolean;
+  durationMs: number | null;
+  stdout?: string;
+  stderr?: string;
+}
+
+interface Target {
+  socketPath?: string;
+  host?: string;
+  port?: number;
+}
+
+function parseTarget(url: string): Target {
+  if (url.startsWith('unix:')) return { socketPath: url.slice('unix:'.length) };
+  const u = new URL(url);
+  if (u.protocol !== 'http:') throw new AgentboxError('bad_request', `unsupported URL ${url}`, { hint: 'use http://HOST:PORT or unix:/path/to/agentbox.sock' });
+  return { host: u.hostname, port: Number(u.port || 80) };
+}
+
+export class AgentboxClient {
+  private readonly target: Target;
+
+  constructor(private readonly opts: ClientOpts) {
+    this.target = parseTarget(opts.url);
+  }
+
+  get url(): string {
+    return this.opts.url;
+  }
+
+  private raw(method: string, path: string, body?: Buffer | Readable, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<IncomingMessage> {
+    return new Promise((resolve, reject) => {
+      const req = request(
+        {
+          ...this.target,
+          method,
+          path,
+          headers: {
+            ...(this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}),
+            ...(Buffer.isBuffer(body) ? { 'content-length': String(body.length) } : {}),
+            ...headers,
+          },
+          ...(signal ? { signal } : {}),
+        },
+        resolve,
+      );
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') {
+          reject(new RuntimeUnavailableError(`no agentbox daemon answers at ${this.opts.url}`, { hint: 'start one with agentbox serve, or unset AGENTBOX_URL to use the local daemon' }));
+        } else reject(err);
+      });
+      if (body === undefined) req.end();
+      else if (Buffer.isBuffer(body)) req.end(body);
+      else {
+        body.on('error', (err) => req.destroy(err));
+        body.pipe(req);
+      }
+    });
+  }
+
+  private async check(res: IncomingMessage): Promise<IncomingMessage> {
+    if ((res.statusCode ?? 500) < 400) return res;
+    const text = await readAll(res);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text.toString('utf8'));
+    } catch {
+      throw new AgentboxError('internal', `HTTP ${res.statusCode}: ${text.toString('utf8').slice(0, 200)}`);
+    }
+    const err = (parsed as { error?: Record<string, unknown> }).error;
+    throw errorFromWire(err ?? {});
+  }
+
+  private async json<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const res = await this.check(await this.raw(method, path, payload, payload ? { 'content-type': 'application/json' } : {}, signal));
+    return JSON.parse((await readAll(res)).toString('utf8')) as T;
+  }
+
+  create(req: CreateSandboxRequest = {}): Promise<Sandbox> {
+    return this.json('POST', '/v1/sandboxes', req);
+  }
+
+  async list(opts: { labels?: Record<string, string>; all?: boolean } = {}): Promise<Sandbox[]> {
+    const q = new URLSearchParams();
+    if (opts.labels) q.set('labels', Object.entries(opts.labels).map(([k, v]) => `${k}=${v}`).join(','));
+    if (opts.all) q.set('all', '1');
+    const qs = q.toString();
+    return (await this.json<{ sandboxes: Sandbox[] }>('GET', `/v1/sandboxes${qs ? `?${qs}` : ''}`)).sandboxes;
+  }
+
+  get(id: string): Promise<Sandbox> {
+    return this.json('GET', `/v1/sandboxes/${encodeURIComponent(id)}`);
+  }
+
+  delete(id: string): Promise<Sandbox> {
+    return this.json('DELETE', `/v1/sandboxes/${encodeURIComponent(id)}`);
+  }
+
+  stop(id: string): Promise<Sandbox> {
+    return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/stop`);
+  }
+
+  exec(id: string, req: ExecRequest, signal?: AbortSignal): Promise<ExecResult> {
+    return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/exec`, req, signal);
+  }
+
+  /** Output as it happens: `start`, then `stdout`/`stderr` chunks, then one `exit`. */
+  async *execStream(id: string, req: ExecRequest, signal?: AbortSignal): AsyncIterable<StreamEvent> {
+    const body = Buffer.from(JSON.stringify(req));
+    const res = await this.check(
+      await this.raw('POST', `/v1/sandboxes/${encodeURIComponent(id)}/exec`, body, { 'content-type': 'application/json', accept: 'text/event-stream' }, signal),
+    );
+    for await (const { event, data } of parseSse(res)) {
+      const value = JSON.parse(data) as Record<string, unknown>;
+      if (event === 'start') yield { type: 'start', execId: String(value.execId) };
+      else if (event === 'stdout' || event === 'stderr') yield { type: event, data: Buffer.from(String(value.data), 'base64') };
+      else if (event === 'exit') yield { type: 'exit', result: value as unknown as ExecSummary };
+      else if (event === 'error') throw errorFromWire(value);
+    }
+  }
+
+  async execs(id: string): Promise<ExecRecord[]> {
+    return (await this.json<{ execs: ExecRecord[] }>('GET', `/v1/sandboxes/${encodeURIComponent(id)}/execs`)).execs;
+  }
+
+  execRecord(id: string, execId: string): Promise<ExecRecord> {
+    return this.json('GET', `/v1/sandboxes/${encodeURIComponent(id)}/execs/${encodeURIComponent(execId)}`);
+  }
+
+  private filePath(id: string, path: string, suffix = ''): string {
+    return `/v1/sandboxes/${encodeURIComponent(id)}/files${suffix}?path=${encodeURIComponent(path)}`;
+  }
+
+  /** The file's bytes as a stream (never fully in memory). */
+  async readFile(id: string, path: string): Promise<Readable> {
+    return this.check(await this.raw('GET', this.filePath(id, path)));
+  }
+
+  async writeFile(id: string, path: string, data: Buffer | string | Readable): Promise<{ bytes: number }> {
+    const body = typeof data === 'string' ? Buffer.from(data) : data;
+    const res = await this.check(await this.raw('PUT', this.filePath(id, path), body, { 'content-type': 'application/octet-stream' }));
+    return JSON.parse((await readAll(res)).toString('utf8')) as { bytes: number };
+  }
+
+  async listDir(id: string, path: string): Promise<DirEntry[]> {
+    return (await this.json<{ entries: DirEntry[] }>('GET', this.filePath(id, path, '/list'))).entries;
+  }
+
+  async removePath(id: string, path: string): Promise<void> {
+    await this.json('DELETE', this.filePath(id, path));
+  }
+
+  health(): Promise<{ ok: boolean; checks: Record<string, { ok: boolean; detail?: string }> }> {
+    return this.json('GET', '/healthz');
+  }
+}
+
+export async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream as AsyncIterable<Buffer>) chunks.push(c);
+  return Buffer.concat(chunks);
+}
+
+/** Minimal SSE parser: `event:` and `data:` lines, blank line ends an event. */
+async function* parseSse(stream: Readable): AsyncIterable<{ event: string; data: string }> {
+  let buf = '';
+  let event = 'message';
+  let data: string[] = [];
+  stream.setEncoding('utf8');
+  for await (const chunk of stream as AsyncIterable<string>) {
+    buf += chunk;
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl).replace(/\r$/, '');
+      buf = buf.slice(nl + 1);
+      if (line === '') {
+        if (data.length > 0) yield { event, data: data.join('\n') };
+        event = 'message';
+        data = [];
+      } else if (line.startsWith('event:')) event = line.slice(6).trim();
+      else if (line.startsWith('data:')) data.push(line.slice(5).trimStart());
+    }
+  }
+}

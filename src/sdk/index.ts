@@ -1,0 +1,19 @@
+/** The package's public API. Explicit names only: test/sdk/public-exports.test.ts pins this list. */
+export { AgentboxClient, type ClientOpts, type ExecRecord, type StreamEvent } from './client.js';
+export {
+  AgentboxError,
+  BadRequestError,
+  ConflictError,
+  ERROR_CODES,
+  ForbiddenError,
+  InternalError,
+  NotFoundError,
+  PolicyDeniedError,
+  QuotaExceededError,
+  RuntimeUnavailableError,
+  TimeoutError,
+  UnauthorizedError,
+  type ErrorCode,
+} from '../core/errors.js';
+export type { DirEntry, ExecResult, ExecSummary, Limits, Sandbox, SandboxState, EndReason } from '../core/model.js';
+export type { CreateSandboxRequest, ExecRequest } from '../core/requests.js';

@@ -1,0 +1,70 @@
+/** Numbered schema migrations; `PRAGMA user_version` records the last one applied. */
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'sandboxes, execs, audit, usage',
+    sql: `
+      CREATE TABLE sandboxes (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        image TEXT NOT NULL,
+        profile TEXT,
+        runtime TEXT NOT NULL,
+        isolation TEXT NOT NULL,
+        state TEXT NOT NULL,
+        limits_json TEXT NOT NULL,
+        egress_json TEXT NOT NULL,
+        labels_json TEXT NOT NULL,
+        spec_json TEXT NOT NULL,
+        runtime_data_json TEXT,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        last_active_at TEXT NOT NULL,
+        idle_timeout_ms INTEGER,
+        ended_at TEXT,
+        end_reason TEXT,
+        ended_by TEXT
+      );
+      CREATE INDEX sandboxes_tenant_state ON sandboxes (tenant, state);
+      CREATE INDEX sandboxes_state ON sandboxes (state);
+      CREATE TABLE execs (
+        id TEXT PRIMARY KEY,
+        sandbox_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        cmd_json TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        exit_code INTEGER,
+        timed_out INTEGER NOT NULL DEFAULT 0,
+        oom_killed INTEGER NOT NULL DEFAULT 0,
+        truncated INTEGER NOT NULL DEFAULT 0,
+        duration_ms REAL,
+        stdout_tail BLOB,
+        stderr_tail BLOB
+      );
+      CREATE INDEX execs_sandbox ON execs (sandbox_id, started_at);
+      CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        tenant TEXT,
+        actor TEXT,
+        action TEXT NOT NULL,
+        sandbox_id TEXT,
+        detail_json TEXT
+      );
+      CREATE INDEX audit_sandbox ON audit (sandbox_id);
+      CREATE TABLE usage (
+        tenant TEXT NOT NULL,
+        day TEXT NOT NULL,
+        exec_ms INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant, day)
+      );
+    `,
+  },
+];

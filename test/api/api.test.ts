@@ -1,0 +1,193 @@
+/** The HTTP API against a real daemon on a loopback port: routes, auth, tenants, bad input. */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { startDaemon, type Daemon } from '../../src/api/daemon.js';
+import { BadRequestError, NotFoundError, PolicyDeniedError, QuotaExceededError, UnauthorizedError } from '../../src/core/errors.js';
+import { silentLogger } from '../../src/observability/logger.js';
+import { AgentboxClient, readAll } from '../../src/sdk/client.js';
+import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
+
+const POLICY = `version: 1
+defaults:
+  image: busybox
+  limits: { cpus: 1, memoryMb: 256, pids: 128, diskMb: 128 }
+  ttl: 1h
+  idleTimeout: 15m
+  execTimeout: 1m
+  outputLimitBytes: 1048576
+profiles:
+  tiny: { limits: { memoryMb: 64 } }
+tenants:
+  - name: alice
+    tokens: [alice-token]
+  - name: bob
+    tokens: [bob-token]
+    quotas: { sandboxes: 1 }
+`;
+
+function rawRequest(port: number, method: string, path: string, body: string | Buffer | undefined, headers: Record<string, string>): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, method, path, headers }, async (res) => {
+      resolve({ status: res.statusCode ?? 0, body: (await readAll(res)).toString('utf8'), headers: res.headers });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+describe('HTTP API', () => {
+  let home: string;
+  let daemon: Daemon;
+  let port: number;
+  let alice: AgentboxClient;
+  let bob: AgentboxClient;
+
+  before(async () => {
+    await testImages();
+    home = mkdtempSync(join(tmpdir(), 'agentbox-api-'));
+    const policyPath = join(home, 'policy.yaml');
+    writeFileSync(policyPath, POLICY);
+    daemon = await startDaemon({
+      env: { AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR },
+      logger: silentLogger(),
+      policyPath,
+      socket: join(home, 'agentbox.sock'),
+      tcp: { host: '127.0.0.1', port: 0 },
+    });
+    port = daemon.tcpAddress!.port;
+    alice = new AgentboxClient({ url: `http://127.0.0.1:${port}`, token: 'alice-token' });
+    bob = new AgentboxClient({ url: `http://127.0.0.1:${port}`, token: 'bob-token' });
+  });
+
+  after(async () => {
+    for (const c of [alice, bob]) for (const sb of await c.list()) await c.delete(sb.id);
+    const runtime = daemon.manager.runtime('local');
+    await daemon.close();
+    const left = await (await runtime).list();
+    rmSync(home, { recursive: true, force: true });
+    assert.deepEqual(left, [], 'sandboxes left on the host after the daemon closed');
+  });
+
+  test('create, get, list, exec, delete; inspect says deleted', async () => {
+    const sb = await alice.create({ labels: { purpose: 'api-test' } });
+    assert.match(sb.id, /^sbx_/);
+    assert.equal(sb.state, 'running');
+    assert.equal(sb.tenant, 'alice');
+    assert.equal((await alice.get(sb.id)).id, sb.id);
+    assert.ok((await alice.list({ labels: { purpose: 'api-test' } })).some((s) => s.id === sb.id));
+    const r = await alice.exec(sb.id, { cmd: ['sh', '-c', 'echo hi; exit 4'] });
+    assert.equal(r.stdout, 'hi\n');
+    assert.equal(r.exitCode, 4);
+    const history = await alice.execs(sb.id);
+    assert.equal(history.length, 1);
+    assert.equal((await alice.execRecord(sb.id, r.execId)).stdout, 'hi\n');
+    const gone = await alice.delete(sb.id);
+    assert.equal(gone.state, 'deleted');
+    assert.equal(gone.endReason, 'deleted');
+    assert.equal((await alice.get(sb.id)).endedBy, 'token:alice');
+    assert.ok(!(await alice.list()).some((s) => s.id === sb.id));
+  });
+
+  test('SSE delivers chunks before the command ends', async () => {
+    const sb = await alice.create();
+    const t0 = performance.now();
+    const seen: { type: string; at: number }[] = [];
+    let exit: number | undefined;
+    for await (const ev of alice.execStream(sb.id, { cmd: ['sh', '-c', 'echo one; sleep 1.5; echo two'] })) {
+      seen.push({ type: ev.type, at: performance.now() - t0 });
+      if (ev.type === 'exit') exit = ev.result.exitCode;
+    }
+    assert.equal(exit, 0);
+    const firstOut = seen.find((e) => e.type === 'stdout');
+    const end = seen.find((e) => e.type === 'exit');
+    assert.ok(firstOut && end && end.at - firstOut.at > 1000, `chunks: ${JSON.stringify(seen)}`);
+    await alice.delete(sb.id);
+  });
+
+  test('auth: missing or wrong token is 401; another tenant\'s sandbox is 404', async () => {
+    const anon = new AgentboxClient({ url: `http://127.0.0.1:${port}` });
+    await assert.rejects(anon.list(), UnauthorizedError);
+    await assert.rejects(new AgentboxClient({ url: `http://127.0.0.1:${port}`, token: 'nope' }).list(), UnauthorizedError);
+    const sb = await alice.create();
+    await assert.rejects(bob.get(sb.id), NotFoundError);
+    await assert.rejects(bob.exec(sb.id, { cmd: ['true'] }), NotFoundError);
+    await assert.rejects(bob.delete(sb.id), NotFoundError);
+    assert.ok(!(await bob.list()).some((s) => s.id === sb.id));
+    assert.equal((await alice.get(sb.id)).state, 'running');
+    await alice.delete(sb.id);
+  });
+
+  test('quota: a tenant over its sandbox count gets quota_exceeded (429) with a hint', async () => {
+    const first = await bob.create();
+    const err = await bob.create().catch((e: unknown) => e);
+    assert.ok(err instanceof QuotaExceededError);
+    assert.ok(err.hint);
+    await bob.delete(first.id);
+    await bob.delete((await bob.create()).id);
+  });
+
+  test('policy: asking for more than the profile allows is policy_denied naming the field', async () => {
+    const err = await alice.create({ profile: 'tiny', limits: { memoryMb: 512 } }).catch((e: unknown) => e);
+    assert.ok(err instanceof PolicyDeniedError, String(err));
+    assert.match(`${err.message} ${err.hint}`, /memoryMb/);
+    await assert.rejects(alice.create({ image: 'no-such-image-xyz' }), NotFoundError);
+    assert.deepEqual((await alice.list()).length, 0, 'a failed create left a sandbox listed');
+  });
+
+  test('bad input: malformed JSON, unknown fields, oversize bodies, unknown ids and routes', async () => {
+    const auth = { authorization: 'Bearer alice-token', 'content-type': 'application/json' };
+    const malformed = await rawRequest(port, 'POST', '/v1/sandboxes', '{"image":', auth);
+    assert.equal(malformed.status, 400);
+    assert.equal(JSON.parse(malformed.body).error.code, 'bad_request');
+    const unknown = await rawRequest(port, 'POST', '/v1/sandboxes', '{"imagee":"busybox"}', auth);
+    assert.equal(unknown.status, 400);
+    assert.match(JSON.parse(unknown.body).error.message, /imagee/);
+    const big = await rawRequest(port, 'POST', '/v1/sandboxes', JSON.stringify({ labels: { a: 'x'.repeat(2 * 1024 * 1024) } }), auth);
+    assert.equal(big.status, 413);
+    const missing = await rawRequest(port, 'GET', '/v1/sandboxes/sbx_doesnotexist', undefined, auth);
+    assert.equal(missing.status, 404);
+    assert.ok(JSON.parse(missing.body).error.hint);
+    assert.equal((await rawRequest(port, 'GET', '/v1/nothing-here', undefined, auth)).status, 404);
+    assert.equal((await rawRequest(port, 'PATCH', '/v1/sandboxes', undefined, auth)).status, 405);
+    const badCmd = await rawRequest(port, 'POST', '/v1/sandboxes/sbx_x/exec', '{"cmd":[]}', auth);
+    assert.equal(badCmd.status, 400);
+    assert.equal((await alice.list()).length, 0);
+  });
+
+  test('files: a 20 MB binary round trip by checksum, listing, traversal refused', async () => {
+    const sb = await alice.create();
+    const data = randomBytes(20 * 1024 * 1024);
+    const { bytes } = await alice.writeFile(sb.id, '/workspace/big.bin', Readable.from([data]));
+    assert.equal(bytes, data.length);
+    const back = await readAll(await alice.readFile(sb.id, '/workspace/big.bin'));
+    assert.equal(createHash('sha256').update(back).digest('hex'), createHash('sha256').update(data).digest('hex'));
+    assert.deepEqual((await alice.listDir(sb.id, '/workspace')).map((e) => e.name), ['big.bin']);
+    await assert.rejects(alice.readFile(sb.id, '/workspace/../../etc/passwd'), BadRequestError);
+    await assert.rejects(alice.readFile(sb.id, 'etc/passwd'), BadRequestError);
+    await assert.rejects(alice.readFile(sb.id, '/workspace/nope'), NotFoundError);
+    await alice.removePath(sb.id, '/workspace/big.bin');
+    assert.deepEqual(await alice.listDir(sb.id, '/workspace'), []);
+    await alice.delete(sb.id);
+  });
+
+  test('healthz reports the store and each runtime', async () => {
+    const h = await alice.health();
+    assert.equal(h.ok, true);
+    assert.equal(h.checks.store?.ok, true);
+    assert.equal(h.checks['runtime.local']?.ok, true);
+  });
+
+  test('the Unix socket needs no token and acts as the default tenant', async () => {
+    const local = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
+    const sb = await local.create();
+    assert.equal(sb.tenant, 'default');
+    await assert.rejects(alice.get(sb.id), NotFoundError);
+    await local.delete(sb.id);
+  });
+});

@@ -1,0 +1,271 @@
+/**
+ * The behaviour every runtime driver must show, run against the real thing.
+ * `runRuntimeContract` is called once per driver (local, docker, docker+gvisor); a skipped test
+ * must carry a reason.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import { unlinkSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../src/core/errors.js';
+import type { Isolation, Limits } from '../../src/core/model.js';
+import type { Runtime, SandboxHandle } from '../../src/runtime/types.js';
+import { collect, execOpts, run } from '../helpers/collect.js';
+import { readAll } from '../../src/sdk/client.js';
+
+export interface ContractOpts {
+  name: string;
+  isolation: Isolation;
+  newRuntime: () => Promise<Runtime>;
+  /** Tests this driver cannot pass, each with the reason. */
+  skip?: { reason: string; tests: string[] }[];
+  /** Whether the debian image (python3) is available. */
+  debian: boolean;
+}
+
+const LIMITS: Limits = { cpus: 1, memoryMb: 256, pids: 128, diskMb: 64 };
+let counter = 0;
+
+export function runRuntimeContract(opts: ContractOpts): void {
+  const skipReason = (name: string): string | undefined => opts.skip?.find((s) => s.tests.includes(name))?.reason;
+  const it = (name: string, fn: () => Promise<void>): void => {
+    const reason = skipReason(name);
+    if (reason) test(name, { skip: reason }, fn);
+    else test(name, fn);
+  };
+
+  describe(`runtime contract: ${opts.name}`, () => {
+    let rt: Runtime;
+    let sb: SandboxHandle;
+    const created: SandboxHandle[] = [];
+
+    const newSandbox = async (limits: Partial<Limits> = {}, image = 'busybox'): Promise<SandboxHandle> => {
+      const h = await rt.create({ id: `sbx_ct${process.pid}x${++counter}`, image, isolation: opts.isolation, limits: { ...LIMITS, ...limits }, labels: {} });
+      created.push(h);
+      return h;
+    };
+
+    before(async () => {
+      rt = await opts.newRuntime();
+      const probe = await rt.probe();
+      assert.ok(probe.ok, `probe failed: ${probe.reason}`);
+      sb = await newSandbox();
+    });
+
+    after(async () => {
+      for (const h of created) await rt.destroy(h);
+      const left = (await rt.list()).filter((o) => created.some((h) => h.id === o.id));
+      await rt.close();
+      assert.deepEqual(left, [], 'sandboxes left behind on the host');
+    });
+
+    it('runs a command and passes stdout, stderr and the exit code through', async () => {
+      const r = await run(rt, sb, 'echo out; echo err >&2; exit 3');
+      assert.equal(r.stdout, 'out\n');
+      assert.equal(r.stderr, 'err\n');
+      assert.equal(r.exitCode, 3);
+      assert.equal(r.timedOut, false);
+    });
+
+    it('delivers stdin and the given environment, and nothing of the host environment', async () => {
+      process.env.AGENTBOX_TEST_HOST_SECRET = 'host-env-leak';
+      try {
+        const r = await collect(rt.exec(sb, ['sh', '-c', 'cat; echo "$GREETING"; env'], execOpts({ stdin: Buffer.from('from-stdin\n'), env: { GREETING: 'hello' } })));
+        assert.match(r.stdout, /^from-stdin\nhello\n/);
+        assert.doesNotMatch(r.stdout, /host-env-leak/);
+        assert.match(r.stdout, /^PATH=/m);
+      } finally {
+        delete process.env.AGENTBOX_TEST_HOST_SECRET;
+      }
+    });
+
+    it('runs in /workspace by default and honours cwd', async () => {
+      assert.equal((await run(rt, sb, 'pwd')).stdout, '/workspace\n');
+      assert.equal((await run(rt, sb, 'pwd', { cwd: '/tmp' })).stdout, '/tmp\n');
+    });
+
+    it('reports a missing command as exit 127', async () => {
+      const r = await collect(rt.exec(sb, ['no-such-command-xyz'], execOpts()));
+      assert.equal(r.exitCode, 127);
+    });
+
+    it('keeps files between execs', async () => {
+      await run(rt, sb, 'echo kept > /workspace/keep.txt');
+      assert.equal((await run(rt, sb, 'cat /workspace/keep.txt')).stdout, 'kept\n');
+    });
+
+    it('kills the whole command tree on timeout (exit 124)', async () => {
+      const t0 = Date.now();
+      const r = await run(rt, sb, 'sleep 30 & sleep 30; echo finished', { timeoutMs: 700 });
+      assert.equal(r.timedOut, true);
+      assert.equal(r.exitCode, 124);
+      assert.doesNotMatch(r.stdout, /finished/);
+      assert.ok(Date.now() - t0 < 10_000, 'timeout took too long to return');
+      // Zombies waiting for PID 1 to reap them are dead already: count live sleeps only.
+      const ps = await run(rt, sb, 'for s in /proc/[0-9]*/stat; do cat $s; echo; done 2>/dev/null | grep -c "(sleep) [RSD]" || true');
+      assert.equal(ps.stdout.trim(), '0', 'sleep processes survived the timeout');
+    });
+
+    it('streams output before the command ends', async () => {
+      const r = await run(rt, sb, 'echo first; sleep 1; echo second');
+      assert.equal(r.stdout, 'first\nsecond\n');
+      assert.ok((r.firstChunkAtMs ?? 9999) < 900, `first chunk came after ${r.firstChunkAtMs} ms`);
+    });
+
+    it('truncates output at the limit and says so', async () => {
+      const r = await run(rt, sb, 'head -c 100000 /dev/zero | tr "\\0" x', { outputLimitBytes: 1000 });
+      assert.equal(r.stdout.length, 1000);
+      assert.equal(r.truncated, true);
+      assert.equal(r.exitCode, 0);
+    });
+
+    it('runs concurrent execs in one sandbox', async () => {
+      const results = await Promise.all([1, 2, 3, 4, 5].map((i) => run(rt, sb, `sleep 0.2; echo ${i}`)));
+      assert.deepEqual(results.map((r) => r.stdout.trim()), ['1', '2', '3', '4', '5']);
+    });
+
+    it('round-trips a binary file by checksum and lists and removes it', async () => {
+      const data = randomBytes(3 * 1024 * 1024 + 17);
+      const n = await rt.writeFile(sb, '/workspace/dir/blob.bin', Readable.from([data.subarray(0, 1000), data.subarray(1000)]));
+      assert.equal(n, data.length);
+      const back = await readAll(await rt.readFile(sb, '/workspace/dir/blob.bin'));
+      assert.equal(createHash('sha256').update(back).digest('hex'), createHash('sha256').update(data).digest('hex'));
+      const list = await rt.listDir(sb, '/workspace/dir');
+      assert.deepEqual(list.map((e) => [e.name, e.type, e.size]), [['blob.bin', 'file', data.length]]);
+      await rt.removePath(sb, '/workspace/dir');
+      await assert.rejects(rt.listDir(sb, '/workspace/dir'), NotFoundError);
+    });
+
+    it('reads an empty file as an empty stream', async () => {
+      await rt.writeFile(sb, '/workspace/empty', Readable.from([]));
+      assert.equal((await readAll(await rt.readFile(sb, '/workspace/empty'))).length, 0);
+    });
+
+    it('gives typed errors for missing files, directories, bad paths and read-only places', async () => {
+      await assert.rejects(rt.readFile(sb, '/workspace/missing'), NotFoundError);
+      await assert.rejects(rt.readFile(sb, '/workspace'), BadRequestError);
+      await assert.rejects(rt.readFile(sb, 'relative/path'), BadRequestError);
+      await assert.rejects(rt.readFile(sb, '/workspace/../etc/passwd'), BadRequestError);
+      await assert.rejects(rt.writeFile(sb, '/etc/evil', Readable.from([Buffer.from('x')])), ForbiddenError);
+      await assert.rejects(rt.removePath(sb, '/workspace/missing'), NotFoundError);
+    });
+
+    it('resolves a symlink to a host path inside the sandbox, never on the host', async () => {
+      const secretPath = `/root/.agentbox-contract-secret-${process.pid}`;
+      writeFileSync(secretPath, 'host-secret-content');
+      try {
+        await run(rt, sb, `ln -sf ${secretPath} /workspace/link; ln -sf /proc/1/root/etc/hostname /workspace/link2`);
+        await assert.rejects(rt.readFile(sb, '/workspace/link'), NotFoundError);
+        await assert.rejects(rt.writeFile(sb, '/workspace/link', Readable.from([Buffer.from('overwritten')])));
+        const r = await run(rt, sb, `cat ${secretPath} 2>&1 || true`);
+        assert.doesNotMatch(r.stdout, /host-secret-content/);
+      } finally {
+        unlinkSync(secretPath);
+      }
+    });
+
+    it('has no capabilities and no new privileges', async () => {
+      const r = await run(rt, sb, 'grep -E "^(CapEff|CapBnd|CapPrm|NoNewPrivs)" /proc/self/status');
+      assert.match(r.stdout, /CapEff:\s+0000000000000000/);
+      assert.match(r.stdout, /CapPrm:\s+0000000000000000/);
+      assert.match(r.stdout, /NoNewPrivs:\s+1/);
+    });
+
+    it('is not root on the host: /proc/sys is not writable', async () => {
+      const r = await run(rt, sb, '( exec 3>/proc/sys/kernel/core_pattern ) 2>/dev/null && echo SYSCTL-WRITABLE; echo done');
+      assert.doesNotMatch(r.stdout, /SYSCTL-WRITABLE/);
+    });
+
+    it('has a read-only root and cannot mount or make namespaces', async () => {
+      const r = await run(rt, sb, 'touch /etc/x 2>&1; mount -t tmpfs none /mnt 2>&1; unshare -r true 2>&1; echo end');
+      assert.match(r.stdout, /Read-only file system/i);
+      const mounts = await run(rt, sb, 'mount -t tmpfs none /tmp/m 2>/dev/null && echo MOUNTED; mkdir -p /tmp/m; mount -t tmpfs none /tmp/m 2>/dev/null && echo MOUNTED; unshare -U true 2>/dev/null && echo UNSHARED; echo ok');
+      assert.equal(mounts.stdout, 'ok\n');
+    });
+
+    it('sees only its own processes, and cannot kill its PID 1', async () => {
+      const r = await run(rt, sb, 'kill -9 1 2>/dev/null; sleep 0.2; ls /proc | grep -c "^[0-9]"');
+      assert.ok(Number(r.stdout.trim()) < 10, `sees ${r.stdout.trim()} processes`);
+      assert.equal((await run(rt, sb, 'echo alive')).stdout, 'alive\n');
+    });
+
+    it('has no network but loopback and cannot reach the host', async () => {
+      const server = createServer((_req, res) => res.end('host-server-reached'));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const port = (server.address() as AddressInfo).port;
+      try {
+        const r = await run(rt, sb, `cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '; wget -q -T 2 -O - http://127.0.0.1:${port}/ 2>&1; echo end`, { timeoutMs: 15_000 });
+        assert.doesNotMatch(r.stdout, /host-server-reached/);
+        const ifaces = r.stdout.split('\n').filter((l) => /^[a-z0-9]+$/.test(l) && l !== 'end');
+        assert.deepEqual(ifaces.filter((i) => i !== 'lo'), [], `interfaces: ${ifaces.join(',')}`);
+      } finally {
+        server.close();
+      }
+    });
+
+    it('enforces the memory limit with the OOM killer (137) and survives it', async () => {
+      const small = await newSandbox({ memoryMb: 48 }, opts.debian ? 'debian' : 'busybox');
+      const cmd = opts.debian ? 'python3 -c "x=bytearray(400<<20); print(\'allocated\')"' : 'awk "BEGIN{s=\\"x\\"; while(1) s=s s}"';
+      const r = await run(rt, small, cmd);
+      assert.doesNotMatch(r.stdout, /allocated/);
+      assert.equal(r.oomKilled, true, `exit ${r.exitCode}, stderr ${r.stderr}`);
+      assert.equal(r.exitCode, 137);
+      assert.equal((await run(rt, small, 'echo survived')).stdout, 'survived\n');
+    });
+
+    it('enforces the pids limit against a fork bomb', async () => {
+      const small = await newSandbox({ pids: 32 });
+      const r = await run(rt, small, 'i=0; while [ $i -lt 100 ]; do sleep 5 >/dev/null 2>&1 & i=$((i+1)); done 2>/dev/null; ls /proc | grep -c "^[0-9]"', { timeoutMs: 20_000 });
+      const seen = Number(r.stdout.trim() || '0');
+      assert.ok(seen <= 34, `saw ${seen} processes under a limit of 32`);
+      await rt.destroy(small);
+    });
+
+    it('enforces the disk limit on /workspace', async () => {
+      const r = await run(rt, sb, `dd if=/dev/zero of=/workspace/fill bs=1M count=${LIMITS.diskMb * 2} 2>&1; rm -f /workspace/fill`);
+      assert.match(r.stdout, /No space left/i);
+    });
+
+    it('pauses and resumes', async () => {
+      if (!rt.pause || !rt.resume) return;
+      const h = await newSandbox();
+      await run(rt, h, 'echo x > /workspace/state');
+      await rt.pause(h);
+      assert.equal((await rt.status(h)).alive, true);
+      await rt.resume(h);
+      assert.equal((await run(rt, h, 'cat /workspace/state')).stdout, 'x\n');
+    });
+
+    it('reports stats', async () => {
+      const s = await rt.stats(sb);
+      assert.ok(s.memoryBytes > 0);
+      assert.ok(s.pids >= 1);
+    });
+
+    it('destroys everything: status, list and exec agree it is gone', async () => {
+      const h = await newSandbox();
+      assert.ok((await rt.list()).some((o) => o.id === h.id));
+      await rt.destroy(h);
+      await rt.destroy(h); // idempotent
+      assert.equal((await rt.status(h)).alive, false);
+      assert.ok(!(await rt.list()).some((o) => o.id === h.id));
+      await assert.rejects(async () => collect(rt.exec(h, ['true'], execOpts())), ConflictError);
+    });
+
+    it('reaps a sandbox it is told is an orphan', async () => {
+      const h = await newSandbox();
+      await rt.reap(h.id);
+      assert.ok(!(await rt.list()).some((o) => o.id === h.id));
+      assert.equal((await rt.status(h)).alive, false);
+    });
+
+    it('fails cleanly for an unknown image and leaves nothing', async () => {
+      const before = (await rt.list()).length;
+      await assert.rejects(newSandbox({}, 'no-such-image-xyz'), NotFoundError);
+      assert.equal((await rt.list()).length, before);
+    });
+  });
+}

@@ -1,0 +1,135 @@
+/** SandboxManager with the real local runtime and SQLite: lifecycle, reaper, reconciliation. */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, test } from 'node:test';
+import { helperPath, cliEntry } from '../../src/core/config.js';
+import { SandboxManager, type Caller } from '../../src/core/manager.js';
+import { silentLogger } from '../../src/observability/logger.js';
+import { parsePolicyText } from '../../src/policy/load.js';
+import type { Policy } from '../../src/policy/schema.js';
+import { LocalRuntime } from '../../src/runtime/local/local-runtime.js';
+import { Store } from '../../src/store/store.js';
+import { AgentboxClient } from '../../src/sdk/client.js';
+import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
+import type { ImageStore } from '../../src/images/image-store.js';
+
+const caller: Caller = { tenant: 'default', actor: 'test' };
+
+function policy(text: string): Policy {
+  const r = parsePolicyText(text, 'test-policy.yaml');
+  if (r.kind !== 'ok') throw new Error(`test policy invalid: ${JSON.stringify(r)}`);
+  return r.policy;
+}
+
+async function until(fn: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await sleep(50);
+  }
+}
+
+describe('SandboxManager', () => {
+  let dir: string;
+  let images: ImageStore;
+  const scope = `agentbox/test-manager-${process.pid}`;
+  const newRuntime = (): LocalRuntime => new LocalRuntime({ scope, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
+
+  before(async () => {
+    images = await testImages();
+    dir = mkdtempSync(join(tmpdir(), 'agentbox-mgr-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  const makeManager = (p: Policy, store: Store, rt = newRuntime()): SandboxManager =>
+    new SandboxManager({ policy: p, store, runtimes: { local: rt }, logger: silentLogger(), reapIntervalMs: 100 });
+
+  test('ttl expiry and idle timeout end sandboxes with their reason, and a busy one is not idle', async () => {
+    const store = Store.open(join(dir, 'ttl.db'));
+    const m = makeManager(policy('version: 1\ndefaults:\n  idleTimeout: 1s\n  ttl: 1h\n'), store);
+    await m.start();
+    const ttl = await m.create({ ttl: '1s' }, caller);
+    const idle = await m.create({}, caller);
+    const busy = await m.create({}, caller);
+    const long = m.exec(busy.id, { cmd: ['sleep', '2.5'] }, caller);
+    await until(() => m.get(ttl.id, caller).state !== 'running' && m.get(idle.id, caller).state !== 'running');
+    assert.equal(m.get(ttl.id, caller).endReason, 'ttl_expired');
+    assert.equal(m.get(idle.id, caller).endReason, 'idle_timeout');
+    assert.equal(m.get(busy.id, caller).state, 'running', 'a sandbox with a running exec was reaped as idle');
+    assert.equal((await long).exitCode, 0);
+    await until(() => m.get(busy.id, caller).state !== 'running');
+    await m.close();
+    store.close();
+  });
+
+  test('a sandbox that dies on its own becomes runtime_lost', async () => {
+    const store = Store.open(join(dir, 'lost.db'));
+    const m = makeManager(policy('version: 1\n'), store);
+    await m.start();
+    const sb = await m.create({}, caller);
+    const pid = (store.getSandbox(sb.id)?.runtimeData as { pid: number }).pid;
+    process.kill(pid, 'SIGKILL');
+    await until(() => m.get(sb.id, caller).state === 'failed');
+    assert.equal(m.get(sb.id, caller).endReason, 'runtime_lost');
+    await m.close();
+    store.close();
+  });
+
+  test('start-up reconciliation reaps host sandboxes the store does not know', async () => {
+    const store = Store.open(join(dir, 'orphan.db'));
+    const rt = newRuntime();
+    const orphan = await rt.create({ id: 'sbx_orphantest1', image: 'busybox', isolation: 'namespaces', limits: { cpus: 1, memoryMb: 64, pids: 32, diskMb: 16 }, labels: {} });
+    assert.ok((await rt.list()).some((o) => o.id === orphan.id));
+    const m = makeManager(policy('version: 1\n'), store, rt);
+    await m.start();
+    assert.ok(!(await rt.list()).some((o) => o.id === orphan.id), 'orphan survived start-up');
+    assert.equal((await rt.status(orphan)).alive, false);
+    await m.close();
+    store.close();
+  });
+
+  test('a daemon killed with -9 takes its sandboxes along; the next one records runtime_lost and cleans up', async () => {
+    const home = join(dir, 'crash-home');
+    const env = { ...process.env, AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_LOG_LEVEL: 'warn' };
+    const startDaemonProcess = async (): Promise<ReturnType<typeof spawn>> => {
+      const child = spawn(process.execPath, [cliEntry(), 'serve', '--socket-only'], { env, stdio: 'ignore' });
+      const client = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
+      await until(async () => (await client.health().catch(() => undefined))?.ok === true);
+      return child;
+    };
+    const client = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
+    const first = await startDaemonProcess();
+    const sb = await client.create();
+    const db = Store.open(join(home, 'agentbox.db'));
+    const pid = (db.getSandbox(sb.id)?.runtimeData as { pid: number }).pid;
+    db.close();
+    first.kill('SIGKILL');
+    await until(() => !existsSync(`/proc/${pid}`) || readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z'));
+    const second = await startDaemonProcess();
+    const after = await client.get(sb.id);
+    assert.equal(after.state, 'failed');
+    assert.equal(after.endReason, 'runtime_lost');
+    const cgroupLeft = cgroupExists(sb.id);
+    assert.equal(cgroupLeft, false, 'the dead sandbox\'s cgroup was not removed');
+    second.kill('SIGTERM');
+    await new Promise((resolve) => second.once('exit', resolve));
+  });
+});
+
+/** Whether a sandbox's cgroup directory exists under any daemon scope (v2 or v1 layout). */
+function cgroupExists(id: string): boolean {
+  for (const base of ['/sys/fs/cgroup/agentbox', '/sys/fs/cgroup/pids/agentbox']) {
+    let scopes: string[] = [];
+    try {
+      scopes = readdirSync(base);
+    } catch {
+      continue;
+    }
+    if (scopes.some((scope) => existsSync(join(base, scope, id)))) return true;
+  }
+  return false;
+}

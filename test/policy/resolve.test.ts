@@ -1,0 +1,249 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { AgentboxError } from '../../src/core/errors.js';
+import type { CreateSandboxRequest } from '../../src/core/requests.js';
+import { parsePolicyText } from '../../src/policy/load.js';
+import { hostMatches, resolveSpec } from '../../src/policy/resolve.js';
+import { DEFAULT_POLICY } from '../../src/policy/schema.js';
+import type { Policy } from '../../src/policy/schema.js';
+
+function policy(text: string): Policy {
+  const r = parsePolicyText(text, 'test.yaml');
+  if (r.kind !== 'ok') throw new Error(`test policy invalid: ${JSON.stringify(r)}`);
+  return r.policy;
+}
+
+const P = policy(`version: 1
+images: [busybox, debian]
+profiles:
+  tiny:   { limits: { memoryMb: 64, pids: 64 }, ttl: 5m }
+  pydev:  { image: debian, egress: { mode: allowlist, presets: [pypi], allow: [github.com, "*.github.com", metadata.google.internal] } }
+  strong: { runtime: docker, isolation: gvisor }
+  boxed:  { runtime: docker, isolation: container }
+  web:    { egress: { mode: open } }
+  offline: { egress: { mode: none }, execTimeout: 10s, idleTimeout: 1m, outputLimitBytes: 4096 }
+egress:
+  presets: { pypi: [pypi.org, files.pythonhosted.org] }
+  globalDeny: [metadata.google.internal]
+`);
+
+const ctx = { tenant: 'alice', id: 'sbx_test' };
+const resolve = (req: CreateSandboxRequest, pol: Policy = P) => resolveSpec(pol, req, ctx);
+
+function denied(fn: () => unknown, code: string, hint?: RegExp): AgentboxError {
+  let caught: unknown;
+  assert.throws(fn, (err: unknown) => {
+    caught = err;
+    return err instanceof AgentboxError;
+  });
+  const err = caught as AgentboxError;
+  assert.equal(err.code, code, `${err.code}: ${err.message}`);
+  if (hint) assert.match(err.hint ?? '', hint);
+  return err;
+}
+
+describe('resolveSpec', () => {
+  test('an empty request gets the defaults', () => {
+    const s = resolve({});
+    assert.deepEqual(s, {
+      id: 'sbx_test',
+      tenant: 'alice',
+      image: 'busybox',
+      profile: null,
+      runtime: 'local',
+      isolation: 'namespaces',
+      limits: { cpus: 1, memoryMb: 512, pids: 256, diskMb: 1024 },
+      egress: { mode: 'none', allow: [] },
+      env: {},
+      labels: {},
+      ttlMs: 3_600_000,
+      idleTimeoutMs: 900_000,
+      execTimeoutMs: 120_000,
+      outputLimitBytes: 2097152,
+    });
+  });
+
+  test('env and labels are copied', () => {
+    const s = resolve({ env: { A: '1' }, labels: { team: 'x' } });
+    assert.deepEqual(s.env, { A: '1' });
+    assert.deepEqual(s.labels, { team: 'x' });
+  });
+
+  test('timeouts and output limit come from the profile', () => {
+    const s = resolve({ profile: 'offline' });
+    assert.equal(s.execTimeoutMs, 10_000);
+    assert.equal(s.idleTimeoutMs, 60_000);
+    assert.equal(s.outputLimitBytes, 4096);
+    assert.equal(s.ttlMs, 3_600_000);
+  });
+
+  describe('profile and image', () => {
+    test('an unknown profile is denied with the known ones in the hint', () => {
+      denied(() => resolve({ profile: 'huge' }), 'policy_denied', /tiny, pydev, strong/);
+      denied(() => resolve({ profile: 'constructor' }), 'policy_denied');
+      denied(() => resolve({ profile: 'x' }, DEFAULT_POLICY), 'policy_denied', /no profiles/);
+    });
+
+    test('image comes from request, then profile, then defaults', () => {
+      assert.equal(resolve({ profile: 'pydev' }).image, 'debian');
+      assert.equal(resolve({ profile: 'pydev', image: 'busybox' }).image, 'busybox');
+      assert.equal(resolve({ profile: 'tiny' }).image, 'busybox');
+    });
+
+    test('an image outside the allowlist is denied, naming the allowed ones', () => {
+      denied(() => resolve({ image: 'ubuntu' }), 'policy_denied', /busybox, debian/);
+      assert.equal(resolve({ image: 'ubuntu' }, DEFAULT_POLICY).image, 'ubuntu');
+    });
+  });
+
+  describe('runtime and isolation', () => {
+    test('each runtime gets its own default isolation', () => {
+      assert.equal(resolve({ runtime: 'docker' }).isolation, 'container');
+      assert.equal(resolve({}).isolation, 'namespaces');
+      const s = resolve({ profile: 'strong' });
+      assert.equal(s.runtime, 'docker');
+      assert.equal(s.isolation, 'gvisor');
+    });
+
+    test('an isolation the runtime cannot give is a bad request', () => {
+      denied(() => resolve({ isolation: 'gvisor' }), 'bad_request', /namespaces/);
+      denied(() => resolve({ runtime: 'docker', isolation: 'namespaces' }), 'bad_request', /container, gvisor/);
+    });
+
+    test('a weaker isolation than the profile fixes is denied', () => {
+      const err = denied(() => resolve({ profile: 'strong', isolation: 'container' }), 'policy_denied', /profile "strong" requires gvisor/);
+      assert.match(err.message, /weaker/);
+      denied(() => resolve({ profile: 'strong', runtime: 'local' }), 'policy_denied', /gvisor/);
+    });
+
+    test('a stronger isolation than the profile fixes is fine', () => {
+      assert.equal(resolve({ profile: 'boxed', isolation: 'gvisor' }).isolation, 'gvisor');
+    });
+
+    test('a defaults isolation is raised to what another runtime offers, never lowered', () => {
+      const pol = policy('version: 1\ndefaults:\n  isolation: namespaces\n');
+      assert.equal(resolve({ runtime: 'docker' }, pol).isolation, 'container');
+      const strict = policy('version: 1\ndefaults:\n  runtime: docker\n  isolation: gvisor\n');
+      denied(() => resolve({ isolation: 'container' }, strict), 'policy_denied', /the defaults require gvisor/);
+    });
+  });
+
+  describe('limits', () => {
+    test('the profile limits merge over the defaults', () => {
+      assert.deepEqual(resolve({ profile: 'tiny' }).limits, { cpus: 1, memoryMb: 64, pids: 64, diskMb: 1024 });
+    });
+
+    test('a request may ask for less', () => {
+      assert.deepEqual(resolve({ profile: 'tiny', limits: { memoryMb: 32, cpus: 0.5 } }).limits, { cpus: 0.5, memoryMb: 32, pids: 64, diskMb: 1024 });
+    });
+
+    test('asking for more memory than the profile allows is denied, naming profile and field', () => {
+      const err = denied(() => resolve({ profile: 'tiny', limits: { memoryMb: 128 } }), 'policy_denied');
+      assert.equal(err.hint, 'profile "tiny" allows memoryMb up to 64; ask for less or use another profile');
+    });
+
+    test('without a profile the hint names the defaults', () => {
+      const err = denied(() => resolve({ limits: { cpus: 4 } }), 'policy_denied');
+      assert.equal(err.hint, 'the defaults allow cpus up to 1; ask for less or use a profile that allows more');
+    });
+  });
+
+  describe('ttl', () => {
+    test('a shorter ttl is kept, a longer one denied', () => {
+      assert.equal(resolve({ profile: 'tiny', ttl: '90s' }).ttlMs, 90_000);
+      assert.equal(resolve({ profile: 'tiny', ttl: 60 }).ttlMs, 60_000);
+      denied(() => resolve({ profile: 'tiny', ttl: '1h' }), 'policy_denied', /profile "tiny" allows ttl up to 5m/);
+      denied(() => resolve({ ttl: '2h' }), 'policy_denied', /the defaults allow ttl up to 1h/);
+    });
+  });
+
+  describe('egress', () => {
+    test('a profile without egress gives none', () => {
+      assert.deepEqual(resolve({ profile: 'tiny' }).egress, { mode: 'none', allow: [] });
+    });
+
+    test('the profile allowlist is its hosts plus its presets, minus the global deny list', () => {
+      assert.deepEqual(resolve({ profile: 'pydev' }).egress, {
+        mode: 'allowlist',
+        allow: ['github.com', '*.github.com', 'pypi.org', 'files.pythonhosted.org'],
+      });
+    });
+
+    test('a request may narrow the allowlist to covered hosts', () => {
+      assert.deepEqual(resolve({ profile: 'pydev', egress: { allow: ['pypi.org', 'api.github.com:443'] } }).egress, {
+        mode: 'allowlist',
+        allow: ['pypi.org', 'api.github.com:443'],
+      });
+      assert.deepEqual(resolve({ profile: 'pydev', egress: { mode: 'none' } }).egress, { mode: 'none', allow: [] });
+    });
+
+    test('a host outside the profile allowlist is denied', () => {
+      denied(() => resolve({ profile: 'pydev', egress: { allow: ['evil.example'] } }), 'policy_denied', /profile "pydev" allows egress to github\.com/);
+      denied(() => resolve({ profile: 'pydev', egress: { allow: ['*.pypi.org'] } }), 'policy_denied');
+    });
+
+    test('escalating the egress mode is denied', () => {
+      denied(() => resolve({ profile: 'pydev', egress: { mode: 'open' } }), 'policy_denied', /up to allowlist/);
+      denied(() => resolve({ profile: 'tiny', egress: { mode: 'open' } }), 'policy_denied');
+      denied(() => resolve({ profile: 'offline', egress: { mode: 'allowlist', allow: ['pypi.org'] } }), 'policy_denied', /profile "offline" allows egress up to none/);
+      denied(() => resolve({ profile: 'offline', egress: { allow: ['pypi.org'] } }), 'policy_denied');
+    });
+
+    test('without a profile a request may ask for an allowlist, never open', () => {
+      assert.deepEqual(resolve({ egress: { mode: 'allowlist', allow: ['allowed.example.test:18792'] } }).egress, {
+        mode: 'allowlist',
+        allow: ['allowed.example.test:18792'],
+      });
+      denied(() => resolve({ egress: { mode: 'open' } }), 'policy_denied', /the defaults allow egress up to allowlist/);
+    });
+
+    test('defaults.egress locks down requests without a profile', () => {
+      const pol = policy('version: 1\ndefaults:\n  egress: { mode: none }\n');
+      denied(() => resolve({ egress: { mode: 'allowlist', allow: ['a.example'] } }, pol), 'policy_denied');
+    });
+
+    test('an open profile allows any host but the denied ones', () => {
+      assert.deepEqual(resolve({ profile: 'web' }).egress, { mode: 'open', allow: [] });
+      assert.deepEqual(resolve({ profile: 'web', egress: { allow: ['x.example'] } }).egress, { mode: 'allowlist', allow: ['x.example'] });
+    });
+
+    test('the global deny list wins over a profile and over a request', () => {
+      assert.ok(!resolve({ profile: 'pydev' }).egress.allow.includes('metadata.google.internal'));
+      denied(() => resolve({ profile: 'pydev', egress: { allow: ['metadata.google.internal'] } }), 'policy_denied', /globalDeny always wins/);
+      denied(() => resolve({ profile: 'web', egress: { allow: ['metadata.google.internal:80'] } }), 'policy_denied', /globalDeny/);
+      denied(() => resolve({ egress: { allow: ['METADATA.google.internal.'] } }), 'policy_denied', /globalDeny/);
+    });
+
+    test('malformed or broad requested hosts are rejected', () => {
+      denied(() => resolve({ egress: { allow: ['*'] } }), 'bad_request');
+      denied(() => resolve({ egress: { allow: ['*.com'] } }), 'bad_request', /HOST/);
+      denied(() => resolve({ egress: { mode: 'none', allow: ['a.example'] } }), 'bad_request');
+    });
+  });
+});
+
+describe('hostMatches', () => {
+  test('exact names, any port unless one is given', () => {
+    assert.equal(hostMatches('example.com', 'example.com'), true);
+    assert.equal(hostMatches('example.com', 'EXAMPLE.com:443'), true);
+    assert.equal(hostMatches('example.com', 'example.com.'), true);
+    assert.equal(hostMatches('example.com', 'www.example.com'), false);
+    assert.equal(hostMatches('example.com:443', 'example.com:443'), true);
+    assert.equal(hostMatches('example.com:443', 'example.com:80'), false);
+    assert.equal(hostMatches('example.com:443', 'example.com'), false);
+  });
+
+  test('*.domain matches subdomains only', () => {
+    assert.equal(hostMatches('*.example.com', 'a.example.com'), true);
+    assert.equal(hostMatches('*.example.com', 'a.b.example.com:8080'), true);
+    assert.equal(hostMatches('*.example.com', 'example.com'), false);
+    assert.equal(hostMatches('*.example.com', 'badexample.com'), false);
+    assert.equal(hostMatches('*.example.com:443', 'a.example.com:80'), false);
+  });
+
+  test('IPv6 in brackets, and malformed input never matches', () => {
+    assert.equal(hostMatches('[2001:db8::1]:443', '[2001:db8::1]:443'), true);
+    assert.equal(hostMatches('example.com', 'exa mple.com'), false);
+    assert.equal(hostMatches('example.com', '*.example.com'), false);
+  });
+});
