@@ -52,10 +52,22 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: ApiServer
     const caller = opts.auth.authenticate(req, viaSocket);
     await match.handler({ req, res, params: match.params, query: url.searchParams, caller, manager: opts.manager, signal: abort.signal });
   } catch (err) {
+    discardBody(req, res);
     sendError(res, err, opts.logger, err instanceof PayloadTooLargeError ? 413 : undefined);
-    // An unread body would otherwise be parsed as the next request on a kept-alive socket.
-    if (!req.complete) req.socket.destroySoon?.();
   } finally {
     opts.logger.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: Math.round(performance.now() - started) }, 'request');
   }
+}
+
+const MAX_DRAIN = 16 * 1024 * 1024;
+
+/**
+ * After an early error the client may still be sending its body: read a modest one to the end so
+ * it sees our answer rather than a reset; for a huge one close the connection after answering.
+ */
+function discardBody(req: IncomingMessage, res: ServerResponse): void {
+  if (req.readableEnded) return;
+  const declared = Number(req.headers['content-length'] ?? Number.NaN);
+  if (Number.isFinite(declared) && declared <= MAX_DRAIN) req.resume();
+  else res.shouldKeepAlive = false;
 }

@@ -9,6 +9,11 @@ import { connectClient } from './connect.js';
 import { collect, createRequest, execRequest, type CreateFlags, type ExecFlags } from './flags.js';
 import { age, printJson, table } from './output.js';
 
+/** commander keeps the `--` that separates our flags from the command: drop it. */
+function commandArgs(cmd: string[]): string[] {
+  return cmd[0] === '--' ? cmd.slice(1) : cmd;
+}
+
 function addCreateFlags(cmd: Command): Command {
   return cmd
     .option('--image <name>', 'image (see agentbox image ls)')
@@ -76,7 +81,8 @@ export function registerSandboxCommands(program: Command, setExit: (code: number
     .option('--json', 'print the exec result as JSON instead of streaming')
     .argument('<cmd...>', 'command and arguments (after --)')
     .passThroughOptions()
-    .action(async (cmd: string[], flags: CreateFlags & ExecFlags & { keep?: boolean; json?: boolean }) => {
+    .action(async (rawCmd: string[], flags: CreateFlags & ExecFlags & { keep?: boolean; json?: boolean }) => {
+      const cmd = commandArgs(rawCmd);
       const client = await connectClient();
       const sb = await client.create(createRequest(flags));
       const intr = interruptible();
@@ -116,7 +122,8 @@ export function registerSandboxCommands(program: Command, setExit: (code: number
     .option('-i', 'forward stdin to the command')
     .option('--json', 'print the exec result as JSON')
     .passThroughOptions()
-    .action(async (id: string, cmd: string[], flags: ExecFlags & { json?: boolean }) => {
+    .action(async (id: string, rawCmd: string[], flags: ExecFlags & { json?: boolean }) => {
+      const cmd = commandArgs(rawCmd);
       const client = await connectClient();
       const intr = interruptible();
       try {

@@ -134,6 +134,7 @@ export class SandboxManager {
     const spec = resolveSpec(this.opts.policy, req, { tenant: caller.tenant, id: newSandboxId() });
     this.checkQuota(spec);
     const rt = await this.runtime(spec.runtime);
+    await rt.prepareImage(spec.image);
     const now = new Date();
     const sandbox: Sandbox = {
       id: spec.id,

@@ -65,6 +65,8 @@ export interface Runtime {
 
   /** Cheap check that the driver can work on this host; never throws, never hangs. */
   probe(): Promise<ProbeResult>;
+  /** Make sure the image can be used (NotFoundError when unknown); may import it. Before any row exists. */
+  prepareImage(image: string): Promise<void>;
   /** Start a sandbox; resolves once an exec can safely enter it. */
   create(spec: RuntimeSpec): Promise<SandboxHandle>;
   /** Run a command; yields output chunks as they come and exactly one final `exit` event. */

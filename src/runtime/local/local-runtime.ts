@@ -84,6 +84,10 @@ export class LocalRuntime implements Runtime {
     return this.cgroups;
   }
 
+  async prepareImage(image: string): Promise<void> {
+    this.opts.resolveRootfs(image);
+  }
+
   async create(spec: RuntimeSpec): Promise<SandboxHandle> {
     const rootfs = this.opts.resolveRootfs(spec.image);
     const cg = this.cg();
