@@ -46,6 +46,10 @@ export function buildRuntimes(paths: Paths, images: ImageStore): Partial<Record<
     local: new LocalRuntime({
       scope: `agentbox/${paths.homeTag}`,
       resolveRootfs: (image) => images.resolve(image).rootfs,
+      // busybox builds in well under a second: the quick start needs no image step.
+      ensureImage: async (image) => {
+        if (image === 'busybox' && !images.get('busybox')) await images.ensure('busybox', {});
+      },
       helper: helperPath(),
     }),
   };

@@ -80,7 +80,6 @@ export function registerSandboxCommands(program: Command, setExit: (code: number
     .option('--keep', 'keep the sandbox and print its id on stderr')
     .option('--json', 'print the exec result as JSON instead of streaming')
     .argument('<cmd...>', 'command and arguments (after --)')
-    .passThroughOptions()
     .action(async (rawCmd: string[], flags: CreateFlags & ExecFlags & { keep?: boolean; json?: boolean }) => {
       const cmd = commandArgs(rawCmd);
       const client = await connectClient();
@@ -121,7 +120,6 @@ export function registerSandboxCommands(program: Command, setExit: (code: number
     .option('--cwd <DIR>', 'working directory inside the sandbox')
     .option('-i', 'forward stdin to the command')
     .option('--json', 'print the exec result as JSON')
-    .passThroughOptions()
     .action(async (id: string, rawCmd: string[], flags: ExecFlags & { json?: boolean }) => {
       const cmd = commandArgs(rawCmd);
       const client = await connectClient();

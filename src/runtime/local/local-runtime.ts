@@ -21,6 +21,8 @@ export interface LocalRuntimeOpts {
   scope: string;
   /** Host directory of an image's root filesystem; throws NotFoundError for an unknown image. */
   resolveRootfs: (image: string) => string;
+  /** Called before the first use of an image, e.g. to build the built-in busybox image on demand. */
+  ensureImage?: (image: string) => Promise<void>;
   helper: string;
   /** Empty directory the helper mounts its staging tmpfs on (in a private mount namespace). */
   stageDir?: string;
@@ -85,6 +87,7 @@ export class LocalRuntime implements Runtime {
   }
 
   async prepareImage(image: string): Promise<void> {
+    await this.opts.ensureImage?.(image);
     this.opts.resolveRootfs(image);
   }
 
