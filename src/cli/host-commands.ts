@@ -2,13 +2,19 @@
 import { unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { startDaemon } from '../api/daemon.js';
 import { resolvePaths } from '../core/config.js';
 import { BadRequestError } from '../core/errors.js';
-import { ImageStore } from '../images/image-store.js';
-import { createLogger } from '../observability/logger.js';
-import { formatPolicyProblem, loadPolicyFile } from '../policy/load.js';
+import type { ImageStore } from '../images/image-store.js';
 import { age, formatBytes, printJson, progressPrinter, table } from './output.js';
+
+// These commands pull in the daemon, SQLite, zod and YAML: loaded only when used, so that the
+// everyday client commands start fast.
+const lazy = {
+  daemon: () => import('../api/daemon.js'),
+  logger: () => import('../observability/logger.js'),
+  images: () => import('../images/image-store.js'),
+  policy: () => import('../policy/load.js'),
+};
 
 export function registerHostCommands(program: Command, setExit: (code: number) => void): void {
   program
@@ -19,7 +25,8 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
     .option('--socket-only', 'only the Unix socket under AGENTBOX_HOME (what the CLI starts)')
     .option('--policy <file>', 'policy file (default: AGENTBOX_POLICY)')
     .action(async (flags: { host: string; port: string; socketOnly?: boolean; policy?: string }) => {
-      const logger = createLogger();
+      const { startDaemon } = await lazy.daemon();
+      const logger = (await lazy.logger()).createLogger();
       const port = Number(flags.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new BadRequestError(`bad --port ${flags.port}`);
       const daemon = await startDaemon({
@@ -54,14 +61,14 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
     });
 
   const image = program.command('image').description('images in the local image store (AGENTBOX_IMAGES)');
-  const store = (): ImageStore => new ImageStore(resolvePaths().images);
+  const store = async (): Promise<ImageStore> => new (await lazy.images()).ImageStore(resolvePaths().images);
 
   image
     .command('ls')
     .description('list images')
     .option('--json', 'JSON output')
-    .action((flags: { json?: boolean }) => {
-      const list = store().list();
+    .action(async (flags: { json?: boolean }) => {
+      const list = (await store()).list();
       if (flags.json) return printJson(list);
       table(['NAME', 'SOURCE', 'SIZE', 'CREATED', 'PACKAGES'], list.map((i) => [i.name, i.source, formatBytes(i.sizeBytes), age(i.createdAt), i.packages.join(',')]));
     });
@@ -75,7 +82,7 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
     .action(async (name: string, flags: { packages?: string; base?: string }) => {
       const packages = flags.packages ? flags.packages.split(',').map((p) => p.trim()).filter(Boolean) : undefined;
       if (flags.base && flags.base !== 'busybox' && flags.base !== 'debian') throw new BadRequestError(`unknown --base ${flags.base}`, { hint: 'use busybox or debian' });
-      const info = await store().build(name, {
+      const info = await (await store()).build(name, {
         ...(packages ? { packages } : {}),
         ...(flags.base ? { base: flags.base as 'busybox' | 'debian' } : {}),
         onProgress: progressPrinter(),
@@ -90,7 +97,7 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
     .argument('<name>')
     .argument('<tar>')
     .action(async (name: string, tar: string) => {
-      const info = await store().importTar(name, tar, { onProgress: progressPrinter() });
+      const info = await (await store()).importTar(name, tar, { onProgress: progressPrinter() });
       process.stdout.write(`${info.name}\n`);
     });
 
@@ -98,9 +105,10 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
     .command('rm')
     .description('remove an image')
     .argument('<name...>')
-    .action((names: string[]) => {
+    .action(async (names: string[]) => {
+      const images = await store();
       for (const n of names) {
-        store().remove(n);
+        images.remove(n);
         process.stdout.write(`${n}\n`);
       }
     });
@@ -111,7 +119,8 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
     .command('check')
     .description('validate a policy file; prints file:line: problem and exits 1 when invalid')
     .argument('[file]', 'policy file (default: AGENTBOX_POLICY)')
-    .action((file: string | undefined) => {
+    .action(async (file: string | undefined) => {
+      const { formatPolicyProblem, loadPolicyFile } = await lazy.policy();
       const path = file ?? process.env.AGENTBOX_POLICY;
       if (!path) throw new BadRequestError('no policy file given', { hint: 'agentbox policy check policy.yaml' });
       const result = loadPolicyFile(path);
