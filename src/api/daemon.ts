@@ -15,6 +15,7 @@ import { loadPolicy } from '../policy/load.js';
 import { LocalRuntime } from '../runtime/local/local-runtime.js';
 import type { Runtime } from '../runtime/types.js';
 import { Store } from '../store/store.js';
+import { Metrics } from '../observability/metrics.js';
 import { Authenticator } from './auth.js';
 import { createApiServer } from './server.js';
 
@@ -26,6 +27,9 @@ export interface DaemonOpts {
   tcp?: { host: string; port: number };
   policyPath?: string;
   reapIntervalMs?: number;
+  /** Backpressure on creates (see ManagerOpts). */
+  maxConcurrentCreates?: number;
+  createQueueLength?: number;
 }
 
 export interface Daemon {
@@ -71,12 +75,16 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   mkdirSync(paths.home, { recursive: true, mode: 0o700 });
   const store = Store.open(paths.db);
   const images = new ImageStore(paths.images);
+  const metrics = new Metrics(() => store.listSandboxes({ states: ['creating', 'running'] }).length);
   const manager = new SandboxManager({
+    metrics,
     policy,
     store,
     runtimes: buildRuntimes(paths, images),
     logger: opts.logger,
     ...(opts.reapIntervalMs ? { reapIntervalMs: opts.reapIntervalMs } : {}),
+    ...(opts.maxConcurrentCreates ? { maxConcurrentCreates: opts.maxConcurrentCreates } : {}),
+    ...(opts.createQueueLength !== undefined ? { createQueueLength: opts.createQueueLength } : {}),
   });
   await manager.start();
   const servers: Server[] = [];
@@ -101,7 +109,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     const socketPath = opts.socket === undefined ? paths.socket : opts.socket;
     if (socketPath) {
       await clearStaleSocket(socketPath);
-      const server = createApiServer({ manager, auth, logger: opts.logger });
+      const server = createApiServer({ manager, auth, logger: opts.logger, metrics });
       // Owner-only from the first moment: create with a umask rather than chmod afterwards.
       const oldMask = process.umask(0o177);
       try {
@@ -113,7 +121,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
       servers.push(server);
     }
     if (opts.tcp) {
-      const server = createApiServer({ manager, auth, logger: opts.logger });
+      const server = createApiServer({ manager, auth, logger: opts.logger, metrics });
       await listen(server, opts.tcp.port, opts.tcp.host);
       const addr = server.address();
       if (addr && typeof addr === 'object') daemon.tcpAddress = { host: addr.address, port: addr.port };

@@ -22,6 +22,7 @@ export function sendError(res: ServerResponse, err: unknown, logger: Logger, sta
     res.destroy();
     return;
   }
+  if (known?.retryAfterSec !== undefined) res.setHeader('retry-after', String(known.retryAfterSec));
   sendJson(res, status, { error: body });
 }
 

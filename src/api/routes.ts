@@ -5,6 +5,8 @@ import { z } from 'zod';
 import { BadRequestError, NotFoundError } from '../core/errors.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { StoredExec } from '../store/store.js';
+import type { ExecEvent } from '../core/model.js';
+import { DirEntrySchema, EgressSchema, ExecResultSchema, SandboxSchema } from '../core/model.js';
 import { CreateSandboxRequestSchema, ExecRequestSchema } from '../core/requests.js';
 import { parseWith, readJson, sendJson } from './http-util.js';
 import { sendEvent, startSse } from './sse.js';
@@ -22,16 +24,29 @@ export interface RouteCtx {
 
 type Handler = (ctx: RouteCtx) => Promise<void>;
 
-interface Route {
+/** What the OpenAPI document says about a route; the schemas are the ones the handler validates with. */
+export interface RouteDoc {
+  summary: string;
+  body?: z.ZodType | 'binary';
+  response?: z.ZodType | 'binary';
+  status?: number;
+  query?: Record<string, string>;
+  /** The route can answer with text/event-stream. */
+  sse?: boolean;
+}
+
+export interface Route {
   method: string;
+  path: string;
   pattern: RegExp;
   keys: string[];
+  doc: RouteDoc;
   handler: Handler;
 }
 
-const routes: Route[] = [];
+export const routes: Route[] = [];
 
-function route(method: string, path: string, handler: Handler): void {
+function route(method: string, path: string, doc: RouteDoc, handler: Handler): void {
   const keys: string[] = [];
   const pattern = new RegExp(
     `^${path.replace(/\{(\w+)\}/g, (_m, k: string) => {
@@ -39,7 +54,7 @@ function route(method: string, path: string, handler: Handler): void {
       return '([^/]+)';
     })}$`,
   );
-  routes.push({ method, pattern, keys, handler });
+  routes.push({ method, path, pattern, keys, doc, handler });
 }
 
 /** Find the handler for a request; `undefined` path match means 404, a method mismatch 405. */
@@ -57,12 +72,36 @@ export function matchRoute(method: string, path: string): { handler: Handler; pa
   return pathMatched ? 'method' : undefined;
 }
 
+export const ExecRecordSchema = z.object({
+  execId: z.string(),
+  cmd: z.array(z.string()),
+  startedAt: z.string(),
+  endedAt: z.string().nullable(),
+  exitCode: z.number().nullable().describe('null while running'),
+  timedOut: z.boolean(),
+  oomKilled: z.boolean(),
+  truncated: z.boolean(),
+  durationMs: z.number().nullable(),
+  stdout: z.string().optional().describe('tail of stdout (last 64 KiB)'),
+  stderr: z.string().optional(),
+});
+
 const LabelSelectorSchema = z.string().regex(/^[^=,]+=[^=,]*(,[^=,]+=[^=,]*)*$/, 'labels as k=v,k2=v2');
 
 function requirePath(query: URLSearchParams): string {
   const path = query.get('path');
   if (!path) throw new BadRequestError('missing ?path=', { hint: 'give an absolute path inside the sandbox, e.g. ?path=/workspace/out.txt' });
   return path;
+}
+
+/** Exec events as SSE: output chunks base64 (binary-safe), then the exit summary. */
+async function streamEvents(ctx: RouteCtx, events: AsyncIterable<ExecEvent>): Promise<void> {
+  for await (const ev of events) {
+    if (ctx.res.destroyed) break;
+    if (ev.type === 'exit') await sendEvent(ctx.res, 'exit', ev.result);
+    else await sendEvent(ctx.res, ev.type, { data: ev.data.toString('base64') });
+  }
+  ctx.res.end();
 }
 
 function id(ctx: RouteCtx): string {
@@ -84,31 +123,31 @@ function execView(e: StoredExec, withOutput: boolean): Record<string, unknown> {
   };
 }
 
-route('POST', '/v1/sandboxes', async (ctx) => {
+route('POST', '/v1/sandboxes', { summary: 'Create a sandbox', body: CreateSandboxRequestSchema, response: SandboxSchema, status: 201 }, async (ctx) => {
   const body = await readJson(ctx.req, CreateSandboxRequestSchema);
   sendJson(ctx.res, 201, await ctx.manager.create(body, ctx.caller));
 });
 
-route('GET', '/v1/sandboxes', async (ctx) => {
+route('GET', '/v1/sandboxes', { summary: 'List sandboxes of the caller\'s tenant', query: { labels: 'k=v,k2=v2 selector', all: '1 to include deleted ones' }, response: z.object({ sandboxes: z.array(SandboxSchema) }) }, async (ctx) => {
   const selector = ctx.query.get('labels');
   const labels = selector ? Object.fromEntries(parseWith(LabelSelectorSchema, selector).split(',').map((kv) => kv.split('=') as [string, string])) : undefined;
   const all = ctx.query.get('all') === '1' || ctx.query.get('all') === 'true';
   sendJson(ctx.res, 200, { sandboxes: ctx.manager.list(ctx.caller, { ...(labels ? { labels } : {}), all }) });
 });
 
-route('GET', '/v1/sandboxes/{id}', async (ctx) => {
+route('GET', '/v1/sandboxes/{id}', { summary: 'Get a sandbox (with endReason once it ended)', response: SandboxSchema }, async (ctx) => {
   sendJson(ctx.res, 200, ctx.manager.get(id(ctx), ctx.caller));
 });
 
-route('DELETE', '/v1/sandboxes/{id}', async (ctx) => {
+route('DELETE', '/v1/sandboxes/{id}', { summary: 'Delete a sandbox', response: SandboxSchema }, async (ctx) => {
   sendJson(ctx.res, 200, await ctx.manager.delete(id(ctx), ctx.caller));
 });
 
-route('POST', '/v1/sandboxes/{id}/stop', async (ctx) => {
+route('POST', '/v1/sandboxes/{id}/stop', { summary: 'Stop a sandbox (processes end, the record stays)', response: SandboxSchema }, async (ctx) => {
   sendJson(ctx.res, 200, await ctx.manager.stop(id(ctx), ctx.caller));
 });
 
-route('POST', '/v1/sandboxes/{id}/exec', async (ctx) => {
+route('POST', '/v1/sandboxes/{id}/exec', { summary: 'Run a command: JSON result, or with Accept: text/event-stream the events start, stdout, stderr (base64 chunks), exit', body: ExecRequestSchema, response: ExecResultSchema, sse: true }, async (ctx) => {
   const body = await readJson(ctx.req, ExecRequestSchema, 17 * 1024 * 1024);
   const wantsStream = (ctx.req.headers.accept ?? '').includes('text/event-stream');
   if (!wantsStream) {
@@ -118,44 +157,48 @@ route('POST', '/v1/sandboxes/{id}/exec', async (ctx) => {
   const { execId, events } = ctx.manager.execStream(id(ctx), body, ctx.caller, ctx.signal);
   startSse(ctx.res);
   await sendEvent(ctx.res, 'start', { execId });
-  for await (const ev of events) {
-    if (ev.type === 'exit') await sendEvent(ctx.res, 'exit', ev.result);
-    else await sendEvent(ctx.res, ev.type, { data: ev.data.toString('base64') });
-  }
-  ctx.res.end();
+  await streamEvents(ctx, events);
 });
 
-route('GET', '/v1/sandboxes/{id}/execs', async (ctx) => {
+route('GET', '/v1/sandboxes/{id}/execs', { summary: 'Exec history (newest first, ring buffer)', query: { limit: 'at most this many (default 100)' }, response: z.object({ execs: z.array(ExecRecordSchema) }) }, async (ctx) => {
   const limit = Math.min(Number(ctx.query.get('limit') ?? 100) || 100, 1000);
   sendJson(ctx.res, 200, { execs: ctx.manager.execHistory(id(ctx), ctx.caller, limit).map((e) => execView(e, false)) });
 });
 
-route('GET', '/v1/sandboxes/{id}/execs/{execId}', async (ctx) => {
-  sendJson(ctx.res, 200, execView(ctx.manager.execRecord(id(ctx), ctx.params.execId as string, ctx.caller), true));
+route('GET', '/v1/sandboxes/{id}/execs/{execId}', { summary: 'One exec with the tail of its output; ?follow=1 streams a running exec as SSE', query: { follow: '1 to stream' }, response: ExecRecordSchema, sse: true }, async (ctx) => {
+  const execId = ctx.params.execId as string;
+  if (ctx.query.get('follow') !== '1') {
+    sendJson(ctx.res, 200, execView(ctx.manager.execRecord(id(ctx), execId, ctx.caller), true));
+    return;
+  }
+  const events = ctx.manager.followExec(id(ctx), execId, ctx.caller);
+  startSse(ctx.res);
+  await sendEvent(ctx.res, 'start', { execId });
+  await streamEvents(ctx, events);
 });
 
-route('PUT', '/v1/sandboxes/{id}/files', async (ctx) => {
+route('PUT', '/v1/sandboxes/{id}/files', { summary: 'Write a file (raw bytes, streamed), creating parent directories', query: { path: 'absolute path inside the sandbox' }, body: 'binary', response: z.object({ path: z.string(), bytes: z.number() }) }, async (ctx) => {
   const bytes = await ctx.manager.writeFile(id(ctx), requirePath(ctx.query), ctx.req, ctx.caller);
   sendJson(ctx.res, 200, { path: ctx.query.get('path'), bytes });
 });
 
-route('GET', '/v1/sandboxes/{id}/files', async (ctx) => {
+route('GET', '/v1/sandboxes/{id}/files', { summary: 'Read a file (raw bytes, streamed)', query: { path: 'absolute path inside the sandbox' }, response: 'binary' }, async (ctx) => {
   const stream = await ctx.manager.readFile(id(ctx), requirePath(ctx.query), ctx.caller);
   ctx.res.writeHead(200, { 'content-type': 'application/octet-stream' });
   await pipeline(stream, ctx.res);
 });
 
-route('DELETE', '/v1/sandboxes/{id}/files', async (ctx) => {
+route('DELETE', '/v1/sandboxes/{id}/files', { summary: 'Remove a file or directory tree', query: { path: 'absolute path inside the sandbox' }, response: z.object({ path: z.string(), removed: z.boolean() }) }, async (ctx) => {
   await ctx.manager.removePath(id(ctx), requirePath(ctx.query), ctx.caller);
   sendJson(ctx.res, 200, { path: ctx.query.get('path'), removed: true });
 });
 
-route('GET', '/v1/sandboxes/{id}/files/list', async (ctx) => {
+route('GET', '/v1/sandboxes/{id}/files/list', { summary: 'List a directory', query: { path: 'absolute path (default /workspace)' }, response: z.object({ path: z.string(), entries: z.array(DirEntrySchema) }) }, async (ctx) => {
   const path = ctx.query.get('path') ?? '/workspace';
   sendJson(ctx.res, 200, { path, entries: await ctx.manager.listDir(id(ctx), path, ctx.caller) });
 });
 
-route('GET', '/v1/sandboxes/{id}/egress', async (ctx) => {
+route('GET', '/v1/sandboxes/{id}/egress', { summary: 'Egress settings and log of a sandbox', response: z.object({ sandboxId: z.string(), egress: EgressSchema, log: z.array(z.unknown()) }) }, async (ctx) => {
   const sb = ctx.manager.get(id(ctx), ctx.caller);
   sendJson(ctx.res, 200, { sandboxId: sb.id, egress: sb.egress, log: [] });
 });

@@ -4,13 +4,18 @@ import type { Logger } from 'pino';
 import { BadRequestError } from '../core/errors.js';
 import type { SandboxManager } from '../core/manager.js';
 import type { Authenticator } from './auth.js';
+import type { Metrics } from '../observability/metrics.js';
 import { PayloadTooLargeError, sendError, sendJson } from './http-util.js';
-import { matchRoute, notFoundRoute } from './routes.js';
+import { openApiDocument } from './openapi.js';
+import { matchRoute, notFoundRoute, routes } from './routes.js';
+
+let openApi: Record<string, unknown> | undefined;
 
 export interface ApiServerOpts {
   manager: SandboxManager;
   auth: Authenticator;
   logger: Logger;
+  metrics?: Metrics;
 }
 
 export function createApiServer(opts: ApiServerOpts): Server {
@@ -43,6 +48,18 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: ApiServer
       sendJson(res, ok ? 200 : 503, { ok, checks });
       return;
     }
+    if (url.pathname === '/v1/openapi.json' && req.method === 'GET') {
+      openApi ??= openApiDocument(routes);
+      sendJson(res, 200, openApi);
+      return;
+    }
+    if (url.pathname === '/metrics' && req.method === 'GET' && opts.metrics) {
+      opts.auth.authenticate(req, viaSocket);
+      const text = await opts.metrics.registry.metrics();
+      res.writeHead(200, { 'content-type': opts.metrics.registry.contentType });
+      res.end(text);
+      return;
+    }
     const match = matchRoute(req.method ?? 'GET', url.pathname);
     if (match === undefined) throw notFoundRoute(url.pathname);
     if (match === 'method') {
@@ -55,6 +72,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: ApiServer
     discardBody(req, res);
     sendError(res, err, opts.logger, err instanceof PayloadTooLargeError ? 413 : undefined);
   } finally {
+    opts.metrics?.httpRequests.inc({ method: req.method ?? 'GET', status: String(res.statusCode) });
     opts.logger.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: Math.round(performance.now() - started) }, 'request');
   }
 }

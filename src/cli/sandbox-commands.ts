@@ -177,12 +177,23 @@ export function registerSandboxCommands(program: Command, setExit: (code: number
 
   program
     .command('logs')
-    .description('exec history of a sandbox; with an exec id, that exec\'s output')
+    .description('exec history of a sandbox; with an exec id, that exec\'s output; -f follows it (default: the newest exec)')
     .argument('<id>')
     .argument('[execId]')
+    .option('-f, --follow', 'stream the exec\'s output until it ends')
     .option('--json', 'JSON output')
-    .action(async (id: string, execId: string | undefined, flags: { json?: boolean }) => {
+    .action(async (id: string, execId: string | undefined, flags: { json?: boolean; follow?: boolean }) => {
       const client = await connectClient();
+      if (flags.follow) {
+        const target = execId ?? (await client.execs(id))[0]?.execId;
+        if (!target) throw new BadRequestError(`sandbox ${id} has run no command yet`, { hint: `agentbox exec ${id} -- CMD` });
+        for await (const ev of client.followExec(id, target)) {
+          if (ev.type === 'stdout') await write(process.stdout, ev.data);
+          else if (ev.type === 'stderr') await write(process.stderr, ev.data);
+          else if (ev.type === 'exit') setExit(ev.result.exitCode);
+        }
+        return;
+      }
       if (execId) {
         const rec = await client.execRecord(id, execId);
         if (flags.json) return printJson(rec);

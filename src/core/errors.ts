@@ -33,17 +33,21 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
 export interface ErrorOpts {
   hint?: string;
   cause?: unknown;
+  /** For overload answers: when to try again (HTTP Retry-After). */
+  retryAfterSec?: number;
 }
 
 export class AgentboxError extends Error {
   readonly code: ErrorCode;
   readonly hint: string | undefined;
+  readonly retryAfterSec: number | undefined;
 
   constructor(code: ErrorCode, message: string, opts: ErrorOpts = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'AgentboxError';
     this.code = code;
     this.hint = opts.hint;
+    this.retryAfterSec = opts.retryAfterSec;
   }
 
   toJSON(): { code: ErrorCode; message: string; hint?: string } {

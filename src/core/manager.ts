@@ -13,6 +13,8 @@ import type { Store, StoredSandbox } from '../store/store.js';
 import { AgentboxError, ConflictError, NotFoundError, QuotaExceededError, RuntimeUnavailableError } from './errors.js';
 import type { DirEntry, EndReason, ExecEvent, ExecResult, ExecSummary, RuntimeName, Sandbox, SandboxSpec, SandboxState } from './model.js';
 import type { CreateSandboxRequest, ExecRequest } from './requests.js';
+import { LiveExecs } from './live-execs.js';
+import type { Metrics } from '../observability/metrics.js';
 
 export interface Caller {
   tenant: string;
@@ -29,6 +31,11 @@ export interface ManagerOpts {
   reapIntervalMs?: number;
   /** Bytes of each stream kept in the exec history. */
   historyTailBytes?: number;
+  /** Creates running at once; more wait in a short queue, beyond it callers get 429. @default 8 */
+  maxConcurrentCreates?: number;
+  /** @default 32 */
+  createQueueLength?: number;
+  metrics?: Metrics;
 }
 
 const ACTIVE: SandboxState[] = ['creating', 'running'];
@@ -56,6 +63,9 @@ export class SandboxManager {
   private readonly inflight = new Set<Promise<unknown>>();
   private closing = false;
   private readonly activeExecs = new Map<string, number>();
+  private readonly live = new LiveExecs();
+  private createsRunning = 0;
+  private readonly createWaiters: (() => void)[] = [];
 
   constructor(private readonly opts: ManagerOpts) {}
 
@@ -129,8 +139,36 @@ export class SandboxManager {
     }
   }
 
+  /** Bounded concurrency for creates: a burst queues briefly, then gets a clear 429, not a collapse. */
+  private async createSlot(): Promise<() => void> {
+    const max = this.opts.maxConcurrentCreates ?? 8;
+    if (this.createsRunning >= max) {
+      if (this.createWaiters.length >= (this.opts.createQueueLength ?? 32)) {
+        throw new QuotaExceededError(`too many sandbox creates in flight (${this.createsRunning} running, ${this.createWaiters.length} queued)`, {
+          hint: 'retry in a second',
+          retryAfterSec: 1,
+        });
+      }
+      await new Promise<void>((resolve) => this.createWaiters.push(resolve));
+    }
+    this.createsRunning++;
+    return () => {
+      this.createsRunning--;
+      this.createWaiters.shift()?.();
+    };
+  }
+
   async create(req: CreateSandboxRequest, caller: Caller): Promise<Sandbox> {
     if (this.closing) throw new RuntimeUnavailableError('the daemon is shutting down', { hint: 'retry in a moment' });
+    const release = await this.createSlot();
+    try {
+      return await this.createNow(req, caller);
+    } finally {
+      release();
+    }
+  }
+
+  private async createNow(req: CreateSandboxRequest, caller: Caller): Promise<Sandbox> {
     const spec = resolveSpec(this.opts.policy, req, { tenant: caller.tenant, id: newSandboxId() });
     this.checkQuota(spec);
     const rt = await this.runtime(spec.runtime);
@@ -166,10 +204,13 @@ export class SandboxManager {
       store.setState(spec.id, 'running');
       store.audit({ tenant: caller.tenant, actor: caller.actor, action: 'create', sandboxId: spec.id, detail: { image: spec.image, runtime: spec.runtime } });
       log.info({ ms: Math.round(performance.now() - t0), image: spec.image, runtime: spec.runtime }, 'sandbox created');
+      this.opts.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'ok' });
+      this.opts.metrics?.createSeconds.observe({ runtime: spec.runtime }, (performance.now() - t0) / 1000);
       return { ...sandbox, state: 'running' };
     } catch (err) {
       store.markEnded(spec.id, { state: 'failed', reason: 'create_failed', endedBy: null, at: new Date().toISOString() });
       log.warn({ err: err instanceof Error ? err.message : String(err) }, 'sandbox create failed');
+      this.opts.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'failed' });
       throw err;
     }
   }
@@ -226,6 +267,7 @@ export class SandboxManager {
       const err: Buffer[] = [];
       let summary: ExecSummary | undefined;
       self.activeExecs.set(id, (self.activeExecs.get(id) ?? 0) + 1);
+      self.live.start(execId, id);
       try {
         const events = rt!.exec(handleOf(stored), req.cmd, {
           execId,
@@ -240,9 +282,11 @@ export class SandboxManager {
           if (ev.type === 'stdout') out.push(ev.data);
           else if (ev.type === 'stderr') err.push(ev.data);
           else summary = ev.result;
+          self.live.push(execId, ev);
           yield ev;
         }
       } finally {
+        self.live.finish(execId);
         self.activeExecs.set(id, (self.activeExecs.get(id) ?? 1) - 1);
         if (self.activeExecs.get(id) === 0) self.activeExecs.delete(id);
         const endedAt = new Date();
@@ -259,6 +303,9 @@ export class SandboxManager {
         store.addExecMs(caller.tenant, today(), endedAt.getTime() - startedAt.getTime());
         self.touch(id);
         log.info({ exit_code: summary?.exitCode, ms: summary?.durationMs, timed_out: summary?.timedOut }, 'exec finished');
+        const outcome = !summary ? 'error' : summary.timedOut ? 'timeout' : summary.oomKilled ? 'oom' : summary.exitCode === 0 ? 'ok' : 'nonzero';
+        self.opts.metrics?.execs.inc({ outcome });
+        self.opts.metrics?.execSeconds.observe((endedAt.getTime() - startedAt.getTime()) / 1000);
       }
     }
     return { execId, events: this.trackIterable(run()) };
@@ -306,6 +353,22 @@ export class SandboxManager {
     const rec = this.opts.store.getExec(id, execId);
     if (!rec) throw new NotFoundError(`no exec ${execId} in sandbox ${id}`, { hint: `agentbox logs ${id} lists its execs` });
     return rec;
+  }
+
+  /** A running exec's events (replayed, then live); a finished one from its stored tail. */
+  followExec(id: string, execId: string, caller: Caller): AsyncIterable<ExecEvent> {
+    this.find(id, caller);
+    const live = this.live.follow(id, execId);
+    if (live) return live;
+    const rec = this.execRecord(id, execId, caller);
+    return (async function* () {
+      if (rec.stdoutTail?.length) yield { type: 'stdout', data: rec.stdoutTail } as ExecEvent;
+      if (rec.stderrTail?.length) yield { type: 'stderr', data: rec.stderrTail } as ExecEvent;
+      yield {
+        type: 'exit',
+        result: { execId, exitCode: rec.exitCode ?? -1, truncated: rec.truncated, timedOut: rec.timedOut, oomKilled: rec.oomKilled, durationMs: rec.durationMs ?? 0 },
+      } as ExecEvent;
+    })();
   }
 
   private runtimeOf(stored: StoredSandbox): Runtime {
@@ -364,6 +427,7 @@ export class SandboxManager {
     });
     this.opts.store.audit({ tenant: stored.sandbox.tenant, actor: endedBy, action: state === 'deleted' ? 'delete' : 'stop', sandboxId: id, detail: { reason } });
     this.opts.logger.info({ sandbox_id: id, reason, by: endedBy }, 'sandbox ended');
+    this.opts.metrics?.sandboxesEnded.inc({ reason });
   }
 
   /** One pass of the reaper: ttl, idle timeout, sandboxes that died on their own. */

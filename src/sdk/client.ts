@@ -142,13 +142,15 @@ export class AgentboxClient {
     const res = await this.check(
       await this.raw('POST', `/v1/sandboxes/${encodeURIComponent(id)}/exec`, body, { 'content-type': 'application/json', accept: 'text/event-stream' }, signal),
     );
-    for await (const { event, data } of parseSse(res)) {
-      const value = JSON.parse(data) as Record<string, unknown>;
-      if (event === 'start') yield { type: 'start', execId: String(value.execId) };
-      else if (event === 'stdout' || event === 'stderr') yield { type: event, data: Buffer.from(String(value.data), 'base64') };
-      else if (event === 'exit') yield { type: 'exit', result: value as unknown as ExecSummary };
-      else if (event === 'error') throw errorFromWire(value);
-    }
+    yield* execEvents(res);
+  }
+
+  /** Follow an exec: what it printed so far, then live output until it exits. */
+  async *followExec(id: string, execId: string, signal?: AbortSignal): AsyncIterable<StreamEvent> {
+    const res = await this.check(
+      await this.raw('GET', `/v1/sandboxes/${encodeURIComponent(id)}/execs/${encodeURIComponent(execId)}?follow=1`, undefined, { accept: 'text/event-stream' }, signal),
+    );
+    yield* execEvents(res);
   }
 
   async execs(id: string): Promise<ExecRecord[]> {
@@ -191,6 +193,16 @@ export async function readAll(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of stream as AsyncIterable<Buffer>) chunks.push(c);
   return Buffer.concat(chunks);
+}
+
+async function* execEvents(res: Readable): AsyncIterable<StreamEvent> {
+  for await (const { event, data } of parseSse(res)) {
+    const value = JSON.parse(data) as Record<string, unknown>;
+    if (event === 'start') yield { type: 'start', execId: String(value.execId) };
+    else if (event === 'stdout' || event === 'stderr') yield { type: event, data: Buffer.from(String(value.data), 'base64') };
+    else if (event === 'exit') yield { type: 'exit', result: value as unknown as ExecSummary };
+    else if (event === 'error') throw errorFromWire(value);
+  }
 }
 
 /** Minimal SSE parser: `event:` and `data:` lines, blank line ends an event. */

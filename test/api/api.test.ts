@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { startDaemon, type Daemon } from '../../src/api/daemon.js';
 import { BadRequestError, NotFoundError, PolicyDeniedError, QuotaExceededError, UnauthorizedError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/observability/logger.js';
@@ -183,11 +184,93 @@ describe('HTTP API', () => {
     assert.equal(h.checks['runtime.local']?.ok, true);
   });
 
+  test('openapi.json is generated from the request schemas and lists every route', async () => {
+    const r = await rawRequest(port, 'GET', '/v1/openapi.json', undefined, {});
+    assert.equal(r.status, 200);
+    const doc = JSON.parse(r.body) as { openapi: string; paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: { additionalProperties?: boolean; properties?: Record<string, unknown> } }> } }>> };
+    assert.equal(doc.openapi, '3.1.0');
+    for (const path of ['/v1/sandboxes', '/v1/sandboxes/{id}', '/v1/sandboxes/{id}/exec', '/v1/sandboxes/{id}/files', '/v1/sandboxes/{id}/files/list', '/v1/sandboxes/{id}/execs/{execId}']) {
+      assert.ok(doc.paths[path], `missing ${path}`);
+    }
+    const create = doc.paths['/v1/sandboxes']?.post?.requestBody?.content['application/json']?.schema;
+    assert.equal(create?.additionalProperties, false);
+    assert.ok(create?.properties?.image && create.properties.limits && create.properties.ttl);
+  });
+
+  test('follow streams a running exec from its start to its exit', async () => {
+    const sb = await alice.create();
+    const stream = alice.execStream(sb.id, { cmd: ['sh', '-c', 'echo a; sleep 1; echo b; exit 5'] });
+    const it = stream[Symbol.asyncIterator]();
+    const start = (await it.next()).value as { type: string; execId: string };
+    assert.equal(start.type, 'start');
+    await sleep(300);
+    const seen: string[] = [];
+    let exit: number | undefined;
+    for await (const ev of alice.followExec(sb.id, start.execId)) {
+      if (ev.type === 'stdout') seen.push(ev.data.toString());
+      if (ev.type === 'exit') exit = ev.result.exitCode;
+    }
+    while (!(await it.next()).done) {
+      // drain the original stream
+    }
+    assert.equal(seen.join(''), 'a\nb\n');
+    assert.equal(exit, 5);
+    const again: string[] = [];
+    for await (const ev of alice.followExec(sb.id, start.execId)) if (ev.type === 'stdout') again.push(ev.data.toString());
+    assert.equal(again.join(''), 'a\nb\n', 'following a finished exec replays its output');
+    await alice.delete(sb.id);
+  });
+
+  test('metrics count creates and execs', async () => {
+    const r = await rawRequest(port, 'GET', '/metrics', undefined, { authorization: 'Bearer alice-token' });
+    assert.equal(r.status, 200);
+    assert.match(r.body, /agentbox_sandboxes_created_total\{runtime="local",result="ok"\} \d+/);
+    assert.match(r.body, /agentbox_execs_total\{outcome="nonzero"\} \d+/);
+    assert.equal((await rawRequest(port, 'GET', '/metrics', undefined, {})).status, 401);
+  });
+
   test('the Unix socket needs no token and acts as the default tenant', async () => {
     const local = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
     const sb = await local.create();
     assert.equal(sb.tenant, 'default');
     await assert.rejects(alice.get(sb.id), NotFoundError);
     await local.delete(sb.id);
+  });
+});
+
+describe('HTTP API under a burst of creates', () => {
+  test('every create either succeeds or gets 429 with Retry-After; nothing is left behind', async () => {
+    await testImages();
+    const home = mkdtempSync(join(tmpdir(), 'agentbox-burst-'));
+    const daemon = await startDaemon({
+      env: { AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR },
+      logger: silentLogger(),
+      socket: null,
+      tcp: { host: '127.0.0.1', port: 0 },
+      maxConcurrentCreates: 2,
+      createQueueLength: 4,
+    });
+    const port = daemon.tcpAddress!.port;
+    try {
+      const results = await Promise.all(
+        Array.from({ length: 16 }, () => rawRequest(port, 'POST', '/v1/sandboxes', '{}', { 'content-type': 'application/json' })),
+      );
+      const created = results.filter((r) => r.status === 201);
+      const refused = results.filter((r) => r.status === 429);
+      assert.equal(created.length + refused.length, 16, `other statuses: ${results.map((r) => r.status).join(',')}`);
+      // How many are refused depends on arrival speed; the exact limiter behaviour is pinned in manager.test.ts.
+      assert.ok(created.length >= 6, `only ${created.length} created`);
+      for (const r of refused) {
+        assert.equal(r.headers['retry-after'], '1');
+        assert.equal(JSON.parse(r.body).error.code, 'quota_exceeded');
+      }
+      const client = new AgentboxClient({ url: `http://127.0.0.1:${port}` });
+      for (const sb of await client.list()) await client.delete(sb.id);
+    } finally {
+      const rt = await daemon.manager.runtime('local');
+      await daemon.close();
+      assert.deepEqual(await rt.list(), []);
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 });

@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { helperPath, cliEntry } from '../../src/core/config.js';
 import { SandboxManager, type Caller } from '../../src/core/manager.js';
+import { QuotaExceededError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { parsePolicyText } from '../../src/policy/load.js';
 import type { Policy } from '../../src/policy/schema.js';
@@ -62,6 +63,46 @@ describe('SandboxManager', () => {
     assert.equal(m.get(busy.id, caller).state, 'running', 'a sandbox with a running exec was reaped as idle');
     assert.equal((await long).exitCode, 0);
     await until(() => m.get(busy.id, caller).state !== 'running');
+    await m.close();
+    store.close();
+  });
+
+  test('a burst of creates: bounded concurrency, a short queue, then quota_exceeded with retryAfterSec', async () => {
+    const store = Store.open(join(dir, 'burst.db'));
+    const rt = newRuntime();
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let running = 0;
+    let peak = 0;
+    // The real runtime, made slow on purpose so the burst is deterministic.
+    const slow = Object.assign(Object.create(rt) as LocalRuntime, {
+      create: async (spec: Parameters<LocalRuntime['create']>[0]) => {
+        running++;
+        peak = Math.max(peak, running);
+        await gate;
+        try {
+          return await rt.create(spec);
+        } finally {
+          running--;
+        }
+      },
+    });
+    const m = new SandboxManager({ policy: policy('version: 1\n'), store, runtimes: { local: slow }, logger: silentLogger(), maxConcurrentCreates: 2, createQueueLength: 3 });
+    await m.start();
+    const attempts = Array.from({ length: 8 }, () => m.create({}, caller).then((sb) => ({ ok: true as const, sb }), (err: unknown) => ({ ok: false as const, err })));
+    await sleep(100);
+    open();
+    const results = await Promise.all(attempts);
+    const refused = results.filter((r) => !r.ok);
+    assert.equal(results.filter((r) => r.ok).length, 5, 'two running plus three queued should succeed');
+    assert.equal(refused.length, 3);
+    for (const r of refused) {
+      const err = (r as { err: QuotaExceededError }).err;
+      assert.ok(err instanceof QuotaExceededError);
+      assert.equal(err.retryAfterSec, 1);
+    }
+    assert.equal(peak, 2, 'more creates ran at once than allowed');
+    for (const r of results) if (r.ok) await m.delete(r.sb.id, caller);
     await m.close();
     store.close();
   });

@@ -1,0 +1,54 @@
+/** The OpenAPI 3.1 document, generated from the route table and the same zod schemas the handlers use. */
+import { z } from 'zod';
+import { ERROR_CODES } from '../core/errors.js';
+import { VERSION } from '../core/config.js';
+import type { Route } from './routes.js';
+
+const ErrorBodySchema = z.object({
+  error: z.object({
+    code: z.enum(ERROR_CODES).describe('Stable code: branch on this, never on the message'),
+    message: z.string(),
+    hint: z.string().optional().describe('What to do about it'),
+  }),
+});
+
+function jsonSchema(schema: z.ZodType): Record<string, unknown> {
+  const { $schema: _drop, ...rest } = z.toJSONSchema(schema, { unrepresentable: 'any', io: 'input' }) as Record<string, unknown>;
+  return rest;
+}
+
+function content(body: z.ZodType | 'binary'): Record<string, unknown> {
+  return body === 'binary'
+    ? { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } }
+    : { 'application/json': { schema: jsonSchema(body) } };
+}
+
+export function openApiDocument(routes: readonly Route[]): Record<string, unknown> {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const r of routes) {
+    const params = [
+      ...r.keys.map((k) => ({ name: k, in: 'path', required: true, schema: { type: 'string' } })),
+      ...Object.entries(r.doc.query ?? {}).map(([name, description]) => ({ name, in: 'query', required: name === 'path' && r.path.endsWith('/files'), description, schema: { type: 'string' } })),
+    ];
+    const ok: Record<string, unknown> = { description: 'success', ...(r.doc.response ? { content: content(r.doc.response) } : {}) };
+    if (r.doc.sse && ok.content) (ok.content as Record<string, unknown>)['text/event-stream'] = { schema: { type: 'string', description: 'server-sent events' } };
+    const op = {
+      summary: r.doc.summary,
+      ...(params.length ? { parameters: params } : {}),
+      ...(r.doc.body ? { requestBody: { required: true, content: content(r.doc.body) } } : {}),
+      responses: {
+        [String(r.doc.status ?? 200)]: ok,
+        default: { description: 'error', content: { 'application/json': { schema: jsonSchema(ErrorBodySchema) } } },
+      },
+      security: [{ bearer: [] }],
+    };
+    (paths[r.path] ??= {})[r.method.toLowerCase()] = op;
+  }
+  return {
+    openapi: '3.1.0',
+    info: { title: 'agentbox', version: VERSION, description: 'Self-hosted sandboxes for AI agents' },
+    servers: [{ url: '/' }],
+    components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+    paths,
+  };
+}
