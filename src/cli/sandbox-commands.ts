@@ -152,6 +152,30 @@ export function registerSandboxCommands(program: Command, setExit: (code: number
     });
 
   program
+    .command('watch')
+    .description('live table of sandboxes (refreshes every second; Ctrl-C ends)')
+    .option('--interval <ms>', 'refresh interval', '1000')
+    .action(async (flags: { interval: string }) => {
+      const client = await connectClient();
+      const every = Math.max(200, Number(flags.interval) || 1000);
+      const intr = interruptible();
+      while (!intr.signal.aborted) {
+        const list = await client.list();
+        if (process.stdout.isTTY) process.stdout.write('\x1b[H\x1b[2J');
+        process.stdout.write(`${new Date().toISOString()}  ${list.length} sandbox(es)\n`);
+        table(['ID', 'IMAGE', 'STATE', 'AGE', 'IDLE', 'MEMORY'], list.map((s: Sandbox) => [s.id, s.image, s.state, age(s.createdAt), age(s.lastActiveAt), `${s.limits.memoryMb}M`]));
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, every);
+          intr.signal.addEventListener('abort', () => {
+            clearTimeout(t);
+            resolve();
+          }, { once: true });
+        });
+      }
+      intr.dispose();
+    });
+
+  program
     .command('inspect')
     .description('print a sandbox as JSON (with endReason once it ended)')
     .argument('<id>')
