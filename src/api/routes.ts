@@ -6,7 +6,7 @@ import { BadRequestError, NotFoundError } from '../core/errors.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { StoredExec } from '../store/store.js';
 import type { ExecEvent } from '../core/model.js';
-import { DirEntrySchema, EgressSchema, ExecResultSchema, SandboxSchema } from '../core/model.js';
+import { DirEntrySchema, EgressSchema, ExecRecordSchema, ExecResultSchema, SandboxSchema } from '../core/model.js';
 import { CreateSandboxRequestSchema, ExecRequestSchema } from '../core/requests.js';
 import { parseWith, readJson, sendJson } from './http-util.js';
 import { sendEvent, startSse } from './sse.js';
@@ -72,19 +72,6 @@ export function matchRoute(method: string, path: string): { handler: Handler; pa
   return pathMatched ? 'method' : undefined;
 }
 
-export const ExecRecordSchema = z.object({
-  execId: z.string(),
-  cmd: z.array(z.string()),
-  startedAt: z.string(),
-  endedAt: z.string().nullable(),
-  exitCode: z.number().nullable().describe('null while running'),
-  timedOut: z.boolean(),
-  oomKilled: z.boolean(),
-  truncated: z.boolean(),
-  durationMs: z.number().nullable(),
-  stdout: z.string().optional().describe('tail of stdout (last 64 KiB)'),
-  stderr: z.string().optional(),
-});
 
 const LabelSelectorSchema = z.string().regex(/^[^=,]+=[^=,]*(,[^=,]+=[^=,]*)*$/, 'labels as k=v,k2=v2');
 

@@ -94,6 +94,22 @@ export const ExecResultSchema = z.object({
 export type ExecResult = z.infer<typeof ExecResultSchema>;
 export type ExecSummary = Omit<ExecResult, 'stdout' | 'stderr'>;
 
+/** One entry of a sandbox's exec history. */
+export const ExecRecordSchema = z.object({
+  execId: z.string(),
+  cmd: z.array(z.string()),
+  startedAt: z.string(),
+  endedAt: z.string().nullable(),
+  exitCode: z.number().nullable().describe('null while running'),
+  timedOut: z.boolean(),
+  oomKilled: z.boolean(),
+  truncated: z.boolean(),
+  durationMs: z.number().nullable(),
+  stdout: z.string().optional().describe('tail of stdout (last 64 KiB)'),
+  stderr: z.string().optional(),
+});
+export type ExecRecord = z.infer<typeof ExecRecordSchema>;
+
 export type ExecEvent =
   | { type: 'stdout'; data: Buffer }
   | { type: 'stderr'; data: Buffer }

@@ -5,7 +5,7 @@
 import { request, type IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../core/errors.js';
-import type { DirEntry, ExecResult, ExecSummary, Sandbox } from '../core/model.js';
+import type { DirEntry, ExecRecord, ExecResult, ExecSummary, Sandbox } from '../core/model.js';
 import type { CreateSandboxRequest, ExecRequest } from '../core/requests.js';
 
 export interface ClientOpts {
@@ -21,19 +21,6 @@ export type StreamEvent =
   | { type: 'stderr'; data: Buffer }
   | { type: 'exit'; result: ExecSummary };
 
-export interface ExecRecord {
-  execId: string;
-  cmd: string[];
-  startedAt: string;
-  endedAt: string | null;
-  exitCode: number | null;
-  timedOut: boolean;
-  oomKilled: boolean;
-  truncated: boolean;
-  durationMs: number | null;
-  stdout?: string;
-  stderr?: string;
-}
 
 interface Target {
   socketPath?: string;
@@ -47,6 +34,8 @@ function parseTarget(url: string): Target {
   if (u.protocol !== 'http:') throw new AgentboxError('bad_request', `unsupported URL ${url}`, { hint: 'use http://HOST:PORT or unix:/path/to/agentbox.sock' });
   return { host: u.hostname, port: Number(u.port || 80) };
 }
+
+export type { ExecRecord };
 
 export class AgentboxClient {
   private readonly target: Target;
