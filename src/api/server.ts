@@ -7,6 +7,7 @@ import type { Authenticator } from './auth.js';
 import type { Metrics } from '../observability/metrics.js';
 import { PayloadTooLargeError, sendError, sendJson } from './http-util.js';
 import { openApiDocument } from './openapi.js';
+import { RateLimiter } from './rate-limit.js';
 import { matchRoute, notFoundRoute, routes } from './routes.js';
 
 let openApi: Record<string, unknown> | undefined;
@@ -16,9 +17,12 @@ export interface ApiServerOpts {
   auth: Authenticator;
   logger: Logger;
   metrics?: Metrics;
+  limiter?: RateLimiter;
 }
 
 export function createApiServer(opts: ApiServerOpts): Server {
+  const limiter = new RateLimiter((tenant) => opts.manager.policy.tenants?.find((t) => t.name === tenant)?.quotas?.requestsPerMinute);
+  opts = { ...opts, limiter };
   const server = createServer((req, res) => void handle(req, res, opts));
   server.keepAliveTimeout = 5000;
   // Long execs stream for minutes: no request timeout, the exec's own timeout applies.
@@ -67,6 +71,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: ApiServer
       return;
     }
     const caller = opts.auth.authenticate(req, viaSocket);
+    opts.limiter?.take(caller.tenant);
     await match.handler({ req, res, params: match.params, query: url.searchParams, caller, manager: opts.manager, signal: abort.signal });
   } catch (err) {
     discardBody(req, res);

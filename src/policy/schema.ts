@@ -137,6 +137,7 @@ const TenantSchema = z
         sandboxes: z.number().int().min(0).optional().describe('Sandboxes alive at once'),
         memoryMb: z.number().int().min(0).optional().describe('Memory of all live sandboxes together, MiB'),
         execMinutesPerDay: z.number().min(0).optional().describe('Exec time per UTC day, minutes'),
+        requestsPerMinute: z.number().int().min(1).optional().describe('API requests per minute (token bucket; bursts up to this many)'),
       })
       .strict()
       .optional()

@@ -30,6 +30,9 @@ tenants:
   - name: bob
     tokens: [bob-token]
     quotas: { sandboxes: 1 }
+  - name: carol
+    tokens: [carol-token]
+    quotas: { requestsPerMinute: 2 }
 `;
 
 function rawRequest(port: number, method: string, path: string, body: string | Buffer | undefined, headers: Record<string, string>): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }> {
@@ -219,6 +222,17 @@ describe('HTTP API', () => {
     for await (const ev of alice.followExec(sb.id, start.execId)) if (ev.type === 'stdout') again.push(ev.data.toString());
     assert.equal(again.join(''), 'a\nb\n', 'following a finished exec replays its output');
     await alice.delete(sb.id);
+  });
+
+  test('rate limit: a tenant over its requests per minute gets 429 with Retry-After', async () => {
+    const carol = { authorization: 'Bearer carol-token' };
+    assert.equal((await rawRequest(port, 'GET', '/v1/sandboxes', undefined, carol)).status, 200);
+    assert.equal((await rawRequest(port, 'GET', '/v1/sandboxes', undefined, carol)).status, 200);
+    const third = await rawRequest(port, 'GET', '/v1/sandboxes', undefined, carol);
+    assert.equal(third.status, 429);
+    assert.equal(JSON.parse(third.body).error.code, 'quota_exceeded');
+    assert.ok(Number(third.headers['retry-after']) >= 1);
+    assert.equal((await rawRequest(port, 'GET', '/v1/sandboxes', undefined, { authorization: 'Bearer alice-token' })).status, 200);
   });
 
   test('metrics count creates and execs', async () => {
