@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../core/errors.js';
 import type { DirEntry, ExecRecord, ExecResult, ExecSummary, Sandbox } from '../core/model.js';
 import type { CreateSandboxRequest, ExecRequest } from '../core/requests.js';
+import { SandboxRef } from './sandbox.js';
 
 export interface ClientOpts {
   /** `http://127.0.0.1:8080` or `unix:/home/me/.agentbox/agentbox.sock`. @default AGENTBOX_URL */
@@ -99,6 +100,11 @@ export class AgentboxClient {
 
   create(req: CreateSandboxRequest = {}): Promise<Sandbox> {
     return this.json('POST', '/v1/sandboxes', req);
+  }
+
+  /** Create a sandbox and get it as an object with exec/readFile/writeFile/delete. */
+  async createSandbox(req: CreateSandboxRequest = {}): Promise<SandboxRef> {
+    return new SandboxRef(this, await this.create(req));
   }
 
   async list(opts: { labels?: Record<string, string>; all?: boolean } = {}): Promise<Sandbox[]> {

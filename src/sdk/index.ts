@@ -1,5 +1,6 @@
 /** The package's public API. Explicit names only: test/sdk/public-exports.test.ts pins this list. */
 export { AgentboxClient, type ClientOpts, type ExecRecord, type StreamEvent } from './client.js';
+export { SandboxRef } from './sandbox.js';
 export {
   AgentboxError,
   BadRequestError,

@@ -98,6 +98,16 @@ describe('HTTP API', () => {
     assert.ok(!(await alice.list()).some((s) => s.id === sb.id));
   });
 
+  test('SDK sandbox objects: exec, files, delete', async () => {
+    const sb = await alice.createSandbox({ labels: { via: 'sdk-object' } });
+    assert.equal((await sb.exec(['sh', '-c', 'echo obj'])).stdout, 'obj\n');
+    await sb.writeFile('/workspace/x.txt', 'content');
+    assert.equal((await readAll(await sb.readFile('/workspace/x.txt'))).toString(), 'content');
+    assert.deepEqual((await sb.listDir()).map((e) => e.name), ['x.txt']);
+    assert.equal((await sb.delete()).state, 'deleted');
+    assert.equal((await sb.refresh()).endReason, 'deleted');
+  });
+
   test('SSE delivers chunks before the command ends', async () => {
     const sb = await alice.create();
     const t0 = performance.now();

@@ -15,6 +15,7 @@ test('the package exports exactly the documented names', () => {
     'PolicyDeniedError',
     'QuotaExceededError',
     'RuntimeUnavailableError',
+    'SandboxRef',
     'TimeoutError',
     'UnauthorizedError',
   ]);

@@ -1,0 +1,62 @@
+/**
+ * A sandbox as an object: `const sb = await client.createSandbox(); await sb.exec(['ls']); await sb.delete()`.
+ * With TypeScript's `await using sb = ...` (Symbol.asyncDispose, where the runtime defines it) it is
+ * deleted when the block ends.
+ */
+import type { Readable } from 'node:stream';
+import type { DirEntry, ExecResult, Sandbox } from '../core/model.js';
+import type { ExecRequest } from '../core/requests.js';
+import type { AgentboxClient, StreamEvent } from './client.js';
+
+type ExecInput = string[] | ExecRequest;
+
+function toRequest(input: ExecInput): ExecRequest {
+  return Array.isArray(input) ? { cmd: input } : input;
+}
+
+const asyncDispose: symbol | undefined = (Symbol as { asyncDispose?: symbol }).asyncDispose;
+
+export class SandboxRef {
+  constructor(
+    private readonly client: AgentboxClient,
+    readonly info: Sandbox,
+  ) {
+    if (asyncDispose) (this as unknown as Record<symbol, () => Promise<void>>)[asyncDispose] = () => this.delete().then(() => undefined);
+  }
+
+  get id(): string {
+    return this.info.id;
+  }
+
+  exec(input: ExecInput, signal?: AbortSignal): Promise<ExecResult> {
+    return this.client.exec(this.id, toRequest(input), signal);
+  }
+
+  execStream(input: ExecInput, signal?: AbortSignal): AsyncIterable<StreamEvent> {
+    return this.client.execStream(this.id, toRequest(input), signal);
+  }
+
+  readFile(path: string): Promise<Readable> {
+    return this.client.readFile(this.id, path);
+  }
+
+  writeFile(path: string, data: Buffer | string | Readable): Promise<{ bytes: number }> {
+    return this.client.writeFile(this.id, path, data);
+  }
+
+  listDir(path = '/workspace'): Promise<DirEntry[]> {
+    return this.client.listDir(this.id, path);
+  }
+
+  removePath(path: string): Promise<void> {
+    return this.client.removePath(this.id, path);
+  }
+
+  refresh(): Promise<Sandbox> {
+    return this.client.get(this.id);
+  }
+
+  delete(): Promise<Sandbox> {
+    return this.client.delete(this.id);
+  }
+}
