@@ -17,7 +17,7 @@ import type { Runtime } from '../runtime/types.js';
 import { Store } from '../store/store.js';
 import { Metrics } from '../observability/metrics.js';
 import { Authenticator } from './auth.js';
-import { createApiServer } from './server.js';
+import { createApiServer, type ApiServer } from './server.js';
 
 export interface DaemonOpts {
   env?: NodeJS.ProcessEnv;
@@ -88,6 +88,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   });
   await manager.start();
   const servers: Server[] = [];
+  const apis: ApiServer[] = [];
   const daemon: Daemon = {
     paths,
     manager,
@@ -95,10 +96,13 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     images,
     servers,
     async close() {
-      await Promise.all(servers.map((s) => new Promise<void>((resolve) => {
+      // Stop accepting first; running requests finish; MCP sessions take their sandboxes along.
+      const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => {
         s.close(() => resolve());
         s.closeIdleConnections();
       })));
+      await Promise.all(apis.map((a) => a.closeSessions()));
+      await closed;
       await manager.close();
       store.close();
       const sock = opts.socket === undefined ? paths.socket : opts.socket;
@@ -109,7 +113,9 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     const socketPath = opts.socket === undefined ? paths.socket : opts.socket;
     if (socketPath) {
       await clearStaleSocket(socketPath);
-      const server = createApiServer({ manager, auth, logger: opts.logger, metrics });
+      const api = createApiServer({ manager, auth, logger: opts.logger, metrics });
+      const server = api.server;
+      apis.push(api);
       // Owner-only from the first moment: create with a umask rather than chmod afterwards.
       const oldMask = process.umask(0o177);
       try {
@@ -121,7 +127,9 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
       servers.push(server);
     }
     if (opts.tcp) {
-      const server = createApiServer({ manager, auth, logger: opts.logger, metrics });
+      const api = createApiServer({ manager, auth, logger: opts.logger, metrics });
+      const server = api.server;
+      apis.push(api);
       await listen(server, opts.tcp.port, opts.tcp.host);
       const addr = server.address();
       if (addr && typeof addr === 'object') daemon.tcpAddress = { host: addr.address, port: addr.port };

@@ -8,6 +8,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { PayloadTooLargeError, sendError, sendJson } from './http-util.js';
 import { openApiDocument } from './openapi.js';
 import { RateLimiter } from './rate-limit.js';
+import { createMcpHttpHandler, type McpHttpHandler } from '../mcp/http.js';
 import { matchRoute, notFoundRoute, routes } from './routes.js';
 
 let openApi: Record<string, unknown> | undefined;
@@ -18,16 +19,28 @@ export interface ApiServerOpts {
   logger: Logger;
   metrics?: Metrics;
   limiter?: RateLimiter;
+  mcp?: McpHttpHandler;
 }
 
-export function createApiServer(opts: ApiServerOpts): Server {
+export interface ApiServer {
+  server: Server;
+  /** Close MCP sessions (deleting their sandboxes); call before the manager closes. */
+  closeSessions(): Promise<void>;
+}
+
+export function createApiServer(opts: ApiServerOpts): ApiServer {
   const limiter = new RateLimiter((tenant) => opts.manager.policy.tenants?.find((t) => t.name === tenant)?.quotas?.requestsPerMinute);
-  opts = { ...opts, limiter };
+  const mcp = createMcpHttpHandler({
+    manager: opts.manager,
+    authenticate: (req) => opts.auth.authenticate(req, req.socket.remoteAddress === undefined),
+    logger: opts.logger,
+  });
+  opts = { ...opts, limiter, mcp };
   const server = createServer((req, res) => void handle(req, res, opts));
   server.keepAliveTimeout = 5000;
   // Long execs stream for minutes: no request timeout, the exec's own timeout applies.
   server.requestTimeout = 0;
-  return server;
+  return { server, closeSessions: () => mcp.close() };
 }
 
 async function handle(req: IncomingMessage, res: ServerResponse, opts: ApiServerOpts): Promise<void> {
@@ -62,6 +75,10 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: ApiServer
       const text = await opts.metrics.registry.metrics();
       res.writeHead(200, { 'content-type': opts.metrics.registry.contentType });
       res.end(text);
+      return;
+    }
+    if (url.pathname === '/mcp' && opts.mcp) {
+      await opts.mcp(req, res);
       return;
     }
     const match = matchRoute(req.method ?? 'GET', url.pathname);

@@ -60,6 +60,16 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
       setTimeout(() => process.exit(0), 100).unref();
     });
 
+  program
+    .command('mcp')
+    .description('speak MCP over stdio (tools sandbox_create, sandbox_exec, ...): to the local daemon, or AGENTBOX_URL')
+    .action(async () => {
+      const { connectClient } = await import('./connect.js');
+      const { clientOps } = await import('../mcp/ops.js');
+      const { runStdioServer } = await import('../mcp/stdio.js');
+      await runStdioServer(clientOps(await connectClient()));
+    });
+
   const image = program.command('image').description('images in the local image store (AGENTBOX_IMAGES)');
   const store = async (): Promise<ImageStore> => new (await lazy.images()).ImageStore(resolvePaths().images);
 

@@ -1,4 +1,10 @@
-/** Numbered schema migrations; `PRAGMA user_version` records the last one applied. */
+/**
+ * Numbered schema migrations; `PRAGMA user_version` records the last one applied.
+ * Append only: never edit a migration that has shipped, add the next number instead.
+ */
+import type Database from 'better-sqlite3';
+import { InternalError } from '../core/errors.js';
+
 export interface Migration {
   version: number;
   name: string;
@@ -68,3 +74,45 @@ export const MIGRATIONS: readonly Migration[] = [
     `,
   },
 ];
+
+export function schemaVersion(db: Database.Database): number {
+  return db.pragma('user_version', { simple: true }) as number;
+}
+
+/**
+ * Apply every migration newer than the file's `user_version`, each in its own transaction
+ * (schema and version bump commit together or not at all).
+ * IMMEDIATE transactions and a re-read of the version inside them make two processes that open
+ * the same new file at once safe: the second waits (busy_timeout) and then finds nothing to do.
+ * A file written by a newer agentbox is refused rather than used with a schema we do not know.
+ */
+export function migrate(db: Database.Database, migrations: readonly Migration[] = MIGRATIONS): void {
+  checkOrder(migrations);
+  const latest = migrations.at(-1)?.version ?? 0;
+  const found = schemaVersion(db);
+  if (found > latest) {
+    throw new InternalError(`the database's schema version ${found} is newer than this agentbox knows (${latest})`, {
+      hint: 'upgrade agentbox, or point AGENTBOX_HOME at another directory',
+    });
+  }
+  for (const m of migrations) {
+    const apply = db.transaction(() => {
+      if (schemaVersion(db) >= m.version) return;
+      db.exec(m.sql);
+      db.pragma(`user_version = ${m.version}`);
+    });
+    try {
+      apply.immediate();
+    } catch (err) {
+      throw new InternalError(`schema migration ${m.version} (${m.name}) failed`, { cause: err });
+    }
+  }
+}
+
+function checkOrder(migrations: readonly Migration[]): void {
+  migrations.forEach((m, i) => {
+    if (!Number.isInteger(m.version) || m.version !== i + 1) {
+      throw new InternalError(`migration "${m.name}" has version ${m.version}, expected ${i + 1}`);
+    }
+  });
+}

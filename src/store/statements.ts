@@ -1,0 +1,126 @@
+/**
+ * Every SQL statement of the store, prepared once per connection and typed by its parameters and row.
+ * Optional filters are bound as NULL (`@x IS NULL OR ...`) so even listSandboxes needs no SQL built at run time.
+ */
+import type Database from 'better-sqlite3';
+import type { AuditRow, ExecRow, NewSandboxRow, SandboxRow } from './rows.js';
+
+export interface ListSandboxesParams {
+  tenant: string | null;
+  /** JSON array of states, or null for any state. */
+  states: string | null;
+  /** JSON object of label key → value that must all match, or null. */
+  labels: string | null;
+  /** 1: deleted sandboxes too (only when states is null). */
+  includeEnded: 0 | 1;
+}
+
+export interface FinishExecParams {
+  id: string;
+  exitCode: number;
+  timedOut: 0 | 1;
+  oomKilled: 0 | 1;
+  truncated: 0 | 1;
+  durationMs: number;
+  endedAt: string;
+  stdoutTail: Buffer;
+  stderrTail: Buffer;
+}
+
+export interface MarkEndedParams {
+  id: string;
+  state: string;
+  reason: string;
+  endedBy: string | null;
+  at: string;
+}
+
+/** P is the tuple of bind arguments; statements with @named parameters take one object: [Params]. */
+type Stmt<P extends unknown[], R = unknown> = Database.Statement<P, R>;
+
+/** Each statement typed by its bind arguments and its row. */
+export interface Statements {
+  insertSandbox: Stmt<[NewSandboxRow]>;
+  getSandbox: Stmt<[string], SandboxRow>;
+  listSandboxes: Stmt<[ListSandboxesParams], SandboxRow>;
+  setRuntimeData: Stmt<[data: string, id: string]>;
+  setState: Stmt<[state: string, id: string]>;
+  touch: Stmt<[at: string, id: string]>;
+  markEnded: Stmt<[MarkEndedParams]>;
+  countActive: Stmt<[tenant: string], { n: number; mem: number }>;
+  purgeExecs: Stmt<[olderThan: string]>;
+  purgeSandboxes: Stmt<[olderThan: string]>;
+  insertExec: Stmt<[id: string, sandboxId: string, tenant: string, cmdJson: string, startedAt: string]>;
+  trimExecs: Stmt<[{ sandboxId: string; keep: number }]>;
+  finishExec: Stmt<[FinishExecParams]>;
+  getExec: Stmt<[sandboxId: string, execId: string], ExecRow>;
+  listExecs: Stmt<[sandboxId: string, limit: number], ExecRow>;
+  audit: Stmt<[at: string, tenant: string | null, actor: string | null, action: string, sandboxId: string | null, detailJson: string | null]>;
+  listAudit: Stmt<[{ sandboxId: string | null; limit: number }], AuditRow>;
+  addExecMs: Stmt<[tenant: string, day: string, ms: number]>;
+  execMsOn: Stmt<[tenant: string, day: string], { exec_ms: number }>;
+}
+
+export function prepareStatements(db: Database.Database): Statements {
+  // Parameter and row types come from the Statements interface (inferred from the property's type).
+  const prepare = <P extends unknown[], R>(sql: string): Stmt<P, R> => db.prepare<P, R>(sql);
+  return {
+    insertSandbox: prepare(`
+      INSERT INTO sandboxes (id, tenant, image, profile, runtime, isolation, state, limits_json, egress_json, labels_json,
+        spec_json, created_at, expires_at, last_active_at, idle_timeout_ms)
+      VALUES (@id, @tenant, @image, @profile, @runtime, @isolation, @state, @limits_json, @egress_json, @labels_json,
+        @spec_json, @created_at, @expires_at, @last_active_at, @idle_timeout_ms)`),
+    getSandbox: prepare('SELECT * FROM sandboxes WHERE id = ?'),
+    // Labels are compared key by key through json_each, so keys need no quoting inside a JSON path.
+    listSandboxes: prepare(`
+      SELECT * FROM sandboxes AS s
+      WHERE (@tenant IS NULL OR s.tenant = @tenant)
+        AND (@states IS NULL OR s.state IN (SELECT value FROM json_each(@states)))
+        AND (@states IS NOT NULL OR @includeEnded = 1 OR s.state != 'deleted')
+        AND (@labels IS NULL OR NOT EXISTS (
+          SELECT 1 FROM json_each(@labels) AS want
+          WHERE (SELECT have.value FROM json_each(s.labels_json) AS have WHERE have.key = want.key) IS NOT want.value))
+      ORDER BY s.created_at, s.rowid`),
+    setRuntimeData: prepare('UPDATE sandboxes SET runtime_data_json = ? WHERE id = ?'),
+    setState: prepare('UPDATE sandboxes SET state = ? WHERE id = ?'),
+    touch: prepare('UPDATE sandboxes SET last_active_at = ? WHERE id = ?'),
+    markEnded: prepare(
+      'UPDATE sandboxes SET state = @state, end_reason = @reason, ended_by = @endedBy, ended_at = @at WHERE id = @id',
+    ),
+    countActive: prepare(`
+      SELECT COUNT(*) AS n, COALESCE(SUM(json_extract(limits_json, '$.memoryMb')), 0) AS mem
+      FROM sandboxes WHERE tenant = ? AND state IN ('creating', 'running')`),
+    purgeExecs: prepare(
+      'DELETE FROM execs WHERE sandbox_id IN (SELECT id FROM sandboxes WHERE ended_at IS NOT NULL AND ended_at < ?)',
+    ),
+    purgeSandboxes: prepare('DELETE FROM sandboxes WHERE ended_at IS NOT NULL AND ended_at < ?'),
+
+    insertExec: prepare(
+      'INSERT INTO execs (id, sandbox_id, tenant, cmd_json, started_at) VALUES (?, ?, ?, ?, ?)',
+    ),
+    // Keeps the newest `keep` execs of the sandbox (rowid breaks ties between equal start times).
+    trimExecs: prepare(`
+      DELETE FROM execs WHERE sandbox_id = @sandboxId AND rowid NOT IN
+        (SELECT rowid FROM execs WHERE sandbox_id = @sandboxId ORDER BY started_at DESC, rowid DESC LIMIT @keep)`),
+    finishExec: prepare(`
+      UPDATE execs SET exit_code = @exitCode, timed_out = @timedOut, oom_killed = @oomKilled, truncated = @truncated,
+        duration_ms = @durationMs, ended_at = @endedAt, stdout_tail = @stdoutTail, stderr_tail = @stderrTail
+      WHERE id = @id`),
+    getExec: prepare('SELECT * FROM execs WHERE sandbox_id = ? AND id = ?'),
+    listExecs: prepare(
+      'SELECT * FROM execs WHERE sandbox_id = ? ORDER BY started_at DESC, rowid DESC LIMIT ?',
+    ),
+
+    audit: prepare(
+      'INSERT INTO audit (at, tenant, actor, action, sandbox_id, detail_json) VALUES (?, ?, ?, ?, ?, ?)',
+    ),
+    listAudit: prepare(
+      'SELECT * FROM audit WHERE (@sandboxId IS NULL OR sandbox_id = @sandboxId) ORDER BY id DESC LIMIT @limit',
+    ),
+
+    addExecMs: prepare(`
+      INSERT INTO usage (tenant, day, exec_ms) VALUES (?, ?, ?)
+      ON CONFLICT (tenant, day) DO UPDATE SET exec_ms = exec_ms + excluded.exec_ms`),
+    execMsOn: prepare('SELECT exec_ms FROM usage WHERE tenant = ? AND day = ?'),
+  };
+}
