@@ -87,6 +87,15 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     ...(opts.createQueueLength !== undefined ? { createQueueLength: opts.createQueueLength } : {}),
   });
   await manager.start();
+  // Replaced or removed images stay on disk while a sandbox still has them mounted: sweep later.
+  const sweeper = setInterval(() => {
+    try {
+      images.sweep();
+    } catch (err) {
+      opts.logger.warn({ err }, 'image sweep failed');
+    }
+  }, 5 * 60_000);
+  sweeper.unref();
   const servers: Server[] = [];
   const apis: ApiServer[] = [];
   const daemon: Daemon = {
@@ -96,6 +105,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     images,
     servers,
     async close() {
+      clearInterval(sweeper);
       // Stop accepting first; running requests finish; MCP sessions take their sandboxes along.
       const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => {
         s.close(() => resolve());

@@ -1,206 +1,251 @@
 /**
  * The local image store: `<dir>/<name>/rootfs/` plus `<dir>/<name>/image.json`.
- * Builds happen in a temporary directory renamed into place, so a failed build leaves nothing
- * and a reader never sees half an image. Several homes may share one store (AGENTBOX_IMAGES).
+ *
+ * - Builds happen in `<dir>/.tmp-<name>-<random>` under a per-name lock (`.lock-<name>`) and are
+ *   renamed into place: a failed build leaves nothing, a reader never sees half an image.
+ * - A replaced or removed image is renamed to `.trash-<name>-<random>` and deleted only once no
+ *   mount refers to it: a running sandbox keeps the root it started with.
+ * - Several agentbox homes may share one store (AGENTBOX_IMAGES); the lock works across processes.
+ * - Everything is 0755 and root-owned: sandboxes run as unprivileged uids and must read the root.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { join, resolve as resolvePath } from 'node:path';
 import { z } from 'zod';
-import { BadRequestError, ConflictError, NotFoundError } from '../core/errors.js';
-import { buildBusybox, buildDebian, runTool, type OnProgress } from './builders.js';
-import { finishRootfs } from './rootfs.js';
+import { BadRequestError, NotFoundError } from '../core/errors.js';
+import { buildBusybox } from './build-busybox.js';
+import { buildDebian, checkPackageNames } from './build-debian.js';
+import { exportTar as writeTar, extractTarball, type ImportOpts } from './import-tar.js';
+import { acquireLock, lockHeld } from './lock.js';
+import { finishRootfs, treeStats } from './rootfs.js';
+import { abortReason, type OnProgress } from './run-tool.js';
+import { removeTree, removeUnusedTrees } from './trees.js';
+
+export type { OnProgress, Progress } from './run-tool.js';
+export type { ImportOpts } from './import-tar.js';
+
+export const IMAGE_SOURCES = ['busybox', 'debian', 'import'] as const;
+export type ImageSource = (typeof IMAGE_SOURCES)[number];
+export type ImageBase = 'busybox' | 'debian';
 
 export const ImageInfoSchema = z.object({
-  name: z.string(),
-  id: z.string(),
-  createdAt: z.string(),
-  source: z.enum(['busybox', 'debian', 'import']),
-  packages: z.array(z.string()),
-  sizeBytes: z.number(),
+  name: z.string().describe('image name, e.g. debian'),
+  id: z.string().describe('sha256 fingerprint of the root tree as built (changes with every rebuild)'),
+  createdAt: z.string().describe('ISO 8601 time the build finished'),
+  source: z.enum(IMAGE_SOURCES).describe('what built it: busybox, debian (mmdebstrap) or import (a tarball)'),
+  packages: z.array(z.string()).describe('Debian packages asked for on top of minbase'),
+  sizeBytes: z.number().describe('apparent size of the files in the root'),
 });
 export type ImageInfo = z.infer<typeof ImageInfoSchema>;
 
 export interface BuildOpts {
+  /** Debian packages on top of minbase; giving any means a Debian image. */
   packages?: string[];
-  base?: 'busybox' | 'debian';
+  /** @default busybox for the name `busybox` without packages, debian otherwise */
+  base?: ImageBase;
   onProgress?: OnProgress;
   signal?: AbortSignal;
 }
 
-const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
-
-export function defaultImagesDir(env: NodeJS.ProcessEnv = process.env): string {
-  return resolve(env.AGENTBOX_IMAGES ?? join(env.AGENTBOX_HOME ?? join(homedir(), '.agentbox'), 'images'));
+export interface ImageStoreOpts {
+  /** How long a build waits for another build of the same name before `conflict`. @default 15 minutes */
+  lockWaitMs?: number;
 }
 
-function checkName(name: string): string {
-  if (!NAME.test(name)) throw new BadRequestError(`bad image name: ${name}`, { hint: 'lower-case letters, digits, . _ - (max 64), e.g. debian-py' });
+export const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+const TMP_DIR = /^\.tmp-(.+)-[0-9a-f]{8}$/;
+const TRASH_DIR = /^\.trash-.+-[0-9a-f]{8}$/;
+
+/** The image store directory: AGENTBOX_IMAGES, else `$AGENTBOX_HOME/images`, else `~/.agentbox/images`. */
+export function defaultImagesDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.AGENTBOX_IMAGES) return resolvePath(env.AGENTBOX_IMAGES);
+  return resolvePath(env.AGENTBOX_HOME || join(homedir(), '.agentbox'), 'images');
+}
+
+/** `name` if it is a valid image name, else `bad_request`. */
+export function checkImageName(name: string): string {
+  if (!IMAGE_NAME.test(name)) {
+    throw new BadRequestError(`bad image name ${JSON.stringify(name)}`, { hint: 'image names are 1-64 of a-z 0-9 . _ - starting with a letter or digit, e.g. debian-py' });
+  }
   return name;
 }
 
-function duBytes(dir: string): number {
-  let total = 0;
-  const walk = (d: string): void => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.isFile()) total += statSync(p).size;
-    }
-  };
-  walk(dir);
-  return total;
-}
+const hex8 = (): string => randomBytes(4).toString('hex');
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+interface Fill {
+  source: ImageSource;
+  packages: string[];
+  onProgress: OnProgress;
+  signal: AbortSignal | undefined;
+  /** Fill the not yet existing directory `rootfs`. */
+  run: (rootfs: string) => Promise<void>;
 }
 
 export class ImageStore {
   readonly dir: string;
+  private readonly lockWaitMs: number;
 
-  constructor(dir: string) {
-    this.dir = resolve(dir);
+  constructor(dir: string, opts: ImageStoreOpts = {}) {
+    this.dir = resolvePath(dir);
+    this.lockWaitMs = opts.lockWaitMs ?? 15 * 60_000;
   }
 
+  /** The images, sorted by name; half-built and unreadable entries are not images. */
   list(): ImageInfo[] {
     if (!existsSync(this.dir)) return [];
     return readdirSync(this.dir)
-      .filter((n) => NAME.test(n))
+      .filter((n) => IMAGE_NAME.test(n))
       .map((n) => this.get(n))
       .filter((i): i is ImageInfo => i !== undefined)
       .sort((a, b) => a.name.localeCompare(b.name));
   }
 
   get(name: string): ImageInfo | undefined {
-    if (!NAME.test(name)) return undefined;
+    if (!IMAGE_NAME.test(name)) return undefined;
+    let raw: unknown;
     try {
-      return ImageInfoSchema.parse(JSON.parse(readFileSync(join(this.dir, name, 'image.json'), 'utf8')));
+      raw = JSON.parse(readFileSync(join(this.dir, name, 'image.json'), 'utf8'));
     } catch {
-      return undefined;
+      return undefined; // absent or unreadable: not an image
     }
+    const parsed = ImageInfoSchema.safeParse(raw);
+    return parsed.success ? parsed.data : undefined;
   }
 
+  /** The image and its root directory, or `not_found`. */
   resolve(name: string): { info: ImageInfo; rootfs: string } {
-    const info = NAME.test(name) ? this.get(name) : undefined;
+    const info = this.get(name);
     if (!info) {
-      throw new NotFoundError(`no image ${name}`, { hint: `run agentbox image ls, or agentbox image build ${NAME.test(name) ? name : 'NAME'}` });
+      throw new NotFoundError(`no image ${JSON.stringify(name)} in ${this.dir}`, { hint: `run agentbox image ls, or agentbox image build ${IMAGE_NAME.test(name) ? name : 'NAME'}` });
     }
     return { info, rootfs: join(this.dir, name, 'rootfs') };
   }
 
-  /** Build the image if it is not there yet (used for the two base images). */
-  async ensure(name: 'busybox' | 'debian', opts: BuildOpts): Promise<ImageInfo> {
-    return this.get(name) ?? (await this.build(name, opts).catch(async (err: unknown) => {
-      // Another process may have built it while we waited for the lock.
-      const built = this.get(name);
-      if (built) return built;
-      throw err;
-    }));
-  }
-
+  /** Build (or rebuild, replacing) an image. */
   async build(name: string, opts: BuildOpts = {}): Promise<ImageInfo> {
-    checkName(name);
-    const base = opts.base ?? (name === 'busybox' && !opts.packages?.length ? 'busybox' : 'debian');
-    if (base === 'busybox' && opts.packages?.length) throw new BadRequestError('a busybox image takes no packages', { hint: 'use --base debian for packages' });
-    const packages = base === 'debian' ? [...new Set(opts.packages ?? [])].sort() : [];
-    const progress = opts.onProgress ?? (() => undefined);
-    return this.replaceWith(name, async (rootfs) => {
-      if (base === 'busybox') await buildBusybox(rootfs, progress);
-      else await buildDebian(rootfs, packages, progress, opts.signal);
-      return { source: base, packages };
-    });
+    return this.install(name, this.builder(name, opts), false);
   }
 
-  /** Import a root filesystem tarball; absolute paths, `..` and device nodes are refused. */
-  async importTar(name: string, tarPath: string, opts: { onProgress?: OnProgress } = {}): Promise<ImageInfo> {
-    checkName(name);
-    if (!existsSync(tarPath)) throw new NotFoundError(`no such file: ${tarPath}`);
-    const listing: string[] = [];
-    await runTool('tar', ['-tvPf', tarPath], { onLine: (l) => listing.push(l) });
-    for (const line of listing) {
-      const path = line.split(/\s+/).slice(5).join(' ').replace(/ -> .*$/, '').replace(/ link to .*$/, '');
-      if (/^[bc]/.test(line)) throw new BadRequestError(`the tarball holds a device node: ${path}`, { hint: 'images may not carry device files' });
-      if (path.startsWith('/') || path.split('/').includes('..')) throw new BadRequestError(`unsafe path in the tarball: ${path}`, { hint: 'paths must be relative and stay inside the image' });
-    }
-    opts.onProgress?.({ phase: 'import', message: `${listing.length} entries`, percent: 10 });
-    return this.replaceWith(name, async (rootfs) => {
-      mkdirSync(rootfs, { mode: 0o755 });
-      await runTool('tar', ['-xpf', tarPath, '-C', rootfs, '--no-overwrite-dir']);
-      opts.onProgress?.({ phase: 'import', message: 'done', percent: 100 });
-      return { source: 'import', packages: [] };
-    });
+  /** The image if it exists, else build it; concurrent callers share one build through the lock. */
+  async ensure(name: ImageBase, opts: BuildOpts = {}): Promise<ImageInfo> {
+    return this.get(name) ?? (await this.install(name, this.builder(name, opts), true));
   }
 
-  /** Write the image's root as a tarball (for `docker import`). */
-  async exportTar(name: string, outPath: string): Promise<void> {
-    const { rootfs } = this.resolve(name);
-    await runTool('tar', ['-C', rootfs, '-cf', outPath, '.']);
+  /** Import a root filesystem tarball (optionally compressed) as image `name`, replacing any. */
+  async importTar(name: string, tarPath: string, opts: ImportOpts = {}): Promise<ImageInfo> {
+    checkImageName(name);
+    if (!existsSync(tarPath)) throw new NotFoundError(`no such file: ${tarPath}`, { hint: 'give the path of a root filesystem tarball' });
+    return this.install(
+      name,
+      {
+        source: 'import',
+        packages: [],
+        onProgress: opts.onProgress ?? (() => undefined),
+        signal: opts.signal,
+        run: (rootfs) => extractTarball(rootfs, tarPath, opts),
+      },
+      false,
+    );
   }
 
+  /** Write the image's root as a tarball at `outPath` (for `docker import`). */
+  async exportTar(name: string, outPath: string, signal?: AbortSignal): Promise<void> {
+    await writeTar(this.resolve(name).rootfs, outPath, signal);
+  }
+
+  /** Remove an image; sandboxes still running on it keep their root until they end (see sweep). */
   remove(name: string): void {
-    checkName(name);
-    if (!existsSync(join(this.dir, name))) throw new NotFoundError(`no image ${name}`, { hint: 'run agentbox image ls' });
-    // Rename first so a running sandbox's bind source disappears atomically from listings.
-    const doomed = join(this.dir, `.rm-${name}-${randomBytes(4).toString('hex')}`);
-    renameSync(join(this.dir, name), doomed);
-    rmSync(doomed, { recursive: true, force: true });
+    checkImageName(name);
+    if (!existsSync(join(this.dir, name))) throw new NotFoundError(`no image ${JSON.stringify(name)}`, { hint: 'run agentbox image ls' });
+    renameSync(join(this.dir, name), join(this.dir, `.trash-${name}-${hex8()}`));
+    this.sweep();
   }
 
-  /** Build into a temp dir under a per-name lock, then swap it in. */
-  private async replaceWith(name: string, fill: (rootfs: string) => Promise<{ source: ImageInfo['source']; packages: string[] }>): Promise<ImageInfo> {
+  /**
+   * Delete removed or replaced image trees no mount uses any more, and temp trees of builds that
+   * died. Returns how many trees are still kept because a sandbox uses them.
+   */
+  sweep(): number {
+    if (!existsSync(this.dir)) return 0;
+    const entries = readdirSync(this.dir);
+    for (const entry of entries) {
+      const tmp = TMP_DIR.exec(entry);
+      // A build holds its lock for the whole life of its temp dir: no live lock, no live build.
+      if (tmp && !lockHeld(this.lockPath(tmp[1] as string))) removeTree(join(this.dir, entry));
+    }
+    return removeUnusedTrees(entries.filter((e) => TRASH_DIR.test(e)).map((e) => join(this.dir, e))).length;
+  }
+
+  private lockPath(name: string): string {
+    return join(this.dir, `.lock-${name}`);
+  }
+
+  private builder(name: string, opts: BuildOpts): Fill {
+    checkImageName(name);
+    const packages = [...new Set(opts.packages ?? [])].sort();
+    const base: ImageBase = opts.base ?? (name === 'busybox' && packages.length === 0 ? 'busybox' : 'debian');
+    if (base === 'busybox' && packages.length > 0) throw new BadRequestError('a busybox image takes no packages', { hint: 'use --base debian (or leave --base out) to install packages' });
+    checkPackageNames(packages);
+    const onProgress = opts.onProgress ?? (() => undefined);
+    const common = { onProgress, ...(opts.signal ? { signal: opts.signal } : {}) };
+    return {
+      source: base,
+      packages,
+      onProgress,
+      signal: opts.signal,
+      run: (rootfs) => (base === 'busybox' ? buildBusybox(rootfs, common) : buildDebian(rootfs, { ...common, packages })),
+    };
+  }
+
+  /** Fill a temp dir under the name's lock, finish it, and rename it into place. */
+  private async install(name: string, fill: Fill, ifMissing: boolean): Promise<ImageInfo> {
     mkdirSync(this.dir, { recursive: true, mode: 0o755 });
-    chmodSync(this.dir, 0o755);
-    const release = await this.lock(name);
-    const tmp = join(this.dir, `.tmp-${name}-${randomBytes(4).toString('hex')}`);
+    const release = await acquireLock(this.lockPath(name), { waitMs: this.lockWaitMs, what: `image ${name} is being built`, ...(fill.signal ? { signal: fill.signal } : {}) });
     try {
+      const existing = ifMissing ? this.get(name) : undefined;
+      if (existing) return existing; // built by whoever held the lock before us
+      for (const entry of readdirSync(this.dir)) {
+        if (TMP_DIR.exec(entry)?.[1] === name) removeTree(join(this.dir, entry)); // left by a build that died
+      }
+      const tmp = join(this.dir, `.tmp-${name}-${hex8()}`);
       mkdirSync(tmp, { mode: 0o755 });
-      const rootfs = join(tmp, 'rootfs');
-      const { source, packages } = await fill(rootfs);
-      finishRootfs(rootfs);
-      chmodSync(rootfs, 0o755);
-      const info: ImageInfo = { name, id: randomBytes(6).toString('hex'), createdAt: new Date().toISOString(), source, packages, sizeBytes: duBytes(rootfs) };
-      writeFileSync(join(tmp, 'image.json'), `${JSON.stringify(info, null, 2)}\n`);
-      const final = join(this.dir, name);
-      if (existsSync(final)) {
-        const old = join(this.dir, `.rm-${name}-${randomBytes(4).toString('hex')}`);
-        renameSync(final, old);
-        renameSync(tmp, final);
-        rmSync(old, { recursive: true, force: true });
-      } else renameSync(tmp, final);
-      return info;
+      chmodSync(tmp, 0o755);
+      try {
+        const info = await this.fillTemp(name, tmp, fill);
+        this.swapIn(name, tmp);
+        return info;
+      } catch (err) {
+        try {
+          removeTree(tmp);
+        } catch {
+          // keep the build's own error; sweep() retries the removal later
+        }
+        throw err;
+      }
     } finally {
-      rmSync(tmp, { recursive: true, force: true });
       release();
     }
   }
 
-  private async lock(name: string): Promise<() => void> {
-    const path = join(this.dir, `.lock-${name}`);
-    const deadline = Date.now() + 10 * 60_000;
-    for (;;) {
-      try {
-        const fd = openSync(path, 'wx', 0o644);
-        writeFileSync(fd, String(process.pid));
-        closeSync(fd);
-        return () => rmSync(path, { force: true });
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        const holder = Number(readFileSync(path, 'utf8').trim() || 0);
-        if (holder && !pidAlive(holder)) {
-          rmSync(path, { force: true });
-          continue;
-        }
-        if (Date.now() > deadline) throw new ConflictError(`image ${name} is being built by process ${holder}`, { hint: 'wait for that build to finish' });
-        await sleep(200);
-      }
-    }
+  private async fillTemp(name: string, tmp: string, fill: Fill): Promise<ImageInfo> {
+    const rootfs = join(tmp, 'rootfs');
+    await fill.run(rootfs);
+    if (fill.signal?.aborted) throw abortReason(fill.signal);
+    fill.onProgress({ phase: 'finish', message: 'mount points, sandbox user, fingerprint', percent: 100 });
+    // mmdebstrap leaves the host's resolv.conf; sandboxes reach the network through the proxy only.
+    finishRootfs(rootfs, { emptyResolvConf: fill.source === 'debian' });
+    const { id, sizeBytes } = treeStats(rootfs);
+    const info: ImageInfo = { name, id, createdAt: new Date().toISOString(), source: fill.source, packages: fill.packages, sizeBytes };
+    writeFileSync(join(tmp, 'image.json'), `${JSON.stringify(info, null, 2)}\n`, { mode: 0o644 });
+    return info;
+  }
+
+  /** Put `tmp` at `<dir>/<name>`; an old image there goes to the trash (kept while in use). */
+  private swapIn(name: string, tmp: string): void {
+    const final = join(this.dir, name);
+    if (existsSync(final)) renameSync(final, join(this.dir, `.trash-${name}-${hex8()}`));
+    renameSync(tmp, final);
+    this.sweep();
   }
 }
