@@ -131,11 +131,14 @@ export class SandboxManager {
     if (quotas.memoryMb !== undefined && used.memoryMb + spec.limits.memoryMb > quotas.memoryMb) {
       throw new QuotaExceededError(`tenant ${spec.tenant} would use ${used.memoryMb + spec.limits.memoryMb} MiB of ${quotas.memoryMb} MiB memory`, { hint: 'ask for less with --memory, or delete a sandbox' });
     }
-    if (quotas.execMinutesPerDay !== undefined) {
-      const ms = this.opts.store.execMsOn(spec.tenant, today());
-      if (ms >= quotas.execMinutesPerDay * 60_000) {
-        throw new QuotaExceededError(`tenant ${spec.tenant} used its ${quotas.execMinutesPerDay} exec minutes for today`, { hint: 'the quota resets at 00:00 UTC' });
-      }
+    this.checkExecMinutes(spec.tenant);
+  }
+
+  private checkExecMinutes(tenant: string): void {
+    const perDay = this.opts.policy.tenants?.find((t) => t.name === tenant)?.quotas?.execMinutesPerDay;
+    if (perDay === undefined) return;
+    if (this.opts.store.execMsOn(tenant, today()) >= perDay * 60_000) {
+      throw new QuotaExceededError(`tenant ${tenant} used its ${perDay} exec minutes for today`, { hint: 'the quota resets at 00:00 UTC' });
     }
   }
 
@@ -250,6 +253,7 @@ export class SandboxManager {
   /** Stream an exec: output chunks as they come, then one `exit`. Recorded in the exec history. */
   execStream(id: string, req: ExecRequest, caller: Caller, signal?: AbortSignal): { execId: string; events: AsyncIterable<ExecEvent> } {
     const stored = this.findRunning(id, caller);
+    this.checkExecMinutes(caller.tenant);
     const spec = stored.spec;
     const execId = newExecId();
     const timeoutMs = Math.min(req.timeoutMs ?? spec.execTimeoutMs, spec.execTimeoutMs);

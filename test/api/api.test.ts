@@ -262,6 +262,44 @@ describe('HTTP API', () => {
   });
 });
 
+describe('daemon start-up guards', () => {
+  test('refuses a non-loopback bind without tokens, and starts with one', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'agentbox-bind-'));
+    try {
+      await assert.rejects(
+        startDaemon({ env: { AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR }, logger: silentLogger(), socket: null, tcp: { host: '0.0.0.0', port: 0 } }),
+        (err: unknown) => err instanceof BadRequestError && /without tokens/.test(err.message) && /AGENTBOX_TOKEN/.test(err.hint ?? ''),
+      );
+      const d = await startDaemon({ env: { AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_TOKEN: 'a-long-enough-token' }, logger: silentLogger(), socket: null, tcp: { host: '0.0.0.0', port: 0 } });
+      const anon = await rawRequest(d.tcpAddress!.port, 'GET', '/v1/sandboxes', undefined, {});
+      assert.equal(anon.status, 401);
+      await d.close();
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+
+  test('exec minutes per day: a tenant past its allowance cannot create more', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'agentbox-minutes-'));
+    const policyPath = join(home, 'policy.yaml');
+    writeFileSync(policyPath, 'version: 1\ntenants:\n  - name: dave\n    tokens: [dave-token-123]\n    quotas: { execMinutesPerDay: 0.01 }\n');
+    const d = await startDaemon({ env: { AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR }, logger: silentLogger(), policyPath, socket: null, tcp: { host: '127.0.0.1', port: 0 } });
+    try {
+      const dave = new AgentboxClient({ url: `http://127.0.0.1:${d.tcpAddress!.port}`, token: 'dave-token-123' });
+      const sb = await dave.create();
+      await dave.exec(sb.id, { cmd: ['sleep', '1'] });
+      const err = await dave.create().catch((e: unknown) => e);
+      assert.ok(err instanceof QuotaExceededError, String(err));
+      assert.match(err.message, /exec minutes/);
+      await assert.rejects(dave.exec(sb.id, { cmd: ['true'] }), QuotaExceededError);
+      await dave.delete(sb.id);
+    } finally {
+      await d.close();
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('HTTP API under a burst of creates', () => {
   test('every create either succeeds or gets 429 with Retry-After; nothing is left behind', async () => {
     await testImages();
