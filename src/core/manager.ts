@@ -52,9 +52,24 @@ function handleOf(stored: StoredSandbox): SandboxHandle {
   return { id: stored.sandbox.id, runtime: stored.sandbox.runtime, data: (stored.runtimeData ?? {}) as Record<string, unknown> };
 }
 
-function tail(chunks: Buffer[], max: number): Buffer {
-  const all = Buffer.concat(chunks);
-  return all.length <= max ? all : all.subarray(all.length - max);
+/** The last `max` bytes of a stream, without keeping the rest in memory. */
+class Tail {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  constructor(private readonly max: number) {}
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    while (this.chunks.length > 1 && this.size - (this.chunks[0] as Buffer).length >= this.max) {
+      this.size -= (this.chunks.shift() as Buffer).length;
+    }
+  }
+
+  get bytes(): Buffer {
+    const all = Buffer.concat(this.chunks);
+    return all.length <= this.max ? all : all.subarray(all.length - this.max);
+  }
 }
 
 export class SandboxManager {
@@ -267,8 +282,8 @@ export class SandboxManager {
     const log = this.opts.logger.child({ sandbox_id: id, exec_id: execId });
     const self = this;
     async function* run(): AsyncIterable<ExecEvent> {
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
+      const out = new Tail(keep);
+      const err = new Tail(keep);
       let summary: ExecSummary | undefined;
       self.activeExecs.set(id, (self.activeExecs.get(id) ?? 0) + 1);
       self.live.start(execId, id);
@@ -301,8 +316,8 @@ export class SandboxManager {
           truncated: summary?.truncated ?? false,
           durationMs: summary?.durationMs ?? endedAt.getTime() - startedAt.getTime(),
           endedAt: endedAt.toISOString(),
-          stdoutTail: tail(out, keep),
-          stderrTail: tail(err, keep),
+          stdoutTail: out.bytes,
+          stderrTail: err.bytes,
         });
         store.addExecMs(caller.tenant, today(), endedAt.getTime() - startedAt.getTime());
         self.touch(id);

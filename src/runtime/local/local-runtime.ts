@@ -3,7 +3,7 @@
  * See ARCHITECTURE.md ("The local driver") for the traps this design avoids.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomInt } from 'node:crypto';
 import { accessSync, constants, mkdirSync } from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -53,6 +53,9 @@ export class LocalRuntime implements Runtime {
   readonly capabilities = { pause: true };
   private cgroups: Cgroups | undefined;
   private readonly children = new Map<string, ChildProcess>();
+  /** Idle exec leaves per sandbox: cgroup mkdir/rmdir on v1 is slow and serialised, so leaves are reused. */
+  private readonly freeLeaves = new Map<string, string[]>();
+  private leafCounter = 0;
   private readonly stageDir: string;
 
   constructor(private readonly opts: LocalRuntimeOpts) {
@@ -185,8 +188,7 @@ export class LocalRuntime implements Runtime {
   exec(handle: SandboxHandle, cmd: string[], opts: ExecOpts): AsyncIterable<ExecEvent> {
     const data = this.assertAlive(handle);
     const cg = this.cg();
-    const leaf = `x-${opts.execId}`;
-    const dirs = cg.leaf(handle.id, leaf);
+    const { leaf, dirs } = this.takeLeaf(handle.id);
     const oomBefore = cg.oomKills(handle.id);
     const child = spawn(this.opts.helper, ['exec', ...this.entryArgs(handle, data, dirs, opts.cwd ?? '/workspace'), '--', ...cmd], {
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -200,8 +202,7 @@ export class LocalRuntime implements Runtime {
       settle: async ({ code, signal }) => {
         const exitCode = code ?? (signal === 'SIGKILL' ? 137 : 128);
         const oomKilled = cg.oomKills(handle.id) > oomBefore && exitCode === 137;
-        // Background processes the command left behind keep the leaf; it goes with the sandbox.
-        if (cg.pids(handle.id, leaf).length === 0) cg.removeLeaf(handle.id, leaf);
+        this.giveLeaf(handle.id, leaf);
         return { exitCode, oomKilled };
       },
     });
@@ -210,9 +211,7 @@ export class LocalRuntime implements Runtime {
   /** Run one helper file operation inside the sandbox. */
   private fileProcess(handle: SandboxHandle, op: string, path: string): { child: ChildProcess; done: Promise<{ code: number | null; stderr: string }> } {
     const data = this.assertAlive(handle);
-    const cg = this.cg();
-    const leaf = `f-${randomBytes(6).toString('hex')}`;
-    const dirs = cg.leaf(handle.id, leaf);
+    const { leaf, dirs } = this.takeLeaf(handle.id);
     const child = spawn(this.opts.helper, ['file', ...this.entryArgs(handle, data, dirs), '--', op, path], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { PATH: HOST_PATH },
@@ -225,11 +224,27 @@ export class LocalRuntime implements Runtime {
     const done = new Promise<{ code: number | null; stderr: string }>((resolve) => {
       child.on('error', (err) => resolve({ code: null, stderr: err.message }));
       child.on('close', (code) => {
-        cg.removeLeaf(handle.id, leaf);
+        this.giveLeaf(handle.id, leaf);
         resolve({ code, stderr });
       });
     });
     return { child, done };
+  }
+
+  /** A leaf cgroup with no process in it, reused when possible. */
+  private takeLeaf(id: string): { leaf: string; dirs: string[] } {
+    const cg = this.cg();
+    const free = this.freeLeaves.get(id) ?? [];
+    const leaf = free.pop() ?? `x-${++this.leafCounter}`;
+    return { leaf, dirs: cg.leaf(id, leaf) };
+  }
+
+  /** Back to the pool, unless the command left background processes in it (they keep it). */
+  private giveLeaf(id: string, leaf: string): void {
+    if (!this.cg().exists(id) || this.cg().pids(id, leaf).length > 0) return;
+    const free = this.freeLeaves.get(id) ?? [];
+    free.push(leaf);
+    this.freeLeaves.set(id, free);
   }
 
   async readFile(handle: SandboxHandle, path: string): Promise<Readable> {
@@ -333,6 +348,7 @@ export class LocalRuntime implements Runtime {
   }
 
   async reap(id: string): Promise<void> {
+    this.freeLeaves.delete(id);
     const cg = this.cg();
     if (cg.exists(id)) {
       // Killing every process of the group takes PID 1 with it, and so the whole pid namespace.
