@@ -5,7 +5,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { UnauthorizedError } from '../core/errors.js';
-import type { Caller } from '../core/manager.js';
+import type { Caller, Scope } from '../core/manager.js';
 import type { Policy } from '../policy/schema.js';
 
 export const DEFAULT_TENANT = 'default';
@@ -13,6 +13,8 @@ export const DEFAULT_TENANT = 'default';
 interface TokenEntry {
   digest: Buffer;
   tenant: string;
+  scopes?: readonly Scope[];
+  labels?: Record<string, string>;
 }
 
 export class Authenticator {
@@ -23,6 +25,10 @@ export class Authenticator {
     for (const t of policy.tenants ?? []) {
       for (const tok of t.tokens ?? []) this.entries.push({ digest: sha256(tok), tenant: t.name });
       for (const hex of t.tokenSha256 ?? []) this.entries.push({ digest: Buffer.from(hex, 'hex'), tenant: t.name });
+      for (const st of t.scopedTokens ?? []) {
+        const digest = st.token !== undefined ? sha256(st.token) : Buffer.from(st.sha256 ?? '', 'hex');
+        this.entries.push({ digest, tenant: t.name, scopes: st.scopes, ...(st.labels ? { labels: st.labels } : {}) });
+      }
     }
     if (envToken) this.entries.push({ digest: sha256(envToken), tenant: DEFAULT_TENANT });
   }
@@ -51,7 +57,12 @@ export class Authenticator {
       if (e.digest.length === digest.length && timingSafeEqual(e.digest, digest)) found ??= e;
     }
     if (!found) throw new UnauthorizedError('invalid token', { hint: 'check AGENTBOX_TOKEN against the policy tenants' });
-    return { tenant: found.tenant, actor: `token:${found.tenant}` };
+    return {
+      tenant: found.tenant,
+      actor: found.scopes ? `token:${found.tenant}:${found.scopes.join('+')}` : `token:${found.tenant}`,
+      ...(found.scopes ? { scopes: found.scopes } : {}),
+      ...(found.labels ? { labels: found.labels } : {}),
+    };
   }
 }
 

@@ -10,16 +10,35 @@ import { resolveSpec } from '../policy/resolve.js';
 import type { Policy } from '../policy/schema.js';
 import type { Runtime, SandboxHandle } from '../runtime/types.js';
 import type { Store, StoredSandbox } from '../store/store.js';
-import { AgentboxError, ConflictError, NotFoundError, QuotaExceededError, RuntimeUnavailableError } from './errors.js';
+import { AgentboxError, ConflictError, ForbiddenError, NotFoundError, QuotaExceededError, RuntimeUnavailableError } from './errors.js';
 import type { DirEntry, EndReason, ExecEvent, ExecResult, ExecSummary, RuntimeName, Sandbox, SandboxSpec, SandboxState } from './model.js';
 import type { CreateSandboxRequest, ExecRequest } from './requests.js';
 import { LiveExecs } from './live-execs.js';
 import type { Metrics } from '../observability/metrics.js';
 
+export type Scope = 'read' | 'exec' | 'files' | 'manage';
+
 export interface Caller {
   tenant: string;
   /** Who acts, for the audit log and `endedBy` (a token name, `cli`, `mcp`...). */
   actor: string;
+  /** What a scoped token may do; absent = everything the tenant may. */
+  scopes?: readonly Scope[];
+  /** A scoped token sees only sandboxes with these labels, and its creates get them. */
+  labels?: Record<string, string>;
+}
+
+const SCOPE_VERBS: Record<Scope, string> = { read: 'list or inspect sandboxes', exec: 'run commands', files: 'read or write files', manage: 'create, stop or delete sandboxes' };
+
+/** Enforced here, not in a surface, so HTTP, MCP and the CLI cannot differ. */
+function need(caller: Caller, scope: Scope): void {
+  if (caller.scopes && !caller.scopes.includes(scope)) {
+    throw new ForbiddenError(`this token may not ${SCOPE_VERBS[scope]}`, { hint: `it has the scopes ${caller.scopes.join(', ')}; ask for a token with the ${scope} scope` });
+  }
+}
+
+function labelsMatch(labels: Record<string, string>, selector: Record<string, string> | undefined): boolean {
+  return !selector || Object.entries(selector).every(([k, v]) => labels[k] === v);
 }
 
 export interface ManagerOpts {
@@ -178,6 +197,8 @@ export class SandboxManager {
 
   async create(req: CreateSandboxRequest, caller: Caller): Promise<Sandbox> {
     if (this.closing) throw new RuntimeUnavailableError('the daemon is shutting down', { hint: 'retry in a moment' });
+    need(caller, 'manage');
+    if (caller.labels) req = { ...req, labels: { ...req.labels, ...caller.labels } };
     const release = await this.createSlot();
     try {
       return await this.createNow(req, caller);
@@ -236,7 +257,7 @@ export class SandboxManager {
   /** A sandbox of the caller's tenant; another tenant's sandbox does not exist for the caller. */
   private find(id: string, caller: Caller): StoredSandbox {
     const stored = this.opts.store.getSandbox(id);
-    if (!stored || stored.sandbox.tenant !== caller.tenant) {
+    if (!stored || stored.sandbox.tenant !== caller.tenant || !labelsMatch(stored.sandbox.labels, caller.labels)) {
       throw new NotFoundError(`no sandbox ${id}`, { hint: 'run agentbox ls to see your sandboxes' });
     }
     return stored;
@@ -252,12 +273,15 @@ export class SandboxManager {
   }
 
   get(id: string, caller: Caller): Sandbox {
+    need(caller, 'read');
     return this.find(id, caller).sandbox;
   }
 
   list(caller: Caller, filter: { labels?: Record<string, string>; all?: boolean } = {}): Sandbox[] {
+    need(caller, 'read');
+    const labels = filter.labels || caller.labels ? { ...filter.labels, ...caller.labels } : undefined;
     return this.opts.store
-      .listSandboxes({ tenant: caller.tenant, ...(filter.labels ? { labels: filter.labels } : {}), includeEnded: filter.all ?? false })
+      .listSandboxes({ tenant: caller.tenant, ...(labels ? { labels } : {}), includeEnded: filter.all ?? false })
       .map((s) => s.sandbox);
   }
 
@@ -267,6 +291,7 @@ export class SandboxManager {
 
   /** Stream an exec: output chunks as they come, then one `exit`. Recorded in the exec history. */
   execStream(id: string, req: ExecRequest, caller: Caller, signal?: AbortSignal): { execId: string; events: AsyncIterable<ExecEvent> } {
+    need(caller, 'exec');
     const stored = this.findRunning(id, caller);
     this.checkExecMinutes(caller.tenant);
     const spec = stored.spec;
@@ -363,11 +388,13 @@ export class SandboxManager {
   }
 
   execHistory(id: string, caller: Caller, limit = 100): ReturnType<Store['listExecs']> {
+    need(caller, 'read');
     this.find(id, caller);
     return this.opts.store.listExecs(id, limit);
   }
 
   execRecord(id: string, execId: string, caller: Caller): NonNullable<ReturnType<Store['getExec']>> {
+    need(caller, 'read');
     this.find(id, caller);
     const rec = this.opts.store.getExec(id, execId);
     if (!rec) throw new NotFoundError(`no exec ${execId} in sandbox ${id}`, { hint: `agentbox logs ${id} lists its execs` });
@@ -376,6 +403,7 @@ export class SandboxManager {
 
   /** A running exec's events (replayed, then live); a finished one from its stored tail. */
   followExec(id: string, execId: string, caller: Caller): AsyncIterable<ExecEvent> {
+    need(caller, 'read');
     this.find(id, caller);
     const live = this.live.follow(id, execId);
     if (live) return live;
@@ -397,36 +425,42 @@ export class SandboxManager {
   }
 
   async readFile(id: string, path: string, caller: Caller): Promise<Readable> {
+    need(caller, 'files');
     const stored = this.findRunning(id, caller);
     this.touch(id);
     return this.runtimeOf(stored).readFile(handleOf(stored), path);
   }
 
   async writeFile(id: string, path: string, data: Readable, caller: Caller): Promise<number> {
+    need(caller, 'files');
     const stored = this.findRunning(id, caller);
     this.touch(id);
     return this.track(this.runtimeOf(stored).writeFile(handleOf(stored), path, data));
   }
 
   async listDir(id: string, path: string, caller: Caller): Promise<DirEntry[]> {
+    need(caller, 'files');
     const stored = this.findRunning(id, caller);
     this.touch(id);
     return this.runtimeOf(stored).listDir(handleOf(stored), path);
   }
 
   async removePath(id: string, path: string, caller: Caller): Promise<void> {
+    need(caller, 'files');
     const stored = this.findRunning(id, caller);
     this.touch(id);
     await this.runtimeOf(stored).removePath(handleOf(stored), path);
   }
 
   async stop(id: string, caller: Caller): Promise<Sandbox> {
+    need(caller, 'manage');
     const stored = this.find(id, caller);
     if (ACTIVE.includes(stored.sandbox.state)) await this.end(stored, 'stopped', 'stopped', caller.actor);
     return this.find(id, caller).sandbox;
   }
 
   async delete(id: string, caller: Caller): Promise<Sandbox> {
+    need(caller, 'manage');
     const stored = this.find(id, caller);
     if (stored.sandbox.state === 'deleted') return stored.sandbox;
     await this.end(stored, 'deleted', stored.sandbox.endReason ?? 'deleted', caller.actor);

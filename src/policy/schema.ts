@@ -142,7 +142,20 @@ const TenantSchema = z
       .strict()
       .optional()
       .describe('Per-tenant quotas; absent = unlimited'),
-    scopes: z.array(z.string().min(1).max(64)).optional().describe('Permission scopes of the tenant\'s tokens (reserved)'),
+    scopedTokens: z
+      .array(
+        z
+          .object({
+            token: z.string().regex(/^[\x21-\x7e]{8,512}$/, 'a token: at least 8 printable characters, no spaces').optional(),
+            sha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'a SHA-256 digest: 64 hex characters').optional(),
+            scopes: z.array(z.enum(['read', 'exec', 'files', 'manage'])).min(1).describe('read: list/get/history; exec: run commands; files: read/write files; manage: create/stop/delete'),
+            labels: z.record(z.string(), z.string()).optional().describe('Only sandboxes with these labels; creates get them'),
+          })
+          .strict()
+          .refine((t) => (t.token === undefined) !== (t.sha256 === undefined), 'give exactly one of token or sha256'),
+      )
+      .optional()
+      .describe('Tokens that can do less than the tenant: fewer scopes, or only sandboxes with some labels'),
   })
   .strict();
 
@@ -210,7 +223,11 @@ function crossCheck(p: Policy): Problem[] {
   (p.tenants ?? []).forEach((t, i) => {
     if (names.has(t.name)) out.push({ path: ['tenants', i, 'name'], message: `tenant ${t.name} is listed twice` });
     names.add(t.name);
-    const secrets = [...(t.tokens ?? []), ...(t.tokenSha256 ?? []).map((h) => `sha256:${h.toLowerCase()}`)];
+    const secrets = [
+      ...(t.tokens ?? []),
+      ...(t.tokenSha256 ?? []).map((h) => `sha256:${h.toLowerCase()}`),
+      ...(t.scopedTokens ?? []).map((s) => s.token ?? `sha256:${(s.sha256 ?? '').toLowerCase()}`),
+    ];
     if (secrets.length === 0) out.push({ path: ['tenants', i], message: `tenant ${t.name} has no tokens: add tokens or tokenSha256` });
     for (const s of secrets) {
       const owner = tokenOwner.get(s);

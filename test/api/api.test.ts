@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startDaemon, type Daemon } from '../../src/api/daemon.js';
-import { BadRequestError, NotFoundError, PolicyDeniedError, QuotaExceededError, UnauthorizedError } from '../../src/core/errors.js';
+import { BadRequestError, ForbiddenError, NotFoundError, PolicyDeniedError, QuotaExceededError, UnauthorizedError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient, readAll } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
@@ -27,6 +27,8 @@ profiles:
 tenants:
   - name: alice
     tokens: [alice-token]
+    scopedTokens:
+      - { token: alice-agent-token, scopes: [read, exec], labels: { team: agents } }
   - name: bob
     tokens: [bob-token]
     quotas: { sandboxes: 1 }
@@ -135,6 +137,22 @@ describe('HTTP API', () => {
     assert.ok(!(await bob.list()).some((s) => s.id === sb.id));
     assert.equal((await alice.get(sb.id)).state, 'running');
     await alice.delete(sb.id);
+  });
+
+  test('scoped tokens: fewer rights and only the sandboxes their labels select', async () => {
+    const agent = new AgentboxClient({ url: `http://127.0.0.1:${port}`, token: 'alice-agent-token' });
+    const mine = await alice.create({ labels: { team: 'agents' } });
+    const other = await alice.create({ labels: { team: 'humans' } });
+    assert.deepEqual((await agent.list()).map((s) => s.id), [mine.id]);
+    assert.equal((await agent.exec(mine.id, { cmd: ['echo', 'ok'] })).stdout, 'ok\n');
+    await assert.rejects(agent.exec(other.id, { cmd: ['true'] }), NotFoundError);
+    await assert.rejects(agent.create(), ForbiddenError);
+    await assert.rejects(agent.delete(mine.id), ForbiddenError);
+    await assert.rejects(agent.writeFile(mine.id, '/workspace/x', 'x'), ForbiddenError);
+    const err = await agent.create().catch((e: unknown) => e);
+    assert.match((err as ForbiddenError).hint ?? '', /manage/);
+    await alice.delete(mine.id);
+    await alice.delete(other.id);
   });
 
   test('quota: a tenant over its sandbox count gets quota_exceeded (429) with a hint', async () => {
