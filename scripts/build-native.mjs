@@ -1,19 +1,24 @@
-// Builds the local runtime's helper with the system C compiler (static, so nothing in an image matters).
+// Builds the native helpers with the system C compiler (static, so nothing in an image matters):
+// agentbox-helper (the local runtime) and agentbox-docker-init (PID 1 and exec wrapper of the docker runtime).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const src = join(root, 'native', 'agentbox-helper.c');
-const out = join(root, 'dist', 'native', 'agentbox-helper');
-mkdirSync(dirname(out), { recursive: true });
-if (existsSync(out) && statSync(out).mtimeMs >= statSync(src).mtimeMs) process.exit(0);
 const cc = process.env.CC ?? 'cc';
-const args = ['-O2', '-Wall', '-Wextra', '-Werror', '-static', '-o', out, src];
-const r = spawnSync(cc, args, { stdio: 'inherit' });
-if (r.error) {
-  console.error(`build-native: cannot run ${cc} (${r.error.message}); install gcc and libc6-dev`);
-  process.exit(1);
+let failed = false;
+for (const name of ['agentbox-helper', 'agentbox-docker-init']) {
+  const src = join(root, 'native', `${name}.c`);
+  const out = join(root, 'dist', 'native', name);
+  mkdirSync(dirname(out), { recursive: true });
+  if (existsSync(out) && statSync(out).mtimeMs >= statSync(src).mtimeMs) continue;
+  const args = ['-O2', '-Wall', '-Wextra', '-Werror', '-static', '-o', out, src];
+  const r = spawnSync(cc, args, { stdio: 'inherit' });
+  if (r.error) {
+    console.error(`build-native: cannot run ${cc} (${r.error.message}); install gcc and libc6-dev`);
+    process.exit(1);
+  }
+  if (r.status !== 0) failed = true;
 }
-process.exit(r.status ?? 1);
+process.exit(failed ? 1 : 0);

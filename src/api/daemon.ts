@@ -6,13 +6,14 @@ import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
-import { resolvePaths, helperPath, type Paths } from '../core/config.js';
+import { resolvePaths, helperPath, VERSION, type Paths } from '../core/config.js';
 import { BadRequestError } from '../core/errors.js';
 import { SandboxManager } from '../core/manager.js';
 import type { RuntimeName } from '../core/model.js';
 import { ImageStore } from '../images/image-store.js';
 import { loadPolicy } from '../policy/load.js';
 import { LocalRuntime } from '../runtime/local/local-runtime.js';
+import { DockerRuntime } from '../runtime/docker/docker-runtime.js';
 import type { Runtime } from '../runtime/types.js';
 import { Store } from '../store/store.js';
 import { Metrics } from '../observability/metrics.js';
@@ -46,16 +47,19 @@ export interface Daemon {
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
 export function buildRuntimes(paths: Paths, images: ImageStore): Partial<Record<RuntimeName, Runtime>> {
+  // busybox builds in well under a second: the quick start needs no image step.
+  const ensureImage = async (image: string): Promise<void> => {
+    if (image === 'busybox' && !images.get('busybox')) await images.ensure('busybox', {});
+  };
   return {
     local: new LocalRuntime({
       scope: `agentbox/${paths.homeTag}`,
       resolveRootfs: (image) => images.resolve(image).rootfs,
-      // busybox builds in well under a second: the quick start needs no image step.
-      ensureImage: async (image) => {
-        if (image === 'busybox' && !images.get('busybox')) await images.ensure('busybox', {});
-      },
+      ensureImage,
       helper: helperPath(),
     }),
+    // Probed lazily: a host without dockerd still runs the local runtime.
+    docker: new DockerRuntime({ images, ensureImage, homeTag: paths.homeTag, version: VERSION }),
   };
 }
 

@@ -1,0 +1,361 @@
+/*
+ * agentbox-docker-init: PID 1 and the exec wrapper inside a `docker` runtime sandbox (runc or runsc).
+ *
+ * Bind-mounted read-only at /.agentbox/init by the daemon; static, so nothing in the image matters.
+ *
+ *   init                           PID 1: blocks every signal and reaps orphans, forever.
+ *   run TIMEOUT_MS TAG -- CMD ...  becomes a child subreaper, runs CMD in a session of its own and
+ *                                  exits with CMD's status (128+N for signal N). On timeout it kills
+ *                                  every descendant (background jobs and setsid escapees included)
+ *                                  and exits 124; on SIGTERM/SIGINT/SIGHUP it does the same and exits
+ *                                  128+signal. TIMEOUT_MS 0 means no timeout.
+ *   kill TAG                       sends SIGTERM to the `run` started with TAG (abort from outside:
+ *                                  the Engine API has no way to signal an exec).
+ *   fileop OP PATH                 read|write|list|remove|mkdir, with the same error line and listing
+ *                                  protocol as agentbox-helper's `file` mode.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXIT_INIT 125
+#define EXIT_TIMEOUT 124
+#define MAX_PROCS 65536
+
+static void die(const char *what) {
+  fprintf(stderr, "agentbox-init: %s: %s\n", what, strerror(errno));
+  exit(EXIT_INIT);
+}
+
+static void die_msg(const char *msg) {
+  fprintf(stderr, "agentbox-init: %s\n", msg);
+  exit(EXIT_INIT);
+}
+
+/* ---------- init: PID 1 ---------- */
+
+static __attribute__((noreturn)) int mode_init(void) {
+  if (getpid() != 1) die_msg("init must run as PID 1 of the container");
+  /* Not dumpable: nothing in the sandbox may ptrace PID 1. */
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, NULL);
+  int devnull = open("/dev/null", O_RDWR);
+  if (devnull >= 0) {
+    dup2(devnull, 0); dup2(devnull, 1); dup2(devnull, 2);
+    if (devnull > 2) close(devnull);
+  }
+  for (int fd = 3; fd < 1024; fd++) close(fd);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  for (;;) {
+    int status;
+    while (waitpid(-1, &status, WNOHANG) > 0) {}
+    siginfo_t info;
+    sigwaitinfo(&chld, &info);
+  }
+}
+
+/* ---------- run: one exec ---------- */
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static long parse_num(const char *s, const char *what) {
+  char *end = NULL;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || !end || *end || v < 0) {
+    fprintf(stderr, "agentbox-init: bad %s: %s\n", what, s);
+    exit(EXIT_INIT);
+  }
+  return v;
+}
+
+/* Parent pid and session of PID from /proc/PID/stat; the comm field may hold spaces and parentheses. */
+static int stat_of(pid_t pid, pid_t *ppid, pid_t *sid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')');
+  if (!p) return -1;
+  char state;
+  int pp, pg, se;
+  if (sscanf(p + 1, " %c %d %d %d", &state, &pp, &pg, &se) != 4) return -1;
+  *ppid = (pid_t)pp;
+  *sid = (pid_t)se;
+  return 0;
+}
+
+static pid_t pids[MAX_PROCS], ppids[MAX_PROCS], sids[MAX_PROCS];
+
+/* SIGKILL every descendant of this process and every member of the command's session; returns how
+ * many were found. As a child subreaper we inherit every orphan below us, so nothing escapes the tree
+ * by double-forking; where the kernel (gVisor) refuses the subreaper role, the session still catches
+ * background jobs, and only a setsid escapee whose parent died gets away. */
+static int kill_descendants(pid_t session) {
+  DIR *d = opendir("/proc");
+  if (!d) return 0;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL && n < MAX_PROCS) {
+    if (!isdigit((unsigned char)e->d_name[0])) continue;
+    pid_t pid = (pid_t)atoi(e->d_name);
+    if (stat_of(pid, &ppids[n], &sids[n]) != 0) continue;
+    pids[n] = pid;
+    n++;
+  }
+  closedir(d);
+  pid_t self = getpid();
+  int found = 0, grew = 1;
+  static char mark[MAX_PROCS];
+  memset(mark, 0, (size_t)n);
+  while (grew) {
+    grew = 0;
+    for (int i = 0; i < n; i++) {
+      if (mark[i] || pids[i] == self) continue;
+      int under = ppids[i] == self || sids[i] == session;
+      for (int j = 0; !under && j < n; j++) under = mark[j] && ppids[i] == pids[j];
+      if (under) { mark[i] = 1; grew = 1; }
+    }
+  }
+  for (int i = 0; i < n; i++) {
+    if (mark[i]) { kill(pids[i], SIGKILL); found++; }
+  }
+  return found;
+}
+
+static void kill_tree(pid_t child) {
+  kill(-child, SIGKILL); /* the whole session's group at once, then whatever left it */
+  for (int round = 0; round < 1000; round++) {
+    int status;
+    while (waitpid(-1, &status, WNOHANG) > 0) {}
+    if (kill_descendants(child) == 0) break;
+    struct timespec ts = { 0, 1000000 };
+    nanosleep(&ts, NULL);
+  }
+  int status;
+  while (waitpid(-1, &status, WNOHANG) > 0) {}
+}
+
+static int mode_run(int argc, char **argv) {
+  if (argc < 4 || strcmp(argv[2], "--") != 0) die_msg("usage: run TIMEOUT_MS TAG -- CMD ...");
+  long timeout_ms = parse_num(argv[0], "timeout");
+  char **cmd = &argv[3];
+  /* gVisor (runsc 2022) answers EINVAL: carry on, the session catches what the tree misses. */
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 && errno != EINVAL) die("PR_SET_CHILD_SUBREAPER");
+  sigset_t set, old;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  sigprocmask(SIG_BLOCK, &set, &old);
+  pid_t child = fork();
+  if (child < 0) die("fork");
+  if (child == 0) {
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    setsid();
+    execvp(cmd[0], cmd);
+    int err = errno;
+    fprintf(stderr, "agentbox: %s: %s\n", cmd[0], strerror(err));
+    _exit(err == ENOENT ? 127 : 126);
+  }
+  long long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+  for (;;) {
+    siginfo_t info;
+    int sig;
+    if (deadline) {
+      long long left = deadline - now_ms();
+      if (left <= 0) {
+        kill_tree(child);
+        return EXIT_TIMEOUT;
+      }
+      struct timespec ts = { (time_t)(left / 1000), (long)(left % 1000) * 1000000 };
+      sig = sigtimedwait(&set, &info, &ts);
+    } else {
+      sig = sigwaitinfo(&set, &info);
+    }
+    if (sig < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      die("sigwait");
+    }
+    if (sig != SIGCHLD) {
+      kill_tree(child);
+      return 128 + sig;
+    }
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+      /* Background jobs the command left behind keep running (reparented to PID 1), as on `local`. */
+      if (pid != child) continue;
+      if (WIFEXITED(status)) return WEXITSTATUS(status);
+      if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    }
+  }
+}
+
+/* ---------- kill: abort a run from outside ---------- */
+
+static int mode_kill(int argc, char **argv) {
+  if (argc < 1) die_msg("usage: kill TAG");
+  const char *tag = argv[0];
+  DIR *d = opendir("/proc");
+  if (!d) die("/proc");
+  int hits = 0;
+  struct dirent *e;
+  char path[300], buf[4096];
+  while ((e = readdir(d)) != NULL) {
+    if (!isdigit((unsigned char)e->d_name[0])) continue;
+    snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) continue;
+    buf[n] = '\0';
+    /* argv: PROGRAM run TIMEOUT TAG -- ... */
+    const char *args[4];
+    size_t off = 0;
+    int i = 0;
+    for (; i < 4 && off < (size_t)n; i++) {
+      args[i] = buf + off;
+      off += strlen(buf + off) + 1;
+    }
+    if (i == 4 && strcmp(args[1], "run") == 0 && strcmp(args[3], tag) == 0) {
+      if (kill((pid_t)atoi(e->d_name), SIGTERM) == 0) hits++;
+    }
+  }
+  closedir(d);
+  return hits > 0 ? 0 : 1;
+}
+
+/* ---------- fileop: file operations as the sandbox user ---------- */
+
+static void file_fail(const char *op, const char *path) {
+  /* One machine-readable line for the daemon: errno name, then a human message. */
+  const char *name = errno == ENOENT ? "ENOENT" : errno == EISDIR ? "EISDIR" : errno == ENOTDIR ? "ENOTDIR"
+                   : errno == EACCES || errno == EPERM ? "EACCES" : errno == EROFS ? "EROFS"
+                   : errno == ENOSPC || errno == EDQUOT ? "ENOSPC" : errno == EEXIST ? "EEXIST"
+                   : errno == ELOOP ? "ELOOP" : errno == ENOTEMPTY ? "ENOTEMPTY" : "EIO";
+  fprintf(stderr, "agentbox-file-error:%s:%s %s: %s\n", name, op, path, strerror(errno));
+  exit(1);
+}
+
+static int copy_fd(int in, int out) {
+  static char buf[65536];
+  for (;;) {
+    ssize_t n = read(in, buf, sizeof buf);
+    if (n == 0) return 0;
+    if (n < 0) { if (errno == EINTR) continue; return -1; }
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = write(out, buf + off, (size_t)(n - off));
+      if (w < 0) { if (errno == EINTR) continue; return -1; }
+      off += w;
+    }
+  }
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st; (void)ftw;
+  if ((flag == FTW_DP ? rmdir(path) : unlink(path)) != 0) file_fail("remove", path);
+  return 0;
+}
+
+static void mkdirs(const char *path, int include_last) {
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s", path);
+  size_t len = strlen(buf);
+  for (size_t i = 1; i <= len; i++) {
+    if (buf[i] == '/' || (include_last && buf[i] == '\0')) {
+      char saved = buf[i];
+      buf[i] = '\0';
+      if (mkdir(buf, 0755) != 0 && errno != EEXIST) file_fail("mkdir", buf);
+      buf[i] = saved;
+    }
+  }
+}
+
+static int mode_fileop(int argc, char **argv) {
+  if (argc < 2) die_msg("usage: fileop OP PATH");
+  const char *op = argv[0], *path = argv[1];
+  struct stat st;
+  if (strcmp(op, "read") == 0) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) file_fail("read", path);
+    if (fstat(fd, &st) != 0) file_fail("read", path);
+    if (S_ISDIR(st.st_mode)) { errno = EISDIR; file_fail("read", path); }
+    if (!S_ISREG(st.st_mode)) { errno = EACCES; file_fail("read", path); }
+    if (copy_fd(fd, 1) != 0) file_fail("read", path);
+    return 0;
+  }
+  if (strcmp(op, "write") == 0) {
+    mkdirs(path, 0);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644);
+    if (fd < 0) file_fail("write", path);
+    if (copy_fd(0, fd) != 0) file_fail("write", path);
+    if (close(fd) != 0) file_fail("write", path);
+    return 0;
+  }
+  if (strcmp(op, "mkdir") == 0) { mkdirs(path, 1); return 0; }
+  if (strcmp(op, "remove") == 0) {
+    if (lstat(path, &st) != 0) file_fail("remove", path);
+    if (nftw(path, remove_entry, 32, FTW_DEPTH | FTW_PHYS) != 0) file_fail("remove", path);
+    return 0;
+  }
+  if (strcmp(op, "list") == 0) {
+    DIR *d = opendir(path);
+    if (!d) file_fail("list", path);
+    struct dirent *e;
+    /* NUL-terminated records: TYPE SIZE MODE MTIME NAME, any byte but NUL allowed in NAME. */
+    while ((e = readdir(d)) != NULL) {
+      if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+      if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      char type = S_ISREG(st.st_mode) ? 'f' : S_ISDIR(st.st_mode) ? 'd' : S_ISLNK(st.st_mode) ? 'l' : 'o';
+      printf("%c %lld %o %lld %s%c", type, (long long)st.st_size, (unsigned)(st.st_mode & 07777),
+             (long long)st.st_mtime, e->d_name, '\0');
+    }
+    closedir(d);
+    if (fflush(stdout) != 0) file_fail("list", path);
+    return 0;
+  }
+  fprintf(stderr, "agentbox-init: unknown file op %s\n", op);
+  return EXIT_INIT;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: agentbox-docker-init init|run|kill|fileop ...\n");
+    return EXIT_INIT;
+  }
+  const char *mode = argv[1];
+  if (strcmp(mode, "init") == 0) return mode_init();
+  if (strcmp(mode, "run") == 0) return mode_run(argc - 2, argv + 2);
+  if (strcmp(mode, "kill") == 0) return mode_kill(argc - 2, argv + 2);
+  if (strcmp(mode, "fileop") == 0) return mode_fileop(argc - 2, argv + 2);
+  fprintf(stderr, "agentbox-init: unknown mode %s\n", mode);
+  return EXIT_INIT;
+}

@@ -1,0 +1,75 @@
+/**
+ * The hardened container a sandbox runs in. Pure: everything it decides is visible in one object.
+ */
+import type Docker from 'dockerode';
+import type { Isolation, Limits } from '../../core/model.js';
+import { baseEnv } from '../shared.js';
+
+/** Where the init binary is bind-mounted; every image has /.agentbox (the image store makes it). */
+export const INIT_IN_CONTAINER = '/.agentbox/init';
+export const SANDBOX_USER = '1000:1000';
+
+export const LABEL_SANDBOX = 'agentbox.sandbox';
+export const LABEL_HOME = 'agentbox.home';
+export const LABEL_VERSION = 'agentbox.version';
+
+/** gVisor's sentry and gofer live in the sandbox's cgroups: give them room of their own. */
+export const GVISOR_HEADROOM = { memoryMb: 64, pids: 256 } as const;
+
+export interface ContainerConfigOpts {
+  id: string;
+  imageRef: string;
+  isolation: Isolation;
+  limits: Limits;
+  labels: Record<string, string>;
+  /** Host path of the static agentbox-docker-init binary. */
+  initPath: string;
+  homeTag: string;
+  version: string;
+}
+
+export function containerName(id: string): string {
+  return `agentbox-${id}`;
+}
+
+export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateOptions {
+  const gvisor = o.isolation === 'gvisor';
+  const memoryBytes = (o.limits.memoryMb + (gvisor ? GVISOR_HEADROOM.memoryMb : 0)) * 1024 * 1024;
+  const disk = `size=${o.limits.diskMb}m`;
+  return {
+    name: containerName(o.id),
+    Image: o.imageRef,
+    Hostname: 'sandbox',
+    // PID 1 is root without capabilities (so the sandbox user cannot signal or ptrace it); execs run as 1000.
+    User: '0:0',
+    Cmd: [INIT_IN_CONTAINER, 'init'],
+    Entrypoint: [],
+    Env: Object.entries(baseEnv({})).map(([k, v]) => `${k}=${v}`),
+    WorkingDir: '/',
+    Labels: { ...o.labels, [LABEL_SANDBOX]: o.id, [LABEL_HOME]: o.homeTag, [LABEL_VERSION]: o.version },
+    NetworkDisabled: true,
+    HostConfig: {
+      Runtime: gvisor ? 'runsc' : undefined,
+      NetworkMode: 'none',
+      CapDrop: ['ALL'],
+      SecurityOpt: ['no-new-privileges'],
+      ReadonlyRootfs: true,
+      Binds: [`${o.initPath}:${INIT_IN_CONTAINER}:ro`],
+      Tmpfs: {
+        // exec: agents run what they write; nosuid/nodev: nothing gained by it.
+        '/workspace': `rw,exec,nosuid,nodev,${disk},uid=1000,gid=1000,mode=0755`,
+        '/tmp': `rw,exec,nosuid,nodev,${disk},mode=1777`,
+      },
+      Memory: memoryBytes,
+      MemorySwap: memoryBytes, // equal to Memory: no swap
+      PidsLimit: o.limits.pids + (gvisor ? GVISOR_HEADROOM.pids : 0),
+      NanoCpus: Math.round(o.limits.cpus * 1e9),
+      OomKillDisable: false,
+      Init: false,
+      Privileged: false,
+      IpcMode: 'private',
+      LogConfig: { Type: 'none', Config: {} },
+      RestartPolicy: { Name: 'no', MaximumRetryCount: 0 },
+    },
+  };
+}

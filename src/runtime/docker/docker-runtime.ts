@@ -1,0 +1,371 @@
+/**
+ * The `docker` runtime: one hardened container per sandbox, through the Engine API (dockerode),
+ * with runc (`container`) or runsc (`gvisor`). PID 1 and every exec go through agentbox-docker-init,
+ * bind-mounted read-only from the host, so nothing of agentbox has to live in the image.
+ *
+ * Exit codes come from the Engine's exec inspect (the init relays the command's status); stderr
+ * carries no framing of ours.
+ */
+import { accessSync, constants } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { PassThrough, Transform } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import type Docker from 'dockerode';
+import { BadRequestError, ConflictError, InternalError, RuntimeUnavailableError } from '../../core/errors.js';
+import type { DirEntry, ExecEvent, Isolation } from '../../core/model.js';
+import { baseEnv, checkPath, fileError, parseDirListing } from '../shared.js';
+import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxHandle } from '../types.js';
+import { containerConfig, containerName, INIT_IN_CONTAINER, LABEL_HOME, LABEL_SANDBOX, SANDBOX_USER } from './container-config.js';
+import { engineAddress, engineError, engineMessage, newClient, START_HINT, statusOf } from './engine.js';
+import { startEngineExec, type EngineExec } from './engine-exec.js';
+import { execEvents } from './exec-events.js';
+import { ImageImporter, type ImageSource } from './images.js';
+import { findOomDir, memoryCgroupDirs, oomKills } from './oom.js';
+
+export interface DockerRuntimeOpts {
+  /** Local images (the image store); each is imported into Docker on first use. */
+  images: ImageSource;
+  /** Called before the first use of an image, e.g. to build the built-in busybox image on demand. */
+  ensureImage?: (image: string) => Promise<void>;
+  /** Short tag of this agentbox home: only containers labelled with it are listed and reaped. */
+  homeTag: string;
+  version: string;
+  /** Engine connection. @default DOCKER_HOST, else /var/run/docker.sock */
+  docker?: Docker.DockerOptions;
+  /** Host path of the static init. @default AGENTBOX_DOCKER_INIT, else dist/native/agentbox-docker-init */
+  initPath?: string;
+  /** @default 3000 */
+  probeTimeoutMs?: number;
+}
+
+interface DockerData {
+  containerId: string;
+}
+
+/** dist/src/runtime/docker/ → dist/native/agentbox-docker-init */
+export function defaultInitPath(): string {
+  return process.env.AGENTBOX_DOCKER_INIT ?? join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'native', 'agentbox-docker-init');
+}
+
+const RUNSC_HINT =
+  'register gVisor in /etc/docker/daemon.json: {"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none"]}}} and restart dockerd (scripts/start-dockerd.sh does both)';
+const FILE_ENV = { PATH: '/usr/bin:/bin' };
+
+function dataOf(handle: SandboxHandle): DockerData {
+  const id = (handle.data as Partial<DockerData>).containerId;
+  if (typeof id !== 'string' || id.length === 0) throw new InternalError(`sandbox ${handle.id} has no docker runtime data`);
+  return { containerId: id };
+}
+
+export class DockerRuntime implements Runtime {
+  readonly name = 'docker' as const;
+  readonly isolations: readonly Isolation[] = ['container', 'gvisor'];
+  readonly capabilities = { pause: true };
+  private readonly docker: Docker;
+  private readonly address: string;
+  private readonly initPath: string;
+  private readonly importer: ImageImporter;
+  private runtimes: Promise<string[]> | undefined;
+  /** Container id → its memory cgroup directory (undefined: not readable from here). */
+  private readonly oomDirs = new Map<string, string | undefined>();
+
+  constructor(private readonly opts: DockerRuntimeOpts) {
+    this.docker = newClient(opts.docker);
+    this.address = engineAddress(opts.docker);
+    this.initPath = opts.initPath ?? defaultInitPath();
+    this.importer = new ImageImporter(this.docker, opts.images, this.address);
+  }
+
+  async probe(): Promise<ProbeResult> {
+    const timeoutMs = this.opts.probeTimeoutMs ?? 3000;
+    const client = newClient(this.opts.docker, { timeout: timeoutMs });
+    const unreachable: ProbeResult = { ok: false, reason: `dockerd is not reachable at ${this.address}`, hint: START_HINT };
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs + 200)));
+    try {
+      const answer = await Promise.race([client.ping().then(() => 'pong' as const), expired]);
+      if (answer === 'timeout') return { ...unreachable, reason: `${unreachable.reason} (no answer within ${timeoutMs} ms)` };
+      const info = (await Promise.race([client.info() as Promise<{ ServerVersion?: string; Runtimes?: Record<string, unknown> }>, expired])) as
+        | { ServerVersion?: string; Runtimes?: Record<string, unknown> }
+        | 'timeout';
+      if (info === 'timeout') return { ...unreachable, reason: `${unreachable.reason} (no answer within ${timeoutMs} ms)` };
+      try {
+        accessSync(this.initPath, constants.X_OK);
+      } catch {
+        return { ok: false, reason: `the docker runtime's init is missing at ${this.initPath}`, hint: 'run npm run build (needs gcc and libc6-dev)' };
+      }
+      return { ok: true, details: { dockerd: info.ServerVersion ?? 'unknown', runtimes: Object.keys(info.Runtimes ?? {}).join(' '), endpoint: this.address } };
+    } catch (err) {
+      return { ...unreachable, reason: `${unreachable.reason}: ${engineMessage(err)}` };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async prepareImage(image: string): Promise<void> {
+    await this.opts.ensureImage?.(image);
+    await this.importer.ensure(image);
+  }
+
+  private async requireRunsc(): Promise<void> {
+    this.runtimes ??= (this.docker.info() as Promise<{ Runtimes?: Record<string, unknown> }>).then((i) => Object.keys(i.Runtimes ?? {}));
+    let names: string[];
+    try {
+      names = await this.runtimes;
+    } catch (err) {
+      this.runtimes = undefined;
+      throw engineError(err, 'cannot read docker info', this.address);
+    }
+    if (!names.includes('runsc')) {
+      this.runtimes = undefined; // look again next time: the operator may register it meanwhile
+      throw new RuntimeUnavailableError(`gVisor (runsc) is not registered with dockerd at ${this.address} (runtimes: ${names.join(', ')})`, { hint: RUNSC_HINT });
+    }
+  }
+
+  async create(spec: RuntimeSpec): Promise<SandboxHandle> {
+    if (!this.isolations.includes(spec.isolation)) {
+      throw new BadRequestError(`the docker runtime offers isolation container or gvisor, not ${spec.isolation}`, { hint: 'use --isolation container or --isolation gvisor' });
+    }
+    await this.opts.ensureImage?.(spec.image);
+    const imageRef = await this.importer.ensure(spec.image);
+    if (spec.isolation === 'gvisor') await this.requireRunsc();
+    const config = containerConfig({
+      id: spec.id, imageRef, isolation: spec.isolation, limits: spec.limits, labels: spec.labels,
+      initPath: this.initPath, homeTag: this.opts.homeTag, version: this.opts.version,
+    });
+    let container: Docker.Container;
+    try {
+      container = await this.docker.createContainer(config);
+    } catch (err) {
+      throw engineError(err, `cannot create the container of sandbox ${spec.id}`, this.address);
+    }
+    try {
+      await container.start();
+      const info = await container.inspect();
+      if (!info.State.Running) throw new InternalError(`sandbox ${spec.id} exited right after starting (exit ${info.State.ExitCode}: ${info.State.Error || 'no error'})`);
+      this.oomDirs.set(info.Id, findOomDir(memoryCgroupDirs(info.Id, info.State.Pid)));
+      return { id: spec.id, runtime: 'docker', data: { containerId: info.Id } };
+    } catch (err) {
+      await container.remove({ force: true, v: true }).catch(() => undefined);
+      throw err instanceof InternalError ? err : engineError(err, `cannot start sandbox ${spec.id}`, this.address, { hint: 'see the dockerd log; for gvisor, check that runsc works (runsc --version)' });
+    }
+  }
+
+  private container(handle: SandboxHandle): Docker.Container {
+    return this.docker.getContainer(dataOf(handle).containerId);
+  }
+
+  private oomCount(containerId: string): number | undefined {
+    if (!this.oomDirs.has(containerId)) this.oomDirs.set(containerId, findOomDir(memoryCgroupDirs(containerId, undefined)));
+    const dir = this.oomDirs.get(containerId);
+    return dir === undefined ? undefined : oomKills([dir]);
+  }
+
+  private startExec(handle: SandboxHandle, cmd: string[], workingDir: string, env: Record<string, string>, stdin?: Buffer | Readable): Promise<EngineExec> {
+    return startEngineExec(this.container(handle), { cmd, user: SANDBOX_USER, workingDir, env, ...(stdin !== undefined ? { stdin } : {}) }, this.address);
+  }
+
+  exec(handle: SandboxHandle, cmd: string[], opts: ExecOpts): AsyncIterable<ExecEvent> {
+    const { containerId } = dataOf(handle);
+    let oomBefore: number | undefined;
+    return execEvents(opts, {
+      start: () => {
+        oomBefore = this.oomCount(containerId);
+        const wrapped = [INIT_IN_CONTAINER, 'run', String(opts.timeoutMs), opts.execId, '--', ...cmd];
+        return this.startExec(handle, wrapped, opts.cwd ?? '/workspace', baseEnv(opts.env), opts.stdin);
+      },
+      kill: async () => {
+        const ex = await this.startExec(handle, [INIT_IN_CONTAINER, 'kill', opts.execId], '/', FILE_ENV);
+        ex.stdout.resume();
+        ex.stderr.resume();
+        await ex.exitCode;
+      },
+      alive: async () => (await this.status(handle)).alive,
+      oomKilled: async (exitCode) => {
+        if (exitCode !== 137) return false;
+        const after = this.oomCount(containerId);
+        if (after !== undefined && oomBefore !== undefined) return after > oomBefore;
+        // The cgroup went with a dead container (gVisor: the OOM killer took the sentry): ask Docker.
+        return this.container(handle).inspect().then((i) => !i.State.Running && i.State.OOMKilled, () => false);
+      },
+    });
+  }
+
+  /** One `init fileop OP PATH` as the sandbox user; stderr is collected for the error line. */
+  private async fileOp(handle: SandboxHandle, op: string, path: string, stdin?: Readable): Promise<{ ex: EngineExec; stderr: () => string }> {
+    const ex = await this.startExec(handle, [INIT_IN_CONTAINER, 'fileop', op, path], '/', FILE_ENV, stdin);
+    let text = '';
+    ex.stderr.on('data', (c: Buffer) => {
+      if (text.length < 8192) text += c.toString();
+    });
+    return { ex, stderr: () => text };
+  }
+
+  async readFile(handle: SandboxHandle, path: string): Promise<Readable> {
+    const p = checkPath(path);
+    const { ex, stderr } = await this.fileOp(handle, 'read', p);
+    const out = new PassThrough();
+    return new Promise<Readable>((resolve, reject) => {
+      let started = false;
+      ex.stdout.once('data', () => {
+        started = true;
+        resolve(out);
+      });
+      ex.stdout.pipe(out, { end: false });
+      void Promise.all([ex.exitCode, finished(ex.stdout).catch(() => undefined)]).then(
+        ([code]) => {
+          const err = code === 0 ? undefined : fileError(stderr(), p, handle.id);
+          if (!started) {
+            if (err) return reject(err);
+            out.end();
+            return resolve(out);
+          }
+          if (err) out.destroy(err);
+          else out.end();
+        },
+        (err: unknown) => (started ? out.destroy(err as Error) : reject(err)),
+      );
+    });
+  }
+
+  async writeFile(handle: SandboxHandle, path: string, data: Readable): Promise<number> {
+    const p = checkPath(path);
+    let bytes = 0;
+    let inputError: Error | undefined;
+    // Count in a transform, not a 'data' listener: that would start the flow before the exec is there.
+    const counted = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        bytes += chunk.length;
+        done(null, chunk);
+      },
+    });
+    data.on('error', (err) => {
+      inputError = err;
+      counted.destroy(err);
+    });
+    data.pipe(counted);
+    const { ex, stderr } = await this.fileOp(handle, 'write', p, counted);
+    ex.stdout.resume();
+    const code = await ex.exitCode;
+    if (inputError) throw inputError;
+    if (code !== 0) throw fileError(stderr(), p, handle.id);
+    return bytes;
+  }
+
+  async listDir(handle: SandboxHandle, path: string): Promise<DirEntry[]> {
+    const p = checkPath(path);
+    const { ex, stderr } = await this.fileOp(handle, 'list', p);
+    const chunks: Buffer[] = [];
+    ex.stdout.on('data', (c: Buffer) => chunks.push(c));
+    const code = await ex.exitCode;
+    if (code !== 0) throw fileError(stderr(), p, handle.id);
+    return parseDirListing(Buffer.concat(chunks));
+  }
+
+  async removePath(handle: SandboxHandle, path: string): Promise<void> {
+    const p = checkPath(path);
+    if (p === '/') throw new BadRequestError('refusing to remove /', { hint: 'delete the sandbox instead: agentbox rm ID' });
+    const { ex, stderr } = await this.fileOp(handle, 'remove', p);
+    ex.stdout.resume();
+    const code = await ex.exitCode;
+    if (code !== 0) throw fileError(stderr(), p, handle.id);
+  }
+
+  async status(handle: SandboxHandle): Promise<{ alive: boolean }> {
+    try {
+      const info = await this.container(handle).inspect();
+      return { alive: info.State.Running };
+    } catch (err) {
+      if (statusOf(err) === 404) return { alive: false };
+      throw engineError(err, `cannot inspect sandbox ${handle.id}`, this.address);
+    }
+  }
+
+  async stats(handle: SandboxHandle): Promise<RuntimeStats> {
+    let s: Docker.ContainerStats;
+    try {
+      s = await this.container(handle).stats({ stream: false, 'one-shot': true });
+    } catch (err) {
+      throw this.notRunning(err, handle, 'cannot read stats of');
+    }
+    const mem = s.memory_stats;
+    // Page cache is reclaimable: report what the sandbox really holds (as `docker stats` does).
+    const cache = mem.stats?.total_inactive_file ?? mem.stats?.inactive_file ?? 0;
+    return {
+      memoryBytes: Math.max(0, (mem.usage ?? 0) - cache),
+      pids: s.pids_stats?.current ?? 0,
+      cpuMs: Math.round((s.cpu_stats?.cpu_usage?.total_usage ?? 0) / 1e6),
+    };
+  }
+
+  async pause(handle: SandboxHandle): Promise<void> {
+    try {
+      await this.container(handle).pause();
+    } catch (err) {
+      throw this.notRunning(err, handle, 'cannot pause');
+    }
+  }
+
+  async resume(handle: SandboxHandle): Promise<void> {
+    try {
+      await this.container(handle).unpause();
+    } catch (err) {
+      throw this.notRunning(err, handle, 'cannot resume');
+    }
+  }
+
+  private notRunning(err: unknown, handle: SandboxHandle, what: string): Error {
+    const status = statusOf(err);
+    if (status === 404 || status === 409) {
+      return new ConflictError(`${what} sandbox ${handle.id}: ${engineMessage(err)}`, { hint: `agentbox inspect ${handle.id} says whether it is running`, cause: err });
+    }
+    return engineError(err, `${what} sandbox ${handle.id}`, this.address);
+  }
+
+  async destroy(handle: SandboxHandle): Promise<void> {
+    const { containerId } = dataOf(handle);
+    await this.removeContainer(containerId, handle.id);
+    this.oomDirs.delete(containerId);
+  }
+
+  /** Force-remove; gone already is fine, and so is a removal another caller started (wait for it). */
+  private async removeContainer(ref: string, sandboxId: string): Promise<void> {
+    for (let i = 0; i < 100; i++) {
+      try {
+        await this.docker.getContainer(ref).remove({ force: true, v: true });
+        return;
+      } catch (err) {
+        const status = statusOf(err);
+        if (status === 404) return;
+        if (status !== 409) throw engineError(err, `cannot remove sandbox ${sandboxId}`, this.address);
+      }
+      await sleep(100);
+    }
+    throw new InternalError(`sandbox ${sandboxId} is still being removed after 10 s`, { hint: 'see the dockerd log' });
+  }
+
+  async list(): Promise<RuntimeObject[]> {
+    let found: Docker.ContainerInfo[];
+    try {
+      found = await this.docker.listContainers({ all: true, filters: { label: [LABEL_SANDBOX, `${LABEL_HOME}=${this.opts.homeTag}`] } });
+    } catch (err) {
+      throw engineError(err, 'cannot list containers', this.address);
+    }
+    return found.map((c) => ({
+      id: c.Labels[LABEL_SANDBOX] ?? c.Id,
+      alive: c.State === 'running' || c.State === 'paused',
+      ...(c.Labels['agentbox.pool'] !== undefined ? { pooled: true } : {}),
+    }));
+  }
+
+  async reap(id: string): Promise<void> {
+    await this.removeContainer(containerName(id), id);
+  }
+
+  async close(): Promise<void> {
+    this.oomDirs.clear();
+  }
+}

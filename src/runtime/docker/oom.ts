@@ -1,0 +1,54 @@
+/**
+ * OOM kills of a container's memory cgroup, read on the host: the `oom_kill` counter of
+ * memory.oom_control (cgroup v1) or memory.events (v2), compared before and after an exec.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const CGROOT = '/sys/fs/cgroup';
+
+/** Candidate memory-cgroup directories of a container, best first (cgroupfs and systemd drivers, v1 and v2). */
+export function memoryCgroupDirs(containerId: string, hostPid: number | undefined): string[] {
+  const dirs: string[] = [];
+  if (hostPid && hostPid > 0) {
+    try {
+      for (const line of readFileSync(`/proc/${hostPid}/cgroup`, 'utf8').split('\n')) {
+        const [, controllers, path] = line.split(':', 3) as [string, string | undefined, string | undefined];
+        if (path === undefined || controllers === undefined) continue;
+        if (controllers.split(',').includes('memory')) dirs.push(join(CGROOT, 'memory', path));
+        else if (controllers === '' && line.startsWith('0::')) dirs.push(join(CGROOT, path));
+      }
+    } catch {
+      // the process is gone or not on this host (remote DOCKER_HOST): fall back to the usual places
+    }
+  }
+  dirs.push(
+    join(CGROOT, 'memory', 'docker', containerId),
+    join(CGROOT, 'memory', 'system.slice', `docker-${containerId}.scope`),
+    join(CGROOT, 'docker', containerId),
+    join(CGROOT, 'system.slice', `docker-${containerId}.scope`),
+  );
+  return dirs;
+}
+
+/** The `oom_kill` count of the first readable directory, or undefined when none is (remote engine). */
+export function oomKills(dirs: readonly string[]): number | undefined {
+  for (const dir of dirs) {
+    for (const file of ['memory.oom_control', 'memory.events']) {
+      let text: string;
+      try {
+        text = readFileSync(join(dir, file), 'utf8');
+      } catch {
+        continue;
+      }
+      const m = /^oom_kill (\d+)$/m.exec(text);
+      if (m) return Number(m[1]);
+    }
+  }
+  return undefined;
+}
+
+/** The first directory that has a readable counter (resolved once per container). */
+export function findOomDir(dirs: readonly string[]): string | undefined {
+  return dirs.find((d) => oomKills([d]) !== undefined);
+}

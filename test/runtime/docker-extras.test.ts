@@ -1,0 +1,88 @@
+/**
+ * Docker-driver behaviour beyond the shared contract: the hardening Docker is asked for, abort,
+ * gVisor really being gVisor, and what an OOM does to a gVisor sandbox. Skipped without dockerd.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import Docker from 'dockerode';
+import { VERSION } from '../../src/core/config.js';
+import type { Isolation, Limits } from '../../src/core/model.js';
+import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
+import type { SandboxHandle } from '../../src/runtime/types.js';
+import { collect, execOpts, run } from '../helpers/collect.js';
+import { hasDebian, testImages } from '../helpers/images.js';
+
+const homeTag = `test-extras-${process.pid}`;
+const LIMITS: Limits = { cpus: 1, memoryMb: 128, pids: 64, diskMb: 16 };
+const rt = new DockerRuntime({ images: await testImages(), homeTag, version: VERSION });
+const probe = await rt.probe();
+const skip = probe.ok ? false : `${probe.reason} (${probe.hint})`;
+const noRunsc = !probe.ok || !(probe.details?.runtimes ?? '').split(' ').includes('runsc');
+
+let n = 0;
+const made: SandboxHandle[] = [];
+async function sandbox(isolation: Isolation, limits: Partial<Limits> = {}, image = 'busybox'): Promise<SandboxHandle> {
+  const h = await rt.create({ id: `sbx_dx${process.pid}x${++n}`, image, isolation, limits: { ...LIMITS, ...limits }, labels: { 'agentbox.test': 'extras' } });
+  made.push(h);
+  return h;
+}
+
+describe('docker driver extras', { skip }, () => {
+  after(async () => {
+    for (const h of made) await rt.destroy(h);
+    const left = await rt.list();
+    await rt.close();
+    assert.deepEqual(left, [], `containers labelled agentbox.home=${homeTag} left behind`);
+  });
+
+  test('asks Docker for a hardened container', async () => {
+    const h = await sandbox('container');
+    const info = await new Docker().getContainer(String(h.data.containerId)).inspect();
+    const hc = info.HostConfig;
+    assert.deepEqual(hc.CapDrop, ['ALL']);
+    assert.deepEqual(hc.SecurityOpt, ['no-new-privileges']);
+    assert.equal(hc.ReadonlyRootfs, true);
+    assert.equal(hc.NetworkMode, 'none');
+    assert.equal(hc.Memory, LIMITS.memoryMb * 1024 * 1024);
+    assert.equal(hc.MemorySwap, hc.Memory);
+    assert.equal(hc.PidsLimit, LIMITS.pids);
+    assert.equal(hc.Privileged, false);
+    assert.ok(!(hc.Binds ?? []).some((b) => b.includes('docker.sock')), 'docker socket mounted');
+    assert.equal(info.Config.Labels['agentbox.sandbox'], h.id);
+    assert.equal(info.Config.Labels['agentbox.home'], homeTag);
+    assert.equal(info.Config.Labels['agentbox.version'], VERSION);
+    const r = await run(rt, h, 'id -u; id -g; stat -c "%u %a" /workspace; cat /proc/1/status | grep -E "^(Uid|CapEff)"');
+    assert.match(r.stdout, /^1000\n1000\n1000 755\n/);
+    assert.match(r.stdout, /CapEff:\s+0000000000000000/);
+  });
+
+  test('an aborted exec kills its tree and returns promptly', async () => {
+    const h = await sandbox('container');
+    const ac = new AbortController();
+    const t0 = Date.now();
+    setTimeout(() => ac.abort(), 300);
+    const r = await collect(rt.exec(h, ['sh', '-c', 'sleep 30 & sleep 30'], execOpts({ signal: ac.signal })));
+    assert.ok(Date.now() - t0 < 5000, `abort took ${Date.now() - t0} ms`);
+    assert.equal(r.exitCode, 128 + 15);
+    assert.equal(r.timedOut, false);
+    const ps = await run(rt, h, 'for s in /proc/[0-9]*/stat; do cat $s; echo; done 2>/dev/null | grep -c "(sleep) [RSD]" || true');
+    assert.equal(ps.stdout.trim(), '0');
+  });
+
+  test('gVisor is really gVisor', { skip: noRunsc && 'runsc is not registered with dockerd' }, async () => {
+    const h = await sandbox('gvisor');
+    const r = await run(rt, h, 'cat /proc/version; dmesg 2>/dev/null | head -1');
+    assert.match(r.stdout, /gvisor|4\.4\.0 #1 SMP Sun Jan 10 15:06:54 PST 2016/i);
+  });
+
+  test('an OOM in a gVisor sandbox reports 137 + oomKilled promptly and ends the sandbox', { skip: noRunsc && 'runsc is not registered with dockerd' }, async () => {
+    const h = await sandbox('gvisor', { memoryMb: 48 }, hasDebian() ? 'debian' : 'busybox');
+    const cmd = hasDebian() ? 'python3 -c "x=bytearray(400<<20); print(\'allocated\')"' : 'awk "BEGIN{s=\\"x\\"; while(1) s=s s}"';
+    const t0 = Date.now();
+    const r = await run(rt, h, cmd);
+    assert.ok(Date.now() - t0 < 15_000, `took ${Date.now() - t0} ms`);
+    assert.doesNotMatch(r.stdout, /allocated/);
+    assert.equal(r.exitCode, 137, r.stderr);
+    assert.equal(r.oomKilled, true);
+  });
+});
