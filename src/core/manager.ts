@@ -14,6 +14,7 @@ import { AgentboxError, ConflictError, ForbiddenError, NotFoundError, QuotaExcee
 import type { DirEntry, EndReason, ExecEvent, ExecResult, ExecSummary, RuntimeName, Sandbox, SandboxSpec, SandboxState } from './model.js';
 import type { CreateSandboxRequest, ExecRequest } from './requests.js';
 import { LiveExecs } from './live-execs.js';
+import { WarmPool } from './warm-pool.js';
 import type { Metrics } from '../observability/metrics.js';
 
 export type Scope = 'read' | 'exec' | 'files' | 'manage';
@@ -99,6 +100,7 @@ export class SandboxManager {
   private readonly activeExecs = new Map<string, number>();
   private readonly live = new LiveExecs();
   private createsRunning = 0;
+  private pools: WarmPool[] = [];
   private readonly createWaiters: (() => void)[] = [];
 
   constructor(private readonly opts: ManagerOpts) {}
@@ -110,15 +112,44 @@ export class SandboxManager {
   /** Reconcile with what exists on the host, then start the reaper. */
   async start(): Promise<void> {
     await this.reconcile();
+    await this.startPools();
     const every = this.opts.reapIntervalMs ?? 1000;
     this.reaper = setInterval(() => void this.reapOnce().catch((err) => this.opts.logger.error({ err }, 'reaper failed')), every);
     this.reaper.unref();
+  }
+
+  /** One warm pool per policy `pools:` entry whose runtime works here. */
+  private async startPools(): Promise<void> {
+    for (const p of this.opts.policy.pools ?? []) {
+      if (p.size <= 0) continue;
+      const spec = resolveSpec(this.opts.policy, { image: p.image, ...(p.profile ? { profile: p.profile } : {}) }, { tenant: '__pool__', id: 'sbx_pooltemplate' });
+      let rt: Runtime;
+      try {
+        rt = await this.runtime(spec.runtime);
+      } catch (err) {
+        this.opts.logger.warn({ image: p.image, profile: p.profile, err: err instanceof Error ? err.message : String(err) }, 'warm pool disabled');
+        continue;
+      }
+      const pool = new WarmPool({ image: p.image, profile: p.profile ?? null, size: p.size, spec }, rt, newSandboxId, this.opts.logger);
+      this.pools.push(pool);
+      pool.fill();
+    }
+  }
+
+  /** Resolves when every warm pool is full (benchmarks, tests). */
+  async poolsFull(): Promise<void> {
+    await Promise.all(this.pools.map((p) => p.whenFull()));
+  }
+
+  poolStatus(): { image: string; profile: string | null; size: number; ready: number }[] {
+    return this.pools.map((p) => ({ image: p.template.image, profile: p.template.profile, size: p.template.size, ready: p.ready }));
   }
 
   /** Stop the reaper, wait for running operations, destroy what is still running. */
   async close(): Promise<void> {
     this.closing = true;
     if (this.reaper) clearInterval(this.reaper);
+    await Promise.all(this.pools.map((p) => p.close()));
     await Promise.allSettled([...this.inflight]);
     for (const stored of this.opts.store.listSandboxes({ states: ACTIVE })) {
       await this.end(stored, 'stopped', 'runtime_lost', 'daemon shutdown').catch(() => undefined);
@@ -208,10 +239,12 @@ export class SandboxManager {
   }
 
   private async createNow(req: CreateSandboxRequest, caller: Caller): Promise<Sandbox> {
-    const spec = resolveSpec(this.opts.policy, req, { tenant: caller.tenant, id: newSandboxId() });
+    let spec = resolveSpec(this.opts.policy, req, { tenant: caller.tenant, id: newSandboxId() });
     this.checkQuota(spec);
+    const warm = this.pools.find((p) => p.matches(spec))?.claim();
+    if (warm) spec = { ...spec, id: warm.id };
     const rt = await this.runtime(spec.runtime);
-    await rt.prepareImage(spec.image);
+    if (!warm) await rt.prepareImage(spec.image);
     const now = new Date();
     const sandbox: Sandbox = {
       id: spec.id,
@@ -236,17 +269,17 @@ export class SandboxManager {
     const log = this.opts.logger.child({ sandbox_id: spec.id, tenant: spec.tenant });
     const t0 = performance.now();
     try {
-      const handle = await this.track(
-        rt.create({ id: spec.id, image: spec.image, isolation: spec.isolation, limits: spec.limits, labels: { ...spec.labels } }),
-      );
+      const handle =
+        warm ?? (await this.track(rt.create({ id: spec.id, image: spec.image, isolation: spec.isolation, limits: spec.limits, labels: { ...spec.labels } })));
       store.setRuntimeData(spec.id, handle.data);
       store.setState(spec.id, 'running');
       store.audit({ tenant: caller.tenant, actor: caller.actor, action: 'create', sandboxId: spec.id, detail: { image: spec.image, runtime: spec.runtime } });
-      log.info({ ms: Math.round(performance.now() - t0), image: spec.image, runtime: spec.runtime }, 'sandbox created');
+      log.info({ ms: Math.round(performance.now() - t0), image: spec.image, runtime: spec.runtime, warm: Boolean(warm) }, 'sandbox created');
       this.opts.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'ok' });
       this.opts.metrics?.createSeconds.observe({ runtime: spec.runtime }, (performance.now() - t0) / 1000);
       return { ...sandbox, state: 'running' };
     } catch (err) {
+      if (warm) await rt.destroy(warm).catch(() => undefined);
       store.markEnded(spec.id, { state: 'failed', reason: 'create_failed', endedBy: null, at: new Date().toISOString() });
       log.warn({ err: err instanceof Error ? err.message : String(err) }, 'sandbox create failed');
       this.opts.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'failed' });
@@ -549,6 +582,9 @@ export class SandboxManager {
     for (const [name, rt] of Object.entries(this.opts.runtimes)) {
       const r = await rt!.probe();
       out[`runtime.${name}`] = r.ok ? { ok: true } : { ok: false, detail: r.reason ?? 'unavailable' };
+    }
+    for (const p of this.poolStatus()) {
+      out[`pool.${p.image}${p.profile ? `/${p.profile}` : ''}`] = { ok: p.ready > 0, detail: `${p.ready}/${p.size} ready` };
     }
     return out;
   }

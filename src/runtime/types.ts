@@ -13,6 +13,8 @@ export interface RuntimeSpec {
   limits: Limits;
   /** Labels to put on host objects (containers, cgroups) so orphans can be found. */
   labels: Record<string, string>;
+  /** A warm-pool member, started before anyone asked for it (labelled as such on the host). */
+  pooled?: boolean;
 }
 
 /**

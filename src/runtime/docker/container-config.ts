@@ -10,6 +10,9 @@ export const INIT_IN_CONTAINER = '/.agentbox/init';
 export const SANDBOX_USER = '1000:1000';
 
 export const LABEL_SANDBOX = 'agentbox.sandbox';
+/** Warm-pool members carry this instead of agentbox.sandbox until (and after) they are claimed. */
+export const LABEL_POOL = 'agentbox.pool';
+export const LABEL_ID = 'agentbox.id';
 export const LABEL_HOME = 'agentbox.home';
 export const LABEL_VERSION = 'agentbox.version';
 
@@ -22,6 +25,7 @@ export interface ContainerConfigOpts {
   isolation: Isolation;
   limits: Limits;
   labels: Record<string, string>;
+  pooled?: boolean;
   /** Host path of the static agentbox-docker-init binary. */
   initPath: string;
   homeTag: string;
@@ -46,7 +50,7 @@ export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateO
     Entrypoint: [],
     Env: Object.entries(baseEnv({})).map(([k, v]) => `${k}=${v}`),
     WorkingDir: '/',
-    Labels: { ...o.labels, [LABEL_SANDBOX]: o.id, [LABEL_HOME]: o.homeTag, [LABEL_VERSION]: o.version },
+    Labels: { ...o.labels, [o.pooled ? LABEL_POOL : LABEL_SANDBOX]: o.id, [LABEL_ID]: o.id, [LABEL_HOME]: o.homeTag, [LABEL_VERSION]: o.version },
     NetworkDisabled: true,
     HostConfig: {
       Runtime: gvisor ? 'runsc' : undefined,

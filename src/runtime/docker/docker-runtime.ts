@@ -18,7 +18,7 @@ import { BadRequestError, ConflictError, InternalError, RuntimeUnavailableError 
 import type { DirEntry, ExecEvent, Isolation } from '../../core/model.js';
 import { baseEnv, checkPath, fileError, parseDirListing } from '../shared.js';
 import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxHandle } from '../types.js';
-import { containerConfig, containerName, INIT_IN_CONTAINER, LABEL_HOME, LABEL_SANDBOX, SANDBOX_USER } from './container-config.js';
+import { containerConfig, containerName, INIT_IN_CONTAINER, LABEL_HOME, LABEL_SANDBOX, SANDBOX_USER, LABEL_ID, LABEL_POOL } from './container-config.js';
 import { engineAddress, engineError, engineMessage, newClient, START_HINT, statusOf } from './engine.js';
 import { startEngineExec, type EngineExec } from './engine-exec.js';
 import { execEvents } from './exec-events.js';
@@ -133,7 +133,7 @@ export class DockerRuntime implements Runtime {
     const imageRef = await this.importer.ensure(spec.image);
     if (spec.isolation === 'gvisor') await this.requireRunsc();
     const config = containerConfig({
-      id: spec.id, imageRef, isolation: spec.isolation, limits: spec.limits, labels: spec.labels,
+      id: spec.id, imageRef, isolation: spec.isolation, limits: spec.limits, labels: spec.labels, ...(spec.pooled ? { pooled: true } : {}),
       initPath: this.initPath, homeTag: this.opts.homeTag, version: this.opts.version,
     });
     let container: Docker.Container;
@@ -350,14 +350,14 @@ export class DockerRuntime implements Runtime {
   async list(): Promise<RuntimeObject[]> {
     let found: Docker.ContainerInfo[];
     try {
-      found = await this.docker.listContainers({ all: true, filters: { label: [LABEL_SANDBOX, `${LABEL_HOME}=${this.opts.homeTag}`] } });
+      found = await this.docker.listContainers({ all: true, filters: { label: [`${LABEL_HOME}=${this.opts.homeTag}`] } });
     } catch (err) {
       throw engineError(err, 'cannot list containers', this.address);
     }
     return found.map((c) => ({
-      id: c.Labels[LABEL_SANDBOX] ?? c.Id,
+      id: c.Labels[LABEL_ID] ?? c.Labels[LABEL_SANDBOX] ?? c.Labels[LABEL_POOL] ?? c.Id,
       alive: c.State === 'running' || c.State === 'paused',
-      ...(c.Labels['agentbox.pool'] !== undefined ? { pooled: true } : {}),
+      ...(c.Labels[LABEL_POOL] !== undefined ? { pooled: true } : {}),
     }));
   }
 
