@@ -9,7 +9,9 @@ import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startDaemon, type Daemon } from '../../src/api/daemon.js';
-import { BadRequestError, ForbiddenError, NotFoundError, PolicyDeniedError, QuotaExceededError, UnauthorizedError } from '../../src/core/errors.js';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, PolicyDeniedError, QuotaExceededError, UnauthorizedError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient, readAll } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
@@ -269,6 +271,36 @@ describe('HTTP API', () => {
     assert.match(r.body, /agentbox_sandboxes_created_total\{runtime="local",result="ok"\} \d+/);
     assert.match(r.body, /agentbox_execs_total\{outcome="nonzero"\} \d+/);
     assert.equal((await rawRequest(port, 'GET', '/metrics', undefined, {})).status, 401);
+  });
+
+  test('stop ends the processes and keeps the record; egress route answers', async () => {
+    const sb = await alice.create();
+    const stopped = await alice.stop(sb.id);
+    assert.equal(stopped.state, 'stopped');
+    assert.equal(stopped.endReason, 'stopped');
+    await assert.rejects(alice.exec(sb.id, { cmd: ['true'] }), ConflictError);
+    const eg = await rawRequest(port, 'GET', `/v1/sandboxes/${sb.id}/egress`, undefined, { authorization: 'Bearer alice-token' });
+    assert.equal(eg.status, 200);
+    assert.equal(JSON.parse(eg.body).egress.mode, 'none');
+    await alice.delete(sb.id);
+  });
+
+  test('MCP over Streamable HTTP on the daemon\'s /mcp, as the token\'s tenant; the session sandbox goes with the session', async () => {
+    const transport = new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${port}/mcp`), { requestInit: { headers: { authorization: 'Bearer alice-token' } } });
+    const client = new Client({ name: 'api-test', version: '0.0.1' });
+    await client.connect(transport);
+    const { tools } = await client.listTools();
+    assert.equal(tools.length, 8);
+    const r = (await client.callTool({ name: 'sandbox_exec', arguments: { command: 'echo via-mcp' } })) as { content: { text: string }[]; isError?: boolean };
+    assert.ok(!r.isError);
+    assert.match(JSON.stringify(r.content), /via-mcp/);
+    const during = await alice.list();
+    assert.equal(during.length, 1, 'the session sandbox should belong to alice');
+    await transport.terminateSession();
+    await client.close();
+    assert.deepEqual(await alice.list(), []);
+    const anon = await rawRequest(port, 'POST', '/mcp', '{}', { 'content-type': 'application/json' });
+    assert.equal(anon.status, 401);
   });
 
   test('the Unix socket needs no token and acts as the default tenant', async () => {
