@@ -101,6 +101,8 @@ export class SandboxManager {
   private readonly live = new LiveExecs();
   private createsRunning = 0;
   private pools: WarmPool[] = [];
+  /** Sandboxes frozen for being idle past their profile's pauseAfter; the next call thaws them. */
+  private readonly paused = new Set<string>();
   private readonly createWaiters: (() => void)[] = [];
 
   constructor(private readonly opts: ManagerOpts) {}
@@ -346,6 +348,7 @@ export class SandboxManager {
       self.activeExecs.set(id, (self.activeExecs.get(id) ?? 0) + 1);
       self.live.start(execId, id);
       try {
+        await self.wake(stored);
         const events = rt!.exec(handleOf(stored), req.cmd, {
           execId,
           env: { ...spec.env, ...req.env },
@@ -451,6 +454,14 @@ export class SandboxManager {
     })();
   }
 
+  /** Thaw a sandbox paused for idleness before anything enters it (an exec into a frozen cgroup would hang). */
+  private async wake(stored: StoredSandbox): Promise<void> {
+    const id = stored.sandbox.id;
+    if (!this.paused.delete(id)) return;
+    await this.runtimeOf(stored).resume?.(handleOf(stored));
+    this.opts.logger.info({ sandbox_id: id }, 'sandbox resumed');
+  }
+
   private runtimeOf(stored: StoredSandbox): Runtime {
     const rt = this.opts.runtimes[stored.sandbox.runtime];
     if (!rt) throw new RuntimeUnavailableError(`runtime ${stored.sandbox.runtime} is not enabled`);
@@ -461,6 +472,7 @@ export class SandboxManager {
     need(caller, 'files');
     const stored = this.findRunning(id, caller);
     this.touch(id);
+    await this.wake(stored);
     return this.runtimeOf(stored).readFile(handleOf(stored), path);
   }
 
@@ -468,6 +480,7 @@ export class SandboxManager {
     need(caller, 'files');
     const stored = this.findRunning(id, caller);
     this.touch(id);
+    await this.wake(stored);
     return this.track(this.runtimeOf(stored).writeFile(handleOf(stored), path, data));
   }
 
@@ -475,6 +488,7 @@ export class SandboxManager {
     need(caller, 'files');
     const stored = this.findRunning(id, caller);
     this.touch(id);
+    await this.wake(stored);
     return this.runtimeOf(stored).listDir(handleOf(stored), path);
   }
 
@@ -482,6 +496,7 @@ export class SandboxManager {
     need(caller, 'files');
     const stored = this.findRunning(id, caller);
     this.touch(id);
+    await this.wake(stored);
     await this.runtimeOf(stored).removePath(handleOf(stored), path);
   }
 
@@ -502,6 +517,7 @@ export class SandboxManager {
 
   private async end(stored: StoredSandbox, state: SandboxState, reason: EndReason, endedBy: string | null): Promise<void> {
     const id = stored.sandbox.id;
+    this.paused.delete(id);
     const rt = this.opts.runtimes[stored.sandbox.runtime];
     if (rt && stored.runtimeData) await rt.destroy(handleOf(stored));
     const already = stored.sandbox.endedAt;
@@ -532,8 +548,37 @@ export class SandboxManager {
       const rt = this.opts.runtimes[sb.runtime];
       if (rt && stored.runtimeData && !(await rt.status(handleOf(stored))).alive) {
         await this.end(stored, 'failed', 'runtime_lost', 'reaper');
+        continue;
+      }
+      const pauseAfter = stored.spec.pauseAfterMs;
+      if (rt?.pause && pauseAfter && !this.paused.has(sb.id) && !this.busy(sb.id) && Date.parse(sb.lastActiveAt) + pauseAfter <= now) {
+        await this.pauseIdle(rt, stored);
       }
     }
+  }
+
+  private async pauseIdle(rt: Runtime, stored: StoredSandbox): Promise<void> {
+    const id = stored.sandbox.id;
+    this.paused.add(id);
+    await rt.pause?.(handleOf(stored));
+    // Woken while the freeze was in flight (docker pause is a request): its thaw may have landed
+    // first, so thaw again.
+    if (!this.paused.has(id)) {
+      await rt.resume?.(handleOf(stored));
+      return;
+    }
+    // Activity that raced ahead of the flag shows as a newer lastActiveAt: thaw right away.
+    const fresh = this.opts.store.getSandbox(id);
+    if (fresh && fresh.sandbox.lastActiveAt !== stored.sandbox.lastActiveAt) {
+      await this.wake(fresh);
+      return;
+    }
+    this.opts.logger.info({ sandbox_id: id }, 'sandbox paused after being idle');
+  }
+
+  /** Whether the reaper froze this sandbox for idleness. */
+  isPaused(id: string): boolean {
+    return this.paused.has(id);
   }
 
   /** A sandbox with a running exec is not idle, however long the exec takes. */

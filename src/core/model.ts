@@ -138,6 +138,8 @@ export interface SandboxSpec {
   labels: Labels;
   ttlMs: number | null;
   idleTimeoutMs: number | null;
+  /** Idle time after which the sandbox is frozen (memory kept, CPU freed); null = never. */
+  pauseAfterMs?: number | null;
   execTimeoutMs: number;
   outputLimitBytes: number;
 }

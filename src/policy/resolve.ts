@@ -47,6 +47,7 @@ export function resolveSpec(policy: Policy, req: CreateSandboxRequest, ctx: Reso
     labels: { ...req.labels },
     ttlMs,
     idleTimeoutMs: parseDuration(profile?.idleTimeout ?? d.idleTimeout),
+    pauseAfterMs: profile?.pauseAfter === undefined ? null : parseDuration(profile.pauseAfter),
     execTimeoutMs: parseDuration(profile?.execTimeout ?? d.execTimeout),
     outputLimitBytes: profile?.outputLimitBytes ?? d.outputLimitBytes,
   };

@@ -107,6 +107,29 @@ describe('SandboxManager', () => {
     store.close();
   });
 
+  test('pause on idle: frozen after pauseAfter, thawed transparently by the next exec or file call', async () => {
+    const store = Store.open(join(dir, 'pause.db'));
+    const rt = newRuntime();
+    const m = makeManager(policy('version: 1\nprofiles:\n  nap: { pauseAfter: 1s }\n'), store, rt);
+    await m.start();
+    const sb = await m.create({ profile: 'nap' }, caller);
+    const awake = await m.create({}, caller);
+    await m.exec(sb.id, { cmd: ['sh', '-c', 'echo 7 > /workspace/n'] }, caller);
+    await until(() => m.isPaused(sb.id));
+    // Really frozen: an exec entering it directly (past the manager) would hang, so look at the freezer.
+    assert.equal(await frozen(sb.id), true);
+    assert.equal(m.isPaused(awake.id), false, 'a sandbox without pauseAfter was paused');
+    assert.equal((await m.exec(sb.id, { cmd: ['cat', '/workspace/n'] }, caller)).stdout, '7\n');
+    assert.equal(m.isPaused(sb.id), false);
+    assert.equal(await frozen(sb.id), false);
+    await until(() => m.isPaused(sb.id));
+    assert.equal((await m.listDir(sb.id, '/workspace', caller)).length, 1);
+    await m.delete(sb.id, caller);
+    await m.delete(awake.id, caller);
+    await m.close();
+    store.close();
+  });
+
   test('a sandbox that dies on its own becomes runtime_lost', async () => {
     const store = Store.open(join(dir, 'lost.db'));
     const m = makeManager(policy('version: 1\n'), store);
@@ -173,4 +196,23 @@ function cgroupExists(id: string): boolean {
     if (scopes.some((scope) => existsSync(join(base, scope, id)))) return true;
   }
   return false;
+}
+
+/** Whether the local runtime's freezer holds the sandbox (cgroup v1 freezer.state, v2 cgroup.events). */
+async function frozen(id: string): Promise<boolean> {
+  for (const base of ['/sys/fs/cgroup/freezer/agentbox', '/sys/fs/cgroup/agentbox']) {
+    let scopes: string[] = [];
+    try {
+      scopes = readdirSync(base);
+    } catch {
+      continue;
+    }
+    for (const scope of scopes) {
+      const dir = join(base, scope, id);
+      if (!existsSync(dir)) continue;
+      if (existsSync(join(dir, 'freezer.state'))) return readFileSync(join(dir, 'freezer.state'), 'utf8').trim() === 'FROZEN';
+      return /^frozen 1$/m.test(readFileSync(join(dir, 'cgroup.events'), 'utf8'));
+    }
+  }
+  throw new Error(`no freezer cgroup for ${id}`);
 }
