@@ -255,95 +255,16 @@ static int mode_kill(int argc, char **argv) {
 
 /* ---------- fileop: file operations as the sandbox user ---------- */
 
-static void file_fail(const char *op, const char *path) {
-  /* One machine-readable line for the daemon: errno name, then a human message. */
-  const char *name = errno == ENOENT ? "ENOENT" : errno == EISDIR ? "EISDIR" : errno == ENOTDIR ? "ENOTDIR"
-                   : errno == EACCES || errno == EPERM ? "EACCES" : errno == EROFS ? "EROFS"
-                   : errno == ENOSPC || errno == EDQUOT ? "ENOSPC" : errno == EEXIST ? "EEXIST"
-                   : errno == ELOOP ? "ELOOP" : errno == ENOTEMPTY ? "ENOTEMPTY" : "EIO";
-  fprintf(stderr, "agentbox-file-error:%s:%s %s: %s\n", name, op, path, strerror(errno));
-  exit(1);
-}
-
-static int copy_fd(int in, int out) {
-  static char buf[65536];
-  for (;;) {
-    ssize_t n = read(in, buf, sizeof buf);
-    if (n == 0) return 0;
-    if (n < 0) { if (errno == EINTR) continue; return -1; }
-    for (ssize_t off = 0; off < n;) {
-      ssize_t w = write(out, buf + off, (size_t)(n - off));
-      if (w < 0) { if (errno == EINTR) continue; return -1; }
-      off += w;
-    }
-  }
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st; (void)ftw;
-  if ((flag == FTW_DP ? rmdir(path) : unlink(path)) != 0) file_fail("remove", path);
-  return 0;
-}
-
-static void mkdirs(const char *path, int include_last) {
-  char buf[4096];
-  snprintf(buf, sizeof buf, "%s", path);
-  size_t len = strlen(buf);
-  for (size_t i = 1; i <= len; i++) {
-    if (buf[i] == '/' || (include_last && buf[i] == '\0')) {
-      char saved = buf[i];
-      buf[i] = '\0';
-      if (mkdir(buf, 0755) != 0 && errno != EEXIST) file_fail("mkdir", buf);
-      buf[i] = saved;
-    }
-  }
-}
+#include "file-ops.h"
 
 static int mode_fileop(int argc, char **argv) {
   if (argc < 2) die_msg("usage: fileop OP PATH");
-  const char *op = argv[0], *path = argv[1];
-  struct stat st;
-  if (strcmp(op, "read") == 0) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) file_fail("read", path);
-    if (fstat(fd, &st) != 0) file_fail("read", path);
-    if (S_ISDIR(st.st_mode)) { errno = EISDIR; file_fail("read", path); }
-    if (!S_ISREG(st.st_mode)) { errno = EACCES; file_fail("read", path); }
-    if (copy_fd(fd, 1) != 0) file_fail("read", path);
-    return 0;
+  int rc = file_op(argv[0], argv[1]);
+  if (rc < 0) {
+    fprintf(stderr, "agentbox-init: unknown file op %s\n", argv[0]);
+    return EXIT_INIT;
   }
-  if (strcmp(op, "write") == 0) {
-    mkdirs(path, 0);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644);
-    if (fd < 0) file_fail("write", path);
-    if (copy_fd(0, fd) != 0) file_fail("write", path);
-    if (close(fd) != 0) file_fail("write", path);
-    return 0;
-  }
-  if (strcmp(op, "mkdir") == 0) { mkdirs(path, 1); return 0; }
-  if (strcmp(op, "remove") == 0) {
-    if (lstat(path, &st) != 0) file_fail("remove", path);
-    if (nftw(path, remove_entry, 32, FTW_DEPTH | FTW_PHYS) != 0) file_fail("remove", path);
-    return 0;
-  }
-  if (strcmp(op, "list") == 0) {
-    DIR *d = opendir(path);
-    if (!d) file_fail("list", path);
-    struct dirent *e;
-    /* NUL-terminated records: TYPE SIZE MODE MTIME NAME, any byte but NUL allowed in NAME. */
-    while ((e = readdir(d)) != NULL) {
-      if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-      if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-      char type = S_ISREG(st.st_mode) ? 'f' : S_ISDIR(st.st_mode) ? 'd' : S_ISLNK(st.st_mode) ? 'l' : 'o';
-      printf("%c %lld %o %lld %s%c", type, (long long)st.st_size, (unsigned)(st.st_mode & 07777),
-             (long long)st.st_mtime, e->d_name, '\0');
-    }
-    closedir(d);
-    if (fflush(stdout) != 0) file_fail("list", path);
-    return 0;
-  }
-  fprintf(stderr, "agentbox-init: unknown file op %s\n", op);
-  return EXIT_INIT;
+  return rc;
 }
 
 int main(int argc, char **argv) {

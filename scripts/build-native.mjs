@@ -12,7 +12,8 @@ for (const name of ['agentbox-helper', 'agentbox-docker-init']) {
   const src = join(root, 'native', `${name}.c`);
   const out = join(root, 'dist', 'native', name);
   mkdirSync(dirname(out), { recursive: true });
-  if (existsSync(out) && statSync(out).mtimeMs >= statSync(src).mtimeMs) continue;
+  const newest = Math.max(statSync(src).mtimeMs, statSync(join(root, 'native', 'file-ops.h')).mtimeMs);
+  if (existsSync(out) && statSync(out).mtimeMs >= newest) continue;
   const args = ['-O2', '-Wall', '-Wextra', '-Werror', '-static', '-o', out, src];
   const r = spawnSync(cc, args, { stdio: 'inherit' });
   if (r.error) {

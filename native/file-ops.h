@@ -1,0 +1,108 @@
+/*
+ * File operations done from inside a sandbox, shared by agentbox-helper (local runtime) and
+ * agentbox-docker-init (docker runtime). Protocol read by src/runtime/shared.ts:
+ * on failure one stderr line `agentbox-file-error:ERRNO:message` and exit 1; `list` writes
+ * NUL-terminated records `TYPE SIZE MODE MTIME NAME`.
+ */
+#ifndef AGENTBOX_FILE_OPS_H
+#define AGENTBOX_FILE_OPS_H
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void file_fail(const char *op, const char *path) {
+  /* One machine-readable line for the daemon: errno name, then a human message. */
+  const char *name = errno == ENOENT ? "ENOENT" : errno == EISDIR ? "EISDIR" : errno == ENOTDIR ? "ENOTDIR"
+                   : errno == EACCES || errno == EPERM ? "EACCES" : errno == EROFS ? "EROFS"
+                   : errno == ENOSPC || errno == EDQUOT ? "ENOSPC" : errno == EEXIST ? "EEXIST"
+                   : errno == ELOOP ? "ELOOP" : errno == ENOTEMPTY ? "ENOTEMPTY" : "EIO";
+  fprintf(stderr, "agentbox-file-error:%s:%s %s: %s\n", name, op, path, strerror(errno));
+  exit(1);
+}
+
+static int copy_fd(int in, int out) {
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(in, buf, sizeof buf);
+    if (n == 0) return 0;
+    if (n < 0) { if (errno == EINTR) continue; return -1; }
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = write(out, buf + off, (size_t)(n - off));
+      if (w < 0) { if (errno == EINTR) continue; return -1; }
+      off += w;
+    }
+  }
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st; (void)ftw;
+  if ((flag == FTW_DP ? rmdir(path) : unlink(path)) != 0) file_fail("remove", path);
+  return 0;
+}
+
+static void mkdirs(const char *path, int include_last) {
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s", path);
+  size_t len = strlen(buf);
+  for (size_t i = 1; i <= len; i++) {
+    if (buf[i] == '/' || (include_last && buf[i] == '\0')) {
+      char saved = buf[i];
+      buf[i] = '\0';
+      if (mkdir(buf, 0755) != 0 && errno != EEXIST) file_fail("mkdir", buf);
+      buf[i] = saved;
+    }
+  }
+}
+
+/* Returns 0, exits 1 with an error line on failure, or -1 for an unknown OP. */
+static int file_op(const char *op, const char *path) {
+  struct stat st;
+  if (strcmp(op, "read") == 0) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) file_fail("read", path);
+    if (fstat(fd, &st) != 0) file_fail("read", path);
+    if (S_ISDIR(st.st_mode)) { errno = EISDIR; file_fail("read", path); }
+    if (!S_ISREG(st.st_mode)) { errno = EACCES; file_fail("read", path); }
+    if (copy_fd(fd, 1) != 0) file_fail("read", path);
+    return 0;
+  }
+  if (strcmp(op, "write") == 0) {
+    mkdirs(path, 0);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644);
+    if (fd < 0) file_fail("write", path);
+    if (copy_fd(0, fd) != 0) file_fail("write", path);
+    if (close(fd) != 0) file_fail("write", path);
+    return 0;
+  }
+  if (strcmp(op, "mkdir") == 0) { mkdirs(path, 1); return 0; }
+  if (strcmp(op, "remove") == 0) {
+    if (lstat(path, &st) != 0) file_fail("remove", path);
+    if (nftw(path, remove_entry, 32, FTW_DEPTH | FTW_PHYS) != 0) file_fail("remove", path);
+    return 0;
+  }
+  if (strcmp(op, "list") == 0) {
+    DIR *d = opendir(path);
+    if (!d) file_fail("list", path);
+    struct dirent *e;
+    /* NUL-terminated records: TYPE SIZE MODE MTIME NAME, any byte but NUL allowed in NAME. */
+    while ((e = readdir(d)) != NULL) {
+      if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+      if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      char type = S_ISREG(st.st_mode) ? 'f' : S_ISDIR(st.st_mode) ? 'd' : S_ISLNK(st.st_mode) ? 'l' : 'o';
+      printf("%c %lld %o %lld %s%c", type, (long long)st.st_size, (unsigned)(st.st_mode & 07777),
+             (long long)st.st_mtime, e->d_name, '\0');
+    }
+    closedir(d);
+    fflush(stdout);
+    return 0;
+  }
+  return -1;
+}
+
+#endif
