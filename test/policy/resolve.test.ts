@@ -58,9 +58,18 @@ describe('resolveSpec', () => {
       labels: {},
       ttlMs: 3_600_000,
       idleTimeoutMs: 900_000,
+      pauseAfterMs: null,
       execTimeoutMs: 120_000,
       outputLimitBytes: 2097152,
     });
+  });
+
+  test('a profile\'s pauseAfter becomes pauseAfterMs', () => {
+    const r = parsePolicyText('version: 1\nprofiles:\n  nap: { pauseAfter: 90s }\n', 'p.yaml');
+    assert.equal(r.kind, 'ok');
+    if (r.kind !== 'ok') return;
+    assert.equal(resolve({ profile: 'nap' }, r.policy).pauseAfterMs, 90_000);
+    assert.equal(resolve({}, r.policy).pauseAfterMs, null);
   });
 
   test('env and labels are copied', () => {
