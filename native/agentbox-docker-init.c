@@ -31,6 +31,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "file-ops.h"
+#include "pid1.h"
+
 #define EXIT_INIT 125
 #define EXIT_TIMEOUT 124
 #define MAX_PROCS 65536
@@ -47,28 +50,10 @@ static void die_msg(const char *msg) {
 
 /* ---------- init: PID 1 ---------- */
 
-static __attribute__((noreturn)) int mode_init(void) {
+static int mode_init(void) {
   if (getpid() != 1) die_msg("init must run as PID 1 of the container");
-  /* Not dumpable: nothing in the sandbox may ptrace PID 1. */
-  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-  sigset_t all;
-  sigfillset(&all);
-  sigprocmask(SIG_BLOCK, &all, NULL);
-  int devnull = open("/dev/null", O_RDWR);
-  if (devnull >= 0) {
-    dup2(devnull, 0); dup2(devnull, 1); dup2(devnull, 2);
-    if (devnull > 2) close(devnull);
-  }
-  for (int fd = 3; fd < 1024; fd++) close(fd);
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  for (;;) {
-    int status;
-    while (waitpid(-1, &status, WNOHANG) > 0) {}
-    siginfo_t info;
-    sigwaitinfo(&chld, &info);
-  }
+  run_as_pid1(-1);
+  return EXIT_INIT;
 }
 
 /* ---------- run: one exec ---------- */
@@ -254,8 +239,6 @@ static int mode_kill(int argc, char **argv) {
 }
 
 /* ---------- fileop: file operations as the sandbox user ---------- */
-
-#include "file-ops.h"
 
 static int mode_fileop(int argc, char **argv) {
   if (argc < 2) die_msg("usage: fileop OP PATH");

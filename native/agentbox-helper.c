@@ -42,6 +42,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "file-ops.h"
+#include "pid1.h"
+
 #define MAX_CGROUPS 16
 #define EXIT_HELPER 125
 
@@ -267,34 +270,12 @@ static int fork_and_wait(void) {
 
 /* ---------- modes ---------- */
 
-static __attribute__((noreturn)) int mode_init(int argc, char **argv) {
+static int mode_init(int argc, char **argv) {
   if (getpid() != 1) die_msg("init must run as PID 1 of the sandbox");
-  /* Not dumpable: nothing in the sandbox may ptrace PID 1, even with the same uid. */
-  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-  sigset_t all;
-  sigfillset(&all);
-  sigprocmask(SIG_BLOCK, &all, NULL);
-  if (argc >= 1 && strcmp(argv[0], "-") != 0) {
-    int fd = (int)parse_num(argv[0], "ready fd");
-    if (write(fd, "R", 1) != 1) die("ready");
-    close(fd);
-  }
-  int devnull = open("/dev/null", O_RDWR);
-  if (devnull >= 0) {
-    dup2(devnull, 0); dup2(devnull, 1); dup2(devnull, 2);
-    if (devnull > 2) close(devnull);
-  }
-  for (int fd = 3; fd < 1024; fd++) close(fd);
-  /* Every signal stays blocked; SIGCHLD is only waited for, then all exited children are reaped. */
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  for (;;) {
-    int status;
-    while (waitpid(-1, &status, WNOHANG) > 0) {}
-    siginfo_t info;
-    sigwaitinfo(&chld, &info);
-  }
+  int ready_fd = argc >= 1 && strcmp(argv[0], "-") != 0 ? (int)parse_num(argv[0], "ready fd") : -1;
+  run_as_pid1(ready_fd);
+  die("ready");
+  return EXIT_HELPER;
 }
 
 static void bind_into(const char *src, const char *dst, int readonly) {
@@ -350,8 +331,6 @@ static int mode_exec(int argc, char **argv) {
 }
 
 /* ---------- file operations, done from inside the sandbox ---------- */
-
-#include "file-ops.h"
 
 static int mode_file(int argc, char **argv) {
   struct opts o;

@@ -12,7 +12,7 @@ for (const name of ['agentbox-helper', 'agentbox-docker-init']) {
   const src = join(root, 'native', `${name}.c`);
   const out = join(root, 'dist', 'native', name);
   mkdirSync(dirname(out), { recursive: true });
-  const newest = Math.max(statSync(src).mtimeMs, statSync(join(root, 'native', 'file-ops.h')).mtimeMs);
+  const newest = Math.max(...[src, ...['file-ops.h', 'pid1.h'].map((h) => join(root, 'native', h))].map((f) => statSync(f).mtimeMs));
   if (existsSync(out) && statSync(out).mtimeMs >= newest) continue;
   const args = ['-O2', '-Wall', '-Wextra', '-Werror', '-static', '-o', out, src];
   const r = spawnSync(cc, args, { stdio: 'inherit' });

@@ -5,8 +5,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { Readable } from 'node:stream';
 import { AsyncQueue } from '../core/async-queue.js';
-import type { ExecEvent, ExecSummary } from '../core/model.js';
-import { OutputCap } from './shared.js';
+import type { ExecEvent } from '../core/model.js';
+import { execSummary, OutputCap } from './shared.js';
 import type { ExecOpts } from './types.js';
 
 export interface ExecHooks {
@@ -62,15 +62,7 @@ export function streamExec(child: ChildProcess, opts: ExecOpts, hooks: ExecHooks
         return;
       }
       const { exitCode, oomKilled } = await hooks.settle({ code, signal, timedOut });
-      const result: ExecSummary = {
-        execId: opts.execId,
-        exitCode: timedOut ? 124 : oomKilled ? 137 : exitCode,
-        truncated: cap.truncated,
-        timedOut,
-        oomKilled,
-        durationMs: Math.round((performance.now() - started) * 10) / 10,
-      };
-      queue.push({ type: 'exit', result });
+      queue.push({ type: 'exit', result: execSummary({ execId: opts.execId, exitCode, timedOut, oomKilled, truncated: cap.truncated, startedAt: started }) });
       queue.end();
     })().catch((err: unknown) => queue.end(err));
   });

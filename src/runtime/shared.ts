@@ -2,7 +2,7 @@
 import { posix } from 'node:path';
 import type { AgentboxError } from '../core/errors.js';
 import { BadRequestError, ForbiddenError, InternalError, NotFoundError } from '../core/errors.js';
-import type { DirEntry } from '../core/model.js';
+import type { DirEntry, ExecSummary } from '../core/model.js';
 
 /** An absolute path inside the sandbox, without `..` tricks or NUL bytes. */
 export function checkPath(path: string): string {
@@ -98,5 +98,17 @@ export function baseEnv(extra: Record<string, string>): Record<string, string> {
     USER: 'sandbox',
     LANG: 'C.UTF-8',
     ...extra,
+  };
+}
+
+/** The exit event every driver ends an exec with: 124 on timeout, 137 when the OOM killer struck. */
+export function execSummary(o: { execId: string; exitCode: number; timedOut: boolean; oomKilled: boolean; truncated: boolean; startedAt: number }): ExecSummary {
+  return {
+    execId: o.execId,
+    exitCode: o.timedOut ? 124 : o.oomKilled ? 137 : o.exitCode,
+    truncated: o.truncated,
+    timedOut: o.timedOut,
+    oomKilled: o.oomKilled,
+    durationMs: Math.round((performance.now() - o.startedAt) * 10) / 10,
   };
 }

@@ -5,8 +5,8 @@
  */
 import { finished } from 'node:stream/promises';
 import { AsyncQueue } from '../../core/async-queue.js';
-import type { ExecEvent, ExecSummary } from '../../core/model.js';
-import { OutputCap } from '../shared.js';
+import type { ExecEvent } from '../../core/model.js';
+import { execSummary, OutputCap } from '../shared.js';
 import type { ExecOpts } from '../types.js';
 import type { EngineExec } from './engine-exec.js';
 
@@ -73,15 +73,7 @@ export function execEvents(opts: ExecOpts, hooks: ExecEventHooks): AsyncIterable
       const code = died ? KILLED_EXIT : dropped ? TIMEOUT_EXIT : await ex.exitCode;
       const timedOut = !died && (dropped || (deadlinePassed && code === TIMEOUT_EXIT));
       const oomKilled = !timedOut && (await hooks.oomKilled(code));
-      const result: ExecSummary = {
-        execId: opts.execId,
-        exitCode: timedOut ? TIMEOUT_EXIT : oomKilled ? KILLED_EXIT : code,
-        truncated: cap.truncated,
-        timedOut,
-        oomKilled,
-        durationMs: Math.round((performance.now() - started) * 10) / 10,
-      };
-      queue.push({ type: 'exit', result });
+      queue.push({ type: 'exit', result: execSummary({ execId: opts.execId, exitCode: code, timedOut, oomKilled, truncated: cap.truncated, startedAt: started }) });
       queue.end();
     } finally {
       clearTimeout(deadline);

@@ -214,11 +214,6 @@ export class Cgroups {
     for (const base of this.bases) if (subdirs(base).length === 0) rmQuiet(base);
   }
 
-  /** Remove a leaf (after its processes are gone). */
-  removeLeaf(id: string, leaf: string): void {
-    for (const dir of this.dirs(id, leaf)) rmQuiet(dir);
-  }
-
   /** Remove the sandbox's groups; processes must be gone. Returns false if some remain. */
   async remove(id: string): Promise<boolean> {
     for (let attempt = 0; attempt < 50; attempt++) {
