@@ -48,11 +48,28 @@ static void die_msg(const char *msg) {
   exit(EXIT_INIT);
 }
 
+static long parse_num(const char *s, const char *what) {
+  char *end = NULL;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || !end || *end || v < 0) {
+    fprintf(stderr, "agentbox-init: bad %s: %s\n", what, s);
+    exit(EXIT_INIT);
+  }
+  return v;
+}
+
 /* ---------- init: PID 1 ---------- */
 
-static int mode_init(void) {
+/* init [--egress-relay PORT SOCKET] */
+static int mode_init(int argc, char **argv) {
   if (getpid() != 1) die_msg("init must run as PID 1 of the container");
-  run_as_pid1(-1);
+  struct egress_relay relay = {0, NULL, 0};
+  if (argc >= 3 && strcmp(argv[0], "--egress-relay") == 0) {
+    relay.port = (int)parse_num(argv[1], "relay port");
+    relay.path = argv[2];
+  }
+  run_as_pid1(-1, &relay);
   return EXIT_INIT;
 }
 
@@ -64,16 +81,6 @@ static long long now_ms(void) {
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static long parse_num(const char *s, const char *what) {
-  char *end = NULL;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || !end || *end || v < 0) {
-    fprintf(stderr, "agentbox-init: bad %s: %s\n", what, s);
-    exit(EXIT_INIT);
-  }
-  return v;
-}
 
 /* Parent pid and session of PID from /proc/PID/stat; the comm field may hold spaces and parentheses. */
 static int stat_of(pid_t pid, pid_t *ppid, pid_t *sid) {
@@ -256,7 +263,7 @@ int main(int argc, char **argv) {
     return EXIT_INIT;
   }
   const char *mode = argv[1];
-  if (strcmp(mode, "init") == 0) return mode_init();
+  if (strcmp(mode, "init") == 0) return mode_init(argc - 2, argv + 2);
   if (strcmp(mode, "run") == 0) return mode_run(argc - 2, argv + 2);
   if (strcmp(mode, "kill") == 0) return mode_kill(argc - 2, argv + 2);
   if (strcmp(mode, "fileop") == 0) return mode_fileop(argc - 2, argv + 2);

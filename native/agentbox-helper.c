@@ -3,7 +3,8 @@
  *
  * Run on the host by the (root) daemon, never looked up inside an image.
  *
- *   init READY_FD               PID 1 inside a sandbox: reports ready once bwrap has finished
+ *   init READY_FD [--egress-relay PORT SOCKET]
+ *                               PID 1 inside a sandbox: reports ready once bwrap has finished
  *                               setting up (closing the start-up race), then reaps orphans.
  *   spawn [opts] -- BWRAP ARGS  joins the sandbox cgroups, stages the image root and this binary
  *                               in a private mount namespace, drops to the sandbox's own host uid
@@ -57,6 +58,7 @@ struct opts {
   int ncgroups;
   const char *rootfs;
   const char *stage;
+  const char *egress;
   const char *cwd;
   char **rest;
 };
@@ -98,6 +100,7 @@ static void parse_opts(int argc, char **argv, struct opts *o) {
       o->cgroups[o->ncgroups++] = v;
     } else if (strcmp(a, "--rootfs") == 0) o->rootfs = v;
     else if (strcmp(a, "--stage") == 0) o->stage = v;
+    else if (strcmp(a, "--egress") == 0) o->egress = v;
     else if (strcmp(a, "--cwd") == 0) o->cwd = v;
     else { fprintf(stderr, "agentbox-helper: unknown option %s\n", a); exit(EXIT_HELPER); }
   }
@@ -273,7 +276,12 @@ static int fork_and_wait(void) {
 static int mode_init(int argc, char **argv) {
   if (getpid() != 1) die_msg("init must run as PID 1 of the sandbox");
   int ready_fd = argc >= 1 && strcmp(argv[0], "-") != 0 ? (int)parse_num(argv[0], "ready fd") : -1;
-  run_as_pid1(ready_fd);
+  struct egress_relay relay = {0, NULL, 0};
+  if (argc >= 4 && strcmp(argv[1], "--egress-relay") == 0) {
+    relay.port = (int)parse_num(argv[2], "relay port");
+    relay.path = argv[3];
+  }
+  run_as_pid1(ready_fd, &relay);
   die("ready");
   return EXIT_HELPER;
 }
@@ -309,6 +317,13 @@ static int mode_spawn(int argc, char **argv) {
   if (len <= 0) die("readlink /proc/self/exe");
   self[len] = '\0';
   bind_into(self, init, 1);
+  if (o.egress) {
+    /* The egress proxy's socket directory, staged like the image: bwrap binds it at /run/agentbox. */
+    char egress[4096];
+    snprintf(egress, sizeof egress, "%s/egress", o.stage);
+    if (mkdir(egress, 0755) != 0) die(egress);
+    bind_into(o.egress, egress, 1);
+  }
   if (setgroups(0, NULL) != 0) die("setgroups");
   if (setresgid(o.gid, o.gid, o.gid) != 0) die("setgid");
   if (setresuid(o.uid, o.uid, o.uid) != 0) die("setuid");

@@ -1,7 +1,7 @@
 /*
  * PID 1 of a sandbox, shared by agentbox-helper (local runtime) and agentbox-docker-init (docker
  * runtime): not dumpable, every signal blocked (so nothing inside can kill it), optionally report
- * ready on READY_FD, then reap every orphan for ever.
+ * ready on READY_FD, keep the egress relay (egress-relay.h) running, and reap every orphan for ever.
  */
 #ifndef AGENTBOX_PID1_H
 #define AGENTBOX_PID1_H
@@ -9,10 +9,16 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+#include "egress-relay.h"
 
-/* Returns only if writing the ready byte failed (-1); the caller reports that. */
-static int run_as_pid1(int ready_fd) {
+/*
+ * Returns only if writing the ready byte failed (-1); the caller reports that.
+ * With relay->port set, PID 1 also keeps the egress relay running (restarted if it dies, at most
+ * once a second, so a sandbox that holds the port cannot make PID 1 spin).
+ */
+static int run_as_pid1(int ready_fd, struct egress_relay *relay) {
   /* Not dumpable: nothing in the sandbox may ptrace PID 1, even with the same uid. */
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   sigset_t all;
@@ -28,13 +34,22 @@ static int run_as_pid1(int ready_fd) {
     if (devnull > 2) close(devnull);
   }
   for (int fd = 3; fd < 1024; fd++) close(fd);
+  time_t relay_started = time(NULL);
+  if (relay) relay_start(relay);
   /* SIGCHLD stays blocked: it is only waited for, then all exited children are reaped. */
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
   for (;;) {
     int status;
-    while (waitpid(-1, &status, WNOHANG) > 0) {}
+    pid_t dead;
+    while ((dead = waitpid(-1, &status, WNOHANG)) > 0) {
+      if (relay && relay->pid > 0 && dead == relay->pid) {
+        if (time(NULL) - relay_started < 1) sleep(1);
+        relay_started = time(NULL);
+        relay_start(relay);
+      }
+    }
     siginfo_t info;
     sigwaitinfo(&chld, &info);
   }

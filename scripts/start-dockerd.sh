@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs docker.io and runsc from Debian, registers gVisor, and starts dockerd when none answers.
 # No bridge and no iptables: sandboxes run with network none, and the host's firewall stays as it was.
+# --host-uds=open lets a gVisor sandbox connect to its egress proxy's Unix socket (bound into it).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need=()
@@ -11,7 +12,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 mkdir -p /etc/docker
-want='{"bridge":"none","iptables":false,"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none"]}}}'
+want='{"bridge":"none","iptables":false,"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none","--host-uds=open"]}}}'
 if [ "$(cat /etc/docker/daemon.json 2>/dev/null)" != "$want" ]; then
   echo "$want" > /etc/docker/daemon.json
   pkill -x dockerd 2>/dev/null && sleep 1 || true

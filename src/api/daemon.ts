@@ -17,6 +17,8 @@ import { DockerRuntime } from '../runtime/docker/docker-runtime.js';
 import type { Runtime } from '../runtime/types.js';
 import { Store } from '../store/store.js';
 import { Metrics } from '../observability/metrics.js';
+import { EgressService } from '../egress/service.js';
+import { resolverFromEnv, type Resolver } from '../egress/resolver.js';
 import { Authenticator } from './auth.js';
 import { createApiServer, type ApiServer } from './server.js';
 
@@ -27,6 +29,8 @@ export interface DaemonOpts {
   socket?: string | null;
   tcp?: { host: string; port: number };
   policyPath?: string;
+  /** How egress proxies resolve names; default the system resolver with AGENTBOX_EGRESS_HOSTS in front. */
+  egressResolver?: Resolver;
   reapIntervalMs?: number;
   /** Backpressure on creates (see ManagerOpts). */
   maxConcurrentCreates?: number;
@@ -80,8 +84,17 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   const store = Store.open(paths.db);
   const images = new ImageStore(paths.images);
   const metrics = new Metrics(() => store.listSandboxes({ states: ['creating', 'running'] }).length);
+  const egress = new EgressService({
+    home: paths.home,
+    policy: policy.egress,
+    resolve: opts.egressResolver ?? resolverFromEnv(env),
+    log: store.egress,
+    metrics,
+    logger: opts.logger,
+  });
   const manager = new SandboxManager({
     metrics,
+    egress,
     policy,
     store,
     runtimes: buildRuntimes(paths, images),

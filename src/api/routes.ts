@@ -6,8 +6,8 @@ import { BadRequestError, NotFoundError } from '../core/errors.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { StoredExec } from '../store/store.js';
 import type { ExecEvent } from '../core/model.js';
-import { DirEntrySchema, EgressSchema, ExecRecordSchema, ExecResultSchema, SandboxSchema } from '../core/model.js';
-import { CreateSandboxRequestSchema, ExecRequestSchema } from '../core/requests.js';
+import { DeniedHostSchema, DirEntrySchema, EgressEventSchema, EgressSchema, ExecRecordSchema, ExecResultSchema, SandboxSchema } from '../core/model.js';
+import { CreateSandboxRequestSchema, EgressAllowRequestSchema, ExecRequestSchema } from '../core/requests.js';
 import { parseWith, readJson, sendJson } from './http-util.js';
 import { sendEvent, startSse } from './sse.js';
 
@@ -185,9 +185,21 @@ route('GET', '/v1/sandboxes/{id}/files/list', { summary: 'List a directory', que
   sendJson(ctx.res, 200, { path, entries: await ctx.manager.listDir(id(ctx), path, ctx.caller) });
 });
 
-route('GET', '/v1/sandboxes/{id}/egress', { summary: 'Egress settings and log of a sandbox', response: z.object({ sandboxId: z.string(), egress: EgressSchema, log: z.array(z.unknown()) }) }, async (ctx) => {
-  const sb = ctx.manager.get(id(ctx), ctx.caller);
-  sendJson(ctx.res, 200, { sandboxId: sb.id, egress: sb.egress, log: [] });
+const EgressLogSchema = z.object({
+  sandboxId: z.string(),
+  egress: EgressSchema,
+  log: z.array(EgressEventSchema).describe('Connection attempts, newest first'),
+  denied: z.array(DeniedHostSchema).optional().describe('With ?denied=1: each refused host, how often and by which rule'),
+});
+
+route('GET', '/v1/sandboxes/{id}/egress', { summary: 'Egress settings and connection log of a sandbox; ?denied=1 lists only refusals and the refused hosts', query: { denied: '1 for refusals only', limit: 'at most this many log entries (default 200)' }, response: EgressLogSchema }, async (ctx) => {
+  const limit = Math.min(Number(ctx.query.get('limit') ?? 200) || 200, 10_000);
+  sendJson(ctx.res, 200, ctx.manager.egressLog(id(ctx), ctx.caller, { denied: ctx.query.get('denied') === '1', limit }));
+});
+
+route('POST', '/v1/sandboxes/{id}/egress/allow', { summary: 'Approve one more host for a running sandbox; takes effect from its next connection', body: EgressAllowRequestSchema, response: SandboxSchema }, async (ctx) => {
+  const body = await readJson(ctx.req, EgressAllowRequestSchema);
+  sendJson(ctx.res, 200, ctx.manager.allowEgress(id(ctx), body.host, ctx.caller));
 });
 
 export function notFoundRoute(path: string): NotFoundError {

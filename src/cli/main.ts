@@ -9,6 +9,7 @@ import { VERSION } from '../core/config.js';
 import { registerHostCommands } from './host-commands.js';
 import { printError } from './output.js';
 import { registerSandboxCommands } from './sandbox-commands.js';
+import { registerEgressCommands } from './egress-commands.js';
 
 export const EXIT_AGENTBOX_FAILED = 125;
 
@@ -22,6 +23,7 @@ async function main(argv: string[]): Promise<number> {
     .exitOverride();
   registerSandboxCommands(program, (code) => (exitCode = code));
   registerHostCommands(program, (code) => (exitCode = code));
+  registerEgressCommands(program);
   try {
     await program.parseAsync(argv);
     return exitCode;

@@ -16,6 +16,10 @@ import type { CreateSandboxRequest, ExecRequest } from './requests.js';
 import { LiveExecs } from './live-execs.js';
 import { WarmPool } from './warm-pool.js';
 import type { Metrics } from '../observability/metrics.js';
+import type { EgressService } from '../egress/service.js';
+import { proxyEnv } from '../egress/service.js';
+import { resolveEgress } from '../policy/resolve-egress.js';
+import type { DeniedHost, Egress, EgressEvent } from './model.js';
 
 export type Scope = 'read' | 'exec' | 'files' | 'manage';
 
@@ -56,6 +60,8 @@ export interface ManagerOpts {
   /** @default 32 */
   createQueueLength?: number;
   metrics?: Metrics;
+  /** The per-sandbox egress proxies; without it only egress mode none can be created. */
+  egress?: EgressService;
 }
 
 const ACTIVE: SandboxState[] = ['creating', 'running'];
@@ -132,7 +138,11 @@ export class SandboxManager {
         this.opts.logger.warn({ image: p.image, profile: p.profile, err: err instanceof Error ? err.message : String(err) }, 'warm pool disabled');
         continue;
       }
-      const pool = new WarmPool({ image: p.image, profile: p.profile ?? null, size: p.size, spec }, rt, newSandboxId, this.opts.logger);
+      const egress = spec.egress.mode === 'none' ? undefined : this.egressService();
+      const pool = new WarmPool({ image: p.image, profile: p.profile ?? null, size: p.size, spec }, rt, newSandboxId, this.opts.logger, {
+        specFor: (id) => (egress ? { egressDir: egress.dirFor(id) } : {}),
+        released: async (id) => egress?.close(id),
+      });
       this.pools.push(pool);
       pool.fill();
     }
@@ -156,7 +166,15 @@ export class SandboxManager {
     for (const stored of this.opts.store.listSandboxes({ states: ACTIVE })) {
       await this.end(stored, 'stopped', 'runtime_lost', 'daemon shutdown').catch(() => undefined);
     }
+    await this.opts.egress?.closeAll();
     for (const rt of Object.values(this.opts.runtimes)) await rt?.close();
+  }
+
+  private egressService(): EgressService {
+    if (!this.opts.egress) {
+      throw new RuntimeUnavailableError('this agentbox runs without egress proxies, so sandboxes can only have egress none', { hint: 'ask for egress none, or run the full daemon (agentbox serve)' });
+    }
+    return this.opts.egress;
   }
 
   private track<T>(p: Promise<T>): Promise<T> {
@@ -243,6 +261,7 @@ export class SandboxManager {
   private async createNow(req: CreateSandboxRequest, caller: Caller): Promise<Sandbox> {
     let spec = resolveSpec(this.opts.policy, req, { tenant: caller.tenant, id: newSandboxId() });
     this.checkQuota(spec);
+    const egress = spec.egress.mode === 'none' ? undefined : this.egressService();
     const warm = this.pools.find((p) => p.matches(spec))?.claim();
     if (warm) spec = { ...spec, id: warm.id };
     const rt = await this.runtime(spec.runtime);
@@ -271,8 +290,14 @@ export class SandboxManager {
     const log = this.opts.logger.child({ sandbox_id: spec.id, tenant: spec.tenant });
     const t0 = performance.now();
     try {
+      // The proxy listens before the sandbox starts, so its first command already has a way out.
+      await egress?.open({ id: spec.id, tenant: spec.tenant, egress: spec.egress });
+      const egressDir = egress?.dirFor(spec.id);
       const handle =
-        warm ?? (await this.track(rt.create({ id: spec.id, image: spec.image, isolation: spec.isolation, limits: spec.limits, labels: { ...spec.labels } })));
+        warm ??
+        (await this.track(
+          rt.create({ id: spec.id, image: spec.image, isolation: spec.isolation, limits: spec.limits, labels: { ...spec.labels }, ...(egressDir ? { egressDir } : {}) }),
+        ));
       store.setRuntimeData(spec.id, handle.data);
       store.setState(spec.id, 'running');
       store.audit({ tenant: caller.tenant, actor: caller.actor, action: 'create', sandboxId: spec.id, detail: { image: spec.image, runtime: spec.runtime } });
@@ -282,6 +307,7 @@ export class SandboxManager {
       return { ...sandbox, state: 'running' };
     } catch (err) {
       if (warm) await rt.destroy(warm).catch(() => undefined);
+      await egress?.close(spec.id).catch(() => undefined);
       store.markEnded(spec.id, { state: 'failed', reason: 'create_failed', endedBy: null, at: new Date().toISOString() });
       log.warn({ err: err instanceof Error ? err.message : String(err) }, 'sandbox create failed');
       this.opts.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'failed' });
@@ -351,7 +377,7 @@ export class SandboxManager {
         await self.wake(stored);
         const events = rt!.exec(handleOf(stored), req.cmd, {
           execId,
-          env: { ...spec.env, ...req.env },
+          env: { ...(stored.sandbox.egress.mode === 'none' ? {} : proxyEnv()), ...spec.env, ...req.env },
           ...(req.cwd ? { cwd: req.cwd } : {}),
           ...(req.stdin !== undefined ? { stdin: Buffer.from(req.stdin) } : {}),
           timeoutMs,
@@ -520,6 +546,7 @@ export class SandboxManager {
     this.paused.delete(id);
     const rt = this.opts.runtimes[stored.sandbox.runtime];
     if (rt && stored.runtimeData) await rt.destroy(handleOf(stored));
+    await this.opts.egress?.close(id);
     const already = stored.sandbox.endedAt;
     this.opts.store.markEnded(id, {
       state,
@@ -613,6 +640,61 @@ export class SandboxManager {
         }
       }
     }
+    await this.reconcileEgress();
+  }
+
+  /** Sandboxes that outlived the daemon (docker) get their proxy back; directories of the gone are removed. */
+  private async reconcileEgress(): Promise<void> {
+    const egress = this.opts.egress;
+    if (!egress) return;
+    const active = this.opts.store.listSandboxes({ states: ACTIVE });
+    for (const { sandbox } of active) {
+      if (sandbox.egress.mode === 'none') continue;
+      await egress.open(sandbox).catch((err: unknown) => this.opts.logger.error({ sandbox_id: sandbox.id, err }, 'could not restart the egress proxy'));
+    }
+    for (const id of egress.reapOrphans(new Set(active.map((s) => s.sandbox.id)))) {
+      this.opts.logger.warn({ sandbox_id: id }, 'removed an orphaned egress proxy directory');
+    }
+  }
+
+  /** The sandbox's egress log (newest first) and, with `denied`, the hosts it was refused. */
+  egressLog(id: string, caller: Caller, opts: { denied?: boolean; limit?: number } = {}): { sandboxId: string; egress: Egress; log: EgressEvent[]; denied?: DeniedHost[] } {
+    need(caller, 'read');
+    const sb = this.find(id, caller).sandbox;
+    const events = this.opts.store.egress;
+    return {
+      sandboxId: sb.id,
+      egress: sb.egress,
+      log: events.forSandbox(sb.id, { ...(opts.denied ? { decision: 'denied' as const } : {}), limit: opts.limit ?? 200 }),
+      ...(opts.denied ? { denied: events.deniedHosts(sb.id) } : {}),
+    };
+  }
+
+  /**
+   * Approve one more host for a running sandbox; its proxy lets it through from the next
+   * connection on, without a restart. The policy still applies: the global deny list wins and a
+   * profile's allowlist ceiling holds, exactly as for a create that had named the host.
+   */
+  allowEgress(id: string, host: string, caller: Caller): Sandbox {
+    need(caller, 'manage');
+    const stored = this.findRunning(id, caller);
+    const sb = stored.sandbox;
+    if (sb.egress.mode === 'none') {
+      throw new ConflictError(`sandbox ${id} was created with egress none: it has no network path to open`, {
+        hint: 'create a sandbox with --egress allowlist --allow HOST instead',
+      });
+    }
+    const policy = this.opts.policy;
+    const profileEgress = sb.profile ? policy.profiles[sb.profile]?.egress : policy.defaults.egress;
+    const who = sb.profile ? `profile ${sb.profile}` : 'the policy defaults';
+    const checked = resolveEgress(policy, profileEgress, { mode: sb.egress.mode, allow: [host] }, who);
+    const added = checked.allow.filter((h) => !sb.egress.allow.includes(h));
+    const egress: Egress = { mode: sb.egress.mode, allow: [...sb.egress.allow, ...added] };
+    this.opts.store.setEgress(id, egress);
+    for (const h of added) this.opts.egress?.allow(id, h);
+    this.opts.store.audit({ tenant: sb.tenant, actor: caller.actor, action: 'egress_allow', sandboxId: id, detail: { host } });
+    this.opts.logger.info({ sandbox_id: id, host, by: caller.actor }, 'egress host approved');
+    return { ...sb, egress };
   }
 
   /** Subsystem health for /healthz. */

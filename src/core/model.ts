@@ -143,3 +143,33 @@ export interface SandboxSpec {
   execTimeoutMs: number;
   outputLimitBytes: number;
 }
+
+export const EgressEventSchema = z
+  .object({
+    id: z.number().int(),
+    sandboxId: z.string(),
+    tenant: z.string(),
+    at: z.string().describe('ISO 8601, when the attempt was decided'),
+    kind: z.enum(['connect', 'http']).describe('connect: a CONNECT tunnel (HTTPS, SSH, ...); http: a plain HTTP request forwarded by the proxy'),
+    method: z.string().nullable(),
+    host: z.string(),
+    port: z.number().int(),
+    address: z.string().nullable().describe('The resolved address that was checked and connected to'),
+    decision: z.enum(['allowed', 'denied']),
+    rule: z.string().describe('What decided: allow:PATTERN, mode:open, not_allowlisted, globalDeny:PATTERN, metadata_address, range:private, byte_quota, ...'),
+    bytesUp: z.number().int().describe('Bytes from the sandbox to the host'),
+    bytesDown: z.number().int().describe('Bytes from the host to the sandbox'),
+    durationMs: z.number().nullable(),
+    error: z.string().nullable(),
+  })
+  .describe('One connection attempt through a sandbox\'s egress proxy');
+export type EgressEvent = z.infer<typeof EgressEventSchema>;
+
+export const DeniedHostSchema = z.object({
+  host: z.string(),
+  port: z.number().int(),
+  attempts: z.number().int(),
+  lastAt: z.string(),
+  rule: z.string().describe('The rule that denied the latest attempt'),
+});
+export type DeniedHost = z.infer<typeof DeniedHostSchema>;

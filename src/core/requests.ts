@@ -34,3 +34,10 @@ export const ExecRequestSchema = z
   })
   .strict();
 export type ExecRequest = z.infer<typeof ExecRequestSchema>;
+
+export const EgressAllowRequestSchema = z
+  .object({
+    host: z.string().min(1).max(260).describe('HOST, HOST:PORT or *.DOMAIN to let this running sandbox reach'),
+  })
+  .strict();
+export type EgressAllowRequest = z.infer<typeof EgressAllowRequestSchema>;

@@ -5,7 +5,7 @@
  * never run anything, so no trace of an earlier user can be in it.
  */
 import type { Logger } from 'pino';
-import type { Runtime, SandboxHandle } from '../runtime/types.js';
+import type { Runtime, RuntimeSpec, SandboxHandle } from '../runtime/types.js';
 import type { SandboxSpec } from './model.js';
 
 export interface PoolTemplate {
@@ -16,6 +16,14 @@ export interface PoolTemplate {
 }
 
 const RETRY_MS = 5000;
+
+/** What a pool needs from its owner for members with network: their egress directory, and its removal. */
+export interface PoolHooks {
+  specFor(id: string): Partial<RuntimeSpec>;
+  released(id: string): Promise<void>;
+}
+
+const NO_HOOKS: PoolHooks = { specFor: () => ({}), released: async () => undefined };
 
 /** What must be equal for a pooled sandbox to serve a request: everything the runtime fixed at start. */
 function runtimeKey(spec: SandboxSpec): string {
@@ -36,6 +44,7 @@ export class WarmPool {
     private readonly runtime: Runtime,
     private readonly newId: () => string,
     private readonly logger: Logger,
+    private readonly hooks: PoolHooks = NO_HOOKS,
   ) {
     this.key = runtimeKey(template.spec);
   }
@@ -63,17 +72,19 @@ export class WarmPool {
       const s = this.template.spec;
       const id = this.newId();
       const started: Promise<void> = this.runtime
-        .create({ id, image: s.image, isolation: s.isolation, limits: s.limits, labels: {}, pooled: true })
+        .create({ id, image: s.image, isolation: s.isolation, limits: s.limits, labels: {}, pooled: true, ...this.hooks.specFor(id) })
         .then(
           async (h) => {
             if (this.closed) {
               await this.runtime.destroy(h).catch(() => undefined);
+              await this.hooks.released(id).catch(() => undefined);
               return;
             }
             this.members.push(h);
             if (this.members.length >= this.template.size) for (const w of this.waiters.splice(0)) w();
           },
           (err: unknown) => {
+            void this.hooks.released(id).catch(() => undefined);
             this.logger.warn({ pool: this.template.image, profile: this.template.profile, err: err instanceof Error ? err.message : String(err) }, 'warm pool refill failed');
             this.retryTimer = setTimeout(() => {
               this.retryTimer = undefined;
@@ -103,5 +114,6 @@ export class WarmPool {
     await Promise.allSettled([...this.starting]);
     const all = this.members.splice(0);
     await Promise.all(all.map((h) => this.runtime.destroy(h).catch(() => undefined)));
+    await Promise.all(all.map((h) => this.hooks.released(h.id).catch(() => undefined)));
   }
 }

@@ -107,10 +107,11 @@ const EgressPolicySchema = z
   .object({
     presets: z.record(name('preset'), z.array(AllowHostSchema)).default(() => ({})).describe('Named host lists profiles refer to'),
     globalDeny: z.array(DenyHostSchema).default(() => []).describe('Hosts never reachable; always wins over any allow list'),
-    allowRanges: z.array(CidrSchema).default(() => []).describe('Private/loopback ranges the operator opens; default none'),
+    allowRanges: z.array(CidrSchema).default(() => []).describe('Private/loopback ranges the operator opens; default none. A cloud-metadata address opens only by its exact /32 or /128'),
+    byteQuotaMb: z.number().int().min(1).max(1024 * 1024).default(1024).describe('Bytes each sandbox may move through its proxy (both ways), MiB'),
   })
   .strict()
-  .default(() => ({ presets: {}, globalDeny: [], allowRanges: [] }))
+  .default(() => ({ presets: {}, globalDeny: [], allowRanges: [], byteQuotaMb: 1024 }))
   .describe('Egress settings shared by all profiles');
 
 const PoolSchema = z

@@ -15,6 +15,11 @@ export interface RuntimeSpec {
   labels: Record<string, string>;
   /** A warm-pool member, started before anyone asked for it (labelled as such on the host). */
   pooled?: boolean;
+  /**
+   * Host directory of the sandbox's egress proxy socket, for sandboxes with network: bind it
+   * read-only at EGRESS_MOUNT and run PID 1's relay (runtime/egress-plumbing.ts). Absent: no network.
+   */
+  egressDir?: string;
 }
 
 /**

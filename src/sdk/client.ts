@@ -5,7 +5,7 @@
 import { request, type IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../core/errors.js';
-import type { DirEntry, ExecRecord, ExecResult, ExecSummary, Sandbox } from '../core/model.js';
+import type { DeniedHost, DirEntry, Egress, EgressEvent, ExecRecord, ExecResult, ExecSummary, Sandbox } from '../core/model.js';
 import type { CreateSandboxRequest, ExecRequest } from '../core/requests.js';
 import { SandboxRef } from './sandbox.js';
 
@@ -22,6 +22,13 @@ export type StreamEvent =
   | { type: 'stderr'; data: Buffer }
   | { type: 'exit'; result: ExecSummary };
 
+
+export interface EgressLog {
+  sandboxId: string;
+  egress: Egress;
+  log: EgressEvent[];
+  denied?: DeniedHost[];
+}
 
 interface Target {
   socketPath?: string;
@@ -177,6 +184,20 @@ export class AgentboxClient {
 
   async removePath(id: string, path: string): Promise<void> {
     await this.json('DELETE', this.filePath(id, path));
+  }
+
+  /** The sandbox's egress connection log, newest first; with `denied`, only refusals plus the refused hosts. */
+  egressLog(id: string, opts: { denied?: boolean; limit?: number } = {}): Promise<EgressLog> {
+    const q = new URLSearchParams();
+    if (opts.denied) q.set('denied', '1');
+    if (opts.limit) q.set('limit', String(opts.limit));
+    const qs = q.toString();
+    return this.json('GET', `/v1/sandboxes/${encodeURIComponent(id)}/egress${qs ? `?${qs}` : ''}`);
+  }
+
+  /** Let a running sandbox reach one more host (HOST, HOST:PORT or *.DOMAIN), from its next connection on. */
+  allowEgress(id: string, host: string): Promise<Sandbox> {
+    return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/egress/allow`, { host });
   }
 
   health(): Promise<{ ok: boolean; checks: Record<string, { ok: boolean; detail?: string }> }> {

@@ -1,5 +1,5 @@
 /** The package's public API. Explicit names only: test/sdk/public-exports.test.ts pins this list. */
-export { AgentboxClient, type ClientOpts, type ExecRecord, type StreamEvent } from './client.js';
+export { AgentboxClient, type ClientOpts, type EgressLog, type ExecRecord, type StreamEvent } from './client.js';
 export { SandboxRef } from './sandbox.js';
 export {
   AgentboxError,
@@ -16,5 +16,5 @@ export {
   UnauthorizedError,
   type ErrorCode,
 } from '../core/errors.js';
-export type { DirEntry, ExecResult, ExecSummary, Limits, Sandbox, SandboxState, EndReason } from '../core/model.js';
+export type { DeniedHost, DirEntry, Egress, EgressEvent, ExecResult, ExecSummary, Limits, Sandbox, SandboxState, EndReason } from '../core/model.js';
 export type { CreateSandboxRequest, ExecRequest } from '../core/requests.js';

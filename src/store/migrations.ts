@@ -73,6 +73,30 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'egress connection log',
+    sql: `
+      CREATE TABLE egress_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sandbox_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        method TEXT,
+        host TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        address TEXT,
+        decision TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        bytes_up INTEGER NOT NULL DEFAULT 0,
+        bytes_down INTEGER NOT NULL DEFAULT 0,
+        duration_ms REAL,
+        error TEXT
+      );
+      CREATE INDEX egress_events_sandbox ON egress_events (sandbox_id, id);
+    `,
+  },
 ];
 
 export function schemaVersion(db: Database.Database): number {

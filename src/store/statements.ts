@@ -45,6 +45,7 @@ export interface Statements {
   listSandboxes: Stmt<[ListSandboxesParams], SandboxRow>;
   setRuntimeData: Stmt<[data: string, id: string]>;
   setState: Stmt<[state: string, id: string]>;
+  setEgress: Stmt<[egressJson: string, id: string]>;
   touch: Stmt<[at: string, id: string]>;
   markEnded: Stmt<[MarkEndedParams]>;
   countActive: Stmt<[tenant: string], { n: number; mem: number }>;
@@ -83,6 +84,7 @@ export function prepareStatements(db: Database.Database): Statements {
       ORDER BY s.created_at, s.rowid`),
     setRuntimeData: prepare('UPDATE sandboxes SET runtime_data_json = ? WHERE id = ?'),
     setState: prepare('UPDATE sandboxes SET state = ? WHERE id = ?'),
+    setEgress: prepare('UPDATE sandboxes SET egress_json = ? WHERE id = ?'),
     touch: prepare('UPDATE sandboxes SET last_active_at = ? WHERE id = ?'),
     markEnded: prepare(
       'UPDATE sandboxes SET state = @state, end_reason = @reason, ended_by = @endedBy, ended_at = @at WHERE id = @id',

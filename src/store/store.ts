@@ -8,7 +8,8 @@ import Database from 'better-sqlite3';
 import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { InternalError } from '../core/errors.js';
-import type { EndReason, Sandbox, SandboxSpec, SandboxState } from '../core/model.js';
+import type { Egress, EndReason, Sandbox, SandboxSpec, SandboxState } from '../core/model.js';
+import { EgressEvents } from './egress-events.js';
 import { migrate, schemaVersion } from './migrations.js';
 import {
   sandboxToRow,
@@ -80,6 +81,8 @@ export class Store {
   private readonly db: Database.Database;
   private readonly stmts: Statements;
   private readonly execsPerSandbox: number;
+  /** The egress proxies' connection log. */
+  readonly egress: EgressEvents;
 
   private constructor(db: Database.Database, opts: StoreOpts) {
     const keep = opts.execsPerSandbox ?? 100;
@@ -87,6 +90,7 @@ export class Store {
     this.db = db;
     this.execsPerSandbox = keep;
     this.stmts = prepareStatements(db);
+    this.egress = new EgressEvents(db);
   }
 
   /**
@@ -146,6 +150,11 @@ export class Store {
   /** Stores the driver's handle data (anything JSON can carry). */
   setRuntimeData(id: string, data: unknown): void {
     this.stmts.setRuntimeData.run(JSON.stringify(data ?? null), id);
+  }
+
+  /** A running sandbox's egress after an operator approved another host. */
+  setEgress(id: string, egress: Egress): void {
+    this.stmts.setEgress.run(JSON.stringify(egress), id);
   }
 
   setState(id: string, state: SandboxState): void {

@@ -3,6 +3,7 @@
  */
 import type Docker from 'dockerode';
 import type { Isolation, Limits } from '../../core/model.js';
+import { EGRESS_MOUNT, relayArgs } from '../egress-plumbing.js';
 import { baseEnv } from '../shared.js';
 
 /** Where the init binary is bind-mounted; every image has /.agentbox (the image store makes it). */
@@ -30,6 +31,8 @@ export interface ContainerConfigOpts {
   initPath: string;
   homeTag: string;
   version: string;
+  /** Host directory of the egress proxy's socket (runtime/egress-plumbing.ts); absent: no network at all. */
+  egressDir?: string;
 }
 
 export function containerName(id: string): string {
@@ -46,7 +49,7 @@ export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateO
     Hostname: 'sandbox',
     // PID 1 is root without capabilities (so the sandbox user cannot signal or ptrace it); execs run as 1000.
     User: '0:0',
-    Cmd: [INIT_IN_CONTAINER, 'init'],
+    Cmd: [INIT_IN_CONTAINER, 'init', ...(o.egressDir ? relayArgs() : [])],
     Entrypoint: [],
     Env: Object.entries(baseEnv({})).map(([k, v]) => `${k}=${v}`),
     WorkingDir: '/',
@@ -58,7 +61,7 @@ export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateO
       CapDrop: ['ALL'],
       SecurityOpt: ['no-new-privileges'],
       ReadonlyRootfs: true,
-      Binds: [`${o.initPath}:${INIT_IN_CONTAINER}:ro`],
+      Binds: [`${o.initPath}:${INIT_IN_CONTAINER}:ro`, ...(o.egressDir ? [`${o.egressDir}:${EGRESS_MOUNT}:ro`] : [])],
       Tmpfs: {
         // exec: agents run what they write; nosuid/nodev: nothing gained by it.
         '/workspace': `rw,exec,nosuid,nodev,${disk},uid=1000,gid=1000,mode=0755`,

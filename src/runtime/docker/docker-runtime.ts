@@ -51,7 +51,7 @@ export function defaultInitPath(): string {
 }
 
 const RUNSC_HINT =
-  'register gVisor in /etc/docker/daemon.json: {"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none"]}}} and restart dockerd (scripts/start-dockerd.sh does both)';
+  'register gVisor in /etc/docker/daemon.json: {"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none","--host-uds=open"]}}} and restart dockerd (scripts/start-dockerd.sh does both)';
 const FILE_ENV = { PATH: '/usr/bin:/bin' };
 
 function dataOf(handle: SandboxHandle): DockerData {
@@ -68,7 +68,7 @@ export class DockerRuntime implements Runtime {
   private readonly address: string;
   private readonly initPath: string;
   private readonly importer: ImageImporter;
-  private runtimes: Promise<string[]> | undefined;
+  private runtimes: Promise<Record<string, { runtimeArgs?: string[] }>> | undefined;
   /** Container id → its memory cgroup directory (undefined: not readable from here). */
   private readonly oomDirs = new Map<string, string | undefined>();
 
@@ -110,18 +110,25 @@ export class DockerRuntime implements Runtime {
     await this.importer.ensure(image);
   }
 
-  private async requireRunsc(): Promise<void> {
-    this.runtimes ??= (this.docker.info() as Promise<{ Runtimes?: Record<string, unknown> }>).then((i) => Object.keys(i.Runtimes ?? {}));
-    let names: string[];
+  /** gVisor must be registered; a sandbox with network also needs it to open host Unix sockets (the proxy's). */
+  private async requireRunsc(withEgress: boolean): Promise<void> {
+    this.runtimes ??= (this.docker.info() as Promise<{ Runtimes?: Record<string, { runtimeArgs?: string[] }> }>).then((i) => i.Runtimes ?? {});
+    let found: Record<string, { runtimeArgs?: string[] }>;
     try {
-      names = await this.runtimes;
+      found = await this.runtimes;
     } catch (err) {
       this.runtimes = undefined;
       throw engineError(err, 'cannot read docker info', this.address);
     }
-    if (!names.includes('runsc')) {
+    const runsc = found.runsc;
+    if (!runsc) {
       this.runtimes = undefined; // look again next time: the operator may register it meanwhile
-      throw new RuntimeUnavailableError(`gVisor (runsc) is not registered with dockerd at ${this.address} (runtimes: ${names.join(', ')})`, { hint: RUNSC_HINT });
+      throw new RuntimeUnavailableError(`gVisor (runsc) is not registered with dockerd at ${this.address} (runtimes: ${Object.keys(found).join(', ')})`, { hint: RUNSC_HINT });
+    }
+    const args = runsc.runtimeArgs ?? [];
+    if (withEgress && !args.some((a) => /^--?(host-uds=(open|all)|fsgofer-host-uds)$/.test(a))) {
+      this.runtimes = undefined;
+      throw new RuntimeUnavailableError('gVisor (runsc) is registered without --host-uds=open, so a gVisor sandbox cannot reach its egress proxy', { hint: RUNSC_HINT });
     }
   }
 
@@ -131,9 +138,10 @@ export class DockerRuntime implements Runtime {
     }
     await this.opts.ensureImage?.(spec.image);
     const imageRef = await this.importer.ensure(spec.image);
-    if (spec.isolation === 'gvisor') await this.requireRunsc();
+    if (spec.isolation === 'gvisor') await this.requireRunsc(spec.egressDir !== undefined);
     const config = containerConfig({
       id: spec.id, imageRef, isolation: spec.isolation, limits: spec.limits, labels: spec.labels, ...(spec.pooled ? { pooled: true } : {}),
+      ...(spec.egressDir ? { egressDir: spec.egressDir } : {}),
       initPath: this.initPath, homeTag: this.opts.homeTag, version: this.opts.version,
     });
     let container: Docker.Container;

@@ -1,12 +1,14 @@
 /** The bwrap command line that turns a staged image root into a sandbox. */
 import type { Limits } from '../../core/model.js';
+import { EGRESS_MOUNT, relayArgs } from '../egress-plumbing.js';
 
 /** Inside every sandbox the user is 1000, mapped to the sandbox's own unprivileged host uid. */
 export const SANDBOX_UID = 1000;
 export const INFO_FD = 3;
 export const READY_FD = 4;
 
-export function bwrapArgs(opts: { stage: string; hostname: string; limits: Limits }): string[] {
+/** `withEgress`: the helper staged the proxy's socket directory at STAGE/egress (spawn --egress). */
+export function bwrapArgs(opts: { stage: string; hostname: string; limits: Limits; withEgress?: boolean }): string[] {
   const size = String(opts.limits.diskMb * 1024 * 1024);
   return [
     'bwrap',
@@ -21,10 +23,13 @@ export function bwrapArgs(opts: { stage: string; hostname: string; limits: Limit
     '--size', size, '--tmpfs', '/workspace',
     '--size', size, '--tmpfs', '/tmp',
     '--ro-bind', `${opts.stage}/bin`, '/.agentbox',
+    // A small tmpfs gives the proxy's directory a mount point the read-only image may not have.
+    ...(opts.withEgress ? ['--size', '65536', '--tmpfs', '/run', '--ro-bind', `${opts.stage}/egress`, EGRESS_MOUNT, '--remount-ro', '/run'] : []),
     '--chdir', '/workspace',
     '--clearenv', '--setenv', 'PATH', '/usr/sbin:/usr/bin:/sbin:/bin',
     '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--as-pid-1',
     '--info-fd', String(INFO_FD),
     '/.agentbox/init', 'init', String(READY_FD),
+    ...(opts.withEgress ? relayArgs() : []),
   ];
 }

@@ -103,7 +103,8 @@ export class LocalRuntime implements Runtime {
     const args = [
       'spawn', '--uid', String(uid), '--gid', String(uid), '--rootfs', rootfs, '--stage', this.stageDir,
       ...initDirs.flatMap((d) => ['--cgroup', d]),
-      '--', ...bwrapArgs({ stage: this.stageDir, hostname: 'sandbox', limits: spec.limits }),
+      ...(spec.egressDir ? ['--egress', spec.egressDir] : []),
+      '--', ...bwrapArgs({ stage: this.stageDir, hostname: 'sandbox', limits: spec.limits, withEgress: spec.egressDir !== undefined }),
     ];
     const child = spawn(this.opts.helper, args, {
       stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],

@@ -1,0 +1,127 @@
+/*
+ * The egress relay, started by PID 1 of a sandbox with network: listens on 127.0.0.1:PORT inside
+ * the sandbox and joins each connection to the egress proxy's Unix socket (bound into the
+ * sandbox by the runtime). It holds nothing the sandbox could not reach anyway; it exists so
+ * that ordinary clients (HTTP_PROXY=http://127.0.0.1:PORT) can use a proxy they only know by TCP.
+ * One forked process per connection keeps it simple: each is a blocking poll() loop on two fds.
+ */
+#ifndef AGENTBOX_EGRESS_RELAY_H
+#define AGENTBOX_EGRESS_RELAY_H
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+struct egress_relay {
+  int port;          /* 0: no relay */
+  const char *path;  /* proxy socket inside the sandbox */
+  pid_t pid;
+};
+
+/* Copy what is readable on `from` to `to`; 0 on EOF, -1 on error, 1 otherwise. */
+static int relay_move(int from, int to, char *buf, size_t len) {
+  ssize_t n = read(from, buf, len);
+  if (n == 0) return 0;
+  if (n < 0) return errno == EINTR || errno == EAGAIN ? 1 : -1;
+  for (ssize_t off = 0; off < n;) {
+    ssize_t w = write(to, buf + off, (size_t)(n - off));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    off += w;
+  }
+  return 1;
+}
+
+/* Both directions until both have ended; a half-close is passed on as shutdown(SHUT_WR). */
+static void relay_pair(int a, int b) {
+  static char buf[65536];
+  int open_ab = 1, open_ba = 1;
+  while (open_ab || open_ba) {
+    struct pollfd p[2] = {{a, open_ab ? POLLIN : 0, 0}, {b, open_ba ? POLLIN : 0, 0}};
+    if (poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (open_ab && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+      int r = relay_move(a, b, buf, sizeof buf);
+      if (r < 0) return;
+      if (r == 0) { open_ab = 0; shutdown(b, SHUT_WR); }
+    }
+    if (open_ba && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+      int r = relay_move(b, a, buf, sizeof buf);
+      if (r < 0) return;
+      if (r == 0) { open_ba = 0; shutdown(a, SHUT_WR); }
+    }
+  }
+}
+
+static void relay_connection(int client, const char *path) {
+  int up = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  strncpy(sa.sun_path, path, sizeof sa.sun_path - 1);
+  if (up < 0 || connect(up, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    static const char msg[] =
+        "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+        "agentbox egress: the sandbox's egress proxy is not running\n";
+    if (write(client, msg, sizeof msg - 1) < 0) {}
+    _exit(1);
+  }
+  relay_pair(client, up);
+  _exit(0);
+}
+
+static void relay_main(int port, const char *path) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  signal(SIGCHLD, SIG_IGN); /* connection processes reap themselves */
+  signal(SIGPIPE, SIG_IGN);
+  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in sin;
+  memset(&sin, 0, sizeof sin);
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons((unsigned short)port);
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (l < 0 || bind(l, (struct sockaddr *)&sin, sizeof sin) < 0 || listen(l, 128) < 0) _exit(1);
+  for (;;) {
+    int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0) {
+      if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE || errno == EAGAIN) continue;
+      _exit(1);
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+      close(l);
+      relay_connection(c, path);
+    }
+    close(c);
+  }
+}
+
+/* Start (or restart) the relay as a child of PID 1. */
+static void relay_start(struct egress_relay *r) {
+  if (r->port <= 0) return;
+  pid_t pid = fork();
+  if (pid == 0) {
+    relay_main(r->port, r->path);
+    _exit(1);
+  }
+  r->pid = pid > 0 ? pid : 0;
+}
+
+#endif

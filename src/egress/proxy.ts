@@ -1,0 +1,284 @@
+/**
+ * One sandbox's egress proxy: an HTTP proxy on a Unix socket that only that sandbox can reach.
+ * CONNECT tunnels any allowed host:port (HTTPS without interception, SSH, ...); plain HTTP
+ * requests in absolute form are forwarded by their URL's host. Every attempt is decided
+ * (rules.ts), resolved, checked by address (addresses.ts), connected to that same address and
+ * logged with its bytes each way.
+ */
+import { chmodSync, rmSync } from 'node:fs';
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { EgressEvent } from '../core/model.js';
+import type { AddressRules } from './addresses.js';
+import type { Resolver } from './resolver.js';
+import { ResolveError } from './resolver.js';
+import { decideHost, explainDenial, type HostRules, type Verdict } from './rules.js';
+
+export interface ProxyAttempt {
+  kind: EgressEvent['kind'];
+  method: string | null;
+  host: string;
+  port: number;
+  address: string | null;
+  decision: EgressEvent['decision'];
+  rule: string;
+  error?: string;
+}
+
+/** What the proxy needs from its owner: rules that may change while it runs, and somewhere to log. */
+export interface ProxyContext {
+  sandboxId: string;
+  rules(): HostRules;
+  addresses: AddressRules;
+  resolve: Resolver;
+  /** Bytes the sandbox may still move; <= 0 means the quota is used up. */
+  quotaLeft(): number;
+  quotaMb: number;
+  /** Log a decided attempt; the returned function completes the entry when the connection ends. */
+  record(a: ProxyAttempt): (o: { bytesUp: number; bytesDown: number; error: string | null }) => void;
+  /** Count bytes against the quota as they pass. */
+  addBytes(n: number): void;
+}
+
+const CONNECT_TIMEOUT_MS = 10_000;
+/** Hop-by-hop headers (RFC 9110 7.6.1) and the proxy's own: never forwarded. */
+const HOP_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'upgrade', 'transfer-encoding']);
+
+type Admission = { ok: true; address: string; rule: string } | { ok: false; status: number; rule: string; address: string | null };
+
+export class SandboxProxy {
+  private readonly server: Server;
+  private readonly sockets = new Set<Duplex>();
+  private path: string | undefined;
+
+  constructor(private readonly ctx: ProxyContext) {
+    this.server = createServer({ headersTimeout: 30_000, requestTimeout: 0, keepAliveTimeout: 5_000 }, (req, res) => void this.onRequest(req, res));
+    this.server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.onConnect(req, socket, head));
+    this.server.on('connection', (s: Socket) => this.track(s));
+    this.server.on('clientError', (_err, socket: Duplex) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      else socket.destroy();
+    });
+  }
+
+  /** Listen on a Unix socket (a stale one from an earlier daemon is replaced). */
+  async listen(path: string): Promise<void> {
+    rmSync(path, { force: true });
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(path, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    // The sandbox user inside is not the daemon's; the directory around the socket keeps everyone else out.
+    chmodSync(path, 0o666);
+    this.path = path;
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.path) rmSync(this.path, { force: true });
+  }
+
+  /** Tear down every open connection (e.g. the quota ran out); the listener stays. */
+  dropConnections(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
+  private track(s: Duplex): void {
+    this.sockets.add(s);
+    s.once('close', () => this.sockets.delete(s));
+  }
+
+  private async admit(kind: EgressEvent['kind'], method: string | null, host: string, port: number): Promise<Admission & { done: ReturnType<ProxyContext['record']> }> {
+    const deny = (status: number, rule: string, address: string | null, error?: string) => ({
+      ok: false as const,
+      status,
+      rule,
+      address,
+      done: this.ctx.record({ kind, method, host, port, address, decision: 'denied', rule, ...(error ? { error } : {}) }),
+    });
+    const byName: Verdict = decideHost(this.ctx.rules(), host, port);
+    if (!byName.allowed) return deny(403, byName.rule, null);
+    if (this.ctx.quotaLeft() <= 0) return deny(403, 'byte_quota', null);
+    let addresses: string[];
+    try {
+      addresses = await this.ctx.resolve(host);
+    } catch (err) {
+      const code = err instanceof ResolveError ? err.code : 'EFAIL';
+      return deny(502, `dns:${code}`, null, err instanceof Error ? err.message : String(err));
+    }
+    let firstDenial: { rule: string; address: string } | undefined;
+    for (const address of addresses) {
+      const v = this.ctx.addresses.check(address);
+      if (v.allowed) {
+        const rule = v.rule === 'public_address' ? byName.rule : `${byName.rule} ${v.rule}`;
+        return { ok: true, address, rule, done: this.ctx.record({ kind, method, host, port, address, decision: 'allowed', rule }) };
+      }
+      firstDenial ??= { rule: v.rule, address };
+    }
+    return deny(403, firstDenial?.rule ?? 'dns:ENOTFOUND', firstDenial?.address ?? null);
+  }
+
+  private denialText(rule: string, host: string, port: number, address: string | null): string {
+    return explainDenial(rule, { sandboxId: this.ctx.sandboxId, host, port, address, allow: this.ctx.rules().allow, quotaMb: this.ctx.quotaMb });
+  }
+
+  private async onConnect(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
+    this.track(client);
+    client.on('error', () => undefined);
+    const target = parseAuthority(req.url ?? '');
+    if (!target) {
+      client.end('HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nagentbox egress: CONNECT needs HOST:PORT\n');
+      return;
+    }
+    const a = await this.admit('connect', 'CONNECT', target.host, target.port);
+    if (!a.ok) {
+      const body = `${this.denialText(a.rule, target.host, target.port, a.address)}\n`;
+      // Clients that hide the body of a refused CONNECT (curl, Python) still show the reason phrase.
+      const reason = `Egress to ${target.host}:${target.port} denied (${a.rule})`.replace(/[^\x20-\x7e]/g, '?');
+      client.end(
+        `HTTP/1.1 ${a.status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+          `X-Agentbox-Egress-Rule: ${a.rule}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      a.done({ bytesUp: 0, bytesDown: 0, error: null });
+      return;
+    }
+    const counter = new ByteCounter(this.ctx);
+    const upstream = connect({ host: a.address, port: target.port });
+    this.track(upstream);
+    const timer = setTimeout(() => upstream.destroy(new Error(`connect timed out after ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
+    let established = false;
+    let error: string | null = null;
+    upstream.once('connect', () => {
+      clearTimeout(timer);
+      established = true;
+      client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      if (head.length > 0) {
+        counter.up(head.length);
+        upstream.write(head);
+      }
+      client.on('data', (c: Buffer) => counter.up(c.length));
+      upstream.on('data', (c: Buffer) => counter.down(c.length));
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    upstream.on('error', (err) => {
+      clearTimeout(timer);
+      error ??= err.message;
+      if (!established && client.writable) {
+        const body = `agentbox egress: ${target.host}:${target.port} (${a.address}) is allowed but could not be reached: ${err.message}\n`;
+        client.end(`HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      }
+    });
+    let finished = false;
+    const finish = (): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      upstream.destroy();
+      if (established) client.destroy();
+      a.done({ bytesUp: counter.upBytes, bytesDown: counter.downBytes, error });
+    };
+    upstream.once('close', finish);
+    client.once('close', finish);
+  }
+
+  private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '');
+    } catch {
+      return plain(res, 400, 'agentbox egress: this is an HTTP proxy; send requests in absolute form (http_proxy) or use CONNECT for HTTPS\n');
+    }
+    if (url.protocol !== 'http:') return plain(res, 400, `agentbox egress: ${url.protocol} URLs go through CONNECT (https_proxy), not as plain requests\n`);
+    const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+    const port = url.port ? Number(url.port) : 80;
+    const a = await this.admit('http', req.method ?? 'GET', host, port);
+    if (!a.ok) {
+      res.setHeader('X-Agentbox-Egress-Rule', a.rule);
+      plain(res, a.status, `${this.denialText(a.rule, host, port, a.address)}\n`);
+      req.resume();
+      a.done({ bytesUp: 0, bytesDown: 0, error: null });
+      return;
+    }
+    const counter = new ByteCounter(this.ctx);
+    const headers: Record<string, string | string[]> = {};
+    const connectionListed = new Set(String(req.headers.connection ?? '').toLowerCase().split(',').map((s) => s.trim()));
+    for (const [k, v] of Object.entries(req.headers)) {
+      if (v === undefined || HOP_HEADERS.has(k) || connectionListed.has(k)) continue;
+      headers[k] = v;
+    }
+    headers.host = url.host;
+    const upstream = httpRequest({ host: a.address, port, method: req.method, path: `${url.pathname}${url.search}`, headers, setHost: false, agent: false, timeout: CONNECT_TIMEOUT_MS });
+    let error: string | null = null;
+    let finished = false;
+    const finish = (): void => {
+      if (finished) return;
+      finished = true;
+      a.done({ bytesUp: counter.upBytes, bytesDown: counter.downBytes, error });
+    };
+    upstream.on('timeout', () => upstream.destroy(new Error(`no answer within ${CONNECT_TIMEOUT_MS} ms`)));
+    upstream.on('error', (err) => {
+      error ??= err.message;
+      if (!res.headersSent) plain(res, 502, `agentbox egress: ${host}:${port} (${a.address}) is allowed but could not be reached: ${err.message}\n`);
+      else res.destroy();
+      finish();
+    });
+    upstream.on('response', (up) => {
+      upstream.setTimeout(0);
+      const out: Record<string, string | string[]> = {};
+      for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_HEADERS.has(k)) out[k] = v;
+      res.writeHead(up.statusCode ?? 502, up.statusMessage, out);
+      up.on('data', (c: Buffer) => counter.down(c.length));
+      up.pipe(res);
+      up.once('end', finish);
+      up.once('error', (err) => {
+        error ??= err.message;
+        res.destroy();
+        finish();
+      });
+    });
+    req.on('data', (c: Buffer) => counter.up(c.length));
+    req.pipe(upstream);
+    res.once('close', () => {
+      if (!res.writableFinished) {
+        error ??= 'the sandbox closed the connection';
+        upstream.destroy();
+      }
+      finish();
+    });
+  }
+}
+
+/** Counts one connection's bytes each way and charges them to the sandbox's quota. */
+class ByteCounter {
+  upBytes = 0;
+  downBytes = 0;
+  constructor(private readonly ctx: ProxyContext) {}
+  up(n: number): void {
+    this.upBytes += n;
+    this.ctx.addBytes(n);
+  }
+  down(n: number): void {
+    this.downBytes += n;
+    this.ctx.addBytes(n);
+  }
+}
+
+function plain(res: ServerResponse, status: number, body: string): void {
+  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+  res.end(body);
+}
+
+/** `host:port` or `[v6]:port` of a CONNECT request. */
+export function parseAuthority(s: string): { host: string; port: number } | null {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:/[\]]+)):(\d{1,5})$/.exec(s);
+  if (!m) return null;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) return null;
+  return { host: (m[1] ?? m[2] ?? '').toLowerCase(), port };
+}

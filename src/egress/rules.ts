@@ -1,0 +1,60 @@
+/**
+ * The name-level decision of a sandbox's proxy, before anything is resolved: the global deny list
+ * wins over everything, cloud-metadata names are never reachable by name, then the sandbox's mode
+ * and allowlist (including hosts an operator approved while it runs) decide.
+ * The address-level decision comes after resolving (addresses.ts).
+ */
+import { hostMatches } from '../policy/hosts.js';
+import { METADATA_NAMES } from './addresses.js';
+
+export interface HostRules {
+  mode: 'allowlist' | 'open';
+  allow: readonly string[];
+  globalDeny: readonly string[];
+}
+
+export interface Verdict {
+  allowed: boolean;
+  rule: string;
+}
+
+/** `host` as a hosts.ts pattern subject: IPv6 literals in brackets. */
+export function hostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+export function decideHost(rules: HostRules, host: string, port: number): Verdict {
+  const subject = hostPort(host, port);
+  const bare = host.replace(/\.$/, '').toLowerCase();
+  if (METADATA_NAMES.includes(bare)) return { allowed: false, rule: 'metadata_name' };
+  const deny = rules.globalDeny.find((p) => hostMatches(p, subject));
+  if (deny !== undefined) return { allowed: false, rule: `globalDeny:${deny}` };
+  if (rules.mode === 'open') return { allowed: true, rule: 'mode:open' };
+  const allow = rules.allow.find((p) => hostMatches(p, subject));
+  if (allow !== undefined) return { allowed: true, rule: `allow:${allow}` };
+  return { allowed: false, rule: 'not_allowlisted' };
+}
+
+/** A sentence for the 403 a denied sandbox gets, so that the agent (or its operator) knows what to do. */
+export function explainDenial(rule: string, o: { sandboxId: string; host: string; port: number; address: string | null; allow: readonly string[]; quotaMb: number }): string {
+  const target = hostPort(o.host, o.port);
+  const approve =
+    `An operator can approve it for this sandbox, live: agentbox egress allow ${o.sandboxId} ${target} ` +
+    `(or POST /v1/sandboxes/${o.sandboxId}/egress/allow {"host":"${target}"}).`;
+  const why = ((): string => {
+    if (rule === 'not_allowlisted') {
+      return `${target} is not on this sandbox's egress allowlist (${o.allow.length ? o.allow.join(', ') : 'empty'}). ${approve}`;
+    }
+    if (rule.startsWith('globalDeny:')) return `${target} is on the operator's global deny list (${rule.slice(11)}), which no allowlist or approval overrides.`;
+    if (rule === 'metadata_name' || rule === 'metadata_address') {
+      return `${target}${o.address ? ` (${o.address})` : ''} is a cloud metadata endpoint; sandboxes never reach those unless the operator opens that exact address in egress.allowRanges.`;
+    }
+    if (rule.startsWith('range:')) {
+      return `${target} resolves to ${o.address}, a ${rule.slice(6)} address; such ranges are closed unless the operator lists them in egress.allowRanges.`;
+    }
+    if (rule === 'byte_quota') return `this sandbox has used its egress quota of ${o.quotaMb} MiB.`;
+    if (rule.startsWith('dns:')) return `${o.host} could not be resolved (${rule.slice(4)}).`;
+    return `refused (${rule}).`;
+  })();
+  return `agentbox egress: access to ${target} denied (${rule}): ${why}`;
+}

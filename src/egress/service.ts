@@ -1,0 +1,156 @@
+/**
+ * The egress proxies of one daemon: one SandboxProxy per sandbox with network, each on a Unix
+ * socket in a directory of its own, which the runtime binds into the sandbox
+ * (runtime/egress-plumbing.ts), so the proxy is the sandbox's only way out. Because the directory, not the socket, is bound, a proxy can
+ * start after the sandbox (warm-pool claims, a restarted daemon) and appear inside.
+ */
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { Egress } from '../core/model.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { EgressEvents } from '../store/egress-events.js';
+import { EGRESS_PORT, EGRESS_SOCKET } from '../runtime/egress-plumbing.js';
+import { AddressRules } from './addresses.js';
+import { SandboxProxy } from './proxy.js';
+import type { Resolver } from './resolver.js';
+import type { HostRules } from './rules.js';
+
+
+/** The environment every exec of a sandbox with network gets. */
+export function proxyEnv(): Record<string, string> {
+  const url = `http://127.0.0.1:${EGRESS_PORT}`;
+  const noProxy = 'localhost,127.0.0.1,::1';
+  return { HTTP_PROXY: url, HTTPS_PROXY: url, http_proxy: url, https_proxy: url, NO_PROXY: noProxy, no_proxy: noProxy };
+}
+
+export interface EgressPolicy {
+  globalDeny: readonly string[];
+  allowRanges: readonly string[];
+  byteQuotaMb: number;
+}
+
+export interface EgressServiceOpts {
+  /** AGENTBOX_HOME: socket directories go to $home/egress (or a short path under /run when that is too long). */
+  home: string;
+  policy: EgressPolicy;
+  resolve: Resolver;
+  log: EgressEvents;
+  metrics?: Metrics;
+  logger: Logger;
+}
+
+interface Entry {
+  proxy: SandboxProxy;
+  rules: HostRules;
+  tenant: string;
+  bytesUsed: number;
+}
+
+/** sun_path holds 108 bytes; leave room for `/<sandbox id>/proxy.sock`. */
+const MAX_BASE = 60;
+
+export class EgressService {
+  readonly baseDir: string;
+  private readonly addresses: AddressRules;
+  private readonly live = new Map<string, Entry>();
+
+  constructor(private readonly opts: EgressServiceOpts) {
+    const preferred = join(opts.home, 'egress');
+    this.baseDir = preferred.length <= MAX_BASE ? preferred : `/run/agentbox/egress-${createHash('sha256').update(opts.home).digest('hex').slice(0, 12)}`;
+    mkdirSync(this.baseDir, { recursive: true, mode: 0o700 });
+    this.addresses = new AddressRules(opts.policy.allowRanges);
+  }
+
+  /** The host directory to bind into sandbox `id`; created empty (mode 0755: the sandbox user must traverse it). */
+  dirFor(id: string): string {
+    const dir = join(this.baseDir, id);
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    return dir;
+  }
+
+  isOpen(id: string): boolean {
+    return this.live.has(id);
+  }
+
+  /** Start (or restart, after a daemon restart) the proxy of a sandbox whose egress is not none. */
+  async open(sb: { id: string; tenant: string; egress: Egress }): Promise<void> {
+    if (sb.egress.mode === 'none') return;
+    await this.live.get(sb.id)?.proxy.close();
+    const entry: Entry = {
+      tenant: sb.tenant,
+      rules: { mode: sb.egress.mode, allow: [...sb.egress.allow], globalDeny: this.opts.policy.globalDeny },
+      bytesUsed: this.opts.log.bytesUsed(sb.id),
+      proxy: undefined as unknown as SandboxProxy,
+    };
+    const quotaBytes = this.opts.policy.byteQuotaMb * 1024 * 1024;
+    const metrics = this.opts.metrics;
+    entry.proxy = new SandboxProxy({
+      sandboxId: sb.id,
+      rules: () => entry.rules,
+      addresses: this.addresses,
+      resolve: this.opts.resolve,
+      quotaMb: this.opts.policy.byteQuotaMb,
+      quotaLeft: () => quotaBytes - entry.bytesUsed,
+      addBytes: (n) => {
+        entry.bytesUsed += n;
+        if (entry.bytesUsed > quotaBytes) entry.proxy.dropConnections();
+      },
+      record: (a) => {
+        const t0 = performance.now();
+        const id = this.opts.log.record({ sandboxId: sb.id, tenant: sb.tenant, ...a });
+        metrics?.egressConnections.inc({ decision: a.decision, kind: a.kind });
+        this.opts.logger.info({ sandbox_id: sb.id, tenant: sb.tenant, host: a.host, port: a.port, address: a.address, decision: a.decision, rule: a.rule }, 'egress');
+        let done = false;
+        return (o) => {
+          if (done) return;
+          done = true;
+          this.opts.log.finish(id, { ...o, durationMs: Math.round(performance.now() - t0) });
+          metrics?.egressBytes.inc({ direction: 'up' }, o.bytesUp);
+          metrics?.egressBytes.inc({ direction: 'down' }, o.bytesDown);
+        };
+      },
+    });
+    await entry.proxy.listen(join(this.dirFor(sb.id), EGRESS_SOCKET));
+    this.live.set(sb.id, entry);
+  }
+
+  /** Let the running sandbox reach one more host, from its next connection on. */
+  allow(id: string, host: string): void {
+    const e = this.live.get(id);
+    if (e && !e.rules.allow.includes(host)) e.rules = { ...e.rules, allow: [...e.rules.allow, host] };
+  }
+
+  /** Stop the proxy and remove its directory. Idempotent. */
+  async close(id: string): Promise<void> {
+    const e = this.live.get(id);
+    this.live.delete(id);
+    await e?.proxy.close();
+    rmSync(join(this.baseDir, id), { recursive: true, force: true });
+  }
+
+  /** Remove socket directories of sandboxes that no longer exist. */
+  reapOrphans(keep: ReadonlySet<string>): string[] {
+    const gone: string[] = [];
+    let names: string[] = [];
+    try {
+      names = readdirSync(this.baseDir);
+    } catch {
+      return gone;
+    }
+    for (const name of names) {
+      if (keep.has(name) || this.live.has(name)) continue;
+      rmSync(join(this.baseDir, name), { recursive: true, force: true });
+      gone.push(name);
+    }
+    return gone;
+  }
+
+  /** Stop every proxy (daemon shutdown); directories stay for sandboxes that outlive the daemon. */
+  async closeAll(): Promise<void> {
+    const all = [...this.live.values()];
+    this.live.clear();
+    await Promise.all(all.map((e) => e.proxy.close()));
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * The egress log: one row per connection attempt through a sandbox's proxy, written when the
+ * attempt is decided and completed with its byte counts when the connection ends. Kept per
+ * sandbox as a ring (the newest `keepPerSandbox`), like the exec history.
+ */
+import type Database from 'better-sqlite3';
+import type { DeniedHost, EgressEvent } from '../core/model.js';
+
+export interface NewEgressEvent {
+  sandboxId: string;
+  tenant: string;
+  kind: EgressEvent['kind'];
+  method: string | null;
+  host: string;
+  port: number;
+  address: string | null;
+  decision: EgressEvent['decision'];
+  rule: string;
+  error?: string | null;
+}
+
+export interface EgressOutcome {
+  bytesUp: number;
+  bytesDown: number;
+  durationMs: number;
+  error: string | null;
+}
+
+interface EgressRow {
+  id: number;
+  sandbox_id: string;
+  tenant: string;
+  at: string;
+  kind: string;
+  method: string | null;
+  host: string;
+  port: number;
+  address: string | null;
+  decision: string;
+  rule: string;
+  bytes_up: number;
+  bytes_down: number;
+  duration_ms: number | null;
+  error: string | null;
+}
+
+export class EgressEvents {
+  private readonly insert: Database.Statement<[NewEgressEvent & { at: string; error: string | null }]>;
+  private readonly finishStmt: Database.Statement<[EgressOutcome & { id: number }]>;
+  private readonly trim: Database.Statement<[{ sandboxId: string; keep: number }]>;
+  private readonly list: Database.Statement<[{ sandboxId: string; decision: string | null; limit: number }], EgressRow>;
+  private readonly denied: Database.Statement<[string], { host: string; port: number; attempts: number; last_at: string; rule: string }>;
+  private readonly bytes: Database.Statement<[string], { total: number | null }>;
+  private inserts = 0;
+
+  constructor(db: Database.Database, private readonly keepPerSandbox = 10_000) {
+    this.insert = db.prepare(`
+      INSERT INTO egress_events (sandbox_id, tenant, at, kind, method, host, port, address, decision, rule, error)
+      VALUES (@sandboxId, @tenant, @at, @kind, @method, @host, @port, @address, @decision, @rule, @error)`);
+    this.finishStmt = db.prepare(
+      'UPDATE egress_events SET bytes_up = @bytesUp, bytes_down = @bytesDown, duration_ms = @durationMs, error = @error WHERE id = @id',
+    );
+    this.trim = db.prepare(`
+      DELETE FROM egress_events WHERE sandbox_id = @sandboxId AND id <= (
+        SELECT id FROM egress_events WHERE sandbox_id = @sandboxId ORDER BY id DESC LIMIT 1 OFFSET @keep)`);
+    this.list = db.prepare(`
+      SELECT * FROM egress_events WHERE sandbox_id = @sandboxId AND (@decision IS NULL OR decision = @decision)
+      ORDER BY id DESC LIMIT @limit`);
+    // The rule of each host's latest denial: SQLite takes bare columns from the row that holds max(id).
+    this.denied = db.prepare(`
+      SELECT host, port, count(*) AS attempts, max(id) AS last_id, at AS last_at, rule FROM egress_events
+      WHERE sandbox_id = ? AND decision = 'denied' GROUP BY host, port ORDER BY last_id DESC`);
+    this.bytes = db.prepare('SELECT sum(bytes_up + bytes_down) AS total FROM egress_events WHERE sandbox_id = ?');
+  }
+
+  /** Records a decided attempt; returns its id for `finish`. */
+  record(e: NewEgressEvent): number {
+    const id = Number(this.insert.run({ ...e, at: new Date().toISOString(), error: e.error ?? null }).lastInsertRowid);
+    // Trimming on every insert would double the writes of a busy sandbox; every 100th keeps the ring bounded.
+    if (++this.inserts % 100 === 0) this.trim.run({ sandboxId: e.sandboxId, keep: this.keepPerSandbox });
+    return id;
+  }
+
+  finish(id: number, outcome: EgressOutcome): void {
+    this.finishStmt.run({ id, ...outcome });
+  }
+
+  /** Newest first. */
+  forSandbox(sandboxId: string, opts: { decision?: EgressEvent['decision']; limit?: number } = {}): EgressEvent[] {
+    return this.list.all({ sandboxId, decision: opts.decision ?? null, limit: opts.limit ?? 200 }).map(toEvent);
+  }
+
+  /** Hosts the sandbox was refused, newest first, with how often and by which rule. */
+  deniedHosts(sandboxId: string): DeniedHost[] {
+    return this.denied.all(sandboxId).map((r) => ({ host: r.host, port: r.port, attempts: r.attempts, lastAt: r.last_at, rule: r.rule }));
+  }
+
+  /** Bytes the sandbox has moved through its proxy so far (for the quota after a daemon restart). */
+  bytesUsed(sandboxId: string): number {
+    return this.bytes.get(sandboxId)?.total ?? 0;
+  }
+}
+
+function toEvent(r: EgressRow): EgressEvent {
+  return {
+    id: r.id,
+    sandboxId: r.sandbox_id,
+    tenant: r.tenant,
+    at: r.at,
+    kind: r.kind === 'http' ? 'http' : 'connect',
+    method: r.method,
+    host: r.host,
+    port: r.port,
+    address: r.address,
+    decision: r.decision === 'allowed' ? 'allowed' : 'denied',
+    rule: r.rule,
+    bytesUp: r.bytes_up,
+    bytesDown: r.bytes_down,
+    durationMs: r.duration_ms,
+    error: r.error,
+  };
+}
