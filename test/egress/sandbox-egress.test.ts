@@ -5,7 +5,7 @@
  * daemon's resolver maps the test names to it.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createReadStream, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -26,6 +26,7 @@ import { hasDebian, testImages } from '../helpers/images.js';
 import { haveNetnsSupport, startFakeInternet, type FakeInternet } from '../helpers/fake-internet.js';
 
 const caller: Caller = { tenant: 'default', actor: 'test' };
+const REPO = join(import.meta.dirname, '..', '..', '..');
 
 /** Run inside the sandbox: `probe.py get URL` prints `STATUS BODY` or `ERR ...`; the other verbs try a way around the proxy. */
 const PROBE = String.raw`
@@ -221,6 +222,16 @@ pools:
       const sb = await create({ profile: 'web' });
       assert.ok(manager.poolStatus().some((p) => p.profile === 'web'));
       assert.equal(await probe(sb, 'get', 'https://site.fake.test/index.txt'), '200 hello-fake-internet');
+    });
+
+    it('an allowlisted host:port tunnels non-HTTP traffic with the README recipe (examples/egress-connect.py)', async () => {
+      const sb = await create({ profile: 'web', egress: { allow: [`site.fake.test:${net.echoPort}`] } });
+      await manager.writeFile(sb.id, '/workspace/egress-connect.py', createReadStream(join(REPO, 'examples', 'egress-connect.py')), caller);
+      const ok = await manager.exec(sb.id, { cmd: ['python3', '/workspace/egress-connect.py', 'site.fake.test', String(net.echoPort)], stdin: 'ping', timeoutMs: 20_000 }, caller);
+      assert.equal(ok.stdout, 'SSH-2.0-fake\r\nping');
+      const refused = await manager.exec(sb.id, { cmd: ['python3', '/workspace/egress-connect.py', 'site.fake.test', '22'], stdin: '', timeoutMs: 20_000 }, caller);
+      assert.notEqual(refused.exitCode, 0);
+      assert.match(refused.stderr, /403 Egress to site\.fake\.test:22 denied \(not_allowlisted\)/);
     });
 
     it('deleting a sandbox stops its proxy and removes its socket directory', async () => {
