@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -104,6 +105,7 @@ static void relay_main(int port, const char *path) {
       if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE || errno == EAGAIN) continue;
       _exit(1);
     }
+    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     pid_t pid = fork();
     if (pid == 0) {
       close(l);

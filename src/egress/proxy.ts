@@ -129,6 +129,7 @@ export class SandboxProxy {
 
   private async onConnect(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
     this.track(client);
+    (client as Partial<Socket>).setNoDelay?.(true);
     client.on('error', () => undefined);
     const target = parseAuthority(req.url ?? '');
     if (!target) {
@@ -148,7 +149,8 @@ export class SandboxProxy {
       return;
     }
     const counter = new ByteCounter(this.ctx);
-    const upstream = connect({ host: a.address, port: target.port });
+    // No Nagle on either leg: TLS handshakes are chains of small writes, each one waited for.
+    const upstream = connect({ host: a.address, port: target.port, noDelay: true });
     this.track(upstream);
     const timer = setTimeout(() => upstream.destroy(new Error(`connect timed out after ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
     let established = false;

@@ -13,7 +13,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { EgressEvents } from '../store/egress-events.js';
 import { EGRESS_PORT, EGRESS_SOCKET } from '../runtime/egress-plumbing.js';
 import { AddressRules } from './addresses.js';
-import { SandboxProxy } from './proxy.js';
+import { SandboxProxy, type ProxyAttempt } from './proxy.js';
 import type { Resolver } from './resolver.js';
 import type { HostRules } from './rules.js';
 
@@ -78,42 +78,44 @@ export class EgressService {
   async open(sb: { id: string; tenant: string; egress: Egress }): Promise<void> {
     if (sb.egress.mode === 'none') return;
     await this.live.get(sb.id)?.proxy.close();
-    const entry: Entry = {
-      tenant: sb.tenant,
+    const quotaBytes = this.opts.policy.byteQuotaMb * 1024 * 1024;
+    const state: { rules: HostRules; bytesUsed: number } = {
       rules: { mode: sb.egress.mode, allow: [...sb.egress.allow], globalDeny: this.opts.policy.globalDeny },
       bytesUsed: this.opts.log.bytesUsed(sb.id),
-      proxy: undefined as unknown as SandboxProxy,
     };
-    const quotaBytes = this.opts.policy.byteQuotaMb * 1024 * 1024;
-    const metrics = this.opts.metrics;
-    entry.proxy = new SandboxProxy({
+    const proxy: SandboxProxy = new SandboxProxy({
       sandboxId: sb.id,
-      rules: () => entry.rules,
+      rules: () => state.rules,
       addresses: this.addresses,
       resolve: this.opts.resolve,
       quotaMb: this.opts.policy.byteQuotaMb,
-      quotaLeft: () => quotaBytes - entry.bytesUsed,
+      quotaLeft: () => quotaBytes - state.bytesUsed,
       addBytes: (n) => {
-        entry.bytesUsed += n;
-        if (entry.bytesUsed > quotaBytes) entry.proxy.dropConnections();
+        state.bytesUsed += n;
+        if (state.bytesUsed > quotaBytes) proxy.dropConnections();
       },
-      record: (a) => {
-        const t0 = performance.now();
-        const id = this.opts.log.record({ sandboxId: sb.id, tenant: sb.tenant, ...a });
-        metrics?.egressConnections.inc({ decision: a.decision, kind: a.kind });
-        this.opts.logger.info({ sandbox_id: sb.id, tenant: sb.tenant, host: a.host, port: a.port, address: a.address, decision: a.decision, rule: a.rule }, 'egress');
-        let done = false;
-        return (o) => {
-          if (done) return;
-          done = true;
-          this.opts.log.finish(id, { ...o, durationMs: Math.round(performance.now() - t0) });
-          metrics?.egressBytes.inc({ direction: 'up' }, o.bytesUp);
-          metrics?.egressBytes.inc({ direction: 'down' }, o.bytesDown);
-        };
-      },
+      record: (a) => this.record(sb.id, sb.tenant, a),
     });
+    const entry: Entry = Object.assign(state, { proxy, tenant: sb.tenant });
     await entry.proxy.listen(join(this.dirFor(sb.id), EGRESS_SOCKET));
     this.live.set(sb.id, entry);
+  }
+
+  /** Log a decided attempt (store, metrics, log line); the returned function adds its bytes once it ends. */
+  private record(sandboxId: string, tenant: string, a: ProxyAttempt): (o: { bytesUp: number; bytesDown: number; error: string | null }) => void {
+    const t0 = performance.now();
+    const metrics = this.opts.metrics;
+    const id = this.opts.log.record({ sandboxId, tenant, ...a });
+    metrics?.egressConnections.inc({ decision: a.decision, kind: a.kind });
+    this.opts.logger.info({ sandbox_id: sandboxId, tenant, host: a.host, port: a.port, address: a.address, decision: a.decision, rule: a.rule }, 'egress');
+    let done = false;
+    return (o) => {
+      if (done) return;
+      done = true;
+      this.opts.log.finish(id, { ...o, durationMs: Math.round(performance.now() - t0) });
+      metrics?.egressBytes.inc({ direction: 'up' }, o.bytesUp);
+      metrics?.egressBytes.inc({ direction: 'down' }, o.bytesDown);
+    };
   }
 
   /** Let the running sandbox reach one more host, from its next connection on. */

@@ -1,11 +1,13 @@
 /**
  * The docker runtime across a daemon crash: containers outlive a daemon killed with -9; the next
  * daemon keeps the sandboxes its store knows (they still work) and reaps the ones it does not
- * (warm-pool members, which belonged to nobody yet).
+ * (warm-pool members, which belonged to nobody yet). A survivor with egress gets its proxy back.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -30,8 +32,15 @@ describe('docker sandboxes across a daemon crash', async () => {
   test('kill -9: known sandboxes survive and still work, pool members are reaped', { skip: up ? false : 'dockerd is not reachable (scripts/start-dockerd.sh)' }, async () => {
     const home = mkdtempSync(join(tmpdir(), 'agentbox-dcrash-'));
     const policy = join(home, 'policy.yaml');
-    writeFileSync(policy, 'version: 1\ndefaults:\n  runtime: docker\n  limits: { memoryMb: 128, pids: 64, diskMb: 16 }\npools:\n  - { image: busybox, size: 2 }\n');
-    const env = { ...process.env, AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_POLICY: policy, AGENTBOX_LOG_LEVEL: 'warn' };
+    writeFileSync(policy, 'version: 1\ndefaults:\n  runtime: docker\n  limits: { memoryMb: 128, pids: 64, diskMb: 16 }\npools:\n  - { image: busybox, size: 2 }\negress:\n  allowRanges: [127.0.0.1/32]\n');
+    // A site on the host's loopback, for a sandbox whose egress proxy must come back with the new daemon.
+    const site = createServer((_req, res) => res.end('site-ok\n'));
+    await new Promise<void>((r) => site.listen(0, '127.0.0.1', r));
+    const sitePort = (site.address() as AddressInfo).port;
+    writeFileSync(join(home, 'hosts'), '127.0.0.1 site.crash.test\n');
+    const env = { ...process.env, AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_POLICY: policy, AGENTBOX_LOG_LEVEL: 'warn', AGENTBOX_EGRESS_HOSTS: join(home, 'hosts') };
+    const fetchSite = async (id: string): Promise<string> =>
+      (await client.exec(id, { cmd: ['wget', '-q', '-O', '-', `http://site.crash.test:${sitePort}/`], timeoutMs: 20_000 })).stdout;
     const client = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
     const rt = new DockerRuntime({ images, homeTag: resolvePaths(env).homeTag, version: VERSION });
     const start = async (): Promise<ChildProcess> => {
@@ -44,22 +53,28 @@ describe('docker sandboxes across a daemon crash', async () => {
       const first = await start();
       const sb = await client.create();
       await client.exec(sb.id, { cmd: ['sh', '-c', 'echo survived > /workspace/mark'] });
+      const online = await client.create({ egress: { mode: 'allowlist', allow: ['site.crash.test'] } });
+      assert.equal(await fetchSite(online.id), 'site-ok\n');
       await until(async () => (await rt.list()).filter((o) => o.pooled).length === 2);
       const oldPool = (await rt.list()).filter((o) => o.pooled).map((o) => o.id);
       first.kill('SIGKILL');
       await new Promise((resolve) => first.once('exit', resolve));
-      assert.equal((await rt.list()).length, 3, 'containers should outlive the daemon');
+      assert.equal((await rt.list()).length, 4, 'containers should outlive the daemon');
 
       second = await start();
       const after = await client.get(sb.id);
       assert.equal(after.state, 'running');
       assert.equal((await client.exec(sb.id, { cmd: ['cat', '/workspace/mark'] })).stdout, 'survived\n');
+      assert.equal(await fetchSite(online.id), 'site-ok\n', 'the surviving sandbox lost its egress proxy');
+      assert.equal((await client.egressLog(online.id)).log.length, 2, 'the egress log does not span the restart');
       // The old pool members were nobody's: reaped at start; the new daemon fills its own pool.
       const left = (await rt.list()).map((o) => o.id);
       assert.deepEqual(oldPool.filter((id) => left.includes(id)), [], 'the crashed daemon\'s pool members were not reaped');
       await until(async () => (await rt.list()).filter((o) => o.pooled).length === 2);
       await client.delete(sb.id);
+      await client.delete(online.id);
     } finally {
+      site.close();
       if (second) {
         second.kill('SIGTERM');
         await new Promise((resolve) => second!.once('exit', resolve));
