@@ -136,7 +136,8 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
       const result = loadPolicyFile(path);
       if (result.kind === 'ok') {
         const p = result.policy;
-        process.stdout.write(`ok: ${path}: ${Object.keys(p.profiles ?? {}).length} profiles, ${(p.tenants ?? []).length} tenants, ${(p.pools ?? []).length} pools\n`);
+        const n = (count: number, noun: string): string => `${count} ${noun}${count === 1 ? '' : 's'}`;
+        process.stdout.write(`ok: ${path}: ${n(Object.keys(p.profiles ?? {}).length, 'profile')}, ${n((p.tenants ?? []).length, 'tenant')}, ${n((p.pools ?? []).length, 'pool')}\n`);
         return;
       }
       process.stderr.write(`${formatPolicyProblem(result)}\n`);

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -23,6 +23,7 @@ const policy = (port: number): string => `version: 1
 defaults: { image: busybox, ttl: 10m }
 profiles:
   web: { egress: { mode: allowlist, allow: ["*.egress.test"] } }
+  open: { egress: { mode: open } }
 egress:
   allowRanges: [127.0.0.1/32]
   globalDeny: [blocked.egress.test]
@@ -51,7 +52,9 @@ describe('egress through the API, the SDK and the CLI', () => {
     sitePort = (site.address() as AddressInfo).port;
     home = mkdtempSync(join(tmpdir(), 'ab-egress-api-'));
     writeFileSync(join(home, 'policy.yaml'), policy(sitePort));
-    writeFileSync(join(home, 'hosts'), '127.0.0.1 site.egress.test other.egress.test blocked.egress.test\n');
+    writeFileSync(join(home, 'hosts'), '127.0.0.1 site.egress.test other.egress.test blocked.egress.test elsewhere.example\n');
+    // What a crashed daemon may leave: a proxy directory for a sandbox nobody knows.
+    mkdirSync(join(home, 'h', 'egress', 'sbx_stale'), { recursive: true });
     daemon = await startDaemon({
       env: { AGENTBOX_HOME: join(home, 'h'), AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_EGRESS_HOSTS: join(home, 'hosts') },
       logger: silentLogger(),
@@ -126,6 +129,16 @@ describe('egress through the API, the SDK and the CLI', () => {
       assert.match(JSON.parse(r.body).error.message, want);
     }
     assert.deepEqual((await alice.get(sb.id)).egress.allow, ['site.egress.test'], 'a refused approval changed the sandbox');
+  });
+
+  test('a stale proxy directory is removed at start; mode open reaches any host but the denied ones', async () => {
+    assert.equal(existsSync(join(home, 'h', 'egress', 'sbx_stale')), false);
+    const sb = await alice.create({ profile: 'open' });
+    assert.equal(sb.egress.mode, 'open');
+    assert.equal(await wget(sb.id, 'elsewhere.example'), 'site says /index');
+    assert.match(await wget(sb.id, 'blocked.egress.test'), /403/);
+    assert.equal((await alice.egressLog(sb.id)).log[1]?.rule, 'mode:open allowRanges:127.0.0.1/32');
+    await assert.rejects(alice.create({ egress: { mode: 'open' } }), PolicyDeniedError);
   });
 
   test('metrics count allowed and denied attempts', async () => {

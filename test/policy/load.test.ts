@@ -45,6 +45,15 @@ function invalid(text: string): Extract<LoadPolicyResult, { kind: 'invalid' }> {
 }
 
 describe('parsePolicyText', () => {
+  test('the shipped example policy (examples/policy.yaml) loads', () => {
+    const path = join(import.meta.dirname, '..', '..', '..', 'examples', 'policy.yaml');
+    const r = loadPolicyFile(path);
+    assert.equal(r.kind, 'ok', JSON.stringify(r));
+    if (r.kind !== 'ok') return;
+    assert.equal(r.policy.profiles.pydev?.egress?.mode, 'allowlist');
+    assert.equal(r.policy.egress.byteQuotaMb, 1024);
+  });
+
   test('the ARCHITECTURE example loads', () => {
     const r = parsePolicyText(EXAMPLE, 'policy.yaml');
     assert.equal(r.kind, 'ok', JSON.stringify(r));
