@@ -6,7 +6,7 @@
  * Usage: npm run build && node dist/bench/docker.js   (prints a Markdown table)
  */
 import Docker from 'dockerode';
-import { VERSION } from '../src/core/config.js';
+import { VERSION, helperPath } from '../src/core/config.js';
 import { ImageStore } from '../src/images/image-store.js';
 import type { Isolation } from '../src/core/model.js';
 import { DockerRuntime } from '../src/runtime/docker/docker-runtime.js';
@@ -55,7 +55,9 @@ async function rawExec(c: Docker.Container): Promise<void> {
 async function main(): Promise<void> {
   const docker = new Docker();
   const store = new ImageStore(IMAGES);
-  const rt = new DockerRuntime({ images: store, homeTag: `bench-${process.pid}`, version: VERSION });
+  // As the daemon runs it: runc sandboxes entered directly through the helper; and an Engine-only driver beside it.
+  const rt = new DockerRuntime({ images: store, homeTag: `bench-${process.pid}`, version: VERSION, helper: helperPath() });
+  const engineOnly = new DockerRuntime({ images: store, homeTag: `bench-${process.pid}`, version: VERSION });
   const probe = await rt.probe();
   if (!probe.ok) throw new Error(`${probe.reason} (${probe.hint})`);
   await rt.prepareImage('busybox');
@@ -89,10 +91,14 @@ async function main(): Promise<void> {
     const h = await rt.create({ id: `sbx_bench${process.pid}x${++n}`, image: 'busybox', isolation, limits: LIMITS, labels: {} });
     const rawExecs: number[] = [];
     const abExecs: number[] = [];
-    for (let i = 0; i < N_EXEC; i++) {
-      rawExecs.push(await timeIt(() => rawExec(raw)));
-      abExecs.push(await timeIt(() => drain(rt.exec(h, ['true'], { env: {}, timeoutMs: 10_000, outputLimitBytes: 1 << 20, execId: `exe_b${n}_${i}` }))));
-    }
+    const engineExecs: number[] = [];
+    const opts = (i: number, tag: string) => ({ env: {}, timeoutMs: 10_000, outputLimitBytes: 1 << 20, execId: `exe_b${n}_${tag}${i}` });
+    // In blocks, not interleaved: dockerd keeps working for a while after each Engine exec, which
+    // would otherwise be billed to whatever runs next.
+    for (let i = 0; i < N_EXEC; i++) rawExecs.push(await timeIt(() => rawExec(raw)));
+    for (let i = 0; i < N_EXEC; i++) engineExecs.push(await timeIt(() => drain(engineOnly.exec(h, ['true'], opts(i, 'e')))));
+    await new Promise((r) => setTimeout(r, 1000));
+    for (let i = 0; i < N_EXEC; i++) abExecs.push(await timeIt(() => drain(rt.exec(h, ['true'], opts(i, 'd')))));
     await raw.remove({ force: true });
     await rt.destroy(h);
 
@@ -100,10 +106,12 @@ async function main(): Promise<void> {
       row(`raw Engine API create + start + exec \`true\` (${runtime})`, rawCreate),
       row(`agentbox create + first exec \`true\` (${runtime}, hardened)`, abCreate, rawCreate),
       row(`raw Engine API exec \`true\` (${runtime})`, rawExecs),
-      row(`agentbox exec \`true\` (${runtime})`, abExecs, rawExecs),
+      row(`agentbox exec \`true\` (${runtime}${runtime === 'runc' ? ', direct entry' : ''})`, abExecs, rawExecs),
+      ...(runtime === 'runc' ? [row(`agentbox exec \`true\` (${runtime}, Engine exec)`, engineExecs, rawExecs)] : []),
     );
   }
   await rt.close();
+  await engineOnly.close();
   console.log(`docker runtime, n=${N_CREATE} creates / ${N_EXEC} execs, ${new Date().toISOString().slice(0, 10)}\n`);
   console.log('| measurement (ms) | p50 | p95 | vs raw p50 |\n|---|---|---|---|');
   for (const l of lines) console.log(l);

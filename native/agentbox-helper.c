@@ -221,11 +221,19 @@ static void enter_sandbox(const struct opts *o) {
     /* A kernel without cgroup namespaces is not a reason to refuse. */
     if (fds[i] < 0 && !(errno == ENOENT && strcmp(names[i], "cgroup") == 0)) die(path);
   }
+  /* A plain container (docker, runc) has no user namespace of its own: joining ours is EINVAL. */
+  struct stat own, target;
+  int same_user = stat("/proc/self/ns/user", &own) == 0 && fds[N - 1] >= 0 && fstat(fds[N - 1], &target) == 0 &&
+                  own.st_ino == target.st_ino && own.st_dev == target.st_dev;
   for (int i = 0; i < N; i++) {
     if (fds[i] < 0) continue;
     if (strcmp(names[i], "user") == 0) {
       if (fchdir(rootfd) != 0) die("fchdir root");
       if (chroot(".") != 0) die("chroot");
+      if (same_user) {
+        close(fds[i]);
+        continue;
+      }
     }
     if (setns(fds[i], 0) != 0) {
       snprintf(path, sizeof path, "setns %s", names[i]);

@@ -63,7 +63,7 @@ export function buildRuntimes(paths: Paths, images: ImageStore): Partial<Record<
       helper: helperPath(),
     }),
     // Probed lazily: a host without dockerd still runs the local runtime.
-    docker: new DockerRuntime({ images, ensureImage, homeTag: paths.homeTag, version: VERSION }),
+    docker: new DockerRuntime({ images, ensureImage, homeTag: paths.homeTag, version: VERSION, helper: helperPath() }),
   };
 }
 

@@ -4,13 +4,15 @@
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { VERSION } from '../../src/core/config.js';
+import { VERSION, helperPath } from '../../src/core/config.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { hasDebian, testImages } from '../helpers/images.js';
 import { runRuntimeContract } from './contract.js';
 
 const homeTag = `test-contract-${process.pid}`;
-const newRuntime = async (): Promise<DockerRuntime> => new DockerRuntime({ images: await testImages(), homeTag, version: VERSION });
+// With the helper, runc sandboxes are entered directly (direct-entry.ts); without it, through Engine execs.
+const newRuntime = async (): Promise<DockerRuntime> => new DockerRuntime({ images: await testImages(), homeTag, version: VERSION, helper: helperPath() });
+const newEngineOnlyRuntime = async (): Promise<DockerRuntime> => new DockerRuntime({ images: await testImages(), homeTag, version: VERSION });
 
 const probe = await new DockerRuntime({ images: { resolve: () => { throw new Error('unused'); } }, homeTag, version: VERSION }).probe();
 const runsc = probe.ok && (probe.details?.runtimes ?? '').split(' ').includes('runsc');
@@ -18,7 +20,8 @@ const runsc = probe.ok && (probe.details?.runtimes ?? '').split(' ').includes('r
 if (!probe.ok) {
   test('docker runtime contract', { skip: `${probe.reason} (${probe.hint})` }, () => undefined);
 } else {
-  runRuntimeContract({ name: 'docker (runc)', isolation: 'container', debian: hasDebian(), newRuntime });
+  runRuntimeContract({ name: 'docker (runc, direct entry)', isolation: 'container', debian: hasDebian(), newRuntime });
+  runRuntimeContract({ name: 'docker (runc, Engine exec)', isolation: 'container', debian: hasDebian(), newRuntime: newEngineOnlyRuntime });
   if (!runsc) {
     test('docker runtime contract with gVisor', { skip: 'runsc is not registered with dockerd (see scripts/start-dockerd.sh)' }, () => undefined);
   } else {

@@ -23,6 +23,7 @@ import { engineAddress, engineError, engineMessage, newClient, START_HINT, statu
 import { startEngineExec, type EngineExec } from './engine-exec.js';
 import { execEvents } from './exec-events.js';
 import { ImageImporter, type ImageSource } from './images.js';
+import { directEntryUsable, directExec, entryTarget, targetAlive, type EntryTarget } from './direct-entry.js';
 import { findOomDir, memoryCgroupDirs, oomKills } from './oom.js';
 
 export interface DockerRuntimeOpts {
@@ -39,6 +40,8 @@ export interface DockerRuntimeOpts {
   initPath?: string;
   /** @default 3000 */
   probeTimeoutMs?: number;
+  /** agentbox-helper, to enter runc containers directly instead of through an Engine exec (direct-entry.ts). */
+  helper?: string;
 }
 
 interface DockerData {
@@ -71,12 +74,17 @@ export class DockerRuntime implements Runtime {
   private runtimes: Promise<Record<string, { runtimeArgs?: string[] }>> | undefined;
   /** Container id → its memory cgroup directory (undefined: not readable from here). */
   private readonly oomDirs = new Map<string, string | undefined>();
+  /** Container id → how to enter it directly (null: only through the Engine, e.g. gVisor). */
+  private readonly targets = new Map<string, Promise<EntryTarget | null>>();
+  private readonly direct: boolean;
 
   constructor(private readonly opts: DockerRuntimeOpts) {
     this.docker = newClient(opts.docker);
     this.address = engineAddress(opts.docker);
     this.initPath = opts.initPath ?? defaultInitPath();
     this.importer = new ImageImporter(this.docker, opts.images, this.address);
+    const localEngine = this.address.startsWith('/') || this.address.startsWith('unix://');
+    this.direct = opts.helper !== undefined && directEntryUsable(opts.helper, localEngine);
   }
 
   async probe(): Promise<ProbeResult> {
@@ -155,6 +163,7 @@ export class DockerRuntime implements Runtime {
       const info = await container.inspect();
       if (!info.State.Running) throw new InternalError(`sandbox ${spec.id} exited right after starting (exit ${info.State.ExitCode}: ${info.State.Error || 'no error'})`);
       this.oomDirs.set(info.Id, findOomDir(memoryCgroupDirs(info.Id, info.State.Pid)));
+      if (this.direct) this.targets.set(info.Id, Promise.resolve(spec.isolation === 'gvisor' ? null : (entryTarget(info.State.Pid) ?? null)));
       return { id: spec.id, runtime: 'docker', data: { containerId: info.Id } };
     } catch (err) {
       await container.remove({ force: true, v: true }).catch(() => undefined);
@@ -172,8 +181,29 @@ export class DockerRuntime implements Runtime {
     return dir === undefined ? undefined : oomKills([dir]);
   }
 
-  private startExec(handle: SandboxHandle, cmd: string[], workingDir: string, env: Record<string, string>, stdin?: Buffer | Readable): Promise<EngineExec> {
-    return startEngineExec(this.container(handle), { cmd, user: SANDBOX_USER, workingDir, env, ...(stdin !== undefined ? { stdin } : {}) }, this.address);
+  private async startExec(handle: SandboxHandle, cmd: string[], workingDir: string, env: Record<string, string>, stdin?: Buffer | Readable): Promise<EngineExec> {
+    const o = { cmd, user: SANDBOX_USER, workingDir, env, ...(stdin !== undefined ? { stdin } : {}) };
+    const target = await this.entryTarget(dataOf(handle).containerId);
+    if (target && this.opts.helper) return directExec(this.opts.helper, target, o);
+    return startEngineExec(this.container(handle), o, this.address);
+  }
+
+  /** How to enter a container directly, looked up once and checked against pid reuse on every call. */
+  private async entryTarget(containerId: string): Promise<EntryTarget | null> {
+    if (!this.direct) return null;
+    const known = this.targets.get(containerId);
+    if (known) {
+      const t = await known;
+      if (t === null || targetAlive(t)) return t;
+      this.targets.delete(containerId);
+      return null; // the container's init is gone: let the Engine say what happened
+    }
+    const found = this.docker
+      .getContainer(containerId)
+      .inspect()
+      .then((info) => (info.HostConfig.Runtime === 'runsc' || !info.State.Running ? null : (entryTarget(info.State.Pid) ?? null)), () => null);
+    this.targets.set(containerId, found);
+    return found;
   }
 
   exec(handle: SandboxHandle, cmd: string[], opts: ExecOpts): AsyncIterable<ExecEvent> {
@@ -337,6 +367,7 @@ export class DockerRuntime implements Runtime {
     const { containerId } = dataOf(handle);
     await this.removeContainer(containerId, handle.id);
     this.oomDirs.delete(containerId);
+    this.targets.delete(containerId);
   }
 
   /** Force-remove; gone already is fine, and so is a removal another caller started (wait for it). */

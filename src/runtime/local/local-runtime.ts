@@ -14,7 +14,7 @@ import { baseEnv, checkPath, fileError, parseDirListing } from '../shared.js';
 import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxHandle } from '../types.js';
 import { bwrapArgs, INFO_FD, READY_FD, SANDBOX_UID } from './bwrap-args.js';
 import { Cgroups, detectCgroups } from './cgroups.js';
-import { isSameProcess, processStartTime } from './proc.js';
+import { isSameProcess, processStartTime } from '../proc.js';
 
 export interface LocalRuntimeOpts {
   /** cgroup scope of this daemon, e.g. `agentbox/<home tag>`: sandboxes of other homes are never touched. */
