@@ -7,6 +7,8 @@ export DEBIAN_FRONTEND=noninteractive
 need=()
 [ -x /usr/sbin/dockerd ] || need+=(docker.io)
 command -v runsc >/dev/null || need+=(runsc)
+# a registry for the image pull tests (loopback only, started by the tests themselves)
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq || true
   apt-get install -y -qq "${need[@]}" >/dev/null

@@ -80,7 +80,7 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
     .action(async (flags: { json?: boolean }) => {
       const list = (await store()).list();
       if (flags.json) return printJson(list);
-      table(['NAME', 'SOURCE', 'SIZE', 'CREATED', 'PACKAGES'], list.map((i) => [i.name, i.source, formatBytes(i.sizeBytes), age(i.createdAt), i.packages.join(',')]));
+      table(['NAME', 'SOURCE', 'SIZE', 'CREATED', 'PACKAGES'], list.map((i) => [i.name, i.ref ? `pull ${i.ref}` : i.source, formatBytes(i.sizeBytes), age(i.createdAt), i.packages.join(',')]));
     });
 
   image
@@ -108,6 +108,18 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
     .argument('<tar>')
     .action(async (name: string, tar: string) => {
       const info = await (await store()).importTar(name, tar, { onProgress: progressPrinter() });
+      process.stdout.write(`${info.name}\n`);
+    });
+
+  image
+    .command('pull')
+    .description('pull an image from a registry through dockerd and keep it as an agentbox image (both runtimes)')
+    .argument('<ref>', 'e.g. python:3.12-slim or registry.example.com/team/tool:1.2')
+    .option('--name <name>', 'agentbox image name (default: from the reference, python:3.12-slim -> python-3.12-slim)')
+    .action(async (ref: string, flags: { name?: string }) => {
+      const { pullImage } = await import('../images/pull.js');
+      const info = await pullImage(await store(), ref, { ...(flags.name ? { name: flags.name } : {}), onProgress: progressPrinter() });
+      if (process.stderr.isTTY) process.stderr.write('\n');
       process.stdout.write(`${info.name}\n`);
     });
 

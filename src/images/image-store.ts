@@ -25,7 +25,7 @@ import { removeTree, removeUnusedTrees } from './trees.js';
 export type { OnProgress, Progress } from './run-tool.js';
 export type { ImportOpts } from './import-tar.js';
 
-export const IMAGE_SOURCES = ['busybox', 'debian', 'import'] as const;
+export const IMAGE_SOURCES = ['busybox', 'debian', 'import', 'pull'] as const;
 export type ImageSource = (typeof IMAGE_SOURCES)[number];
 export type ImageBase = 'busybox' | 'debian';
 
@@ -33,7 +33,8 @@ export const ImageInfoSchema = z.object({
   name: z.string().describe('image name, e.g. debian'),
   id: z.string().describe('sha256 fingerprint of the root tree as built (changes with every rebuild)'),
   createdAt: z.string().describe('ISO 8601 time the build finished'),
-  source: z.enum(IMAGE_SOURCES).describe('what built it: busybox, debian (mmdebstrap) or import (a tarball)'),
+  source: z.enum(IMAGE_SOURCES).describe('what built it: busybox, debian (mmdebstrap), import (a tarball) or pull (a registry image)'),
+  ref: z.string().optional().describe('for pulled images: the registry reference'),
   packages: z.array(z.string()).describe('Debian packages asked for on top of minbase'),
   sizeBytes: z.number().describe('apparent size of the files in the root'),
 });
@@ -75,6 +76,7 @@ const hex8 = (): string => randomBytes(4).toString('hex');
 
 interface Fill {
   source: ImageSource;
+  ref?: string;
   packages: string[];
   onProgress: OnProgress;
   signal: AbortSignal | undefined;
@@ -133,13 +135,14 @@ export class ImageStore {
   }
 
   /** Import a root filesystem tarball (optionally compressed) as image `name`, replacing any. */
-  async importTar(name: string, tarPath: string, opts: ImportOpts = {}): Promise<ImageInfo> {
+  async importTar(name: string, tarPath: string, opts: ImportOpts & { source?: 'import' | 'pull'; ref?: string } = {}): Promise<ImageInfo> {
     checkImageName(name);
     if (!existsSync(tarPath)) throw new NotFoundError(`no such file: ${tarPath}`, { hint: 'give the path of a root filesystem tarball' });
     return this.install(
       name,
       {
-        source: 'import',
+        source: opts.source ?? 'import',
+        ...(opts.ref ? { ref: opts.ref } : {}),
         packages: [],
         onProgress: opts.onProgress ?? (() => undefined),
         signal: opts.signal,
@@ -236,7 +239,7 @@ export class ImageStore {
     // mmdebstrap leaves the host's resolv.conf; sandboxes reach the network through the proxy only.
     finishRootfs(rootfs, { emptyResolvConf: fill.source === 'debian' });
     const { id, sizeBytes } = treeStats(rootfs);
-    const info: ImageInfo = { name, id, createdAt: new Date().toISOString(), source: fill.source, packages: fill.packages, sizeBytes };
+    const info: ImageInfo = { name, id, createdAt: new Date().toISOString(), source: fill.source, ...(fill.ref ? { ref: fill.ref } : {}), packages: fill.packages, sizeBytes };
     writeFileSync(join(tmp, 'image.json'), `${JSON.stringify(info, null, 2)}\n`, { mode: 0o644 });
     return info;
   }
