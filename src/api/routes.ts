@@ -2,12 +2,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
-import { BadRequestError, NotFoundError } from '../core/errors.js';
+import { AgentboxError, BadRequestError, NotFoundError, RuntimeUnavailableError } from '../core/errors.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { StoredExec } from '../store/store.js';
 import type { ExecEvent } from '../core/model.js';
 import { DeniedHostSchema, DirEntrySchema, EgressEventSchema, EgressSchema, ExecRecordSchema, ExecResultSchema, SandboxSchema } from '../core/model.js';
-import { CreateSandboxRequestSchema, EgressAllowRequestSchema, ExecRequestSchema } from '../core/requests.js';
+import { CreateSandboxRequestSchema, EgressAllowRequestSchema, ExecRequestSchema, PullImageRequestSchema } from '../core/requests.js';
+import { ImageInfoSchema, type ImageStore } from '../images/image-store.js';
 import { parseWith, readJson, sendJson } from './http-util.js';
 import { sendEvent, startSse } from './sse.js';
 
@@ -18,6 +19,8 @@ export interface RouteCtx {
   query: URLSearchParams;
   caller: Caller;
   manager: SandboxManager;
+  /** The image store, where this daemon has one (image routes). */
+  images?: ImageStore;
   /** Aborted when the client goes away. */
   signal: AbortSignal;
 }
@@ -200,6 +203,27 @@ route('GET', '/v1/sandboxes/{id}/egress', { summary: 'Egress settings and connec
 route('POST', '/v1/sandboxes/{id}/egress/allow', { summary: 'Approve one more host for a running sandbox; takes effect from its next connection', body: EgressAllowRequestSchema, response: SandboxSchema }, async (ctx) => {
   const body = await readJson(ctx.req, EgressAllowRequestSchema);
   sendJson(ctx.res, 200, ctx.manager.allowEgress(id(ctx), body.host, ctx.caller));
+});
+
+route('POST', '/v1/images/pull', { summary: 'Pull a registry image through dockerd and keep it as an image; with Accept: text/event-stream the events progress, then done (the image) or error', body: PullImageRequestSchema, response: ImageInfoSchema, sse: true }, async (ctx) => {
+  const body = await readJson(ctx.req, PullImageRequestSchema);
+  ctx.manager.authorizeImages(ctx.caller);
+  const images = ctx.images;
+  if (!images) throw new RuntimeUnavailableError('this daemon has no image store', { hint: 'run agentbox image pull on the host' });
+  const { pullImage } = await import('../images/pull.js');
+  if (!(ctx.req.headers.accept ?? '').includes('text/event-stream')) {
+    sendJson(ctx.res, 200, await pullImage(images, body.ref, { ...(body.name ? { name: body.name } : {}), signal: ctx.signal }));
+    return;
+  }
+  startSse(ctx.res);
+  try {
+    const info = await pullImage(images, body.ref, { ...(body.name ? { name: body.name } : {}), signal: ctx.signal, onProgress: (p) => void sendEvent(ctx.res, 'progress', p) });
+    await sendEvent(ctx.res, 'done', info);
+  } catch (err) {
+    const wire = err instanceof AgentboxError ? err.toJSON() : { code: 'internal', message: 'internal error', hint: 'see the daemon log' };
+    await sendEvent(ctx.res, 'error', wire);
+  }
+  ctx.res.end();
 });
 
 export function notFoundRoute(path: string): NotFoundError {

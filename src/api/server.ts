@@ -1,6 +1,7 @@
 /** The HTTP server: auth, routing, errors, graceful close. Listens on a Unix socket and/or TCP. */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import type { ImageStore } from '../images/image-store.js';
 import { BadRequestError } from '../core/errors.js';
 import type { SandboxManager } from '../core/manager.js';
 import type { Authenticator } from './auth.js';
@@ -20,6 +21,7 @@ export interface ApiServerOpts {
   metrics?: Metrics;
   limiter?: RateLimiter;
   mcp?: McpHttpHandler;
+  images?: ImageStore;
 }
 
 export interface ApiServer {
@@ -89,7 +91,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: ApiServer
     }
     const caller = opts.auth.authenticate(req, viaSocket);
     opts.limiter?.take(caller.tenant);
-    await match.handler({ req, res, params: match.params, query: url.searchParams, caller, manager: opts.manager, signal: abort.signal });
+    await match.handler({ req, res, params: match.params, query: url.searchParams, caller, manager: opts.manager, ...(opts.images ? { images: opts.images } : {}), signal: abort.signal });
   } catch (err) {
     discardBody(req, res);
     sendError(res, err, opts.logger, err instanceof PayloadTooLargeError ? 413 : undefined);

@@ -657,6 +657,17 @@ export class SandboxManager {
     }
   }
 
+  /**
+   * Images are shared by every tenant, so only the host's operator manages them over the API:
+   * a caller with the manage scope on a daemon without tenants.
+   */
+  authorizeImages(caller: Caller): void {
+    need(caller, 'manage');
+    if (this.opts.policy.tenants !== undefined) {
+      throw new ForbiddenError('images are shared by every tenant: only the host\'s operator pulls them', { hint: 'run agentbox image pull REF on the host' });
+    }
+  }
+
   /** The sandbox's egress log (newest first) and, with `denied`, the hosts it was refused. */
   egressLog(id: string, caller: Caller, opts: { denied?: boolean; limit?: number } = {}): { sandboxId: string; egress: Egress; log: EgressEvent[]; denied?: DeniedHost[] } {
     need(caller, 'read');

@@ -41,3 +41,11 @@ export const EgressAllowRequestSchema = z
   })
   .strict();
 export type EgressAllowRequest = z.infer<typeof EgressAllowRequestSchema>;
+
+export const PullImageRequestSchema = z
+  .object({
+    ref: z.string().min(1).max(255).describe('Registry reference, e.g. python:3.12-slim'),
+    name: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$/).optional().describe('agentbox image name; default from the reference'),
+  })
+  .strict();
+export type PullImageRequest = z.infer<typeof PullImageRequestSchema>;

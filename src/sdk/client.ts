@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../core/errors.js';
 import type { DeniedHost, DirEntry, Egress, EgressEvent, ExecRecord, ExecResult, ExecSummary, Sandbox } from '../core/model.js';
 import type { CreateSandboxRequest, ExecRequest } from '../core/requests.js';
+import type { ImageInfo } from '../images/image-store.js';
 import { SandboxRef } from './sandbox.js';
 
 export interface ClientOpts {
@@ -198,6 +199,19 @@ export class AgentboxClient {
   /** Let a running sandbox reach one more host (HOST, HOST:PORT or *.DOMAIN), from its next connection on. */
   allowEgress(id: string, host: string): Promise<Sandbox> {
     return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/egress/allow`, { host });
+  }
+
+  /** Pull a registry image on the daemon's host (operator only); progress as it comes. */
+  async pullImage(ref: string, opts: { name?: string; onProgress?: (p: { phase: string; message: string; percent?: number }) => void } = {}): Promise<ImageInfo> {
+    const body = Buffer.from(JSON.stringify({ ref, ...(opts.name ? { name: opts.name } : {}) }));
+    const res = await this.check(await this.raw('POST', '/v1/images/pull', body, { 'content-type': 'application/json', accept: 'text/event-stream' }));
+    for await (const { event, data } of parseSse(res)) {
+      const value = JSON.parse(data) as Record<string, unknown>;
+      if (event === 'progress') opts.onProgress?.(value as { phase: string; message: string; percent?: number });
+      else if (event === 'done') return value as unknown as ImageInfo;
+      else if (event === 'error') throw errorFromWire(value);
+    }
+    throw new AgentboxError('internal', 'the pull stream ended without a result', { hint: 'see the daemon log' });
   }
 
   health(): Promise<{ ok: boolean; checks: Record<string, { ok: boolean; detail?: string }> }> {

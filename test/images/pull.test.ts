@@ -13,7 +13,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import Docker from 'dockerode';
 import { VERSION, helperPath } from '../../src/core/config.js';
-import { BadRequestError, NotFoundError } from '../../src/core/errors.js';
+import { BadRequestError, ForbiddenError, NotFoundError } from '../../src/core/errors.js';
+import { startDaemon } from '../../src/api/daemon.js';
+import { silentLogger } from '../../src/observability/logger.js';
+import { AgentboxClient } from '../../src/sdk/client.js';
 import { ImageStore } from '../../src/images/image-store.js';
 import { defaultImageName, pullImage } from '../../src/images/pull.js';
 import type { Progress } from '../../src/images/run-tool.js';
@@ -112,6 +115,31 @@ describe('image pull', { skip: await skipReason() }, () => {
     await assert.rejects(pullImage(store, `${repo}:nope`), NotFoundError);
     await assert.rejects(pullImage(store, 'bad ref with spaces'), BadRequestError);
     assert.deepEqual(store.list(), []);
+  });
+
+  test('over the API: progress events then the image; only the operator of a daemon without tenants may pull', async () => {
+    const home = join(dir, 'daemon');
+    const env = { AGENTBOX_HOME: home, AGENTBOX_IMAGES: join(home, 'images') };
+    const daemon = await startDaemon({ env, logger: silentLogger(), socket: null, tcp: { host: '127.0.0.1', port: 0 } });
+    try {
+      const client = new AgentboxClient({ url: `http://127.0.0.1:${daemon.tcpAddress!.port}` });
+      const seen: string[] = [];
+      const info = await client.pullImage(`${repo}:v1`, { name: 'via-api', onProgress: (p) => seen.push(p.phase) });
+      assert.equal(info.name, 'via-api');
+      assert.ok(seen.includes('pull') && seen.includes('export'), seen.join(','));
+      assert.equal(daemon.images.get('via-api')?.ref, `${repo}:v1`);
+      await assert.rejects(client.pullImage(`${repo}:missing`), NotFoundError);
+    } finally {
+      await daemon.close();
+    }
+    writeFileSync(join(dir, 'tenants.yaml'), 'version: 1\ntenants:\n  - { name: alice, tokens: [alice-token-1] }\n');
+    const multi = await startDaemon({ env: { ...env, AGENTBOX_HOME: join(dir, 'daemon2') }, logger: silentLogger(), policyPath: join(dir, 'tenants.yaml'), socket: null, tcp: { host: '127.0.0.1', port: 0 } });
+    try {
+      const alice = new AgentboxClient({ url: `http://127.0.0.1:${multi.tcpAddress!.port}`, token: 'alice-token-1' });
+      await assert.rejects(alice.pullImage(`${repo}:v1`), ForbiddenError);
+    } finally {
+      await multi.close();
+    }
   });
 
   test('default names come from the reference', () => {
