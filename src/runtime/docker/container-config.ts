@@ -17,8 +17,14 @@ export const LABEL_ID = 'agentbox.id';
 export const LABEL_HOME = 'agentbox.home';
 export const LABEL_VERSION = 'agentbox.version';
 
-/** gVisor's sentry and gofer live in the sandbox's cgroups: give them room of their own. */
-export const GVISOR_HEADROOM = { memoryMb: 64, pids: 256 } as const;
+/**
+ * gVisor's sentry and gofer live in the sandbox's cgroups: give them room of their own. Under the
+ * ptrace platform the sentry keeps host stub processes and threads per address space and reuses
+ * them, so its host task count climbs with concurrent execs before it levels off (measured here:
+ * ~450 tasks for 20 execs at a time); when the pids limit stops it, the sentry panics and the
+ * whole sandbox dies. 1024 keeps well clear of that (test/runtime/docker-gvisor-load.test.ts).
+ */
+export const GVISOR_HEADROOM = { memoryMb: 64, pids: 1024 } as const;
 
 export interface ContainerConfigOpts {
   id: string;
@@ -70,6 +76,10 @@ export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateO
       Memory: memoryBytes,
       MemorySwap: memoryBytes, // equal to Memory: no swap
       PidsLimit: o.limits.pids + (gvisor ? GVISOR_HEADROOM.pids : 0),
+      // Under gVisor the host pids limit counts the sentry's tasks, not the sandbox's processes; the
+      // sentry is a kernel of its own, so RLIMIT_NPROC of the sandbox user counts exactly those.
+      // (Not for runc: there uid 1000 is shared with every other container on the host.)
+      ...(gvisor ? { Ulimits: [{ Name: 'nproc', Soft: o.limits.pids, Hard: o.limits.pids }] } : {}),
       NanoCpus: Math.round(o.limits.cpus * 1e9),
       OomKillDisable: false,
       Init: false,
