@@ -164,6 +164,8 @@ export const EgressEventSchema = z
   })
   .describe('One connection attempt through a sandbox\'s egress proxy');
 export type EgressEvent = z.infer<typeof EgressEventSchema>;
+/** What a proxy knows of an attempt when it decides it. */
+export type EgressAttempt = Pick<EgressEvent, 'kind' | 'method' | 'host' | 'port' | 'address' | 'decision' | 'rule'> & { error?: string | null };
 
 export const DeniedHostSchema = z.object({
   host: z.string(),

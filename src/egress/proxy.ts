@@ -9,22 +9,13 @@ import { chmodSync, rmSync } from 'node:fs';
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { EgressEvent } from '../core/model.js';
+import type { EgressAttempt, EgressEvent } from '../core/model.js';
 import type { AddressRules } from './addresses.js';
 import type { Resolver } from './resolver.js';
 import { ResolveError } from './resolver.js';
 import { decideHost, explainDenial, type HostRules, type Verdict } from './rules.js';
 
-export interface ProxyAttempt {
-  kind: EgressEvent['kind'];
-  method: string | null;
-  host: string;
-  port: number;
-  address: string | null;
-  decision: EgressEvent['decision'];
-  rule: string;
-  error?: string;
-}
+export type ProxyAttempt = EgressAttempt;
 
 /** What the proxy needs from its owner: rules that may change while it runs, and somewhere to log. */
 export interface ProxyContext {

@@ -4,20 +4,9 @@
  * sandbox as a ring (the newest `keepPerSandbox`), like the exec history.
  */
 import type Database from 'better-sqlite3';
-import type { DeniedHost, EgressEvent } from '../core/model.js';
+import type { DeniedHost, EgressAttempt, EgressEvent } from '../core/model.js';
 
-export interface NewEgressEvent {
-  sandboxId: string;
-  tenant: string;
-  kind: EgressEvent['kind'];
-  method: string | null;
-  host: string;
-  port: number;
-  address: string | null;
-  decision: EgressEvent['decision'];
-  rule: string;
-  error?: string | null;
-}
+export type NewEgressEvent = EgressAttempt & { sandboxId: string; tenant: string };
 
 export interface EgressOutcome {
   bytesUp: number;
