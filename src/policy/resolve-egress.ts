@@ -8,6 +8,7 @@ import { BadRequestError, PolicyDeniedError } from '../core/errors.js';
 import type { Egress } from '../core/model.js';
 import type { CreateSandboxRequest } from '../core/requests.js';
 import { hostPatternProblem, patternCovers } from './hosts.js';
+import { presetHosts } from './presets.js';
 import type { Policy, ProfileEgress } from './schema.js';
 import { says } from './wording.js';
 
@@ -27,7 +28,7 @@ const IMPLICIT: Ceiling = { maxMode: 'allowlist', hosts: null, base: { mode: 'no
 
 function ceilingOf(policy: Policy, e: ProfileEgress | undefined): Ceiling {
   if (e === undefined) return IMPLICIT;
-  const hosts = unique([...(e.allow ?? []), ...(e.presets ?? []).flatMap((p) => policy.egress.presets[p] ?? [])]);
+  const hosts = unique([...(e.allow ?? []), ...(e.presets ?? []).flatMap((p) => presetHosts(policy.egress.presets, p) ?? [])]);
   return {
     maxMode: e.mode,
     hosts: e.mode === 'open' ? null : hosts,

@@ -9,6 +9,7 @@ import { EgressModeSchema, IsolationSchema, LimitsSchema, PartialLimitsSchema, R
 import type { Isolation, Limits, RuntimeName } from '../core/model.js';
 import { isDuration } from './duration.js';
 import { hostPatternProblem } from './hosts.js';
+import { BUILTIN_PRESETS, presetHosts } from './presets.js';
 import { RUNTIME_ISOLATIONS, isolationFits } from './isolation.js';
 
 const DURATION_MSG = 'expected a duration like 90s, 5m or 1h';
@@ -105,7 +106,7 @@ const ProfileSchema = z
 
 const EgressPolicySchema = z
   .object({
-    presets: z.record(name('preset'), z.array(AllowHostSchema)).default(() => ({})).describe('Named host lists profiles refer to'),
+    presets: z.record(name('preset'), z.array(AllowHostSchema)).default(() => ({})).describe('Named host lists profiles refer to; built in: pypi, npm, github, debian, crates, go (an entry here replaces the built-in of that name)'),
     globalDeny: z.array(DenyHostSchema).default(() => []).describe('Hosts never reachable; always wins over any allow list'),
     allowRanges: z.array(CidrSchema).default(() => []).describe('Private/loopback ranges the operator opens; default none. A cloud-metadata address opens only by its exact /32 or /128'),
     byteQuotaMb: z.number().int().min(1).max(1024 * 1024).default(1024).describe('Bytes each sandbox may move through its proxy (both ways), MiB'),
@@ -198,8 +199,8 @@ function crossCheck(p: Policy): Problem[] {
       out.push({ path: [...at, 'mode'], message: 'egress mode none takes no presets or allow list; use mode allowlist' });
     }
     (e.presets ?? []).forEach((preset, i) => {
-      if (!(preset in p.egress.presets)) {
-        const known = Object.keys(p.egress.presets);
+      if (presetHosts(p.egress.presets, preset) === undefined) {
+        const known = [...new Set([...Object.keys(p.egress.presets), ...Object.keys(BUILTIN_PRESETS)])];
         out.push({ path: [...at, 'presets', i], message: `unknown preset ${preset} (egress.presets has: ${known.join(', ') || 'none'})` });
       }
     });

@@ -8,6 +8,7 @@ import { AgentboxError } from '../../src/core/errors.js';
 import { formatPolicyProblem, loadPolicy, loadPolicyFile, parsePolicyText } from '../../src/policy/load.js';
 import type { LoadPolicyResult } from '../../src/policy/load.js';
 import { DEFAULT_POLICY } from '../../src/policy/schema.js';
+import { resolveSpec } from '../../src/policy/resolve.js';
 
 const aliceDigest = createHash('sha256').update('alice-secret-token-0123').digest('hex');
 
@@ -187,9 +188,17 @@ describe('parsePolicyText', () => {
     });
 
     test('a profile names an unknown preset', () => {
-      const r = invalid('version: 1\nprofiles:\n  p:\n    egress:\n      mode: allowlist\n      presets: [pypi, npm]\negress:\n  presets: { pypi: [pypi.org] }\n');
+      const r = invalid('version: 1\nprofiles:\n  p:\n    egress:\n      mode: allowlist\n      presets: [pypi, nuget]\negress:\n  presets: { pypi: [pypi.org] }\n');
       assert.equal(r.line, 6);
-      assert.match(r.reason, /profiles\.p\.egress\.presets\[1\]: unknown preset npm/);
+      assert.match(r.reason, /profiles\.p\.egress\.presets\[1\]: unknown preset nuget \(egress\.presets has: pypi, npm, github, debian, crates, go\)/);
+    });
+
+    test('built-in presets need no definition; a policy entry of the same name replaces one', () => {
+      const r = parsePolicyText('version: 1\nprofiles:\n  p:\n    egress: { mode: allowlist, presets: [npm, pypi] }\negress:\n  presets: { pypi: [pypi.internal.example] }\n', 'policy.yaml');
+      assert.equal(r.kind, 'ok', JSON.stringify(r));
+      if (r.kind !== 'ok') return;
+      const spec = resolveSpec(r.policy, { profile: 'p' }, { tenant: 'default', id: 'sbx_x' });
+      assert.deepEqual(spec.egress, { mode: 'allowlist', allow: ['registry.npmjs.org', 'pypi.internal.example'] });
     });
 
     test('images outside the allowlist', () => {
