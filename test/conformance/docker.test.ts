@@ -32,13 +32,9 @@ if (!probe.ok) {
       newRuntime,
       skip: [
         {
-          reason: "gVisor's /proc/self/status has no NoNewPrivs line (runsc sets no_new_privs but does not report it); the capability sets it does report are checked by the runc run",
-          tests: ['has no capabilities and no new privileges'],
-        },
-        {
           reason:
-            'gVisor checks permissions before the read-only mount (uid 1000 gets EACCES, root gets EROFS), and its user namespaces are the sentry\'s own emulation: runsc registered without --oci-seccomp does not apply Docker\'s seccomp profile, so `unshare -U` succeeds inside the sandbox without touching the host kernel',
-          tests: ['has a read-only root and cannot mount or make namespaces'],
+            "runsc applies the OCI seccomp profile (--oci-seccomp) to the container's init only, not to exec'd processes, so `unshare -U` succeeds inside: the user namespace is the sentry's own emulation and does not reach the host kernel; mounting is refused",
+          tests: ['cannot mount or make namespaces'],
         },
         {
           reason: "a gVisor sandbox is one host process tree (the sentry): the host OOM killer ends the whole sandbox, not just the command (the exec still reports exit 137 and oomKilled)",

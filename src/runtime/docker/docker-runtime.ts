@@ -54,7 +54,7 @@ export function defaultInitPath(): string {
 }
 
 const RUNSC_HINT =
-  'register gVisor in /etc/docker/daemon.json: {"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none","--host-uds=open"]}}} and restart dockerd (scripts/start-dockerd.sh does both)';
+  'register gVisor in /etc/docker/daemon.json: {"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none","--host-uds=open","--oci-seccomp"]}}} and restart dockerd (scripts/start-dockerd.sh does both)';
 const FILE_ENV = { PATH: '/usr/bin:/bin' };
 
 function dataOf(handle: SandboxHandle): DockerData {
