@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { resolveSpec } from '../policy/resolve.js';
+import { resolveEgressApproval, resolveSpec } from '../policy/resolve.js';
 import type { Policy } from '../policy/schema.js';
 import type { Runtime, SandboxHandle } from '../runtime/types.js';
 import type { Store, StoredSandbox } from '../store/store.js';
@@ -18,7 +18,6 @@ import { WarmPool } from './warm-pool.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { EgressService } from '../egress/service.js';
 import { proxyEnv } from '../egress/service.js';
-import { resolveEgress } from '../policy/resolve-egress.js';
 import type { DeniedHost, Egress, EgressEvent } from './model.js';
 
 export type Scope = 'read' | 'exec' | 'files' | 'manage';
@@ -695,10 +694,7 @@ export class SandboxManager {
         hint: 'create a sandbox with --egress allowlist --allow HOST instead',
       });
     }
-    const policy = this.opts.policy;
-    const profileEgress = sb.profile ? policy.profiles[sb.profile]?.egress : policy.defaults.egress;
-    const who = sb.profile ? `profile ${sb.profile}` : 'the policy defaults';
-    const checked = resolveEgress(policy, profileEgress, { mode: sb.egress.mode, allow: [host] }, who);
+    const checked = resolveEgressApproval(this.opts.policy, sb.profile, sb.egress.mode, host);
     const added = checked.allow.filter((h) => !sb.egress.allow.includes(h));
     const egress: Egress = { mode: sb.egress.mode, allow: [...sb.egress.allow, ...added] };
     this.opts.store.setEgress(id, egress);

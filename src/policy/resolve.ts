@@ -4,7 +4,7 @@
  * profile and the field.
  */
 import { type AgentboxError, BadRequestError, PolicyDeniedError } from '../core/errors.js';
-import type { Isolation, Limits, RuntimeName, SandboxSpec } from '../core/model.js';
+import type { Egress, Isolation, Limits, RuntimeName, SandboxSpec } from '../core/model.js';
 import type { CreateSandboxRequest } from '../core/requests.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { RUNTIME_ISOLATIONS, defaultIsolation, isolationFits, isolationStrength } from './isolation.js';
@@ -21,10 +21,14 @@ export interface ResolveCtx {
 
 const LIMIT_KEYS = ['cpus', 'memoryMb', 'pids', 'diskMb'] as const;
 
+function whoOf(profileName: string | null): string {
+  return profileName === null ? DEFAULTS_WHO : `profile "${profileName}"`;
+}
+
 export function resolveSpec(policy: Policy, req: CreateSandboxRequest, ctx: ResolveCtx): SandboxSpec {
   const profileName = req.profile ?? null;
   const profile = profileName === null ? undefined : findProfile(policy, profileName);
-  const who = profileName === null ? DEFAULTS_WHO : `profile "${profileName}"`;
+  const who = whoOf(profileName);
   const d = policy.defaults;
 
   const image = req.image ?? profile?.image ?? d.image;
@@ -51,6 +55,15 @@ export function resolveSpec(policy: Policy, req: CreateSandboxRequest, ctx: Reso
     execTimeoutMs: parseDuration(profile?.execTimeout ?? d.execTimeout),
     outputLimitBytes: profile?.outputLimitBytes ?? d.outputLimitBytes,
   };
+}
+
+/**
+ * A live approval of one more host for a running sandbox: checked against the same ceiling its
+ * create was (the profile's egress, else defaults.egress), with the global deny list winning.
+ */
+export function resolveEgressApproval(policy: Policy, profileName: string | null, mode: Egress['mode'], host: string): Egress {
+  const profile = profileName === null ? undefined : findProfile(policy, profileName);
+  return resolveEgress(policy, profile?.egress ?? policy.defaults.egress, { mode, allow: [host] }, whoOf(profileName));
 }
 
 function findProfile(policy: Policy, name: string): Profile {

@@ -108,7 +108,7 @@ describe('egress through the API, the SDK and the CLI', () => {
     await assert.rejects(alice.allowEgress(sb.id, '*'), BadRequestError);
     await assert.rejects(alice.allowEgress(sb.id, 'has space'), BadRequestError);
     await assert.rejects(alice.allowEgress(sb.id, 'blocked.egress.test'), PolicyDeniedError);
-    await assert.rejects(alice.allowEgress(sb.id, 'example.com'), (e: unknown) => e instanceof PolicyDeniedError && /profile web/.test(e.message));
+    await assert.rejects(alice.allowEgress(sb.id, 'example.com'), (e: unknown) => e instanceof PolicyDeniedError && /profile "web"/.test(e.message));
     await assert.rejects(alice.allowEgress('sbx_doesnotexist', 'site.egress.test'), NotFoundError);
     const offline = await alice.create({});
     await assert.rejects(alice.allowEgress(offline.id, 'site.egress.test'), ConflictError);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { AgentboxError } from '../../src/core/errors.js';
 import type { CreateSandboxRequest } from '../../src/core/requests.js';
 import { parsePolicyText } from '../../src/policy/load.js';
-import { hostMatches, resolveSpec } from '../../src/policy/resolve.js';
+import { hostMatches, resolveEgressApproval, resolveSpec } from '../../src/policy/resolve.js';
 import { DEFAULT_POLICY } from '../../src/policy/schema.js';
 import type { Policy } from '../../src/policy/schema.js';
 
@@ -228,6 +228,32 @@ describe('resolveSpec', () => {
       denied(() => resolve({ egress: { allow: ['*.com'] } }), 'bad_request', /HOST/);
       denied(() => resolve({ egress: { mode: 'none', allow: ['a.example'] } }), 'bad_request');
     });
+  });
+});
+
+describe('resolveEgressApproval', () => {
+  const withDefaults = policy(`version: 1
+defaults:
+  egress: { mode: allowlist, allow: [a.example, b.example] }
+profiles:
+  tiny: { limits: { memoryMb: 64 } }
+  pydev: { egress: { mode: allowlist, allow: [github.com] } }
+egress:
+  globalDeny: [b.example]
+`);
+
+  test('a profile without egress of its own approves within defaults.egress, as its create did', () => {
+    assert.deepEqual(resolveEgressApproval(withDefaults, 'tiny', 'allowlist', 'a.example'), { mode: 'allowlist', allow: ['a.example'] });
+    const err = denied(() => resolveEgressApproval(withDefaults, 'tiny', 'allowlist', 'c.example'), 'policy_denied');
+    assert.match(err.message, /profile "tiny"/);
+    denied(() => resolveEgressApproval(withDefaults, null, 'allowlist', 'c.example'), 'policy_denied');
+  });
+
+  test("a profile's own egress is the ceiling; the deny list wins; a profile gone from the policy is refused", () => {
+    assert.deepEqual(resolveEgressApproval(withDefaults, 'pydev', 'allowlist', 'github.com'), { mode: 'allowlist', allow: ['github.com'] });
+    denied(() => resolveEgressApproval(withDefaults, 'pydev', 'allowlist', 'a.example'), 'policy_denied');
+    denied(() => resolveEgressApproval(withDefaults, null, 'allowlist', 'b.example'), 'policy_denied');
+    denied(() => resolveEgressApproval(withDefaults, 'constructor', 'allowlist', 'a.example'), 'policy_denied');
   });
 });
 
