@@ -12,11 +12,16 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
   res.end(text);
 }
 
+/** The wire form of an error: a typed error as itself, anything else as a bare `internal`. */
+export function wireError(err: unknown): { code: string; message: string; hint?: string } {
+  return err instanceof AgentboxError ? err.toJSON() : { code: 'internal', message: 'internal error', hint: 'see the daemon log' };
+}
+
 /** Typed errors go out as `{error:{code,message,hint}}`; anything else is a bare `internal`, logged here. */
 export function sendError(res: ServerResponse, err: unknown, logger: Logger, statusOverride?: number): void {
   const known = err instanceof AgentboxError ? err : undefined;
   if (!known) logger.error({ err }, 'unhandled error');
-  const body = known ? known.toJSON() : { code: 'internal', message: 'internal error', hint: 'see the daemon log' };
+  const body = wireError(err);
   const status = statusOverride ?? (known ? HTTP_STATUS[known.code] : 500);
   if (res.headersSent) {
     res.destroy();

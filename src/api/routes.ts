@@ -2,14 +2,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
-import { AgentboxError, BadRequestError, NotFoundError, RuntimeUnavailableError } from '../core/errors.js';
+import { BadRequestError, NotFoundError, RuntimeUnavailableError } from '../core/errors.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { StoredExec } from '../store/store.js';
 import type { ExecEvent } from '../core/model.js';
 import { DeniedHostSchema, DirEntrySchema, EgressEventSchema, EgressSchema, ExecRecordSchema, ExecResultSchema, SandboxSchema } from '../core/model.js';
 import { CreateSandboxRequestSchema, EgressAllowRequestSchema, ExecRequestSchema, PullImageRequestSchema } from '../core/requests.js';
 import { ImageInfoSchema, type ImageStore } from '../images/image-store.js';
-import { parseWith, readJson, sendJson } from './http-util.js';
+import { parseWith, readJson, sendJson, wireError } from './http-util.js';
 import { sendEvent, startSse } from './sse.js';
 
 export interface RouteCtx {
@@ -211,17 +211,17 @@ route('POST', '/v1/images/pull', { summary: 'Pull a registry image through docke
   const images = ctx.images;
   if (!images) throw new RuntimeUnavailableError('this daemon has no image store', { hint: 'run agentbox image pull on the host' });
   const { pullImage } = await import('../images/pull.js');
+  const opts = { ...(body.name ? { name: body.name } : {}), signal: ctx.signal };
   if (!(ctx.req.headers.accept ?? '').includes('text/event-stream')) {
-    sendJson(ctx.res, 200, await pullImage(images, body.ref, { ...(body.name ? { name: body.name } : {}), signal: ctx.signal }));
+    sendJson(ctx.res, 200, await pullImage(images, body.ref, opts));
     return;
   }
   startSse(ctx.res);
   try {
-    const info = await pullImage(images, body.ref, { ...(body.name ? { name: body.name } : {}), signal: ctx.signal, onProgress: (p) => void sendEvent(ctx.res, 'progress', p) });
+    const info = await pullImage(images, body.ref, { ...opts, onProgress: (p) => void sendEvent(ctx.res, 'progress', p) });
     await sendEvent(ctx.res, 'done', info);
   } catch (err) {
-    const wire = err instanceof AgentboxError ? err.toJSON() : { code: 'internal', message: 'internal error', hint: 'see the daemon log' };
-    await sendEvent(ctx.res, 'error', wire);
+    await sendEvent(ctx.res, 'error', wireError(err));
   }
   ctx.res.end();
 });

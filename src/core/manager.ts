@@ -290,8 +290,7 @@ export class SandboxManager {
     const t0 = performance.now();
     try {
       // The proxy listens before the sandbox starts, so its first command already has a way out.
-      await egress?.open({ id: spec.id, tenant: spec.tenant, egress: spec.egress });
-      const egressDir = egress?.dirFor(spec.id);
+      const egressDir = await egress?.open({ id: spec.id, tenant: spec.tenant, egress: spec.egress });
       const handle =
         warm ??
         (await this.track(

@@ -119,7 +119,6 @@ export class SandboxProxy {
   }
 
   private async onConnect(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
-    this.track(client);
     (client as Partial<Socket>).setNoDelay?.(true);
     client.on('error', () => undefined);
     const target = parseAuthority(req.url ?? '');

@@ -74,9 +74,12 @@ export class EgressService {
     return this.live.has(id);
   }
 
-  /** Start (or restart, after a daemon restart) the proxy of a sandbox whose egress is not none. */
-  async open(sb: { id: string; tenant: string; egress: Egress }): Promise<void> {
-    if (sb.egress.mode === 'none') return;
+  /**
+   * Start (or restart, after a daemon restart) the proxy of a sandbox whose egress is not none;
+   * returns the directory to bind into the sandbox.
+   */
+  async open(sb: { id: string; tenant: string; egress: Egress }): Promise<string | undefined> {
+    if (sb.egress.mode === 'none') return undefined;
     await this.live.get(sb.id)?.proxy.close();
     const quotaBytes = this.opts.policy.byteQuotaMb * 1024 * 1024;
     const state: { rules: HostRules; bytesUsed: number } = {
@@ -97,8 +100,10 @@ export class EgressService {
       record: (a) => this.record(sb.id, sb.tenant, a),
     });
     const entry: Entry = Object.assign(state, { proxy, tenant: sb.tenant });
-    await entry.proxy.listen(join(this.dirFor(sb.id), EGRESS_SOCKET));
+    const dir = this.dirFor(sb.id);
+    await entry.proxy.listen(join(dir, EGRESS_SOCKET));
     this.live.set(sb.id, entry);
+    return dir;
   }
 
   /** Log a decided attempt (store, metrics, log line); the returned function adds its bytes once it ends. */
