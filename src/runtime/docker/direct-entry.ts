@@ -10,10 +10,9 @@
  * driver keeps using the Engine API. AGENTBOX_DOCKER_DIRECT_EXEC=0 turns it off.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, constants, readFileSync } from 'node:fs';
-import { isAbsolute, join } from 'node:path';
+import { accessSync, constants } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { isSameProcess, processStartTime } from '../proc.js';
+import { cgroupsOf, isSameProcess, processStartTime } from '../proc.js';
 import type { EngineExec, EngineExecOpts } from './engine-exec.js';
 
 /** A container's init as the host sees it, and the cgroup directories an exec must join. */
@@ -21,42 +20,6 @@ export interface EntryTarget {
   pid: number;
   startTime: number;
   cgroupDirs: string[];
-}
-
-interface CgroupMount {
-  point: string;
-  /** v1: the controllers (and name=...) of the hierarchy; v2: null. */
-  controllers: Set<string> | null;
-}
-
-function cgroupMounts(): CgroupMount[] {
-  const mounts: CgroupMount[] = [];
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const [left, right] = line.split(' - ');
-    if (!left || !right) continue;
-    const point = left.split(' ')[4];
-    const [fstype, , superOpts] = right.split(' ');
-    if (!point) continue;
-    if (fstype === 'cgroup2') mounts.push({ point, controllers: null });
-    else if (fstype === 'cgroup') mounts.push({ point, controllers: new Set((superOpts ?? '').split(',')) });
-  }
-  return mounts;
-}
-
-/** Every cgroup directory of a process, one per hierarchy (v1 controllers, named, v2). */
-export function cgroupDirsOf(pid: number): string[] {
-  const mounts = cgroupMounts();
-  const dirs: string[] = [];
-  for (const line of readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n')) {
-    const m = /^\d+:([^:]*):(.*)$/.exec(line);
-    if (!m) continue;
-    const [, ctrls, path] = m as unknown as [string, string, string];
-    const mount = ctrls === ''
-      ? mounts.find((x) => x.controllers === null)
-      : mounts.find((x) => x.controllers !== null && ctrls.split(',').every((c) => x.controllers!.has(c)));
-    if (mount && isAbsolute(path)) dirs.push(join(mount.point, path));
-  }
-  return dirs;
 }
 
 export function directEntryUsable(helper: string, engineIsLocal: boolean, env: NodeJS.ProcessEnv = process.env): boolean {
@@ -73,7 +36,7 @@ export function entryTarget(pid: number): EntryTarget | undefined {
   const startTime = processStartTime(pid);
   if (startTime === undefined) return undefined;
   try {
-    return { pid, startTime, cgroupDirs: cgroupDirsOf(pid) };
+    return { pid, startTime, cgroupDirs: cgroupsOf(pid).map((c) => c.dir) };
   } catch {
     return undefined;
   }

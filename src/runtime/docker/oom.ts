@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { cgroupsOf } from '../proc.js';
 
 const CGROOT = '/sys/fs/cgroup';
 
@@ -12,12 +13,7 @@ export function memoryCgroupDirs(containerId: string, hostPid: number | undefine
   const dirs: string[] = [];
   if (hostPid && hostPid > 0) {
     try {
-      for (const line of readFileSync(`/proc/${hostPid}/cgroup`, 'utf8').split('\n')) {
-        const [, controllers, path] = line.split(':', 3) as [string, string | undefined, string | undefined];
-        if (path === undefined || controllers === undefined) continue;
-        if (controllers.split(',').includes('memory')) dirs.push(join(CGROOT, 'memory', path));
-        else if (controllers === '' && line.startsWith('0::')) dirs.push(join(CGROOT, path));
-      }
+      for (const c of cgroupsOf(hostPid)) if (c.controllers.length === 0 || c.controllers.includes('memory')) dirs.push(c.dir);
     } catch {
       // the process is gone or not on this host (remote DOCKER_HOST): fall back to the usual places
     }
