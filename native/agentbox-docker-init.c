@@ -3,12 +3,16 @@
  *
  * Bind-mounted read-only at /.agentbox/init by the daemon; static, so nothing in the image matters.
  *
- *   init                           PID 1: blocks every signal and reaps orphans, forever.
+ *   init [--egress-relay PORT SOCKET] [--memory-limit-kb N]
+ *                                  PID 1: blocks every signal and reaps orphans, forever; keeps the
+ *                                  egress relay running; with a limit (gVisor), enforces it by
+ *                                  killing the biggest process past it (memory-watchdog.h).
  *   run TIMEOUT_MS TAG -- CMD ...  becomes a child subreaper, runs CMD in a session of its own and
  *                                  exits with CMD's status (128+N for signal N). On timeout it kills
  *                                  every descendant (background jobs and setsid escapees included)
  *                                  and exits 124; on SIGTERM/SIGINT/SIGHUP it does the same and exits
- *                                  128+signal. TIMEOUT_MS 0 means no timeout.
+ *                                  128+signal. TIMEOUT_MS 0 means no timeout. CMD runs with
+ *                                  no_new_privs and the seccomp deny list (seccomp-deny.h).
  *   kill TAG                       sends SIGTERM to the `run` started with TAG (abort from outside:
  *                                  the Engine API has no way to signal an exec).
  *   fileop OP PATH                 read|write|list|remove|mkdir, with the same error line and listing
@@ -32,7 +36,9 @@
 #include <unistd.h>
 
 #include "file-ops.h"
+#include "memory-watchdog.h"
 #include "pid1.h"
+#include "seccomp-deny.h"
 
 #define EXIT_INIT 125
 #define EXIT_TIMEOUT 124
@@ -61,15 +67,28 @@ static long parse_num(const char *s, const char *what) {
 
 /* ---------- init: PID 1 ---------- */
 
-/* init [--egress-relay PORT SOCKET] */
+static long watchdog_tick(void *ctx) { return watchdog_check(ctx); }
+
 static int mode_init(int argc, char **argv) {
   if (getpid() != 1) die_msg("init must run as PID 1 of the container");
   struct egress_relay relay = {0, NULL, 0};
-  if (argc >= 3 && strcmp(argv[0], "--egress-relay") == 0) {
-    relay.port = (int)parse_num(argv[1], "relay port");
-    relay.path = argv[2];
+  long memory_limit_kb = 0;
+  for (int i = 0; i < argc; i++) {
+    if (strcmp(argv[i], "--egress-relay") == 0 && i + 2 < argc) {
+      relay.port = (int)parse_num(argv[i + 1], "relay port");
+      relay.path = argv[i + 2];
+      i += 2;
+    } else if (strcmp(argv[i], "--memory-limit-kb") == 0 && i + 1 < argc) {
+      memory_limit_kb = parse_num(argv[++i], "memory limit");
+    } else {
+      fprintf(stderr, "agentbox-init: unknown init option %s\n", argv[i]);
+      return EXIT_INIT;
+    }
   }
-  run_as_pid1(-1, &relay);
+  static struct memory_watchdog watchdog;
+  struct pid1_tick tick = { watchdog_tick, &watchdog };
+  if (memory_limit_kb > 0 && watchdog_open(&watchdog, memory_limit_kb) != 0) die("memory watchdog");
+  run_as_pid1(-1, &relay, memory_limit_kb > 0 ? &tick : NULL);
   return EXIT_INIT;
 }
 
@@ -171,6 +190,8 @@ static int mode_run(int argc, char **argv) {
   if (child == 0) {
     sigprocmask(SIG_SETMASK, &old, NULL);
     setsid();
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs");
+    if (install_seccomp_deny() != 0) die("seccomp");
     execvp(cmd[0], cmd);
     int err = errno;
     fprintf(stderr, "agentbox: %s: %s\n", cmd[0], strerror(err));
@@ -214,32 +235,15 @@ static int mode_run(int argc, char **argv) {
 
 static int mode_kill(int argc, char **argv) {
   if (argc < 1) die_msg("usage: kill TAG");
-  const char *tag = argv[0];
   DIR *d = opendir("/proc");
   if (!d) die("/proc");
   int hits = 0;
   struct dirent *e;
-  char path[300], buf[4096];
+  char tag[256];
   while ((e = readdir(d)) != NULL) {
     if (!isdigit((unsigned char)e->d_name[0])) continue;
-    snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) continue;
-    buf[n] = '\0';
-    /* argv: PROGRAM run TIMEOUT TAG -- ... */
-    const char *args[4];
-    size_t off = 0;
-    int i = 0;
-    for (; i < 4 && off < (size_t)n; i++) {
-      args[i] = buf + off;
-      off += strlen(buf + off) + 1;
-    }
-    if (i == 4 && strcmp(args[1], "run") == 0 && strcmp(args[3], tag) == 0) {
-      if (kill((pid_t)atoi(e->d_name), SIGTERM) == 0) hits++;
-    }
+    pid_t pid = (pid_t)atoi(e->d_name);
+    if (watchdog_run_tag(pid, tag, sizeof tag) == 0 && strcmp(tag, argv[0]) == 0 && kill(pid, SIGTERM) == 0) hits++;
   }
   closedir(d);
   return hits > 0 ? 0 : 1;

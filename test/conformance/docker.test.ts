@@ -25,23 +25,7 @@ if (!probe.ok) {
   if (!runsc) {
     test('docker runtime contract with gVisor', { skip: 'runsc is not registered with dockerd (see scripts/start-dockerd.sh)' }, () => undefined);
   } else {
-    runRuntimeContract({
-      name: 'docker (gVisor)',
-      isolation: 'gvisor',
-      debian: hasDebian(),
-      newRuntime,
-      skip: [
-        {
-          reason:
-            "runsc applies the OCI seccomp profile (--oci-seccomp) to the container's init only, not to exec'd processes, so `unshare -U` succeeds inside: the user namespace is the sentry's own emulation and does not reach the host kernel; mounting is refused",
-          tests: ['cannot mount or make namespaces'],
-        },
-        {
-          reason: "a gVisor sandbox is one host process tree (the sentry): the host OOM killer ends the whole sandbox, not just the command (the exec still reports exit 137 and oomKilled)",
-          tests: ['enforces the memory limit with the OOM killer (137) and survives it'],
-        },
-      ],
-    });
+    runRuntimeContract({ name: 'docker (gVisor)', isolation: 'gvisor', debian: hasDebian(), newRuntime });
   }
 
   after(async () => {

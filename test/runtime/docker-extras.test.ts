@@ -75,8 +75,10 @@ describe('docker driver extras', { skip }, () => {
     assert.match(r.stdout, /gvisor|4\.4\.0 #1 SMP Sun Jan 10 15:06:54 PST 2016/i);
   });
 
-  test('an OOM in a gVisor sandbox reports 137 + oomKilled promptly and ends the sandbox', { skip: noRunsc && 'runsc is not registered with dockerd' }, async () => {
+  test('an OOM in a gVisor sandbox kills the biggest process, not the sandbox, and logs it', { skip: noRunsc && 'runsc is not registered with dockerd' }, async () => {
     const h = await sandbox('gvisor', { memoryMb: 48 }, hasDebian() ? 'debian' : 'busybox');
+    // A bystander that must survive: small, started first, still running when the bomb goes off.
+    const bystander = collect(rt.exec(h, ['sh', '-c', 'sleep 3; echo bystander-ok'], execOpts({})));
     const cmd = hasDebian() ? 'python3 -c "x=bytearray(400<<20); print(\'allocated\')"' : 'awk "BEGIN{s=\\"x\\"; while(1) s=s s}"';
     const t0 = Date.now();
     const r = await run(rt, h, cmd);
@@ -84,5 +86,19 @@ describe('docker driver extras', { skip }, () => {
     assert.doesNotMatch(r.stdout, /allocated/);
     assert.equal(r.exitCode, 137, r.stderr);
     assert.equal(r.oomKilled, true);
+    const by = await bystander;
+    assert.equal(by.stdout, 'bystander-ok\n', JSON.stringify(by) + (await run(rt, h, 'cat /tmp/.agentbox/oom')).stdout);
+    const log = await run(rt, h, 'cat /tmp/.agentbox/oom');
+    const [tag, pid, rssKb, usedKb, limitKb] = log.stdout.trim().split('\n')[0]?.split(' ') ?? [];
+    assert.ok(tag && Number(pid) > 1 && Number(rssKb) > 0, log.stdout);
+    assert.equal(Number(limitKb), 48 * 1024);
+    assert.ok(Number(usedKb) > 48 * 1024, log.stdout);
+    // The sandbox user can read the log but neither forge nor remove it.
+    const forged = await run(rt, h, '(echo forged >> /tmp/.agentbox/oom) 2>/dev/null; rm -rf /tmp/.agentbox 2>/dev/null; cat /tmp/.agentbox/oom');
+    assert.equal(forged.stdout, log.stdout);
+    // A plain SIGKILL is not an OOM.
+    const killed = await run(rt, h, 'kill -9 $$');
+    assert.equal(killed.exitCode, 137);
+    assert.equal(killed.oomKilled, false);
   });
 });

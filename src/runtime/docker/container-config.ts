@@ -18,7 +18,10 @@ export const LABEL_HOME = 'agentbox.home';
 export const LABEL_VERSION = 'agentbox.version';
 
 /**
- * gVisor's sentry and gofer live in the sandbox's cgroups: give them room of their own. Under the
+ * gVisor's sentry and gofer live in the sandbox's cgroups: give them room of their own. The sandbox's
+ * memory limit is enforced inside by PID 1 (native/memory-watchdog.h); the host limit above it holds
+ * the sentry (~15-25 MB) and what a process can allocate between two of PID 1's checks, and is the
+ * backstop that ends the whole sandbox if the watchdog is outrun. Under the
  * ptrace platform the sentry keeps host stub processes and threads per address space and reuses
  * them, so its host task count climbs with concurrent execs before it levels off (measured here:
  * ~450 tasks for 20 execs at a time); when the pids limit stops it, the sentry panics and the
@@ -55,7 +58,7 @@ export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateO
     Hostname: 'sandbox',
     // PID 1 is root without capabilities (so the sandbox user cannot signal or ptrace it); execs run as 1000.
     User: '0:0',
-    Cmd: [INIT_IN_CONTAINER, 'init', ...(o.egressDir ? relayArgs() : [])],
+    Cmd: [INIT_IN_CONTAINER, 'init', ...(o.egressDir ? relayArgs() : []), ...(gvisor ? ['--memory-limit-kb', String(o.limits.memoryMb * 1024)] : [])],
     Entrypoint: [],
     Env: Object.entries(baseEnv({})).map(([k, v]) => `${k}=${v}`),
     WorkingDir: '/',
@@ -65,6 +68,9 @@ export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateO
       Runtime: gvisor ? 'runsc' : undefined,
       NetworkMode: 'none',
       CapDrop: ['ALL'],
+      // gVisor: PID 1 (root) must be able to kill the sandbox user's processes for the memory watchdog.
+      // Execs run as 1000, so they get no capability from this (CapEff and CapPrm stay empty).
+      ...(gvisor ? { CapAdd: ['KILL'] } : {}),
       SecurityOpt: ['no-new-privileges'],
       ReadonlyRootfs: true,
       Binds: [`${o.initPath}:${INIT_IN_CONTAINER}:ro`, ...(o.egressDir ? [`${o.egressDir}:${EGRESS_MOUNT}:ro`] : [])],

@@ -24,7 +24,7 @@ import { startEngineExec, type EngineExec } from './engine-exec.js';
 import { execEvents } from './exec-events.js';
 import { ImageImporter, type ImageSource } from './images.js';
 import { directEntryUsable, directExec, entryTarget, targetAlive, type EntryTarget } from './direct-entry.js';
-import { findOomDir, memoryCgroupDirs, oomKills } from './oom.js';
+import { findOomDir, memoryCgroupDirs, oomKills, WATCHDOG_LOG, watchdogKilled } from './oom.js';
 
 export interface DockerRuntimeOpts {
   /** Local images (the image store); each is imported into Docker on first use. */
@@ -225,11 +225,25 @@ export class DockerRuntime implements Runtime {
       oomKilled: async (exitCode) => {
         if (exitCode !== 137) return false;
         const after = this.oomCount(containerId);
-        if (after !== undefined && oomBefore !== undefined) return after > oomBefore;
-        // The cgroup went with a dead container (gVisor: the OOM killer took the sentry): ask Docker.
-        return this.container(handle).inspect().then((i) => !i.State.Running && i.State.OOMKilled, () => false);
+        if (after !== undefined && oomBefore !== undefined && after > oomBefore) return true;
+        const info = await this.container(handle).inspect().catch(() => undefined);
+        // The cgroup went with a dead container (gVisor: the host OOM killer took the sentry): ask Docker.
+        if (!info?.State.Running) return info?.State.OOMKilled ?? false;
+        // gVisor: PID 1's memory watchdog logs the exec tag of each process it kills.
+        return info.HostConfig.Runtime === 'runsc' && watchdogKilled(await this.readSmallFile(handle, WATCHDOG_LOG), opts.execId);
       },
     });
+  }
+
+  /** A small file's text, or '' when it cannot be read. */
+  private async readSmallFile(handle: SandboxHandle, path: string): Promise<string> {
+    try {
+      const chunks: Buffer[] = [];
+      for await (const c of await this.readFile(handle, path)) chunks.push(c as Buffer);
+      return Buffer.concat(chunks).toString('utf8');
+    } catch {
+      return '';
+    }
   }
 
   /** One `init fileop OP PATH` as the sandbox user; stderr is collected for the error line. */

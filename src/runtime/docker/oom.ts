@@ -1,6 +1,7 @@
 /**
  * OOM kills of a container's memory cgroup, read on the host: the `oom_kill` counter of
  * memory.oom_control (cgroup v1) or memory.events (v2), compared before and after an exec.
+ * Under gVisor the limit is enforced inside by PID 1 (native/memory-watchdog.h), which logs its kills.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -47,4 +48,12 @@ export function oomKills(dirs: readonly string[]): number | undefined {
 /** The first directory that has a readable counter (resolved once per container). */
 export function findOomDir(dirs: readonly string[]): string | undefined {
   return dirs.find((d) => oomKills([d]) !== undefined);
+}
+
+/** Where PID 1's memory watchdog logs its kills inside a gVisor sandbox (WATCHDOG_LOG in memory-watchdog.h). */
+export const WATCHDOG_LOG = '/tmp/.agentbox/oom';
+
+/** Whether the watchdog log (`TAG PID RSS_KB USED_KB LIMIT_KB COMM` lines) holds a kill in the exec tagged `tag`. */
+export function watchdogKilled(log: string, tag: string): boolean {
+  return log.split('\n').some((line) => line.split(' ')[0] === tag);
 }

@@ -1,0 +1,204 @@
+/*
+ * The memory limit of a gVisor sandbox, enforced from inside by PID 1.
+ *
+ * gVisor's sentry keeps every page of the sandbox in one host memory file, so the host cgroup limit
+ * cannot single out a process: when it is reached, the host OOM killer ends the sentry and with it
+ * the whole sandbox. The sentry does count its memory (/proc/meminfo inside), so PID 1 watches that
+ * count and, past the limit, kills the biggest process as the Linux OOM killer would. The host limit
+ * stays as the backstop, set higher by the daemon (GVISOR_HEADROOM) to hold the sentry itself and
+ * what a process can allocate between two checks.
+ *
+ * A check costs the sentry two syscalls (~0.5 ms of CPU under the ptrace platform), so checks are
+ * spaced by the room left: the time the fastest allocator (WATCHDOG_RATE_KB_PER_MS) would need to
+ * fill it, between 2 ms and 1 s. Measured idle cost: see BENCHMARKS.md (gVisor memory watchdog).
+ *
+ * Each kill is logged, one line per kill, to WATCHDOG_LOG (root-owned, readable by the sandbox
+ * user) as `TAG PID RSS_KB USED_KB LIMIT_KB COMM`, where TAG is the exec tag of the victim's `run`
+ * wrapper (or `-`), so the daemon can tell an out-of-memory kill from any other SIGKILL.
+ */
+#ifndef AGENTBOX_MEMORY_WATCHDOG_H
+#define AGENTBOX_MEMORY_WATCHDOG_H
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WATCHDOG_DIR "/tmp/.agentbox"
+#define WATCHDOG_LOG WATCHDOG_DIR "/oom"
+/* 2 GB/s: above what one process touching fresh pages reaches in gVisor here (~0.8 GB/s). */
+#define WATCHDOG_RATE_KB_PER_MS 2048L
+#define WATCHDOG_MIN_MS 2L
+#define WATCHDOG_MAX_MS 1000L
+#define WATCHDOG_IDLE_OVER_MS 20L
+/* A victim gets this long to release its memory before another process is chosen. */
+#define WATCHDOG_GRACE_MS 1000L
+
+struct memory_watchdog {
+  long limit_kb; /* 0: off */
+  int meminfo_fd;
+  int log_fd;
+  pid_t victim;
+  long long victim_at_ms;
+};
+
+static long long watchdog_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Reads a small /proc file into buf (NUL-terminated); length, or -1. */
+static ssize_t watchdog_read(const char *path, char *buf, size_t size) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, size - 1);
+  close(fd);
+  if (n < 0) return -1;
+  buf[n] = '\0';
+  return n;
+}
+
+static long watchdog_field_kb(const char *text, const char *name) {
+  const char *p = strstr(text, name);
+  return p ? atol(p + strlen(name)) : -1;
+}
+
+/* Memory the sentry holds for the sandbox, in kB: MemTotal - MemFree of its /proc/meminfo. */
+static long watchdog_used_kb(struct memory_watchdog *w) {
+  char buf[2048];
+  ssize_t n = pread(w->meminfo_fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  long total = watchdog_field_kb(buf, "MemTotal:"), free_kb = watchdog_field_kb(buf, "MemFree:");
+  return total < 0 || free_kb < 0 ? -1 : total - free_kb;
+}
+
+/* Parent pid, state and comm of PID from /proc/PID/stat (comm may hold spaces and parentheses). */
+static int watchdog_stat(pid_t pid, pid_t *ppid, char *state, char *comm, size_t comm_size) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  if (watchdog_read(path, buf, sizeof buf) <= 0) return -1;
+  char *open_paren = strchr(buf, '('), *close_paren = strrchr(buf, ')');
+  if (!open_paren || !close_paren || close_paren < open_paren) return -1;
+  size_t len = (size_t)(close_paren - open_paren - 1);
+  if (len >= comm_size) len = comm_size - 1;
+  memcpy(comm, open_paren + 1, len);
+  comm[len] = '\0';
+  int pp;
+  if (sscanf(close_paren + 1, " %c %d", state, &pp) != 2) return -1;
+  *ppid = (pid_t)pp;
+  return 0;
+}
+
+/* The TAG of PID's `run` wrapper (argv: INIT run TIMEOUT TAG -- ...), if PID is one. */
+static int watchdog_run_tag(pid_t pid, char *tag, size_t tag_size) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+  ssize_t n = watchdog_read(path, buf, sizeof buf);
+  if (n <= 0) return -1;
+  const char *args[5];
+  size_t off = 0;
+  int i = 0;
+  for (; i < 5 && off < (size_t)n; i++) {
+    args[i] = buf + off;
+    off += strlen(buf + off) + 1;
+  }
+  if (i < 5 || strcmp(args[1], "run") != 0 || strcmp(args[4], "--") != 0) return -1;
+  snprintf(tag, tag_size, "%s", args[3]);
+  return 0;
+}
+
+static int watchdog_alive(pid_t pid) {
+  pid_t ppid;
+  char state, comm[64];
+  return watchdog_stat(pid, &ppid, &state, comm, sizeof comm) == 0 && state != 'Z' && state != 'X';
+}
+
+/* The process with the largest resident set, PID 1 and the `run` wrappers aside; 0 if none. */
+static pid_t watchdog_biggest(long *rss_kb) {
+  DIR *d = opendir("/proc");
+  if (!d) return 0;
+  long page_kb = sysconf(_SC_PAGESIZE) / 1024;
+  pid_t best = 0;
+  long best_rss = -1;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (!isdigit((unsigned char)e->d_name[0])) continue;
+    pid_t pid = (pid_t)atoi(e->d_name);
+    if (pid == 1) continue;
+    char path[64], buf[256], tag[256];
+    snprintf(path, sizeof path, "/proc/%d/statm", pid);
+    if (watchdog_read(path, buf, sizeof buf) <= 0) continue;
+    long size, rss;
+    if (sscanf(buf, "%ld %ld", &size, &rss) != 2) continue;
+    /* A wrapper holds almost nothing; killing it would lose the command's exit status. */
+    if (watchdog_run_tag(pid, tag, sizeof tag) == 0) continue;
+    if (rss > best_rss) {
+      best_rss = rss;
+      best = pid;
+    }
+  }
+  closedir(d);
+  *rss_kb = best_rss * page_kb;
+  return best;
+}
+
+static void watchdog_log_kill(struct memory_watchdog *w, pid_t victim, long rss_kb, long used_kb) {
+  char tag[256] = "-", comm[64] = "?";
+  pid_t pid = victim, ppid;
+  char state;
+  watchdog_stat(victim, &ppid, &state, comm, sizeof comm);
+  for (int depth = 0; depth < 64 && pid > 1; depth++) {
+    char c[64];
+    if (watchdog_run_tag(pid, tag, sizeof tag) == 0) break;
+    if (watchdog_stat(pid, &ppid, &state, c, sizeof c) != 0) break;
+    pid = ppid;
+    snprintf(tag, sizeof tag, "-");
+  }
+  for (char *c = comm; *c; c++) if (isspace((unsigned char)*c)) *c = '_';
+  if (w->log_fd >= 0) dprintf(w->log_fd, "%s %d %ld %ld %ld %s\n", tag, victim, rss_kb, used_kb, w->limit_kb, comm);
+}
+
+/* Before anything else runs in the sandbox, so nobody can have taken the name in the sticky /tmp.
+ * The files are opened at the first check: run_as_pid1 closes every inherited descriptor. */
+static int watchdog_open(struct memory_watchdog *w, long limit_kb) {
+  w->limit_kb = limit_kb;
+  w->meminfo_fd = -1;
+  w->log_fd = -1;
+  w->victim = 0;
+  w->victim_at_ms = 0;
+  return mkdir(WATCHDOG_DIR, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* One check; returns the milliseconds until the next one. */
+static long watchdog_check(struct memory_watchdog *w) {
+  if (w->meminfo_fd < 0) w->meminfo_fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+  if (w->log_fd < 0) w->log_fd = open(WATCHDOG_LOG, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  long used = watchdog_used_kb(w);
+  if (used < 0) return WATCHDOG_MAX_MS;
+  long room = w->limit_kb - used;
+  if (room < 0) {
+    long long now = watchdog_now_ms();
+    if (w->victim > 0 && now - w->victim_at_ms < WATCHDOG_GRACE_MS && watchdog_alive(w->victim)) return WATCHDOG_MIN_MS;
+    long rss_kb;
+    pid_t victim = watchdog_biggest(&rss_kb);
+    /* Nothing to kill (the memory is held by tmpfs files, say): look again soon, without spinning. */
+    if (victim <= 0) return WATCHDOG_IDLE_OVER_MS;
+    watchdog_log_kill(w, victim, rss_kb, used);
+    kill(victim, SIGKILL);
+    w->victim = victim;
+    w->victim_at_ms = now;
+    return WATCHDOG_MIN_MS;
+  }
+  long ms = room / WATCHDOG_RATE_KB_PER_MS;
+  return ms < WATCHDOG_MIN_MS ? WATCHDOG_MIN_MS : ms > WATCHDOG_MAX_MS ? WATCHDOG_MAX_MS : ms;
+}
+
+#endif
