@@ -12,16 +12,12 @@ import { ImageStore } from '../src/images/image-store.js';
 import { silentLogger } from '../src/observability/logger.js';
 import { LocalRuntime } from '../src/runtime/local/local-runtime.js';
 import { AgentboxClient } from '../src/sdk/client.js';
+import { pct } from './stats.js';
 
 const IMAGES = process.env.AGENTBOX_IMAGES ?? '/var/tmp/agentbox-test/images';
 const MB = 200;
 const CLIENTS = 50;
 const PER_CLIENT = 20;
-
-function pct(values: number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
-}
 
 async function main(): Promise<void> {
   const images = new ImageStore(IMAGES);

@@ -12,16 +12,12 @@ import type { Isolation } from '../src/core/model.js';
 import { DockerRuntime } from '../src/runtime/docker/docker-runtime.js';
 import { imageRef } from '../src/runtime/docker/images.js';
 import type { SandboxHandle } from '../src/runtime/types.js';
+import { pct } from './stats.js';
 
 const IMAGES = process.env.AGENTBOX_IMAGES ?? '/var/tmp/agentbox-test/images';
 const N_CREATE = Number(process.env.BENCH_N_CREATE ?? 10);
 const N_EXEC = Number(process.env.BENCH_N ?? 50);
 const LIMITS = { cpus: 1, memoryMb: 256, pids: 128, diskMb: 64 };
-
-function pct(values: number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
-}
 
 function row(name: string, values: number[], baseline?: number[]): string {
   const ratio = baseline ? `${(pct(values, 50) / pct(baseline, 50)).toFixed(2)}×` : '1×';

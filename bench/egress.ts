@@ -28,6 +28,7 @@ import { EGRESS_SOCKET } from '../src/runtime/egress-plumbing.js';
 import { LocalRuntime } from '../src/runtime/local/local-runtime.js';
 import { Store } from '../src/store/store.js';
 import { startFakeInternet, type FakeInternet } from '../test/helpers/fake-internet.js';
+import { pct } from './stats.js';
 
 const N_SETUP = Number(process.env.BENCH_N ?? 100);
 const DOWNLOAD = Number(process.env.BENCH_BYTES ?? 256 * 1024 * 1024);
@@ -35,10 +36,6 @@ const RUNS = 3;
 const HOST = 'site.fake.test';
 const caller: Caller = { tenant: 'default', actor: 'bench' };
 
-function pct(values: number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
-}
 const median = (v: number[]): number => pct(v, 50);
 
 /** One TLS connection: handshake, GET path, read to the end; resolves with the body length. */

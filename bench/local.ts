@@ -16,14 +16,10 @@ import { silentLogger } from '../src/observability/logger.js';
 import { LocalRuntime } from '../src/runtime/local/local-runtime.js';
 import type { SandboxHandle } from '../src/runtime/types.js';
 import { AgentboxClient } from '../src/sdk/client.js';
+import { pct } from './stats.js';
 
 const IMAGES = process.env.AGENTBOX_IMAGES ?? '/var/tmp/agentbox-test/images';
 const N = Number(process.env.BENCH_N ?? 100);
-
-function pct(values: number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
-}
 
 function row(name: string, values: number[], baseline?: number[]): string {
   const p50 = pct(values, 50);

@@ -15,15 +15,11 @@ import { DockerRuntime } from '../src/runtime/docker/docker-runtime.js';
 import { LocalRuntime } from '../src/runtime/local/local-runtime.js';
 import type { Runtime } from '../src/runtime/types.js';
 import { Store } from '../src/store/store.js';
+import { pct } from './stats.js';
 
 const IMAGES = process.env.AGENTBOX_IMAGES ?? '/var/tmp/agentbox-test/images';
 const N = Number(process.env.BENCH_N ?? 40);
 const caller: Caller = { tenant: 'default', actor: 'bench' };
-
-function pct(values: number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
-}
 
 async function measure(name: 'local' | 'docker', rt: Runtime): Promise<string[]> {
   const dir = mkdtempSync(join(tmpdir(), 'agentbox-bench-pool-'));
