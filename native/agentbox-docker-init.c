@@ -35,35 +35,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#define FAIL_PROGRAM "agentbox-init"
+#include "fail.h"
 #include "file-ops.h"
 #include "memory-watchdog.h"
 #include "pid1.h"
 #include "seccomp-deny.h"
 
-#define EXIT_INIT 125
+#define EXIT_INIT EXIT_FAIL
 #define EXIT_TIMEOUT 124
 #define MAX_PROCS 65536
-
-static void die(const char *what) {
-  fprintf(stderr, "agentbox-init: %s: %s\n", what, strerror(errno));
-  exit(EXIT_INIT);
-}
-
-static void die_msg(const char *msg) {
-  fprintf(stderr, "agentbox-init: %s\n", msg);
-  exit(EXIT_INIT);
-}
-
-static long parse_num(const char *s, const char *what) {
-  char *end = NULL;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || !end || *end || v < 0) {
-    fprintf(stderr, "agentbox-init: bad %s: %s\n", what, s);
-    exit(EXIT_INIT);
-  }
-  return v;
-}
 
 /* ---------- init: PID 1 ---------- */
 

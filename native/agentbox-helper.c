@@ -40,12 +40,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#define FAIL_PROGRAM "agentbox-helper"
+#include "fail.h"
 #include "file-ops.h"
 #include "pid1.h"
 #include "seccomp-deny.h"
 
 #define MAX_CGROUPS 16
-#define EXIT_HELPER 125
+#define EXIT_HELPER EXIT_FAIL
 
 struct opts {
   pid_t pid;
@@ -60,27 +62,6 @@ struct opts {
   const char *cwd;
   char **rest;
 };
-
-static void die(const char *what) {
-  fprintf(stderr, "agentbox-helper: %s: %s\n", what, strerror(errno));
-  exit(EXIT_HELPER);
-}
-
-static void die_msg(const char *msg) {
-  fprintf(stderr, "agentbox-helper: %s\n", msg);
-  exit(EXIT_HELPER);
-}
-
-static long parse_num(const char *s, const char *what) {
-  char *end = NULL;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || !end || *end || v < 0) {
-    fprintf(stderr, "agentbox-helper: bad %s: %s\n", what, s);
-    exit(EXIT_HELPER);
-  }
-  return v;
-}
 
 static void parse_opts(int argc, char **argv, struct opts *o) {
   memset(o, 0, sizeof *o);
