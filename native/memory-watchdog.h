@@ -3,14 +3,17 @@
  *
  * gVisor's sentry keeps every page of the sandbox in one host memory file, so the host cgroup limit
  * cannot single out a process: when it is reached, the host OOM killer ends the sentry and with it
- * the whole sandbox. The sentry does count its memory (/proc/meminfo inside), so PID 1 watches that
- * count and, past the limit, kills the biggest process as the Linux OOM killer would. The host limit
- * stays as the backstop, set higher by the daemon (GVISOR_HEADROOM) to hold the sentry itself and
- * what a process can allocate between two checks.
+ * the whole sandbox. The sentry does count its memory (sysinfo(2) inside: totalram - freeram), so
+ * PID 1 watches that count and, past the limit, kills the biggest process as the Linux OOM killer
+ * would. The host limit stays as the backstop, set higher by the daemon (GVISOR_HEADROOM) to hold
+ * the sentry itself, the slack below and what a process can allocate while it is being killed.
  *
- * A check costs the sentry two syscalls (~0.5 ms of CPU under the ptrace platform), so checks are
- * spaced by the room left: the time the fastest allocator (WATCHDOG_RATE_KB_PER_MS) would need to
- * fill it, between 2 ms and 1 s. Measured idle cost: see BENCHMARKS.md (gVisor memory watchdog).
+ * What costs is not the check (one syscall, ~0.04 ms) but waking PID 1 for it: about 0.8 ms of the
+ * sentry's CPU under the ptrace platform. So wake-ups are spaced by the room left plus a slack of
+ * WATCHDOG_SLACK_KB, at the rate of the fastest allocator (WATCHDOG_RATE_KB_PER_MS), between 2 ms
+ * and 1 s: a process can pass the limit by up to the slack for a few milliseconds before it is
+ * killed, and a sandbox sitting at its limit costs ~60 wake-ups a second, not ~500.
+ * Measured cost and overshoot: BENCHMARKS.md (gVisor memory watchdog).
  *
  * Each kill is logged, one line per kill, to WATCHDOG_LOG (root-owned, readable by the sandbox
  * user) as `TAG PID RSS_KB USED_KB LIMIT_KB COMM`, where TAG is the exec tag of the victim's `run`
@@ -27,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,18 +38,22 @@
 #define WATCHDOG_LOG WATCHDOG_DIR "/oom"
 /* 2 GB/s: above what one process touching fresh pages reaches in gVisor here (~0.8 GB/s). */
 #define WATCHDOG_RATE_KB_PER_MS 2048L
+#define WATCHDOG_SLACK_KB (32L * 1024)
 #define WATCHDOG_MIN_MS 2L
 #define WATCHDOG_MAX_MS 1000L
 #define WATCHDOG_IDLE_OVER_MS 20L
-/* A victim gets this long to release its memory before another process is chosen. */
+/* A victim gets this long to release its memory before another process is chosen, unless the count
+ * grows by more than WATCHDOG_GROWTH_KB meanwhile (a second allocator; the victim itself may add a
+ * little before the signal lands). */
 #define WATCHDOG_GRACE_MS 1000L
+#define WATCHDOG_GROWTH_KB (8L * 1024)
 
 struct memory_watchdog {
   long limit_kb; /* 0: off */
-  int meminfo_fd;
   int log_fd;
   pid_t victim;
   long long victim_at_ms;
+  long used_at_kill;
 };
 
 static long long watchdog_now_ms(void) {
@@ -65,19 +73,11 @@ static ssize_t watchdog_read(const char *path, char *buf, size_t size) {
   return n;
 }
 
-static long watchdog_field_kb(const char *text, const char *name) {
-  const char *p = strstr(text, name);
-  return p ? atol(p + strlen(name)) : -1;
-}
-
-/* Memory the sentry holds for the sandbox, in kB: MemTotal - MemFree of its /proc/meminfo. */
-static long watchdog_used_kb(struct memory_watchdog *w) {
-  char buf[2048];
-  ssize_t n = pread(w->meminfo_fd, buf, sizeof buf - 1, 0);
-  if (n <= 0) return -1;
-  buf[n] = '\0';
-  long total = watchdog_field_kb(buf, "MemTotal:"), free_kb = watchdog_field_kb(buf, "MemFree:");
-  return total < 0 || free_kb < 0 ? -1 : total - free_kb;
+/* Memory the sentry holds for the sandbox, in kB. */
+static long watchdog_used_kb(void) {
+  struct sysinfo si;
+  if (sysinfo(&si) != 0) return -1;
+  return (long)((si.totalram - si.freeram) * (unsigned long long)si.mem_unit / 1024);
 }
 
 /* Parent pid, state and comm of PID from /proc/PID/stat (comm may hold spaces and parentheses). */
@@ -113,12 +113,6 @@ static int watchdog_run_tag(pid_t pid, char *tag, size_t tag_size) {
   if (i < 5 || strcmp(args[1], "run") != 0 || strcmp(args[4], "--") != 0) return -1;
   snprintf(tag, tag_size, "%s", args[3]);
   return 0;
-}
-
-static int watchdog_alive(pid_t pid) {
-  pid_t ppid;
-  char state, comm[64];
-  return watchdog_stat(pid, &ppid, &state, comm, sizeof comm) == 0 && state != 'Z' && state != 'X';
 }
 
 /* The process with the largest resident set, PID 1 and the `run` wrappers aside; 0 if none. */
@@ -170,23 +164,23 @@ static void watchdog_log_kill(struct memory_watchdog *w, pid_t victim, long rss_
  * The files are opened at the first check: run_as_pid1 closes every inherited descriptor. */
 static int watchdog_open(struct memory_watchdog *w, long limit_kb) {
   w->limit_kb = limit_kb;
-  w->meminfo_fd = -1;
   w->log_fd = -1;
   w->victim = 0;
   w->victim_at_ms = 0;
+  w->used_at_kill = 0;
   return mkdir(WATCHDOG_DIR, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
 /* One check; returns the milliseconds until the next one. */
 static long watchdog_check(struct memory_watchdog *w) {
-  if (w->meminfo_fd < 0) w->meminfo_fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
   if (w->log_fd < 0) w->log_fd = open(WATCHDOG_LOG, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-  long used = watchdog_used_kb(w);
+  long used = watchdog_used_kb();
   if (used < 0) return WATCHDOG_MAX_MS;
   long room = w->limit_kb - used;
   if (room < 0) {
     long long now = watchdog_now_ms();
-    if (w->victim > 0 && now - w->victim_at_ms < WATCHDOG_GRACE_MS && watchdog_alive(w->victim)) return WATCHDOG_MIN_MS;
+    /* While a victim's memory is on its way back, another kill is only for whoever keeps allocating. */
+    if (w->victim > 0 && now - w->victim_at_ms < WATCHDOG_GRACE_MS && used <= w->used_at_kill + WATCHDOG_GROWTH_KB) return WATCHDOG_MIN_MS;
     long rss_kb;
     pid_t victim = watchdog_biggest(&rss_kb);
     /* Nothing to kill (the memory is held by tmpfs files, say): look again soon, without spinning. */
@@ -195,9 +189,10 @@ static long watchdog_check(struct memory_watchdog *w) {
     kill(victim, SIGKILL);
     w->victim = victim;
     w->victim_at_ms = now;
+    w->used_at_kill = used;
     return WATCHDOG_MIN_MS;
   }
-  long ms = room / WATCHDOG_RATE_KB_PER_MS;
+  long ms = (room + WATCHDOG_SLACK_KB) / WATCHDOG_RATE_KB_PER_MS;
   return ms < WATCHDOG_MIN_MS ? WATCHDOG_MIN_MS : ms > WATCHDOG_MAX_MS ? WATCHDOG_MAX_MS : ms;
 }
 

@@ -20,14 +20,15 @@ export const LABEL_VERSION = 'agentbox.version';
 /**
  * gVisor's sentry and gofer live in the sandbox's cgroups: give them room of their own. The sandbox's
  * memory limit is enforced inside by PID 1 (native/memory-watchdog.h); the host limit above it holds
- * the sentry (~15-25 MB) and what a process can allocate between two of PID 1's checks, and is the
- * backstop that ends the whole sandbox if the watchdog is outrun. Under the
+ * the sentry (~15-25 MB), the watchdog's slack (32 MB) and what a process allocates while it is being
+ * killed (measured up to ~20 MB), and is the backstop that ends the whole sandbox if the watchdog is
+ * outrun. Under the
  * ptrace platform the sentry keeps host stub processes and threads per address space and reuses
  * them, so its host task count climbs with concurrent execs before it levels off (measured here:
  * ~450 tasks for 20 execs at a time); when the pids limit stops it, the sentry panics and the
  * whole sandbox dies. 1024 keeps well clear of that (test/runtime/docker-gvisor-load.test.ts).
  */
-export const GVISOR_HEADROOM = { memoryMb: 64, pids: 1024 } as const;
+export const GVISOR_HEADROOM = { memoryMb: 128, pids: 1024 } as const;
 
 export interface ContainerConfigOpts {
   id: string;
