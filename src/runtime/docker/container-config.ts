@@ -18,17 +18,27 @@ export const LABEL_HOME = 'agentbox.home';
 export const LABEL_VERSION = 'agentbox.version';
 
 /**
- * gVisor's sentry and gofer live in the sandbox's cgroups: give them room of their own. The sandbox's
- * memory limit is enforced inside by PID 1 (native/memory-watchdog.h); the host limit above it holds
- * the sentry (~15-25 MB), the watchdog's slack (32 MB) and what a process allocates while it is being
- * killed (measured up to ~20 MB), and is the backstop that ends the whole sandbox if the watchdog is
- * outrun. Under the
- * ptrace platform the sentry keeps host stub processes and threads per address space and reuses
- * them, so its host task count climbs with concurrent execs before it levels off (measured here:
- * ~450 tasks for 20 execs at a time); when the pids limit stops it, the sentry panics and the
- * whole sandbox dies. 1024 keeps well clear of that (test/runtime/docker-gvisor-load.test.ts).
+ * gVisor's sentry and gofer live in the sandbox's cgroups: give them room of their own.
+ *
+ * Memory: the sandbox's limit is enforced inside by PID 1 (native/memory-watchdog.h); the host limit
+ * above it holds the sentry (~15-25 MB), the watchdog's slack (32 MB) and what a process allocates
+ * while it is being killed (measured up to ~20 MB), and is the backstop that ends the whole sandbox
+ * if the watchdog is outrun.
+ *
+ * Tasks: under the ptrace platform every process in the sandbox has a host stub process, with a
+ * thread for each sentry thread that has run it (up to ~60), and stubs are kept for reuse. So host
+ * tasks grow with the sandbox's concurrency, not its process count: measured here ~450 for 20 execs
+ * at a time, ~400 for 8 parallel processes in one exec, ~1000 for 16 or 32, ~1600 for 64. When the
+ * host pids limit stops the sentry, it panics and the whole sandbox dies, so the host limit is the
+ * sandbox's own (RLIMIT_NPROC inside, which is what bounds its processes) times that growth:
+ * 1024 + 16 per allowed process (test/runtime/docker-gvisor-load.test.ts).
  */
-export const GVISOR_HEADROOM = { memoryMb: 128, pids: 1024 } as const;
+export const GVISOR_HEADROOM = { memoryMb: 128, pids: 1024, pidsPerProcess: 16 } as const;
+
+/** The host pids limit of a sandbox: its own limit, plus gVisor's stubs under runsc. */
+export function hostPidsLimit(pids: number, gvisor: boolean): number {
+  return gvisor ? pids + GVISOR_HEADROOM.pids + GVISOR_HEADROOM.pidsPerProcess * pids : pids;
+}
 
 export interface ContainerConfigOpts {
   id: string;
@@ -82,7 +92,7 @@ export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateO
       },
       Memory: memoryBytes,
       MemorySwap: memoryBytes, // equal to Memory: no swap
-      PidsLimit: o.limits.pids + (gvisor ? GVISOR_HEADROOM.pids : 0),
+      PidsLimit: hostPidsLimit(o.limits.pids, gvisor),
       // Under gVisor the host pids limit counts the sentry's tasks, not the sandbox's processes; the
       // sentry is a kernel of its own, so RLIMIT_NPROC of the sandbox user counts exactly those.
       // (Not for runc: there uid 1000 is shared with every other container on the host.)
