@@ -75,33 +75,6 @@ static int mode_init(int argc, char **argv) {
 
 /* ---------- run: one exec ---------- */
 
-static long long now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
-/* Parent pid and session of PID from /proc/PID/stat; the comm field may hold spaces and parentheses. */
-static int stat_of(pid_t pid, pid_t *ppid, pid_t *sid) {
-  char path[64], buf[512];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = '\0';
-  char *p = strrchr(buf, ')');
-  if (!p) return -1;
-  char state;
-  int pp, pg, se;
-  if (sscanf(p + 1, " %c %d %d %d", &state, &pp, &pg, &se) != 4) return -1;
-  *ppid = (pid_t)pp;
-  *sid = (pid_t)se;
-  return 0;
-}
-
 static pid_t pids[MAX_PROCS], ppids[MAX_PROCS], sids[MAX_PROCS];
 
 /* SIGKILL every descendant of this process and every member of the command's session; returns how
@@ -116,7 +89,10 @@ static int kill_descendants(pid_t session) {
   while ((e = readdir(d)) != NULL && n < MAX_PROCS) {
     if (!isdigit((unsigned char)e->d_name[0])) continue;
     pid_t pid = (pid_t)atoi(e->d_name);
-    if (stat_of(pid, &ppids[n], &sids[n]) != 0) continue;
+    struct proc_stat st;
+    if (proc_stat_of(pid, &st) != 0) continue;
+    ppids[n] = st.ppid;
+    sids[n] = st.sid;
     pids[n] = pid;
     n++;
   }
@@ -178,12 +154,12 @@ static int mode_run(int argc, char **argv) {
     fprintf(stderr, "agentbox: %s: %s\n", cmd[0], strerror(err));
     _exit(err == ENOENT ? 127 : 126);
   }
-  long long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+  long long deadline = timeout_ms > 0 ? monotonic_ms() + timeout_ms : 0;
   for (;;) {
     siginfo_t info;
     int sig;
     if (deadline) {
-      long long left = deadline - now_ms();
+      long long left = deadline - monotonic_ms();
       if (left <= 0) {
         kill_tree(child);
         return EXIT_TIMEOUT;
@@ -224,7 +200,7 @@ static int mode_kill(int argc, char **argv) {
   while ((e = readdir(d)) != NULL) {
     if (!isdigit((unsigned char)e->d_name[0])) continue;
     pid_t pid = (pid_t)atoi(e->d_name);
-    if (watchdog_run_tag(pid, tag, sizeof tag) == 0 && strcmp(tag, argv[0]) == 0 && kill(pid, SIGTERM) == 0) hits++;
+    if (run_tag_of(pid, tag, sizeof tag) == 0 && strcmp(tag, argv[0]) == 0 && kill(pid, SIGTERM) == 0) hits++;
   }
   closedir(d);
   return hits > 0 ? 0 : 1;

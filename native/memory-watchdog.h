@@ -33,6 +33,7 @@
 #include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
+#include "procfs.h"
 
 #define WATCHDOG_DIR "/tmp/.agentbox"
 #define WATCHDOG_LOG WATCHDOG_DIR "/oom"
@@ -49,70 +50,17 @@
 #define WATCHDOG_GROWTH_KB (8L * 1024)
 
 struct memory_watchdog {
-  long limit_kb; /* 0: off */
+  long limit_kb;
   int log_fd;
-  pid_t victim;
-  long long victim_at_ms;
+  long long victim_at_ms; /* 0: no kill yet */
   long used_at_kill;
 };
-
-static long long watchdog_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Reads a small /proc file into buf (NUL-terminated); length, or -1. */
-static ssize_t watchdog_read(const char *path, char *buf, size_t size) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, size - 1);
-  close(fd);
-  if (n < 0) return -1;
-  buf[n] = '\0';
-  return n;
-}
 
 /* Memory the sentry holds for the sandbox, in kB. */
 static long watchdog_used_kb(void) {
   struct sysinfo si;
   if (sysinfo(&si) != 0) return -1;
   return (long)((si.totalram - si.freeram) * (unsigned long long)si.mem_unit / 1024);
-}
-
-/* Parent pid, state and comm of PID from /proc/PID/stat (comm may hold spaces and parentheses). */
-static int watchdog_stat(pid_t pid, pid_t *ppid, char *state, char *comm, size_t comm_size) {
-  char path[64], buf[512];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  if (watchdog_read(path, buf, sizeof buf) <= 0) return -1;
-  char *open_paren = strchr(buf, '('), *close_paren = strrchr(buf, ')');
-  if (!open_paren || !close_paren || close_paren < open_paren) return -1;
-  size_t len = (size_t)(close_paren - open_paren - 1);
-  if (len >= comm_size) len = comm_size - 1;
-  memcpy(comm, open_paren + 1, len);
-  comm[len] = '\0';
-  int pp;
-  if (sscanf(close_paren + 1, " %c %d", state, &pp) != 2) return -1;
-  *ppid = (pid_t)pp;
-  return 0;
-}
-
-/* The TAG of PID's `run` wrapper (argv: INIT run TIMEOUT TAG -- ...), if PID is one. */
-static int watchdog_run_tag(pid_t pid, char *tag, size_t tag_size) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
-  ssize_t n = watchdog_read(path, buf, sizeof buf);
-  if (n <= 0) return -1;
-  const char *args[5];
-  size_t off = 0;
-  int i = 0;
-  for (; i < 5 && off < (size_t)n; i++) {
-    args[i] = buf + off;
-    off += strlen(buf + off) + 1;
-  }
-  if (i < 5 || strcmp(args[1], "run") != 0 || strcmp(args[4], "--") != 0) return -1;
-  snprintf(tag, tag_size, "%s", args[3]);
-  return 0;
 }
 
 /* The process with the largest resident set, PID 1 and the `run` wrappers aside; 0 if none. */
@@ -129,11 +77,11 @@ static pid_t watchdog_biggest(long *rss_kb) {
     if (pid == 1) continue;
     char path[64], buf[256], tag[256];
     snprintf(path, sizeof path, "/proc/%d/statm", pid);
-    if (watchdog_read(path, buf, sizeof buf) <= 0) continue;
+    if (proc_read(path, buf, sizeof buf) <= 0) continue;
     long size, rss;
     if (sscanf(buf, "%ld %ld", &size, &rss) != 2) continue;
     /* A wrapper holds almost nothing; killing it would lose the command's exit status. */
-    if (watchdog_run_tag(pid, tag, sizeof tag) == 0) continue;
+    if (run_tag_of(pid, tag, sizeof tag) == 0) continue;
     if (rss > best_rss) {
       best_rss = rss;
       best = pid;
@@ -145,16 +93,16 @@ static pid_t watchdog_biggest(long *rss_kb) {
 }
 
 static void watchdog_log_kill(struct memory_watchdog *w, pid_t victim, long rss_kb, long used_kb) {
-  char tag[256] = "-", comm[64] = "?";
-  pid_t pid = victim, ppid;
-  char state;
-  watchdog_stat(victim, &ppid, &state, comm, sizeof comm);
-  for (int depth = 0; depth < 64 && pid > 1; depth++) {
-    char c[64];
-    if (watchdog_run_tag(pid, tag, sizeof tag) == 0) break;
-    if (watchdog_stat(pid, &ppid, &state, c, sizeof c) != 0) break;
-    pid = ppid;
-    snprintf(tag, sizeof tag, "-");
+  char tag[256] = "-";
+  struct proc_stat st;
+  if (proc_stat_of(victim, &st) != 0) snprintf(st.comm, sizeof st.comm, "?");
+  char comm[sizeof st.comm];
+  snprintf(comm, sizeof comm, "%s", st.comm);
+  /* The nearest `run` wrapper above the victim (or the victim itself) names its exec. */
+  pid_t pid = victim;
+  for (int depth = 0; depth < 64 && pid > 1 && run_tag_of(pid, tag, sizeof tag) != 0; depth++) {
+    if (proc_stat_of(pid, &st) != 0) break;
+    pid = st.ppid;
   }
   for (char *c = comm; *c; c++) if (isspace((unsigned char)*c)) *c = '_';
   if (w->log_fd >= 0) dprintf(w->log_fd, "%s %d %ld %ld %ld %s\n", tag, victim, rss_kb, used_kb, w->limit_kb, comm);
@@ -165,7 +113,6 @@ static void watchdog_log_kill(struct memory_watchdog *w, pid_t victim, long rss_
 static int watchdog_open(struct memory_watchdog *w, long limit_kb) {
   w->limit_kb = limit_kb;
   w->log_fd = -1;
-  w->victim = 0;
   w->victim_at_ms = 0;
   w->used_at_kill = 0;
   return mkdir(WATCHDOG_DIR, 0755) != 0 && errno != EEXIST ? -1 : 0;
@@ -178,16 +125,15 @@ static long watchdog_check(struct memory_watchdog *w) {
   if (used < 0) return WATCHDOG_MAX_MS;
   long room = w->limit_kb - used;
   if (room < 0) {
-    long long now = watchdog_now_ms();
+    long long now = monotonic_ms();
     /* While a victim's memory is on its way back, another kill is only for whoever keeps allocating. */
-    if (w->victim > 0 && now - w->victim_at_ms < WATCHDOG_GRACE_MS && used <= w->used_at_kill + WATCHDOG_GROWTH_KB) return WATCHDOG_MIN_MS;
+    if (w->victim_at_ms > 0 && now - w->victim_at_ms < WATCHDOG_GRACE_MS && used <= w->used_at_kill + WATCHDOG_GROWTH_KB) return WATCHDOG_MIN_MS;
     long rss_kb;
     pid_t victim = watchdog_biggest(&rss_kb);
     /* Nothing to kill (the memory is held by tmpfs files, say): look again soon, without spinning. */
     if (victim <= 0) return WATCHDOG_IDLE_OVER_MS;
     watchdog_log_kill(w, victim, rss_kb, used);
     kill(victim, SIGKILL);
-    w->victim = victim;
     w->victim_at_ms = now;
     w->used_at_kill = used;
     return WATCHDOG_MIN_MS;
