@@ -20,7 +20,7 @@ import { defaultInitPath, DockerRuntime } from '../src/runtime/docker/docker-run
 import { imageRef } from '../src/runtime/docker/images.js';
 import { WATCHDOG_LOG } from '../src/runtime/docker/oom.js';
 import { cgroupsOf } from '../src/runtime/proc.js';
-import type { SandboxHandle } from '../src/runtime/types.js';
+import { run } from '../test/helpers/collect.js';
 import { pct } from './stats.js';
 
 const IMAGES = process.env.AGENTBOX_IMAGES ?? '/var/tmp/agentbox-test/images';
@@ -52,15 +52,6 @@ async function pidOf(docker: Docker, containerId: string): Promise<number> {
   return (await docker.getContainer(containerId).inspect()).State.Pid;
 }
 
-async function output(rt: DockerRuntime, h: SandboxHandle, cmd: string, execId: string): Promise<{ stdout: string; exitCode: number; oomKilled: boolean }> {
-  let stdout = '';
-  for await (const ev of rt.exec(h, ['sh', '-c', cmd], { env: {}, timeoutMs: 60_000, outputLimitBytes: 1 << 20, execId })) {
-    if (ev.type === 'stdout') stdout += ev.data.toString();
-    if (ev.type === 'exit') return { stdout, exitCode: ev.result.exitCode, oomKilled: ev.result.oomKilled };
-  }
-  throw new Error('exec ended without an exit event');
-}
-
 async function main(): Promise<void> {
   const docker = new Docker();
   const store = new ImageStore(IMAGES);
@@ -88,7 +79,7 @@ async function main(): Promise<void> {
       const hold = `x=bytearray(${holdMb}<<20); import time; time.sleep(${IDLE_S * 2 + 5})`;
       const ex = await bare.exec({ Cmd: ['python3', '-c', hold], User: '1000:1000' });
       await ex.start({ Detach: true });
-      held = output(rt, h, `python3 -c "${hold}"`, `exe_hold${n}`);
+      held = run(rt, h, `python3 -c "${hold}"`, { timeoutMs: 60_000 });
       await sleep(3000);
     }
     await sleep(1000);
@@ -115,7 +106,7 @@ async function main(): Promise<void> {
       const h = await rt.create({ id: id(), image: 'debian', isolation: 'gvisor', limits: limits(BOMB_LIMIT_MB), labels: {} });
       const memDir = cgroupDir(await pidOf(docker, String(h.data.containerId)), 'memory');
       writeFileSync(join(memDir, 'memory.max_usage_in_bytes'), '0');
-      const r = await output(rt, h, cmd, `exe_bomb${n}_${i}`);
+      const r = await run(rt, h, cmd, { timeoutMs: 60_000 });
       if (r.oomKilled) reported++;
       try {
         peaks.push(Number(readFileSync(join(memDir, 'memory.max_usage_in_bytes'), 'utf8')) / 2 ** 20);
@@ -124,7 +115,7 @@ async function main(): Promise<void> {
       }
       if ((await rt.status(h)).alive) {
         survived++;
-        const log = await output(rt, h, `cat ${WATCHDOG_LOG}`, `exe_log${n}_${i}`);
+        const log = await run(rt, h, `cat ${WATCHDOG_LOG}`);
         for (const line of log.stdout.trim().split('\n')) {
           const [, , , usedKb, limitKb] = line.split(' ');
           if (usedKb && limitKb) over.push((Number(usedKb) - Number(limitKb)) / 1024);

@@ -87,8 +87,8 @@ describe('docker driver extras', { skip }, () => {
     assert.equal(r.exitCode, 137, r.stderr);
     assert.equal(r.oomKilled, true);
     const by = await bystander;
-    assert.equal(by.stdout, 'bystander-ok\n', JSON.stringify(by) + (await run(rt, h, 'cat /tmp/.agentbox/oom')).stdout);
     const log = await run(rt, h, 'cat /tmp/.agentbox/oom');
+    assert.equal(by.stdout, 'bystander-ok\n', JSON.stringify(by) + log.stdout);
     const [tag, pid, rssKb, usedKb, limitKb] = log.stdout.trim().split('\n')[0]?.split(' ') ?? [];
     assert.ok(tag && Number(pid) > 1 && Number(rssKb) > 0, log.stdout);
     assert.equal(Number(limitKb), 48 * 1024);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { VERSION } from '../../src/core/config.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
-import { collect } from '../helpers/collect.js';
+import { run } from '../helpers/collect.js';
 import { testImages } from '../helpers/images.js';
 
 const homeTag = `test-gvisor-load-${process.pid}`;
@@ -23,7 +23,7 @@ test('a gVisor sandbox survives rounds of 20 concurrent execs', { skip }, async 
   try {
     for (let round = 0; round < 4; round++) {
       const results = await Promise.all(
-        Array.from({ length: 20 }, (_, i) => collect(rt.exec(h, ['sh', '-c', `sleep 0.3; echo ${i}`], { env: {}, timeoutMs: 30_000, outputLimitBytes: 1 << 20, execId: `exe_l${round}_${i}` }))),
+        Array.from({ length: 20 }, (_, i) => run(rt, h, `sleep 0.3; echo ${i}`)),
       );
       assert.deepEqual(results.map((r) => r.stdout.trim()), Array.from({ length: 20 }, (_, i) => String(i)), `round ${round}`);
       assert.equal((await rt.status(h)).alive, true, `the sandbox died in round ${round}`);
@@ -39,7 +39,7 @@ test('a gVisor sandbox survives running nearly its process limit in parallel', {
   try {
     // 56 sleeps at a time (the shell and the wrapper make 58 of 64), in rounds, so stubs pile up.
     const script = 'r=0; while [ $r -lt 8 ]; do j=0; while [ $j -lt 56 ]; do sleep 0.1 & j=$((j+1)); done; wait; r=$((r+1)); done; echo done';
-    const r = await collect(rt.exec(h, ['sh', '-c', script], { env: {}, timeoutMs: 120_000, outputLimitBytes: 1 << 20, execId: 'exe_par' }));
+    const r = await run(rt, h, script, { timeoutMs: 120_000 });
     assert.equal(r.stdout, 'done\n', JSON.stringify(r));
     assert.equal((await rt.status(h)).alive, true);
   } finally {

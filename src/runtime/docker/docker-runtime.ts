@@ -10,6 +10,7 @@ import { accessSync, constants } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { PassThrough, Transform } from 'node:stream';
+import { text } from 'node:stream/consumers';
 import { finished } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -237,13 +238,7 @@ export class DockerRuntime implements Runtime {
 
   /** A small file's text, or '' when it cannot be read. */
   private async readSmallFile(handle: SandboxHandle, path: string): Promise<string> {
-    try {
-      const chunks: Buffer[] = [];
-      for await (const c of await this.readFile(handle, path)) chunks.push(c as Buffer);
-      return Buffer.concat(chunks).toString('utf8');
-    } catch {
-      return '';
-    }
+    return this.readFile(handle, path).then(text).catch(() => '');
   }
 
   /** One `init fileop OP PATH` as the sandbox user; stderr is collected for the error line. */
