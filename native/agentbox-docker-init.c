@@ -17,6 +17,8 @@
  *                                  the Engine API has no way to signal an exec).
  *   fileop OP PATH                 read|write|list|remove|mkdir, with the same error line and listing
  *                                  protocol as agentbox-helper's `file` mode.
+ *   agent SOCKET                   the exec agent of a gVisor sandbox (exec-agent.h): dials the daemon's
+ *                                  socket and runs what it asks, as the user that started it.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -37,14 +39,15 @@
 
 #define FAIL_PROGRAM "agentbox-init"
 #include "fail.h"
+#include "exec-agent.h"
 #include "file-ops.h"
 #include "memory-watchdog.h"
 #include "pid1.h"
+#include "proc-tree.h"
 #include "seccomp-deny.h"
 
 #define EXIT_INIT EXIT_FAIL
 #define EXIT_TIMEOUT 124
-#define MAX_PROCS 65536
 
 /* ---------- init: PID 1 ---------- */
 
@@ -75,59 +78,14 @@ static int mode_init(int argc, char **argv) {
 
 /* ---------- run: one exec ---------- */
 
-static pid_t pids[MAX_PROCS], ppids[MAX_PROCS], sids[MAX_PROCS];
-
-/* SIGKILL every descendant of this process and every member of the command's session; returns how
- * many were found. As a child subreaper we inherit every orphan below us, so nothing escapes the tree
- * by double-forking; where the kernel (gVisor) refuses the subreaper role, the session still catches
- * background jobs, and only a setsid escapee whose parent died gets away. */
-static int kill_descendants(pid_t session) {
-  DIR *d = opendir("/proc");
-  if (!d) return 0;
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL && n < MAX_PROCS) {
-    if (!isdigit((unsigned char)e->d_name[0])) continue;
-    pid_t pid = (pid_t)atoi(e->d_name);
-    struct proc_stat st;
-    if (proc_stat_of(pid, &st) != 0) continue;
-    ppids[n] = st.ppid;
-    sids[n] = st.sid;
-    pids[n] = pid;
-    n++;
-  }
-  closedir(d);
-  pid_t self = getpid();
-  int found = 0, grew = 1;
-  static char mark[MAX_PROCS];
-  memset(mark, 0, (size_t)n);
-  while (grew) {
-    grew = 0;
-    for (int i = 0; i < n; i++) {
-      if (mark[i] || pids[i] == self) continue;
-      int under = ppids[i] == self || sids[i] == session;
-      for (int j = 0; !under && j < n; j++) under = mark[j] && ppids[i] == pids[j];
-      if (under) { mark[i] = 1; grew = 1; }
-    }
-  }
-  for (int i = 0; i < n; i++) {
-    if (mark[i]) { kill(pids[i], SIGKILL); found++; }
-  }
-  return found;
-}
-
-static void kill_tree(pid_t child) {
-  kill(-child, SIGKILL); /* the whole session's group at once, then whatever left it */
-  for (int round = 0; round < 1000; round++) {
-    int status;
-    while (waitpid(-1, &status, WNOHANG) > 0) {}
-    if (kill_descendants(child) == 0) break;
-    struct timespec ts = { 0, 1000000 };
-    nanosleep(&ts, NULL);
-  }
+/* As a child subreaper, the wrapper inherits every orphan below it: reap them all. */
+static void reap_all(void *ctx) {
+  (void)ctx;
   int status;
   while (waitpid(-1, &status, WNOHANG) > 0) {}
 }
+
+static void kill_tree(pid_t child) { tree_kill(getpid(), child, reap_all, NULL); }
 
 static int mode_run(int argc, char **argv) {
   if (argc < 4 || strcmp(argv[2], "--") != 0) die_msg("usage: run TIMEOUT_MS TAG -- CMD ...");
@@ -220,7 +178,7 @@ static int mode_fileop(int argc, char **argv) {
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: agentbox-docker-init init|run|kill|fileop ...\n");
+    fprintf(stderr, "usage: agentbox-docker-init init|run|kill|fileop|agent ...\n");
     return EXIT_INIT;
   }
   const char *mode = argv[1];
@@ -228,6 +186,10 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "run") == 0) return mode_run(argc - 2, argv + 2);
   if (strcmp(mode, "kill") == 0) return mode_kill(argc - 2, argv + 2);
   if (strcmp(mode, "fileop") == 0) return mode_fileop(argc - 2, argv + 2);
+  if (strcmp(mode, "agent") == 0) {
+    if (argc < 3) die_msg("usage: agent SOCKET");
+    agent_main(argv[2]);
+  }
   fprintf(stderr, "agentbox-init: unknown mode %s\n", mode);
   return EXIT_INIT;
 }

@@ -17,7 +17,7 @@
  *
  * Each kill is logged, one line per kill, to WATCHDOG_LOG (root-owned, readable by the sandbox
  * user) as `TAG PID RSS_KB USED_KB LIMIT_KB COMM`, where TAG is the exec tag of the victim's `run`
- * wrapper (or `-`), so the daemon can tell an out-of-memory kill from any other SIGKILL.
+ * wrapper, `@PID` for a command the exec agent started as PID (or `-`), so the daemon can tell an out-of-memory kill from any other SIGKILL.
  */
 #ifndef AGENTBOX_MEMORY_WATCHDOG_H
 #define AGENTBOX_MEMORY_WATCHDOG_H
@@ -75,13 +75,13 @@ static pid_t watchdog_biggest(long *rss_kb) {
     if (!isdigit((unsigned char)e->d_name[0])) continue;
     pid_t pid = (pid_t)atoi(e->d_name);
     if (pid == 1) continue;
-    char path[64], buf[256], tag[256];
+    char path[64], buf[256];
     snprintf(path, sizeof path, "/proc/%d/statm", pid);
     if (proc_read(path, buf, sizeof buf) <= 0) continue;
     long size, rss;
     if (sscanf(buf, "%ld %ld", &size, &rss) != 2) continue;
-    /* A wrapper holds almost nothing; killing it would lose the command's exit status. */
-    if (run_tag_of(pid, tag, sizeof tag) == 0) continue;
+    /* A wrapper or the exec agent holds almost nothing; killing it would lose exit statuses. */
+    if (init_mode_of(pid, "run") == 0 || init_mode_of(pid, "agent") == 0) continue;
     if (rss > best_rss) {
       best_rss = rss;
       best = pid;
@@ -98,10 +98,15 @@ static void watchdog_log_kill(struct memory_watchdog *w, pid_t victim, long rss_
   if (proc_stat_of(victim, &st) != 0) snprintf(st.comm, sizeof st.comm, "?");
   char comm[sizeof st.comm];
   snprintf(comm, sizeof comm, "%s", st.comm);
-  /* The nearest `run` wrapper above the victim (or the victim itself) names its exec. */
+  /* The nearest `run` wrapper above the victim (or the victim itself) names its exec; a command the
+   * exec agent started is named by its own pid, `@PID` (exec-agent.h). */
   pid_t pid = victim;
   for (int depth = 0; depth < 64 && pid > 1 && run_tag_of(pid, tag, sizeof tag) != 0; depth++) {
     if (proc_stat_of(pid, &st) != 0) break;
+    if (st.ppid > 1 && init_mode_of(st.ppid, "agent") == 0) {
+      snprintf(tag, sizeof tag, "@%d", pid);
+      break;
+    }
     pid = st.ppid;
   }
   for (char *c = comm; *c; c++) if (isspace((unsigned char)*c)) *c = '_';

@@ -30,6 +30,7 @@ static inline ssize_t proc_read(const char *path, char *buf, size_t size) {
 
 struct proc_stat {
   pid_t ppid, sid;
+  char state;
   char comm[64];
 };
 
@@ -47,6 +48,7 @@ static inline int proc_stat_of(pid_t pid, struct proc_stat *st) {
   char state;
   int pp, pg, se;
   if (sscanf(close_paren + 1, " %c %d %d %d", &state, &pp, &pg, &se) != 4) return -1;
+  st->state = state;
   st->ppid = (pid_t)pp;
   st->sid = (pid_t)se;
   return 0;
@@ -68,6 +70,22 @@ static inline int run_tag_of(pid_t pid, char *tag, size_t tag_size) {
   if (i < 5 || strcmp(args[1], "run") != 0 || strcmp(args[4], "--") != 0) return -1;
   snprintf(tag, tag_size, "%s", args[3]);
   return 0;
+}
+
+/* Where the daemon binds agentbox-docker-init into every docker sandbox (INIT_IN_CONTAINER). */
+#define INIT_EXE "/.agentbox/init"
+
+/* Whether PID's argv is agentbox-docker-init's in MODE (`run`, `agent`): 0 if so, else -1. Only the
+ * argv: gVisor lets nobody read another process's /proc/PID/exe, and PID 1 has no CAP_SYS_PTRACE for
+ * maps. So a sandbox can pose as one; all it gains is that PID 1's memory watchdog spares the poser,
+ * and then the host's limit ends the whole sandbox instead of one command. */
+static inline int init_mode_of(pid_t pid, const char *mode) {
+  char path[64], buf[256];
+  snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+  ssize_t n = proc_read(path, buf, sizeof buf);
+  if (n <= 0 || strcmp(buf, INIT_EXE) != 0) return -1;
+  const char *arg1 = buf + strlen(buf) + 1;
+  return arg1 < buf + n && strcmp(arg1, mode) == 0 ? 0 : -1;
 }
 
 #endif

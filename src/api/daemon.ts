@@ -6,7 +6,7 @@ import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
-import { resolvePaths, helperPath, VERSION, type Paths } from '../core/config.js';
+import { resolvePaths, helperPath, socketBaseDir, VERSION, type Paths } from '../core/config.js';
 import { BadRequestError } from '../core/errors.js';
 import { SandboxManager } from '../core/manager.js';
 import type { RuntimeName } from '../core/model.js';
@@ -63,7 +63,7 @@ export function buildRuntimes(paths: Paths, images: ImageStore): Partial<Record<
       helper: helperPath(),
     }),
     // Probed lazily: a host without dockerd still runs the local runtime.
-    docker: new DockerRuntime({ images, ensureImage, homeTag: paths.homeTag, version: VERSION, helper: helperPath() }),
+    docker: new DockerRuntime({ images, ensureImage, homeTag: paths.homeTag, version: VERSION, helper: helperPath(), agentDir: socketBaseDir(paths.home, 'agents') }),
   };
 }
 

@@ -37,3 +37,15 @@ export function cliEntry(): string {
 }
 
 export const VERSION = '0.1.0';
+
+/** sun_path holds 108 bytes; a directory of per-sandbox sockets must leave room for `/<sandbox id>/<name>.sock`. */
+const MAX_SOCKET_BASE = 60;
+
+/**
+ * A directory for per-sandbox Unix sockets: `$home/<name>`, or, when that path is too long for a
+ * socket address, a short one under /run/agentbox keyed by the home.
+ */
+export function socketBaseDir(home: string, name: string): string {
+  const preferred = join(home, name);
+  return preferred.length <= MAX_SOCKET_BASE ? preferred : `/run/agentbox/${name}-${createHash('sha256').update(home).digest('hex').slice(0, 12)}`;
+}

@@ -4,10 +4,10 @@
  * (runtime/egress-plumbing.ts), so the proxy is the sandbox's only way out. Because the directory, not the socket, is bound, a proxy can
  * start after the sandbox (warm-pool claims, a restarted daemon) and appear inside.
  */
-import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { socketBaseDir } from '../core/config.js';
 import type { Egress } from '../core/model.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { EgressEvents } from '../store/egress-events.js';
@@ -48,17 +48,13 @@ interface Entry {
   bytesUsed: number;
 }
 
-/** sun_path holds 108 bytes; leave room for `/<sandbox id>/proxy.sock`. */
-const MAX_BASE = 60;
-
 export class EgressService {
   readonly baseDir: string;
   private readonly addresses: AddressRules;
   private readonly live = new Map<string, Entry>();
 
   constructor(private readonly opts: EgressServiceOpts) {
-    const preferred = join(opts.home, 'egress');
-    this.baseDir = preferred.length <= MAX_BASE ? preferred : `/run/agentbox/egress-${createHash('sha256').update(opts.home).digest('hex').slice(0, 12)}`;
+    this.baseDir = socketBaseDir(opts.home, 'egress');
     mkdirSync(this.baseDir, { recursive: true, mode: 0o700 });
     this.addresses = new AddressRules(opts.policy.allowRanges);
   }

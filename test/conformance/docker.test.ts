@@ -3,6 +3,9 @@
  * Skipped with a reason when no dockerd answers: docker is an optional runtime.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { VERSION, helperPath } from '../../src/core/config.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
@@ -10,8 +13,10 @@ import { hasDebian, testImages } from '../helpers/images.js';
 import { runRuntimeContract } from './contract.js';
 
 const homeTag = `test-contract-${process.pid}`;
-// With the helper, runc sandboxes are entered directly (direct-entry.ts); without it, through Engine execs.
-const newRuntime = async (): Promise<DockerRuntime> => new DockerRuntime({ images: await testImages(), homeTag, version: VERSION, helper: helperPath() });
+// As the daemon runs it: runc sandboxes entered directly (direct-entry.ts), gVisor ones through their
+// exec agent (exec-agent.ts); and a driver with neither, on Engine execs only.
+const agentDir = mkdtempSync(join(tmpdir(), 'ab-agents-'));
+const newRuntime = async (): Promise<DockerRuntime> => new DockerRuntime({ images: await testImages(), homeTag, version: VERSION, helper: helperPath(), agentDir });
 const newEngineOnlyRuntime = async (): Promise<DockerRuntime> => new DockerRuntime({ images: await testImages(), homeTag, version: VERSION });
 
 const probe = await new DockerRuntime({ images: { resolve: () => { throw new Error('unused'); } }, homeTag, version: VERSION }).probe();
@@ -25,7 +30,8 @@ if (!probe.ok) {
   if (!runsc) {
     test('docker runtime contract with gVisor', { skip: 'runsc is not registered with dockerd (see scripts/start-dockerd.sh)' }, () => undefined);
   } else {
-    runRuntimeContract({ name: 'docker (gVisor)', isolation: 'gvisor', debian: hasDebian(), newRuntime });
+    runRuntimeContract({ name: 'docker (gVisor, exec agent)', isolation: 'gvisor', debian: hasDebian(), newRuntime });
+    runRuntimeContract({ name: 'docker (gVisor, Engine exec)', isolation: 'gvisor', debian: hasDebian(), newRuntime: newEngineOnlyRuntime });
   }
 
   after(async () => {
@@ -34,5 +40,7 @@ if (!probe.ok) {
     const left = await rt.list();
     await rt.close();
     assert.deepEqual(left, [], `containers labelled agentbox.home=${homeTag} left behind`);
+    assert.deepEqual(readdirSync(agentDir), [], 'exec-agent directories left behind');
+    rmSync(agentDir, { recursive: true, force: true });
   });
 }

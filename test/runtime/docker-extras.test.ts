@@ -1,8 +1,13 @@
 /**
  * Docker-driver behaviour beyond the shared contract: the hardening Docker is asked for, abort,
- * gVisor really being gVisor, and what an OOM does to a gVisor sandbox. Skipped without dockerd.
+ * gVisor really being gVisor, what an OOM does to a gVisor sandbox, and the gVisor exec agent
+ * (killed, replaced, found again by a new daemon). Skipped without dockerd.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import Docker from 'dockerode';
 import { VERSION } from '../../src/core/config.js';
@@ -14,7 +19,10 @@ import { hasDebian, testImages } from '../helpers/images.js';
 
 const homeTag = `test-extras-${process.pid}`;
 const LIMITS: Limits = { cpus: 1, memoryMb: 128, pids: 64, diskMb: 16 };
-const rt = new DockerRuntime({ images: await testImages(), homeTag, version: VERSION });
+// As the daemon runs it: gVisor execs go through the sandbox's exec agent.
+const agentDir = mkdtempSync(join(tmpdir(), 'ab-agents-'));
+const newRuntime = async (): Promise<DockerRuntime> => new DockerRuntime({ images: await testImages(), homeTag, version: VERSION, agentDir });
+const rt = await newRuntime();
 const probe = await rt.probe();
 const skip = probe.ok ? false : `${probe.reason} (${probe.hint})`;
 const noRunsc = !probe.ok || !(probe.details?.runtimes ?? '').split(' ').includes('runsc');
@@ -33,6 +41,8 @@ describe('docker driver extras', { skip }, () => {
     const left = await rt.list();
     await rt.close();
     assert.deepEqual(left, [], `containers labelled agentbox.home=${homeTag} left behind`);
+    assert.deepEqual(readdirSync(agentDir), [], 'exec-agent directories left behind');
+    rmSync(agentDir, { recursive: true, force: true });
   });
 
   test('asks Docker for a hardened container', async () => {
@@ -56,18 +66,20 @@ describe('docker driver extras', { skip }, () => {
     assert.match(r.stdout, /CapEff:\s+0000000000000000/);
   });
 
-  test('an aborted exec kills its tree and returns promptly', async () => {
-    const h = await sandbox('container');
-    const ac = new AbortController();
-    const t0 = Date.now();
-    setTimeout(() => ac.abort(), 300);
-    const r = await collect(rt.exec(h, ['sh', '-c', 'sleep 30 & sleep 30'], execOpts({ signal: ac.signal })));
-    assert.ok(Date.now() - t0 < 5000, `abort took ${Date.now() - t0} ms`);
-    assert.equal(r.exitCode, 128 + 15);
-    assert.equal(r.timedOut, false);
-    const ps = await run(rt, h, 'for s in /proc/[0-9]*/stat; do cat $s; echo; done 2>/dev/null | grep -c "(sleep) [RSD]" || true');
-    assert.equal(ps.stdout.trim(), '0');
-  });
+  for (const isolation of ['container', 'gvisor'] as const) {
+    test(`an aborted exec kills its tree and returns promptly (${isolation})`, { skip: isolation === 'gvisor' && noRunsc && 'runsc is not registered with dockerd' }, async () => {
+      const h = await sandbox(isolation);
+      const ac = new AbortController();
+      const t0 = Date.now();
+      setTimeout(() => ac.abort(), 300);
+      const r = await collect(rt.exec(h, ['sh', '-c', 'sleep 30 & sleep 30'], execOpts({ signal: ac.signal })));
+      assert.ok(Date.now() - t0 < 5000, `abort took ${Date.now() - t0} ms`);
+      assert.equal(r.exitCode, 128 + 15);
+      assert.equal(r.timedOut, false);
+      const ps = await run(rt, h, 'for s in /proc/[0-9]*/stat; do cat $s; echo; done 2>/dev/null | grep -c "(sleep) [RSD]" || true');
+      assert.equal(ps.stdout.trim(), '0');
+    });
+  }
 
   test('gVisor is really gVisor', { skip: noRunsc && 'runsc is not registered with dockerd' }, async () => {
     const h = await sandbox('gvisor');
@@ -100,5 +112,49 @@ describe('docker driver extras', { skip }, () => {
     const killed = await run(rt, h, 'kill -9 $$');
     assert.equal(killed.exitCode, 137);
     assert.equal(killed.oomKilled, false);
+  });
+
+  /** The name of whoever started this exec's shell: the agent, or the `run` wrapper of an Engine exec. */
+  const PARENT = 'tr "\\0" " " < /proc/$PPID/cmdline';
+
+  test('a gVisor exec runs under the exec agent, as uid 1000 with seccomp and no capabilities', { skip: noRunsc && 'runsc is not registered with dockerd' }, async () => {
+    const h = await sandbox('gvisor');
+    const r = await run(rt, h, `${PARENT}; echo; grep -E "^(Uid|CapEff|CapPrm|Seccomp)" /proc/self/status`);
+    assert.match(r.stdout, /^\/\.agentbox\/init agent /);
+    assert.match(r.stdout, /Uid:\s+1000\s/);
+    assert.match(r.stdout, /CapEff:\s+0{16}/);
+    assert.match(r.stdout, /CapPrm:\s+0{16}/);
+    assert.match(r.stdout, /Seccomp:\s+2/);
+  });
+
+  test('a gVisor sandbox that kills its exec agent gets Engine execs, then a new agent', { skip: noRunsc && 'runsc is not registered with dockerd' }, async () => {
+    const h = await sandbox('gvisor');
+    assert.match((await run(rt, h, PARENT)).stdout, /init agent/);
+    const killed = await run(rt, h, 'kill -9 $PPID; sleep 1; echo unreachable');
+    assert.equal(killed.exitCode, 137);
+    const meanwhile = await run(rt, h, `echo ok; ${PARENT}`);
+    assert.match(meanwhile.stdout, /^ok\n\/\.agentbox\/init run /);
+    // The relaunch waits a few seconds after the last one (a sandbox could kill agents in a loop).
+    let parent = '';
+    for (let i = 0; i < 40 && !parent.includes('init agent'); i++) {
+      await sleep(250);
+      parent = (await run(rt, h, PARENT)).stdout;
+    }
+    assert.match(parent, /init agent/);
+  });
+
+  test('a new driver (a restarted daemon) finds the agents of running gVisor sandboxes again', { skip: noRunsc && 'runsc is not registered with dockerd' }, async () => {
+    const first = await newRuntime();
+    const h = await first.create({ id: `sbx_dx${process.pid}x${++n}`, image: 'busybox', isolation: 'gvisor', limits: LIMITS, labels: {} });
+    made.push(h);
+    assert.match((await run(first, h, PARENT)).stdout, /init agent/);
+    await first.close();
+    const second = await newRuntime();
+    try {
+      const r = await run(second, h, `echo again; ${PARENT}`);
+      assert.match(r.stdout, /^again\n\/\.agentbox\/init agent /);
+    } finally {
+      await second.close();
+    }
   });
 });

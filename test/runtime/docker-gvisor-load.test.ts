@@ -5,6 +5,9 @@
  * 20 execs at once must all succeed, and so must a sandbox running nearly its process limit at once.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { VERSION } from '../../src/core/config.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
@@ -12,11 +15,16 @@ import { run } from '../helpers/collect.js';
 import { testImages } from '../helpers/images.js';
 
 const homeTag = `test-gvisor-load-${process.pid}`;
-const rt = new DockerRuntime({ images: await testImages(), homeTag, version: VERSION });
+// As the daemon runs it: through the sandbox's exec agent.
+const agentDir = mkdtempSync(join(tmpdir(), 'ab-agents-'));
+const rt = new DockerRuntime({ images: await testImages(), homeTag, version: VERSION, agentDir });
 const probe = await rt.probe();
 const skip = !probe.ok ? `${probe.reason}` : !(probe.details?.runtimes ?? '').split(' ').includes('runsc') ? 'runsc is not registered with dockerd' : false;
 
-after(() => rt.close());
+after(async () => {
+  await rt.close();
+  rmSync(agentDir, { recursive: true, force: true });
+});
 
 test('a gVisor sandbox survives rounds of 20 concurrent execs', { skip }, async () => {
   const h = await rt.create({ id: `sbx_gvload${process.pid}`, image: 'busybox', isolation: 'gvisor', limits: { cpus: 1, memoryMb: 256, pids: 128, diskMb: 16 }, labels: {} });
@@ -37,7 +45,7 @@ test('a gVisor sandbox survives running nearly its process limit in parallel', {
   const pids = 64;
   const h = await rt.create({ id: `sbx_gvpar${process.pid}`, image: 'busybox', isolation: 'gvisor', limits: { cpus: 1, memoryMb: 256, pids, diskMb: 16 }, labels: {} });
   try {
-    // 56 sleeps at a time (the shell and the wrapper make 58 of 64), in rounds, so stubs pile up.
+    // 56 sleeps at a time (with the shell and the agent, 58 of 64), in rounds, so stubs pile up.
     const script = 'r=0; while [ $r -lt 8 ]; do j=0; while [ $j -lt 56 ]; do sleep 0.1 & j=$((j+1)); done; wait; r=$((r+1)); done; echo done';
     const r = await run(rt, h, script, { timeoutMs: 120_000 });
     assert.equal(r.stdout, 'done\n', JSON.stringify(r));

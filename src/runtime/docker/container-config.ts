@@ -5,6 +5,7 @@ import type Docker from 'dockerode';
 import type { Isolation, Limits } from '../../core/model.js';
 import { EGRESS_MOUNT, relayArgs } from '../egress-plumbing.js';
 import { baseEnv } from '../shared.js';
+import { AGENT_MOUNT } from './exec-agent.js';
 
 /** Where the init binary is bind-mounted; every image has /.agentbox (the image store makes it). */
 export const INIT_IN_CONTAINER = '/.agentbox/init';
@@ -53,6 +54,8 @@ export interface ContainerConfigOpts {
   version: string;
   /** Host directory of the egress proxy's socket (runtime/egress-plumbing.ts); absent: no network at all. */
   egressDir?: string;
+  /** Host directory of the exec agent's socket (gVisor, exec-agent.ts). */
+  agentDir?: string;
 }
 
 export function containerName(id: string): string {
@@ -84,7 +87,11 @@ export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateO
       ...(gvisor ? { CapAdd: ['KILL'] } : {}),
       SecurityOpt: ['no-new-privileges'],
       ReadonlyRootfs: true,
-      Binds: [`${o.initPath}:${INIT_IN_CONTAINER}:ro`, ...(o.egressDir ? [`${o.egressDir}:${EGRESS_MOUNT}:ro`] : [])],
+      Binds: [
+        `${o.initPath}:${INIT_IN_CONTAINER}:ro`,
+        ...(o.egressDir ? [`${o.egressDir}:${EGRESS_MOUNT}:ro`] : []),
+        ...(o.agentDir ? [`${o.agentDir}:${AGENT_MOUNT}:ro`] : []),
+      ],
       Tmpfs: {
         // exec: agents run what they write; nosuid/nodev: nothing gained by it.
         '/workspace': `rw,exec,nosuid,nodev,${disk},uid=1000,gid=1000,mode=0755`,

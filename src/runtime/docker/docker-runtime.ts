@@ -22,9 +22,11 @@ import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, Runtim
 import { containerConfig, containerName, INIT_IN_CONTAINER, LABEL_HOME, LABEL_SANDBOX, SANDBOX_USER, LABEL_ID, LABEL_POOL } from './container-config.js';
 import { engineAddress, engineError, engineMessage, newClient, START_HINT, statusOf } from './engine.js';
 import { startEngineExec, type EngineExec } from './engine-exec.js';
+import { AGENT_MOUNT, AGENT_SOCKET, type AgentExec } from './exec-agent.js';
 import { execEvents } from './exec-events.js';
+import { ExecRouter, type ExecRequest } from './exec-router.js';
 import { ImageImporter, type ImageSource } from './images.js';
-import { directEntryUsable, directExec, entryTarget, targetAlive, type EntryTarget } from './direct-entry.js';
+import { directEntryUsable } from './direct-entry.js';
 import { findOomDir, memoryCgroupDirs, oomKills, WATCHDOG_LOG, watchdogKilled } from './oom.js';
 
 export interface DockerRuntimeOpts {
@@ -43,6 +45,8 @@ export interface DockerRuntimeOpts {
   probeTimeoutMs?: number;
   /** agentbox-helper, to enter runc containers directly instead of through an Engine exec (direct-entry.ts). */
   helper?: string;
+  /** Host directory for gVisor sandboxes' exec-agent sockets (exec-agent.ts); absent: gVisor execs use the Engine. */
+  agentDir?: string;
 }
 
 interface DockerData {
@@ -75,9 +79,7 @@ export class DockerRuntime implements Runtime {
   private runtimes: Promise<Record<string, { runtimeArgs?: string[] }>> | undefined;
   /** Container id → its memory cgroup directory (undefined: not readable from here). */
   private readonly oomDirs = new Map<string, string | undefined>();
-  /** Container id → how to enter it directly (null: only through the Engine, e.g. gVisor). */
-  private readonly targets = new Map<string, Promise<EntryTarget | null>>();
-  private readonly direct: boolean;
+  private readonly router: ExecRouter;
 
   constructor(private readonly opts: DockerRuntimeOpts) {
     this.docker = newClient(opts.docker);
@@ -85,7 +87,25 @@ export class DockerRuntime implements Runtime {
     this.initPath = opts.initPath ?? defaultInitPath();
     this.importer = new ImageImporter(this.docker, opts.images, this.address);
     const localEngine = this.address.startsWith('/') || this.address.startsWith('unix://');
-    this.direct = opts.helper !== undefined && directEntryUsable(opts.helper, localEngine);
+    this.router = new ExecRouter({
+      ...(opts.helper && directEntryUsable(opts.helper, localEngine) ? { helper: opts.helper } : {}),
+      // The agent's socket is bound from this host's filesystem: only next to a local dockerd.
+      ...(opts.agentDir && localEngine && process.env.AGENTBOX_GVISOR_EXEC_AGENT !== '0' ? { agentDir: opts.agentDir } : {}),
+      inspect: (id) => this.docker.getContainer(id).inspect(),
+      launchAgent: (id) => this.launchAgent(id),
+      onError: () => undefined,
+    });
+  }
+
+  /** A gVisor sandbox's exec agent, as the sandbox user, detached: it lives as long as the container. */
+  private async launchAgent(containerId: string): Promise<void> {
+    const ex = await this.docker.getContainer(containerId).exec({
+      Cmd: [INIT_IN_CONTAINER, 'agent', `${AGENT_MOUNT}/${AGENT_SOCKET}`],
+      User: SANDBOX_USER,
+      WorkingDir: '/',
+      Env: Object.entries(FILE_ENV).map(([k, v]) => `${k}=${v}`),
+    });
+    await ex.start({ Detach: true });
   }
 
   async probe(): Promise<ProbeResult> {
@@ -148,15 +168,18 @@ export class DockerRuntime implements Runtime {
     await this.opts.ensureImage?.(spec.image);
     const imageRef = await this.importer.ensure(spec.image);
     if (spec.isolation === 'gvisor') await this.requireRunsc(spec.egressDir !== undefined);
+    const agentDir = this.router.agentDirFor(spec.id, spec.isolation === 'gvisor');
     const config = containerConfig({
       id: spec.id, imageRef, isolation: spec.isolation, limits: spec.limits, labels: spec.labels, ...(spec.pooled ? { pooled: true } : {}),
       ...(spec.egressDir ? { egressDir: spec.egressDir } : {}),
+      ...(agentDir ? { agentDir } : {}),
       initPath: this.initPath, homeTag: this.opts.homeTag, version: this.opts.version,
     });
     let container: Docker.Container;
     try {
       container = await this.docker.createContainer(config);
     } catch (err) {
+      await this.router.forget(undefined, spec.id);
       throw engineError(err, `cannot create the container of sandbox ${spec.id}`, this.address);
     }
     try {
@@ -164,10 +187,11 @@ export class DockerRuntime implements Runtime {
       const info = await container.inspect();
       if (!info.State.Running) throw new InternalError(`sandbox ${spec.id} exited right after starting (exit ${info.State.ExitCode}: ${info.State.Error || 'no error'})`);
       this.oomDirs.set(info.Id, findOomDir(memoryCgroupDirs(info.Id, info.State.Pid)));
-      if (this.direct) this.targets.set(info.Id, Promise.resolve(spec.isolation === 'gvisor' ? null : (entryTarget(info.State.Pid) ?? null)));
+      await this.router.started(info.Id, spec.isolation === 'gvisor', info.State.Pid, agentDir);
       return { id: spec.id, runtime: 'docker', data: { containerId: info.Id } };
     } catch (err) {
       await container.remove({ force: true, v: true }).catch(() => undefined);
+      await this.router.forget(container.id, spec.id);
       throw err instanceof InternalError ? err : engineError(err, `cannot start sandbox ${spec.id}`, this.address, { hint: 'see the dockerd log; for gvisor, check that runsc works (runsc --version)' });
     }
   }
@@ -182,42 +206,26 @@ export class DockerRuntime implements Runtime {
     return dir === undefined ? undefined : oomKills([dir]);
   }
 
-  private async startExec(handle: SandboxHandle, cmd: string[], workingDir: string, env: Record<string, string>, stdin?: Buffer | Readable): Promise<EngineExec> {
-    const o = { cmd, user: SANDBOX_USER, workingDir, env, ...(stdin !== undefined ? { stdin } : {}) };
-    const target = await this.entryTarget(dataOf(handle).containerId);
-    if (target && this.opts.helper) return directExec(this.opts.helper, target, o);
-    return startEngineExec(this.container(handle), o, this.address);
-  }
-
-  /** How to enter a container directly, looked up once and checked against pid reuse on every call. */
-  private async entryTarget(containerId: string): Promise<EntryTarget | null> {
-    if (!this.direct) return null;
-    const known = this.targets.get(containerId);
-    if (known) {
-      const t = await known;
-      if (t === null || targetAlive(t)) return t;
-      this.targets.delete(containerId);
-      return null; // the container's init is gone: let the Engine say what happened
-    }
-    const found = this.docker
-      .getContainer(containerId)
-      .inspect()
-      .then((info) => (info.HostConfig.Runtime === 'runsc' || !info.State.Running ? null : (entryTarget(info.State.Pid) ?? null)), () => null);
-    this.targets.set(containerId, found);
-    return found;
+  private startExec(handle: SandboxHandle, req: Omit<ExecRequest, 'user'>): Promise<EngineExec | AgentExec> {
+    const { containerId } = dataOf(handle);
+    return this.router.start(containerId, { ...req, user: SANDBOX_USER }, (o) => startEngineExec(this.container(handle), o, this.address));
   }
 
   exec(handle: SandboxHandle, cmd: string[], opts: ExecOpts): AsyncIterable<ExecEvent> {
     const { containerId } = dataOf(handle);
     let oomBefore: number | undefined;
+    let started: EngineExec | AgentExec | undefined;
     return execEvents(opts, {
-      start: () => {
+      start: async () => {
         oomBefore = this.oomCount(containerId);
-        const wrapped = [INIT_IN_CONTAINER, 'run', String(opts.timeoutMs), opts.execId, '--', ...cmd];
-        return this.startExec(handle, wrapped, opts.cwd ?? '/workspace', baseEnv(opts.env), opts.stdin);
+        started = await this.startExec(handle, {
+          cmd, workingDir: opts.cwd ?? '/workspace', env: baseEnv(opts.env), run: { timeoutMs: opts.timeoutMs, tag: opts.execId }, ...(opts.stdin !== undefined ? { stdin: opts.stdin } : {}),
+        });
+        return started;
       },
       kill: async () => {
-        const ex = await this.startExec(handle, [INIT_IN_CONTAINER, 'kill', opts.execId], '/', FILE_ENV);
+        if (started && 'terminate' in started) return started.terminate();
+        const ex = await this.startExec(handle, { cmd: [INIT_IN_CONTAINER, 'kill', opts.execId], workingDir: '/', env: FILE_ENV });
         ex.stdout.resume();
         ex.stderr.resume();
         await ex.exitCode;
@@ -230,8 +238,10 @@ export class DockerRuntime implements Runtime {
         const info = await this.container(handle).inspect().catch(() => undefined);
         // The cgroup went with a dead container (gVisor: the host OOM killer took the sentry): ask Docker.
         if (!info?.State.Running) return info?.State.OOMKilled ?? false;
-        // gVisor: PID 1's memory watchdog logs the exec tag of each process it kills.
-        return info.HostConfig.Runtime === 'runsc' && watchdogKilled(await this.readSmallFile(handle, WATCHDOG_LOG), opts.execId);
+        // gVisor: PID 1's memory watchdog logs the exec tag of each process it kills (`@PID` for the agent's).
+        if (info.HostConfig.Runtime !== 'runsc') return false;
+        const pid = started && 'pid' in started ? await started.pid : undefined;
+        return watchdogKilled(await this.readSmallFile(handle, WATCHDOG_LOG), pid === undefined ? [opts.execId] : [opts.execId, `@${pid}`]);
       },
     });
   }
@@ -243,7 +253,7 @@ export class DockerRuntime implements Runtime {
 
   /** One `init fileop OP PATH` as the sandbox user; stderr is collected for the error line. */
   private async fileOp(handle: SandboxHandle, op: string, path: string, stdin?: Readable): Promise<{ ex: EngineExec; stderr: () => string }> {
-    const ex = await this.startExec(handle, [INIT_IN_CONTAINER, 'fileop', op, path], '/', FILE_ENV, stdin);
+    const ex = await this.startExec(handle, { cmd: [INIT_IN_CONTAINER, 'fileop', op, path], workingDir: '/', env: FILE_ENV, ...(stdin ? { stdin } : {}) });
     let text = '';
     ex.stderr.on('data', (c: Buffer) => {
       if (text.length < 8192) text += c.toString();
@@ -376,7 +386,7 @@ export class DockerRuntime implements Runtime {
     const { containerId } = dataOf(handle);
     await this.removeContainer(containerId, handle.id);
     this.oomDirs.delete(containerId);
-    this.targets.delete(containerId);
+    await this.router.forget(containerId, handle.id);
   }
 
   /** Force-remove; gone already is fine, and so is a removal another caller started (wait for it). */
@@ -402,18 +412,22 @@ export class DockerRuntime implements Runtime {
     } catch (err) {
       throw engineError(err, 'cannot list containers', this.address);
     }
-    return found.map((c) => ({
+    const objects = found.map((c) => ({
       id: c.Labels[LABEL_ID] ?? c.Labels[LABEL_SANDBOX] ?? c.Labels[LABEL_POOL] ?? c.Id,
       alive: c.State === 'running' || c.State === 'paused',
       ...(c.Labels[LABEL_POOL] !== undefined ? { pooled: true } : {}),
     }));
+    this.router.sweep(new Set(objects.map((o) => o.id)));
+    return objects;
   }
 
   async reap(id: string): Promise<void> {
     await this.removeContainer(containerName(id), id);
+    await this.router.forget(undefined, id);
   }
 
   async close(): Promise<void> {
     this.oomDirs.clear();
+    await this.router.close();
   }
 }

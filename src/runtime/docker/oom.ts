@@ -53,7 +53,7 @@ export function findOomDir(dirs: readonly string[]): string | undefined {
 /** Where PID 1's memory watchdog logs its kills inside a gVisor sandbox (WATCHDOG_LOG in memory-watchdog.h). */
 export const WATCHDOG_LOG = '/tmp/.agentbox/oom';
 
-/** Whether the watchdog log (`TAG PID RSS_KB USED_KB LIMIT_KB COMM` lines) holds a kill in the exec tagged `tag`. */
-export function watchdogKilled(log: string, tag: string): boolean {
-  return log.split('\n').some((line) => line.split(' ')[0] === tag);
+/** Whether the watchdog log (`TAG PID RSS_KB USED_KB LIMIT_KB COMM` lines) holds a kill under one of `tags`. */
+export function watchdogKilled(log: string, tags: readonly string[]): boolean {
+  return log.split('\n').some((line) => tags.includes(line.split(' ')[0] ?? ''));
 }

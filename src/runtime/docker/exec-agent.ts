@@ -1,0 +1,214 @@
+/**
+ * The daemon's side of a gVisor sandbox's exec agent (native/exec-agent.h). The agent dials a Unix
+ * socket in a directory bound into the sandbox and keeps one idle connection open; an exec takes it,
+ * sends its request and stdin, and reads the command's pid, stdout, stderr and exit status back,
+ * each framed as type (1 byte) + length (4 bytes, big-endian) + payload.
+ *
+ * Whatever runs in the sandbox can dial this socket too and pose as the agent. It then sees and
+ * answers requests for its own sandbox only, which it could already tamper with as the same user;
+ * frames are bounded and parsed defensively either way.
+ */
+import { chmodSync, rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { PassThrough, type Readable } from 'node:stream';
+import type { EngineExec, EngineExecOpts } from './engine-exec.js';
+
+/** Where the agent's directory appears inside the sandbox, and the socket in it. */
+export const AGENT_MOUNT = '/run/agentbox-agent';
+export const AGENT_SOCKET = 'agent.sock';
+
+const CHUNK = 65536;
+/** The agent sends at most 64 KiB a frame (plus its error lines); bigger is a broken or hostile peer. */
+const MAX_FRAME_IN = CHUNK + 1024;
+/** The agent refuses requests above 8 MiB (AGENT_MAX_REQUEST); those go through the Engine. */
+export const MAX_REQUEST = 8 << 20;
+const EXIT_LOST = 137;
+
+/** What the agent runs: the command (no wrapper), where, for how long, with what environment. */
+export interface AgentRequest {
+  cmd: string[];
+  workingDir: string;
+  env: Record<string, string>;
+  /** 0: no timeout. */
+  timeoutMs: number;
+}
+
+function frame(type: string, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const h = Buffer.alloc(5);
+  h.write(type, 0, 'latin1');
+  h.writeUInt32BE(payload.length, 1);
+  return Buffer.concat([h, payload]);
+}
+
+/** The 'R' frame: cwd, timeout, argc, argv..., env (K=V)..., each NUL-terminated; undefined when a string holds a NUL. */
+export function encodeRequest(r: AgentRequest): Buffer | undefined {
+  const strings = [r.workingDir, String(Math.max(0, Math.floor(r.timeoutMs))), String(r.cmd.length), ...r.cmd, ...Object.entries(r.env).map(([k, v]) => `${k}=${v}`)];
+  if (strings.some((s) => s.includes('\0'))) return undefined;
+  return frame('R', Buffer.from(strings.map((s) => `${s}\0`).join(''), 'utf8'));
+}
+
+/** An exec through the agent: an Engine exec's shape, plus a kill and the command's pid. */
+export interface AgentExec extends EngineExec {
+  /** Kill the command's tree; it then exits 143. */
+  terminate(): void;
+  /** The command's pid inside the sandbox, once started (undefined: it never started). */
+  pid: Promise<number | undefined>;
+}
+
+type AgentState = 'starting' | 'up' | 'down';
+
+/** The listening side for one sandbox: hands out the agent's idle connections. */
+export class AgentListener {
+  private readonly idle: Socket[] = [];
+  private readonly waiters: ((s: Socket | undefined) => void)[] = [];
+  /** starting: no agent has dialled yet; up: one has; down: its idle connection closed (it died). */
+  private agentState: AgentState = 'starting';
+
+  private constructor(private readonly server: Server, readonly path: string) {
+    server.on('connection', (s: Socket) => {
+      s.on('error', () => undefined);
+      this.agentState = 'up';
+      const waiter = this.waiters.shift();
+      if (waiter) return waiter(s);
+      this.idle.push(s);
+      s.once('close', () => {
+        const i = this.idle.indexOf(s);
+        if (i < 0) return;
+        this.idle.splice(i, 1);
+        // The agent closes an idle connection only by dying.
+        if (this.idle.length === 0) this.agentState = 'down';
+      });
+    });
+  }
+
+  static async listen(path: string): Promise<AgentListener> {
+    rmSync(path, { force: true });
+    const server = createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    chmodSync(path, 0o666); // the agent runs as the sandbox user; the directories above keep others out
+    return new AgentListener(server, path);
+  }
+
+  get state(): AgentState {
+    return this.agentState;
+  }
+
+  /** After a relaunch: wait for the new agent again. */
+  expectAgent(): void {
+    if (this.agentState === 'down') this.agentState = 'starting';
+  }
+
+  /** An idle agent connection, waiting up to `timeoutMs` for one; undefined when none came. */
+  take(timeoutMs: number): Promise<Socket | undefined> {
+    const s = this.idle.shift();
+    if (s) return Promise.resolve(s);
+    if (timeoutMs <= 0) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      const waiter = (sock: Socket | undefined): void => {
+        clearTimeout(timer);
+        resolve(sock);
+      };
+      const timer = setTimeout(() => {
+        const i = this.waiters.indexOf(waiter);
+        if (i >= 0) this.waiters.splice(i, 1);
+        resolve(undefined);
+      }, timeoutMs);
+      this.waiters.push(waiter);
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const w of this.waiters.splice(0)) w(undefined);
+    for (const s of this.idle.splice(0)) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    rmSync(this.path, { force: true });
+  }
+}
+
+/** One exec over a taken agent connection. */
+export function agentExec(sock: Socket, request: Buffer, stdin: EngineExecOpts['stdin']): AgentExec {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let resolveExit!: (code: number) => void;
+  const exitCode = new Promise<number>((r) => (resolveExit = r));
+  let resolvePid!: (pid: number | undefined) => void;
+  const pid = new Promise<number | undefined>((r) => (resolvePid = r));
+  let code: number | undefined;
+  let pending: Buffer = Buffer.alloc(0);
+
+  const finish = (c: number): void => {
+    if (code !== undefined) return;
+    code = c;
+    resolvePid(undefined);
+    stdout.end();
+    stderr.end();
+    void Promise.all([new Promise((r) => stdout.once('end', r)), new Promise((r) => stderr.once('end', r))]).then(() => resolveExit(c));
+  };
+  const deliver = (out: PassThrough, data: Buffer): void => {
+    if (!out.write(data)) {
+      sock.pause();
+      out.once('drain', () => sock.resume());
+    }
+  };
+  sock.on('data', (chunk: Buffer) => {
+    pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+    while (pending.length >= 5) {
+      const type = String.fromCharCode(pending[0] as number);
+      const len = pending.readUInt32BE(1);
+      if (len > MAX_FRAME_IN || !'POeX'.includes(type) || ((type === 'P' || type === 'X') && len !== 4)) {
+        sock.destroy();
+        return;
+      }
+      if (pending.length < 5 + len) break;
+      const payload = pending.subarray(5, 5 + len);
+      pending = pending.subarray(5 + len);
+      if (type === 'O') deliver(stdout, payload);
+      else if (type === 'e') deliver(stderr, payload);
+      else if (type === 'P') resolvePid(payload.readUInt32BE(0));
+      else {
+        finish(payload.readUInt32BE(0));
+        sock.end();
+        return;
+      }
+    }
+  });
+  // Gone before its exit status: the agent was killed, and its commands with it.
+  sock.once('close', () => finish(EXIT_LOST));
+
+  sock.write(request);
+  if (stdin === undefined) sock.write(frame('E'));
+  else if (Buffer.isBuffer(stdin)) {
+    for (let i = 0; i < stdin.length; i += CHUNK) sock.write(frame('I', stdin.subarray(i, i + CHUNK)));
+    sock.write(frame('E'));
+  } else pipeStdin(stdin as Readable, sock);
+  return {
+    stdout,
+    stderr,
+    exitCode,
+    pid,
+    destroy: () => sock.destroy(),
+    terminate: () => {
+      if (code === undefined && sock.writable) sock.write(frame('K'));
+    },
+  };
+}
+
+function pipeStdin(stdin: Readable, sock: Socket): void {
+  stdin.on('data', (c: Buffer) => {
+    let ok = true;
+    for (let i = 0; i < c.length; i += CHUNK) ok = sock.write(frame('I', c.subarray(i, i + CHUNK))) && ok;
+    if (!ok) {
+      stdin.pause();
+      sock.once('drain', () => stdin.resume());
+    }
+  });
+  stdin.once('end', () => sock.writable && sock.write(frame('E')));
+  stdin.once('error', () => sock.destroy());
+  sock.once('close', () => stdin.destroy());
+}

@@ -1,0 +1,167 @@
+/**
+ * Which way an exec gets into a docker sandbox, fastest first:
+ *  - runc: agentbox-helper enters the container directly (direct-entry.ts);
+ *  - gVisor: the sandbox's exec agent, over a Unix socket (exec-agent.ts);
+ *  - otherwise, or when neither can: an Engine exec, which always works.
+ * Commands with a timeout and a tag run under agentbox-docker-init's `run` wrapper on the first and
+ * last paths; the agent does the wrapper's job itself, which saves two process creations under gVisor.
+ * A route is found once per container (at create, or from Docker after a daemon restart) and
+ * checked on every use.
+ */
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type Docker from 'dockerode';
+import { INIT_IN_CONTAINER } from './container-config.js';
+import { directExec, entryTarget, targetAlive, type EntryTarget } from './direct-entry.js';
+import type { EngineExec, EngineExecOpts } from './engine-exec.js';
+import { AGENT_MOUNT, AGENT_SOCKET, AgentListener, agentExec, encodeRequest, MAX_REQUEST, type AgentExec } from './exec-agent.js';
+
+type Route = { kind: 'direct'; target: EntryTarget } | { kind: 'agent'; listener: AgentListener } | { kind: 'engine' };
+
+/** An exec as the driver asks for it; `run` puts it under a timeout and names it for `kill` and the OOM log. */
+export interface ExecRequest extends EngineExecOpts {
+  run?: { timeoutMs: number; tag: string };
+}
+
+export interface ExecRouterOpts {
+  /** agentbox-helper, when direct entry is usable here (see directEntryUsable). */
+  helper?: string;
+  /** Where gVisor sandboxes' agent directories live; absent: gVisor execs go through the Engine. */
+  agentDir?: string;
+  inspect(containerId: string): Promise<Docker.ContainerInspectInfo>;
+  /** Start the agent inside the container (a detached Engine exec). */
+  launchAgent(containerId: string): Promise<void>;
+  onError(msg: string, err: unknown): void;
+}
+
+/** How long an exec waits for a starting agent (launch is an Engine exec: ~100 ms) before using the Engine itself. */
+const STARTING_WAIT_MS = 3000;
+/** How long it waits for a running agent's next idle connection (it redials at once; 64 sessions at most). */
+const BUSY_WAIT_MS = 2000;
+const RELAUNCH_EVERY_MS = 5000;
+
+export class ExecRouter {
+  private readonly routes = new Map<string, Promise<Route>>();
+  private readonly relaunched = new Map<string, number>();
+
+  constructor(private readonly opts: ExecRouterOpts) {}
+
+  /** Before a gVisor container is created: the host directory to bind at AGENT_MOUNT, if agents are on. */
+  agentDirFor(sandboxId: string, gvisor: boolean): string | undefined {
+    if (!gvisor || !this.opts.agentDir) return undefined;
+    mkdirSync(this.opts.agentDir, { recursive: true, mode: 0o700 });
+    const dir = join(this.opts.agentDir, sandboxId);
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    return dir;
+  }
+
+  /** After the container started: remember its route; a gVisor one's agent is launched, not waited for. */
+  async started(containerId: string, gvisor: boolean, pid: number, agentDir: string | undefined): Promise<void> {
+    if (!gvisor) {
+      const target = this.opts.helper ? entryTarget(pid) : undefined;
+      this.routes.set(containerId, Promise.resolve(target ? { kind: 'direct', target } : { kind: 'engine' }));
+      return;
+    }
+    if (!agentDir) {
+      this.routes.set(containerId, Promise.resolve({ kind: 'engine' }));
+      return;
+    }
+    const listener = await AgentListener.listen(join(agentDir, AGENT_SOCKET));
+    this.routes.set(containerId, Promise.resolve({ kind: 'agent', listener }));
+    this.launch(containerId, listener);
+  }
+
+  async start(containerId: string, req: ExecRequest, engine: (o: EngineExecOpts) => Promise<EngineExec>): Promise<EngineExec | AgentExec> {
+    const route = await this.route(containerId);
+    if (route.kind === 'agent') {
+      const request = encodeRequest({ cmd: req.cmd, workingDir: req.workingDir, env: req.env, timeoutMs: req.run?.timeoutMs ?? 0 });
+      if (request && request.length <= MAX_REQUEST) {
+        const { listener } = route;
+        const wait = listener.state === 'up' ? BUSY_WAIT_MS : listener.state === 'starting' ? STARTING_WAIT_MS : 0;
+        const sock = await listener.take(wait);
+        if (sock) return agentExec(sock, request, req.stdin);
+        this.relaunch(containerId, listener);
+      }
+    }
+    const o: EngineExecOpts = { ...req, cmd: req.run ? [INIT_IN_CONTAINER, 'run', String(req.run.timeoutMs), req.run.tag, '--', ...req.cmd] : req.cmd };
+    if (route.kind === 'direct' && this.opts.helper) return directExec(this.opts.helper, route.target, o);
+    return engine(o);
+  }
+
+  private route(containerId: string): Promise<Route> {
+    const known = this.routes.get(containerId);
+    if (known) {
+      return known.then((r) => {
+        if (r.kind !== 'direct' || targetAlive(r.target)) return r;
+        // The container's init is gone (or its pid was reused): let the Engine say what happened.
+        const engine: Route = { kind: 'engine' };
+        this.routes.set(containerId, Promise.resolve(engine));
+        return engine;
+      });
+    }
+    const found = this.discover(containerId);
+    this.routes.set(containerId, found);
+    return found;
+  }
+
+  /** A container this daemon did not start (it restarted since): find the route from Docker. */
+  private async discover(containerId: string): Promise<Route> {
+    try {
+      const info = await this.opts.inspect(containerId);
+      if (!info.State.Running) return { kind: 'engine' };
+      if (info.HostConfig.Runtime !== 'runsc') {
+        const target = this.opts.helper ? entryTarget(info.State.Pid) : undefined;
+        return target ? { kind: 'direct', target } : { kind: 'engine' };
+      }
+      const source = info.Mounts.find((m) => m.Destination === AGENT_MOUNT)?.Source;
+      if (!source || !this.opts.agentDir) return { kind: 'engine' };
+      // Its agent keeps redialling the same path: listen there again.
+      return { kind: 'agent', listener: await AgentListener.listen(join(source, AGENT_SOCKET)) };
+    } catch (err) {
+      this.opts.onError('could not find how to enter a container', err);
+      return { kind: 'engine' };
+    }
+  }
+
+  private launch(containerId: string, listener: AgentListener): void {
+    this.relaunched.set(containerId, Date.now());
+    listener.expectAgent();
+    void this.opts.launchAgent(containerId).catch((err: unknown) => this.opts.onError('could not start the exec agent', err));
+  }
+
+  /** No agent answered: start another (the sandbox may have killed it), at most every few seconds. */
+  private relaunch(containerId: string, listener: AgentListener): void {
+    if (Date.now() - (this.relaunched.get(containerId) ?? 0) < RELAUNCH_EVERY_MS) return;
+    this.launch(containerId, listener);
+  }
+
+  /** The container is gone: stop listening and remove its agent directory. */
+  async forget(containerId: string | undefined, sandboxId: string): Promise<void> {
+    if (containerId) {
+      const route = await this.routes.get(containerId);
+      this.routes.delete(containerId);
+      this.relaunched.delete(containerId);
+      if (route?.kind === 'agent') await route.listener.close();
+    }
+    if (this.opts.agentDir) rmSync(join(this.opts.agentDir, sandboxId), { recursive: true, force: true });
+  }
+
+  /** Removes agent directories of sandboxes that no longer have a container. */
+  sweep(liveSandboxIds: ReadonlySet<string>): void {
+    if (!this.opts.agentDir) return;
+    let names: string[];
+    try {
+      names = readdirSync(this.opts.agentDir);
+    } catch {
+      return;
+    }
+    for (const name of names) if (!liveSandboxIds.has(name)) rmSync(join(this.opts.agentDir, name), { recursive: true, force: true });
+  }
+
+  /** Daemon shutdown: stop listening; the directories stay for containers that outlive the daemon. */
+  async close(): Promise<void> {
+    const all = await Promise.all([...this.routes.values()]);
+    this.routes.clear();
+    await Promise.all(all.map((r) => (r.kind === 'agent' ? r.listener.close() : undefined)));
+  }
+}
