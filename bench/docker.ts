@@ -2,9 +2,13 @@
  * Docker runtime benchmark, side by side with raw Engine API calls in the same run (runc and runsc):
  *  - cold create + first exec `true`, vs raw create + start + exec `true` of the same image
  *    (no hardening, no init), both ending when the exec's exit code is known
- *  - exec round trip of `true` in a running sandbox, vs a raw exec create + start + inspect
+ *  - exec round trip of `true` in a running sandbox, vs a raw exec create + start + inspect, by the
+ *    daemon's path (runc: direct entry; gVisor: the exec agent) and by Engine execs
  * Usage: npm run build && node dist/bench/docker.js   (prints a Markdown table)
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Docker from 'dockerode';
 import { VERSION, helperPath } from '../src/core/config.js';
 import { ImageStore } from '../src/images/image-store.js';
@@ -51,8 +55,10 @@ async function rawExec(c: Docker.Container): Promise<void> {
 async function main(): Promise<void> {
   const docker = new Docker();
   const store = new ImageStore(IMAGES);
-  // As the daemon runs it: runc sandboxes entered directly through the helper; and an Engine-only driver beside it.
-  const rt = new DockerRuntime({ images: store, homeTag: `bench-${process.pid}`, version: VERSION, helper: helperPath() });
+  // As the daemon runs it (runc entered directly through the helper, gVisor through its exec agent),
+  // and an Engine-only driver beside it.
+  const agentDir = mkdtempSync(join(tmpdir(), 'ab-bench-agents-'));
+  const rt = new DockerRuntime({ images: store, homeTag: `bench-${process.pid}`, version: VERSION, helper: helperPath(), agentDir });
   const engineOnly = new DockerRuntime({ images: store, homeTag: `bench-${process.pid}`, version: VERSION });
   const probe = await rt.probe();
   if (!probe.ok) throw new Error(`${probe.reason} (${probe.hint})`);
@@ -102,12 +108,13 @@ async function main(): Promise<void> {
       row(`raw Engine API create + start + exec \`true\` (${runtime})`, rawCreate),
       row(`agentbox create + first exec \`true\` (${runtime}, hardened)`, abCreate, rawCreate),
       row(`raw Engine API exec \`true\` (${runtime})`, rawExecs),
-      row(`agentbox exec \`true\` (${runtime}${runtime === 'runc' ? ', direct entry' : ''})`, abExecs, rawExecs),
-      ...(runtime === 'runc' ? [row(`agentbox exec \`true\` (${runtime}, Engine exec)`, engineExecs, rawExecs)] : []),
+      row(`agentbox exec \`true\` (${runtime}, ${runtime === 'runc' ? 'direct entry' : 'exec agent'})`, abExecs, rawExecs),
+      row(`agentbox exec \`true\` (${runtime}, Engine exec)`, engineExecs, rawExecs),
     );
   }
   await rt.close();
   await engineOnly.close();
+  rmSync(agentDir, { recursive: true, force: true });
   console.log(`docker runtime, n=${N_CREATE} creates / ${N_EXEC} execs, ${new Date().toISOString().slice(0, 10)}\n`);
   console.log('| measurement (ms) | p50 | p95 | vs raw p50 |\n|---|---|---|---|');
   for (const l of lines) console.log(l);
