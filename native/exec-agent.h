@@ -298,7 +298,7 @@ static void agent_read_conn(struct agent_session *s) {
       s->in_len += flen;
     } else if (type == 'E') {
       s->stdin_eof = 1;
-    } else if (type == 'K' && s->pid > 0 && !s->exited) {
+    } else if (type == 'K' && s->pid > 0) { /* also after the leader exited: a background job may hold its output */
       agent_kill(s, AGENT_EXIT_KILLED);
     }
     memmove(s->rbuf, s->rbuf + 5 + flen, s->rlen - 5 - flen);

@@ -157,4 +157,21 @@ describe('docker driver extras', { skip }, () => {
       await second.close();
     }
   });
+
+  test('a gVisor sandbox that floods its agent socket costs the daemon a bounded number of descriptors', { skip: (noRunsc || !hasDebian()) && 'needs runsc and the debian test image' }, async () => {
+    const h = await sandbox('gvisor', {}, 'debian');
+    const fds = (): number => readdirSync('/proc/self/fd').length;
+    const before = fds();
+    const dial = 'import socket,time\ns=[]\nfor i in range(600):\n  c=socket.socket(socket.AF_UNIX); c.connect("/run/agentbox-agent/agent.sock"); s.append(c)\nprint(len(s), flush=True)\ntime.sleep(2)';
+    const flood = collect(rt.exec(h, ['python3', '-c', dial], execOpts({})));
+    let peak = 0;
+    for (let i = 0; i < 20; i++) {
+      peak = Math.max(peak, fds() - before);
+      await sleep(100);
+    }
+    const r = await flood;
+    assert.equal(r.stdout, '600\n', r.stderr);
+    assert.ok(peak <= 260, `the daemon held ${peak} more descriptors while the sandbox dialled 600 times`);
+    assert.equal((await run(rt, h, 'echo still-works')).stdout, 'still-works\n');
+  });
 });

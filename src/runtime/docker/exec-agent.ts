@@ -23,6 +23,13 @@ const MAX_FRAME_IN = CHUNK + 1024;
 /** The agent refuses requests above 8 MiB (AGENT_MAX_REQUEST); those go through the Engine. */
 export const MAX_REQUEST = 8 << 20;
 const EXIT_LOST = 137;
+/**
+ * The agent keeps one idle connection; a few more are a relaunch overlapping the old agent. Anything
+ * beyond is something in the sandbox dialling the socket, which must not cost the daemon descriptors.
+ */
+const MAX_IDLE = 4;
+/** Idle ones plus the execs running at once in one sandbox. */
+const MAX_CONNECTIONS = 256;
 
 /** What the agent runs: the command (no wrapper), where, for how long, with what environment. */
 export interface AgentRequest {
@@ -65,11 +72,13 @@ export class AgentListener {
   private agentState: AgentState = 'starting';
 
   private constructor(private readonly server: Server, readonly path: string) {
+    server.maxConnections = MAX_CONNECTIONS;
     server.on('connection', (s: Socket) => {
       s.on('error', () => undefined);
       this.agentState = 'up';
       const waiter = this.waiters.shift();
       if (waiter) return waiter(s);
+      if (this.idle.length >= MAX_IDLE) return void s.destroy();
       this.idle.push(s);
       s.once('close', () => {
         const i = this.idle.indexOf(s);
@@ -99,9 +108,14 @@ export class AgentListener {
     return this.agentState;
   }
 
-  /** After a relaunch: wait for the new agent again. */
+  /** A new agent was started: execs wait for it again. */
   expectAgent(): void {
     if (this.agentState === 'down') this.agentState = 'starting';
+  }
+
+  /** No agent came when one was expected: execs stop waiting for one until the next is started. */
+  markDown(): void {
+    if (this.idle.length === 0) this.agentState = 'down';
   }
 
   /** An idle agent connection, waiting up to `timeoutMs` for one; undefined when none came. */

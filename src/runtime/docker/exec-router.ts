@@ -80,6 +80,7 @@ export class ExecRouter {
         const wait = listener.state === 'up' ? BUSY_WAIT_MS : listener.state === 'starting' ? STARTING_WAIT_MS : 0;
         const sock = await listener.take(wait);
         if (sock) return agentExec(sock, request, req.stdin);
+        listener.markDown();
         this.relaunch(containerId, listener);
       }
     }
@@ -125,8 +126,13 @@ export class ExecRouter {
 
   private launch(containerId: string, listener: AgentListener): void {
     this.relaunched.set(containerId, Date.now());
-    listener.expectAgent();
-    void this.opts.launchAgent(containerId).catch((err: unknown) => this.opts.onError('could not start the exec agent', err));
+    void this.opts.launchAgent(containerId).then(
+      () => listener.expectAgent(),
+      (err: unknown) => {
+        listener.markDown();
+        this.opts.onError('could not start the exec agent', err);
+      },
+    );
   }
 
   /** No agent answered: start another (the sandbox may have killed it), at most every few seconds. */
