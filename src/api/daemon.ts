@@ -50,7 +50,7 @@ export interface Daemon {
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
-export function buildRuntimes(paths: Paths, images: ImageStore): Partial<Record<RuntimeName, Runtime>> {
+export function buildRuntimes(paths: Paths, images: ImageStore, logger?: Logger): Partial<Record<RuntimeName, Runtime>> {
   // busybox builds in well under a second: the quick start needs no image step.
   const ensureImage = async (image: string): Promise<void> => {
     if (image === 'busybox' && !images.get('busybox')) await images.ensure('busybox', {});
@@ -63,7 +63,7 @@ export function buildRuntimes(paths: Paths, images: ImageStore): Partial<Record<
       helper: helperPath(),
     }),
     // Probed lazily: a host without dockerd still runs the local runtime.
-    docker: new DockerRuntime({ images, ensureImage, homeTag: paths.homeTag, version: VERSION, helper: helperPath(), agentDir: socketBaseDir(paths.home, 'agents') }),
+    docker: new DockerRuntime({ images, ensureImage, homeTag: paths.homeTag, version: VERSION, helper: helperPath(), agentDir: socketBaseDir(paths.home, 'agents'), ...(logger ? { logger } : {}) }),
   };
 }
 
@@ -97,7 +97,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     egress,
     policy,
     store,
-    runtimes: buildRuntimes(paths, images),
+    runtimes: buildRuntimes(paths, images, opts.logger),
     logger: opts.logger,
     ...(opts.reapIntervalMs ? { reapIntervalMs: opts.reapIntervalMs } : {}),
     ...(opts.maxConcurrentCreates ? { maxConcurrentCreates: opts.maxConcurrentCreates } : {}),

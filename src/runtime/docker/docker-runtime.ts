@@ -15,6 +15,7 @@ import { finished } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type Docker from 'dockerode';
+import type { Logger } from 'pino';
 import { BadRequestError, ConflictError, InternalError, RuntimeUnavailableError } from '../../core/errors.js';
 import type { DirEntry, ExecEvent, Isolation } from '../../core/model.js';
 import { baseEnv, checkPath, fileError, parseDirListing } from '../shared.js';
@@ -47,6 +48,8 @@ export interface DockerRuntimeOpts {
   helper?: string;
   /** Host directory for gVisor sandboxes' exec-agent sockets (exec-agent.ts); absent: gVisor execs use the Engine. */
   agentDir?: string;
+  /** For what the driver recovers from by itself (an exec agent that would not start). */
+  logger?: Logger;
 }
 
 interface DockerData {
@@ -93,7 +96,7 @@ export class DockerRuntime implements Runtime {
       ...(opts.agentDir && localEngine && process.env.AGENTBOX_GVISOR_EXEC_AGENT !== '0' ? { agentDir: opts.agentDir } : {}),
       inspect: (id) => this.docker.getContainer(id).inspect(),
       launchAgent: (id) => this.launchAgent(id),
-      onError: () => undefined,
+      onError: (msg, err, containerId) => opts.logger?.warn({ container_id: containerId, err: err instanceof Error ? err.message : String(err) }, msg),
     });
   }
 

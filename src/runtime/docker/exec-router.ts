@@ -31,7 +31,8 @@ export interface ExecRouterOpts {
   inspect(containerId: string): Promise<Docker.ContainerInspectInfo>;
   /** Start the agent inside the container (a detached Engine exec). */
   launchAgent(containerId: string): Promise<void>;
-  onError(msg: string, err: unknown): void;
+  /** Something went wrong that an Engine exec covers for; for the log. */
+  onError(msg: string, err: unknown, containerId: string): void;
 }
 
 /** How long an exec waits for a starting agent (launch is an Engine exec: ~100 ms) before using the Engine itself. */
@@ -119,7 +120,7 @@ export class ExecRouter {
       // Its agent keeps redialling the same path: listen there again.
       return { kind: 'agent', listener: await AgentListener.listen(join(source, AGENT_SOCKET)) };
     } catch (err) {
-      this.opts.onError('could not find how to enter a container', err);
+      this.opts.onError('could not find how to enter a container', err, containerId);
       return { kind: 'engine' };
     }
   }
@@ -130,7 +131,7 @@ export class ExecRouter {
       () => listener.expectAgent(),
       (err: unknown) => {
         listener.markDown();
-        this.opts.onError('could not start the exec agent', err);
+        this.opts.onError('could not start the exec agent', err, containerId);
       },
     );
   }
