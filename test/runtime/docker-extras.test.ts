@@ -174,4 +174,19 @@ describe('docker driver extras', { skip }, () => {
     assert.ok(peak <= 260, `the daemon held ${peak} more descriptors while the sandbox dialled 600 times`);
     assert.equal((await run(rt, h, 'echo still-works')).stdout, 'still-works\n');
   });
+
+  test('a gVisor exec whose reader stalls does not stall the sandbox\'s other execs', { skip: noRunsc && 'runsc is not registered with dockerd' }, async () => {
+    const h = await sandbox('gvisor', { diskMb: 64 });
+    await run(rt, h, 'dd if=/dev/zero of=/workspace/big bs=1M count=16 2>/dev/null');
+    const stalled = await rt.readFile(h, '/workspace/big');
+    stalled.pause(); // 16 MB that nobody reads: the agent must hold this exec's output, not all of them
+    try {
+      const other = run(rt, h, 'echo not-stalled');
+      const winner = await Promise.race([other, sleep(10_000).then(() => 'stalled' as const)]);
+      assert.notEqual(winner, 'stalled', 'another exec waited behind a reader that does not read');
+      assert.equal((await other).stdout, 'not-stalled\n');
+    } finally {
+      stalled.destroy();
+    }
+  });
 });

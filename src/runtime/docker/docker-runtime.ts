@@ -275,6 +275,10 @@ export class DockerRuntime implements Runtime {
         resolve(out);
       });
       ex.stdout.pipe(out, { end: false });
+      // A reader that gives up (destroys the stream) ends the file operation and its connection.
+      out.once('close', () => {
+        if (!out.writableFinished) ex.destroy();
+      });
       void Promise.all([ex.exitCode, finished(ex.stdout).catch(() => undefined)]).then(
         ([code]) => {
           const err = code === 0 ? undefined : fileError(stderr(), p, handle.id);

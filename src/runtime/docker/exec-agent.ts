@@ -67,6 +67,8 @@ type AgentState = 'starting' | 'up' | 'down';
 /** The listening side for one sandbox: hands out the agent's idle connections. */
 export class AgentListener {
   private readonly idle: Socket[] = [];
+  /** Every open connection, idle or in an exec: closing the listener ends them all. */
+  private readonly open = new Set<Socket>();
   private readonly waiters: ((s: Socket | undefined) => void)[] = [];
   /** starting: no agent has dialled yet; up: one has; down: its idle connection closed (it died). */
   private agentState: AgentState = 'starting';
@@ -75,6 +77,8 @@ export class AgentListener {
     server.maxConnections = MAX_CONNECTIONS;
     server.on('connection', (s: Socket) => {
       s.on('error', () => undefined);
+      this.open.add(s);
+      s.once('close', () => this.open.delete(s));
       this.agentState = 'up';
       const waiter = this.waiters.shift();
       if (waiter) return waiter(s);
@@ -139,7 +143,9 @@ export class AgentListener {
 
   async close(): Promise<void> {
     for (const w of this.waiters.splice(0)) w(undefined);
-    for (const s of this.idle.splice(0)) s.destroy();
+    this.idle.length = 0;
+    // A paused exec (its reader stopped reading) would never see its end: server.close() waits for every connection.
+    for (const s of this.open) s.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     rmSync(this.path, { force: true });
   }
