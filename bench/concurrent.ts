@@ -55,11 +55,14 @@ async function run(name: 'local' | 'docker', rt: Runtime, isolation?: 'gvisor'):
 const images = new ImageStore(IMAGES);
 await images.ensure('busybox', {});
 const rows = [await run('local', new LocalRuntime({ scope: `agentbox/bench-conc-${process.pid}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() }))];
-const docker = new DockerRuntime({ images, homeTag: `benchconc${process.pid}`, version: VERSION });
+// As the daemon runs them: runc entered directly, gVisor through its exec agent (one more process in each sandbox).
+const agentDir = mkdtempSync(join(tmpdir(), 'agentbox-bench-agents-'));
+const docker = new DockerRuntime({ images, homeTag: `benchconc${process.pid}`, version: VERSION, helper: helperPath(), agentDir });
 if ((await docker.probe()).ok) {
   rows.push(await run('docker', docker));
-  rows.push(await run('docker', new DockerRuntime({ images, homeTag: `benchconcg${process.pid}`, version: VERSION }), 'gvisor'));
+  rows.push(await run('docker', new DockerRuntime({ images, homeTag: `benchconcg${process.pid}`, version: VERSION, helper: helperPath(), agentDir }), 'gvisor'));
 }
+rmSync(agentDir, { recursive: true, force: true });
 console.log(`Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; ${new Date().toISOString().slice(0, 10)}; ${N} sandboxes at once (16 creating at a time)`);
 console.log('\n| runtime | all ready (s) | per sandbox (ms) | daemon RSS (MiB) | host memory per idle sandbox (MiB) | execs work |\n|---|---|---|---|---|---|');
 for (const row of rows) console.log(row);

@@ -3,10 +3,11 @@
  *
  * Bind-mounted read-only at /.agentbox/init by the daemon; static, so nothing in the image matters.
  *
- *   init [--egress-relay PORT SOCKET] [--memory-limit-kb N]
+ *   init [--egress-relay PORT SOCKET] [--exec-agent SOCKET] [--memory-limit-kb N]
  *                                  PID 1: blocks every signal and reaps orphans, forever; keeps the
- *                                  egress relay running; with a limit (gVisor), enforces it by
- *                                  killing the biggest process past it (memory-watchdog.h).
+ *                                  egress relay and the exec agent (as uid 1000) running; with a
+ *                                  limit (gVisor), enforces it by killing the biggest process past
+ *                                  it (memory-watchdog.h).
  *   run TIMEOUT_MS TAG -- CMD ...  becomes a child subreaper, runs CMD in a session of its own and
  *                                  exits with CMD's status (128+N for signal N). On timeout it kills
  *                                  every descendant (background jobs and setsid escapees included)
@@ -18,13 +19,15 @@
  *   fileop OP PATH                 read|write|list|remove|mkdir, with the same error line and listing
  *                                  protocol as agentbox-helper's `file` mode.
  *   agent SOCKET                   the exec agent of a gVisor sandbox (exec-agent.h): dials the daemon's
- *                                  socket and runs what it asks, as the user that started it.
+ *                                  socket and runs what it asks, as the user that started it (PID 1
+ *                                  starts it with --exec-agent).
  */
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,26 +45,49 @@
 #include "exec-agent.h"
 #include "file-ops.h"
 #include "memory-watchdog.h"
+#include "egress-relay.h"
 #include "pid1.h"
 #include "proc-tree.h"
 #include "seccomp-deny.h"
 
 #define EXIT_INIT EXIT_FAIL
+/* The sandbox user (SANDBOX_USER in container-config.ts). */
+#define SANDBOX_UID 1000
+#define SANDBOX_GID 1000
 #define EXIT_TIMEOUT 124
 
 /* ---------- init: PID 1 ---------- */
 
 static long watchdog_tick(void *ctx) { return watchdog_check(ctx); }
 
+/* PID 1's kept child that becomes the exec agent: the sandbox user, nothing of PID 1's rights. */
+static pid_t agent_fork(void *ctx) {
+  const char *socket_path = ctx;
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  /* From uid 0 to 1000 in every uid: the kernel clears the permitted and effective sets. */
+  if (setgroups(0, NULL) != 0 || setgid(SANDBOX_GID) != 0 || setuid(SANDBOX_UID) != 0 || getuid() != SANDBOX_UID) _exit(EXIT_INIT);
+  if (chdir("/") != 0) _exit(EXIT_INIT);
+  char *envp[] = { "PATH=/usr/bin:/bin", NULL };
+  execle(INIT_EXE, INIT_EXE, "agent", socket_path, (char *)NULL, envp);
+  _exit(EXIT_INIT);
+}
+
 static int mode_init(int argc, char **argv) {
   if (getpid() != 1) die_msg("init must run as PID 1 of the container");
   struct egress_relay relay = {0, NULL, 0};
+  const char *agent_socket = NULL;
   long memory_limit_kb = 0;
   for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--egress-relay") == 0 && i + 2 < argc) {
       relay.port = (int)parse_num(argv[i + 1], "relay port");
       relay.path = argv[i + 2];
       i += 2;
+    } else if (strcmp(argv[i], "--exec-agent") == 0 && i + 1 < argc) {
+      agent_socket = argv[++i];
     } else if (strcmp(argv[i], "--memory-limit-kb") == 0 && i + 1 < argc) {
       memory_limit_kb = parse_num(argv[++i], "memory limit");
     } else {
@@ -72,7 +98,11 @@ static int mode_init(int argc, char **argv) {
   static struct memory_watchdog watchdog;
   struct pid1_tick tick = { watchdog_tick, &watchdog };
   if (memory_limit_kb > 0 && watchdog_open(&watchdog, memory_limit_kb) != 0) die("memory watchdog");
-  run_as_pid1(-1, &relay, memory_limit_kb > 0 ? &tick : NULL);
+  struct pid1_child kept[2];
+  int nkept = 0;
+  if (relay.port > 0) kept[nkept++] = (struct pid1_child){ relay_fork, &relay, 0, 0, 0 };
+  if (agent_socket) kept[nkept++] = (struct pid1_child){ agent_fork, (void *)agent_socket, 0, 0, 0 };
+  run_as_pid1(-1, kept, nkept, memory_limit_kb > 0 ? &tick : NULL);
   return EXIT_INIT;
 }
 

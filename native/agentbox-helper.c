@@ -43,6 +43,7 @@
 #define FAIL_PROGRAM "agentbox-helper"
 #include "fail.h"
 #include "file-ops.h"
+#include "egress-relay.h"
 #include "pid1.h"
 #include "seccomp-deny.h"
 
@@ -210,7 +211,8 @@ static int mode_init(int argc, char **argv) {
     relay.port = (int)parse_num(argv[2], "relay port");
     relay.path = argv[3];
   }
-  run_as_pid1(ready_fd, &relay, NULL);
+  struct pid1_child kept = { relay_fork, &relay, 0, 0, 0 };
+  run_as_pid1(ready_fd, &kept, relay.port > 0 ? 1 : 0, NULL);
   die("ready");
   return EXIT_HELPER;
 }

@@ -116,14 +116,16 @@ static void relay_main(int port, const char *path) {
 }
 
 /* Start (or restart) the relay as a child of PID 1. */
-static void relay_start(struct egress_relay *r) {
-  if (r->port <= 0) return;
+/* For PID 1's kept children (pid1.h): forks the relay; its pid, or -1. */
+static pid_t relay_fork(void *ctx) {
+  struct egress_relay *r = ctx;
   pid_t pid = fork();
   if (pid == 0) {
     relay_main(r->port, r->path);
     _exit(1);
   }
-  r->pid = pid > 0 ? pid : 0;
+  r->pid = pid;
+  return pid;
 }
 
 #endif

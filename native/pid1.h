@@ -1,8 +1,8 @@
 /*
  * PID 1 of a sandbox, shared by agentbox-helper (local runtime) and agentbox-docker-init (docker
  * runtime): not dumpable, every signal blocked (so nothing inside can kill it), optionally report
- * ready on READY_FD, keep the egress relay (egress-relay.h) running, run a periodic task if given
- * one (memory-watchdog.h), and reap every orphan for ever.
+ * ready on READY_FD, keep children running (the egress relay of egress-relay.h, the exec agent of
+ * exec-agent.h), run a periodic task if given one (memory-watchdog.h), and reap every orphan for ever.
  */
 #ifndef AGENTBOX_PID1_H
 #define AGENTBOX_PID1_H
@@ -12,7 +12,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include "egress-relay.h"
 #include "procfs.h"
 
 /* A periodic task: fn(ctx) runs first at once, then again after as many milliseconds as it returns. */
@@ -21,12 +20,21 @@ struct pid1_tick {
   void *ctx;
 };
 
+/* A child PID 1 keeps running (the egress relay, the exec agent): started at once, and again when it
+ * dies, at most once a second, so a sandbox that kills it in a loop cannot make PID 1 spin. */
+struct pid1_child {
+  pid_t (*start)(void *ctx); /* forks it; its pid, or -1 */
+  void *ctx;
+  pid_t pid;
+  long long start_at_ms, started_ms;
+};
+
+#define PID1_RESTART_MS 1000
+
 /*
  * Returns only if writing the ready byte failed (-1); the caller reports that.
- * With relay->port set, PID 1 also keeps the egress relay running (restarted if it dies, at most
- * once a second, so a sandbox that holds the port cannot make PID 1 spin).
  */
-static int run_as_pid1(int ready_fd, struct egress_relay *relay, const struct pid1_tick *tick) {
+static int run_as_pid1(int ready_fd, struct pid1_child *kept, int nkept, const struct pid1_tick *tick) {
   /* Not dumpable: nothing in the sandbox may ptrace PID 1, even with the same uid. */
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   sigset_t all;
@@ -42,37 +50,48 @@ static int run_as_pid1(int ready_fd, struct egress_relay *relay, const struct pi
     if (devnull > 2) close(devnull);
   }
   for (int fd = 3; fd < 1024; fd++) close(fd);
-  time_t relay_started = time(NULL);
-  if (relay) relay_start(relay);
   /* SIGCHLD stays blocked: it is only waited for, then all exited children are reaped. */
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
   long long next_tick = 0;
-  int reap = 1;
+  int reap = 0;
   for (;;) {
     int status;
     pid_t dead;
     /* Only after a SIGCHLD: with a tick, PID 1 wakes often, and under gVisor every syscall is the sentry's work. */
     while (reap && (dead = waitpid(-1, &status, WNOHANG)) > 0) {
-      if (relay && relay->pid > 0 && dead == relay->pid) {
-        if (time(NULL) - relay_started < 1) sleep(1);
-        relay_started = time(NULL);
-        relay_start(relay);
+      for (int i = 0; i < nkept; i++) {
+        if (kept[i].pid != dead) continue;
+        kept[i].pid = 0;
+        kept[i].start_at_ms = kept[i].started_ms + PID1_RESTART_MS;
       }
     }
     reap = 0;
-    siginfo_t info;
-    if (!tick) {
-      reap = sigwaitinfo(&chld, &info) == SIGCHLD;
-      continue;
+    long long now_ms = monotonic_ms(), wake_ms = -1;
+    for (int i = 0; i < nkept; i++) {
+      if (kept[i].pid > 0) continue;
+      if (now_ms >= kept[i].start_at_ms) {
+        kept[i].started_ms = now_ms;
+        kept[i].pid = kept[i].start(kept[i].ctx);
+        if (kept[i].pid < 0) kept[i].pid = 0;
+        if (kept[i].pid > 0) continue;
+        kept[i].start_at_ms = now_ms + PID1_RESTART_MS;
+      }
+      if (wake_ms < 0 || kept[i].start_at_ms < wake_ms) wake_ms = kept[i].start_at_ms;
     }
-    long long now_ms = monotonic_ms();
-    if (now_ms >= next_tick) {
+    if (tick && now_ms >= next_tick) {
       next_tick = now_ms + tick->fn(tick->ctx);
       continue;
     }
-    long long wait_ms = next_tick - now_ms;
+    if (tick && (wake_ms < 0 || next_tick < wake_ms)) wake_ms = next_tick;
+    siginfo_t info;
+    if (wake_ms < 0) {
+      reap = sigwaitinfo(&chld, &info) == SIGCHLD;
+      continue;
+    }
+    long long wait_ms = wake_ms - now_ms;
+    if (wait_ms < 0) wait_ms = 0;
     struct timespec ts = { (time_t)(wait_ms / 1000), (long)(wait_ms % 1000) * 1000000L };
     reap = sigtimedwait(&chld, &info, &ts) == SIGCHLD;
   }

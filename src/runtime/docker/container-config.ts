@@ -5,7 +5,7 @@ import type Docker from 'dockerode';
 import type { Isolation, Limits } from '../../core/model.js';
 import { EGRESS_MOUNT, relayArgs } from '../egress-plumbing.js';
 import { baseEnv } from '../shared.js';
-import { AGENT_MOUNT } from './exec-agent.js';
+import { AGENT_MOUNT, AGENT_SOCKET } from './exec-agent.js';
 
 /** Where the init binary is bind-mounted; every image has /.agentbox (the image store makes it). */
 export const INIT_IN_CONTAINER = '/.agentbox/init';
@@ -73,7 +73,13 @@ export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateO
     Hostname: 'sandbox',
     // PID 1 is root without capabilities (so the sandbox user cannot signal or ptrace it); execs run as 1000.
     User: '0:0',
-    Cmd: [INIT_IN_CONTAINER, 'init', ...(o.egressDir ? relayArgs() : []), ...(gvisor ? ['--memory-limit-kb', String(o.limits.memoryMb * 1024)] : [])],
+    Cmd: [
+      INIT_IN_CONTAINER,
+      'init',
+      ...(o.egressDir ? relayArgs() : []),
+      ...(o.agentDir ? ['--exec-agent', `${AGENT_MOUNT}/${AGENT_SOCKET}`] : []),
+      ...(gvisor ? ['--memory-limit-kb', String(o.limits.memoryMb * 1024)] : []),
+    ],
     Entrypoint: [],
     Env: Object.entries(baseEnv({})).map(([k, v]) => `${k}=${v}`),
     WorkingDir: '/',
@@ -83,9 +89,10 @@ export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateO
       Runtime: gvisor ? 'runsc' : undefined,
       NetworkMode: 'none',
       CapDrop: ['ALL'],
-      // gVisor: PID 1 (root) must be able to kill the sandbox user's processes for the memory watchdog.
-      // Execs run as 1000, so they get no capability from this (CapEff and CapPrm stay empty).
-      ...(gvisor ? { CapAdd: ['KILL'] } : {}),
+      // gVisor: PID 1 (root) must be able to kill the sandbox user's processes for the memory watchdog,
+      // and to start the exec agent as the sandbox user. Commands run as 1000 with no_new_privs, so
+      // they get no capability from this (CapEff and CapPrm stay empty).
+      ...(gvisor ? { CapAdd: ['KILL', ...(o.agentDir ? ['SETUID', 'SETGID'] : [])] } : {}),
       SecurityOpt: ['no-new-privileges'],
       ReadonlyRootfs: true,
       Binds: [

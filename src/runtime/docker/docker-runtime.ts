@@ -23,7 +23,7 @@ import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, Runtim
 import { containerConfig, containerName, INIT_IN_CONTAINER, LABEL_HOME, LABEL_SANDBOX, SANDBOX_USER, LABEL_ID, LABEL_POOL } from './container-config.js';
 import { engineAddress, engineError, engineMessage, newClient, START_HINT, statusOf } from './engine.js';
 import { startEngineExec, type EngineExec } from './engine-exec.js';
-import { AGENT_MOUNT, AGENT_SOCKET, type AgentExec } from './exec-agent.js';
+import type { AgentExec } from './exec-agent.js';
 import { execEvents } from './exec-events.js';
 import { ExecRouter, type ExecRequest } from './exec-router.js';
 import { ImageImporter, type ImageSource } from './images.js';
@@ -48,7 +48,7 @@ export interface DockerRuntimeOpts {
   helper?: string;
   /** Host directory for gVisor sandboxes' exec-agent sockets (exec-agent.ts); absent: gVisor execs use the Engine. */
   agentDir?: string;
-  /** For what the driver recovers from by itself (an exec agent that would not start). */
+  /** For what the driver recovers from by itself (a container whose way in it could not find). */
   logger?: Logger;
 }
 
@@ -95,20 +95,8 @@ export class DockerRuntime implements Runtime {
       // The agent's socket is bound from this host's filesystem: only next to a local dockerd.
       ...(opts.agentDir && localEngine && process.env.AGENTBOX_GVISOR_EXEC_AGENT !== '0' ? { agentDir: opts.agentDir } : {}),
       inspect: (id) => this.docker.getContainer(id).inspect(),
-      launchAgent: (id) => this.launchAgent(id),
       onError: (msg, err, containerId) => opts.logger?.warn({ container_id: containerId, err: err instanceof Error ? err.message : String(err) }, msg),
     });
-  }
-
-  /** A gVisor sandbox's exec agent, as the sandbox user, detached: it lives as long as the container. */
-  private async launchAgent(containerId: string): Promise<void> {
-    const ex = await this.docker.getContainer(containerId).exec({
-      Cmd: [INIT_IN_CONTAINER, 'agent', `${AGENT_MOUNT}/${AGENT_SOCKET}`],
-      User: SANDBOX_USER,
-      WorkingDir: '/',
-      Env: Object.entries(FILE_ENV).map(([k, v]) => `${k}=${v}`),
-    });
-    await ex.start({ Detach: true });
   }
 
   async probe(): Promise<ProbeResult> {

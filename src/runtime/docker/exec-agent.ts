@@ -70,7 +70,7 @@ export class AgentListener {
   /** Every open connection, idle or in an exec: closing the listener ends them all. */
   private readonly open = new Set<Socket>();
   private readonly waiters: ((s: Socket | undefined) => void)[] = [];
-  /** starting: no agent has dialled yet; up: one has; down: its idle connection closed (it died). */
+  /** starting: no agent has dialled yet; up: one has; down: its idle connection closed (it died) or none came. */
   private agentState: AgentState = 'starting';
 
   private constructor(private readonly server: Server, readonly path: string) {
@@ -112,12 +112,7 @@ export class AgentListener {
     return this.agentState;
   }
 
-  /** A new agent was started: execs wait for it again. */
-  expectAgent(): void {
-    if (this.agentState === 'down') this.agentState = 'starting';
-  }
-
-  /** No agent came when one was expected: execs stop waiting for one until the next is started. */
+  /** No agent came when one was expected: execs stop waiting for one until one dials in. */
   markDown(): void {
     if (this.idle.length === 0) this.agentState = 'down';
   }

@@ -29,21 +29,17 @@ export interface ExecRouterOpts {
   /** Where gVisor sandboxes' agent directories live; absent: gVisor execs go through the Engine. */
   agentDir?: string;
   inspect(containerId: string): Promise<Docker.ContainerInspectInfo>;
-  /** Start the agent inside the container (a detached Engine exec). */
-  launchAgent(containerId: string): Promise<void>;
   /** Something went wrong that an Engine exec covers for; for the log. */
   onError(msg: string, err: unknown, containerId: string): void;
 }
 
-/** How long an exec waits for a starting agent (launch is an Engine exec: ~100 ms) before using the Engine itself. */
+/** How long an exec waits for the agent of a sandbox just started (PID 1 starts it at once) before using the Engine. */
 const STARTING_WAIT_MS = 3000;
 /** How long it waits for a running agent's next idle connection (it redials at once; 64 sessions at most). */
 const BUSY_WAIT_MS = 2000;
-const RELAUNCH_EVERY_MS = 5000;
 
 export class ExecRouter {
   private readonly routes = new Map<string, Promise<Route>>();
-  private readonly relaunched = new Map<string, number>();
 
   constructor(private readonly opts: ExecRouterOpts) {}
 
@@ -56,7 +52,7 @@ export class ExecRouter {
     return dir;
   }
 
-  /** After the container started: remember its route; a gVisor one's agent is launched, not waited for. */
+  /** After the container started: remember its route (a gVisor one's agent dials in on its own). */
   async started(containerId: string, gvisor: boolean, pid: number, agentDir: string | undefined): Promise<void> {
     if (!gvisor) {
       const target = this.opts.helper ? entryTarget(pid) : undefined;
@@ -69,7 +65,6 @@ export class ExecRouter {
     }
     const listener = await AgentListener.listen(join(agentDir, AGENT_SOCKET));
     this.routes.set(containerId, Promise.resolve({ kind: 'agent', listener }));
-    this.launch(containerId, listener);
   }
 
   async start(containerId: string, req: ExecRequest, engine: (o: EngineExecOpts) => Promise<EngineExec>): Promise<EngineExec | AgentExec> {
@@ -81,8 +76,8 @@ export class ExecRouter {
         const wait = listener.state === 'up' ? BUSY_WAIT_MS : listener.state === 'starting' ? STARTING_WAIT_MS : 0;
         const sock = await listener.take(wait);
         if (sock) return agentExec(sock, request, req.stdin);
+        // Killed, say: PID 1 starts another within a second; until it dials in, the Engine serves.
         listener.markDown();
-        this.relaunch(containerId, listener);
       }
     }
     const o: EngineExecOpts = { ...req, cmd: req.run ? [INIT_IN_CONTAINER, 'run', String(req.run.timeoutMs), req.run.tag, '--', ...req.cmd] : req.cmd };
@@ -125,29 +120,11 @@ export class ExecRouter {
     }
   }
 
-  private launch(containerId: string, listener: AgentListener): void {
-    this.relaunched.set(containerId, Date.now());
-    void this.opts.launchAgent(containerId).then(
-      () => listener.expectAgent(),
-      (err: unknown) => {
-        listener.markDown();
-        this.opts.onError('could not start the exec agent', err, containerId);
-      },
-    );
-  }
-
-  /** No agent answered: start another (the sandbox may have killed it), at most every few seconds. */
-  private relaunch(containerId: string, listener: AgentListener): void {
-    if (Date.now() - (this.relaunched.get(containerId) ?? 0) < RELAUNCH_EVERY_MS) return;
-    this.launch(containerId, listener);
-  }
-
   /** The container is gone: stop listening and remove its agent directory. */
   async forget(containerId: string | undefined, sandboxId: string): Promise<void> {
     if (containerId) {
       const route = await this.routes.get(containerId);
       this.routes.delete(containerId);
-      this.relaunched.delete(containerId);
       if (route?.kind === 'agent') await route.listener.close();
     }
     if (this.opts.agentDir) rmSync(join(this.opts.agentDir, sandboxId), { recursive: true, force: true });
