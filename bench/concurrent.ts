@@ -27,7 +27,7 @@ function memAvailableMiB(): number {
   return Number(m?.[1] ?? 0) / 1024;
 }
 
-async function run(name: 'local' | 'docker', rt: Runtime, isolation?: 'gvisor'): Promise<string> {
+async function run(name: 'local' | 'docker', rt: Runtime, isolation?: 'gvisor', note?: string): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'agentbox-bench-conc-'));
   const r = parsePolicyText(`version: 1\ndefaults:\n  runtime: ${name}\n  limits: { memoryMb: 128, pids: 64, diskMb: 16 }\n`, 'bench.yaml');
   if (r.kind !== 'ok') throw new Error('bench policy invalid');
@@ -49,7 +49,7 @@ async function run(name: 'local' | 'docker', rt: Runtime, isolation?: 'gvisor'):
   await m.close();
   store.close();
   rmSync(dir, { recursive: true, force: true });
-  return `| ${name}${isolation ? ' + gVisor' : ''} | ${(wall / 1000).toFixed(2)} | ${(wall / N).toFixed(1)} | +${rss.toFixed(0)} | ${perBox.toFixed(1)} | ${ok ? 'yes' : 'NO'} |`;
+  return `| ${name}${isolation ? ' + gVisor' : ''}${note ? ` (${note})` : ''} | ${(wall / 1000).toFixed(2)} | ${(wall / N).toFixed(1)} | +${rss.toFixed(0)} | ${perBox.toFixed(1)} | ${ok ? 'yes' : 'NO'} |`;
 }
 
 const images = new ImageStore(IMAGES);
@@ -61,6 +61,8 @@ const docker = new DockerRuntime({ images, homeTag: `benchconc${process.pid}`, v
 if ((await docker.probe()).ok) {
   rows.push(await run('docker', docker));
   rows.push(await run('docker', new DockerRuntime({ images, homeTag: `benchconcg${process.pid}`, version: VERSION, helper: helperPath(), agentDir }), 'gvisor'));
+  // What the agent costs: the same without it (Engine execs).
+  rows.push(await run('docker', new DockerRuntime({ images, homeTag: `benchconce${process.pid}`, version: VERSION }), 'gvisor', 'no exec agent'));
 }
 rmSync(agentDir, { recursive: true, force: true });
 console.log(`Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; ${new Date().toISOString().slice(0, 10)}; ${N} sandboxes at once (16 creating at a time)`);

@@ -60,7 +60,8 @@ struct agent_session {
   int exited, status;
   int forced;            /* 0, or the exit status a kill by the agent decided (124, 143) */
   long long deadline_ms; /* 0: none */
-  unsigned char rbuf[5 + AGENT_CHUNK]; /* frames from the daemon, one at most */
+  unsigned char *rbuf; /* frames from the daemon, one at most (5 + AGENT_CHUNK); allocated per session:
+                        * under gVisor a static buffer costs its full size in every process of this binary */
   size_t rlen;
   char *in_buf; /* stdin bytes on their way to the command */
   size_t in_len, in_off;
@@ -124,6 +125,7 @@ static void agent_drop(struct agent_session *s) {
 static void agent_free(struct agent_session *s) {
   int *fds[] = {&s->conn, &s->in, &s->out, &s->err};
   for (int i = 0; i < 4; i++) if (*fds[i] >= 0) close(*fds[i]);
+  free(s->rbuf);
   free(s->in_buf);
   free(s->out_buf);
   memset(s, 0, sizeof *s);
@@ -263,6 +265,8 @@ static void agent_accept(int conn) {
   }
   req[len] = '\0';
   memset(s, 0, sizeof *s);
+  s->rbuf = malloc(5 + AGENT_CHUNK);
+  if (!s->rbuf) _exit(EXIT_FAILURE);
   s->used = 1;
   s->conn = conn;
   s->in = s->out = s->err = -1;
@@ -274,7 +278,7 @@ static void agent_accept(int conn) {
 
 /* Frames from the daemon: stdin, its end, a kill. */
 static void agent_read_conn(struct agent_session *s) {
-  ssize_t r = read(s->conn, s->rbuf + s->rlen, sizeof s->rbuf - s->rlen);
+  ssize_t r = read(s->conn, s->rbuf + s->rlen, 5 + AGENT_CHUNK - s->rlen);
   if (r < 0 && (errno == EINTR || errno == EAGAIN)) return;
   if (r <= 0) {
     agent_drop(s);
@@ -308,7 +312,7 @@ static void agent_read_conn(struct agent_session *s) {
 
 /* Output of the command, read only while nothing is waiting for the daemon (its backpressure). */
 static void agent_read_output(struct agent_session *s, int *fd, char type) {
-  static char buf[AGENT_CHUNK];
+  char buf[AGENT_CHUNK];
   ssize_t r = read(*fd, buf, sizeof buf);
   if (r > 0) {
     agent_queue(s, type, buf, (uint32_t)r);

@@ -24,11 +24,17 @@
 /* SIGKILLs, once, every live process below `root` (and `root` itself), and every member of session
  * `session`, never `self`; returns how many were found. Zombies are not counted: their parent reaps. */
 static int tree_kill_once(pid_t root, pid_t session, pid_t self) {
-  static pid_t pids[TREE_MAX_PROCS], ppids[TREE_MAX_PROCS];
-  static char mark[TREE_MAX_PROCS];
+  /* On the heap, not static: under gVisor a static array costs its full size in every process of the binary. */
+  pid_t *pids = malloc(sizeof *pids * TREE_MAX_PROCS), *ppids = malloc(sizeof *ppids * TREE_MAX_PROCS);
+  char *mark = malloc(TREE_MAX_PROCS);
   int n = 0;
-  DIR *d = opendir("/proc");
-  if (!d) return 0;
+  DIR *d = pids && ppids && mark ? opendir("/proc") : NULL;
+  if (!d) {
+    free(pids);
+    free(ppids);
+    free(mark);
+    return 0;
+  }
   struct dirent *e;
   while ((e = readdir(d)) != NULL && n < TREE_MAX_PROCS) {
     if (!isdigit((unsigned char)e->d_name[0])) continue;
@@ -60,6 +66,9 @@ static int tree_kill_once(pid_t root, pid_t session, pid_t self) {
       found++;
     }
   }
+  free(pids);
+  free(ppids);
+  free(mark);
   return found;
 }
 
