@@ -159,7 +159,7 @@ export class DockerRuntime implements Runtime {
     await this.opts.ensureImage?.(spec.image);
     const imageRef = await this.importer.ensure(spec.image);
     if (spec.isolation === 'gvisor') await this.requireRunsc(spec.egressDir !== undefined);
-    const agentDir = this.router.agentDirFor(spec.id, spec.isolation === 'gvisor');
+    const agentDir = await this.router.prepareAgent(spec.id, spec.isolation === 'gvisor');
     const config = containerConfig({
       id: spec.id, imageRef, isolation: spec.isolation, limits: spec.limits, labels: spec.labels, ...(spec.pooled ? { pooled: true } : {}),
       ...(spec.egressDir ? { egressDir: spec.egressDir } : {}),
@@ -178,7 +178,7 @@ export class DockerRuntime implements Runtime {
       const info = await container.inspect();
       if (!info.State.Running) throw new InternalError(`sandbox ${spec.id} exited right after starting (exit ${info.State.ExitCode}: ${info.State.Error || 'no error'})`);
       this.oomDirs.set(info.Id, findOomDir(memoryCgroupDirs(info.Id, info.State.Pid)));
-      await this.router.started(info.Id, spec.isolation === 'gvisor', info.State.Pid, agentDir);
+      this.router.started(info.Id, spec.id, spec.isolation === 'gvisor', info.State.Pid);
       return { id: spec.id, runtime: 'docker', data: { containerId: info.Id } };
     } catch (err) {
       await container.remove({ force: true, v: true }).catch(() => undefined);

@@ -40,31 +40,35 @@ const BUSY_WAIT_MS = 2000;
 
 export class ExecRouter {
   private readonly routes = new Map<string, Promise<Route>>();
+  /** Sandbox id → the agent listener of a container being created. */
+  private readonly pending = new Map<string, AgentListener>();
 
   constructor(private readonly opts: ExecRouterOpts) {}
 
-  /** Before a gVisor container is created: the host directory to bind at AGENT_MOUNT, if agents are on. */
-  agentDirFor(sandboxId: string, gvisor: boolean): string | undefined {
+  /**
+   * Before a gVisor container is created, if agents are on: the host directory to bind at
+   * AGENT_MOUNT, already listened on, so the agent's first dial is answered.
+   */
+  async prepareAgent(sandboxId: string, gvisor: boolean): Promise<string | undefined> {
     if (!gvisor || !this.opts.agentDir) return undefined;
     mkdirSync(this.opts.agentDir, { recursive: true, mode: 0o700 });
     const dir = join(this.opts.agentDir, sandboxId);
     mkdirSync(dir, { recursive: true, mode: 0o755 });
+    this.pending.set(sandboxId, await AgentListener.listen(join(dir, AGENT_SOCKET)));
     return dir;
   }
 
-  /** After the container started: remember its route (a gVisor one's agent dials in on its own). */
-  async started(containerId: string, gvisor: boolean, pid: number, agentDir: string | undefined): Promise<void> {
-    if (!gvisor) {
-      const target = this.opts.helper ? entryTarget(pid) : undefined;
-      this.routes.set(containerId, Promise.resolve(target ? { kind: 'direct', target } : { kind: 'engine' }));
-      return;
+  /** After the container started: remember its route. */
+  started(containerId: string, sandboxId: string, gvisor: boolean, pid: number): void {
+    const listener = this.pending.get(sandboxId);
+    this.pending.delete(sandboxId);
+    let route: Route = { kind: 'engine' };
+    if (listener) route = { kind: 'agent', listener };
+    else if (!gvisor && this.opts.helper) {
+      const target = entryTarget(pid);
+      if (target) route = { kind: 'direct', target };
     }
-    if (!agentDir) {
-      this.routes.set(containerId, Promise.resolve({ kind: 'engine' }));
-      return;
-    }
-    const listener = await AgentListener.listen(join(agentDir, AGENT_SOCKET));
-    this.routes.set(containerId, Promise.resolve({ kind: 'agent', listener }));
+    this.routes.set(containerId, Promise.resolve(route));
   }
 
   async start(containerId: string, req: ExecRequest, engine: (o: EngineExecOpts) => Promise<EngineExec>): Promise<EngineExec | AgentExec> {
@@ -127,6 +131,8 @@ export class ExecRouter {
       this.routes.delete(containerId);
       if (route?.kind === 'agent') await route.listener.close();
     }
+    await this.pending.get(sandboxId)?.close();
+    this.pending.delete(sandboxId);
     if (this.opts.agentDir) rmSync(join(this.opts.agentDir, sandboxId), { recursive: true, force: true });
   }
 
@@ -144,8 +150,9 @@ export class ExecRouter {
 
   /** Daemon shutdown: stop listening; the directories stay for containers that outlive the daemon. */
   async close(): Promise<void> {
-    const all = await Promise.all([...this.routes.values()]);
+    const all = [...(await Promise.all([...this.routes.values()])), ...[...this.pending.values()].map((listener): Route => ({ kind: 'agent', listener }))];
     this.routes.clear();
+    this.pending.clear();
     await Promise.all(all.map((r) => (r.kind === 'agent' ? r.listener.close() : undefined)));
   }
 }
