@@ -12,7 +12,9 @@ import { after, before, describe, test } from 'node:test';
 import Docker from 'dockerode';
 import { VERSION } from '../../src/core/config.js';
 import type { Isolation, Limits } from '../../src/core/model.js';
+import { GVISOR_HEADROOM, hostPidsLimit } from '../../src/runtime/docker/container-config.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
+import { AGENT_MOUNT, AGENT_SOCKET } from '../../src/runtime/docker/exec-agent.js';
 import type { SandboxHandle } from '../../src/runtime/types.js';
 import { collect, execOpts, run } from '../helpers/collect.js';
 import { hasDebian, testImages } from '../helpers/images.js';
@@ -64,6 +66,22 @@ describe('docker driver extras', { skip }, () => {
     const r = await run(rt, h, 'id -u; id -g; stat -c "%u %a" /workspace; cat /proc/1/status | grep -E "^(Uid|CapEff)"');
     assert.match(r.stdout, /^1000\n1000\n1000 755\n/);
     assert.match(r.stdout, /CapEff:\s+0000000000000000/);
+  });
+
+  test('asks Docker for a hardened gVisor container, with only what PID 1 needs', { skip: noRunsc && 'runsc is not registered with dockerd' }, async () => {
+    const h = await sandbox('gvisor');
+    const info = await new Docker().getContainer(String(h.data.containerId)).inspect();
+    const hc = info.HostConfig;
+    assert.equal(hc.Runtime, 'runsc');
+    assert.deepEqual(hc.CapDrop, ['ALL']);
+    // The memory watchdog kills; the exec agent is started as uid 1000.
+    assert.deepEqual([...(hc.CapAdd ?? [])].sort(), ['KILL', 'SETGID', 'SETUID']);
+    assert.deepEqual(hc.SecurityOpt, ['no-new-privileges']);
+    assert.equal(hc.ReadonlyRootfs, true);
+    assert.equal(hc.Memory, (LIMITS.memoryMb + GVISOR_HEADROOM.memoryMb) * 1024 * 1024);
+    assert.equal(hc.PidsLimit, hostPidsLimit(LIMITS.pids, true));
+    assert.ok((hc.Binds ?? []).some((b) => b.endsWith(`:${AGENT_MOUNT}:ro`)), JSON.stringify(hc.Binds));
+    assert.deepEqual(info.Config.Cmd?.slice(1, 4), ['init', '--exec-agent', `${AGENT_MOUNT}/${AGENT_SOCKET}`]);
   });
 
   for (const isolation of ['container', 'gvisor'] as const) {
