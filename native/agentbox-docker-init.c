@@ -78,7 +78,7 @@ static pid_t agent_fork(void *ctx) {
 
 static int mode_init(int argc, char **argv) {
   if (getpid() != 1) die_msg("init must run as PID 1 of the container");
-  struct egress_relay relay = {0, NULL, 0};
+  struct egress_relay relay = {0, NULL};
   const char *agent_socket = NULL;
   long memory_limit_kb = 0;
   for (int i = 0; i < argc; i++) {

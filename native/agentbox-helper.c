@@ -206,7 +206,7 @@ static int fork_and_wait(void) {
 static int mode_init(int argc, char **argv) {
   if (getpid() != 1) die_msg("init must run as PID 1 of the sandbox");
   int ready_fd = argc >= 1 && strcmp(argv[0], "-") != 0 ? (int)parse_num(argv[0], "ready fd") : -1;
-  struct egress_relay relay = {0, NULL, 0};
+  struct egress_relay relay = {0, NULL};
   if (argc >= 4 && strcmp(argv[1], "--egress-relay") == 0) {
     relay.port = (int)parse_num(argv[2], "relay port");
     relay.path = argv[3];

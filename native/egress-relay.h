@@ -23,7 +23,6 @@
 struct egress_relay {
   int port;          /* 0: no relay */
   const char *path;  /* proxy socket inside the sandbox */
-  pid_t pid;
 };
 
 /* Copy what is readable on `from` to `to`; 0 on EOF, -1 on error, 1 otherwise. */
@@ -115,7 +114,6 @@ static void relay_main(int port, const char *path) {
   }
 }
 
-/* Start (or restart) the relay as a child of PID 1. */
 /* For PID 1's kept children (pid1.h): forks the relay; its pid, or -1. */
 static pid_t relay_fork(void *ctx) {
   struct egress_relay *r = ctx;
@@ -124,7 +122,6 @@ static pid_t relay_fork(void *ctx) {
     relay_main(r->port, r->path);
     _exit(1);
   }
-  r->pid = pid;
   return pid;
 }
 

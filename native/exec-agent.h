@@ -8,9 +8,9 @@
  * its tree is killed on timeout (exit 124), on the daemon's 'K' (exit 143, as a SIGTERM'd wrapper),
  * and when the daemon's connection goes away.
  *
- * Started as the sandbox user by the daemon (one detached Engine exec), it keeps one idle connection
- * dialled to the daemon's socket in a directory bound into the sandbox (runsc --host-uds=open); a
- * request on it becomes a session and the agent dials again. One poll loop relays every session;
+ * PID 1 starts it as the sandbox user (`init --exec-agent`, and again if it dies). It keeps one idle
+ * connection dialled to the daemon's socket in a directory bound into the sandbox (runsc
+ * --host-uds=open); a request on it becomes a session and the agent dials again. One poll loop relays every session;
  * nothing blocks on a slow reader but that reader's own session.
  *
  * Frames both ways: type (1 byte), payload length (4 bytes, big-endian), payload.
@@ -34,7 +34,6 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -50,8 +49,6 @@
 #define AGENT_STDIN_BACKLOG (1u << 20)
 #define AGENT_EXIT_TIMEOUT 124
 #define AGENT_EXIT_KILLED (128 + SIGTERM)
-
-extern char **environ;
 
 struct agent_session {
   int used;
@@ -71,6 +68,12 @@ struct agent_session {
 };
 
 static struct agent_session agent_sessions[AGENT_MAX_SESSIONS];
+
+/* A free session slot, or NULL when AGENT_MAX_SESSIONS are running. */
+static struct agent_session *agent_slot(void) {
+  for (int i = 0; i < AGENT_MAX_SESSIONS; i++) if (!agent_sessions[i].used) return &agent_sessions[i];
+  return NULL;
+}
 
 static uint32_t agent_be32(const unsigned char *p) { return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3]; }
 
@@ -249,8 +252,7 @@ done:
 
 /* Takes the request off a fresh connection (the daemon writes it whole, right away). */
 static void agent_accept(int conn) {
-  struct agent_session *s = NULL;
-  for (int i = 0; i < AGENT_MAX_SESSIONS && !s; i++) if (!agent_sessions[i].used) s = &agent_sessions[i];
+  struct agent_session *s = agent_slot();
   unsigned char h[5];
   if (!s || agent_read_all(conn, h, 5) != 0) {
     close(conn);
@@ -372,7 +374,7 @@ enum { AK_SIGNAL, AK_IDLE, AK_CONN, AK_OUT, AK_ERR, AK_IN };
 
 __attribute__((noreturn)) static void agent_main(const char *socket_path) {
   /* Left dumpable: it has no more rights than the sandbox user, who may ptrace it like any of their
-   * processes, and PID 1 (without CAP_SYS_PTRACE) must read its /proc/PID/exe to know it. */
+   * processes, so hiding it would protect nothing. */
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || install_seccomp_deny() != 0) _exit(EXIT_FAILURE);
   signal(SIGPIPE, SIG_IGN);
   sigset_t chld;
@@ -387,8 +389,7 @@ __attribute__((noreturn)) static void agent_main(const char *socket_path) {
   struct pollfd p[MAXP];
   int owner[MAXP], kind[MAXP];
   for (;;) {
-    int free_slot = 0;
-    for (int i = 0; i < AGENT_MAX_SESSIONS && !free_slot; i++) free_slot = !agent_sessions[i].used;
+    int free_slot = agent_slot() != NULL;
     if (idle < 0 && free_slot) {
       idle = agent_dial(socket_path);
       backoff_ms = idle >= 0 ? 0 : backoff_ms == 0 ? 10 : backoff_ms < 500 ? backoff_ms * 2 : 1000;

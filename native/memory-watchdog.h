@@ -17,7 +17,8 @@
  *
  * Each kill is logged, one line per kill, to WATCHDOG_LOG (root-owned, readable by the sandbox
  * user) as `TAG PID RSS_KB USED_KB LIMIT_KB COMM`, where TAG is the exec tag of the victim's `run`
- * wrapper, `@PID` for a command the exec agent started as PID (or `-`), so the daemon can tell an out-of-memory kill from any other SIGKILL.
+ * wrapper, `@PID` for a command the exec agent started as PID, or `-`; so the daemon can tell an
+ * out-of-memory kill from any other SIGKILL.
  */
 #ifndef AGENTBOX_MEMORY_WATCHDOG_H
 #define AGENTBOX_MEMORY_WATCHDOG_H
@@ -63,7 +64,7 @@ static long watchdog_used_kb(void) {
   return (long)((si.totalram - si.freeram) * (unsigned long long)si.mem_unit / 1024);
 }
 
-/* The process with the largest resident set, PID 1 and the `run` wrappers aside; 0 if none. */
+/* The process with the largest resident set, PID 1, the `run` wrappers and the exec agent aside; 0 if none. */
 static pid_t watchdog_biggest(long *rss_kb) {
   DIR *d = opendir("/proc");
   if (!d) return 0;

@@ -1,6 +1,6 @@
 /*
  * Small readers of /proc and the clock, shared by agentbox-docker-init's `run`/`kill` modes, its
- * memory watchdog and PID 1. `static inline`: each program uses only some of them.
+ * exec agent and process-tree killer, its memory watchdog and PID 1. `static inline`: each program uses only some of them.
  */
 #ifndef AGENTBOX_PROCFS_H
 #define AGENTBOX_PROCFS_H

@@ -78,19 +78,19 @@ export class AgentListener {
     server.on('connection', (s: Socket) => {
       s.on('error', () => undefined);
       this.open.add(s);
-      s.once('close', () => this.open.delete(s));
-      this.agentState = 'up';
-      const waiter = this.waiters.shift();
-      if (waiter) return waiter(s);
-      if (this.idle.length >= MAX_IDLE) return void s.destroy();
-      this.idle.push(s);
       s.once('close', () => {
+        this.open.delete(s);
         const i = this.idle.indexOf(s);
         if (i < 0) return;
         this.idle.splice(i, 1);
         // The agent closes an idle connection only by dying.
         if (this.idle.length === 0) this.agentState = 'down';
       });
+      this.agentState = 'up';
+      const waiter = this.waiters.shift();
+      if (waiter) return waiter(s);
+      if (this.idle.length >= MAX_IDLE) return void s.destroy();
+      this.idle.push(s);
     });
   }
 

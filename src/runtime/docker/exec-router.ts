@@ -62,13 +62,14 @@ export class ExecRouter {
   started(containerId: string, sandboxId: string, gvisor: boolean, pid: number): void {
     const listener = this.pending.get(sandboxId);
     this.pending.delete(sandboxId);
-    let route: Route = { kind: 'engine' };
-    if (listener) route = { kind: 'agent', listener };
-    else if (!gvisor && this.opts.helper) {
-      const target = entryTarget(pid);
-      if (target) route = { kind: 'direct', target };
-    }
+    const route: Route = listener ? { kind: 'agent', listener } : gvisor ? { kind: 'engine' } : this.runcRoute(pid);
     this.routes.set(containerId, Promise.resolve(route));
+  }
+
+  /** A runc container: entered directly when the helper can, else through the Engine. */
+  private runcRoute(pid: number): Route {
+    const target = this.opts.helper ? entryTarget(pid) : undefined;
+    return target ? { kind: 'direct', target } : { kind: 'engine' };
   }
 
   async start(containerId: string, req: ExecRequest, engine: (o: EngineExecOpts) => Promise<EngineExec>): Promise<EngineExec | AgentExec> {
@@ -110,10 +111,7 @@ export class ExecRouter {
     try {
       const info = await this.opts.inspect(containerId);
       if (!info.State.Running) return { kind: 'engine' };
-      if (info.HostConfig.Runtime !== 'runsc') {
-        const target = this.opts.helper ? entryTarget(info.State.Pid) : undefined;
-        return target ? { kind: 'direct', target } : { kind: 'engine' };
-      }
+      if (info.HostConfig.Runtime !== 'runsc') return this.runcRoute(info.State.Pid);
       const source = info.Mounts.find((m) => m.Destination === AGENT_MOUNT)?.Source;
       if (!source || !this.opts.agentDir) return { kind: 'engine' };
       // Its agent keeps redialling the same path: listen there again.
@@ -150,9 +148,9 @@ export class ExecRouter {
 
   /** Daemon shutdown: stop listening; the directories stay for containers that outlive the daemon. */
   async close(): Promise<void> {
-    const all = [...(await Promise.all([...this.routes.values()])), ...[...this.pending.values()].map((listener): Route => ({ kind: 'agent', listener }))];
+    const listeners = [...(await Promise.all([...this.routes.values()])).flatMap((r) => (r.kind === 'agent' ? [r.listener] : [])), ...this.pending.values()];
     this.routes.clear();
     this.pending.clear();
-    await Promise.all(all.map((r) => (r.kind === 'agent' ? r.listener.close() : undefined)));
+    await Promise.all(listeners.map((l) => l.close()));
   }
 }
