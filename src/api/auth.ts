@@ -10,6 +10,13 @@ import type { Policy } from '../policy/schema.js';
 
 export const DEFAULT_TENANT = 'default';
 
+/**
+ * Which listener a server serves, fixed when the server is created. Trust comes from this alone:
+ * only the owner-only Unix socket makes a tokenless request the local operator. Nothing read off a
+ * connection (its peer address can become unreadable when the client resets it) decides trust.
+ */
+export type Listener = 'unix' | 'tcp';
+
 interface TokenEntry {
   digest: Buffer;
   tenant: string;
@@ -39,13 +46,15 @@ export class Authenticator {
   }
 
   /**
-   * The caller of a request. Over the owner-only Unix socket a request without a token is the
-   * local operator (tenant `default`); over TCP a token is needed as soon as any is configured.
+   * The caller of a request that came in on `listener`. On the owner-only Unix socket a request
+   * without a token is the local operator (tenant `default`); on TCP a token is needed on every
+   * request as soon as any is configured, whatever happens to the connection.
    */
-  authenticate(req: IncomingMessage, viaSocket: boolean): Caller {
+  authenticate(req: IncomingMessage, listener: Listener): Caller {
     const header = req.headers.authorization;
     if (!header) {
-      if (viaSocket || !this.required) return { tenant: DEFAULT_TENANT, actor: viaSocket ? 'local' : 'anonymous' };
+      if (listener === 'unix') return { tenant: DEFAULT_TENANT, actor: 'local' };
+      if (!this.required) return { tenant: DEFAULT_TENANT, actor: 'anonymous' };
       throw new UnauthorizedError('missing bearer token', { hint: 'send Authorization: Bearer <token> (set AGENTBOX_TOKEN for the CLI)' });
     }
     const m = /^Bearer\s+(\S+)$/i.exec(header);

@@ -140,7 +140,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     const socketPath = opts.socket === undefined ? paths.socket : opts.socket;
     if (socketPath) {
       await clearStaleSocket(socketPath);
-      const api = createApiServer({ manager, auth, logger: opts.logger, metrics, images });
+      const api = createApiServer({ listener: 'unix', manager, auth, logger: opts.logger, metrics, images });
       const server = api.server;
       apis.push(api);
       // Owner-only from the first moment: create with a umask rather than chmod afterwards.
@@ -154,7 +154,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
       servers.push(server);
     }
     if (opts.tcp) {
-      const api = createApiServer({ manager, auth, logger: opts.logger, metrics, images });
+      const api = createApiServer({ listener: 'tcp', manager, auth, logger: opts.logger, metrics, images });
       const server = api.server;
       apis.push(api);
       await listen(server, opts.tcp.port, opts.tcp.host);

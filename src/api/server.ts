@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { ImageStore } from '../images/image-store.js';
 import { BadRequestError } from '../core/errors.js';
 import type { SandboxManager } from '../core/manager.js';
-import type { Authenticator } from './auth.js';
+import type { Authenticator, Listener } from './auth.js';
 import type { Metrics } from '../observability/metrics.js';
 import { PayloadTooLargeError, sendError, sendJson } from './http-util.js';
 import { openApiDocument } from './openapi.js';
@@ -15,6 +15,8 @@ import { matchRoute, notFoundRoute, routes } from './routes.js';
 let openApi: Record<string, unknown> | undefined;
 
 export interface ApiServerOpts {
+  /** The listener this server serves; decides whether a tokenless request is the local operator. */
+  listener: Listener;
   manager: SandboxManager;
   auth: Authenticator;
   logger: Logger;
@@ -34,7 +36,7 @@ export function createApiServer(opts: ApiServerOpts): ApiServer {
   const limiter = new RateLimiter((tenant) => opts.manager.policy.tenants?.find((t) => t.name === tenant)?.quotas?.requestsPerMinute);
   const mcp = createMcpHttpHandler({
     manager: opts.manager,
-    authenticate: (req) => opts.auth.authenticate(req, req.socket.remoteAddress === undefined),
+    authenticate: (req) => opts.auth.authenticate(req, opts.listener),
     logger: opts.logger,
   });
   opts = { ...opts, limiter, mcp };
@@ -51,7 +53,6 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: ApiServer
   res.on('close', () => {
     if (!res.writableFinished) abort.abort();
   });
-  const viaSocket = req.socket.remoteAddress === undefined;
   let url: URL;
   try {
     url = new URL(req.url ?? '/', 'http://agentbox');
@@ -73,7 +74,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: ApiServer
       return;
     }
     if (url.pathname === '/metrics' && req.method === 'GET' && opts.metrics) {
-      opts.auth.authenticate(req, viaSocket);
+      opts.auth.authenticate(req, opts.listener);
       const text = await opts.metrics.registry.metrics();
       res.writeHead(200, { 'content-type': opts.metrics.registry.contentType });
       res.end(text);
@@ -89,14 +90,14 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: ApiServer
       sendJson(res, 405, { error: { code: 'bad_request', message: `${req.method} is not allowed on ${url.pathname}`, hint: 'see /v1/openapi.json' } });
       return;
     }
-    const caller = opts.auth.authenticate(req, viaSocket);
+    const caller = opts.auth.authenticate(req, opts.listener);
     opts.limiter?.take(caller.tenant);
     await match.handler({ req, res, params: match.params, query: url.searchParams, caller, manager: opts.manager, ...(opts.images ? { images: opts.images } : {}), signal: abort.signal });
   } catch (err) {
     discardBody(req, res);
     sendError(res, err, opts.logger, err instanceof PayloadTooLargeError ? 413 : undefined);
   } finally {
-    opts.metrics?.httpRequests.inc({ method: req.method ?? 'GET', status: String(res.statusCode) });
+    opts.metrics?.httpRequests.inc({ listener: opts.listener, method: req.method ?? 'GET', status: String(res.statusCode) });
     opts.logger.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: Math.round(performance.now() - started) }, 'request');
   }
 }
