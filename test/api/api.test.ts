@@ -49,6 +49,14 @@ function rawRequest(port: number, method: string, path: string, body: string | B
   });
 }
 
+function unixRequest(socketPath: string, method: string, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, method, path }, async (res) => resolve({ status: res.statusCode ?? 0, body: (await readAll(res)).toString('utf8') }));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 describe('HTTP API', () => {
   let home: string;
   let daemon: Daemon;
@@ -210,11 +218,17 @@ describe('HTTP API', () => {
     await alice.delete(sb.id);
   });
 
-  test('healthz reports the store and each runtime', async () => {
-    const h = await alice.health();
+  test('healthz reports the store and each runtime to the operator, only ok to anyone else', async () => {
+    const operator = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
+    const h = await operator.health();
     assert.equal(h.ok, true);
     assert.equal(h.checks.store?.ok, true);
     assert.equal(h.checks['runtime.local']?.ok, true);
+    for (const headers of [{}, { authorization: 'Bearer alice-token' }] as Record<string, string>[]) {
+      const r = await rawRequest(port, 'GET', '/healthz', undefined, headers);
+      assert.equal(r.status, 200);
+      assert.deepEqual(JSON.parse(r.body), { ok: true }, 'healthz over TCP says more than ok');
+    }
   });
 
   test('openapi.json is generated from the request schemas and lists every route', async () => {
@@ -265,12 +279,15 @@ describe('HTTP API', () => {
     assert.equal((await rawRequest(port, 'GET', '/v1/sandboxes', undefined, { authorization: 'Bearer alice-token' })).status, 200);
   });
 
-  test('metrics count creates and execs', async () => {
-    const r = await rawRequest(port, 'GET', '/metrics', undefined, { authorization: 'Bearer alice-token' });
+  test('metrics count creates and execs; they are the operator\'s, not a tenant\'s', async () => {
+    const r = await unixRequest(join(home, 'agentbox.sock'), 'GET', '/metrics');
     assert.equal(r.status, 200);
     assert.match(r.body, /agentbox_sandboxes_created_total\{runtime="local",result="ok"\} \d+/);
     assert.match(r.body, /agentbox_execs_total\{outcome="nonzero"\} \d+/);
     assert.equal((await rawRequest(port, 'GET', '/metrics', undefined, {})).status, 401);
+    const tenant = await rawRequest(port, 'GET', '/metrics', undefined, { authorization: 'Bearer alice-token' });
+    assert.equal(tenant.status, 403);
+    assert.doesNotMatch(tenant.body, /agentbox_/);
   });
 
   test('stop ends the processes and keeps the record; egress route answers', async () => {

@@ -37,6 +37,8 @@ tenants:
 # site port ${port}
 `;
 
+const OPERATOR_TOKEN = 'operator-token-0123456789';
+
 describe('egress through the API, the SDK and the CLI', () => {
   let home: string;
   let daemon: Daemon;
@@ -56,7 +58,7 @@ describe('egress through the API, the SDK and the CLI', () => {
     // What a crashed daemon may leave: a proxy directory for a sandbox nobody knows.
     mkdirSync(join(home, 'h', 'egress', 'sbx_stale'), { recursive: true });
     daemon = await startDaemon({
-      env: { AGENTBOX_HOME: join(home, 'h'), AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_EGRESS_HOSTS: join(home, 'hosts') },
+      env: { AGENTBOX_HOME: join(home, 'h'), AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_EGRESS_HOSTS: join(home, 'hosts'), AGENTBOX_TOKEN: OPERATOR_TOKEN },
       logger: silentLogger(),
       policyPath: join(home, 'policy.yaml'),
       socket: null,
@@ -141,8 +143,8 @@ describe('egress through the API, the SDK and the CLI', () => {
     await assert.rejects(alice.create({ egress: { mode: 'open' } }), PolicyDeniedError);
   });
 
-  test('metrics count allowed and denied attempts', async () => {
-    const r = await raw('GET', '/metrics');
+  test('metrics count allowed and denied attempts (for the operator)', async () => {
+    const r = await raw('GET', '/metrics', undefined, OPERATOR_TOKEN);
     assert.match(r.body, /agentbox_egress_connections_total\{decision="allowed",kind="http"\} [1-9]/);
     assert.match(r.body, /agentbox_egress_connections_total\{decision="denied",kind="http"\} [1-9]/);
     assert.match(r.body, /agentbox_egress_bytes_total\{direction="down"\} [1-9]/);
@@ -173,9 +175,9 @@ describe('egress through the API, the SDK and the CLI', () => {
     assert.doesNotMatch(bad.stderr, /at .*\.js:\d+/, 'a stack trace for a user mistake');
   });
 
-  function raw(method: string, path: string, body?: string): Promise<{ status: number; body: string }> {
+  function raw(method: string, path: string, body?: string, token = 'alice-token'): Promise<{ status: number; body: string }> {
     return new Promise((resolve, reject) => {
-      const req = request(`${url}${path}`, { method, headers: { authorization: 'Bearer alice-token', 'content-type': 'application/json' } }, async (res) => {
+      const req = request(`${url}${path}`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } }, async (res) => {
         resolve({ status: res.statusCode ?? 0, body: (await readAll(res)).toString() });
       });
       req.on('error', reject);
