@@ -75,6 +75,15 @@ export class Authenticator {
   }
 }
 
+/**
+ * SHA-256 of the bearer token a request carries (of the empty string when it has none): what an
+ * MCP session is bound to. Only meaningful after authenticate() accepted the request.
+ */
+export function credentialDigest(req: IncomingMessage): Buffer {
+  const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+  return sha256(m?.[1] ?? '');
+}
+
 function sha256(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }

@@ -69,6 +69,7 @@ export function createApiServer(opts: ApiServerOpts): ApiServer {
     manager: opts.manager,
     authenticate: (req) => opts.auth.authenticate(req, opts.listener),
     logger: opts.logger,
+    limiter,
   });
   const ctx: HandlerCtx = { ...opts, limiter, mcp, hostNames: opts.hostNames ?? new Set(), busy: new WeakMap() };
   const server = createServer(

@@ -139,7 +139,8 @@ const TenantSchema = z
         sandboxes: z.number().int().min(0).optional().describe('Sandboxes alive at once'),
         memoryMb: z.number().int().min(0).optional().describe('Memory of all live sandboxes together, MiB'),
         execMinutesPerDay: z.number().min(0).optional().describe('Exec time per UTC day, minutes'),
-        requestsPerMinute: z.number().int().min(1).optional().describe('API requests per minute (token bucket; bursts up to this many)'),
+        requestsPerMinute: z.number().int().min(1).optional().describe('API requests per minute, REST and /mcp together (token bucket; bursts up to this many)'),
+        mcpSessions: z.number().int().min(0).max(4096).optional().describe('MCP sessions open at once over /mcp (default 32)'),
       })
       .strict()
       .optional()
