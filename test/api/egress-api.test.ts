@@ -29,11 +29,11 @@ egress:
   globalDeny: [blocked.egress.test]
 tenants:
   - name: alice
-    tokens: [alice-token]
+    tokens: [alice-token-0123456789]
     scopedTokens:
-      - { token: alice-reader-token, scopes: [read, exec] }
+      - { token: alice-reader-token-0123456789, scopes: [read, exec] }
   - name: bob
-    tokens: [bob-token]
+    tokens: [bob-token-0123456789]
 # site port ${port}
 `;
 
@@ -65,7 +65,7 @@ describe('egress through the API, the SDK and the CLI', () => {
       tcp: { host: '127.0.0.1', port: 0 },
     });
     url = `http://127.0.0.1:${daemon.tcpAddress!.port}`;
-    alice = new AgentboxClient({ url, token: 'alice-token' });
+    alice = new AgentboxClient({ url, token: 'alice-token-0123456789' });
   });
 
   after(async () => {
@@ -114,10 +114,10 @@ describe('egress through the API, the SDK and the CLI', () => {
     await assert.rejects(alice.allowEgress('sbx_doesnotexist', 'site.egress.test'), NotFoundError);
     const offline = await alice.create({});
     await assert.rejects(alice.allowEgress(offline.id, 'site.egress.test'), ConflictError);
-    const bob = new AgentboxClient({ url, token: 'bob-token' });
+    const bob = new AgentboxClient({ url, token: 'bob-token-0123456789' });
     await assert.rejects(bob.allowEgress(sb.id, 'other.egress.test'), NotFoundError);
     await assert.rejects(bob.egressLog(sb.id), NotFoundError);
-    const reader = new AgentboxClient({ url, token: 'alice-reader-token' });
+    const reader = new AgentboxClient({ url, token: 'alice-reader-token-0123456789' });
     await assert.rejects(reader.allowEgress(sb.id, 'other.egress.test'), ForbiddenError);
     assert.equal((await reader.egressLog(sb.id)).sandboxId, sb.id);
 
@@ -153,7 +153,7 @@ describe('egress through the API, the SDK and the CLI', () => {
   test('agentbox egress log and allow from the CLI', async () => {
     const sb = await alice.create({ profile: 'web', egress: { allow: ['site.egress.test'] } });
     assert.match(await wget(sb.id, 'other.egress.test'), /403/);
-    const env = { ...process.env, AGENTBOX_URL: url, AGENTBOX_TOKEN: 'alice-token' };
+    const env = { ...process.env, AGENTBOX_URL: url, AGENTBOX_TOKEN: 'alice-token-0123456789' };
     // Not spawnSync: the daemon answering the CLI lives in this process.
     const cli = (...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> =>
       new Promise((resolve) => {
@@ -175,7 +175,7 @@ describe('egress through the API, the SDK and the CLI', () => {
     assert.doesNotMatch(bad.stderr, /at .*\.js:\d+/, 'a stack trace for a user mistake');
   });
 
-  function raw(method: string, path: string, body?: string, token = 'alice-token'): Promise<{ status: number; body: string }> {
+  function raw(method: string, path: string, body?: string, token = 'alice-token-0123456789'): Promise<{ status: number; body: string }> {
     return new Promise((resolve, reject) => {
       const req = request(`${url}${path}`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } }, async (res) => {
         resolve({ status: res.statusCode ?? 0, body: (await readAll(res)).toString() });
