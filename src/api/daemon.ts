@@ -92,7 +92,11 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   mkdirSync(paths.home, { recursive: true, mode: 0o700 });
   const store = Store.open(paths.db);
   const images = new ImageStore(paths.images);
-  const metrics = new Metrics(() => store.listSandboxes({ states: ['creating', 'running'] }).length);
+  const metrics = new Metrics(() => {
+    const byTenant: Record<string, number> = {};
+    for (const { sandbox } of store.listSandboxes({ states: ['creating', 'running'] })) byTenant[sandbox.tenant] = (byTenant[sandbox.tenant] ?? 0) + 1;
+    return byTenant;
+  });
   const egress = new EgressService({
     home: paths.home,
     policy: policy.egress,

@@ -71,7 +71,7 @@ export function createApiServer(opts: ApiServerOpts): ApiServer {
     logger: opts.logger,
     limiter,
   });
-  const ctx: HandlerCtx = { ...opts, limiter, mcp, hostNames: opts.hostNames ?? new Set(), busy: new WeakMap() };
+  const ctx: HandlerCtx = { ...opts, limiter, mcp, hostNames: opts.hostNames ?? new Set(), busy: new WeakMap(), health: cachedHealth(opts.manager) };
   const server = createServer(
     {
       headersTimeout: limits.headersTimeoutMs,
@@ -98,6 +98,17 @@ interface HandlerCtx extends ApiServerOpts {
   hostNames: ReadonlySet<string>;
   /** Sockets whose request a handler is working on. */
   busy: WeakMap<Socket, number>;
+  /** The manager's health, probed at most once a second however often /healthz is asked (it needs no token). */
+  health: () => Promise<Record<string, { ok: boolean; detail?: string }>>;
+}
+
+function cachedHealth(manager: SandboxManager, ttlMs = 1000): HandlerCtx['health'] {
+  let last: { at: number; value: Promise<Record<string, { ok: boolean; detail?: string }>> } | undefined;
+  return () => {
+    const now = Date.now();
+    if (!last || now - last.at >= ttlMs) last = { at: now, value: manager.health() };
+    return last.value;
+  };
 }
 
 /** The host's operator: the Unix socket, or the AGENTBOX_TOKEN bearer (not a policy tenant, not a scoped token). */
@@ -131,7 +142,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
     if (url.pathname === '/healthz') {
       // Without a token over TCP: ok or not, nothing about runtimes, versions or paths.
       const caller = req.headers.authorization || opts.listener === 'unix' ? opts.auth.authenticate(req, opts.listener) : undefined;
-      const checks = await opts.manager.health();
+      const checks = await opts.health();
       const runtimeOk = Object.entries(checks).some(([name, c]) => name.startsWith('runtime.') && c.ok);
       const ok = (checks.store?.ok ?? false) && runtimeOk;
       sendJson(res, ok ? 200 : 503, caller && isOperator(caller, opts.listener) ? { ok, checks } : { ok });
@@ -144,11 +155,12 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
     }
     if (url.pathname === '/metrics' && req.method === 'GET' && opts.metrics) {
       const caller = opts.auth.authenticate(req, opts.listener);
-      // Process-wide figures (every tenant's sandboxes, execs, egress): the host's operator only.
-      if (caller.tenant !== DEFAULT_TENANT || caller.scopes !== undefined) {
-        throw new ForbiddenError('/metrics is for the host\'s operator: it counts every tenant\'s sandboxes', { hint: 'list your own sandboxes with GET /v1/sandboxes' });
+      opts.limiter.take(caller.tenant);
+      // The operator sees the whole registry; a tenant only its own series (tenant-labelled families).
+      if (caller.labels !== undefined) {
+        throw new ForbiddenError('this token sees only sandboxes with its labels; metrics count the whole tenant\'s', { hint: 'use a token of the tenant without labels, or list your sandboxes with GET /v1/sandboxes' });
       }
-      const text = await opts.metrics.registry.metrics();
+      const text = caller.tenant === DEFAULT_TENANT && caller.scopes === undefined ? await opts.metrics.registry.metrics() : await opts.metrics.tenantView(caller.tenant);
       res.writeHead(200, { 'content-type': opts.metrics.registry.contentType });
       res.end(text);
       return;

@@ -336,15 +336,15 @@ export class SandboxManager {
       store.setState(spec.id, 'running');
       store.audit({ tenant: caller.tenant, actor: caller.actor, action: 'create', sandboxId: spec.id, detail: { image: spec.image, runtime: spec.runtime } });
       log.info({ ms: Math.round(performance.now() - t0), image: spec.image, runtime: spec.runtime, warm: Boolean(warm) }, 'sandbox created');
-      this.opts.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'ok' });
-      this.opts.metrics?.createSeconds.observe({ runtime: spec.runtime }, (performance.now() - t0) / 1000);
+      this.opts.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'ok', tenant: spec.tenant });
+      this.opts.metrics?.createSeconds.observe({ runtime: spec.runtime, tenant: spec.tenant }, (performance.now() - t0) / 1000);
       return { ...sandbox, state: 'running' };
     } catch (err) {
       if (warm) await rt.destroy(warm).catch(() => undefined);
       await egress?.close(spec.id).catch(() => undefined);
       store.markEnded(spec.id, { state: 'failed', reason: 'create_failed', endedBy: null, at: new Date().toISOString() });
       log.warn({ err: err instanceof Error ? err.message : String(err) }, 'sandbox create failed');
-      this.opts.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'failed' });
+      this.opts.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'failed', tenant: spec.tenant });
       throw err;
     }
   }
@@ -444,8 +444,8 @@ export class SandboxManager {
         self.touch(id);
         log.info({ exit_code: summary?.exitCode, ms: summary?.durationMs, timed_out: summary?.timedOut }, 'exec finished');
         const outcome = !summary ? 'error' : summary.timedOut ? 'timeout' : summary.oomKilled ? 'oom' : summary.exitCode === 0 ? 'ok' : 'nonzero';
-        self.opts.metrics?.execs.inc({ outcome });
-        self.opts.metrics?.execSeconds.observe((endedAt.getTime() - startedAt.getTime()) / 1000);
+        self.opts.metrics?.execs.inc({ outcome, tenant: caller.tenant });
+        self.opts.metrics?.execSeconds.observe({ tenant: caller.tenant }, (endedAt.getTime() - startedAt.getTime()) / 1000);
       }
     }
     return { execId, events: this.trackIterable(run()) };
@@ -590,7 +590,7 @@ export class SandboxManager {
     });
     this.opts.store.audit({ tenant: stored.sandbox.tenant, actor: endedBy, action: state === 'deleted' ? 'delete' : 'stop', sandboxId: id, detail: { reason } });
     this.opts.logger.info({ sandbox_id: id, reason, by: endedBy }, 'sandbox ended');
-    this.opts.metrics?.sandboxesEnded.inc({ reason });
+    this.opts.metrics?.sandboxesEnded.inc({ reason, tenant: stored.sandbox.tenant });
   }
 
   /** One pass of the reaper: ttl, idle timeout, sandboxes that died on their own. */

@@ -279,15 +279,16 @@ describe('HTTP API', () => {
     assert.equal((await rawRequest(port, 'GET', '/v1/sandboxes', undefined, { authorization: 'Bearer alice-token-0123456789' })).status, 200);
   });
 
-  test('metrics count creates and execs; they are the operator\'s, not a tenant\'s', async () => {
+  test('metrics count creates and execs; a tenant sees only its own', async () => {
     const r = await unixRequest(join(home, 'agentbox.sock'), 'GET', '/metrics');
     assert.equal(r.status, 200);
-    assert.match(r.body, /agentbox_sandboxes_created_total\{runtime="local",result="ok"\} \d+/);
-    assert.match(r.body, /agentbox_execs_total\{outcome="nonzero"\} \d+/);
+    assert.match(r.body, /agentbox_sandboxes_created_total\{runtime="local",result="ok",tenant="alice"\} \d+/);
+    assert.match(r.body, /agentbox_execs_total\{outcome="nonzero",tenant="alice"\} \d+/);
     assert.equal((await rawRequest(port, 'GET', '/metrics', undefined, {})).status, 401);
     const tenant = await rawRequest(port, 'GET', '/metrics', undefined, { authorization: 'Bearer alice-token-0123456789' });
-    assert.equal(tenant.status, 403);
-    assert.doesNotMatch(tenant.body, /agentbox_/);
+    assert.equal(tenant.status, 200);
+    assert.match(tenant.body, /agentbox_sandbox_create_seconds_bucket\{le="[\d.]+",runtime="local",tenant="alice"\} \d+/);
+    assert.doesNotMatch(tenant.body, /tenant="(?!alice")|agentbox_process_/);
   });
 
   test('stop ends the processes and keeps the record; egress route answers', async () => {

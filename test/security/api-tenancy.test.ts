@@ -1,7 +1,7 @@
 /**
  * Finding 8: tenants see only their own. Every route that names a sandbox or an exec answers
- * another tenant's exactly as it answers an id that does not exist (404, same body); /metrics is
- * the host operator's (403 for a tenant); /healthz over TCP says ok or not and nothing else.
+ * another tenant's exactly as it answers an id that does not exist (404, same body); /metrics
+ * shows a tenant only its own series; /healthz over TCP says ok or not and nothing else.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -113,20 +113,32 @@ tenants:
     await alice.delete(own);
   });
 
-  test('/metrics is the operator\'s: a tenant gets 403 and no counts', async () => {
-    for (const token of [ALICE, ALICE_AGENT, BOB]) {
-      const r = await send('GET', '/metrics', token);
-      assert.equal(r.status, 403, `${r.status} ${r.body.slice(0, 200)}`);
-      assert.doesNotMatch(r.body, /agentbox_|sandboxes_active/);
-      assert.equal((JSON.parse(r.body) as { error: { code: string } }).error.code, 'forbidden');
-    }
+  test('/metrics: a tenant sees only its own series, the operator everything', async () => {
+    const a = await send('GET', '/metrics', ALICE);
+    assert.equal(a.status, 200, a.body.slice(0, 200));
+    const samples = a.body.split('\n').filter((l) => l !== '' && !l.startsWith('#'));
+    assert.ok(samples.length > 0, 'alice sees no series at all');
+    const foreign = samples.filter((l) => !l.includes('tenant="alice"'));
+    assert.deepEqual(foreign, [], 'alice sees series that are not hers');
+    assert.doesNotMatch(a.body, /tenant="bob"|agentbox_process_|agentbox_http_requests|agentbox_egress/);
+    // Bob's sandbox and exec exist; alice's view counts none of them.
+    assert.match(a.body, /agentbox_sandboxes_active\{tenant="alice"\} 0|^(?![\s\S]*agentbox_sandboxes_active\{)/m);
+    assert.doesNotMatch(a.body, /agentbox_execs_total\{[^}]*tenant="alice"[^}]*\} [1-9]/);
+    const b = await send('GET', '/metrics', BOB);
+    assert.match(b.body, /agentbox_sandboxes_active\{tenant="bob"\} 1/);
+    assert.match(b.body, /agentbox_execs_total\{outcome="ok",tenant="bob"\} 1/);
+    assert.doesNotMatch(b.body, /tenant="alice"/);
+    const labelled = await send('GET', '/metrics', ALICE_AGENT);
+    assert.equal(labelled.status, 403, 'a label-scoped token would count the whole tenant');
+    assert.doesNotMatch(labelled.body, /agentbox_/);
     const op = await new Promise<{ status: number; body: string }>((resolve, reject) => {
       const req = request({ socketPath: socket, path: '/metrics' }, async (res) => resolve({ status: res.statusCode ?? 0, body: (await readAll(res)).toString() }));
       req.on('error', reject);
       req.end();
     });
     assert.equal(op.status, 200);
-    assert.match(op.body, /agentbox_sandboxes_active \d/);
+    assert.match(op.body, /agentbox_sandboxes_active\{tenant="bob"\} 1/);
+    assert.match(op.body, /agentbox_process_/);
   });
 
   test('/healthz over TCP says ok and nothing about runtimes, versions or paths; the Unix socket gets the checks', async () => {
