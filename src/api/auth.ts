@@ -4,11 +4,11 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import { UnauthorizedError } from '../core/errors.js';
 import type { Caller, Scope } from '../core/manager.js';
-import type { Policy } from '../policy/schema.js';
+import { BadRequestError, UnauthorizedError } from '../core/errors.js';
+import { MIN_TOKEN_LENGTH, OPERATOR_TENANT, type Policy } from '../policy/schema.js';
 
-export const DEFAULT_TENANT = 'default';
+export const DEFAULT_TENANT = OPERATOR_TENANT;
 
 /**
  * Which listener a server serves, fixed when the server is created. Trust comes from this alone:
@@ -37,7 +37,14 @@ export class Authenticator {
         this.entries.push({ digest, tenant: t.name, scopes: st.scopes, ...(st.labels ? { labels: st.labels } : {}) });
       }
     }
-    if (envToken) this.entries.push({ digest: sha256(envToken), tenant: DEFAULT_TENANT });
+    if (envToken !== undefined && envToken !== '') {
+      if (envToken.length < MIN_TOKEN_LENGTH || !/^[\x21-\x7e]+$/.test(envToken)) {
+        throw new BadRequestError(`AGENTBOX_TOKEN is too weak: at least ${MIN_TOKEN_LENGTH} printable characters without spaces, it has ${envToken.length}`, {
+          hint: 'set AGENTBOX_TOKEN=$(openssl rand -hex 24), or unset it and use the owner-only Unix socket',
+        });
+      }
+      this.entries.push({ digest: sha256(envToken), tenant: DEFAULT_TENANT });
+    }
   }
 
   /** Whether any token is configured at all (a non-loopback bind requires one). */
@@ -73,6 +80,15 @@ export class Authenticator {
       ...(found.labels ? { labels: found.labels } : {}),
     };
   }
+}
+
+/**
+ * SHA-256 of the bearer token a request carries (of the empty string when it has none): what an
+ * MCP session is bound to. Only meaningful after authenticate() accepted the request.
+ */
+export function credentialDigest(req: IncomingMessage): Buffer {
+  const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+  return sha256(m?.[1] ?? '');
 }
 
 function sha256(s: string): Buffer {

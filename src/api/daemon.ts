@@ -20,7 +20,9 @@ import { Metrics } from '../observability/metrics.js';
 import { EgressService } from '../egress/service.js';
 import { resolverFromEnv, type Resolver } from '../egress/resolver.js';
 import { Authenticator } from './auth.js';
-import { createApiServer, type ApiServer } from './server.js';
+import { createApiServer, type ApiServer, type HttpLimits } from './server.js';
+import { RateLimiter } from './rate-limit.js';
+import { servedHostNames } from './request-guard.js';
 
 export interface DaemonOpts {
   env?: NodeJS.ProcessEnv;
@@ -35,6 +37,13 @@ export interface DaemonOpts {
   /** Backpressure on creates (see ManagerOpts). */
   maxConcurrentCreates?: number;
   createQueueLength?: number;
+  /**
+   * More `Host` names the TCP listener answers to (besides loopback and the bound address), e.g. a
+   * reverse proxy's name. @default AGENTBOX_ALLOWED_HOSTS (comma-separated)
+   */
+  allowedHosts?: string[];
+  /** Timeouts and the connection limit of the HTTP servers. @default DEFAULT_HTTP_LIMITS */
+  http?: Partial<HttpLimits>;
 }
 
 export interface Daemon {
@@ -83,7 +92,11 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   mkdirSync(paths.home, { recursive: true, mode: 0o700 });
   const store = Store.open(paths.db);
   const images = new ImageStore(paths.images);
-  const metrics = new Metrics(() => store.listSandboxes({ states: ['creating', 'running'] }).length);
+  const metrics = new Metrics(() => {
+    const byTenant: Record<string, number> = {};
+    for (const { sandbox } of store.listSandboxes({ states: ['creating', 'running'] })) byTenant[sandbox.tenant] = (byTenant[sandbox.tenant] ?? 0) + 1;
+    return byTenant;
+  });
   const egress = new EgressService({
     home: paths.home,
     policy: policy.egress,
@@ -115,6 +128,9 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   sweeper.unref();
   const servers: Server[] = [];
   const apis: ApiServer[] = [];
+  // One bucket per tenant across both listeners and /mcp.
+  const limiter = new RateLimiter((tenant) => policy.tenants?.find((t) => t.name === tenant)?.quotas?.requestsPerMinute);
+  const common = { manager, auth, logger: opts.logger, metrics, images, limiter, ...(opts.http ? { http: opts.http } : {}) };
   const daemon: Daemon = {
     paths,
     manager,
@@ -140,7 +156,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     const socketPath = opts.socket === undefined ? paths.socket : opts.socket;
     if (socketPath) {
       await clearStaleSocket(socketPath);
-      const api = createApiServer({ listener: 'unix', manager, auth, logger: opts.logger, metrics, images });
+      const api = createApiServer({ ...common, listener: 'unix' });
       const server = api.server;
       apis.push(api);
       // Owner-only from the first moment: create with a umask rather than chmod afterwards.
@@ -154,7 +170,8 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
       servers.push(server);
     }
     if (opts.tcp) {
-      const api = createApiServer({ listener: 'tcp', manager, auth, logger: opts.logger, metrics, images });
+      const allowedHosts = opts.allowedHosts ?? (env.AGENTBOX_ALLOWED_HOSTS ?? '').split(',').filter((h) => h.trim() !== '');
+      const api = createApiServer({ ...common, listener: 'tcp', hostNames: servedHostNames(opts.tcp.host, allowedHosts) });
       const server = api.server;
       apis.push(api);
       await listen(server, opts.tcp.port, opts.tcp.host);

@@ -61,7 +61,7 @@ function route(method: string, path: string, doc: RouteDoc, handler: Handler): v
 }
 
 /** Find the handler for a request; `undefined` path match means 404, a method mismatch 405. */
-export function matchRoute(method: string, path: string): { handler: Handler; params: Record<string, string> } | 'method' | undefined {
+export function matchRoute(method: string, path: string): { handler: Handler; params: Record<string, string>; takesJson: boolean } | 'method' | undefined {
   let pathMatched = false;
   for (const r of routes) {
     const m = r.pattern.exec(path);
@@ -69,12 +69,19 @@ export function matchRoute(method: string, path: string): { handler: Handler; pa
     pathMatched = true;
     if (r.method !== method) continue;
     const params: Record<string, string> = {};
-    r.keys.forEach((k, i) => (params[k] = decodeURIComponent(m[i + 1] as string)));
-    return { handler: r.handler, params };
+    r.keys.forEach((k, i) => (params[k] = decodePathSegment(m[i + 1] as string)));
+    return { handler: r.handler, params, takesJson: r.doc.body !== undefined && r.doc.body !== 'binary' };
   }
   return pathMatched ? 'method' : undefined;
 }
 
+function decodePathSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new BadRequestError('malformed percent-encoding in the path', { hint: 'percent-encode ids as UTF-8 (encodeURIComponent)' });
+  }
+}
 
 const LabelSelectorSchema = z.string().regex(/^[^=,]+=[^=,]*(,[^=,]+=[^=,]*)*$/, 'labels as k=v,k2=v2');
 

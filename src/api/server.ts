@@ -1,10 +1,15 @@
-/** The HTTP server: auth, routing, errors, graceful close. Listens on a Unix socket and/or TCP. */
+/**
+ * The HTTP server: browser guard, auth, routing, errors, bounds on slow clients. One server per
+ * listener (the home's Unix socket, TCP), each created knowing which one it serves.
+ */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { ImageStore } from '../images/image-store.js';
-import { BadRequestError } from '../core/errors.js';
-import type { SandboxManager } from '../core/manager.js';
-import type { Authenticator, Listener } from './auth.js';
+import { AgentboxError, BadRequestError, ForbiddenError } from '../core/errors.js';
+import type { Caller, SandboxManager } from '../core/manager.js';
+import { DEFAULT_TENANT, type Authenticator, type Listener } from './auth.js';
+import { checkBrowserRequest, checkEncoding, checkJsonBody, UnsupportedMediaTypeError } from './request-guard.js';
 import type { Metrics } from '../observability/metrics.js';
 import { PayloadTooLargeError, sendError, sendJson } from './http-util.js';
 import { openApiDocument } from './openapi.js';
@@ -13,6 +18,28 @@ import { createMcpHttpHandler, type McpHttpHandler } from '../mcp/http.js';
 import { matchRoute, notFoundRoute, routes } from './routes.js';
 
 let openApi: Record<string, unknown> | undefined;
+
+/** How the HTTP server bounds slow and idle clients. Every field has a default (DEFAULT_HTTP_LIMITS). */
+export interface HttpLimits {
+  /** Time to receive the request headers. */
+  headersTimeoutMs: number;
+  /** Time to receive the whole request (headers and body; not the response): minutes, for big uploads. */
+  requestTimeoutMs: number;
+  /** A keep-alive connection with no request for this long is closed. */
+  keepAliveTimeoutMs: number;
+  /** A connection with no traffic for this long is closed, unless a handler is working on its request. */
+  idleTimeoutMs: number;
+  /** Connections open at once on this listener; more are closed on arrival. */
+  maxConnections: number;
+}
+
+export const DEFAULT_HTTP_LIMITS: Readonly<HttpLimits> = Object.freeze({
+  headersTimeoutMs: 20_000,
+  requestTimeoutMs: 15 * 60_000,
+  keepAliveTimeoutMs: 5_000,
+  idleTimeoutMs: 120_000,
+  maxConnections: 1024,
+});
 
 export interface ApiServerOpts {
   /** The listener this server serves; decides whether a tokenless request is the local operator. */
@@ -24,6 +51,9 @@ export interface ApiServerOpts {
   limiter?: RateLimiter;
   mcp?: McpHttpHandler;
   images?: ImageStore;
+  /** `Host` names a TCP listener answers to (servedHostNames); anything else is refused. */
+  hostNames?: ReadonlySet<string>;
+  http?: Partial<HttpLimits>;
 }
 
 export interface ApiServer {
@@ -33,21 +63,61 @@ export interface ApiServer {
 }
 
 export function createApiServer(opts: ApiServerOpts): ApiServer {
-  const limiter = new RateLimiter((tenant) => opts.manager.policy.tenants?.find((t) => t.name === tenant)?.quotas?.requestsPerMinute);
+  const limits: HttpLimits = { ...DEFAULT_HTTP_LIMITS, ...opts.http };
+  const limiter = opts.limiter ?? new RateLimiter((tenant) => opts.manager.policy.tenants?.find((t) => t.name === tenant)?.quotas?.requestsPerMinute);
   const mcp = createMcpHttpHandler({
     manager: opts.manager,
     authenticate: (req) => opts.auth.authenticate(req, opts.listener),
     logger: opts.logger,
+    limiter,
   });
-  opts = { ...opts, limiter, mcp };
-  const server = createServer((req, res) => void handle(req, res, opts));
-  server.keepAliveTimeout = 5000;
-  // Long execs stream for minutes: no request timeout, the exec's own timeout applies.
-  server.requestTimeout = 0;
+  const ctx: HandlerCtx = { ...opts, limiter, mcp, hostNames: opts.hostNames ?? new Set(), busy: new WeakMap(), health: cachedHealth(opts.manager) };
+  const server = createServer(
+    {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      // How often Node looks for connections past those two timeouts (its default, 30 s, lets a
+      // slow client hold a connection well past headersTimeout).
+      connectionsCheckingInterval: Math.max(100, Math.min(5000, Math.floor(limits.headersTimeoutMs / 4))),
+    },
+    (req, res) => void handle(req, res, ctx),
+  );
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  server.maxConnections = limits.maxConnections;
+  // Idle connections are cut, but not one whose request a handler is working on: a buffered exec
+  // may be quiet for as long as its own timeout allows (SSE streams also send heartbeats).
+  server.setTimeout(limits.idleTimeoutMs, (socket: Socket) => {
+    if ((ctx.busy.get(socket) ?? 0) === 0) socket.destroy();
+  });
   return { server, closeSessions: () => mcp.close() };
 }
 
-async function handle(req: IncomingMessage, res: ServerResponse, opts: ApiServerOpts): Promise<void> {
+interface HandlerCtx extends ApiServerOpts {
+  limiter: RateLimiter;
+  mcp: McpHttpHandler;
+  hostNames: ReadonlySet<string>;
+  /** Sockets whose request a handler is working on. */
+  busy: WeakMap<Socket, number>;
+  /** The manager's health, probed at most once a second however often /healthz is asked (it needs no token). */
+  health: () => Promise<Record<string, { ok: boolean; detail?: string }>>;
+}
+
+function cachedHealth(manager: SandboxManager, ttlMs = 1000): HandlerCtx['health'] {
+  let last: { at: number; value: Promise<Record<string, { ok: boolean; detail?: string }>> } | undefined;
+  return () => {
+    const now = Date.now();
+    if (!last || now - last.at >= ttlMs) last = { at: now, value: manager.health() };
+    return last.value;
+  };
+}
+
+/** The host's operator: the Unix socket, or the AGENTBOX_TOKEN bearer (not a policy tenant, not a scoped token). */
+function isOperator(caller: Caller, listener: Listener): boolean {
+  if (caller.tenant !== DEFAULT_TENANT || caller.scopes !== undefined) return false;
+  return listener === 'unix' || caller.actor !== 'anonymous';
+}
+
+async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCtx): Promise<void> {
   const started = performance.now();
   const abort = new AbortController();
   res.on('close', () => {
@@ -55,17 +125,27 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: ApiServer
   });
   let url: URL;
   try {
+    checkEncoding(req.url ?? '/');
     url = new URL(req.url ?? '/', 'http://agentbox');
-  } catch {
-    sendError(res, new BadRequestError('malformed URL'), opts.logger);
+  } catch (err) {
+    discardBody(req, res);
+    sendError(res, err instanceof AgentboxError ? err : new BadRequestError('malformed URL'), opts.logger);
     return;
   }
+  const socket = req.socket;
+  const markBusy = (): void => {
+    opts.busy.set(socket, (opts.busy.get(socket) ?? 0) + 1);
+    res.once('close', () => opts.busy.set(socket, Math.max(0, (opts.busy.get(socket) ?? 1) - 1)));
+  };
   try {
+    checkBrowserRequest(req, { listener: opts.listener, hostNames: opts.hostNames });
     if (url.pathname === '/healthz') {
-      const checks = await opts.manager.health();
+      // Without a token over TCP: ok or not, nothing about runtimes, versions or paths.
+      const caller = req.headers.authorization || opts.listener === 'unix' ? opts.auth.authenticate(req, opts.listener) : undefined;
+      const checks = await opts.health();
       const runtimeOk = Object.entries(checks).some(([name, c]) => name.startsWith('runtime.') && c.ok);
       const ok = (checks.store?.ok ?? false) && runtimeOk;
-      sendJson(res, ok ? 200 : 503, { ok, checks });
+      sendJson(res, ok ? 200 : 503, caller && isOperator(caller, opts.listener) ? { ok, checks } : { ok });
       return;
     }
     if (url.pathname === '/v1/openapi.json' && req.method === 'GET') {
@@ -74,13 +154,19 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: ApiServer
       return;
     }
     if (url.pathname === '/metrics' && req.method === 'GET' && opts.metrics) {
-      opts.auth.authenticate(req, opts.listener);
-      const text = await opts.metrics.registry.metrics();
+      const caller = opts.auth.authenticate(req, opts.listener);
+      opts.limiter.take(caller.tenant);
+      // The operator sees the whole registry; a tenant only its own series (tenant-labelled families).
+      if (caller.labels !== undefined) {
+        throw new ForbiddenError('this token sees only sandboxes with its labels; metrics count the whole tenant\'s', { hint: 'use a token of the tenant without labels, or list your sandboxes with GET /v1/sandboxes' });
+      }
+      const text = caller.tenant === DEFAULT_TENANT && caller.scopes === undefined ? await opts.metrics.registry.metrics() : await opts.metrics.tenantView(caller.tenant);
       res.writeHead(200, { 'content-type': opts.metrics.registry.contentType });
       res.end(text);
       return;
     }
     if (url.pathname === '/mcp' && opts.mcp) {
+      markBusy();
       await opts.mcp(req, res);
       return;
     }
@@ -90,16 +176,36 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: ApiServer
       sendJson(res, 405, { error: { code: 'bad_request', message: `${req.method} is not allowed on ${url.pathname}`, hint: 'see /v1/openapi.json' } });
       return;
     }
+    if (match.takesJson) checkJsonBody(req);
     const caller = opts.auth.authenticate(req, opts.listener);
-    opts.limiter?.take(caller.tenant);
+    opts.limiter.take(caller.tenant);
+    markBusy();
     await match.handler({ req, res, params: match.params, query: url.searchParams, caller, manager: opts.manager, ...(opts.images ? { images: opts.images } : {}), signal: abort.signal });
   } catch (err) {
+    if (clientWentAway(err, res)) {
+      // A client that hung up (or was cut for being slow) is not a daemon error.
+      opts.logger.debug({ method: req.method, path: url.pathname, err: (err as Error).message }, 'client went away');
+      res.destroy();
+      return;
+    }
     discardBody(req, res);
-    sendError(res, err, opts.logger, err instanceof PayloadTooLargeError ? 413 : undefined);
+    sendError(res, err, opts.logger, statusFor(err));
   } finally {
     opts.metrics?.httpRequests.inc({ listener: opts.listener, method: req.method ?? 'GET', status: String(res.statusCode) });
     opts.logger.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: Math.round(performance.now() - started) }, 'request');
   }
+}
+
+function clientWentAway(err: unknown, res: ServerResponse): boolean {
+  if (err instanceof AgentboxError) return false;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return res.destroyed || code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'EPIPE';
+}
+
+function statusFor(err: unknown): number | undefined {
+  if (err instanceof PayloadTooLargeError) return 413;
+  if (err instanceof UnsupportedMediaTypeError) return 415;
+  return undefined;
 }
 
 const MAX_DRAIN = 16 * 1024 * 1024;

@@ -1,7 +1,10 @@
 /** Server-sent events: one writer, with backpressure. */
 import type { ServerResponse } from 'node:http';
 
-export function startSse(res: ServerResponse): void {
+/** How often a quiet stream gets an SSE comment, so proxies keep it open and a vanished client is noticed. */
+export const SSE_HEARTBEAT_MS = 15_000;
+
+export function startSse(res: ServerResponse, heartbeatMs = SSE_HEARTBEAT_MS): void {
   res.writeHead(200, {
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-store',
@@ -9,6 +12,12 @@ export function startSse(res: ServerResponse): void {
     'x-accel-buffering': 'no',
   });
   res.flushHeaders();
+  const beat = setInterval(() => {
+    if (!res.writableEnded && !res.destroyed) res.write(': keep-alive\n\n');
+  }, heartbeatMs);
+  beat.unref();
+  res.once('close', () => clearInterval(beat));
+  res.once('finish', () => clearInterval(beat));
 }
 
 /** Write one event; resolves when the socket can take more (backpressure for big streams). */

@@ -24,7 +24,8 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
     .option('--port <n>', 'TCP port', '8080')
     .option('--socket-only', 'only the Unix socket under AGENTBOX_HOME (what the CLI starts)')
     .option('--policy <file>', 'policy file (default: AGENTBOX_POLICY)')
-    .action(async (flags: { host: string; port: string; socketOnly?: boolean; policy?: string }) => {
+    .option('--allowed-host <name>', 'another Host name the TCP listener answers to, e.g. a reverse proxy\'s (repeatable; default: AGENTBOX_ALLOWED_HOSTS)', (v: string, prev: string[] = []) => [...prev, v])
+    .action(async (flags: { host: string; port: string; socketOnly?: boolean; policy?: string; allowedHost?: string[] }) => {
       const { startDaemon } = await lazy.daemon();
       const logger = (await lazy.logger()).createLogger();
       const port = Number(flags.port);
@@ -32,6 +33,7 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
       const daemon = await startDaemon({
         logger,
         ...(flags.policy ? { policyPath: flags.policy } : {}),
+        ...(flags.allowedHost ? { allowedHosts: flags.allowedHost } : {}),
         ...(flags.socketOnly ? {} : { tcp: { host: flags.host, port } }),
       });
       const pidFile = join(daemon.paths.home, 'daemon.pid');

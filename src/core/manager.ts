@@ -109,6 +109,8 @@ export class SandboxManager {
   /** Sandboxes frozen for being idle past their profile's pauseAfter; the next call thaws them. */
   private readonly paused = new Set<string>();
   private readonly createWaiters: (() => void)[] = [];
+  /** Quota held by creates that passed the check but have not stored their row yet. */
+  private readonly reserved = new Map<string, { sandboxes: number; memoryMb: number }>();
 
   constructor(private readonly opts: ManagerOpts) {}
 
@@ -204,11 +206,18 @@ export class SandboxManager {
     return rt;
   }
 
-  private checkQuota(spec: SandboxSpec): void {
+  /**
+   * Check the tenant's count and memory quotas and hold the new sandbox's share at once, before
+   * any await: parallel creates would otherwise all pass a check that counts only stored rows.
+   * Returns the release, for when the row is stored (it counts from then on) or the create failed.
+   */
+  private reserveQuota(spec: SandboxSpec): () => void {
     const tenant = this.opts.policy.tenants?.find((t) => t.name === spec.tenant);
     const quotas = tenant?.quotas;
-    if (!quotas) return;
-    const used = this.opts.store.countActive(spec.tenant);
+    if (!quotas) return () => undefined;
+    const stored = this.opts.store.countActive(spec.tenant);
+    const held = this.reserved.get(spec.tenant) ?? { sandboxes: 0, memoryMb: 0 };
+    const used = { sandboxes: stored.sandboxes + held.sandboxes, memoryMb: stored.memoryMb + held.memoryMb };
     if (quotas.sandboxes !== undefined && used.sandboxes + 1 > quotas.sandboxes) {
       throw new QuotaExceededError(`tenant ${spec.tenant} already has ${used.sandboxes} of ${quotas.sandboxes} sandboxes`, { hint: 'delete one first: agentbox ls, then agentbox rm ID' });
     }
@@ -216,6 +225,17 @@ export class SandboxManager {
       throw new QuotaExceededError(`tenant ${spec.tenant} would use ${used.memoryMb + spec.limits.memoryMb} MiB of ${quotas.memoryMb} MiB memory`, { hint: 'ask for less with --memory, or delete a sandbox' });
     }
     this.checkExecMinutes(spec.tenant);
+    this.reserved.set(spec.tenant, { sandboxes: held.sandboxes + 1, memoryMb: held.memoryMb + spec.limits.memoryMb });
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const h = this.reserved.get(spec.tenant);
+      if (!h) return;
+      const next = { sandboxes: h.sandboxes - 1, memoryMb: h.memoryMb - spec.limits.memoryMb };
+      if (next.sandboxes <= 0) this.reserved.delete(spec.tenant);
+      else this.reserved.set(spec.tenant, next);
+    };
   }
 
   private checkExecMinutes(tenant: string): void {
@@ -258,13 +278,27 @@ export class SandboxManager {
   }
 
   private async createNow(req: CreateSandboxRequest, caller: Caller): Promise<Sandbox> {
-    let spec = resolveSpec(this.opts.policy, req, { tenant: caller.tenant, id: newSandboxId() });
-    this.checkQuota(spec);
+    const spec = resolveSpec(this.opts.policy, req, { tenant: caller.tenant, id: newSandboxId() });
     const egress = spec.egress.mode === 'none' ? undefined : this.egressService();
+    const unreserve = this.reserveQuota(spec);
+    try {
+      return await this.createReserved(spec, egress, caller, unreserve);
+    } finally {
+      unreserve();
+    }
+  }
+
+  private async createReserved(spec: SandboxSpec, egress: EgressService | undefined, caller: Caller, unreserve: () => void): Promise<Sandbox> {
     const warm = this.pools.find((p) => p.matches(spec))?.claim();
     if (warm) spec = { ...spec, id: warm.id };
-    const rt = await this.runtime(spec.runtime);
-    if (!warm) await rt.prepareImage(spec.image);
+    let rt: Runtime;
+    try {
+      rt = await this.runtime(spec.runtime);
+      if (!warm) await rt.prepareImage(spec.image);
+    } catch (err) {
+      if (warm) await this.opts.runtimes[spec.runtime]?.destroy(warm).catch(() => undefined);
+      throw err;
+    }
     const now = new Date();
     const sandbox: Sandbox = {
       id: spec.id,
@@ -286,6 +320,8 @@ export class SandboxManager {
     };
     const store = this.opts.store;
     store.insertSandbox(sandbox, spec, spec.idleTimeoutMs);
+    // The stored row counts against the quota from here on.
+    unreserve();
     const log = this.opts.logger.child({ sandbox_id: spec.id, tenant: spec.tenant });
     const t0 = performance.now();
     try {
@@ -300,15 +336,15 @@ export class SandboxManager {
       store.setState(spec.id, 'running');
       store.audit({ tenant: caller.tenant, actor: caller.actor, action: 'create', sandboxId: spec.id, detail: { image: spec.image, runtime: spec.runtime } });
       log.info({ ms: Math.round(performance.now() - t0), image: spec.image, runtime: spec.runtime, warm: Boolean(warm) }, 'sandbox created');
-      this.opts.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'ok' });
-      this.opts.metrics?.createSeconds.observe({ runtime: spec.runtime }, (performance.now() - t0) / 1000);
+      this.opts.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'ok', tenant: spec.tenant });
+      this.opts.metrics?.createSeconds.observe({ runtime: spec.runtime, tenant: spec.tenant }, (performance.now() - t0) / 1000);
       return { ...sandbox, state: 'running' };
     } catch (err) {
       if (warm) await rt.destroy(warm).catch(() => undefined);
       await egress?.close(spec.id).catch(() => undefined);
       store.markEnded(spec.id, { state: 'failed', reason: 'create_failed', endedBy: null, at: new Date().toISOString() });
       log.warn({ err: err instanceof Error ? err.message : String(err) }, 'sandbox create failed');
-      this.opts.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'failed' });
+      this.opts.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'failed', tenant: spec.tenant });
       throw err;
     }
   }
@@ -408,8 +444,8 @@ export class SandboxManager {
         self.touch(id);
         log.info({ exit_code: summary?.exitCode, ms: summary?.durationMs, timed_out: summary?.timedOut }, 'exec finished');
         const outcome = !summary ? 'error' : summary.timedOut ? 'timeout' : summary.oomKilled ? 'oom' : summary.exitCode === 0 ? 'ok' : 'nonzero';
-        self.opts.metrics?.execs.inc({ outcome });
-        self.opts.metrics?.execSeconds.observe((endedAt.getTime() - startedAt.getTime()) / 1000);
+        self.opts.metrics?.execs.inc({ outcome, tenant: caller.tenant });
+        self.opts.metrics?.execSeconds.observe({ tenant: caller.tenant }, (endedAt.getTime() - startedAt.getTime()) / 1000);
       }
     }
     return { execId, events: this.trackIterable(run()) };
@@ -554,7 +590,7 @@ export class SandboxManager {
     });
     this.opts.store.audit({ tenant: stored.sandbox.tenant, actor: endedBy, action: state === 'deleted' ? 'delete' : 'stop', sandboxId: id, detail: { reason } });
     this.opts.logger.info({ sandbox_id: id, reason, by: endedBy }, 'sandbox ended');
-    this.opts.metrics?.sandboxesEnded.inc({ reason });
+    this.opts.metrics?.sandboxesEnded.inc({ reason, tenant: stored.sandbox.tenant });
   }
 
   /** One pass of the reaper: ttl, idle timeout, sandboxes that died on their own. */

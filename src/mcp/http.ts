@@ -1,16 +1,20 @@
 /**
  * MCP over Streamable HTTP, for the daemon's `/mcp` path: one McpServer + transport per MCP
- * session, each bound to the caller (tenant) that initialized it and calling the manager
- * in-process as that caller, so policy, quotas and tenancy are those of the HTTP API.
+ * session, each bound to the token that initialized it and calling the manager in-process as that
+ * caller, so policy, quotas and tenancy are those of the HTTP API. Any other token (even one of
+ * the same tenant) gets 404 for the session; every request takes from the tenant's
+ * requestsPerMinute like a REST call; a tenant may hold only so many sessions.
  *
  * A session ends on DELETE /mcp (its sandbox is deleted before the 200), when its transport
  * closes, after `sessionIdleMs` without requests, or on `handler.close()` (daemon shutdown).
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import { pino, type Logger } from 'pino';
+import { credentialDigest } from '../api/auth.js';
+import type { RateLimiter } from '../api/rate-limit.js';
 import { AgentboxError, BadRequestError, ForbiddenError, HTTP_STATUS } from '../core/errors.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import { managerOps, policyLimits } from './ops.js';
@@ -26,6 +30,13 @@ export interface McpHttpHandlerOpts {
   sessionIdleMs?: number;
   /** Sessions open at once; beyond it initialize gets 503. @default 256 */
   maxSessions?: number;
+  /**
+   * Sessions one tenant may hold at once, so one tenant cannot take every slot; beyond it its
+   * initialize gets 429. The policy's `quotas.mcpSessions` overrides it per tenant. @default 32
+   */
+  maxSessionsPerTenant?: number;
+  /** The REST API's per-tenant request limiter: MCP requests count against the same allowance. */
+  limiter?: RateLimiter;
   /** Largest POST body (a 16 MiB sandbox_write_file is ~22 MiB as base64). @default 32 MiB */
   maxBodyBytes?: number;
   /**
@@ -48,6 +59,8 @@ export interface McpHttpHandler {
 interface Session {
   id: string;
   caller: Caller;
+  /** SHA-256 of the bearer token that opened the session (of the empty string for none). */
+  credential: Buffer;
   transport: StreamableHTTPServerTransport;
   mcp: AgentboxMcp;
   lastActive: number;
@@ -62,6 +75,12 @@ export function createMcpHttpHandler(opts: McpHttpHandlerOpts): McpHttpHandler {
   const sessions = new Map<string, Session>();
   const idleMs = opts.sessionIdleMs ?? policyLimits(opts.manager.policy).idleTimeoutMs;
   const maxSessions = opts.maxSessions ?? 256;
+  const perTenant = (tenant: string): number =>
+    opts.manager.policy.tenants?.find((t) => t.name === tenant)?.quotas?.mcpSessions ?? opts.maxSessionsPerTenant ?? 32;
+  /** Initializes in flight: counted against the caps before they become sessions. */
+  const opening = new Set<Session>();
+  const held = (tenant?: string): number =>
+    [...sessions.values(), ...opening].filter((s) => tenant === undefined || s.caller.tenant === tenant).length;
   const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
   const allowedOrigins = new Set(opts.allowedOrigins ?? []);
 
@@ -82,12 +101,12 @@ export function createMcpHttpHandler(opts: McpHttpHandlerOpts): McpHttpHandler {
   }, Math.max(1000, Math.min(60_000, Math.floor(idleMs / 4))));
   sweep.unref();
 
-  const openSession = (caller: Caller): Session => {
+  const openSession = (caller: Caller, credential: Buffer): Session => {
     const id = randomUUID();
     // The label names the session without revealing its id (which, with a token, addresses it).
     const tag = `http-${createHash('sha256').update(id).digest('hex').slice(0, 16)}`;
     const mcp = createAgentboxMcpServer({ ops: managerOps(opts.manager, caller), sessionTag: tag, logger, sessionIdleMs: idleMs });
-    const session: Session = { id, caller, mcp, lastActive: Date.now(), requests: 0, transport: undefined as unknown as StreamableHTTPServerTransport };
+    const session: Session = { id, caller, credential, mcp, lastActive: Date.now(), requests: 0, transport: undefined as unknown as StreamableHTTPServerTransport };
     session.transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => id,
       onsessioninitialized: () => {
@@ -109,14 +128,17 @@ export function createMcpHttpHandler(opts: McpHttpHandlerOpts): McpHttpHandler {
         throw new ForbiddenError(`requests from origin ${origin} are not allowed on /mcp`, { hint: 'MCP clients outside a browser send no Origin header' });
       }
       const caller = opts.authenticate(req);
+      opts.limiter?.take(caller.tenant);
+      const credential = credentialDigest(req);
       const body = req.method === 'POST' ? await readJsonBody(req, maxBody) : undefined;
       const header = req.headers['mcp-session-id'];
       const sid = Array.isArray(header) ? header[0] : header;
       let session: Session | undefined;
       if (sid !== undefined) {
         session = sessions.get(sid);
-        // Another tenant's session does not exist for this caller (as with sandboxes).
-        if (!session || session.caller.tenant !== caller.tenant) {
+        // A session belongs to the token that opened it: for any other token (another tenant's, or
+        // a scoped token of the same tenant) it does not exist, as with sandboxes.
+        if (!session || !timingSafeEqual(session.credential, credential)) {
           rpcError(res, 404, -32001, 'Session not found');
           return;
         }
@@ -125,13 +147,26 @@ export function createMcpHttpHandler(opts: McpHttpHandlerOpts): McpHttpHandler {
           rpcError(res, 400, -32000, 'Bad Request: no mcp-session-id header; a session starts with an initialize request');
           return;
         }
-        if (sessions.size >= maxSessions) {
+        const mine = held(caller.tenant);
+        const cap = perTenant(caller.tenant);
+        if (mine >= cap) {
           res.setHeader('retry-after', '5');
-          rpcError(res, 503, -32000, `too many MCP sessions open (${sessions.size}); close one with DELETE /mcp`);
+          rpcError(res, 429, -32000, `tenant ${caller.tenant} has ${mine} of its ${cap} MCP sessions open; close one with DELETE /mcp, or wait for an idle one to close`);
           return;
         }
-        session = openSession(caller);
-        await session.mcp.server.connect(session.transport);
+        if (held() >= maxSessions) {
+          res.setHeader('retry-after', '5');
+          rpcError(res, 503, -32000, `too many MCP sessions open (${held()}); close one with DELETE /mcp`);
+          return;
+        }
+        session = openSession(caller, credential);
+        opening.add(session);
+        try {
+          await session.mcp.server.connect(session.transport);
+        } catch (err) {
+          opening.delete(session);
+          throw err;
+        }
       }
       // A GET is the client's standing SSE stream, open as long as it is connected: it does not
       // keep a session from being idle; running tool calls do (mcp.busy).
@@ -143,6 +178,7 @@ export function createMcpHttpHandler(opts: McpHttpHandlerOpts): McpHttpHandler {
       } finally {
         if (counted) session.requests--;
         session.lastActive = Date.now();
+        opening.delete(session);
         // An initialize that failed never became a session: drop its server.
         if (sid === undefined && !sessions.has(session.id)) void session.mcp.close();
       }
@@ -212,6 +248,7 @@ function sendError(res: ServerResponse, err: unknown, logger: Logger): void {
   }
   const known = err instanceof AgentboxError ? err : undefined;
   if (!known) logger.error({ err }, 'MCP request failed');
+  if (known?.retryAfterSec !== undefined) res.setHeader('retry-after', String(known.retryAfterSec));
   const body = known ? known.toJSON() : { code: 'internal', message: 'internal error', hint: 'see the daemon log' };
   const status = known ? HTTP_STATUS[known.code] : 500;
   const text = JSON.stringify({ error: body });

@@ -123,11 +123,26 @@ const PoolSchema = z
   })
   .strict();
 
+/** Bearer tokens are guessable below this length (AGENTBOX_TOKEN is held to it too). */
+export const MIN_TOKEN_LENGTH = 16;
+const TokenSchema = z
+  .string()
+  .regex(/^[\x21-\x7e]+$/, 'a token: printable characters, no spaces')
+  .min(MIN_TOKEN_LENGTH, `a token must be at least ${MIN_TOKEN_LENGTH} characters long (e.g. openssl rand -hex 24)`)
+  .max(512);
+
+/** The local operator's tenant (the Unix socket, AGENTBOX_TOKEN): no policy tenant may take its name. */
+export const OPERATOR_TENANT = 'default';
+
 const TenantSchema = z
   .object({
-    name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'a tenant name: lower-case letters, digits, . _ -').describe('Tenant name'),
+    name: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'a tenant name: lower-case letters, digits, . _ -')
+      .refine((n) => n !== OPERATOR_TENANT, `"${OPERATOR_TENANT}" is the local operator's tenant (Unix socket, AGENTBOX_TOKEN); give this tenant another name`)
+      .describe('Tenant name'),
     tokens: z
-      .array(z.string().regex(/^[\x21-\x7e]{8,512}$/, 'a token: at least 8 printable characters, no spaces'))
+      .array(TokenSchema)
       .optional()
       .describe('Plain bearer tokens (for tests; prefer tokenSha256)'),
     tokenSha256: z
@@ -139,7 +154,8 @@ const TenantSchema = z
         sandboxes: z.number().int().min(0).optional().describe('Sandboxes alive at once'),
         memoryMb: z.number().int().min(0).optional().describe('Memory of all live sandboxes together, MiB'),
         execMinutesPerDay: z.number().min(0).optional().describe('Exec time per UTC day, minutes'),
-        requestsPerMinute: z.number().int().min(1).optional().describe('API requests per minute (token bucket; bursts up to this many)'),
+        requestsPerMinute: z.number().int().min(1).optional().describe('API requests per minute, REST and /mcp together (token bucket; bursts up to this many)'),
+        mcpSessions: z.number().int().min(0).max(4096).optional().describe('MCP sessions open at once over /mcp (default 32)'),
       })
       .strict()
       .optional()
@@ -148,7 +164,7 @@ const TenantSchema = z
       .array(
         z
           .object({
-            token: z.string().regex(/^[\x21-\x7e]{8,512}$/, 'a token: at least 8 printable characters, no spaces').optional(),
+            token: TokenSchema.optional(),
             sha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'a SHA-256 digest: 64 hex characters').optional(),
             scopes: z.array(z.enum(['read', 'exec', 'files', 'manage'])).min(1).describe('read: list/get/history; exec: run commands; files: read/write files; manage: create/stop/delete'),
             labels: z.record(z.string(), z.string()).optional().describe('Only sandboxes with these labels; creates get them'),

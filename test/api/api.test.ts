@@ -28,14 +28,14 @@ profiles:
   tiny: { limits: { memoryMb: 64 } }
 tenants:
   - name: alice
-    tokens: [alice-token]
+    tokens: [alice-token-0123456789]
     scopedTokens:
-      - { token: alice-agent-token, scopes: [read, exec], labels: { team: agents } }
+      - { token: alice-agent-token-0123456789, scopes: [read, exec], labels: { team: agents } }
   - name: bob
-    tokens: [bob-token]
+    tokens: [bob-token-0123456789]
     quotas: { sandboxes: 1 }
   - name: carol
-    tokens: [carol-token]
+    tokens: [carol-token-0123456789]
     quotas: { requestsPerMinute: 2 }
 `;
 
@@ -46,6 +46,14 @@ function rawRequest(port: number, method: string, path: string, body: string | B
     });
     req.on('error', reject);
     req.end(body);
+  });
+}
+
+function unixRequest(socketPath: string, method: string, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, method, path }, async (res) => resolve({ status: res.statusCode ?? 0, body: (await readAll(res)).toString('utf8') }));
+    req.on('error', reject);
+    req.end();
   });
 }
 
@@ -69,8 +77,8 @@ describe('HTTP API', () => {
       tcp: { host: '127.0.0.1', port: 0 },
     });
     port = daemon.tcpAddress!.port;
-    alice = new AgentboxClient({ url: `http://127.0.0.1:${port}`, token: 'alice-token' });
-    bob = new AgentboxClient({ url: `http://127.0.0.1:${port}`, token: 'bob-token' });
+    alice = new AgentboxClient({ url: `http://127.0.0.1:${port}`, token: 'alice-token-0123456789' });
+    bob = new AgentboxClient({ url: `http://127.0.0.1:${port}`, token: 'bob-token-0123456789' });
   });
 
   after(async () => {
@@ -142,7 +150,7 @@ describe('HTTP API', () => {
   });
 
   test('scoped tokens: fewer rights and only the sandboxes their labels select', async () => {
-    const agent = new AgentboxClient({ url: `http://127.0.0.1:${port}`, token: 'alice-agent-token' });
+    const agent = new AgentboxClient({ url: `http://127.0.0.1:${port}`, token: 'alice-agent-token-0123456789' });
     const mine = await alice.create({ labels: { team: 'agents' } });
     const other = await alice.create({ labels: { team: 'humans' } });
     assert.deepEqual((await agent.list()).map((s) => s.id), [mine.id]);
@@ -175,7 +183,7 @@ describe('HTTP API', () => {
   });
 
   test('bad input: malformed JSON, unknown fields, oversize bodies, unknown ids and routes', async () => {
-    const auth = { authorization: 'Bearer alice-token', 'content-type': 'application/json' };
+    const auth = { authorization: 'Bearer alice-token-0123456789', 'content-type': 'application/json' };
     const malformed = await rawRequest(port, 'POST', '/v1/sandboxes', '{"image":', auth);
     assert.equal(malformed.status, 400);
     assert.equal(JSON.parse(malformed.body).error.code, 'bad_request');
@@ -210,11 +218,17 @@ describe('HTTP API', () => {
     await alice.delete(sb.id);
   });
 
-  test('healthz reports the store and each runtime', async () => {
-    const h = await alice.health();
+  test('healthz reports the store and each runtime to the operator, only ok to anyone else', async () => {
+    const operator = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
+    const h = await operator.health();
     assert.equal(h.ok, true);
     assert.equal(h.checks.store?.ok, true);
     assert.equal(h.checks['runtime.local']?.ok, true);
+    for (const headers of [{}, { authorization: 'Bearer alice-token-0123456789' }] as Record<string, string>[]) {
+      const r = await rawRequest(port, 'GET', '/healthz', undefined, headers);
+      assert.equal(r.status, 200);
+      assert.deepEqual(JSON.parse(r.body), { ok: true }, 'healthz over TCP says more than ok');
+    }
   });
 
   test('openapi.json is generated from the request schemas and lists every route', async () => {
@@ -255,22 +269,26 @@ describe('HTTP API', () => {
   });
 
   test('rate limit: a tenant over its requests per minute gets 429 with Retry-After', async () => {
-    const carol = { authorization: 'Bearer carol-token' };
+    const carol = { authorization: 'Bearer carol-token-0123456789' };
     assert.equal((await rawRequest(port, 'GET', '/v1/sandboxes', undefined, carol)).status, 200);
     assert.equal((await rawRequest(port, 'GET', '/v1/sandboxes', undefined, carol)).status, 200);
     const third = await rawRequest(port, 'GET', '/v1/sandboxes', undefined, carol);
     assert.equal(third.status, 429);
     assert.equal(JSON.parse(third.body).error.code, 'quota_exceeded');
     assert.ok(Number(third.headers['retry-after']) >= 1);
-    assert.equal((await rawRequest(port, 'GET', '/v1/sandboxes', undefined, { authorization: 'Bearer alice-token' })).status, 200);
+    assert.equal((await rawRequest(port, 'GET', '/v1/sandboxes', undefined, { authorization: 'Bearer alice-token-0123456789' })).status, 200);
   });
 
-  test('metrics count creates and execs', async () => {
-    const r = await rawRequest(port, 'GET', '/metrics', undefined, { authorization: 'Bearer alice-token' });
+  test('metrics count creates and execs; a tenant sees only its own', async () => {
+    const r = await unixRequest(join(home, 'agentbox.sock'), 'GET', '/metrics');
     assert.equal(r.status, 200);
-    assert.match(r.body, /agentbox_sandboxes_created_total\{runtime="local",result="ok"\} \d+/);
-    assert.match(r.body, /agentbox_execs_total\{outcome="nonzero"\} \d+/);
+    assert.match(r.body, /agentbox_sandboxes_created_total\{runtime="local",result="ok",tenant="alice"\} \d+/);
+    assert.match(r.body, /agentbox_execs_total\{outcome="nonzero",tenant="alice"\} \d+/);
     assert.equal((await rawRequest(port, 'GET', '/metrics', undefined, {})).status, 401);
+    const tenant = await rawRequest(port, 'GET', '/metrics', undefined, { authorization: 'Bearer alice-token-0123456789' });
+    assert.equal(tenant.status, 200);
+    assert.match(tenant.body, /agentbox_sandbox_create_seconds_bucket\{le="[\d.]+",runtime="local",tenant="alice"\} \d+/);
+    assert.doesNotMatch(tenant.body, /tenant="(?!alice")|agentbox_process_/);
   });
 
   test('stop ends the processes and keeps the record; egress route answers', async () => {
@@ -279,14 +297,14 @@ describe('HTTP API', () => {
     assert.equal(stopped.state, 'stopped');
     assert.equal(stopped.endReason, 'stopped');
     await assert.rejects(alice.exec(sb.id, { cmd: ['true'] }), ConflictError);
-    const eg = await rawRequest(port, 'GET', `/v1/sandboxes/${sb.id}/egress`, undefined, { authorization: 'Bearer alice-token' });
+    const eg = await rawRequest(port, 'GET', `/v1/sandboxes/${sb.id}/egress`, undefined, { authorization: 'Bearer alice-token-0123456789' });
     assert.equal(eg.status, 200);
     assert.equal(JSON.parse(eg.body).egress.mode, 'none');
     await alice.delete(sb.id);
   });
 
   test('MCP over Streamable HTTP on the daemon\'s /mcp, as the token\'s tenant; the session sandbox goes with the session', async () => {
-    const transport = new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${port}/mcp`), { requestInit: { headers: { authorization: 'Bearer alice-token' } } });
+    const transport = new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${port}/mcp`), { requestInit: { headers: { authorization: 'Bearer alice-token-0123456789' } } });
     const client = new Client({ name: 'api-test', version: '0.0.1' });
     await client.connect(transport);
     const { tools } = await client.listTools();
@@ -332,10 +350,10 @@ describe('daemon start-up guards', () => {
   test('exec minutes per day: a tenant past its allowance cannot create more', async () => {
     const home = mkdtempSync(join(tmpdir(), 'agentbox-minutes-'));
     const policyPath = join(home, 'policy.yaml');
-    writeFileSync(policyPath, 'version: 1\ntenants:\n  - name: dave\n    tokens: [dave-token-123]\n    quotas: { execMinutesPerDay: 0.01 }\n');
+    writeFileSync(policyPath, 'version: 1\ntenants:\n  - name: dave\n    tokens: [dave-token-0123456789]\n    quotas: { execMinutesPerDay: 0.01 }\n');
     const d = await startDaemon({ env: { AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR }, logger: silentLogger(), policyPath, socket: null, tcp: { host: '127.0.0.1', port: 0 } });
     try {
-      const dave = new AgentboxClient({ url: `http://127.0.0.1:${d.tcpAddress!.port}`, token: 'dave-token-123' });
+      const dave = new AgentboxClient({ url: `http://127.0.0.1:${d.tcpAddress!.port}`, token: 'dave-token-0123456789' });
       const sb = await dave.create();
       await dave.exec(sb.id, { cmd: ['sleep', '1'] });
       const err = await dave.create().catch((e: unknown) => e);

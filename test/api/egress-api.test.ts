@@ -29,13 +29,15 @@ egress:
   globalDeny: [blocked.egress.test]
 tenants:
   - name: alice
-    tokens: [alice-token]
+    tokens: [alice-token-0123456789]
     scopedTokens:
-      - { token: alice-reader-token, scopes: [read, exec] }
+      - { token: alice-reader-token-0123456789, scopes: [read, exec] }
   - name: bob
-    tokens: [bob-token]
+    tokens: [bob-token-0123456789]
 # site port ${port}
 `;
+
+const OPERATOR_TOKEN = 'operator-token-0123456789';
 
 describe('egress through the API, the SDK and the CLI', () => {
   let home: string;
@@ -56,14 +58,14 @@ describe('egress through the API, the SDK and the CLI', () => {
     // What a crashed daemon may leave: a proxy directory for a sandbox nobody knows.
     mkdirSync(join(home, 'h', 'egress', 'sbx_stale'), { recursive: true });
     daemon = await startDaemon({
-      env: { AGENTBOX_HOME: join(home, 'h'), AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_EGRESS_HOSTS: join(home, 'hosts') },
+      env: { AGENTBOX_HOME: join(home, 'h'), AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_EGRESS_HOSTS: join(home, 'hosts'), AGENTBOX_TOKEN: OPERATOR_TOKEN },
       logger: silentLogger(),
       policyPath: join(home, 'policy.yaml'),
       socket: null,
       tcp: { host: '127.0.0.1', port: 0 },
     });
     url = `http://127.0.0.1:${daemon.tcpAddress!.port}`;
-    alice = new AgentboxClient({ url, token: 'alice-token' });
+    alice = new AgentboxClient({ url, token: 'alice-token-0123456789' });
   });
 
   after(async () => {
@@ -112,10 +114,10 @@ describe('egress through the API, the SDK and the CLI', () => {
     await assert.rejects(alice.allowEgress('sbx_doesnotexist', 'site.egress.test'), NotFoundError);
     const offline = await alice.create({});
     await assert.rejects(alice.allowEgress(offline.id, 'site.egress.test'), ConflictError);
-    const bob = new AgentboxClient({ url, token: 'bob-token' });
+    const bob = new AgentboxClient({ url, token: 'bob-token-0123456789' });
     await assert.rejects(bob.allowEgress(sb.id, 'other.egress.test'), NotFoundError);
     await assert.rejects(bob.egressLog(sb.id), NotFoundError);
-    const reader = new AgentboxClient({ url, token: 'alice-reader-token' });
+    const reader = new AgentboxClient({ url, token: 'alice-reader-token-0123456789' });
     await assert.rejects(reader.allowEgress(sb.id, 'other.egress.test'), ForbiddenError);
     assert.equal((await reader.egressLog(sb.id)).sandboxId, sb.id);
 
@@ -141,8 +143,8 @@ describe('egress through the API, the SDK and the CLI', () => {
     await assert.rejects(alice.create({ egress: { mode: 'open' } }), PolicyDeniedError);
   });
 
-  test('metrics count allowed and denied attempts', async () => {
-    const r = await raw('GET', '/metrics');
+  test('metrics count allowed and denied attempts (for the operator)', async () => {
+    const r = await raw('GET', '/metrics', undefined, OPERATOR_TOKEN);
     assert.match(r.body, /agentbox_egress_connections_total\{decision="allowed",kind="http"\} [1-9]/);
     assert.match(r.body, /agentbox_egress_connections_total\{decision="denied",kind="http"\} [1-9]/);
     assert.match(r.body, /agentbox_egress_bytes_total\{direction="down"\} [1-9]/);
@@ -151,7 +153,7 @@ describe('egress through the API, the SDK and the CLI', () => {
   test('agentbox egress log and allow from the CLI', async () => {
     const sb = await alice.create({ profile: 'web', egress: { allow: ['site.egress.test'] } });
     assert.match(await wget(sb.id, 'other.egress.test'), /403/);
-    const env = { ...process.env, AGENTBOX_URL: url, AGENTBOX_TOKEN: 'alice-token' };
+    const env = { ...process.env, AGENTBOX_URL: url, AGENTBOX_TOKEN: 'alice-token-0123456789' };
     // Not spawnSync: the daemon answering the CLI lives in this process.
     const cli = (...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> =>
       new Promise((resolve) => {
@@ -173,9 +175,9 @@ describe('egress through the API, the SDK and the CLI', () => {
     assert.doesNotMatch(bad.stderr, /at .*\.js:\d+/, 'a stack trace for a user mistake');
   });
 
-  function raw(method: string, path: string, body?: string): Promise<{ status: number; body: string }> {
+  function raw(method: string, path: string, body?: string, token = 'alice-token-0123456789'): Promise<{ status: number; body: string }> {
     return new Promise((resolve, reject) => {
-      const req = request(`${url}${path}`, { method, headers: { authorization: 'Bearer alice-token', 'content-type': 'application/json' } }, async (res) => {
+      const req = request(`${url}${path}`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } }, async (res) => {
         resolve({ status: res.statusCode ?? 0, body: (await readAll(res)).toString() });
       });
       req.on('error', reject);

@@ -132,10 +132,10 @@ describe('image pull', { skip: await skipReason() }, () => {
     } finally {
       await daemon.close();
     }
-    writeFileSync(join(dir, 'tenants.yaml'), 'version: 1\ntenants:\n  - { name: alice, tokens: [alice-token-1] }\n');
+    writeFileSync(join(dir, 'tenants.yaml'), 'version: 1\ntenants:\n  - { name: alice, tokens: [alice-token-0123456789] }\n');
     const multi = await startDaemon({ env: { ...env, AGENTBOX_HOME: join(dir, 'daemon2') }, logger: silentLogger(), policyPath: join(dir, 'tenants.yaml'), socket: null, tcp: { host: '127.0.0.1', port: 0 } });
     try {
-      const alice = new AgentboxClient({ url: `http://127.0.0.1:${multi.tcpAddress!.port}`, token: 'alice-token-1' });
+      const alice = new AgentboxClient({ url: `http://127.0.0.1:${multi.tcpAddress!.port}`, token: 'alice-token-0123456789' });
       await assert.rejects(alice.pullImage(`${repo}:v1`), ForbiddenError);
     } finally {
       await multi.close();

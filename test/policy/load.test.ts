@@ -210,7 +210,7 @@ describe('parsePolicyText', () => {
     });
 
     test('tenant names are unique and each has a token', () => {
-      const dup = invalid('version: 1\ntenants:\n  - name: a\n    tokens: [aaaaaaaaaa]\n  - name: a\n    tokens: [bbbbbbbbbb]\n');
+      const dup = invalid('version: 1\ntenants:\n  - name: a\n    tokens: [aaaaaaaaaaaaaaaa]\n  - name: a\n    tokens: [bbbbbbbbbbbbbbbb]\n');
       assert.equal(dup.line, 5);
       assert.match(dup.reason, /listed twice/);
       const none = invalid('version: 1\ntenants:\n  - name: a\n    quotas: { sandboxes: 1 }\n');
@@ -219,7 +219,7 @@ describe('parsePolicyText', () => {
     });
 
     test('two tenants may not share a token', () => {
-      const r = invalid('version: 1\ntenants:\n  - name: a\n    tokens: [same-token-1]\n  - name: b\n    tokens: [same-token-1]\n');
+      const r = invalid('version: 1\ntenants:\n  - name: a\n    tokens: [same-token-0123456789]\n  - name: b\n    tokens: [same-token-0123456789]\n');
       assert.match(r.reason, /shares a token/);
     });
 
