@@ -3,12 +3,13 @@
  * error, never ignored, so a typo cannot silently loosen a limit. Fields a file leaves out of
  * `defaults` take the built-in values below.
  */
-import { isIP } from 'node:net';
 import { z } from 'zod';
 import { EgressModeSchema, IsolationSchema, LimitsSchema, PartialLimitsSchema, RuntimeNameSchema } from '../core/model.js';
 import type { Isolation, Limits, RuntimeName } from '../core/model.js';
 import { isDuration } from './duration.js';
+import { parseCidr } from '../egress/ip.js';
 import { hostPatternProblem } from './hosts.js';
+import { closedAddressProblem } from './resolve-egress.js';
 import { BUILTIN_PRESETS, presetHosts } from './presets.js';
 import { RUNTIME_ISOLATIONS, isolationFits } from './isolation.js';
 
@@ -198,6 +199,10 @@ function crossCheck(p: Policy): Problem[] {
     if (e.mode === 'none' && ((e.presets?.length ?? 0) > 0 || (e.allow?.length ?? 0) > 0)) {
       out.push({ path: [...at, 'mode'], message: 'egress mode none takes no presets or allow list; use mode allowlist' });
     }
+    (e.allow ?? []).forEach((host, i) => {
+      const closed = closedAddressProblem(host, p.egress.allowRanges);
+      if (closed !== null) out.push({ path: [...at, 'allow', i], message: closed });
+    });
     (e.presets ?? []).forEach((preset, i) => {
       if (presetHosts(p.egress.presets, preset) === undefined) {
         const known = [...new Set([...Object.keys(p.egress.presets), ...Object.keys(BUILTIN_PRESETS)])];
@@ -205,6 +210,12 @@ function crossCheck(p: Policy): Problem[] {
       }
     });
   };
+  for (const [preset, hosts] of Object.entries(p.egress.presets)) {
+    hosts.forEach((host, i) => {
+      const closed = closedAddressProblem(host, p.egress.allowRanges);
+      if (closed !== null) out.push({ path: ['egress', 'presets', preset, i], message: closed });
+    });
+  }
   checkEgress(p.defaults.egress, ['defaults', 'egress']);
   for (const [pname, prof] of Object.entries(p.profiles)) {
     if (allowed && prof.image !== undefined && !allowed.has(prof.image)) {
@@ -248,11 +259,7 @@ function checkRuntime(runtime: RuntimeName, isolation: Isolation | undefined, at
 }
 
 function isCidr(s: string): boolean {
-  const m = /^([^/]+)\/(\d{1,3})$/.exec(s);
-  if (!m) return false;
-  const family = isIP(m[1] as string);
-  const bits = Number(m[2]);
-  return family !== 0 && bits <= (family === 4 ? 32 : 128);
+  return parseCidr(s) !== null;
 }
 
 /** The policy of a host without a policy file. */
