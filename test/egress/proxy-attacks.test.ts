@@ -86,7 +86,16 @@ describe('egress proxy under attack (loopback targets only)', () => {
     await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
     webPort = (web.address() as AddressInfo).port;
     const names = ['loop.test', 'good.test', 'second.test', 'blocked.test', 'elsewhere.test'];
-    const resolve = systemResolver({ overrides: new Map(names.map((n) => [n, ['127.0.0.1']])) });
+    const resolve = systemResolver({
+      overrides: new Map([
+        ...names.map((n) => [n, ['127.0.0.1']] as [string, string[]]),
+        // A DNS answer (AAAA) may spell loopback too.
+        ['mapped.test', ['::ffff:7f00:1']],
+        ['mapped-dotted.test', ['::ffff:127.0.0.1']],
+        ['nat64.test', ['64:ff9b::7f00:1']],
+        ['unspecified.test', ['::']],
+      ]),
+    });
     // An egress-open sandbox of a daemon that opens no range: nothing on host loopback is reachable.
     closedSvc = new EgressService({ home: join(dir, 'a'), policy: { globalDeny: ['blocked.test'], allowRanges: [], byteQuotaMb: 4 }, resolve, log: store.egress, logger: silentLogger() });
     await closedSvc.open({ id: 'sbx_attackopen', tenant: 't', egress: { mode: 'open', allow: [] } });
@@ -118,7 +127,7 @@ describe('egress proxy under attack (loopback targets only)', () => {
       `[::ffff:7f00:1]:${p}`, `[0:0:0:0:0:ffff:7f00:1]:${p}`, `[::FFFF:7F00:0001]:${p}`, `[::ffff:127.0.0.1]:${p}`, `[0::ffff:7f00:1]:${p}`,
       `[::7f00:1]:${p}`, `[::ffff:0:7f00:1]:${p}`, `[64:ff9b::7f00:1]:${p}`, `[2002:7f00:1::]:${p}`,
       `2130706433:${p}`, `0x7f000001:${p}`, `017700000001:${p}`, `0177.0.0.1:${p}`, `0x7f.1:${p}`, `127.1:${p}`, `127.0.1:${p}`, `127.0.0.1.:${p}`,
-      `0.0.0.0:${p}`, `0:${p}`, `[::]:${p}`, `[::1]:${p}`, `loop.test:${p}`, `LOOP.test.:${p}`, `loop%2Etest:${p}`, `loop\u3002test:${p}`,
+      `0.0.0.0:${p}`, `0:${p}`, `[::]:${p}`, `[::1]:${p}`, `loop.test:${p}`, `mapped.test:${p}`, `mapped-dotted.test:${p}`, `nat64.test:${p}`, `unspecified.test:${p}`, `LOOP.test.:${p}`, `loop%2Etest:${p}`, `loop\u3002test:${p}`,
       `user@127.0.0.1:${p}`, `[fe80::1%25lo]:${p}`, `[::ffff:7f00:1%lo]:${p}`,
     ];
     for (const t of targets) {
