@@ -117,13 +117,16 @@ describe('slow DNS answers for one sandbox do not stall another', () => {
 
   after(async () => {
     for (const s of sockets) s.destroy();
-    // Every slow lookup ends (c-ares gives up) and is logged before the store closes under it.
-    if (store) await until(() => ids.slice(0, 2).reduce((n, id) => n + store.egress.forSandbox(id, { limit: 1000 }).length, 0) >= 16 * 2 + 16 + 1, 'every slow lookup ended');
-    await svc?.closeAll();
-    await new Promise((r) => target?.close(r));
-    dns?.socket.close();
-    store?.close();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    try {
+      // Every slow lookup ends (c-ares gives up) and is logged before the store closes under it.
+      if (store) await until(() => ids.slice(0, 2).reduce((n, id) => n + store.egress.forSandbox(id, { limit: 1000 }).length, 0) >= 16 * 2 + 16 + 1, 'every slow lookup ended');
+    } finally {
+      await svc?.closeAll();
+      await new Promise((r) => target?.close(r));
+      dns?.socket.close();
+      store?.close();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('a fast name gets through and file I/O completes while 32 slow lookups are pending', async () => {
