@@ -57,7 +57,7 @@ export function resolveEgress(policy: Policy, profileEgress: ProfileEgress | und
 
   for (const host of req.allow) {
     const problem = hostPatternProblem(host);
-    if (problem !== null) throw new BadRequestError(`egress allow: ${problem}`, { hint: 'allow HOST, HOST:PORT or *.DOMAIN' });
+    if (problem !== null) throw new BadRequestError(`egress allow: ${problem}`, { hint: 'allow HOST (ports 80 and 443), HOST:PORT or *.DOMAIN' });
     if (denied(host)) {
       throw new PolicyDeniedError(`egress to ${host} is on the policy's global deny list`, {
         hint: 'egress.globalDeny always wins over an allow list; ask the operator if this host must be reachable',

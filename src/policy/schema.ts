@@ -31,7 +31,7 @@ const hostPattern = (opts: { broad?: boolean }) =>
     const problem = hostPatternProblem(s, opts);
     if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
   });
-const AllowHostSchema = hostPattern({}).describe('HOST, *.DOMAIN (subdomains only) or either with :PORT');
+const AllowHostSchema = hostPattern({}).describe('HOST, *.DOMAIN (subdomains only) or either with :PORT; without a port: ports 80 and 443 only');
 const DenyHostSchema = hostPattern({ broad: true }).describe('HOST, *.DOMAIN or either with :PORT; broad wildcards allowed');
 
 const CidrSchema = z
