@@ -45,8 +45,10 @@ const CLOSED_RANGES: readonly (readonly [Net, string])[] = (
   ] as const
 ).map(([cidr, why]) => [net(cidr), why] as const);
 
-/** Instance-metadata endpoints of the common clouds (AWS, GCP, Azure, OpenStack, Oracle, Alibaba, DigitalOcean). */
-export const METADATA_ADDRESSES: readonly string[] = ['169.254.169.254', '169.254.170.2', '169.254.169.253', '100.100.100.200', 'fd00:ec2::254', 'fd00:ec2::23'];
+/** Instance-metadata endpoints of the common clouds (AWS incl. IPv6 and time sync, GCP incl. IPv6, Azure, OpenStack, Oracle, Alibaba, DigitalOcean). */
+export const METADATA_ADDRESSES: readonly string[] = [
+  '169.254.169.254', '169.254.170.2', '169.254.169.253', '169.254.169.123', '100.100.100.200', '192.0.0.192', 'fd00:ec2::254', 'fd00:ec2::23', 'fd00:ec2::123', 'fd20:ce::254',
+];
 export const METADATA_NAMES: readonly string[] = [
   'metadata.google.internal', 'metadata', 'metadata.goog', 'metadata.azure.internal', 'instance-data', 'instance-data.ec2.internal',
 ];

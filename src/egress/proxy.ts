@@ -14,7 +14,7 @@ import type { AddressRules } from './addresses.js';
 import type { Resolver } from './resolver.js';
 import { ResolveError } from './resolver.js';
 import { canonicalTarget } from '../policy/hosts.js';
-import { decideHost, explainDenial, type HostRules, type Verdict } from './rules.js';
+import { decideHost, denyByAddress, explainDenial, type HostRules, type Verdict } from './rules.js';
 import { clientHelloServerName } from './tls-sni.js';
 
 export type ProxyAttempt = EgressAttempt;
@@ -123,7 +123,7 @@ export class SandboxProxy {
     }
     let firstDenial: { rule: string; address: string } | undefined;
     for (const address of addresses) {
-      const v = this.ctx.addresses.check(address);
+      const v = denyByAddress(this.ctx.rules(), address, port) ?? this.ctx.addresses.check(address);
       if (v.allowed) {
         const rule = v.rule === 'public_address' ? byName.rule : `${byName.rule} ${v.rule}`;
         return { ok: true, address, rule, done: this.ctx.record({ kind, method, host, port, address, decision: 'allowed', rule }) };

@@ -4,7 +4,7 @@
  * and allowlist (including hosts an operator approved while it runs) decide.
  * The address-level decision comes after resolving (addresses.ts).
  */
-import { canonicalHost, canonicalTarget, hostMatches } from '../policy/hosts.js';
+import { canonicalHost, canonicalTarget, hostMatches, patternAddress } from '../policy/hosts.js';
 import { METADATA_NAMES } from './addresses.js';
 
 export interface HostRules {
@@ -46,6 +46,18 @@ export function decideHost(rules: HostRules, host: string, port: number): Verdic
   const allow = rules.allow.find((p) => hostMatches(p, subject, { allow: true }));
   if (allow !== undefined) return { allowed: true, rule: `allow:${allow}` };
   return { allowed: false, rule: 'not_allowlisted' };
+}
+
+/**
+ * The global deny list's word on a resolved address: an entry that names an IP literal denies
+ * that address however the sandbox got to it (a name of its own that resolves there, as
+ * `1-2-3-4.nip.io` does, or another spelling). Null when no entry names it.
+ */
+export function denyByAddress(rules: HostRules, address: string, port: number): Verdict | null {
+  const target = canonicalTarget(address, port);
+  if (typeof target === 'string') return { allowed: false, rule: 'invalid_address' };
+  const deny = rules.globalDeny.find((p) => patternAddress(p) !== null && hostMatches(p, target.subject));
+  return deny === undefined ? null : { allowed: false, rule: `globalDeny:${deny}` };
 }
 
 /** A sentence for the 403 a denied sandbox gets, so that the agent (or its operator) knows what to do. */

@@ -76,6 +76,10 @@ const CLOSED_ADDRESSES: readonly (readonly [string, RegExp])[] = [
   ['fe80::1', /link-local/],
   ['FE80::1', /link-local/],
   ['fd00:ec2::254', /metadata_address/],
+  ['FD00:EC2:0:0:0:0:0:254', /metadata_address/],
+  ['fd20:ce::254', /metadata_address/],
+  ['192.0.0.192', /metadata_address/],
+  ['::ffff:c000:c0', /metadata_address/],
   ['fd12::1', /unique local/],
   ['ff02::1', /multicast/],
   ['100::1', /discard/],
@@ -111,8 +115,8 @@ describe('addresses: one canonical form before the range check', () => {
     // A mapped range in the policy means the IPv4 range.
     assert.equal(new AddressRules(['::ffff:10.77.0.0/112']).check('10.77.1.2').allowed, true);
     // Opening a wide range never opens a metadata address inside it, in any spelling.
-    const wide = new AddressRules(['169.254.0.0/16', '::ffff:0:0/96']);
-    for (const s of ['169.254.169.254', '::ffff:a9fe:a9fe', '0xa9fea9fe', '64:ff9b::a9fe:a9fe']) assert.equal(wide.check(s).allowed, false, s);
+    const wide = new AddressRules(['169.254.0.0/16', '::ffff:0:0/96', 'fc00::/7', '192.0.0.0/24']);
+    for (const s of ['169.254.169.254', '::ffff:a9fe:a9fe', '0xa9fea9fe', '64:ff9b::a9fe:a9fe', 'fd00:ec2::254', 'fd20:ce::254', '192.0.0.192']) assert.equal(wide.check(s).allowed, false, s);
   });
 });
 

@@ -101,7 +101,14 @@ describe('egress proxy under attack (loopback targets only)', () => {
     await closedSvc.open({ id: 'sbx_attackopen', tenant: 't', egress: { mode: 'open', allow: [] } });
     openSock = join(closedSvc.dirFor('sbx_attackopen'), EGRESS_SOCKET);
     // An allowlist sandbox of a daemon that opens 127.0.0.1, so the allowed names reach the test's listeners.
-    openedSvc = new EgressService({ home: join(dir, 'b'), policy: { globalDeny: ['blocked.test'], allowRanges: ['127.0.0.1/32'], byteQuotaMb: 4 }, resolve, log: store.egress, logger: silentLogger() });
+    openedSvc = new EgressService({
+      home: join(dir, 'b'),
+      policy: { globalDeny: ['blocked.test', `127.0.0.1:${other.port}`], allowRanges: ['127.0.0.1/32'], byteQuotaMb: 4 },
+      resolve,
+      log: store.egress,
+      logger: silentLogger(),
+    });
+    await openedSvc.open({ id: 'sbx_attackopen2', tenant: 't', egress: { mode: 'open', allow: [] } });
     await openedSvc.open({
       id: 'sbx_attackallow',
       tenant: 't',
@@ -148,6 +155,20 @@ describe('egress proxy under attack (loopback targets only)', () => {
     assert.equal(other.connections, 0);
     const named = await raw(allowSock, `CONNECT good.test:${tcp.port} HTTP/1.1\r\nHost: good.test\r\n\r\n`, { endAfter: (g) => g.includes('\r\n\r\n') });
     assert.equal(statusOf(named), 200, named);
+  });
+
+  test('a deny-listed IP literal is denied however the sandbox reaches it: another spelling, or a name that resolves to it', async () => {
+    const sock = join(openedSvc.dirFor('sbx_attackopen2'), EGRESS_SOCKET);
+    const p = other.port;
+    for (const t of [`127.0.0.1:${p}`, `[::ffff:7f00:1]:${p}`, `2130706433:${p}`, `loop.test:${p}`, `good.test:${p}`, `mapped.test:${p}`]) {
+      const reply = await raw(sock, `CONNECT ${t} HTTP/1.1\r\nHost: ${t}\r\n\r\n`);
+      assert.equal(statusOf(reply), 403, `CONNECT ${t}: ${reply.split('\r\n')[0]}`);
+      assert.match(reply, /globalDeny:127\.0\.0\.1:/);
+    }
+    assert.equal(other.connections, 0);
+    // The same sandbox reaches the opened loopback address on a port the deny entry does not name.
+    const ok = await raw(sock, `CONNECT loop.test:${tcp.port} HTTP/1.1\r\nHost: loop.test\r\n\r\n`, { endAfter: (g) => g.includes('\r\n\r\n') });
+    assert.equal(statusOf(ok), 200, ok);
   });
 
   test('plain HTTP: a Host header that names another host than the URL is refused (no domain fronting), and nothing is forwarded', async () => {
