@@ -185,6 +185,12 @@ export function patternAddress(pattern: string): string | null {
   return typeof p === 'string' || p.ip === null ? null : p.host;
 }
 
+/** The canonical host of a pattern and whether it is a wildcard; null when the pattern is malformed. */
+export function patternHost(pattern: string): { host: string; wildcard: boolean } | null {
+  const p = parse(pattern);
+  return typeof p === 'string' ? null : { host: p.host, wildcard: p.wildcard };
+}
+
 /** The canonical `host:port` (`[v6]:port`) of a request's target, or what is wrong with the host. */
 export function canonicalTarget(host: string, port: number): { host: string; subject: string } | string {
   const c = canonicalHost(host);

@@ -8,7 +8,7 @@ import { BadRequestError, PolicyDeniedError } from '../core/errors.js';
 import type { Egress } from '../core/model.js';
 import type { CreateSandboxRequest } from '../core/requests.js';
 import { AddressRules } from '../egress/addresses.js';
-import { hostPatternProblem, patternAddress, patternCovers } from './hosts.js';
+import { hostPatternProblem, patternAddress, patternCovers, patternHost } from './hosts.js';
 import { presetHosts } from './presets.js';
 import type { Policy, ProfileEgress } from './schema.js';
 import { says } from './wording.js';
@@ -74,6 +74,9 @@ export function resolveEgress(policy: Policy, profileEgress: ProfileEgress | und
   return { mode, allow: unique(req.allow) };
 }
 
+/** Names that mean this host's loopback wherever the proxy runs (RFC 6761 .localhost, Debian's hosts file). */
+const LOOPBACK_NAMES: ReadonlySet<string> = new Set(['localhost', 'localhost.localdomain', 'ip6-localhost', 'ip6-loopback']);
+
 const CLOSED_HINT = 'name a public host; an operator can open a private or loopback range in the policy (egress.allowRanges), a cloud-metadata address only by its exact /32';
 
 /**
@@ -82,11 +85,19 @@ const CLOSED_HINT = 'name a public host; an operator can open a private or loopb
  * nobody believes a closed address is reachable, and no spelling of one sits in an allowlist.
  */
 export function closedAddressProblem(pattern: string, allowRanges: readonly string[]): string | null {
+  const rules = new AddressRules(allowRanges);
   const address = patternAddress(pattern);
-  if (address === null) return null;
-  const v = new AddressRules(allowRanges).check(address);
-  if (v.allowed) return null;
-  return `"${pattern}" names ${address}, a closed address (${v.rule}): sandboxes never reach it unless egress.allowRanges opens it`;
+  if (address !== null) {
+    const v = rules.check(address);
+    return v.allowed ? null : `"${pattern}" names ${address}, a closed address (${v.rule}): sandboxes never reach it unless egress.allowRanges opens it`;
+  }
+  const named = patternHost(pattern);
+  if (named === null) return null;
+  const loopbackName = LOOPBACK_NAMES.has(named.host) || named.host === 'localhost' || named.host.endsWith('.localhost');
+  if (loopbackName && !rules.check('127.0.0.1').allowed && !rules.check('::1').allowed) {
+    return `"${pattern}" names this host's loopback, a closed address: sandboxes never reach it unless egress.allowRanges opens it`;
+  }
+  return null;
 }
 
 function unique(list: string[]): string[] {
