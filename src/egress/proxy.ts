@@ -13,7 +13,9 @@ import type { EgressAttempt, EgressEvent } from '../core/model.js';
 import type { AddressRules } from './addresses.js';
 import type { Resolver } from './resolver.js';
 import { ResolveError } from './resolver.js';
-import { decideHost, explainDenial, type HostRules, type Verdict } from './rules.js';
+import { canonicalTarget } from '../policy/hosts.js';
+import { decideHost, denyByAddress, explainDenial, type HostRules, type Verdict } from './rules.js';
+import { clientHelloServerName } from './tls-sni.js';
 
 export type ProxyAttempt = EgressAttempt;
 
@@ -33,6 +35,9 @@ export interface ProxyContext {
 }
 
 const CONNECT_TIMEOUT_MS = 10_000;
+const MAX_HEADER_BYTES = 16 * 1024;
+/** Name lookups one sandbox may have in flight; more are refused (503) rather than queued behind slow ones. */
+export const MAX_LOOKUPS_IN_FLIGHT = 16;
 /** Hop-by-hop headers (RFC 9110 7.6.1) and the proxy's own: never forwarded. */
 const HOP_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'upgrade', 'transfer-encoding']);
 
@@ -42,9 +47,16 @@ export class SandboxProxy {
   private readonly server: Server;
   private readonly sockets = new Set<Duplex>();
   private path: string | undefined;
+  private lookups = 0;
 
   constructor(private readonly ctx: ProxyContext) {
-    this.server = createServer({ headersTimeout: 30_000, requestTimeout: 0, keepAliveTimeout: 5_000 }, (req, res) => void this.onRequest(req, res));
+    // Strict parsing (no lenient llhttp flags): Content-Length with Transfer-Encoding, differing
+    // duplicate Content-Lengths, obs-fold and oversized heads are refused with 400/431 before a
+    // request reaches onRequest, so the proxy and the upstream never frame a body differently.
+    this.server = createServer(
+      { headersTimeout: 30_000, requestTimeout: 0, keepAliveTimeout: 5_000, maxHeaderSize: MAX_HEADER_BYTES, insecureHTTPParser: false, joinDuplicateHeaders: false },
+      (req, res) => void this.onRequest(req, res),
+    );
     this.server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.onConnect(req, socket, head));
     this.server.on('connection', (s: Socket) => this.track(s));
     this.server.on('clientError', (_err, socket: Duplex) => {
@@ -93,18 +105,25 @@ export class SandboxProxy {
       done: this.ctx.record({ kind, method, host, port, address, decision: 'denied', rule, ...(error ? { error } : {}) }),
     });
     const byName: Verdict = decideHost(this.ctx.rules(), host, port);
-    if (!byName.allowed) return deny(403, byName.rule, null);
+    if (!byName.allowed) return deny(byName.rule === 'invalid_host' ? 400 : 403, byName.rule, null);
     if (this.ctx.quotaLeft() <= 0) return deny(403, 'byte_quota', null);
+    // The canonical spelling is what gets resolved: getaddrinfo would take `127.1` or `0x7f.1` as written.
+    const target = canonicalTarget(host, port);
+    if (typeof target === 'string') return deny(400, 'invalid_host', null);
+    if (this.lookups >= MAX_LOOKUPS_IN_FLIGHT) return deny(503, 'dns:too_many_lookups', null);
     let addresses: string[];
+    this.lookups++;
     try {
-      addresses = await this.ctx.resolve(host);
+      addresses = await this.ctx.resolve(target.host);
     } catch (err) {
       const code = err instanceof ResolveError ? err.code : 'EFAIL';
       return deny(502, `dns:${code}`, null, err instanceof Error ? err.message : String(err));
+    } finally {
+      this.lookups--;
     }
     let firstDenial: { rule: string; address: string } | undefined;
     for (const address of addresses) {
-      const v = this.ctx.addresses.check(address);
+      const v = denyByAddress(this.ctx.rules(), address, port) ?? this.ctx.addresses.check(address);
       if (v.allowed) {
         const rule = v.rule === 'public_address' ? byName.rule : `${byName.rule} ${v.rule}`;
         return { ok: true, address, rule, done: this.ctx.record({ kind, method, host, port, address, decision: 'allowed', rule }) };
@@ -149,14 +168,24 @@ export class SandboxProxy {
       clearTimeout(timer);
       established = true;
       client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-      if (head.length > 0) {
-        counter.up(head.length);
-        upstream.write(head);
-      }
-      client.on('data', (c: Buffer) => counter.up(c.length));
       upstream.on('data', (c: Buffer) => counter.down(c.length));
-      client.pipe(upstream);
       upstream.pipe(client);
+      // The server may speak first (SSH): downstream flows at once; upstream waits until the
+      // first bytes show whether a TLS ClientHello names another host.
+      this.gateClientHello(client, head, target.host, target.port, (verdict) => {
+        if (verdict !== null) {
+          error ??= verdict.error;
+          this.ctx.record({ kind: 'connect', method: 'CONNECT', host: verdict.name, port: target.port, address: a.address, decision: 'denied', rule: verdict.rule })({ bytesUp: 0, bytesDown: 0, error: null });
+          client.destroy();
+          upstream.destroy();
+          return;
+        }
+        client.on('data', (c: Buffer) => counter.up(c.length));
+        client.pipe(upstream);
+      }, (first) => {
+        counter.up(first.length);
+        upstream.write(first);
+      });
     });
     upstream.on('error', (err) => {
       clearTimeout(timer);
@@ -179,6 +208,55 @@ export class SandboxProxy {
     client.once('close', finish);
   }
 
+  /**
+   * Reads the first bytes of a tunnel. Not TLS, or TLS whose SNI is the tunnel's own host (any
+   * spelling) or a host the sandbox may reach itself: `pass(first)` then `done(null)`. Otherwise
+   * `done` with the refusal (rule `sni:NAME`): domain fronting through an allowed tunnel.
+   */
+  private gateClientHello(
+    client: Duplex,
+    head: Buffer,
+    host: string,
+    port: number,
+    done: (refusal: { rule: string; name: string; error: string } | null) => void,
+    pass: (first: Buffer) => void,
+  ): void {
+    let buf = head;
+    const decide = (): boolean => {
+      const r = clientHelloServerName(buf);
+      if (r.kind === 'need_more') return false;
+      client.off('data', onData);
+      client.pause();
+      if (r.kind === 'malformed') {
+        done({ rule: 'tls:malformed_client_hello', name: host, error: `refused: malformed TLS ClientHello (${r.why})` });
+        return true;
+      }
+      if (r.kind === 'hello' && r.serverName !== null) {
+        const sni = canonicalTarget(r.serverName, port);
+        const own = canonicalTarget(host, port);
+        const same = typeof sni !== 'string' && typeof own !== 'string' && sni.host === own.host;
+        if (!same) {
+          const v = typeof sni === 'string' ? { allowed: false, rule: 'invalid_host' } : decideHost(this.ctx.rules(), sni.host, port);
+          if (!v.allowed) {
+            const name = typeof sni === 'string' ? r.serverName.replace(/[^\x21-\x7e]/g, '?').slice(0, 253) : sni.host;
+            done({ rule: `sni:${name}`, name, error: `refused: the TLS ClientHello names ${name} (${v.rule}), not ${host}` });
+            return true;
+          }
+        }
+      }
+      if (buf.length > 0) pass(buf);
+      done(null);
+      client.resume();
+      return true;
+    };
+    const onData = (c: Buffer): void => {
+      buf = Buffer.concat([buf, c]);
+      decide();
+    };
+    if (buf.length > 0 && decide()) return;
+    client.on('data', onData);
+  }
+
   private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let url: URL;
     try {
@@ -189,6 +267,11 @@ export class SandboxProxy {
     if (url.protocol !== 'http:') return plain(res, 400, `agentbox egress: ${url.protocol} URLs go through CONNECT (https_proxy), not as plain requests\n`);
     const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
     const port = url.port ? Number(url.port) : 80;
+    const framing = requestProblem(req, url, port);
+    if (framing !== null) {
+      req.resume();
+      return plain(res, 400, `agentbox egress: ${framing}\n`);
+    }
     const a = await this.admit('http', req.method ?? 'GET', host, port);
     if (!a.ok) {
       res.setHeader('X-Agentbox-Egress-Rule', a.rule);
@@ -264,6 +347,42 @@ class ByteCounter {
 function plain(res: ServerResponse, status: number, body: string): void {
   res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
   res.end(body);
+}
+
+/**
+ * What makes a plain-HTTP request unsafe to forward, or null. The request line's absolute URL is
+ * what the proxy checks and connects to; a `Host` header naming anything else would let the
+ * upstream (a CDN, a virtual host) serve another site (domain fronting), and userinfo or
+ * ambiguous body framing are refused rather than guessed at.
+ */
+export function requestProblem(req: IncomingMessage, url: URL, port: number): string | null {
+  if (url.username !== '' || url.password !== '') return 'a proxied URL may not carry user:password@';
+  const raw = req.rawHeaders;
+  const values = (name: string): string[] => {
+    const out: string[] = [];
+    for (let i = 0; i + 1 < raw.length; i += 2) if ((raw[i] as string).toLowerCase() === name) out.push(raw[i + 1] as string);
+    return out;
+  };
+  const hosts = values('host');
+  if (hosts.length > 1) return 'more than one Host header';
+  if (hosts.length === 1) {
+    const m = /^(\[[^\]]*\]|[^:]*)(?::(\d{1,5}))?$/.exec(hosts[0] as string);
+    const headerPort = m?.[2] !== undefined ? Number(m[2]) : 80;
+    const headerHost = m ? canonicalTarget(m[1] as string, headerPort) : 'malformed';
+    const urlHost = canonicalTarget(url.hostname, port);
+    if (typeof headerHost === 'string' || typeof urlHost === 'string' || headerHost.subject !== urlHost.subject) {
+      return `the Host header (${JSON.stringify(hosts[0])}) does not name the URL's host ${url.host}`;
+    }
+  }
+  const lengths = values('content-length');
+  const codings = values('transfer-encoding');
+  if (lengths.length > 1) return 'more than one Content-Length header';
+  if (lengths.length > 0 && codings.length > 0) return 'both Content-Length and Transfer-Encoding';
+  if (codings.length > 1 || (codings.length === 1 && (codings[0] as string).trim().toLowerCase() !== 'chunked')) {
+    return 'a Transfer-Encoding other than one plain chunked';
+  }
+  if (lengths.length === 1 && !/^\d{1,15}$/.test((lengths[0] as string).trim())) return 'a Content-Length that is not a number';
+  return null;
 }
 
 /** `host:port` or `[v6]:port` of a CONNECT request. */

@@ -7,7 +7,8 @@
 import { BadRequestError, PolicyDeniedError } from '../core/errors.js';
 import type { Egress } from '../core/model.js';
 import type { CreateSandboxRequest } from '../core/requests.js';
-import { hostPatternProblem, patternCovers } from './hosts.js';
+import { AddressRules } from '../egress/addresses.js';
+import { hostPatternProblem, patternAddress, patternCovers, patternHost } from './hosts.js';
 import { presetHosts } from './presets.js';
 import type { Policy, ProfileEgress } from './schema.js';
 import { says } from './wording.js';
@@ -56,19 +57,47 @@ export function resolveEgress(policy: Policy, profileEgress: ProfileEgress | und
 
   for (const host of req.allow) {
     const problem = hostPatternProblem(host);
-    if (problem !== null) throw new BadRequestError(`egress allow: ${problem}`, { hint: 'allow HOST, HOST:PORT or *.DOMAIN' });
+    if (problem !== null) throw new BadRequestError(`egress allow: ${problem}`, { hint: 'allow HOST (ports 80 and 443), HOST:PORT or *.DOMAIN' });
     if (denied(host)) {
       throw new PolicyDeniedError(`egress to ${host} is on the policy's global deny list`, {
         hint: 'egress.globalDeny always wins over an allow list; ask the operator if this host must be reachable',
       });
     }
-    if (ceiling.hosts !== null && !ceiling.hosts.some((h) => patternCovers(h, host))) {
+    const closed = closedAddressProblem(host, policy.egress.allowRanges);
+    if (closed !== null) throw new PolicyDeniedError(`egress allow: ${closed}`, { hint: CLOSED_HINT });
+    if (ceiling.hosts !== null && !ceiling.hosts.some((h) => patternCovers(h, host, { allow: true }))) {
       throw new PolicyDeniedError(`egress to ${host} is not allowed by ${who}`, {
         hint: `${says(who, 'allow')} egress to ${ceiling.hosts.join(', ') || 'no host'}; ask for those only or use another profile`,
       });
     }
   }
   return { mode, allow: unique(req.allow) };
+}
+
+/** Names that mean this host's loopback wherever the proxy runs (RFC 6761 .localhost, Debian's hosts file). */
+const LOOPBACK_NAMES: ReadonlySet<string> = new Set(['localhost', 'localhost.localdomain', 'ip6-localhost', 'ip6-loopback']);
+
+const CLOSED_HINT = 'name a public host; an operator can open a private or loopback range in the policy (egress.allowRanges), a cloud-metadata address only by its exact /32';
+
+/**
+ * What is wrong with an allow entry that names an IP literal (any spelling) the proxy would
+ * refuse anyway (loopback, private, metadata, ...), or null. Refused when the list is made, so
+ * nobody believes a closed address is reachable, and no spelling of one sits in an allowlist.
+ */
+export function closedAddressProblem(pattern: string, allowRanges: readonly string[]): string | null {
+  const rules = new AddressRules(allowRanges);
+  const address = patternAddress(pattern);
+  if (address !== null) {
+    const v = rules.check(address);
+    return v.allowed ? null : `"${pattern}" names ${address}, a closed address (${v.rule}): sandboxes never reach it unless egress.allowRanges opens it`;
+  }
+  const named = patternHost(pattern);
+  if (named === null) return null;
+  const loopbackName = LOOPBACK_NAMES.has(named.host) || named.host === 'localhost' || named.host.endsWith('.localhost');
+  if (loopbackName && !rules.check('127.0.0.1').allowed && !rules.check('::1').allowed) {
+    return `"${pattern}" names this host's loopback, a closed address: sandboxes never reach it unless egress.allowRanges opens it`;
+  }
+  return null;
 }
 
 function unique(list: string[]): string[] {

@@ -3,12 +3,13 @@
  * error, never ignored, so a typo cannot silently loosen a limit. Fields a file leaves out of
  * `defaults` take the built-in values below.
  */
-import { isIP } from 'node:net';
 import { z } from 'zod';
 import { EgressModeSchema, IsolationSchema, LimitsSchema, PartialLimitsSchema, RuntimeNameSchema } from '../core/model.js';
 import type { Isolation, Limits, RuntimeName } from '../core/model.js';
 import { isDuration } from './duration.js';
+import { parseCidr } from '../egress/ip.js';
 import { hostPatternProblem } from './hosts.js';
+import { closedAddressProblem } from './resolve-egress.js';
 import { BUILTIN_PRESETS, presetHosts } from './presets.js';
 import { RUNTIME_ISOLATIONS, isolationFits } from './isolation.js';
 
@@ -30,7 +31,7 @@ const hostPattern = (opts: { broad?: boolean }) =>
     const problem = hostPatternProblem(s, opts);
     if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
   });
-const AllowHostSchema = hostPattern({}).describe('HOST, *.DOMAIN (subdomains only) or either with :PORT');
+const AllowHostSchema = hostPattern({}).describe('HOST, *.DOMAIN (subdomains only) or either with :PORT; without a port: ports 80 and 443 only');
 const DenyHostSchema = hostPattern({ broad: true }).describe('HOST, *.DOMAIN or either with :PORT; broad wildcards allowed');
 
 const CidrSchema = z
@@ -214,6 +215,10 @@ function crossCheck(p: Policy): Problem[] {
     if (e.mode === 'none' && ((e.presets?.length ?? 0) > 0 || (e.allow?.length ?? 0) > 0)) {
       out.push({ path: [...at, 'mode'], message: 'egress mode none takes no presets or allow list; use mode allowlist' });
     }
+    (e.allow ?? []).forEach((host, i) => {
+      const closed = closedAddressProblem(host, p.egress.allowRanges);
+      if (closed !== null) out.push({ path: [...at, 'allow', i], message: closed });
+    });
     (e.presets ?? []).forEach((preset, i) => {
       if (presetHosts(p.egress.presets, preset) === undefined) {
         const known = [...new Set([...Object.keys(p.egress.presets), ...Object.keys(BUILTIN_PRESETS)])];
@@ -221,6 +226,12 @@ function crossCheck(p: Policy): Problem[] {
       }
     });
   };
+  for (const [preset, hosts] of Object.entries(p.egress.presets)) {
+    hosts.forEach((host, i) => {
+      const closed = closedAddressProblem(host, p.egress.allowRanges);
+      if (closed !== null) out.push({ path: ['egress', 'presets', preset, i], message: closed });
+    });
+  }
   checkEgress(p.defaults.egress, ['defaults', 'egress']);
   for (const [pname, prof] of Object.entries(p.profiles)) {
     if (allowed && prof.image !== undefined && !allowed.has(prof.image)) {
@@ -264,11 +275,7 @@ function checkRuntime(runtime: RuntimeName, isolation: Isolation | undefined, at
 }
 
 function isCidr(s: string): boolean {
-  const m = /^([^/]+)\/(\d{1,3})$/.exec(s);
-  if (!m) return false;
-  const family = isIP(m[1] as string);
-  const bits = Number(m[2]);
-  return family !== 0 && bits <= (family === 4 ? 32 : 128);
+  return parseCidr(s) !== null;
 }
 
 /** The policy of a host without a policy file. */

@@ -22,7 +22,7 @@ import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
 const policy = (port: number): string => `version: 1
 defaults: { image: busybox, ttl: 10m }
 profiles:
-  web: { egress: { mode: allowlist, allow: ["*.egress.test"] } }
+  web: { egress: { mode: allowlist, allow: ["*.egress.test", "*.egress.test:${port}"] } }
   open: { egress: { mode: open } }
 egress:
   allowRanges: [127.0.0.1/32]
@@ -165,7 +165,7 @@ describe('egress through the API, the SDK and the CLI', () => {
     assert.equal(log.status, 0, log.stderr);
     assert.match(log.stdout, /DENY\s+GET\s+other\.egress\.test:\d+\s+-\s+not_allowlisted/);
     assert.match(log.stdout, /refused hosts/);
-    const allow = await cli('egress', 'allow', sb.id, 'other.egress.test');
+    const allow = await cli('egress', 'allow', sb.id, `other.egress.test:${sitePort}`);
     assert.equal(allow.status, 0, allow.stderr);
     assert.match(allow.stdout, /site\.egress\.test, other\.egress\.test/);
     assert.equal(await wget(sb.id, 'other.egress.test'), 'site says /index');

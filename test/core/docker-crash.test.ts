@@ -53,7 +53,7 @@ describe('docker sandboxes across a daemon crash', async () => {
       const first = await start();
       const sb = await client.create();
       await client.exec(sb.id, { cmd: ['sh', '-c', 'echo survived > /workspace/mark'] });
-      const online = await client.create({ egress: { mode: 'allowlist', allow: ['site.crash.test'] } });
+      const online = await client.create({ egress: { mode: 'allowlist', allow: [`site.crash.test:${sitePort}`] } });
       assert.equal(await fetchSite(online.id), 'site-ok\n');
       await until(async () => (await rt.list()).filter((o) => o.pooled).length === 2);
       const oldPool = (await rt.list()).filter((o) => o.pooled).map((o) => o.id);

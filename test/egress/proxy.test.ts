@@ -171,7 +171,7 @@ describe('egress proxy', { skip: noNetns ?? false }, () => {
     const priv = await viaHttp('http://intranet.fake.test/');
     assert.equal(priv.status, 403);
     assert.match(priv.body, /10\.0\.0\.1, a private address/);
-    const loop = await viaHttp('http://127.0.0.1:9/');
+    const loop = await viaHttp('http://127.0.0.1/');
     assert.equal(loop.status, 403);
     assert.equal(store.egress.forSandbox(id, { limit: 1 })[0]?.rule, 'range:loopback');
     const mixed = await viaHttp('http://mixed.fake.test/index.txt');
@@ -214,7 +214,12 @@ describe('egress proxy', { skip: noNetns ?? false }, () => {
     const unknown = await viaHttp('http://nowhere.invalid/');
     assert.equal(unknown.status, 502);
     assert.match(store.egress.forSandbox(id, { limit: 1 })[0]?.rule ?? '', /^dns:/);
-    // A pattern without a port allows every port: nothing listens on 81, which the sandbox is told.
+    // An allow entry without a port covers 80 and 443 only; a named port is allowed, and when
+    // nothing listens there the sandbox is told so.
+    const otherPort = await viaHttp('http://site.fake.test:81/');
+    assert.equal(otherPort.status, 403);
+    assert.match(otherPort.body, /not_allowlisted.*ports 80 and 443 only/s);
+    svc.allow(id, 'site.fake.test:81');
     const closedPort = await viaHttp('http://site.fake.test:81/');
     assert.equal(closedPort.status, 502);
     assert.match(closedPort.body, /allowed but could not be reached/);

@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { createReadStream, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -52,6 +53,16 @@ try:
         s.settimeout(2)
         s.sendto(b'\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04fake\x04test\x00\x00\x01\x00\x01', (arg, 53))
         print('ANSWER', s.recvfrom(512))
+    elif verb == 'connect':
+        s = socket.create_connection(('127.0.0.1', 3128), 10)
+        s.sendall(('CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n' % (arg, arg)).encode())
+        data = b''
+        while b'\r\n' not in data:
+            c = s.recv(4096)
+            if not c:
+                break
+            data += c
+        print(data.split(b'\r\n')[0].decode('latin1') or '(no answer)')
     elif verb == 'ifaces':
         print(' '.join(sorted(n for _, n in socket.if_nameindex())))
 except Exception as e:
@@ -109,7 +120,8 @@ profiles:
   web:
     runtime: ${v.runtime}
     isolation: ${v.isolation}
-    egress: { mode: allowlist, allow: ["*.fake.test"] }
+    egress: { mode: allowlist, allow: ["*.fake.test", "*.fake.test:${net.echoPort}"] }
+  openweb: { runtime: ${v.runtime}, isolation: ${v.isolation}, egress: { mode: open } }
   offline: { runtime: ${v.runtime}, isolation: ${v.isolation} }
 egress:
   globalDeny: [blocked.fake.test]
@@ -232,6 +244,28 @@ pools:
       const refused = await manager.exec(sb.id, { cmd: ['python3', '/workspace/egress-connect.py', 'site.fake.test', '22'], stdin: '', timeoutMs: 20_000 }, caller);
       assert.notEqual(refused.exitCode, 0);
       assert.match(refused.stderr, /403 Egress to site\.fake\.test:22 denied \(not_allowlisted\)/);
+    });
+
+    it('egress open: CONNECT to host loopback in IPv4-mapped IPv6 (hex or dotted) or any other spelling is refused by the proxy', async () => {
+      let reached = 0;
+      const listener = createServer((s) => {
+        reached++;
+        s.destroy();
+      });
+      await new Promise<void>((r) => listener.listen(0, '127.0.0.1', r));
+      const port = (listener.address() as AddressInfo).port;
+      try {
+        const sb = await create({ profile: 'openweb' });
+        assert.equal(sb.egress.mode, 'open');
+        for (const t of [`[::ffff:7f00:1]:${port}`, `[0:0:0:0:0:ffff:7f00:1]:${port}`, `[::ffff:127.0.0.1]:${port}`, `[64:ff9b::7f00:1]:${port}`, `2130706433:${port}`, `0x7f.1:${port}`, `127.1:${port}`, `[::]:${port}`, `0.0.0.0:${port}`]) {
+          assert.match(await probe(sb, 'connect', t), /^HTTP\/1\.1 (403|400) /, t);
+        }
+        assert.equal(reached, 0, 'a CONNECT from the sandbox reached the listener on host loopback');
+        // The same sandbox still reaches the (public-addressed) fake internet.
+        assert.match(await probe(sb, 'connect', `site.fake.test:443`), /^HTTP\/1\.1 200 /);
+      } finally {
+        await new Promise((r) => listener.close(r));
+      }
     });
 
     it('deleting a sandbox stops its proxy and removes its socket directory', async () => {

@@ -162,7 +162,7 @@ describe('parsePolicyText', () => {
 
     test('good patterns pass; the deny list may be broad', () => {
       const r = parsePolicyText(
-        'version: 1\nprofiles:\n  p:\n    egress: { mode: allowlist, allow: ["*.example.com", "api.github.com:443", "[2001:db8::1]:443", 10.0.0.1] }\negress:\n  globalDeny: ["*.internal"]\n  allowRanges: [10.77.0.0/16, "fd00::/8"]\n',
+        'version: 1\nprofiles:\n  p:\n    egress: { mode: allowlist, allow: ["*.example.com", "api.github.com:443", "[2001:db8::1]:443", 10.77.0.1] }\negress:\n  globalDeny: ["*.internal"]\n  allowRanges: [10.77.0.0/16, "fd00::/8"]\n',
         'p.yaml',
       );
       assert.equal(r.kind, 'ok', JSON.stringify(r));
