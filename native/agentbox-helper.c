@@ -15,7 +15,10 @@
  *                               done from inside, so symlinks resolve inside the sandbox.
  *
  * Options for spawn/exec/file: --pid P, --uid U, --gid G, --cgroup DIR (repeatable),
- * --rootfs DIR, --stage DIR, --cwd DIR.
+ * --rootfs DIR, --stage DIR, --cwd DIR, --keep-fd N (spawn, repeatable: bwrap's --info-fd and the
+ * ready pipe).
+ *
+ * Every mode first closes every descriptor above stdio it was not told to keep (fd-hygiene.h).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -42,12 +45,14 @@
 
 #define FAIL_PROGRAM "agentbox-helper"
 #include "fail.h"
+#include "fd-hygiene.h"
 #include "file-ops.h"
 #include "egress-relay.h"
 #include "pid1.h"
 #include "seccomp-deny.h"
 
 #define MAX_CGROUPS 16
+#define MAX_KEEP_FDS 4
 #define EXIT_HELPER EXIT_FAIL
 
 struct opts {
@@ -61,6 +66,8 @@ struct opts {
   const char *stage;
   const char *egress;
   const char *cwd;
+  int keep_fds[MAX_KEEP_FDS];
+  int nkeep_fds;
   char **rest;
 };
 
@@ -82,6 +89,10 @@ static void parse_opts(int argc, char **argv, struct opts *o) {
     else if (strcmp(a, "--stage") == 0) o->stage = v;
     else if (strcmp(a, "--egress") == 0) o->egress = v;
     else if (strcmp(a, "--cwd") == 0) o->cwd = v;
+    else if (strcmp(a, "--keep-fd") == 0) {
+      if (o->nkeep_fds >= MAX_KEEP_FDS) die_msg("too many --keep-fd");
+      o->keep_fds[o->nkeep_fds++] = (int)parse_num(v, "fd");
+    }
     else { fprintf(stderr, "agentbox-helper: unknown option %s\n", a); exit(EXIT_HELPER); }
   }
   if (i >= argc) die_msg("missing command after --");
@@ -206,6 +217,7 @@ static int fork_and_wait(void) {
 static int mode_init(int argc, char **argv) {
   if (getpid() != 1) die_msg("init must run as PID 1 of the sandbox");
   int ready_fd = argc >= 1 && strcmp(argv[0], "-") != 0 ? (int)parse_num(argv[0], "ready fd") : -1;
+  close_extra_fds(&ready_fd, ready_fd >= 0 ? 1 : 0);
   struct egress_relay relay = {0, NULL};
   if (argc >= 4 && strcmp(argv[1], "--egress-relay") == 0) {
     relay.port = (int)parse_num(argv[2], "relay port");
@@ -227,6 +239,8 @@ static int mode_spawn(int argc, char **argv) {
   struct opts o;
   parse_opts(argc, argv, &o);
   if (!o.rootfs || !o.stage || !o.have_ids) die_msg("spawn needs --rootfs, --stage, --uid and --gid");
+  /* bwrap and the sandbox's PID 1 get the fds passed on purpose, nothing else of the daemon's. */
+  close_extra_fds(o.keep_fds, o.nkeep_fds);
   join_cgroups(&o);
   /* A private mount namespace lets the unprivileged uid reach the image even under a 0700 home:
    * bwrap resolves its bind sources as that uid. */
@@ -266,6 +280,7 @@ static int mode_spawn(int argc, char **argv) {
 static int mode_exec(int argc, char **argv) {
   struct opts o;
   parse_opts(argc, argv, &o);
+  close_extra_fds(NULL, 0);
   join_cgroups(&o);
   enter_sandbox(&o);
   fork_and_wait();
@@ -282,6 +297,7 @@ static int mode_file(int argc, char **argv) {
   struct opts o;
   parse_opts(argc, argv, &o);
   if (!o.rest[0] || !o.rest[1]) die_msg("file needs OP PATH");
+  close_extra_fds(NULL, 0);
   join_cgroups(&o);
   enter_sandbox(&o);
   fork_and_wait();

@@ -102,6 +102,8 @@ export class LocalRuntime implements Runtime {
     const initDirs = cg.create(spec.id, spec.limits);
     const args = [
       'spawn', '--uid', String(uid), '--gid', String(uid), '--rootfs', rootfs, '--stage', this.stageDir,
+      // The only descriptors above stdio that reach bwrap and PID 1; the helper closes every other.
+      '--keep-fd', String(INFO_FD), '--keep-fd', String(READY_FD),
       ...initDirs.flatMap((d) => ['--cgroup', d]),
       ...(spec.egressDir ? ['--egress', spec.egressDir] : []),
       '--', ...bwrapArgs({ stage: this.stageDir, hostname: 'sandbox', limits: spec.limits, withEgress: spec.egressDir !== undefined }),
