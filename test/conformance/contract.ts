@@ -167,6 +167,60 @@ export function runRuntimeContract(opts: ContractOpts): void {
       }
     });
 
+    it('refuses a FIFO, a device, a never-ending /proc file and a huge directory in the files API, without hanging', async () => {
+      // A hang is the failure: each call must settle well inside this bound.
+      const settles = async <T>(what: string, p: Promise<T>): Promise<PromiseSettledResult<T>> => {
+        let timer: NodeJS.Timeout | undefined;
+        const hang = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} hung`)), 30_000)));
+        try {
+          return await Promise.race([Promise.allSettled([p]).then((r) => r[0] as PromiseSettledResult<T>), hang]);
+        } finally {
+          clearTimeout(timer);
+        }
+      };
+      const refused = async (what: string, p: Promise<unknown>, ...kinds: (new (...a: never[]) => Error)[]): Promise<void> => {
+        const r = await settles(what, p);
+        assert.equal(r.status, 'rejected', `${what} was not refused`);
+        const err = (r as PromiseRejectedResult).reason as Error;
+        assert.ok(kinds.some((k) => err instanceof k), `${what}: ${err.name}: ${err.message}`);
+      };
+      await run(rt, sb, 'mkfifo /workspace/fifo && ln -sf /dev/zero /workspace/zero-link && mkdir -p /tmp/many && cd /tmp/many && seq 10001 | xargs touch && echo made');
+      await refused('reading a FIFO', rt.readFile(sb, '/workspace/fifo'), BadRequestError);
+      await refused('writing a FIFO', rt.writeFile(sb, '/workspace/fifo', Readable.from([Buffer.from('x')])), BadRequestError);
+      await refused('reading /dev/zero', rt.readFile(sb, '/dev/zero'), BadRequestError);
+      await refused('reading a symlink to /dev/zero', rt.readFile(sb, '/workspace/zero-link'), BadRequestError);
+      await refused('writing /dev/null', rt.writeFile(sb, '/dev/null', Readable.from([Buffer.from('x')])), BadRequestError, ForbiddenError);
+      // Report size 0 and go on for megabytes, or the whole address space (or do not exist: gVisor).
+      await refused('reading /proc/kallsyms', rt.readFile(sb, '/proc/kallsyms').then(readAll), BadRequestError, NotFoundError);
+      await refused('reading /proc/self/pagemap', rt.readFile(sb, '/proc/self/pagemap').then(readAll), BadRequestError, NotFoundError, ForbiddenError);
+      await refused('listing 10001 entries', rt.listDir(sb, '/tmp/many'), BadRequestError);
+      // Ordinary files, and /proc files that report no size, still read.
+      assert.match((await readAll(await rt.readFile(sb, '/proc/self/status'))).toString(), /^Name:/m);
+      await run(rt, sb, 'rm -rf /tmp/many /workspace/fifo /workspace/zero-link');
+    });
+
+    it('ends the file read of a reader that goes away, leaving no process behind', async () => {
+      const countReaders = async (): Promise<number> => {
+        const r = await run(rt, sb, 'for c in /proc/[0-9]*/cmdline; do tr "\\0" " " < $c 2>/dev/null; echo; done | grep -c -e "fileo[p] read" -e " fil[e] .*-- read" || true');
+        return Number(r.stdout.trim());
+      };
+      await run(rt, sb, 'dd if=/dev/zero of=/workspace/big bs=1M count=16 2>/dev/null; echo made');
+      assert.equal(await countReaders(), 0, 'a file reader was running before the test');
+      const stream = await rt.readFile(sb, '/workspace/big');
+      await new Promise<void>((resolve, reject) => {
+        stream.once('data', () => resolve());
+        stream.once('error', reject);
+      });
+      stream.destroy(); // the consumer goes away after the first chunk
+      let left = await countReaders();
+      for (let i = 0; i < 50 && left > 0; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        left = await countReaders();
+      }
+      assert.equal(left, 0, 'the file reader outlived its consumer');
+      await run(rt, sb, 'rm -f /workspace/big');
+    });
+
     const withDebian = opts.debian ? it : (name: string, fn: () => Promise<void>): void => void test(name, { skip: 'needs the debian image (python3) to make raw syscalls' }, fn);
     withDebian('refuses the syscalls Docker\'s default profile refuses, whatever their number\'s spelling', async () => {
       const py = await newSandbox({}, 'debian');

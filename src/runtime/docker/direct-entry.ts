@@ -65,5 +65,12 @@ export function directExec(helper: string, target: EntryTarget, o: EngineExecOpt
     child.on('error', () => resolve(125));
     child.on('close', (code, signal) => resolve(code ?? (signal === 'SIGKILL' ? 137 : 128)));
   });
-  return { stdout: child.stdout!, stderr: child.stderr!, exitCode, destroy: () => void child.kill('SIGKILL') };
+  // Closing the pipes too: a grandchild (the `run` wrapper's command) that outlives the helper then
+  // gets EPIPE instead of blocking for ever on a pipe nobody reads.
+  const destroy = (): void => {
+    child.kill('SIGKILL');
+    child.stdout?.destroy();
+    child.stderr?.destroy();
+  };
+  return { stdout: child.stdout!, stderr: child.stderr!, exitCode, destroy };
 }

@@ -263,6 +263,13 @@ export class LocalRuntime implements Runtime {
         resolve(out);
       });
       stdout.pipe(out, { end: false });
+      // A reader that goes away (the HTTP client hung up) ends the helper; its child dies with it (PDEATHSIG).
+      out.once('close', () => {
+        if (!out.writableFinished) {
+          child.kill('SIGKILL');
+          stdout.destroy();
+        }
+      });
       void done.then(({ code, stderr }) => {
         const err = code === 0 ? undefined : fileError(stderr, p, handle.id);
         if (!started) {
