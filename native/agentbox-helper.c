@@ -14,7 +14,7 @@
  *   file  [opts] -- OP PATH     the same entry, then a file operation (read|write|list|remove|mkdir)
  *                               done from inside, so symlinks resolve inside the sandbox.
  *
- * Options for spawn/exec/file: --pid P, --uid U, --gid G, --cgroup DIR (repeatable),
+ * Options for spawn/exec/file: --pid P, --start-time T (P's, from /proc/P/stat), --uid U, --gid G, --cgroup DIR (repeatable),
  * --rootfs DIR, --stage DIR, --cwd DIR, --keep-fd N (spawn, repeatable: bwrap's --info-fd and the
  * ready pipe).
  *
@@ -57,6 +57,7 @@
 
 struct opts {
   pid_t pid;
+  unsigned long long start_time; /* of --pid, in clock ticks since boot (0: not checked) */
   uid_t uid;
   gid_t gid;
   int have_ids;
@@ -80,6 +81,7 @@ static void parse_opts(int argc, char **argv, struct opts *o) {
     if (i + 1 >= argc) die_msg("option without value");
     const char *v = argv[++i];
     if (strcmp(a, "--pid") == 0) o->pid = (pid_t)parse_num(v, "pid");
+    else if (strcmp(a, "--start-time") == 0) o->start_time = (unsigned long long)parse_num(v, "start time");
     else if (strcmp(a, "--uid") == 0) { o->uid = (uid_t)parse_num(v, "uid"); o->have_ids = 1; }
     else if (strcmp(a, "--gid") == 0) o->gid = (gid_t)parse_num(v, "gid");
     else if (strcmp(a, "--cgroup") == 0) {
@@ -139,21 +141,43 @@ static void drop_privileges(const struct opts *o) {
 
 /* Order matters: bwrap --disable-userns nests a second user namespace, so the other namespaces
  * belong to its parent. Join them while still host root, chroot, and take the user namespace last. */
+/* Field 22 of PROCFD/stat (start time in clock ticks), or 0. comm may hold spaces and ')'. */
+static unsigned long long start_time_of(int procfd) {
+  char buf[1024];
+  int fd = openat(procfd, "stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')');
+  for (int field = 2; p && field < 22; field++) p = strchr(p + 1, ' ');
+  return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
 static void enter_sandbox(const struct opts *o) {
   static const char *const names[] = { "ipc", "uts", "net", "pid", "cgroup", "mnt", "user" };
   enum { N = sizeof names / sizeof names[0] };
   int fds[N];
   char path[128];
   if (o->pid <= 0) die_msg("--pid is required");
-  snprintf(path, sizeof path, "/proc/%d/root", o->pid);
-  int rootfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (rootfd < 0) die(path);
+  /* Everything below is opened relative to this one directory: it stays bound to the process it was
+   * opened for, so if that process dies and its pid is reused meanwhile, the opens fail instead of
+   * landing in another process's namespaces (the daemon checked the pid's start time a moment ago,
+   * which alone leaves a window). */
+  snprintf(path, sizeof path, "/proc/%d", o->pid);
+  int procfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (procfd < 0) die(path);
+  if (o->start_time && start_time_of(procfd) != o->start_time) die_msg("the sandbox's init is gone (its pid now names another process)");
+  int rootfd = openat(procfd, "root", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (rootfd < 0) die("root");
   for (int i = 0; i < N; i++) {
-    snprintf(path, sizeof path, "/proc/%d/ns/%s", o->pid, names[i]);
-    fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+    snprintf(path, sizeof path, "ns/%s", names[i]);
+    fds[i] = openat(procfd, path, O_RDONLY | O_CLOEXEC);
     /* A kernel without cgroup namespaces is not a reason to refuse. */
     if (fds[i] < 0 && !(errno == ENOENT && strcmp(names[i], "cgroup") == 0)) die(path);
   }
+  close(procfd);
   /* A plain container (docker, runc) has no user namespace of its own: joining ours is EINVAL. */
   struct stat own, target;
   int same_user = stat("/proc/self/ns/user", &own) == 0 && fds[N - 1] >= 0 && fstat(fds[N - 1], &target) == 0 &&

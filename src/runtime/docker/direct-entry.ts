@@ -53,7 +53,7 @@ export function directExec(helper: string, target: EntryTarget, o: EngineExecOpt
   const [uid, gid] = o.user.split(':');
   const child = spawn(
     helper,
-    ['exec', '--pid', String(target.pid), '--uid', uid ?? UID, '--gid', gid ?? uid ?? UID, ...target.cgroupDirs.flatMap((d) => ['--cgroup', d]), '--cwd', o.workingDir, '--', ...o.cmd],
+    ['exec', '--pid', String(target.pid), '--start-time', String(target.startTime), '--uid', uid ?? UID, '--gid', gid ?? uid ?? UID, ...target.cgroupDirs.flatMap((d) => ['--cgroup', d]), '--cwd', o.workingDir, '--', ...o.cmd],
     { stdio: ['pipe', 'pipe', 'pipe'], env: o.env, cwd: '/' },
   );
   const stdin = child.stdin!;

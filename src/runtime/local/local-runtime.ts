@@ -182,7 +182,7 @@ export class LocalRuntime implements Runtime {
 
   private entryArgs(handle: SandboxHandle, data: LocalData, leafDirs: string[], cwd?: string): string[] {
     return [
-      '--pid', String(data.pid), '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_UID),
+      '--pid', String(data.pid), '--start-time', String(data.startTime), '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_UID),
       ...leafDirs.flatMap((d) => ['--cgroup', d]),
       ...(cwd ? ['--cwd', cwd] : []),
     ];
