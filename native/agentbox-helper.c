@@ -259,6 +259,27 @@ static void bind_into(const char *src, const char *dst, int readonly) {
     die(dst);
 }
 
+/*
+ * The image root, read-only. A bind mount would show the image store's host path in the sandbox's
+ * /proc/self/mountinfo (the mount's root within its filesystem); an overlay whose lower directories
+ * are named by descriptor shows only "lowerdir=/proc/self/fd/N:/proc/self/fd/M". Overlay wants two
+ * lower directories when it has no upper one: the second is an empty directory on the stage.
+ * Without overlayfs, a bind mount as before.
+ */
+static void stage_rootfs(const char *rootfs, const char *stage, const char *root) {
+  char empty[4096], opts[128];
+  snprintf(empty, sizeof empty, "%s/empty", stage);
+  int rootfs_fd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (rootfs_fd < 0) die(rootfs);
+  if (mkdir(empty, 0755) != 0) die(empty);
+  int empty_fd = open(empty, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (empty_fd < 0) die(empty);
+  snprintf(opts, sizeof opts, "lowerdir=/proc/self/fd/%d:/proc/self/fd/%d,xino=off,uuid=off,index=off,redirect_dir=off", rootfs_fd, empty_fd);
+  if (mount("agentbox-image", root, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, opts) != 0) bind_into(rootfs, root, 1);
+  close(rootfs_fd);
+  close(empty_fd);
+}
+
 static int mode_spawn(int argc, char **argv) {
   struct opts o;
   parse_opts(argc, argv, &o);
@@ -280,7 +301,7 @@ static int mode_spawn(int argc, char **argv) {
   int fd = open(init, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
   if (fd < 0) die(init);
   close(fd);
-  bind_into(o.rootfs, root, 1);
+  stage_rootfs(o.rootfs, o.stage, root);
   char self[4096];
   ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
   if (len <= 0) die("readlink /proc/self/exe");

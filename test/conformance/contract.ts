@@ -15,6 +15,7 @@ import type { Isolation, Limits } from '../../src/core/model.js';
 import type { Runtime, SandboxHandle } from '../../src/runtime/types.js';
 import { collect, execOpts, run } from '../helpers/collect.js';
 import { readAll } from '../../src/sdk/client.js';
+import { TEST_IMAGES_DIR } from '../helpers/images.js';
 
 export interface ContractOpts {
   name: string;
@@ -253,6 +254,12 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
       assert.match(r.stdout, /^CONTROL socket\(AF_UNIX\) ok$/m, 'the filter refuses what it must allow');
       const allowed = r.stdout.split('\n').filter((l) => l.startsWith('ALLOWED'));
       assert.deepEqual(allowed, [], `not refused with EPERM/ENOSYS:\n${allowed.join('\n')}`);
+    });
+
+    it('does not show the image store\'s host path in /proc/self/mountinfo', async () => {
+      const r = await run(rt, sb, 'cat /proc/self/mountinfo');
+      assert.match(r.stdout, / \/ /, 'no mountinfo read');
+      assert.ok(!r.stdout.includes(TEST_IMAGES_DIR), `mountinfo names ${TEST_IMAGES_DIR}:\n${r.stdout}`);
     });
 
     it('has no capabilities and no new privileges', async () => {
