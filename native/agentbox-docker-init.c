@@ -2,6 +2,7 @@
  * agentbox-docker-init: PID 1 and the exec wrapper inside a `docker` runtime sandbox (runc or runsc).
  *
  * Bind-mounted read-only at /.agentbox/init by the daemon; static, so nothing in the image matters.
+ * Every mode first closes every descriptor above stdio (fd-hygiene.h).
  *
  *   init [--egress-relay PORT SOCKET] [--exec-agent SOCKET] [--memory-limit-kb N]
  *                                  PID 1: blocks every signal and reaps orphans, forever; keeps the
@@ -42,6 +43,7 @@
 
 #define FAIL_PROGRAM "agentbox-init"
 #include "fail.h"
+#include "fd-hygiene.h"
 #include "exec-agent.h"
 #include "file-ops.h"
 #include "memory-watchdog.h"
@@ -211,6 +213,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: agentbox-docker-init init|run|kill|fileop|agent ...\n");
     return EXIT_INIT;
   }
+  /* Whatever the process that started this one held (runc's, the Engine's, the exec agent's, the
+   * daemon's through agentbox-helper), nothing above stdio is meant for the sandbox. */
+  close_extra_fds(NULL, 0);
   const char *mode = argv[1];
   if (strcmp(mode, "init") == 0) return mode_init(argc - 2, argv + 2);
   if (strcmp(mode, "run") == 0) return mode_run(argc - 2, argv + 2);

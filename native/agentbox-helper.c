@@ -14,8 +14,11 @@
  *   file  [opts] -- OP PATH     the same entry, then a file operation (read|write|list|remove|mkdir)
  *                               done from inside, so symlinks resolve inside the sandbox.
  *
- * Options for spawn/exec/file: --pid P, --uid U, --gid G, --cgroup DIR (repeatable),
- * --rootfs DIR, --stage DIR, --cwd DIR.
+ * Options for spawn/exec/file: --pid P, --start-time T (P's, from /proc/P/stat), --uid U, --gid G, --cgroup DIR (repeatable),
+ * --rootfs DIR, --stage DIR, --cwd DIR, --keep-fd N (spawn, repeatable: bwrap's --info-fd and the
+ * ready pipe).
+ *
+ * Every mode first closes every descriptor above stdio it was not told to keep (fd-hygiene.h).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -42,16 +45,19 @@
 
 #define FAIL_PROGRAM "agentbox-helper"
 #include "fail.h"
+#include "fd-hygiene.h"
 #include "file-ops.h"
 #include "egress-relay.h"
 #include "pid1.h"
 #include "seccomp-deny.h"
 
 #define MAX_CGROUPS 16
+#define MAX_KEEP_FDS 4
 #define EXIT_HELPER EXIT_FAIL
 
 struct opts {
   pid_t pid;
+  unsigned long long start_time; /* of --pid, in clock ticks since boot (0: not checked) */
   uid_t uid;
   gid_t gid;
   int have_ids;
@@ -61,6 +67,8 @@ struct opts {
   const char *stage;
   const char *egress;
   const char *cwd;
+  int keep_fds[MAX_KEEP_FDS];
+  int nkeep_fds;
   char **rest;
 };
 
@@ -73,6 +81,7 @@ static void parse_opts(int argc, char **argv, struct opts *o) {
     if (i + 1 >= argc) die_msg("option without value");
     const char *v = argv[++i];
     if (strcmp(a, "--pid") == 0) o->pid = (pid_t)parse_num(v, "pid");
+    else if (strcmp(a, "--start-time") == 0) o->start_time = (unsigned long long)parse_num(v, "start time");
     else if (strcmp(a, "--uid") == 0) { o->uid = (uid_t)parse_num(v, "uid"); o->have_ids = 1; }
     else if (strcmp(a, "--gid") == 0) o->gid = (gid_t)parse_num(v, "gid");
     else if (strcmp(a, "--cgroup") == 0) {
@@ -82,6 +91,10 @@ static void parse_opts(int argc, char **argv, struct opts *o) {
     else if (strcmp(a, "--stage") == 0) o->stage = v;
     else if (strcmp(a, "--egress") == 0) o->egress = v;
     else if (strcmp(a, "--cwd") == 0) o->cwd = v;
+    else if (strcmp(a, "--keep-fd") == 0) {
+      if (o->nkeep_fds >= MAX_KEEP_FDS) die_msg("too many --keep-fd");
+      o->keep_fds[o->nkeep_fds++] = (int)parse_num(v, "fd");
+    }
     else { fprintf(stderr, "agentbox-helper: unknown option %s\n", a); exit(EXIT_HELPER); }
   }
   if (i >= argc) die_msg("missing command after --");
@@ -128,21 +141,43 @@ static void drop_privileges(const struct opts *o) {
 
 /* Order matters: bwrap --disable-userns nests a second user namespace, so the other namespaces
  * belong to its parent. Join them while still host root, chroot, and take the user namespace last. */
+/* Field 22 of PROCFD/stat (start time in clock ticks), or 0. comm may hold spaces and ')'. */
+static unsigned long long start_time_of(int procfd) {
+  char buf[1024];
+  int fd = openat(procfd, "stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')');
+  for (int field = 2; p && field < 22; field++) p = strchr(p + 1, ' ');
+  return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
 static void enter_sandbox(const struct opts *o) {
   static const char *const names[] = { "ipc", "uts", "net", "pid", "cgroup", "mnt", "user" };
   enum { N = sizeof names / sizeof names[0] };
   int fds[N];
   char path[128];
   if (o->pid <= 0) die_msg("--pid is required");
-  snprintf(path, sizeof path, "/proc/%d/root", o->pid);
-  int rootfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (rootfd < 0) die(path);
+  /* Everything below is opened relative to this one directory: it stays bound to the process it was
+   * opened for, so if that process dies and its pid is reused meanwhile, the opens fail instead of
+   * landing in another process's namespaces (the daemon checked the pid's start time a moment ago,
+   * which alone leaves a window). */
+  snprintf(path, sizeof path, "/proc/%d", o->pid);
+  int procfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (procfd < 0) die(path);
+  if (o->start_time && start_time_of(procfd) != o->start_time) die_msg("the sandbox's init is gone (its pid now names another process)");
+  int rootfd = openat(procfd, "root", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (rootfd < 0) die("root");
   for (int i = 0; i < N; i++) {
-    snprintf(path, sizeof path, "/proc/%d/ns/%s", o->pid, names[i]);
-    fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+    snprintf(path, sizeof path, "ns/%s", names[i]);
+    fds[i] = openat(procfd, path, O_RDONLY | O_CLOEXEC);
     /* A kernel without cgroup namespaces is not a reason to refuse. */
     if (fds[i] < 0 && !(errno == ENOENT && strcmp(names[i], "cgroup") == 0)) die(path);
   }
+  close(procfd);
   /* A plain container (docker, runc) has no user namespace of its own: joining ours is EINVAL. */
   struct stat own, target;
   int same_user = stat("/proc/self/ns/user", &own) == 0 && fds[N - 1] >= 0 && fstat(fds[N - 1], &target) == 0 &&
@@ -206,6 +241,7 @@ static int fork_and_wait(void) {
 static int mode_init(int argc, char **argv) {
   if (getpid() != 1) die_msg("init must run as PID 1 of the sandbox");
   int ready_fd = argc >= 1 && strcmp(argv[0], "-") != 0 ? (int)parse_num(argv[0], "ready fd") : -1;
+  close_extra_fds(&ready_fd, ready_fd >= 0 ? 1 : 0);
   struct egress_relay relay = {0, NULL};
   if (argc >= 4 && strcmp(argv[1], "--egress-relay") == 0) {
     relay.port = (int)parse_num(argv[2], "relay port");
@@ -223,10 +259,33 @@ static void bind_into(const char *src, const char *dst, int readonly) {
     die(dst);
 }
 
+/*
+ * The image root, read-only. A bind mount would show the image store's host path in the sandbox's
+ * /proc/self/mountinfo (the mount's root within its filesystem); an overlay whose lower directories
+ * are named by descriptor shows only "lowerdir=/proc/self/fd/N:/proc/self/fd/M". Overlay wants two
+ * lower directories when it has no upper one: the second is an empty directory on the stage.
+ * Without overlayfs, a bind mount as before.
+ */
+static void stage_rootfs(const char *rootfs, const char *stage, const char *root) {
+  char empty[4096], opts[128];
+  snprintf(empty, sizeof empty, "%s/empty", stage);
+  int rootfs_fd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (rootfs_fd < 0) die(rootfs);
+  if (mkdir(empty, 0755) != 0) die(empty);
+  int empty_fd = open(empty, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (empty_fd < 0) die(empty);
+  snprintf(opts, sizeof opts, "lowerdir=/proc/self/fd/%d:/proc/self/fd/%d,xino=off,uuid=off,index=off,redirect_dir=off", rootfs_fd, empty_fd);
+  if (mount("agentbox-image", root, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, opts) != 0) bind_into(rootfs, root, 1);
+  close(rootfs_fd);
+  close(empty_fd);
+}
+
 static int mode_spawn(int argc, char **argv) {
   struct opts o;
   parse_opts(argc, argv, &o);
   if (!o.rootfs || !o.stage || !o.have_ids) die_msg("spawn needs --rootfs, --stage, --uid and --gid");
+  /* bwrap and the sandbox's PID 1 get the fds passed on purpose, nothing else of the daemon's. */
+  close_extra_fds(o.keep_fds, o.nkeep_fds);
   join_cgroups(&o);
   /* A private mount namespace lets the unprivileged uid reach the image even under a 0700 home:
    * bwrap resolves its bind sources as that uid. */
@@ -242,7 +301,7 @@ static int mode_spawn(int argc, char **argv) {
   int fd = open(init, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
   if (fd < 0) die(init);
   close(fd);
-  bind_into(o.rootfs, root, 1);
+  stage_rootfs(o.rootfs, o.stage, root);
   char self[4096];
   ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
   if (len <= 0) die("readlink /proc/self/exe");
@@ -266,6 +325,7 @@ static int mode_spawn(int argc, char **argv) {
 static int mode_exec(int argc, char **argv) {
   struct opts o;
   parse_opts(argc, argv, &o);
+  close_extra_fds(NULL, 0);
   join_cgroups(&o);
   enter_sandbox(&o);
   fork_and_wait();
@@ -282,6 +342,7 @@ static int mode_file(int argc, char **argv) {
   struct opts o;
   parse_opts(argc, argv, &o);
   if (!o.rest[0] || !o.rest[1]) die_msg("file needs OP PATH");
+  close_extra_fds(NULL, 0);
   join_cgroups(&o);
   enter_sandbox(&o);
   fork_and_wait();

@@ -213,6 +213,8 @@ static void agent_start(struct agent_session *s, char *req, uint32_t len) {
   posix_spawn_file_actions_adddup2(&fa, in[0], 0);
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
   posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+  /* No addclosefrom here: under runsc 2022 it made spawned commands die (SIGKILL, intermittently).
+   * The agent closed everything above stdio when it started, and opens every descriptor close-on-exec. */
   posix_spawnattr_init(&at);
   sigset_t none, dfl;
   sigemptyset(&none);
@@ -373,8 +375,10 @@ static void agent_settle(struct agent_session *s) {
 enum { AK_SIGNAL, AK_IDLE, AK_CONN, AK_OUT, AK_ERR, AK_IN };
 
 __attribute__((noreturn)) static void agent_main(const char *socket_path) {
-  /* Left dumpable: it has no more rights than the sandbox user, who may ptrace it like any of their
-   * processes, so hiding it would protect nothing. */
+  /* Not dumpable: it runs as the sandbox user, and a command of that uid could otherwise open the
+   * agent's descriptors (other execs' stdin and output pipes) through /proc/AGENT/fd, or its memory
+   * through /proc/AGENT/mem; ptrace itself is refused by the seccomp filter. */
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || install_seccomp_deny() != 0) _exit(EXIT_FAILURE);
   signal(SIGPIPE, SIG_IGN);
   sigset_t chld;

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "fd-hygiene.h"
 #include "procfs.h"
 
 /* A periodic task: fn(ctx) runs first at once, then again after as many milliseconds as it returns. */
@@ -49,7 +50,7 @@ static int run_as_pid1(int ready_fd, struct pid1_child *kept, int nkept, const s
     dup2(devnull, 0); dup2(devnull, 1); dup2(devnull, 2);
     if (devnull > 2) close(devnull);
   }
-  for (int fd = 3; fd < 1024; fd++) close(fd);
+  close_extra_fds(NULL, 0);
   /* SIGCHLD stays blocked: it is only waited for, then all exited children are reaped. */
   sigset_t chld;
   sigemptyset(&chld);

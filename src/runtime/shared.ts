@@ -19,7 +19,7 @@ export function checkPath(path: string): string {
   return normal.length > 1 && normal.endsWith('/') ? normal.slice(0, -1) : normal;
 }
 
-const FILE_ERROR_LINE = /agentbox-file-error:([A-Z]+):(.*)/;
+const FILE_ERROR_LINE = /agentbox-file-error:([A-Z0-9]+):(.*)/;
 
 /** Turn the helper's one-line file error (or another failure) into a typed error. */
 export function fileError(stderr: string, path: string, sandboxId: string): AgentboxError {
@@ -39,6 +39,12 @@ export function fileError(stderr: string, path: string, sandboxId: string): Agen
       return new BadRequestError(`no space left in sandbox ${sandboxId}: ${detail}`, { hint: 'the sandbox disk limit (limits.diskMb) is reached; remove files or ask for a bigger profile' });
     case 'ELOOP':
       return new BadRequestError(`too many symlinks: ${path}`);
+    case 'ENOTREG':
+      return new BadRequestError(`${path} in sandbox ${sandboxId} is not a regular file (a FIFO, device, socket or the like)`, { hint: `only regular files go through the files API; for anything else use agentbox exec ${sandboxId} -- ...` });
+    case 'EFBIG':
+      return new BadRequestError(`${path} in sandbox ${sandboxId} reports no size and holds more than 1 MiB`, { hint: `read it with agentbox exec ${sandboxId} -- head -c N ${path}` });
+    case 'E2BIG':
+      return new BadRequestError(`${path} in sandbox ${sandboxId} has more than 10000 entries`, { hint: `list it with agentbox exec ${sandboxId} -- ls ${path}` });
     case 'ENOTEMPTY':
     case 'EEXIST':
       return new BadRequestError(detail);

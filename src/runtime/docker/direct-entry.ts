@@ -53,7 +53,7 @@ export function directExec(helper: string, target: EntryTarget, o: EngineExecOpt
   const [uid, gid] = o.user.split(':');
   const child = spawn(
     helper,
-    ['exec', '--pid', String(target.pid), '--uid', uid ?? UID, '--gid', gid ?? uid ?? UID, ...target.cgroupDirs.flatMap((d) => ['--cgroup', d]), '--cwd', o.workingDir, '--', ...o.cmd],
+    ['exec', '--pid', String(target.pid), '--start-time', String(target.startTime), '--uid', uid ?? UID, '--gid', gid ?? uid ?? UID, ...target.cgroupDirs.flatMap((d) => ['--cgroup', d]), '--cwd', o.workingDir, '--', ...o.cmd],
     { stdio: ['pipe', 'pipe', 'pipe'], env: o.env, cwd: '/' },
   );
   const stdin = child.stdin!;
@@ -65,5 +65,12 @@ export function directExec(helper: string, target: EntryTarget, o: EngineExecOpt
     child.on('error', () => resolve(125));
     child.on('close', (code, signal) => resolve(code ?? (signal === 'SIGKILL' ? 137 : 128)));
   });
-  return { stdout: child.stdout!, stderr: child.stderr!, exitCode, destroy: () => void child.kill('SIGKILL') };
+  // Closing the pipes too: a grandchild (the `run` wrapper's command) that outlives the helper then
+  // gets EPIPE instead of blocking for ever on a pipe nobody reads.
+  const destroy = (): void => {
+    child.kill('SIGKILL');
+    child.stdout?.destroy();
+    child.stderr?.destroy();
+  };
+  return { stdout: child.stdout!, stderr: child.stderr!, exitCode, destroy };
 }

@@ -6,6 +6,7 @@
  * Exit codes come from the Engine's exec inspect (the init relays the command's status); stderr
  * carries no framing of ours.
  */
+import { randomBytes } from 'node:crypto';
 import { accessSync, constants } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -216,10 +217,7 @@ export class DockerRuntime implements Runtime {
       },
       kill: async () => {
         if (started && 'terminate' in started) return started.terminate();
-        const ex = await this.startExec(handle, { cmd: [INIT_IN_CONTAINER, 'kill', opts.execId], workingDir: '/', env: FILE_ENV });
-        ex.stdout.resume();
-        ex.stderr.resume();
-        await ex.exitCode;
+        await this.killTagged(handle, opts.execId);
       },
       alive: async () => (await this.status(handle)).alive,
       oomKilled: async (exitCode) => {
@@ -242,19 +240,38 @@ export class DockerRuntime implements Runtime {
     return this.readFile(handle, path).then(text).catch(() => '');
   }
 
-  /** One `init fileop OP PATH` as the sandbox user; stderr is collected for the error line. */
-  private async fileOp(handle: SandboxHandle, op: string, path: string, stdin?: Readable): Promise<{ ex: EngineExec; stderr: () => string }> {
-    const ex = await this.startExec(handle, { cmd: [INIT_IN_CONTAINER, 'fileop', op, path], workingDir: '/', env: FILE_ENV, ...(stdin ? { stdin } : {}) });
+  /** Ends a `run` wrapper (and its command's tree) by its tag: an Engine exec cannot be signalled. */
+  private async killTagged(handle: SandboxHandle, tag: string): Promise<void> {
+    const ex = await this.startExec(handle, { cmd: [INIT_IN_CONTAINER, 'kill', tag], workingDir: '/', env: FILE_ENV });
+    ex.stdout.resume();
+    ex.stderr.resume();
+    await ex.exitCode;
+  }
+
+  /**
+   * One `init fileop OP PATH` as the sandbox user; stderr is collected for the error line. With a
+   * tag it runs under the `run` wrapper, so that `abort` can end it on every path (an Engine exec
+   * keeps running when its connection is dropped).
+   */
+  private async fileOp(handle: SandboxHandle, op: string, path: string, stdin?: Readable, tag?: string): Promise<{ ex: EngineExec; stderr: () => string; abort: () => void }> {
+    const ex = await this.startExec(handle, {
+      cmd: [INIT_IN_CONTAINER, 'fileop', op, path], workingDir: '/', env: FILE_ENV, ...(stdin ? { stdin } : {}), ...(tag ? { run: { timeoutMs: 0, tag } } : {}),
+    });
+    const abort = (): void => {
+      ex.destroy();
+      if ('terminate' in ex) return ex.terminate();
+      if (tag) void this.killTagged(handle, tag).catch((err: unknown) => this.opts.logger?.warn({ sandbox_id: handle.id, err: err instanceof Error ? err.message : String(err) }, 'could not end an abandoned file read'));
+    };
     let text = '';
     ex.stderr.on('data', (c: Buffer) => {
       if (text.length < 8192) text += c.toString();
     });
-    return { ex, stderr: () => text };
+    return { ex, stderr: () => text, abort };
   }
 
   async readFile(handle: SandboxHandle, path: string): Promise<Readable> {
     const p = checkPath(path);
-    const { ex, stderr } = await this.fileOp(handle, 'read', p);
+    const { ex, stderr, abort } = await this.fileOp(handle, 'read', p, undefined, `fr_${randomBytes(8).toString('hex')}`);
     const out = new PassThrough();
     return new Promise<Readable>((resolve, reject) => {
       let started = false;
@@ -265,7 +282,7 @@ export class DockerRuntime implements Runtime {
       ex.stdout.pipe(out, { end: false });
       // A reader that gives up (destroys the stream) ends the file operation and its connection.
       out.once('close', () => {
-        if (!out.writableFinished) ex.destroy();
+        if (!out.writableFinished) abort();
       });
       void Promise.all([ex.exitCode, finished(ex.stdout).catch(() => undefined)]).then(
         ([code]) => {

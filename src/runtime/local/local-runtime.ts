@@ -102,6 +102,8 @@ export class LocalRuntime implements Runtime {
     const initDirs = cg.create(spec.id, spec.limits);
     const args = [
       'spawn', '--uid', String(uid), '--gid', String(uid), '--rootfs', rootfs, '--stage', this.stageDir,
+      // The only descriptors above stdio that reach bwrap and PID 1; the helper closes every other.
+      '--keep-fd', String(INFO_FD), '--keep-fd', String(READY_FD),
       ...initDirs.flatMap((d) => ['--cgroup', d]),
       ...(spec.egressDir ? ['--egress', spec.egressDir] : []),
       '--', ...bwrapArgs({ stage: this.stageDir, hostname: 'sandbox', limits: spec.limits, withEgress: spec.egressDir !== undefined }),
@@ -180,7 +182,7 @@ export class LocalRuntime implements Runtime {
 
   private entryArgs(handle: SandboxHandle, data: LocalData, leafDirs: string[], cwd?: string): string[] {
     return [
-      '--pid', String(data.pid), '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_UID),
+      '--pid', String(data.pid), '--start-time', String(data.startTime), '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_UID),
       ...leafDirs.flatMap((d) => ['--cgroup', d]),
       ...(cwd ? ['--cwd', cwd] : []),
     ];
@@ -261,6 +263,13 @@ export class LocalRuntime implements Runtime {
         resolve(out);
       });
       stdout.pipe(out, { end: false });
+      // A reader that goes away (the HTTP client hung up) ends the helper; its child dies with it (PDEATHSIG).
+      out.once('close', () => {
+        if (!out.writableFinished) {
+          child.kill('SIGKILL');
+          stdout.destroy();
+        }
+      });
       void done.then(({ code, stderr }) => {
         const err = code === 0 ? undefined : fileError(stderr, p, handle.id);
         if (!started) {
