@@ -63,6 +63,7 @@ async function attacks(flags: DoctorFlags): Promise<number> {
     write: (line) => process.stdout.write(`${line}\n`),
     ...('reason' in isolation && isolation.reason ? { isolationProblem: isolation.reason } : {}),
     concurrency,
+    ...(process.env.AGENTBOX_DOCTOR_SELFTEST_OPEN_RANGES ? { weakenOpenRanges: process.env.AGENTBOX_DOCTOR_SELFTEST_OPEN_RANGES.split(',').filter(Boolean) } : {}),
   });
   return totals.failed === 0 ? 0 : 1;
 }

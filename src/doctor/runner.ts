@@ -36,6 +36,11 @@ export interface RunAttacksOpts {
   perAttackTimeoutMs?: number;
   concurrency?: number;
   logger?: Logger;
+  /**
+   * The suite's self-test only (AGENTBOX_DOCTOR_SELFTEST_OPEN_RANGES): ranges the suite's own temporary
+   * policy opens on purpose, a deliberately weakened target whose attacks must FAIL. Never the user's policy.
+   */
+  weakenOpenRanges?: readonly string[];
 }
 
 const SCRATCH_LABEL = 'agentbox-doctor';
@@ -81,8 +86,9 @@ function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => void): Promi
     p,
     new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        onTimeout();
+        // Settle first: an attack that reacts to the abort must not win the race with its own error.
         reject(new TimeUp(`no verdict within ${Math.round(ms / 1000)} s (a hang counts as a failure)`));
+        onTimeout();
       }, ms);
     }),
   ]).finally(() => clearTimeout(timer));
@@ -118,7 +124,8 @@ export async function runAttacks(opts: RunAttacksOpts): Promise<Totals> {
   const standIns = await StandInSet.start(isolated, isolationProblem);
   let suite: SuiteDaemon | undefined;
   try {
-    suite = await startSuiteDaemon({ logger, isolated });
+    if (opts.weakenOpenRanges?.length) reporter.note(`note: self-test: the suite's own policy opens ${opts.weakenOpenRanges.join(', ')} on purpose; attacks on them must fail`);
+    suite = await startSuiteDaemon({ logger, isolated, ...(opts.weakenOpenRanges ? { weakenOpenRanges: opts.weakenOpenRanges } : {}) });
     const python = hasPython(suite.daemon.images);
     if (!python) reporter.note(`note: the debian image with python3 is missing; build it with: ${DEBIAN_HINT} (attacks that need python3 are skipped)`);
     for (const rt of wanted) {

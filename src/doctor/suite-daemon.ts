@@ -30,7 +30,8 @@ export interface SuiteDaemon {
 
 export const CANARY_ENV = 'AGENTBOX_DOCTOR_CANARY';
 
-function policyYaml(t: { a: string; ro: string; b: string }, isolated: boolean): string {
+function policyYaml(t: { a: string; ro: string; b: string }, isolated: boolean, extraRanges: readonly string[]): string {
+  const ranges = [...(isolated ? [`${STAND_IN_ADDRESSES.allowed}/32`, `${STAND_IN_ADDRESSES.denied}/32`] : []), ...extraRanges];
   return `version: 1
 defaults:
   runtime: local
@@ -46,7 +47,7 @@ profiles:
   allow: { image: debian, egress: { mode: allowlist, allow: ["allowed.attack.test:80"] } }
 egress:
   globalDeny: [metadata.google.internal, internal.attack.test, "*.internal.attack.test", c2.attack.test]
-  allowRanges: [${isolated ? `${STAND_IN_ADDRESSES.allowed}/32, ${STAND_IN_ADDRESSES.denied}/32` : ''}]
+  allowRanges: [${ranges.join(', ')}]
   byteQuotaMb: 64
 tenants:
   - name: tenant-a
@@ -60,7 +61,13 @@ tenants:
 `;
 }
 
-export async function startSuiteDaemon(opts: { logger: Logger; isolated: boolean; env?: NodeJS.ProcessEnv }): Promise<SuiteDaemon> {
+export async function startSuiteDaemon(opts: {
+  logger: Logger;
+  isolated: boolean;
+  env?: NodeJS.ProcessEnv;
+  /** The suite's self-test only: ranges its own policy opens on purpose, so that attacks on them must be caught. */
+  weakenOpenRanges?: readonly string[];
+}): Promise<SuiteDaemon> {
   const env = opts.env ?? process.env;
   const base = resolvePaths(env);
   const home = join(base.home, `doctor-${randomBytes(4).toString('hex')}`);
@@ -70,7 +77,7 @@ export async function startSuiteDaemon(opts: { logger: Logger; isolated: boolean
   const canaryValue = rnd('canary');
   const hostFile = join(home, 'host-secret.txt');
   writeFileSync(hostFile, `${canaryValue}\n`, { mode: 0o600 });
-  writeFileSync(join(home, 'policy.yaml'), policyYaml(tokens, opts.isolated), { mode: 0o600 });
+  writeFileSync(join(home, 'policy.yaml'), policyYaml(tokens, opts.isolated, opts.weakenOpenRanges ?? []), { mode: 0o600 });
   writeFileSync(join(home, 'egress-hosts'), standInHostsFile(opts.isolated));
   // The daemon runs in this process: its environment is process.env. The canary goes there, where
   // a leak of the daemon's environment into a sandbox would carry it.

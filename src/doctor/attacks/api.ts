@@ -239,11 +239,13 @@ export const apiAttacks: Attack[] = [
       try {
         await mcpPost(ctx, ctx.api.tokenB, { jsonrpc: '2.0', method: 'notifications/initialized' }, sid);
         const ex = await mcpPost(ctx, ctx.api.tokenB, { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'sandbox_exec', arguments: { id: ctx.sandboxes.busybox, command: 'echo x-$((40+5))' } } }, sid);
-        const rd = await mcpPost(ctx, ctx.api.tokenB, { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'sandbox_read_file', arguments: { id: ctx.sandboxes.busybox, path: '/etc/hostname' } } }, sid);
-        const host = await ctx.exec(ctx.sandboxes.busybox, ['cat', '/etc/hostname']);
-        const hostname = host.stdout.trim();
+        // A secret only the file holds (ids and hostnames may be echoed by an error message).
+        const secret = newMarker();
+        await ctx.exec(ctx.sandboxes.busybox, ['sh', '-c', `echo ${secret} > /workspace/mcp-secret-${secret}`]);
+        const rd = await mcpPost(ctx, ctx.api.tokenB, { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'sandbox_read_file', arguments: { id: ctx.sandboxes.busybox, path: `/workspace/mcp-secret-${secret}` } } }, sid);
+        await ctx.exec(ctx.sandboxes.busybox, ['rm', '-f', `/workspace/mcp-secret-${secret}`]);
         if (ex.text.includes('x-45')) return { blocked: false, detail: "tenant B's MCP sandbox_exec ran in tenant A's sandbox" };
-        if (hostname.length > 3 && rd.text.includes(hostname)) return { blocked: false, detail: "tenant B's MCP sandbox_read_file read tenant A's file" };
+        if (rd.text.split(`mcp-secret-${secret}`).join('').includes(secret)) return { blocked: false, detail: "tenant B's MCP sandbox_read_file read tenant A's file" };
         return { blocked: true, detail: `both refused (${ex.text.replace(/\s+/g, ' ').slice(0, 80)})` };
       } finally {
         await call(ctx.api.port, 'DELETE', '/mcp', { token: ctx.api.tokenB, headers: { 'mcp-session-id': sid, 'mcp-protocol-version': MCP_PROTO } });
