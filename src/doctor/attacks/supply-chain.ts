@@ -204,7 +204,8 @@ export const supplyChainAttacks: Attack[] = [
     category: 'supply-chain',
     title: 'the same poisoned .pth in an egress-none sandbox: nothing to send through, nothing to harvest',
     needs: ['python3', 'isolatedNetwork'],
-    run: (ctx) => pthAttack(ctx, ctx.sandboxes.debian, false),
+    // A scratch sandbox of its own: the shared one is busy with other attacks' probes.
+    run: async (ctx) => pthAttack(ctx, await ctx.scratch({ egress: { mode: 'none' } }), false),
   },
   {
     id: 'supply-chain.pth-harvest-open',
@@ -212,8 +213,7 @@ export const supplyChainAttacks: Attack[] = [
     title: 'the same poisoned .pth in an egress-open sandbox: closed and denied destinations still refused',
     needs: ['python3', 'isolatedNetwork'],
     async run(ctx) {
-      const id = await ctx.scratch({ egress: { mode: 'open' } });
-      return pthAttack(ctx, id, false, true);
+      return pthAttack(ctx, await ctx.scratch({ egress: { mode: 'open' } }), false, true);
     },
   },
   {
