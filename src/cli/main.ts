@@ -10,6 +10,7 @@ import { registerHostCommands } from './host-commands.js';
 import { printError } from './output.js';
 import { registerSandboxCommands } from './sandbox-commands.js';
 import { registerEgressCommands } from './egress-commands.js';
+import { registerDoctorCommand } from './doctor-command.js';
 
 export const EXIT_AGENTBOX_FAILED = 125;
 
@@ -24,6 +25,7 @@ async function main(argv: string[]): Promise<number> {
   registerSandboxCommands(program, (code) => (exitCode = code));
   registerHostCommands(program, (code) => (exitCode = code));
   registerEgressCommands(program);
+  registerDoctorCommand(program, (code) => (exitCode = code));
   try {
     await program.parseAsync(argv);
     return exitCode;

@@ -33,6 +33,14 @@ export interface StandIns {
   /** TCP listeners, `address:port` each; `hits(key)` counts connections that reached one (a hit = a leak, except for `allowed`) */
   listeners: Record<'metadata' | 'private' | 'loopback' | 'allowed' | 'ipv6Loopback', { address: string; port: number }>;
   hits(key: keyof StandIns['listeners']): number;
+  /** (optional, runner-provided) more listeners beyond the five above, e.g. `denied`: a host that only a name-level rule keeps out */
+  extra?: Record<string, { address: string; port: number }>;
+  /** (optional, runner-provided) connections that reached `address:port`, any listener the runner bound */
+  hitsAt?(address: string, port: number): number;
+  /** (optional, runner-provided) the stand-ins (listener names) that got `marker` in the first bytes of a connection or datagram: attributes a leak to one attack when several run at once */
+  received?(marker: string): string[];
+  /** (optional, runner-provided) why the non-loopback stand-ins are missing (not root, no unshare); absent when they are bound */
+  unavailable?: string;
 }
 
 export interface AttackContext {
@@ -45,6 +53,10 @@ export interface AttackContext {
   /** the daemon over TCP: base URL (`http://127.0.0.1:PORT`) and raw tokens, for hand-made requests */
   api: { url: string; port: number; tokenA: string; tokenReadOnlyA: string; tokenB: string; socketPath: string };
   standIns: StandIns;
+  /** (optional, runner-provided) a secret the runner put in the daemon's environment (`envName`) and in a host file only root can read (`hostFile`): must never show inside a sandbox */
+  canary?: { value: string; envName: string; hostFile: string };
+  /** (optional, runner-provided) aborted when the attack's time is up: pass it on to long calls */
+  signal?: AbortSignal;
   /** Runs argv in a sandbox as tenant A (default timeout 60 s); never throws for a non-zero exit. */
   exec(sandboxId: string, cmd: string[], opts?: { stdin?: string; timeoutMs?: number; env?: Record<string, string> }): Promise<ExecResult>;
   /** Creates a throwaway sandbox on this runtime (tenant A), deleted by the runner after the attack. */
@@ -66,5 +78,13 @@ export interface Attack {
   title: string;
   /** runtimes this attack applies to; absent = all */
   runtimes?: readonly AttackRuntime[];
+  /**
+   * (optional) what the attack needs; the runner prints SKIP with the reason when it is missing.
+   * `python3`: the debian image (assumed when absent, except for category api); `isolatedNetwork`: the
+   * non-loopback stand-ins (metadata, private, allowed), bound only inside the runner's own network namespace.
+   */
+  needs?: readonly ('python3' | 'isolatedNetwork')[];
+  /** (optional) run alone, not beside other attacks (floods that would disturb them); default: resources alone */
+  exclusive?: boolean;
   run(ctx: AttackContext): Promise<AttackOutcome>;
 }
