@@ -1,0 +1,535 @@
+/**
+ * Filesystem escapes tried from inside a sandbox: the read-only root, /proc's doors to other roots and inherited
+ * descriptors, the files API through symlinks and `..`, devices, mounts, /sys and /proc/sys, and what the mount
+ * table says about the host. Each probe checks a control where one exists, so a broken probe never passes.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readAll } from '../../sdk/client.js';
+import { clip, marker, pyProbe } from './in-sandbox.js';
+import type { Attack, AttackContext } from './types.js';
+
+/** A host directory with a secret file, for attacks that try to reach the host through the files API; removed after. */
+async function withHostSecret<T>(fn: (dir: string, secretPath: string, secret: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), 'agentbox-attack-'));
+  const secret = `host-secret-${randomBytes(12).toString('hex')}`;
+  const secretPath = join(dir, 'secret.txt');
+  writeFileSync(secretPath, secret, { mode: 0o644 });
+  try {
+    return await fn(dir, secretPath, secret);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The files API's answer to a read, as text, or the error's code: never throws. */
+async function apiRead(ctx: AttackContext, id: string, path: string): Promise<{ ok: boolean; text: string }> {
+  try {
+    return { ok: true, text: (await readAll(await ctx.client.readFile(id, path))).toString('utf8') };
+  } catch (err) {
+    return { ok: false, text: (err as { code?: string }).code ?? (err as Error).message };
+  }
+}
+
+async function apiWrite(ctx: AttackContext, id: string, path: string, data: string): Promise<{ ok: boolean; text: string }> {
+  try {
+    await ctx.client.writeFile(id, path, data);
+    return { ok: true, text: 'written' };
+  } catch (err) {
+    return { ok: false, text: (err as { code?: string }).code ?? (err as Error).message };
+  }
+}
+
+const writeReadOnlyRoot: Attack = {
+  id: 'filesystem.write-readonly-root',
+  category: 'filesystem',
+  title: 'create, overwrite, chmod and rename files of the read-only root (/, /usr/bin, /etc/passwd)',
+  async run(ctx) {
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+got = []
+for p, fl in [('/agentbox-pwn', os.O_WRONLY|os.O_CREAT), ('/usr/bin/agentbox-pwn', os.O_WRONLY|os.O_CREAT),
+              ('/etc/passwd', os.O_WRONLY|os.O_APPEND), ('/etc/ld.so.preload', os.O_WRONLY|os.O_CREAT),
+              ('/usr/bin/python3', os.O_WRONLY), ('/bin/sh', os.O_RDWR)]:
+    e = try_open(p, fl)
+    if not e: got.append('opened %s for writing' % p)
+for name, f in [('chmod /etc/shadow', lambda: os.chmod('/etc/shadow', 0o666)), ('rename /etc/passwd', lambda: os.rename('/etc/passwd', '/etc/p2')),
+                ('mkdir /usr/x', lambda: os.mkdir('/usr/agentbox-x')), ('symlink /etc/x', lambda: os.symlink('/workspace', '/etc/agentbox-x')),
+                ('utime /bin/ls', lambda: os.utime('/usr/bin/ls', (0, 0)))]:
+    try:
+        f(); got.append(name)
+    except OSError:
+        pass
+ctl = try_open('/workspace/.rw-control', os.O_WRONLY|os.O_CREAT)
+if ctl: done(False, 'control: /workspace is not writable either (%s), the probe proves nothing' % ctl)
+os.unlink('/workspace/.rw-control')
+done(not got, '; '.join(got) or 'every write to the root failed; /workspace writable (control)')
+`);
+  },
+};
+
+const procRootEscape: Attack = {
+  id: 'filesystem.proc-root-escape',
+  category: 'filesystem',
+  title: 'reach another root through /proc/PID/root, /proc/PID/cwd and /proc/self/root/.. for every visible pid',
+  async run(ctx) {
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+me = os.stat('/')
+seen, leaks = 0, []
+for pid in [p for p in os.listdir('/proc') if p.isdigit()] + ['self', 'thread-self']:
+    for door in ('root', 'cwd'):
+        base = '/proc/%s/%s' % (pid, door)
+        try:
+            st = os.stat(base + ('/' if door == 'root' else ''))
+        except OSError:
+            continue
+        seen += 1
+        if door == 'root' and (st.st_dev, st.st_ino) != (me.st_dev, me.st_ino):
+            leaks.append('%s is another root (dev %d ino %d)' % (base, st.st_dev, st.st_ino))
+        for sub in ('/../../../work', '/../../var/lib/docker', '/../../proc/1/root/var/lib/docker', '/../../etc/agentbox-host-only'):
+            if os.path.exists(base + sub) and not os.path.exists(sub.replace('/..', '')):
+                leaks.append('%s%s exists outside' % (base, sub))
+if seen == 0: done(False, 'control: not even /proc/self/root could be opened; the probe proves nothing')
+done(not leaks, '; '.join(leaks) or 'every /proc/PID/root (%d doors) is this sandbox\'s own root' % seen)
+`);
+  },
+};
+
+const inheritedFds: Attack = {
+  id: 'filesystem.inherited-fds',
+  category: 'filesystem',
+  title: 'use descriptors above stdio inherited by a command or held by PID 1 (/proc/self/fd, /proc/1/fd)',
+  async run(ctx) {
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+leaks = []
+listing = os.open('/proc/self/fd', os.O_RDONLY | os.O_DIRECTORY)
+for n in sorted(os.listdir('/proc/self/fd'), key=int):
+    if int(n) <= 2 or int(n) == listing: continue
+    try: t = os.readlink('/proc/self/fd/' + n)
+    except OSError: continue
+    leaks.append('own fd %s -> %s' % (n, t))
+os.close(listing)
+for pid in [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()]:
+    try: fds = os.listdir('/proc/%s/fd' % pid)
+    except OSError: continue
+    for n in fds:
+        try: t = os.readlink('/proc/%s/fd/%s' % (pid, n))
+        except OSError: continue
+        if t.startswith('/') and not t.startswith(('/dev/null', '/proc/', '/workspace', '/tmp', '/dev/pts')) and not os.path.exists(t):
+            e = try_open('/proc/%s/fd/%s' % (pid, n))
+            if not e: leaks.append('pid %s fd %s -> %s (host path, opened)' % (pid, n, t))
+done(not leaks, '; '.join(leaks) or 'no descriptor above stdio in the command; no host file reachable through another process\'s fds')
+`);
+  },
+};
+
+/** The files API resolves paths inside the sandbox: a symlink or `..` must never land on the daemon's host. */
+const filesApiSymlinkRead: Attack = {
+  id: 'filesystem.files-api-symlink-read',
+  category: 'filesystem',
+  title: 'GET through the files API a /workspace symlink to a host file, to /proc/1/root/... and to /proc/self/root/...',
+  async run(ctx) {
+    return withHostSecret(async (_dir, secretPath, secret) => {
+      const id = ctx.sandboxes.debian;
+      const links: Record<string, string> = {
+        'ln-host': secretPath,
+        'ln-proc1': `/proc/1/root${secretPath}`,
+        'ln-self': `/proc/self/root${secretPath}`,
+        'ln-dotdot': `../../../../../../..${secretPath}`,
+        'ln-cwd': `/proc/self/cwd/../../../..${secretPath}`,
+      };
+      const made = await ctx.exec(id, ['sh', '-c', Object.entries(links).map(([n, t]) => `ln -sfn '${t}' /workspace/${n}`).join(' && ') + ' && echo made']);
+      if (!made.stdout.includes('made')) return { blocked: false, detail: `could not create the symlinks: ${clip(made.stderr)}` };
+      const ctl = await apiRead(ctx, id, '/etc/hostname');
+      if (!ctl.ok) return { blocked: false, detail: `control: reading /etc/hostname through the files API failed (${ctl.text})` };
+      const leaks: string[] = [];
+      for (const n of Object.keys(links)) {
+        const r = await apiRead(ctx, id, `/workspace/${n}`);
+        if (r.ok && r.text.includes(secret)) leaks.push(`/workspace/${n} gave the host file`);
+      }
+      for (const p of [`/proc/self/root${secretPath}`, `/proc/1/root${secretPath}`, `/proc/self/cwd${secretPath}`]) {
+        const r = await apiRead(ctx, id, p);
+        if (r.ok && r.text.includes(secret)) leaks.push(`${p} gave the host file`);
+      }
+      await ctx.exec(id, ['sh', '-c', `rm -f ${Object.keys(links).map((n) => `/workspace/${n}`).join(' ')}`]);
+      return { blocked: leaks.length === 0, detail: leaks.join('; ') || `${Object.keys(links).length + 3} paths read, none reached the host file (control read ok)` };
+    });
+  },
+};
+
+const filesApiSymlinkWrite: Attack = {
+  id: 'filesystem.files-api-symlink-write',
+  category: 'filesystem',
+  title: 'PUT and DELETE through the files API via a /workspace symlink (file and directory) pointing at the host',
+  async run(ctx) {
+    return withHostSecret(async (dir, secretPath, secret) => {
+      const id = ctx.sandboxes.debian;
+      const made = await ctx.exec(id, ['sh', '-c', `ln -sfn '${secretPath}' /workspace/wl-file && ln -sfn '${dir}' /workspace/wl-dir && ln -sfn '/proc/1/root${dir}' /workspace/wl-proc && echo made`]);
+      if (!made.stdout.includes('made')) return { blocked: false, detail: `could not create the symlinks: ${clip(made.stderr)}` };
+      const evil = `overwritten-${randomBytes(6).toString('hex')}`;
+      for (const p of ['/workspace/wl-file', '/workspace/wl-dir/secret.txt', '/workspace/wl-dir/new.txt', '/workspace/wl-proc/new2.txt', `/proc/self/root${dir}/new3.txt`, `/workspace/../../../..${dir}/new4.txt`])
+        await apiWrite(ctx, id, p, evil);
+      for (const p of ['/workspace/wl-dir/secret.txt', `/proc/1/root${secretPath}`]) await ctx.client.removePath(id, p).catch(() => undefined);
+      const ctl = await apiWrite(ctx, id, '/workspace/wl-control', 'x');
+      await ctx.exec(id, ['sh', '-c', 'rm -f /workspace/wl-file /workspace/wl-dir /workspace/wl-proc /workspace/wl-control']);
+      const leaks: string[] = [];
+      if (!existsSync(secretPath)) leaks.push('the host file was deleted');
+      else if (readFileSync(secretPath, 'utf8') !== secret) leaks.push('the host file was overwritten');
+      for (const n of ['new.txt', 'new2.txt', 'new3.txt', 'new4.txt']) if (existsSync(join(dir, n))) leaks.push(`host ${n} was created`);
+      if (leaks.length) return { blocked: false, detail: leaks.join('; ') };
+      if (!ctl.ok) return { blocked: false, detail: `control: a plain PUT to /workspace failed (${ctl.text})` };
+      return { blocked: true, detail: 'six writes and two deletes through symlinks and .. left the host directory untouched (control PUT ok)' };
+    });
+  },
+};
+
+const filesApiTraversal: Attack = {
+  id: 'filesystem.files-api-traversal',
+  category: 'filesystem',
+  title: 'read and list host paths through the files API with .., //, /./ and percent-encoded spellings',
+  async run(ctx) {
+    return withHostSecret(async (dir, secretPath, secret) => {
+      const id = ctx.sandboxes.debian;
+      const leaks: string[] = [];
+      const spellings = [`/workspace/../../../../../..${secretPath}`, `//..//..${secretPath}`, `/./workspace/./../..${secretPath}`, `/workspace/%2e%2e/%2e%2e${secretPath}`, `/workspace/..%2f..%2f..${secretPath}`, secretPath];
+      for (const p of spellings) {
+        const r = await apiRead(ctx, id, p);
+        if (r.ok && r.text.includes(secret)) leaks.push(`${p} gave the host file`);
+      }
+      for (const p of [`/workspace/../../..${dir}`, dir, `/proc/self/root${dir}`, `/proc/1/root${dir}`]) {
+        try {
+          const entries = await ctx.client.listDir(id, p);
+          if (entries.some((e) => e.name === 'secret.txt')) leaks.push(`list ${p} showed the host directory`);
+        } catch {
+          /* refused or absent: held */
+        }
+      }
+      return { blocked: leaks.length === 0, detail: leaks.join('; ') || `${spellings.length} reads and 4 listings of host paths found nothing of the host` };
+    });
+  },
+};
+
+const hardlinks: Attack = {
+  id: 'filesystem.hardlink-out',
+  category: 'filesystem',
+  title: 'hardlink root-owned files (/etc/shadow, the init binary) into /workspace and /tmp, then write through the link',
+  async run(ctx) {
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+got = []
+for src in ('/etc/shadow', '/etc/passwd', '/.agentbox/init', '/proc/1/exe', '/usr/bin/python3'):
+    for dst in ('/workspace/hl', '/tmp/hl'):
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:
+            continue
+        e = try_open(dst, os.O_WRONLY)
+        got.append('linked %s -> %s%s' % (src, dst, '' if e else ' and opened it for writing'))
+        os.unlink(dst)
+open('/workspace/hl-src', 'w').close()
+os.link('/workspace/hl-src', '/workspace/hl-ctl')
+os.unlink('/workspace/hl-ctl'); os.unlink('/workspace/hl-src')
+done(not got, '; '.join(got) or 'no root-owned file could be hardlinked into a writable place (a link of an own file works)')
+`);
+  },
+};
+
+const openByHandle: Attack = {
+  id: 'filesystem.open-by-handle',
+  category: 'filesystem',
+  title: 'open_by_handle_at with a handle for the filesystem root and inode 2 (the "shocker" escape)',
+  async run(ctx) {
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+NAME_TO_HANDLE_AT, OPEN_BY_HANDLE_AT = 303, 304
+buf = ctypes.create_string_buffer(8 + 128)
+ctypes.memmove(buf, (128).to_bytes(4, 'little'), 4)
+mnt = ctypes.c_int(0)
+r, e = sc(NAME_TO_HANDLE_AT, -100, b'/etc', ctypes.byref(buf), ctypes.byref(mnt), 0)
+tries = []
+rootfd = os.open('/', os.O_RDONLY)
+if r == 0:
+    r2, e2 = sc(OPEN_BY_HANDLE_AT, rootfd, ctypes.byref(buf), os.O_RDONLY)
+    tries.append(('own /etc handle', r2, e2))
+forged = ctypes.create_string_buffer(8 + 8)
+ctypes.memmove(forged, (8).to_bytes(4, 'little') + (1).to_bytes(4, 'little') + (2).to_bytes(4, 'little') + (0).to_bytes(4, 'little'), 16)
+r3, e3 = sc(OPEN_BY_HANDLE_AT, rootfd, ctypes.byref(forged), os.O_RDONLY)
+tries.append(('forged inode-2 handle', r3, e3))
+opened = ['%s opened (fd %d)' % (n, rc) for n, rc, er in tries if rc >= 0]
+done(not opened, '; '.join(opened) or 'open_by_handle_at refused: ' + ', '.join('%s %s' % (n, er) for n, rc, er in tries))
+`);
+  },
+};
+
+const mknodDevices: Attack = {
+  id: 'filesystem.mknod-device',
+  category: 'filesystem',
+  title: 'mknod a block device (the host disk 8:0 / 253:0 / 254:0) and /dev/mem (1:1) in /workspace, /tmp and /dev, then open it',
+  async run(ctx) {
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+import stat
+got = []
+for d in ('/workspace', '/tmp', '/dev', '/dev/shm'):
+    for kind, mj, mn in ((stat.S_IFBLK, 8, 0), (stat.S_IFBLK, 253, 0), (stat.S_IFBLK, 254, 0), (stat.S_IFCHR, 1, 1)):
+        p = '%s/agentbox-dev-%d-%d' % (d, mj, mn)
+        try:
+            os.mknod(p, kind | 0o600, os.makedev(mj, mn))
+        except OSError:
+            continue
+        e = try_open(p)
+        if not e: got.append('%s created and opened' % p)
+        os.unlink(p)
+done(not got, '; '.join(got) or 'no device node could be created and opened')
+`);
+  },
+};
+
+const mounts: Attack = {
+  id: 'filesystem.mount-and-chroot',
+  category: 'filesystem',
+  title: 'mount (tmpfs, proc, bind of /, remount rw), umount /workspace and /proc, pivot_root, chroot',
+  async run(ctx) {
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
+MS_BIND, MS_REMOUNT, MS_RDONLY, MS_REC = 4096, 32, 1, 16384
+os.makedirs('/tmp/mnt', exist_ok=True)
+got = []
+for what in ((b'none', b'/tmp/mnt', b'tmpfs', 0), (b'proc', b'/tmp/mnt', b'proc', 0), (b'/', b'/tmp/mnt', None, MS_BIND | MS_REC),
+             (None, b'/', None, MS_REMOUNT | MS_BIND), (b'none', b'/tmp/mnt', b'cgroup', 0), (b'none', b'/tmp/mnt', b'sysfs', 0)):
+    if libc.mount(what[0], what[1], what[2], what[3], None) == 0: got.append('mount %r' % (what,))
+for t in (b'/workspace', b'/proc', b'/tmp'):
+    if libc.umount2(t, 2) == 0: got.append('umount %s' % t.decode())
+r, e = sc(155, b'/tmp', b'/tmp/mnt')
+if r == 0: got.append('pivot_root')
+try:
+    os.chroot('/tmp'); got.append('chroot')
+except OSError:
+    pass
+done(not got, '; '.join(got) or 'every mount, umount, pivot_root and chroot failed')
+`);
+  },
+};
+
+const sysWrites: Attack = {
+  id: 'filesystem.sys-writes',
+  category: 'filesystem',
+  title: 'open for writing /sys/kernel (uevent_helper), cgroup release_agent/notify_on_release and cgroup limits',
+  async run(ctx) {
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+import glob
+targets = ['/sys/kernel/uevent_helper', '/sys/kernel/mm/transparent_hugepage/enabled', '/sys/power/state', '/sys/class/net/lo/mtu']
+for pat in ('/sys/fs/cgroup/*/release_agent', '/sys/fs/cgroup/release_agent', '/sys/fs/cgroup/*/notify_on_release', '/sys/fs/cgroup/*/memory.limit_in_bytes',
+            '/sys/fs/cgroup/*/pids.max', '/sys/fs/cgroup/*/cgroup.procs', '/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/pids.max', '/sys/fs/cgroup/cgroup.procs'):
+    targets += glob.glob(pat)
+got = [p for p in targets if os.path.exists(p) and not try_open(p, os.O_WRONLY)]
+done(not got, ('opened for writing: ' + ', '.join(got)) if got else 'none of %d /sys targets opened for writing' % len(targets))
+`);
+  },
+};
+
+const procSysWrites: Attack = {
+  id: 'filesystem.proc-sys-writes',
+  category: 'filesystem',
+  title: 'open /proc/sys/kernel/core_pattern, modprobe, sysrq, hostname, binfmt_misc register and vm knobs for writing',
+  async run(ctx) {
+    // Opening is the attack; nothing is written even when an open succeeds.
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+targets = ['/proc/sys/kernel/core_pattern', '/proc/sys/kernel/modprobe', '/proc/sys/kernel/sysrq', '/proc/sys/kernel/hostname',
+           '/proc/sys/kernel/domainname', '/proc/sys/kernel/panic', '/proc/sys/vm/drop_caches', '/proc/sys/vm/overcommit_memory',
+           '/proc/sys/fs/binfmt_misc/register', '/proc/sys/net/ipv4/ip_forward', '/proc/sys/kernel/randomize_va_space', '/proc/sys/fs/suid_dumpable']
+got = [p for p in targets if os.path.exists(p) and not try_open(p, os.O_WRONLY)]
+readable = [p for p in targets if os.path.exists(p) and not try_open(p)]
+done(not got, ('opened for writing: ' + ', '.join(got)) if got else 'none of %d /proc/sys knobs opened for writing (%d exist and read)' % (len(targets), len(readable)))
+`);
+  },
+};
+
+const sysrqAndKernelFiles: Attack = {
+  id: 'filesystem.kernel-devices',
+  category: 'filesystem',
+  title: 'open /proc/sysrq-trigger for writing, /dev/mem, /dev/kmem, /dev/port, /dev/kmsg, /proc/kcore and disk devices',
+  async run(ctx) {
+    // gVisor's /dev/fuse and /dev/net/tun are devices of its own kernel (the Sentry), not the host's.
+    const sentryDevices = ctx.runtime === 'gvisor' ? "'/dev/fuse', '/dev/net/tun'" : "'/dev/null'";
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+SENTRY = (${sentryDevices},)
+got = []
+if os.path.exists('/proc/sysrq-trigger') and not try_open('/proc/sysrq-trigger', os.O_WRONLY): got.append('/proc/sysrq-trigger opened for writing')
+for p in ('/dev/mem', '/dev/kmem', '/dev/port', '/dev/kmsg', '/proc/kcore', '/dev/vda', '/dev/sda', '/dev/nvme0n1', '/dev/dm-0', '/dev/xvda', '/dev/fuse', '/dev/kvm', '/dev/net/tun', '/dev/loop-control'):
+    if p not in SENTRY and os.path.exists(p) and not try_open(p): got.append(p + ' opened')
+blocks = [n for n in os.listdir('/dev') if os.path.exists('/dev/' + n) and __import__('stat').S_ISBLK(os.stat('/dev/' + n).st_mode)]
+if blocks: got.append('block devices in /dev: ' + ','.join(blocks))
+if try_open('/dev/null', os.O_WRONLY): done(False, 'control: /dev/null does not open, the probe proves nothing')
+done(not got, '; '.join(got) or 'no kernel memory, log, port or disk device opened (control /dev/null ok)')
+`);
+  },
+};
+
+const overwriteHostBinaries: Attack = {
+  id: 'filesystem.overwrite-host-binary',
+  category: 'filesystem',
+  title: 'overwrite the host binaries bound into the sandbox (/proc/1/exe, /.agentbox/init, /proc/PID/exe: the runc CVE-2019-5736 class)',
+  async run(ctx) {
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+got = []
+paths = ['/.agentbox/init', '/proc/self/exe'] + ['/proc/%s/exe' % p for p in os.listdir('/proc') if p.isdigit()]
+for root, dirs, files in os.walk('/.agentbox'):
+    paths += [os.path.join(root, f) for f in files]
+for p in ('/run/agentbox-agent',):
+    if os.path.isdir(p): paths += [os.path.join(p, f) for f in os.listdir(p)]
+for p in paths:
+    for fl in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC):
+        if os.path.exists(p) and not try_open(p, fl):
+            got.append('%s opened for writing' % p); break
+    try:
+        os.chmod(p, 0o777); got.append('chmod ' + p)
+    except OSError:
+        pass
+done(not got, '; '.join(got) or '%d host-provided or running binaries, none writable' % len(set(paths)))
+`);
+  },
+};
+
+const mountinfoHostPaths: Attack = {
+  id: 'filesystem.mountinfo-host-paths',
+  category: 'filesystem',
+  title: 'read host paths (image store, helper binary, docker data dir) from /proc/self/mountinfo and /proc/self/mounts',
+  async run(ctx) {
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+import re
+RUNTIME = ${JSON.stringify(ctx.runtime)}
+shown = set()
+HIDDEN_FS = {'proc', 'tmpfs', 'devtmpfs', 'devpts', 'sysfs', 'cgroup', 'cgroup2', 'mqueue', '9p'}
+for line in open('/proc/self/mountinfo'):
+    pre, _, post = line.partition(' - ')
+    f = pre.split()
+    fstype = post.split()[0] if post else ''
+    if fstype not in HIDDEN_FS and f[3] != '/':
+        shown.add(f[3])
+    for m in re.findall(r'(?:lowerdir|upperdir|workdir)=([^ ,]+)', post):
+        shown.update(m.split(':'))
+for line in open('/proc/self/mounts'):
+    for m in re.findall(r'(?:lowerdir|upperdir|workdir)=([^ ,]+)', line):
+        shown.update(m.split(':'))
+# Docker's own storage (overlay layers, the per-container hostname/hosts/resolv.conf) shows through any runc
+# container and cannot be hidden by agentbox: reported, not failed (the README's threat model says so).
+docker_own = set(p for p in shown if RUNTIME == 'docker' and re.search(r'/overlay2/|/containers/[0-9a-f]{64}/', p))
+shown -= docker_own
+note = (' (docker\'s own storage shows: %d paths under %s)' % (len(docker_own), os.path.commonpath(sorted(docker_own)))) if docker_own else ''
+done(not shown, ('host paths shown: ' + ', '.join(sorted(shown))[:500] + note) if shown else 'no host path in mountinfo or mounts' + note)
+`);
+  },
+};
+
+const workspaceSetuid: Attack = {
+  id: 'filesystem.writable-exec-setuid',
+  category: 'filesystem',
+  title: 'create a setuid/setgid copy of a binary in /workspace, /tmp and /dev/shm, and run it expecting a raised euid',
+  async run(ctx) {
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+import shutil, subprocess
+got, made = [], 0
+for d in ('/workspace', '/tmp', '/dev/shm'):
+    if not os.path.isdir(d): continue
+    p = d + '/agentbox-suid-python'
+    try:
+        shutil.copy('/usr/bin/python3', p)
+        os.chmod(p, 0o6755)
+    except OSError:
+        continue
+    made += 1
+    try:
+        out = subprocess.run([p, '-c', 'import os; print(os.geteuid(), os.getegid())'], capture_output=True, timeout=20).stdout.decode().split()
+        if out and (out[0] != str(os.getuid()) or out[1] != str(os.getgid())): got.append('%s ran with euid/egid %s' % (p, ' '.join(out)))
+    except Exception:
+        pass
+    os.unlink(p)
+done(not got, '; '.join(got) or 'a setuid copy (%d made) runs with the caller\'s own ids: nothing to gain (own uid %d)' % (made, os.getuid()))
+`);
+  },
+};
+
+const fifoAndDeviceThroughApi: Attack = {
+  id: 'filesystem.files-api-special-files',
+  category: 'filesystem',
+  title: 'GET through the files API a FIFO, /dev/zero and /dev/urandom (never-ending): the read must end, the daemon must stay up',
+  async run(ctx) {
+    const id = ctx.sandboxes.debian;
+    const fifo = `/workspace/${marker('fifo')}`;
+    const made = await ctx.exec(id, ['sh', '-c', `mkfifo ${fifo} && echo made`]);
+    if (!made.stdout.includes('made')) return { blocked: false, detail: `could not create the FIFO: ${clip(made.stderr)}` };
+    const outcomes: string[] = [];
+    let hung = false;
+    for (const p of [fifo, '/dev/zero', '/dev/urandom', '/proc/self/fd/0']) {
+      const ac = new AbortController();
+      const guard = setTimeout(() => ac.abort(), 10_000);
+      try {
+        const stream = await Promise.race([
+          ctx.client.readFile(id, p),
+          new Promise<never>((_, rej) => ac.signal.addEventListener('abort', () => rej(new Error('no answer in 10 s')))),
+        ]);
+        let n = 0;
+        for await (const c of stream) {
+          n += (c as Buffer).length;
+          if (n > 256 * 1024 * 1024 || ac.signal.aborted) break;
+        }
+        stream.destroy();
+        outcomes.push(`${p}: ${n} bytes`);
+        if (ac.signal.aborted) hung = true;
+      } catch (err) {
+        outcomes.push(`${p}: ${(err as { code?: string }).code ?? (err as Error).message}`);
+        if (ac.signal.aborted) hung = true;
+      } finally {
+        clearTimeout(guard);
+      }
+    }
+    await ctx.exec(id, ['rm', '-f', fifo]);
+    const alive = await ctx.exec(id, ['echo', 'alive']);
+    if (hung) return { blocked: false, detail: `a read hung: ${outcomes.join('; ')}` };
+    if (!alive.stdout.includes('alive')) return { blocked: false, detail: `the sandbox stopped answering after the reads: ${outcomes.join('; ')}` };
+    return { blocked: true, detail: outcomes.join('; ') };
+  },
+};
+
+const devShmAndDevWritable: Attack = {
+  id: 'filesystem.writable-outside-workspace',
+  category: 'filesystem',
+  title: 'find every writable directory of the sandbox: only /workspace, /tmp and the runtime\'s /dev/shm, /dev/mqueue may be',
+  async run(ctx) {
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+ok = ('/workspace', '/tmp', '/dev/shm', '/dev/mqueue', '/proc', '/sys', '/dev/pts')
+found = []
+for root, dirs, files in os.walk('/', topdown=True):
+    dirs[:] = [d for d in dirs if os.path.join(root, d) not in ('/proc', '/sys', '/workspace', '/tmp')]
+    if root.startswith(ok): continue
+    p = os.path.join(root, '.agentbox-w-probe')
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd); os.unlink(p); found.append(root)
+    except OSError:
+        pass
+done(not found, ('writable outside /workspace and /tmp: ' + ', '.join(found)) if found else 'no writable directory outside /workspace, /tmp (and /dev/shm, /dev/mqueue)')
+`);
+  },
+};
+
+export const filesystemAttacks: Attack[] = [
+  writeReadOnlyRoot,
+  procRootEscape,
+  inheritedFds,
+  filesApiSymlinkRead,
+  filesApiSymlinkWrite,
+  filesApiTraversal,
+  fifoAndDeviceThroughApi,
+  hardlinks,
+  openByHandle,
+  mknodDevices,
+  mounts,
+  sysWrites,
+  procSysWrites,
+  sysrqAndKernelFiles,
+  overwriteHostBinaries,
+  mountinfoHostPaths,
+  workspaceSetuid,
+  devShmAndDevWritable,
+];
+

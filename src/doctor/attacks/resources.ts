@@ -1,0 +1,426 @@
+/**
+ * Resource attacks: fork, thread, memory, disk, inode and output floods, processes that outlive their exec, CPU.
+ * Every attack that may exhaust or kill a sandbox runs in a scratch sandbox with small limits, never in a shared one.
+ * A limit "held" when the flood stopped near it, the sandbox (or the daemon) still answers, and nothing of the flood
+ * is left on the host afterwards.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { clip, PY_PRELUDE, pyProbe, pyRun, verdictOf } from './in-sandbox.js';
+import type { Attack, AttackContext } from './types.js';
+
+const SMALL = { memoryMb: 64, pids: 32, diskMb: 16 } as const;
+
+/** Host processes whose command line contains `needle` (docker/local sandboxes' processes show in the host's /proc). */
+function hostProcessesWith(needle: string): number[] {
+  const found: number[] = [];
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(needle)) found.push(Number(p));
+    } catch {
+      /* gone, or not ours to read */
+    }
+  }
+  return found;
+}
+
+/** Polls for up to `ms` until `check` is true; returns its last answer. */
+async function eventually(ms: number, check: () => Promise<boolean> | boolean): Promise<boolean> {
+  const until = Date.now() + ms;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > until) return false;
+    await sleep(100);
+  }
+}
+
+/** The sandbox still runs a command, or it ended cleanly (stopped/failed with a reason): never stuck half-alive. */
+async function survivesOrEndsCleanly(ctx: AttackContext, id: string): Promise<{ ok: boolean; how: string }> {
+  const r = await ctx.exec(id, ['echo', 'alive'], { timeoutMs: 15_000 }).catch((err: Error) => err);
+  if (!(r instanceof Error) && r.stdout.includes('alive')) return { ok: true, how: 'the sandbox still answers' };
+  let sb = await ctx.client.get(id).catch(() => undefined);
+  const ended = (): boolean => sb?.state === 'stopped' || sb?.state === 'failed';
+  await eventually(5000, async () => ended() || ((sb = await ctx.client.get(id).catch(() => undefined)), ended()));
+  if (sb && ended()) return { ok: true, how: `the sandbox ended cleanly (${sb.state}, ${sb.endReason ?? 'no reason'})` };
+  return { ok: false, how: `the sandbox neither answers nor ended: ${r instanceof Error ? r.message : `exit ${r.exitCode} ${clip(r.stderr)}`}, state ${sb?.state ?? '?'}` };
+}
+
+const forkBomb: Attack = {
+  id: 'resources.fork-bomb',
+  category: 'resources',
+  title: 'fork until fork fails (pids limit 32): the count stays at the limit, the sandbox recovers',
+  async run(ctx) {
+    const id = await ctx.scratch({ image: 'debian', limits: SMALL });
+    const r = await pyRun(ctx, id, String.raw`
+import time
+rd, wr = os.pipe()
+kids, err = [], ''
+t = time.time()
+while len(kids) < 5000 and time.time() - t < 10:
+    try:
+        pid = os.fork()
+    except OSError as e:
+        err = ename(e); break
+    if pid == 0:
+        os.close(wr); os.read(rd, 1); os._exit(0)
+    kids.append(pid)
+    print('forked %d' % len(kids), flush=True)
+os.close(wr)
+for k in kids: os.waitpid(k, 0)
+done(len(kids) < ${SMALL.pids} and err != '', 'forked %d processes before fork failed with %s (pids limit ${SMALL.pids})' % (len(kids), err or 'nothing'))
+`);
+    const forked = Math.max(0, ...[...r.stdout.matchAll(/forked (\d+)/g)].map((m) => Number(m[1])));
+    // Where forking copies enough memory (gVisor), the memory limit may end the bomb before the pids limit does.
+    const v = r.oomKilled && forked < SMALL.pids ? { blocked: true, detail: `forked ${forked} processes, then the memory limit OOM-killed the bomb` } : verdictOf(r);
+    const after = await survivesOrEndsCleanly(ctx, id);
+    return { blocked: v.blocked && after.ok, detail: `${v.detail}; ${after.how}` };
+  },
+};
+
+const shellForkBomb: Attack = {
+  id: 'resources.fork-bomb-shell',
+  category: 'resources',
+  title: 'the classic shell fork bomb :(){ :|:& };: for 3 s, then a command in the same sandbox',
+  async run(ctx) {
+    const id = await ctx.scratch({ limits: SMALL });
+    const r = await ctx.exec(id, ['sh', '-c', 'bomb() { bomb | bomb & }; bomb; sleep 30'], { timeoutMs: 3000 });
+    const after = await survivesOrEndsCleanly(ctx, id);
+    const alive = await ctx.client.health().then(() => true, () => false);
+    return {
+      blocked: after.ok && alive,
+      detail: `the bomb ended (${r.timedOut ? 'timed out' : `exit ${r.exitCode}`}); ${after.how}; the daemon ${alive ? 'answers' : 'does not answer'}`,
+    };
+  },
+};
+
+const threadBomb: Attack = {
+  id: 'resources.thread-bomb',
+  category: 'resources',
+  title: 'start threads until it fails (threads count against the pids limit of 32)',
+  async run(ctx) {
+    const id = await ctx.scratch({ image: 'debian', limits: SMALL });
+    const v = await pyProbe(ctx, id, String.raw`
+import threading, time
+ev = threading.Event()
+n, err = 0, ''
+t = time.time()
+while n < 5000 and time.time() - t < 10:
+    try:
+        threading.Thread(target=ev.wait, daemon=True).start(); n += 1
+    except Exception as e:
+        err = str(e)[:60]; break
+ev.set()
+done(n < ${SMALL.pids} and err != '', 'started %d threads before: %s (pids limit ${SMALL.pids})' % (n, err or 'nothing stopped it'))
+`);
+    const after = await survivesOrEndsCleanly(ctx, id);
+    return { blocked: v.blocked && after.ok, detail: `${v.detail}; ${after.how}` };
+  },
+};
+
+const memoryBomb: Attack = {
+  id: 'resources.memory-bomb',
+  category: 'resources',
+  title: 'allocate and touch 1 GiB with memoryMb 64: exit 137, oomKilled, and no more than the limit was ever held',
+  async run(ctx) {
+    const id = await ctx.scratch({ image: 'debian', limits: SMALL });
+    const r = await pyRun(ctx, id, String.raw`
+chunks = []
+for i in range(1024):
+    chunks.append(bytearray(b'x') * (1 << 20))
+    if i % 8 == 0: print('held %d MiB' % (i + 1), flush=True)
+print('RESULT ' + json.dumps({'blocked': False, 'detail': 'allocated and touched 1 GiB with memoryMb ${SMALL.memoryMb}'}))
+`, { timeoutMs: 60_000 });
+    const held = Math.max(0, ...[...r.stdout.matchAll(/held (\d+) MiB/g)].map((m) => Number(m[1])));
+    if (r.stdout.includes('RESULT ')) return { blocked: false, detail: `allocated 1 GiB with memoryMb ${SMALL.memoryMb} (exit ${r.exitCode})` };
+    const after = await survivesOrEndsCleanly(ctx, id);
+    const killedRight = r.exitCode === 137 && r.oomKilled;
+    const memoryError = r.stderr.includes('MemoryError');
+    return {
+      blocked: (killedRight || memoryError) && held <= SMALL.memoryMb + 8 && after.ok,
+      detail: `held at most ${held} MiB, then exit ${r.exitCode} oomKilled ${r.oomKilled}${memoryError ? ' (MemoryError)' : ''}; ${after.how}`,
+    };
+  },
+};
+
+/** Fills one directory of a scratch sandbox; `bound` MiB is the most that may land there. */
+function fillAttack(short: string, dir: string, title: string): Attack {
+  return {
+    id: `resources.${short}`,
+    category: 'resources',
+    title,
+    async run(ctx) {
+      const id = await ctx.scratch({ image: 'debian', limits: SMALL });
+      const bound = SMALL.diskMb;
+      const r = await pyRun(ctx, id, String.raw`
+d = ${JSON.stringify(dir)}
+if not os.path.isdir(d): done(True, d + ' does not exist here')
+total, err, n = 0, '', 0
+block = b'\xa5' * (1 << 20)
+try:
+    while total < (256 << 20):
+        with open('%s/fill-%d' % (d, n), 'wb') as f:
+            for _ in range(16):
+                f.write(block); f.flush(); total += len(block)
+                print('wrote %d MiB' % (total >> 20), flush=True)
+        n += 1
+except OSError as e:
+    err = ename(e)
+mib = total >> 20
+done(err in ('ENOSPC', 'EDQUOT', 'EFBIG', 'ENOMEM') and mib <= ${bound} + 2, 'wrote %d MiB to %s before %s (diskMb ${bound})' % (mib, d, err or 'nothing stopped it at 256 MiB'))
+`, { timeoutMs: 60_000 });
+      // A tmpfs the runtime did not size (e.g. /dev/shm) is still charged to the sandbox's memory: an OOM kill at
+      // the memory limit holds the boundary too.
+      const wrote = Math.max(0, ...[...r.stdout.matchAll(/wrote (\d+) MiB/g)].map((m) => Number(m[1])));
+      const v = r.oomKilled && wrote <= SMALL.memoryMb + 8 ? { blocked: true, detail: `wrote ${wrote} MiB to ${dir}, then the memory limit (${SMALL.memoryMb} MiB) OOM-killed the writer` } : verdictOf(r);
+      const after = await survivesOrEndsCleanly(ctx, id);
+      return { blocked: v.blocked && after.ok, detail: `${v.detail}; ${after.how}` };
+    },
+  };
+}
+
+const fillWorkspace = fillAttack('disk-fill-workspace', '/workspace', 'write 256 MiB to /workspace with diskMb 16: ENOSPC at the limit');
+const fillTmp = fillAttack('disk-fill-tmp', '/tmp', 'write 256 MiB to /tmp with diskMb 16: ENOSPC at the limit');
+const fillShm = fillAttack('disk-fill-dev-shm', '/dev/shm', 'write 256 MiB to /dev/shm with diskMb 16 (where it exists): stopped at the limit');
+
+const fillThroughApi: Attack = {
+  id: 'resources.disk-fill-files-api',
+  category: 'resources',
+  title: 'PUT a 64 MiB file through the files API into a sandbox with diskMb 16: refused, the sandbox and daemon fine',
+  async run(ctx) {
+    const id = await ctx.scratch({ limits: SMALL });
+    let left = 64;
+    const body = new Readable({
+      read() {
+        this.push(left-- > 0 ? Buffer.alloc(1 << 20, 0x5a) : null);
+      },
+    });
+    const put = await ctx.client.writeFile(id, '/workspace/big.bin', body).then(
+      (r) => `accepted (${r.bytes} bytes)`,
+      (err: Error & { code?: string }) => `refused (${err.code ?? err.message})`,
+    );
+    const size = await ctx.exec(id, ['sh', '-c', 'wc -c < /workspace/big.bin 2>/dev/null || echo 0']);
+    const mib = Math.round(Number(size.stdout.trim() || '0') / (1 << 20));
+    const after = await survivesOrEndsCleanly(ctx, id);
+    return { blocked: put.startsWith('refused') && mib <= SMALL.diskMb && after.ok, detail: `PUT ${put}, ${mib} MiB landed (diskMb ${SMALL.diskMb}); ${after.how}` };
+  },
+};
+
+const inodeFlood: Attack = {
+  id: 'resources.inode-flood',
+  category: 'resources',
+  title: 'create empty files in /workspace and /tmp until it fails (memoryMb 64, diskMb 16): bounded, the sandbox recovers',
+  async run(ctx) {
+    const id = await ctx.scratch({ image: 'debian', limits: SMALL });
+    const r = await pyRun(ctx, id, String.raw`
+import time
+n, err, t = 0, '', time.time()
+try:
+    for d in ('/workspace', '/tmp'):
+        os.makedirs(d + '/inodes', exist_ok=True)
+        while n < 400000 and time.time() - t < 8:
+            os.close(os.open('%s/inodes/%d' % (d, n), os.O_CREAT | os.O_WRONLY, 0o600)); n += 1
+            if n % 20000 == 0: print('files %d' % n, flush=True)
+except OSError as e:
+    err = ename(e)
+print('files %d' % n)
+done(err != '', 'created %d empty files before %s' % (n, err or 'nothing stopped it (8 s)'))
+`, { timeoutMs: 60_000 });
+    const files = Math.max(0, ...[...r.stdout.matchAll(/files (\d+)/g)].map((m) => Number(m[1])));
+    const after = await survivesOrEndsCleanly(ctx, id);
+    const stopped = r.stdout.includes('"blocked": true') || (r.exitCode === 137 && r.oomKilled);
+    return {
+      blocked: stopped && after.ok,
+      detail: `${r.stdout.includes('RESULT') ? clip(r.stdout.split('RESULT ')[1] ?? '', 160) : `killed after ${files} files (exit ${r.exitCode}, oomKilled ${r.oomKilled})`}; ${after.how}`,
+    };
+  },
+};
+
+function outputFlood(stream: 'stdout' | 'stderr' | 'both'): Attack {
+  return {
+    id: `resources.output-flood-${stream}`,
+    category: 'resources',
+    title: `write 64 MiB to ${stream === 'both' ? 'stdout and stderr interleaved' : stream}: the result is truncated at the output limit and the first bytes are kept`,
+    async run(ctx) {
+      const head = `HEAD-${stream}-${Date.now()}`;
+      const cmd =
+        stream === 'stdout'
+          ? `echo ${head}; head -c 67108864 /dev/zero | tr '\\0' x`
+          : stream === 'stderr'
+            ? `echo ${head} >&2; head -c 67108864 /dev/zero | tr '\\0' y >&2`
+            : `echo ${head}; i=0; while [ $i -lt 64 ]; do head -c 1048576 /dev/zero | tr '\\0' x; head -c 1048576 /dev/zero | tr '\\0' y >&2; i=$((i+1)); done`;
+      const r = await ctx.exec(ctx.sandboxes.busybox, ['sh', '-c', cmd], { timeoutMs: 60_000 });
+      const kept = (stream === 'stderr' ? r.stderr : r.stdout).startsWith(head);
+      const total = Buffer.byteLength(r.stdout) + Buffer.byteLength(r.stderr);
+      const bounded = total < 64 << 20 && r.truncated;
+      const alive = await ctx.exec(ctx.sandboxes.busybox, ['echo', 'alive']);
+      return {
+        blocked: bounded && kept && alive.stdout.includes('alive'),
+        detail: `truncated ${r.truncated}, ${total} bytes returned of 64 MiB, first line ${kept ? 'kept' : 'lost'}, exit ${r.exitCode}${r.timedOut ? ' (timed out)' : ''}; the next exec ${alive.stdout.includes('alive') ? 'ran' : `did not run: exit ${alive.exitCode} ${clip(alive.stdout + alive.stderr, 120)}`}`,
+      };
+    },
+  };
+}
+
+const timeoutKillsTree: Attack = {
+  id: 'resources.timeout-kills-tree',
+  category: 'resources',
+  title: 'on exec timeout, kill children that ignore SIGTERM, a setsid double-forked daemon and a nohup child',
+  async run(ctx) {
+    const id = await ctx.scratch({ limits: SMALL });
+    const m = 7_000_000 + Math.floor(Math.random() * 999_999);
+    const script = [
+      `trap '' TERM HUP INT`,
+      `(trap '' TERM HUP INT; exec sleep ${m}1) &`,
+      `(setsid sh -c 'trap "" TERM HUP; sleep ${m}2 & exit 0' &)`,
+      `nohup sleep ${m}3 >/dev/null 2>&1 &`,
+      `sleep ${m}4`,
+    ].join('\n');
+    const r = await ctx.exec(id, ['sh', '-c', script], { timeoutMs: 1500 });
+    const inside = async (): Promise<string> => (await ctx.exec(id, ['sh', '-c', `cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -o 'sleep ${m}[0-9]' || true`])).stdout.trim();
+    const goneInside = await eventually(5000, async () => (await inside()) === '');
+    const goneOnHost = await eventually(3000, () => hostProcessesWith(`${m}`).length === 0);
+    const left = goneInside ? '' : (await inside()).replace(/\s+/g, ',');
+    return {
+      blocked: r.timedOut && goneInside && goneOnHost,
+      detail: `timedOut ${r.timedOut} exit ${r.exitCode}; ${goneInside ? 'no child left inside' : `left inside: ${left}`}; ${goneOnHost ? 'none on the host' : `host pids ${hostProcessesWith(`${m}`).join(',')}`}`,
+    };
+  },
+};
+
+const outliveStop: Attack = {
+  id: 'resources.outlive-stop',
+  category: 'resources',
+  title: 'leave a setsid + nohup daemon behind an exec, then stop the sandbox: nothing of it may stay on the host',
+  async run(ctx) {
+    const id = await ctx.scratch({ limits: SMALL });
+    const m = 8_000_000 + Math.floor(Math.random() * 999_999);
+    await ctx.exec(id, ['sh', '-c', `(setsid nohup sh -c 'trap "" TERM HUP; sleep ${m}1' >/dev/null 2>&1 &); nohup sleep ${m}2 >/dev/null 2>&1 & echo started`]);
+    const survivedExec = (await ctx.exec(id, ['sh', '-c', `cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c 'sleep ${m}' || true`])).stdout.trim();
+    const stopped = (await ctx.client.stop(id)).state;
+    const gone = await eventually(5000, () => hostProcessesWith(`${m}`).length === 0);
+    const execAfter = await ctx.exec(id, ['echo', 'alive']).then((r) => r.stdout.includes('alive'), () => false);
+    return {
+      blocked: gone && stopped === 'stopped' && !execAfter,
+      detail: `${survivedExec || '?'} daemon(s) outlived their exec (allowed); after stop (state ${stopped}) ${gone ? 'none is left on the host' : `host pids ${hostProcessesWith(`${m}`).join(',')} remain`}${execAfter ? ', and an exec still ran' : ''}`,
+    };
+  },
+};
+
+const cpuLimit: Attack = {
+  id: 'resources.cpu-limit',
+  category: 'resources',
+  title: 'spin as many busy processes as the host has cores for 1.5 s: CPU time stays near the sandbox\'s cpus limit',
+  async run(ctx) {
+    const id = ctx.sandboxes.debian;
+    const limit = (await ctx.client.get(id)).limits.cpus;
+    // Work done, not CPU time: a guest kernel (gVisor) may count time the host throttled it as time it ran.
+    const v = await pyRun(ctx, id, String.raw`
+import time
+def spin(sec):
+    n, end = 0, time.time() + sec
+    while time.time() < end:
+        for _ in range(1000): pass
+        n += 1
+    return n
+one = spin(0.4) / 0.4
+n = max(2, os.cpu_count() or 2)
+rd, wr = os.pipe()
+kids = []
+for _ in range(n):
+    pid = os.fork()
+    if pid == 0:
+        os.close(rd); os.write(wr, (str(spin(1.5)) + '\n').encode()); os._exit(0)
+    kids.append(pid)
+os.close(wr)
+for k in kids: os.waitpid(k, 0)
+total = sum(int(x) for x in os.fdopen(rd).read().split())
+print('CPU %.3f %d' % (total / 1.5 / one, n))
+`);
+    const m = /CPU ([\d.]+) (\d+)/.exec(v.stdout);
+    if (!m) return { blocked: false, detail: `the probe did not run: exit ${v.exitCode} ${clip(v.stderr)}` };
+    const [used, procs] = [Number(m[1]), Number(m[2])];
+    if (limit >= procs) return { blocked: true, detail: `cpus limit ${limit} >= ${procs} spinners: nothing to exceed (used ${used.toFixed(2)} cores)` };
+    return { blocked: used <= limit * 1.25 + 0.15, detail: `${procs} spinners did the work of ${used.toFixed(2)} cores for 1.5 s (cpus limit ${limit})` };
+  },
+};
+
+const fdLimit: Attack = {
+  id: 'resources.open-files',
+  category: 'resources',
+  title: 'raise RLIMIT_NOFILE beyond its hard limit and open descriptors until it fails',
+  async run(ctx) {
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+import resource, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+raised = ''
+try:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard + 1, hard + 1)); raised = 'hard limit raised to %d' % (hard + 1)
+except (OSError, ValueError):
+    pass
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+fds, err, t = [], '', time.time()
+try:
+    while time.time() - t < 5: fds.append(os.open('/dev/null', os.O_RDONLY))
+except OSError as e:
+    err = ename(e)
+n = len(fds)
+for f in fds: os.close(f)
+done(not raised and err == 'EMFILE' and n <= hard and hard <= (1 << 20), raised or 'opened %d descriptors before %s (hard limit %d, not raisable)' % (n, err or 'nothing (5 s)', hard))
+`);
+  },
+};
+
+const killEverything: Attack = {
+  id: 'resources.kill-everything',
+  category: 'resources',
+  title: 'kill(-1, SIGKILL) and kill(1, SIGKILL) from inside: only the sandbox\'s own processes can die, the daemon and host stay',
+  async run(ctx) {
+    const id = await ctx.scratch({ image: 'debian', limits: SMALL });
+    const r = await ctx.exec(id, ['python3', '-c', `${PY_PRELUDE}\nfor target in (1, -1):\n    try: os.kill(target, 9)\n    except OSError: pass\n`], { timeoutMs: 15_000 });
+    const after = await survivesOrEndsCleanly(ctx, id);
+    const neighbour = await ctx.exec(ctx.sandboxes.neighbour, ['echo', 'alive']);
+    const ok = after.ok && neighbour.stdout.includes('alive');
+    return { blocked: ok, detail: `kill -9 -1 exec ended with ${r.exitCode}; ${after.how}; the neighbour ${neighbour.stdout.includes('alive') ? 'still answers' : 'does not answer'}` };
+  },
+};
+
+const hugeArgv: Attack = {
+  id: 'resources.huge-argv-env',
+  category: 'resources',
+  title: 'exec with 8 MiB of argv and 1 MiB of environment: refused or run, the sandbox and daemon answer afterwards',
+  async run(ctx) {
+    const id = ctx.sandboxes.busybox;
+    const argv = ['sh', '-c', 'echo $#', 'x', ...Array.from({ length: 64 }, () => 'a'.repeat(128 * 1024))];
+    const env = Object.fromEntries(Array.from({ length: 32 }, (_, i) => [`BIG_${i}`, 'e'.repeat(32 * 1024)]));
+    const r = await ctx.exec(id, argv, { env }).then(
+      (x) => `exit ${x.exitCode}${x.stderr ? ` (${clip(x.stderr, 60)})` : ''}`,
+      (err: Error & { code?: string }) => `refused (${err.code ?? err.message})`,
+    );
+    const alive = await ctx.exec(id, ['echo', 'alive']);
+    const health = await ctx.client.health().then(() => true, () => false);
+    return { blocked: alive.stdout.includes('alive') && health, detail: `the huge exec: ${r}; afterwards the sandbox ${alive.stdout.includes('alive') ? 'answers' : 'does not answer'} and the daemon ${health ? 'answers' : 'does not'}` };
+  },
+};
+
+export const resourceAttacks: Attack[] = [
+  forkBomb,
+  shellForkBomb,
+  threadBomb,
+  memoryBomb,
+  fillWorkspace,
+  fillTmp,
+  fillShm,
+  fillThroughApi,
+  inodeFlood,
+  outputFlood('stdout'),
+  outputFlood('stderr'),
+  outputFlood('both'),
+  timeoutKillsTree,
+  outliveStop,
+  cpuLimit,
+  fdLimit,
+  killEverything,
+  hugeArgv,
+];
