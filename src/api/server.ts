@@ -27,7 +27,10 @@ export interface HttpLimits {
   requestTimeoutMs: number;
   /** A keep-alive connection with no request for this long is closed. */
   keepAliveTimeoutMs: number;
-  /** A connection with no traffic for this long is closed, unless a handler is working on its request. */
+  /**
+   * A connection with no traffic for this long is closed, unless a handler is working on its
+   * request and nothing waits to be sent (a client that stopped reading is cut too).
+   */
   idleTimeoutMs: number;
   /** Connections open at once on this listener; more are closed on arrival. */
   maxConnections: number;
@@ -85,9 +88,10 @@ export function createApiServer(opts: ApiServerOpts): ApiServer {
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   server.maxConnections = limits.maxConnections;
   // Idle connections are cut, but not one whose request a handler is working on: a buffered exec
-  // may be quiet for as long as its own timeout allows (SSE streams also send heartbeats).
+  // may be quiet for as long as its own timeout allows (SSE streams also send heartbeats). One
+  // whose answer waits unsent is a client that stopped reading: cut as well.
   server.setTimeout(limits.idleTimeoutMs, (socket: Socket) => {
-    if ((ctx.busy.get(socket) ?? 0) === 0) socket.destroy();
+    if ((ctx.busy.get(socket) ?? 0) === 0 || socket.writableLength > 0) socket.destroy();
   });
   return { server, closeSessions: () => mcp.close() };
 }
