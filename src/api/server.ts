@@ -164,7 +164,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
       if (caller.labels !== undefined) {
         throw new ForbiddenError('this token sees only sandboxes with its labels; metrics count the whole tenant\'s', { hint: 'use a token of the tenant without labels, or list your sandboxes with GET /v1/sandboxes' });
       }
-      const text = caller.tenant === DEFAULT_TENANT && caller.scopes === undefined ? await opts.metrics.registry.metrics() : await opts.metrics.tenantView(caller.tenant);
+      const text = isOperator(caller, opts.listener) ? await opts.metrics.registry.metrics() : await opts.metrics.tenantView(caller.tenant);
       res.writeHead(200, { 'content-type': opts.metrics.registry.contentType });
       res.end(text);
       return;

@@ -133,4 +133,12 @@ describe('a web page cannot drive a loopback daemon', () => {
     assert.equal((await sdk.exec(id, { cmd: ['cat', '/workspace/t.txt'] })).stdout, 'text body');
     await sdk.delete(id);
   });
+
+  test('a tokenless TCP caller is not the operator: /healthz says ok only, /metrics has no process or HTTP figures', async () => {
+    const h = await send(port, 'GET', '/healthz', {});
+    assert.deepEqual(JSON.parse(h.body), { ok: true });
+    const m = await send(port, 'GET', '/metrics', {});
+    assert.equal(m.status, 200);
+    assert.doesNotMatch(m.body, /agentbox_process_|agentbox_http_requests|agentbox_egress/);
+  });
 });
