@@ -100,11 +100,14 @@ describe('slow and idle clients are cut', () => {
     assert.doesNotMatch(r.said, /HTTP\/1\.1 200/);
   });
 
-  test('a body trickled byte by byte is cut', async () => {
+  test('a body trickled byte by byte is cut (REST and /mcp)', async () => {
     const head = `POST /v1/sandboxes HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{`;
     const r = await trickle(port, head, Array.from({ length: 60 }, () => ' '), 200);
     assert.equal(r.cut, true, 'the server was still waiting for the body after 12 s');
     assert.deepEqual(await alice.list(), [], 'a trickled create made a sandbox');
+    const mcp = `POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${TOKEN}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{`;
+    const m = await trickle(port, mcp, Array.from({ length: 60 }, () => ' '), 200);
+    assert.equal(m.cut, true, '/mcp was still waiting for the body after 12 s');
   });
 
   test('a connection that says nothing is cut', async () => {
