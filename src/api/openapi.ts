@@ -23,6 +23,14 @@ function content(body: z.ZodType | 'binary'): Record<string, unknown> {
     : { 'application/json': { schema: jsonSchema(body) } };
 }
 
+const DESCRIPTION = [
+  'Self-hosted sandboxes for AI agents.',
+  '',
+  'Auth: `Authorization: Bearer <token>` (a policy tenant\'s token, or AGENTBOX_TOKEN for the host\'s operator). Over TCP a token is required on every request as soon as any is configured; only the owner-only Unix socket treats a request without one as the operator.',
+  'Browsers: requests with a Host the daemon does not serve (403), a cross-origin Origin or Sec-Fetch-Site cross-site/same-site (403), or a JSON route\'s body sent as anything but application/json (415) are refused.',
+  'Tenancy: another tenant\'s sandbox, exec or MCP session is 404, as an id that does not exist. /metrics shows a tenant only its own series (tenant-labelled families); the operator sees everything. /healthz says only {ok} except to the operator, who also gets `checks`.',
+].join('\n');
+
 export function openApiDocument(routes: readonly Route[]): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const r of routes) {
@@ -46,7 +54,7 @@ export function openApiDocument(routes: readonly Route[]): Record<string, unknow
   }
   return {
     openapi: '3.1.0',
-    info: { title: 'agentbox', version: VERSION, description: 'Self-hosted sandboxes for AI agents' },
+    info: { title: 'agentbox', version: VERSION, description: DESCRIPTION },
     servers: [{ url: '/' }],
     components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     paths,

@@ -27,7 +27,10 @@ export interface HttpLimits {
   requestTimeoutMs: number;
   /** A keep-alive connection with no request for this long is closed. */
   keepAliveTimeoutMs: number;
-  /** A connection with no traffic for this long is closed, unless a handler is working on its request. */
+  /**
+   * A connection with no traffic for this long is closed, unless a handler is working on its
+   * request and nothing waits to be sent (a client that stopped reading is cut too).
+   */
   idleTimeoutMs: number;
   /** Connections open at once on this listener; more are closed on arrival. */
   maxConnections: number;
@@ -85,9 +88,10 @@ export function createApiServer(opts: ApiServerOpts): ApiServer {
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   server.maxConnections = limits.maxConnections;
   // Idle connections are cut, but not one whose request a handler is working on: a buffered exec
-  // may be quiet for as long as its own timeout allows (SSE streams also send heartbeats).
+  // may be quiet for as long as its own timeout allows (SSE streams also send heartbeats). One
+  // whose answer waits unsent is a client that stopped reading: cut as well.
   server.setTimeout(limits.idleTimeoutMs, (socket: Socket) => {
-    if ((ctx.busy.get(socket) ?? 0) === 0) socket.destroy();
+    if ((ctx.busy.get(socket) ?? 0) === 0 || socket.writableLength > 0) socket.destroy();
   });
   return { server, closeSessions: () => mcp.close() };
 }
@@ -160,7 +164,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
       if (caller.labels !== undefined) {
         throw new ForbiddenError('this token sees only sandboxes with its labels; metrics count the whole tenant\'s', { hint: 'use a token of the tenant without labels, or list your sandboxes with GET /v1/sandboxes' });
       }
-      const text = caller.tenant === DEFAULT_TENANT && caller.scopes === undefined ? await opts.metrics.registry.metrics() : await opts.metrics.tenantView(caller.tenant);
+      const text = isOperator(caller, opts.listener) ? await opts.metrics.registry.metrics() : await opts.metrics.tenantView(caller.tenant);
       res.writeHead(200, { 'content-type': opts.metrics.registry.contentType });
       res.end(text);
       return;

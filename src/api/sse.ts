@@ -13,7 +13,8 @@ export function startSse(res: ServerResponse, heartbeatMs = SSE_HEARTBEAT_MS): v
   });
   res.flushHeaders();
   const beat = setInterval(() => {
-    if (!res.writableEnded && !res.destroyed) res.write(': keep-alive\n\n');
+    // Nothing more to queue for a client that is not reading: the idle timeout then sees a stall.
+    if (!res.writableEnded && !res.destroyed && !res.writableNeedDrain) res.write(': keep-alive\n\n');
   }, heartbeatMs);
   beat.unref();
   res.once('close', () => clearInterval(beat));

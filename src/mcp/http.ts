@@ -236,6 +236,13 @@ function rpcError(res: ServerResponse, status: number, code: number, message: st
 
 /** Body problems as JSON-RPC errors; auth and origin as the HTTP API's `{error:{code,message,hint}}`. */
 function sendError(res: ServerResponse, err: unknown, logger: Logger): void {
+  const code = err instanceof AgentboxError ? undefined : (err as NodeJS.ErrnoException | undefined)?.code;
+  if (res.destroyed || code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE') {
+    // The client hung up (or was cut for being slow): nothing to answer, and not a daemon error.
+    logger.debug({ err: (err as Error | undefined)?.message }, 'MCP client went away');
+    res.destroy();
+    return;
+  }
   if (res.headersSent) {
     logger.warn({ err }, 'MCP request failed after the response started');
     res.destroy();

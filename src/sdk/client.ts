@@ -214,7 +214,8 @@ export class AgentboxClient {
     throw new AgentboxError('internal', 'the pull stream ended without a result', { hint: 'see the daemon log' });
   }
 
-  health(): Promise<{ ok: boolean; checks: Record<string, { ok: boolean; detail?: string }> }> {
+  /** `checks` (each subsystem and runtime) only for the host's operator: the Unix socket or AGENTBOX_TOKEN. */
+  health(): Promise<{ ok: boolean; checks?: Record<string, { ok: boolean; detail?: string }> }> {
     return this.json('GET', '/healthz');
   }
 }

@@ -222,8 +222,8 @@ describe('HTTP API', () => {
     const operator = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
     const h = await operator.health();
     assert.equal(h.ok, true);
-    assert.equal(h.checks.store?.ok, true);
-    assert.equal(h.checks['runtime.local']?.ok, true);
+    assert.equal(h.checks?.store?.ok, true);
+    assert.equal(h.checks?.['runtime.local']?.ok, true);
     for (const headers of [{}, { authorization: 'Bearer alice-token-0123456789' }] as Record<string, string>[]) {
       const r = await rawRequest(port, 'GET', '/healthz', undefined, headers);
       assert.equal(r.status, 200);

@@ -45,7 +45,7 @@ describe('docker sandboxes across a daemon crash', async () => {
     const rt = new DockerRuntime({ images, homeTag: resolvePaths(env).homeTag, version: VERSION });
     const start = async (): Promise<ChildProcess> => {
       const child = spawn(process.execPath, [cliEntry(), 'serve', '--socket-only'], { env, stdio: 'ignore' });
-      await until(async () => (await client.health().catch(() => undefined))?.checks['runtime.docker']?.ok === true);
+      await until(async () => (await client.health().catch(() => undefined))?.checks?.['runtime.docker']?.ok === true);
       return child;
     };
     let second: ChildProcess | undefined;

@@ -160,6 +160,23 @@ for (const shape of ['tenants', 'AGENTBOX_TOKEN'] as const) {
       await assertAllRefused(socket, before, 'POST', 12);
     });
 
+    test('pipelined after an authenticated request, a tokenless one is still refused', async () => {
+      const token = shape === 'tenants' ? ALICE : OPERATOR_TOKEN;
+      const said = await new Promise<string>((resolve) => {
+        const s = connect(port, '127.0.0.1');
+        let out = '';
+        s.on('data', (d) => {
+          out += d.toString('latin1');
+          if ((out.match(/HTTP\/1\.1 /g) ?? []).length >= 2 && out.endsWith('}')) s.end();
+        });
+        s.on('close', () => resolve(out));
+        s.on('error', () => resolve(out));
+        s.write(raw(port, 'GET', '/v1/sandboxes', '', { Authorization: `Bearer ${token}` }) + raw(port, 'GET', '/v1/sandboxes', '', { Connection: 'close' }));
+      });
+      const statuses = [...said.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]);
+      assert.deepEqual(statuses, ['200', '401']);
+    });
+
     test('GET reads of the operator\'s sandboxes are refused', async () => {
       const before = await statusCounts(socket);
       await attack(port, raw(port, 'GET', '/v1/sandboxes', ''), 3);

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon, type Daemon } from '../../src/api/daemon.js';
@@ -132,5 +132,35 @@ describe('a web page cannot drive a loopback daemon', () => {
     assert.equal(put.status, 200, put.body);
     assert.equal((await sdk.exec(id, { cmd: ['cat', '/workspace/t.txt'] })).stdout, 'text body');
     await sdk.delete(id);
+  });
+
+  test('a tokenless TCP caller is not the operator: /healthz says ok only, /metrics has no process or HTTP figures', async () => {
+    const h = await send(port, 'GET', '/healthz', {});
+    assert.deepEqual(JSON.parse(h.body), { ok: true });
+    const m = await send(port, 'GET', '/metrics', {});
+    assert.equal(m.status, 200);
+    assert.doesNotMatch(m.body, /agentbox_process_|agentbox_http_requests|agentbox_egress/);
+  });
+});
+
+describe('the names a TCP listener serves', () => {
+  test('AGENTBOX_ALLOWED_HOSTS adds names; a wildcard bind adds this host\'s name and addresses, nothing else', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'agentbox-sec-hosts-'));
+    const token = 'hosts-test-token-0123456789';
+    const d = await startDaemon({
+      env: { AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_ALLOWED_HOSTS: 'proxy.example, Other.Example.', AGENTBOX_TOKEN: token },
+      logger: silentLogger(),
+      socket: null,
+      tcp: { host: '0.0.0.0', port: 0 },
+    });
+    try {
+      const p = d.tcpAddress!.port;
+      const status = async (host: string): Promise<number> => (await send(p, 'GET', '/v1/sandboxes', { Host: host, Authorization: `Bearer ${token}` })).status;
+      for (const ok of ['proxy.example', `other.example:${p}`, `${hostname()}:${p}`, `127.0.0.1:${p}`]) assert.equal(await status(ok), 200, ok);
+      for (const bad of ['evil.example', `proxy.example.evil.example:${p}`, `0.0.0.0:${p}`, 'user@127.0.0.1', '127.0.0.1:80:80', '']) assert.equal(await status(bad), 403, bad);
+    } finally {
+      await d.close();
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 });

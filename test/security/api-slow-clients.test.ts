@@ -21,7 +21,8 @@ import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
 const TOKEN = 'slow-clients-token-0123456789';
 
 async function daemonIn(home: string, extra: Partial<DaemonOpts>): Promise<Daemon> {
-  writeFileSync(join(home, 'policy.yaml'), `version: 1\ntenants:\n  - { name: alice, tokens: [${TOKEN}] }\n`);
+  // Output well past the kernel's socket buffers, so a client that does not read stalls the stream.
+  writeFileSync(join(home, 'policy.yaml'), `version: 1\ndefaults: { outputLimitBytes: 67108864 }\ntenants:\n  - { name: alice, tokens: [${TOKEN}] }\n`);
   return startDaemon({
     env: { AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR },
     logger: silentLogger(),
@@ -99,11 +100,14 @@ describe('slow and idle clients are cut', () => {
     assert.doesNotMatch(r.said, /HTTP\/1\.1 200/);
   });
 
-  test('a body trickled byte by byte is cut', async () => {
+  test('a body trickled byte by byte is cut (REST and /mcp)', async () => {
     const head = `POST /v1/sandboxes HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{`;
     const r = await trickle(port, head, Array.from({ length: 60 }, () => ' '), 200);
     assert.equal(r.cut, true, 'the server was still waiting for the body after 12 s');
     assert.deepEqual(await alice.list(), [], 'a trickled create made a sandbox');
+    const mcp = `POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${TOKEN}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{`;
+    const m = await trickle(port, mcp, Array.from({ length: 60 }, () => ' '), 200);
+    assert.equal(m.cut, true, '/mcp was still waiting for the body after 12 s');
   });
 
   test('a connection that says nothing is cut', async () => {
@@ -123,6 +127,28 @@ describe('slow and idle clients are cut', () => {
     assert.equal(out, 'done\n');
     const r = await alice.exec(sb.id, { cmd: ['sh', '-c', 'sleep 3; echo buffered'] });
     assert.equal(r.stdout, 'buffered\n');
+    await alice.delete(sb.id);
+  });
+
+  test('a client that stops reading a streaming exec is cut, and the exec does not hold on', async () => {
+    const sb = await alice.create();
+    const body = JSON.stringify({ cmd: ['sh', '-c', 'yes agentbox-output-line | head -c 30000000'] });
+    const s = connect(port, '127.0.0.1');
+    s.on('error', () => undefined);
+    s.write(`POST /v1/sandboxes/${sb.id}/exec HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${TOKEN}\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    s.pause(); // and never read
+    // Seen from the server: the stalled connection goes away (the client, not reading, cannot tell).
+    const server = daemon.servers[0]!;
+    const open = (): Promise<number> => new Promise((resolve) => server.getConnections((_e, n) => resolve(n)));
+    let cut = false;
+    for (let i = 0; i < 150 && !cut; i++) {
+      await sleep(100);
+      cut = (await open()) === 0;
+    }
+    s.destroy();
+    assert.equal(cut, true, 'a client that reads nothing held its stream for 15 s');
+    const history = await alice.execs(sb.id);
+    assert.equal(history.length, 1);
     await alice.delete(sb.id);
   });
 

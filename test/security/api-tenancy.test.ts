@@ -149,6 +149,6 @@ tenants:
     }
     const operator = new AgentboxClient({ url: `unix:${socket}` });
     const h = await operator.health();
-    assert.equal(h.checks['runtime.local']?.ok, true);
+    assert.equal(h.checks?.['runtime.local']?.ok, true);
   });
 });
