@@ -96,8 +96,11 @@ describe('egress proxy', { skip: noNetns ?? false }, () => {
     new Promise((resolve, reject) => {
       const req = request({ socketPath: sock, method: 'CONNECT', path: authority });
       req.on('connect', (res: IncomingMessage, socket: Socket, head: Buffer) => {
-        if (res.statusCode === 200) resolve({ reply: { status: 200, reason: res.statusMessage ?? '', body: '' }, socket });
-        else {
+        if (res.statusCode === 200) {
+          // Bytes the server sent right behind the 200 (an SSH banner) arrive in `head`: give them back.
+          if (head.length > 0) socket.unshift(head);
+          resolve({ reply: { status: 200, reason: res.statusMessage ?? '', body: '' }, socket });
+        } else {
           const chunks: Buffer[] = [head];
           socket.on('data', (c: Buffer) => chunks.push(c));
           socket.on('close', () => resolve({ reply: { status: res.statusCode ?? 0, reason: res.statusMessage ?? '', body: Buffer.concat(chunks).toString() } }));
