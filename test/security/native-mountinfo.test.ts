@@ -1,12 +1,14 @@
 /**
- * What a local sandbox's /proc/self/mountinfo tells about the host: not where agentbox is installed (the
- * helper's directory, often under a user's home), nor the image store. (The docker runtime cannot hide
- * Docker's own paths, see the README's threat model.)
+ * What a sandbox's /proc/self/mountinfo tells about the host: not where agentbox is installed (the
+ * native binaries' directory, often under a user's home), nor (local) the image store. The docker
+ * runtime cannot hide Docker's own paths (overlay2 layers, the container's hostname file): see the
+ * README's threat model.
  */
 import assert from 'node:assert/strict';
 import { dirname } from 'node:path';
 import { after, before, test } from 'node:test';
-import { helperPath } from '../../src/core/config.js';
+import { VERSION, helperPath } from '../../src/core/config.js';
+import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { LocalRuntime } from '../../src/runtime/local/local-runtime.js';
 import type { SandboxHandle } from '../../src/runtime/types.js';
 import { collect, execOpts } from '../helpers/collect.js';
@@ -37,4 +39,18 @@ test('a local sandbox\'s mountinfo names neither the helper\'s install directory
   }
   // PID 1 still runs and answers: an exec works, and it is the staged copy of the helper.
   assert.equal((await collect(rt.exec(h, ['sh', '-c', 'cat /proc/1/cmdline | tr "\\0" " "'], execOpts()))).stdout.trim().split(' ')[0], '/.agentbox/init');
+});
+
+const dockerProbe = await new DockerRuntime({ images: { resolve: () => { throw new Error('unused'); } }, homeTag: 'test-mountinfo-probe', version: VERSION }).probe();
+test('a runc sandbox\'s mountinfo does not name the directory agentbox is installed in', { ...(!dockerProbe.ok ? { skip: `docker: ${dockerProbe.reason}` } : {}) }, async () => {
+  const drt = new DockerRuntime({ images: await testImages(), homeTag: `test-mountinfo-${process.pid}`, version: VERSION });
+  const dh = await drt.create({ id: `sbx_mid${process.pid}`, image: 'busybox', isolation: 'container', limits: { cpus: 1, memoryMb: 64, pids: 32, diskMb: 8 }, labels: {} });
+  try {
+    const r = await collect(drt.exec(dh, ['cat', '/proc/self/mountinfo'], execOpts()));
+    assert.match(r.stdout, / \/\.agentbox\/init /, `no mount of the init:\n${r.stdout}`);
+    assert.ok(!r.stdout.includes(dirname(helperPath())), `mountinfo names ${dirname(helperPath())}:\n${r.stdout}`);
+  } finally {
+    await drt.destroy(dh);
+    await drt.close();
+  }
 });

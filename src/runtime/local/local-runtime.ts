@@ -16,7 +16,7 @@ import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, Runtim
 import { bwrapArgs, INFO_FD, READY_FD, SANDBOX_UID } from './bwrap-args.js';
 import { Cgroups, detectCgroups } from './cgroups.js';
 import { isSameProcess, processStartTime } from '../proc.js';
-import { stagedInit } from './staged-init.js';
+import { RUN_DIR, stagedBinary } from '../staged-binary.js';
 
 export interface LocalRuntimeOpts {
   /** cgroup scope of this daemon, e.g. `agentbox/<home tag>`: sandboxes of other homes are never touched. */
@@ -62,7 +62,7 @@ export class LocalRuntime implements Runtime {
   private initCopy: string | undefined;
 
   constructor(private readonly opts: LocalRuntimeOpts) {
-    this.stageDir = opts.stageDir ?? '/run/agentbox/stage';
+    this.stageDir = opts.stageDir ?? `${RUN_DIR}/stage`;
   }
 
   async probe(): Promise<ProbeResult> {
@@ -105,7 +105,7 @@ export class LocalRuntime implements Runtime {
     const initDirs = cg.create(spec.id, spec.limits);
     const args = [
       'spawn', '--uid', String(uid), '--gid', String(uid), '--rootfs', rootfs, '--stage', this.stageDir,
-      '--init', (this.initCopy ??= stagedInit(this.opts.helper, dirname(this.stageDir))),
+      '--init', (this.initCopy ??= stagedBinary(this.opts.helper, dirname(this.stageDir), 'init')),
       // The only descriptors above stdio that reach bwrap and PID 1; the helper closes every other.
       '--keep-fd', String(INFO_FD), '--keep-fd', String(READY_FD),
       ...initDirs.flatMap((d) => ['--cgroup', d]),
