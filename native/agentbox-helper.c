@@ -15,7 +15,7 @@
  *                               done from inside, so symlinks resolve inside the sandbox.
  *
  * Options for spawn/exec/file: --pid P, --start-time T (P's, from /proc/P/stat), --uid U, --gid G, --cgroup DIR (repeatable),
- * --rootfs DIR, --stage DIR, --cwd DIR, --keep-fd N (spawn, repeatable: bwrap's --info-fd and the
+ * --rootfs DIR, --stage DIR, --init FILE (spawn: PID 1's binary, default this one), --cwd DIR, --keep-fd N (spawn, repeatable: bwrap's --info-fd and the
  * ready pipe).
  *
  * Every mode first closes every descriptor above stdio it was not told to keep (fd-hygiene.h).
@@ -66,6 +66,7 @@ struct opts {
   const char *rootfs;
   const char *stage;
   const char *egress;
+  const char *init;
   const char *cwd;
   int keep_fds[MAX_KEEP_FDS];
   int nkeep_fds;
@@ -90,6 +91,7 @@ static void parse_opts(int argc, char **argv, struct opts *o) {
     } else if (strcmp(a, "--rootfs") == 0) o->rootfs = v;
     else if (strcmp(a, "--stage") == 0) o->stage = v;
     else if (strcmp(a, "--egress") == 0) o->egress = v;
+    else if (strcmp(a, "--init") == 0) o->init = v;
     else if (strcmp(a, "--cwd") == 0) o->cwd = v;
     else if (strcmp(a, "--keep-fd") == 0) {
       if (o->nkeep_fds >= MAX_KEEP_FDS) die_msg("too many --keep-fd");
@@ -302,11 +304,13 @@ static int mode_spawn(int argc, char **argv) {
   if (fd < 0) die(init);
   close(fd);
   stage_rootfs(o.rootfs, o.stage, root);
+  /* PID 1's binary: the daemon's copy under a neutral path (--init), whose path the sandbox's
+   * mountinfo shows; else this very binary, wherever it is installed. */
   char self[4096];
-  ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (len <= 0) die("readlink /proc/self/exe");
-  self[len] = '\0';
-  bind_into(self, init, 1);
+  ssize_t len = o.init ? 0 : readlink("/proc/self/exe", self, sizeof self - 1);
+  if (!o.init && len <= 0) die("readlink /proc/self/exe");
+  if (!o.init) self[len] = '\0';
+  bind_into(o.init ? o.init : self, init, 1);
   if (o.egress) {
     /* The egress proxy's socket directory, staged like the image: bwrap binds it at /run/agentbox. */
     char egress[4096];

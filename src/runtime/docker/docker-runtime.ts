@@ -29,6 +29,7 @@ import { execEvents } from './exec-events.js';
 import { ExecRouter, type ExecRequest } from './exec-router.js';
 import { ImageImporter, type ImageSource } from './images.js';
 import { directEntryUsable } from './direct-entry.js';
+import { RUN_DIR, stagedBinary } from '../staged-binary.js';
 import { findOomDir, memoryCgroupDirs, oomKills, WATCHDOG_LOG, watchdogKilled } from './oom.js';
 
 export interface DockerRuntimeOpts {
@@ -79,6 +80,7 @@ export class DockerRuntime implements Runtime {
   private readonly docker: Docker;
   private readonly address: string;
   private readonly initPath: string;
+  private initCopy: string | undefined;
   private readonly importer: ImageImporter;
   private runtimes: Promise<Record<string, { runtimeArgs?: string[] }>> | undefined;
   /** Container id → its memory cgroup directory (undefined: not readable from here). */
@@ -165,7 +167,7 @@ export class DockerRuntime implements Runtime {
       id: spec.id, imageRef, isolation: spec.isolation, limits: spec.limits, labels: spec.labels, ...(spec.pooled ? { pooled: true } : {}),
       ...(spec.egressDir ? { egressDir: spec.egressDir } : {}),
       ...(agentDir ? { agentDir } : {}),
-      initPath: this.initPath, homeTag: this.opts.homeTag, version: this.opts.version,
+      initPath: this.stagedInitPath(), homeTag: this.opts.homeTag, version: this.opts.version,
     });
     let container: Docker.Container;
     try {
@@ -186,6 +188,22 @@ export class DockerRuntime implements Runtime {
       await this.router.forget(container.id, spec.id);
       throw err instanceof InternalError ? err : engineError(err, `cannot start sandbox ${spec.id}`, this.address, { hint: 'see the dockerd log; for gvisor, check that runsc works (runsc --version)' });
     }
+  }
+
+  /**
+   * The init bound into containers: a copy under a neutral path, so a runc sandbox's mountinfo does not
+   * say where agentbox is installed; the build itself where that cannot be written (not root).
+   */
+  private stagedInitPath(): string {
+    if (this.initCopy === undefined) {
+      try {
+        this.initCopy = stagedBinary(this.initPath, RUN_DIR, 'agentbox-docker-init');
+      } catch (err) {
+        this.opts.logger?.debug({ err: err instanceof Error ? err.message : String(err) }, 'cannot stage the init binary; binding it from the build');
+        this.initCopy = this.initPath;
+      }
+    }
+    return this.initCopy;
   }
 
   private container(handle: SandboxHandle): Docker.Container {

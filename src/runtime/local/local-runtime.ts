@@ -5,6 +5,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { accessSync, constants, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError, InternalError, RuntimeUnavailableError, BadRequestError } from '../../core/errors.js';
@@ -15,6 +16,7 @@ import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, Runtim
 import { bwrapArgs, INFO_FD, READY_FD, SANDBOX_UID } from './bwrap-args.js';
 import { Cgroups, detectCgroups } from './cgroups.js';
 import { isSameProcess, processStartTime } from '../proc.js';
+import { RUN_DIR, stagedBinary } from '../staged-binary.js';
 
 export interface LocalRuntimeOpts {
   /** cgroup scope of this daemon, e.g. `agentbox/<home tag>`: sandboxes of other homes are never touched. */
@@ -57,9 +59,10 @@ export class LocalRuntime implements Runtime {
   private readonly freeLeaves = new Map<string, string[]>();
   private leafCounter = 0;
   private readonly stageDir: string;
+  private initCopy: string | undefined;
 
   constructor(private readonly opts: LocalRuntimeOpts) {
-    this.stageDir = opts.stageDir ?? '/run/agentbox/stage';
+    this.stageDir = opts.stageDir ?? `${RUN_DIR}/stage`;
   }
 
   async probe(): Promise<ProbeResult> {
@@ -102,6 +105,7 @@ export class LocalRuntime implements Runtime {
     const initDirs = cg.create(spec.id, spec.limits);
     const args = [
       'spawn', '--uid', String(uid), '--gid', String(uid), '--rootfs', rootfs, '--stage', this.stageDir,
+      '--init', (this.initCopy ??= stagedBinary(this.opts.helper, dirname(this.stageDir), 'init')),
       // The only descriptors above stdio that reach bwrap and PID 1; the helper closes every other.
       '--keep-fd', String(INFO_FD), '--keep-fd', String(READY_FD),
       ...initDirs.flatMap((d) => ['--cgroup', d]),
