@@ -38,8 +38,14 @@ async function eventually(ms: number, check: () => Promise<boolean> | boolean): 
 
 /** The sandbox still runs a command, or it ended cleanly (stopped/failed with a reason): never stuck half-alive. */
 async function survivesOrEndsCleanly(ctx: AttackContext, id: string): Promise<{ ok: boolean; how: string }> {
-  const r = await ctx.exec(id, ['echo', 'alive'], { timeoutMs: 15_000 }).catch((err: Error) => err);
-  if (!(r instanceof Error) && r.stdout.includes('alive')) return { ok: true, how: 'the sandbox still answers' };
+  // A sandbox may need a moment after a flood (its processes dying): a few tries over about 10 s.
+  let r: Awaited<ReturnType<AttackContext['exec']>> | Error = new Error('not tried');
+  const until = Date.now() + 10_000;
+  do {
+    r = await ctx.exec(id, ['echo', 'alive'], { timeoutMs: 15_000 }).catch((err: Error) => err);
+    if (!(r instanceof Error) && r.stdout.includes('alive')) return { ok: true, how: 'the sandbox still answers' };
+    await sleep(500);
+  } while (Date.now() < until);
   let sb = await ctx.client.get(id).catch(() => undefined);
   const ended = (): boolean => sb?.state === 'stopped' || sb?.state === 'failed';
   await eventually(5000, async () => ended() || ((sb = await ctx.client.get(id).catch(() => undefined)), ended()));
@@ -386,6 +392,29 @@ const killEverything: Attack = {
   },
 };
 
+const execFlood: Attack = {
+  id: 'resources.exec-flood',
+  category: 'resources',
+  title: '64 concurrent execs into a sandbox with pids 32: each ends (ran or refused), the sandbox and the daemon answer after',
+  async run(ctx) {
+    const id = await ctx.scratch({ limits: SMALL });
+    const results = await Promise.all(
+      Array.from({ length: 64 }, () =>
+        ctx.exec(id, ['sh', '-c', 'sleep 1; echo done'], { timeoutMs: 30_000 }).then(
+          (r) => (r.stdout.includes('done') ? 'ran' : r.timedOut ? 'timed out' : `exit ${r.exitCode}`),
+          (err: Error & { code?: string }) => `refused ${err.code ?? err.message}`,
+        ),
+      ),
+    );
+    const tally = new Map<string, number>();
+    for (const r of results) tally.set(r, (tally.get(r) ?? 0) + 1);
+    const after = await survivesOrEndsCleanly(ctx, id);
+    const health = await ctx.client.health().then(() => true, () => false);
+    const summary = [...tally].map(([k, n]) => `${n} ${k}`).join(', ');
+    return { blocked: after.ok && health && !tally.has('timed out'), detail: `${summary}; ${after.how}; the daemon ${health ? 'answers' : 'does not answer'}` };
+  },
+};
+
 const hugeArgv: Attack = {
   id: 'resources.huge-argv-env',
   category: 'resources',
@@ -422,5 +451,6 @@ export const resourceAttacks: Attack[] = [
   cpuLimit,
   fdLimit,
   killEverything,
+  execFlood,
   hugeArgv,
 ];
