@@ -12,7 +12,7 @@ import { clip, marker, pyProbe, pyRun, pyStr } from './in-sandbox.js';
 import type { Attack, AttackContext, AttackOutcome } from './types.js';
 
 /** Runs a long-lived Python script in a sandbox, resolves once it printed READY, and collects what it prints after. */
-async function background(ctx: AttackContext, id: string, script: string, args: string[]): Promise<{ output: () => string; stop: () => Promise<void> }> {
+async function background(ctx: AttackContext, id: string, script: string, args: string[]): Promise<{ output: () => string; ended: (ms: number) => Promise<boolean>; stop: () => Promise<void> }> {
   const ac = new AbortController();
   let out = '';
   let ready: () => void = () => undefined;
@@ -39,6 +39,8 @@ async function background(ctx: AttackContext, id: string, script: string, args: 
   }
   return {
     output: () => out,
+    /** Waits up to `ms` for the process to exit (its last output has then arrived). */
+    ended: (ms: number) => Promise.race([pump.then(() => true), new Promise<boolean>((res) => setTimeout(() => res(false), ms).unref())]),
     stop: async () => {
       ac.abort();
       await pump.catch(() => undefined);
@@ -136,12 +138,13 @@ const listeners: Attack = {
       const attack = await ctx.exec(ctx.sandboxes.debian, ['python3', '-c', DIALER, String(port), name, 'attack']);
       const control = await ctx.exec(ctx.sandboxes.neighbour, ['python3', '-c', DIALER, String(port), name, 'control']);
       await ctx.exec(ctx.sandboxes.neighbour, ['python3', '-c', `import socket; s = socket.create_connection(('127.0.0.1', ${port}), 3); s.sendall(b'quit'); s.close()`]);
+      await bg.ended(10_000); // its HIT lines may still be on their way
       const out = bg.output();
       const leaked = [...out.matchAll(/HIT (\S+) attack/g)].map((m) => m[1]);
       const reachedByOwner = new Set([...out.matchAll(/HIT (\S+) control/g)].map((m) => m[1]));
       const seen = /SEEN (\S+)/.exec(attack.stdout)?.[1] ?? '?';
       if (!attack.stdout.includes('DIAL')) return { blocked: false, detail: `the attacker's dialer did not run: ${clip(attack.stderr)}` };
-      if (!reachedByOwner.has('tcp4') || !reachedByOwner.has('abstract')) return { blocked: false, detail: `control: the neighbour could not reach its own listener (${[...reachedByOwner].join(',') || 'nothing'}; ${clip(out)})` };
+      if (!reachedByOwner.has('tcp4') || !reachedByOwner.has('abstract')) return { blocked: false, detail: `control: the neighbour could not reach its own listener (${[...reachedByOwner].join(',') || 'nothing'}; listener said: ${clip(out)}; its dialer: ${clip(control.stdout + control.stderr)})` };
       const ok = leaked.length === 0 && seen === 'none';
       return {
         blocked: ok,
@@ -183,11 +186,14 @@ while p > 1:
 pids = [p for p in os.listdir('/proc') if p.isdigit() and int(p) not in mine]
 for p in pids:
     try:
-        cmd = open('/proc/%s/cmdline' % p, 'rb').read().replace(b'\0', b' ').decode('latin1')
+        argv = open('/proc/%s/cmdline' % p, 'rb').read().split(b'\0')
     except OSError:
         continue
+    cmd = b' '.join(argv).decode('latin1')
     if mark in cmd: found.append(p)
-    if any(w in cmd for w in ('dockerd', 'containerd', 'node ', 'runsc', 'systemd', 'sshd', 'bwrap')): foreign.append('%s:%s' % (p, cmd[:40]))
+    prog = os.path.basename(argv[0].decode('latin1'))
+    if prog in ('dockerd', 'containerd', 'node', 'runsc', 'runsc-sandbox', 'runsc-gofer', 'systemd', 'sshd', 'bwrap') or prog.startswith('containerd-shim'):
+        foreign.append('%s:%s' % (p, cmd[:40]))
 done(not found and not foreign, ('the neighbour\'s process is visible as pid %s' % ','.join(found)) if found else ('host processes visible: ' + '; '.join(foreign[:4])) if foreign else '%d processes visible, all the attacker\'s own sandbox' % len(pids))
 `);
       return v;
@@ -218,11 +224,13 @@ foreign = []
 for p in range(1, 65536):
     if p in own: continue
     try:
-        os.kill(p, 0); foreign.append(p)
+        os.kill(p, 0); answered = True
     except PermissionError:
-        foreign.append(p)
+        answered = True
     except OSError:
-        pass
+        answered = False
+    # A pid that answers and shows in /proc is the attacker's own sandbox (a probe started meanwhile).
+    if answered and not os.path.exists('/proc/%d' % p): foreign.append(p)
 done(not foreign, ('pids answering outside the attacker\'s own: %s' % foreign[:10]) if foreign else 'kill -9 sent to %d guessed pids of the neighbour; no pid outside the attacker\'s own answers kill(pid, 0)' % len(targets))
 `);
       const alive = await ctx.exec(ctx.sandboxes.neighbour, ['sh', '-c', `kill -0 ${nsPid} && echo alive`]);
@@ -401,7 +409,7 @@ const otherTenantApi: Attack = {
     await notFound('A: B execs', ctx.client.execs(b));
     await notFound('A: B egress log', ctx.client.egressLog(b));
     if ((await ctx.client.list({ all: true })).some((s) => s.id === b)) leaks.push("A's list shows B's sandbox");
-    const victim = await ctx.scratch();
+    const victim = await ctx.scratch({ egress: { mode: 'none' } });
     await notFound('B: exec in A', ctx.otherClient.exec(victim, { cmd: ['true'] }));
     await notFound('B: write A', ctx.otherClient.writeFile(victim, '/workspace/agentbox-attack', 'x'));
     await notFound('B: allow egress for A', ctx.otherClient.allowEgress(victim, 'example.com'));

@@ -210,6 +210,32 @@ const filesApiTraversal: Attack = {
   },
 };
 
+const execCwdEscape: Attack = {
+  id: 'filesystem.exec-cwd-escape',
+  category: 'filesystem',
+  title: 'start a command with its cwd at a host directory: the host path, /proc/1/root/..., /proc/self/cwd/..., a symlink, ../..',
+  async run(ctx) {
+    return withHostSecret(async (dir, _secretPath, secret) => {
+      const id = ctx.sandboxes.debian;
+      await ctx.exec(id, ['ln', '-sfn', dir, '/workspace/cwd-link']);
+      const leaks: string[] = [];
+      const outcomes: string[] = [];
+      for (const cwd of [dir, `/proc/1/root${dir}`, `/proc/self/root${dir}`, `/proc/self/cwd/../../../..${dir}`, '/workspace/cwd-link', `/workspace/../../../..${dir}`]) {
+        const r = await ctx.client.exec(id, { cmd: ['sh', '-c', 'cat secret.txt 2>/dev/null; pwd'], cwd, timeoutMs: 30_000 }).then(
+          (x) => `${x.exitCode}:${x.stdout}`,
+          (err: Error & { code?: string }) => `refused ${err.code ?? err.message}`,
+        );
+        if (r.includes(secret)) leaks.push(`cwd ${cwd} read the host file`);
+        outcomes.push(r.startsWith('refused') ? 'refused' : `exit ${r.split(':')[0]}`);
+      }
+      await ctx.exec(id, ['rm', '-f', '/workspace/cwd-link']);
+      const ctl = await ctx.client.exec(id, { cmd: ['pwd'], cwd: '/tmp' });
+      if (!ctl.stdout.includes('/tmp')) return { blocked: false, detail: `control: an exec with cwd /tmp did not run there: ${clip(ctl.stdout + ctl.stderr)}` };
+      return { blocked: leaks.length === 0, detail: leaks.join('; ') || `6 host cwds: ${[...new Set(outcomes)].join(', ')}, none reached the host file (control cwd /tmp ok)` };
+    });
+  },
+};
+
 const hardlinks: Attack = {
   id: 'filesystem.hardlink-out',
   category: 'filesystem',
@@ -520,6 +546,7 @@ export const filesystemAttacks: Attack[] = [
   filesApiSymlinkWrite,
   filesApiTraversal,
   fifoAndDeviceThroughApi,
+  execCwdEscape,
   hardlinks,
   openByHandle,
   mknodDevices,

@@ -123,7 +123,7 @@ done(True, '%d setuid/setgid binaries, every one ran with the caller\'s ids (%d 
 const ptrace: Attack = {
   id: 'privilege.ptrace-others',
   category: 'privilege',
-  title: 'ptrace (ATTACH, SEIZE), process_vm_readv and /proc/PID/mem of PID 1 and every process the attacker did not start',
+  title: 'ptrace (ATTACH, SEIZE), process_vm_readv, /proc/PID/mem and environ of PID 1 and every process of another uid',
   async run(ctx) {
     return probe(ctx, String.raw`
 me = os.getpid()
@@ -135,7 +135,12 @@ def ancestors():
         except Exception: break
     return s
 mine = ancestors()
-targets = sorted(int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) not in mine)
+def uid_of(pid):
+    try: return int([l for l in open('/proc/%d/status' % pid) if l.startswith('Uid:')][0].split()[2])
+    except Exception: return -1
+# Targets: PID 1 and every process of another uid. The sandbox user's own processes from other execs (or the
+# daemon's file operations, run as that user) belong to the same principal, so reaching them crosses nothing.
+targets = sorted(p for p in (int(x) for x in os.listdir('/proc') if x.isdigit()) if p not in mine and (p == 1 or uid_of(p) != os.getuid()))
 got = []
 buf = ctypes.create_string_buffer(64)
 class iovec(ctypes.Structure): _fields_ = [('base', ctypes.c_void_p), ('len', ctypes.c_size_t)]

@@ -11,6 +11,10 @@ import { clip, PY_PRELUDE, pyProbe, pyRun, verdictOf } from './in-sandbox.js';
 import type { Attack, AttackContext } from './types.js';
 
 const SMALL = { memoryMb: 64, pids: 32, diskMb: 16 } as const;
+/** A scratch sandbox being flooded has no business on the network. */
+const NO_EGRESS = { mode: 'none' } as const;
+/** For the pids attacks: memory enough that the pids limit, not the OOM killer, is what stops the bomb. */
+const PIDS_ONLY = { ...SMALL, memoryMb: 256 } as const;
 
 /** Host processes whose command line contains `needle` (docker/local sandboxes' processes show in the host's /proc). */
 function hostProcessesWith(needle: string): number[] {
@@ -38,8 +42,14 @@ async function eventually(ms: number, check: () => Promise<boolean> | boolean): 
 
 /** The sandbox still runs a command, or it ended cleanly (stopped/failed with a reason): never stuck half-alive. */
 async function survivesOrEndsCleanly(ctx: AttackContext, id: string): Promise<{ ok: boolean; how: string }> {
-  const r = await ctx.exec(id, ['echo', 'alive'], { timeoutMs: 15_000 }).catch((err: Error) => err);
-  if (!(r instanceof Error) && r.stdout.includes('alive')) return { ok: true, how: 'the sandbox still answers' };
+  // A sandbox may need a moment after a flood (its processes dying): a few tries over about 10 s.
+  let r: Awaited<ReturnType<AttackContext['exec']>> | Error = new Error('not tried');
+  const until = Date.now() + 10_000;
+  do {
+    r = await ctx.exec(id, ['echo', 'alive'], { timeoutMs: 15_000 }).catch((err: Error) => err);
+    if (!(r instanceof Error) && r.stdout.includes('alive')) return { ok: true, how: 'the sandbox still answers' };
+    await sleep(500);
+  } while (Date.now() < until);
   let sb = await ctx.client.get(id).catch(() => undefined);
   const ended = (): boolean => sb?.state === 'stopped' || sb?.state === 'failed';
   await eventually(5000, async () => ended() || ((sb = await ctx.client.get(id).catch(() => undefined)), ended()));
@@ -52,7 +62,7 @@ const forkBomb: Attack = {
   category: 'resources',
   title: 'fork until fork fails (pids limit 32): the count stays at the limit, the sandbox recovers',
   async run(ctx) {
-    const id = await ctx.scratch({ image: 'debian', limits: SMALL });
+    const id = await ctx.scratch({ image: 'debian', limits: PIDS_ONLY, egress: NO_EGRESS });
     const r = await pyRun(ctx, id, String.raw`
 import time
 rd, wr = os.pipe()
@@ -84,7 +94,7 @@ const shellForkBomb: Attack = {
   category: 'resources',
   title: 'the classic shell fork bomb :(){ :|:& };: for 3 s, then a command in the same sandbox',
   async run(ctx) {
-    const id = await ctx.scratch({ limits: SMALL });
+    const id = await ctx.scratch({ limits: SMALL, egress: NO_EGRESS });
     const r = await ctx.exec(id, ['sh', '-c', 'bomb() { bomb | bomb & }; bomb; sleep 30'], { timeoutMs: 3000 });
     const after = await survivesOrEndsCleanly(ctx, id);
     const alive = await ctx.client.health().then(() => true, () => false);
@@ -100,7 +110,7 @@ const threadBomb: Attack = {
   category: 'resources',
   title: 'start threads until it fails (threads count against the pids limit of 32)',
   async run(ctx) {
-    const id = await ctx.scratch({ image: 'debian', limits: SMALL });
+    const id = await ctx.scratch({ image: 'debian', limits: PIDS_ONLY, egress: NO_EGRESS });
     const v = await pyProbe(ctx, id, String.raw`
 import threading, time
 ev = threading.Event()
@@ -124,7 +134,7 @@ const memoryBomb: Attack = {
   category: 'resources',
   title: 'allocate and touch 1 GiB with memoryMb 64: exit 137, oomKilled, and no more than the limit was ever held',
   async run(ctx) {
-    const id = await ctx.scratch({ image: 'debian', limits: SMALL });
+    const id = await ctx.scratch({ image: 'debian', limits: SMALL, egress: NO_EGRESS });
     const r = await pyRun(ctx, id, String.raw`
 chunks = []
 for i in range(1024):
@@ -145,14 +155,13 @@ print('RESULT ' + json.dumps({'blocked': False, 'detail': 'allocated and touched
 };
 
 /** Fills one directory of a scratch sandbox; `bound` MiB is the most that may land there. */
-function fillAttack(short: string, dir: string, title: string): Attack {
+function fillAttack(short: string, dir: string, title: string, bound: number = SMALL.diskMb): Attack {
   return {
     id: `resources.${short}`,
     category: 'resources',
     title,
     async run(ctx) {
-      const id = await ctx.scratch({ image: 'debian', limits: SMALL });
-      const bound = SMALL.diskMb;
+      const id = await ctx.scratch({ image: 'debian', limits: SMALL, egress: NO_EGRESS });
       const r = await pyRun(ctx, id, String.raw`
 d = ${JSON.stringify(dir)}
 if not os.path.isdir(d): done(True, d + ' does not exist here')
@@ -168,7 +177,7 @@ try:
 except OSError as e:
     err = ename(e)
 mib = total >> 20
-done(err in ('ENOSPC', 'EDQUOT', 'EFBIG', 'ENOMEM') and mib <= ${bound} + 2, 'wrote %d MiB to %s before %s (diskMb ${bound})' % (mib, d, err or 'nothing stopped it at 256 MiB'))
+done(err in ('ENOSPC', 'EDQUOT', 'EFBIG', 'ENOMEM') and mib <= ${bound} + 2, 'wrote %d MiB to %s before %s (bound ${bound} MiB)' % (mib, d, err or 'nothing stopped it at 256 MiB'))
 `, { timeoutMs: 60_000 });
       // A tmpfs the runtime did not size (e.g. /dev/shm) is still charged to the sandbox's memory: an OOM kill at
       // the memory limit holds the boundary too.
@@ -182,14 +191,15 @@ done(err in ('ENOSPC', 'EDQUOT', 'EFBIG', 'ENOMEM') and mib <= ${bound} + 2, 'wr
 
 const fillWorkspace = fillAttack('disk-fill-workspace', '/workspace', 'write 256 MiB to /workspace with diskMb 16: ENOSPC at the limit');
 const fillTmp = fillAttack('disk-fill-tmp', '/tmp', 'write 256 MiB to /tmp with diskMb 16: ENOSPC at the limit');
-const fillShm = fillAttack('disk-fill-dev-shm', '/dev/shm', 'write 256 MiB to /dev/shm with diskMb 16 (where it exists): stopped at the limit');
+// /dev/shm holds memory: the memory limit bounds it when diskMb does not.
+const fillShm = fillAttack('disk-fill-dev-shm', '/dev/shm', 'write 256 MiB to /dev/shm (where it exists) with diskMb 16, memoryMb 64: stopped by either', Math.max(SMALL.diskMb, SMALL.memoryMb));
 
 const fillThroughApi: Attack = {
   id: 'resources.disk-fill-files-api',
   category: 'resources',
   title: 'PUT a 64 MiB file through the files API into a sandbox with diskMb 16: refused, the sandbox and daemon fine',
   async run(ctx) {
-    const id = await ctx.scratch({ limits: SMALL });
+    const id = await ctx.scratch({ limits: SMALL, egress: NO_EGRESS });
     let left = 64;
     const body = new Readable({
       read() {
@@ -212,7 +222,7 @@ const inodeFlood: Attack = {
   category: 'resources',
   title: 'create empty files in /workspace and /tmp until it fails (memoryMb 64, diskMb 16): bounded, the sandbox recovers',
   async run(ctx) {
-    const id = await ctx.scratch({ image: 'debian', limits: SMALL });
+    const id = await ctx.scratch({ image: 'debian', limits: SMALL, egress: NO_EGRESS });
     const r = await pyRun(ctx, id, String.raw`
 import time
 n, err, t = 0, '', time.time()
@@ -268,7 +278,7 @@ const timeoutKillsTree: Attack = {
   category: 'resources',
   title: 'on exec timeout, kill children that ignore SIGTERM, a setsid double-forked daemon and a nohup child',
   async run(ctx) {
-    const id = await ctx.scratch({ limits: SMALL });
+    const id = await ctx.scratch({ limits: SMALL, egress: NO_EGRESS });
     const m = 7_000_000 + Math.floor(Math.random() * 999_999);
     const script = [
       `trap '' TERM HUP INT`,
@@ -294,7 +304,7 @@ const outliveStop: Attack = {
   category: 'resources',
   title: 'leave a setsid + nohup daemon behind an exec, then stop the sandbox: nothing of it may stay on the host',
   async run(ctx) {
-    const id = await ctx.scratch({ limits: SMALL });
+    const id = await ctx.scratch({ limits: SMALL, egress: NO_EGRESS });
     const m = 8_000_000 + Math.floor(Math.random() * 999_999);
     await ctx.exec(id, ['sh', '-c', `(setsid nohup sh -c 'trap "" TERM HUP; sleep ${m}1' >/dev/null 2>&1 &); nohup sleep ${m}2 >/dev/null 2>&1 & echo started`]);
     const survivedExec = (await ctx.exec(id, ['sh', '-c', `cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c 'sleep ${m}' || true`])).stdout.trim();
@@ -377,12 +387,35 @@ const killEverything: Attack = {
   category: 'resources',
   title: 'kill(-1, SIGKILL) and kill(1, SIGKILL) from inside: only the sandbox\'s own processes can die, the daemon and host stay',
   async run(ctx) {
-    const id = await ctx.scratch({ image: 'debian', limits: SMALL });
+    const id = await ctx.scratch({ image: 'debian', limits: SMALL, egress: NO_EGRESS });
     const r = await ctx.exec(id, ['python3', '-c', `${PY_PRELUDE}\nfor target in (1, -1):\n    try: os.kill(target, 9)\n    except OSError: pass\n`], { timeoutMs: 15_000 });
     const after = await survivesOrEndsCleanly(ctx, id);
     const neighbour = await ctx.exec(ctx.sandboxes.neighbour, ['echo', 'alive']);
     const ok = after.ok && neighbour.stdout.includes('alive');
     return { blocked: ok, detail: `kill -9 -1 exec ended with ${r.exitCode}; ${after.how}; the neighbour ${neighbour.stdout.includes('alive') ? 'still answers' : 'does not answer'}` };
+  },
+};
+
+const execFlood: Attack = {
+  id: 'resources.exec-flood',
+  category: 'resources',
+  title: '64 concurrent execs into a sandbox with pids 32: each ends (ran or refused), the sandbox and the daemon answer after',
+  async run(ctx) {
+    const id = await ctx.scratch({ limits: SMALL, egress: NO_EGRESS });
+    const results = await Promise.all(
+      Array.from({ length: 64 }, () =>
+        ctx.exec(id, ['sh', '-c', 'sleep 1; echo done'], { timeoutMs: 30_000 }).then(
+          (r) => (r.stdout.includes('done') ? 'ran' : r.timedOut ? 'timed out' : `exit ${r.exitCode}`),
+          (err: Error & { code?: string }) => `refused ${err.code ?? err.message}`,
+        ),
+      ),
+    );
+    const tally = new Map<string, number>();
+    for (const r of results) tally.set(r, (tally.get(r) ?? 0) + 1);
+    const after = await survivesOrEndsCleanly(ctx, id);
+    const health = await ctx.client.health().then(() => true, () => false);
+    const summary = [...tally].map(([k, n]) => `${n} ${k}`).join(', ');
+    return { blocked: after.ok && health && !tally.has('timed out'), detail: `${summary}; ${after.how}; the daemon ${health ? 'answers' : 'does not answer'}` };
   },
 };
 
@@ -422,5 +455,6 @@ export const resourceAttacks: Attack[] = [
   cpuLimit,
   fdLimit,
   killEverything,
+  execFlood,
   hugeArgv,
 ];
