@@ -292,6 +292,11 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
       assert.match(rootMount, /^\S+ \/ \S+ (ro,|ro )/, `the root is not mounted read-only: ${rootMount}`);
     });
 
+    it('writes only to /workspace, /tmp and /dev/shm', async () => {
+      const r = await run(rt, sb, 'for d in / /etc /usr /bin /var /dev /proc /sys /workspace /tmp /dev/shm; do if ( echo x > "$d/.agentbox-w" ) 2>/dev/null; then echo "W $d"; rm -f "$d/.agentbox-w"; fi; done; echo end');
+      assert.equal(r.stdout, 'W /workspace\nW /tmp\nW /dev/shm\nend\n');
+    });
+
     it('cannot mount or make namespaces', async () => {
       const mounts = await run(rt, sb, 'mount -t tmpfs none /tmp/m 2>/dev/null && echo MOUNTED; mkdir -p /tmp/m; mount -t tmpfs none /tmp/m 2>/dev/null && echo MOUNTED; unshare -U true 2>/dev/null && echo UNSHARED; echo ok');
       assert.equal(mounts.stdout, 'ok\n');

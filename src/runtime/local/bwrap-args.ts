@@ -20,6 +20,9 @@ export function bwrapArgs(opts: { stage: string; hostname: string; limits: Limit
     '--ro-bind', `${opts.stage}/root`, '/',
     '--proc', '/proc',
     '--dev', '/dev',
+    // /dev is bwrap's own tmpfs, writable by the sandbox user: only /dev/shm stays writable (sized).
+    '--size', size, '--tmpfs', '/dev/shm',
+    '--remount-ro', '/dev',
     '--size', size, '--tmpfs', '/workspace',
     '--size', size, '--tmpfs', '/tmp',
     '--ro-bind', `${opts.stage}/bin`, '/.agentbox',
