@@ -17,7 +17,7 @@ const ALICE = 'alice-quota-token-0123456789';
 
 describe('parallel creates against a tenant quota', () => {
   let home: string;
-  let daemon: Daemon;
+  let daemon: Daemon | undefined;
   let alice: AgentboxClient;
 
   before(async () => {
@@ -29,6 +29,8 @@ describe('parallel creates against a tenant quota', () => {
   });
 
   after(async () => {
+    // A before() that failed (e.g. on the old code) leaves no daemon: still remove the home.
+    if (daemon === undefined) return rmSync(home, { recursive: true, force: true });
     for (const sb of await alice.list()) await alice.delete(sb.id);
     const runtime = await daemon.manager.runtime('local');
     await daemon.close();
@@ -49,9 +51,9 @@ describe('parallel creates against a tenant quota', () => {
 
   test('8 creates started in one tick on the manager (every surface ends there): exactly 2 succeed', async () => {
     const caller = { tenant: 'alice', actor: 'test' };
-    const results = await Promise.allSettled(Array.from({ length: 8 }, () => daemon.manager.create({ limits: { memoryMb: 64 } }, caller)));
+    const results = await Promise.allSettled(Array.from({ length: 8 }, () => daemon!.manager.create({ limits: { memoryMb: 64 } }, caller)));
     const ok = results.filter((r) => r.status === 'fulfilled').length;
-    for (const sb of daemon.manager.list(caller)) await daemon.manager.delete(sb.id, caller);
+    for (const sb of daemon!.manager.list(caller)) await daemon!.manager.delete(sb.id, caller);
     assert.equal(ok, 2, `${ok} creates passed a quota of 2`);
   });
 
