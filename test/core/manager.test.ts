@@ -115,9 +115,9 @@ describe('SandboxManager', () => {
     const sb = await m.create({ profile: 'nap' }, caller);
     const awake = await m.create({}, caller);
     await m.exec(sb.id, { cmd: ['sh', '-c', 'echo 7 > /workspace/n'] }, caller);
-    await until(() => m.isPaused(sb.id));
+    // The manager marks a sandbox paused when it starts freezing it; the freeze lands a moment later.
     // Really frozen: an exec entering it directly (past the manager) would hang, so look at the freezer.
-    assert.equal(await frozen(sb.id), true);
+    await until(async () => m.isPaused(sb.id) && (await frozen(sb.id)));
     assert.equal(m.isPaused(awake.id), false, 'a sandbox without pauseAfter was paused');
     assert.equal((await m.exec(sb.id, { cmd: ['cat', '/workspace/n'] }, caller)).stdout, '7\n');
     assert.equal(m.isPaused(sb.id), false);

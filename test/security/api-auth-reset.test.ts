@@ -88,7 +88,7 @@ async function assertAllRefused(socket: string, before: Map<string, number>, met
 for (const shape of ['tenants', 'AGENTBOX_TOKEN'] as const) {
   describe(`a reset TCP connection is never the local operator (${shape})`, () => {
     let home: string;
-    let daemon: Daemon;
+    let daemon: Daemon | undefined;
     let port: number;
     let socket: string;
     let operator: AgentboxClient;
@@ -114,6 +114,8 @@ for (const shape of ['tenants', 'AGENTBOX_TOKEN'] as const) {
     });
 
     after(async () => {
+    // A before() that failed (e.g. on the old code) leaves no daemon: still remove the home.
+    if (daemon === undefined) return rmSync(home, { recursive: true, force: true });
       for (const sb of await operator.list({ all: false })) await operator.delete(sb.id);
       const runtime = await daemon.manager.runtime('local');
       await daemon.close();

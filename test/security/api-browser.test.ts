@@ -31,7 +31,7 @@ function send(port: number, method: string, path: string, headers: Record<string
 
 describe('a web page cannot drive a loopback daemon', () => {
   let home: string;
-  let daemon: Daemon;
+  let daemon: Daemon | undefined;
   let port: number;
   let operator: AgentboxClient;
   let target: string;
@@ -54,6 +54,8 @@ describe('a web page cannot drive a loopback daemon', () => {
   });
 
   after(async () => {
+    // A before() that failed (e.g. on the old code) leaves no daemon: still remove the home.
+    if (daemon === undefined) return rmSync(home, { recursive: true, force: true });
     for (const sb of await operator.list()) await operator.delete(sb.id);
     const runtime = await daemon.manager.runtime('local');
     await daemon.close();

@@ -31,7 +31,7 @@ interface McpAnswer {
 
 describe('MCP sessions over HTTP', () => {
   let home: string;
-  let daemon: Daemon;
+  let daemon: Daemon | undefined;
   let port: number;
   let alice: AgentboxClient;
   let target: string;
@@ -96,6 +96,8 @@ tenants:
   });
 
   after(async () => {
+    // A before() that failed (e.g. on the old code) leaves no daemon: still remove the home.
+    if (daemon === undefined) return rmSync(home, { recursive: true, force: true });
     await alice.delete(target).catch(() => undefined);
     const runtime = await daemon.manager.runtime('local');
     await daemon.close();

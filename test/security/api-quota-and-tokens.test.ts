@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon, type Daemon } from '../../src/api/daemon.js';
+import { VERSION } from '../../src/core/config.js';
+import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { AgentboxError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient } from '../../src/sdk/client.js';
@@ -17,7 +19,7 @@ const ALICE = 'alice-quota-token-0123456789';
 
 describe('parallel creates against a tenant quota', () => {
   let home: string;
-  let daemon: Daemon;
+  let daemon: Daemon | undefined;
   let alice: AgentboxClient;
 
   before(async () => {
@@ -29,6 +31,8 @@ describe('parallel creates against a tenant quota', () => {
   });
 
   after(async () => {
+    // A before() that failed (e.g. on the old code) leaves no daemon: still remove the home.
+    if (daemon === undefined) return rmSync(home, { recursive: true, force: true });
     for (const sb of await alice.list()) await alice.delete(sb.id);
     const runtime = await daemon.manager.runtime('local');
     await daemon.close();
@@ -49,9 +53,9 @@ describe('parallel creates against a tenant quota', () => {
 
   test('8 creates started in one tick on the manager (every surface ends there): exactly 2 succeed', async () => {
     const caller = { tenant: 'alice', actor: 'test' };
-    const results = await Promise.allSettled(Array.from({ length: 8 }, () => daemon.manager.create({ limits: { memoryMb: 64 } }, caller)));
+    const results = await Promise.allSettled(Array.from({ length: 8 }, () => daemon!.manager.create({ limits: { memoryMb: 64 } }, caller)));
     const ok = results.filter((r) => r.status === 'fulfilled').length;
-    for (const sb of daemon.manager.list(caller)) await daemon.manager.delete(sb.id, caller);
+    for (const sb of daemon!.manager.list(caller)) await daemon!.manager.delete(sb.id, caller);
     assert.equal(ok, 2, `${ok} creates passed a quota of 2`);
   });
 
@@ -62,6 +66,39 @@ describe('parallel creates against a tenant quota', () => {
     for (const sb of await alice.list()) await alice.delete(sb.id);
     const two = await Promise.all([alice.create({ limits: { memoryMb: 64 } }), alice.create({ limits: { memoryMb: 64 } })]);
     assert.equal(two.length, 2);
+  });
+});
+
+const dockerProbe = await new DockerRuntime({ images: { resolve: () => { throw new Error('unused'); } }, homeTag: `test-quota-${process.pid}`, version: VERSION }).probe();
+
+describe('parallel first-use creates on docker against a tenant quota', { skip: dockerProbe.ok ? false : `docker: ${dockerProbe.reason}` }, () => {
+  let home: string;
+  let daemon: Daemon | undefined;
+  let alice: AgentboxClient;
+
+  before(async () => {
+    await testImages();
+    home = mkdtempSync(join(tmpdir(), 'agentbox-sec-quota-docker-'));
+    writeFileSync(join(home, 'policy.yaml'), `version: 1\ndefaults: { runtime: docker, limits: { memoryMb: 128 } }\ntenants:\n  - name: alice\n    tokens: [${ALICE}]\n    quotas: { sandboxes: 2 }\n`);
+    daemon = await startDaemon({ env: { AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR }, logger: silentLogger(), policyPath: join(home, 'policy.yaml'), socket: null, tcp: { host: '127.0.0.1', port: 0 } });
+    alice = new AgentboxClient({ url: `http://127.0.0.1:${daemon.tcpAddress!.port}`, token: ALICE });
+  });
+
+  after(async () => {
+    if (daemon === undefined) return rmSync(home, { recursive: true, force: true });
+    for (const sb of await alice.list()) await alice.delete(sb.id);
+    const runtime = await daemon.manager.runtime('docker');
+    await daemon.close();
+    const left = await runtime.list();
+    rmSync(home, { recursive: true, force: true });
+    assert.deepEqual(left, [], 'containers left on the host');
+  });
+
+  test('6 creates over HTTP at once, the first ones this daemon makes: exactly 2 succeed', async () => {
+    const results = await Promise.allSettled(Array.from({ length: 6 }, () => alice.create({ labels: { race: 'docker' } })));
+    const ok = results.filter((r) => r.status === 'fulfilled').length;
+    for (const r of results) if (r.status === 'rejected') assert.equal((r.reason as AgentboxError).code, 'quota_exceeded', String(r.reason));
+    assert.equal(ok, 2, `${ok} creates passed a quota of 2`);
   });
 });
 

@@ -62,7 +62,7 @@ function trickle(port: number, first: string, lines: string[], everyMs: number):
 
 describe('slow and idle clients are cut', () => {
   let home: string;
-  let daemon: Daemon;
+  let daemon: Daemon | undefined;
   let port: number;
   let alice: AgentboxClient;
   const logLines: string[] = [];
@@ -85,6 +85,8 @@ describe('slow and idle clients are cut', () => {
   });
 
   after(async () => {
+    // A before() that failed (e.g. on the old code) leaves no daemon: still remove the home.
+    if (daemon === undefined) return rmSync(home, { recursive: true, force: true });
     for (const sb of await alice.list()) await alice.delete(sb.id);
     const runtime = await daemon.manager.runtime('local');
     await daemon.close();
@@ -138,7 +140,7 @@ describe('slow and idle clients are cut', () => {
     s.write(`POST /v1/sandboxes/${sb.id}/exec HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${TOKEN}\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
     s.pause(); // and never read
     // Seen from the server: the stalled connection goes away (the client, not reading, cannot tell).
-    const server = daemon.servers[0]!;
+    const server = daemon!.servers[0]!;
     const open = (): Promise<number> => new Promise((resolve) => server.getConnections((_e, n) => resolve(n)));
     let cut = false;
     for (let i = 0; i < 150 && !cut; i++) {
@@ -185,7 +187,7 @@ describe('slow and idle clients are cut', () => {
 
 describe('connections are limited', () => {
   let home: string;
-  let daemon: Daemon;
+  let daemon: Daemon | undefined;
   let port: number;
 
   before(async () => {
@@ -195,6 +197,8 @@ describe('connections are limited', () => {
   });
 
   after(async () => {
+    // A before() that failed (e.g. on the old code) leaves no daemon: still remove the home.
+    if (daemon === undefined) return rmSync(home, { recursive: true, force: true });
     await daemon.close();
     rmSync(home, { recursive: true, force: true });
   });

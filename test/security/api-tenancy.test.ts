@@ -20,7 +20,7 @@ const BOB = 'bob-tenancy-token-0123456789';
 
 describe('tenants see only their own', () => {
   let home: string;
-  let daemon: Daemon;
+  let daemon: Daemon | undefined;
   let port: number;
   let socket: string;
   let alice: AgentboxClient;
@@ -62,6 +62,8 @@ tenants:
   });
 
   after(async () => {
+    // A before() that failed (e.g. on the old code) leaves no daemon: still remove the home.
+    if (daemon === undefined) return rmSync(home, { recursive: true, force: true });
     for (const c of [alice, bob]) for (const sb of await c.list()) await c.delete(sb.id);
     const runtime = await daemon.manager.runtime('local');
     await daemon.close();
