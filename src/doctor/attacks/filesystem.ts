@@ -258,7 +258,7 @@ const hardlinks: Attack = {
     return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
 got = []
 for src in ('/etc/shadow', '/etc/passwd', '/.agentbox/init', '/proc/1/exe', '/usr/bin/python3'):
-    for dst in ('/workspace/hl', '/tmp/hl'):
+    for dst in ('/workspace/hl-%d' % os.getpid(), '/tmp/hl-%d' % os.getpid()):
         try:
             os.link(src, dst, follow_symlinks=False)
         except OSError:

@@ -30,6 +30,17 @@ function hostProcessesWith(needle: string): number[] {
   return found;
 }
 
+/** The suite cleans up after a failed attack: SIGKILL to host processes that still carry its marker (checked again). */
+function killMarked(pids: number[], needle: string): void {
+  for (const p of pids) {
+    try {
+      if (readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(needle)) process.kill(p, 'SIGKILL');
+    } catch {
+      /* gone already */
+    }
+  }
+}
+
 /** Polls for up to `ms` until `check` is true; returns its last answer. */
 async function eventually(ms: number, check: () => Promise<boolean> | boolean): Promise<boolean> {
   const until = Date.now() + ms;
@@ -177,6 +188,9 @@ try:
         n += 1
 except OSError as e:
     err = ename(e)
+for i in range(n + 1):
+    try: os.unlink('%s/fill-%d' % (d, i))
+    except OSError: pass
 mib = total >> 20
 done(err in ('ENOSPC', 'EDQUOT', 'EFBIG', 'ENOMEM') and mib <= ${bound} + 2, 'wrote %d MiB to %s before %s (bound ${bound} MiB)' % (mib, d, err or 'nothing stopped it at 256 MiB'))
 `, { timeoutMs: 60_000 });
@@ -293,9 +307,11 @@ const timeoutKillsTree: Attack = {
     const goneInside = await eventually(5000, async () => (await inside()) === '');
     const goneOnHost = await eventually(3000, () => hostProcessesWith(`${m}`).length === 0);
     const left = goneInside ? '' : (await inside()).replace(/\s+/g, ',');
+    const onHost = hostProcessesWith(`${m}`);
+    killMarked(onHost, `${m}`);
     return {
       blocked: r.timedOut && goneInside && goneOnHost,
-      detail: `timedOut ${r.timedOut} exit ${r.exitCode}; ${goneInside ? 'no child left inside' : `left inside: ${left}`}; ${goneOnHost ? 'none on the host' : `host pids ${hostProcessesWith(`${m}`).join(',')}`}`,
+      detail: `timedOut ${r.timedOut} exit ${r.exitCode}; ${goneInside ? 'no child left inside' : `left inside: ${left}`}; ${goneOnHost ? 'none on the host' : `host pids ${onHost.join(',')} (killed by the suite)`}`,
     };
   },
 };
@@ -312,9 +328,11 @@ const outliveStop: Attack = {
     const stopped = (await ctx.client.stop(id)).state;
     const gone = await eventually(5000, () => hostProcessesWith(`${m}`).length === 0);
     const execAfter = await ctx.exec(id, ['echo', 'alive']).then((r) => r.stdout.includes('alive'), () => false);
+    const onHost = hostProcessesWith(`${m}`);
+    killMarked(onHost, `${m}`);
     return {
       blocked: gone && stopped === 'stopped' && !execAfter,
-      detail: `${survivedExec || '?'} daemon(s) outlived their exec (allowed); after stop (state ${stopped}) ${gone ? 'none is left on the host' : `host pids ${hostProcessesWith(`${m}`).join(',')} remain`}${execAfter ? ', and an exec still ran' : ''}`,
+      detail: `${survivedExec || '?'} daemon(s) outlived their exec (allowed); after stop (state ${stopped}) ${gone ? 'none is left on the host' : `host pids ${onHost.join(',')} remained (killed by the suite)`}${execAfter ? ', and an exec still ran' : ''}`,
     };
   },
 };
