@@ -250,6 +250,52 @@ const execCwdEscape: Attack = {
   },
 };
 
+const hostSockets: Attack = {
+  id: 'filesystem.host-unix-sockets',
+  category: 'filesystem',
+  title: 'connect to Unix sockets of the host from an egress-none sandbox: docker.sock, containerd, the daemon\'s own socket, any socket on the filesystem',
+  async run(ctx) {
+    // gVisor's PID 1 dials its exec agent through /run/agentbox-agent/agent.sock: reaching it is by design (it serves
+    // only this sandbox). Anything else that answers is a way out.
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+import socket, stat, time
+allowed = ('/run/agentbox-agent/agent.sock',) if ${JSON.stringify(ctx.runtime)} == 'gvisor' else ()
+cands = {'/var/run/docker.sock', '/run/docker.sock', '/run/containerd/containerd.sock', '/run/dbus/system_bus_socket', '/run/systemd/private',
+         ${JSON.stringify(ctx.api.socketPath)}, '/run/agentbox/proxy.sock', '/var/run/agentbox/proxy.sock'}
+ctl = '/tmp/agentbox-ctl-%d.sock' % os.getpid()
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); srv.bind(ctl); srv.listen(4)
+t0 = time.time()
+for root, dirs, files in os.walk('/', topdown=True):
+    dirs[:] = [d for d in dirs if os.path.join(root, d) not in ('/proc', '/sys', '/usr')]
+    for f in files:
+        p = os.path.join(root, f)
+        try:
+            if stat.S_ISSOCK(os.lstat(p).st_mode): cands.add(p)
+        except OSError: pass
+    if time.time() - t0 > 5: break
+for l in open('/proc/net/unix').read().splitlines()[1:]:
+    f = l.split()
+    if len(f) >= 8 and f[7].startswith('/'): cands.add(f[7])
+got, tried, ctl_ok = [], 0, False
+for p in sorted(cands):
+    if p == ctl:
+        try:
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.settimeout(2); c.connect(p); c.close(); ctl_ok = True
+        except OSError: pass
+        continue
+    if p in allowed: continue
+    tried += 1
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(2); s.connect(p); s.close(); got.append(p)
+    except OSError:
+        pass
+srv.close(); os.unlink(ctl)
+if not got and not ctl_ok: done(False, 'control: the probe did not find or reach its own socket in /tmp')
+done(not got, ('connected to host sockets: ' + ', '.join(got)) if got else 'no Unix socket answered (%d tried%s; its own in /tmp found and reached)' % (tried, ', the exec agent\'s own socket aside' if allowed else ''))
+`);
+  },
+};
+
 const hardlinks: Attack = {
   id: 'filesystem.hardlink-out',
   category: 'filesystem',
@@ -592,6 +638,7 @@ export const filesystemAttacks: Attack[] = [
   filesApiTraversal,
   fifoAndDeviceThroughApi,
   execCwdEscape,
+  hostSockets,
   hardlinks,
   openByHandle,
   mknodDevices,
