@@ -574,9 +574,12 @@ const fifoAndDeviceThroughApi: Attack = {
     for (const p of [fifo, '/dev/zero', '/dev/urandom', '/proc/self/fd/0']) {
       const ac = new AbortController();
       const guard = setTimeout(() => ac.abort(), 10_000);
+      const pending = ctx.client.readFile(id, p);
+      // A read that answers after we gave up is closed then, so no connection is left behind.
+      ac.signal.addEventListener('abort', () => void pending.then((st) => st.destroy(), () => undefined));
       try {
         const stream = await Promise.race([
-          ctx.client.readFile(id, p),
+          pending,
           new Promise<never>((_, rej) => ac.signal.addEventListener('abort', () => rej(new Error('no answer in 10 s')))),
         ]);
         let n = 0;
