@@ -206,7 +206,7 @@ done(not found and not foreign, ('the neighbour\'s process is visible as pid %s'
 const signalNeighbour: Attack = {
   id: 'cross-sandbox.signal-neighbour',
   category: 'cross-sandbox',
-  title: 'SIGKILL the neighbour\'s process by its pid inside its sandbox and by its host pid, and sweep kill(pid, 0) over 1..65535',
+  title: 'signal the neighbour\'s process by its inner and host pids (SIGKILL once identified as it) and sweep kill(pid, 0) over 1..65535',
   async run(ctx) {
     const mark = marker('agentbox-signal-target');
     const bg = await background(ctx, ctx.sandboxes.neighbour, SLEEPER, [mark]);
@@ -216,9 +216,14 @@ const signalNeighbour: Attack = {
       const v = await pyProbe(ctx, ctx.sandboxes.debian, String.raw`
 import signal
 own = set(int(p) for p in os.listdir('/proc') if p.isdigit())
+mark = ${pyStr([...mark].reverse().join(''))}[::-1]
 targets = [p for p in [${nsPid}] + ${JSON.stringify(hostPids)} if p > 1 and p not in own]
+# SIGKILL only a process this probe has identified as the neighbour's (its marker in the command line): a guessed
+# pid could be anyone's where pid namespaces are shared. The rest get signal 0.
 for p in targets:
-    try: os.kill(p, signal.SIGKILL)
+    try:
+        if mark in open('/proc/%d/cmdline' % p, 'rb').read().decode('latin1'): os.kill(p, signal.SIGKILL)
+        else: os.kill(p, 0)
     except OSError: pass
 foreign = []
 for p in range(1, 65536):
@@ -231,7 +236,7 @@ for p in range(1, 65536):
         answered = False
     # A pid that answers and shows in /proc is the attacker's own sandbox (a probe started meanwhile).
     if answered and not os.path.exists('/proc/%d' % p): foreign.append(p)
-done(not foreign, ('pids answering outside the attacker\'s own: %s' % foreign[:10]) if foreign else 'kill -9 sent to %d guessed pids of the neighbour; no pid outside the attacker\'s own answers kill(pid, 0)' % len(targets))
+done(not foreign, ('pids answering outside the attacker\'s own: %s' % foreign[:10]) if foreign else '%d guessed pids of the neighbour signalled (SIGKILL once identified); no pid outside the attacker\'s own answers kill(pid, 0)' % len(targets))
 `);
       const alive = await ctx.exec(ctx.sandboxes.neighbour, ['sh', '-c', `kill -0 ${nsPid} && echo alive`]);
       const survived = alive.stdout.includes('alive');
@@ -259,9 +264,12 @@ cands = ['%s/%s' % (d, mark) for d in ('/tmp', '/dev/shm', '/workspace', '/dev/m
 cands += glob.glob('/proc/*/root/*/' + mark) + glob.glob('/proc/*/cwd/' + mark)
 for pat in ('/var/lib/docker/*/*/' + mark, '/var/tmp/agentbox*/*/' + mark, '/tmp/agentbox*/*/' + mark, '/proc/1/root/var/lib/docker/volumes/*/_data/' + mark):
     cands += glob.glob(pat)
+import time
+t0 = time.time()
 for root, dirs, files in os.walk('/', topdown=True):
     dirs[:] = [d for d in dirs if os.path.join(root, d) not in ('/proc', '/sys', '/usr')]
     if mark in files: hits.append(os.path.join(root, mark))
+    if time.time() - t0 > 8: break
 for c in cands:
     try:
         if mark in open(c).read(): hits.append(c)
@@ -335,15 +343,16 @@ const namespacesShared: Attack = {
     const shared = ctx.runtime === 'gvisor' ? [] : NS.filter((n) => na.get(n) !== '?' && na.get(n) === nb.get(n));
     const sethost = await pyProbe(ctx, ctx.sandboxes.debian, String.raw`
 import socket
-before = socket.gethostname()
-r = libc.sethostname(b'agentbox-pwned', 14)
-done(r != 0, 'sethostname %s (hostname %s)' % ('succeeded' if r == 0 else 'refused', before))
+before = socket.gethostname().encode()
+# The hostname it already has: success proves the right and changes nothing, wherever the UTS namespace is.
+r = libc.sethostname(before, len(before))
+done(r != 0, 'sethostname %s (hostname %s)' % ('succeeded' if r == 0 else 'refused', before.decode()))
 `);
     const nbHost = /HOST (\S+)/.exec((await ctx.exec(ctx.sandboxes.neighbour, ['python3', '-c', read])).stdout)?.[1];
     const leaks: string[] = [];
     if (shared.length) leaks.push(`shares ${shared.join(',')} with the neighbour`);
     if (!sethost.blocked) leaks.push(sethost.detail);
-    if (nbHost === 'agentbox-pwned' || hostname() === 'agentbox-pwned') leaks.push('the neighbour\'s or the host\'s hostname changed');
+    if (nbHost && nbHost === hostname()) leaks.push(`the neighbour has the host's hostname (${nbHost})`);
     return { blocked: leaks.length === 0, detail: leaks.join('; ') || `no namespace shared${ctx.runtime === 'gvisor' ? ' (one kernel per sandbox)' : ` (${NS.join(',')} differ)`}; ${sethost.detail}` };
   },
 };

@@ -45,18 +45,32 @@ async function apiWrite(ctx: AttackContext, id: string, path: string, data: stri
 const writeReadOnlyRoot: Attack = {
   id: 'filesystem.write-readonly-root',
   category: 'filesystem',
-  title: 'create, overwrite, chmod and rename files of the read-only root (/, /usr/bin, /etc/passwd)',
+  title: 'create, open for writing, chmod, utime, mkdir and symlink on the read-only root (/, /usr/bin, /etc)',
   async run(ctx) {
     return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+import time
+tag = 'agentbox-pwn-%d-%d' % (os.getpid(), int(time.time() * 1000))
 got = []
-for p, fl in [('/agentbox-pwn', os.O_WRONLY|os.O_CREAT), ('/usr/bin/agentbox-pwn', os.O_WRONLY|os.O_CREAT),
-              ('/etc/passwd', os.O_WRONLY|os.O_APPEND), ('/etc/ld.so.preload', os.O_WRONLY|os.O_CREAT),
+# New files get unique names and go again at once; existing files are opened without O_TRUNC and never written.
+for p, fl in [('/' + tag, os.O_WRONLY|os.O_CREAT|os.O_EXCL), ('/usr/bin/' + tag, os.O_WRONLY|os.O_CREAT|os.O_EXCL),
+              ('/etc/' + tag, os.O_WRONLY|os.O_CREAT|os.O_EXCL), ('/etc/passwd', os.O_WRONLY|os.O_APPEND),
               ('/usr/bin/python3', os.O_WRONLY), ('/bin/sh', os.O_RDWR)]:
     e = try_open(p, fl)
-    if not e: got.append('opened %s for writing' % p)
-for name, f in [('chmod /etc/shadow', lambda: os.chmod('/etc/shadow', 0o666)), ('rename /etc/passwd', lambda: os.rename('/etc/passwd', '/etc/p2')),
-                ('mkdir /usr/x', lambda: os.mkdir('/usr/agentbox-x')), ('symlink /etc/x', lambda: os.symlink('/workspace', '/etc/agentbox-x')),
-                ('utime /bin/ls', lambda: os.utime('/usr/bin/ls', (0, 0)))]:
+    if not e:
+        got.append('opened %s for writing' % p)
+        if fl & os.O_CREAT:
+            try: os.unlink(p)
+            except OSError: pass
+def same_mode(p):
+    os.chmod(p, os.stat(p).st_mode & 0o7777)
+def same_times(p):
+    st = os.stat(p); os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+def mkdir_rm(p):
+    os.mkdir(p); os.rmdir(p)
+def symlink_rm(p):
+    os.symlink('/workspace', p); os.unlink(p)
+for name, f in [('chmod /etc/shadow (to its own mode)', lambda: same_mode('/etc/shadow')), ('mkdir in /usr', lambda: mkdir_rm('/usr/' + tag)),
+                ('symlink in /etc', lambda: symlink_rm('/etc/' + tag)), ('utime /usr/bin/ls (to its own times)', lambda: same_times('/usr/bin/ls'))]:
     try:
         f(); got.append(name)
     except OSError:
@@ -236,6 +250,52 @@ const execCwdEscape: Attack = {
   },
 };
 
+const hostSockets: Attack = {
+  id: 'filesystem.host-unix-sockets',
+  category: 'filesystem',
+  title: 'connect to Unix sockets of the host from an egress-none sandbox: docker.sock, containerd, the daemon\'s own socket, any socket on the filesystem',
+  async run(ctx) {
+    // gVisor's PID 1 dials its exec agent through /run/agentbox-agent/agent.sock: reaching it is by design (it serves
+    // only this sandbox). Anything else that answers is a way out.
+    return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+import socket, stat, time
+allowed = ('/run/agentbox-agent/agent.sock',) if ${JSON.stringify(ctx.runtime)} == 'gvisor' else ()
+cands = {'/var/run/docker.sock', '/run/docker.sock', '/run/containerd/containerd.sock', '/run/dbus/system_bus_socket', '/run/systemd/private',
+         ${JSON.stringify(ctx.api.socketPath)}, '/run/agentbox/proxy.sock', '/var/run/agentbox/proxy.sock'}
+ctl = '/tmp/agentbox-ctl-%d.sock' % os.getpid()
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); srv.bind(ctl); srv.listen(4)
+t0 = time.time()
+for root, dirs, files in os.walk('/', topdown=True):
+    dirs[:] = [d for d in dirs if os.path.join(root, d) not in ('/proc', '/sys', '/usr')]
+    for f in files:
+        p = os.path.join(root, f)
+        try:
+            if stat.S_ISSOCK(os.lstat(p).st_mode): cands.add(p)
+        except OSError: pass
+    if time.time() - t0 > 5: break
+for l in open('/proc/net/unix').read().splitlines()[1:]:
+    f = l.split()
+    if len(f) >= 8 and f[7].startswith('/'): cands.add(f[7])
+got, tried, ctl_ok = [], 0, False
+for p in sorted(cands):
+    if p == ctl:
+        try:
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.settimeout(2); c.connect(p); c.close(); ctl_ok = True
+        except OSError: pass
+        continue
+    if p in allowed: continue
+    tried += 1
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(2); s.connect(p); s.close(); got.append(p)
+    except OSError:
+        pass
+srv.close(); os.unlink(ctl)
+if not got and not ctl_ok: done(False, 'control: the probe did not find or reach its own socket in /tmp')
+done(not got, ('connected to host sockets: ' + ', '.join(got)) if got else 'no Unix socket answered (%d tried%s; its own in /tmp found and reached)' % (tried, ', the exec agent\'s own socket aside' if allowed else ''))
+`);
+  },
+};
+
 const hardlinks: Attack = {
   id: 'filesystem.hardlink-out',
   category: 'filesystem',
@@ -244,7 +304,7 @@ const hardlinks: Attack = {
     return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
 got = []
 for src in ('/etc/shadow', '/etc/passwd', '/.agentbox/init', '/proc/1/exe', '/usr/bin/python3'):
-    for dst in ('/workspace/hl', '/tmp/hl'):
+    for dst in ('/workspace/hl-%d' % os.getpid(), '/tmp/hl-%d' % os.getpid()):
         try:
             os.link(src, dst, follow_symlinks=False)
         except OSError:
@@ -312,25 +372,51 @@ done(not got, '; '.join(got) or 'no device node could be created and opened')
 const mounts: Attack = {
   id: 'filesystem.mount-and-chroot',
   category: 'filesystem',
-  title: 'mount (tmpfs, proc, bind of /, remount rw), umount /workspace and /proc, pivot_root, chroot',
+  title: 'mount (tmpfs, proc, bind, cgroup, sysfs, fsopen, open_tree), remount / rw, unmount /workspace and /proc, pivot_root, chroot',
   async run(ctx) {
     return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
+import time
 libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
-MS_BIND, MS_REMOUNT, MS_RDONLY, MS_REC = 4096, 32, 1, 16384
-os.makedirs('/tmp/mnt', exist_ok=True)
+libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+MS_BIND, MS_REMOUNT, MS_RDONLY = 4096, 32, 1
+MNT_DETACH, MNT_EXPIRE = 2, 4
+base = '/tmp/agentbox-mnt-%d-%d' % (os.getpid(), int(time.time() * 1000))
+os.makedirs(base + '/src'); os.makedirs(base + '/dst')
 got = []
-for what in ((b'none', b'/tmp/mnt', b'tmpfs', 0), (b'proc', b'/tmp/mnt', b'proc', 0), (b'/', b'/tmp/mnt', None, MS_BIND | MS_REC),
-             (None, b'/', None, MS_REMOUNT | MS_BIND), (b'none', b'/tmp/mnt', b'cgroup', 0), (b'none', b'/tmp/mnt', b'sysfs', 0)):
-    if libc.mount(what[0], what[1], what[2], what[3], None) == 0: got.append('mount %r' % (what,))
-for t in (b'/workspace', b'/proc', b'/tmp'):
-    if libc.umount2(t, 2) == 0: got.append('umount %s' % t.decode())
-r, e = sc(155, b'/tmp', b'/tmp/mnt')
-if r == 0: got.append('pivot_root')
-try:
-    os.chroot('/tmp'); got.append('chroot')
-except OSError:
-    pass
-done(not got, '; '.join(got) or 'every mount, umount, pivot_root and chroot failed')
+# Each mount goes on a directory of the probe's own and comes off again at once.
+for what in ((b'none', b'tmpfs', 0), (b'proc', b'proc', 0), ((base + '/src').encode(), None, MS_BIND), (b'none', b'cgroup', 0), (b'none', b'sysfs', 0), (b'none', b'cgroup2', 0)):
+    if libc.mount(what[0], (base + '/dst').encode(), what[1], what[2], None) == 0:
+        got.append('mount %s' % (what[1] or b'bind').decode())
+        libc.umount2((base + '/dst').encode(), MNT_DETACH)
+# Remount the root writable only where it is read-only, and put it back at once.
+st = os.statvfs('/')
+if st.f_flag & 1:
+    keep = (st.f_flag & (2 | 4 | 8)) << 0
+    if libc.mount(None, b'/', None, MS_REMOUNT | MS_BIND | keep, None) == 0:
+        got.append('remount / read-write')
+        libc.mount(None, b'/', None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep, None)
+# MNT_EXPIRE: with the right to unmount, the first call only marks the mount (EAGAIN/EBUSY); nothing comes off.
+for t in (b'/workspace', b'/proc', b'/tmp', b'/'):
+    r = libc.umount2(t, MNT_EXPIRE)
+    e = ctypes.get_errno()
+    if r == 0 or e in (errno.EAGAIN, errno.EBUSY): got.append('may unmount %s' % t.decode())
+# pivot_root checks the right first (EPERM), then the paths: with paths that do not exist, ENOENT means allowed.
+r, e = sc(155, (base + '/none1').encode(), (base + '/none2').encode())
+if e != 'EPERM': got.append('pivot_root allowed (%s)' % (e or r))
+r, e = sc(430, b'tmpfs', 0)
+if r >= 0: got.append('fsopen tmpfs'); os.close(r)
+r, e = sc(428, -100, b'/', 1 | 0x80000)
+if r >= 0: got.append('open_tree clone of /'); os.close(r)
+os.rmdir(base + '/src'); os.rmdir(base + '/dst'); os.rmdir(base)
+pid = os.fork()
+if pid == 0:
+    try:
+        os.chroot('/tmp'); os._exit(0)
+    except OSError:
+        os._exit(1)
+_, w = os.waitpid(pid, 0)
+if os.waitstatus_to_exitcode(w) == 0: got.append('chroot')
+done(not got, '; '.join(got) or 'every mount, remount, unmount, pivot_root, fsopen, open_tree and chroot refused')
 `);
   },
 };
@@ -403,11 +489,11 @@ for root, dirs, files in os.walk('/.agentbox'):
 for p in ('/run/agentbox-agent',):
     if os.path.isdir(p): paths += [os.path.join(p, f) for f in os.listdir(p)]
 for p in paths:
-    for fl in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC):
+    for fl in (os.O_WRONLY, os.O_RDWR):
         if os.path.exists(p) and not try_open(p, fl):
             got.append('%s opened for writing' % p); break
     try:
-        os.chmod(p, 0o777); got.append('chmod ' + p)
+        os.chmod(p, os.stat(p).st_mode & 0o7777); got.append('chmod ' + p)
     except OSError:
         pass
 done(not got, '; '.join(got) or '%d host-provided or running binaries, none writable' % len(set(paths)))
@@ -488,9 +574,12 @@ const fifoAndDeviceThroughApi: Attack = {
     for (const p of [fifo, '/dev/zero', '/dev/urandom', '/proc/self/fd/0']) {
       const ac = new AbortController();
       const guard = setTimeout(() => ac.abort(), 10_000);
+      const pending = ctx.client.readFile(id, p);
+      // A read that answers after we gave up is closed then, so no connection is left behind.
+      ac.signal.addEventListener('abort', () => void pending.then((st) => st.destroy(), () => undefined));
       try {
         const stream = await Promise.race([
-          ctx.client.readFile(id, p),
+          pending,
           new Promise<never>((_, rej) => ac.signal.addEventListener('abort', () => rej(new Error('no answer in 10 s')))),
         ]);
         let n = 0;
@@ -523,11 +612,16 @@ const devShmAndDevWritable: Attack = {
   async run(ctx) {
     return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
 ok = ('/workspace', '/tmp', '/dev/shm', '/dev/mqueue', '/proc', '/sys', '/dev/pts')
-found = []
+import time
+found, t0, seen = [], time.time(), 0
+name = '.agentbox-w-probe-%d' % os.getpid()
 for root, dirs, files in os.walk('/', topdown=True):
     dirs[:] = [d for d in dirs if os.path.join(root, d) not in ('/proc', '/sys', '/workspace', '/tmp')]
+    seen += 1
+    if seen > 20000 or time.time() - t0 > 8:
+        found.append('(more than %d directories: stopped looking)' % seen); break
     if root.startswith(ok): continue
-    p = os.path.join(root, '.agentbox-w-probe')
+    p = os.path.join(root, name)
     try:
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd); os.unlink(p); found.append(root)
@@ -547,6 +641,7 @@ export const filesystemAttacks: Attack[] = [
   filesApiTraversal,
   fifoAndDeviceThroughApi,
   execCwdEscape,
+  hostSockets,
   hardlinks,
   openByHandle,
   mknodDevices,

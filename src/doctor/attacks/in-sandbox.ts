@@ -2,6 +2,11 @@
  * Running a probe inside a sandbox and reading its verdict, for the in-sandbox attacks (filesystem, privilege,
  * resources, cross-sandbox). A probe prints one line `RESULT {"blocked": bool, "detail": str}`; a probe that
  * prints none did not run, and that counts as a failed attack: an attack must never pass by breaking.
+ *
+ * A probe must stay harmless when it gets through: the suite runs on users' hosts, where a broken boundary means the
+ * probe runs against the host itself. So a probe proves a permission without using it: it creates only uniquely named
+ * files and removes them, sets a mode or a hostname to the value it already has, asks for MNT_EXPIRE instead of an
+ * unmount, uses PTRACE_SEIZE (which stops nothing), signals only processes it has identified, and bounds its floods.
  */
 import type { ExecResult } from '../../core/model.js';
 import type { AttackContext, AttackOutcome } from './types.js';

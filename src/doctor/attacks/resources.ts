@@ -30,6 +30,17 @@ function hostProcessesWith(needle: string): number[] {
   return found;
 }
 
+/** The suite cleans up after a failed attack: SIGKILL to host processes that still carry its marker (checked again). */
+function killMarked(pids: number[], needle: string): void {
+  for (const p of pids) {
+    try {
+      if (readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(needle)) process.kill(p, 'SIGKILL');
+    } catch {
+      /* gone already */
+    }
+  }
+}
+
 /** Polls for up to `ms` until `check` is true; returns its last answer. */
 async function eventually(ms: number, check: () => Promise<boolean> | boolean): Promise<boolean> {
   const until = Date.now() + ms;
@@ -92,10 +103,11 @@ done(len(kids) < ${SMALL.pids} and err != '', 'forked %d processes before fork f
 const shellForkBomb: Attack = {
   id: 'resources.fork-bomb-shell',
   category: 'resources',
-  title: 'the classic shell fork bomb :(){ :|:& };: for 3 s, then a command in the same sandbox',
+  title: 'a shell fork bomb (bomb | bomb &, 12 deep) for 3 s, then a command in the same sandbox',
   async run(ctx) {
     const id = await ctx.scratch({ limits: SMALL, egress: NO_EGRESS });
-    const r = await ctx.exec(id, ['sh', '-c', 'bomb() { bomb | bomb & }; bomb; sleep 30'], { timeoutMs: 3000 });
+    // Depth 12 bounds it at ~8k processes should the pids limit not hold (the suite runs on users' hosts).
+    const r = await ctx.exec(id, ['sh', '-c', 'bomb() { [ $1 -gt 0 ] && { bomb $(($1-1)) | bomb $(($1-1)) & }; sleep 30; }; bomb 12'], { timeoutMs: 3000 });
     const after = await survivesOrEndsCleanly(ctx, id);
     const alive = await ctx.client.health().then(() => true, () => false);
     return {
@@ -176,6 +188,9 @@ try:
         n += 1
 except OSError as e:
     err = ename(e)
+for i in range(n + 1):
+    try: os.unlink('%s/fill-%d' % (d, i))
+    except OSError: pass
 mib = total >> 20
 done(err in ('ENOSPC', 'EDQUOT', 'EFBIG', 'ENOMEM') and mib <= ${bound} + 2, 'wrote %d MiB to %s before %s (bound ${bound} MiB)' % (mib, d, err or 'nothing stopped it at 256 MiB'))
 `, { timeoutMs: 60_000 });
@@ -292,9 +307,11 @@ const timeoutKillsTree: Attack = {
     const goneInside = await eventually(5000, async () => (await inside()) === '');
     const goneOnHost = await eventually(3000, () => hostProcessesWith(`${m}`).length === 0);
     const left = goneInside ? '' : (await inside()).replace(/\s+/g, ',');
+    const onHost = hostProcessesWith(`${m}`);
+    killMarked(onHost, `${m}`);
     return {
       blocked: r.timedOut && goneInside && goneOnHost,
-      detail: `timedOut ${r.timedOut} exit ${r.exitCode}; ${goneInside ? 'no child left inside' : `left inside: ${left}`}; ${goneOnHost ? 'none on the host' : `host pids ${hostProcessesWith(`${m}`).join(',')}`}`,
+      detail: `timedOut ${r.timedOut} exit ${r.exitCode}; ${goneInside ? 'no child left inside' : `left inside: ${left}`}; ${goneOnHost ? 'none on the host' : `host pids ${onHost.join(',')} (killed by the suite)`}`,
     };
   },
 };
@@ -311,9 +328,11 @@ const outliveStop: Attack = {
     const stopped = (await ctx.client.stop(id)).state;
     const gone = await eventually(5000, () => hostProcessesWith(`${m}`).length === 0);
     const execAfter = await ctx.exec(id, ['echo', 'alive']).then((r) => r.stdout.includes('alive'), () => false);
+    const onHost = hostProcessesWith(`${m}`);
+    killMarked(onHost, `${m}`);
     return {
       blocked: gone && stopped === 'stopped' && !execAfter,
-      detail: `${survivedExec || '?'} daemon(s) outlived their exec (allowed); after stop (state ${stopped}) ${gone ? 'none is left on the host' : `host pids ${hostProcessesWith(`${m}`).join(',')} remain`}${execAfter ? ', and an exec still ran' : ''}`,
+      detail: `${survivedExec || '?'} daemon(s) outlived their exec (allowed); after stop (state ${stopped}) ${gone ? 'none is left on the host' : `host pids ${onHost.join(',')} remained (killed by the suite)`}${execAfter ? ', and an exec still ran' : ''}`,
     };
   },
 };
@@ -388,7 +407,19 @@ const killEverything: Attack = {
   title: 'kill(-1, SIGKILL) and kill(1, SIGKILL) from inside: only the sandbox\'s own processes can die, the daemon and host stay',
   async run(ctx) {
     const id = await ctx.scratch({ image: 'debian', limits: SMALL, egress: NO_EGRESS });
-    const r = await ctx.exec(id, ['python3', '-c', `${PY_PRELUDE}\nfor target in (1, -1):\n    try: os.kill(target, 9)\n    except OSError: pass\n`], { timeoutMs: 15_000 });
+    // kill(-1) only where the pid namespace is the sandbox's own (no more processes than its pids limit, PID 1 not
+    // the host's systemd): where
+    // it is not, the attack has already got through and must not take the host down with it.
+    const r = await ctx.exec(id, ['python3', '-c', `${PY_PRELUDE}
+pids = [p for p in os.listdir('/proc') if p.isdigit()]
+comm = open('/proc/1/comm').read().strip()
+if len(pids) > ${SMALL.pids} or comm in ('systemd', 'launchd', 'dockerd', 'containerd'):
+    print('SHARED %d processes, PID 1 %s' % (len(pids), comm), flush=True); os._exit(3)
+for target in (1, -1):
+    try: os.kill(target, 9)
+    except OSError: pass
+`], { timeoutMs: 15_000 });
+    if (r.stdout.includes('SHARED')) return { blocked: false, detail: `the pid namespace is not the sandbox's own (${r.stdout.trim()}); not signalled` };
     const after = await survivesOrEndsCleanly(ctx, id);
     const neighbour = await ctx.exec(ctx.sandboxes.neighbour, ['echo', 'alive']);
     const ok = after.ok && neighbour.stdout.includes('alive');
