@@ -80,7 +80,7 @@ static pid_t agent_fork(void *ctx) {
 
 static int mode_init(int argc, char **argv) {
   if (getpid() != 1) die_msg("init must run as PID 1 of the container");
-  struct egress_relay relay = {0, NULL};
+  struct egress_relay relay = {0, NULL, -1};
   const char *agent_socket = NULL;
   long memory_limit_kb = 0;
   for (int i = 0; i < argc; i++) {
@@ -102,7 +102,10 @@ static int mode_init(int argc, char **argv) {
   if (memory_limit_kb > 0 && watchdog_open(&watchdog, memory_limit_kb) != 0) die("memory watchdog");
   struct pid1_child kept[2];
   int nkept = 0;
-  if (relay.port > 0) kept[nkept++] = (struct pid1_child){ relay_fork, &relay, 0, 0, 0 };
+  if (relay.port > 0) {
+    if (relay_listen(&relay) != 0) die("egress relay: listen");
+    kept[nkept++] = (struct pid1_child){ relay_fork, &relay, 0, 0, 0 };
+  }
   if (agent_socket) kept[nkept++] = (struct pid1_child){ agent_fork, (void *)agent_socket, 0, 0, 0 };
   run_as_pid1(-1, kept, nkept, memory_limit_kb > 0 ? &tick : NULL);
   return EXIT_INIT;

@@ -244,10 +244,11 @@ static int mode_init(int argc, char **argv) {
   if (getpid() != 1) die_msg("init must run as PID 1 of the sandbox");
   int ready_fd = argc >= 1 && strcmp(argv[0], "-") != 0 ? (int)parse_num(argv[0], "ready fd") : -1;
   close_extra_fds(&ready_fd, ready_fd >= 0 ? 1 : 0);
-  struct egress_relay relay = {0, NULL};
+  struct egress_relay relay = {0, NULL, -1};
   if (argc >= 4 && strcmp(argv[1], "--egress-relay") == 0) {
     relay.port = (int)parse_num(argv[2], "relay port");
     relay.path = argv[3];
+    if (relay_listen(&relay) != 0) die("egress relay: listen");
   }
   struct pid1_child kept = { relay_fork, &relay, 0, 0, 0 };
   run_as_pid1(ready_fd, &kept, relay.port > 0 ? 1 : 0, NULL);

@@ -24,7 +24,30 @@
 struct egress_relay {
   int port;          /* 0: no relay */
   const char *path;  /* proxy socket inside the sandbox */
+  int listen_fd;     /* bound by PID 1 before it reports ready (relay_listen); -1 until then */
 };
+
+/* PID 1 binds 127.0.0.1:PORT before it reports ready, so a sandbox's first exec never finds the
+ * proxy port closed: connections wait in the backlog until the relay (and any restarted relay,
+ * which inherits the same socket) accepts them. Returns 0, or -1 with errno. */
+static int relay_listen(struct egress_relay *r) {
+  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  struct sockaddr_in sin;
+  memset(&sin, 0, sizeof sin);
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons((unsigned short)r->port);
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (l < 0 || setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+      bind(l, (struct sockaddr *)&sin, sizeof sin) < 0 || listen(l, 128) < 0) {
+    int e = errno;
+    if (l >= 0) close(l);
+    errno = e;
+    return -1;
+  }
+  r->listen_fd = l;
+  return 0;
+}
 
 /* Copy what is readable on `from` to `to`; 0 on EOF, -1 on error, 1 otherwise. */
 static int relay_move(int from, int to, char *buf, size_t len) {
@@ -82,7 +105,7 @@ static void relay_connection(int client, const char *path) {
   _exit(0);
 }
 
-static void relay_main(int port, const char *path) {
+static void relay_main(int l, const char *path) {
   prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   /* It parses nothing, but it does face the sandbox's connections: give it the commands' filter too. */
@@ -92,15 +115,7 @@ static void relay_main(int port, const char *path) {
   sigprocmask(SIG_SETMASK, &none, NULL);
   signal(SIGCHLD, SIG_IGN); /* connection processes reap themselves */
   signal(SIGPIPE, SIG_IGN);
-  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
-  setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  struct sockaddr_in sin;
-  memset(&sin, 0, sizeof sin);
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons((unsigned short)port);
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (l < 0 || bind(l, (struct sockaddr *)&sin, sizeof sin) < 0 || listen(l, 128) < 0) _exit(1);
   for (;;) {
     int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
     if (c < 0) {
@@ -122,7 +137,7 @@ static pid_t relay_fork(void *ctx) {
   struct egress_relay *r = ctx;
   pid_t pid = fork();
   if (pid == 0) {
-    relay_main(r->port, r->path);
+    relay_main(r->listen_fd, r->path);
     _exit(1);
   }
   return pid;
