@@ -161,11 +161,14 @@ for pid in targets:
     except OSError:
         pass
     # Another process's environment is a leak only when it holds something this command was not given itself.
-    if not try_open('/proc/%d/environ' % pid):
-        own = set('%s=%s' % kv for kv in os.environ.items())
-        own.add('HOSTNAME=' + __import__('socket').gethostname())
-        extra = [v.split('=', 1)[0] for v in open('/proc/%d/environ' % pid, 'rb').read().decode('utf8', 'replace').split('\0') if v and v not in own]
-        if extra: got.append('/proc/%d/environ read (%s)' % (pid, ','.join(extra[:5])))
+    try:
+        env = open('/proc/%d/environ' % pid, 'rb').read().decode('utf8', 'replace').split('\0')
+    except OSError:
+        env = []
+    own = set('%s=%s' % kv for kv in os.environ.items())
+    own.add('HOSTNAME=' + __import__('socket').gethostname())
+    extra = [v.split('=', 1)[0] for v in env if v and v not in own]
+    if extra: got.append('/proc/%d/environ read (%s)' % (pid, ','.join(extra[:5])))
 if not targets: done(False, 'control: no process besides the attacker\'s own to try (PID 1 not visible)')
 done(not got, '; '.join(got) or 'ptrace, process_vm_readv, /proc/PID/mem and environ of %d processes (%s) all refused' % (len(targets), ','.join(map(str, targets[:8]))))
 `);
@@ -220,7 +223,8 @@ for pid in [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpi
             os._exit(0 if r == 0 else 1)
         _, st = os.waitpid(child, 0)
         os.close(fd)
-        same = os.readlink('/proc/%s/ns/%s' % (pid, ns)) == os.readlink('/proc/self/ns/%s' % ns)
+        try: same = os.readlink('/proc/%s/ns/%s' % (pid, ns)) == os.readlink('/proc/self/ns/%s' % ns)
+        except OSError: same = False   # the process ended meanwhile (another probe of this sandbox)
         if not same: res.append(('setns %s/%s' % (pid, ns), 0 if os.waitstatus_to_exitcode(st) == 0 else -1, 'EPERM'))
     pfd, e = sc(434, int(pid), 0)
     if pfd >= 0:

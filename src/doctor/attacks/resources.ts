@@ -365,6 +365,7 @@ for _ in range(n):
 os.close(wr)
 for k in kids: os.waitpid(k, 0)
 total = sum(int(x) for x in os.fdopen(rd).read().split())
+one = max(one, spin(0.4) / 0.4)   # the faster of two baselines: a busy host must not make the sandbox look over its limit
 print('CPU %.3f %d' % (total / 1.5 / one, n))
 `);
     const m = /CPU ([\d.]+) (\d+)/.exec(v.stdout);
@@ -450,6 +451,53 @@ const execFlood: Attack = {
   },
 };
 
+const stdinFlood: Attack = {
+  id: 'resources.stdin-flood',
+  category: 'resources',
+  title: 'send 16 MiB of stdin to a command that reads one byte and exits: the exec ends, the next one runs',
+  async run(ctx) {
+    const id = ctx.sandboxes.busybox;
+    const r = await ctx
+      .exec(id, ['sh', '-c', 'head -c 1 >/dev/null; echo read-one'], { stdin: 'x'.repeat(16 * 1024 * 1024 - 1024), timeoutMs: 30_000 })
+      .then(
+        (x) => (x.stdout.includes('read-one') ? `ended (exit ${x.exitCode})` : x.timedOut ? 'hung until its timeout' : `exit ${x.exitCode} ${clip(x.stderr, 80)}`),
+        (err: Error & { code?: string }) => `refused (${err.code ?? err.message})`,
+      );
+    const alive = await ctx.exec(id, ['echo', 'alive']);
+    return { blocked: !r.startsWith('hung') && alive.stdout.includes('alive'), detail: `the flooded exec ${r}; the next exec ${alive.stdout.includes('alive') ? 'ran' : `did not: exit ${alive.exitCode}`}` };
+  },
+};
+
+const zombies: Attack = {
+  id: 'resources.zombie-flood',
+  category: 'resources',
+  title: 'leave 20 unreaped children, then exit: PID 1 must reap the orphans so they do not hold the pids limit',
+  async run(ctx) {
+    const id = await ctx.scratch({ image: 'debian', limits: SMALL, egress: NO_EGRESS });
+    const made = await pyRun(ctx, id, String.raw`
+import time
+for _ in range(20):
+    if os.fork() == 0: os._exit(0)
+time.sleep(0.3)
+def state(p):
+    try: return open('/proc/%s/stat' % p).read().rsplit(')', 1)[1].split()[0]
+    except OSError: return '?'
+z = sum(1 for p in os.listdir('/proc') if p.isdigit() and state(p) == 'Z')
+print('ZOMBIES %d' % z)
+`);
+    const before = Number(/ZOMBIES (\d+)/.exec(made.stdout)?.[1] ?? '-1');
+    if (before < 15) return { blocked: false, detail: `control: the probe did not leave its zombies (${before}): ${clip(made.stderr)}` };
+    let left = -1;
+    await eventually(3000, async () => {
+      const r = await ctx.exec(id, ['sh', '-c', "cat /proc/[0-9]*/stat 2>/dev/null | grep -c ') Z ' || true"]);
+      left = Number(r.stdout.trim() || '-1');
+      return left === 0;
+    });
+    const after = await survivesOrEndsCleanly(ctx, id);
+    return { blocked: left === 0 && after.ok, detail: `${before} zombies while their parent lived; ${left} left after it exited; ${after.how}` };
+  },
+};
+
 const hugeArgv: Attack = {
   id: 'resources.huge-argv-env',
   category: 'resources',
@@ -487,5 +535,7 @@ export const resourceAttacks: Attack[] = [
   fdLimit,
   killEverything,
   execFlood,
+  stdinFlood,
+  zombies,
   hugeArgv,
 ];
