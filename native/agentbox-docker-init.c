@@ -4,11 +4,12 @@
  * Bind-mounted read-only at /.agentbox/init by the daemon; static, so nothing in the image matters.
  * Every mode first closes every descriptor above stdio (fd-hygiene.h).
  *
- *   init [--egress-relay PORT SOCKET] [--exec-agent SOCKET] [--memory-limit-kb N]
+ *   init [--egress-relay PORT SOCKET] [--exec-agent SOCKET] [--memory-limit-kb N] [--seccomp]
  *                                  PID 1: blocks every signal and reaps orphans, forever; keeps the
  *                                  egress relay and the exec agent (as uid 1000) running; with a
  *                                  limit (gVisor), enforces it by killing the biggest process past
- *                                  it (memory-watchdog.h).
+ *                                  it (memory-watchdog.h); with --seccomp, installs seccomp-deny.h's
+ *                                  filter on itself (a container without a profile of its own).
  *   run TIMEOUT_MS TAG -- CMD ...  becomes a child subreaper, runs CMD in a session of its own and
  *                                  exits with CMD's status (128+N for signal N). On timeout it kills
  *                                  every descendant (background jobs and setsid escapees included)
@@ -83,6 +84,7 @@ static int mode_init(int argc, char **argv) {
   struct egress_relay relay = {0, NULL, -1};
   const char *agent_socket = NULL;
   long memory_limit_kb = 0;
+  int seccomp = 0;
   for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--egress-relay") == 0 && i + 2 < argc) {
       relay.port = (int)parse_num(argv[i + 1], "relay port");
@@ -90,6 +92,8 @@ static int mode_init(int argc, char **argv) {
       i += 2;
     } else if (strcmp(argv[i], "--exec-agent") == 0 && i + 1 < argc) {
       agent_socket = argv[++i];
+    } else if (strcmp(argv[i], "--seccomp") == 0) {
+      seccomp = 1;
     } else if (strcmp(argv[i], "--memory-limit-kb") == 0 && i + 1 < argc) {
       memory_limit_kb = parse_num(argv[++i], "memory limit");
     } else {
@@ -97,6 +101,9 @@ static int mode_init(int argc, char **argv) {
       return EXIT_INIT;
     }
   }
+  /* The container has no seccomp profile of its own (gVisor): the filter every command would get,
+   * on PID 1 itself, so the relay, the agent and every command inherit it. */
+  if (seccomp && (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || install_seccomp_deny() != 0)) die("seccomp");
   static struct memory_watchdog watchdog;
   struct pid1_tick tick = { watchdog_tick, &watchdog };
   if (memory_limit_kb > 0 && watchdog_open(&watchdog, memory_limit_kb) != 0) die("memory watchdog");

@@ -78,7 +78,7 @@ export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateO
       'init',
       ...(o.egressDir ? relayArgs() : []),
       ...(o.agentDir ? ['--exec-agent', `${AGENT_MOUNT}/${AGENT_SOCKET}`] : []),
-      ...(gvisor ? ['--memory-limit-kb', String(o.limits.memoryMb * 1024)] : []),
+      ...(gvisor ? ['--memory-limit-kb', String(o.limits.memoryMb * 1024), '--seccomp'] : []),
     ],
     Entrypoint: [],
     Env: Object.entries(baseEnv({})).map(([k, v]) => `${k}=${v}`),
@@ -93,7 +93,10 @@ export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateO
       // and to start the exec agent as the sandbox user. Commands run as 1000 with no_new_privs, so
       // they get no capability from this (CapEff and CapPrm stay empty).
       ...(gvisor ? { CapAdd: ['KILL', ...(o.agentDir ? ['SETUID', 'SETGID'] : [])] } : {}),
-      SecurityOpt: ['no-new-privileges'],
+      // gVisor: runsc's --oci-seccomp enforcement of dockerd 20.10's profile refuses pselect6 (so
+      // select(2) fails with EPERM); PID 1 installs agentbox's filter (Docker's current profile,
+      // plus no namespaces) on itself instead, and everything in the sandbox inherits it.
+      SecurityOpt: ['no-new-privileges', ...(gvisor ? ['seccomp=unconfined'] : [])],
       ReadonlyRootfs: true,
       Binds: [
         `${o.initPath}:${INIT_IN_CONTAINER}:ro`,
