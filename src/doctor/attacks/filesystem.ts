@@ -526,6 +526,10 @@ for line in open('/proc/self/mounts'):
 # container and cannot be hidden by agentbox: reported, not failed (the README's threat model says so).
 docker_own = set(p for p in shown if RUNTIME == 'docker' and re.search(r'/overlay2/|/containers/[0-9a-f]{64}/', p))
 shown -= docker_own
+# Neutral names that say nothing about the host's layout: overlay layers named by descriptor, and the
+# staged copy of agentbox's own init under /run/agentbox/bin/<content hash>/ (not where agentbox is installed).
+neutral = set(p for p in shown if re.fullmatch(r'/proc/self/fd/[0-9]+|/run/agentbox/bin/[0-9a-f]{16}/[A-Za-z0-9_.-]+', p))
+shown -= neutral
 note = (' (docker\'s own storage shows: %d paths under %s)' % (len(docker_own), os.path.commonpath(sorted(docker_own)))) if docker_own else ''
 done(not shown, ('host paths shown: ' + ', '.join(sorted(shown))[:500] + note) if shown else 'no host path in mountinfo or mounts' + note)
 `);
