@@ -4,7 +4,7 @@
  * by the real metadata attack, and attacks that get through, throw or hang must each be a FAIL.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,35 +13,8 @@ import { cliEntry } from '../../src/core/config.js';
 import { runAttacks } from '../../src/doctor/runner.js';
 import type { Attack } from '../../src/doctor/attacks/types.js';
 import type { AttackLine } from '../../src/doctor/report.js';
+import { runSuite } from '../helpers/attack-suite.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
-
-interface SuiteRun {
-  code: number;
-  lines: AttackLine[];
-  summary: { passed: number; failed: number; skipped: number } | undefined;
-  stderr: string;
-}
-
-/** The real CLI in a child process, JSON lines parsed (as attacks.test.ts runs it). */
-function runSuite(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<SuiteRun> {
-  const home = mkdtempSync(join(tmpdir(), 'ab-attacks-'));
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_LOG_LEVEL: 'silent', ...extraEnv };
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cliEntry(), 'doctor', '--attacks', '--json', ...args], { env, timeout: 600_000, maxBuffer: 32 * 1024 * 1024, encoding: 'utf8' }, (err, stdout, stderr) => {
-      const left = readdirSync(home);
-      rmSync(home, { recursive: true, force: true });
-      const lines: AttackLine[] = [];
-      let summary: SuiteRun['summary'];
-      for (const l of stdout.split('\n').filter(Boolean)) {
-        const o = JSON.parse(l) as AttackLine & { summary?: boolean; passed: number; failed: number; skipped: number };
-        if (o.summary) summary = { passed: o.passed, failed: o.failed, skipped: o.skipped };
-        else lines.push(o);
-      }
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, lines, summary, stderr: `${stderr}${left.length ? `\n(left in the home: ${left.join(' ')})` : ''}` });
-    });
-  });
-}
 
 const canUnshare = process.getuid?.() === 0 && spawnSync('unshare', ['-n', 'true']).status === 0;
 

@@ -5,10 +5,10 @@
  * Each attack first makes the neighbour hold something real (a process, a listener, a file, an IPC object) and checks
  * that the neighbour itself can reach it, so a miss means the boundary held, not that there was nothing to find.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { readAll } from '../../sdk/client.js';
-import { clip, marker, pyProbe, pyRun, pyStr } from './in-sandbox.js';
+import { clip, hostProcessesWith, marker, pyProbe, pyRun, pyStr } from './in-sandbox.js';
 import type { Attack, AttackContext, AttackOutcome } from './types.js';
 
 /** Runs a long-lived Python script in a sandbox, resolves once it printed READY, and collects what it prints after. */
@@ -46,20 +46,6 @@ async function background(ctx: AttackContext, id: string, script: string, args: 
       await pump.catch(() => undefined);
     },
   };
-}
-
-/** Host pids whose command line contains `needle` (local and runc sandboxes' processes show in the host's /proc). */
-function hostPidsWith(needle: string): number[] {
-  const found: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(needle)) found.push(Number(p));
-    } catch {
-      /* gone */
-    }
-  }
-  return found;
 }
 
 /** The neighbour's listener: TCP and UDP on 127.0.0.1 and ::1, an abstract and a path Unix socket; prints HIT lines. */
@@ -212,7 +198,7 @@ const signalNeighbour: Attack = {
     const bg = await background(ctx, ctx.sandboxes.neighbour, SLEEPER, [mark]);
     try {
       const nsPid = Number(/READY (\d+)/.exec(bg.output())?.[1] ?? '0');
-      const hostPids = hostPidsWith(mark);
+      const hostPids = hostProcessesWith(mark);
       const v = await pyProbe(ctx, ctx.sandboxes.debian, String.raw`
 import signal
 own = set(int(p) for p in os.listdir('/proc') if p.isdigit())
@@ -370,7 +356,7 @@ const hostUid: Attack = {
     const bgs = await Promise.all([ctx.sandboxes.debian, ctx.sandboxes.neighbour].map((id, i) => background(ctx, id, SLEEPER, [`${mark}-${i}`])));
     try {
       const uidOf = (needle: string): number[] =>
-        hostPidsWith(needle)
+        hostProcessesWith(needle)
           .filter((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').startsWith('python3\0'))
           .map((p) => {
             try {

@@ -8,6 +8,7 @@
  * files and removes them, sets a mode or a hostname to the value it already has, asks for MNT_EXPIRE instead of an
  * unmount, uses PTRACE_SEIZE (which stops nothing), signals only processes it has identified, and bounds its floods.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import type { ExecResult } from '../../core/model.js';
 import type { AttackContext, AttackOutcome } from './types.js';
 
@@ -90,4 +91,18 @@ export function marker(prefix: string): string {
 /** Python string literal of a JS string (JSON strings are valid Python literals for the ASCII we use). */
 export function pyStr(s: string): string {
   return JSON.stringify(s);
+}
+
+/** Host processes whose command line contains `needle` (docker/local sandboxes' processes show in the host's /proc). */
+export function hostProcessesWith(needle: string): number[] {
+  const found: number[] = [];
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(needle)) found.push(Number(p));
+    } catch {
+      /* gone, or not ours to read */
+    }
+  }
+  return found;
 }

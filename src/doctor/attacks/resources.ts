@@ -4,10 +4,10 @@
  * A limit "held" when the flood stopped near it, the sandbox (or the daemon) still answers, and nothing of the flood
  * is left on the host afterwards.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { clip, PY_PRELUDE, pyProbe, pyRun, verdictOf } from './in-sandbox.js';
+import { clip, hostProcessesWith, PY_PRELUDE, pyProbe, pyRun, verdictOf } from './in-sandbox.js';
 import type { Attack, AttackContext } from './types.js';
 
 const SMALL = { memoryMb: 64, pids: 32, diskMb: 16 } as const;
@@ -15,20 +15,6 @@ const SMALL = { memoryMb: 64, pids: 32, diskMb: 16 } as const;
 const NO_EGRESS = { mode: 'none' } as const;
 /** For the pids attacks: memory enough that the pids limit, not the OOM killer, is what stops the bomb. */
 const PIDS_ONLY = { ...SMALL, memoryMb: 256 } as const;
-
-/** Host processes whose command line contains `needle` (docker/local sandboxes' processes show in the host's /proc). */
-function hostProcessesWith(needle: string): number[] {
-  const found: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(needle)) found.push(Number(p));
-    } catch {
-      /* gone, or not ours to read */
-    }
-  }
-  return found;
-}
 
 /** The suite cleans up after a failed attack: SIGKILL to host processes that still carry its marker (checked again). */
 function killMarked(pids: number[], needle: string): void {
