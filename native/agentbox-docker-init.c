@@ -111,9 +111,9 @@ static int mode_init(int argc, char **argv) {
   int nkept = 0;
   if (relay.port > 0) {
     if (relay_listen(&relay) != 0) die("egress relay: listen");
-    kept[nkept++] = (struct pid1_child){ relay_fork, &relay, 0, 0, 0 };
+    kept[nkept++] = (struct pid1_child){ relay_fork, &relay, 0, 0, 0, relay.listen_fd };
   }
-  if (agent_socket) kept[nkept++] = (struct pid1_child){ agent_fork, (void *)agent_socket, 0, 0, 0 };
+  if (agent_socket) kept[nkept++] = (struct pid1_child){ agent_fork, (void *)agent_socket, 0, 0, 0, -1 };
   run_as_pid1(-1, kept, nkept, memory_limit_kb > 0 ? &tick : NULL);
   return EXIT_INIT;
 }

@@ -250,7 +250,7 @@ static int mode_init(int argc, char **argv) {
     relay.path = argv[3];
     if (relay_listen(&relay) != 0) die("egress relay: listen");
   }
-  struct pid1_child kept = { relay_fork, &relay, 0, 0, 0 };
+  struct pid1_child kept = { relay_fork, &relay, 0, 0, 0, relay.listen_fd };
   run_as_pid1(ready_fd, &kept, relay.port > 0 ? 1 : 0, NULL);
   die("ready");
   return EXIT_HELPER;
