@@ -55,7 +55,7 @@
 #define AGENT_STDIN_BACKLOG (1u << 20)
 #define AGENT_EXIT_TIMEOUT 124
 #define AGENT_EXIT_KILLED (128 + SIGTERM)
-/* How long a finished session waits for the daemon to close its end before closing anyway. */
+/* How long a finished session waits for the daemon's close (after the last bytes from it) before closing anyway. */
 #define AGENT_LINGER_MS 10000
 
 struct agent_session {
@@ -73,7 +73,7 @@ struct agent_session {
   int stdin_eof;
   char *out_buf; /* frames on their way to the daemon */
   size_t out_len, out_off;
-  long long linger_until_ms; /* 0, or: all sent and half-closed, waiting for the daemon's close until then */
+  long long linger_until_ms; /* 0, or: all sent and half-closed, waiting for the daemon's close until then (or more from it) */
 };
 
 static struct agent_session agent_sessions[AGENT_MAX_SESSIONS];
@@ -298,6 +298,7 @@ static void agent_read_conn(struct agent_session *s) {
     return;
   }
   s->rlen += (size_t)r;
+  if (s->linger_until_ms) s->linger_until_ms = monotonic_ms() + AGENT_LINGER_MS; /* stdin still coming: the daemon is there */
   while (s->rlen >= 5) {
     uint32_t flen = agent_be32(s->rbuf + 1);
     if (flen > AGENT_CHUNK) {
