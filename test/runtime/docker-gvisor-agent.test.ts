@@ -11,10 +11,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { text } from 'node:stream/consumers';
 import { after, before, describe, test } from 'node:test';
 import { VERSION } from '../../src/core/config.js';
 import { AgentboxError } from '../../src/core/errors.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
+import { WATCHDOG_LOG } from '../../src/runtime/docker/oom.js';
 import type { SandboxHandle } from '../../src/runtime/types.js';
 import { collect, execOpts, run } from '../helpers/collect.js';
 import { testImages } from '../helpers/images.js';
@@ -89,11 +91,13 @@ describe('gVisor exec agent: a session that ends before its input', { skip }, ()
     assert.deepEqual(tally(outcomes), { '/etc/agentbox-refused: forbidden': ROUNDS, '/proc/self/agentbox-refused: forbidden': ROUNDS });
   });
 
-  test('execs in parallel after an output flood all run', async () => {
+  test('execs in parallel after an output flood all run, and the memory watchdog killed nothing', async () => {
     const flood = await run(rt, h, "echo HEAD; head -c 67108864 /dev/zero | tr '\\0' x", { outputLimitBytes: 2 << 20, timeoutMs: 120_000 });
     assert.equal(flood.truncated, true);
     assert.ok(flood.stdout.startsWith('HEAD\n'));
     const results = await Promise.all(Array.from({ length: 16 }, (_, i) => run(rt, h, `echo ok${i}`, { stdin: Buffer.alloc(256 << 10, 120) })));
     assert.deepEqual(tally(results.map((r) => `exit ${r.exitCode} ${r.stdout.startsWith('ok') ? 'ran' : 'no output'}`)), { 'exit 0 ran': 16 });
+    // Nothing was out of memory: PID 1's watchdog (which reads the sentry's count) killed nothing.
+    assert.equal(await text(await rt.readFile(h, WATCHDOG_LOG)), '');
   });
 });
