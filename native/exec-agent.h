@@ -13,6 +13,12 @@
  * --host-uds=open); a request on it becomes a session and the agent dials again. One poll loop relays every session;
  * nothing blocks on a slow reader but that reader's own session.
  *
+ * A session ends with the agent's half-close after its 'X'; the agent reads (and drops) whatever the
+ * daemon still sends until the daemon closes too. Closing at once would leave the daemon's late
+ * stdin, 'E' or 'K' unread: on a Unix socket that resets the connection or fails the daemon's next
+ * write, and Node then drops the connection with the 'X' it had not read yet (the exec came back as
+ * 137 with no output, a refused file write as a 500).
+ *
  * Frames both ways: type (1 byte), payload length (4 bytes, big-endian), payload.
  *   daemon -> agent  'R' request: NUL-terminated cwd, timeout_ms (0: none), argc, argv..., env (K=V)...
  *                    'I' stdin bytes   'E' end of stdin   'K' kill the command's tree
@@ -49,6 +55,8 @@
 #define AGENT_STDIN_BACKLOG (1u << 20)
 #define AGENT_EXIT_TIMEOUT 124
 #define AGENT_EXIT_KILLED (128 + SIGTERM)
+/* How long a finished session waits for the daemon's close (after the last bytes from it) before closing anyway. */
+#define AGENT_LINGER_MS 10000
 
 struct agent_session {
   int used;
@@ -65,6 +73,7 @@ struct agent_session {
   int stdin_eof;
   char *out_buf; /* frames on their way to the daemon */
   size_t out_len, out_off;
+  long long linger_until_ms; /* 0, or: all sent and half-closed, waiting for the daemon's close until then (or more from it) */
 };
 
 static struct agent_session agent_sessions[AGENT_MAX_SESSIONS];
@@ -289,6 +298,7 @@ static void agent_read_conn(struct agent_session *s) {
     return;
   }
   s->rlen += (size_t)r;
+  if (s->linger_until_ms) s->linger_until_ms = monotonic_ms() + AGENT_LINGER_MS; /* stdin still coming: the daemon is there */
   while (s->rlen >= 5) {
     uint32_t flen = agent_be32(s->rbuf + 1);
     if (flen > AGENT_CHUNK) {
@@ -352,6 +362,7 @@ static void agent_settle(struct agent_session *s) {
   if (s->in >= 0 && (s->exited || (s->stdin_eof && s->in_off == s->in_len))) {
     close(s->in);
     s->in = -1;
+    s->in_off = s->in_len = 0; /* what the command did not take is dropped; the daemon's frames are read on */
   }
   if (!s->exited) return;
   /* Killed, or nobody to tell: what the pipes still hold is all there will be (an escapee may keep them open). */
@@ -369,7 +380,17 @@ static void agent_settle(struct agent_session *s) {
     agent_queue_u32(s, 'X', code);
   }
   agent_flush(s);
-  if (s->conn < 0 || s->out_off == s->out_len) agent_free(s);
+  if (s->conn >= 0 && s->out_off < s->out_len) return;
+  if (s->conn >= 0) {
+    /* All sent: half-close, then read until the daemon's close (agent_read_conn drops what comes). */
+    long long now = monotonic_ms();
+    if (s->linger_until_ms == 0) {
+      s->linger_until_ms = now + AGENT_LINGER_MS;
+      if (shutdown(s->conn, SHUT_WR) != 0) s->linger_until_ms = now;
+    }
+    if (now < s->linger_until_ms) return;
+  }
+  agent_free(s);
 }
 
 enum { AK_SIGNAL, AK_IDLE, AK_CONN, AK_OUT, AK_ERR, AK_IN };
@@ -409,6 +430,7 @@ __attribute__((noreturn)) static void agent_main(const char *socket_path) {
         if (now >= s->deadline_ms) agent_kill(s, AGENT_EXIT_TIMEOUT);
         else if (!next_deadline || s->deadline_ms < next_deadline) next_deadline = s->deadline_ms;
       }
+      if (s->linger_until_ms && (!next_deadline || s->linger_until_ms < next_deadline)) next_deadline = s->linger_until_ms;
       int backlog = s->out_off < s->out_len;
       if (s->conn >= 0) {
         short ev = (short)((s->in_len - s->in_off < AGENT_STDIN_BACKLOG ? POLLIN : 0) | (backlog ? POLLOUT : 0));

@@ -38,7 +38,8 @@ static void file_fail(const char *op, const char *path) {
   const char *name = errno == ENOENT ? "ENOENT" : errno == EISDIR ? "EISDIR" : errno == ENOTDIR ? "ENOTDIR"
                    : errno == EACCES || errno == EPERM ? "EACCES" : errno == EROFS ? "EROFS"
                    : errno == ENOSPC || errno == EDQUOT ? "ENOSPC" : errno == EEXIST ? "EEXIST"
-                   : errno == ELOOP ? "ELOOP" : errno == ENOTEMPTY ? "ENOTEMPTY" : "EIO";
+                   : errno == ELOOP ? "ELOOP" : errno == ENOTEMPTY ? "ENOTEMPTY" : errno == ENAMETOOLONG ? "ENAMETOOLONG"
+                   : errno == EBUSY || errno == ETXTBSY ? "EBUSY" : errno == EINVAL ? "EINVAL" : errno == EFBIG ? "ENOSPC" : "EIO";
   fprintf(stderr, "agentbox-file-error:%s:%s %s: %s\n", name, op, path, strerror(errno));
   exit(1);
 }
@@ -97,6 +98,8 @@ static int file_op(const char *op, const char *path) {
     if (!S_ISREG(st.st_mode)) file_refuse("ENOTREG", "read", path, "not a regular file");
     /* A regular file: reads never block. At most what fstat saw, so a file that keeps growing ends. */
     int rc = st.st_size > 0 ? copy_fd(fd, 1, (long long)st.st_size, 0) : copy_fd(fd, 1, FILE_UNSIZED_MAX, 1);
+    /* A pseudo-file with no size (/proc/self/mem, say) that read(2) refuses: what it is, not a failure. */
+    if (rc < 0 && st.st_size == 0 && errno != EACCES && errno != EPERM) file_refuse("ENOTREG", "read", path, "a pseudo-file that cannot be read as a file");
     if (rc < 0) file_fail("read", path);
     if (rc > 0) file_refuse("EFBIG", "read", path, "reports no size and holds more than 1 MiB");
     return 0;

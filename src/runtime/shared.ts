@@ -1,7 +1,7 @@
 /** Pieces every driver needs: path checks, file-error mapping, output capping, listing parsing. */
 import { posix } from 'node:path';
 import type { AgentboxError } from '../core/errors.js';
-import { BadRequestError, ForbiddenError, InternalError, NotFoundError } from '../core/errors.js';
+import { BadRequestError, ConflictError, ForbiddenError, InternalError, NotFoundError } from '../core/errors.js';
 import type { DirEntry, ExecSummary } from '../core/model.js';
 
 /** An absolute path inside the sandbox, without `..` tricks or NUL bytes. */
@@ -38,7 +38,13 @@ export function fileError(stderr: string, path: string, sandboxId: string): Agen
     case 'ENOSPC':
       return new BadRequestError(`no space left in sandbox ${sandboxId}: ${detail}`, { hint: 'the sandbox disk limit (limits.diskMb) is reached; remove files or ask for a bigger profile' });
     case 'ELOOP':
-      return new BadRequestError(`too many symlinks: ${path}`);
+      return new BadRequestError(`too many levels of symlinks (a loop?) in sandbox ${sandboxId}: ${path}`, { hint: `see where the links point: agentbox exec ${sandboxId} -- ls -l ${posix.dirname(path)}` });
+    case 'ENAMETOOLONG':
+      return new BadRequestError(`a name in ${path.slice(0, 200)} is too long for sandbox ${sandboxId}`, { hint: 'each part of a path may have at most 255 bytes' });
+    case 'EINVAL':
+      return new BadRequestError(`${path} in sandbox ${sandboxId} cannot be used that way: ${detail}`, { hint: `for anything but regular files and directories use agentbox exec ${sandboxId} -- ...` });
+    case 'EBUSY':
+      return new ConflictError(`${path} in sandbox ${sandboxId} is in use (a mount point or a running program): ${detail}`, { hint: 'mount points such as /workspace and /tmp stay; remove or replace what is inside them' });
     case 'ENOTREG':
       return new BadRequestError(`${path} in sandbox ${sandboxId} is not a regular file (a FIFO, device, socket or the like)`, { hint: `only regular files go through the files API; for anything else use agentbox exec ${sandboxId} -- ...` });
     case 'EFBIG':
@@ -47,7 +53,7 @@ export function fileError(stderr: string, path: string, sandboxId: string): Agen
       return new BadRequestError(`${path} in sandbox ${sandboxId} has more than 10000 entries`, { hint: `list it with agentbox exec ${sandboxId} -- ls ${path}` });
     case 'ENOTEMPTY':
     case 'EEXIST':
-      return new BadRequestError(detail);
+      return new BadRequestError(detail, { hint: `look at what is there: agentbox exec ${sandboxId} -- ls -la ${posix.dirname(path)}` });
     default:
       return new InternalError(`file operation failed in sandbox ${sandboxId}: ${detail}`);
   }

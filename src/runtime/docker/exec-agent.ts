@@ -216,6 +216,7 @@ export function agentExec(sock: Socket, request: Buffer, stdin: EngineExecOpts['
 
 function pipeStdin(stdin: Readable, sock: Socket): void {
   stdin.on('data', (c: Buffer) => {
+    if (!sock.writable) return; // the command has ended: the agent would only drop it
     let ok = true;
     for (let i = 0; i < c.length; i += CHUNK) ok = sock.write(frame('I', c.subarray(i, i + CHUNK))) && ok;
     if (!ok) {
