@@ -19,6 +19,7 @@ import { prepareNamespace, isIsolated } from './netns.js';
 import { Reporter, type Totals } from './report.js';
 import { StandInSet } from './stand-ins.js';
 import { startSuiteDaemon, type SuiteDaemon } from './suite-daemon.js';
+import { setMaxListeners } from 'node:events';
 
 export const ALL_RUNTIMES: readonly AttackRuntime[] = ['local', 'docker', 'gvisor'];
 export const DEBIAN_HINT = 'agentbox image build debian --packages python3';
@@ -191,6 +192,8 @@ async function runRuntime(rt: AttackRuntime, r: RuntimeRun): Promise<void> {
     if (needs.includes('python3') && !r.python) return line('SKIP', `needs python3 in the debian image: ${DEBIAN_HINT}`);
     if (needs.includes('isolatedNetwork') && !r.isolated) return line('SKIP', `needs the suite's own network namespace: ${r.isolationProblem}`);
     const ac = new AbortController();
+    // One signal per attack, shared by every exec it runs (some run dozens at once): not a leak.
+    setMaxListeners(256, ac.signal);
     const scratchIds: string[] = [];
     const ctx: AttackContext = {
       runtime: rt,

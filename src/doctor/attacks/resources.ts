@@ -224,20 +224,23 @@ const inodeFlood: Attack = {
   title: 'create empty files in /workspace and /tmp until it fails (memoryMb 64, diskMb 16): bounded, the sandbox recovers',
   async run(ctx) {
     const id = await ctx.scratch({ image: 'debian', limits: SMALL, egress: NO_EGRESS });
+    // runsc ignores tmpfs nr_inodes and does not count inodes as the sandbox's memory: on gVisor only the
+    // host memory limit bounds the flood, by ending the sandbox (README, Security). Give it the time to get there.
+    const seconds = ctx.runtime === 'gvisor' ? 90 : 8;
     const r = await pyRun(ctx, id, String.raw`
 import time
 n, err, t = 0, '', time.time()
 try:
     for d in ('/workspace', '/tmp'):
         os.makedirs(d + '/inodes', exist_ok=True)
-        while n < 400000 and time.time() - t < 8:
+        while n < 2000000 and time.time() - t < ${seconds}:
             os.close(os.open('%s/inodes/%d' % (d, n), os.O_CREAT | os.O_WRONLY, 0o600)); n += 1
             if n % 20000 == 0: print('files %d' % n, flush=True)
 except OSError as e:
     err = ename(e)
 print('files %d' % n)
-done(err != '', 'created %d empty files before %s' % (n, err or 'nothing stopped it (8 s)'))
-`, { timeoutMs: 60_000 });
+done(err != '', 'created %d empty files before %s' % (n, err or 'nothing stopped it (${seconds} s)'))
+`, { timeoutMs: (seconds + 60) * 1000 });
     const files = Math.max(0, ...[...r.stdout.matchAll(/files (\d+)/g)].map((m) => Number(m[1])));
     const after = await survivesOrEndsCleanly(ctx, id);
     const stopped = r.stdout.includes('"blocked": true') || (r.exitCode === 137 && r.oomKilled);
