@@ -12,6 +12,7 @@
 import { Resolver as AresResolver } from 'node:dns/promises';
 import { readFileSync } from 'node:fs';
 import { canonicalIP, formatIP, parseIP } from './ip.js';
+import { BadRequestError } from '../core/errors.js';
 
 export type Resolver = (host: string) => Promise<string[]>;
 
@@ -98,7 +99,7 @@ export function parseDnsServers(text: string): string[] {
     const port = m?.[3] !== undefined ? Number(m[3]) : 53;
     const ip = addr ? parseIP(addr) : null;
     if (!ip || port < 1 || port > 65535 || (ip.family === 4 && !/^\d+\.\d+\.\d+\.\d+$/.test(addr ?? ''))) {
-      throw new Error(`AGENTBOX_EGRESS_DNS: "${raw}" is not a DNS server address (IP, IP:PORT or [IPv6]:PORT)`);
+      throw new BadRequestError(`AGENTBOX_EGRESS_DNS: "${raw}" is not a DNS server address`, { hint: 'use IP, IP:PORT or [IPv6]:PORT, comma-separated' });
     }
     out.push(ip.family === 6 ? `[${formatIP(ip)}]:${port}` : `${formatIP(ip)}:${port}`);
   }
