@@ -6,42 +6,26 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { helperPath } from '../../src/core/config.js';
-import { LocalRuntime } from '../../src/runtime/local/local-runtime.js';
-import type { SandboxHandle } from '../../src/runtime/types.js';
-import { testImages } from '../helpers/images.js';
+import { localSkip, useLocalSandbox } from '../helpers/local-sandbox.js';
 
-const skip = process.getuid?.() !== 0 ? 'the local runtime needs root' : undefined;
-let rt: LocalRuntime;
-let h: SandboxHandle;
-
-before(async () => {
-  if (skip) return;
-  const images = await testImages();
-  rt = new LocalRuntime({ scope: `agentbox/test-entry-${process.pid}`, resolveRootfs: (image) => images.resolve(image).rootfs, helper: helperPath() });
-  h = await rt.create({ id: `sbx_entry${process.pid}`, image: 'busybox', isolation: 'namespaces', limits: { cpus: 1, memoryMb: 64, pids: 32, diskMb: 8 }, labels: {} });
-});
-
-after(async () => {
-  if (skip) return;
-  await rt.destroy(h);
-  await rt.close();
-});
+const skip = localSkip;
+const local = useLocalSandbox('entry');
 
 function enter(startTime: number): { status: number | null; stdout: string; stderr: string } {
-  const { pid } = h.data as { pid: number };
+  const { pid } = local.sandbox().data as { pid: number };
   const r = spawnSync(helperPath(), ['exec', '--pid', String(pid), '--start-time', String(startTime), '--uid', '1000', '--gid', '1000', '--', '/bin/echo', 'ENTERED'], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 test('the helper enters the sandbox whose PID 1 has the start time the daemon saw', { ...(skip ? { skip } : {}) }, () => {
-  const r = enter((h.data as { startTime: number }).startTime);
+  const r = enter((local.sandbox().data as { startTime: number }).startTime);
   assert.equal(r.stdout, 'ENTERED\n', r.stderr);
 });
 
 test('the helper refuses a pid whose start time differs (a reused pid) and runs nothing', { ...(skip ? { skip } : {}) }, () => {
-  const r = enter((h.data as { startTime: number }).startTime + 1);
+  const r = enter((local.sandbox().data as { startTime: number }).startTime + 1);
   assert.equal(r.status, 125);
   assert.doesNotMatch(r.stdout, /ENTERED/);
   assert.match(r.stderr, /init is gone/);
