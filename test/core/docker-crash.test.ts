@@ -43,12 +43,14 @@ describe('docker sandboxes across a daemon crash', async () => {
       (await client.exec(id, { cmd: ['wget', '-q', '-O', '-', `http://site.crash.test:${sitePort}/`], timeoutMs: 20_000 })).stdout;
     const client = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
     const rt = new DockerRuntime({ images, homeTag: resolvePaths(env).homeTag, version: VERSION });
+    // Every daemon this test starts, so that a failing assertion cannot leave one running.
+    const daemons: ChildProcess[] = [];
     const start = async (): Promise<ChildProcess> => {
       const child = spawn(process.execPath, [cliEntry(), 'serve', '--socket-only'], { env, stdio: 'ignore' });
+      daemons.push(child);
       await until(async () => (await client.health().catch(() => undefined))?.checks?.['runtime.docker']?.ok === true);
       return child;
     };
-    let second: ChildProcess | undefined;
     try {
       const first = await start();
       const sb = await client.create();
@@ -61,7 +63,7 @@ describe('docker sandboxes across a daemon crash', async () => {
       await new Promise((resolve) => first.once('exit', resolve));
       assert.equal((await rt.list()).length, 4, 'containers should outlive the daemon');
 
-      second = await start();
+      await start();
       const after = await client.get(sb.id);
       assert.equal(after.state, 'running');
       assert.equal((await client.exec(sb.id, { cmd: ['cat', '/workspace/mark'] })).stdout, 'survived\n');
@@ -75,9 +77,9 @@ describe('docker sandboxes across a daemon crash', async () => {
       await client.delete(online.id);
     } finally {
       site.close();
-      if (second) {
-        second.kill('SIGTERM');
-        await new Promise((resolve) => second!.once('exit', resolve));
+      for (const d of daemons.filter((c) => c.exitCode === null && c.signalCode === null)) {
+        d.kill('SIGTERM');
+        await new Promise((resolve) => d.once('exit', resolve));
       }
       for (const o of await rt.list()) await rt.reap(o.id);
       rmSync(home, { recursive: true, force: true });
