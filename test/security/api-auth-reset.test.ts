@@ -4,7 +4,7 @@
  * address unreadable; none of those requests may run as the local operator.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { startDaemon, type Daemon } from '../../src/api/daemon.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient, readAll } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
+import { closeDaemonLeavingNothing } from '../helpers/daemon-teardown.js';
 
 const ALICE = 'alice-token-0123456789abcdef';
 const OPERATOR_TOKEN = 'operator-token-0123456789abcdef';
@@ -113,16 +114,11 @@ for (const shape of ['tenants', 'AGENTBOX_TOKEN'] as const) {
       target = (await operator.create({ labels: { role: 'target' }, egress: { mode: 'allowlist', allow: ['example.com'] } })).id;
     });
 
-    after(async () => {
-    // A before() that failed (e.g. on the old code) leaves no daemon: still remove the home.
-    if (daemon === undefined) return rmSync(home, { recursive: true, force: true });
-      for (const sb of await operator.list({ all: false })) await operator.delete(sb.id);
-      const runtime = await daemon.manager.runtime('local');
-      await daemon.close();
-      const left = await runtime.list();
-      rmSync(home, { recursive: true, force: true });
-      assert.deepEqual(left, [], 'sandboxes left on the host');
-    });
+    after(() =>
+      closeDaemonLeavingNothing(daemon, home, async () => {
+        for (const sb of await operator.list({ all: false })) await operator.delete(sb.id);
+      }),
+    );
 
     test('POST /v1/sandboxes creates nothing', async () => {
       const before = await statusCounts(socket);

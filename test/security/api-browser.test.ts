@@ -13,6 +13,7 @@ import { startDaemon, type Daemon } from '../../src/api/daemon.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient, readAll } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
+import { closeDaemonLeavingNothing } from '../helpers/daemon-teardown.js';
 
 interface Answer {
   status: number;
@@ -53,16 +54,11 @@ describe('a web page cannot drive a loopback daemon', () => {
     target = (await operator.create({ labels: { role: 'target' } })).id;
   });
 
-  after(async () => {
-    // A before() that failed (e.g. on the old code) leaves no daemon: still remove the home.
-    if (daemon === undefined) return rmSync(home, { recursive: true, force: true });
-    for (const sb of await operator.list()) await operator.delete(sb.id);
-    const runtime = await daemon.manager.runtime('local');
-    await daemon.close();
-    const left = await runtime.list();
-    rmSync(home, { recursive: true, force: true });
-    assert.deepEqual(left, [], 'sandboxes left on the host');
-  });
+  after(() =>
+    closeDaemonLeavingNothing(daemon, home, async () => {
+      for (const sb of await operator.list()) await operator.delete(sb.id);
+    }),
+  );
 
   const create = JSON.stringify({ labels: { attack: 'browser' } });
   const execBody = JSON.stringify({ cmd: ['sh', '-c', 'echo pwned > /workspace/pwned'] });

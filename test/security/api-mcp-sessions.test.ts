@@ -4,7 +4,7 @@
  * like REST calls, and one tenant cannot take every session slot.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import { startDaemon, type Daemon } from '../../src/api/daemon.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient, readAll } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
+import { closeDaemonLeavingNothing } from '../helpers/daemon-teardown.js';
 
 const ALICE = 'alice-mcp-token-0123456789';
 const ALICE2 = 'alice-mcp-second-token-0123';
@@ -95,16 +96,11 @@ tenants:
     target = (await alice.create()).id;
   });
 
-  after(async () => {
-    // A before() that failed (e.g. on the old code) leaves no daemon: still remove the home.
-    if (daemon === undefined) return rmSync(home, { recursive: true, force: true });
-    await alice.delete(target).catch(() => undefined);
-    const runtime = await daemon.manager.runtime('local');
-    await daemon.close();
-    const left = await runtime.list();
-    rmSync(home, { recursive: true, force: true });
-    assert.deepEqual(left, [], 'sandboxes left on the host');
-  });
+  after(() =>
+    closeDaemonLeavingNothing(daemon, home, async () => {
+      await alice.delete(target).catch(() => undefined);
+    }),
+  );
 
   test('only the opening token may use a session: a read-only token of the same tenant, another full token and another tenant get 404', async () => {
     const s = await open(ALICE);

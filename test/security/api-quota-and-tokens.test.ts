@@ -14,6 +14,7 @@ import { AgentboxError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
+import { closeDaemonLeavingNothing } from '../helpers/daemon-teardown.js';
 
 const ALICE = 'alice-quota-token-0123456789';
 
@@ -30,16 +31,11 @@ describe('parallel creates against a tenant quota', () => {
     alice = new AgentboxClient({ url: `http://127.0.0.1:${daemon.tcpAddress!.port}`, token: ALICE });
   });
 
-  after(async () => {
-    // A before() that failed (e.g. on the old code) leaves no daemon: still remove the home.
-    if (daemon === undefined) return rmSync(home, { recursive: true, force: true });
-    for (const sb of await alice.list()) await alice.delete(sb.id);
-    const runtime = await daemon.manager.runtime('local');
-    await daemon.close();
-    const left = await runtime.list();
-    rmSync(home, { recursive: true, force: true });
-    assert.deepEqual(left, [], 'sandboxes left on the host');
-  });
+  after(() =>
+    closeDaemonLeavingNothing(daemon, home, async () => {
+      for (const sb of await alice.list()) await alice.delete(sb.id);
+    }),
+  );
 
   test('8 creates at once with a quota of 2 sandboxes: exactly 2 succeed, the rest are quota_exceeded', async () => {
     const results = await Promise.allSettled(Array.from({ length: 8 }, () => alice.create({ labels: { race: 'count' }, limits: { memoryMb: 64 } })));

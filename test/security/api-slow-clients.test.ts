@@ -17,6 +17,7 @@ import { startDaemon, type Daemon, type DaemonOpts } from '../../src/api/daemon.
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient, readAll } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
+import { closeDaemonLeavingNothing } from '../helpers/daemon-teardown.js';
 
 const TOKEN = 'slow-clients-token-0123456789';
 
@@ -84,16 +85,11 @@ describe('slow and idle clients are cut', () => {
     alice = new AgentboxClient({ url: `http://127.0.0.1:${port}`, token: TOKEN });
   });
 
-  after(async () => {
-    // A before() that failed (e.g. on the old code) leaves no daemon: still remove the home.
-    if (daemon === undefined) return rmSync(home, { recursive: true, force: true });
-    for (const sb of await alice.list()) await alice.delete(sb.id);
-    const runtime = await daemon.manager.runtime('local');
-    await daemon.close();
-    const left = await runtime.list();
-    rmSync(home, { recursive: true, force: true });
-    assert.deepEqual(left, [], 'sandboxes left on the host');
-  });
+  after(() =>
+    closeDaemonLeavingNothing(daemon, home, async () => {
+      for (const sb of await alice.list()) await alice.delete(sb.id);
+    }),
+  );
 
   test('slowloris: headers trickled one line every 200 ms are cut', async () => {
     const lines = Array.from({ length: 60 }, (_, i) => `X-Slow-${i}: a\r\n`);

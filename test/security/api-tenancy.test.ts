@@ -4,7 +4,7 @@
  * shows a tenant only its own series; /healthz over TCP says ok or not and nothing else.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import { startDaemon, type Daemon } from '../../src/api/daemon.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient, readAll } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
+import { closeDaemonLeavingNothing } from '../helpers/daemon-teardown.js';
 
 const ALICE = 'alice-tenancy-token-0123456789';
 const ALICE_AGENT = 'alice-agent-tenancy-token-0123';
@@ -61,16 +62,11 @@ tenants:
     bobExec = (await bob.exec(bobSandbox, { cmd: ['sh', '-c', 'echo bob-secret > /workspace/secret; echo bob-output'] })).execId;
   });
 
-  after(async () => {
-    // A before() that failed (e.g. on the old code) leaves no daemon: still remove the home.
-    if (daemon === undefined) return rmSync(home, { recursive: true, force: true });
-    for (const c of [alice, bob]) for (const sb of await c.list()) await c.delete(sb.id);
-    const runtime = await daemon.manager.runtime('local');
-    await daemon.close();
-    const left = await runtime.list();
-    rmSync(home, { recursive: true, force: true });
-    assert.deepEqual(left, [], 'sandboxes left on the host');
-  });
+  after(() =>
+    closeDaemonLeavingNothing(daemon, home, async () => {
+      for (const c of [alice, bob]) for (const sb of await c.list()) await c.delete(sb.id);
+    }),
+  );
 
   test('another tenant\'s sandbox, exec, egress log and files are 404, like an id that does not exist', async () => {
     const own = (await alice.create()).id;
