@@ -64,9 +64,9 @@ export class Authenticator {
       if (!this.required) return { tenant: DEFAULT_TENANT, actor: 'anonymous' };
       throw new UnauthorizedError('missing bearer token', { hint: 'send Authorization: Bearer <token> (set AGENTBOX_TOKEN for the CLI)' });
     }
-    const m = /^Bearer\s+(\S+)$/i.exec(header);
-    if (!m) throw new UnauthorizedError('malformed Authorization header', { hint: 'use Authorization: Bearer <token>' });
-    const digest = sha256(m[1] as string);
+    const token = bearerToken(header);
+    if (token === undefined) throw new UnauthorizedError('malformed Authorization header', { hint: 'use Authorization: Bearer <token>' });
+    const digest = sha256(token);
     let found: TokenEntry | undefined;
     // Check every entry so timing does not tell which one matched.
     for (const e of this.entries) {
@@ -87,8 +87,12 @@ export class Authenticator {
  * MCP session is bound to. Only meaningful after authenticate() accepted the request.
  */
 export function credentialDigest(req: IncomingMessage): Buffer {
-  const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
-  return sha256(m?.[1] ?? '');
+  return sha256(bearerToken(req.headers.authorization ?? '') ?? '');
+}
+
+/** The token of an `Authorization: Bearer <token>` header, or undefined when it is not one. */
+function bearerToken(header: string): string | undefined {
+  return /^Bearer\s+(\S+)$/i.exec(header)?.[1];
 }
 
 function sha256(s: string): Buffer {

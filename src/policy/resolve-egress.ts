@@ -93,7 +93,7 @@ export function closedAddressProblem(pattern: string, allowRanges: readonly stri
   }
   const named = patternHost(pattern);
   if (named === null) return null;
-  const loopbackName = LOOPBACK_NAMES.has(named.host) || named.host === 'localhost' || named.host.endsWith('.localhost');
+  const loopbackName = LOOPBACK_NAMES.has(named.host) || named.host.endsWith('.localhost');
   if (loopbackName && !rules.check('127.0.0.1').allowed && !rules.check('::1').allowed) {
     return `"${pattern}" names this host's loopback, a closed address: sandboxes never reach it unless egress.allowRanges opens it`;
   }
