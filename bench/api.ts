@@ -6,7 +6,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { startDaemon } from '../src/api/daemon.js';
+import { startDaemon } from '../src/daemon/compose.js';
 import { helperPath } from '../src/core/config.js';
 import { ImageStore } from '../src/images/image-store.js';
 import { silentLogger } from '../src/observability/logger.js';

@@ -2,7 +2,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
-import { BadRequestError, NotFoundError, RuntimeUnavailableError } from '../core/errors.js';
+import { BadRequestError, ForbiddenError, NotFoundError, RuntimeUnavailableError } from '../core/errors.js';
+import { DaemonInfoSchema, type DaemonInfo } from '../contract/daemon.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { StoredExec } from '../store/store.js';
 import type { ExecEvent } from '../core/model.js';
@@ -23,6 +24,10 @@ export interface RouteCtx {
   images?: ImageStore;
   /** Aborted when the client goes away. */
   signal: AbortSignal;
+  /** The host's operator (the Unix socket, or the AGENTBOX_TOKEN bearer), not a policy tenant. */
+  operator: boolean;
+  /** The daemon's own state, where this server belongs to one. */
+  daemonInfo?: () => Promise<DaemonInfo>;
 }
 
 type Handler = (ctx: RouteCtx) => Promise<void>;
@@ -231,6 +236,12 @@ route('POST', '/v1/images/pull', { summary: 'Pull a registry image through docke
     await sendEvent(ctx.res, 'error', wireError(err));
   }
   ctx.res.end();
+});
+
+route('GET', '/v1/daemon', { summary: 'The daemon itself (host operator only): pid, version and build, uptime, listeners, runtime health, sandboxes by state', response: DaemonInfoSchema }, async (ctx) => {
+  if (!ctx.operator) throw new ForbiddenError('only the host\'s operator sees the daemon\'s details', { hint: 'use the Unix socket on the host, or the AGENTBOX_TOKEN bearer' });
+  if (!ctx.daemonInfo) throw new RuntimeUnavailableError('this server runs without a daemon', { hint: 'start one with agentbox serve' });
+  sendJson(ctx.res, 200, await ctx.daemonInfo());
 });
 
 export function notFoundRoute(path: string): NotFoundError {

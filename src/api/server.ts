@@ -16,6 +16,7 @@ import { openApiDocument } from './openapi.js';
 import { RateLimiter } from './rate-limit.js';
 import { createMcpHttpHandler, type McpHttpHandler } from '../mcp/http.js';
 import { matchRoute, notFoundRoute, routes } from './routes.js';
+import type { DaemonInfo } from '../contract/daemon.js';
 
 let openApi: Record<string, unknown> | undefined;
 
@@ -57,6 +58,10 @@ export interface ApiServerOpts {
   /** `Host` names a TCP listener answers to (servedHostNames); anything else is refused. */
   hostNames?: ReadonlySet<string>;
   http?: Partial<HttpLimits>;
+  /** Sent as `agentbox-version` on every response, so a CLI can tell it talks to other code (Unix socket only). */
+  versionTag?: string;
+  /** The daemon's state for GET /v1/daemon. */
+  daemonInfo?: () => Promise<DaemonInfo>;
 }
 
 export interface ApiServer {
@@ -127,6 +132,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
   res.on('close', () => {
     if (!res.writableFinished) abort.abort();
   });
+  if (opts.versionTag) res.setHeader('agentbox-version', opts.versionTag);
   let url: URL;
   try {
     checkEncoding(req.url ?? '/');
@@ -184,7 +190,18 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
     const caller = opts.auth.authenticate(req, opts.listener);
     opts.limiter.take(caller.tenant);
     markBusy();
-    await match.handler({ req, res, params: match.params, query: url.searchParams, caller, manager: opts.manager, ...(opts.images ? { images: opts.images } : {}), signal: abort.signal });
+    await match.handler({
+      req,
+      res,
+      params: match.params,
+      query: url.searchParams,
+      caller,
+      manager: opts.manager,
+      ...(opts.images ? { images: opts.images } : {}),
+      signal: abort.signal,
+      operator: isOperator(caller, opts.listener),
+      ...(opts.daemonInfo ? { daemonInfo: opts.daemonInfo } : {}),
+    });
   } catch (err) {
     if (clientWentAway(err, res)) {
       // A client that hung up (or was cut for being slow) is not a daemon error.

@@ -1,6 +1,4 @@
 /** Commands that act on this host directly rather than through a daemon: serve, image, policy. */
-import { unlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import { resolvePaths } from '../core/config.js';
 import { BadRequestError } from '../core/errors.js';
@@ -10,7 +8,7 @@ import { age, formatBytes, printJson, progressPrinter, table } from './output.js
 // These commands pull in the daemon, SQLite, zod and YAML: loaded only when used, so that the
 // everyday client commands start fast.
 const lazy = {
-  daemon: () => import('../api/daemon.js'),
+  daemon: () => import('../daemon/compose.js'),
   logger: () => import('../observability/logger.js'),
   images: () => import('../images/image-store.js'),
   policy: () => import('../policy/load.js'),
@@ -36,8 +34,6 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
         ...(flags.allowedHost ? { allowedHosts: flags.allowedHost } : {}),
         ...(flags.socketOnly ? {} : { tcp: { host: flags.host, port } }),
       });
-      const pidFile = join(daemon.paths.home, 'daemon.pid');
-      writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o600 });
       if (daemon.tcpAddress) process.stderr.write(`agentbox: listening on http://${daemon.tcpAddress.host}:${daemon.tcpAddress.port} and ${daemon.paths.socket}\n`);
       await new Promise<void>((resolve) => {
         let stopping = false;
@@ -45,14 +41,7 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
           if (stopping) return;
           stopping = true;
           logger.info('shutting down');
-          void daemon.close().finally(() => {
-            try {
-              unlinkSync(pidFile);
-            } catch {
-              // already gone
-            }
-            resolve();
-          });
+          void daemon.close().finally(resolve);
         };
         process.once('SIGTERM', stop);
         process.once('SIGINT', stop);

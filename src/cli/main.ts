@@ -11,6 +11,8 @@ import { printError } from './output.js';
 import { registerSandboxCommands } from './sandbox-commands.js';
 import { registerEgressCommands } from './egress-commands.js';
 import { registerDoctorCommand } from './doctor-command.js';
+import { registerDaemonCommands } from './daemon-commands.js';
+import { otherVersionWarning } from './connect.js';
 
 export const EXIT_AGENTBOX_FAILED = 125;
 
@@ -26,8 +28,11 @@ async function main(argv: string[]): Promise<number> {
   registerHostCommands(program, (code) => (exitCode = code));
   registerEgressCommands(program);
   registerDoctorCommand(program, (code) => (exitCode = code));
+  registerDaemonCommands(program, (code) => (exitCode = code));
   try {
     await program.parseAsync(argv);
+    const warning = await otherVersionWarning();
+    if (warning) process.stderr.write(`${warning}\n`);
     return exitCode;
   } catch (err) {
     if (err instanceof CommanderError) {

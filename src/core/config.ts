@@ -24,7 +24,7 @@ export function resolvePaths(env: NodeJS.ProcessEnv = process.env): Paths {
   };
 }
 
-const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 /** The native helper built by `npm run build` (dist/native/agentbox-helper). */
 export function helperPath(): string {

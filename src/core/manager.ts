@@ -165,7 +165,7 @@ export class SandboxManager {
     await Promise.all(this.pools.map((p) => p.close()));
     await Promise.allSettled([...this.inflight]);
     for (const stored of this.opts.store.listSandboxes({ states: ACTIVE })) {
-      await this.end(stored, 'stopped', 'runtime_lost', 'daemon shutdown').catch(() => undefined);
+      await this.end(stored, 'stopped', 'daemon_stopped', 'daemon shutdown').catch(() => undefined);
     }
     await this.opts.egress?.closeAll();
     for (const rt of Object.values(this.opts.runtimes)) await rt?.close();

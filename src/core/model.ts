@@ -15,6 +15,7 @@ export const END_REASONS = [
   'deleted',
   'stopped',
   'runtime_lost',
+  'daemon_stopped',
   'reaped_orphan',
   'create_failed',
 ] as const;

@@ -4,7 +4,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildRuntimes } from '../api/daemon.js';
+import { buildRuntimes } from '../daemon/compose.js';
 import { helperPath, resolvePaths } from '../core/config.js';
 import { ImageStore } from '../images/image-store.js';
 import { DEBIAN_HINT } from './runner.js';

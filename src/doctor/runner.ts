@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { buildRuntimes } from '../api/daemon.js';
+import { buildRuntimes } from '../daemon/compose.js';
 import { resolvePaths } from '../core/config.js';
 import type { CreateSandboxRequest } from '../core/requests.js';
 import { ImageStore } from '../images/image-store.js';

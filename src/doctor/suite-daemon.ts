@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { startDaemon, type Daemon } from '../api/daemon.js';
+import { startDaemon, type Daemon } from '../daemon/compose.js';
 import { resolvePaths } from '../core/config.js';
 import { STAND_IN_ADDRESSES, standInHostsFile } from './stand-ins.js';
 

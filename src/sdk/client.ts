@@ -8,6 +8,7 @@ import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../core/e
 import type { DeniedHost, DirEntry, Egress, EgressEvent, ExecRecord, ExecResult, ExecSummary, Sandbox } from '../core/model.js';
 import type { CreateSandboxRequest, ExecRequest } from '../core/requests.js';
 import type { ImageInfo } from '../images/image-store.js';
+import type { DaemonInfo } from '../contract/daemon.js';
 import { SandboxRef } from './sandbox.js';
 
 export interface ClientOpts {
@@ -48,6 +49,7 @@ export type { ExecRecord };
 
 export class AgentboxClient {
   private readonly target: Target;
+  private lastServerVersion: string | undefined;
 
   constructor(private readonly opts: ClientOpts) {
     this.target = parseTarget(opts.url);
@@ -55,6 +57,16 @@ export class AgentboxClient {
 
   get url(): string {
     return this.opts.url;
+  }
+
+  /** The daemon's `agentbox-version` (version+build) from the last response, where it sends one (its Unix socket). */
+  get serverVersion(): string | undefined {
+    return this.lastServerVersion;
+  }
+
+  /** The daemon itself: pid, version, uptime, runtimes, sandboxes by state (host operator only). */
+  daemonInfo(): Promise<DaemonInfo> {
+    return this.json('GET', '/v1/daemon');
   }
 
   private raw(method: string, path: string, body?: Buffer | Readable, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<IncomingMessage> {
@@ -71,7 +83,11 @@ export class AgentboxClient {
           },
           ...(signal ? { signal } : {}),
         },
-        resolve,
+        (res) => {
+          const version = res.headers['agentbox-version'];
+          if (typeof version === 'string') this.lastServerVersion = version;
+          resolve(res);
+        },
       );
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') {

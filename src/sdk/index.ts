@@ -18,3 +18,4 @@ export {
 } from '../core/errors.js';
 export type { DeniedHost, DirEntry, Egress, EgressEvent, ExecResult, ExecSummary, Limits, Sandbox, SandboxState, EndReason } from '../core/model.js';
 export type { CreateSandboxRequest, ExecRequest } from '../core/requests.js';
+export type { DaemonInfo } from '../contract/daemon.js';

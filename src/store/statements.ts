@@ -49,6 +49,7 @@ export interface Statements {
   touch: Stmt<[at: string, id: string]>;
   markEnded: Stmt<[MarkEndedParams]>;
   countActive: Stmt<[tenant: string], { n: number; mem: number }>;
+  countByState: Stmt<[], { state: string; n: number }>;
   purgeExecs: Stmt<[olderThan: string]>;
   purgeSandboxes: Stmt<[olderThan: string]>;
   insertExec: Stmt<[id: string, sandboxId: string, tenant: string, cmdJson: string, startedAt: string]>;
@@ -92,6 +93,7 @@ export function prepareStatements(db: Database.Database): Statements {
     countActive: prepare(`
       SELECT COUNT(*) AS n, COALESCE(SUM(json_extract(limits_json, '$.memoryMb')), 0) AS mem
       FROM sandboxes WHERE tenant = ? AND state IN ('creating', 'running')`),
+    countByState: prepare('SELECT state, COUNT(*) AS n FROM sandboxes GROUP BY state'),
     purgeExecs: prepare(
       'DELETE FROM execs WHERE sandbox_id IN (SELECT id FROM sandboxes WHERE ended_at IS NOT NULL AND ended_at < ?)',
     ),

@@ -176,6 +176,11 @@ export class Store {
     return { sandboxes: row?.n ?? 0, memoryMb: row?.mem ?? 0 };
   }
 
+  /** How many sandboxes the store holds in each state (every tenant). */
+  countByState(): Record<string, number> {
+    return Object.fromEntries(this.stmts.countByState.all().map((r) => [r.state, r.n]));
+  }
+
   /** Drops sandboxes that ended before the given time, with their execs; returns how many. Audit entries stay. */
   purgeEnded(olderThanIso: string): number {
     return this.db.transaction(() => {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startDaemon, type Daemon } from '../../src/api/daemon.js';
+import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, PolicyDeniedError, QuotaExceededError, UnauthorizedError } from '../../src/core/errors.js';

@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { startDaemon, type Daemon } from '../../src/api/daemon.js';
+import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { cliEntry } from '../../src/core/config.js';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, PolicyDeniedError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/observability/logger.js';

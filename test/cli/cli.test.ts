@@ -1,10 +1,9 @@
 /** The CLI as a user runs it: a real process, the auto-started daemon, exit codes, messages. */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { cliEntry } from '../../src/core/config.js';
 import { TEST_IMAGES_DIR, hasDebian, testImages } from '../helpers/images.js';
@@ -24,21 +23,10 @@ describe('CLI', () => {
     env = { PATH: process.env.PATH, AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_LOG_LEVEL: 'warn' };
   });
 
-  after(async () => {
-    const pidFile = join(home, 'daemon.pid');
-    if (existsSync(pidFile)) {
-      const pid = Number(readFileSync(pidFile, 'utf8'));
-      process.kill(pid, 'SIGTERM');
-      for (let i = 0; i < 100; i++) {
-        try {
-          process.kill(pid, 0);
-          await sleep(50);
-        } catch {
-          break;
-        }
-      }
-      assert.throws(() => process.kill(pid, 0), 'the daemon did not stop on SIGTERM');
-    }
+  after(() => {
+    const stopped = ab(['daemon', 'stop']);
+    assert.equal(stopped.code, 0, stopped.stderr);
+    assert.equal(ab(['daemon', 'status']).code, 3, 'the daemon did not stop');
     rmSync(home, { recursive: true, force: true });
   });
 

@@ -1,7 +1,7 @@
 /** The end of a test file that ran its own daemon: nothing may be left on the host, and the home goes. */
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
-import type { Daemon } from '../../src/api/daemon.js';
+import type { Daemon } from '../../src/daemon/compose.js';
 
 /**
  * Runs `deleteSandboxes` (through the API), closes the daemon, checks the local runtime lists nothing

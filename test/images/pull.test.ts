@@ -14,7 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import Docker from 'dockerode';
 import { VERSION, helperPath } from '../../src/core/config.js';
 import { BadRequestError, ForbiddenError, NotFoundError } from '../../src/core/errors.js';
-import { startDaemon } from '../../src/api/daemon.js';
+import { startDaemon } from '../../src/daemon/compose.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient } from '../../src/sdk/client.js';
 import { ImageStore } from '../../src/images/image-store.js';

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { startDaemon, type Daemon } from '../../src/api/daemon.js';
+import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { VERSION } from '../../src/core/config.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { AgentboxError } from '../../src/core/errors.js';

@@ -1,8 +1,9 @@
 /**
- * The daemon: policy + store + runtimes + manager + HTTP server, wired from the environment.
- * `agentbox serve` runs it in the foreground; the CLI starts it detached on the home's Unix socket.
+ * The composition root: policy + store + runtimes + manager + HTTP servers, wired from the
+ * environment, under the home's lock (one daemon per home). `agentbox serve` runs it in the
+ * foreground; the CLI starts it detached on the home's Unix socket.
  */
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readlinkSync, statSync, unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
@@ -19,10 +20,13 @@ import { Store } from '../store/store.js';
 import { Metrics } from '../observability/metrics.js';
 import { EgressService } from '../egress/service.js';
 import { resolverFromEnv, type Resolver } from '../egress/resolver.js';
-import { Authenticator } from './auth.js';
-import { createApiServer, type ApiServer, type HttpLimits } from './server.js';
-import { RateLimiter } from './rate-limit.js';
-import { servedHostNames } from './request-guard.js';
+import { Authenticator } from '../api/auth.js';
+import { createApiServer, type ApiServer, type HttpLimits } from '../api/server.js';
+import { RateLimiter } from '../api/rate-limit.js';
+import { servedHostNames } from '../api/request-guard.js';
+import type { DaemonInfo, RuntimeHealth } from '../contract/daemon.js';
+import { buildInfo, versionTag } from './build-info.js';
+import { HomeLock, type DaemonRecord } from './home-lock.js';
 
 export interface DaemonOpts {
   env?: NodeJS.ProcessEnv;
@@ -48,12 +52,15 @@ export interface DaemonOpts {
 
 export interface Daemon {
   paths: Paths;
+  pid: number;
   manager: SandboxManager;
   store: Store;
   images: ImageStore;
   servers: Server[];
   /** The TCP address actually bound (port 0 picks one). */
   tcpAddress?: { host: string; port: number };
+  /** What `GET /v1/daemon` and `agentbox daemon status` show. */
+  info(): Promise<DaemonInfo>;
   close(): Promise<void>;
 }
 
@@ -90,7 +97,20 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     });
   }
   mkdirSync(paths.home, { recursive: true, mode: 0o700 });
-  const store = Store.open(paths.db);
+  // Before anything touches the store or the host: a second daemon on this home stops here.
+  const lock = HomeLock.acquire(paths.home);
+  const socketPath = opts.socket === undefined ? paths.socket : opts.socket;
+  const startedAt = new Date();
+  const { version, build } = buildInfo();
+  const record = (tcp: DaemonRecord['tcp'], listening: boolean): DaemonRecord => ({ pid: process.pid, version, build, startedAt: startedAt.toISOString(), socket: listening ? socketPath : null, tcp });
+  lock.publish(record(null, false));
+  let store: Store;
+  try {
+    store = Store.open(paths.db);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
   const images = new ImageStore(paths.images);
   const metrics = new Metrics(() => {
     const byTenant: Record<string, number> = {};
@@ -105,18 +125,26 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     metrics,
     logger: opts.logger,
   });
+  const runtimes = buildRuntimes(paths, images, opts.logger);
   const manager = new SandboxManager({
     metrics,
     egress,
     policy,
     store,
-    runtimes: buildRuntimes(paths, images, opts.logger),
+    runtimes,
     logger: opts.logger,
     ...(opts.reapIntervalMs ? { reapIntervalMs: opts.reapIntervalMs } : {}),
     ...(opts.maxConcurrentCreates ? { maxConcurrentCreates: opts.maxConcurrentCreates } : {}),
     ...(opts.createQueueLength !== undefined ? { createQueueLength: opts.createQueueLength } : {}),
   });
-  await manager.start();
+  try {
+    await manager.start();
+  } catch (err) {
+    await manager.close().catch(() => undefined);
+    store.close();
+    lock.release();
+    throw err;
+  }
   // Replaced or removed images stay on disk while a sandbox still has them mounted: sweep later.
   const sweeper = setInterval(() => {
     try {
@@ -130,9 +158,25 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   const apis: ApiServer[] = [];
   // One bucket per tenant across both listeners and /mcp.
   const limiter = new RateLimiter((tenant) => policy.tenants?.find((t) => t.name === tenant)?.quotas?.requestsPerMinute);
-  const common = { manager, auth, logger: opts.logger, metrics, images, limiter, ...(opts.http ? { http: opts.http } : {}) };
+  const info = async (): Promise<DaemonInfo> => ({
+    pid: process.pid,
+    version,
+    build,
+    startedAt: startedAt.toISOString(),
+    uptimeMs: Date.now() - startedAt.getTime(),
+    home: paths.home,
+    socket: listeningOnSocket ? socketPath : null,
+    tcp: daemon.tcpAddress ?? null,
+    log: logFile(),
+    runtimes: await runtimeHealth(runtimes),
+    sandboxes: store.countByState(),
+    pools: manager.poolStatus(),
+  });
+  const common = { manager, auth, logger: opts.logger, metrics, images, limiter, daemonInfo: info, ...(opts.http ? { http: opts.http } : {}) };
   const daemon: Daemon = {
     paths,
+    pid: process.pid,
+    info,
     manager,
     store,
     images,
@@ -148,15 +192,15 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
       await closed;
       await manager.close();
       store.close();
-      const sock = opts.socket === undefined ? paths.socket : opts.socket;
-      if (sock && existsSync(sock)) unlinkSync(sock);
+      if (socketPath && listeningOnSocket && existsSync(socketPath)) unlinkSync(socketPath);
+      lock.release();
     },
   };
+  let listeningOnSocket = false;
   try {
-    const socketPath = opts.socket === undefined ? paths.socket : opts.socket;
     if (socketPath) {
       await clearStaleSocket(socketPath);
-      const api = createApiServer({ ...common, listener: 'unix' });
+      const api = createApiServer({ ...common, listener: 'unix', versionTag: versionTag({ version, build }) });
       const server = api.server;
       apis.push(api);
       // Owner-only from the first moment: create with a umask rather than chmod afterwards.
@@ -166,6 +210,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
       } finally {
         process.umask(oldMask);
       }
+      listeningOnSocket = true;
       chmodSync(socketPath, 0o600);
       servers.push(server);
     }
@@ -183,6 +228,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     await daemon.close();
     throw err;
   }
+  lock.publish(record(daemon.tcpAddress ?? null, socketPath !== null));
   opts.logger.info({ home: paths.home, policy: source ?? 'defaults', socket: opts.socket === undefined ? paths.socket : opts.socket, tcp: daemon.tcpAddress }, 'agentbox daemon ready');
   return daemon;
 }
@@ -199,7 +245,10 @@ function listen(server: Server, pathOrPort: string | number, host?: string): Pro
   });
 }
 
-/** A socket file nobody answers on is left from a crash: remove it. One that answers is a running daemon. */
+/**
+ * We hold the home's lock, so a socket file here is left by a daemon that died, unless one still
+ * answers: a daemon of an agentbox too old to take the lock. Never take a live daemon's socket over.
+ */
 async function clearStaleSocket(path: string): Promise<void> {
   if (!existsSync(path)) return;
   const alive = await new Promise<boolean>((resolve) => {
@@ -210,6 +259,28 @@ async function clearStaleSocket(path: string): Promise<void> {
     });
     s.once('error', () => resolve(false));
   });
-  if (alive) throw new BadRequestError(`a daemon is already listening on ${path}`, { hint: 'use it (the CLI finds it), or stop it first' });
+  if (alive) throw new BadRequestError(`a daemon that does not take the home's lock (an older agentbox?) is listening on ${path}`, { hint: 'stop it (find its pid with: fuser ' + path + '), then start again' });
   unlinkSync(path);
+}
+
+async function runtimeHealth(runtimes: Partial<Record<RuntimeName, Runtime>>): Promise<Record<string, RuntimeHealth>> {
+  const out: Record<string, RuntimeHealth> = {};
+  for (const [name, rt] of Object.entries(runtimes)) {
+    if (!rt) continue;
+    const probe = await rt.probe();
+    out[name] = probe.ok
+      ? { ok: true, detail: Object.entries(probe.details ?? {}).map(([k, v]) => `${k} ${v}`).join(', ') }
+      : { ok: false, detail: probe.reason ?? 'unavailable', ...(probe.hint ? { hint: probe.hint } : {}) };
+  }
+  return out;
+}
+
+/** Where this process's stdout goes, when that is a file: the log of a daemon the CLI started. */
+function logFile(): string | null {
+  try {
+    const target = readlinkSync('/proc/self/fd/1');
+    return target.startsWith('/') && statSync(target).isFile() ? target : null;
+  } catch {
+    return null;
+  }
 }
