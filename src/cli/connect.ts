@@ -8,7 +8,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cliEntry, resolvePaths } from '../core/config.js';
-import { RuntimeUnavailableError } from '../core/errors.js';
+import { RuntimeUnavailableError } from '../contract/errors.js';
 import { AgentboxClient } from '../sdk/client.js';
 
 function answers(socketPath: string): Promise<boolean> {

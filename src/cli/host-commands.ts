@@ -3,7 +3,7 @@ import { unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { resolvePaths } from '../core/config.js';
-import { BadRequestError } from '../core/errors.js';
+import { BadRequestError } from '../contract/errors.js';
 import type { ImageStore } from '../images/image-store.js';
 import { age, formatBytes, printJson, progressPrinter, table } from './output.js';
 

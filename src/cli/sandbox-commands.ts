@@ -2,8 +2,8 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
-import { BadRequestError } from '../core/errors.js';
-import type { ExecSummary, Sandbox } from '../core/model.js';
+import { BadRequestError } from '../contract/errors.js';
+import type { ExecSummary, Sandbox } from '../contract/model.js';
 import type { AgentboxClient } from '../sdk/client.js';
 import { connectClient } from './connect.js';
 import { collect, createRequest, execRequest, type CreateFlags, type ExecFlags } from './flags.js';

@@ -13,7 +13,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync
 import { homedir } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
 import { z } from 'zod';
-import { BadRequestError, NotFoundError } from '../core/errors.js';
+import { BadRequestError, NotFoundError } from '../contract/errors.js';
 import { buildBusybox } from './build-busybox.js';
 import { buildDebian, checkPackageNames } from './build-debian.js';
 import { exportTar as writeTar, extractTarball, type ImportOpts } from './import-tar.js';

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import Docker from 'dockerode';
-import { BadRequestError, NotFoundError, RuntimeUnavailableError } from '../core/errors.js';
+import { BadRequestError, NotFoundError, RuntimeUnavailableError } from '../contract/errors.js';
 import type { ImageInfo, ImageStore } from './image-store.js';
 import type { OnProgress } from './run-tool.js';
 

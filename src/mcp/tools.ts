@@ -1,6 +1,6 @@
 /**
  * The MCP tools over SandboxOps. Input schemas come from the same zod schemas as the HTTP API
- * (core/requests.ts), descriptions are written for a model.
+ * (contract/requests.ts), descriptions are written for a model.
  *
  * Error mapping (STYLE lesson 7): everything that goes wrong *with the sandbox* — a non-zero exit,
  * a timeout, a policy denial, an unknown or ended sandbox id, a missing file — is a tool result
@@ -16,9 +16,9 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { VERSION } from '../core/config.js';
-import { AgentboxError, BadRequestError } from '../core/errors.js';
-import { LabelsSchema, type ExecResult, type Sandbox } from '../core/model.js';
-import { CreateSandboxRequestSchema, ExecRequestSchema, type ExecRequest } from '../core/requests.js';
+import { AgentboxError, BadRequestError } from '../contract/errors.js';
+import { LabelsSchema, type ExecResult, type Sandbox } from '../contract/model.js';
+import { CreateSandboxRequestSchema, ExecRequestSchema, type ExecRequest } from '../contract/requests.js';
 import type { SandboxOps } from './ops.js';
 import { endedReason, SessionSandbox } from './session.js';
 

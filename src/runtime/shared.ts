@@ -1,8 +1,8 @@
 /** Pieces every driver needs: path checks, file-error mapping, output capping, listing parsing. */
 import { posix } from 'node:path';
-import type { AgentboxError } from '../core/errors.js';
-import { BadRequestError, ConflictError, ForbiddenError, InternalError, NotFoundError } from '../core/errors.js';
-import type { DirEntry, ExecSummary } from '../core/model.js';
+import type { AgentboxError } from '../contract/errors.js';
+import { BadRequestError, ConflictError, ForbiddenError, InternalError, NotFoundError } from '../contract/errors.js';
+import type { DirEntry, ExecSummary } from '../contract/model.js';
 
 /** An absolute path inside the sandbox, without `..` tricks or NUL bytes. */
 export function checkPath(path: string): string {

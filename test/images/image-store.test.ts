@@ -4,7 +4,7 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { BadRequestError, ConflictError, NotFoundError, RuntimeUnavailableError } from '../../src/core/errors.js';
+import { BadRequestError, ConflictError, NotFoundError, RuntimeUnavailableError } from '../../src/contract/errors.js';
 import { hostMirror } from '../../src/images/build-debian.js';
 import { isStaticElf } from '../../src/images/build-busybox.js';
 import { checkListingLine } from '../../src/images/import-tar.js';

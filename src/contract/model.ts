@@ -1,6 +1,7 @@
 /**
- * The sandbox model: one zod schema per shape, types derived from them.
- * These are the contracts in ARCHITECTURE.md shared by every surface.
+ * The wire contract's sandbox model (ARCHITECTURE.md, "Contracts"): one zod schema per shape, types
+ * derived from them. The SDK, the HTTP API, MCP, the CLI and core all speak these shapes; this folder
+ * imports only zod and node: builtins, so the SDK never pulls in the core (test/unit/layers.test.ts).
  */
 import { z } from 'zod';
 

@@ -1,4 +1,4 @@
-/** Request bodies accepted by every surface, validated once at the edge. */
+/** The wire contract's request bodies (ARCHITECTURE.md, "Contracts"), accepted by every surface and validated once at the edge. */
 import { z } from 'zod';
 import { EgressModeSchema, EnvSchema, IsolationSchema, LabelsSchema, PartialLimitsSchema, RuntimeNameSchema } from './model.js';
 
