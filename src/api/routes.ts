@@ -8,7 +8,8 @@ import type { StoredExec } from '../store/store.js';
 import type { ExecEvent } from '../contract/model.js';
 import { DeniedHostSchema, DirEntrySchema, EgressEventSchema, EgressSchema, ExecRecordSchema, ExecResultSchema, SandboxSchema } from '../contract/model.js';
 import { CreateSandboxRequestSchema, EgressAllowRequestSchema, ExecRequestSchema, PullImageRequestSchema } from '../contract/requests.js';
-import { ImageInfoSchema, type ImageStore } from '../images/image-store.js';
+import { ImageInfoSchema } from '../contract/images.js';
+import type { ImageStore } from '../images/image-store.js';
 import { parseWith, readJson, sendJson, wireError } from './http-util.js';
 import { sendEvent, startSse } from './sse.js';
 

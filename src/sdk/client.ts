@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../contract/errors.js';
 import type { DeniedHost, DirEntry, Egress, EgressEvent, ExecRecord, ExecResult, ExecSummary, Sandbox } from '../contract/model.js';
 import type { CreateSandboxRequest, ExecRequest } from '../contract/requests.js';
-import type { ImageInfo } from '../images/image-store.js';
+import type { ImageInfo } from '../contract/images.js';
 import { SandboxRef } from './sandbox.js';
 
 export interface ClientOpts {
