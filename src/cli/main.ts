@@ -5,14 +5,13 @@
  * failed `policy check`.
  */
 import { Command, CommanderError } from 'commander';
+import { EXIT_AGENTBOX_FAILED } from '../contract/exit-codes.js';
 import { VERSION } from '../core/config.js';
 import { registerHostCommands } from './host-commands.js';
 import { printError } from './output.js';
 import { registerSandboxCommands } from './sandbox-commands.js';
 import { registerEgressCommands } from './egress-commands.js';
 import { registerDoctorCommand } from './doctor-command.js';
-
-export const EXIT_AGENTBOX_FAILED = 125;
 
 async function main(argv: string[]): Promise<number> {
   let exitCode = 0;

@@ -4,6 +4,7 @@
  * imports only zod and node: builtins, so the SDK never pulls in the core (test/unit/layers.test.ts).
  */
 import { z } from 'zod';
+import { EXIT_KILLED, EXIT_SIGNAL_BASE, EXIT_TIMED_OUT } from './exit-codes.js';
 
 export const SANDBOX_STATES = ['creating', 'running', 'stopped', 'failed', 'deleted'] as const;
 export const SandboxStateSchema = z.enum(SANDBOX_STATES).describe('Lifecycle state');
@@ -84,7 +85,7 @@ export type Sandbox = z.infer<typeof SandboxSchema>;
 
 export const ExecResultSchema = z.object({
   execId: z.string(),
-  exitCode: z.number().int().describe('Exit code; 124 on timeout, 137 when OOM-killed, 128+N for signal N'),
+  exitCode: z.number().int().describe(`Exit code; ${EXIT_TIMED_OUT} on timeout, ${EXIT_KILLED} when OOM-killed, ${EXIT_SIGNAL_BASE}+N for signal N`),
   stdout: z.string(),
   stderr: z.string(),
   truncated: z.boolean().describe('Output went past outputLimitBytes and was cut'),
