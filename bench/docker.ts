@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import Docker from 'dockerode';
 import { VERSION, helperPath } from '../src/core/config.js';
 import { ImageStore } from '../src/images/image-store.js';
-import type { Isolation } from '../src/core/model.js';
+import type { Isolation } from '../src/contract/model.js';
 import { DockerRuntime } from '../src/runtime/docker/docker-runtime.js';
 import { imageRef } from '../src/runtime/docker/images.js';
 import type { SandboxHandle } from '../src/runtime/types.js';

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Docker from 'dockerode';
 import { VERSION } from '../src/core/config.js';
-import type { Limits } from '../src/core/model.js';
+import type { Limits } from '../src/contract/model.js';
 import { ImageStore } from '../src/images/image-store.js';
 import { containerConfig, GVISOR_HEADROOM } from '../src/runtime/docker/container-config.js';
 import { defaultInitPath, DockerRuntime } from '../src/runtime/docker/docker-runtime.js';

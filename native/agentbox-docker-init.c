@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #define FAIL_PROGRAM "agentbox-init"
+#include "exit-codes.h"
 #include "fail.h"
 #include "fd-hygiene.h"
 #include "exec-agent.h"
@@ -53,11 +54,10 @@
 #include "proc-tree.h"
 #include "seccomp-deny.h"
 
-#define EXIT_INIT EXIT_FAIL
+#define EXIT_INIT EXIT_AGENTBOX_FAILED
 /* The sandbox user (SANDBOX_USER in container-config.ts). */
 #define SANDBOX_UID 1000
 #define SANDBOX_GID 1000
-#define EXIT_TIMEOUT 124
 
 /* ---------- init: PID 1 ---------- */
 
@@ -152,7 +152,7 @@ static int mode_run(int argc, char **argv) {
     execvp(cmd[0], cmd);
     int err = errno;
     fprintf(stderr, "agentbox: %s: %s\n", cmd[0], strerror(err));
-    _exit(err == ENOENT ? 127 : 126);
+    _exit(err == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_EXECUTE);
   }
   long long deadline = timeout_ms > 0 ? monotonic_ms() + timeout_ms : 0;
   for (;;) {
@@ -162,7 +162,7 @@ static int mode_run(int argc, char **argv) {
       long long left = deadline - monotonic_ms();
       if (left <= 0) {
         kill_tree(child);
-        return EXIT_TIMEOUT;
+        return EXIT_TIMED_OUT;
       }
       struct timespec ts = { (time_t)(left / 1000), (long)(left % 1000) * 1000000 };
       sig = sigtimedwait(&set, &info, &ts);
@@ -175,7 +175,7 @@ static int mode_run(int argc, char **argv) {
     }
     if (sig != SIGCHLD) {
       kill_tree(child);
-      return 128 + sig;
+      return EXIT_SIGNAL_BASE + sig;
     }
     int status;
     pid_t pid;
@@ -183,7 +183,7 @@ static int mode_run(int argc, char **argv) {
       /* Background jobs the command left behind keep running (reparented to PID 1), as on `local`. */
       if (pid != child) continue;
       if (WIFEXITED(status)) return WEXITSTATUS(status);
-      if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+      if (WIFSIGNALED(status)) return EXIT_SIGNAL_BASE + WTERMSIG(status);
     }
   }
 }

@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #define FAIL_PROGRAM "agentbox-helper"
+#include "exit-codes.h"
 #include "fail.h"
 #include "fd-hygiene.h"
 #include "file-ops.h"
@@ -53,7 +54,7 @@
 
 #define MAX_CGROUPS 16
 #define MAX_KEEP_FDS 4
-#define EXIT_HELPER EXIT_FAIL
+#define EXIT_HELPER EXIT_AGENTBOX_FAILED
 
 struct opts {
   pid_t pid;
@@ -234,7 +235,7 @@ static int fork_and_wait(void) {
     if (errno != EINTR) die("waitpid");
   }
   if (WIFEXITED(status)) exit(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) exit(128 + WTERMSIG(status));
+  if (WIFSIGNALED(status)) exit(EXIT_SIGNAL_BASE + WTERMSIG(status));
   exit(EXIT_HELPER);
 }
 
@@ -338,7 +339,7 @@ static int mode_exec(int argc, char **argv) {
   drop_privileges(&o);
   execvp(o.rest[0], o.rest);
   fprintf(stderr, "agentbox: %s: %s\n", o.rest[0], strerror(errno));
-  return errno == ENOENT ? 127 : 126;
+  return errno == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_EXECUTE;
 }
 
 /* ---------- file operations, done from inside the sandbox ---------- */

@@ -43,6 +43,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "exit-codes.h"
 #include "proc-tree.h"
 #include "procfs.h"
 #include "seccomp-deny.h"
@@ -53,8 +54,7 @@
 #define AGENT_CHUNK 65536
 /* Stdin held for a command that does not read it; past this, frames from the daemon wait. */
 #define AGENT_STDIN_BACKLOG (1u << 20)
-#define AGENT_EXIT_TIMEOUT 124
-#define AGENT_EXIT_KILLED (128 + SIGTERM)
+#define AGENT_EXIT_KILLED (EXIT_SIGNAL_BASE + SIGTERM)
 /* How long a finished session waits for the daemon's close (after the last bytes from it) before closing anyway. */
 #define AGENT_LINGER_MS 10000
 
@@ -188,7 +188,7 @@ static void agent_start(struct agent_session *s, char *req, uint32_t len) {
   int argc = n >= 4 ? atoi(strs[2]) : 0;
   if (!strs || argc < 1 || argc > AGENT_MAX_ARGS || 3 + argc > n) {
     free(strs);
-    agent_refuse(s, "bad request", "", EINVAL, 125);
+    agent_refuse(s, "bad request", "", EINVAL, EXIT_AGENTBOX_FAILED);
     return;
   }
   const char *cwd = strs[0];
@@ -203,7 +203,7 @@ static void agent_start(struct agent_session *s, char *req, uint32_t len) {
 
   int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
   if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) {
-    agent_refuse(s, "pipe", "", errno, 126);
+    agent_refuse(s, "pipe", "", errno, EXIT_CANNOT_EXECUTE);
     goto done;
   }
   /* The command's PATH lookup uses the command's own PATH, as execvp in the `run` wrapper does. */
@@ -213,7 +213,7 @@ static void agent_start(struct agent_session *s, char *req, uint32_t len) {
   else unsetenv("PATH");
   /* Single-threaded: entering the cwd here and leaving it after the spawn races with nothing. */
   if (chdir(cwd) != 0) {
-    agent_refuse(s, "cannot enter ", cwd, errno, 126);
+    agent_refuse(s, "cannot enter ", cwd, errno, EXIT_CANNOT_EXECUTE);
     goto done;
   }
   posix_spawn_file_actions_t fa;
@@ -238,7 +238,7 @@ static void agent_start(struct agent_session *s, char *req, uint32_t len) {
   posix_spawnattr_destroy(&at);
   if (chdir("/") != 0) {}
   if (rc != 0) {
-    agent_refuse(s, "", argv[0], rc, rc == ENOENT ? 127 : 126);
+    agent_refuse(s, "", argv[0], rc, rc == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_EXECUTE);
     goto done;
   }
   s->pid = pid;
@@ -375,7 +375,7 @@ static void agent_settle(struct agent_session *s) {
   if (s->out >= 0 || s->err >= 0) return;
   if (s->conn >= 0 && s->pid > 0) {
     int st = s->status;
-    uint32_t code = s->forced ? (uint32_t)s->forced : WIFEXITED(st) ? (uint32_t)WEXITSTATUS(st) : WIFSIGNALED(st) ? 128u + (uint32_t)WTERMSIG(st) : 125u;
+    uint32_t code = s->forced ? (uint32_t)s->forced : WIFEXITED(st) ? (uint32_t)WEXITSTATUS(st) : WIFSIGNALED(st) ? (uint32_t)EXIT_SIGNAL_BASE + (uint32_t)WTERMSIG(st) : (uint32_t)EXIT_AGENTBOX_FAILED;
     s->pid = -s->pid; /* reported: never again */
     agent_queue_u32(s, 'X', code);
   }
@@ -427,7 +427,7 @@ __attribute__((noreturn)) static void agent_main(const char *socket_path) {
       struct agent_session *s = &agent_sessions[i];
       if (!s->used) continue;
       if (s->deadline_ms && !s->forced && s->pid > 0) {
-        if (now >= s->deadline_ms) agent_kill(s, AGENT_EXIT_TIMEOUT);
+        if (now >= s->deadline_ms) agent_kill(s, EXIT_TIMED_OUT);
         else if (!next_deadline || s->deadline_ms < next_deadline) next_deadline = s->deadline_ms;
       }
       if (s->linger_until_ms && (!next_deadline || s->linger_until_ms < next_deadline)) next_deadline = s->linger_until_ms;

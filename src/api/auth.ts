@@ -5,7 +5,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Caller, Scope } from '../core/manager.js';
-import { BadRequestError, UnauthorizedError } from '../core/errors.js';
+import { BadRequestError, UnauthorizedError } from '../contract/errors.js';
 import { MIN_TOKEN_LENGTH, OPERATOR_TENANT, type Policy } from '../policy/schema.js';
 
 export const DEFAULT_TENANT = OPERATOR_TENANT;

@@ -2,7 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import { AgentboxError, BadRequestError, HTTP_STATUS } from '../core/errors.js';
+import { AgentboxError, BadRequestError, HTTP_STATUS } from '../contract/errors.js';
 
 export const MAX_JSON_BODY = 1024 * 1024;
 

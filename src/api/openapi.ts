@@ -1,6 +1,6 @@
 /** The OpenAPI 3.1 document, generated from the route table and the same zod schemas the handlers use. */
 import { z } from 'zod';
-import { ERROR_CODES } from '../core/errors.js';
+import { ERROR_CODES } from '../contract/errors.js';
 import { VERSION } from '../core/config.js';
 import type { Route } from './routes.js';
 

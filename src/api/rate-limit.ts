@@ -1,5 +1,5 @@
 /** Per-tenant token buckets: a burst up to the per-minute allowance, refilled continuously. */
-import { QuotaExceededError } from '../core/errors.js';
+import { QuotaExceededError } from '../contract/errors.js';
 
 interface Bucket {
   tokens: number;

@@ -13,7 +13,7 @@
 import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
 import { hostname, networkInterfaces } from 'node:os';
-import { BadRequestError, ForbiddenError } from '../core/errors.js';
+import { BadRequestError, ForbiddenError } from '../contract/errors.js';
 import type { Listener } from './auth.js';
 
 export class UnsupportedMediaTypeError extends BadRequestError {}

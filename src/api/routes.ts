@@ -2,14 +2,15 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
-import { BadRequestError, ForbiddenError, NotFoundError, RuntimeUnavailableError } from '../core/errors.js';
+import { BadRequestError, ForbiddenError, NotFoundError, RuntimeUnavailableError } from '../contract/errors.js';
 import { DaemonInfoSchema, type DaemonInfo } from '../contract/daemon.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { StoredExec } from '../store/store.js';
-import type { ExecEvent } from '../core/model.js';
-import { DeniedHostSchema, DirEntrySchema, EgressEventSchema, EgressSchema, ExecRecordSchema, ExecResultSchema, SandboxSchema } from '../core/model.js';
-import { CreateSandboxRequestSchema, EgressAllowRequestSchema, ExecRequestSchema, PullImageRequestSchema } from '../core/requests.js';
-import { ImageInfoSchema, type ImageStore } from '../images/image-store.js';
+import type { ExecEvent } from '../contract/model.js';
+import { DeniedHostSchema, DirEntrySchema, EgressEventSchema, EgressSchema, ExecRecordSchema, ExecResultSchema, SandboxSchema } from '../contract/model.js';
+import { CreateSandboxRequestSchema, EgressAllowRequestSchema, ExecRequestSchema, PullImageRequestSchema } from '../contract/requests.js';
+import { ImageInfoSchema } from '../contract/images.js';
+import type { ImageStore } from '../images/image-store.js';
 import { parseWith, readJson, sendJson, wireError } from './http-util.js';
 import { sendEvent, startSse } from './sse.js';
 

@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { ImageStore } from '../images/image-store.js';
-import { AgentboxError, BadRequestError, ForbiddenError } from '../core/errors.js';
+import { AgentboxError, BadRequestError, ForbiddenError } from '../contract/errors.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import { DEFAULT_TENANT, type Authenticator, type Listener } from './auth.js';
 import { checkBrowserRequest, checkEncoding, checkJsonBody, UnsupportedMediaTypeError } from './request-guard.js';

@@ -12,7 +12,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cliEntry, resolvePaths, type Paths } from '../core/config.js';
-import { RuntimeUnavailableError } from '../core/errors.js';
+import { RuntimeUnavailableError } from '../contract/errors.js';
 import { AgentboxClient } from '../sdk/client.js';
 
 /** How long a CLI waits for the home's daemon to answer. @default AGENTBOX_DAEMON_WAIT (seconds) or 30 */

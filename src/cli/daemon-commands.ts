@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import type { DaemonInfo } from '../contract/daemon.js';
 import { resolvePaths, type Paths } from '../core/config.js';
-import { BadRequestError, RuntimeUnavailableError } from '../core/errors.js';
+import { BadRequestError, RuntimeUnavailableError } from '../contract/errors.js';
 import { parseDuration } from '../policy/duration.js';
 import { answers, ensureLocalDaemon, localClient } from './connect.js';
 import { printJson } from './output.js';

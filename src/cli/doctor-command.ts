@@ -1,6 +1,6 @@
 /** `agentbox doctor [--attacks]`: what this host has, and the shipped attack suite against it. */
 import type { Command } from 'commander';
-import { BadRequestError } from '../core/errors.js';
+import { BadRequestError } from '../contract/errors.js';
 
 const RUNTIMES = ['local', 'docker', 'gvisor'] as const;
 type RuntimeFlag = (typeof RUNTIMES)[number];

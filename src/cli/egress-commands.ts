@@ -1,6 +1,6 @@
 /** `agentbox egress log|allow`: a sandbox's connection log and live approval of a host, over the SDK. */
 import type { Command } from 'commander';
-import type { EgressEvent } from '../core/model.js';
+import type { EgressEvent } from '../contract/model.js';
 import { connectClient } from './connect.js';
 import { age, formatBytes, printJson, table } from './output.js';
 

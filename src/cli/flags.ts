@@ -1,6 +1,6 @@
 /** CLI flags (ARCHITECTURE: CLI flags) turned into API request bodies. */
-import { BadRequestError } from '../core/errors.js';
-import type { CreateSandboxRequest, ExecRequest } from '../core/requests.js';
+import { BadRequestError } from '../contract/errors.js';
+import type { CreateSandboxRequest, ExecRequest } from '../contract/requests.js';
 import { parseDuration } from '../policy/duration.js';
 
 export interface CreateFlags {

@@ -1,7 +1,7 @@
 /** Commands that act on this host directly rather than through a daemon: serve, image, policy. */
 import type { Command } from 'commander';
 import { resolvePaths } from '../core/config.js';
-import { BadRequestError } from '../core/errors.js';
+import { BadRequestError } from '../contract/errors.js';
 import type { ImageStore } from '../images/image-store.js';
 import { age, formatBytes, printJson, progressPrinter, table } from './output.js';
 

@@ -5,6 +5,7 @@
  * failed `policy check`.
  */
 import { Command, CommanderError } from 'commander';
+import { EXIT_AGENTBOX_FAILED } from '../contract/exit-codes.js';
 import { VERSION } from '../core/config.js';
 import { registerHostCommands } from './host-commands.js';
 import { printError } from './output.js';
@@ -13,8 +14,6 @@ import { registerEgressCommands } from './egress-commands.js';
 import { registerDoctorCommand } from './doctor-command.js';
 import { registerDaemonCommands } from './daemon-commands.js';
 import { otherVersionWarning } from './connect.js';
-
-export const EXIT_AGENTBOX_FAILED = 125;
 
 async function main(argv: string[]): Promise<number> {
   let exitCode = 0;

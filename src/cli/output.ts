@@ -1,5 +1,5 @@
 /** Human output (tables, ages, progress) and the error printer: message and hint, never a stack. */
-import { AgentboxError } from '../core/errors.js';
+import { AgentboxError } from '../contract/errors.js';
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);

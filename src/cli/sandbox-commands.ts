@@ -2,8 +2,9 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
-import { BadRequestError } from '../core/errors.js';
-import type { ExecSummary, Sandbox } from '../core/model.js';
+import { BadRequestError } from '../contract/errors.js';
+import { EXIT_KILLED, EXIT_TIMED_OUT } from '../contract/exit-codes.js';
+import type { ExecSummary, Sandbox } from '../contract/model.js';
 import type { AgentboxClient } from '../sdk/client.js';
 import { connectClient } from './connect.js';
 import { collect, createRequest, execRequest, type CreateFlags, type ExecFlags } from './flags.js';
@@ -45,8 +46,8 @@ async function streamExec(client: AgentboxClient, id: string, cmd: string[], fla
     else if (ev.type === 'exit') result = ev.result;
   }
   if (!result) throw new BadRequestError('the exec ended without a result', { hint: 'see the daemon log' });
-  if (result.timedOut) process.stderr.write(`agentbox: command timed out after ${flags.timeout ?? 'the exec timeout'} (exit 124)\n`);
-  if (result.oomKilled) process.stderr.write('agentbox: command killed by the OOM killer (exit 137); ask for more with --memory\n');
+  if (result.timedOut) process.stderr.write(`agentbox: command timed out after ${flags.timeout ?? 'the exec timeout'} (exit ${EXIT_TIMED_OUT})\n`);
+  if (result.oomKilled) process.stderr.write(`agentbox: command killed by the OOM killer (exit ${EXIT_KILLED}); ask for more with --memory\n`);
   if (result.truncated) process.stderr.write('agentbox: output truncated at the policy outputLimitBytes\n');
   return result;
 }
@@ -74,7 +75,7 @@ function interruptible(): { signal: AbortSignal; dispose: () => void } {
 export function registerSandboxCommands(program: Command, setExit: (code: number) => void): void {
   addCreateFlags(program.command('run').description('create a sandbox, run one command in it, remove it'))
     .option('--env <K=V>', 'environment variable (repeatable)', collect)
-    .option('--timeout <DUR>', 'kill the command after this long (exit 124)')
+    .option('--timeout <DUR>', `kill the command after this long (exit ${EXIT_TIMED_OUT})`)
     .option('--cwd <DIR>', 'working directory inside the sandbox')
     .option('-i', 'forward stdin to the command')
     .option('--keep', 'keep the sandbox and print its id on stderr')
@@ -116,7 +117,7 @@ export function registerSandboxCommands(program: Command, setExit: (code: number
     .argument('<id>', 'sandbox id')
     .argument('<cmd...>', 'command and arguments (after --)')
     .option('--env <K=V>', 'environment variable (repeatable)', collect)
-    .option('--timeout <DUR>', 'kill the command after this long (exit 124)')
+    .option('--timeout <DUR>', `kill the command after this long (exit ${EXIT_TIMED_OUT})`)
     .option('--cwd <DIR>', 'working directory inside the sandbox')
     .option('-i', 'forward stdin to the command')
     .option('--json', 'print the exec result as JSON')

@@ -3,7 +3,7 @@
  * output so far is replayed (up to a cap), then events arrive live until `exit`.
  */
 import { AsyncQueue } from './async-queue.js';
-import type { ExecEvent } from './model.js';
+import type { ExecEvent } from '../contract/model.js';
 
 const REPLAY_CAP_BYTES = 1024 * 1024;
 

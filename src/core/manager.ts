@@ -10,15 +10,15 @@ import { resolveEgressApproval, resolveSpec } from '../policy/resolve.js';
 import type { Policy } from '../policy/schema.js';
 import type { Runtime, SandboxHandle } from '../runtime/types.js';
 import type { Store, StoredSandbox } from '../store/store.js';
-import { AgentboxError, ConflictError, ForbiddenError, NotFoundError, QuotaExceededError, RuntimeUnavailableError } from './errors.js';
-import type { DirEntry, EndReason, ExecEvent, ExecResult, ExecSummary, RuntimeName, Sandbox, SandboxSpec, SandboxState } from './model.js';
-import type { CreateSandboxRequest, ExecRequest } from './requests.js';
+import { AgentboxError, ConflictError, ForbiddenError, NotFoundError, QuotaExceededError, RuntimeUnavailableError } from '../contract/errors.js';
+import type { DirEntry, EndReason, ExecEvent, ExecResult, ExecSummary, RuntimeName, Sandbox, SandboxSpec, SandboxState } from '../contract/model.js';
+import type { CreateSandboxRequest, ExecRequest } from '../contract/requests.js';
 import { LiveExecs } from './live-execs.js';
 import { WarmPool } from './warm-pool.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { EgressService } from '../egress/service.js';
 import { proxyEnv } from '../egress/service.js';
-import type { DeniedHost, Egress, EgressEvent } from './model.js';
+import type { DeniedHost, Egress, EgressEvent } from '../contract/model.js';
 
 export type Scope = 'read' | 'exec' | 'files' | 'manage';
 

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { Runtime, RuntimeSpec, SandboxHandle } from '../runtime/types.js';
-import type { SandboxSpec } from './model.js';
+import type { SandboxSpec } from '../contract/model.js';
 
 export interface PoolTemplate {
   image: string;

@@ -10,7 +10,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConflictError } from '../core/errors.js';
+import { ConflictError } from '../contract/errors.js';
 
 /** What the lock holder says about itself in `$home/daemon.json`. */
 export interface DaemonRecord {

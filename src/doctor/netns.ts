@@ -7,6 +7,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { EXIT_AGENTBOX_FAILED, EXIT_SIGNAL_BASE } from '../contract/exit-codes.js';
 import { STAND_IN_ADDRESSES } from './stand-ins.js';
 
 export const NETNS_MARKER = 'AGENTBOX_DOCTOR_NETNS';
@@ -59,8 +60,8 @@ export async function reexecIsolated(env: NodeJS.ProcessEnv = process.env): Prom
   process.on('SIGINT', onInt);
   process.on('SIGTERM', onTerm);
   const code = await new Promise<number>((resolve) => {
-    child.once('error', () => resolve(125));
-    child.once('exit', (c, sig) => resolve(c ?? (sig ? 128 : 125)));
+    child.once('error', () => resolve(EXIT_AGENTBOX_FAILED));
+    child.once('exit', (c, sig) => resolve(c ?? (sig ? EXIT_SIGNAL_BASE : EXIT_AGENTBOX_FAILED)));
   });
   process.off('SIGINT', onInt);
   process.off('SIGTERM', onTerm);

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { buildRuntimes } from '../daemon/compose.js';
 import { resolvePaths } from '../core/config.js';
-import type { CreateSandboxRequest } from '../core/requests.js';
+import type { CreateSandboxRequest } from '../contract/requests.js';
 import { ImageStore } from '../images/image-store.js';
 import { silentLogger } from '../observability/logger.js';
 import { AgentboxClient } from '../sdk/client.js';

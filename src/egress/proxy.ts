@@ -9,7 +9,7 @@ import { chmodSync, rmSync } from 'node:fs';
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { EgressAttempt, EgressEvent } from '../core/model.js';
+import type { EgressAttempt, EgressEvent } from '../contract/model.js';
 import type { AddressRules } from './addresses.js';
 import type { Resolver } from './resolver.js';
 import { ResolveError } from './resolver.js';

@@ -12,7 +12,7 @@
 import { Resolver as AresResolver } from 'node:dns/promises';
 import { readFileSync } from 'node:fs';
 import { canonicalIP, formatIP, parseIP } from './ip.js';
-import { BadRequestError } from '../core/errors.js';
+import { BadRequestError } from '../contract/errors.js';
 
 export type Resolver = (host: string) => Promise<string[]>;
 

@@ -8,7 +8,7 @@ import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { socketBaseDir } from '../core/config.js';
-import type { Egress } from '../core/model.js';
+import type { Egress } from '../contract/model.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { EgressEvents } from '../store/egress-events.js';
 import { EGRESS_PORT, EGRESS_SOCKET } from '../runtime/egress-plumbing.js';

@@ -4,7 +4,7 @@
  */
 import { chmodSync, closeSync, copyFileSync, mkdirSync, openSync, readSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { RuntimeUnavailableError } from '../core/errors.js';
+import { RuntimeUnavailableError } from '../contract/errors.js';
 import { abortReason, runTool, type OnProgress } from './run-tool.js';
 
 export const HOST_BUSYBOX = '/bin/busybox';

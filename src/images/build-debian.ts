@@ -5,7 +5,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { BadRequestError, RuntimeUnavailableError } from '../core/errors.js';
+import { BadRequestError, RuntimeUnavailableError } from '../contract/errors.js';
 import { runTool, type OnProgress } from './run-tool.js';
 
 export const SUITE = 'bookworm';

@@ -12,8 +12,8 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
-import { z } from 'zod';
-import { BadRequestError, NotFoundError } from '../core/errors.js';
+import { BadRequestError, NotFoundError } from '../contract/errors.js';
+import { ImageInfoSchema, type ImageInfo, type ImageSource } from '../contract/images.js';
 import { buildBusybox } from './build-busybox.js';
 import { buildDebian, checkPackageNames } from './build-debian.js';
 import { exportTar as writeTar, extractTarball, type ImportOpts } from './import-tar.js';
@@ -25,20 +25,7 @@ import { removeTree, removeUnusedTrees } from './trees.js';
 export type { OnProgress, Progress } from './run-tool.js';
 export type { ImportOpts } from './import-tar.js';
 
-export const IMAGE_SOURCES = ['busybox', 'debian', 'import', 'pull'] as const;
-export type ImageSource = (typeof IMAGE_SOURCES)[number];
 export type ImageBase = 'busybox' | 'debian';
-
-export const ImageInfoSchema = z.object({
-  name: z.string().describe('image name, e.g. debian'),
-  id: z.string().describe('sha256 fingerprint of the root tree as built (changes with every rebuild)'),
-  createdAt: z.string().describe('ISO 8601 time the build finished'),
-  source: z.enum(IMAGE_SOURCES).describe('what built it: busybox, debian (mmdebstrap), import (a tarball) or pull (a registry image)'),
-  ref: z.string().optional().describe('for pulled images: the registry reference'),
-  packages: z.array(z.string()).describe('Debian packages asked for on top of minbase'),
-  sizeBytes: z.number().describe('apparent size of the files in the root'),
-});
-export type ImageInfo = z.infer<typeof ImageInfoSchema>;
 
 export interface BuildOpts {
   /** Debian packages on top of minbase; giving any means a Debian image. */

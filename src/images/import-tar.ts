@@ -6,7 +6,7 @@
 import { mkdirSync, renameSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, basename } from 'node:path';
-import { BadRequestError } from '../core/errors.js';
+import { BadRequestError } from '../contract/errors.js';
 import { runTool, type OnProgress } from './run-tool.js';
 
 /** `tar -tv --full-time` line: type+mode, owner, size (or `major,minor`), date, time, name. */

@@ -6,7 +6,7 @@
 import { closeSync, existsSync, linkSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConflictError } from '../core/errors.js';
+import { ConflictError } from '../contract/errors.js';
 import { abortReason } from './run-tool.js';
 
 const POLL_MS = 100;

@@ -10,8 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import Docker from 'dockerode';
-import { BadRequestError, NotFoundError, RuntimeUnavailableError } from '../core/errors.js';
-import type { ImageInfo, ImageStore } from './image-store.js';
+import { BadRequestError, NotFoundError, RuntimeUnavailableError } from '../contract/errors.js';
+import type { ImageInfo } from '../contract/images.js';
+import type { ImageStore } from './image-store.js';
 import type { OnProgress } from './run-tool.js';
 
 export interface PullOpts {

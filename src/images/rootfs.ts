@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import { appendFileSync, chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BadRequestError } from '../core/errors.js';
+import { BadRequestError } from '../contract/errors.js';
 
 /** Mount points must exist in the image: the sandbox's root is mounted read-only. */
 export const MOUNT_POINTS = ['workspace', 'tmp', 'proc', 'dev', 'sys', 'run', '.agentbox'] as const;

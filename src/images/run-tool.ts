@@ -1,6 +1,6 @@
 /** Child processes for image builds: argument arrays only, a clean environment, stderr tails in errors. */
 import { spawn } from 'node:child_process';
-import { InternalError, RuntimeUnavailableError } from '../core/errors.js';
+import { InternalError, RuntimeUnavailableError } from '../contract/errors.js';
 
 export interface Progress {
   phase: string;

@@ -8,7 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
-import { InternalError } from '../core/errors.js';
+import { InternalError } from '../contract/errors.js';
 
 /** Undo mountinfo's octal escapes (`\040` for a space). */
 function unescapeMountPath(field: string): string {

@@ -15,7 +15,7 @@ import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import { pino, type Logger } from 'pino';
 import { credentialDigest } from '../api/auth.js';
 import type { RateLimiter } from '../api/rate-limit.js';
-import { AgentboxError, BadRequestError, ForbiddenError, HTTP_STATUS } from '../core/errors.js';
+import { AgentboxError, BadRequestError, ForbiddenError, HTTP_STATUS } from '../contract/errors.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import { managerOps, policyLimits } from './ops.js';
 import { createAgentboxMcpServer, type AgentboxMcp } from './tools.js';

@@ -6,8 +6,8 @@
  */
 import { Readable } from 'node:stream';
 import type { Caller, SandboxManager } from '../core/manager.js';
-import type { ExecResult, Sandbox } from '../core/model.js';
-import type { CreateSandboxRequest, ExecRequest } from '../core/requests.js';
+import type { ExecResult, Sandbox } from '../contract/model.js';
+import type { CreateSandboxRequest, ExecRequest } from '../contract/requests.js';
 import { parseDuration } from '../policy/duration.js';
 import type { Policy } from '../policy/schema.js';
 import type { AgentboxClient } from '../sdk/client.js';
@@ -32,7 +32,7 @@ export interface OpsLimits {
   idleTimeoutMs: number;
 }
 
-/** Errors are the typed classes of core/errors (branch on `.code`). */
+/** Errors are the typed classes of contract/errors (branch on `.code`). */
 export interface SandboxOps {
   create(req: CreateSandboxRequest): Promise<Sandbox>;
   list(filter?: ListFilter): Promise<Sandbox[]>;

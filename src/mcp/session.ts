@@ -6,7 +6,7 @@
  * it from `sandbox_list`).
  */
 import type { Logger } from 'pino';
-import { AgentboxError, ConflictError } from '../core/errors.js';
+import { AgentboxError, ConflictError } from '../contract/errors.js';
 import type { SandboxOps } from './ops.js';
 
 /** Label on every session sandbox; its value names the MCP session. */

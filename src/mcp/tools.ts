@@ -1,6 +1,6 @@
 /**
  * The MCP tools over SandboxOps. Input schemas come from the same zod schemas as the HTTP API
- * (core/requests.ts), descriptions are written for a model.
+ * (contract/requests.ts), descriptions are written for a model.
  *
  * Error mapping (STYLE lesson 7): everything that goes wrong *with the sandbox* — a non-zero exit,
  * a timeout, a policy denial, an unknown or ended sandbox id, a missing file — is a tool result
@@ -16,9 +16,10 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { VERSION } from '../core/config.js';
-import { AgentboxError, BadRequestError } from '../core/errors.js';
-import { LabelsSchema, type ExecResult, type Sandbox } from '../core/model.js';
-import { CreateSandboxRequestSchema, ExecRequestSchema, type ExecRequest } from '../core/requests.js';
+import { AgentboxError, BadRequestError } from '../contract/errors.js';
+import { EXIT_KILLED, EXIT_TIMED_OUT } from '../contract/exit-codes.js';
+import { LabelsSchema, type ExecResult, type Sandbox } from '../contract/model.js';
+import { CreateSandboxRequestSchema, ExecRequestSchema, type ExecRequest } from '../contract/requests.js';
 import type { SandboxOps } from './ops.js';
 import { endedReason, SessionSandbox } from './session.js';
 
@@ -220,7 +221,7 @@ export function registerSandboxTools(server: McpServer, deps: SandboxToolDeps): 
       stdin: exec.stdin,
       env: exec.env,
       cwd: z.string().max(4096).regex(/^\//, 'an absolute path').optional().describe('Working directory, absolute; default /workspace'),
-      timeoutMs: exec.timeoutMs.describe(`Kill the command after this many milliseconds (timedOut: true, exit code 124). Default and maximum: the policy's execTimeout (${execTimeout})`),
+      timeoutMs: exec.timeoutMs.describe(`Kill the command after this many milliseconds (timedOut: true, exit code ${EXIT_TIMED_OUT}). Default and maximum: the policy's execTimeout (${execTimeout})`),
     })
     .strict();
 
@@ -235,7 +236,7 @@ export function registerSandboxTools(server: McpServer, deps: SandboxToolDeps): 
         'The working directory is /workspace (writable, the place for your files; /tmp is writable too; everything else is read-only). There is no network unless the sandbox was created with egress.',
         'Returns JSON: sandboxId, execId, exitCode, stdout, stderr (UTF-8 text), truncated, timedOut, oomKilled, durationMs.',
         `stdout and stderr together are cut at the policy's outputLimitBytes (${outputLimit}) and the result then says truncated: true; send large output to a file and read parts of it.`,
-        `The command is killed after timeoutMs (default and maximum: the policy's execTimeout, ${execTimeout}): timedOut: true, exit code 124. Exit code 137 with oomKilled: true means it ran out of memory.`,
+        `The command is killed after timeoutMs (default and maximum: the policy's execTimeout, ${execTimeout}): timedOut: true, exit code ${EXIT_TIMED_OUT}. Exit code ${EXIT_KILLED} with oomKilled: true means it ran out of memory.`,
         'A non-zero exit code or a timeout is reported as a tool error (isError) whose text still holds the whole result; so is a policy denial, an unknown sandbox id or an ended sandbox, with a hint.',
       ].join(' '),
       inputSchema: ExecInputSchema,

@@ -1,5 +1,5 @@
 /** Durations as people write them in policy files and flags: 250ms, 90s, 5m, 1h, 2d. */
-import { BadRequestError } from '../core/errors.js';
+import { BadRequestError } from '../contract/errors.js';
 
 const UNIT_MS = { d: 86_400_000, h: 3_600_000, m: 60_000, s: 1000, ms: 1 } as const;
 type Unit = keyof typeof UNIT_MS;

@@ -1,5 +1,5 @@
 /** Which isolation each runtime can give, and how the levels compare. */
-import type { Isolation, RuntimeName } from '../core/model.js';
+import type { Isolation, RuntimeName } from '../contract/model.js';
 
 /** Offered isolations per runtime, weakest first; the first is the runtime's default. */
 export const RUNTIME_ISOLATIONS: Readonly<Record<RuntimeName, readonly Isolation[]>> = {

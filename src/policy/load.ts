@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument } from 'yaml';
 import type { Document, Node } from 'yaml';
 import { z } from 'zod';
-import { BadRequestError } from '../core/errors.js';
+import { BadRequestError } from '../contract/errors.js';
 import { DEFAULT_POLICY, PolicySchema } from './schema.js';
 import type { Policy } from './schema.js';
 

@@ -4,9 +4,9 @@
  * cover. egress.globalDeny always wins: denied hosts leave a profile's list, and a request that
  * names one explicitly is refused.
  */
-import { BadRequestError, PolicyDeniedError } from '../core/errors.js';
-import type { Egress } from '../core/model.js';
-import type { CreateSandboxRequest } from '../core/requests.js';
+import { BadRequestError, PolicyDeniedError } from '../contract/errors.js';
+import type { Egress } from '../contract/model.js';
+import type { CreateSandboxRequest } from '../contract/requests.js';
 import { AddressRules } from '../egress/addresses.js';
 import { hostPatternProblem, patternAddress, patternCovers, patternHost } from './hosts.js';
 import { presetHosts } from './presets.js';

@@ -3,9 +3,9 @@
  * defaults) allows, never more; asking for more is policy_denied with a hint that names the
  * profile and the field.
  */
-import { type AgentboxError, BadRequestError, PolicyDeniedError } from '../core/errors.js';
-import type { Egress, Isolation, Limits, RuntimeName, SandboxSpec } from '../core/model.js';
-import type { CreateSandboxRequest } from '../core/requests.js';
+import { type AgentboxError, BadRequestError, PolicyDeniedError } from '../contract/errors.js';
+import type { Egress, Isolation, Limits, RuntimeName, SandboxSpec } from '../contract/model.js';
+import type { CreateSandboxRequest } from '../contract/requests.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { RUNTIME_ISOLATIONS, defaultIsolation, isolationFits, isolationStrength } from './isolation.js';
 import { resolveEgress } from './resolve-egress.js';

@@ -4,8 +4,8 @@
  * `defaults` take the built-in values below.
  */
 import { z } from 'zod';
-import { EgressModeSchema, IsolationSchema, LimitsSchema, PartialLimitsSchema, RuntimeNameSchema } from '../core/model.js';
-import type { Isolation, Limits, RuntimeName } from '../core/model.js';
+import { EgressModeSchema, IsolationSchema, LimitsSchema, PartialLimitsSchema, RuntimeNameSchema } from '../contract/model.js';
+import type { Isolation, Limits, RuntimeName } from '../contract/model.js';
 import { isDuration } from './duration.js';
 import { parseCidr } from '../egress/ip.js';
 import { hostPatternProblem } from './hosts.js';

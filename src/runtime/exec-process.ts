@@ -5,7 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { Readable } from 'node:stream';
 import { AsyncQueue } from '../core/async-queue.js';
-import type { ExecEvent } from '../core/model.js';
+import type { ExecEvent } from '../contract/model.js';
 import { execSummary, OutputCap } from './shared.js';
 import type { ExecOpts } from './types.js';
 

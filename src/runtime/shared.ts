@@ -1,8 +1,9 @@
 /** Pieces every driver needs: path checks, file-error mapping, output capping, listing parsing. */
 import { posix } from 'node:path';
-import type { AgentboxError } from '../core/errors.js';
-import { BadRequestError, ConflictError, ForbiddenError, InternalError, NotFoundError } from '../core/errors.js';
-import type { DirEntry, ExecSummary } from '../core/model.js';
+import type { AgentboxError } from '../contract/errors.js';
+import { BadRequestError, ConflictError, ForbiddenError, InternalError, NotFoundError } from '../contract/errors.js';
+import { EXIT_KILLED, EXIT_TIMED_OUT } from '../contract/exit-codes.js';
+import type { DirEntry, ExecSummary } from '../contract/model.js';
 
 /** An absolute path inside the sandbox, without `..` tricks or NUL bytes. */
 export function checkPath(path: string): string {
@@ -117,7 +118,7 @@ export function baseEnv(extra: Record<string, string>): Record<string, string> {
 export function execSummary(o: { execId: string; exitCode: number; timedOut: boolean; oomKilled: boolean; truncated: boolean; startedAt: number }): ExecSummary {
   return {
     execId: o.execId,
-    exitCode: o.timedOut ? 124 : o.oomKilled ? 137 : o.exitCode,
+    exitCode: o.timedOut ? EXIT_TIMED_OUT : o.oomKilled ? EXIT_KILLED : o.exitCode,
     truncated: o.truncated,
     timedOut: o.timedOut,
     oomKilled: o.oomKilled,

@@ -3,7 +3,7 @@
  * Drivers never read the policy or the store: they get a resolved spec and return opaque handle data.
  */
 import type { Readable } from 'node:stream';
-import type { DirEntry, ExecEvent, Isolation, Limits, RuntimeName } from '../core/model.js';
+import type { DirEntry, ExecEvent, Isolation, Limits, RuntimeName } from '../contract/model.js';
 
 /** What a driver needs to create a sandbox: already resolved and checked by policy. */
 export interface RuntimeSpec {

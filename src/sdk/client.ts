@@ -1,14 +1,14 @@
 /**
  * Typed client for the agentbox HTTP API, over TCP (`http://host:port`) or the daemon's Unix
- * socket (`unix:/path/agentbox.sock`). Errors come back as the typed classes of core/errors.
+ * socket (`unix:/path/agentbox.sock`). Errors come back as the typed classes of contract/errors.
  */
 import { request, type IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
-import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../core/errors.js';
-import type { DeniedHost, DirEntry, Egress, EgressEvent, ExecRecord, ExecResult, ExecSummary, Sandbox } from '../core/model.js';
-import type { CreateSandboxRequest, ExecRequest } from '../core/requests.js';
-import type { ImageInfo } from '../images/image-store.js';
+import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../contract/errors.js';
 import type { DaemonInfo } from '../contract/daemon.js';
+import type { DeniedHost, DirEntry, Egress, EgressEvent, ExecRecord, ExecResult, ExecSummary, Sandbox } from '../contract/model.js';
+import type { CreateSandboxRequest, ExecRequest } from '../contract/requests.js';
+import type { ImageInfo } from '../contract/images.js';
 import { SandboxRef } from './sandbox.js';
 
 export interface ClientOpts {

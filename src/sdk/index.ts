@@ -15,7 +15,7 @@ export {
   TimeoutError,
   UnauthorizedError,
   type ErrorCode,
-} from '../core/errors.js';
-export type { DeniedHost, DirEntry, Egress, EgressEvent, ExecResult, ExecSummary, Limits, Sandbox, SandboxState, EndReason } from '../core/model.js';
-export type { CreateSandboxRequest, ExecRequest } from '../core/requests.js';
+} from '../contract/errors.js';
+export type { DeniedHost, DirEntry, Egress, EgressEvent, ExecResult, ExecSummary, Limits, Sandbox, SandboxState, EndReason } from '../contract/model.js';
+export type { CreateSandboxRequest, ExecRequest } from '../contract/requests.js';
 export type { DaemonInfo } from '../contract/daemon.js';

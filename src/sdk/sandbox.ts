@@ -4,8 +4,8 @@
  * deleted when the block ends.
  */
 import type { Readable } from 'node:stream';
-import type { DirEntry, ExecResult, Sandbox } from '../core/model.js';
-import type { ExecRequest } from '../core/requests.js';
+import type { DirEntry, ExecResult, Sandbox } from '../contract/model.js';
+import type { ExecRequest } from '../contract/requests.js';
 import type { AgentboxClient, StreamEvent } from './client.js';
 
 type ExecInput = string[] | ExecRequest;

@@ -4,7 +4,7 @@
  * sandbox as a ring (the newest `keepPerSandbox`), like the exec history.
  */
 import type Database from 'better-sqlite3';
-import type { DeniedHost, EgressAttempt, EgressEvent } from '../core/model.js';
+import type { DeniedHost, EgressAttempt, EgressEvent } from '../contract/model.js';
 
 export type NewEgressEvent = EgressAttempt & { sandboxId: string; tenant: string };
 

@@ -3,7 +3,7 @@
  * Append only: never edit a migration that has shipped, add the next number instead.
  */
 import type Database from 'better-sqlite3';
-import { InternalError } from '../core/errors.js';
+import { InternalError } from '../contract/errors.js';
 
 export interface Migration {
   version: number;

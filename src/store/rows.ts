@@ -3,8 +3,8 @@
  * Reading validates: a row that does not parse is an InternalError naming the row, never a half-typed object.
  */
 import { z } from 'zod';
-import { InternalError } from '../core/errors.js';
-import { SandboxSchema, type Sandbox, type SandboxSpec } from '../core/model.js';
+import { InternalError } from '../contract/errors.js';
+import { SandboxSchema, type Sandbox, type SandboxSpec } from '../contract/model.js';
 
 export interface StoredSandbox {
   sandbox: Sandbox;
@@ -144,7 +144,7 @@ export function toStoredSandbox(row: SandboxRow): StoredSandbox {
 }
 
 /**
- * SandboxSpec is a plain interface in core/model (no schema), so only its identity is checked here:
+ * SandboxSpec is a plain interface in contract/model (no schema), so only its identity is checked here:
  * a JSON object for this very sandbox. A full check wants a SandboxSpecSchema next to the interface.
  */
 function parseSpec(row: SandboxRow): SandboxSpec {

@@ -7,8 +7,8 @@
 import Database from 'better-sqlite3';
 import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { InternalError } from '../core/errors.js';
-import type { Egress, EndReason, Sandbox, SandboxSpec, SandboxState } from '../core/model.js';
+import { InternalError } from '../contract/errors.js';
+import type { Egress, EndReason, Sandbox, SandboxSpec, SandboxState } from '../contract/model.js';
 import { EgressEvents } from './egress-events.js';
 import { migrate, schemaVersion } from './migrations.js';
 import {

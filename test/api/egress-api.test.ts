@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { cliEntry } from '../../src/core/config.js';
-import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, PolicyDeniedError } from '../../src/core/errors.js';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, PolicyDeniedError } from '../../src/contract/errors.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient, readAll } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';

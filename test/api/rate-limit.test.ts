@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { RateLimiter } from '../../src/api/rate-limit.js';
-import { QuotaExceededError } from '../../src/core/errors.js';
+import { QuotaExceededError } from '../../src/contract/errors.js';
 
 test('a tenant bursts up to its allowance, then waits for the refill; others are unaffected', () => {
   const limiter = new RateLimiter((t) => (t === 'slow' ? 3 : undefined));

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { helperPath, cliEntry } from '../../src/core/config.js';
 import { SandboxManager, type Caller } from '../../src/core/manager.js';
-import { QuotaExceededError } from '../../src/core/errors.js';
+import { QuotaExceededError } from '../../src/contract/errors.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { parsePolicyText } from '../../src/policy/load.js';
 import type { Policy } from '../../src/policy/schema.js';

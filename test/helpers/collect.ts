@@ -1,5 +1,5 @@
 /** Drain an exec event stream into a result, for assertions. */
-import type { ExecEvent, ExecSummary } from '../../src/core/model.js';
+import type { ExecEvent, ExecSummary } from '../../src/contract/model.js';
 import type { Runtime, SandboxHandle, ExecOpts } from '../../src/runtime/types.js';
 
 export interface Collected extends ExecSummary {

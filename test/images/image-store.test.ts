@@ -4,11 +4,12 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { BadRequestError, ConflictError, NotFoundError, RuntimeUnavailableError } from '../../src/core/errors.js';
+import { BadRequestError, ConflictError, NotFoundError, RuntimeUnavailableError } from '../../src/contract/errors.js';
 import { hostMirror } from '../../src/images/build-debian.js';
 import { isStaticElf } from '../../src/images/build-busybox.js';
 import { checkListingLine } from '../../src/images/import-tar.js';
-import { defaultImagesDir, ImageStore, type ImageInfo } from '../../src/images/image-store.js';
+import type { ImageInfo } from '../../src/contract/images.js';
+import { defaultImagesDir, ImageStore } from '../../src/images/image-store.js';
 import { MOUNT_POINTS } from '../../src/images/rootfs.js';
 import { runTool } from '../../src/images/run-tool.js';
 

@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import Docker from 'dockerode';
 import { VERSION, helperPath } from '../../src/core/config.js';
-import { BadRequestError, ForbiddenError, NotFoundError } from '../../src/core/errors.js';
+import { BadRequestError, ForbiddenError, NotFoundError } from '../../src/contract/errors.js';
 import { startDaemon } from '../../src/daemon/compose.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient } from '../../src/sdk/client.js';

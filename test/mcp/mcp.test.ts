@@ -16,9 +16,9 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
-import { UnauthorizedError } from '../../src/core/errors.js';
+import { UnauthorizedError } from '../../src/contract/errors.js';
 import type { Caller } from '../../src/core/manager.js';
-import type { Sandbox } from '../../src/core/model.js';
+import type { Sandbox } from '../../src/contract/model.js';
 import { createMcpHttpHandler, type McpHttpHandler } from '../../src/mcp/http.js';
 import { managerOps } from '../../src/mcp/ops.js';
 import { SESSION_LABEL, SessionSandbox } from '../../src/mcp/session.js';

@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AgentboxError } from '../../src/core/errors.js';
+import { AgentboxError } from '../../src/contract/errors.js';
 import { formatDuration, isDuration, parseDuration } from '../../src/policy/duration.js';
 
 describe('parseDuration', () => {

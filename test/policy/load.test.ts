@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AgentboxError } from '../../src/core/errors.js';
+import { AgentboxError } from '../../src/contract/errors.js';
 import { formatPolicyProblem, loadPolicy, loadPolicyFile, parsePolicyText } from '../../src/policy/load.js';
 import type { LoadPolicyResult } from '../../src/policy/load.js';
 import { DEFAULT_POLICY } from '../../src/policy/schema.js';

@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AgentboxError } from '../../src/core/errors.js';
-import type { CreateSandboxRequest } from '../../src/core/requests.js';
+import { AgentboxError } from '../../src/contract/errors.js';
+import type { CreateSandboxRequest } from '../../src/contract/requests.js';
 import { parsePolicyText } from '../../src/policy/load.js';
 import { hostMatches, resolveEgressApproval, resolveSpec } from '../../src/policy/resolve.js';
 import { DEFAULT_POLICY } from '../../src/policy/schema.js';

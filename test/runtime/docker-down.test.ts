@@ -5,7 +5,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { RuntimeUnavailableError } from '../../src/core/errors.js';
+import { RuntimeUnavailableError } from '../../src/contract/errors.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'agentbox-docker-down-'));

@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import Docker from 'dockerode';
 import { VERSION } from '../../src/core/config.js';
-import type { Isolation, Limits } from '../../src/core/model.js';
+import type { Isolation, Limits } from '../../src/contract/model.js';
 import { GVISOR_HEADROOM, hostPidsLimit } from '../../src/runtime/docker/container-config.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { AGENT_MOUNT, AGENT_SOCKET } from '../../src/runtime/docker/exec-agent.js';

@@ -14,7 +14,7 @@ import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { after, before, describe, test } from 'node:test';
 import { VERSION } from '../../src/core/config.js';
-import { AgentboxError } from '../../src/core/errors.js';
+import { AgentboxError } from '../../src/contract/errors.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { WATCHDOG_LOG } from '../../src/runtime/docker/oom.js';
 import type { SandboxHandle } from '../../src/runtime/types.js';

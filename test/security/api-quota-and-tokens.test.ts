@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { VERSION } from '../../src/core/config.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
-import { AgentboxError } from '../../src/core/errors.js';
+import { AgentboxError } from '../../src/contract/errors.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VERSION, helperPath } from '../../src/core/config.js';
-import type { Isolation } from '../../src/core/model.js';
+import type { Isolation } from '../../src/contract/model.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { LocalRuntime } from '../../src/runtime/local/local-runtime.js';
 import { readAll } from '../../src/sdk/client.js';

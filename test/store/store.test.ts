@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { InternalError } from '../../src/core/errors.js';
-import type { Sandbox, SandboxSpec, SandboxState } from '../../src/core/model.js';
+import { InternalError } from '../../src/contract/errors.js';
+import type { Sandbox, SandboxSpec, SandboxState } from '../../src/contract/model.js';
 import { MIGRATIONS, migrate, schemaVersion, type Migration } from '../../src/store/migrations.js';
 import { Store } from '../../src/store/store.js';
 

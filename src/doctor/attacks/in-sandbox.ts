@@ -9,7 +9,7 @@
  * unmount, uses PTRACE_SEIZE (which stops nothing), signals only processes it has identified, and bounds its floods.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import type { ExecResult } from '../../core/model.js';
+import type { ExecResult } from '../../contract/model.js';
 import type { AttackContext, AttackOutcome } from './types.js';
 
 /**

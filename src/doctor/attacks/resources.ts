@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { EXIT_KILLED } from '../../contract/exit-codes.js';
 import { clip, hostProcessesWith, PY_PRELUDE, pyProbe, pyRun, verdictOf } from './in-sandbox.js';
 import type { Attack, AttackContext } from './types.js';
 
@@ -130,7 +131,7 @@ done(n < ${SMALL.pids} and err != '', 'started %d threads before: %s (pids limit
 const memoryBomb: Attack = {
   id: 'resources.memory-bomb',
   category: 'resources',
-  title: 'allocate and touch 1 GiB with memoryMb 64: exit 137, oomKilled, and no more than the limit was ever held',
+  title: `allocate and touch 1 GiB with memoryMb 64: exit ${EXIT_KILLED}, oomKilled, and no more than the limit was ever held`,
   async run(ctx) {
     const id = await ctx.scratch({ image: 'debian', limits: SMALL, egress: NO_EGRESS });
     const r = await pyRun(ctx, id, String.raw`
@@ -143,7 +144,7 @@ print('RESULT ' + json.dumps({'blocked': False, 'detail': 'allocated and touched
     const held = Math.max(0, ...[...r.stdout.matchAll(/held (\d+) MiB/g)].map((m) => Number(m[1])));
     if (r.stdout.includes('RESULT ')) return { blocked: false, detail: `allocated 1 GiB with memoryMb ${SMALL.memoryMb} (exit ${r.exitCode})` };
     const after = await survivesOrEndsCleanly(ctx, id);
-    const killedRight = r.exitCode === 137 && r.oomKilled;
+    const killedRight = r.exitCode === EXIT_KILLED && r.oomKilled;
     const memoryError = r.stderr.includes('MemoryError');
     return {
       blocked: (killedRight || memoryError) && held <= SMALL.memoryMb + 8 && after.ok,
@@ -243,7 +244,7 @@ done(err != '', 'created %d empty files before %s' % (n, err or 'nothing stopped
 `, { timeoutMs: (seconds + 60) * 1000 });
     const files = Math.max(0, ...[...r.stdout.matchAll(/files (\d+)/g)].map((m) => Number(m[1])));
     const after = await survivesOrEndsCleanly(ctx, id);
-    const stopped = r.stdout.includes('"blocked": true') || (r.exitCode === 137 && r.oomKilled);
+    const stopped = r.stdout.includes('"blocked": true') || (r.exitCode === EXIT_KILLED && r.oomKilled);
     return {
       blocked: stopped && after.ok,
       detail: `${r.stdout.includes('RESULT') ? clip(r.stdout.split('RESULT ')[1] ?? '', 160) : `killed after ${files} files (exit ${r.exitCode}, oomKilled ${r.oomKilled})`}; ${after.how}`,

@@ -4,7 +4,7 @@
  * reports whether the boundary held. An attack that gets through is a failed check and a bug.
  */
 import type { AgentboxClient } from '../../sdk/client.js';
-import type { ExecResult } from '../../core/model.js';
+import type { ExecResult } from '../../contract/model.js';
 
 export type AttackRuntime = 'local' | 'docker' | 'gvisor';
 

@@ -2,7 +2,7 @@
  * The hardened container a sandbox runs in. Pure: everything it decides is visible in one object.
  */
 import type Docker from 'dockerode';
-import type { Isolation, Limits } from '../../core/model.js';
+import type { Isolation, Limits } from '../../contract/model.js';
 import { EGRESS_MOUNT, relayArgs } from '../egress-plumbing.js';
 import { baseEnv } from '../shared.js';
 import { AGENT_MOUNT, AGENT_SOCKET } from './exec-agent.js';

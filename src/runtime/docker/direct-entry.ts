@@ -12,6 +12,7 @@
 import { spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import type { Readable } from 'node:stream';
+import { EXIT_AGENTBOX_FAILED, EXIT_KILLED, EXIT_SIGNAL_BASE } from '../../contract/exit-codes.js';
 import { cgroupsOf, isSameProcess, processStartTime } from '../proc.js';
 import type { EngineExec, EngineExecOpts } from './engine-exec.js';
 
@@ -62,8 +63,8 @@ export function directExec(helper: string, target: EntryTarget, o: EngineExecOpt
   else if (Buffer.isBuffer(o.stdin)) stdin.end(o.stdin);
   else (o.stdin as Readable).pipe(stdin);
   const exitCode = new Promise<number>((resolve) => {
-    child.on('error', () => resolve(125));
-    child.on('close', (code, signal) => resolve(code ?? (signal === 'SIGKILL' ? 137 : 128)));
+    child.on('error', () => resolve(EXIT_AGENTBOX_FAILED));
+    child.on('close', (code, signal) => resolve(code ?? (signal === 'SIGKILL' ? EXIT_KILLED : EXIT_SIGNAL_BASE)));
   });
   // Closing the pipes too: a grandchild (the `run` wrapper's command) that outlives the helper then
   // gets EPIPE instead of blocking for ever on a pipe nobody reads.

@@ -17,8 +17,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
-import { BadRequestError, ConflictError, InternalError, RuntimeUnavailableError } from '../../core/errors.js';
-import type { DirEntry, ExecEvent, Isolation } from '../../core/model.js';
+import { BadRequestError, ConflictError, InternalError, RuntimeUnavailableError } from '../../contract/errors.js';
+import { EXIT_KILLED } from '../../contract/exit-codes.js';
+import type { DirEntry, ExecEvent, Isolation } from '../../contract/model.js';
 import { baseEnv, checkPath, fileError, parseDirListing } from '../shared.js';
 import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxHandle } from '../types.js';
 import { containerConfig, containerName, INIT_IN_CONTAINER, LABEL_HOME, LABEL_SANDBOX, SANDBOX_USER, LABEL_ID, LABEL_POOL } from './container-config.js';
@@ -239,7 +240,7 @@ export class DockerRuntime implements Runtime {
       },
       alive: async () => (await this.status(handle)).alive,
       oomKilled: async (exitCode) => {
-        if (exitCode !== 137) return false;
+        if (exitCode !== EXIT_KILLED) return false;
         const after = this.oomCount(containerId);
         if (after !== undefined && oomBefore !== undefined && after > oomBefore) return true;
         const info = await this.container(handle).inspect().catch(() => undefined);

@@ -6,7 +6,7 @@ import type { Duplex, Readable } from 'node:stream';
 import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Docker from 'dockerode';
-import { ConflictError, InternalError } from '../../core/errors.js';
+import { ConflictError, InternalError } from '../../contract/errors.js';
 import { engineError, engineMessage, statusOf } from './engine.js';
 
 export interface EngineExecOpts {

@@ -2,8 +2,8 @@
  * The Docker Engine API client (dockerode) and the one table that turns its failures into typed errors.
  */
 import Docker from 'dockerode';
-import type { AgentboxError, ErrorOpts } from '../../core/errors.js';
-import { BadRequestError, ConflictError, InternalError, NotFoundError, RuntimeUnavailableError } from '../../core/errors.js';
+import type { AgentboxError, ErrorOpts } from '../../contract/errors.js';
+import { BadRequestError, ConflictError, InternalError, NotFoundError, RuntimeUnavailableError } from '../../contract/errors.js';
 
 export const DEFAULT_SOCKET = '/var/run/docker.sock';
 export const START_HINT = 'start dockerd (scripts/start-dockerd.sh)';

@@ -11,6 +11,7 @@
 import { chmodSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { PassThrough, type Readable } from 'node:stream';
+import { EXIT_KILLED } from '../../contract/exit-codes.js';
 import type { EngineExec, EngineExecOpts } from './engine-exec.js';
 
 /** Where the agent's directory appears inside the sandbox, and the socket in it. */
@@ -22,7 +23,7 @@ const CHUNK = 65536;
 const MAX_FRAME_IN = CHUNK + 1024;
 /** The agent refuses requests above 8 MiB (AGENT_MAX_REQUEST); those go through the Engine. */
 export const MAX_REQUEST = 8 << 20;
-const EXIT_LOST = 137;
+const EXIT_LOST = EXIT_KILLED;
 /**
  * The agent keeps one idle connection; a few more are a relaunch overlapping the old agent. Anything
  * beyond is something in the sandbox dialling the socket, which must not cost the daemon descriptors.

@@ -5,15 +5,14 @@
  */
 import { finished } from 'node:stream/promises';
 import { AsyncQueue } from '../../core/async-queue.js';
-import type { ExecEvent } from '../../core/model.js';
+import { EXIT_KILLED, EXIT_TIMED_OUT } from '../../contract/exit-codes.js';
+import type { ExecEvent } from '../../contract/model.js';
 import { execSummary, OutputCap } from '../shared.js';
 import type { ExecOpts } from '../types.js';
 import type { EngineExec } from './engine-exec.js';
 
 /** How long past its timeout an exec may take before the connection is dropped. */
 const BACKSTOP_MS = 5000;
-const TIMEOUT_EXIT = 124;
-const KILLED_EXIT = 137;
 /** How often a long exec checks that its sandbox still runs (a dead gVisor sandbox leaves the stream open). */
 const WATCH_MS = 1000;
 
@@ -70,8 +69,8 @@ export function execEvents(opts: ExecOpts, hooks: ExecEventHooks): AsyncIterable
     });
     try {
       await Promise.all([finished(ex.stdout), finished(ex.stderr)]).catch(() => undefined);
-      const code = died ? KILLED_EXIT : dropped ? TIMEOUT_EXIT : await ex.exitCode;
-      const timedOut = !died && (dropped || (deadlinePassed && code === TIMEOUT_EXIT));
+      const code = died ? EXIT_KILLED : dropped ? EXIT_TIMED_OUT : await ex.exitCode;
+      const timedOut = !died && (dropped || (deadlinePassed && code === EXIT_TIMED_OUT));
       const oomKilled = !timedOut && (await hooks.oomKilled(code));
       queue.push({ type: 'exit', result: execSummary({ execId: opts.execId, exitCode: code, timedOut, oomKilled, truncated: cap.truncated, startedAt: started }) });
       queue.end();

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
-import { InternalError } from '../../core/errors.js';
+import { InternalError } from '../../contract/errors.js';
 import { engineError, statusOf } from './engine.js';
 
 /** What the driver needs of the image store (src/images/image-store.ts fits). */

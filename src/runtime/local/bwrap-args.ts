@@ -1,5 +1,5 @@
 /** The bwrap command line that turns a staged image root into a sandbox. */
-import type { Limits } from '../../core/model.js';
+import type { Limits } from '../../contract/model.js';
 import { EGRESS_MOUNT, relayArgs } from '../egress-plumbing.js';
 
 /** Inside every sandbox the user is 1000, mapped to the sandbox's own unprivileged host uid. */

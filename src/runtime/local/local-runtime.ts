@@ -8,8 +8,9 @@ import { accessSync, constants, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConflictError, InternalError, RuntimeUnavailableError, BadRequestError } from '../../core/errors.js';
-import type { DirEntry, ExecEvent, Isolation } from '../../core/model.js';
+import { ConflictError, InternalError, RuntimeUnavailableError, BadRequestError } from '../../contract/errors.js';
+import { EXIT_KILLED, EXIT_SIGNAL_BASE } from '../../contract/exit-codes.js';
+import type { DirEntry, ExecEvent, Isolation } from '../../contract/model.js';
 import { streamExec } from '../exec-process.js';
 import { baseEnv, checkPath, fileError, parseDirListing } from '../shared.js';
 import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxHandle } from '../types.js';
@@ -207,8 +208,8 @@ export class LocalRuntime implements Runtime {
         await cg.kill(handle.id, leaf);
       },
       settle: async ({ code, signal }) => {
-        const exitCode = code ?? (signal === 'SIGKILL' ? 137 : 128);
-        const oomKilled = cg.oomKills(handle.id) > oomBefore && exitCode === 137;
+        const exitCode = code ?? (signal === 'SIGKILL' ? EXIT_KILLED : EXIT_SIGNAL_BASE);
+        const oomKilled = cg.oomKills(handle.id) > oomBefore && exitCode === EXIT_KILLED;
         this.giveLeaf(handle.id, leaf);
         return { exitCode, oomKilled };
       },

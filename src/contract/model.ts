@@ -1,8 +1,10 @@
 /**
- * The sandbox model: one zod schema per shape, types derived from them.
- * These are the contracts in ARCHITECTURE.md shared by every surface.
+ * The wire contract's sandbox model (ARCHITECTURE.md, "Contracts"): one zod schema per shape, types
+ * derived from them. The SDK, the HTTP API, MCP, the CLI and core all speak these shapes; this folder
+ * imports only zod and node: builtins, so the SDK never pulls in the core (test/unit/layers.test.ts).
  */
 import { z } from 'zod';
+import { EXIT_KILLED, EXIT_SIGNAL_BASE, EXIT_TIMED_OUT } from './exit-codes.js';
 
 export const SANDBOX_STATES = ['creating', 'running', 'stopped', 'failed', 'deleted'] as const;
 export const SandboxStateSchema = z.enum(SANDBOX_STATES).describe('Lifecycle state');
@@ -84,7 +86,7 @@ export type Sandbox = z.infer<typeof SandboxSchema>;
 
 export const ExecResultSchema = z.object({
   execId: z.string(),
-  exitCode: z.number().int().describe('Exit code; 124 on timeout, 137 when OOM-killed, 128+N for signal N'),
+  exitCode: z.number().int().describe(`Exit code; ${EXIT_TIMED_OUT} on timeout, ${EXIT_KILLED} when OOM-killed, ${EXIT_SIGNAL_BASE}+N for signal N`),
   stdout: z.string(),
   stderr: z.string(),
   truncated: z.boolean().describe('Output went past outputLimitBytes and was cut'),

@@ -1,5 +1,6 @@
 /**
- * Typed errors shared by every layer and surface.
+ * The wire contract's typed errors (ARCHITECTURE.md, "Errors"): one class per stable string code, the
+ * one code -> HTTP status table, and the way back from the wire form. Shared by every layer and surface.
  * Branch on `.code` (or `instanceof`), never on `.message`: messages are for humans and may change.
  */
 export const ERROR_CODES = [

@@ -1,5 +1,6 @@
-/** Request bodies accepted by every surface, validated once at the edge. */
+/** The wire contract's request bodies (ARCHITECTURE.md, "Contracts"), accepted by every surface and validated once at the edge. */
 import { z } from 'zod';
+import { EXIT_TIMED_OUT } from './exit-codes.js';
 import { EgressModeSchema, EnvSchema, IsolationSchema, LabelsSchema, PartialLimitsSchema, RuntimeNameSchema } from './model.js';
 
 export const DurationInputSchema = z
@@ -30,7 +31,7 @@ export const ExecRequestSchema = z
     stdin: z.string().max(16 * 1024 * 1024).optional().describe('Data written to the command\'s stdin (UTF-8)'),
     env: EnvSchema.optional(),
     cwd: z.string().startsWith('/').max(4096).optional().describe('Working directory, absolute; default /workspace'),
-    timeoutMs: z.number().int().positive().max(24 * 3600 * 1000).optional().describe('Kill the command after this long (exit 124)'),
+    timeoutMs: z.number().int().positive().max(24 * 3600 * 1000).optional().describe(`Kill the command after this long (exit ${EXIT_TIMED_OUT})`),
   })
   .strict();
 export type ExecRequest = z.infer<typeof ExecRequestSchema>;
