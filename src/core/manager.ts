@@ -11,6 +11,7 @@
  *   pools.ts      warm pools from the policy
  *   runtimes.ts   the enabled drivers, probed once
  *   inflight.ts   operations close() waits for
+ * The public methods return the contract's types (model.ts), never store rows.
  */
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -19,14 +20,14 @@ import type { Metrics } from '../observability/metrics.js';
 import { resolveSpec } from '../policy/resolve.js';
 import type { Policy } from '../policy/schema.js';
 import type { Runtime, SandboxHandle } from '../runtime/types.js';
-import type { Store, StoredExec } from '../store/store.js';
+import type { Store } from '../store/store.js';
 import { RuntimeUnavailableError } from './errors.js';
-import type { DirEntry, ExecEvent, ExecResult, RuntimeName, Sandbox } from './model.js';
+import type { DirEntry, ExecEvent, ExecRecord, ExecResult, RuntimeName, Sandbox } from './model.js';
 import type { CreateSandboxRequest, ExecRequest } from './requests.js';
 import { findRunning, findSandbox, listVisible, need, requireImageOperator, type Caller } from './manager/access.js';
 import { CreateGate, QuotaLedger } from './manager/admission.js';
 import { approveEgressHost, egressLogOf, requireEgress, type SandboxEgressLog } from './manager/egress.js';
-import { collectResult, execOpts, ExecRecorder, newExecId, replayStored, storedExec } from './manager/execs.js';
+import { collectResult, execOpts, ExecRecorder, newExecId, replayStored, storedExec, toExecRecord } from './manager/execs.js';
 import { Inflight } from './manager/inflight.js';
 import { ACTIVE, createSandbox, endSandbox, IdlePauses, markActive, newSandboxId } from './manager/lifecycle.js';
 import { WarmPools, type PoolStatus } from './manager/pools.js';
@@ -184,16 +185,18 @@ export class SandboxManager {
     return collectResult(execId, events);
   }
 
-  execHistory(id: string, caller: Caller, limit = 100): StoredExec[] {
+  /** The sandbox's exec history, newest first, without output. */
+  execHistory(id: string, caller: Caller, limit = 100): ExecRecord[] {
     need(caller, 'read');
     findSandbox(this.parts.store, id, caller);
-    return this.parts.store.listExecs(id, limit);
+    return this.parts.store.listExecs(id, limit).map((e) => toExecRecord(e, false));
   }
 
-  execRecord(id: string, execId: string, caller: Caller): StoredExec {
+  /** One exec with the tails of its output. */
+  execRecord(id: string, execId: string, caller: Caller): ExecRecord {
     need(caller, 'read');
     findSandbox(this.parts.store, id, caller);
-    return storedExec(this.parts.store, id, execId);
+    return toExecRecord(storedExec(this.parts.store, id, execId), true);
   }
 
   /** A running exec's events (replayed, then live); a finished one from its stored tail. */

@@ -12,7 +12,7 @@ import type { ExecOpts } from '../../runtime/types.js';
 import type { Store, StoredExec, StoredSandbox } from '../../store/store.js';
 import { AgentboxError, NotFoundError } from '../errors.js';
 import { LiveExecs } from '../live-execs.js';
-import type { ExecEvent, ExecResult, ExecSummary } from '../model.js';
+import type { ExecEvent, ExecRecord, ExecResult, ExecSummary } from '../model.js';
 import type { ExecRequest } from '../requests.js';
 import { utcDay } from './admission.js';
 import { markActive } from './lifecycle.js';
@@ -165,6 +165,22 @@ export function storedExec(store: Store, sandboxId: string, execId: string): Sto
   const rec = store.getExec(sandboxId, execId);
   if (!rec) throw new NotFoundError(`no exec ${execId} in sandbox ${sandboxId}`, { hint: `agentbox logs ${sandboxId} lists its execs` });
   return rec;
+}
+
+/** A stored exec as the contract shows it; `withOutput` adds the tails of its output as text. */
+export function toExecRecord(e: StoredExec, withOutput: boolean): ExecRecord {
+  return {
+    execId: e.id,
+    cmd: e.cmd,
+    startedAt: e.startedAt,
+    endedAt: e.endedAt,
+    exitCode: e.exitCode,
+    timedOut: e.timedOut,
+    oomKilled: e.oomKilled,
+    truncated: e.truncated,
+    durationMs: e.durationMs,
+    ...(withOutput ? { stdout: e.stdoutTail?.toString('utf8') ?? '', stderr: e.stderrTail?.toString('utf8') ?? '' } : {}),
+  };
 }
 
 /** A stored exec replayed as events: its output tails as raw bytes, then its exit. */
