@@ -31,7 +31,7 @@ import { collectResult, execOpts, ExecRecorder, newExecId, replayStored, storedE
 import { Inflight } from './manager/inflight.js';
 import { ACTIVE, createSandbox, endSandbox, IdlePauses, markActive, newSandboxId } from './manager/lifecycle.js';
 import { WarmPools, type PoolStatus } from './manager/pools.js';
-import { reapOnce, reconcile } from './manager/reaper.js';
+import { reapPass, reconcile } from './manager/reaper.js';
 import { handleOf, Runtimes } from './manager/runtimes.js';
 
 export type { Caller, Scope } from './manager/access.js';
@@ -252,7 +252,7 @@ export class SandboxManager {
 
   /** One pass of the reaper: ttl, idle timeout, sandboxes that died on their own, idle ones to pause. */
   async reapOnce(): Promise<void> {
-    await reapOnce(this.parts);
+    await reapPass(this.parts);
   }
 
   /** Whether the reaper froze this sandbox for idleness. */

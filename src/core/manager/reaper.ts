@@ -22,7 +22,7 @@ export interface ReaperDeps {
 }
 
 /** One pass of the reaper over the running sandboxes: ttl, idle timeout, lost in the runtime, pauseAfter. */
-export async function reapOnce(d: ReaperDeps): Promise<void> {
+export async function reapPass(d: ReaperDeps): Promise<void> {
   const now = Date.now();
   for (const stored of d.store.listSandboxes({ states: ['running'] })) {
     const sb = stored.sandbox;
