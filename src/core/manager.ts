@@ -274,7 +274,7 @@ export class SandboxManager {
   /** Approve one more host for a running sandbox, within what its profile allows (see approveEgressHost). */
   allowEgress(id: string, host: string, caller: Caller): Sandbox {
     need(caller, 'manage');
-    return approveEgressHost(this.parts, findRunning(this.parts.store, id, caller), host, caller);
+    return approveEgressHost(this.parts, findRunning(this.parts.store, id, caller).sandbox, host, caller);
   }
 
   /** Subsystem health for /healthz. */

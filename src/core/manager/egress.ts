@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { EgressService } from '../../egress/service.js';
 import { resolveEgressApproval } from '../../policy/resolve.js';
 import type { Policy } from '../../policy/schema.js';
-import type { Store, StoredSandbox } from '../../store/store.js';
+import type { Store } from '../../store/store.js';
 import { ConflictError, RuntimeUnavailableError } from '../errors.js';
 import type { DeniedHost, Egress, EgressEvent, Sandbox } from '../model.js';
 import type { Caller } from './access.js';
@@ -45,11 +45,10 @@ export function egressLogOf(store: Store, sb: Sandbox, opts: { denied?: boolean;
  */
 export function approveEgressHost(
   d: { policy: Policy; store: Store; egress?: EgressService | undefined; logger: Logger },
-  stored: StoredSandbox,
+  sb: Sandbox,
   host: string,
   caller: Caller,
 ): Sandbox {
-  const sb = stored.sandbox;
   const id = sb.id;
   if (sb.egress.mode === 'none') {
     throw new ConflictError(`sandbox ${id} was created with egress none: it has no network path to open`, {
