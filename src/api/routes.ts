@@ -5,7 +5,6 @@ import { z } from 'zod';
 import { BadRequestError, ForbiddenError, NotFoundError, RuntimeUnavailableError } from '../contract/errors.js';
 import { DaemonInfoSchema, type DaemonInfo } from '../contract/daemon.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
-import type { StoredExec } from '../store/store.js';
 import type { ExecEvent } from '../contract/model.js';
 import { DeniedHostSchema, DirEntrySchema, EgressEventSchema, EgressSchema, ExecRecordSchema, ExecResultSchema, SandboxSchema } from '../contract/model.js';
 import { CreateSandboxRequestSchema, EgressAllowRequestSchema, ExecRequestSchema, PullImageRequestSchema } from '../contract/requests.js';
@@ -111,21 +110,6 @@ function id(ctx: RouteCtx): string {
   return ctx.params.id as string;
 }
 
-function execView(e: StoredExec, withOutput: boolean): Record<string, unknown> {
-  return {
-    execId: e.id,
-    cmd: e.cmd,
-    startedAt: e.startedAt,
-    endedAt: e.endedAt,
-    exitCode: e.exitCode,
-    timedOut: e.timedOut,
-    oomKilled: e.oomKilled,
-    truncated: e.truncated,
-    durationMs: e.durationMs,
-    ...(withOutput ? { stdout: e.stdoutTail?.toString('utf8') ?? '', stderr: e.stderrTail?.toString('utf8') ?? '' } : {}),
-  };
-}
-
 route('POST', '/v1/sandboxes', { summary: 'Create a sandbox', body: CreateSandboxRequestSchema, response: SandboxSchema, status: 201 }, async (ctx) => {
   const body = await readJson(ctx.req, CreateSandboxRequestSchema);
   sendJson(ctx.res, 201, await ctx.manager.create(body, ctx.caller));
@@ -165,13 +149,13 @@ route('POST', '/v1/sandboxes/{id}/exec', { summary: 'Run a command: JSON result,
 
 route('GET', '/v1/sandboxes/{id}/execs', { summary: 'Exec history (newest first, ring buffer)', query: { limit: 'at most this many (default 100)' }, response: z.object({ execs: z.array(ExecRecordSchema) }) }, async (ctx) => {
   const limit = Math.min(Number(ctx.query.get('limit') ?? 100) || 100, 1000);
-  sendJson(ctx.res, 200, { execs: ctx.manager.execHistory(id(ctx), ctx.caller, limit).map((e) => execView(e, false)) });
+  sendJson(ctx.res, 200, { execs: ctx.manager.execHistory(id(ctx), ctx.caller, limit) });
 });
 
 route('GET', '/v1/sandboxes/{id}/execs/{execId}', { summary: 'One exec with the tail of its output; ?follow=1 streams a running exec as SSE', query: { follow: '1 to stream' }, response: ExecRecordSchema, sse: true }, async (ctx) => {
   const execId = ctx.params.execId as string;
   if (ctx.query.get('follow') !== '1') {
-    sendJson(ctx.res, 200, execView(ctx.manager.execRecord(id(ctx), execId, ctx.caller), true));
+    sendJson(ctx.res, 200, ctx.manager.execRecord(id(ctx), execId, ctx.caller));
     return;
   }
   const events = ctx.manager.followExec(id(ctx), execId, ctx.caller);
