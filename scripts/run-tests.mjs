@@ -1,11 +1,50 @@
-// Runs every compiled test file with node:test, one file at a time (they share cgroups, images and
-// the machine's 2 cores). Pass paths or substrings to run a subset: npm test -- conformance
+// Runs the compiled test files with node:test, one file at a time (they share cgroups, images and
+// the machine's 2 cores).
+//
+//   node scripts/run-tests.mjs [FILTER...]            every test (npm test), or the files whose path contains a FILTER
+//   node scripts/run-tests.mjs --unit [FILTER...]     test/unit/ only: no root, no bubblewrap, no dockerd (npm run test:unit)
+//   node scripts/run-tests.mjs --conformance [--runtime local|docker|gvisor]...
+//                                                     the runtime contract (npm run test:conformance), on the runtimes named
+//
+// A test file belongs in test/unit/ when it passes as an unprivileged user with no bwrap on the host;
+// scripts/run-tests.mjs does not check that, `npm run test:unit` as such a user does.
 import { spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
 const testDir = join(root, 'dist', 'test');
+/** --runtime NAME -> the conformance file that covers it (docker.test.ts covers runc and gVisor). */
+const CONFORMANCE = { local: 'local.test.js', docker: 'docker.test.js', gvisor: 'docker.test.js' };
+
+function usage(problem) {
+  console.error(`run-tests: ${problem}\nusage: run-tests.mjs [--unit | --conformance [--runtime ${Object.keys(CONFORMANCE).join('|')}]...] [FILTER...]`);
+  process.exit(2);
+}
+
+let mode = 'all';
+const runtimes = [];
+const filters = [];
+const args = process.argv.slice(2);
+for (let i = 0; i < args.length; i++) {
+  const a = args[i];
+  if (a === '--unit' || a === '--conformance') {
+    if (mode !== 'all') usage('give --unit or --conformance, not both');
+    mode = a.slice(2);
+  } else if (a === '--runtime' || a.startsWith('--runtime=')) {
+    const value = a === '--runtime' ? args[++i] : a.slice('--runtime='.length);
+    if (!value) usage('--runtime needs a name');
+    for (const r of (value ?? '').split(',').filter(Boolean)) {
+      if (!(r in CONFORMANCE)) usage(`unknown runtime ${JSON.stringify(r)}`);
+      runtimes.push(r);
+    }
+  } else if (a.startsWith('--')) {
+    usage(`unknown option ${a}`);
+  } else {
+    filters.push(a);
+  }
+}
+if (runtimes.length > 0 && mode !== 'conformance') usage('--runtime goes with --conformance');
 
 function walk(dir) {
   return readdirSync(dir).flatMap((name) => {
@@ -14,16 +53,27 @@ function walk(dir) {
   });
 }
 
-const filters = process.argv.slice(2);
-const files = walk(testDir)
-  .filter((f) => filters.length === 0 || filters.some((s) => relative(root, f).includes(s)))
-  .sort();
+/** A compiled test whose source was moved or deleted stays in dist/ (tsc never cleans): not run. */
+const hasSource = (f) => existsSync(join(root, relative(join(root, 'dist'), f)).replace(/\.js$/, '.ts'));
+
+let files = walk(testDir).filter(hasSource);
+if (mode === 'unit') files = files.filter((f) => relative(testDir, f).startsWith(`unit/`));
+if (mode === 'conformance') {
+  const wanted = new Set((runtimes.length ? runtimes : Object.keys(CONFORMANCE)).map((r) => CONFORMANCE[r]));
+  files = files.filter((f) => relative(testDir, f).startsWith('conformance/') && wanted.has(relative(join(testDir, 'conformance'), f)));
+}
+files = files.filter((f) => filters.length === 0 || filters.some((s) => relative(root, f).includes(s))).sort();
 if (files.length === 0) {
-  console.error(`run-tests: no test files match ${filters.join(' ')}`);
+  console.error(`run-tests: no test files match ${[mode !== 'all' ? `--${mode}` : '', ...filters].join(' ').trim()}`);
   process.exit(1);
 }
 const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', '--test-timeout=300000', '--test-force-exit', ...files], {
   stdio: 'inherit',
-  env: { ...process.env, AGENTBOX_LOG_LEVEL: process.env.AGENTBOX_LOG_LEVEL ?? 'silent' },
+  env: {
+    ...process.env,
+    AGENTBOX_LOG_LEVEL: process.env.AGENTBOX_LOG_LEVEL ?? 'silent',
+    // test/conformance/docker.test.ts registers the runc and gVisor contracts only for the runtimes asked for
+    ...(runtimes.length ? { AGENTBOX_CONFORMANCE_RUNTIMES: [...new Set(runtimes)].join(',') } : {}),
+  },
 });
 process.exit(r.status ?? 1);

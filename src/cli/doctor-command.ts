@@ -16,11 +16,11 @@ interface DoctorFlags {
 export function registerDoctorCommand(program: Command, setExit: (code: number) => void): void {
   program
     .command('doctor')
-    .description('check this host (bwrap, cgroups, helper, images, dockerd, runsc); --attacks runs the attack suite against its runtimes')
+    .description('check this host (kernel, cgroups, bubblewrap, user namespaces, helper, disk, images, dockerd, runsc, kvm) and print the fix for each failing check; exit 0 iff the local runtime can run. --attacks runs the attack suite against its runtimes')
     .option('--attacks', 'run the attack suite: one line per attack, then "N passed, N failed"; exit 0 only when none failed')
     .option('--runtime <name...>', 'with --attacks: only these runtimes (local, docker, gvisor); default every runtime present')
     .option('--only <substring...>', 'with --attacks: only attacks whose id contains one of these')
-    .option('--json', 'JSON lines: one object per check or attack, the totals last')
+    .option('--json', 'JSON lines: one object per check or attack, the totals (for checks: {summary}) last')
     .option('--concurrency <n>', 'with --attacks: attacks run at once (floods always run alone)', '4')
     .action(async (flags: DoctorFlags) => {
       if (flags.attacks) setExit(await attacks(flags));
@@ -30,17 +30,15 @@ export function registerDoctorCommand(program: Command, setExit: (code: number) 
 
 async function checks(flags: DoctorFlags): Promise<number> {
   const { hostChecks } = await import('../doctor/host-checks.js');
+  const { doctorExitCode, renderChecks, summarize } = await import('../doctor/host-probes.js');
   const list = await hostChecks();
-  for (const c of list) {
-    if (flags.json) {
-      process.stdout.write(`${JSON.stringify(c)}\n`);
-      continue;
-    }
-    const mark = c.ok ? 'ok  ' : c.optional ? 'warn' : 'FAIL';
-    process.stdout.write(`${mark} ${c.name}: ${c.detail}${!c.ok && c.hint ? ` (hint: ${c.hint})` : ''}\n`);
+  if (flags.json) {
+    for (const c of list) process.stdout.write(`${JSON.stringify(c)}\n`);
+    process.stdout.write(`${JSON.stringify({ summary: summarize(list) })}\n`);
+  } else {
+    process.stdout.write(renderChecks(list));
   }
-  const required = list.filter((c) => !c.optional);
-  return required.every((c) => c.ok) ? 0 : 1;
+  return doctorExitCode(list);
 }
 
 async function attacks(flags: DoctorFlags): Promise<number> {

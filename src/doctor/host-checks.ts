@@ -1,80 +1,112 @@
 /**
- * `agentbox doctor`: one line per thing this host needs, each failing one with a hint. Exit 0 when
- * the default runtime (local) works.
+ * `agentbox doctor`: one line per thing this host needs, each failing one with the command that fixes
+ * it, then which runtimes are ready. Exit 0 iff the default runtime (local) can run.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { release } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { buildRuntimes } from '../daemon/compose.js';
-import { helperPath, resolvePaths } from '../core/config.js';
+import { cliEntry, helperPath, resolvePaths } from '../core/config.js';
 import { ImageStore } from '../images/image-store.js';
+import {
+  HOST_PATH,
+  bubblewrapCheck,
+  cgroupCheck,
+  check,
+  diskCheck,
+  findOnPath,
+  kernelCheck,
+  kvmCheck,
+  nativeHelperCheck,
+  taskLimitsCheck,
+  userNamespacesCheck,
+  type HostCheck,
+} from './host-probes.js';
 import { DEBIAN_HINT } from './runner.js';
 
-export interface HostCheck {
-  name: string;
-  ok: boolean;
-  /** what was found, or what is wrong */
-  detail: string;
-  hint?: string;
-  /** a failing optional check does not fail `agentbox doctor` */
-  optional?: boolean;
+export type { HostCheck } from './host-probes.js';
+
+export interface HostCheckOpts {
+  /** @default process.env (AGENTBOX_HOME, AGENTBOX_IMAGES) */
+  env?: NodeJS.ProcessEnv;
+  /** @default '/proc' */
+  procRoot?: string;
+  /** @default '/sys/fs/cgroup' */
+  cgroupRoot?: string;
+  /** @default '/dev/kvm' */
+  kvmDevice?: string;
+  /** where bwrap is looked for; @default the PATH the local runtime runs it with */
+  path?: string;
 }
 
-export async function hostChecks(env: NodeJS.ProcessEnv = process.env): Promise<HostCheck[]> {
+const MiB = 1024 ** 2;
+
+export async function hostChecks(opts: HostCheckOpts = {}): Promise<HostCheck[]> {
+  const env = opts.env ?? process.env;
+  const procRoot = opts.procRoot ?? '/proc';
   const paths = resolvePaths(env);
   const images = new ImageStore(paths.images);
   const runtimes = buildRuntimes(paths, images);
+  const checkout = resolve(dirname(cliEntry()), '..', '..', '..');
+  const setupWithDocker = `${join(checkout, 'scripts', 'setup.sh')} --with-docker`;
   const checks: HostCheck[] = [];
 
+  checks.push(kernelCheck(release()));
+  checks.push(cgroupCheck(opts.cgroupRoot ?? '/sys/fs/cgroup'));
+  const bwrap = bubblewrapCheck(opts.path ?? HOST_PATH);
+  checks.push(bwrap);
+  checks.push(userNamespacesCheck(procRoot, bwrap.ok ? findOnPath('bwrap', opts.path ?? HOST_PATH) : undefined));
+  checks.push(nativeHelperCheck(helperPath(), checkout));
+
   const local = await runtimes.local?.probe();
-  const userns = readNumber('/proc/sys/user/max_user_namespaces');
-  checks.push({
-    name: 'user namespaces',
-    ok: userns === null || userns > 0,
-    detail: userns === null ? 'no limit file (assumed available)' : `max_user_namespaces ${userns}`,
-    hint: 'sysctl -w user.max_user_namespaces=15000',
-  });
-  const helper = helperPath();
-  checks.push({ name: 'native helper', ok: existsSync(helper), detail: helper, hint: 'npm run build (needs gcc and libc6-dev)' });
-  checks.push({
-    name: 'runtime local (bubblewrap + cgroups)',
-    ok: local?.ok === true,
-    detail: local?.ok ? Object.entries(local.details ?? {}).map(([k, v]) => `${k} ${v}`).join(', ') : (local?.reason ?? 'unavailable'),
-    ...(local && !local.ok && local.hint ? { hint: local.hint } : {}),
-  });
+  checks.push(
+    check({
+      name: 'runtime local (bubblewrap + cgroups)',
+      ok: local?.ok === true,
+      detail: local?.ok ? Object.entries(local.details ?? {}).map(([k, v]) => `${k} ${v}`).join(', ') : (local?.reason ?? 'unavailable'),
+      ...(local && !local.ok && local.hint ? { fix: local.hint } : {}),
+      requiredBy: ['local'],
+    }),
+  );
+
+  checks.push(diskCheck('AGENTBOX_HOME', paths.home, { minBytes: 64 * MiB, warnBytes: 256 * MiB, requiredBy: ['local', 'docker', 'gvisor'], fix: `free space on that filesystem, or export AGENTBOX_HOME=<a directory on a larger disk>` }));
+  checks.push(diskCheck('image store', paths.images, { minBytes: 16 * MiB, warnBytes: 1024 * MiB, requiredBy: ['local', 'docker', 'gvisor'], fix: 'agentbox image rm NAME for images no longer used, or export AGENTBOX_IMAGES=<a directory on a larger disk>' }));
+
   const busybox = images.get('busybox');
-  checks.push({ name: 'image busybox', ok: true, detail: busybox ? `present in ${paths.images}` : 'not built yet; built on first use (under a second)' });
+  checks.push(check({ name: 'image busybox', ok: true, detail: busybox ? `present in ${paths.images}` : 'not built yet; built on first use (under a second)', requiredBy: [] }));
   let python = false;
   try {
     python = existsSync(join(images.resolve('debian').rootfs, 'usr', 'bin', 'python3'));
   } catch {
     python = false;
   }
-  checks.push({ name: 'image debian (python3)', ok: python, optional: true, detail: python ? `present in ${paths.images}` : `missing in ${paths.images}`, hint: DEBIAN_HINT });
-  const docker = await runtimes.docker?.probe();
-  checks.push({
-    name: 'runtime docker (dockerd)',
-    ok: docker?.ok === true,
-    optional: true,
-    detail: docker?.ok ? `dockerd ${String(docker.details?.dockerd ?? '')}` : (docker?.reason ?? 'unavailable'),
-    hint: docker && !docker.ok && docker.hint ? docker.hint : 'start dockerd',
-  });
-  const runsc = docker?.ok ? String(docker.details?.runtimes ?? '').split(' ').includes('runsc') : false;
-  checks.push({
-    name: 'runtime gvisor (runsc)',
-    ok: runsc,
-    optional: true,
-    detail: runsc ? 'runsc registered with dockerd' : docker?.ok ? 'dockerd does not list runsc' : 'needs dockerd',
-    hint: 'install gVisor and register runsc in /etc/docker/daemon.json with --network=none --host-uds=open',
-  });
-  checks.push({ name: 'runtime microvm', ok: false, optional: true, detail: 'not available yet in this version of agentbox', hint: 'use --isolation gvisor for a narrower kernel surface' });
-  return checks;
-}
+  checks.push(check({ name: 'image debian (python3)', ok: python, detail: python ? `present in ${paths.images}` : `missing in ${paths.images}`, fix: DEBIAN_HINT, requiredBy: [] }));
 
-function readNumber(path: string): number | null {
-  try {
-    const n = Number(readFileSync(path, 'utf8').trim());
-    return Number.isFinite(n) ? n : null;
-  } catch {
-    return null;
-  }
+  checks.push(taskLimitsCheck(procRoot));
+
+  const docker = await runtimes.docker?.probe();
+  checks.push(
+    check({
+      name: 'runtime docker (dockerd)',
+      ok: docker?.ok === true,
+      detail: docker?.ok ? `dockerd ${String(docker.details?.dockerd ?? '')}, runtimes: ${String(docker.details?.runtimes ?? '')}` : (docker?.reason ?? 'unavailable'),
+      fix: setupWithDocker,
+      requiredBy: ['docker', 'gvisor'],
+    }),
+  );
+  const runscRegistered = docker?.ok ? String(docker.details?.runtimes ?? '').split(' ').includes('runsc') : false;
+  const runscBinary = findOnPath('runsc', opts.path ?? HOST_PATH);
+  checks.push(
+    check({
+      name: 'runtime gvisor (runsc)',
+      ok: runscRegistered,
+      detail: runscRegistered
+        ? `runsc registered with dockerd${runscBinary ? ` (${runscBinary})` : ''}`
+        : `${runscBinary ? `${runscBinary} installed` : 'runsc not installed'}; ${docker?.ok ? 'dockerd does not list it as a runtime' : 'needs dockerd'}`,
+      fix: setupWithDocker,
+      requiredBy: ['gvisor'],
+    }),
+  );
+  checks.push(kvmCheck(opts.kvmDevice ?? '/dev/kvm'));
+  return checks;
 }

@@ -1,4 +1,4 @@
-/** The package's public API. Explicit names only: test/sdk/public-exports.test.ts pins this list. */
+/** The package's public API. Explicit names only: test/unit/sdk-public-exports.test.ts pins this list. */
 export { AgentboxClient, type ClientOpts, type EgressLog, type ExecRecord, type StreamEvent } from './client.js';
 export { SandboxRef } from './sandbox.js';
 export {

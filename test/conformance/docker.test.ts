@@ -19,17 +19,21 @@ const agentDir = mkdtempSync(join(tmpdir(), 'ab-agents-'));
 const newRuntime = async (): Promise<DockerRuntime> => new DockerRuntime({ images: await testImages(), homeTag, version: VERSION, helper: helperPath(), agentDir });
 const newEngineOnlyRuntime = async (): Promise<DockerRuntime> => new DockerRuntime({ images: await testImages(), homeTag, version: VERSION });
 
+// `npm run test:conformance -- --runtime docker` (or gvisor) sets this: only those contracts run.
+const wanted = (process.env.AGENTBOX_CONFORMANCE_RUNTIMES ?? 'docker,gvisor').split(',');
 const probe = await new DockerRuntime({ images: { resolve: () => { throw new Error('unused'); } }, homeTag, version: VERSION }).probe();
 const runsc = probe.ok && (probe.details?.runtimes ?? '').split(' ').includes('runsc');
 
 if (!probe.ok) {
   test('docker runtime contract', { skip: `${probe.reason} (${probe.hint})` }, () => undefined);
 } else {
-  runRuntimeContract({ name: 'docker (runc, direct entry)', isolation: 'container', debian: hasDebian(), newRuntime });
-  runRuntimeContract({ name: 'docker (runc, Engine exec)', isolation: 'container', debian: hasDebian(), newRuntime: newEngineOnlyRuntime });
-  if (!runsc) {
+  if (wanted.includes('docker')) {
+    runRuntimeContract({ name: 'docker (runc, direct entry)', isolation: 'container', debian: hasDebian(), newRuntime });
+    runRuntimeContract({ name: 'docker (runc, Engine exec)', isolation: 'container', debian: hasDebian(), newRuntime: newEngineOnlyRuntime });
+  }
+  if (wanted.includes('gvisor') && !runsc) {
     test('docker runtime contract with gVisor', { skip: 'runsc is not registered with dockerd (see scripts/start-dockerd.sh)' }, () => undefined);
-  } else {
+  } else if (wanted.includes('gvisor')) {
     runRuntimeContract({ name: 'docker (gVisor, exec agent)', isolation: 'gvisor', debian: hasDebian(), newRuntime });
     runRuntimeContract({ name: 'docker (gVisor, Engine exec)', isolation: 'gvisor', debian: hasDebian(), newRuntime: newEngineOnlyRuntime });
   }
