@@ -75,7 +75,6 @@ function dataOf(handle: SandboxHandle): DockerData {
 export class DockerRuntime implements Runtime {
   readonly name = 'docker' as const;
   readonly isolations: readonly Isolation[] = ['container', 'gvisor'];
-  readonly capabilities = { pause: true };
   private readonly docker: Docker;
   private readonly address: string;
   private readonly initPath: string;

@@ -53,7 +53,6 @@ function dataOf(handle: SandboxHandle): LocalData {
 export class LocalRuntime implements Runtime {
   readonly name = 'local' as const;
   readonly isolations: readonly Isolation[] = ['namespaces'];
-  readonly capabilities = { pause: true };
   private cgroups: Cgroups | undefined;
   private readonly children = new Map<string, ChildProcess>();
   /** Idle exec leaves per sandbox: cgroup mkdir/rmdir on v1 is slow and serialised, so leaves are reused. */
