@@ -98,6 +98,8 @@ export class LocalRuntime implements Runtime {
   }
 
   async create(spec: RuntimeSpec): Promise<SandboxHandle> {
+    // Warm pools create without prepareImage: the built-in image must be built here too (as docker does).
+    await this.opts.ensureImage?.(spec.image);
     const rootfs = this.opts.resolveRootfs(spec.image);
     const cg = this.cg();
     mkdirSync(this.stageDir, { recursive: true, mode: 0o755 });
