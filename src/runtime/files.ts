@@ -28,9 +28,8 @@ export interface FileOpProcess {
   stdout: Readable;
   stderr: Readable;
   /**
-   * The operation's exit status, once stdout and stderr have ended: 0, or non-zero with the error
-   * line on stderr. Rejects with a typed error when the transport itself failed (e.g. ConflictError:
-   * the sandbox is not running).
+   * The operation's exit status: 0, or non-zero with the error line on stderr. Rejects with a typed
+   * error when the transport itself failed (e.g. ConflictError: the sandbox is not running).
    */
   exitCode: Promise<number>;
   /**
@@ -68,8 +67,8 @@ export class SandboxFiles implements Pick<Runtime, 'readFile' | 'writeFile' | 'l
       out.once('close', () => {
         if (!out.writableFinished) proc.abort();
       });
-      void Promise.all([proc.exitCode, finished(proc.stdout).catch(() => undefined)]).then(
-        ([code]) => {
+      void settled(proc).then(
+        (code) => {
           const err = code === 0 ? undefined : fileError(stderr(), p, handle.id);
           if (!started) {
             if (err) return reject(err);
@@ -108,7 +107,7 @@ export class SandboxFiles implements Pick<Runtime, 'readFile' | 'writeFile' | 'l
     if (inputError) proc.abort();
     const stderr = collectStderr(proc);
     proc.stdout.resume();
-    const code = await proc.exitCode;
+    const code = await settled(proc);
     if (inputError) throw inputError;
     if (code !== 0) throw fileError(stderr(), p, handle.id);
     return bytes;
@@ -120,7 +119,7 @@ export class SandboxFiles implements Pick<Runtime, 'readFile' | 'writeFile' | 'l
     const stderr = collectStderr(proc);
     const chunks: Buffer[] = [];
     proc.stdout.on('data', (c: Buffer) => chunks.push(c));
-    const code = await proc.exitCode;
+    const code = await settled(proc);
     if (code !== 0) throw fileError(stderr(), p, handle.id);
     return parseDirListing(Buffer.concat(chunks));
   }
@@ -131,9 +130,15 @@ export class SandboxFiles implements Pick<Runtime, 'readFile' | 'writeFile' | 'l
     const proc = await this.start(handle, 'remove', p, undefined);
     const stderr = collectStderr(proc);
     proc.stdout.resume();
-    const code = await proc.exitCode;
+    const code = await settled(proc);
     if (code !== 0) throw fileError(stderr(), p, handle.id);
   }
+}
+
+/** The exit status, once all of stdout and stderr has been delivered (or the streams were destroyed). */
+async function settled(proc: FileOpProcess): Promise<number> {
+  const [code] = await Promise.all([proc.exitCode, finished(proc.stdout).catch(() => undefined), finished(proc.stderr).catch(() => undefined)]);
+  return code;
 }
 
 /** The first 8 KiB of stderr: enough for the error line, bounded whatever the sandbox writes. */
