@@ -238,6 +238,7 @@ export class LocalRuntime implements Runtime {
         resolve(code ?? 128);
       });
     });
+    exitCode.catch(() => undefined); // observed by SandboxFiles; no unhandled rejection meanwhile
     // The helper's child in the sandbox dies with it (PDEATHSIG).
     const abort = (): void => {
       child.kill('SIGKILL');
