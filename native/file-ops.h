@@ -1,6 +1,6 @@
 /*
  * File operations done from inside a sandbox, shared by agentbox-helper (local runtime) and
- * agentbox-docker-init (docker runtime). Protocol read by src/runtime/shared.ts:
+ * agentbox-docker-init (docker runtime). Protocol read by src/runtime/files.ts:
  * on failure one stderr line `agentbox-file-error:ERRNO:message` and exit 1; `list` writes
  * NUL-terminated records `TYPE SIZE MODE MTIME NAME`.
  *
@@ -25,7 +25,7 @@
 #define FILE_UNSIZED_MAX (1L << 20)
 #define FILE_LIST_MAX 10000
 
-/* A refusal that is no errno: KIND is read by src/runtime/shared.ts (ENOTREG, EFBIG, E2BIG). */
+/* A refusal that is no errno: KIND is read by src/runtime/files.ts (ENOTREG, EFBIG, E2BIG). */
 static void file_refuse(const char *kind, const char *op, const char *path, const char *why) {
   fprintf(stderr, "agentbox-file-error:%s:%s %s: %s\n", kind, op, path, why);
   exit(1);

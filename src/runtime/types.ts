@@ -33,16 +33,23 @@ export interface SandboxHandle {
 }
 
 export interface ExecOpts {
+  /** Working directory inside the sandbox. @default '/workspace' */
   cwd?: string;
+  /** Added on top of the base environment (shared.ts `baseEnv`); nothing of the host's. */
   env: Record<string, string>;
+  /** undefined: the command's stdin is empty. */
   stdin?: Buffer | Readable;
+  /** Then the whole command tree is killed; the exit event says `timedOut: true`, exit code 124. */
   timeoutMs: number;
   /** Bytes of stdout+stderr delivered before the rest is dropped (`truncated: true`). */
   outputLimitBytes: number;
+  /** Abort kills the whole command tree; the exit event still comes. */
   signal?: AbortSignal;
+  /** The exec's id; drivers may tag the command with it (to kill it, to attribute an OOM kill). */
   execId: string;
 }
 
+/** Read by the conformance suite only: no surface shows it yet. */
 export interface RuntimeStats {
   memoryBytes: number;
   pids: number;
@@ -51,8 +58,11 @@ export interface RuntimeStats {
 
 /** A host object the driver found that belongs to agentbox (for reconciliation and orphan cleanup). */
 export interface RuntimeObject {
+  /** The sandbox id it was created for (`RuntimeSpec.id`), the argument `reap` takes. */
   id: string;
+  /** Whether it still runs (a paused sandbox runs). */
   alive: boolean;
+  /** A warm-pool member (docker sets it from its label; local does not know). Read by tests only. */
   pooled?: boolean;
 }
 
@@ -61,41 +71,77 @@ export interface ProbeResult {
   /** Why not, in a sentence, when ok is false. */
   reason?: string;
   hint?: string;
+  /** Versions and the like, for `agentbox doctor` (which reads docker's `runtimes`, the registered OCI runtimes). */
   details?: Record<string, string>;
 }
 
+/**
+ * A driver. Errors are the typed errors of contract/errors.ts: ConflictError for a sandbox that is not
+ * running, NotFoundError for an unknown image or file, BadRequestError/ForbiddenError for what the
+ * sandbox refuses, RuntimeUnavailableError when the engine underneath cannot be reached, InternalError
+ * otherwise. Every method may be called concurrently, for one sandbox and for many.
+ *
+ * A capability is an optional member: a driver that cannot do it leaves it out, and callers check
+ * for it (`if (rt.pause)`), so the type checker keeps them honest.
+ */
 export interface Runtime {
   readonly name: RuntimeName;
-  /** Isolation levels this driver can provide, weakest first. */
+  /**
+   * Isolation levels this driver can provide, weakest first. Policy checks requests against its own
+   * table (policy/isolation.ts RUNTIME_ISOLATIONS), which a test keeps equal to this.
+   */
   readonly isolations: readonly Isolation[];
-  readonly capabilities: { pause: boolean };
 
   /** Cheap check that the driver can work on this host; never throws, never hangs. */
   probe(): Promise<ProbeResult>;
-  /** Make sure the image can be used (NotFoundError when unknown); may import it. Before any row exists. */
+  /**
+   * Make sure the image can be used, importing or building it if needed; NotFoundError when unknown.
+   * The manager calls it before a sandbox row exists, so a bad image fails early and leaves nothing.
+   */
   prepareImage(image: string): Promise<void>;
-  /** Start a sandbox; resolves once an exec can safely enter it. */
+  /**
+   * Start a sandbox; resolves once an exec can safely enter it. Must not rely on `prepareImage`
+   * having run (warm pools create directly). On failure leaves nothing on the host.
+   */
   create(spec: RuntimeSpec): Promise<SandboxHandle>;
-  /** Run a command; yields output chunks as they come and exactly one final `exit` event. */
+  /**
+   * Run a command as the sandbox user; yields output chunks as they come and exactly one final
+   * `exit` event (also after a timeout, an abort or an OOM kill). ConflictError, thrown by the call
+   * or by the iteration, when the sandbox is not running.
+   */
   exec(handle: SandboxHandle, cmd: string[], opts: ExecOpts): AsyncIterable<ExecEvent>;
-  /** A stream of the file's bytes; NotFoundError when missing, BadRequestError for a directory. */
+  /**
+   * A stream of a regular file's bytes; NotFoundError when missing, BadRequestError for a directory
+   * or anything else that is not a regular file. The file members of both drivers are files.ts
+   * `SandboxFiles` over the driver's transport; a new driver should do the same.
+   */
   readFile(handle: SandboxHandle, path: string): Promise<Readable>;
-  /** Write a file from a stream, creating parent directories; returns bytes written. */
+  /** Write a regular file from a stream, creating parent directories; returns the bytes written. */
   writeFile(handle: SandboxHandle, path: string, data: Readable): Promise<number>;
+  /** The entries of a directory, sorted by name. */
   listDir(handle: SandboxHandle, path: string): Promise<DirEntry[]>;
-  /** Remove a file or a directory tree. */
+  /** Remove a file or a directory tree; BadRequestError for `/`. */
   removePath(handle: SandboxHandle, path: string): Promise<void>;
-  /** Whether the sandbox is still there, and if it ended, whether the OOM killer was involved. */
+  /**
+   * Whether the sandbox still runs (paused counts as running). `alive: false`, not an error, for one
+   * that was destroyed, reaped or died by itself.
+   */
   status(handle: SandboxHandle): Promise<{ alive: boolean }>;
+  /** Resources the sandbox uses now. Read by the conformance suite only so far. */
   stats(handle: SandboxHandle): Promise<RuntimeStats>;
+  /**
+   * Capability: freeze every process of the sandbox (the reaper pauses idle sandboxes). A driver has
+   * both `pause` and `resume` or neither. ConflictError when the sandbox is not running.
+   */
   pause?(handle: SandboxHandle): Promise<void>;
+  /** Thaw what `pause` froze. The manager calls it before anything enters a sandbox it paused. */
   resume?(handle: SandboxHandle): Promise<void>;
   /** Stop and remove everything the sandbox had on the host. Idempotent. */
   destroy(handle: SandboxHandle): Promise<void>;
-  /** Everything of agentbox's (this home) on the host, alive or not. */
+  /** Everything of agentbox's (this home) on the host, alive or not, pool members included. */
   list(): Promise<RuntimeObject[]>;
-  /** Remove a host object found by `list` that the store does not know. */
+  /** Remove a host object found by `list` that the store does not know (by id: there is no handle). Idempotent. */
   reap(id: string): Promise<void>;
-  /** Release driver resources (sockets, timers). Does not destroy sandboxes. */
+  /** Release driver resources (sockets, timers). Does not destroy sandboxes: they outlive the daemon. */
   close(): Promise<void>;
 }

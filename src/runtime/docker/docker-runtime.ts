@@ -10,9 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { accessSync, constants } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { PassThrough, Transform } from 'node:stream';
 import { text } from 'node:stream/consumers';
-import { finished } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type Docker from 'dockerode';
@@ -20,7 +18,8 @@ import type { Logger } from 'pino';
 import { BadRequestError, ConflictError, InternalError, RuntimeUnavailableError } from '../../contract/errors.js';
 import { EXIT_KILLED } from '../../contract/exit-codes.js';
 import type { DirEntry, ExecEvent, Isolation } from '../../contract/model.js';
-import { baseEnv, checkPath, fileError, parseDirListing } from '../shared.js';
+import { SandboxFiles, type FileOpStarter } from '../files.js';
+import { baseEnv } from '../shared.js';
 import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxHandle } from '../types.js';
 import { containerConfig, containerName, INIT_IN_CONTAINER, LABEL_HOME, LABEL_SANDBOX, SANDBOX_USER, LABEL_ID, LABEL_POOL } from './container-config.js';
 import { engineAddress, engineError, engineMessage, newClient, START_HINT, statusOf } from './engine.js';
@@ -77,7 +76,6 @@ function dataOf(handle: SandboxHandle): DockerData {
 export class DockerRuntime implements Runtime {
   readonly name = 'docker' as const;
   readonly isolations: readonly Isolation[] = ['container', 'gvisor'];
-  readonly capabilities = { pause: true };
   private readonly docker: Docker;
   private readonly address: string;
   private readonly initPath: string;
@@ -268,11 +266,12 @@ export class DockerRuntime implements Runtime {
   }
 
   /**
-   * One `init fileop OP PATH` as the sandbox user; stderr is collected for the error line. With a
-   * tag it runs under the `run` wrapper, so that `abort` can end it on every path (an Engine exec
-   * keeps running when its connection is dropped).
+   * The files API's transport: one `init fileop OP PATH` as the sandbox user (native/file-ops.h). A read
+   * runs under the `run` wrapper with a tag, so that `abort` can end it on every path (an Engine exec
+   * keeps running when its connection is dropped, and a read can be long).
    */
-  private async fileOp(handle: SandboxHandle, op: string, path: string, stdin?: Readable, tag?: string): Promise<{ ex: EngineExec; stderr: () => string; abort: () => void }> {
+  private readonly startFileOp: FileOpStarter = async (handle, op, path, stdin) => {
+    const tag = op === 'read' ? `fr_${randomBytes(8).toString('hex')}` : undefined;
     const ex = await this.startExec(handle, {
       cmd: [INIT_IN_CONTAINER, 'fileop', op, path], workingDir: '/', env: FILE_ENV, ...(stdin ? { stdin } : {}), ...(tag ? { run: { timeoutMs: 0, tag } } : {}),
     });
@@ -281,85 +280,25 @@ export class DockerRuntime implements Runtime {
       if ('terminate' in ex) return ex.terminate();
       if (tag) void this.killTagged(handle, tag).catch((err: unknown) => this.opts.logger?.warn({ sandbox_id: handle.id, err: err instanceof Error ? err.message : String(err) }, 'could not end an abandoned file read'));
     };
-    let text = '';
-    ex.stderr.on('data', (c: Buffer) => {
-      if (text.length < 8192) text += c.toString();
-    });
-    return { ex, stderr: () => text, abort };
+    return { stdout: ex.stdout, stderr: ex.stderr, exitCode: ex.exitCode, abort };
+  };
+
+  private readonly files = new SandboxFiles(this.startFileOp);
+
+  readFile(handle: SandboxHandle, path: string): Promise<Readable> {
+    return this.files.readFile(handle, path);
   }
 
-  async readFile(handle: SandboxHandle, path: string): Promise<Readable> {
-    const p = checkPath(path);
-    const { ex, stderr, abort } = await this.fileOp(handle, 'read', p, undefined, `fr_${randomBytes(8).toString('hex')}`);
-    const out = new PassThrough();
-    return new Promise<Readable>((resolve, reject) => {
-      let started = false;
-      ex.stdout.once('data', () => {
-        started = true;
-        resolve(out);
-      });
-      ex.stdout.pipe(out, { end: false });
-      // A reader that gives up (destroys the stream) ends the file operation and its connection.
-      out.once('close', () => {
-        if (!out.writableFinished) abort();
-      });
-      void Promise.all([ex.exitCode, finished(ex.stdout).catch(() => undefined)]).then(
-        ([code]) => {
-          const err = code === 0 ? undefined : fileError(stderr(), p, handle.id);
-          if (!started) {
-            if (err) return reject(err);
-            out.end();
-            return resolve(out);
-          }
-          if (err) out.destroy(err);
-          else out.end();
-        },
-        (err: unknown) => (started ? out.destroy(err as Error) : reject(err)),
-      );
-    });
+  writeFile(handle: SandboxHandle, path: string, data: Readable): Promise<number> {
+    return this.files.writeFile(handle, path, data);
   }
 
-  async writeFile(handle: SandboxHandle, path: string, data: Readable): Promise<number> {
-    const p = checkPath(path);
-    let bytes = 0;
-    let inputError: Error | undefined;
-    // Count in a transform, not a 'data' listener: that would start the flow before the exec is there.
-    const counted = new Transform({
-      transform(chunk: Buffer, _enc, done) {
-        bytes += chunk.length;
-        done(null, chunk);
-      },
-    });
-    data.on('error', (err) => {
-      inputError = err;
-      counted.destroy(err);
-    });
-    data.pipe(counted);
-    const { ex, stderr } = await this.fileOp(handle, 'write', p, counted);
-    ex.stdout.resume();
-    const code = await ex.exitCode;
-    if (inputError) throw inputError;
-    if (code !== 0) throw fileError(stderr(), p, handle.id);
-    return bytes;
+  listDir(handle: SandboxHandle, path: string): Promise<DirEntry[]> {
+    return this.files.listDir(handle, path);
   }
 
-  async listDir(handle: SandboxHandle, path: string): Promise<DirEntry[]> {
-    const p = checkPath(path);
-    const { ex, stderr } = await this.fileOp(handle, 'list', p);
-    const chunks: Buffer[] = [];
-    ex.stdout.on('data', (c: Buffer) => chunks.push(c));
-    const code = await ex.exitCode;
-    if (code !== 0) throw fileError(stderr(), p, handle.id);
-    return parseDirListing(Buffer.concat(chunks));
-  }
-
-  async removePath(handle: SandboxHandle, path: string): Promise<void> {
-    const p = checkPath(path);
-    if (p === '/') throw new BadRequestError('refusing to remove /', { hint: 'delete the sandbox instead: agentbox rm ID' });
-    const { ex, stderr } = await this.fileOp(handle, 'remove', p);
-    ex.stdout.resume();
-    const code = await ex.exitCode;
-    if (code !== 0) throw fileError(stderr(), p, handle.id);
+  removePath(handle: SandboxHandle, path: string): Promise<void> {
+    return this.files.removePath(handle, path);
   }
 
   async status(handle: SandboxHandle): Promise<{ alive: boolean }> {

@@ -6,13 +6,14 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { accessSync, constants, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConflictError, InternalError, RuntimeUnavailableError, BadRequestError } from '../../contract/errors.js';
+import { ConflictError, InternalError, RuntimeUnavailableError } from '../../contract/errors.js';
 import { EXIT_KILLED, EXIT_SIGNAL_BASE } from '../../contract/exit-codes.js';
 import type { DirEntry, ExecEvent, Isolation } from '../../contract/model.js';
 import { streamExec } from '../exec-process.js';
-import { baseEnv, checkPath, fileError, parseDirListing } from '../shared.js';
+import { SandboxFiles, type FileOpStarter } from '../files.js';
+import { baseEnv } from '../shared.js';
 import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxHandle } from '../types.js';
 import { bwrapArgs, INFO_FD, READY_FD, SANDBOX_UID } from './bwrap-args.js';
 import { Cgroups, detectCgroups } from './cgroups.js';
@@ -53,7 +54,6 @@ function dataOf(handle: SandboxHandle): LocalData {
 export class LocalRuntime implements Runtime {
   readonly name = 'local' as const;
   readonly isolations: readonly Isolation[] = ['namespaces'];
-  readonly capabilities = { pause: true };
   private cgroups: Cgroups | undefined;
   private readonly children = new Map<string, ChildProcess>();
   /** Idle exec leaves per sandbox: cgroup mkdir/rmdir on v1 is slow and serialised, so leaves are reused. */
@@ -99,6 +99,8 @@ export class LocalRuntime implements Runtime {
   }
 
   async create(spec: RuntimeSpec): Promise<SandboxHandle> {
+    // Warm pools create without prepareImage: the built-in image must be built here too (as docker does).
+    await this.opts.ensureImage?.(spec.image);
     const rootfs = this.opts.resolveRootfs(spec.image);
     const cg = this.cg();
     mkdirSync(this.stageDir, { recursive: true, mode: 0o755 });
@@ -216,8 +218,8 @@ export class LocalRuntime implements Runtime {
     });
   }
 
-  /** Run one helper file operation inside the sandbox. */
-  private fileProcess(handle: SandboxHandle, op: string, path: string): { child: ChildProcess; done: Promise<{ code: number | null; stderr: string }> } {
+  /** The files API's transport: one `agentbox-helper file ... -- OP PATH` in the sandbox (native/file-ops.h). */
+  private readonly startFileOp: FileOpStarter = async (handle, op, path, stdin) => {
     const data = this.assertAlive(handle);
     const { leaf, dirs } = this.takeLeaf(handle.id);
     const child = spawn(this.opts.helper, ['file', ...this.entryArgs(handle, data, dirs), '--', op, path], {
@@ -225,19 +227,28 @@ export class LocalRuntime implements Runtime {
       env: { PATH: HOST_PATH },
       cwd: '/',
     });
-    let stderr = '';
-    child.stderr?.on('data', (c: Buffer) => {
-      if (stderr.length < 8192) stderr += c.toString();
-    });
-    const done = new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      child.on('error', (err) => resolve({ code: null, stderr: err.message }));
+    const input = child.stdin!;
+    input.on('error', () => undefined);
+    if (stdin) stdin.pipe(input);
+    else input.end();
+    const exitCode = new Promise<number>((resolve, reject) => {
+      child.on('error', (err) => reject(new InternalError(`file operation failed in sandbox ${handle.id}: ${err.message}`)));
+      // 'close': the helper has exited and its stdout and stderr have ended.
       child.on('close', (code) => {
         this.giveLeaf(handle.id, leaf);
-        resolve({ code, stderr });
+        resolve(code ?? 128);
       });
     });
-    return { child, done };
-  }
+    exitCode.catch(() => undefined); // observed by SandboxFiles; no unhandled rejection meanwhile
+    // The helper's child in the sandbox dies with it (PDEATHSIG).
+    const abort = (): void => {
+      child.kill('SIGKILL');
+      child.stdout?.destroy();
+    };
+    return { stdout: child.stdout!, stderr: child.stderr!, exitCode, abort };
+  };
+
+  private readonly files = new SandboxFiles(this.startFileOp);
 
   /** A leaf cgroup with no process in it, reused when possible. */
   private takeLeaf(id: string): { leaf: string; dirs: string[] } {
@@ -255,78 +266,20 @@ export class LocalRuntime implements Runtime {
     this.freeLeaves.set(id, free);
   }
 
-  async readFile(handle: SandboxHandle, path: string): Promise<Readable> {
-    const p = checkPath(path);
-    const { child, done } = this.fileProcess(handle, 'read', p);
-    child.stdin?.end();
-    const out = new PassThrough();
-    const stdout = child.stdout as Readable;
-    return new Promise<Readable>((resolve, reject) => {
-      let started = false;
-      stdout.once('data', () => {
-        started = true;
-        resolve(out);
-      });
-      stdout.pipe(out, { end: false });
-      // A reader that goes away (the HTTP client hung up) ends the helper; its child dies with it (PDEATHSIG).
-      out.once('close', () => {
-        if (!out.writableFinished) {
-          child.kill('SIGKILL');
-          stdout.destroy();
-        }
-      });
-      void done.then(({ code, stderr }) => {
-        const err = code === 0 ? undefined : fileError(stderr, p, handle.id);
-        if (!started) {
-          if (err) reject(err);
-          else {
-            out.end();
-            resolve(out);
-          }
-        } else if (err) out.destroy(err);
-        else out.end(); // 'close' comes after stdout's last chunk was piped
-      });
-    });
+  readFile(handle: SandboxHandle, path: string): Promise<Readable> {
+    return this.files.readFile(handle, path);
   }
 
-  async writeFile(handle: SandboxHandle, path: string, data: Readable): Promise<number> {
-    const p = checkPath(path);
-    const { child, done } = this.fileProcess(handle, 'write', p);
-    let bytes = 0;
-    let inputError: Error | undefined;
-    data.on('data', (c: Buffer) => (bytes += c.length));
-    data.on('error', (err) => {
-      inputError = err;
-      child.kill('SIGKILL');
-    });
-    child.stdin?.on('error', () => undefined);
-    data.pipe(child.stdin!);
-    child.stdout?.resume();
-    const { code, stderr } = await done;
-    if (inputError) throw inputError;
-    if (code !== 0) throw fileError(stderr, p, handle.id);
-    return bytes;
+  writeFile(handle: SandboxHandle, path: string, data: Readable): Promise<number> {
+    return this.files.writeFile(handle, path, data);
   }
 
-  async listDir(handle: SandboxHandle, path: string): Promise<DirEntry[]> {
-    const p = checkPath(path);
-    const { child, done } = this.fileProcess(handle, 'list', p);
-    child.stdin?.end();
-    const chunks: Buffer[] = [];
-    child.stdout?.on('data', (c: Buffer) => chunks.push(c));
-    const { code, stderr } = await done;
-    if (code !== 0) throw fileError(stderr, p, handle.id);
-    return parseDirListing(Buffer.concat(chunks));
+  listDir(handle: SandboxHandle, path: string): Promise<DirEntry[]> {
+    return this.files.listDir(handle, path);
   }
 
-  async removePath(handle: SandboxHandle, path: string): Promise<void> {
-    const p = checkPath(path);
-    if (p === '/') throw new BadRequestError('refusing to remove /', { hint: 'delete the sandbox instead: agentbox rm ID' });
-    const { child, done } = this.fileProcess(handle, 'remove', p);
-    child.stdin?.end();
-    child.stdout?.resume();
-    const { code, stderr } = await done;
-    if (code !== 0) throw fileError(stderr, p, handle.id);
+  removePath(handle: SandboxHandle, path: string): Promise<void> {
+    return this.files.removePath(handle, path);
   }
 
   async status(handle: SandboxHandle): Promise<{ alive: boolean }> {
