@@ -1,6 +1,6 @@
 /**
  * The sandbox model: one zod schema per shape, types derived from them.
- * These are the contracts in ARCHITECTURE.md shared by every surface.
+ * These are the contracts shared by every surface (ARCHITECTURE: Contracts).
  */
 import { z } from 'zod';
 
