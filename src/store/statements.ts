@@ -87,9 +87,14 @@ export function prepareStatements(db: Database.Database): Statements {
     setState: prepare('UPDATE sandboxes SET state = ? WHERE id = ?'),
     setEgress: prepare('UPDATE sandboxes SET egress_json = ? WHERE id = ?'),
     touch: prepare('UPDATE sandboxes SET last_active_at = ? WHERE id = ?'),
-    markEnded: prepare(
-      'UPDATE sandboxes SET state = @state, end_reason = @reason, ended_by = @endedBy, ended_at = @at WHERE id = @id',
-    ),
+    // A sandbox ends once: later ends (a reaper pass racing a delete) change nothing, except that a
+    // stopped or failed one may still be deleted, keeping why, when and by whom it ended.
+    markEnded: prepare(`
+      UPDATE sandboxes SET state = @state,
+        end_reason = COALESCE(end_reason, @reason),
+        ended_by = CASE WHEN ended_at IS NULL THEN @endedBy ELSE ended_by END,
+        ended_at = COALESCE(ended_at, @at)
+      WHERE id = @id AND (ended_at IS NULL OR (@state = 'deleted' AND state <> 'deleted'))`),
     countActive: prepare(`
       SELECT COUNT(*) AS n, COALESCE(SUM(json_extract(limits_json, '$.memoryMb')), 0) AS mem
       FROM sandboxes WHERE tenant = ? AND state IN ('creating', 'running')`),

@@ -166,8 +166,12 @@ export class Store {
     this.stmts.touch.run(atIso, id);
   }
 
-  markEnded(id: string, end: SandboxEnd): void {
-    this.stmts.markEnded.run({ id, state: end.state, reason: end.reason, endedBy: end.endedBy, at: end.at });
+  /**
+   * Record the end of a sandbox. False when it changed nothing: the sandbox had already ended (a
+   * stopped or failed one can still become deleted, keeping its first reason, time and actor).
+   */
+  markEnded(id: string, end: SandboxEnd): boolean {
+    return this.stmts.markEnded.run({ id, state: end.state, reason: end.reason, endedBy: end.endedBy, at: end.at }).changes > 0;
   }
 
   /** Sandboxes of the tenant that hold resources (creating or running) and their memory limits summed. */

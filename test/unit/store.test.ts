@@ -226,6 +226,25 @@ describe('sandboxes', () => {
     });
   });
 
+  test('a sandbox ends once: a later end changes nothing, except that a stopped one can still be deleted', () => {
+    withStore((store) => {
+      put(store, sandbox('sbx_race'));
+      assert.equal(store.markEnded('sbx_race', { state: 'deleted', reason: 'deleted', endedBy: 'alice', at: '2026-01-02T00:00:00.000Z' }), true);
+      // the reaper's pass that raced the delete
+      assert.equal(store.markEnded('sbx_race', { state: 'failed', reason: 'runtime_lost', endedBy: 'reaper', at: '2026-01-02T00:00:01.000Z' }), false);
+      assert.equal(store.markEnded('sbx_race', { state: 'deleted', reason: 'deleted', endedBy: 'bob', at: '2026-01-02T00:00:02.000Z' }), false);
+      const raced = store.getSandbox('sbx_race')?.sandbox;
+      assert.deepEqual([raced?.state, raced?.endReason, raced?.endedBy, raced?.endedAt], ['deleted', 'deleted', 'alice', '2026-01-02T00:00:00.000Z']);
+
+      put(store, sandbox('sbx_idle'));
+      assert.equal(store.markEnded('sbx_idle', { state: 'stopped', reason: 'idle_timeout', endedBy: 'reaper', at: '2026-01-03T00:00:00.000Z' }), true);
+      assert.equal(store.markEnded('sbx_idle', { state: 'failed', reason: 'runtime_lost', endedBy: 'reconcile', at: '2026-01-03T00:00:01.000Z' }), false);
+      assert.equal(store.markEnded('sbx_idle', { state: 'deleted', reason: 'deleted', endedBy: 'alice', at: '2026-01-03T00:00:02.000Z' }), true);
+      const idle = store.getSandbox('sbx_idle')?.sandbox;
+      assert.deepEqual([idle?.state, idle?.endReason, idle?.endedBy, idle?.endedAt], ['deleted', 'idle_timeout', 'reaper', '2026-01-03T00:00:00.000Z']);
+    });
+  });
+
   test('purgeEnded removes sandboxes that ended before the cut-off, with their execs', () => {
     withStore((store) => {
       for (const id of ['sbx_old', 'sbx_new', 'sbx_live']) {

@@ -115,13 +115,8 @@ export async function endSandbox(
   const rt = d.runtimes.find(stored.sandbox.runtime);
   if (rt && stored.runtimeData) await rt.destroy(handleOf(stored));
   await d.egress?.close(id);
-  const already = stored.sandbox.endedAt;
-  d.store.markEnded(id, {
-    state,
-    reason: already && stored.sandbox.endReason ? stored.sandbox.endReason : reason,
-    endedBy: already ? (stored.sandbox.endedBy ?? endedBy) : endedBy,
-    at: already ?? new Date().toISOString(),
-  });
+  // Another path may have ended it meanwhile (a reaper pass during a delete): then it is told once.
+  if (!d.store.markEnded(id, { state, reason, endedBy, at: new Date().toISOString() })) return;
   d.store.audit({ tenant: stored.sandbox.tenant, actor: endedBy, action: state === 'deleted' ? 'delete' : 'stop', sandboxId: id, detail: { reason } });
   d.logger.info({ sandbox_id: id, reason, by: endedBy }, 'sandbox ended');
   d.metrics?.sandboxesEnded.inc({ reason, tenant: stored.sandbox.tenant });
