@@ -483,7 +483,13 @@ const overwriteHostBinaries: Attack = {
   async run(ctx) {
     return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
 got = []
-paths = ['/.agentbox/init', '/proc/self/exe'] + ['/proc/%s/exe' % p for p in os.listdir('/proc') if p.isdigit()]
+def own_file(p):
+    # a program the sandbox wrote itself and runs (another attack's, running beside this one): not a host binary
+    try:
+        return os.readlink(p).startswith(('/tmp/', '/workspace/', '/dev/shm/'))
+    except OSError:
+        return False
+paths = ['/.agentbox/init', '/proc/self/exe'] + [q for q in ('/proc/%s/exe' % p for p in os.listdir('/proc') if p.isdigit()) if not own_file(q)]
 for root, dirs, files in os.walk('/.agentbox'):
     paths += [os.path.join(root, f) for f in files]
 for p in ('/run/agentbox-agent',):
@@ -614,6 +620,8 @@ const devShmAndDevWritable: Attack = {
   category: 'filesystem',
   title: 'find every writable directory of the sandbox: only /workspace, /tmp and the runtime\'s /dev/shm, /dev/mqueue may be',
   async run(ctx) {
+    // Every create is a gofer round trip on gVisor: the walk of the debian image takes seconds there,
+    // many more when other attacks run beside it. A walk cut short counts as a failure, so give it room.
     return pyProbe(ctx, ctx.sandboxes.debian, String.raw`
 ok = ('/workspace', '/tmp', '/dev/shm', '/dev/mqueue', '/proc', '/sys', '/dev/pts')
 import time
@@ -622,7 +630,7 @@ name = '.agentbox-w-probe-%d' % os.getpid()
 for root, dirs, files in os.walk('/', topdown=True):
     dirs[:] = [d for d in dirs if os.path.join(root, d) not in ('/proc', '/sys', '/workspace', '/tmp')]
     seen += 1
-    if seen > 20000 or time.time() - t0 > 8:
+    if seen > 20000 or time.time() - t0 > 40:
         found.append('(more than %d directories: stopped looking)' % seen); break
     if root.startswith(ok): continue
     p = os.path.join(root, name)
@@ -632,7 +640,7 @@ for root, dirs, files in os.walk('/', topdown=True):
     except OSError:
         pass
 done(not found, ('writable outside /workspace and /tmp: ' + ', '.join(found)) if found else 'no writable directory outside /workspace, /tmp (and /dev/shm, /dev/mqueue)')
-`);
+`, { timeoutMs: 60_000 });
   },
 };
 
