@@ -11,7 +11,7 @@ import type { DaemonInfo } from '../contract/daemon.js';
 import { resolvePaths, type Paths } from '../core/config.js';
 import { BadRequestError, RuntimeUnavailableError } from '../contract/errors.js';
 import { parseDuration } from '../policy/duration.js';
-import { answers, ensureLocalDaemon, localClient } from './connect.js';
+import { answers, connectClient, ensureLocalDaemon, localClient } from './connect.js';
 import { printJson } from './output.js';
 
 export const EXIT_NOT_RUNNING = 3;
@@ -87,7 +87,6 @@ function describeHolder(pid: number | undefined): string {
 
 async function status(flags: { json?: boolean }): Promise<number> {
   if (process.env.AGENTBOX_URL) {
-    const { connectClient } = await import('./connect.js');
     const info = await (await connectClient()).daemonInfo();
     await printInfo(info, flags.json === true, false);
     return 0;

@@ -15,7 +15,7 @@ import { ImageStore } from '../images/image-store.js';
 import { loadPolicy } from '../policy/load.js';
 import { LocalRuntime } from '../runtime/local/local-runtime.js';
 import { DockerRuntime } from '../runtime/docker/docker-runtime.js';
-import type { Runtime } from '../runtime/types.js';
+import type { ProbeResult, Runtime } from '../runtime/types.js';
 import { Store } from '../store/store.js';
 import { Metrics } from '../observability/metrics.js';
 import { EgressService } from '../egress/service.js';
@@ -52,15 +52,12 @@ export interface DaemonOpts {
 
 export interface Daemon {
   paths: Paths;
-  pid: number;
   manager: SandboxManager;
   store: Store;
   images: ImageStore;
   servers: Server[];
   /** The TCP address actually bound (port 0 picks one). */
   tcpAddress?: { host: string; port: number };
-  /** What `GET /v1/daemon` and `agentbox daemon status` show. */
-  info(): Promise<DaemonInfo>;
   close(): Promise<void>;
 }
 
@@ -158,6 +155,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   const apis: ApiServer[] = [];
   // One bucket per tenant across both listeners and /mcp.
   const limiter = new RateLimiter((tenant) => policy.tenants?.find((t) => t.name === tenant)?.quotas?.requestsPerMinute);
+  const log = logFile();
   const info = async (): Promise<DaemonInfo> => ({
     pid: process.pid,
     version,
@@ -167,7 +165,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     home: paths.home,
     socket: listeningOnSocket ? socketPath : null,
     tcp: daemon.tcpAddress ?? null,
-    log: logFile(),
+    log,
     runtimes: await runtimeHealth(runtimes),
     sandboxes: store.countByState(),
     pools: manager.poolStatus(),
@@ -175,8 +173,6 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   const common = { manager, auth, logger: opts.logger, metrics, images, limiter, daemonInfo: info, ...(opts.http ? { http: opts.http } : {}) };
   const daemon: Daemon = {
     paths,
-    pid: process.pid,
-    info,
     manager,
     store,
     images,
@@ -268,11 +264,14 @@ async function runtimeHealth(runtimes: Partial<Record<RuntimeName, Runtime>>): P
   for (const [name, rt] of Object.entries(runtimes)) {
     if (!rt) continue;
     const probe = await rt.probe();
-    out[name] = probe.ok
-      ? { ok: true, detail: Object.entries(probe.details ?? {}).map(([k, v]) => `${k} ${v}`).join(', ') }
-      : { ok: false, detail: probe.reason ?? 'unavailable', ...(probe.hint ? { hint: probe.hint } : {}) };
+    out[name] = { ok: probe.ok, detail: describeProbe(probe), ...(!probe.ok && probe.hint ? { hint: probe.hint } : {}) };
   }
   return out;
+}
+
+/** A probe in one line: what was found (versions) when the runtime works, else why not. */
+export function describeProbe(probe: ProbeResult): string {
+  return probe.ok ? Object.entries(probe.details ?? {}).map(([k, v]) => `${k} ${v}`).join(', ') : (probe.reason ?? 'unavailable');
 }
 
 /** Where this process's stdout goes, when that is a file: the log of a daemon the CLI started. */

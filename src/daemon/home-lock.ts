@@ -45,15 +45,7 @@ export class FileLock {
 
   /** The lock, or undefined when another process holds it for longer than `waitMs`. */
   static tryAcquire(path: string, waitMs: number): FileLock | undefined {
-    const db = openLock(path, waitMs);
-    try {
-      db.exec('BEGIN EXCLUSIVE');
-    } catch (err) {
-      db.close();
-      if (isBusy(err)) return undefined;
-      throw err;
-    }
-    return new FileLock(path, db);
+    return FileLock.take(path, openLock(path, waitMs));
   }
 
   /** Whether another process holds the lock now. Never blocks; holds it for a few microseconds itself. */
@@ -64,16 +56,21 @@ export class FileLock {
     } catch {
       return false;
     }
+    const lock = FileLock.take(path, db);
+    lock?.release();
+    return lock === undefined;
+  }
+
+  /** Lock the file through `db`; undefined (and `db` closed) when another process holds it. */
+  private static take(path: string, db: Database.Database): FileLock | undefined {
     try {
       db.exec('BEGIN EXCLUSIVE');
-      db.exec('ROLLBACK');
-      return false;
     } catch (err) {
-      if (isBusy(err)) return true;
-      throw err;
-    } finally {
       db.close();
+      if (isBusy(err)) return undefined;
+      throw err;
     }
+    return new FileLock(path, db);
   }
 
   release(): void {

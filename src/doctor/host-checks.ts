@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { buildRuntimes } from '../daemon/compose.js';
+import { buildRuntimes, describeProbe } from '../daemon/compose.js';
 import { cliEntry, helperPath, resolvePaths } from '../core/config.js';
 import { ImageStore } from '../images/image-store.js';
 import {
@@ -63,7 +63,7 @@ export async function hostChecks(opts: HostCheckOpts = {}): Promise<HostCheck[]>
     check({
       name: 'runtime local (bubblewrap + cgroups)',
       ok: local?.ok === true,
-      detail: local?.ok ? Object.entries(local.details ?? {}).map(([k, v]) => `${k} ${v}`).join(', ') : (local?.reason ?? 'unavailable'),
+      detail: local ? describeProbe(local) : 'unavailable',
       ...(local && !local.ok && local.hint ? { fix: local.hint } : {}),
       requiredBy: ['local'],
     }),
