@@ -21,6 +21,7 @@ import { resolveSpec } from '../policy/resolve.js';
 import type { Policy } from '../policy/schema.js';
 import type { Runtime, SandboxHandle } from '../runtime/types.js';
 import type { Store } from '../store/store.js';
+import type { DiskStore } from '../storage/disk-store.js';
 import { RuntimeUnavailableError } from '../contract/errors.js';
 import type { DirEntry, ExecEvent, ExecRecord, ExecResult, RuntimeName, Sandbox } from '../contract/model.js';
 import type { CreateSandboxRequest, ExecRequest } from '../contract/requests.js';
@@ -54,6 +55,8 @@ export interface ManagerOpts {
   metrics?: Metrics;
   /** The per-sandbox egress proxies; without it only egress mode none can be created. */
   egress?: EgressService;
+  /** Sandbox disks (the same store the runtimes were given): orphans are removed at start. */
+  disks?: DiskStore;
 }
 
 /** The manager's state, split by job; each part function takes from it only what it needs. */
@@ -63,6 +66,7 @@ interface Parts {
   logger: Logger;
   metrics: Metrics | undefined;
   egress: EgressService | undefined;
+  disks: DiskStore | undefined;
   runtimes: Runtimes;
   inflight: Inflight;
   pools: WarmPools;
@@ -86,6 +90,7 @@ export class SandboxManager {
       logger,
       metrics,
       egress,
+      disks: opts.disks,
       runtimes,
       inflight: new Inflight(),
       pools: new WarmPools(),

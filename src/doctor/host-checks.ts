@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { buildRuntimes, describeProbe } from '../daemon/compose.js';
 import { cliEntry, helperPath, resolvePaths } from '../core/config.js';
 import { ImageStore } from '../images/image-store.js';
+import { DiskStore } from '../storage/disk-store.js';
 import {
   HOST_PATH,
   bubblewrapCheck,
@@ -46,7 +47,7 @@ export async function hostChecks(opts: HostCheckOpts = {}): Promise<HostCheck[]>
   const procRoot = opts.procRoot ?? '/proc';
   const paths = resolvePaths(env);
   const images = new ImageStore(paths.images);
-  const runtimes = buildRuntimes(paths, images);
+  const runtimes = buildRuntimes(paths, images, new DiskStore({ dir: paths.storage }));
   const checkout = resolve(dirname(cliEntry()), '..', '..', '..');
   const setupWithDocker = `${join(checkout, 'scripts', 'setup.sh')} --with-docker`;
   const checks: HostCheck[] = [];

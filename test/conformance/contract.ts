@@ -359,6 +359,24 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
       assert.match(r.stdout, /No space left/i);
     });
 
+    it('keeps /workspace and /tmp on disk: files beyond memoryMb fit, past diskMb is ENOSPC, and the sandbox lives on', async () => {
+      // 96 MB of files under a 48 MB memory limit: on a tmpfs this is an OOM kill, on the disk it is nothing.
+      const h = await newSandbox({ memoryMb: 48, diskMb: 160 });
+      const write = await run(rt, h, 'head -c 100663296 /dev/urandom > /workspace/big && echo ok-$(stat -c %s /workspace/big) && sha256sum /workspace/big');
+      assert.equal(write.exitCode, 0, write.stdout + write.stderr);
+      assert.match(write.stdout, /^ok-100663296\n/);
+      const sum = write.stdout.split('\n')[1]!.split(' ')[0];
+      assert.ok((await rt.stats(h)).memoryBytes < 48 * 1024 * 1024, 'the files count against memory');
+      // /tmp shares the disk and its quota.
+      const over = await run(rt, h, 'dd if=/dev/zero of=/tmp/over bs=1M count=100 2>&1; echo rc=$?');
+      assert.match(over.stdout, /No space left on device/);
+      assert.match(over.stdout, /rc=1/);
+      assert.equal((await rt.status(h)).alive, true);
+      const after = await run(rt, h, 'rm -f /tmp/over; sha256sum /workspace/big; echo small > /tmp/small && cat /tmp/small');
+      assert.equal(after.exitCode, 0, after.stderr);
+      assert.equal(after.stdout, `${sum}  /workspace/big\nsmall\n`);
+    });
+
     it('pauses and resumes', async (t) => {
       // A capability the driver leaves out shows as a skip, not as a pass.
       if (!rt.pause || !rt.resume) return t.skip(`${opts.name} has no pause capability`);

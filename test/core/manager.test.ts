@@ -17,6 +17,7 @@ import { Store } from '../../src/store/store.js';
 import { AgentboxClient } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
 import type { ImageStore } from '../../src/images/image-store.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const caller: Caller = { tenant: 'default', actor: 'test' };
 
@@ -38,7 +39,7 @@ describe('SandboxManager', () => {
   let dir: string;
   let images: ImageStore;
   const scope = `agentbox/test-manager-${process.pid}`;
-  const newRuntime = (): LocalRuntime => new LocalRuntime({ scope, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
+  const newRuntime = (): LocalRuntime => new LocalRuntime({ disks: scratchDiskStore(), scope, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
 
   before(async () => {
     images = await testImages();

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { EgressService } from '../../egress/service.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { Store } from '../../store/store.js';
+import type { DiskStore } from '../../storage/disk-store.js';
 import { reconcileEgress } from './egress.js';
 import type { ExecRecorder } from './execs.js';
 import { ACTIVE, endSandbox, type IdlePauses } from './lifecycle.js';
@@ -47,7 +48,7 @@ export async function reapPass(d: ReaperDeps): Promise<void> {
 }
 
 /** After a restart: rows whose sandbox is gone become runtime_lost; host objects nobody knows are reaped. */
-export async function reconcile(d: { store: Store; runtimes: Runtimes; egress?: EgressService | undefined; logger: Logger }): Promise<void> {
+export async function reconcile(d: { store: Store; runtimes: Runtimes; egress?: EgressService | undefined; disks?: DiskStore | undefined; logger: Logger }): Promise<void> {
   const store = d.store;
   for (const [name, rt] of d.runtimes.entries()) {
     const probe = await rt.probe();
@@ -74,4 +75,19 @@ export async function reconcile(d: { store: Store; runtimes: Runtimes; egress?: 
     }
   }
   await reconcileEgress(d);
+  await reconcileDisks(d);
+}
+
+/** Disks whose sandbox is gone (a daemon killed between a create's disk and its row, or during a destroy). */
+async function reconcileDisks(d: { store: Store; disks?: DiskStore | undefined; logger: Logger }): Promise<void> {
+  if (!d.disks?.exists()) return;
+  await d.disks.open();
+  const active = new Set(d.store.listSandboxes({ states: ACTIVE }).map((s) => s.sandbox.id));
+  for (const id of d.disks.list()) {
+    if (active.has(id)) continue;
+    await d.disks.destroy(id).then(
+      () => d.logger.warn({ sandbox_id: id }, 'removed the disk of a sandbox that is gone'),
+      (err: unknown) => d.logger.error({ sandbox_id: id, err }, 'could not remove an orphaned disk'),
+    );
+  }
 }
