@@ -47,6 +47,7 @@ export class DiskStore {
   readonly storeDir: string;
   private readonly mntDir: string;
   private readonly templates = new Map<number, Promise<string>>();
+  private readonly destroying = new Map<string, Promise<void>>();
   private opened: Promise<void> | undefined;
 
   constructor(private readonly opts: DiskStoreOpts) {
@@ -86,7 +87,7 @@ export class DiskStore {
       }
       await runTool('mount', ['-o', 'loop,nosuid,nodev,noexec', image, this.storeDir]);
     }
-    for (const sub of ['templates', 'disks', 'snapshots', 'volumes']) mkdirSync(join(this.storeDir, sub), { recursive: true, mode: 0o700 });
+    for (const sub of ['templates', 'disks', 'snapshots', 'volumes', 'scratch']) mkdirSync(join(this.storeDir, sub), { recursive: true, mode: 0o700 });
   }
 
   /** A formatted, empty ext4 image of `sizeMb`, made once and cloned by every disk of that size. */
@@ -155,19 +156,35 @@ export class DiskStore {
     return { id, root, image };
   }
 
-  /** Unmount and delete the disk; idempotent. The sandbox's own mount namespace may still hold it until it is gone. */
-  async destroy(id: string): Promise<void> {
+  /**
+   * Unmount and delete the disk; idempotent, and safe to call twice at once (a delete and the
+   * reaper may both end a sandbox). The sandbox's own mount namespace may still hold the
+   * filesystem until its last process is gone; the loop device goes with it.
+   */
+  destroy(id: string): Promise<void> {
     checkId(id);
+    let running = this.destroying.get(id);
+    if (!running) {
+      running = this.doDestroy(id).finally(() => this.destroying.delete(id));
+      this.destroying.set(id, running);
+    }
+    return running;
+  }
+
+  private async doDestroy(id: string): Promise<void> {
     const root = this.mountPoint(id);
     if (isMountPoint(root)) {
-      // Lazy: a process of the ended sandbox may still be on its way out; the loop device is freed with the last user.
-      await runTool('umount', ['-l', root]);
+      // Lazy: a process of the ended sandbox may still be on its way out.
+      await runTool('umount', ['-l', root]).catch((err: unknown) => {
+        if (isMountPoint(root)) throw err;
+      });
     }
     await rmdir(root).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw new InternalError(`could not remove ${root}: ${err.message}`);
     });
     await rm(this.imagePath(id), { force: true });
   }
+
 
   /** Ids of every disk in the store, mounted or not (for reconciliation). */
   list(): string[] {
@@ -191,6 +208,28 @@ export class DiskStore {
     } finally {
       await runTool('fsfreeze', ['-u', root]);
     }
+  }
+
+  /**
+   * A frozen-consistent clone of a live disk to start other disks from (a fork's children), in
+   * the store's scratch directory; the caller removes it with `dropScratch`.
+   */
+  async cloneToScratch(id: string): Promise<string> {
+    await this.open();
+    const path = join(this.storeDir, 'scratch', `${id}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}.img`);
+    await this.cloneTo(id, path);
+    return path;
+  }
+
+  async dropScratch(path: string): Promise<void> {
+    await rm(path, { force: true });
+  }
+
+  /** Scratch clones a daemon left when it died (call at start, before anything uses the store). */
+  async clearScratch(): Promise<void> {
+    const dir = join(this.storeDir, 'scratch');
+    if (!existsSync(dir)) return;
+    for (const n of readdirSync(dir)) await rm(join(dir, n), { force: true });
   }
 
   /** Unmount the store when no disk is mounted (a daemon that stops with no sandbox left). */

@@ -97,6 +97,26 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX egress_events_sandbox ON egress_events (sandbox_id, id);
     `,
   },
+  {
+    version: 3,
+    name: 'snapshots',
+    sql: `
+      CREATE TABLE snapshots (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        name TEXT,
+        sandbox_id TEXT NOT NULL,
+        image TEXT NOT NULL,
+        disk_mb INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('creating', 'ready')),
+        created_at TEXT NOT NULL
+      );
+      CREATE UNIQUE INDEX snapshots_name ON snapshots (tenant, name) WHERE name IS NOT NULL;
+      CREATE INDEX snapshots_tenant ON snapshots (tenant, created_at);
+    `,
+  },
 ];
 
 export function schemaVersion(db: Database.Database): number {

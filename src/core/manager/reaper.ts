@@ -7,6 +7,8 @@ import type { EgressService } from '../../egress/service.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { Store } from '../../store/store.js';
 import type { DiskStore } from '../../storage/disk-store.js';
+import type { SnapshotFiles } from '../../storage/snapshot-files.js';
+import { reconcileSnapshots } from './snapshots.js';
 import { reconcileEgress } from './egress.js';
 import type { ExecRecorder } from './execs.js';
 import { ACTIVE, endSandbox, type IdlePauses } from './lifecycle.js';
@@ -48,7 +50,7 @@ export async function reapPass(d: ReaperDeps): Promise<void> {
 }
 
 /** After a restart: rows whose sandbox is gone become runtime_lost; host objects nobody knows are reaped. */
-export async function reconcile(d: { store: Store; runtimes: Runtimes; egress?: EgressService | undefined; disks?: DiskStore | undefined; logger: Logger }): Promise<void> {
+export async function reconcile(d: { store: Store; runtimes: Runtimes; egress?: EgressService | undefined; disks?: DiskStore | undefined; snapshotFiles?: SnapshotFiles | undefined; logger: Logger }): Promise<void> {
   const store = d.store;
   for (const [name, rt] of d.runtimes.entries()) {
     const probe = await rt.probe();
@@ -76,6 +78,7 @@ export async function reconcile(d: { store: Store; runtimes: Runtimes; egress?: 
   }
   await reconcileEgress(d);
   await reconcileDisks(d);
+  await reconcileSnapshots(d);
 }
 
 /** Disks whose sandbox is gone (a daemon killed between a create's disk and its row, or during a destroy). */
