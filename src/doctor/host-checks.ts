@@ -19,6 +19,7 @@ import {
   kernelCheck,
   kvmCheck,
   nativeHelperCheck,
+  sandboxDisksCheck,
   taskLimitsCheck,
   userNamespacesCheck,
   type HostCheck,
@@ -71,6 +72,7 @@ export async function hostChecks(opts: HostCheckOpts = {}): Promise<HostCheck[]>
   );
 
   checks.push(diskCheck('AGENTBOX_HOME', paths.home, { minBytes: 64 * MiB, warnBytes: 256 * MiB, requiredBy: ['local', 'docker', 'gvisor'], fix: `free space on that filesystem, or export AGENTBOX_HOME=<a directory on a larger disk>` }));
+  checks.push(sandboxDisksCheck({ path: opts.path ?? HOST_PATH, procRoot }));
   checks.push(diskCheck('image store', paths.images, { minBytes: 16 * MiB, warnBytes: 1024 * MiB, requiredBy: ['local', 'docker', 'gvisor'], fix: 'agentbox image rm NAME for images no longer used, or export AGENTBOX_IMAGES=<a directory on a larger disk>' }));
 
   const busybox = images.get('busybox');

@@ -74,18 +74,33 @@ export class SnapshotFiles {
   }
 
   /**
-   * Take sandbox `sandboxId`'s disk (frozen for the clone) into snapshot `id`. Either the complete
-   * snapshot exists afterwards or nothing does (a full host disk, a failed clone: all removed).
+   * Step 1 of taking a snapshot, the only one the sandbox must be frozen for: a reflink clone of
+   * its disk (itself frozen for the clone) into the snapshot's `.partial` directory.
    */
-  async take(id: string, sandboxId: string, diskMb: number): Promise<{ manifest: SnapshotManifest; bytes: number }> {
+  async clone(id: string, sandboxId: string): Promise<void> {
     checkId(id);
     await this.disks.open();
     const partial = `${this.dir(id)}.partial`;
     await rm(partial, { recursive: true, force: true });
     await mkdir(partial, { mode: 0o700 });
     try {
+      await this.disks.cloneTo(sandboxId, join(partial, 'disk.img'));
+    } catch (err) {
+      await rm(partial, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /**
+   * Step 2, with the sandbox running again: digest the layer, write the manifest, and rename the
+   * directory into place. Either the complete snapshot exists afterwards or nothing of it does
+   * (a full host disk, a failed digest: all removed).
+   */
+  async seal(id: string, diskMb: number): Promise<{ manifest: SnapshotManifest; bytes: number }> {
+    checkId(id);
+    const partial = `${this.dir(id)}.partial`;
+    try {
       const layer = join(partial, 'disk.img');
-      await this.disks.cloneTo(sandboxId, layer);
       const st = await stat(layer);
       const manifest: SnapshotManifest = {
         version: 1,
@@ -108,6 +123,13 @@ export class SnapshotFiles {
       throw err;
     }
   }
+
+  /** Both steps at once (the sandbox's processes keep running). */
+  async take(id: string, sandboxId: string, diskMb: number): Promise<{ manifest: SnapshotManifest; bytes: number }> {
+    await this.clone(id, sandboxId);
+    return this.seal(id, diskMb);
+  }
+
 
   /** The manifest, after checking the layer still has the bytes it was taken with. */
   async verify(id: string): Promise<SnapshotManifest> {

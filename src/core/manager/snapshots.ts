@@ -75,7 +75,9 @@ export async function takeSnapshot(d: SnapshotDeps, stored: StoredSandbox, name:
   }
   const t0 = performance.now();
   try {
-    const { manifest, bytes } = await frozen(d, stored, () => files.take(id, sb.id, sb.limits.diskMb));
+    // Frozen only for the clone; the digest is taken of the clone, with the sandbox running again.
+    await frozen(d, stored, () => files.clone(id, sb.id));
+    const { manifest, bytes } = await files.seal(id, sb.limits.diskMb);
     const sha256 = manifest.layers[0]!.sha256;
     if (quotaMb !== undefined && usedMb + bytes / MiB > quotaMb) {
       throw new QuotaExceededError(`a snapshot of ${sb.id} holds ${Math.ceil(bytes / MiB)} MB; with it tenant ${sb.tenant} would have ${Math.ceil(usedMb + bytes / MiB)} MB of snapshots, over its quota of ${quotaMb} MB`, {
