@@ -1,13 +1,15 @@
 /** Snapshots and forks through the API and SDK, against a real daemon: restore byte-identical, fork independence, damage, bad input, tenants. */
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient } from '../../src/sdk/client.js';
+import { DiskStore } from '../../src/storage/disk-store.js';
 import { mountTable } from '../../src/storage/host-tools.js';
+import { Store } from '../../src/store/store.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
 
 const POLICY = `version: 1
@@ -117,6 +119,36 @@ describe('snapshots and fork over the API', { skip }, () => {
     await assert.rejects(alice.create({ snapshot: snap.id }), (err: { code?: string; message?: string; hint?: string }) => err.code === 'conflict' && /damaged/.test(err.message ?? '') && /snapshot rm/.test(err.hint ?? ''));
     assert.equal((await alice.list()).length, 0, 'a failed restore left a sandbox');
     await alice.deleteSnapshot(snap.id);
+  });
+
+  test('a daemon that died while taking a snapshot: the next one removes the half-made one and keeps the good', async () => {
+    const sb = await alice.create();
+    await alice.exec(sb.id, { cmd: ['sh', '-c', 'echo good > /workspace/g'] });
+    const good = await alice.snapshot(sb.id, { name: 'good' });
+    await alice.delete(sb.id);
+    await daemon.close();
+    // What a kill -9 in the middle of a snapshot leaves: a 'creating' row and a .partial directory with a layer but no manifest.
+    const db = Store.open(join(home, 'agentbox.db'));
+    db.snapshots.begin({ id: 'snap_halfmade1', tenant: 'alice', name: 'half', sandboxId: sb.id, image: 'busybox', diskMb: 64, createdAt: new Date().toISOString() });
+    db.close();
+    const snapDir = join(home, 'storage', 'store', 'snapshots');
+    // The store was unmounted with the daemon; mount it to plant the files, as they would be after a crash.
+    const disks = new DiskStore({ dir: join(home, 'storage') });
+    await disks.open();
+    mkdirSync(join(snapDir, 'snap_halfmade1.partial'));
+    writeFileSync(join(snapDir, 'snap_halfmade1.partial', 'disk.img'), 'partial');
+    mkdirSync(join(snapDir, 'snap_norow1'));
+    daemon = await startDaemon({ env: { AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR }, logger: silentLogger(), policyPath: join(home, 'policy.yaml'), socket: join(home, 'agentbox.sock'), tcp: { host: '127.0.0.1', port: 0 } });
+    const url = `http://127.0.0.1:${daemon.tcpAddress!.port}`;
+    alice = new AgentboxClient({ url, token: 'alice-token-0123456789' });
+    bob = new AgentboxClient({ url, token: 'bob-token-0123456789' });
+    assert.deepEqual((await alice.listSnapshots()).map((s) => s.id), [good.id]);
+    await assert.rejects(alice.getSnapshot('half'), { code: 'not_found' });
+    assert.deepEqual(readdirSync(snapDir), [good.id]);
+    const r = await alice.create({ snapshot: 'good' });
+    assert.equal((await alice.exec(r.id, { cmd: ['cat', '/workspace/g'] })).stdout, 'good\n');
+    await alice.delete(r.id);
+    await alice.deleteSnapshot(good.id);
   });
 
   test('bad input: unknown and ended sandboxes, other tenants, bad names, duplicate names, the quota', async () => {

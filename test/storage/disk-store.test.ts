@@ -2,12 +2,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DiskStore } from '../../src/storage/disk-store.js';
 import { isMountPoint, mountTable } from '../../src/storage/host-tools.js';
+import { SnapshotFiles } from '../../src/storage/snapshot-files.js';
 
 const skip = process.getuid?.() !== 0 ? 'sandbox disks need root (mount, loop devices)' : undefined;
 
@@ -78,5 +79,78 @@ describe('disk store', { skip }, () => {
     const back = await again.attach('sbx_keep');
     assert.equal(readFileSync(join(back!.root, 'workspace', 'f'), 'utf8'), 'x');
     await again.destroy('sbx_keep');
+  });
+});
+
+describe('snapshot files', { skip }, () => {
+  let dir: string;
+  let store: DiskStore;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'agentbox-snapfiles-'));
+    // Small on purpose: the last test fills it.
+    store = new DiskStore({ dir: join(dir, 'storage'), storeBytes: 1024 ** 3 });
+    await store.open();
+  });
+  after(async () => {
+    for (const id of store.list()) await store.destroy(id);
+    assert.equal(await store.closeIfIdle(), true);
+    assert.deepEqual(mountTable().filter((m) => m.point.startsWith(dir)), [], 'mounts left behind');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a sealed snapshot verifies; a changed byte or a missing manifest is refused', async () => {
+    const files = new SnapshotFiles(store);
+    const disk = await store.create('sbx_snapsrc', 32);
+    writeFileSync(join(disk.root, 'workspace', 'f'), 'v1');
+    const { manifest } = await files.take('snap_t1', 'sbx_snapsrc', 32);
+    assert.equal((await files.verify('snap_t1')).layers[0]!.sha256, manifest.layers[0]!.sha256);
+    // The digest is of the clone: later writes in the sandbox do not change it.
+    writeFileSync(join(disk.root, 'workspace', 'f'), 'v2');
+    await files.verify('snap_t1');
+    const layer = files.layerPath('snap_t1');
+    const fd = openSync(layer, 'r+');
+    const probe = Buffer.alloc(1);
+    // Flip one byte inside a data extent (the superblock at 1024 is always data).
+    readSync(fd, probe, 0, 1, 1100);
+    writeSync(fd, Buffer.from([probe[0]! ^ 0xff]), 0, 1, 1100);
+    closeSync(fd);
+    await assert.rejects(files.verify('snap_t1'), { code: 'conflict', message: /damaged/ });
+    await files.remove('snap_t1');
+    await assert.rejects(files.verify('snap_t1'), { code: 'not_found' });
+    await files.take('snap_t2', 'sbx_snapsrc', 32);
+    rmSync(join(store.storeDir, 'snapshots', 'snap_t2', 'manifest.json'));
+    await assert.rejects(files.verify('snap_t2'), { code: 'conflict', message: /manifest/ });
+    await files.remove('snap_t2');
+    await store.destroy('sbx_snapsrc');
+  });
+
+  test('a snapshot that runs out of space leaves nothing behind, and the sandbox disk is unharmed', async () => {
+    const files = new SnapshotFiles(store);
+    const disk = await store.create('sbx_full', 32);
+    writeFileSync(join(disk.root, 'workspace', 'f'), 'kept');
+    // Take every free block of the store.
+    const filler = join(store.storeDir, 'scratch', 'filler');
+    execFileSync('sh', ['-c', `dd if=/dev/zero of=${filler} bs=1M 2>/dev/null; true`]);
+    let failed = false;
+    for (let i = 0; i < 20 && !failed; i++) {
+      // Reflink clones need only metadata; keep taking until even that runs out.
+      await files.take(`snap_full${i}`, 'sbx_full', 32).then(
+        () => undefined,
+        (err: { message?: string }) => {
+          failed = true;
+          assert.match(String(err.message), /ENOSPC|No space/);
+        },
+      );
+    }
+    assert.ok(failed, 'a full store never refused a snapshot');
+    for (const id of files.listIds()) {
+      // Whatever exists is complete: it verifies. Nothing half-made is left.
+      assert.ok(!id.endsWith('.partial'));
+      await files.verify(id);
+      await files.remove(id);
+    }
+    rmSync(filler);
+    assert.equal(readFileSync(join(disk.root, 'workspace', 'f'), 'utf8'), 'kept');
+    await store.destroy('sbx_full');
   });
 });
