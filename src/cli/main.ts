@@ -13,6 +13,7 @@ import { registerSandboxCommands } from './sandbox-commands.js';
 import { registerEgressCommands } from './egress-commands.js';
 import { registerDoctorCommand } from './doctor-command.js';
 import { registerDaemonCommands } from './daemon-commands.js';
+import { registerVolumeCommands } from './volume-commands.js';
 import { otherVersionWarning } from './connect.js';
 
 async function main(argv: string[]): Promise<number> {
@@ -28,6 +29,7 @@ async function main(argv: string[]): Promise<number> {
   registerEgressCommands(program);
   registerDoctorCommand(program, (code) => (exitCode = code));
   registerDaemonCommands(program, (code) => (exitCode = code));
+  registerVolumeCommands(program);
   try {
     await program.parseAsync(argv);
     const warning = await otherVersionWarning();

@@ -11,6 +11,7 @@
  *   pools.ts      warm pools from the policy
  *   runtimes.ts   the enabled drivers, probed once
  *   inflight.ts   operations close() waits for
+ *   volumes.ts    named volumes: rows, mounts counted per user, file operations without a sandbox
  * The public methods return the contract's types (model.ts), never store rows.
  */
 import type { Readable } from 'node:stream';
@@ -22,6 +23,7 @@ import type { Policy } from '../policy/schema.js';
 import type { Runtime, SandboxHandle } from '../runtime/types.js';
 import type { Store } from '../store/store.js';
 import type { DiskStore } from '../storage/disk-store.js';
+import type { VolumeStore } from '../storage/volume-store.js';
 import { RuntimeUnavailableError } from '../contract/errors.js';
 import type { DirEntry, ExecEvent, ExecRecord, ExecResult, RuntimeName, Sandbox } from '../contract/model.js';
 import type { CreateSandboxRequest, ExecRequest } from '../contract/requests.js';
@@ -34,6 +36,8 @@ import { ACTIVE, createSandbox, endSandbox, IdlePauses, markActive, newSandboxId
 import { WarmPools, type PoolStatus } from './manager/pools.js';
 import { reapPass, reconcile } from './manager/reaper.js';
 import { handleOf, Runtimes } from './manager/runtimes.js';
+import { Volumes, type VolumeFileOps } from './manager/volumes.js';
+import { normalizeMounts } from '../contract/volumes.js';
 
 export type { Caller, Scope } from './manager/access.js';
 export { newExecId } from './manager/execs.js';
@@ -57,6 +61,8 @@ export interface ManagerOpts {
   egress?: EgressService;
   /** Sandbox disks (the same store the runtimes were given): orphans are removed at start. */
   disks?: DiskStore;
+  /** Named volumes: where they live and how their files are reached without a sandbox; without it there are none. */
+  volumes?: { store: VolumeStore; files: VolumeFileOps };
 }
 
 /** The manager's state, split by job; each part function takes from it only what it needs. */
@@ -67,6 +73,7 @@ interface Parts {
   metrics: Metrics | undefined;
   egress: EgressService | undefined;
   disks: DiskStore | undefined;
+  volumes: Volumes | undefined;
   runtimes: Runtimes;
   inflight: Inflight;
   pools: WarmPools;
@@ -91,6 +98,7 @@ export class SandboxManager {
       metrics,
       egress,
       disks: opts.disks,
+      volumes: opts.volumes ? new Volumes({ store, volumes: opts.volumes.store, files: opts.volumes.files, logger }) : undefined,
       runtimes,
       inflight: new Inflight(),
       pools: new WarmPools(),
@@ -108,6 +116,7 @@ export class SandboxManager {
   /** Reconcile with what exists on the host, fill the warm pools, then start the reaper. */
   async start(): Promise<void> {
     await reconcile(this.parts);
+    await this.parts.volumes?.reconcile();
     await this.parts.pools.start(this.parts);
     const every = this.opts.reapIntervalMs ?? 1000;
     this.reaper = setInterval(() => void this.reapOnce().catch((err) => this.opts.logger.error({ err }, 'reaper failed')), every);
@@ -147,7 +156,12 @@ export class SandboxManager {
     if (caller.labels) req = { ...req, labels: { ...req.labels, ...caller.labels } };
     const release = await this.parts.createGate.acquire();
     try {
-      const spec = resolveSpec(this.opts.policy, req, { tenant: caller.tenant, id: newSandboxId() });
+      let spec = resolveSpec(this.opts.policy, req, { tenant: caller.tenant, id: newSandboxId() });
+      const mounts = normalizeMounts(req.volumes);
+      if (mounts.length > 0) {
+        this.volumes.checkMounts(mounts, caller);
+        spec = { ...spec, volumes: mounts };
+      }
       const egress = spec.egress.mode === 'none' ? undefined : requireEgress(this.parts.egress);
       const unreserve = this.parts.quotas.reserve(spec);
       try {
@@ -158,6 +172,12 @@ export class SandboxManager {
     } finally {
       release();
     }
+  }
+
+  /** Named volumes: create, list, remove, files without a sandbox (each call checks the caller). */
+  get volumes(): Volumes {
+    if (!this.parts.volumes) throw new RuntimeUnavailableError('this daemon has no volume store', { hint: 'volumes need the daemon started by agentbox serve (or the CLI)' });
+    return this.parts.volumes;
   }
 
   get(id: string, caller: Caller): Sandbox {

@@ -11,6 +11,7 @@ import type { CreateSandboxRequest, ExecRequest } from '../contract/requests.js'
 import { parseDuration } from '../policy/duration.js';
 import type { Policy } from '../policy/schema.js';
 import type { AgentboxClient } from '../sdk/client.js';
+import type { VolumeOps } from './volume-tools.js';
 
 export interface ListFilter {
   labels?: Record<string, string>;
@@ -46,6 +47,8 @@ export interface SandboxOps {
   delete(id: string): Promise<Sandbox>;
   /** Undefined when not known (a remote daemon's policy is not visible to its clients). */
   readonly limits?: OpsLimits;
+  /** Named volumes (the volume_* tools); absent: no such tools. */
+  readonly volumes?: VolumeOps;
 }
 
 /** Operations over the HTTP API (TCP or the daemon's Unix socket). */
@@ -59,6 +62,7 @@ export function clientOps(client: AgentboxClient): SandboxOps {
     readFile: async (id, path, maxBytes) => readCapped(await client.readFile(id, path), maxBytes),
     stop: (id) => client.stop(id),
     delete: (id) => client.delete(id),
+    volumes: { list: () => client.listVolumes(), create: ({ name, ...opts }) => client.createVolume(name, opts) },
   };
 }
 
@@ -75,6 +79,7 @@ export function managerOps(manager: SandboxManager, caller: Caller): SandboxOps 
     readFile: async (id, path, maxBytes) => readCapped(await manager.readFile(id, path, caller), maxBytes),
     stop: (id) => manager.stop(id, caller),
     delete: (id) => manager.delete(id, caller),
+    volumes: { list: async () => manager.volumes.list(caller), create: (req) => manager.volumes.create(req, caller) },
   };
 }
 

@@ -4,6 +4,7 @@
  */
 import type Database from 'better-sqlite3';
 import { InternalError } from '../contract/errors.js';
+import { VOLUMES_SQL } from './volumes.js';
 
 export interface Migration {
   version: number;
@@ -97,6 +98,7 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX egress_events_sandbox ON egress_events (sandbox_id, id);
     `,
   },
+  { version: 3, name: 'named volumes and their mounts', sql: VOLUMES_SQL },
 ];
 
 export function schemaVersion(db: Database.Database): number {

@@ -21,6 +21,7 @@ import {
   type StoredSandbox,
 } from './rows.js';
 import { prepareStatements, type Statements } from './statements.js';
+import { VolumeRows } from './volumes.js';
 
 export type { AuditEntry, StoredExec, StoredSandbox } from './rows.js';
 
@@ -83,6 +84,8 @@ export class Store {
   private readonly execsPerSandbox: number;
   /** The egress proxies' connection log. */
   readonly egress: EgressEvents;
+  /** Named volumes and which sandbox mounts which. */
+  readonly volumes: VolumeRows;
 
   private constructor(db: Database.Database, opts: StoreOpts) {
     const keep = opts.execsPerSandbox ?? 100;
@@ -91,6 +94,7 @@ export class Store {
     this.execsPerSandbox = keep;
     this.stmts = prepareStatements(db);
     this.egress = new EgressEvents(db);
+    this.volumes = new VolumeRows(db);
   }
 
   /**
