@@ -193,7 +193,9 @@ export class Store {
   purgeEnded(olderThanIso: string): number {
     return this.db.transaction(() => {
       this.stmts.purgeExecs.run(olderThanIso);
-      return this.stmts.purgeSandboxes.run(olderThanIso).changes;
+      const purged = this.stmts.purgeSandboxes.run(olderThanIso).changes;
+      this.volumes.forgetGoneSandboxes();
+      return purged;
     })();
   }
 

@@ -83,6 +83,7 @@ export class VolumeRows {
   private readonly mountsOfStmt: Database.Statement<[string], MountRow>;
   private readonly usersStmt: Database.Statement<[string], { sandbox_id: string }>;
   private readonly activeStmt: Database.Statement<[], MountRow>;
+  private readonly forgetStmt: Database.Statement<[]>;
 
   constructor(private readonly db: Database.Database) {
     this.insertStmt = db.prepare('INSERT INTO volumes (id, tenant, name, size_mb, created_at) VALUES (@id, @tenant, @name, @size_mb, @created_at)');
@@ -99,6 +100,7 @@ export class VolumeRows {
       WHERE sv.volume_id = ? AND s.state IN ${ACTIVE_SQL} ORDER BY sv.sandbox_id`);
     this.activeStmt = db.prepare(`
       SELECT sv.* FROM sandbox_volumes sv JOIN sandboxes s ON s.id = sv.sandbox_id WHERE s.state IN ${ACTIVE_SQL}`);
+    this.forgetStmt = db.prepare('DELETE FROM sandbox_volumes WHERE sandbox_id NOT IN (SELECT id FROM sandboxes)');
   }
 
   insert(v: StoredVolume): void {
@@ -140,6 +142,11 @@ export class VolumeRows {
   /** Ids of the creating or running sandboxes that mount the volume. */
   activeUsers(volumeId: string): string[] {
     return this.usersStmt.all(volumeId).map((r) => r.sandbox_id);
+  }
+
+  /** Drop the mounts of sandboxes whose rows are gone (Store.purgeEnded). */
+  forgetGoneSandboxes(): void {
+    this.forgetStmt.run();
   }
 
   /** Every mount of every creating or running sandbox. */

@@ -103,6 +103,10 @@ describe('volume rows', () => {
       assert.deepEqual(store.getSandbox('sbx_run')?.sandbox.volumes, [{ name: 'data', target: '/data', readOnly: false }]);
       store.markEnded('sbx_run', { state: 'deleted', reason: 'deleted', endedBy: null, at: '2026-01-01T00:01:00.000Z' });
       assert.deepEqual(store.volumes.activeUsers('vol_1'), ['sbx_new']);
+      store.markEnded('sbx_new', { state: 'stopped', reason: 'stopped', endedBy: null, at: '2026-01-01T00:01:00.000Z' });
+      assert.equal(store.purgeEnded('2026-01-02T00:00:00.000Z'), 2);
+      assert.deepEqual(store.volumes.mountsOf('sbx_run'), [], 'the mounts of purged sandboxes go with them');
+      assert.equal(store.volumes.mountsOf('sbx_old').length, 1);
       store.volumes.delete('vol_1');
       assert.equal(store.volumes.getById('vol_1'), undefined);
     } finally {
