@@ -91,6 +91,7 @@ export class SandboxManager {
   constructor(private readonly opts: ManagerOpts) {
     const { policy, store, logger, metrics, egress } = opts;
     const runtimes = new Runtimes(opts.runtimes);
+    const inflight = new Inflight();
     this.parts = {
       policy,
       store,
@@ -98,9 +99,9 @@ export class SandboxManager {
       metrics,
       egress,
       disks: opts.disks,
-      volumes: opts.volumes ? new Volumes({ store, volumes: opts.volumes.store, files: opts.volumes.files, logger }) : undefined,
+      volumes: opts.volumes ? new Volumes({ store, volumes: opts.volumes.store, files: opts.volumes.files, logger, inflight }) : undefined,
       runtimes,
-      inflight: new Inflight(),
+      inflight,
       pools: new WarmPools(),
       pauses: new IdlePauses({ store, runtimes, logger }),
       execs: new ExecRecorder({ store, logger, metrics, tailBytes: opts.historyTailBytes ?? 65536 }),

@@ -22,6 +22,7 @@ import type { VolumeStore } from '../../storage/volume-store.js';
 import type { Store } from '../../store/store.js';
 import type { StoredVolume } from '../../store/volumes.js';
 import { need, type Caller, type Scope } from './access.js';
+import type { Inflight } from './inflight.js';
 
 /** File operations on a mounted volume (runtime/volume-files.ts VolumeFiles, confined to the volume). */
 export interface VolumeFileOps {
@@ -36,6 +37,8 @@ export interface VolumesDeps {
   volumes: VolumeStore;
   files: VolumeFileOps;
   logger: Logger;
+  /** Writes are waited for by the manager's close(), as sandbox file writes are. */
+  inflight?: Inflight;
 }
 
 export function newVolumeId(): string {
@@ -143,7 +146,8 @@ export class Volumes {
   }
 
   writeFile(name: string, path: string, data: Readable, caller: Caller): Promise<number> {
-    return this.onFiles(name, caller, (root, v) => this.d.files.writeFile(root, path, data, v));
+    const written = this.onFiles(name, caller, (root, v) => this.d.files.writeFile(root, path, data, v));
+    return this.d.inflight ? this.d.inflight.track(written) : written;
   }
 
   listDir(name: string, path: string, caller: Caller): Promise<DirEntry[]> {
