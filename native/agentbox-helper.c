@@ -13,11 +13,16 @@
  *                               chroots into it, drops all privileges and runs CMD.
  *   file  [opts] -- OP PATH     the same entry, then a file operation (read|write|list|remove|mkdir)
  *                               done from inside, so symlinks resolve inside the sandbox.
+ *   volfile --root DIR --uid U --gid G -- OP PATH
+ *                               a file operation on a volume no sandbox has to run for: chrooted
+ *                               into the volume's mount, unprivileged, so its symlinks resolve inside it.
  *
  * Options for spawn/exec/file: --pid P, --start-time T (P's, from /proc/P/stat), --uid U, --gid G, --cgroup DIR (repeatable),
  * --rootfs DIR, --stage DIR, --init FILE (spawn: PID 1's binary, default this one), --disk DIR (spawn: the sandbox's disk,
  * staged at STAGE/disk), --cwd DIR, --keep-fd N (spawn, repeatable: bwrap's --info-fd and the
- * ready pipe).
+ * ready pipe), --volume SRC / --volume-ro SRC (spawn, repeatable: a mounted volume, staged idmapped
+ * at STAGE/vol/N in the order given), --mount-point PATH (spawn, repeatable: a directory the image
+ * root gets for a volume to be mounted on), --root DIR (volfile).
  *
  * Every mode first closes every descriptor above stdio it was not told to keep (fd-hygiene.h).
  */
@@ -55,6 +60,9 @@
 
 #define MAX_CGROUPS 16
 #define MAX_KEEP_FDS 4
+#define MAX_VOLUMES 16
+/* Who owns a volume's files on its filesystem: the sandbox user's uid, as docker sandboxes write them. */
+#define VOLUME_OWNER 1000
 #define EXIT_HELPER EXIT_AGENTBOX_FAILED
 
 struct opts {
@@ -73,6 +81,12 @@ struct opts {
   const char *cwd;
   int keep_fds[MAX_KEEP_FDS];
   int nkeep_fds;
+  const char *volumes[MAX_VOLUMES];
+  int volume_ro[MAX_VOLUMES];
+  int nvolumes;
+  const char *mount_points[MAX_VOLUMES];
+  int nmount_points;
+  const char *root;
   char **rest;
 };
 
@@ -100,7 +114,14 @@ static void parse_opts(int argc, char **argv, struct opts *o) {
     else if (strcmp(a, "--keep-fd") == 0) {
       if (o->nkeep_fds >= MAX_KEEP_FDS) die_msg("too many --keep-fd");
       o->keep_fds[o->nkeep_fds++] = (int)parse_num(v, "fd");
-    }
+    } else if (strcmp(a, "--volume") == 0 || strcmp(a, "--volume-ro") == 0) {
+      if (o->nvolumes >= MAX_VOLUMES) die_msg("too many volumes");
+      o->volume_ro[o->nvolumes] = strcmp(a, "--volume-ro") == 0;
+      o->volumes[o->nvolumes++] = v;
+    } else if (strcmp(a, "--mount-point") == 0) {
+      if (o->nmount_points >= MAX_VOLUMES) die_msg("too many mount points");
+      o->mount_points[o->nmount_points++] = v;
+    } else if (strcmp(a, "--root") == 0) o->root = v;
     else { fprintf(stderr, "agentbox-helper: unknown option %s\n", a); exit(EXIT_HELPER); }
   }
   if (i >= argc) die_msg("missing command after --");
@@ -266,6 +287,78 @@ static void bind_into(const char *src, const char *dst, int readonly) {
     die(dst);
 }
 
+/* PATH: absolute, no empty, "." or ".." part (checked here too: it becomes a path under the stage). */
+static void make_mount_point(const char *base, const char *path) {
+  char buf[4096];
+  size_t len = strlen(path);
+  if (path[0] != '/' || len < 2 || len > 1024 || path[len - 1] == '/' || strstr(path, "//") || strstr(path, "/./") ||
+      strstr(path, "/../") || (len >= 2 && strcmp(path + len - 2, "/.") == 0) || (len >= 3 && strcmp(path + len - 3, "/..") == 0))
+    die_msg("a mount point must be a plain absolute path");
+  int n = snprintf(buf, sizeof buf, "%s%s", base, path);
+  if (n < 0 || (size_t)n >= sizeof buf) die_msg("mount point too long");
+  for (size_t i = strlen(base) + 1; i <= (size_t)n; i++) {
+    if (buf[i] != '/' && buf[i] != '\0') continue;
+    char saved = buf[i];
+    buf[i] = '\0';
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) die(buf);
+    buf[i] = saved;
+  }
+}
+
+/*
+ * A user namespace whose only mapping is VOLUME_OWNER -> the sandbox's host uid (and gid): the
+ * idmapping of the sandbox's view of its volumes. Made by a child born in a new user namespace,
+ * whose maps we (root) write; the namespace lives on through the returned descriptor.
+ */
+static int volume_userns(uid_t uid, gid_t gid) {
+  int sync[2];
+  char path[64], map[64];
+  if (pipe2(sync, O_CLOEXEC) != 0) die("pipe");
+  pid_t child = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+  if (child < 0) die("clone user namespace");
+  if (child == 0) {
+    char c;
+    close(sync[1]);
+    while (read(sync[0], &c, 1) < 0 && errno == EINTR) {}
+    _exit(0);
+  }
+  close(sync[0]);
+  const char *files[2] = { "uid_map", "gid_map" };
+  unsigned long ids[2] = { uid, gid };
+  for (int i = 0; i < 2; i++) {
+    snprintf(path, sizeof path, "/proc/%d/%s", child, files[i]);
+    int n = snprintf(map, sizeof map, "%d %lu 1\n", VOLUME_OWNER, ids[i]);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, map, (size_t)n) != n) die(path);
+    close(fd);
+  }
+  snprintf(path, sizeof path, "/proc/%d/ns/user", child);
+  int ns = open(path, O_RDONLY | O_CLOEXEC);
+  if (ns < 0) die(path);
+  close(sync[1]);
+  while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {}
+  return ns;
+}
+
+/*
+ * A volume (a filesystem mounted on the host, shared by every sandbox that uses it) at DST, idmapped
+ * so that its owner VOLUME_OWNER is this sandbox's host uid: each local sandbox runs as a uid of its
+ * own, and still every one reads and writes the same files as their owner, stored as VOLUME_OWNER.
+ * Files of any other owner show as the overflow uid and cannot be created.
+ */
+static void stage_volume(const char *src, const char *dst, int readonly, int userns) {
+  int tree = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+  if (tree < 0) die(src);
+  struct mount_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (readonly ? MOUNT_ATTR_RDONLY : 0);
+  attr.userns_fd = (uint64_t)userns;
+  if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) die("idmap a volume (needs Linux 5.12+ and ext4)");
+  if (mkdir(dst, 0755) != 0) die(dst);
+  if (move_mount(tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) != 0) die(dst);
+  close(tree);
+}
+
 /*
  * The image root, read-only. A bind mount would show the image store's host path in the sandbox's
  * /proc/self/mountinfo (the mount's root within its filesystem); an overlay whose lower directories
@@ -273,12 +366,15 @@ static void bind_into(const char *src, const char *dst, int readonly) {
  * lower directories when it has no upper one: the second is an empty directory on the stage.
  * Without overlayfs, a bind mount as before.
  */
-static void stage_rootfs(const char *rootfs, const char *stage, const char *root) {
+static void stage_rootfs(const char *rootfs, const char *stage, const char *root, const struct opts *o) {
   char empty[4096], opts[128];
   snprintf(empty, sizeof empty, "%s/empty", stage);
   int rootfs_fd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (rootfs_fd < 0) die(rootfs);
   if (mkdir(empty, 0755) != 0) die(empty);
+  /* Volumes' mount points the image lacks: directories of the lower layer under the image's, so
+   * bwrap finds them on the read-only root (where the image has the path, the image's wins). */
+  for (int i = 0; i < o->nmount_points; i++) make_mount_point(empty, o->mount_points[i]);
   int empty_fd = open(empty, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (empty_fd < 0) die(empty);
   snprintf(opts, sizeof opts, "lowerdir=/proc/self/fd/%d:/proc/self/fd/%d,xino=off,uuid=off,index=off,redirect_dir=off", rootfs_fd, empty_fd);
@@ -308,7 +404,7 @@ static int mode_spawn(int argc, char **argv) {
   int fd = open(init, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
   if (fd < 0) die(init);
   close(fd);
-  stage_rootfs(o.rootfs, o.stage, root);
+  stage_rootfs(o.rootfs, o.stage, root, &o);
   /* PID 1's binary: the daemon's copy under a neutral path (--init), whose path the sandbox's
    * mountinfo shows; else this very binary, wherever it is installed. */
   char self[4096];
@@ -329,6 +425,18 @@ static int mode_spawn(int argc, char **argv) {
     snprintf(egress, sizeof egress, "%s/egress", o.stage);
     if (mkdir(egress, 0755) != 0) die(egress);
     bind_into(o.egress, egress, 1);
+  }
+  if (o.nvolumes > 0) {
+    /* Volumes at STAGE/vol/N, in the order given: bwrap binds each at its target. */
+    char vol[4096];
+    snprintf(vol, sizeof vol, "%s/vol", o.stage);
+    if (mkdir(vol, 0755) != 0) die(vol);
+    int userns = volume_userns(o.uid, o.gid);
+    for (int i = 0; i < o.nvolumes; i++) {
+      snprintf(vol, sizeof vol, "%s/vol/%d", o.stage, i);
+      stage_volume(o.volumes[i], vol, o.volume_ro[i], userns);
+    }
+    close(userns);
   }
   if (setgroups(0, NULL) != 0) die("setgroups");
   if (setresgid(o.gid, o.gid, o.gid) != 0) die("setgid");
@@ -371,9 +479,38 @@ static int mode_file(int argc, char **argv) {
   return rc;
 }
 
+/* ---------- file operations on a volume, with no sandbox ---------- */
+
+/*
+ * A volume's files are written by sandboxes, so a path in it may be a symlink to anything
+ * (/etc/shadow, ../../.., /proc/self/root/...). The operation runs chrooted into the volume's mount
+ * (absolute links and ".." resolve inside it, and there is no /proc), as the volume's owner with no
+ * capabilities (no way out of the chroot, no reading what the owner cannot), not dumpable (no
+ * ptrace by a host user of that uid) and with the sandboxes' seccomp filter.
+ */
+static int mode_volfile(int argc, char **argv) {
+  struct opts o;
+  parse_opts(argc, argv, &o);
+  if (!o.root || !o.have_ids || !o.rest[0] || !o.rest[1]) die_msg("volfile needs --root, --uid, --gid and OP PATH");
+  close_extra_fds(NULL, 0);
+  int fd = open(o.root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) die(o.root);
+  if (fchdir(fd) != 0 || chroot(".") != 0 || chdir("/") != 0) die("chroot into the volume");
+  close(fd);
+  umask(022);
+  drop_privileges(&o);
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die("not dumpable");
+  int rc = file_op(o.rest[0], o.rest[1]);
+  if (rc < 0) {
+    fprintf(stderr, "agentbox-helper: unknown file op %s\n", o.rest[0]);
+    return EXIT_HELPER;
+  }
+  return rc;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: agentbox-helper init|spawn|exec|file ...\n");
+    fprintf(stderr, "usage: agentbox-helper init|spawn|exec|file|volfile ...\n");
     return EXIT_HELPER;
   }
   const char *mode = argv[1];
@@ -381,6 +518,7 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "spawn") == 0) return mode_spawn(argc - 2, argv + 2);
   if (strcmp(mode, "exec") == 0) return mode_exec(argc - 2, argv + 2);
   if (strcmp(mode, "file") == 0) return mode_file(argc - 2, argv + 2);
+  if (strcmp(mode, "volfile") == 0) return mode_volfile(argc - 2, argv + 2);
   fprintf(stderr, "agentbox-helper: unknown mode %s\n", mode);
   return EXIT_HELPER;
 }

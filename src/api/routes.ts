@@ -12,6 +12,7 @@ import { ImageInfoSchema } from '../contract/images.js';
 import type { ImageStore } from '../images/image-store.js';
 import { parseWith, readJson, sendJson, wireError } from './http-util.js';
 import { sendEvent, startSse } from './sse.js';
+import { registerVolumeRoutes } from './volume-routes.js';
 
 export interface RouteCtx {
   req: IncomingMessage;
@@ -250,6 +251,8 @@ route('GET', '/v1/daemon', { summary: 'The daemon itself (host operator only): p
   if (!ctx.daemonInfo) throw new RuntimeUnavailableError('this server runs without a daemon', { hint: 'start one with agentbox serve' });
   sendJson(ctx.res, 200, await ctx.daemonInfo());
 });
+
+registerVolumeRoutes(route);
 
 export function notFoundRoute(path: string): NotFoundError {
   return new NotFoundError(`no route ${path}`, { hint: 'routes are under /v1; see /v1/openapi.json' });

@@ -2,6 +2,7 @@
 import { BadRequestError } from '../contract/errors.js';
 import type { CreateSandboxRequest, ExecRequest } from '../contract/requests.js';
 import { parseDuration } from '../policy/duration.js';
+import { parseVolumeFlag } from './volume-commands.js';
 
 export interface CreateFlags {
   image?: string;
@@ -18,6 +19,7 @@ export interface CreateFlags {
   label?: string[];
   egress?: string;
   allow?: string[];
+  volume?: string[];
 }
 
 export interface ExecFlags {
@@ -69,6 +71,7 @@ export function createRequest(f: CreateFlags): CreateSandboxRequest {
     ...(f.ttl ? { ttl: `${Math.ceil(parseDuration(f.ttl) / 1000)}s` } : {}),
     ...(env ? { env } : {}),
     ...(labels ? { labels } : {}),
+    ...(f.volume?.length ? { volumes: f.volume.map(parseVolumeFlag) } : {}),
     ...(f.egress || f.allow
       ? { egress: { ...(f.egress ? { mode: f.egress as 'none' | 'allowlist' | 'open' } : {}), ...(f.allow ? { allow: f.allow } : {}) } }
       : {}),

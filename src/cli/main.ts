@@ -14,6 +14,7 @@ import { registerEgressCommands } from './egress-commands.js';
 import { registerSnapshotCommands } from './snapshot-commands.js';
 import { registerDoctorCommand } from './doctor-command.js';
 import { registerDaemonCommands } from './daemon-commands.js';
+import { registerVolumeCommands } from './volume-commands.js';
 import { otherVersionWarning } from './connect.js';
 
 async function main(argv: string[]): Promise<number> {
@@ -30,6 +31,7 @@ async function main(argv: string[]): Promise<number> {
   registerSnapshotCommands(program);
   registerDoctorCommand(program, (code) => (exitCode = code));
   registerDaemonCommands(program, (code) => (exitCode = code));
+  registerVolumeCommands(program);
   try {
     await program.parseAsync(argv);
     const warning = await otherVersionWarning();

@@ -29,7 +29,8 @@ function addCreateFlags(cmd: Command): Command {
     .option('--ttl <DUR>', 'hard lifetime, e.g. 10m')
     .option('--label <k=v>', 'label (repeatable)', collect)
     .option('--egress <mode>', 'none | allowlist | open')
-    .option('--allow <HOST[:PORT]>', 'host reachable in allowlist mode (repeatable)', collect);
+    .option('--allow <HOST[:PORT]>', 'host reachable in allowlist mode (repeatable)', collect)
+    .option('--volume <NAME:/PATH[:ro]>', 'mount a named volume (repeatable; see agentbox volume)', collect);
 }
 
 async function readStdin(): Promise<string> {

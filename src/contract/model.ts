@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { EXIT_KILLED, EXIT_SIGNAL_BASE, EXIT_TIMED_OUT } from './exit-codes.js';
+import { VolumeMountSchema, type VolumeMount } from './volumes.js';
 
 export const SANDBOX_STATES = ['creating', 'running', 'stopped', 'failed', 'deleted'] as const;
 export const SandboxStateSchema = z.enum(SANDBOX_STATES).describe('Lifecycle state');
@@ -81,6 +82,7 @@ export const SandboxSchema = z.object({
   endedAt: z.string().nullable().optional(),
   endReason: EndReasonSchema.nullable().optional(),
   endedBy: z.string().nullable().optional(),
+  volumes: z.array(VolumeMountSchema).optional().describe('Named volumes mounted in it (absent: none)'),
 });
 export type Sandbox = z.infer<typeof SandboxSchema>;
 
@@ -158,6 +160,8 @@ export interface SandboxSpec {
   pauseAfterMs?: number | null;
   execTimeoutMs: number;
   outputLimitBytes: number;
+  /** Named volumes to mount (contract/volumes.ts); absent or empty: none. */
+  volumes?: VolumeMount[];
 }
 
 export const EgressEventSchema = z

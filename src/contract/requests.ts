@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { EXIT_TIMED_OUT } from './exit-codes.js';
 import { EgressModeSchema, EnvSchema, IsolationSchema, LabelsSchema, PartialLimitsSchema, RuntimeNameSchema } from './model.js';
+import { VolumeMountsRequestSchema } from './volumes.js';
 
 export const DurationInputSchema = z
   .union([z.string().regex(/^\d+(ms|s|m|h|d)$/, 'a duration like 90s, 5m or 1h'), z.number().int().positive()])
@@ -39,6 +40,7 @@ export const CreateSandboxRequestSchema = z
     labels: LabelsSchema.optional(),
     ttl: DurationInputSchema.optional().describe('Hard lifetime, at most the profile ttl'),
     snapshot: SnapshotRefSchema.optional().describe('Start with the files of this snapshot (/workspace, /tmp); the image defaults to its image, diskMb is its diskMb'),
+    volumes: VolumeMountsRequestSchema.optional(),
   })
   .strict();
 export type CreateSandboxRequest = z.infer<typeof CreateSandboxRequestSchema>;

@@ -11,6 +11,7 @@
  *   pools.ts      warm pools from the policy
  *   runtimes.ts   the enabled drivers, probed once
  *   inflight.ts   operations close() waits for
+ *   volumes.ts    named volumes: rows, mounts counted per user, file operations without a sandbox
  * The public methods return the contract's types (model.ts), never store rows.
  */
 import type { Readable } from 'node:stream';
@@ -23,6 +24,7 @@ import type { Runtime, SandboxHandle } from '../runtime/types.js';
 import type { Store } from '../store/store.js';
 import type { DiskStore } from '../storage/disk-store.js';
 import { SnapshotFiles } from '../storage/snapshot-files.js';
+import type { VolumeStore } from '../storage/volume-store.js';
 import { RuntimeUnavailableError } from '../contract/errors.js';
 import type { DirEntry, ExecEvent, ExecRecord, ExecResult, RuntimeName, Sandbox, Snapshot } from '../contract/model.js';
 import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest } from '../contract/requests.js';
@@ -36,6 +38,8 @@ import { WarmPools, type PoolStatus } from './manager/pools.js';
 import { reapPass, reconcile } from './manager/reaper.js';
 import { findSnapshot, forkRequest, forkSource, removeSnapshot, restoreSource, takeSnapshot } from './manager/snapshots.js';
 import { handleOf, Runtimes } from './manager/runtimes.js';
+import { Volumes, type VolumeFileOps } from './manager/volumes.js';
+import { normalizeMounts } from '../contract/volumes.js';
 
 export type { Caller, Scope } from './manager/access.js';
 export { newExecId } from './manager/execs.js';
@@ -59,6 +63,8 @@ export interface ManagerOpts {
   egress?: EgressService;
   /** Sandbox disks (the same store the runtimes were given): orphans are removed at start. */
   disks?: DiskStore;
+  /** Named volumes: where they live and how their files are reached without a sandbox; without it there are none. */
+  volumes?: { store: VolumeStore; files: VolumeFileOps };
 }
 
 /** The manager's state, split by job; each part function takes from it only what it needs. */
@@ -70,6 +76,7 @@ interface Parts {
   egress: EgressService | undefined;
   disks: DiskStore | undefined;
   snapshotFiles: SnapshotFiles | undefined;
+  volumes: Volumes | undefined;
   runtimes: Runtimes;
   inflight: Inflight;
   pools: WarmPools;
@@ -87,6 +94,7 @@ export class SandboxManager {
   constructor(private readonly opts: ManagerOpts) {
     const { policy, store, logger, metrics, egress } = opts;
     const runtimes = new Runtimes(opts.runtimes);
+    const inflight = new Inflight();
     this.parts = {
       policy,
       store,
@@ -95,8 +103,9 @@ export class SandboxManager {
       egress,
       disks: opts.disks,
       snapshotFiles: opts.disks ? new SnapshotFiles(opts.disks) : undefined,
+      volumes: opts.volumes ? new Volumes({ store, volumes: opts.volumes.store, files: opts.volumes.files, logger, inflight }) : undefined,
       runtimes,
-      inflight: new Inflight(),
+      inflight,
       pools: new WarmPools(),
       pauses: new IdlePauses({ store, runtimes, logger }),
       execs: new ExecRecorder({ store, logger, metrics, tailBytes: opts.historyTailBytes ?? 65536 }),
@@ -112,6 +121,7 @@ export class SandboxManager {
   /** Reconcile with what exists on the host, fill the warm pools, then start the reaper. */
   async start(): Promise<void> {
     await reconcile(this.parts);
+    await this.parts.volumes?.reconcile();
     await this.parts.pools.start(this.parts);
     const every = this.opts.reapIntervalMs ?? 1000;
     this.reaper = setInterval(() => void this.reapOnce().catch((err) => this.opts.logger.error({ err }, 'reaper failed')), every);
@@ -153,7 +163,12 @@ export class SandboxManager {
     if (req.snapshot !== undefined) ({ req, diskFrom } = await restoreSource(this.parts, { ...req, snapshot: req.snapshot }, caller));
     const release = await this.parts.createGate.acquire();
     try {
-      const spec = resolveSpec(this.opts.policy, req, { tenant: caller.tenant, id: newSandboxId() });
+      let spec = resolveSpec(this.opts.policy, req, { tenant: caller.tenant, id: newSandboxId() });
+      const mounts = normalizeMounts(req.volumes);
+      if (mounts.length > 0) {
+        this.volumes.checkMounts(mounts, caller);
+        spec = { ...spec, volumes: mounts };
+      }
       const egress = spec.egress.mode === 'none' ? undefined : requireEgress(this.parts.egress);
       const unreserve = this.parts.quotas.reserve(spec);
       try {
@@ -220,6 +235,12 @@ export class SandboxManager {
     return children;
   }
 
+
+  /** Named volumes: create, list, remove, files without a sandbox (each call checks the caller). */
+  get volumes(): Volumes {
+    if (!this.parts.volumes) throw new RuntimeUnavailableError('this daemon has no volume store', { hint: 'volumes need the daemon started by agentbox serve (or the CLI)' });
+    return this.parts.volumes;
+  }
 
   get(id: string, caller: Caller): Sandbox {
     need(caller, 'read');

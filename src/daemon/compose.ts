@@ -5,6 +5,7 @@
  */
 import { chmodSync, existsSync, mkdirSync, readlinkSync, statSync, unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { resolvePaths, helperPath, socketBaseDir, VERSION, type Paths } from '../core/config.js';
@@ -13,6 +14,8 @@ import { SandboxManager } from '../core/manager.js';
 import type { RuntimeName } from '../contract/model.js';
 import { ImageStore } from '../images/image-store.js';
 import { DiskStore } from '../storage/disk-store.js';
+import { VolumeStore } from '../storage/volume-store.js';
+import { VolumeFiles } from '../runtime/volume-files.js';
 import { loadPolicy } from '../policy/load.js';
 import { LocalRuntime } from '../runtime/local/local-runtime.js';
 import { DockerRuntime } from '../runtime/docker/docker-runtime.js';
@@ -128,6 +131,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   const runtimes = buildRuntimes(paths, images, disks, opts.logger);
   const manager = new SandboxManager({
     disks,
+    volumes: { store: new VolumeStore({ disks, mountDir: join(paths.storage, 'volmnt') }), files: new VolumeFiles(helperPath()) },
     metrics,
     egress,
     policy,

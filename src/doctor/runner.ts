@@ -213,6 +213,7 @@ async function runRuntime(rt: AttackRuntime, r: RuntimeRun): Promise<void> {
           image: req.image ?? image,
           egress: req.egress ?? { mode: 'none' },
           ...(req.limits ? { limits: req.limits } : {}),
+          ...(req.volumes ? { volumes: req.volumes } : {}),
           labels: { [SCRATCH_LABEL]: 'scratch' },
         });
         scratchIds.push(sb.id);

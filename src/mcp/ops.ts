@@ -11,6 +11,7 @@ import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequ
 import { parseDuration } from '../policy/duration.js';
 import type { Policy } from '../policy/schema.js';
 import type { AgentboxClient } from '../sdk/client.js';
+import type { VolumeOps } from './volume-tools.js';
 
 export interface ListFilter {
   labels?: Record<string, string>;
@@ -48,6 +49,8 @@ export interface SandboxOps {
   fork(id: string, req: ForkRequest): Promise<Sandbox[]>;
   /** Undefined when not known (a remote daemon's policy is not visible to its clients). */
   readonly limits?: OpsLimits;
+  /** Named volumes (the volume_* tools); absent: no such tools. */
+  readonly volumes?: VolumeOps;
 }
 
 /** Operations over the HTTP API (TCP or the daemon's Unix socket). */
@@ -63,6 +66,7 @@ export function clientOps(client: AgentboxClient): SandboxOps {
     delete: (id) => client.delete(id),
     snapshot: (id, req) => client.snapshot(id, req),
     fork: (id, req) => client.fork(id, req),
+    volumes: { list: () => client.listVolumes(), create: ({ name, ...opts }) => client.createVolume(name, opts) },
   };
 }
 
@@ -81,6 +85,7 @@ export function managerOps(manager: SandboxManager, caller: Caller): SandboxOps 
     delete: (id) => manager.delete(id, caller),
     snapshot: (id, req) => manager.snapshot(id, req, caller),
     fork: (id, req) => manager.fork(id, req, caller),
+    volumes: { list: async () => manager.volumes.list(caller), create: (req) => manager.volumes.create(req, caller) },
   };
 }
 

@@ -22,6 +22,7 @@ import { LabelsSchema, type ExecResult, type Sandbox } from '../contract/model.j
 import { CreateSandboxRequestSchema, CreateSnapshotRequestSchema, ExecRequestSchema, ForkRequestSchema, type ExecRequest } from '../contract/requests.js';
 import type { SandboxOps } from './ops.js';
 import { endedReason, SessionSandbox } from './session.js';
+import { registerVolumeTools, VOLUME_TOOL_NAMES } from './volume-tools.js';
 
 export const TOOL_NAMES = [
   'sandbox_create',
@@ -34,6 +35,7 @@ export const TOOL_NAMES = [
   'sandbox_delete',
   'sandbox_snapshot',
   'sandbox_fork',
+  ...VOLUME_TOOL_NAMES,
 ] as const;
 
 /** Largest file sandbox_write_file takes in one call (decoded bytes). */
@@ -117,7 +119,7 @@ const OptionalIdSchema = z
 const PathSchema = z.string().min(1).max(4096).describe('Absolute path inside the sandbox, e.g. /workspace/main.py (/workspace and /tmp are writable; no ".." segments)');
 const EncodingSchema = z.enum(['utf8', 'base64']);
 
-/** Register the ten tools on `server`. */
+/** Register the sandbox tools on `server`, and the volume tools when `ops` has volumes. */
 export function registerSandboxTools(server: McpServer, deps: SandboxToolDeps): void {
   const { ops, session } = deps;
   const limits = ops.limits;
@@ -164,6 +166,7 @@ export function registerSandboxTools(server: McpServer, deps: SandboxToolDeps): 
         "You usually do not need this: sandbox_exec, sandbox_write_file and sandbox_read_file without an id use this session's own sandbox, created on first use with the policy defaults.",
         'Create one for a different image, profile, limits, egress or env, or to run several sandboxes side by side; then pass its id to the other tools.',
         'Every field is optional and defaults to the policy. You may ask for less than the policy allows, never more: asking for more (memory, cpus, ttl, an image or egress host not allowed) fails with policy_denied and a hint naming the limit.',
+        'volumes mounts named volumes (volume_list, volume_create) at a path such as /data: their files outlive the sandbox and are shared with every sandbox that mounts them.',
         'No network unless egress says so and the policy allows it. A sandbox ends by itself at its ttl, or is stopped after a period without exec/file calls; delete it with sandbox_delete when you are done.',
       ].join(' '),
       inputSchema: CreateSandboxRequestSchema,
@@ -380,6 +383,8 @@ export function registerSandboxTools(server: McpServer, deps: SandboxToolDeps): 
       return ok(`deleted ${sb.id}`, sb);
     }),
   );
+
+  if (ops.volumes) registerVolumeTools(server, ops.volumes, run);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -46,9 +46,15 @@ export interface FileOpProcess {
  */
 export type FileOpStarter = (handle: SandboxHandle, op: FileOp, path: string, stdin: Readable | undefined) => Promise<FileOpProcess>;
 
+/** Turns an operation's stderr into the typed error for `path` in the place `id` names (default: fileError). */
+export type FileErrorMapper = (stderr: string, path: string, id: string) => AgentboxError;
+
 /** The four file members of `Runtime`, over a driver's transport. */
 export class SandboxFiles implements Pick<Runtime, 'readFile' | 'writeFile' | 'listDir' | 'removePath'> {
-  constructor(private readonly start: FileOpStarter) {}
+  constructor(
+    private readonly start: FileOpStarter,
+    private readonly toError: FileErrorMapper = fileError,
+  ) {}
 
   async readFile(handle: SandboxHandle, path: string): Promise<Readable> {
     const p = checkPath(path);
@@ -69,7 +75,7 @@ export class SandboxFiles implements Pick<Runtime, 'readFile' | 'writeFile' | 'l
       });
       void settled(proc).then(
         (code) => {
-          const err = code === 0 ? undefined : fileError(stderr(), p, handle.id);
+          const err = code === 0 ? undefined : this.toError(stderr(), p, handle.id);
           if (!started) {
             if (err) return reject(err);
             out.end();
@@ -109,7 +115,7 @@ export class SandboxFiles implements Pick<Runtime, 'readFile' | 'writeFile' | 'l
     proc.stdout.resume();
     const code = await settled(proc);
     if (inputError) throw inputError;
-    if (code !== 0) throw fileError(stderr(), p, handle.id);
+    if (code !== 0) throw this.toError(stderr(), p, handle.id);
     return bytes;
   }
 
@@ -120,7 +126,7 @@ export class SandboxFiles implements Pick<Runtime, 'readFile' | 'writeFile' | 'l
     const chunks: Buffer[] = [];
     proc.stdout.on('data', (c: Buffer) => chunks.push(c));
     const code = await settled(proc);
-    if (code !== 0) throw fileError(stderr(), p, handle.id);
+    if (code !== 0) throw this.toError(stderr(), p, handle.id);
     return parseDirListing(Buffer.concat(chunks));
   }
 
@@ -131,7 +137,7 @@ export class SandboxFiles implements Pick<Runtime, 'readFile' | 'writeFile' | 'l
     const stderr = collectStderr(proc);
     proc.stdout.resume();
     const code = await settled(proc);
-    if (code !== 0) throw fileError(stderr(), p, handle.id);
+    if (code !== 0) throw this.toError(stderr(), p, handle.id);
   }
 }
 
@@ -167,11 +173,15 @@ export function checkPath(path: string): string {
 
 const FILE_ERROR_LINE = /agentbox-file-error:([A-Z0-9]+):(.*)/;
 
+/** file-ops.h's one-line error: its KIND (ENOENT, ENOTREG, ...; undefined for another failure) and the message. */
+export function parseFileError(stderr: string): { kind: string | undefined; detail: string } {
+  const m = FILE_ERROR_LINE.exec(stderr);
+  return { kind: m?.[1], detail: m?.[2]?.trim() ?? stderr.trim().split('\n').pop() ?? 'unknown error' };
+}
+
 /** Turn file-ops.h's one-line error (or another failure's stderr) into a typed error. */
 export function fileError(stderr: string, path: string, sandboxId: string): AgentboxError {
-  const m = FILE_ERROR_LINE.exec(stderr);
-  const kind = m?.[1];
-  const detail = m?.[2]?.trim() ?? stderr.trim().split('\n').pop() ?? 'unknown error';
+  const { kind, detail } = parseFileError(stderr);
   switch (kind) {
     case 'ENOENT':
     case 'ENOTDIR':

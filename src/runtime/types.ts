@@ -25,6 +25,21 @@ export interface RuntimeSpec {
    * store); the driver hands it to `SandboxDisks.create`.
    */
   diskFrom?: string;
+  /** Named volumes to mount (ARCHITECTURE.md, "Volumes"); absent or empty: none. */
+  volumes?: RuntimeVolume[];
+}
+
+/**
+ * A named volume as a driver gets it: one filesystem mounted on the host at `source` while any
+ * sandbox uses it, bound at `target` in each (the same files for all: writes are seen at once).
+ * Its files belong to the sandbox user (uid 1000 inside) in every sandbox, whatever host uid the
+ * sandbox runs as. `target` is already checked (contract/volumes.ts: absolute, normal, outside
+ * /proc, /sys, /dev, /run, /.agentbox, not /workspace or /tmp themselves, not inside another's).
+ */
+export interface RuntimeVolume {
+  source: string;
+  target: string;
+  readOnly: boolean;
 }
 
 /**

@@ -9,6 +9,7 @@ import type { DaemonInfo } from '../contract/daemon.js';
 import type { DeniedHost, DirEntry, Egress, EgressEvent, ExecRecord, ExecResult, ExecSummary, Sandbox, Snapshot } from '../contract/model.js';
 import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest } from '../contract/requests.js';
 import type { ImageInfo } from '../contract/images.js';
+import type { CreateVolumeRequest, Volume } from '../contract/volumes.js';
 import { SandboxRef } from './sandbox.js';
 
 export interface ClientOpts {
@@ -201,6 +202,47 @@ export class AgentboxClient {
 
   async removePath(id: string, path: string): Promise<void> {
     await this.json('DELETE', this.filePath(id, path));
+  }
+
+  /** A named volume of the caller's tenant: a filesystem of `sizeMb` (default 1024) that outlives sandboxes. */
+  createVolume(name: string, opts: Omit<CreateVolumeRequest, 'name'> = {}): Promise<Volume> {
+    return this.json('POST', '/v1/volumes', { name, ...opts });
+  }
+
+  async listVolumes(): Promise<Volume[]> {
+    return (await this.json<{ volumes: Volume[] }>('GET', '/v1/volumes')).volumes;
+  }
+
+  getVolume(name: string): Promise<Volume> {
+    return this.json('GET', `/v1/volumes/${encodeURIComponent(name)}`);
+  }
+
+  /** ConflictError while a sandbox mounts it. */
+  deleteVolume(name: string): Promise<Volume> {
+    return this.json('DELETE', `/v1/volumes/${encodeURIComponent(name)}`);
+  }
+
+  private volumeFilePath(name: string, path: string, suffix = ''): string {
+    return `/v1/volumes/${encodeURIComponent(name)}/files${suffix}?path=${encodeURIComponent(path)}`;
+  }
+
+  /** A file of a volume, with no sandbox running; `path` is absolute inside the volume. */
+  async readVolumeFile(name: string, path: string): Promise<Readable> {
+    return this.check(await this.raw('GET', this.volumeFilePath(name, path)));
+  }
+
+  async writeVolumeFile(name: string, path: string, data: Buffer | string | Readable): Promise<{ bytes: number }> {
+    const body = typeof data === 'string' ? Buffer.from(data) : data;
+    const res = await this.check(await this.raw('PUT', this.volumeFilePath(name, path), body, { 'content-type': 'application/octet-stream' }));
+    return JSON.parse((await readAll(res)).toString('utf8')) as { bytes: number };
+  }
+
+  async listVolumeDir(name: string, path = '/'): Promise<DirEntry[]> {
+    return (await this.json<{ entries: DirEntry[] }>('GET', this.volumeFilePath(name, path, '/list'))).entries;
+  }
+
+  async removeVolumePath(name: string, path: string): Promise<void> {
+    await this.json('DELETE', this.volumeFilePath(name, path));
   }
 
   /** The sandbox's egress connection log, newest first; with `denied`, only refusals plus the refused hosts. */

@@ -19,3 +19,4 @@ export {
 export type { DeniedHost, DirEntry, Egress, EgressEvent, ExecResult, ExecSummary, Limits, Sandbox, SandboxState, Snapshot, EndReason } from '../contract/model.js';
 export type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest } from '../contract/requests.js';
 export type { DaemonInfo } from '../contract/daemon.js';
+export type { CreateVolumeRequest, Volume, VolumeMount, VolumeMountRequest } from '../contract/volumes.js';

@@ -18,7 +18,7 @@ import { constants, existsSync, mkdirSync, readdirSync, renameSync, rmSync, stat
 import { chmod, copyFile, mkdir, open, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BadRequestError, InternalError } from '../contract/errors.js';
-import { isMountPoint, runTool } from './host-tools.js';
+import { isMountPoint, mountTable, runTool } from './host-tools.js';
 
 export interface DiskStoreOpts {
   /** $AGENTBOX_HOME/storage. */
@@ -90,8 +90,8 @@ export class DiskStore {
     for (const sub of ['templates', 'disks', 'snapshots', 'volumes', 'scratch']) mkdirSync(join(this.storeDir, sub), { recursive: true, mode: 0o700 });
   }
 
-  /** A formatted, empty ext4 image of `sizeMb`, made once and cloned by every disk of that size. */
-  private template(sizeMb: number): Promise<string> {
+  /** A formatted, empty ext4 image of `sizeMb`, made once and cloned by every disk (and volume) of that size. */
+  template(sizeMb: number): Promise<string> {
     let made = this.templates.get(sizeMb);
     if (!made) {
       made = (async () => {
@@ -232,10 +232,11 @@ export class DiskStore {
     for (const n of readdirSync(dir)) await rm(join(dir, n), { force: true });
   }
 
-  /** Unmount the store when no disk is mounted (a daemon that stops with no sandbox left). */
+  /** Unmount the store when none of its images is mounted (a daemon that stops with no sandbox left). */
   async closeIfIdle(): Promise<boolean> {
     if (!isMountPoint(this.storeDir)) return true;
-    const mounted = existsSync(this.mntDir) && readdirSync(this.mntDir).some((id) => isMountPoint(join(this.mntDir, id)));
+    // Disks under mnt/, volumes (storage/volume-store.ts) beside it: whatever is mounted under dir holds the store.
+    const mounted = mountTable().some((m) => m.point.startsWith(`${this.opts.dir}/`) && m.point !== this.storeDir);
     if (mounted) return false;
     await runTool('umount', [this.storeDir]);
     this.opened = undefined;

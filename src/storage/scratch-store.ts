@@ -8,8 +8,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DiskStore } from './disk-store.js';
+import { VolumeStore } from './volume-store.js';
 
 let scratch: { store: DiskStore; dir: string } | undefined;
+let scratchVolumes: VolumeStore | undefined;
 
 export function scratchDiskStore(): DiskStore {
   if (scratch) return scratch.store;
@@ -19,6 +21,13 @@ export function scratchDiskStore(): DiskStore {
   scratch = { store, dir };
   process.once('exit', () => removeScratch(dir));
   return store;
+}
+
+/** Volumes in the scratch store (mounted under its directory, so they go with it at exit). */
+export function scratchVolumeStore(): VolumeStore {
+  const disks = scratchDiskStore();
+  scratchVolumes ??= new VolumeStore({ disks, mountDir: join(scratch!.dir, 'volmnt') });
+  return scratchVolumes;
 }
 
 /** Synchronous (it runs on 'exit'): every mount under `dir`, deepest first, then the files. */

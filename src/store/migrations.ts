@@ -4,6 +4,7 @@
  */
 import type Database from 'better-sqlite3';
 import { InternalError } from '../contract/errors.js';
+import { VOLUMES_SQL } from './volumes.js';
 
 export interface Migration {
   version: number;
@@ -117,6 +118,7 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX snapshots_tenant ON snapshots (tenant, created_at);
     `,
   },
+  { version: 4, name: 'named volumes and their mounts', sql: VOLUMES_SQL },
 ];
 
 export function schemaVersion(db: Database.Database): number {

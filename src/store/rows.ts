@@ -116,6 +116,7 @@ export function sandboxToRow(sb: Sandbox, spec: SandboxSpec, idleTimeoutMs: numb
 
 export function toStoredSandbox(row: SandboxRow): StoredSandbox {
   return corruptIfThrows(`sandbox ${row.id}`, () => {
+    const spec = parseSpec(row);
     const sandbox = SandboxSchema.parse({
       id: row.id,
       tenant: row.tenant,
@@ -133,10 +134,11 @@ export function toStoredSandbox(row: SandboxRow): StoredSandbox {
       endedAt: row.ended_at,
       endReason: row.end_reason,
       endedBy: row.ended_by,
+      ...(spec.volumes?.length ? { volumes: spec.volumes } : {}),
     });
     return {
       sandbox,
-      spec: parseSpec(row),
+      spec,
       runtimeData: row.runtime_data_json === null ? null : (JSON.parse(row.runtime_data_json) as unknown),
       idleTimeoutMs: row.idle_timeout_ms,
     };

@@ -22,6 +22,7 @@ import {
   type StoredSandbox,
 } from './rows.js';
 import { prepareStatements, type Statements } from './statements.js';
+import { VolumeRows } from './volumes.js';
 
 export type { AuditEntry, StoredExec, StoredSandbox } from './rows.js';
 
@@ -85,6 +86,8 @@ export class Store {
   /** The egress proxies' connection log. */
   readonly egress: EgressEvents;
   readonly snapshots: SnapshotRecords;
+  /** Named volumes and which sandbox mounts which. */
+  readonly volumes: VolumeRows;
 
   private constructor(db: Database.Database, opts: StoreOpts) {
     const keep = opts.execsPerSandbox ?? 100;
@@ -94,6 +97,7 @@ export class Store {
     this.stmts = prepareStatements(db);
     this.egress = new EgressEvents(db);
     this.snapshots = new SnapshotRecords(db);
+    this.volumes = new VolumeRows(db);
   }
 
   /**
@@ -192,7 +196,9 @@ export class Store {
   purgeEnded(olderThanIso: string): number {
     return this.db.transaction(() => {
       this.stmts.purgeExecs.run(olderThanIso);
-      return this.stmts.purgeSandboxes.run(olderThanIso).changes;
+      const purged = this.stmts.purgeSandboxes.run(olderThanIso).changes;
+      this.volumes.forgetGoneSandboxes();
+      return purged;
     })();
   }
 

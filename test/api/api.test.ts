@@ -15,6 +15,7 @@ import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, PolicyDe
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient, readAll } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
+import { TOOL_NAMES } from '../../src/mcp/tools.js';
 
 const POLICY = `version: 1
 defaults:
@@ -308,7 +309,7 @@ describe('HTTP API', () => {
     const client = new Client({ name: 'api-test', version: '0.0.1' });
     await client.connect(transport);
     const { tools } = await client.listTools();
-    assert.equal(tools.length, 8);
+    assert.equal(tools.length, TOOL_NAMES.length);
     const r = (await client.callTool({ name: 'sandbox_exec', arguments: { command: 'echo via-mcp' } })) as { content: { text: string }[]; isError?: boolean };
     assert.ok(!r.isError);
     assert.match(JSON.stringify(r.content), /via-mcp/);

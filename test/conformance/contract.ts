@@ -6,13 +6,15 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
-import { unlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../src/contract/errors.js';
 import type { Isolation, Limits } from '../../src/contract/model.js';
-import type { Runtime, SandboxHandle } from '../../src/runtime/types.js';
+import type { Runtime, RuntimeVolume, SandboxHandle } from '../../src/runtime/types.js';
+import { scratchVolumeStore } from '../../src/storage/scratch-store.js';
 import { collect, execOpts, run } from '../helpers/collect.js';
 import { readAll } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR } from '../helpers/images.js';
@@ -44,8 +46,8 @@ export function runRuntimeContract(opts: ContractOpts): void {
     let sb: SandboxHandle;
     const created: SandboxHandle[] = [];
 
-    const newSandbox = async (limits: Partial<Limits> = {}, image = 'busybox'): Promise<SandboxHandle> => {
-      const h = await rt.create({ id: `sbx_ct${process.pid}x${++counter}`, image, isolation: opts.isolation, limits: { ...LIMITS, ...limits }, labels: {} });
+    const newSandbox = async (limits: Partial<Limits> = {}, image = 'busybox', volumes?: RuntimeVolume[]): Promise<SandboxHandle> => {
+      const h = await rt.create({ id: `sbx_ct${process.pid}x${++counter}`, image, isolation: opts.isolation, limits: { ...LIMITS, ...limits }, labels: {}, ...(volumes ? { volumes } : {}) });
       created.push(h);
       return h;
     };
@@ -394,6 +396,47 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
         assert.equal((await run(rt, b, 'test -e /workspace/only-a && echo SEEN || echo unseen')).stdout, 'unseen\n');
       } finally {
         await disks.dropScratch(clone);
+      }
+    });
+
+    it('a volume mounted rw in two sandboxes is shared; ro mount refuses writes (EROFS); survives the sandbox', async () => {
+      // One filesystem mounted once on the host (storage/volume-store.ts), bound into each sandbox.
+      const volumes = scratchVolumeStore();
+      const v = { id: `vol_ct${process.pid}x${++counter}`, tenant: 'contract', name: `v${process.pid}x${counter}` };
+      await volumes.create(v, 16);
+      const mine: SandboxHandle[] = [];
+      try {
+        const source = await volumes.mount(v);
+        const a = await newSandbox({}, 'busybox', [{ source, target: '/data', readOnly: false }]);
+        const b = await newSandbox({}, 'busybox', [
+          { source, target: '/workspace/shared', readOnly: false },
+          { source, target: '/mnt/ro', readOnly: true },
+        ]);
+        mine.push(a, b);
+        // Each sandbox writes as its own user (a random host uid on local) and owns what the other wrote.
+        let r = await run(rt, a, 'echo from-a > /data/a && id -u && stat -c %u /data/a');
+        assert.equal(r.stdout, '1000\n1000\n', r.stderr);
+        r = await run(rt, b, 'cat /workspace/shared/a && echo from-b >> /workspace/shared/a && mkdir /workspace/shared/d && echo b > /workspace/shared/d/b && stat -c %u /workspace/shared/a');
+        assert.equal(r.stdout, 'from-a\n1000\n', r.stderr);
+        assert.equal((await run(rt, a, 'cat /data/a /data/d/b')).stdout, 'from-a\nfrom-b\nb\n');
+        // Read-only: the same files, no writes.
+        r = await run(rt, b, 'echo no > /mnt/ro/c; echo rc=$?; rm /mnt/ro/a; cat /mnt/ro/d/b');
+        assert.match(r.stderr, /Read-only file system/);
+        assert.equal(r.stdout, 'rc=1\nb\n');
+        // The volume's size is its quota.
+        r = await run(rt, a, 'dd if=/dev/zero of=/data/fill bs=1M count=32 2>&1; echo rc=$?; rm -f /data/fill');
+        assert.match(r.stdout, /No space left on device/);
+        // Both gone: the files stay, on the host as the sandbox user's (uid 1000), for the next sandbox.
+        await rt.destroy(a);
+        await rt.destroy(b);
+        assert.equal(readFileSync(join(source, 'a'), 'utf8'), 'from-a\nfrom-b\n');
+        assert.equal(statSync(join(source, 'd', 'b')).uid, 1000);
+        const c = await newSandbox({}, 'busybox', [{ source, target: '/data', readOnly: false }]);
+        mine.push(c);
+        assert.equal((await run(rt, c, 'cat /data/a && rm -r /data/d && ls /data')).stdout, 'from-a\nfrom-b\na\n');
+      } finally {
+        for (const h of mine) await rt.destroy(h);
+        await volumes.remove(v);
       }
     });
 

@@ -14,6 +14,7 @@ import type { Caller } from './access.js';
 import type { Inflight } from './inflight.js';
 import type { WarmPools } from './pools.js';
 import { handleOf, type Runtimes } from './runtimes.js';
+import type { Volumes } from './volumes.js';
 
 /** States in which a sandbox holds host resources and counts against quotas. */
 export const ACTIVE: SandboxState[] = ['creating', 'running'];
@@ -33,15 +34,15 @@ export function markActive(store: Store, id: string): void {
  * then on. A failed create leaves the row failed with reason create_failed and nothing on the host.
  */
 export async function createSandbox(
-  d: { store: Store; runtimes: Runtimes; pools: WarmPools; inflight: Inflight; logger: Logger; metrics?: Metrics | undefined },
+  d: { store: Store; runtimes: Runtimes; pools: WarmPools; inflight: Inflight; logger: Logger; metrics?: Metrics | undefined; volumes?: Volumes | undefined },
   spec: SandboxSpec,
   egress: EgressService | undefined,
   caller: Caller,
   unreserve: () => void,
   diskFrom?: string,
 ): Promise<Sandbox> {
-  // A pool member has an empty disk: a sandbox that starts from a snapshot or a fork starts itself.
-  const warm = diskFrom === undefined ? d.pools.claim(spec) : undefined;
+  // A pool member has an empty disk and no volumes: a sandbox from a snapshot, a fork or with volumes starts itself.
+  const warm = diskFrom === undefined && !spec.volumes?.length ? d.pools.claim(spec) : undefined;
   if (warm) spec = { ...spec, id: warm.id };
   let rt: Runtime;
   try {
@@ -69,6 +70,7 @@ export async function createSandbox(
     endedAt: null,
     endReason: null,
     endedBy: null,
+    ...(spec.volumes?.length ? { volumes: spec.volumes } : {}),
   };
   const store = d.store;
   store.insertSandbox(sandbox, spec, spec.idleTimeoutMs);
@@ -79,10 +81,12 @@ export async function createSandbox(
   try {
     // The proxy listens before the sandbox starts, so its first command already has a way out.
     const egressDir = await egress?.open({ id: spec.id, tenant: spec.tenant, egress: spec.egress });
+    // After the row: from here a volume rm sees this sandbox as a user.
+    const volumes = (await d.volumes?.attach(spec.id, spec.tenant, spec.volumes ?? [])) ?? [];
     const handle =
       warm ??
       (await d.inflight.track(
-        rt.create({ id: spec.id, image: spec.image, isolation: spec.isolation, limits: spec.limits, labels: { ...spec.labels }, ...(egressDir ? { egressDir } : {}), ...(diskFrom ? { diskFrom } : {}) }),
+        rt.create({ id: spec.id, image: spec.image, isolation: spec.isolation, limits: spec.limits, labels: { ...spec.labels }, ...(egressDir ? { egressDir } : {}), ...(diskFrom ? { diskFrom } : {}), ...(volumes.length ? { volumes } : {}) }),
       ));
     store.setRuntimeData(spec.id, handle.data);
     store.setState(spec.id, 'running');
@@ -94,6 +98,7 @@ export async function createSandbox(
   } catch (err) {
     if (warm) await rt.destroy(warm).catch(() => undefined);
     await egress?.close(spec.id).catch(() => undefined);
+    await d.volumes?.release(spec.id).catch(() => undefined);
     store.markEnded(spec.id, { state: 'failed', reason: 'create_failed', endedBy: null, at: new Date().toISOString() });
     log.warn({ err: err instanceof Error ? err.message : String(err) }, 'sandbox create failed');
     d.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'failed', tenant: spec.tenant });
@@ -106,7 +111,7 @@ export async function createSandbox(
  * already ended keeps its first end time, reason and `endedBy` (a later delete only changes the state).
  */
 export async function endSandbox(
-  d: { store: Store; runtimes: Runtimes; pauses: IdlePauses; egress?: EgressService | undefined; logger: Logger; metrics?: Metrics | undefined },
+  d: { store: Store; runtimes: Runtimes; pauses: IdlePauses; egress?: EgressService | undefined; logger: Logger; metrics?: Metrics | undefined; volumes?: Volumes | undefined },
   stored: StoredSandbox,
   state: SandboxState,
   reason: EndReason,
@@ -117,6 +122,7 @@ export async function endSandbox(
   const rt = d.runtimes.find(stored.sandbox.runtime);
   if (rt && stored.runtimeData) await rt.destroy(handleOf(stored));
   await d.egress?.close(id);
+  await d.volumes?.release(id).catch((err: unknown) => d.logger.error({ sandbox_id: id, err }, 'could not release volumes'));
   // Another path may have ended it meanwhile (a reaper pass during a delete): then it is told once.
   if (!d.store.markEnded(id, { state, reason, endedBy, at: new Date().toISOString() })) return;
   d.store.audit({ tenant: stored.sandbox.tenant, actor: endedBy, action: state === 'deleted' ? 'delete' : 'stop', sandboxId: id, detail: { reason } });

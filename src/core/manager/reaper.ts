@@ -13,6 +13,7 @@ import { reconcileEgress } from './egress.js';
 import type { ExecRecorder } from './execs.js';
 import { ACTIVE, endSandbox, type IdlePauses } from './lifecycle.js';
 import { handleOf, type Runtimes } from './runtimes.js';
+import type { Volumes } from './volumes.js';
 
 export interface ReaperDeps {
   store: Store;
@@ -22,6 +23,7 @@ export interface ReaperDeps {
   egress?: EgressService | undefined;
   logger: Logger;
   metrics?: Metrics | undefined;
+  volumes?: Volumes | undefined;
 }
 
 /** One pass of the reaper over the running sandboxes: ttl, idle timeout, lost in the runtime, pauseAfter. */

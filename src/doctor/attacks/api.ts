@@ -1,7 +1,7 @@
 /**
  * API attacks: against the daemon's TCP listener (127.0.0.1) with hand-made requests — the auth and
  * tenancy classes (no token, a wrong one, another tenant's, a read-only one, a reset connection, an
- * MCP session opened by someone else), traversal through the files API, oversize and malformed
+ * MCP session opened by someone else), traversal through the files API (a sandbox's and a volume's), oversize and malformed
  * bodies and URLs, header injection, cross-origin browser requests, what /metrics and /healthz tell,
  * and privileged operations (image pull, egress approval of a closed address) as a tenant.
  */
@@ -302,6 +302,60 @@ export const apiAttacks: Attack[] = [
       await ctx.exec(id, ['sh', '-c', `rm -rf /workspace/${m}-*`]);
       return seen.length === 0
         ? { blocked: true, detail: `${reads.length + rawPaths.length} reads, 3 listings, 4 writes and 2 deletes aimed at ${hostDir}: none reached the host` }
+        : { blocked: false, detail: seen.join('; ') };
+    },
+  },
+  {
+    id: 'api.volume-files-symlinks',
+    category: 'api',
+    title: 'volume files API (no sandbox) out of the volume: symlinks a sandbox planted in it (absolute, ../.., /proc/self/root), another tenant\'s volume',
+    needs: [],
+    async run(ctx) {
+      const canary = ctx.canary;
+      if (!canary) return { blocked: false, detail: 'setup: the runner gave no host canary file' };
+      const host = canary.hostFile;
+      const hostDir = dirname(host);
+      const m = newMarker();
+      const name = `doctor-${m}`;
+      const written = join(hostDir, `written-by-volume-${m}`);
+      const up = '../'.repeat(12);
+      await ctx.client.createVolume(name, { sizeMb: 16 });
+      const seen: string[] = [];
+      let id: string | undefined;
+      try {
+        id = await ctx.scratch({ image: 'busybox', volumes: [{ name, target: '/data' }] });
+        await ctx.exec(id, ['sh', '-c', `cd /data && ln -s ${host} file && ln -s / root && ln -s /proc/self/root proc && ln -s /proc/1/root proc1 && ln -s ${hostDir} dir && ln -s ${written} w && ln -s ${up}${hostDir.slice(1)} up`]);
+        // Files without a sandbox: the volume is mounted by the daemon alone.
+        await ctx.client.delete(id);
+        const base = `/v1/volumes/${name}/files`;
+        const check = (what: string, a: RawAnswer): void => {
+          if (a.status >= 500) seen.push(`${what} -> ${a.status} (a server error, not a refusal)`);
+          if (a.body.includes(canary.value)) seen.push(`${what} -> the host file's content`);
+          if (a.status === 200 && /"name"\s*:\s*"host-secret\.txt"/.test(a.body)) seen.push(`${what} -> a listing of the host directory`);
+        };
+        for (const p of ['/file', `/root${host}`, `/proc${host}`, `/proc1${host}`, '/dir/host-secret.txt', '/up/host-secret.txt', `/${up}${host.slice(1)}`]) {
+          check(`read ${p}`, await call(ctx.api.port, 'GET', `${base}?path=${enc(p)}`, { token: ctx.api.tokenA }));
+        }
+        for (const p of ['/dir', `/root${hostDir}`, '/up', '/proc1/']) check(`list ${p}`, await call(ctx.api.port, 'GET', `${base}/list?path=${enc(p)}`, { token: ctx.api.tokenA }));
+        for (const p of ['/w', `/dir/written-by-volume-${m}`, `/root${written}`, `/up/written-by-volume-${m}`]) {
+          check(`write ${p}`, await call(ctx.api.port, 'PUT', `${base}?path=${enc(p)}`, { token: ctx.api.tokenA, body: 'owned', headers: { 'content-type': 'application/octet-stream' } }));
+        }
+        for (const p of ['/dir/host-secret.txt', '/up/host-secret.txt', `/root${host}`]) await call(ctx.api.port, 'DELETE', `${base}?path=${enc(p)}`, { token: ctx.api.tokenA });
+        if (existsSync(written)) seen.push(`a write through the volume files API created ${written} on the host`);
+        if (!existsSync(host)) seen.push(`a delete through the volume files API removed ${host} on the host`);
+        for (const [what, a] of [
+          ['tenant B reads', await call(ctx.api.port, 'GET', `${base}?path=/w`, { token: ctx.api.tokenB })],
+          ['tenant B lists', await call(ctx.api.port, 'GET', `${base}/list?path=/`, { token: ctx.api.tokenB })],
+          ['tenant B removes the volume', await call(ctx.api.port, 'DELETE', `/v1/volumes/${name}`, { token: ctx.api.tokenB })],
+        ] as const) {
+          if (!isHidden(a.status)) seen.push(`${what} -> ${statusOf(a)}`);
+        }
+      } finally {
+        if (id) await ctx.client.delete(id).catch(() => undefined);
+        await ctx.client.deleteVolume(name).catch(() => undefined);
+      }
+      return seen.length === 0
+        ? { blocked: true, detail: '7 reads, 4 listings, 4 writes and 3 deletes through symlinks planted in a volume, aimed at the host: all stayed inside the volume; tenant B got 404' }
         : { blocked: false, detail: seen.join('; ') };
     },
   },

@@ -61,6 +61,8 @@ export interface ContainerConfigOpts {
   agentDir?: string;
   /** The sandbox's disk (runtime/types.ts SandboxDisks): its workspace/ and tmp/ become /workspace and /tmp. */
   diskRoot: string;
+  /** Named volumes (runtime/types.ts RuntimeVolume): their files are uid 1000's on the host, the sandbox user's here. */
+  volumes?: { source: string; target: string; readOnly: boolean }[];
 }
 
 export function containerName(id: string): string {
@@ -109,6 +111,8 @@ export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateO
         // mounted nosuid,nodev, and exec stays allowed: agents run what they write.
         `${o.diskRoot}/workspace:/workspace:rw`,
         `${o.diskRoot}/tmp:/tmp:rw`,
+        // After /workspace and /tmp (a target may be inside them); docker makes missing mount points.
+        ...(o.volumes ?? []).map((v) => `${v.source}:${v.target}:${v.readOnly ? 'ro' : 'rw'}`),
       ],
       Memory: memoryBytes,
       MemorySwap: memoryBytes, // equal to Memory: no swap

@@ -178,6 +178,7 @@ export class DockerRuntime implements Runtime {
       id: spec.id, imageRef, isolation: spec.isolation, limits: spec.limits, labels: spec.labels, ...(spec.pooled ? { pooled: true } : {}),
       ...(spec.egressDir ? { egressDir: spec.egressDir } : {}),
       ...(agentDir ? { agentDir } : {}),
+      ...(spec.volumes?.length ? { volumes: spec.volumes } : {}),
       initPath: this.stagedInitPath(), homeTag: this.opts.homeTag, version: this.opts.version,
     });
     let container: Docker.Container;

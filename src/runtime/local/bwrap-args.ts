@@ -12,7 +12,7 @@ export const READY_FD = 4;
  * The sandbox's disk is staged at STAGE/disk (spawn --disk): /workspace and /tmp are its directories,
  * so they are on the host's disk under the disk's own quota, not in memory.
  */
-export function bwrapArgs(opts: { stage: string; hostname: string; limits: Limits; withEgress?: boolean }): string[] {
+export function bwrapArgs(opts: { stage: string; hostname: string; limits: Limits; withEgress?: boolean; volumes?: { target: string; readOnly: boolean }[] }): string[] {
   // /dev/shm is memory, and counts against memoryMb: a quarter of it at most.
   const shm = String(Math.max(1, Math.floor(opts.limits.memoryMb / 4)) * 1024 * 1024);
   return [
@@ -30,6 +30,8 @@ export function bwrapArgs(opts: { stage: string; hostname: string; limits: Limit
     '--remount-ro', '/dev',
     '--bind', `${opts.stage}/disk/workspace`, '/workspace',
     '--bind', `${opts.stage}/disk/tmp`, '/tmp',
+    // Volumes staged idmapped by the helper (spawn --volume), after /workspace and /tmp: a target may be inside them.
+    ...(opts.volumes ?? []).flatMap((v, i) => [v.readOnly ? '--ro-bind' : '--bind', `${opts.stage}/vol/${i}`, v.target]),
     '--ro-bind', `${opts.stage}/bin`, '/.agentbox',
     // A small tmpfs gives the proxy's directory a mount point the read-only image may not have.
     ...(opts.withEgress ? ['--size', '65536', '--tmpfs', '/run', '--ro-bind', `${opts.stage}/egress`, EGRESS_MOUNT, '--remount-ro', '/run'] : []),

@@ -20,6 +20,7 @@ import { bwrapArgs, INFO_FD, READY_FD, SANDBOX_UID } from './bwrap-args.js';
 import { Cgroups, detectCgroups } from './cgroups.js';
 import { isSameProcess, processStartTime } from '../proc.js';
 import { RUN_DIR, stagedBinary } from '../staged-binary.js';
+import { volumeMountPoints } from './volume-mounts.js';
 
 export interface LocalRuntimeOpts {
   /** cgroup scope of this daemon, e.g. `agentbox/<home tag>`: sandboxes of other homes are never touched. */
@@ -108,6 +109,8 @@ export class LocalRuntime implements Runtime {
     const cg = this.cg();
     mkdirSync(this.stageDir, { recursive: true, mode: 0o755 });
     const uid = randomInt(UID_RANGE[0], UID_RANGE[1]);
+    const volumes = spec.volumes ?? [];
+    const mountPoints = volumeMountPoints(rootfs, volumes);
     const disk = await this.opts.disks.create(spec.id, spec.limits.diskMb, spec.diskFrom);
     let initDirs: string[];
     try {
@@ -124,7 +127,9 @@ export class LocalRuntime implements Runtime {
       '--keep-fd', String(INFO_FD), '--keep-fd', String(READY_FD),
       ...initDirs.flatMap((d) => ['--cgroup', d]),
       ...(spec.egressDir ? ['--egress', spec.egressDir] : []),
-      '--', ...bwrapArgs({ stage: this.stageDir, hostname: 'sandbox', limits: spec.limits, withEgress: spec.egressDir !== undefined }),
+      ...volumes.flatMap((v) => [v.readOnly ? '--volume-ro' : '--volume', v.source]),
+      ...mountPoints.flatMap((p) => ['--mount-point', p]),
+      '--', ...bwrapArgs({ stage: this.stageDir, hostname: 'sandbox', limits: spec.limits, withEgress: spec.egressDir !== undefined, volumes }),
     ];
     const child = spawn(this.opts.helper, args, {
       stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
