@@ -13,6 +13,8 @@
  *                               chroots into it, drops all privileges and runs CMD.
  *   file  [opts] -- OP PATH     the same entry, then a file operation (read|write|list|remove|mkdir)
  *                               done from inside, so symlinks resolve inside the sandbox.
+ *   drain FD...                 inside a sandbox, as /.agentbox/init: reads and discards the FDs until
+ *                               they have no writer left (a background job's output, exec-relay.h).
  *
  * Options for spawn/exec/file: --pid P, --start-time T (P's, from /proc/P/stat), --uid U, --gid G, --cgroup DIR (repeatable),
  * --rootfs DIR, --stage DIR, --init FILE (spawn: PID 1's binary, default this one), --disk DIR (spawn: the sandbox's disk,
@@ -50,6 +52,7 @@
 #include "fd-hygiene.h"
 #include "file-ops.h"
 #include "egress-relay.h"
+#include "exec-relay.h"
 #include "pid1.h"
 #include "seccomp-deny.h"
 
@@ -338,18 +341,49 @@ static int mode_spawn(int argc, char **argv) {
   return EXIT_HELPER;
 }
 
+static void become_sandbox_user(void *ctx) { drop_privileges(ctx); }
+
+/*
+ * The command's leader gets pipes of this process for stdout and stderr (exec-relay.h): the exec ends
+ * when the leader exits, with everything the leader wrote, and whatever it left running keeps
+ * running, in the exec's cgroup (which the daemon then no longer reuses), its output drained.
+ */
 static int mode_exec(int argc, char **argv) {
   struct opts o;
   parse_opts(argc, argv, &o);
   close_extra_fds(NULL, 0);
   join_cgroups(&o);
   enter_sandbox(&o);
-  fork_and_wait();
-  setsid();
-  drop_privileges(&o);
-  execvp(o.rest[0], o.rest);
-  fprintf(stderr, "agentbox: %s: %s\n", o.rest[0], strerror(errno));
-  return errno == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_EXECUTE;
+  sigset_t sigs, old;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  struct exec_relay relay;
+  if (exec_relay_open(&relay, &sigs, &old) != 0) die("relay");
+  /* setns(pid) only applies to children: the leader is this process's child. */
+  pid_t child = fork();
+  if (child < 0) die("fork");
+  if (child == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    exec_relay_child(&relay, &old);
+    setsid();
+    drop_privileges(&o);
+    execvp(o.rest[0], o.rest);
+    fprintf(stderr, "agentbox: %s: %s\n", o.rest[0], strerror(errno));
+    _exit(errno == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_EXECUTE);
+  }
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  exec_relay_started(&relay, child);
+  for (;;) {
+    int sig = 0;
+    int ev = exec_relay_wait(&relay, 0, &sig);
+    if (ev == RELAY_EXITED) break;
+    if (ev == RELAY_SIGNAL) kill(child, sig); /* passed on, as before; the leader decides */
+  }
+  exec_relay_finish(&relay);
+  exec_relay_hand_off(&relay, become_sandbox_user, &o);
+  return exec_relay_exit_code(&relay, EXIT_HELPER);
 }
 
 /* ---------- file operations, done from inside the sandbox ---------- */
@@ -373,7 +407,7 @@ static int mode_file(int argc, char **argv) {
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: agentbox-helper init|spawn|exec|file ...\n");
+    fprintf(stderr, "usage: agentbox-helper init|spawn|exec|file|drain ...\n");
     return EXIT_HELPER;
   }
   const char *mode = argv[1];
@@ -381,6 +415,7 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "spawn") == 0) return mode_spawn(argc - 2, argv + 2);
   if (strcmp(mode, "exec") == 0) return mode_exec(argc - 2, argv + 2);
   if (strcmp(mode, "file") == 0) return mode_file(argc - 2, argv + 2);
+  if (strcmp(mode, "drain") == 0) return drain_main(argc - 2, argv + 2);
   fprintf(stderr, "agentbox-helper: unknown mode %s\n", mode);
   return EXIT_HELPER;
 }

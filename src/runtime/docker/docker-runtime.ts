@@ -19,7 +19,7 @@ import { BadRequestError, ConflictError, InternalError, RuntimeUnavailableError 
 import { EXIT_KILLED } from '../../contract/exit-codes.js';
 import type { DirEntry, ExecEvent, Isolation } from '../../contract/model.js';
 import { SandboxFiles, type FileOpStarter } from '../files.js';
-import { baseEnv } from '../shared.js';
+import { execEnv } from '../shared.js';
 import { claimDisk } from '../disk-owner.js';
 import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxDisks, SandboxHandle } from '../types.js';
 import { containerConfig, containerName, INIT_IN_CONTAINER, LABEL_HOME, LABEL_SANDBOX, SANDBOX_UID, SANDBOX_USER, LABEL_ID, LABEL_POOL } from './container-config.js';
@@ -242,7 +242,7 @@ export class DockerRuntime implements Runtime {
       start: async () => {
         oomBefore = this.oomCount(containerId);
         started = await this.startExec(handle, {
-          cmd, workingDir: opts.cwd ?? '/workspace', env: baseEnv(opts.env), run: { timeoutMs: opts.timeoutMs, tag: opts.execId }, ...(opts.stdin !== undefined ? { stdin: opts.stdin } : {}),
+          cmd, workingDir: opts.cwd ?? '/workspace', env: execEnv(opts), run: { timeoutMs: opts.timeoutMs, tag: opts.execId }, ...(opts.stdin !== undefined ? { stdin: opts.stdin } : {}),
         });
         return started;
       },

@@ -13,7 +13,7 @@ import { EXIT_KILLED, EXIT_SIGNAL_BASE } from '../../contract/exit-codes.js';
 import type { DirEntry, ExecEvent, Isolation } from '../../contract/model.js';
 import { streamExec } from '../exec-process.js';
 import { SandboxFiles, type FileOpStarter } from '../files.js';
-import { baseEnv } from '../shared.js';
+import { execEnv } from '../shared.js';
 import { claimDisk } from '../disk-owner.js';
 import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxDisks, SandboxHandle } from '../types.js';
 import { bwrapArgs, INFO_FD, READY_FD, SANDBOX_UID } from './bwrap-args.js';
@@ -61,6 +61,11 @@ export class LocalRuntime implements Runtime {
   private readonly children = new Map<string, ChildProcess>();
   /** Idle exec leaves per sandbox: cgroup mkdir/rmdir on v1 is slow and serialised, so leaves are reused. */
   private readonly freeLeaves = new Map<string, string[]>();
+  /**
+   * Leaves an exec left background processes in (they stay there: a later exec's timeout must not
+   * kill them, and its leaf must not hold them). Reused once they are empty again.
+   */
+  private readonly heldLeaves = new Map<string, Set<string>>();
   private leafCounter = 0;
   private readonly stageDir: string;
   private initCopy: string | undefined;
@@ -214,7 +219,7 @@ export class LocalRuntime implements Runtime {
     const oomBefore = cg.oomKills(handle.id);
     const child = spawn(this.opts.helper, ['exec', ...this.entryArgs(handle, data, dirs, opts.cwd ?? '/workspace'), '--', ...cmd], {
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: baseEnv(opts.env),
+      env: execEnv(opts),
       cwd: '/',
     });
     return streamExec(child, opts, {
@@ -266,13 +271,27 @@ export class LocalRuntime implements Runtime {
   private takeLeaf(id: string): { leaf: string; dirs: string[] } {
     const cg = this.cg();
     const free = this.freeLeaves.get(id) ?? [];
-    const leaf = free.pop() ?? `x-${++this.leafCounter}`;
+    let leaf = free.pop();
+    if (leaf === undefined) {
+      const held = this.heldLeaves.get(id);
+      for (const h of held ?? []) {
+        if (cg.pids(id, h).length > 0) continue;
+        held?.delete(h);
+        leaf = h;
+        break;
+      }
+    }
+    leaf ??= `x-${++this.leafCounter}`;
     return { leaf, dirs: cg.leaf(id, leaf) };
   }
 
-  /** Back to the pool, unless the command left background processes in it (they keep it). */
+  /** Back to the pool, unless the command left background processes in it: they keep it until they end. */
   private giveLeaf(id: string, leaf: string): void {
-    if (!this.cg().exists(id) || this.cg().pids(id, leaf).length > 0) return;
+    if (!this.cg().exists(id)) return;
+    if (this.cg().pids(id, leaf).length > 0) {
+      this.heldLeaves.set(id, (this.heldLeaves.get(id) ?? new Set<string>()).add(leaf));
+      return;
+    }
     const free = this.freeLeaves.get(id) ?? [];
     free.push(leaf);
     this.freeLeaves.set(id, free);
@@ -329,6 +348,7 @@ export class LocalRuntime implements Runtime {
 
   async reap(id: string): Promise<void> {
     this.freeLeaves.delete(id);
+    this.heldLeaves.delete(id);
     const cg = this.cg();
     if (cg.exists(id)) {
       // Killing every process of the group takes PID 1 with it, and so the whole pid namespace.
