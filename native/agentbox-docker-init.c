@@ -23,6 +23,8 @@
  *                                  the Engine API has no way to signal an exec).
  *   fileop OP PATH                 read|write|list|remove|mkdir, with the same error line and listing
  *                                  protocol as agentbox-helper's `file` mode.
+ *   ps                             lists the sandbox's processes (proc-list.h).
+ *   signal NAME PID                sends signal NAME to the sandbox's process PID (never PID 1).
  *   drain FD...                    reads and discards the FDs until they have no writer left (the
  *                                  output of a background job whose exec has returned, exec-relay.h).
  *   agent SOCKET                   the exec agent of a gVisor sandbox (exec-agent.h): dials the daemon's
@@ -58,6 +60,7 @@
 #include "egress-relay.h"
 #include "pid1.h"
 #include "proc-tree.h"
+#include "proc-list.h"
 #include "seccomp-deny.h"
 
 #define EXIT_INIT EXIT_AGENTBOX_FAILED
@@ -196,6 +199,12 @@ static int mode_kill(int argc, char **argv) {
   return hits > 0 ? 0 : 1;
 }
 
+/* ---------- ps, signal: the sandbox's processes ---------- */
+
+static int mode_signal(int argc, char **argv) {
+  return signal_main(argc, argv);
+}
+
 /* ---------- fileop: file operations as the sandbox user ---------- */
 
 static int mode_fileop(int argc, char **argv) {
@@ -210,7 +219,7 @@ static int mode_fileop(int argc, char **argv) {
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: agentbox-docker-init init|run|kill|fileop|drain|agent ...\n");
+    fprintf(stderr, "usage: agentbox-docker-init init|run|kill|fileop|ps|signal|drain|agent ...\n");
     return EXIT_INIT;
   }
   /* A drainer keeps the descriptors it was started with (and closes the rest itself). */
@@ -223,6 +232,8 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "run") == 0) return mode_run(argc - 2, argv + 2);
   if (strcmp(mode, "kill") == 0) return mode_kill(argc - 2, argv + 2);
   if (strcmp(mode, "fileop") == 0) return mode_fileop(argc - 2, argv + 2);
+  if (strcmp(mode, "ps") == 0) return ps_main();
+  if (strcmp(mode, "signal") == 0) return mode_signal(argc - 2, argv + 2);
   if (strcmp(mode, "agent") == 0) {
     if (argc < 3) die_msg("usage: agent SOCKET");
     agent_main(argv[2]);

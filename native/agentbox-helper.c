@@ -13,6 +13,8 @@
  *                               chroots into it, drops all privileges and runs CMD.
  *   file  [opts] -- OP PATH     the same entry, then a file operation (read|write|list|remove|mkdir)
  *                               done from inside, so symlinks resolve inside the sandbox.
+ *   ps    [opts] -- -           the same entry, then lists the sandbox's processes (proc-list.h).
+ *   signal [opts] -- NAME PID   the same entry, then sends signal NAME to the sandbox's process PID.
  *   drain FD...                 inside a sandbox, as /.agentbox/init: reads and discards the FDs until
  *                               they have no writer left (a background job's output, exec-relay.h).
  *
@@ -54,6 +56,7 @@
 #include "egress-relay.h"
 #include "exec-relay.h"
 #include "pid1.h"
+#include "proc-list.h"
 #include "seccomp-deny.h"
 
 #define MAX_CGROUPS 16
@@ -405,9 +408,34 @@ static int mode_file(int argc, char **argv) {
   return rc;
 }
 
+/* ---------- processes, seen from inside the sandbox ---------- */
+
+static int mode_ps(int argc, char **argv) {
+  struct opts o;
+  parse_opts(argc, argv, &o);
+  close_extra_fds(NULL, 0);
+  join_cgroups(&o);
+  enter_sandbox(&o);
+  fork_and_wait();
+  drop_privileges(&o);
+  return ps_main();
+}
+
+static int mode_signal(int argc, char **argv) {
+  struct opts o;
+  parse_opts(argc, argv, &o);
+  if (!o.rest[0] || !o.rest[1]) die_msg("signal needs NAME PID");
+  close_extra_fds(NULL, 0);
+  join_cgroups(&o);
+  enter_sandbox(&o);
+  fork_and_wait();
+  drop_privileges(&o);
+  return signal_main(2, o.rest);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: agentbox-helper init|spawn|exec|file|drain ...\n");
+    fprintf(stderr, "usage: agentbox-helper init|spawn|exec|file|ps|signal|drain ...\n");
     return EXIT_HELPER;
   }
   const char *mode = argv[1];
@@ -415,6 +443,8 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "spawn") == 0) return mode_spawn(argc - 2, argv + 2);
   if (strcmp(mode, "exec") == 0) return mode_exec(argc - 2, argv + 2);
   if (strcmp(mode, "file") == 0) return mode_file(argc - 2, argv + 2);
+  if (strcmp(mode, "ps") == 0) return mode_ps(argc - 2, argv + 2);
+  if (strcmp(mode, "signal") == 0) return mode_signal(argc - 2, argv + 2);
   if (strcmp(mode, "drain") == 0) return drain_main(argc - 2, argv + 2);
   fprintf(stderr, "agentbox-helper: unknown mode %s\n", mode);
   return EXIT_HELPER;

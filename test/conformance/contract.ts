@@ -178,6 +178,41 @@ export function runRuntimeContract(opts: ContractOpts): void {
       await rt.destroy(h);
     });
 
+    it('lists the sandbox\'s processes with the exec that started each, kills one, and refuses PID 1', async () => {
+      const h = await newSandbox();
+      const bgOpts = execOpts();
+      const started = await collect(rt.exec(h, ['sh', '-c', 'sleep 997 & sleep 998 & echo started'], bgOpts));
+      assert.equal(started.stdout, 'started\n');
+      const list = await rt.processes(h);
+      const init = list.find((p) => p.pid === 1);
+      assert.ok(init, `no PID 1 in ${JSON.stringify(list)}`);
+      assert.equal(init.execId, null);
+      const bg = list.filter((p) => /^sleep 99[78]$/.test(p.command));
+      assert.equal(bg.length, 2, `background jobs: ${JSON.stringify(list)}`);
+      for (const p of bg) {
+        assert.equal(p.execId, bgOpts.execId);
+        assert.equal(p.uid, 1000);
+        assert.equal(p.user, 'sandbox');
+        assert.deepEqual(p.argv, p.command.split(' '));
+        assert.ok(p.pid > 1);
+      }
+      // Every process of an exec carries its id, the exec's own leader included.
+      const self = await run(rt, h, 'tr "\\0" "\\n" < /proc/$$/environ | grep ^AGENTBOX_EXEC_ID=');
+      assert.match(self.stdout, /^AGENTBOX_EXEC_ID=\S+\n$/);
+      const victim = bg.find((p) => p.command === 'sleep 997') as (typeof bg)[number];
+      await rt.signalProcess(h, victim.pid, 'KILL');
+      assert.equal(await countAlive(h, 'slee[p] 997'), 0, 'the killed process is still alive');
+      assert.equal(await countAlive(h, 'slee[p] 998'), 1, 'the kill took another process with it');
+      await assert.rejects(rt.signalProcess(h, victim.pid, 'TERM'), NotFoundError);
+      await assert.rejects(rt.signalProcess(h, 1, 'KILL'), ForbiddenError);
+      await assert.rejects(rt.signalProcess(h, 4_000_000, 'TERM'), NotFoundError);
+      assert.equal((await run(rt, h, 'echo alive')).stdout, 'alive\n');
+      const after = await rt.processes(h);
+      assert.ok(!after.some((p) => p.pid === victim.pid), 'the killed process is still listed');
+      assert.ok(after.some((p) => p.command === 'sleep 998' && p.execId === bgOpts.execId));
+      await rt.destroy(h);
+    });
+
     it('streams output before the command ends', async () => {
       const r = await run(rt, sb, 'echo first; sleep 1; echo second');
       assert.equal(r.stdout, 'first\nsecond\n');

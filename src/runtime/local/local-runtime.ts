@@ -10,9 +10,10 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError, InternalError, RuntimeUnavailableError } from '../../contract/errors.js';
 import { EXIT_KILLED, EXIT_SIGNAL_BASE } from '../../contract/exit-codes.js';
-import type { DirEntry, ExecEvent, Isolation } from '../../contract/model.js';
+import type { DirEntry, ExecEvent, Isolation, ProcessInfo, SignalName } from '../../contract/model.js';
 import { streamExec } from '../exec-process.js';
 import { SandboxFiles, type FileOpStarter } from '../files.js';
+import { SandboxProcesses, type ProcOpRunner } from '../processes.js';
 import { execEnv } from '../shared.js';
 import { claimDisk } from '../disk-owner.js';
 import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxDisks, SandboxHandle } from '../types.js';
@@ -266,6 +267,39 @@ export class LocalRuntime implements Runtime {
   };
 
   private readonly files = new SandboxFiles(this.startFileOp);
+
+  /** The processes API's transport: `agentbox-helper ps|signal ...` inside the sandbox, as its user (native/proc-list.h). */
+  private readonly runProcOp: ProcOpRunner = async (handle, args) => {
+    const data = this.assertAlive(handle);
+    const { leaf, dirs } = this.takeLeaf(handle.id);
+    const [mode, ...rest] = args;
+    const child = spawn(this.opts.helper, [mode, ...this.entryArgs(handle, data, dirs), '--', ...(rest.length ? rest : ['-'])], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: HOST_PATH },
+      cwd: '/',
+    });
+    const stdout: Buffer[] = [];
+    let stderr = '';
+    child.stdout!.on('data', (c: Buffer) => stdout.push(c));
+    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    return new Promise((resolve, reject) => {
+      child.on('error', (err) => reject(new InternalError(`cannot run the helper for sandbox ${handle.id}: ${err.message}`)));
+      child.on('close', (code) => {
+        this.giveLeaf(handle.id, leaf);
+        resolve({ stdout: Buffer.concat(stdout), stderr, exitCode: code ?? 128 });
+      });
+    });
+  };
+
+  private readonly procs = new SandboxProcesses(this.runProcOp);
+
+  processes(handle: SandboxHandle): Promise<ProcessInfo[]> {
+    return this.procs.processes(handle);
+  }
+
+  signalProcess(handle: SandboxHandle, pid: number, signal: SignalName): Promise<void> {
+    return this.procs.signalProcess(handle, pid, signal);
+  }
 
   /** A leaf cgroup with no process in it, reused when possible. */
   private takeLeaf(id: string): { leaf: string; dirs: string[] } {
