@@ -315,7 +315,9 @@ export class LocalRuntime implements Runtime {
         break;
       }
     }
-    leaf ??= `x-${++this.leafCounter}`;
+    // A new name never lands in a leaf that still holds processes (one this driver instance does not
+    // know of, e.g. left by an earlier daemon): a timeout there would kill them.
+    while (leaf === undefined || cg.pids(id, leaf).length > 0) leaf = `x-${++this.leafCounter}`;
     return { leaf, dirs: cg.leaf(id, leaf) };
   }
 
