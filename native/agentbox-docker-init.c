@@ -178,6 +178,7 @@ static int mode_run(int argc, char **argv) {
   tree_kill(getpid(), child, exec_relay_reap, &relay, exec_marker());
   /* What the command wrote before it was killed still goes out; nothing of its tree is left to drain. */
   exec_relay_finish(&relay);
+  if (ev == RELAY_ERROR) die_msg("cannot wait for the command");
   return ev == RELAY_DEADLINE ? EXIT_TIMED_OUT : EXIT_SIGNAL_BASE + sig;
 }
 

@@ -383,6 +383,7 @@ static int mode_exec(int argc, char **argv) {
     int ev = exec_relay_wait(&relay, 0, &sig);
     if (ev == RELAY_EXITED) break;
     if (ev == RELAY_SIGNAL) kill(child, sig); /* passed on, as before; the leader decides */
+    if (ev == RELAY_ERROR) die("poll"); /* the leader dies with this process (PDEATHSIG) */
   }
   exec_relay_finish(&relay);
   exec_relay_hand_off(&relay, become_sandbox_user, &o);

@@ -51,7 +51,7 @@ struct exec_relay {
   int exited, status;
 };
 
-enum { RELAY_EXITED, RELAY_SIGNAL, RELAY_DEADLINE };
+enum { RELAY_EXITED, RELAY_SIGNAL, RELAY_DEADLINE, RELAY_ERROR };
 
 /* Pipes for the leader's stdout and stderr, and a signalfd for SIGCHLD plus `sigs` (blocked from
  * here on; the previous mask goes to *old). Call before forking the leader. 0, or -1 with errno. */
@@ -151,7 +151,8 @@ static void exec_relay_read(struct relay_stream *s) {
 
 /*
  * Relays until the leader has exited (RELAY_EXITED), one of the caller's signals arrives
- * (RELAY_SIGNAL, *sig set), or deadline_ms (monotonic; 0: none) passes (RELAY_DEADLINE).
+ * (RELAY_SIGNAL, *sig set), deadline_ms (monotonic; 0: none) passes (RELAY_DEADLINE), or poll itself
+ * fails (RELAY_ERROR, errno set).
  */
 static int exec_relay_wait(struct exec_relay *r, long long deadline_ms, int *sig) {
   for (;;) {
@@ -178,7 +179,7 @@ static int exec_relay_wait(struct exec_relay *r, long long deadline_ms, int *sig
     }
     if (poll(p, (nfds_t)np, timeout) < 0) {
       if (errno == EINTR) continue;
-      return RELAY_DEADLINE; /* cannot wait: treat as the end of the road, the caller kills */
+      return RELAY_ERROR;
     }
     for (int k = 0; k < np; k++) {
       if (!p[k].revents) continue;
