@@ -12,6 +12,7 @@ import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, PolicyDeniedError, QuotaExceededError, UnauthorizedError } from '../../src/contract/errors.js';
+import { TOOL_NAMES } from '../../src/mcp/tools.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient, readAll } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
@@ -338,7 +339,7 @@ describe('HTTP API', () => {
     const client = new Client({ name: 'api-test', version: '0.0.1' });
     await client.connect(transport);
     const { tools } = await client.listTools();
-    assert.equal(tools.length, 8);
+    assert.deepEqual(tools.map((t) => t.name).sort(), [...TOOL_NAMES].sort());
     const r = (await client.callTool({ name: 'sandbox_exec', arguments: { command: 'echo via-mcp' } })) as { content: { text: string }[]; isError?: boolean };
     assert.ok(!r.isError);
     assert.match(JSON.stringify(r.content), /via-mcp/);
