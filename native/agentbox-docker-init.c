@@ -10,16 +10,23 @@
  *                                  limit (gVisor), enforces it by killing the biggest process past
  *                                  it (memory-watchdog.h); with --seccomp, installs seccomp-deny.h's
  *                                  filter on itself (a container without a profile of its own).
- *   run TIMEOUT_MS TAG -- CMD ...  becomes a child subreaper, runs CMD in a session of its own and
- *                                  exits with CMD's status (128+N for signal N). On timeout it kills
- *                                  every descendant (background jobs and setsid escapees included)
- *                                  and exits 124; on SIGTERM/SIGINT/SIGHUP it does the same and exits
- *                                  128+signal. TIMEOUT_MS 0 means no timeout. CMD runs with
- *                                  no_new_privs and the seccomp deny list (seccomp-deny.h).
+ *   run TIMEOUT_MS TAG -- CMD ...  becomes a child subreaper, runs CMD in a session of its own, with
+ *                                  its stdout and stderr relayed through pipes of its own, and exits
+ *                                  with CMD's status (128+N for signal N) as soon as CMD exits: what
+ *                                  CMD left running keeps running (reparented to PID 1), its output
+ *                                  drained and discarded (exec-relay.h). On timeout it kills every
+ *                                  descendant (background jobs and setsid escapees included,
+ *                                  proc-tree.h) and exits 124; on SIGTERM/SIGINT/SIGHUP it does the
+ *                                  same and exits 128+signal. TIMEOUT_MS 0 means no timeout. CMD runs
+ *                                  with no_new_privs and the seccomp deny list (seccomp-deny.h).
  *   kill TAG                       sends SIGTERM to the `run` started with TAG (abort from outside:
  *                                  the Engine API has no way to signal an exec).
  *   fileop OP PATH                 read|write|list|remove|mkdir, with the same error line and listing
  *                                  protocol as agentbox-helper's `file` mode.
+ *   ps                             lists the sandbox's processes (proc-list.h).
+ *   signal NAME PID                sends signal NAME to the sandbox's process PID (never PID 1).
+ *   drain FD...                    reads and discards the FDs until they have no writer left (the
+ *                                  output of a background job whose exec has returned, exec-relay.h).
  *   agent SOCKET                   the exec agent of a gVisor sandbox (exec-agent.h): dials the daemon's
  *                                  socket and runs what it asks, as the user that started it (PID 1
  *                                  starts it with --exec-agent).
@@ -47,11 +54,13 @@
 #include "fail.h"
 #include "fd-hygiene.h"
 #include "exec-agent.h"
+#include "exec-relay.h"
 #include "file-ops.h"
 #include "memory-watchdog.h"
 #include "egress-relay.h"
 #include "pid1.h"
 #include "proc-tree.h"
+#include "proc-list.h"
 #include "seccomp-deny.h"
 
 #define EXIT_INIT EXIT_AGENTBOX_FAILED
@@ -120,32 +129,34 @@ static int mode_init(int argc, char **argv) {
 
 /* ---------- run: one exec ---------- */
 
-/* As a child subreaper, the wrapper inherits every orphan below it: reap them all. */
-static void reap_all(void *ctx) {
-  (void)ctx;
-  int status;
-  while (waitpid(-1, &status, WNOHANG) > 0) {}
+/* The exec's marker (AGENTBOX_EXEC_ID=<id>) from the wrapper's own environment, which CMD inherits; NULL without one. */
+static const char *exec_marker(void) {
+  static char marker[256];
+  const char *id = getenv(EXEC_ID_ENV);
+  if (!id || !*id || strlen(id) >= sizeof marker - sizeof EXEC_ID_ENV - 1) return NULL;
+  snprintf(marker, sizeof marker, "%s=%s", EXEC_ID_ENV, id);
+  return marker;
 }
-
-static void kill_tree(pid_t child) { tree_kill(getpid(), child, reap_all, NULL); }
 
 static int mode_run(int argc, char **argv) {
   if (argc < 4 || strcmp(argv[2], "--") != 0) die_msg("usage: run TIMEOUT_MS TAG -- CMD ...");
   long timeout_ms = parse_num(argv[0], "timeout");
   char **cmd = &argv[3];
-  /* gVisor (runsc 2022) answers EINVAL: carry on, the session catches what the tree misses. */
+  /* Until CMD exits, orphans below it (a double fork) are reparented here rather than to PID 1, so a
+   * kill finds them by parent links (proc-tree.h). gVisor (runsc 2022) answers EINVAL: carry on, the
+   * session and the exec's marker catch what the tree misses. */
   if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 && errno != EINVAL) die("PR_SET_CHILD_SUBREAPER");
-  sigset_t set, old;
-  sigemptyset(&set);
-  sigaddset(&set, SIGCHLD);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGHUP);
-  sigprocmask(SIG_BLOCK, &set, &old);
+  sigset_t sigs, old;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  struct exec_relay relay;
+  if (exec_relay_open(&relay, &sigs, &old) != 0) die("relay");
   pid_t child = fork();
   if (child < 0) die("fork");
   if (child == 0) {
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    exec_relay_child(&relay, &old);
     setsid();
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs");
     if (install_seccomp_deny() != 0) die("seccomp");
@@ -154,38 +165,21 @@ static int mode_run(int argc, char **argv) {
     fprintf(stderr, "agentbox: %s: %s\n", cmd[0], strerror(err));
     _exit(err == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_EXECUTE);
   }
+  exec_relay_started(&relay, child);
   long long deadline = timeout_ms > 0 ? monotonic_ms() + timeout_ms : 0;
-  for (;;) {
-    siginfo_t info;
-    int sig;
-    if (deadline) {
-      long long left = deadline - monotonic_ms();
-      if (left <= 0) {
-        kill_tree(child);
-        return EXIT_TIMED_OUT;
-      }
-      struct timespec ts = { (time_t)(left / 1000), (long)(left % 1000) * 1000000 };
-      sig = sigtimedwait(&set, &info, &ts);
-    } else {
-      sig = sigwaitinfo(&set, &info);
-    }
-    if (sig < 0) {
-      if (errno == EAGAIN || errno == EINTR) continue;
-      die("sigwait");
-    }
-    if (sig != SIGCHLD) {
-      kill_tree(child);
-      return EXIT_SIGNAL_BASE + sig;
-    }
-    int status;
-    pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-      /* Background jobs the command left behind keep running (reparented to PID 1), as on `local`. */
-      if (pid != child) continue;
-      if (WIFEXITED(status)) return WEXITSTATUS(status);
-      if (WIFSIGNALED(status)) return EXIT_SIGNAL_BASE + WTERMSIG(status);
-    }
+  int sig = 0;
+  int ev = exec_relay_wait(&relay, deadline, &sig);
+  if (ev == RELAY_EXITED) {
+    /* Background jobs the command left behind keep running (reparented to PID 1 once this exits). */
+    exec_relay_finish(&relay);
+    exec_relay_hand_off(&relay, NULL, NULL);
+    return exec_relay_exit_code(&relay, EXIT_INIT);
   }
+  tree_kill(getpid(), child, exec_relay_reap, &relay, exec_marker());
+  /* What the command wrote before it was killed still goes out; nothing of its tree is left to drain. */
+  exec_relay_finish(&relay);
+  if (ev == RELAY_ERROR) die_msg("cannot wait for the command");
+  return ev == RELAY_DEADLINE ? EXIT_TIMED_OUT : EXIT_SIGNAL_BASE + sig;
 }
 
 /* ---------- kill: abort a run from outside ---------- */
@@ -206,6 +200,12 @@ static int mode_kill(int argc, char **argv) {
   return hits > 0 ? 0 : 1;
 }
 
+/* ---------- ps, signal: the sandbox's processes ---------- */
+
+static int mode_signal(int argc, char **argv) {
+  return signal_main(argc, argv);
+}
+
 /* ---------- fileop: file operations as the sandbox user ---------- */
 
 static int mode_fileop(int argc, char **argv) {
@@ -220,9 +220,11 @@ static int mode_fileop(int argc, char **argv) {
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: agentbox-docker-init init|run|kill|fileop|agent ...\n");
+    fprintf(stderr, "usage: agentbox-docker-init init|run|kill|fileop|ps|signal|drain|agent ...\n");
     return EXIT_INIT;
   }
+  /* A drainer keeps the descriptors it was started with (and closes the rest itself). */
+  if (strcmp(argv[1], "drain") == 0) return drain_main(argc - 2, argv + 2);
   /* Whatever the process that started this one held (runc's, the Engine's, the exec agent's, the
    * daemon's through agentbox-helper), nothing above stdio is meant for the sandbox. */
   close_extra_fds(NULL, 0);
@@ -231,6 +233,8 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "run") == 0) return mode_run(argc - 2, argv + 2);
   if (strcmp(mode, "kill") == 0) return mode_kill(argc - 2, argv + 2);
   if (strcmp(mode, "fileop") == 0) return mode_fileop(argc - 2, argv + 2);
+  if (strcmp(mode, "ps") == 0) return ps_main();
+  if (strcmp(mode, "signal") == 0) return mode_signal(argc - 2, argv + 2);
   if (strcmp(mode, "agent") == 0) {
     if (argc < 3) die_msg("usage: agent SOCKET");
     agent_main(argv[2]);

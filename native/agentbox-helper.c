@@ -16,6 +16,10 @@
  *   volfile --root DIR --uid U --gid G -- OP PATH
  *                               a file operation on a volume no sandbox has to run for: chrooted
  *                               into the volume's mount, unprivileged, so its symlinks resolve inside it.
+ *   ps    [opts] -- -           the same entry, then lists the sandbox's processes (proc-list.h).
+ *   signal [opts] -- NAME PID   the same entry, then sends signal NAME to the sandbox's process PID.
+ *   drain FD...                 inside a sandbox, as /.agentbox/init: reads and discards the FDs until
+ *                               they have no writer left (a background job's output, exec-relay.h).
  *
  * Options for spawn/exec/file: --pid P, --start-time T (P's, from /proc/P/stat), --uid U, --gid G, --cgroup DIR (repeatable),
  * --rootfs DIR, --stage DIR, --init FILE (spawn: PID 1's binary, default this one), --disk DIR (spawn: the sandbox's disk,
@@ -55,7 +59,9 @@
 #include "fd-hygiene.h"
 #include "file-ops.h"
 #include "egress-relay.h"
+#include "exec-relay.h"
 #include "pid1.h"
+#include "proc-list.h"
 #include "seccomp-deny.h"
 
 #define MAX_CGROUPS 16
@@ -446,18 +452,50 @@ static int mode_spawn(int argc, char **argv) {
   return EXIT_HELPER;
 }
 
+static void become_sandbox_user(void *ctx) { drop_privileges(ctx); }
+
+/*
+ * The command's leader gets pipes of this process for stdout and stderr (exec-relay.h): the exec ends
+ * when the leader exits, with everything the leader wrote, and whatever it left running keeps
+ * running, in the exec's cgroup (which the daemon then no longer reuses), its output drained.
+ */
 static int mode_exec(int argc, char **argv) {
   struct opts o;
   parse_opts(argc, argv, &o);
   close_extra_fds(NULL, 0);
   join_cgroups(&o);
   enter_sandbox(&o);
-  fork_and_wait();
-  setsid();
-  drop_privileges(&o);
-  execvp(o.rest[0], o.rest);
-  fprintf(stderr, "agentbox: %s: %s\n", o.rest[0], strerror(errno));
-  return errno == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_EXECUTE;
+  sigset_t sigs, old;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  struct exec_relay relay;
+  if (exec_relay_open(&relay, &sigs, &old) != 0) die("relay");
+  /* setns(pid) only applies to children: the leader is this process's child. */
+  pid_t child = fork();
+  if (child < 0) die("fork");
+  if (child == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    exec_relay_child(&relay, &old);
+    setsid();
+    drop_privileges(&o);
+    execvp(o.rest[0], o.rest);
+    fprintf(stderr, "agentbox: %s: %s\n", o.rest[0], strerror(errno));
+    _exit(errno == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_EXECUTE);
+  }
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  exec_relay_started(&relay, child);
+  for (;;) {
+    int sig = 0;
+    int ev = exec_relay_wait(&relay, 0, &sig);
+    if (ev == RELAY_EXITED) break;
+    if (ev == RELAY_SIGNAL) kill(child, sig); /* passed on, as before; the leader decides */
+    if (ev == RELAY_ERROR) die("poll"); /* the leader dies with this process (PDEATHSIG) */
+  }
+  exec_relay_finish(&relay);
+  exec_relay_hand_off(&relay, become_sandbox_user, &o);
+  return exec_relay_exit_code(&relay, EXIT_HELPER);
 }
 
 /* ---------- file operations, done from inside the sandbox ---------- */
@@ -508,9 +546,34 @@ static int mode_volfile(int argc, char **argv) {
   return rc;
 }
 
+/* ---------- processes, seen from inside the sandbox ---------- */
+
+static int mode_ps(int argc, char **argv) {
+  struct opts o;
+  parse_opts(argc, argv, &o);
+  close_extra_fds(NULL, 0);
+  join_cgroups(&o);
+  enter_sandbox(&o);
+  fork_and_wait();
+  drop_privileges(&o);
+  return ps_main();
+}
+
+static int mode_signal(int argc, char **argv) {
+  struct opts o;
+  parse_opts(argc, argv, &o);
+  if (!o.rest[0] || !o.rest[1]) die_msg("signal needs NAME PID");
+  close_extra_fds(NULL, 0);
+  join_cgroups(&o);
+  enter_sandbox(&o);
+  fork_and_wait();
+  drop_privileges(&o);
+  return signal_main(2, o.rest);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: agentbox-helper init|spawn|exec|file|volfile ...\n");
+    fprintf(stderr, "usage: agentbox-helper init|spawn|exec|file|volfile|ps|signal|drain ...\n");
     return EXIT_HELPER;
   }
   const char *mode = argv[1];
@@ -519,6 +582,9 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "exec") == 0) return mode_exec(argc - 2, argv + 2);
   if (strcmp(mode, "file") == 0) return mode_file(argc - 2, argv + 2);
   if (strcmp(mode, "volfile") == 0) return mode_volfile(argc - 2, argv + 2);
+  if (strcmp(mode, "ps") == 0) return mode_ps(argc - 2, argv + 2);
+  if (strcmp(mode, "signal") == 0) return mode_signal(argc - 2, argv + 2);
+  if (strcmp(mode, "drain") == 0) return drain_main(argc - 2, argv + 2);
   fprintf(stderr, "agentbox-helper: unknown mode %s\n", mode);
   return EXIT_HELPER;
 }

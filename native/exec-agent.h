@@ -6,7 +6,13 @@
  * It does what the `run` wrapper does for the other paths: the command runs as the leader of a
  * session of its own, with no_new_privs and the seccomp deny list (set once on the agent, inherited),
  * its tree is killed on timeout (exit 124), on the daemon's 'K' (exit 143, as a SIGTERM'd wrapper),
- * and when the daemon's connection goes away.
+ * and when the daemon's connection goes away (proc-tree.h: parent links, session, and the exec's
+ * AGENTBOX_EXEC_ID marker, since gVisor has no subreaper for the agent to be per exec).
+ *
+ * The exec ends when its leader exits (exec-relay.h says why): the agent then sends what the output
+ * pipes hold (everything the leader wrote) and the exit status at once. A pipe a background job still
+ * holds stays in the agent's poll loop, read and discarded until its last writer is gone, so the job
+ * never gets SIGPIPE; the job itself is PID 1's (the agent is no subreaper).
  *
  * PID 1 starts it as the sandbox user (`init --exec-agent`, and again if it dies). It keeps one idle
  * connection dialled to the daemon's socket in a directory bound into the sandbox (runsc
@@ -37,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -57,6 +64,9 @@
 #define AGENT_EXIT_KILLED (EXIT_SIGNAL_BASE + SIGTERM)
 /* How long a finished session waits for the daemon's close (after the last bytes from it) before closing anyway. */
 #define AGENT_LINGER_MS 10000
+/* Pipes of background jobs whose exec has returned, drained and discarded; past this, a newly left
+ * pipe is closed instead (its writer then gets EPIPE). */
+#define AGENT_MAX_DISCARD 256
 
 struct agent_session {
   int used;
@@ -74,9 +84,12 @@ struct agent_session {
   char *out_buf; /* frames on their way to the daemon */
   size_t out_len, out_off;
   long long linger_until_ms; /* 0, or: all sent and half-closed, waiting for the daemon's close until then (or more from it) */
+  char *marker; /* the exec's AGENTBOX_EXEC_ID=<id> entry from its request, or NULL */
 };
 
 static struct agent_session agent_sessions[AGENT_MAX_SESSIONS];
+static int agent_discard[AGENT_MAX_DISCARD];
+static int agent_ndiscard;
 
 /* A free session slot, or NULL when AGENT_MAX_SESSIONS are running. */
 static struct agent_session *agent_slot(void) {
@@ -122,7 +135,7 @@ static void agent_reap(void *ctx) {
 static void agent_kill(struct agent_session *s, int forced) {
   if (s->forced) return;
   s->forced = forced;
-  tree_kill(s->pid, s->pid, agent_reap, NULL);
+  tree_kill(s->pid, s->pid, agent_reap, NULL, s->marker);
 }
 
 /* The daemon is gone: end the command; nobody is left to tell. */
@@ -140,6 +153,7 @@ static void agent_free(struct agent_session *s) {
   free(s->rbuf);
   free(s->in_buf);
   free(s->out_buf);
+  free(s->marker);
   memset(s, 0, sizeof *s);
 }
 
@@ -208,7 +222,10 @@ static void agent_start(struct agent_session *s, char *req, uint32_t len) {
   }
   /* The command's PATH lookup uses the command's own PATH, as execvp in the `run` wrapper does. */
   const char *path = NULL;
-  for (char **e = env; *e; e++) if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
+  for (char **e = env; *e; e++) {
+    if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
+    if (strncmp(*e, "AGENTBOX_EXEC_ID=", 17) == 0 && (*e)[17] && !s->marker) s->marker = strdup(*e);
+  }
   if (path) setenv("PATH", path, 1);
   else unsetenv("PATH");
   /* Single-threaded: entering the cwd here and leaving it after the spawn races with nothing. */
@@ -337,6 +354,38 @@ static void agent_read_output(struct agent_session *s, int *fd, char type) {
   *fd = -1;
 }
 
+/* After the leader's exit: queues the FIONREAD bytes the pipe holds, then closes it if no writer is
+ * left, or moves it to the discard set. */
+static void agent_take_rest(struct agent_session *s, int *fd, char type) {
+  if (*fd < 0) return;
+  int n = 0;
+  if (ioctl(*fd, FIONREAD, &n) != 0) n = 0;
+  char *buf = n > 0 ? malloc((size_t)n) : NULL;
+  size_t got = 0;
+  while (buf && got < (size_t)n) {
+    ssize_t r = read(*fd, buf + got, (size_t)n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  for (size_t off = 0; off < got; off += AGENT_CHUNK) agent_queue(s, type, buf + off, (uint32_t)(got - off < AGENT_CHUNK ? got - off : AGENT_CHUNK));
+  free(buf);
+  struct pollfd p = { *fd, POLLIN, 0 };
+  int hup = poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+  if (hup || agent_ndiscard >= AGENT_MAX_DISCARD) close(*fd);
+  else agent_discard[agent_ndiscard++] = *fd;
+  *fd = -1;
+}
+
+/* A discarded pipe is readable: drop what it holds; close it once its last writer is gone. */
+static void agent_discard_ready(int k) {
+  char buf[4096];
+  ssize_t r = read(agent_discard[k], buf, sizeof buf);
+  if (r > 0 || (r < 0 && (errno == EINTR || errno == EAGAIN))) return;
+  close(agent_discard[k]);
+  agent_discard[k] = -1;
+}
+
 static void agent_flush(struct agent_session *s) {
   while (s->conn >= 0 && s->out_off < s->out_len) {
     ssize_t w = write(s->conn, s->out_buf + s->out_off, s->out_len - s->out_off);
@@ -365,6 +414,12 @@ static void agent_settle(struct agent_session *s) {
     s->in_off = s->in_len = 0; /* what the command did not take is dropped; the daemon's frames are read on */
   }
   if (!s->exited) return;
+  /* The leader exited on its own: what the pipes hold now is everything it wrote; a pipe with a writer
+   * left (a background job) is drained from here on, not waited for. */
+  if (!s->forced && s->conn >= 0) {
+    agent_take_rest(s, &s->out, 'O');
+    agent_take_rest(s, &s->err, 'e');
+  }
   /* Killed, or nobody to tell: what the pipes still hold is all there will be (an escapee may keep them open). */
   if (s->forced || s->conn < 0) {
     if (s->out >= 0) agent_read_output(s, &s->out, 'O');
@@ -393,7 +448,7 @@ static void agent_settle(struct agent_session *s) {
   agent_free(s);
 }
 
-enum { AK_SIGNAL, AK_IDLE, AK_CONN, AK_OUT, AK_ERR, AK_IN };
+enum { AK_SIGNAL, AK_IDLE, AK_CONN, AK_OUT, AK_ERR, AK_IN, AK_DISCARD };
 
 __attribute__((noreturn)) static void agent_main(const char *socket_path) {
   /* Not dumpable: it runs as the sandbox user, and a command of that uid could otherwise open the
@@ -410,7 +465,7 @@ __attribute__((noreturn)) static void agent_main(const char *socket_path) {
   if (sfd < 0) _exit(EXIT_FAILURE);
   int idle = -1;
   long backoff_ms = 0;
-  enum { MAXP = 2 + 4 * AGENT_MAX_SESSIONS };
+  enum { MAXP = 2 + 4 * AGENT_MAX_SESSIONS + AGENT_MAX_DISCARD };
   struct pollfd p[MAXP];
   int owner[MAXP], kind[MAXP];
   for (;;) {
@@ -440,6 +495,7 @@ __attribute__((noreturn)) static void agent_main(const char *socket_path) {
       if (!backlog && s->err >= 0) { p[np] = (struct pollfd){s->err, POLLIN, 0}; owner[np] = i; kind[np++] = AK_ERR; }
       if (s->in >= 0 && s->in_off < s->in_len) { p[np] = (struct pollfd){s->in, POLLOUT, 0}; owner[np] = i; kind[np++] = AK_IN; }
     }
+    for (int k = 0; k < agent_ndiscard; k++) { p[np] = (struct pollfd){agent_discard[k], POLLIN, 0}; owner[np] = k; kind[np++] = AK_DISCARD; }
     int wait_ms = -1;
     if (idle < 0 && free_slot) wait_ms = (int)backoff_ms;
     if (next_deadline) {
@@ -460,6 +516,10 @@ __attribute__((noreturn)) static void agent_main(const char *socket_path) {
         idle = -1;
         continue;
       }
+      if (kind[k] == AK_DISCARD) {
+        agent_discard_ready(owner[k]);
+        continue;
+      }
       struct agent_session *s = &agent_sessions[owner[k]];
       if (!s->used) continue;
       if (kind[k] == AK_CONN && s->conn >= 0) {
@@ -469,6 +529,9 @@ __attribute__((noreturn)) static void agent_main(const char *socket_path) {
       else if (kind[k] == AK_ERR && s->err >= 0) agent_read_output(s, &s->err, 'e');
       else if (kind[k] == AK_IN && s->in >= 0) agent_feed_stdin(s);
     }
+    int kept = 0;
+    for (int k = 0; k < agent_ndiscard; k++) if (agent_discard[k] >= 0) agent_discard[kept++] = agent_discard[k];
+    agent_ndiscard = kept;
     for (int i = 0; i < AGENT_MAX_SESSIONS; i++) {
       struct agent_session *s = &agent_sessions[i];
       if (!s->used) continue;

@@ -35,7 +35,10 @@ export function openApiDocument(routes: readonly Route[]): Record<string, unknow
   const paths: Record<string, Record<string, unknown>> = {};
   for (const r of routes) {
     const params = [
-      ...r.keys.map((k) => ({ name: k, in: 'path', required: true, schema: { type: 'string' } })),
+      ...r.keys.map((k) => {
+        const schema = r.doc.params?.[k];
+        return { name: k, in: 'path', required: true, ...(schema?.description ? { description: schema.description } : {}), schema: schema ? jsonSchema(schema) : { type: 'string' } };
+      }),
       ...Object.entries(r.doc.query ?? {}).map(([name, description]) => ({ name, in: 'query', required: name === 'path' && r.path.endsWith('/files'), description, schema: { type: 'string' } })),
     ];
     const ok: Record<string, unknown> = { description: 'success', ...(r.doc.response ? { content: content(r.doc.response) } : {}) };

@@ -6,8 +6,8 @@ import { BadRequestError, ForbiddenError, NotFoundError, RuntimeUnavailableError
 import { DaemonInfoSchema, type DaemonInfo } from '../contract/daemon.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { ExecEvent } from '../contract/model.js';
-import { DeniedHostSchema, DirEntrySchema, EgressEventSchema, EgressSchema, ExecRecordSchema, ExecResultSchema, SandboxSchema, SnapshotSchema } from '../contract/model.js';
-import { CreateSandboxRequestSchema, CreateSnapshotRequestSchema, EgressAllowRequestSchema, ExecRequestSchema, ForkRequestSchema, PullImageRequestSchema } from '../contract/requests.js';
+import { DeniedHostSchema, DirEntrySchema, EgressEventSchema, EgressSchema, ExecRecordSchema, ExecResultSchema, KillResultSchema, ProcessInfoSchema, SandboxSchema, SnapshotSchema } from '../contract/model.js';
+import { CreateSandboxRequestSchema, CreateSnapshotRequestSchema, EgressAllowRequestSchema, ExecRequestSchema, ForkRequestSchema, KillProcessRequestSchema, ProcessIdSchema, PullImageRequestSchema } from '../contract/requests.js';
 import { ImageInfoSchema } from '../contract/images.js';
 import type { ImageStore } from '../images/image-store.js';
 import { parseWith, readJson, sendJson, wireError } from './http-util.js';
@@ -40,6 +40,8 @@ export interface RouteDoc {
   response?: z.ZodType | 'binary';
   status?: number;
   query?: Record<string, string>;
+  /** Path parameters that are not plain strings: the schema each is validated with (`pathParam()`). */
+  params?: Record<string, z.ZodType>;
   /** The route can answer with text/event-stream. */
   sse?: boolean;
 }
@@ -111,6 +113,12 @@ function id(ctx: RouteCtx): string {
   return ctx.params.id as string;
 }
 
+/** A numeric path parameter, validated with the schema its route's doc names for it (and the OpenAPI shows). */
+function pathNumber<S extends z.ZodType>(ctx: RouteCtx, name: string, schema: S): z.infer<S> {
+  const raw = ctx.params[name] ?? '';
+  return parseWith(schema, /^\d{1,10}$/.test(raw) ? Number(raw) : raw);
+}
+
 route('POST', '/v1/sandboxes', { summary: 'Create a sandbox', body: CreateSandboxRequestSchema, response: SandboxSchema, status: 201 }, async (ctx) => {
   const body = await readJson(ctx.req, CreateSandboxRequestSchema);
   sendJson(ctx.res, 201, await ctx.manager.create(body, ctx.caller));
@@ -163,6 +171,16 @@ route('GET', '/v1/sandboxes/{id}/execs/{execId}', { summary: 'One exec with the 
   startSse(ctx.res);
   await sendEvent(ctx.res, 'start', { execId });
   await streamEvents(ctx, events);
+});
+
+route('GET', '/v1/sandboxes/{id}/processes', { summary: 'The processes of a running sandbox as seen inside it: pid, parent, user, command line, and the exec that started each (null: its init, agentbox\'s own)', response: z.object({ processes: z.array(ProcessInfoSchema) }) }, async (ctx) => {
+  sendJson(ctx.res, 200, { processes: await ctx.manager.processes(id(ctx), ctx.caller) });
+});
+
+route('POST', '/v1/sandboxes/{id}/processes/{pid}/kill', { summary: 'Send a signal (TERM unless given) to one process of a running sandbox; PID 1 is refused (forbidden), an unknown pid is not_found', params: { pid: ProcessIdSchema }, body: KillProcessRequestSchema, response: KillResultSchema }, async (ctx) => {
+  const pid = pathNumber(ctx, 'pid', ProcessIdSchema);
+  const body = await readJson(ctx.req, KillProcessRequestSchema);
+  sendJson(ctx.res, 200, await ctx.manager.killProcess(id(ctx), pid, body, ctx.caller));
 });
 
 route('PUT', '/v1/sandboxes/{id}/files', { summary: 'Write a file (raw bytes, streamed), creating parent directories', query: { path: 'absolute path inside the sandbox' }, body: 'binary', response: z.object({ path: z.string(), bytes: z.number() }) }, async (ctx) => {

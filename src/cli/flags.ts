@@ -1,6 +1,6 @@
 /** CLI flags (ARCHITECTURE: CLI flags) turned into API request bodies. */
 import { BadRequestError } from '../contract/errors.js';
-import type { CreateSandboxRequest, ExecRequest } from '../contract/requests.js';
+import { KillProcessRequestSchema, ProcessIdSchema, type CreateSandboxRequest, type ExecRequest, type KillProcessRequest } from '../contract/requests.js';
 import { parseDuration } from '../policy/duration.js';
 import { parseVolumeFlag } from './volume-commands.js';
 
@@ -87,4 +87,15 @@ export function execRequest(cmd: string[], f: ExecFlags, stdin: string | undefin
     ...(env ? { env } : {}),
     ...(stdin !== undefined ? { stdin } : {}),
   };
+}
+
+/** `kill ID PID [--signal SIG]`: the pid and the body, checked with the API's own schemas. SIG as TERM, SIGTERM or term. */
+export function killRequest(pid: string, f: { signal?: string }): { pid: number; body: KillProcessRequest } {
+  const n = /^\d{1,10}$/.test(pid) ? Number(pid) : Number.NaN;
+  const checkedPid = ProcessIdSchema.safeParse(n);
+  if (!checkedPid.success) throw new BadRequestError(`PID must be a process id inside the sandbox, got ${pid}`, { hint: 'agentbox ps ID lists them' });
+  const signal = f.signal?.toUpperCase().replace(/^SIG/, '');
+  const body = KillProcessRequestSchema.safeParse(signal === undefined ? {} : { signal });
+  if (!body.success) throw new BadRequestError(`--signal ${f.signal} is not one agentbox sends`, { hint: 'use TERM, KILL, INT, HUP, QUIT, USR1, USR2, STOP or CONT' });
+  return { pid: checkedPid.data, body: body.data };
 }

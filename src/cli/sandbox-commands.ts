@@ -7,7 +7,7 @@ import { EXIT_KILLED, EXIT_TIMED_OUT } from '../contract/exit-codes.js';
 import type { ExecSummary, Sandbox } from '../contract/model.js';
 import type { AgentboxClient } from '../sdk/client.js';
 import { connectClient } from './connect.js';
-import { collect, createRequest, execRequest, type CreateFlags, type ExecFlags } from './flags.js';
+import { collect, createRequest, execRequest, killRequest, type CreateFlags, type ExecFlags } from './flags.js';
 import { age, printJson, table } from './output.js';
 
 /** commander keeps the `--` that separates our flags from the command: drop it. */
@@ -201,6 +201,29 @@ export function registerSandboxCommands(program: Command, setExit: (code: number
     .action(async (ids: string[]) => {
       const client = await connectClient();
       for (const id of ids) process.stdout.write(`${(await client.delete(id)).id}\n`);
+    });
+
+  program
+    .command('ps')
+    .description('processes of a running sandbox: pid inside it, user, the exec that started each, command line')
+    .argument('<id>')
+    .option('--json', 'JSON output')
+    .action(async (id: string, flags: { json?: boolean }) => {
+      const list = await (await connectClient()).processes(id);
+      if (flags.json) return printJson(list);
+      table(['PID', 'PPID', 'USER', 'EXEC', 'COMMAND'], list.map((p) => [String(p.pid), String(p.ppid), p.user ?? String(p.uid), p.execId ?? '-', p.command]));
+    });
+
+  program
+    .command('kill')
+    .description('send a signal (TERM unless --signal) to one process of a sandbox, by its pid inside it (agentbox ps); PID 1 cannot be killed')
+    .argument('<id>')
+    .argument('<pid>')
+    .option('-s, --signal <SIG>', 'TERM, KILL, INT, HUP, QUIT, USR1, USR2, STOP or CONT')
+    .action(async (id: string, pid: string, flags: { signal?: string }) => {
+      const req = killRequest(pid, flags);
+      const r = await (await connectClient()).killProcess(id, req.pid, req.body);
+      process.stdout.write(`${r.pid} ${r.signal}\n`);
     });
 
   program

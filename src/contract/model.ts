@@ -133,6 +133,30 @@ export type ExecEvent =
   | { type: 'stderr'; data: Buffer }
   | { type: 'exit'; result: ExecSummary };
 
+/** Signals `kill` may send to a sandbox's process (names without SIG). */
+export const SIGNAL_NAMES = ['TERM', 'KILL', 'INT', 'HUP', 'QUIT', 'USR1', 'USR2', 'STOP', 'CONT'] as const;
+export const SignalNameSchema = z.enum(SIGNAL_NAMES).describe('Signal name without SIG: TERM (default), KILL, INT, HUP, QUIT, USR1, USR2, STOP, CONT');
+export type SignalName = z.infer<typeof SignalNameSchema>;
+
+/** One process of a sandbox, as seen inside it. */
+export const ProcessInfoSchema = z.object({
+  pid: z.number().int().describe('pid inside the sandbox; 1 is its init'),
+  ppid: z.number().int().describe('parent pid inside the sandbox (0: none visible)'),
+  uid: z.number().int().describe('user id inside the sandbox (1000 is the sandbox user)'),
+  user: z.string().nullable().describe("user name from the sandbox's /etc/passwd, null when it names none"),
+  command: z.string().describe('command line, arguments joined by spaces'),
+  argv: z.array(z.string()).describe('command line as arguments'),
+  execId: z.string().nullable().describe("the exec that started it (its AGENTBOX_EXEC_ID); null for the sandbox's init and what agentbox runs itself, or when unknown"),
+});
+export type ProcessInfo = z.infer<typeof ProcessInfoSchema>;
+
+/** What a kill answers: the signal was sent. */
+export const KillResultSchema = z.object({
+  pid: z.number().int(),
+  signal: SignalNameSchema,
+});
+export type KillResult = z.infer<typeof KillResultSchema>;
+
 export const DirEntrySchema = z.object({
   name: z.string(),
   type: z.enum(['file', 'dir', 'symlink', 'other']),

@@ -1,7 +1,7 @@
 /** The wire contract's request bodies (ARCHITECTURE.md, "Contracts"), accepted by every surface and validated once at the edge. */
 import { z } from 'zod';
 import { EXIT_TIMED_OUT } from './exit-codes.js';
-import { EgressModeSchema, EnvSchema, IsolationSchema, LabelsSchema, PartialLimitsSchema, RuntimeNameSchema } from './model.js';
+import { EgressModeSchema, EnvSchema, IsolationSchema, LabelsSchema, PartialLimitsSchema, RuntimeNameSchema, SignalNameSchema } from './model.js';
 import { VolumeMountsRequestSchema } from './volumes.js';
 
 export const DurationInputSchema = z
@@ -55,6 +55,16 @@ export const ExecRequestSchema = z
   })
   .strict();
 export type ExecRequest = z.infer<typeof ExecRequestSchema>;
+
+/** A process of a sandbox, by its pid inside the sandbox (`agentbox ps` shows them). */
+export const ProcessIdSchema = z.number().int().min(1).max(4_194_304).describe('pid inside the sandbox, as ps lists it (1, the init, cannot be killed)');
+
+export const KillProcessRequestSchema = z
+  .object({
+    signal: SignalNameSchema.optional(),
+  })
+  .strict();
+export type KillProcessRequest = z.infer<typeof KillProcessRequestSchema>;
 
 export const EgressAllowRequestSchema = z
   .object({

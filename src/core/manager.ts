@@ -7,6 +7,7 @@
  *   lifecycle.ts  create, end, activity, idle pause and wake
  *   execs.ts      exec recording: history rows, output tails, live followers, busy counts
  *   egress.ts     egress proxies, the egress log, hosts approved at run time
+ *   processes.ts  a running sandbox's processes: list, signal
  *   reaper.ts     the periodic pass (ttl, idle, lost, pause) and start-up reconciliation
  *   pools.ts      warm pools from the policy
  *   runtimes.ts   the enabled drivers, probed once
@@ -26,8 +27,8 @@ import type { DiskStore } from '../storage/disk-store.js';
 import { SnapshotFiles } from '../storage/snapshot-files.js';
 import type { VolumeStore } from '../storage/volume-store.js';
 import { RuntimeUnavailableError } from '../contract/errors.js';
-import type { DirEntry, ExecEvent, ExecRecord, ExecResult, RuntimeName, Sandbox, Snapshot } from '../contract/model.js';
-import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest } from '../contract/requests.js';
+import type { DirEntry, ExecEvent, ExecRecord, ExecResult, KillResult, ProcessInfo, RuntimeName, Sandbox, Snapshot } from '../contract/model.js';
+import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest } from '../contract/requests.js';
 import { findRunning, findSandbox, listVisible, need, requireImageOperator, type Caller } from './manager/access.js';
 import { CreateGate, QuotaLedger } from './manager/admission.js';
 import { approveEgressHost, egressLogOf, requireEgress, type SandboxEgressLog } from './manager/egress.js';
@@ -35,6 +36,7 @@ import { collectResult, execOpts, ExecRecorder, newExecId, replayStored, storedE
 import { Inflight } from './manager/inflight.js';
 import { ACTIVE, createSandbox, endSandbox, IdlePauses, markActive, newSandboxId } from './manager/lifecycle.js';
 import { WarmPools, type PoolStatus } from './manager/pools.js';
+import { killProcess, listProcesses } from './manager/processes.js';
 import { reapPass, reconcile } from './manager/reaper.js';
 import { findSnapshot, forkRequest, forkSource, removeSnapshot, restoreSource, takeSnapshot } from './manager/snapshots.js';
 import { handleOf, Runtimes } from './manager/runtimes.js';
@@ -320,6 +322,19 @@ export class SandboxManager {
   async removePath(id: string, path: string, caller: Caller): Promise<void> {
     const { rt, handle } = await this.enterForFiles(id, caller);
     await rt.removePath(handle, path);
+  }
+
+  /** A running sandbox's processes as seen inside it, each with the exec that started it (null: its init, agentbox's own). */
+  async processes(id: string, caller: Caller): Promise<ProcessInfo[]> {
+    need(caller, 'read');
+    return listProcesses(this.parts, findRunning(this.parts.store, id, caller));
+  }
+
+  /** Signal one process of a running sandbox (TERM unless asked); PID 1 is refused (forbidden), an unknown pid is not_found. */
+  async killProcess(id: string, pid: number, req: KillProcessRequest, caller: Caller): Promise<KillResult> {
+    need(caller, 'exec');
+    const stored = findRunning(this.parts.store, id, caller);
+    return this.parts.inflight.track(killProcess(this.parts, stored, pid, req.signal ?? 'TERM', caller));
   }
 
   async stop(id: string, caller: Caller): Promise<Sandbox> {

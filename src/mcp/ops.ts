@@ -6,8 +6,8 @@
  */
 import { Readable } from 'node:stream';
 import type { Caller, SandboxManager } from '../core/manager.js';
-import type { ExecResult, Sandbox, Snapshot } from '../contract/model.js';
-import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest } from '../contract/requests.js';
+import type { ExecResult, KillResult, ProcessInfo, Sandbox, Snapshot } from '../contract/model.js';
+import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest } from '../contract/requests.js';
 import { parseDuration } from '../policy/duration.js';
 import type { Policy } from '../policy/schema.js';
 import type { AgentboxClient } from '../sdk/client.js';
@@ -43,6 +43,10 @@ export interface SandboxOps {
   writeFile(id: string, path: string, data: Buffer): Promise<{ bytes: number }>;
   /** Reads at most `maxBytes` and drops the rest, so a huge file never lands in memory. */
   readFile(id: string, path: string, maxBytes: number): Promise<ReadResult>;
+  /** The sandbox's processes as seen inside it, each with the exec that started it. */
+  processes(id: string): Promise<ProcessInfo[]>;
+  /** Signal one process by its pid inside the sandbox; PID 1 is refused. */
+  killProcess(id: string, pid: number, req: KillProcessRequest): Promise<KillResult>;
   stop(id: string): Promise<Sandbox>;
   delete(id: string): Promise<Sandbox>;
   snapshot(id: string, req: CreateSnapshotRequest): Promise<Snapshot>;
@@ -62,6 +66,8 @@ export function clientOps(client: AgentboxClient): SandboxOps {
     exec: (id, req, signal) => client.exec(id, req, signal),
     writeFile: (id, path, data) => client.writeFile(id, path, data),
     readFile: async (id, path, maxBytes) => readCapped(await client.readFile(id, path), maxBytes),
+    processes: (id) => client.processes(id),
+    killProcess: (id, pid, req) => client.killProcess(id, pid, req),
     stop: (id) => client.stop(id),
     delete: (id) => client.delete(id),
     snapshot: (id, req) => client.snapshot(id, req),
@@ -81,6 +87,8 @@ export function managerOps(manager: SandboxManager, caller: Caller): SandboxOps 
     exec: (id, req, signal) => manager.exec(id, req, caller, signal),
     writeFile: async (id, path, data) => ({ bytes: await manager.writeFile(id, path, Readable.from([data]), caller) }),
     readFile: async (id, path, maxBytes) => readCapped(await manager.readFile(id, path, caller), maxBytes),
+    processes: (id) => manager.processes(id, caller),
+    killProcess: (id, pid, req) => manager.killProcess(id, pid, req, caller),
     stop: (id) => manager.stop(id, caller),
     delete: (id) => manager.delete(id, caller),
     snapshot: (id, req) => manager.snapshot(id, req, caller),

@@ -19,7 +19,7 @@ import { VERSION } from '../core/config.js';
 import { AgentboxError, BadRequestError } from '../contract/errors.js';
 import { EXIT_KILLED, EXIT_TIMED_OUT } from '../contract/exit-codes.js';
 import { LabelsSchema, type ExecResult, type Sandbox } from '../contract/model.js';
-import { CreateSandboxRequestSchema, CreateSnapshotRequestSchema, ExecRequestSchema, ForkRequestSchema, type ExecRequest } from '../contract/requests.js';
+import { CreateSandboxRequestSchema, CreateSnapshotRequestSchema, ExecRequestSchema, ForkRequestSchema, KillProcessRequestSchema, ProcessIdSchema, type ExecRequest } from '../contract/requests.js';
 import type { SandboxOps } from './ops.js';
 import { endedReason, SessionSandbox } from './session.js';
 import { registerVolumeTools, VOLUME_TOOL_NAMES } from './volume-tools.js';
@@ -31,6 +31,8 @@ export const TOOL_NAMES = [
   'sandbox_exec',
   'sandbox_write_file',
   'sandbox_read_file',
+  'sandbox_ps',
+  'sandbox_kill',
   'sandbox_stop',
   'sandbox_delete',
   'sandbox_snapshot',
@@ -119,7 +121,7 @@ const OptionalIdSchema = z
 const PathSchema = z.string().min(1).max(4096).describe('Absolute path inside the sandbox, e.g. /workspace/main.py (/workspace and /tmp are writable; no ".." segments)');
 const EncodingSchema = z.enum(['utf8', 'base64']);
 
-/** Register the sandbox tools on `server`, and the volume tools when `ops` has volumes. */
+/** Register the tools of TOOL_NAMES on `server` (the volume tools when `ops` has volumes). */
 export function registerSandboxTools(server: McpServer, deps: SandboxToolDeps): void {
   const { ops, session } = deps;
   const limits = ops.limits;
@@ -141,19 +143,22 @@ export function registerSandboxTools(server: McpServer, deps: SandboxToolDeps): 
       }
     };
 
-  /** An explicit id, or the session sandbox (created on demand, replaced once if it ended). */
-  async function onSandbox<T>(id: string | undefined, fn: (id: string) => Promise<T>): Promise<{ value: T; id: string; notes: string[] }> {
+  /**
+   * An explicit id, or the session sandbox (created on demand, replaced once if it ended). `missing`:
+   * the hint for a not_found of something in the sandbox (a file, unless said otherwise).
+   */
+  async function onSandbox<T>(id: string | undefined, fn: (id: string) => Promise<T>, missing?: string): Promise<{ value: T; id: string; notes: string[] }> {
     if (id === undefined) {
       try {
         return await session.use(fn);
       } catch (err) {
-        throw await explainSandboxError(ops, err, undefined);
+        throw await explainSandboxError(ops, err, undefined, missing);
       }
     }
     try {
       return { value: await fn(id), id, notes: [] };
     } catch (err) {
-      throw await explainSandboxError(ops, err, id);
+      throw await explainSandboxError(ops, err, id, missing);
     }
   }
 
@@ -243,6 +248,7 @@ export function registerSandboxTools(server: McpServer, deps: SandboxToolDeps): 
         `stdout and stderr together are cut at the policy's outputLimitBytes (${outputLimit}) and the result then says truncated: true; send large output to a file and read parts of it.`,
         `The command is killed after timeoutMs (default and maximum: the policy's execTimeout, ${execTimeout}): timedOut: true, exit code ${EXIT_TIMED_OUT}. Exit code ${EXIT_KILLED} with oomKilled: true means it ran out of memory.`,
         'A non-zero exit code or a timeout is reported as a tool error (isError) whose text still holds the whole result; so is a policy denial, an unknown sandbox id or an ended sandbox, with a hint.',
+        'The call returns as soon as the command itself exits: whatever it started in the background (e.g. "python3 -m http.server 8000 > /tmp/server.log 2>&1 &") keeps running for later calls, until the sandbox ends; see it with sandbox_ps, stop it with sandbox_kill. Background output written to the inherited stdout/stderr after the call returned is discarded: redirect it to a file to keep it.',
       ].join(' '),
       inputSchema: ExecInputSchema,
       annotations: { destructiveHint: true, openWorldHint: false },
@@ -353,6 +359,44 @@ export function registerSandboxTools(server: McpServer, deps: SandboxToolDeps): 
   );
 
   server.registerTool(
+    'sandbox_ps',
+    {
+      title: 'List the processes of a sandbox',
+      description: [
+        'List the processes running in a sandbox, e.g. servers started in the background by earlier sandbox_exec calls.',
+        'Returns JSON: processes, each with pid (inside the sandbox; 1 is its init), ppid, uid, user, command, argv and execId (the sandbox_exec call that started it; null for the init and agentbox\'s own helpers).',
+        "Without id it lists this session's own sandbox.",
+      ].join(' '),
+      inputSchema: z.object({ id: OptionalIdSchema }).strict(),
+      annotations: { readOnlyHint: true, openWorldHint: false },
+    },
+    run(async (args) => {
+      const { value: list, id, notes } = await onSandbox(args.id, (sid) => ops.processes(sid));
+      const lines = list.map((p) => `${p.pid} ${p.user ?? p.uid} ${p.execId ?? '-'} ${p.command}`);
+      return ok(withNotes([`${list.length} process${list.length === 1 ? '' : 'es'} in ${id} (pid user exec command):`, ...lines].join('\n'), notes), { sandboxId: id, processes: list });
+    }),
+  );
+
+  server.registerTool(
+    'sandbox_kill',
+    {
+      title: 'Kill a process in a sandbox',
+      description: [
+        'Send a signal to one process of a sandbox, by the pid sandbox_ps shows: TERM (the default) asks it to end, KILL ends it at once.',
+        'PID 1 (the sandbox\'s init) cannot be killed (forbidden: stop the sandbox instead); an unknown pid is not_found.',
+        "Without id it acts on this session's own sandbox. Returns JSON: pid, signal.",
+      ].join(' '),
+      inputSchema: KillProcessRequestSchema.extend({ id: OptionalIdSchema, pid: ProcessIdSchema }).strict(),
+      annotations: { destructiveHint: true, openWorldHint: false },
+    },
+    run(async (args) => {
+      const { id: sandboxId, pid, ...req } = args;
+      const { value, id, notes } = await onSandbox(sandboxId, (sid) => ops.killProcess(sid, pid, req), 'the process may have ended: sandbox_ps lists the running ones');
+      return ok(withNotes(`sent ${value.signal} to process ${value.pid} in ${id}`, notes), { sandboxId: id, ...value });
+    }),
+  );
+
+  server.registerTool(
     'sandbox_stop',
     {
       title: 'Stop a sandbox',
@@ -432,7 +476,7 @@ export function toolError(err: unknown, logger?: Logger): CallToolResult {
  * A failed call on an explicit id: say clearly whether the sandbox is unknown or has ended, with
  * hints in terms of these tools (the daemon's own hints name CLI commands).
  */
-async function explainSandboxError(ops: SandboxOps, err: unknown, id: string | undefined): Promise<unknown> {
+async function explainSandboxError(ops: SandboxOps, err: unknown, id: string | undefined, missing = 'check the path: list the directory with sandbox_exec, e.g. command "ls -la /workspace"'): Promise<unknown> {
   // The session sandbox was just used (and replaced if it had ended): only the file can be missing.
   const ended = id === undefined ? undefined : await endedReason(ops, err, id);
   if (ended === 'unknown sandbox') {
@@ -446,7 +490,7 @@ async function explainSandboxError(ops: SandboxOps, err: unknown, id: string | u
     });
   }
   if (err instanceof AgentboxError && err.code === 'not_found') {
-    return new AgentboxError('not_found', err.message, { hint: 'check the path: list the directory with sandbox_exec, e.g. command "ls -la /workspace"' });
+    return new AgentboxError('not_found', err.message, { hint: missing });
   }
   return err;
 }

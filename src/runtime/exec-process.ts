@@ -54,6 +54,8 @@ export function streamExec(child: ChildProcess, opts: ExecOpts, hooks: ExecHooks
   child.on('error', (err) => (spawnError = err));
   child.on('close', (code, signal) => {
     clearTimeout(timer);
+    // The exec is over: a background job that kept its stdin gets EOF, not the rest of the input.
+    child.stdin?.destroy();
     opts.signal?.removeEventListener('abort', onAbort);
     void (async () => {
       if (killing) await killing;

@@ -25,6 +25,18 @@ export class OutputCap {
   }
 }
 
+/**
+ * The variable every process of an exec carries, inherited by its children: which exec started a
+ * process (`processes()`), and on docker how a timeout finds a descendant that left the exec's
+ * session and parent (native/proc-tree.h). The native side spells it `EXEC_ID_ENV` (exec-relay.h).
+ */
+export const EXEC_ID_ENV = 'AGENTBOX_EXEC_ID';
+
+/** The environment of an exec: the base, the request's, and the exec's id (which the request cannot override). */
+export function execEnv(opts: { env: Record<string, string>; execId: string }): Record<string, string> {
+  return { ...baseEnv(opts.env), [EXEC_ID_ENV]: opts.execId };
+}
+
 /** The environment every command starts from: nothing of the host's leaks in. */
 export function baseEnv(extra: Record<string, string>): Record<string, string> {
   return {

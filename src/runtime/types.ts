@@ -3,7 +3,7 @@
  * Drivers never read the policy or the store: they get a resolved spec and return opaque handle data.
  */
 import type { Readable } from 'node:stream';
-import type { DirEntry, ExecEvent, Isolation, Limits, RuntimeName } from '../contract/model.js';
+import type { DirEntry, ExecEvent, Isolation, Limits, ProcessInfo, RuntimeName, SignalName } from '../contract/model.js';
 
 /** What a driver needs to create a sandbox: already resolved and checked by policy. */
 export interface RuntimeSpec {
@@ -73,13 +73,19 @@ export interface ExecOpts {
   env: Record<string, string>;
   /** undefined: the command's stdin is empty. */
   stdin?: Buffer | Readable;
-  /** Then the whole command tree is killed; the exit event says `timedOut: true`, exit code 124. */
+  /**
+   * Then the whole command tree is killed (descendants that left its session or parent included); the
+   * exit event says `timedOut: true`, exit code 124.
+   */
   timeoutMs: number;
   /** Bytes of stdout+stderr delivered before the rest is dropped (`truncated: true`). */
   outputLimitBytes: number;
   /** Abort kills the whole command tree; the exit event still comes. */
   signal?: AbortSignal;
-  /** The exec's id; drivers may tag the command with it (to kill it, to attribute an OOM kill). */
+  /**
+   * The exec's id. Every process of the exec carries it as AGENTBOX_EXEC_ID (shared.ts `execEnv`),
+   * which `processes()` reports; drivers may also tag the command with it (to kill it, to attribute an OOM kill).
+   */
   execId: string;
 }
 
@@ -142,8 +148,26 @@ export interface Runtime {
    * Run a command as the sandbox user; yields output chunks as they come and exactly one final
    * `exit` event (also after a timeout, an abort or an OOM kill). ConflictError, thrown by the call
    * or by the iteration, when the sandbox is not running.
+   *
+   * The exec ends when its leader (the process it started) exits, with the leader's exit code and all
+   * the leader wrote; it never waits for a background job that still holds its stdout or stderr. What
+   * the leader left running keeps running, reparented to the sandbox's init, under the sandbox's
+   * limits, until the sandbox ends; what it writes to the inherited output afterwards is read and
+   * discarded (it never gets SIGPIPE). A timeout or an abort kills the whole tree, background jobs,
+   * setsid and double-forked descendants included.
    */
   exec(handle: SandboxHandle, cmd: string[], opts: ExecOpts): AsyncIterable<ExecEvent>;
+  /**
+   * The sandbox's processes as seen inside it (pids of its own pid namespace), sorted by pid, each with
+   * the exec that started it (null for the init and agentbox's own). processes.ts `SandboxProcesses`
+   * over the driver's transport, as for files.
+   */
+  processes(handle: SandboxHandle): Promise<ProcessInfo[]>;
+  /**
+   * Send a signal to one process of the sandbox, by its pid inside the sandbox. ForbiddenError for
+   * PID 1 (the init) and for a process that is not the sandbox user's, NotFoundError for no such pid.
+   */
+  signalProcess(handle: SandboxHandle, pid: number, signal: SignalName): Promise<void>;
   /**
    * A stream of a regular file's bytes; NotFoundError when missing, BadRequestError for a directory
    * or anything else that is not a regular file. The file members of both drivers are files.ts

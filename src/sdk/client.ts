@@ -6,8 +6,8 @@ import { request, type IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../contract/errors.js';
 import type { DaemonInfo } from '../contract/daemon.js';
-import type { DeniedHost, DirEntry, Egress, EgressEvent, ExecRecord, ExecResult, ExecSummary, Sandbox, Snapshot } from '../contract/model.js';
-import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest } from '../contract/requests.js';
+import type { DeniedHost, DirEntry, Egress, EgressEvent, ExecRecord, ExecResult, ExecSummary, KillResult, ProcessInfo, Sandbox, Snapshot } from '../contract/model.js';
+import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest } from '../contract/requests.js';
 import type { ImageInfo } from '../contract/images.js';
 import type { CreateVolumeRequest, Volume } from '../contract/volumes.js';
 import { SandboxRef } from './sandbox.js';
@@ -179,6 +179,16 @@ export class AgentboxClient {
 
   execRecord(id: string, execId: string): Promise<ExecRecord> {
     return this.json('GET', `/v1/sandboxes/${encodeURIComponent(id)}/execs/${encodeURIComponent(execId)}`);
+  }
+
+  /** The processes of a running sandbox as seen inside it, each with the exec that started it (`execId`, null for its init). */
+  async processes(id: string): Promise<ProcessInfo[]> {
+    return (await this.json<{ processes: ProcessInfo[] }>('GET', `/v1/sandboxes/${encodeURIComponent(id)}/processes`)).processes;
+  }
+
+  /** Signal one process of a running sandbox by its pid inside it (TERM unless given): ForbiddenError for PID 1, NotFoundError for an unknown pid. */
+  killProcess(id: string, pid: number, req: KillProcessRequest = {}): Promise<KillResult> {
+    return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/processes/${encodeURIComponent(String(pid))}/kill`, req);
   }
 
   private filePath(id: string, path: string, suffix = ''): string {

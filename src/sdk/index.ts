@@ -16,7 +16,7 @@ export {
   UnauthorizedError,
   type ErrorCode,
 } from '../contract/errors.js';
-export type { DeniedHost, DirEntry, Egress, EgressEvent, ExecResult, ExecSummary, Limits, Sandbox, SandboxState, Snapshot, EndReason } from '../contract/model.js';
-export type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest } from '../contract/requests.js';
+export type { DeniedHost, DirEntry, Egress, EgressEvent, ExecResult, ExecSummary, KillResult, Limits, ProcessInfo, Sandbox, SandboxState, SignalName, Snapshot, EndReason } from '../contract/model.js';
+export type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest } from '../contract/requests.js';
 export type { DaemonInfo } from '../contract/daemon.js';
 export type { CreateVolumeRequest, Volume, VolumeMount, VolumeMountRequest } from '../contract/volumes.js';

@@ -4,7 +4,7 @@
  * deleted when the block ends.
  */
 import type { Readable } from 'node:stream';
-import type { DirEntry, ExecResult, Sandbox } from '../contract/model.js';
+import type { DirEntry, ExecResult, KillResult, ProcessInfo, Sandbox, SignalName } from '../contract/model.js';
 import type { ExecRequest } from '../contract/requests.js';
 import type { AgentboxClient, StreamEvent } from './client.js';
 
@@ -50,6 +50,14 @@ export class SandboxRef {
 
   removePath(path: string): Promise<void> {
     return this.client.removePath(this.id, path);
+  }
+
+  processes(): Promise<ProcessInfo[]> {
+    return this.client.processes(this.id);
+  }
+
+  killProcess(pid: number, signal?: SignalName): Promise<KillResult> {
+    return this.client.killProcess(this.id, pid, signal ? { signal } : {});
   }
 
   refresh(): Promise<Sandbox> {

@@ -12,10 +12,10 @@ import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, PolicyDeniedError, QuotaExceededError, UnauthorizedError } from '../../src/contract/errors.js';
+import { TOOL_NAMES } from '../../src/mcp/tools.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient, readAll } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
-import { TOOL_NAMES } from '../../src/mcp/tools.js';
 
 const POLICY = `version: 1
 defaults:
@@ -245,6 +245,36 @@ describe('HTTP API', () => {
     assert.ok(create?.properties?.image && create.properties.limits && create.properties.ttl);
   });
 
+  test('processes: an exec returns while its background job runs; ps names the exec, kill ends the job; PID 1, bad pids and signals, other tenants refused', async () => {
+    const sb = await alice.create();
+    const r = await alice.exec(sb.id, { cmd: ['sh', '-c', 'sleep 777 & echo started'], timeoutMs: 60_000 });
+    assert.equal(r.exitCode, 0);
+    assert.equal(r.stdout, 'started\n');
+    const list = await alice.processes(sb.id);
+    const job = list.find((p) => p.command === 'sleep 777');
+    assert.ok(job, JSON.stringify(list));
+    assert.equal(job.execId, r.execId);
+    assert.equal(list.find((p) => p.pid === 1)?.execId, null);
+    await assert.rejects(alice.killProcess(sb.id, 1), (err: unknown) => err instanceof ForbiddenError && /PID 1/.test(err.message) && /agentbox stop/.test(err.hint ?? ''));
+    await assert.rejects(bob.processes(sb.id), NotFoundError);
+    await assert.rejects(bob.killProcess(sb.id, job.pid), NotFoundError);
+    for (const [path, body] of [[`/v1/sandboxes/${sb.id}/processes/abc/kill`, '{}'], [`/v1/sandboxes/${sb.id}/processes/0/kill`, '{}'], [`/v1/sandboxes/${sb.id}/processes/${job.pid}/kill`, '{"signal":"SEGV"}'], [`/v1/sandboxes/${sb.id}/processes/${job.pid}/kill`, '{"signal":"TERM","x":1}']] as const) {
+      const bad = await rawRequest(port, 'POST', path, body, { authorization: 'Bearer alice-token-0123456789', 'content-type': 'application/json' });
+      assert.equal(bad.status, 400, `${path} ${body}: ${bad.body}`);
+      assert.equal((JSON.parse(bad.body) as { error: { code: string } }).error.code, 'bad_request');
+    }
+    assert.deepEqual(await alice.killProcess(sb.id, job.pid, { signal: 'KILL' }), { pid: job.pid, signal: 'KILL' });
+    await assert.rejects(alice.killProcess(sb.id, job.pid), NotFoundError);
+    assert.ok(!(await alice.processes(sb.id)).some((p) => p.command === 'sleep 777'));
+    await alice.delete(sb.id);
+    await assert.rejects(alice.processes(sb.id), ConflictError);
+    const doc = JSON.parse((await rawRequest(port, 'GET', '/v1/openapi.json', undefined, {})).body) as { paths: Record<string, Record<string, { parameters?: { name: string; schema: { type?: string; minimum?: number } }[]; requestBody?: { content: Record<string, { schema: { properties?: Record<string, { enum?: string[] }> } }> } }>> };
+    const kill = doc.paths['/v1/sandboxes/{id}/processes/{pid}/kill']?.post;
+    assert.equal(kill?.parameters?.find((p) => p.name === 'pid')?.schema.type, 'integer');
+    assert.ok(kill?.requestBody?.content['application/json']?.schema.properties?.signal?.enum?.includes('KILL'));
+    assert.ok(doc.paths['/v1/sandboxes/{id}/processes']?.get);
+  });
+
   test('follow streams a running exec from its start to its exit', async () => {
     const sb = await alice.create();
     const stream = alice.execStream(sb.id, { cmd: ['sh', '-c', 'echo a; sleep 1; echo b; exit 5'] });
@@ -309,7 +339,7 @@ describe('HTTP API', () => {
     const client = new Client({ name: 'api-test', version: '0.0.1' });
     await client.connect(transport);
     const { tools } = await client.listTools();
-    assert.equal(tools.length, TOOL_NAMES.length);
+    assert.deepEqual(tools.map((t) => t.name).sort(), [...TOOL_NAMES].sort());
     const r = (await client.callTool({ name: 'sandbox_exec', arguments: { command: 'echo via-mcp' } })) as { content: { text: string }[]; isError?: boolean };
     assert.ok(!r.isError);
     assert.match(JSON.stringify(r.content), /via-mcp/);

@@ -79,6 +79,33 @@ describe('CLI', () => {
     assert.match(inspected.stdout, /"state": "deleted"/);
   });
 
+  test('exec returns while its background job runs; ps shows the job and its exec; kill ends it; kill 1 is refused', () => {
+    const id = ab(['create']).stdout.trim();
+    const started = ab(['exec', id, '--json', '--', 'sh', '-c', 'sleep 666 & echo started']);
+    assert.equal(started.code, 0, started.stderr);
+    const execId = (JSON.parse(started.stdout) as { execId: string; stdout: string }).execId;
+    const ps = ab(['ps', id]);
+    assert.equal(ps.code, 0, ps.stderr);
+    assert.match(ps.stdout, /^PID\s+PPID\s+USER\s+EXEC\s+COMMAND$/m);
+    const line = ps.stdout.split('\n').find((l) => l.endsWith('sleep 666'));
+    assert.ok(line, ps.stdout);
+    const [pid, , user, exec] = line.split(/\s+/);
+    assert.equal(user, 'sandbox');
+    assert.equal(exec, execId);
+    const one = ab(['kill', id, '1']);
+    assert.equal(one.code, 125);
+    assert.match(one.stderr, /PID 1/);
+    assert.match(one.stderr, /hint: .*agentbox stop/);
+    assert.equal(ab(['kill', id, String(pid), '--signal', 'SIGBOGUS']).code, 125);
+    const killed = ab(['kill', id, String(pid), '-s', 'kill']);
+    assert.equal(killed.code, 0, killed.stderr);
+    assert.equal(killed.stdout, `${pid} KILL\n`);
+    const json = JSON.parse(ab(['ps', id, '--json']).stdout) as { command: string }[];
+    assert.ok(!json.some((p) => p.command === 'sleep 666'), JSON.stringify(json));
+    assert.equal(ab(['kill', id, String(pid)]).code, 125);
+    assert.equal(ab(['rm', id]).code, 0);
+  });
+
   test('agentbox failures exit 125 with a message and hint, no stack trace', () => {
     const unknownImage = ab(['run', '--image', 'no-such-image-xyz', '--', 'true']);
     assert.equal(unknownImage.code, 125);

@@ -113,6 +113,108 @@ export function runRuntimeContract(opts: ContractOpts): void {
       assert.equal(ps.stdout.trim(), '0', 'sleep processes survived the timeout');
     });
 
+    /** Live processes whose command line matches `pattern` (write one letter in brackets, so the grep never matches itself). */
+    const countAlive = async (h: SandboxHandle, pattern: string): Promise<number> => {
+      const r = await run(rt, h, `for c in /proc/[0-9]*/cmdline; do tr "\\0" " " < $c 2>/dev/null; echo; done | grep -c -e '${pattern}' || true`);
+      return Number(r.stdout.trim());
+    };
+
+    it('returns when the leader exits, while a background job holding its output runs on', async () => {
+      const h = await newSandbox();
+      const t0 = Date.now();
+      const r = await run(rt, h, 'sleep 999 & echo started', { timeoutMs: 120_000 });
+      assert.equal(r.exitCode, 0, r.stderr);
+      assert.equal(r.timedOut, false);
+      assert.equal(r.stdout, 'started\n');
+      assert.ok(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms: the exec waited for its background job`);
+      assert.equal(await countAlive(h, 'slee[p] 999'), 1, 'the background job did not survive its exec');
+      await rt.destroy(h);
+    });
+
+    it('keeps a background server that logs to its inherited stdout running and usable from the next exec', async () => {
+      const h = await newSandbox();
+      // A logger on the exec's stdout and stderr (a closed pipe would kill it with SIGPIPE), and a fifo server.
+      const started = await run(rt, h, [
+        'mkfifo /tmp/srv.fifo',
+        '(i=0; while true; do i=$((i+1)); echo $i > /tmp/srv.count; echo "tick $i"; echo "tock $i" >&2; sleep 0.1; done) &',
+        '(while true; do echo pong > /tmp/srv.fifo; done) &',
+        'echo started',
+      ].join('\n'), { timeoutMs: 120_000 });
+      assert.equal(started.exitCode, 0, started.stderr);
+      assert.match(started.stdout, /started/);
+      // The logger keeps counting long after its exec returned (it writes ten lines a second).
+      const r = await run(rt, h, 'a=$(cat /tmp/srv.count); for i in $(seq 100); do sleep 0.1; b=$(cat /tmp/srv.count); [ "$b" != "$a" ] && break; done; echo "$a $b"; cat /tmp/srv.fifo', { timeoutMs: 60_000 });
+      const [a, b, pong] = r.stdout.trim().split(/\s+/);
+      assert.ok(Number(b) > Number(a), `the logger stopped: counts ${a} then ${b}; stderr ${r.stderr}`);
+      assert.equal(pong, 'pong');
+      const later = await run(rt, h, 'a=$(cat /tmp/srv.count); for i in $(seq 100); do sleep 0.1; b=$(cat /tmp/srv.count); [ "$b" != "$a" ] && break; done; echo "$a $b"', { timeoutMs: 60_000 });
+      const [c, d] = later.stdout.trim().split(/\s+/);
+      assert.ok(Number(c) >= Number(b) && Number(d) > Number(c), `the logger stopped: counts ${c} then ${d}`);
+      assert.doesNotMatch(r.stdout + later.stdout, /tick|tock/, 'a background job\'s later output reached another exec');
+      await rt.destroy(h);
+    });
+
+    it('kills the whole tree on timeout, setsid and double-forked descendants included, and leaves nothing', async () => {
+      const h = await newSandbox();
+      const t0 = Date.now();
+      const r = await run(rt, h, 'setsid sh -c "sleep 901 & sleep 902 & exit 0" & (sleep 903 &); sleep 904 & sleep 905', { timeoutMs: 1500 });
+      assert.equal(r.exitCode, 124);
+      assert.equal(r.timedOut, true);
+      assert.ok(Date.now() - t0 < 15_000, `the timeout took ${Date.now() - t0} ms`);
+      assert.equal(await countAlive(h, 'slee[p] 90[1-5]'), 0, 'part of the tree outlived the timeout');
+      await rt.destroy(h);
+    });
+
+    it('never loses what the leader wrote just before it exited', async () => {
+      const h = await newSandbox();
+      for (let i = 0; i < 6; i++) {
+        const size = [0, 1, 4095, 65536, 200_000, 1_000_003][i] as number;
+        // Half of the runs leave a background job holding the pipes; the last bytes come right before the exit.
+        const bg = i % 2 === 0 ? 'sleep 999 & ' : '';
+        const r = await run(rt, h, `${bg}head -c ${size} /dev/zero | tr "\\0" a; printf END; printf LAST >&2`, { timeoutMs: 60_000 });
+        assert.equal(r.exitCode, 0, r.stderr);
+        assert.equal(r.stdout.length, size + 3, `run ${i}: ${r.stdout.length} of ${size + 3} bytes`);
+        assert.ok(r.stdout.endsWith('END'), `run ${i}: stdout ends with ${JSON.stringify(r.stdout.slice(-10))}`);
+        assert.equal(r.stderr, 'LAST');
+      }
+      await rt.destroy(h);
+    });
+
+    it('lists the sandbox\'s processes with the exec that started each, kills one, and refuses PID 1', async () => {
+      const h = await newSandbox();
+      const bgOpts = execOpts();
+      const started = await collect(rt.exec(h, ['sh', '-c', 'sleep 997 & sleep 998 & echo started'], bgOpts));
+      assert.equal(started.stdout, 'started\n');
+      const list = await rt.processes(h);
+      const init = list.find((p) => p.pid === 1);
+      assert.ok(init, `no PID 1 in ${JSON.stringify(list)}`);
+      assert.equal(init.execId, null);
+      const bg = list.filter((p) => /^sleep 99[78]$/.test(p.command));
+      assert.equal(bg.length, 2, `background jobs: ${JSON.stringify(list)}`);
+      for (const p of bg) {
+        assert.equal(p.execId, bgOpts.execId);
+        assert.equal(p.uid, 1000);
+        assert.equal(p.user, 'sandbox');
+        assert.deepEqual(p.argv, p.command.split(' '));
+        assert.ok(p.pid > 1);
+      }
+      // Every process of an exec carries its id, the exec's own leader included.
+      const self = await run(rt, h, 'tr "\\0" "\\n" < /proc/$$/environ | grep ^AGENTBOX_EXEC_ID=');
+      assert.match(self.stdout, /^AGENTBOX_EXEC_ID=\S+\n$/);
+      const victim = bg.find((p) => p.command === 'sleep 997') as (typeof bg)[number];
+      await rt.signalProcess(h, victim.pid, 'KILL');
+      assert.equal(await countAlive(h, 'slee[p] 997'), 0, 'the killed process is still alive');
+      assert.equal(await countAlive(h, 'slee[p] 998'), 1, 'the kill took another process with it');
+      await assert.rejects(rt.signalProcess(h, victim.pid, 'TERM'), NotFoundError);
+      await assert.rejects(rt.signalProcess(h, 1, 'KILL'), ForbiddenError);
+      await assert.rejects(rt.signalProcess(h, 4_000_000, 'TERM'), NotFoundError);
+      assert.equal((await run(rt, h, 'echo alive')).stdout, 'alive\n');
+      const after = await rt.processes(h);
+      assert.ok(!after.some((p) => p.pid === victim.pid), 'the killed process is still listed');
+      assert.ok(after.some((p) => p.command === 'sleep 998' && p.execId === bgOpts.execId));
+      await rt.destroy(h);
+    });
+
     it('streams output before the command ends', async () => {
       const r = await run(rt, sb, 'echo first; sleep 1; echo second');
       assert.equal(r.stdout, 'first\nsecond\n');

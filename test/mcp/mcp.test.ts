@@ -136,6 +136,29 @@ async function exerciseTools(client: Client): Promise<string> {
   const ro = await call(client, 'sandbox_write_file', { path: '/etc/x', content: 'x' });
   assert.equal(ro.isError, true);
 
+  // A background job outlives its call; sandbox_ps names the call that started it; sandbox_kill ends it, never PID 1.
+  const bg = await call(client, 'sandbox_exec', { command: 'sleep 555 & echo started' });
+  assert.equal(bg.isError ?? false, false, texts(bg).join('\n'));
+  assert.equal(json(bg).stdout, 'started\n');
+  const ps = await call(client, 'sandbox_ps', {});
+  assert.equal(ps.isError ?? false, false, texts(ps).join('\n'));
+  const procs = json<{ sandboxId: string; processes: { pid: number; command: string; execId: string | null }[] }>(ps);
+  assert.equal(procs.sandboxId, sid);
+  const job = procs.processes.find((p) => p.command === 'sleep 555');
+  assert.ok(job, texts(ps).join('\n'));
+  assert.equal(job.execId, json(bg).execId);
+  assert.match(texts(ps)[0]!, /sleep 555/);
+  const one = await call(client, 'sandbox_kill', { pid: 1 });
+  assert.equal(one.isError, true);
+  assert.match(texts(one)[0]!, /forbidden/);
+  const killed = await call(client, 'sandbox_kill', { pid: job.pid, signal: 'KILL' });
+  assert.equal(killed.isError ?? false, false, texts(killed).join('\n'));
+  assert.deepEqual(json(killed), { sandboxId: sid, pid: job.pid, signal: 'KILL' });
+  const again = await call(client, 'sandbox_kill', { pid: job.pid });
+  assert.equal(again.isError, true);
+  assert.match(texts(again)[0]!, /not_found/);
+  assert.match(texts(again)[0]!, /sandbox_ps/);
+
   // list marks the session's sandbox; get returns it.
   const ls = await call(client, 'sandbox_list', {});
   assert.ok(json<{ sandboxes: Sandbox[] }>(ls).sandboxes.some((s) => s.id === sid && s.labels[SESSION_LABEL] !== undefined));

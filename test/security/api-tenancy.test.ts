@@ -68,7 +68,7 @@ tenants:
     }),
   );
 
-  test('another tenant\'s sandbox, exec, egress log and files are 404, like an id that does not exist', async () => {
+  test('another tenant\'s sandbox, exec, egress log, files and processes are 404, like an id that does not exist', async () => {
     const own = (await alice.create()).id;
     const ghost = 'sbx_doesnotexist00';
     const routes = (id: string, execId: string): [string, string, string?, string?][] => [
@@ -86,6 +86,8 @@ tenants:
       ['GET', `/v1/sandboxes/${id}/egress`],
       ['GET', `/v1/sandboxes/${id}/egress?denied=1`],
       ['POST', `/v1/sandboxes/${id}/egress/allow`, '{"host":"evil.example"}'],
+      ['GET', `/v1/sandboxes/${id}/processes`],
+      ['POST', `/v1/sandboxes/${id}/processes/2/kill`, '{"signal":"KILL"}'],
     ];
     const leaks: string[] = [];
     for (const token of [ALICE, ALICE_AGENT]) {

@@ -64,7 +64,10 @@ export function directExec(helper: string, target: EntryTarget, o: EngineExecOpt
   else (o.stdin as Readable).pipe(stdin);
   const exitCode = new Promise<number>((resolve) => {
     child.on('error', () => resolve(EXIT_AGENTBOX_FAILED));
-    child.on('close', (code, signal) => resolve(code ?? (signal === 'SIGKILL' ? EXIT_KILLED : EXIT_SIGNAL_BASE)));
+    child.on('close', (code, signal) => {
+      stdin.destroy(); // a background job that kept the exec's stdin gets EOF, not the rest of the input
+      resolve(code ?? (signal === 'SIGKILL' ? EXIT_KILLED : EXIT_SIGNAL_BASE));
+    });
   });
   // Closing the pipes too: a grandchild (the `run` wrapper's command) that outlives the helper then
   // gets EPIPE instead of blocking for ever on a pipe nobody reads.

@@ -10,16 +10,17 @@ import { randomBytes } from 'node:crypto';
 import { accessSync, constants } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { text } from 'node:stream/consumers';
+import { buffer as readAllOf, text } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { BadRequestError, ConflictError, InternalError, RuntimeUnavailableError } from '../../contract/errors.js';
 import { EXIT_KILLED } from '../../contract/exit-codes.js';
-import type { DirEntry, ExecEvent, Isolation } from '../../contract/model.js';
+import type { DirEntry, ExecEvent, Isolation, ProcessInfo, SignalName } from '../../contract/model.js';
 import { SandboxFiles, type FileOpStarter } from '../files.js';
-import { baseEnv } from '../shared.js';
+import { SandboxProcesses, type ProcOpRunner } from '../processes.js';
+import { execEnv } from '../shared.js';
 import { claimDisk } from '../disk-owner.js';
 import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxDisks, SandboxHandle } from '../types.js';
 import { containerConfig, containerName, INIT_IN_CONTAINER, LABEL_HOME, LABEL_SANDBOX, SANDBOX_UID, SANDBOX_USER, LABEL_ID, LABEL_POOL } from './container-config.js';
@@ -243,7 +244,7 @@ export class DockerRuntime implements Runtime {
       start: async () => {
         oomBefore = this.oomCount(containerId);
         started = await this.startExec(handle, {
-          cmd, workingDir: opts.cwd ?? '/workspace', env: baseEnv(opts.env), run: { timeoutMs: opts.timeoutMs, tag: opts.execId }, ...(opts.stdin !== undefined ? { stdin: opts.stdin } : {}),
+          cmd, workingDir: opts.cwd ?? '/workspace', env: execEnv(opts), run: { timeoutMs: opts.timeoutMs, tag: opts.execId }, ...(opts.stdin !== undefined ? { stdin: opts.stdin } : {}),
         });
         return started;
       },
@@ -299,6 +300,23 @@ export class DockerRuntime implements Runtime {
   };
 
   private readonly files = new SandboxFiles(this.startFileOp);
+
+  /** The processes API's transport: `init ps|signal ...` as the sandbox user, through the exec route (native/proc-list.h). */
+  private readonly runProcOp: ProcOpRunner = async (handle, args) => {
+    const ex = await this.startExec(handle, { cmd: [INIT_IN_CONTAINER, ...args], workingDir: '/', env: FILE_ENV });
+    const [stdout, stderr, exitCode] = await Promise.all([readAllOf(ex.stdout), text(ex.stderr), ex.exitCode]);
+    return { stdout, stderr, exitCode };
+  };
+
+  private readonly procs = new SandboxProcesses(this.runProcOp);
+
+  processes(handle: SandboxHandle): Promise<ProcessInfo[]> {
+    return this.procs.processes(handle);
+  }
+
+  signalProcess(handle: SandboxHandle, pid: number, signal: SignalName): Promise<void> {
+    return this.procs.signalProcess(handle, pid, signal);
+  }
 
   readFile(handle: SandboxHandle, path: string): Promise<Readable> {
     return this.files.readFile(handle, path);

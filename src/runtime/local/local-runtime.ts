@@ -10,10 +10,11 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError, InternalError, RuntimeUnavailableError } from '../../contract/errors.js';
 import { EXIT_KILLED, EXIT_SIGNAL_BASE } from '../../contract/exit-codes.js';
-import type { DirEntry, ExecEvent, Isolation } from '../../contract/model.js';
+import type { DirEntry, ExecEvent, Isolation, ProcessInfo, SignalName } from '../../contract/model.js';
 import { streamExec } from '../exec-process.js';
 import { SandboxFiles, type FileOpStarter } from '../files.js';
-import { baseEnv } from '../shared.js';
+import { SandboxProcesses, type ProcOpRunner } from '../processes.js';
+import { execEnv } from '../shared.js';
 import { claimDisk } from '../disk-owner.js';
 import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxDisks, SandboxHandle } from '../types.js';
 import { bwrapArgs, INFO_FD, READY_FD, SANDBOX_UID } from './bwrap-args.js';
@@ -62,6 +63,11 @@ export class LocalRuntime implements Runtime {
   private readonly children = new Map<string, ChildProcess>();
   /** Idle exec leaves per sandbox: cgroup mkdir/rmdir on v1 is slow and serialised, so leaves are reused. */
   private readonly freeLeaves = new Map<string, string[]>();
+  /**
+   * Leaves an exec left background processes in (they stay there: a later exec's timeout must not
+   * kill them, and its leaf must not hold them). Reused once they are empty again.
+   */
+  private readonly heldLeaves = new Map<string, Set<string>>();
   private leafCounter = 0;
   private readonly stageDir: string;
   private initCopy: string | undefined;
@@ -219,7 +225,7 @@ export class LocalRuntime implements Runtime {
     const oomBefore = cg.oomKills(handle.id);
     const child = spawn(this.opts.helper, ['exec', ...this.entryArgs(handle, data, dirs, opts.cwd ?? '/workspace'), '--', ...cmd], {
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: baseEnv(opts.env),
+      env: execEnv(opts),
       cwd: '/',
     });
     return streamExec(child, opts, {
@@ -267,17 +273,66 @@ export class LocalRuntime implements Runtime {
 
   private readonly files = new SandboxFiles(this.startFileOp);
 
+  /** The processes API's transport: `agentbox-helper ps|signal ...` inside the sandbox, as its user (native/proc-list.h). */
+  private readonly runProcOp: ProcOpRunner = async (handle, args) => {
+    const data = this.assertAlive(handle);
+    const { leaf, dirs } = this.takeLeaf(handle.id);
+    const [mode, ...rest] = args;
+    const child = spawn(this.opts.helper, [mode, ...this.entryArgs(handle, data, dirs), '--', ...(rest.length ? rest : ['-'])], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: HOST_PATH },
+      cwd: '/',
+    });
+    const stdout: Buffer[] = [];
+    let stderr = '';
+    child.stdout!.on('data', (c: Buffer) => stdout.push(c));
+    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    return new Promise((resolve, reject) => {
+      child.on('error', (err) => reject(new InternalError(`cannot run the helper for sandbox ${handle.id}: ${err.message}`)));
+      child.on('close', (code) => {
+        this.giveLeaf(handle.id, leaf);
+        resolve({ stdout: Buffer.concat(stdout), stderr, exitCode: code ?? 128 });
+      });
+    });
+  };
+
+  private readonly procs = new SandboxProcesses(this.runProcOp);
+
+  processes(handle: SandboxHandle): Promise<ProcessInfo[]> {
+    return this.procs.processes(handle);
+  }
+
+  signalProcess(handle: SandboxHandle, pid: number, signal: SignalName): Promise<void> {
+    return this.procs.signalProcess(handle, pid, signal);
+  }
+
   /** A leaf cgroup with no process in it, reused when possible. */
   private takeLeaf(id: string): { leaf: string; dirs: string[] } {
     const cg = this.cg();
     const free = this.freeLeaves.get(id) ?? [];
-    const leaf = free.pop() ?? `x-${++this.leafCounter}`;
+    let leaf = free.pop();
+    if (leaf === undefined) {
+      const held = this.heldLeaves.get(id);
+      for (const h of held ?? []) {
+        if (cg.pids(id, h).length > 0) continue;
+        held?.delete(h);
+        leaf = h;
+        break;
+      }
+    }
+    // A new name never lands in a leaf that still holds processes (one this driver instance does not
+    // know of, e.g. left by an earlier daemon): a timeout there would kill them.
+    while (leaf === undefined || cg.pids(id, leaf).length > 0) leaf = `x-${++this.leafCounter}`;
     return { leaf, dirs: cg.leaf(id, leaf) };
   }
 
-  /** Back to the pool, unless the command left background processes in it (they keep it). */
+  /** Back to the pool, unless the command left background processes in it: they keep it until they end. */
   private giveLeaf(id: string, leaf: string): void {
-    if (!this.cg().exists(id) || this.cg().pids(id, leaf).length > 0) return;
+    if (!this.cg().exists(id)) return;
+    if (this.cg().pids(id, leaf).length > 0) {
+      this.heldLeaves.set(id, (this.heldLeaves.get(id) ?? new Set<string>()).add(leaf));
+      return;
+    }
     const free = this.freeLeaves.get(id) ?? [];
     free.push(leaf);
     this.freeLeaves.set(id, free);
@@ -334,6 +389,7 @@ export class LocalRuntime implements Runtime {
 
   async reap(id: string): Promise<void> {
     this.freeLeaves.delete(id);
+    this.heldLeaves.delete(id);
     const cg = this.cg();
     if (cg.exists(id)) {
       // Killing every process of the group takes PID 1 with it, and so the whole pid namespace.
