@@ -109,8 +109,9 @@ export class LocalRuntime implements Runtime {
     const args = [
       'spawn', '--uid', String(uid), '--gid', String(uid), '--rootfs', rootfs, '--stage', this.stageDir,
       '--init', (this.initCopy ??= stagedBinary(this.opts.helper, dirname(this.stageDir), 'init')),
-      // The only descriptors above stdio that reach bwrap and PID 1; the helper closes every other.
-      '--keep-fd', String(INFO_FD), '--keep-fd', String(READY_FD),
+      // The daemon's ends of bwrap's --info-fd and PID 1's ready pipe: only the helper (the sandbox's
+      // keeper) holds them, until the sandbox is ready; bwrap gets pipes of the keeper's at these numbers.
+      '--info-fd', String(INFO_FD), '--ready-fd', String(READY_FD),
       ...initDirs.flatMap((d) => ['--cgroup', d]),
       ...(spec.egressDir ? ['--egress', spec.egressDir] : []),
       '--', ...bwrapArgs({ stage: this.stageDir, hostname: 'sandbox', limits: spec.limits, withEgress: spec.egressDir !== undefined }),
