@@ -20,6 +20,7 @@ export const END_REASONS = [
   'daemon_stopped',
   'reaped_orphan',
   'create_failed',
+  'adopt_failed',
 ] as const;
 export const EndReasonSchema = z.enum(END_REASONS).describe('Why the sandbox ended');
 export type EndReason = z.infer<typeof EndReasonSchema>;

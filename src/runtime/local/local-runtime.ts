@@ -130,6 +130,8 @@ export class LocalRuntime implements Runtime {
       child.unref();
       return { id: spec.id, runtime: 'local', data: { pid, startTime, uid } };
     } catch (err) {
+      // The sandbox's processes first: its keeper then reaps bwrap and exits by itself.
+      await cg.kill(spec.id).catch(() => undefined);
       child.kill('SIGKILL');
       await cg.kill(spec.id).catch(() => undefined);
       await cg.remove(spec.id);
@@ -251,11 +253,19 @@ export class LocalRuntime implements Runtime {
 
   private readonly files = new SandboxFiles(this.startFileOp);
 
-  /** A leaf cgroup with no process in it, reused when possible. */
+  /**
+   * A leaf cgroup with no process in it, reused when possible. A sandbox that outlived an earlier
+   * daemon has that daemon's leaves, some still holding background jobs: a new name skips those, so a
+   * timeout (which kills the leaf) never reaches a job another exec left behind.
+   */
   private takeLeaf(id: string): { leaf: string; dirs: string[] } {
     const cg = this.cg();
     const free = this.freeLeaves.get(id) ?? [];
-    const leaf = free.pop() ?? `x-${++this.leafCounter}`;
+    let leaf = free.pop();
+    while (leaf === undefined) {
+      const name = `x-${++this.leafCounter}`;
+      if (cg.pids(id, name).length === 0) leaf = name;
+    }
     return { leaf, dirs: cg.leaf(id, leaf) };
   }
 
@@ -283,9 +293,11 @@ export class LocalRuntime implements Runtime {
     return this.files.removePath(handle, path);
   }
 
-  async status(handle: SandboxHandle): Promise<{ alive: boolean }> {
+  async status(handle: SandboxHandle): Promise<{ alive: boolean; paused: boolean }> {
     const data = dataOf(handle);
-    return { alive: isSameProcess(data.pid, data.startTime) };
+    const alive = isSameProcess(data.pid, data.startTime);
+    const cg = this.cg();
+    return { alive, paused: alive && cg.exists(handle.id) && cg.frozen(handle.id) };
   }
 
   async stats(handle: SandboxHandle): Promise<RuntimeStats> {
@@ -323,11 +335,15 @@ export class LocalRuntime implements Runtime {
       // Killing every process of the group takes PID 1 with it, and so the whole pid namespace.
       await cg.kill(id, undefined, 5000);
     }
+    // The keeper (this daemon's child, if it started the sandbox) reaps bwrap and exits by itself;
+    // killed only if it has not. A keeper of an earlier daemon exits the same way, reaped by its new parent.
     const child = this.children.get(id);
     if (child && child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, 2000);
+        const t = setTimeout(() => {
+          child.kill('SIGKILL');
+          resolve();
+        }, 2000);
         child.once('close', () => {
           clearTimeout(t);
           resolve();
