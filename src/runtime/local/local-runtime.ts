@@ -37,6 +37,8 @@ interface LocalData {
   pid: number;
   startTime: number;
   uid: number;
+  /** The keeper (the helper's spawn process, outside the sandbox's cgroups); absent in older rows. */
+  keeper?: { pid: number; startTime: number };
 }
 
 /** Host uids for sandboxes come from this reserved range, one random uid per sandbox. */
@@ -125,10 +127,12 @@ export class LocalRuntime implements Runtime {
       const pid = await this.waitReady(child, spec.id);
       const startTime = processStartTime(pid);
       if (startTime === undefined) throw new InternalError(`sandbox ${spec.id} exited right after starting`);
+      const keeperStart = child.pid === undefined ? undefined : processStartTime(child.pid);
       this.children.set(spec.id, child);
       child.once('close', () => this.children.delete(spec.id));
       child.unref();
-      return { id: spec.id, runtime: 'local', data: { pid, startTime, uid } };
+      const keeper = child.pid !== undefined && keeperStart !== undefined ? { keeper: { pid: child.pid, startTime: keeperStart } } : {};
+      return { id: spec.id, runtime: 'local', data: { pid, startTime, uid, ...keeper } };
     } catch (err) {
       // The sandbox's processes first: its keeper then reaps bwrap and exits by itself.
       await cg.kill(spec.id).catch(() => undefined);
@@ -316,10 +320,12 @@ export class LocalRuntime implements Runtime {
 
   async destroy(handle: SandboxHandle): Promise<void> {
     await this.reap(handle.id);
-    // PID 1 leaves its cgroup before it has finished tearing down its pid namespace: wait for that.
+    // PID 1 leaves its cgroup before it has finished tearing down its pid namespace: wait for that,
+    // and for the keeper, which exits once it has reaped bwrap (it is outside the cgroup).
     const data = handle.data as Partial<LocalData>;
-    if (typeof data.pid === 'number' && typeof data.startTime === 'number') {
-      for (let i = 0; i < 400 && isSameProcess(data.pid, data.startTime); i++) await sleep(5);
+    for (const p of [data, data.keeper]) {
+      if (typeof p?.pid !== 'number' || typeof p.startTime !== 'number') continue;
+      for (let i = 0; i < 400 && isSameProcess(p.pid, p.startTime); i++) await sleep(5);
     }
   }
 
