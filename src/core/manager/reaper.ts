@@ -49,8 +49,8 @@ export async function reapPass(d: ReaperDeps): Promise<void> {
 }
 
 /**
- * A starting daemon takes over what the last one left, before it serves (ARCHITECTURE.md, "Lifecycle,
- * reaper, reconcile"). Execs the store still shows running are lost: their daemon died with them.
+ * A starting daemon takes over what the last one left, before it serves
+ * (ARCHITECTURE: Lifecycle, reaper, reconcile). Execs the store still shows running are lost: their daemon died with them.
  * For each runtime that works here, host objects the store does not know as active (warm-pool members,
  * leftovers) are reaped; each active row is adopted when its sandbox is alive (one an earlier daemon
  * froze stays paused until the next call into it), else ended with why: create_failed (the daemon
