@@ -80,8 +80,10 @@ describe('agentbox daemon', () => {
   });
 
   afterEach(async () => {
-    // Whatever a test did, no daemon of its home survives it.
+    // Whatever a test did, no daemon of its home survives it, nor a sandbox (sandboxes outlive a
+    // daemon: one is started to stop them).
     for (const pid of daemonsOf(home)) process.kill(pid, 'SIGCONT');
+    ab(['daemon', 'start']);
     ab(['daemon', 'stop', '--stop-sandboxes', '--timeout', '20s', '--force']);
     await until('the home has no daemon left', () => daemonsOf(home).length === 0);
     rmSync(home, { recursive: true, force: true });
