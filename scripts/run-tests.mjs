@@ -114,6 +114,7 @@ function reapOrphanedTestScopes() {
       }
     }
   }
+  const leftIn = new Set();
   for (let round = 0; round < 100; round++) {
     let left = 0;
     for (const scope of orphaned) {
@@ -124,6 +125,7 @@ function reapOrphanedTestScopes() {
         } catch {
           // gone
         }
+        if (pids.length > 0) leftIn.add(scope.slice(scope.lastIndexOf('/') + 1));
         for (const pid of pids) {
           try {
             process.kill(pid, 'SIGKILL');
@@ -141,5 +143,6 @@ function reapOrphanedTestScopes() {
     if (left === 0) break;
     spawnSync('sleep', ['0.05']);
   }
-  console.error(`run-tests: removed what failed tests left in ${orphaned.map((d) => d.slice(d.lastIndexOf('/') + 1)).filter((v, i, a) => a.indexOf(v) === i).join(', ')}`);
+  // Empty scopes are only tidied; sandboxes left running are worth a line.
+  if (leftIn.size > 0) console.error(`run-tests: killed the sandboxes tests left running in ${[...leftIn].join(', ')}`);
 }
