@@ -13,6 +13,7 @@ import { silentLogger } from '../src/observability/logger.js';
 import { LocalRuntime } from '../src/runtime/local/local-runtime.js';
 import { AgentboxClient } from '../src/sdk/client.js';
 import { pct } from './stats.js';
+import { scratchDiskStore } from '../src/storage/scratch-store.js';
 
 const IMAGES = process.env.AGENTBOX_IMAGES ?? '/var/tmp/agentbox-test/images';
 const MB = 200;
@@ -60,7 +61,7 @@ async function main(): Promise<void> {
   await client.delete(sb.id);
 
   // The same stream from the runtime directly (no HTTP, no base64)
-  const rt = new LocalRuntime({ scope: `agentbox/bench-api-${process.pid}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
+  const rt = new LocalRuntime({ disks: scratchDiskStore(), scope: `agentbox/bench-api-${process.pid}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
   const h = await rt.create({ id: 'sbx_benchsse', image: 'busybox', isolation: 'namespaces', limits: { cpus: 1, memoryMb: 128, pids: 64, diskMb: 16 }, labels: {} });
   let directBytes = 0;
   t0 = performance.now();

@@ -17,6 +17,7 @@ import { DockerRuntime } from '../src/runtime/docker/docker-runtime.js';
 import { LocalRuntime } from '../src/runtime/local/local-runtime.js';
 import type { Runtime } from '../src/runtime/types.js';
 import { Store } from '../src/store/store.js';
+import { scratchDiskStore } from '../src/storage/scratch-store.js';
 
 const IMAGES = process.env.AGENTBOX_IMAGES ?? '/var/tmp/agentbox-test/images';
 const N = Number(process.env.BENCH_N ?? 100);
@@ -54,15 +55,15 @@ async function run(name: 'local' | 'docker', rt: Runtime, isolation?: 'gvisor', 
 
 const images = new ImageStore(IMAGES);
 await images.ensure('busybox', {});
-const rows = [await run('local', new LocalRuntime({ scope: `agentbox/bench-conc-${process.pid}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() }))];
+const rows = [await run('local', new LocalRuntime({ disks: scratchDiskStore(), scope: `agentbox/bench-conc-${process.pid}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() }))];
 // As the daemon runs them: runc entered directly, gVisor through its exec agent (one more process in each sandbox).
 const agentDir = mkdtempSync(join(tmpdir(), 'agentbox-bench-agents-'));
-const docker = new DockerRuntime({ images, homeTag: `benchconc${process.pid}`, version: VERSION, helper: helperPath(), agentDir });
+const docker = new DockerRuntime({ disks: scratchDiskStore(), images, homeTag: `benchconc${process.pid}`, version: VERSION, helper: helperPath(), agentDir });
 if ((await docker.probe()).ok) {
   rows.push(await run('docker', docker));
-  rows.push(await run('docker', new DockerRuntime({ images, homeTag: `benchconcg${process.pid}`, version: VERSION, helper: helperPath(), agentDir }), 'gvisor'));
+  rows.push(await run('docker', new DockerRuntime({ disks: scratchDiskStore(), images, homeTag: `benchconcg${process.pid}`, version: VERSION, helper: helperPath(), agentDir }), 'gvisor'));
   // What the agent costs: the same without it (Engine execs).
-  rows.push(await run('docker', new DockerRuntime({ images, homeTag: `benchconce${process.pid}`, version: VERSION }), 'gvisor', 'no exec agent'));
+  rows.push(await run('docker', new DockerRuntime({ disks: scratchDiskStore(), images, homeTag: `benchconce${process.pid}`, version: VERSION }), 'gvisor', 'no exec agent'));
 }
 rmSync(agentDir, { recursive: true, force: true });
 console.log(`Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; ${new Date().toISOString().slice(0, 10)}; ${N} sandboxes at once (16 creating at a time)`);

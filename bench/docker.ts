@@ -17,6 +17,7 @@ import { DockerRuntime } from '../src/runtime/docker/docker-runtime.js';
 import { imageRef } from '../src/runtime/docker/images.js';
 import type { SandboxHandle } from '../src/runtime/types.js';
 import { pct } from './stats.js';
+import { scratchDiskStore } from '../src/storage/scratch-store.js';
 
 const IMAGES = process.env.AGENTBOX_IMAGES ?? '/var/tmp/agentbox-test/images';
 const N_CREATE = Number(process.env.BENCH_N_CREATE ?? 10);
@@ -58,8 +59,8 @@ async function main(): Promise<void> {
   // As the daemon runs it (runc entered directly through the helper, gVisor through its exec agent),
   // and an Engine-only driver beside it.
   const agentDir = mkdtempSync(join(tmpdir(), 'ab-bench-agents-'));
-  const rt = new DockerRuntime({ images: store, homeTag: `bench-${process.pid}`, version: VERSION, helper: helperPath(), agentDir });
-  const engineOnly = new DockerRuntime({ images: store, homeTag: `bench-${process.pid}`, version: VERSION });
+  const rt = new DockerRuntime({ disks: scratchDiskStore(), images: store, homeTag: `bench-${process.pid}`, version: VERSION, helper: helperPath(), agentDir });
+  const engineOnly = new DockerRuntime({ disks: scratchDiskStore(), images: store, homeTag: `bench-${process.pid}`, version: VERSION });
   const probe = await rt.probe();
   if (!probe.ok) throw new Error(`${probe.reason} (${probe.hint})`);
   await rt.prepareImage('busybox');

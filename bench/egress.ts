@@ -27,6 +27,7 @@ import { parsePolicyText } from '../src/policy/load.js';
 import { EGRESS_SOCKET } from '../src/runtime/egress-plumbing.js';
 import { LocalRuntime } from '../src/runtime/local/local-runtime.js';
 import { Store } from '../src/store/store.js';
+import { scratchDiskStore } from '../src/storage/scratch-store.js';
 import { startFakeInternet, type FakeInternet } from '../test/helpers/fake-internet.js';
 import { pct } from './stats.js';
 
@@ -126,7 +127,7 @@ async function main(): Promise<void> {
     // B. from inside a local sandbox, vs the same script on the host
     const images = new ImageStore(process.env.AGENTBOX_IMAGES ?? '/var/tmp/agentbox-test/images');
     await images.ensure('debian', { packages: ['python3'] });
-    const rt = new LocalRuntime({ scope: `agentbox/bench-egress-${process.pid}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
+    const rt = new LocalRuntime({ disks: scratchDiskStore(), scope: `agentbox/bench-egress-${process.pid}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
     const manager = new SandboxManager({ policy: parsed.policy, store, runtimes: { local: rt }, logger: silentLogger(), egress });
     await manager.start();
     try {

@@ -22,6 +22,7 @@ import { WATCHDOG_LOG } from '../src/runtime/docker/oom.js';
 import { cgroupsOf } from '../src/runtime/proc.js';
 import { run } from '../test/helpers/collect.js';
 import { pct } from './stats.js';
+import { scratchDiskStore } from '../src/storage/scratch-store.js';
 
 const IMAGES = process.env.AGENTBOX_IMAGES ?? '/var/tmp/agentbox-test/images';
 const IDLE_S = Number(process.env.BENCH_IDLE_S ?? 10);
@@ -55,7 +56,7 @@ async function pidOf(docker: Docker, containerId: string): Promise<number> {
 async function main(): Promise<void> {
   const docker = new Docker();
   const store = new ImageStore(IMAGES);
-  const rt = new DockerRuntime({ images: store, homeTag, version: VERSION });
+  const rt = new DockerRuntime({ disks: scratchDiskStore(), images: store, homeTag, version: VERSION });
   const probe = await rt.probe();
   if (!probe.ok || !(probe.details?.runtimes ?? '').split(' ').includes('runsc')) throw new Error('needs dockerd with runsc (scripts/start-dockerd.sh)');
   await rt.prepareImage('debian');
@@ -69,7 +70,9 @@ async function main(): Promise<void> {
   const cases: { mb: number; holdMb: number }[] = [...IDLE_LIMITS_MB.map((mb) => ({ mb, holdMb: 0 })), { mb: 512, holdMb: 470 }];
   for (const { mb, holdMb } of cases) {
     // The same container the runtime makes, minus the watchdog: PID 1 without --memory-limit-kb.
-    const config = containerConfig({ id: id(), imageRef: ref, isolation: 'gvisor', limits: limits(mb), labels: {}, initPath: defaultInitPath(), homeTag, version: VERSION });
+    const bareId = id();
+    const bareDisk = await scratchDiskStore().create(bareId, limits(mb).diskMb);
+    const config = containerConfig({ id: bareId, imageRef: ref, isolation: 'gvisor', limits: limits(mb), labels: {}, initPath: defaultInitPath(), homeTag, version: VERSION, diskRoot: bareDisk.root });
     config.Cmd = (config.Cmd ?? []).filter((a, i, all) => a !== '--memory-limit-kb' && all[i - 1] !== '--memory-limit-kb');
     const bare = await docker.createContainer(config);
     await bare.start();
@@ -87,6 +90,7 @@ async function main(): Promise<void> {
     const label = holdMb > 0 ? `${mb} MB, ${holdMb} MB held` : `${mb} MB, idle`;
     console.log(`| ${label} | ${without.toFixed(2)} | ${withWatchdog.toFixed(2)} | ${((withWatchdog - without) / 10).toFixed(2)}% |`);
     await bare.remove({ force: true });
+    await scratchDiskStore().destroy(bareId);
     await rt.destroy(h);
     await held?.catch(() => undefined);
   }

@@ -17,6 +17,7 @@ import { LocalRuntime } from '../src/runtime/local/local-runtime.js';
 import type { SandboxHandle } from '../src/runtime/types.js';
 import { AgentboxClient } from '../src/sdk/client.js';
 import { pct } from './stats.js';
+import { scratchDiskStore } from '../src/storage/scratch-store.js';
 
 const IMAGES = process.env.AGENTBOX_IMAGES ?? '/var/tmp/agentbox-test/images';
 const N = Number(process.env.BENCH_N ?? 100);
@@ -46,7 +47,7 @@ async function main(): Promise<void> {
   const images = new ImageStore(IMAGES);
   await images.ensure('busybox', {});
   const rootfs = images.resolve('busybox').rootfs;
-  const rt = new LocalRuntime({ scope: `agentbox/bench-${process.pid}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
+  const rt = new LocalRuntime({ disks: scratchDiskStore(), scope: `agentbox/bench-${process.pid}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
   const limits = { cpus: 1, memoryMb: 256, pids: 128, diskMb: 64 };
   let n = 0;
   const exec = (h: SandboxHandle): Promise<void> => drain(rt.exec(h, ['true'], { env: {}, timeoutMs: 10_000, outputLimitBytes: 1 << 20, execId: `exe_b${n++}` }));

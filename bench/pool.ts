@@ -16,6 +16,7 @@ import { LocalRuntime } from '../src/runtime/local/local-runtime.js';
 import type { Runtime } from '../src/runtime/types.js';
 import { Store } from '../src/store/store.js';
 import { pct } from './stats.js';
+import { scratchDiskStore } from '../src/storage/scratch-store.js';
 
 const IMAGES = process.env.AGENTBOX_IMAGES ?? '/var/tmp/agentbox-test/images';
 const N = Number(process.env.BENCH_N ?? 40);
@@ -54,8 +55,8 @@ async function measure(name: 'local' | 'docker', rt: Runtime): Promise<string[]>
 
 const images = new ImageStore(IMAGES);
 await images.ensure('busybox', {});
-const rows = await measure('local', new LocalRuntime({ scope: `agentbox/bench-pool-${process.pid}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() }));
-const docker = new DockerRuntime({ images, homeTag: `benchpool${process.pid}`, version: VERSION });
+const rows = await measure('local', new LocalRuntime({ disks: scratchDiskStore(), scope: `agentbox/bench-pool-${process.pid}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() }));
+const docker = new DockerRuntime({ disks: scratchDiskStore(), images, homeTag: `benchpool${process.pid}`, version: VERSION });
 if ((await docker.probe()).ok) rows.push(...(await measure('docker', docker)));
 console.log(`Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; ${new Date().toISOString().slice(0, 10)}; n=${N}`);
 console.log('\n| create through the manager (ms) | p50 | p99 | vs cold p50 |\n|---|---|---|---|');

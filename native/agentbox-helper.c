@@ -18,9 +18,9 @@
  *                               done from inside, so symlinks resolve inside the sandbox.
  *
  * Options for spawn/exec/file: --pid P, --start-time T (P's, from /proc/P/stat), --uid U, --gid G, --cgroup DIR (repeatable),
- * --rootfs DIR, --stage DIR, --init FILE (spawn: PID 1's binary, default this one), --cwd DIR, --info-fd N and
- * --ready-fd N (spawn: the daemon's pipes for bwrap's child pid and PID 1's ready byte; bwrap gets pipes of the
- * keeper's own at the same numbers).
+ * --rootfs DIR, --stage DIR, --init FILE (spawn: PID 1's binary, default this one), --disk DIR (spawn: the sandbox's disk,
+ * staged at STAGE/disk), --cwd DIR, --info-fd N and --ready-fd N (spawn: the daemon's pipes for bwrap's child pid and
+ * PID 1's ready byte; bwrap gets pipes of the keeper's own at the same numbers).
  *
  * Every mode first closes every descriptor above stdio it was not told to keep (fd-hygiene.h).
  */
@@ -72,6 +72,7 @@ struct opts {
   const char *rootfs;
   const char *stage;
   const char *egress;
+  const char *disk;
   const char *init;
   const char *cwd;
   int info_fd, ready_fd; /* spawn: -1 when not given */
@@ -97,6 +98,7 @@ static void parse_opts(int argc, char **argv, struct opts *o) {
     } else if (strcmp(a, "--rootfs") == 0) o->rootfs = v;
     else if (strcmp(a, "--stage") == 0) o->stage = v;
     else if (strcmp(a, "--egress") == 0) o->egress = v;
+    else if (strcmp(a, "--disk") == 0) o->disk = v;
     else if (strcmp(a, "--init") == 0) o->init = v;
     else if (strcmp(a, "--cwd") == 0) o->cwd = v;
     else if (strcmp(a, "--info-fd") == 0) o->info_fd = (int)parse_num(v, "fd");
@@ -430,6 +432,13 @@ static int mode_spawn(int argc, char **argv) {
   if (!o.init && len <= 0) die("readlink /proc/self/exe");
   if (!o.init) self[len] = '\0';
   bind_into(o.init ? o.init : self, init, 1);
+  if (o.disk) {
+    /* The sandbox's disk (workspace/, tmp/), staged like the image: bwrap binds its parts read-write. */
+    char disk[4096];
+    snprintf(disk, sizeof disk, "%s/disk", o.stage);
+    if (mkdir(disk, 0755) != 0) die(disk);
+    bind_into(o.disk, disk, 0);
+  }
   if (o.egress) {
     /* The egress proxy's socket directory, staged like the image: bwrap binds it at /run/agentbox. */
     char egress[4096];

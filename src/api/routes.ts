@@ -6,8 +6,8 @@ import { BadRequestError, ForbiddenError, NotFoundError, RuntimeUnavailableError
 import { DaemonInfoSchema, type DaemonInfo } from '../contract/daemon.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { ExecEvent } from '../contract/model.js';
-import { DeniedHostSchema, DirEntrySchema, EgressEventSchema, EgressSchema, ExecRecordSchema, ExecResultSchema, SandboxSchema } from '../contract/model.js';
-import { CreateSandboxRequestSchema, EgressAllowRequestSchema, ExecRequestSchema, PullImageRequestSchema } from '../contract/requests.js';
+import { DeniedHostSchema, DirEntrySchema, EgressEventSchema, EgressSchema, ExecRecordSchema, ExecResultSchema, SandboxSchema, SnapshotSchema } from '../contract/model.js';
+import { CreateSandboxRequestSchema, CreateSnapshotRequestSchema, EgressAllowRequestSchema, ExecRequestSchema, ForkRequestSchema, PullImageRequestSchema } from '../contract/requests.js';
 import { ImageInfoSchema } from '../contract/images.js';
 import type { ImageStore } from '../images/image-store.js';
 import { parseWith, readJson, sendJson, wireError } from './http-util.js';
@@ -200,6 +200,28 @@ route('GET', '/v1/sandboxes/{id}/egress', { summary: 'Egress settings and connec
 route('POST', '/v1/sandboxes/{id}/egress/allow', { summary: 'Approve one more host for a running sandbox; takes effect from its next connection', body: EgressAllowRequestSchema, response: SandboxSchema }, async (ctx) => {
   const body = await readJson(ctx.req, EgressAllowRequestSchema);
   sendJson(ctx.res, 200, ctx.manager.allowEgress(id(ctx), body.host, ctx.caller));
+});
+
+route('POST', '/v1/sandboxes/{id}/snapshots', { summary: 'Snapshot a running sandbox\'s files (/workspace, /tmp): frozen for a copy-on-write clone, digested; memory is not included', body: CreateSnapshotRequestSchema, response: SnapshotSchema, status: 201 }, async (ctx) => {
+  const body = await readJson(ctx.req, CreateSnapshotRequestSchema);
+  sendJson(ctx.res, 201, await ctx.manager.snapshot(id(ctx), body, ctx.caller));
+});
+
+route('POST', '/v1/sandboxes/{id}/fork', { summary: 'New sandboxes whose files are a copy-on-write copy of this running one\'s at this moment (memory is not forked); all or nothing', body: ForkRequestSchema, response: z.object({ sandboxes: z.array(SandboxSchema) }), status: 201 }, async (ctx) => {
+  const body = await readJson(ctx.req, ForkRequestSchema);
+  sendJson(ctx.res, 201, { sandboxes: await ctx.manager.fork(id(ctx), body, ctx.caller) });
+});
+
+route('GET', '/v1/snapshots', { summary: 'Snapshots of the caller\'s tenant, newest first', response: z.object({ snapshots: z.array(SnapshotSchema) }) }, async (ctx) => {
+  sendJson(ctx.res, 200, { snapshots: ctx.manager.listSnapshots(ctx.caller) });
+});
+
+route('GET', '/v1/snapshots/{id}', { summary: 'One snapshot, by id or name', response: SnapshotSchema }, async (ctx) => {
+  sendJson(ctx.res, 200, ctx.manager.getSnapshot(id(ctx), ctx.caller));
+});
+
+route('DELETE', '/v1/snapshots/{id}', { summary: 'Remove a snapshot (by id or name) and its files', response: SnapshotSchema }, async (ctx) => {
+  sendJson(ctx.res, 200, await ctx.manager.removeSnapshot(id(ctx), ctx.caller));
 });
 
 route('POST', '/v1/images/pull', { summary: 'Pull a registry image through dockerd and keep it as an image; with Accept: text/event-stream the events progress, then done (the image) or error', body: PullImageRequestSchema, response: ImageInfoSchema, sse: true }, async (ctx) => {

@@ -11,6 +11,8 @@ export interface CreateFlags {
   memory?: string;
   cpus?: string;
   pids?: string;
+  disk?: string;
+  snapshot?: string;
   ttl?: string;
   env?: string[];
   label?: string[];
@@ -53,6 +55,7 @@ export function createRequest(f: CreateFlags): CreateSandboxRequest {
     ...(f.memory !== undefined ? { memoryMb: number('memory', f.memory) } : {}),
     ...(f.cpus !== undefined ? { cpus: number('cpus', f.cpus) } : {}),
     ...(f.pids !== undefined ? { pids: number('pids', f.pids) } : {}),
+    ...(f.disk !== undefined ? { diskMb: number('disk', f.disk) } : {}),
   };
   const env = pairs('env', f.env);
   const labels = pairs('label', f.label);
@@ -62,6 +65,7 @@ export function createRequest(f: CreateFlags): CreateSandboxRequest {
     ...(f.runtime ? { runtime: f.runtime as CreateSandboxRequest['runtime'] } : {}),
     ...(f.isolation ? { isolation: f.isolation as CreateSandboxRequest['isolation'] } : {}),
     ...(Object.keys(limits).length > 0 ? { limits: limits as CreateSandboxRequest['limits'] } : {}),
+    ...(f.snapshot ? { snapshot: f.snapshot } : {}),
     ...(f.ttl ? { ttl: `${Math.ceil(parseDuration(f.ttl) / 1000)}s` } : {}),
     ...(env ? { env } : {}),
     ...(labels ? { labels } : {}),

@@ -11,6 +11,7 @@ import { registerHostCommands } from './host-commands.js';
 import { printError } from './output.js';
 import { registerSandboxCommands } from './sandbox-commands.js';
 import { registerEgressCommands } from './egress-commands.js';
+import { registerSnapshotCommands } from './snapshot-commands.js';
 import { registerDoctorCommand } from './doctor-command.js';
 import { registerDaemonCommands } from './daemon-commands.js';
 import { otherVersionWarning } from './connect.js';
@@ -26,6 +27,7 @@ async function main(argv: string[]): Promise<number> {
   registerSandboxCommands(program, (code) => (exitCode = code));
   registerHostCommands(program, (code) => (exitCode = code));
   registerEgressCommands(program);
+  registerSnapshotCommands(program);
   registerDoctorCommand(program, (code) => (exitCode = code));
   registerDaemonCommands(program, (code) => (exitCode = code));
   try {

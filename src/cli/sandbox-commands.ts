@@ -24,6 +24,8 @@ function addCreateFlags(cmd: Command): Command {
     .option('--memory <MB>', 'memory limit in MiB')
     .option('--cpus <N>', 'CPU cores')
     .option('--pids <N>', 'process limit')
+    .option('--disk <MB>', 'size of /workspace + /tmp on disk in MiB (writes past it: ENOSPC)')
+    .option('--snapshot <SNAP>', 'start with the files of this snapshot (id or name; see agentbox snapshot ls)')
     .option('--ttl <DUR>', 'hard lifetime, e.g. 10m')
     .option('--label <k=v>', 'label (repeatable)', collect)
     .option('--egress <mode>', 'none | allowlist | open')

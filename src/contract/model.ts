@@ -85,6 +85,19 @@ export const SandboxSchema = z.object({
 });
 export type Sandbox = z.infer<typeof SandboxSchema>;
 
+export const SnapshotSchema = z.object({
+  id: z.string().describe('snap_ followed by random characters'),
+  tenant: z.string(),
+  name: z.string().nullable(),
+  sandboxId: z.string().describe('The sandbox it was taken of'),
+  image: z.string().describe('A sandbox restored from it runs this image'),
+  diskMb: z.number().int().describe('Size of the disk it holds; a restored sandbox gets this diskMb'),
+  bytes: z.number().int().describe('Host disk it holds, shared blocks included'),
+  sha256: z.string().describe('Digest of its disk layer, checked before every restore'),
+  createdAt: z.string().describe('ISO 8601'),
+});
+export type Snapshot = z.infer<typeof SnapshotSchema>;
+
 export const ExecResultSchema = z.object({
   execId: z.string(),
   exitCode: z.number().int().describe(`Exit code; ${EXIT_TIMED_OUT} on timeout, ${EXIT_KILLED} when OOM-killed, ${EXIT_SIGNAL_BASE}+N for signal N`),

@@ -7,6 +7,23 @@ export const DurationInputSchema = z
   .union([z.string().regex(/^\d+(ms|s|m|h|d)$/, 'a duration like 90s, 5m or 1h'), z.number().int().positive()])
   .describe('Duration: 90s, 5m, 1h, or a number of seconds');
 
+const SnapshotNameSchema = z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$/, 'a name: letters, digits, . _ -, at most 64');
+export const SnapshotRefSchema = SnapshotNameSchema.describe('A snapshot id (snap_...) or name');
+
+export const CreateSnapshotRequestSchema = z
+  .object({
+    name: SnapshotNameSchema.refine((n) => !n.startsWith('snap_'), 'a name may not start with snap_ (ids do)').optional().describe('A name to find it by (unique per tenant)'),
+  })
+  .strict();
+export type CreateSnapshotRequest = z.infer<typeof CreateSnapshotRequestSchema>;
+
+export const ForkRequestSchema = z
+  .object({
+    count: z.number().int().min(1).max(16).optional().describe('How many children (default 1)'),
+  })
+  .strict();
+export type ForkRequest = z.infer<typeof ForkRequestSchema>;
+
 export const CreateSandboxRequestSchema = z
   .object({
     image: z.string().min(1).max(128).regex(/^[a-zA-Z0-9][a-zA-Z0-9._\-/:]*$/, 'an image name').optional().describe('Image name; defaults to the policy default'),
@@ -21,6 +38,7 @@ export const CreateSandboxRequestSchema = z
     env: EnvSchema.optional(),
     labels: LabelsSchema.optional(),
     ttl: DurationInputSchema.optional().describe('Hard lifetime, at most the profile ttl'),
+    snapshot: SnapshotRefSchema.optional().describe('Start with the files of this snapshot (/workspace, /tmp); the image defaults to its image, diskMb is its diskMb'),
   })
   .strict();
 export type CreateSandboxRequest = z.infer<typeof CreateSandboxRequestSchema>;

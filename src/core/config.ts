@@ -9,6 +9,8 @@ export interface Paths {
   images: string;
   db: string;
   socket: string;
+  /** The disk store: every sandbox's disk, snapshots and volumes (storage/disk-store.ts). */
+  storage: string;
   /** Short stable tag of the home, used to scope host objects (cgroups, containers) per daemon. */
   homeTag: string;
 }
@@ -20,6 +22,7 @@ export function resolvePaths(env: NodeJS.ProcessEnv = process.env): Paths {
     images: resolve(env.AGENTBOX_IMAGES ?? join(home, 'images')),
     db: join(home, 'agentbox.db'),
     socket: join(home, 'agentbox.sock'),
+    storage: join(home, 'storage'),
     homeTag: createHash('sha256').update(home).digest('hex').slice(0, 10),
   };
 }

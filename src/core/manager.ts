@@ -21,9 +21,11 @@ import { resolveSpec } from '../policy/resolve.js';
 import type { Policy } from '../policy/schema.js';
 import type { Runtime, SandboxHandle } from '../runtime/types.js';
 import type { Store } from '../store/store.js';
+import type { DiskStore } from '../storage/disk-store.js';
+import { SnapshotFiles } from '../storage/snapshot-files.js';
 import { RuntimeUnavailableError } from '../contract/errors.js';
-import type { DirEntry, ExecEvent, ExecRecord, ExecResult, RuntimeName, Sandbox } from '../contract/model.js';
-import type { CreateSandboxRequest, ExecRequest } from '../contract/requests.js';
+import type { DirEntry, ExecEvent, ExecRecord, ExecResult, RuntimeName, Sandbox, Snapshot } from '../contract/model.js';
+import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest } from '../contract/requests.js';
 import { findRunning, findSandbox, listVisible, need, requireImageOperator, type Caller } from './manager/access.js';
 import { CreateGate, QuotaLedger } from './manager/admission.js';
 import { approveEgressHost, egressLogOf, requireEgress, type SandboxEgressLog } from './manager/egress.js';
@@ -32,6 +34,7 @@ import { Inflight } from './manager/inflight.js';
 import { ACTIVE, createSandbox, endSandbox, IdlePauses, markActive, newSandboxId } from './manager/lifecycle.js';
 import { WarmPools, type PoolStatus } from './manager/pools.js';
 import { reapPass, reconcile } from './manager/reaper.js';
+import { findSnapshot, forkRequest, forkSource, removeSnapshot, restoreSource, takeSnapshot } from './manager/snapshots.js';
 import { handleOf, Runtimes } from './manager/runtimes.js';
 
 export type { Caller, Scope } from './manager/access.js';
@@ -54,6 +57,8 @@ export interface ManagerOpts {
   metrics?: Metrics;
   /** The per-sandbox egress proxies; without it only egress mode none can be created. */
   egress?: EgressService;
+  /** Sandbox disks (the same store the runtimes were given): orphans are removed at start. */
+  disks?: DiskStore;
 }
 
 /** The manager's state, split by job; each part function takes from it only what it needs. */
@@ -63,6 +68,8 @@ interface Parts {
   logger: Logger;
   metrics: Metrics | undefined;
   egress: EgressService | undefined;
+  disks: DiskStore | undefined;
+  snapshotFiles: SnapshotFiles | undefined;
   runtimes: Runtimes;
   inflight: Inflight;
   pools: WarmPools;
@@ -86,6 +93,8 @@ export class SandboxManager {
       logger,
       metrics,
       egress,
+      disks: opts.disks,
+      snapshotFiles: opts.disks ? new SnapshotFiles(opts.disks) : undefined,
       runtimes,
       inflight: new Inflight(),
       pools: new WarmPools(),
@@ -143,17 +152,19 @@ export class SandboxManager {
     return this.parts.runtimes.probed(name);
   }
 
-  async create(req: CreateSandboxRequest, caller: Caller): Promise<Sandbox> {
+  async create(req: CreateSandboxRequest, caller: Caller, opts: { diskFrom?: string } = {}): Promise<Sandbox> {
     if (this.closing) throw new RuntimeUnavailableError('the daemon is shutting down', { hint: 'retry in a moment' });
     need(caller, 'manage');
     if (caller.labels) req = { ...req, labels: { ...req.labels, ...caller.labels } };
+    let diskFrom = opts.diskFrom;
+    if (req.snapshot !== undefined) ({ req, diskFrom } = await restoreSource(this.parts, { ...req, snapshot: req.snapshot }, caller));
     const release = await this.parts.createGate.acquire();
     try {
       const spec = resolveSpec(this.opts.policy, req, { tenant: caller.tenant, id: newSandboxId() });
       const egress = spec.egress.mode === 'none' ? undefined : requireEgress(this.parts.egress);
       const unreserve = this.parts.quotas.reserve(spec);
       try {
-        return await createSandbox(this.parts, spec, egress, caller, unreserve);
+        return await createSandbox(this.parts, spec, egress, caller, unreserve, diskFrom);
       } finally {
         unreserve();
       }
@@ -161,6 +172,61 @@ export class SandboxManager {
       release();
     }
   }
+
+  /** Take a snapshot of a running sandbox's disk (its whole writable state). */
+  async snapshot(id: string, req: CreateSnapshotRequest, caller: Caller): Promise<Snapshot> {
+    need(caller, 'manage');
+    const stored = findRunning(this.parts.store, id, caller);
+    await this.parts.pauses.wake(stored);
+    markActive(this.parts.store, id);
+    return this.parts.inflight.track(takeSnapshot(this.parts, stored, req.name, caller));
+  }
+
+  listSnapshots(caller: Caller): Snapshot[] {
+    need(caller, 'read');
+    return this.parts.store.snapshots.listReady(caller.tenant);
+  }
+
+  /** By id or name. */
+  getSnapshot(ref: string, caller: Caller): Snapshot {
+    need(caller, 'read');
+    return findSnapshot(this.parts.store, ref, caller);
+  }
+
+  async removeSnapshot(ref: string, caller: Caller): Promise<Snapshot> {
+    need(caller, 'manage');
+    const snap = findSnapshot(this.parts.store, ref, caller);
+    await removeSnapshot(this.parts, snap, caller);
+    return snap;
+  }
+
+  /**
+   * New sandboxes whose files are a copy of a running sandbox's at this moment (copy-on-write:
+   * milliseconds, no copied data); the parent keeps running. All or nothing: when one child cannot
+   * be made, the others are removed again.
+   */
+  async fork(id: string, req: ForkRequest, caller: Caller): Promise<Sandbox[]> {
+    need(caller, 'manage');
+    const parent = findRunning(this.parts.store, id, caller);
+    await this.parts.pauses.wake(parent);
+    markActive(this.parts.store, id);
+    const t0 = performance.now();
+    const source = await forkSource(this.parts, parent);
+    const children: Sandbox[] = [];
+    try {
+      for (let i = 0; i < (req.count ?? 1); i++) children.push(await this.create(forkRequest(parent), caller, { diskFrom: source }));
+    } catch (err) {
+      for (const c of children) await this.delete(c.id, caller).catch(() => undefined);
+      throw err;
+    } finally {
+      await this.parts.disks?.dropScratch(source);
+    }
+    this.parts.store.audit({ tenant: parent.sandbox.tenant, actor: caller.actor, action: 'fork', sandboxId: id, detail: { children: children.map((c) => c.id) } });
+    this.parts.metrics?.forkSeconds.observe((performance.now() - t0) / 1000);
+    this.opts.logger.info({ sandbox_id: id, children: children.map((c) => c.id), ms: Math.round(performance.now() - t0) }, 'sandbox forked');
+    return children;
+  }
+
 
   get(id: string, caller: Caller): Sandbox {
     need(caller, 'read');

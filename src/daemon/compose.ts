@@ -12,6 +12,7 @@ import { BadRequestError } from '../contract/errors.js';
 import { SandboxManager } from '../core/manager.js';
 import type { RuntimeName } from '../contract/model.js';
 import { ImageStore } from '../images/image-store.js';
+import { DiskStore } from '../storage/disk-store.js';
 import { loadPolicy } from '../policy/load.js';
 import { LocalRuntime } from '../runtime/local/local-runtime.js';
 import { DockerRuntime } from '../runtime/docker/docker-runtime.js';
@@ -69,7 +70,7 @@ export interface Daemon {
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
-export function buildRuntimes(paths: Paths, images: ImageStore, logger?: Logger): Partial<Record<RuntimeName, Runtime>> {
+export function buildRuntimes(paths: Paths, images: ImageStore, disks: DiskStore, logger?: Logger): Partial<Record<RuntimeName, Runtime>> {
   // busybox builds in well under a second: the quick start needs no image step.
   const ensureImage = async (image: string): Promise<void> => {
     if (image === 'busybox' && !images.get('busybox')) await images.ensure('busybox', {});
@@ -80,9 +81,10 @@ export function buildRuntimes(paths: Paths, images: ImageStore, logger?: Logger)
       resolveRootfs: (image) => images.resolve(image).rootfs,
       ensureImage,
       helper: helperPath(),
+      disks,
     }),
     // Probed lazily: a host without dockerd still runs the local runtime.
-    docker: new DockerRuntime({ images, ensureImage, homeTag: paths.homeTag, version: VERSION, helper: helperPath(), agentDir: socketBaseDir(paths.home, 'agents'), ...(logger ? { logger } : {}) }),
+    docker: new DockerRuntime({ images, ensureImage, homeTag: paths.homeTag, version: VERSION, helper: helperPath(), agentDir: socketBaseDir(paths.home, 'agents'), disks, ...(logger ? { logger } : {}) }),
   };
 }
 
@@ -128,8 +130,10 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     metrics,
     logger: opts.logger,
   });
-  const runtimes = buildRuntimes(paths, images, opts.logger);
+  const disks = new DiskStore({ dir: paths.storage });
+  const runtimes = buildRuntimes(paths, images, disks, opts.logger);
   const manager = new SandboxManager({
+    disks,
     metrics,
     egress,
     policy,
@@ -193,6 +197,8 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
       await Promise.all(apis.map((a) => a.closeSessions()));
       await closed;
       await manager.close(closeOpts);
+      // The store stays mounted while a sandbox (which outlives the daemon) has its disk in it.
+      await disks.closeIfIdle().catch((err: unknown) => opts.logger.warn({ err }, 'could not unmount the disk store'));
       store.close();
       if (socketPath && listeningOnSocket && existsSync(socketPath)) unlinkSync(socketPath);
       lock.release();

@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { buildRuntimes, describeProbe } from '../daemon/compose.js';
 import { cliEntry, helperPath, resolvePaths } from '../core/config.js';
 import { ImageStore } from '../images/image-store.js';
+import { DiskStore } from '../storage/disk-store.js';
 import {
   HOST_PATH,
   bubblewrapCheck,
@@ -18,6 +19,7 @@ import {
   kernelCheck,
   kvmCheck,
   nativeHelperCheck,
+  sandboxDisksCheck,
   taskLimitsCheck,
   userNamespacesCheck,
   type HostCheck,
@@ -46,7 +48,7 @@ export async function hostChecks(opts: HostCheckOpts = {}): Promise<HostCheck[]>
   const procRoot = opts.procRoot ?? '/proc';
   const paths = resolvePaths(env);
   const images = new ImageStore(paths.images);
-  const runtimes = buildRuntimes(paths, images);
+  const runtimes = buildRuntimes(paths, images, new DiskStore({ dir: paths.storage }));
   const checkout = resolve(dirname(cliEntry()), '..', '..', '..');
   const setupWithDocker = `${join(checkout, 'scripts', 'setup.sh')} --with-docker`;
   const checks: HostCheck[] = [];
@@ -70,6 +72,7 @@ export async function hostChecks(opts: HostCheckOpts = {}): Promise<HostCheck[]>
   );
 
   checks.push(diskCheck('AGENTBOX_HOME', paths.home, { minBytes: 64 * MiB, warnBytes: 256 * MiB, requiredBy: ['local', 'docker', 'gvisor'], fix: `free space on that filesystem, or export AGENTBOX_HOME=<a directory on a larger disk>` }));
+  checks.push(sandboxDisksCheck({ path: opts.path ?? HOST_PATH, procRoot }));
   checks.push(diskCheck('image store', paths.images, { minBytes: 16 * MiB, warnBytes: 1024 * MiB, requiredBy: ['local', 'docker', 'gvisor'], fix: 'agentbox image rm NAME for images no longer used, or export AGENTBOX_IMAGES=<a directory on a larger disk>' }));
 
   const busybox = images.get('busybox');

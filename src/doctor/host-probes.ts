@@ -320,3 +320,31 @@ export function renderChecks(checks: HostCheck[]): string {
   for (const n of s.notReady) lines.push(`not ready: ${n.runtime} (${n.why.join(', ')})${n.fixes.length ? ` — fix: ${n.fixes.join('; ')}` : ''}`);
   return `${lines.join('\n')}\n`;
 }
+
+/**
+ * Sandbox disks (storage/disk-store.ts): loop devices, XFS and ext4 in the kernel, and the tools
+ * that make and freeze them. Every runtime keeps /workspace and /tmp on one.
+ */
+export function sandboxDisksCheck(opts: { path: string; procRoot: string; loopControl?: string }): HostCheck {
+  const requiredBy: RuntimeName[] = ['local', 'docker', 'gvisor'];
+  const name = 'sandbox disks (loop, xfs, ext4)';
+  const missingTools = ['mkfs.xfs', 'mkfs.ext4', 'xfs_io', 'fsfreeze', 'mount', 'umount'].filter((t) => !findOnPath(t, opts.path));
+  if (missingTools.length > 0) {
+    return check({ name, ok: false, detail: `missing: ${missingTools.join(', ')}`, requiredBy, fix: 'apt-get install xfsprogs e2fsprogs util-linux mount' });
+  }
+  let filesystems = '';
+  try {
+    filesystems = readFileSync(join(opts.procRoot, 'filesystems'), 'utf8');
+  } catch {
+    // unreadable: reported below as missing
+  }
+  const fs = new Set(filesystems.split('\n').map((l) => l.trim().split(/\s+/).pop()));
+  const missingFs = ['xfs', 'ext4'].filter((f) => !fs.has(f));
+  if (missingFs.length > 0) {
+    return check({ name, ok: false, detail: `the kernel lacks ${missingFs.join(' and ')} (/proc/filesystems)`, requiredBy, fix: `modprobe ${missingFs.join(' ')}, or use a kernel built with them` });
+  }
+  if (!existsSync(opts.loopControl ?? '/dev/loop-control')) {
+    return check({ name, ok: false, detail: 'no /dev/loop-control: loop devices are not available (a container without them?)', requiredBy, fix: 'modprobe loop, or run agentbox where /dev/loop-control exists' });
+  }
+  return check({ name, ok: true, detail: 'loop devices, xfs and ext4 present; a sparse XFS store under AGENTBOX_HOME/storage holds one ext4 image per sandbox', requiredBy });
+}

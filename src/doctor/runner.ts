@@ -12,6 +12,7 @@ import { buildRuntimes } from '../daemon/compose.js';
 import { resolvePaths } from '../core/config.js';
 import type { CreateSandboxRequest } from '../contract/requests.js';
 import { ImageStore } from '../images/image-store.js';
+import { DiskStore } from '../storage/disk-store.js';
 import { silentLogger } from '../observability/logger.js';
 import { AgentboxClient } from '../sdk/client.js';
 import type { Attack, AttackContext, AttackRuntime, AttackSandboxes } from './attacks/types.js';
@@ -54,7 +55,7 @@ export function runtimeRequest(rt: AttackRuntime): Pick<CreateSandboxRequest, 'r
 /** Which runtimes answer on this host, and why the others do not. */
 export async function presentRuntimes(): Promise<Map<AttackRuntime, string | null>> {
   const paths = resolvePaths();
-  const rts = buildRuntimes(paths, new ImageStore(paths.images));
+  const rts = buildRuntimes(paths, new ImageStore(paths.images), new DiskStore({ dir: paths.storage }));
   const out = new Map<AttackRuntime, string | null>();
   const local = await rts.local?.probe();
   out.set('local', local?.ok ? null : `${local?.reason ?? 'unavailable'} (${local?.hint ?? ''})`);

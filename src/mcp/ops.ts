@@ -6,8 +6,8 @@
  */
 import { Readable } from 'node:stream';
 import type { Caller, SandboxManager } from '../core/manager.js';
-import type { ExecResult, Sandbox } from '../contract/model.js';
-import type { CreateSandboxRequest, ExecRequest } from '../contract/requests.js';
+import type { ExecResult, Sandbox, Snapshot } from '../contract/model.js';
+import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest } from '../contract/requests.js';
 import { parseDuration } from '../policy/duration.js';
 import type { Policy } from '../policy/schema.js';
 import type { AgentboxClient } from '../sdk/client.js';
@@ -44,6 +44,8 @@ export interface SandboxOps {
   readFile(id: string, path: string, maxBytes: number): Promise<ReadResult>;
   stop(id: string): Promise<Sandbox>;
   delete(id: string): Promise<Sandbox>;
+  snapshot(id: string, req: CreateSnapshotRequest): Promise<Snapshot>;
+  fork(id: string, req: ForkRequest): Promise<Sandbox[]>;
   /** Undefined when not known (a remote daemon's policy is not visible to its clients). */
   readonly limits?: OpsLimits;
 }
@@ -59,6 +61,8 @@ export function clientOps(client: AgentboxClient): SandboxOps {
     readFile: async (id, path, maxBytes) => readCapped(await client.readFile(id, path), maxBytes),
     stop: (id) => client.stop(id),
     delete: (id) => client.delete(id),
+    snapshot: (id, req) => client.snapshot(id, req),
+    fork: (id, req) => client.fork(id, req),
   };
 }
 
@@ -75,6 +79,8 @@ export function managerOps(manager: SandboxManager, caller: Caller): SandboxOps 
     readFile: async (id, path, maxBytes) => readCapped(await manager.readFile(id, path, caller), maxBytes),
     stop: (id) => manager.stop(id, caller),
     delete: (id) => manager.delete(id, caller),
+    snapshot: (id, req) => manager.snapshot(id, req, caller),
+    fork: (id, req) => manager.fork(id, req, caller),
   };
 }
 

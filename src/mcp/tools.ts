@@ -19,7 +19,7 @@ import { VERSION } from '../core/config.js';
 import { AgentboxError, BadRequestError } from '../contract/errors.js';
 import { EXIT_KILLED, EXIT_TIMED_OUT } from '../contract/exit-codes.js';
 import { LabelsSchema, type ExecResult, type Sandbox } from '../contract/model.js';
-import { CreateSandboxRequestSchema, ExecRequestSchema, type ExecRequest } from '../contract/requests.js';
+import { CreateSandboxRequestSchema, CreateSnapshotRequestSchema, ExecRequestSchema, ForkRequestSchema, type ExecRequest } from '../contract/requests.js';
 import type { SandboxOps } from './ops.js';
 import { endedReason, SessionSandbox } from './session.js';
 
@@ -32,6 +32,8 @@ export const TOOL_NAMES = [
   'sandbox_read_file',
   'sandbox_stop',
   'sandbox_delete',
+  'sandbox_snapshot',
+  'sandbox_fork',
 ] as const;
 
 /** Largest file sandbox_write_file takes in one call (decoded bytes). */
@@ -115,7 +117,7 @@ const OptionalIdSchema = z
 const PathSchema = z.string().min(1).max(4096).describe('Absolute path inside the sandbox, e.g. /workspace/main.py (/workspace and /tmp are writable; no ".." segments)');
 const EncodingSchema = z.enum(['utf8', 'base64']);
 
-/** Register the eight tools on `server`. */
+/** Register the ten tools on `server`. */
 export function registerSandboxTools(server: McpServer, deps: SandboxToolDeps): void {
   const { ops, session } = deps;
   const limits = ops.limits;
@@ -310,6 +312,40 @@ export function registerSandboxTools(server: McpServer, deps: SandboxToolDeps): 
       const { text, encoding } = encode(value.data, args.encoding ?? 'utf8', value.truncated);
       const summary = `${args.path} in ${id}: ${value.data.length} bytes${value.truncated ? ` (truncated at maxBytes ${max})` : ''}${encoding === 'base64' && args.encoding !== 'base64' ? ', not UTF-8 text: returned as base64' : ''}`;
       return ok(withNotes(summary, notes), { sandboxId: id, path: args.path, encoding, content: text, bytes: value.data.length, truncated: value.truncated });
+    }),
+  );
+
+  server.registerTool(
+    'sandbox_snapshot',
+    {
+      title: 'Snapshot a sandbox',
+      description: [
+        "Keep a sandbox's files (/workspace and /tmp, not its memory or processes) as a snapshot that outlives the sandbox: returns it as JSON with its id (snap_...).",
+        'Start a new sandbox from it with sandbox_create and "snapshot": the id or name: it gets the same files, byte for byte. Without id, snapshots this session\'s sandbox.',
+      ].join(' '),
+      inputSchema: z.object({ id: OptionalIdSchema, name: CreateSnapshotRequestSchema.shape.name }).strict(),
+      annotations: { destructiveHint: false, openWorldHint: false },
+    },
+    run(async (args) => {
+      const { value: snap, id, notes } = await onSandbox(args.id, (sid) => ops.snapshot(sid, args.name ? { name: args.name } : {}));
+      return ok(withNotes(`snapshot ${snap.id}${snap.name ? ` (${snap.name})` : ''} of ${id}: ${snap.bytes} bytes`, notes), snap);
+    }),
+  );
+
+  server.registerTool(
+    'sandbox_fork',
+    {
+      title: 'Fork a sandbox',
+      description: [
+        "New sandboxes whose files are a copy of a running sandbox's files at this moment (copy-on-write, fast whatever their size); the original keeps running and no sandbox sees another's later writes.",
+        'Running processes and memory are not copied: start servers again in the children. Returns the new sandboxes as JSON; delete them with sandbox_delete when done. Without id, forks this session\'s sandbox.',
+      ].join(' '),
+      inputSchema: z.object({ id: OptionalIdSchema, count: ForkRequestSchema.shape.count }).strict(),
+      annotations: { destructiveHint: false, openWorldHint: false },
+    },
+    run(async (args) => {
+      const { value: kids, id, notes } = await onSandbox(args.id, (sid) => ops.fork(sid, args.count ? { count: args.count } : {}));
+      return ok(withNotes(`forked ${id} into ${kids.map((k) => k.id).join(', ')}`, notes), { sandboxes: kids });
     }),
   );
 

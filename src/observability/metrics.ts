@@ -27,6 +27,9 @@ export class Metrics {
   readonly httpRequests = new Counter({ name: 'agentbox_http_requests_total', help: 'HTTP requests, by listener (unix | tcp), method and status', labelNames: ['listener', 'method', 'status'] as const, registers: [this.registry] });
   readonly egressConnections = new Counter({ name: 'agentbox_egress_connections_total', help: 'Connection attempts through egress proxies, by decision and kind', labelNames: ['decision', 'kind'] as const, registers: [this.registry] });
   readonly egressBytes = new Counter({ name: 'agentbox_egress_bytes_total', help: 'Bytes through egress proxies, by direction', labelNames: ['direction'] as const, registers: [this.registry] });
+  readonly snapshotBytes = new Counter({ name: 'agentbox_snapshot_bytes_total', help: 'Host disk held by snapshots when taken (shared blocks included)', labelNames: ['tenant'] as const, registers: [this.registry] });
+  readonly snapshotSeconds = new Histogram({ name: 'agentbox_snapshot_seconds', help: 'Time to take a snapshot (freeze, clone, digest)', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [this.registry] });
+  readonly forkSeconds = new Histogram({ name: 'agentbox_fork_seconds', help: 'Time to fork a sandbox, all its children started', buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.registry] });
   readonly activeSandboxes: Gauge<'tenant'>;
 
   /** `countActive`: sandboxes creating or running, by tenant. */

@@ -157,6 +157,7 @@ const TenantSchema = z
         execMinutesPerDay: z.number().min(0).optional().describe('Exec time per UTC day, minutes'),
         requestsPerMinute: z.number().int().min(1).optional().describe('API requests per minute, REST and /mcp together (token bucket; bursts up to this many)'),
         mcpSessions: z.number().int().min(0).max(4096).optional().describe('MCP sessions open at once over /mcp (default 32)'),
+        snapshotsMb: z.number().int().min(0).optional().describe('Disk held by the tenant\'s snapshots together, MiB (each counted at its full size, shared blocks included)'),
       })
       .strict()
       .optional()

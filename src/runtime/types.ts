@@ -20,6 +20,25 @@ export interface RuntimeSpec {
    * read-only at EGRESS_MOUNT and run PID 1's relay (runtime/egress-plumbing.ts). Absent: no network.
    */
   egressDir?: string;
+  /**
+   * Start from this disk image instead of an empty disk (a snapshot's or a fork's, in the disk
+   * store); the driver hands it to `SandboxDisks.create`.
+   */
+  diskFrom?: string;
+}
+
+/**
+ * Where a sandbox's writable state lives (storage/disk-store.ts): a filesystem of `diskMb` on the
+ * host's disk, mounted at `root`, whose `workspace/` and `tmp/` the driver binds at /workspace and
+ * /tmp. Given to each driver; the driver makes the disk in `create` and removes it in
+ * `destroy`/`reap`, so a disk lives exactly as long as its sandbox.
+ */
+export interface SandboxDisks {
+  create(id: string, sizeMb: number, from?: string): Promise<{ root: string }>;
+  /** The disk of a sandbox that outlived the daemon, mounted again if needed; undefined when it has none. */
+  attach(id: string): Promise<{ root: string } | undefined>;
+  /** Idempotent. */
+  destroy(id: string): Promise<void>;
 }
 
 /**

@@ -6,8 +6,8 @@ import { request, type IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../contract/errors.js';
 import type { DaemonInfo } from '../contract/daemon.js';
-import type { DeniedHost, DirEntry, Egress, EgressEvent, ExecRecord, ExecResult, ExecSummary, Sandbox } from '../contract/model.js';
-import type { CreateSandboxRequest, ExecRequest } from '../contract/requests.js';
+import type { DeniedHost, DirEntry, Egress, EgressEvent, ExecRecord, ExecResult, ExecSummary, Sandbox, Snapshot } from '../contract/model.js';
+import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest } from '../contract/requests.js';
 import type { ImageInfo } from '../contract/images.js';
 import { SandboxRef } from './sandbox.js';
 
@@ -215,6 +215,29 @@ export class AgentboxClient {
   /** Let a running sandbox reach one more host (HOST, HOST:PORT or *.DOMAIN), from its next connection on. */
   allowEgress(id: string, host: string): Promise<Sandbox> {
     return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/egress/allow`, { host });
+  }
+
+  /** Snapshot a running sandbox's files (/workspace, /tmp); restore with `create({ snapshot })`. */
+  snapshot(id: string, req: CreateSnapshotRequest = {}): Promise<Snapshot> {
+    return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/snapshots`, req);
+  }
+
+  async listSnapshots(): Promise<Snapshot[]> {
+    return (await this.json<{ snapshots: Snapshot[] }>('GET', '/v1/snapshots')).snapshots;
+  }
+
+  /** By id or name. */
+  getSnapshot(ref: string): Promise<Snapshot> {
+    return this.json('GET', `/v1/snapshots/${encodeURIComponent(ref)}`);
+  }
+
+  deleteSnapshot(ref: string): Promise<Snapshot> {
+    return this.json('DELETE', `/v1/snapshots/${encodeURIComponent(ref)}`);
+  }
+
+  /** New sandboxes with a copy-on-write copy of a running sandbox's files; it keeps running. */
+  async fork(id: string, req: ForkRequest = {}): Promise<Sandbox[]> {
+    return (await this.json<{ sandboxes: Sandbox[] }>('POST', `/v1/sandboxes/${encodeURIComponent(id)}/fork`, req)).sandboxes;
   }
 
   /** Pull a registry image on the daemon's host (operator only); progress as it comes. */

@@ -16,6 +16,6 @@ export {
   UnauthorizedError,
   type ErrorCode,
 } from '../contract/errors.js';
-export type { DeniedHost, DirEntry, Egress, EgressEvent, ExecResult, ExecSummary, Limits, Sandbox, SandboxState, EndReason } from '../contract/model.js';
-export type { CreateSandboxRequest, ExecRequest } from '../contract/requests.js';
+export type { DeniedHost, DirEntry, Egress, EgressEvent, ExecResult, ExecSummary, Limits, Sandbox, SandboxState, Snapshot, EndReason } from '../contract/model.js';
+export type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest } from '../contract/requests.js';
 export type { DaemonInfo } from '../contract/daemon.js';

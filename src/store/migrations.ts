@@ -99,6 +99,26 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 3,
+    name: 'snapshots',
+    sql: `
+      CREATE TABLE snapshots (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        name TEXT,
+        sandbox_id TEXT NOT NULL,
+        image TEXT NOT NULL,
+        disk_mb INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('creating', 'ready')),
+        created_at TEXT NOT NULL
+      );
+      CREATE UNIQUE INDEX snapshots_name ON snapshots (tenant, name) WHERE name IS NOT NULL;
+      CREATE INDEX snapshots_tenant ON snapshots (tenant, created_at);
+    `,
+  },
+  {
+    version: 4,
     name: 'execs lost with their daemon',
     // 1: the daemon died while the exec ran; a restarted daemon set ended_at when it found it.
     sql: `

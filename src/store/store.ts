@@ -10,6 +10,7 @@ import { dirname } from 'node:path';
 import { InternalError } from '../contract/errors.js';
 import type { Egress, EndReason, Sandbox, SandboxSpec, SandboxState } from '../contract/model.js';
 import { EgressEvents } from './egress-events.js';
+import { SnapshotRecords } from './snapshot-records.js';
 import { migrate, schemaVersion } from './migrations.js';
 import {
   sandboxToRow,
@@ -83,6 +84,7 @@ export class Store {
   private readonly execsPerSandbox: number;
   /** The egress proxies' connection log. */
   readonly egress: EgressEvents;
+  readonly snapshots: SnapshotRecords;
 
   private constructor(db: Database.Database, opts: StoreOpts) {
     const keep = opts.execsPerSandbox ?? 100;
@@ -91,6 +93,7 @@ export class Store {
     this.execsPerSandbox = keep;
     this.stmts = prepareStatements(db);
     this.egress = new EgressEvents(db);
+    this.snapshots = new SnapshotRecords(db);
   }
 
   /**

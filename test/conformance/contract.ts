@@ -16,6 +16,7 @@ import type { Runtime, SandboxHandle } from '../../src/runtime/types.js';
 import { collect, execOpts, run } from '../helpers/collect.js';
 import { readAll } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR } from '../helpers/images.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 export interface ContractOpts {
   name: string;
@@ -357,6 +358,43 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
     it('enforces the disk limit on /workspace', async () => {
       const r = await run(rt, sb, `dd if=/dev/zero of=/workspace/fill bs=1M count=${LIMITS.diskMb * 2} 2>&1; rm -f /workspace/fill`);
       assert.match(r.stdout, /No space left/i);
+    });
+
+    it('keeps /workspace and /tmp on disk: files beyond memoryMb fit, past diskMb is ENOSPC, and the sandbox lives on', async () => {
+      // 96 MB of files under a 48 MB memory limit: on a tmpfs this is an OOM kill, on the disk it is nothing.
+      const h = await newSandbox({ memoryMb: 48, diskMb: 160 });
+      const write = await run(rt, h, 'head -c 100663296 /dev/urandom > /workspace/big && echo ok-$(stat -c %s /workspace/big) && sha256sum /workspace/big');
+      assert.equal(write.exitCode, 0, write.stdout + write.stderr);
+      assert.match(write.stdout, /^ok-100663296\n/);
+      const sum = write.stdout.split('\n')[1]!.split(' ')[0];
+      assert.ok((await rt.stats(h)).memoryBytes < 48 * 1024 * 1024, 'the files count against memory');
+      // /tmp shares the disk and its quota.
+      const over = await run(rt, h, 'dd if=/dev/zero of=/tmp/over bs=1M count=100 2>&1; echo rc=$?');
+      assert.match(over.stdout, /No space left on device/);
+      assert.match(over.stdout, /rc=1/);
+      assert.equal((await rt.status(h)).alive, true);
+      const after = await run(rt, h, 'rm -f /tmp/over; sha256sum /workspace/big; echo small > /tmp/small && cat /tmp/small');
+      assert.equal(after.exitCode, 0, after.stderr);
+      assert.equal(after.stdout, `${sum}  /workspace/big\nsmall\n`);
+    });
+
+    it('starts from a frozen clone of a live sandbox\'s disk: the same bytes, owned by the new sandbox, independent both ways', async () => {
+      const a = await newSandbox({ diskMb: 96 });
+      const w = await run(rt, a, 'head -c 20000000 /dev/urandom > /workspace/data; mkdir -p /workspace/d/e; echo deep > /workspace/d/e/f; echo t > /tmp/t; sha256sum /workspace/data | cut -d" " -f1');
+      assert.equal(w.exitCode, 0, w.stderr);
+      const disks = scratchDiskStore();
+      const clone = await disks.cloneToScratch(a.id);
+      try {
+        const b = await rt.create({ id: `sbx_ct${process.pid}x${++counter}`, image: 'busybox', isolation: opts.isolation, limits: { ...LIMITS, diskMb: 96 }, labels: {}, diskFrom: clone });
+        created.push(b);
+        const r = await run(rt, b, 'sha256sum /workspace/data | cut -d" " -f1; cat /workspace/d/e/f /tmp/t; echo more >> /workspace/d/e/f && echo writable; stat -c %u /workspace/data');
+        assert.equal(r.stdout, `${w.stdout}deep\nt\nwritable\n1000\n`);
+        assert.equal((await run(rt, a, 'cat /workspace/d/e/f')).stdout, 'deep\n', 'a write in the clone reached the original');
+        await run(rt, a, 'echo only-a > /workspace/only-a');
+        assert.equal((await run(rt, b, 'test -e /workspace/only-a && echo SEEN || echo unseen')).stdout, 'unseen\n');
+      } finally {
+        await disks.dropScratch(clone);
+      }
     });
 
     it('pauses and resumes', async (t) => {

@@ -11,17 +11,18 @@ import { VERSION, helperPath } from '../../src/core/config.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { hasDebian, testImages } from '../helpers/images.js';
 import { runRuntimeContract } from './contract.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const homeTag = `test-contract-${process.pid}`;
 // As the daemon runs it: runc sandboxes entered directly (direct-entry.ts), gVisor ones through their
 // exec agent (exec-agent.ts); and a driver with neither, on Engine execs only.
 const agentDir = mkdtempSync(join(tmpdir(), 'ab-agents-'));
-const newRuntime = async (): Promise<DockerRuntime> => new DockerRuntime({ images: await testImages(), homeTag, version: VERSION, helper: helperPath(), agentDir });
-const newEngineOnlyRuntime = async (): Promise<DockerRuntime> => new DockerRuntime({ images: await testImages(), homeTag, version: VERSION });
+const newRuntime = async (): Promise<DockerRuntime> => new DockerRuntime({ disks: scratchDiskStore(), images: await testImages(), homeTag, version: VERSION, helper: helperPath(), agentDir });
+const newEngineOnlyRuntime = async (): Promise<DockerRuntime> => new DockerRuntime({ disks: scratchDiskStore(), images: await testImages(), homeTag, version: VERSION });
 
 // `npm run test:conformance -- --runtime docker` (or gvisor) sets this: only those contracts run.
 const wanted = (process.env.AGENTBOX_CONFORMANCE_RUNTIMES ?? 'docker,gvisor').split(',');
-const probe = await new DockerRuntime({ images: { resolve: () => { throw new Error('unused'); } }, homeTag, version: VERSION }).probe();
+const probe = await new DockerRuntime({ disks: scratchDiskStore(), images: { resolve: () => { throw new Error('unused'); } }, homeTag, version: VERSION }).probe();
 const runsc = probe.ok && (probe.details?.runtimes ?? '').split(' ').includes('runsc');
 
 if (!probe.ok) {

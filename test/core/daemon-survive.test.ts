@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -22,6 +22,8 @@ import { cliEntry, helperPath, resolvePaths, VERSION } from '../../src/core/conf
 import type { Sandbox } from '../../src/contract/model.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { LocalRuntime } from '../../src/runtime/local/local-runtime.js';
+import { DiskStore } from '../../src/storage/disk-store.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 import type { Runtime, SandboxHandle } from '../../src/runtime/types.js';
 import { AgentboxClient } from '../../src/sdk/client.js';
 import { Store } from '../../src/store/store.js';
@@ -42,21 +44,22 @@ interface Case {
   name: 'local' | 'docker' | 'gvisor';
   /** `defaults:` lines of the policy. */
   defaults: string;
-  driver(homeTag: string): Runtime;
+  /** The driver the daemon of that home uses (for status, list and reap without a daemon). */
+  driver(homeTag: string, disks: DiskStore): Runtime;
 }
 
 describe('sandboxes outlive the daemon', async () => {
   const images = await testImages();
-  const docker = new DockerRuntime({ images, homeTag: 'probe', version: VERSION });
+  const docker = new DockerRuntime({ disks: scratchDiskStore(), images, homeTag: 'probe', version: VERSION });
   const dockerProbe = await docker.probe();
-  const local = new LocalRuntime({ scope: 'agentbox/probe', resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
+  const local = new LocalRuntime({ disks: scratchDiskStore(), scope: 'agentbox/probe', resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
   const localProbe = await local.probe();
   const cases: { c: Case; skip: string | false }[] = [
     {
       c: {
         name: 'local',
         defaults: '  runtime: local\n  limits: { memoryMb: 128, pids: 64, diskMb: 16 }',
-        driver: (homeTag) => new LocalRuntime({ scope: `agentbox/${homeTag}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() }),
+        driver: (homeTag, disks) => new LocalRuntime({ disks, scope: `agentbox/${homeTag}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() }),
       },
       skip: localProbe.ok ? false : `the local runtime cannot run here: ${localProbe.reason}`,
     },
@@ -64,7 +67,7 @@ describe('sandboxes outlive the daemon', async () => {
       c: {
         name: 'docker',
         defaults: '  runtime: docker\n  isolation: container\n  limits: { memoryMb: 128, pids: 64, diskMb: 16 }',
-        driver: (homeTag) => new DockerRuntime({ images, homeTag, version: VERSION }),
+        driver: (homeTag, disks) => new DockerRuntime({ disks, images, homeTag, version: VERSION }),
       },
       skip: dockerProbe.ok ? false : `dockerd is not reachable (scripts/start-dockerd.sh): ${dockerProbe.reason}`,
     },
@@ -72,7 +75,7 @@ describe('sandboxes outlive the daemon', async () => {
       c: {
         name: 'gvisor',
         defaults: '  runtime: docker\n  isolation: gvisor\n  limits: { memoryMb: 256, pids: 64, diskMb: 16 }',
-        driver: (homeTag) => new DockerRuntime({ images, homeTag, version: VERSION }),
+        driver: (homeTag, disks) => new DockerRuntime({ disks, images, homeTag, version: VERSION }),
       },
       skip: !dockerProbe.ok
         ? `dockerd is not reachable (scripts/start-dockerd.sh): ${dockerProbe.reason}`
@@ -97,7 +100,9 @@ describe('sandboxes outlive the daemon', async () => {
       writeFileSync(join(home, 'hosts'), '127.0.0.1 site.survive.test\n');
       const env = { ...process.env, AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_POLICY: policy, AGENTBOX_LOG_LEVEL: 'warn', AGENTBOX_EGRESS_HOSTS: join(home, 'hosts') };
       const client = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
-      const rt = c.driver(resolvePaths(env).homeTag);
+      const paths = resolvePaths(env);
+      const rt = c.driver(paths.homeTag, new DiskStore({ dir: paths.storage }));
+      const mountsUnderHome = (): string[] => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m.startsWith(`${home}/`));
       const runtimeName = c.name === 'local' ? 'local' : 'docker';
       const daemons: ChildProcess[] = [];
       const start = async (): Promise<ChildProcess> => {
@@ -209,6 +214,7 @@ describe('sandboxes outlive the daemon', async () => {
         }
         assert.deepEqual(await rt.list(), [], 'host objects left behind');
         assert.deepEqual(hostLeftovers(ids), [], 'left on the host');
+        assert.deepEqual(mountsUnderHome(), [], 'mounts left under the home');
       } finally {
         site.close();
         for (const d of daemons.filter((x) => x.exitCode === null && x.signalCode === null)) await stopWith(d, 'SIGUSR2');

@@ -16,6 +16,7 @@ import { cliEntry, resolvePaths, VERSION } from '../../src/core/config.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { AgentboxClient } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 async function until(fn: () => Promise<boolean>, ms = 30_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -27,7 +28,7 @@ async function until(fn: () => Promise<boolean>, ms = 30_000): Promise<void> {
 
 describe('docker sandboxes across a daemon crash', async () => {
   const images = await testImages();
-  const up = (await new DockerRuntime({ images, homeTag: 'probe', version: VERSION }).probe()).ok;
+  const up = (await new DockerRuntime({ disks: scratchDiskStore(), images, homeTag: 'probe', version: VERSION }).probe()).ok;
 
   test('kill -9: known sandboxes survive and still work, pool members are reaped', { skip: up ? false : 'dockerd is not reachable (scripts/start-dockerd.sh)' }, async () => {
     const home = mkdtempSync(join(tmpdir(), 'agentbox-dcrash-'));
@@ -42,7 +43,7 @@ describe('docker sandboxes across a daemon crash', async () => {
     const fetchSite = async (id: string): Promise<string> =>
       (await client.exec(id, { cmd: ['wget', '-q', '-O', '-', `http://site.crash.test:${sitePort}/`], timeoutMs: 20_000 })).stdout;
     const client = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
-    const rt = new DockerRuntime({ images, homeTag: resolvePaths(env).homeTag, version: VERSION });
+    const rt = new DockerRuntime({ disks: scratchDiskStore(), images, homeTag: resolvePaths(env).homeTag, version: VERSION });
     // Every daemon this test starts, so that a failing assertion cannot leave one running.
     const daemons: ChildProcess[] = [];
     const start = async (): Promise<ChildProcess> => {

@@ -15,6 +15,7 @@ import { LocalRuntime } from '../../src/runtime/local/local-runtime.js';
 import { Store } from '../../src/store/store.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
 import type { ImageStore } from '../../src/images/image-store.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const caller: Caller = { tenant: 'default', actor: 'test' };
 
@@ -36,7 +37,7 @@ describe('SandboxManager', () => {
   let dir: string;
   let images: ImageStore;
   const scope = `agentbox/test-manager-${process.pid}`;
-  const newRuntime = (): LocalRuntime => new LocalRuntime({ scope, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
+  const newRuntime = (): LocalRuntime => new LocalRuntime({ disks: scratchDiskStore(), scope, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
 
   before(async () => {
     images = await testImages();

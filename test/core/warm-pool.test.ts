@@ -14,11 +14,12 @@ import { LocalRuntime } from '../../src/runtime/local/local-runtime.js';
 import type { Runtime } from '../../src/runtime/types.js';
 import { Store } from '../../src/store/store.js';
 import { testImages } from '../helpers/images.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const caller: Caller = { tenant: 'default', actor: 'test' };
 
 async function dockerUp(): Promise<boolean> {
-  const rt = new DockerRuntime({ images: await testImages(), homeTag: 'probe', version: VERSION });
+  const rt = new DockerRuntime({ disks: scratchDiskStore(), images: await testImages(), homeTag: 'probe', version: VERSION });
   return (await rt.probe()).ok;
 }
 
@@ -32,8 +33,8 @@ for (const runtime of ['local', 'docker'] as const) {
       const tag = `pooltest${process.pid}${runtime}`;
       const rt: Runtime =
         runtime === 'local'
-          ? new LocalRuntime({ scope: `agentbox/${tag}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() })
-          : new DockerRuntime({ images, homeTag: tag, version: VERSION });
+          ? new LocalRuntime({ disks: scratchDiskStore(), scope: `agentbox/${tag}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() })
+          : new DockerRuntime({ disks: scratchDiskStore(), images, homeTag: tag, version: VERSION });
       const policy = parsePolicyText(`version: 1\ndefaults:\n  runtime: ${runtime}\n  limits: { memoryMb: 128, pids: 64, diskMb: 16 }\npools:\n  - { image: busybox, size: 3 }\n`, 'pool.yaml');
       assert.equal(policy.kind, 'ok');
       if (policy.kind !== 'ok') return;

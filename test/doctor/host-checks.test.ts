@@ -25,7 +25,7 @@ describe('agentbox doctor host checks', () => {
     const summary = lines.pop()?.summary;
     assert.ok(summary, `no summary line last: ${r.stdout}`);
     const names = lines.map((c) => c.name);
-    for (const want of ['kernel', 'cgroups', 'bubblewrap', 'user namespaces', 'native helper', 'runtime local (bubblewrap + cgroups)', 'disk (AGENTBOX_HOME)', 'disk (image store)', 'pid_max / threads-max', 'runtime docker (dockerd)', 'runtime gvisor (runsc)', 'kvm (microvm runtime)']) {
+    for (const want of ['kernel', 'cgroups', 'bubblewrap', 'user namespaces', 'native helper', 'runtime local (bubblewrap + cgroups)', 'disk (AGENTBOX_HOME)', 'sandbox disks (loop, xfs, ext4)', 'disk (image store)', 'pid_max / threads-max', 'runtime docker (dockerd)', 'runtime gvisor (runsc)', 'kvm (microvm runtime)']) {
       assert.ok(names.includes(want), `no check ${want}: ${names.join(', ')}`);
     }
     for (const c of lines.filter((l) => !l.ok)) assert.ok(c.fix, `${c.name} fails without a fix`);

@@ -25,6 +25,7 @@ import type { Runtime } from '../../src/runtime/types.js';
 import { Store } from '../../src/store/store.js';
 import { hasDebian, testImages } from '../helpers/images.js';
 import { haveNetnsSupport, startFakeInternet, type FakeInternet } from '../helpers/fake-internet.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const caller: Caller = { tenant: 'default', actor: 'test' };
 const REPO = join(import.meta.dirname, '..', '..', '..');
@@ -84,7 +85,7 @@ const variants: Variant[] = [
     isolation: 'namespaces',
     make: async () => {
       const images = await testImages();
-      return new LocalRuntime({ scope: `agentbox/${homeTag}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
+      return new LocalRuntime({ disks: scratchDiskStore(), scope: `agentbox/${homeTag}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
     },
   },
   ...(['container', 'gvisor'] as const).map((isolation) => ({
@@ -92,7 +93,7 @@ const variants: Variant[] = [
     runtime: 'docker' as const,
     isolation,
     make: async (): Promise<Runtime | string> => {
-      const rt = new DockerRuntime({ images: await testImages(), homeTag, version: VERSION });
+      const rt = new DockerRuntime({ disks: scratchDiskStore(), images: await testImages(), homeTag, version: VERSION });
       const probe = await rt.probe();
       if (!probe.ok) return `${probe.reason} (${probe.hint})`;
       if (isolation === 'gvisor' && !(probe.details?.runtimes ?? '').split(' ').includes('runsc')) return 'runsc is not registered with dockerd';

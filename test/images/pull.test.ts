@@ -25,13 +25,14 @@ import { imageRef } from '../../src/runtime/docker/images.js';
 import { LocalRuntime } from '../../src/runtime/local/local-runtime.js';
 import { collect } from '../helpers/collect.js';
 import { testImages } from '../helpers/images.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const REGISTRY = '/usr/bin/docker-registry';
 const homeTag = `test-pull-${process.pid}`;
 
 async function skipReason(): Promise<string | false> {
   if (!existsSync(REGISTRY)) return 'docker-registry is not installed (scripts/start-dockerd.sh installs it)';
-  const probe = await new DockerRuntime({ images: { resolve: () => { throw new Error('unused'); } }, homeTag, version: VERSION }).probe();
+  const probe = await new DockerRuntime({ disks: scratchDiskStore(), images: { resolve: () => { throw new Error('unused'); } }, homeTag, version: VERSION }).probe();
   return probe.ok ? false : `${probe.reason} (${probe.hint})`;
 }
 
@@ -72,7 +73,7 @@ describe('image pull', { skip: await skipReason() }, () => {
     assert.equal(await status(`http://127.0.0.1:${port}/v2/`), 200, 'the registry did not come up');
     // Our busybox, imported into Docker by the driver, pushed under a registry name, then untagged.
     const images = await testImages();
-    const rt = new DockerRuntime({ images, homeTag, version: VERSION });
+    const rt = new DockerRuntime({ disks: scratchDiskStore(), images, homeTag, version: VERSION });
     await rt.prepareImage('busybox');
     await rt.close();
     repo = `127.0.0.1:${port}/abtest/bb`;
@@ -99,7 +100,7 @@ describe('image pull', { skip: await skipReason() }, () => {
     assert.ok(events.some((e) => e.phase === 'pull'), 'no pull progress');
     assert.ok(events.some((e) => e.phase === 'pull' && /Pull complete|Downloaded newer image|Download complete/.test(e.message)), JSON.stringify(events.slice(-3)));
     assert.ok(events.some((e) => e.phase === 'export'));
-    const rt = new LocalRuntime({ scope: `agentbox/${homeTag}`, resolveRootfs: (i) => store.resolve(i).rootfs, helper: helperPath() });
+    const rt = new LocalRuntime({ disks: scratchDiskStore(), scope: `agentbox/${homeTag}`, resolveRootfs: (i) => store.resolve(i).rootfs, helper: helperPath() });
     const h = await rt.create({ id: `sbx_pull${process.pid}`, image: 'pulled-bb', isolation: 'namespaces', limits: { cpus: 1, memoryMb: 64, pids: 32, diskMb: 16 }, labels: {} });
     try {
       const r = await collect(rt.exec(h, ['sh', '-c', 'echo pulled-and-running; id -u'], { env: {}, timeoutMs: 10_000, outputLimitBytes: 1 << 20, execId: 'exe_pull' }));

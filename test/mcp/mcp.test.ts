@@ -157,6 +157,24 @@ async function exerciseExplicit(client: Client): Promise<void> {
   const e = await call(client, 'sandbox_exec', { id, command: 'echo $GREETING' });
   assert.equal(json(e).stdout, 'hej\n');
   assert.equal(json(e).sandboxId, id);
+
+  // Its files kept as a snapshot and restored into a new sandbox, and branched by a fork.
+  await call(client, 'sandbox_exec', { id, command: 'echo snap-me > /workspace/s' });
+  const sn = await call(client, 'sandbox_snapshot', { id });
+  assert.equal(sn.isError ?? false, false, texts(sn).join('\n'));
+  const snapId = json<{ id: string }>(sn).id;
+  assert.match(snapId, /^snap_/);
+  const restored = json<Sandbox>(await call(client, 'sandbox_create', { snapshot: snapId })).id;
+  assert.equal(json(await call(client, 'sandbox_exec', { id: restored, command: 'cat /workspace/s' })).stdout, 'snap-me\n');
+  const f = await call(client, 'sandbox_fork', { id, count: 2 });
+  assert.equal(f.isError ?? false, false, texts(f).join('\n'));
+  const kids = json<{ sandboxes: Sandbox[] }>(f).sandboxes.map((k) => k.id);
+  assert.equal(kids.length, 2);
+  for (const k of kids) assert.equal(json(await call(client, 'sandbox_exec', { id: k, command: 'cat /workspace/s' })).stdout, 'snap-me\n');
+  for (const k of [restored, ...kids]) await call(client, 'sandbox_delete', { id: k });
+  const unknown = await call(client, 'sandbox_snapshot', { id: 'sbx_nope' });
+  assert.equal(unknown.isError, true);
+
   const st = await call(client, 'sandbox_stop', { id });
   assert.equal(json(st).state, 'stopped');
   const after = await call(client, 'sandbox_exec', { id, cmd: ['true'] });

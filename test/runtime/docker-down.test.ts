@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { RuntimeUnavailableError } from '../../src/contract/errors.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'agentbox-docker-down-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -15,7 +16,7 @@ const images = { resolve: (name: string) => ({ info: { name, id: 'abc123', creat
 const spec = { id: 'sbx_down1', image: 'busybox', isolation: 'container' as const, limits: { cpus: 1, memoryMb: 64, pids: 32, diskMb: 8 }, labels: {} };
 
 test('nothing listens on the socket: probe says so quickly, create rejects with runtime_unavailable', async () => {
-  const rt = new DockerRuntime({ images, homeTag: 'test-down', version: 'test', docker: { socketPath: join(dir, 'no-dockerd.sock') } });
+  const rt = new DockerRuntime({ disks: scratchDiskStore(), images, homeTag: 'test-down', version: 'test', docker: { socketPath: join(dir, 'no-dockerd.sock') } });
   const t0 = Date.now();
   const probe = await rt.probe();
   assert.equal(probe.ok, false);
@@ -33,7 +34,7 @@ test('a socket that accepts but never answers: probe gives up within its timeout
   const server: Server = createServer((s) => held.push(s));
   await new Promise<void>((resolve) => server.listen(sock, resolve));
   try {
-    const rt = new DockerRuntime({ images, homeTag: 'test-down', version: 'test', docker: { socketPath: sock }, probeTimeoutMs: 1000 });
+    const rt = new DockerRuntime({ disks: scratchDiskStore(), images, homeTag: 'test-down', version: 'test', docker: { socketPath: sock }, probeTimeoutMs: 1000 });
     const t0 = Date.now();
     const probe = await rt.probe();
     assert.equal(probe.ok, false);

@@ -18,12 +18,13 @@ import { AGENT_MOUNT, AGENT_SOCKET } from '../../src/runtime/docker/exec-agent.j
 import type { SandboxHandle } from '../../src/runtime/types.js';
 import { collect, execOpts, run } from '../helpers/collect.js';
 import { hasDebian, testImages } from '../helpers/images.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const homeTag = `test-extras-${process.pid}`;
 const LIMITS: Limits = { cpus: 1, memoryMb: 128, pids: 64, diskMb: 16 };
 // As the daemon runs it: gVisor execs go through the sandbox's exec agent.
 const agentDir = mkdtempSync(join(tmpdir(), 'ab-agents-'));
-const newRuntime = async (): Promise<DockerRuntime> => new DockerRuntime({ images: await testImages(), homeTag, version: VERSION, agentDir });
+const newRuntime = async (): Promise<DockerRuntime> => new DockerRuntime({ disks: scratchDiskStore(), images: await testImages(), homeTag, version: VERSION, agentDir });
 const rt = await newRuntime();
 const probe = await rt.probe();
 const skip = probe.ok ? false : `${probe.reason} (${probe.hint})`;

@@ -18,10 +18,11 @@ import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import type { SandboxHandle } from '../../src/runtime/types.js';
 import { run } from '../helpers/collect.js';
 import { testImages } from '../helpers/images.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const homeTag = `test-files-errors-${process.pid}`;
 const agentDir = mkdtempSync(join(tmpdir(), 'ab-agents-'));
-const rt = new DockerRuntime({ images: await testImages(), homeTag, version: VERSION, agentDir });
+const rt = new DockerRuntime({ disks: scratchDiskStore(), images: await testImages(), homeTag, version: VERSION, agentDir });
 const probe = await rt.probe();
 const skip = probe.ok ? false : `${probe.reason}`;
 const noRunsc = !probe.ok || !(probe.details?.runtimes ?? '').split(' ').includes('runsc');

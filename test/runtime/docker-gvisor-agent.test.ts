@@ -20,10 +20,11 @@ import { WATCHDOG_LOG } from '../../src/runtime/docker/oom.js';
 import type { SandboxHandle } from '../../src/runtime/types.js';
 import { collect, execOpts, run } from '../helpers/collect.js';
 import { testImages } from '../helpers/images.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const homeTag = `test-gvisor-agent-${process.pid}`;
 const agentDir = mkdtempSync(join(tmpdir(), 'ab-agents-'));
-const rt = new DockerRuntime({ images: await testImages(), homeTag, version: VERSION, agentDir });
+const rt = new DockerRuntime({ disks: scratchDiskStore(), images: await testImages(), homeTag, version: VERSION, agentDir });
 const probe = await rt.probe();
 const skip = !probe.ok ? `${probe.reason}` : !(probe.details?.runtimes ?? '').split(' ').includes('runsc') ? 'runsc is not registered with dockerd' : false;
 

@@ -13,11 +13,12 @@ import { VERSION } from '../../src/core/config.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { run } from '../helpers/collect.js';
 import { testImages } from '../helpers/images.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const homeTag = `test-gvisor-load-${process.pid}`;
 // As the daemon runs it: through the sandbox's exec agent.
 const agentDir = mkdtempSync(join(tmpdir(), 'ab-agents-'));
-const rt = new DockerRuntime({ images: await testImages(), homeTag, version: VERSION, agentDir });
+const rt = new DockerRuntime({ disks: scratchDiskStore(), images: await testImages(), homeTag, version: VERSION, agentDir });
 const probe = await rt.probe();
 const skip = !probe.ok ? `${probe.reason}` : !(probe.details?.runtimes ?? '').split(' ').includes('runsc') ? 'runsc is not registered with dockerd' : false;
 

@@ -12,13 +12,14 @@ import { buildRuntimes } from '../../src/daemon/compose.js';
 import { resolvePaths } from '../../src/core/config.js';
 import type { RuntimeName } from '../../src/contract/model.js';
 import { ImageStore } from '../../src/images/image-store.js';
+import { DiskStore } from '../../src/storage/disk-store.js';
 import { RUNTIME_ISOLATIONS } from '../../src/policy/isolation.js';
 
 test('every driver states the isolations policy offers for it, under its own name', async () => {
   const home = mkdtempSync(join(tmpdir(), 'agentbox-registry-'));
   try {
     const paths = resolvePaths({ AGENTBOX_HOME: home });
-    const runtimes = buildRuntimes(paths, new ImageStore(paths.images));
+    const runtimes = buildRuntimes(paths, new ImageStore(paths.images), new DiskStore({ dir: paths.storage }));
     assert.deepEqual(Object.keys(runtimes).sort(), Object.keys(RUNTIME_ISOLATIONS).sort());
     for (const [name, rt] of Object.entries(runtimes) as [RuntimeName, NonNullable<(typeof runtimes)[RuntimeName]>][]) {
       assert.equal(rt.name, name);

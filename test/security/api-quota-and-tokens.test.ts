@@ -15,6 +15,7 @@ import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
 import { closeDaemonLeavingNothing } from '../helpers/daemon-teardown.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const ALICE = 'alice-quota-token-0123456789';
 
@@ -65,7 +66,7 @@ describe('parallel creates against a tenant quota', () => {
   });
 });
 
-const dockerProbe = await new DockerRuntime({ images: { resolve: () => { throw new Error('unused'); } }, homeTag: `test-quota-${process.pid}`, version: VERSION }).probe();
+const dockerProbe = await new DockerRuntime({ disks: scratchDiskStore(), images: { resolve: () => { throw new Error('unused'); } }, homeTag: `test-quota-${process.pid}`, version: VERSION }).probe();
 
 describe('parallel first-use creates on docker against a tenant quota', { skip: dockerProbe.ok ? false : `docker: ${dockerProbe.reason}` }, () => {
   let home: string;

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import { VERSION } from '../../src/core/config.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const probeScript = fileURLToPath(new URL('./native-fd-probe.js', import.meta.url));
 const secretFile = `/root/.agentbox-fd-secret-${process.pid}`;
@@ -20,7 +21,7 @@ const secret = `host-secret-${randomBytes(8).toString('hex')}`;
 writeFileSync(secretFile, `${secret}\n`, { mode: 0o600 });
 after(() => unlinkSync(secretFile));
 
-const probe = await new DockerRuntime({ images: { resolve: () => { throw new Error('unused'); } }, homeTag: 'test-fd-probe', version: VERSION }).probe();
+const probe = await new DockerRuntime({ disks: scratchDiskStore(), images: { resolve: () => { throw new Error('unused'); } }, homeTag: 'test-fd-probe', version: VERSION }).probe();
 const runsc = probe.ok && (probe.details?.runtimes ?? '').split(' ').includes('runsc');
 const paths: { path: string; skip?: string }[] = [
   { path: 'local', ...(process.getuid?.() !== 0 ? { skip: 'the local runtime needs root' } : {}) },

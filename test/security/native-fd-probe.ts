@@ -15,6 +15,7 @@ import { readAll } from '../../src/sdk/client.js';
 import type { Runtime } from '../../src/runtime/types.js';
 import { collect, execOpts } from '../helpers/collect.js';
 import { testImages } from '../helpers/images.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const path = process.argv[2] ?? '';
 const secret = process.argv[3] ?? '';
@@ -25,16 +26,16 @@ let rt: Runtime;
 let isolation: Isolation = 'container';
 switch (path) {
   case 'local':
-    rt = new LocalRuntime({ scope: `agentbox/test-fd-${process.pid}`, resolveRootfs: (image) => images.resolve(image).rootfs, helper: helperPath() });
+    rt = new LocalRuntime({ disks: scratchDiskStore(), scope: `agentbox/test-fd-${process.pid}`, resolveRootfs: (image) => images.resolve(image).rootfs, helper: helperPath() });
     isolation = 'namespaces';
     break;
   case 'runc-direct':
   case 'gvisor-agent':
-    rt = new DockerRuntime({ images, homeTag, version: VERSION, helper: helperPath(), agentDir });
+    rt = new DockerRuntime({ disks: scratchDiskStore(), images, homeTag, version: VERSION, helper: helperPath(), agentDir });
     break;
   case 'runc-engine':
   case 'gvisor-engine':
-    rt = new DockerRuntime({ images, homeTag, version: VERSION });
+    rt = new DockerRuntime({ disks: scratchDiskStore(), images, homeTag, version: VERSION });
     break;
   default:
     throw new Error(`unknown path ${path}`);

@@ -12,6 +12,7 @@ import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { collect, execOpts } from '../helpers/collect.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
 import { localSkip, useLocalSandbox } from '../helpers/local-sandbox.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const skip = localSkip;
 const local = useLocalSandbox('mi');
@@ -28,7 +29,7 @@ test('a local sandbox\'s mountinfo names neither the helper\'s install directory
 
 // Registered at once (a test registered after a top-level await can be cancelled when the file's other tests end).
 test('a runc sandbox\'s mountinfo does not name the directory agentbox is installed in', async (t) => {
-  const drt = new DockerRuntime({ images: await testImages(), homeTag: `test-mountinfo-${process.pid}`, version: VERSION });
+  const drt = new DockerRuntime({ disks: scratchDiskStore(), images: await testImages(), homeTag: `test-mountinfo-${process.pid}`, version: VERSION });
   const probe = await drt.probe();
   if (!probe.ok) {
     await drt.close();

@@ -38,8 +38,10 @@ export async function createSandbox(
   egress: EgressService | undefined,
   caller: Caller,
   unreserve: () => void,
+  diskFrom?: string,
 ): Promise<Sandbox> {
-  const warm = d.pools.claim(spec);
+  // A pool member has an empty disk: a sandbox that starts from a snapshot or a fork starts itself.
+  const warm = diskFrom === undefined ? d.pools.claim(spec) : undefined;
   if (warm) spec = { ...spec, id: warm.id };
   let rt: Runtime;
   try {
@@ -80,7 +82,7 @@ export async function createSandbox(
     const handle =
       warm ??
       (await d.inflight.track(
-        rt.create({ id: spec.id, image: spec.image, isolation: spec.isolation, limits: spec.limits, labels: { ...spec.labels }, ...(egressDir ? { egressDir } : {}) }),
+        rt.create({ id: spec.id, image: spec.image, isolation: spec.isolation, limits: spec.limits, labels: { ...spec.labels }, ...(egressDir ? { egressDir } : {}), ...(diskFrom ? { diskFrom } : {}) }),
       ));
     store.setRuntimeData(spec.id, handle.data);
     store.setState(spec.id, 'running');

@@ -7,7 +7,10 @@ import type { EgressService } from '../../egress/service.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { Runtime } from '../../runtime/types.js';
 import type { Store, StoredSandbox } from '../../store/store.js';
+import type { DiskStore } from '../../storage/disk-store.js';
+import type { SnapshotFiles } from '../../storage/snapshot-files.js';
 import type { EndReason } from '../../contract/model.js';
+import { reconcileSnapshots } from './snapshots.js';
 import { reconcileEgress } from './egress.js';
 import type { ExecRecorder } from './execs.js';
 import { ACTIVE, endSandbox, type IdlePauses } from './lifecycle.js';
@@ -56,12 +59,15 @@ export async function reapPass(d: ReaperDeps): Promise<void> {
  * froze stays paused until the next call into it), else ended with why: create_failed (the daemon
  * died while creating it), runtime_lost (it died while no daemon ran), adopt_failed (alive, but its
  * egress proxy could not be reopened). A runtime that does not work now leaves its rows as they are.
+ * Then disks and snapshots of sandboxes that are gone are removed.
  */
 export async function reconcile(d: {
   store: Store;
   runtimes: Runtimes;
   pauses: IdlePauses;
   egress?: EgressService | undefined;
+  disks?: DiskStore | undefined;
+  snapshotFiles?: SnapshotFiles | undefined;
   logger: Logger;
   metrics?: Metrics | undefined;
 }): Promise<void> {
@@ -116,6 +122,22 @@ export async function reconcile(d: {
       await end(stored, 'adopt_failed', d.runtimes.find(stored.sandbox.runtime));
     }
   }
+  await reconcileDisks(d);
+  await reconcileSnapshots(d);
   const active = store.listSandboxes({ states: ACTIVE }).length;
   d.logger.info({ active, paused: d.pauses.size, lost_execs: lostExecs, ms: Math.round(performance.now() - t0) }, 'reconciled with the host');
+}
+
+/** Disks whose sandbox is gone (a daemon killed between a create's disk and its row, or during a destroy). */
+async function reconcileDisks(d: { store: Store; disks?: DiskStore | undefined; logger: Logger }): Promise<void> {
+  if (!d.disks?.exists()) return;
+  await d.disks.open();
+  const active = new Set(d.store.listSandboxes({ states: ACTIVE }).map((s) => s.sandbox.id));
+  for (const id of d.disks.list()) {
+    if (active.has(id)) continue;
+    await d.disks.destroy(id).then(
+      () => d.logger.warn({ sandbox_id: id }, 'removed the disk of a sandbox that is gone'),
+      (err: unknown) => d.logger.error({ sandbox_id: id, err }, 'could not remove an orphaned disk'),
+    );
+  }
 }

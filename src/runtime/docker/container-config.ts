@@ -9,7 +9,9 @@ import { AGENT_MOUNT, AGENT_SOCKET } from './exec-agent.js';
 
 /** Where the init binary is bind-mounted; every image has /.agentbox (the image store makes it). */
 export const INIT_IN_CONTAINER = '/.agentbox/init';
-export const SANDBOX_USER = '1000:1000';
+/** The sandbox user's uid, inside and (runc and gVisor alike) on the host. */
+export const SANDBOX_UID = 1000;
+export const SANDBOX_USER = `${SANDBOX_UID}:${SANDBOX_UID}`;
 
 export const LABEL_SANDBOX = 'agentbox.sandbox';
 /** Warm-pool members carry this instead of agentbox.sandbox until (and after) they are claimed. */
@@ -57,6 +59,8 @@ export interface ContainerConfigOpts {
   egressDir?: string;
   /** Host directory of the exec agent's socket (gVisor, exec-agent.ts). */
   agentDir?: string;
+  /** The sandbox's disk (runtime/types.ts SandboxDisks): its workspace/ and tmp/ become /workspace and /tmp. */
+  diskRoot: string;
 }
 
 export function containerName(id: string): string {
@@ -66,7 +70,6 @@ export function containerName(id: string): string {
 export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateOptions {
   const gvisor = o.isolation === 'gvisor';
   const memoryBytes = (o.limits.memoryMb + (gvisor ? GVISOR_HEADROOM.memoryMb : 0)) * 1024 * 1024;
-  const disk = `size=${o.limits.diskMb}m`;
   return {
     name: containerName(o.id),
     Image: o.imageRef,
@@ -102,12 +105,11 @@ export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateO
         `${o.initPath}:${INIT_IN_CONTAINER}:ro`,
         ...(o.egressDir ? [`${o.egressDir}:${EGRESS_MOUNT}:ro`] : []),
         ...(o.agentDir ? [`${o.agentDir}:${AGENT_MOUNT}:ro`] : []),
+        // On the host's disk under the disk's quota (ENOSPC past diskMb), not in memory; the disk is
+        // mounted nosuid,nodev, and exec stays allowed: agents run what they write.
+        `${o.diskRoot}/workspace:/workspace:rw`,
+        `${o.diskRoot}/tmp:/tmp:rw`,
       ],
-      Tmpfs: {
-        // exec: agents run what they write; nosuid/nodev: nothing gained by it.
-        '/workspace': `rw,exec,nosuid,nodev,${disk},uid=1000,gid=1000,mode=0755`,
-        '/tmp': `rw,exec,nosuid,nodev,${disk},mode=1777`,
-      },
       Memory: memoryBytes,
       MemorySwap: memoryBytes, // equal to Memory: no swap
       PidsLimit: hostPidsLimit(o.limits.pids, gvisor),

@@ -20,8 +20,9 @@ import { EXIT_KILLED } from '../../contract/exit-codes.js';
 import type { DirEntry, ExecEvent, Isolation } from '../../contract/model.js';
 import { SandboxFiles, type FileOpStarter } from '../files.js';
 import { baseEnv } from '../shared.js';
-import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxHandle } from '../types.js';
-import { containerConfig, containerName, INIT_IN_CONTAINER, LABEL_HOME, LABEL_SANDBOX, SANDBOX_USER, LABEL_ID, LABEL_POOL } from './container-config.js';
+import { claimDisk } from '../disk-owner.js';
+import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxDisks, SandboxHandle } from '../types.js';
+import { containerConfig, containerName, INIT_IN_CONTAINER, LABEL_HOME, LABEL_SANDBOX, SANDBOX_UID, SANDBOX_USER, LABEL_ID, LABEL_POOL } from './container-config.js';
 import { engineAddress, engineError, engineMessage, newClient, START_HINT, statusOf } from './engine.js';
 import { startEngineExec, type EngineExec } from './engine-exec.js';
 import type { AgentExec } from './exec-agent.js';
@@ -52,6 +53,8 @@ export interface DockerRuntimeOpts {
   agentDir?: string;
   /** For what the driver recovers from by itself (a container whose way in it could not find). */
   logger?: Logger;
+  /** Each sandbox's /workspace and /tmp (runtime/types.ts); the engine must run on this host to bind them. */
+  disks: SandboxDisks;
 }
 
 interface DockerData {
@@ -161,8 +164,17 @@ export class DockerRuntime implements Runtime {
     await this.opts.ensureImage?.(spec.image);
     const imageRef = await this.importer.ensure(spec.image);
     if (spec.isolation === 'gvisor') await this.requireRunsc(spec.egressDir !== undefined);
-    const agentDir = await this.router.prepareAgent(spec.id, spec.isolation === 'gvisor');
+    const disk = await this.opts.disks.create(spec.id, spec.limits.diskMb, spec.diskFrom);
+    let agentDir: string | undefined;
+    try {
+      await claimDisk(disk.root, SANDBOX_UID);
+      agentDir = await this.router.prepareAgent(spec.id, spec.isolation === 'gvisor');
+    } catch (err) {
+      await this.opts.disks.destroy(spec.id).catch(() => undefined);
+      throw err;
+    }
     const config = containerConfig({
+      diskRoot: disk.root,
       id: spec.id, imageRef, isolation: spec.isolation, limits: spec.limits, labels: spec.labels, ...(spec.pooled ? { pooled: true } : {}),
       ...(spec.egressDir ? { egressDir: spec.egressDir } : {}),
       ...(agentDir ? { agentDir } : {}),
@@ -173,6 +185,7 @@ export class DockerRuntime implements Runtime {
       container = await this.docker.createContainer(config);
     } catch (err) {
       await this.router.forget(undefined, spec.id);
+      await this.opts.disks.destroy(spec.id).catch(() => undefined);
       throw engineError(err, `cannot create the container of sandbox ${spec.id}`, this.address);
     }
     try {
@@ -185,6 +198,7 @@ export class DockerRuntime implements Runtime {
     } catch (err) {
       await container.remove({ force: true, v: true }).catch(() => undefined);
       await this.router.forget(container.id, spec.id);
+      await this.opts.disks.destroy(spec.id).catch(() => undefined);
       throw err instanceof InternalError ? err : engineError(err, `cannot start sandbox ${spec.id}`, this.address, { hint: 'see the dockerd log; for gvisor, check that runsc works (runsc --version)' });
     }
   }
@@ -357,6 +371,7 @@ export class DockerRuntime implements Runtime {
     await this.removeContainer(containerId, handle.id);
     this.oomDirs.delete(containerId);
     await this.router.forget(containerId, handle.id);
+    await this.opts.disks.destroy(handle.id);
   }
 
   /** Force-remove; gone already is fine, and so is a removal another caller started (wait for it). */
@@ -394,6 +409,7 @@ export class DockerRuntime implements Runtime {
   async reap(id: string): Promise<void> {
     await this.removeContainer(containerName(id), id);
     await this.router.forget(undefined, id);
+    await this.opts.disks.destroy(id);
   }
 
   async close(): Promise<void> {

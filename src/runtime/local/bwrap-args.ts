@@ -7,9 +7,14 @@ export const SANDBOX_UID = 1000;
 export const INFO_FD = 3;
 export const READY_FD = 4;
 
-/** `withEgress`: the helper staged the proxy's socket directory at STAGE/egress (spawn --egress). */
+/**
+ * `withEgress`: the helper staged the proxy's socket directory at STAGE/egress (spawn --egress).
+ * The sandbox's disk is staged at STAGE/disk (spawn --disk): /workspace and /tmp are its directories,
+ * so they are on the host's disk under the disk's own quota, not in memory.
+ */
 export function bwrapArgs(opts: { stage: string; hostname: string; limits: Limits; withEgress?: boolean }): string[] {
-  const size = String(opts.limits.diskMb * 1024 * 1024);
+  // /dev/shm is memory, and counts against memoryMb: a quarter of it at most.
+  const shm = String(Math.max(1, Math.floor(opts.limits.memoryMb / 4)) * 1024 * 1024);
   return [
     'bwrap',
     '--unshare-user', '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_UID),
@@ -21,10 +26,10 @@ export function bwrapArgs(opts: { stage: string; hostname: string; limits: Limit
     '--proc', '/proc',
     '--dev', '/dev',
     // /dev is bwrap's own tmpfs, writable by the sandbox user: only /dev/shm stays writable (sized).
-    '--size', size, '--tmpfs', '/dev/shm',
+    '--size', shm, '--tmpfs', '/dev/shm',
     '--remount-ro', '/dev',
-    '--size', size, '--tmpfs', '/workspace',
-    '--size', size, '--tmpfs', '/tmp',
+    '--bind', `${opts.stage}/disk/workspace`, '/workspace',
+    '--bind', `${opts.stage}/disk/tmp`, '/tmp',
     '--ro-bind', `${opts.stage}/bin`, '/.agentbox',
     // A small tmpfs gives the proxy's directory a mount point the read-only image may not have.
     ...(opts.withEgress ? ['--size', '65536', '--tmpfs', '/run', '--ro-bind', `${opts.stage}/egress`, EGRESS_MOUNT, '--remount-ro', '/run'] : []),

@@ -14,7 +14,8 @@ import type { DirEntry, ExecEvent, Isolation } from '../../contract/model.js';
 import { streamExec } from '../exec-process.js';
 import { SandboxFiles, type FileOpStarter } from '../files.js';
 import { baseEnv } from '../shared.js';
-import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxHandle } from '../types.js';
+import { claimDisk } from '../disk-owner.js';
+import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxDisks, SandboxHandle } from '../types.js';
 import { bwrapArgs, INFO_FD, READY_FD, SANDBOX_UID } from './bwrap-args.js';
 import { Cgroups, detectCgroups } from './cgroups.js';
 import { isSameProcess, processStartTime } from '../proc.js';
@@ -28,6 +29,8 @@ export interface LocalRuntimeOpts {
   /** Called before the first use of an image, e.g. to build the built-in busybox image on demand. */
   ensureImage?: (image: string) => Promise<void>;
   helper: string;
+  /** Each sandbox's /workspace and /tmp (runtime/types.ts). */
+  disks: SandboxDisks;
   /** Empty directory the helper mounts its staging tmpfs on (in a private mount namespace). */
   stageDir?: string;
   startTimeoutMs?: number;
@@ -107,9 +110,17 @@ export class LocalRuntime implements Runtime {
     const cg = this.cg();
     mkdirSync(this.stageDir, { recursive: true, mode: 0o755 });
     const uid = randomInt(UID_RANGE[0], UID_RANGE[1]);
-    const initDirs = cg.create(spec.id, spec.limits);
+    const disk = await this.opts.disks.create(spec.id, spec.limits.diskMb, spec.diskFrom);
+    let initDirs: string[];
+    try {
+      await claimDisk(disk.root, uid);
+      initDirs = cg.create(spec.id, spec.limits);
+    } catch (err) {
+      await this.opts.disks.destroy(spec.id).catch(() => undefined);
+      throw err;
+    }
     const args = [
-      'spawn', '--uid', String(uid), '--gid', String(uid), '--rootfs', rootfs, '--stage', this.stageDir,
+      'spawn', '--uid', String(uid), '--gid', String(uid), '--rootfs', rootfs, '--stage', this.stageDir, '--disk', disk.root,
       '--init', (this.initCopy ??= stagedBinary(this.opts.helper, dirname(this.stageDir), 'init')),
       // The daemon's ends of bwrap's --info-fd and PID 1's ready pipe: only the helper (the sandbox's
       // keeper) holds them, until the sandbox is ready; bwrap gets pipes of the keeper's at these numbers.
@@ -139,6 +150,7 @@ export class LocalRuntime implements Runtime {
       child.kill('SIGKILL');
       await cg.kill(spec.id).catch(() => undefined);
       await cg.remove(spec.id);
+      await this.opts.disks.destroy(spec.id).catch(() => undefined);
       throw err;
     }
   }
@@ -359,6 +371,7 @@ export class LocalRuntime implements Runtime {
     if (cg.exists(id) && !(await cg.remove(id))) {
       throw new InternalError(`could not remove the cgroups of sandbox ${id}`, { hint: 'a process may be stuck in uninterruptible sleep; see /sys/fs/cgroup' });
     }
+    await this.opts.disks.destroy(id);
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,167 @@
+/**
+ * Snapshots and forks of a sandbox's disk (ARCHITECTURE.md, "Sandbox disks"). Both are reflink
+ * clones of the disk taken while the sandbox is frozen (its processes, then its filesystem), so
+ * they cost milliseconds whatever the workspace holds; memory is not part of either.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import { ConflictError, NotFoundError, QuotaExceededError, RuntimeUnavailableError } from '../../contract/errors.js';
+import type { Snapshot } from '../../contract/model.js';
+import type { CreateSandboxRequest } from '../../contract/requests.js';
+import type { Metrics } from '../../observability/metrics.js';
+import type { Policy } from '../../policy/schema.js';
+import type { DiskStore } from '../../storage/disk-store.js';
+import type { SnapshotFiles } from '../../storage/snapshot-files.js';
+import type { Store, StoredSandbox } from '../../store/store.js';
+import type { Caller } from './access.js';
+import type { IdlePauses } from './lifecycle.js';
+import { handleOf, type Runtimes } from './runtimes.js';
+
+export interface SnapshotDeps {
+  store: Store;
+  runtimes: Runtimes;
+  pauses: IdlePauses;
+  policy: Policy;
+  disks: DiskStore | undefined;
+  snapshotFiles: SnapshotFiles | undefined;
+  logger: Logger;
+  metrics?: Metrics | undefined;
+}
+
+const MiB = 1024 * 1024;
+
+export function newSnapshotId(): string {
+  return `snap_${randomBytes(10).toString('base64url').replace(/[-_]/g, '').slice(0, 12).toLowerCase()}${randomBytes(2).toString('hex')}`;
+}
+
+function requireDisks(d: SnapshotDeps): { disks: DiskStore; files: SnapshotFiles } {
+  if (!d.disks || !d.snapshotFiles) throw new RuntimeUnavailableError('this agentbox runs without a disk store, so it cannot snapshot or fork', { hint: 'run the full daemon (agentbox serve)' });
+  return { disks: d.disks, files: d.snapshotFiles };
+}
+
+/**
+ * Run `fn` with the sandbox's processes frozen (when its runtime can), so what is on its disk is
+ * what its programs last wrote; the disk itself is frozen by the clone.
+ */
+async function frozen<T>(d: SnapshotDeps, stored: StoredSandbox, fn: () => Promise<T>): Promise<T> {
+  const rt = d.runtimes.find(stored.sandbox.runtime);
+  const handle = handleOf(stored);
+  const pause = rt?.pause && rt.resume && !d.pauses.has(stored.sandbox.id) ? rt : undefined;
+  await pause?.pause!(handle);
+  try {
+    return await fn();
+  } finally {
+    await pause?.resume!(handle).catch((err: unknown) => d.logger.error({ sandbox_id: stored.sandbox.id, err }, 'could not thaw after a snapshot'));
+  }
+}
+
+export async function takeSnapshot(d: SnapshotDeps, stored: StoredSandbox, name: string | undefined, caller: Caller): Promise<Snapshot> {
+  const { files } = requireDisks(d);
+  const sb = stored.sandbox;
+  const quotaMb = d.policy.tenants?.find((t) => t.name === sb.tenant)?.quotas?.snapshotsMb;
+  const usedMb = d.store.snapshots.tenantBytes(sb.tenant) / MiB;
+  if (quotaMb !== undefined && usedMb >= quotaMb) {
+    throw new QuotaExceededError(`tenant ${sb.tenant} has ${Math.round(usedMb)} MB of snapshots, its quota is ${quotaMb} MB`, { hint: 'remove snapshots you no longer need: agentbox snapshot ls, agentbox snapshot rm SNAP' });
+  }
+  const id = newSnapshotId();
+  const createdAt = new Date().toISOString();
+  try {
+    d.store.snapshots.begin({ id, tenant: sb.tenant, name: name ?? null, sandboxId: sb.id, image: sb.image, diskMb: sb.limits.diskMb, createdAt });
+  } catch (err) {
+    if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
+      throw new ConflictError(`a snapshot named ${name} exists already`, { hint: 'pick another --name, or remove the old one: agentbox snapshot rm' });
+    }
+    throw err;
+  }
+  const t0 = performance.now();
+  try {
+    // Frozen only for the clone; the digest is taken of the clone, with the sandbox running again.
+    await frozen(d, stored, () => files.clone(id, sb.id));
+    const { manifest, bytes } = await files.seal(id, sb.limits.diskMb);
+    const sha256 = manifest.layers[0]!.sha256;
+    if (quotaMb !== undefined && usedMb + bytes / MiB > quotaMb) {
+      throw new QuotaExceededError(`a snapshot of ${sb.id} holds ${Math.ceil(bytes / MiB)} MB; with it tenant ${sb.tenant} would have ${Math.ceil(usedMb + bytes / MiB)} MB of snapshots, over its quota of ${quotaMb} MB`, {
+        hint: 'remove snapshots you no longer need (agentbox snapshot ls, agentbox snapshot rm SNAP), or free space in the sandbox first',
+      });
+    }
+    if (!d.store.snapshots.markReady(id, bytes, sha256)) throw new ConflictError(`snapshot ${id} was removed while it was being taken`);
+    d.store.audit({ tenant: sb.tenant, actor: caller.actor, action: 'snapshot', sandboxId: sb.id, detail: { snapshot: id, bytes } });
+    d.logger.info({ sandbox_id: sb.id, snapshot: id, bytes, ms: Math.round(performance.now() - t0) }, 'snapshot taken');
+    d.metrics?.snapshotBytes.inc({ tenant: sb.tenant }, bytes);
+    d.metrics?.snapshotSeconds.observe((performance.now() - t0) / 1000);
+    return { id, tenant: sb.tenant, name: name ?? null, sandboxId: sb.id, image: sb.image, diskMb: sb.limits.diskMb, bytes, sha256, createdAt };
+  } catch (err) {
+    d.store.snapshots.remove(id);
+    await files.remove(id).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** A ready snapshot of the caller's tenant, by id or by name; not_found for anything else. */
+export function findSnapshot(store: Store, ref: string, caller: Caller): Snapshot {
+  const snap = ref.startsWith('snap_') ? store.snapshots.find(ref, caller.tenant) : store.snapshots.findByName(ref, caller.tenant);
+  if (!snap) throw new NotFoundError(`no snapshot ${ref}`, { hint: 'agentbox snapshot ls lists yours' });
+  return snap;
+}
+
+export async function removeSnapshot(d: SnapshotDeps, snap: Snapshot, caller: Caller): Promise<void> {
+  const { files } = requireDisks(d);
+  // The row first: from then on nothing restores it, and its files are only garbage.
+  d.store.snapshots.remove(snap.id);
+  await files.remove(snap.id);
+  d.store.audit({ tenant: snap.tenant, actor: caller.actor, action: 'snapshot_rm', sandboxId: snap.sandboxId, detail: { snapshot: snap.id } });
+}
+
+/**
+ * The create request and the disk to start from for `create --snapshot`: its image unless the
+ * request names the same, its diskMb, and its layer, verified against its manifest first.
+ */
+export async function restoreSource(d: SnapshotDeps, req: CreateSandboxRequest & { snapshot: string }, caller: Caller): Promise<{ req: CreateSandboxRequest; diskFrom: string }> {
+  const { files } = requireDisks(d);
+  const snap = findSnapshot(d.store, req.snapshot, caller);
+  if (req.image !== undefined && req.image !== snap.image) {
+    throw new ConflictError(`snapshot ${snap.id} was taken of image ${snap.image}, not ${req.image}`, { hint: `leave out --image (it defaults to ${snap.image})` });
+  }
+  if (req.limits?.diskMb !== undefined && req.limits.diskMb !== snap.diskMb) {
+    throw new ConflictError(`snapshot ${snap.id} holds a ${snap.diskMb} MB disk; a sandbox restored from it has diskMb ${snap.diskMb}`, { hint: 'leave out the disk limit' });
+  }
+  await files.verify(snap.id);
+  const { snapshot: _snapshot, ...rest } = req;
+  return { req: { ...rest, image: snap.image, limits: { ...req.limits, diskMb: snap.diskMb } }, diskFrom: files.layerPath(snap.id) };
+}
+
+/** What a fork child is asked for: its parent's image, runtime, isolation, limits, egress, env and labels. */
+export function forkRequest(parent: StoredSandbox): CreateSandboxRequest {
+  const sb = parent.sandbox;
+  return {
+    image: sb.image,
+    ...(sb.profile ? { profile: sb.profile } : {}),
+    runtime: sb.runtime,
+    isolation: sb.isolation,
+    limits: sb.limits,
+    egress: { mode: sb.egress.mode, allow: sb.egress.allow },
+    env: parent.spec.env,
+    labels: sb.labels,
+  };
+}
+
+/** A frozen-consistent clone of the parent's disk for its fork children; the caller drops it. */
+export async function forkSource(d: SnapshotDeps, parent: StoredSandbox): Promise<string> {
+  const { disks } = requireDisks(d);
+  return frozen(d, parent, () => disks.cloneToScratch(parent.sandbox.id));
+}
+
+/** After a restart: half-made snapshots (rows and files) and scratch clones are removed. */
+export async function reconcileSnapshots(d: { store: Store; disks?: DiskStore | undefined; snapshotFiles?: SnapshotFiles | undefined; logger: Logger }): Promise<void> {
+  if (!d.disks?.exists() || !d.snapshotFiles) return;
+  await d.disks.open();
+  await d.disks.clearScratch();
+  for (const id of d.store.snapshots.unfinished()) {
+    d.store.snapshots.remove(id);
+    d.logger.warn({ snapshot: id }, 'removed a snapshot that was not finished when the daemon stopped');
+  }
+  const known = d.store.snapshots.allIds();
+  for (const id of d.snapshotFiles.listIds()) {
+    if (!known.has(id)) await d.snapshotFiles.remove(id);
+  }
+}

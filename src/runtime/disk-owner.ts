@@ -1,0 +1,25 @@
+/**
+ * A sandbox disk belongs to its sandbox's user on the host. A fresh disk is root's; a disk cloned
+ * from another sandbox (a fork, a snapshot) belongs to that sandbox's user, which differs on local
+ * (one random host uid per sandbox), so its files are handed over before the sandbox starts.
+ */
+import { execFile } from 'node:child_process';
+import { chown, lstat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { InternalError } from '../contract/errors.js';
+
+export async function claimDisk(root: string, uid: number): Promise<void> {
+  const workspace = join(root, 'workspace');
+  const tmp = join(root, 'tmp');
+  const st = await lstat(workspace);
+  if (st.uid === uid) return;
+  if (st.uid !== 0) {
+    // Only what the previous sandbox user owned changes hands (never root's or another uid's files).
+    await new Promise<void>((resolve, reject) => {
+      execFile('chown', ['-R', '-h', `--from=${st.uid}`, `${uid}:${uid}`, workspace, tmp], { env: { PATH: '/usr/bin:/bin' } }, (err, _out, stderr) =>
+        err ? reject(new InternalError(`could not hand the disk over to the sandbox user: ${String(stderr).trim() || err.message}`)) : resolve(),
+      );
+    });
+  }
+  await chown(workspace, uid, uid);
+}

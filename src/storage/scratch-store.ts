@@ -1,0 +1,39 @@
+/**
+ * A throwaway disk store for tests, benchmarks and the doctor's attack suite, which drive runtimes
+ * without a daemon: under a fresh temporary directory, and unmounted and deleted when the process
+ * exits, whatever disks its sandboxes left mounted.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DiskStore } from './disk-store.js';
+
+let scratch: { store: DiskStore; dir: string } | undefined;
+
+export function scratchDiskStore(): DiskStore {
+  if (scratch) return scratch.store;
+  const dir = mkdtempSync(join(process.env.AGENTBOX_SCRATCH_DIR ?? tmpdir(), 'agentbox-disks-'));
+  // Sparse: only what is written takes space. Big enough for every test's disks at once.
+  const store = new DiskStore({ dir, storeBytes: 64 * 1024 ** 3 });
+  scratch = { store, dir };
+  process.once('exit', () => removeScratch(dir));
+  return store;
+}
+
+/** Synchronous (it runs on 'exit'): every mount under `dir`, deepest first, then the files. */
+function removeScratch(dir: string): void {
+  const points = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((p) => p === dir || p.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const p of points) {
+    try {
+      execFileSync('umount', ['-l', p], { stdio: 'ignore' });
+    } catch {
+      // already gone
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+}

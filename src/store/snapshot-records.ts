@@ -1,0 +1,95 @@
+/**
+ * Snapshot rows. A row is `creating` from before its files are written until they are complete and
+ * verified, then `ready`; a daemon that dies in between leaves a `creating` row, which the next
+ * start removes together with whatever files it had (core/manager/snapshots.ts), so a listed
+ * snapshot is always a complete one.
+ */
+import type Database from 'better-sqlite3';
+import type { Snapshot } from '../contract/model.js';
+
+interface SnapshotRow {
+  id: string;
+  tenant: string;
+  name: string | null;
+  sandbox_id: string;
+  image: string;
+  disk_mb: number;
+  bytes: number;
+  sha256: string;
+  state: string;
+  created_at: string;
+}
+
+export type NewSnapshot = Pick<Snapshot, 'id' | 'tenant' | 'name' | 'sandboxId' | 'image' | 'diskMb' | 'createdAt'>;
+
+function fromRow(r: SnapshotRow): Snapshot {
+  return { id: r.id, tenant: r.tenant, name: r.name, sandboxId: r.sandbox_id, image: r.image, diskMb: r.disk_mb, bytes: r.bytes, sha256: r.sha256, createdAt: r.created_at };
+}
+
+export class SnapshotRecords {
+  private readonly insert: Database.Statement<[NewSnapshot]>;
+  private readonly ready: Database.Statement<[{ id: string; bytes: number; sha256: string }]>;
+  private readonly get: Database.Statement<[{ id: string; tenant: string | null }], SnapshotRow>;
+  private readonly byName: Database.Statement<[{ name: string; tenant: string }], SnapshotRow>;
+  private readonly list: Database.Statement<[{ tenant: string | null }], SnapshotRow>;
+  private readonly creatingRows: Database.Statement<[], SnapshotRow>;
+  private readonly del: Database.Statement<[string]>;
+  private readonly bytes: Database.Statement<[string], { total: number | null }>;
+  private readonly ids: Database.Statement<[], { id: string }>;
+
+  constructor(db: Database.Database) {
+    this.insert = db.prepare(`
+      INSERT INTO snapshots (id, tenant, name, sandbox_id, image, disk_mb, bytes, sha256, state, created_at)
+      VALUES (@id, @tenant, @name, @sandboxId, @image, @diskMb, 0, '', 'creating', @createdAt)`);
+    this.ready = db.prepare("UPDATE snapshots SET state = 'ready', bytes = @bytes, sha256 = @sha256 WHERE id = @id AND state = 'creating'");
+    this.get = db.prepare("SELECT * FROM snapshots WHERE id = @id AND state = 'ready' AND (@tenant IS NULL OR tenant = @tenant)");
+    this.byName = db.prepare("SELECT * FROM snapshots WHERE name = @name AND tenant = @tenant AND state = 'ready'");
+    this.list = db.prepare("SELECT * FROM snapshots WHERE state = 'ready' AND (@tenant IS NULL OR tenant = @tenant) ORDER BY created_at DESC, id");
+    this.creatingRows = db.prepare("SELECT * FROM snapshots WHERE state = 'creating'");
+    this.del = db.prepare('DELETE FROM snapshots WHERE id = ?');
+    this.bytes = db.prepare('SELECT sum(bytes) AS total FROM snapshots WHERE tenant = ?');
+    this.ids = db.prepare('SELECT id FROM snapshots');
+  }
+
+  /** A `creating` row; throws SQLITE_CONSTRAINT_UNIQUE for a name the tenant already uses. */
+  begin(s: NewSnapshot): void {
+    this.insert.run(s);
+  }
+
+  markReady(id: string, bytes: number, sha256: string): boolean {
+    return this.ready.run({ id, bytes, sha256 }).changes === 1;
+  }
+
+  /** A ready snapshot; of this tenant only, unless tenant is null (the operator). */
+  find(id: string, tenant: string | null): Snapshot | undefined {
+    const r = this.get.get({ id, tenant });
+    return r && fromRow(r);
+  }
+
+  findByName(name: string, tenant: string): Snapshot | undefined {
+    const r = this.byName.get({ name, tenant });
+    return r && fromRow(r);
+  }
+
+  listReady(tenant: string | null): Snapshot[] {
+    return this.list.all({ tenant }).map(fromRow);
+  }
+
+  /** Rows a daemon left half-made when it died. */
+  unfinished(): string[] {
+    return this.creatingRows.all().map((r) => r.id);
+  }
+
+  allIds(): Set<string> {
+    return new Set(this.ids.all().map((r) => r.id));
+  }
+
+  remove(id: string): boolean {
+    return this.del.run(id).changes === 1;
+  }
+
+  /** Host disk the tenant's snapshots hold (creating ones count 0 until they are measured). */
+  tenantBytes(tenant: string): number {
+    return this.bytes.get(tenant)?.total ?? 0;
+  }
+}
