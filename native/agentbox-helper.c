@@ -6,9 +6,12 @@
  *   init READY_FD [--egress-relay PORT SOCKET]
  *                               PID 1 inside a sandbox: reports ready once bwrap has finished
  *                               setting up (closing the start-up race), then reaps orphans.
- *   spawn [opts] -- BWRAP ARGS  joins the sandbox cgroups, stages the image root and this binary
- *                               in a private mount namespace, drops to the sandbox's own host uid
- *                               and execs bwrap.
+ *   spawn [opts] -- BWRAP ARGS  stages the image root and this binary in a private mount namespace,
+ *                               then stays as the sandbox's keeper: its child joins the sandbox
+ *                               cgroups, drops to the sandbox's own host uid and execs bwrap; the
+ *                               keeper passes bwrap's child pid and PID 1's ready byte on to the
+ *                               daemon, lets go of the daemon's pipes and reaps bwrap, so the sandbox
+ *                               outlives the daemon.
  *   exec  [opts] -- CMD ARGS    joins an exec cgroup, enters every namespace of a running sandbox,
  *                               chroots into it, drops all privileges and runs CMD.
  *   file  [opts] -- OP PATH     the same entry, then a file operation (read|write|list|remove|mkdir)
@@ -23,10 +26,10 @@
  *
  * Options for spawn/exec/file: --pid P, --start-time T (P's, from /proc/P/stat), --uid U, --gid G, --cgroup DIR (repeatable),
  * --rootfs DIR, --stage DIR, --init FILE (spawn: PID 1's binary, default this one), --disk DIR (spawn: the sandbox's disk,
- * staged at STAGE/disk), --cwd DIR, --keep-fd N (spawn, repeatable: bwrap's --info-fd and the
- * ready pipe), --volume SRC / --volume-ro SRC (spawn, repeatable: a mounted volume, staged idmapped
- * at STAGE/vol/N in the order given), --mount-point PATH (spawn, repeatable: a directory the image
- * root gets for a volume to be mounted on), --root DIR (volfile).
+ * staged at STAGE/disk), --cwd DIR, --info-fd N and --ready-fd N (spawn: the daemon's pipes for bwrap's child pid and
+ * PID 1's ready byte; bwrap gets pipes of the keeper's own at the same numbers), --volume SRC / --volume-ro SRC
+ * (spawn, repeatable: a mounted volume, staged idmapped at STAGE/vol/N in the order given), --mount-point PATH
+ * (spawn, repeatable: a directory the image root gets for a volume to be mounted on), --root DIR (volfile).
  *
  * Every mode first closes every descriptor above stdio it was not told to keep (fd-hygiene.h).
  */
@@ -45,7 +48,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -65,7 +70,6 @@
 #include "seccomp-deny.h"
 
 #define MAX_CGROUPS 16
-#define MAX_KEEP_FDS 4
 #define MAX_VOLUMES 16
 /* Who owns a volume's files on its filesystem: the sandbox user's uid, as docker sandboxes write them. */
 #define VOLUME_OWNER 1000
@@ -85,19 +89,19 @@ struct opts {
   const char *disk;
   const char *init;
   const char *cwd;
-  int keep_fds[MAX_KEEP_FDS];
-  int nkeep_fds;
   const char *volumes[MAX_VOLUMES];
   int volume_ro[MAX_VOLUMES];
   int nvolumes;
   const char *mount_points[MAX_VOLUMES];
   int nmount_points;
   const char *root;
+  int info_fd, ready_fd; /* spawn: -1 when not given */
   char **rest;
 };
 
 static void parse_opts(int argc, char **argv, struct opts *o) {
   memset(o, 0, sizeof *o);
+  o->info_fd = o->ready_fd = -1;
   int i = 0;
   for (; i < argc; i++) {
     const char *a = argv[i];
@@ -117,10 +121,7 @@ static void parse_opts(int argc, char **argv, struct opts *o) {
     else if (strcmp(a, "--disk") == 0) o->disk = v;
     else if (strcmp(a, "--init") == 0) o->init = v;
     else if (strcmp(a, "--cwd") == 0) o->cwd = v;
-    else if (strcmp(a, "--keep-fd") == 0) {
-      if (o->nkeep_fds >= MAX_KEEP_FDS) die_msg("too many --keep-fd");
-      o->keep_fds[o->nkeep_fds++] = (int)parse_num(v, "fd");
-    } else if (strcmp(a, "--volume") == 0 || strcmp(a, "--volume-ro") == 0) {
+    else if (strcmp(a, "--volume") == 0 || strcmp(a, "--volume-ro") == 0) {
       if (o->nvolumes >= MAX_VOLUMES) die_msg("too many volumes");
       o->volume_ro[o->nvolumes] = strcmp(a, "--volume-ro") == 0;
       o->volumes[o->nvolumes++] = v;
@@ -128,6 +129,8 @@ static void parse_opts(int argc, char **argv, struct opts *o) {
       if (o->nmount_points >= MAX_VOLUMES) die_msg("too many mount points");
       o->mount_points[o->nmount_points++] = v;
     } else if (strcmp(a, "--root") == 0) o->root = v;
+    else if (strcmp(a, "--info-fd") == 0) o->info_fd = (int)parse_num(v, "fd");
+    else if (strcmp(a, "--ready-fd") == 0) o->ready_fd = (int)parse_num(v, "fd");
     else { fprintf(stderr, "agentbox-helper: unknown option %s\n", a); exit(EXIT_HELPER); }
   }
   if (i >= argc) die_msg("missing command after --");
@@ -389,13 +392,127 @@ static void stage_rootfs(const char *rootfs, const char *stage, const char *root
   close(empty_fd);
 }
 
+/* ---------- spawn: staging, then the keeper ---------- */
+
+/* Puts FROM at descriptor TO, without close-on-exec, so bwrap inherits it there. */
+static void fd_at(int from, int to) {
+  if (from == to) {
+    if (fcntl(to, F_SETFD, 0) != 0) die("fcntl");
+  } else if (dup2(from, to) < 0) die("dup2");
+}
+
+/* Every byte, unless the reader has gone (EPIPE: SIGPIPE is ignored) or another error: -1. */
+static int write_all(int fd, const char *buf, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, buf, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    buf += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static pid_t child_pid_in(const char *info) {
+  const char *p = strstr(info, "\"child-pid\"");
+  if (!p || !(p = strchr(p, ':'))) return 0;
+  long pid = strtol(p + 1, NULL, 10);
+  return pid > 1 ? (pid_t)pid : 0;
+}
+
+/*
+ * The sandbox's keeper: the process the daemon started, which stays while the sandbox runs. It holds
+ * the daemon's pipes only until the sandbox is ready; bwrap and PID 1 never hold a descriptor of the
+ * daemon's, so a daemon that dies (kill -9) neither takes the sandbox along (no --die-with-parent)
+ * nor leaves it writing into a pipe without a reader. It reaps bwrap (and, as a child subreaper, PID 1
+ * should bwrap die first), so no zombie waits for the host's PID 1; it exits with bwrap's status once
+ * no child is left. Its own parent is the daemon that started it, or after that daemon died, the
+ * host's PID 1 (or the nearest subreaper), which reaps it.
+ *
+ * Before ready: bwrap's stderr is passed on to the daemon's (the error of a failed start), the info
+ * JSON is collected, and when PID 1's ready byte and the info's end have come, both go to the daemon.
+ * After: bwrap's stderr is read and dropped. A daemon that went away during the start never learns of
+ * the sandbox: the keeper kills it instead of leaving it to run unknown.
+ */
+__attribute__((noreturn)) static void keep(pid_t bwrap, int sfd, int info_r, int ready_r, int err_r, int daemon_info, int daemon_ready) {
+  char info[4096], buf[4096];
+  size_t info_len = 0;
+  int ready = 0, handed_over = 0, status = EXIT_HELPER << 8;
+  for (;;) {
+    struct pollfd p[4];
+    int n = 0;
+    p[n++] = (struct pollfd){ sfd, POLLIN, 0 };
+    if (err_r >= 0) p[n++] = (struct pollfd){ err_r, POLLIN, 0 };
+    if (info_r >= 0) p[n++] = (struct pollfd){ info_r, POLLIN, 0 };
+    if (ready_r >= 0) p[n++] = (struct pollfd){ ready_r, POLLIN, 0 };
+    if (poll(p, (nfds_t)n, -1) < 0) {
+      if (errno == EINTR) continue;
+      die("keeper: poll");
+    }
+    int gone = 0;
+    for (int i = 0; i < n; i++) {
+      if (!p[i].revents) continue;
+      int fd = p[i].fd;
+      if (fd == sfd) {
+        struct signalfd_siginfo si;
+        while (read(sfd, &si, sizeof si) > 0) {}
+        int st;
+        pid_t dead;
+        while ((dead = waitpid(-1, &st, WNOHANG)) > 0) if (dead == bwrap) status = st;
+        gone = dead < 0 && errno == ECHILD;
+        continue;
+      }
+      ssize_t r = fd == info_r ? read(fd, info + info_len, sizeof info - 1 - info_len) : read(fd, buf, sizeof buf);
+      if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (r <= 0 || (fd == info_r && info_len + (size_t)r >= sizeof info - 1)) {
+        close(fd);
+        if (fd == err_r) err_r = -1;
+        if (fd == info_r) info_r = -1;
+        if (fd == ready_r) ready_r = -1;
+        continue;
+      }
+      if (fd == info_r) info_len += (size_t)r;
+      else if (fd == ready_r) ready = ready || memchr(buf, 'R', (size_t)r) != NULL;
+      else if (!handed_over) write_all(STDERR_FILENO, buf, (size_t)r);
+    }
+    if (!handed_over && ready && info_r < 0) {
+      handed_over = 1;
+      info[info_len] = '\0';
+      if (write_all(daemon_info, info, info_len) != 0 || write_all(daemon_ready, "R", 1) != 0) {
+        pid_t pid1 = child_pid_in(info);
+        if (pid1) kill(pid1, SIGKILL);
+        kill(bwrap, SIGKILL);
+      }
+      close(daemon_info);
+      close(daemon_ready);
+      if (ready_r >= 0) close(ready_r);
+      ready_r = -1;
+      int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+      if (devnull >= 0 && devnull != STDERR_FILENO) {
+        dup2(devnull, STDERR_FILENO);
+        close(devnull);
+      }
+    }
+    if (gone) {
+      /* What bwrap said last, if the daemon is still waiting for the start. */
+      ssize_t r;
+      while (!handed_over && err_r >= 0 && (r = read(err_r, buf, sizeof buf)) > 0) write_all(STDERR_FILENO, buf, (size_t)r);
+      if (WIFEXITED(status)) exit(WEXITSTATUS(status));
+      exit(WIFSIGNALED(status) ? EXIT_SIGNAL_BASE + WTERMSIG(status) : EXIT_HELPER);
+    }
+  }
+}
+
 static int mode_spawn(int argc, char **argv) {
   struct opts o;
   parse_opts(argc, argv, &o);
-  if (!o.rootfs || !o.stage || !o.have_ids) die_msg("spawn needs --rootfs, --stage, --uid and --gid");
-  /* bwrap and the sandbox's PID 1 get the fds passed on purpose, nothing else of the daemon's. */
-  close_extra_fds(o.keep_fds, o.nkeep_fds);
-  join_cgroups(&o);
+  if (!o.rootfs || !o.stage || !o.have_ids || o.info_fd <= 2 || o.ready_fd <= 2 || o.info_fd == o.ready_fd)
+    die_msg("spawn needs --rootfs, --stage, --uid, --gid, --info-fd and --ready-fd");
+  /* Only the daemon's two pipes stay, and only the keeper holds them: bwrap gets pipes of the keeper's. */
+  int keep_fds[2] = { o.info_fd, o.ready_fd };
+  close_extra_fds(keep_fds, 2);
+  /* Out of the daemon's process group and session: a terminal's ^C or hang-up for the daemon is not the sandbox's. */
+  setsid();
   /* A private mount namespace lets the unprivileged uid reach the image even under a 0700 home:
    * bwrap resolves its bind sources as that uid. */
   if (unshare(CLONE_NEWNS) != 0) die("unshare mount namespace");
@@ -444,12 +561,52 @@ static int mode_spawn(int argc, char **argv) {
     }
     close(userns);
   }
-  if (setgroups(0, NULL) != 0) die("setgroups");
-  if (setresgid(o.gid, o.gid, o.gid) != 0) die("setgid");
-  if (setresuid(o.uid, o.uid, o.uid) != 0) die("setuid");
-  execvp(o.rest[0], o.rest);
-  die(o.rest[0]);
-  return EXIT_HELPER;
+  int info[2], ready[2], err[2];
+  if (pipe2(info, O_CLOEXEC) != 0 || pipe2(ready, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) die("pipe");
+  /* SIGCHLD is blocked before the fork, so the keeper cannot miss bwrap's end. */
+  sigset_t chld, old;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, &old);
+  int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sfd < 0) die("signalfd");
+  pid_t bwrap = fork();
+  if (bwrap < 0) die("fork");
+  if (bwrap == 0) {
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0) die("/dev/null");
+    fd_at(devnull, STDIN_FILENO);
+    fd_at(devnull, STDOUT_FILENO);
+    fd_at(info[1], o.info_fd);
+    fd_at(ready[1], o.ready_fd);
+    fd_at(err[1], STDERR_FILENO);
+    /* Processes inherit their parent's cgroups: bwrap and PID 1 are the sandbox's from the start; the
+     * keeper stays out of them, so killing the sandbox's cgroup leaves it to reap what it kills. */
+    join_cgroups(&o);
+    if (setgroups(0, NULL) != 0) die("setgroups");
+    if (setresgid(o.gid, o.gid, o.gid) != 0) die("setgid");
+    if (setresuid(o.uid, o.uid, o.uid) != 0) die("setuid");
+    execvp(o.rest[0], o.rest);
+    die(o.rest[0]);
+  }
+  close(info[1]);
+  close(ready[1]);
+  close(err[1]);
+  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devnull >= 0) {
+    dup2(devnull, STDIN_FILENO);
+    dup2(devnull, STDOUT_FILENO);
+    close(devnull);
+  }
+  fcntl(err[0], F_SETFL, O_NONBLOCK);
+  /* Not dumpable: the keeper is root and holds the sandbox's mount namespace. */
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  signal(SIGPIPE, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
+  signal(SIGINT, SIG_IGN);
+  keep(bwrap, sfd, info[0], ready[0], err[0], o.info_fd, o.ready_fd);
 }
 
 static void become_sandbox_user(void *ctx) { drop_privileges(ctx); }

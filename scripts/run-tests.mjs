@@ -9,7 +9,7 @@
 // A test file belongs in test/unit/ when it passes as an unprivileged user with no bwrap on the host;
 // scripts/run-tests.mjs does not check that, `npm run test:unit` as such a user does.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -76,4 +76,73 @@ const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test
     ...(runtimes.length ? { AGENTBOX_CONFORMANCE_RUNTIMES: [...new Set(runtimes)].join(',') } : {}),
   },
 });
+reapOrphanedTestScopes();
 process.exit(r.status ?? 1);
+
+/**
+ * Local sandboxes outlive the process that created them (the daemon's restart relies on it), so a
+ * test file that failed half-way leaves its sandboxes running. Tests name their cgroup scopes
+ * `agentbox/test-…-PID` (bench: `bench-…-PID`) after their own process: once that process is gone,
+ * whatever is left in such a scope is killed and its cgroups removed. Scopes of live processes (a
+ * test someone else is running) are left alone.
+ */
+function reapOrphanedTestScopes() {
+  const cg = '/sys/fs/cgroup';
+  const bases = existsSync(join(cg, 'cgroup.controllers')) ? [join(cg, 'agentbox')] : ['memory', 'pids', 'cpu', 'freezer'].map((c) => join(cg, c, 'agentbox'));
+  const dirs = (dir) => {
+    try {
+      return readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(dir, e.name));
+    } catch {
+      return [];
+    }
+  };
+  const tree = (dir) => [...dirs(dir).flatMap(tree), dir];
+  const alive = (pid) => existsSync(`/proc/${pid}`);
+  const orphaned = bases.flatMap((b) => dirs(b)).filter((d) => {
+    const m = /^(?:test|bench)-.*-(\d+)$/.exec(d.slice(d.lastIndexOf('/') + 1));
+    return m && !alive(Number(m[1]));
+  });
+  if (orphaned.length === 0) return;
+  for (const scope of orphaned) {
+    for (const d of tree(scope)) {
+      for (const knob of ['freezer.state', 'cgroup.freeze']) {
+        try {
+          writeFileSync(join(d, knob), knob === 'freezer.state' ? 'THAWED' : '0');
+        } catch {
+          // not this hierarchy's knob
+        }
+      }
+    }
+  }
+  const leftIn = new Set();
+  for (let round = 0; round < 100; round++) {
+    let left = 0;
+    for (const scope of orphaned) {
+      for (const d of tree(scope)) {
+        let pids = [];
+        try {
+          pids = readFileSync(join(d, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+        } catch {
+          // gone
+        }
+        if (pids.length > 0) leftIn.add(scope.slice(scope.lastIndexOf('/') + 1));
+        for (const pid of pids) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // gone
+          }
+        }
+        try {
+          rmdirSync(d);
+        } catch {
+          left++;
+        }
+      }
+    }
+    if (left === 0) break;
+    spawnSync('sleep', ['0.05']);
+  }
+  // Empty scopes are only tidied; sandboxes left running are worth a line.
+  if (leftIn.size > 0) console.error(`run-tests: killed the sandboxes tests left running in ${[...leftIn].join(', ')}`);
+}

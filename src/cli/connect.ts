@@ -139,7 +139,7 @@ export async function otherVersionWarning(): Promise<string | undefined> {
   const { buildInfo, parseVersionTag, versionMismatch } = await import('../daemon/build-info.js');
   const problem = versionMismatch(buildInfo(), parseVersionTag(seen.client.serverVersion), seen.local);
   if (!problem) return undefined;
-  return `agentbox: warning: ${problem}${seen.local ? '; agentbox daemon restart runs this code (it stops running sandboxes)' : ''}`;
+  return `agentbox: warning: ${problem}${seen.local ? '; agentbox daemon restart runs this code (running sandboxes keep running)' : ''}`;
 }
 
 function lastMessage(tail: string): string {

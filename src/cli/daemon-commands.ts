@@ -39,17 +39,19 @@ export function registerDaemonCommands(program: Command, setExit: (code: number)
 
   daemon
     .command('stop')
-    .description('stop the daemon gracefully: running sandboxes are stopped (records kept, endReason daemon_stopped)')
+    .description('stop the daemon gracefully; running sandboxes keep running (the next daemon takes them over) unless --stop-sandboxes')
     .option('--timeout <dur>', 'how long to wait for a graceful stop', '60s')
     .option('--force', 'SIGKILL the daemon if it has not stopped within --timeout')
-    .action(async (flags: { timeout: string; force?: boolean }) => setExit(await stop(localPaths(), flags)));
+    .option('--stop-sandboxes', 'also stop every running sandbox (records kept, endReason daemon_stopped)')
+    .action(async (flags: StopFlags) => setExit(await stop(localPaths(), flags)));
 
   daemon
     .command('restart')
-    .description('stop the daemon (its running sandboxes are stopped), then start a new one with this CLI\'s code')
+    .description('stop the daemon, then start a new one with this CLI\'s code; running sandboxes keep running and the new daemon takes them over, unless --stop-sandboxes')
     .option('--timeout <dur>', 'how long to wait for a graceful stop', '60s')
     .option('--force', 'SIGKILL the old daemon if it has not stopped within --timeout')
-    .action(async (flags: { timeout: string; force?: boolean }) => {
+    .option('--stop-sandboxes', 'also stop every running sandbox (records kept, endReason daemon_stopped)')
+    .action(async (flags: StopFlags) => {
       const paths = localPaths();
       const code = await stop(paths, flags);
       if (code !== 0) return setExit(code);
@@ -144,7 +146,13 @@ async function printInfo(info: DaemonInfo, json: boolean, local: boolean): Promi
   if (mismatch && !local) process.stderr.write(`agentbox: warning: ${mismatch}\n`);
 }
 
-async function stop(paths: Paths, flags: { timeout: string; force?: boolean }): Promise<number> {
+interface StopFlags {
+  timeout: string;
+  force?: boolean;
+  stopSandboxes?: boolean;
+}
+
+async function stop(paths: Paths, flags: StopFlags): Promise<number> {
   const timeoutMs = parseDuration(flags.timeout);
   const pid = await holderPid(paths);
   if (pid === undefined) {
@@ -159,18 +167,22 @@ async function stop(paths: Paths, flags: { timeout: string; force?: boolean }): 
     // a daemon that does not answer is stopped all the same
   }
   const what = active === undefined ? 'its running sandboxes' : active === 1 ? '1 running sandbox' : `${active} running sandboxes`;
-  process.stderr.write(`agentbox: stopping the daemon (pid ${pid}); ${what} will be stopped (records kept, endReason daemon_stopped)\n`);
-  signal(pid, 'SIGTERM');
+  const { DAEMON_STOP_SIGNALS } = await import('../contract/daemon.js');
+  const sandboxes = flags.stopSandboxes ? 'stop' : 'leave';
+  const sig = (Object.keys(DAEMON_STOP_SIGNALS) as (keyof typeof DAEMON_STOP_SIGNALS)[]).find((s) => DAEMON_STOP_SIGNALS[s] === sandboxes) ?? 'SIGTERM';
+  const fate = flags.stopSandboxes ? 'will be stopped (records kept, endReason daemon_stopped)' : `keep${active === 1 ? 's' : ''} running (the next daemon takes ${active === 1 ? 'it' : 'them'} over)`;
+  process.stderr.write(`agentbox: stopping the daemon (pid ${pid}); ${what} ${fate}\n`);
+  signal(pid, sig);
   if (await released(paths, pid, timeoutMs)) {
     process.stderr.write('agentbox: daemon stopped\n');
     return 0;
   }
   if (!flags.force) {
-    throw new RuntimeUnavailableError(`the daemon (pid ${pid}) did not stop within ${flags.timeout}`, { hint: 'agentbox daemon logs shows what it is doing; agentbox daemon stop --force kills it (sandboxes it leaves are cleaned up by the next daemon)' });
+    throw new RuntimeUnavailableError(`the daemon (pid ${pid}) did not stop within ${flags.timeout}`, { hint: 'agentbox daemon logs shows what it is doing; agentbox daemon stop --force kills it (the next daemon takes its sandboxes over)' });
   }
   signal(pid, 'SIGKILL');
   if (await released(paths, pid, 10_000)) {
-    process.stderr.write(`agentbox: daemon killed (pid ${pid}); the next daemon reaps what it left\n`);
+    process.stderr.write(`agentbox: daemon killed (pid ${pid}); the next daemon takes its sandboxes over${flags.stopSandboxes ? ' (they were not all stopped)' : ''}\n`);
     return 0;
   }
   throw new RuntimeUnavailableError(`the daemon (pid ${pid}) survived SIGKILL`, { hint: 'a process stuck in the kernel (D state): see /proc/' + pid + '/stack' });

@@ -34,17 +34,18 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
         ...(flags.allowedHost ? { allowedHosts: flags.allowedHost } : {}),
         ...(flags.socketOnly ? {} : { tcp: { host: flags.host, port } }),
       });
+      const { DAEMON_STOP_SIGNALS } = await import('../contract/daemon.js');
       if (daemon.tcpAddress) process.stderr.write(`agentbox: listening on http://${daemon.tcpAddress.host}:${daemon.tcpAddress.port} and ${daemon.paths.socket}\n`);
       await new Promise<void>((resolve) => {
         let stopping = false;
-        const stop = (): void => {
-          if (stopping) return;
-          stopping = true;
-          logger.info('shutting down');
-          void daemon.close().finally(resolve);
-        };
-        process.once('SIGTERM', stop);
-        process.once('SIGINT', stop);
+        for (const [signal, sandboxes] of Object.entries(DAEMON_STOP_SIGNALS)) {
+          process.once(signal, () => {
+            if (stopping) return;
+            stopping = true;
+            logger.info({ signal, sandboxes }, 'shutting down');
+            void daemon.close({ sandboxes }).finally(resolve);
+          });
+        }
       });
       logger.flush();
       setExit(0);

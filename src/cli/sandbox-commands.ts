@@ -238,6 +238,9 @@ export function registerSandboxCommands(program: Command, setExit: (code: number
       if (flags.follow) {
         const target = execId ?? (await client.execs(id))[0]?.execId;
         if (!target) throw new BadRequestError(`sandbox ${id} has run no command yet`, { hint: `agentbox exec ${id} -- CMD` });
+        if ((await client.execRecord(id, target)).state === 'lost') {
+          process.stderr.write(`agentbox: exec ${target} was lost: the daemon stopped while it ran, so its exit status and the end of its output are unknown\n`);
+        }
         for await (const ev of client.followExec(id, target)) {
           if (ev.type === 'stdout') await write(process.stdout, ev.data);
           else if (ev.type === 'stderr') await write(process.stderr, ev.data);
@@ -254,7 +257,7 @@ export function registerSandboxCommands(program: Command, setExit: (code: number
       }
       const execs = await client.execs(id);
       if (flags.json) return printJson(execs);
-      table(['EXEC', 'STARTED', 'EXIT', 'MS', 'COMMAND'], execs.map((e) => [e.execId, e.startedAt, e.exitCode === null ? 'running' : String(e.exitCode), String(e.durationMs ?? ''), e.cmd.join(' ').slice(0, 60)]));
+      table(['EXEC', 'STARTED', 'EXIT', 'MS', 'COMMAND'], execs.map((e) => [e.execId, e.startedAt, e.exitCode === null ? e.state : String(e.exitCode), String(e.durationMs ?? ''), e.cmd.join(' ').slice(0, 60)]));
     });
 
   program

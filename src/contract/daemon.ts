@@ -22,4 +22,11 @@ export const DaemonInfoSchema = z.object({
   pools: z.array(z.object({ image: z.string(), profile: z.string().nullable(), size: z.number().int(), ready: z.number().int() })),
 });
 export type DaemonInfo = z.infer<typeof DaemonInfoSchema>;
+
+/**
+ * Signals `agentbox serve` stops on, and what each does to the sandboxes. SIGTERM and SIGINT: a
+ * graceful stop that leaves them running for the next daemon (`agentbox daemon stop`). SIGUSR2: a
+ * graceful stop that also stops every sandbox (`agentbox daemon stop --stop-sandboxes`).
+ */
+export const DAEMON_STOP_SIGNALS = { SIGTERM: 'leave', SIGINT: 'leave', SIGUSR2: 'stop' } as const satisfies Partial<Record<NodeJS.Signals, 'leave' | 'stop'>>;
 export type RuntimeHealth = z.infer<typeof RuntimeHealthSchema>;

@@ -21,6 +21,7 @@ export const END_REASONS = [
   'daemon_stopped',
   'reaped_orphan',
   'create_failed',
+  'adopt_failed',
 ] as const;
 export const EndReasonSchema = z.enum(END_REASONS).describe('Why the sandbox ended');
 export type EndReason = z.infer<typeof EndReasonSchema>;
@@ -112,13 +113,22 @@ export const ExecResultSchema = z.object({
 export type ExecResult = z.infer<typeof ExecResultSchema>;
 export type ExecSummary = Omit<ExecResult, 'stdout' | 'stderr'>;
 
+export const EXEC_STATES = ['running', 'ended', 'lost'] as const;
+export const ExecStateSchema = z
+  .enum(EXEC_STATES)
+  .describe(
+    'running; ended (exitCode says how); lost: the daemon stopped (killed, crashed) while it ran, so its exit status and the rest of its output are unknown, and the command may have run on in the sandbox',
+  );
+export type ExecState = z.infer<typeof ExecStateSchema>;
+
 /** One entry of a sandbox's exec history. */
 export const ExecRecordSchema = z.object({
   execId: z.string(),
   cmd: z.array(z.string()),
+  state: ExecStateSchema,
   startedAt: z.string(),
-  endedAt: z.string().nullable(),
-  exitCode: z.number().nullable().describe('null while running'),
+  endedAt: z.string().nullable().describe('null while running; for a lost exec, when the restarted daemon found it lost'),
+  exitCode: z.number().nullable().describe('null while running, and for a lost exec'),
   timedOut: z.boolean(),
   oomKilled: z.boolean(),
   truncated: z.boolean(),

@@ -139,14 +139,21 @@ export class SandboxManager {
     return this.parts.pools.status();
   }
 
-  /** Stop the reaper, wait for running operations, destroy what is still running. */
-  async close(): Promise<void> {
+  /**
+   * Stop the reaper, destroy the warm pools' members (nobody's sandboxes yet), wait for running
+   * operations; then, with `sandboxes: 'stop'` (the default), end every active sandbox as
+   * stopped / daemon_stopped; with `'leave'`, leave them running for the next daemon to adopt
+   * (their proxies close with this daemon: no egress until the next one starts).
+   */
+  async close(opts: { sandboxes?: 'stop' | 'leave' } = {}): Promise<void> {
     this.closing = true;
     if (this.reaper) clearInterval(this.reaper);
     await this.parts.pools.close();
     await this.parts.inflight.settled();
-    for (const stored of this.parts.store.listSandboxes({ states: ACTIVE })) {
-      await endSandbox(this.parts, stored, 'stopped', 'daemon_stopped', 'daemon shutdown').catch(() => undefined);
+    if (opts.sandboxes !== 'leave') {
+      for (const stored of this.parts.store.listSandboxes({ states: ACTIVE })) {
+        await endSandbox(this.parts, stored, 'stopped', 'daemon_stopped', 'daemon shutdown').catch(() => undefined);
+      }
     }
     await this.parts.egress?.closeAll();
     for (const [, rt] of this.parts.runtimes.entries()) await rt.close();

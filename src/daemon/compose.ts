@@ -62,7 +62,13 @@ export interface Daemon {
   servers: Server[];
   /** The TCP address actually bound (port 0 picks one). */
   tcpAddress?: { host: string; port: number };
-  close(): Promise<void>;
+  /**
+   * Graceful stop: listeners close, running requests finish, then the manager closes (see
+   * `SandboxManager.close()`). `sandboxes: 'stop'` (the default, for an embedder that owns its
+   * sandboxes) ends every sandbox; `'leave'` (what `agentbox serve` does on SIGTERM) leaves them
+   * running for the next daemon.
+   */
+  close(opts?: { sandboxes?: 'stop' | 'leave' }): Promise<void>;
 }
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
@@ -185,7 +191,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     store,
     images,
     servers,
-    async close() {
+    async close(closeOpts = {}) {
       clearInterval(sweeper);
       // Stop accepting first; running requests finish; MCP sessions take their sandboxes along.
       const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => {
@@ -194,7 +200,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
       })));
       await Promise.all(apis.map((a) => a.closeSessions()));
       await closed;
-      await manager.close();
+      await manager.close(closeOpts);
       // The store stays mounted while a sandbox (which outlives the daemon) has its disk in it.
       await disks.closeIfIdle().catch((err: unknown) => opts.logger.warn({ err }, 'could not unmount the disk store'));
       store.close();

@@ -2,7 +2,8 @@
  * Exactly one daemon per AGENTBOX_HOME. The daemon holds a lock on `$home/daemon.lock` for its
  * whole life; the kernel drops it when the process ends, however it ends (kill -9 included), so a
  * lock is never stale and nobody has to guess from a socket probe or a pid file. Next to it,
- * `$home/daemon.json` says who holds it; it is believed only while the lock is held.
+ * `$home/daemon.json` says who holds it, and `$home/daemon.pid` its pid alone (for scripts); both are
+ * believed only while the lock is held.
  *
  * The lock is an fcntl lock taken through SQLite's exclusive locking mode: Node has no flock, and
  * better-sqlite3 is already here for the store.
@@ -27,6 +28,7 @@ export type LockState = { held: false } | { held: true; record: DaemonRecord | u
 
 const lockFile = (home: string): string => join(home, 'daemon.lock');
 const recordFile = (home: string): string => join(home, 'daemon.json');
+const pidFile = (home: string): string => join(home, 'daemon.pid');
 
 export class DaemonRunningError extends ConflictError {
   constructor(home: string, holder: DaemonRecord | undefined) {
@@ -98,14 +100,17 @@ export class HomeLock {
 
   /** Say who holds the lock (written atomically: readers never see half a record). */
   publish(record: DaemonRecord): void {
-    const tmp = `${recordFile(this.home)}.${process.pid}.tmp`;
-    writeFileSync(tmp, `${JSON.stringify(record)}\n`, { mode: 0o600 });
-    renameSync(tmp, recordFile(this.home));
+    for (const [file, text] of [[recordFile(this.home), JSON.stringify(record)], [pidFile(this.home), String(record.pid)]] as const) {
+      const tmp = `${file}.${process.pid}.tmp`;
+      writeFileSync(tmp, `${text}\n`, { mode: 0o600 });
+      renameSync(tmp, file);
+    }
   }
 
   release(): void {
     if (!this.lock) return;
     rmSync(recordFile(this.home), { force: true });
+    rmSync(pidFile(this.home), { force: true });
     this.lock.release();
     this.lock = undefined;
   }

@@ -182,9 +182,10 @@ export interface Runtime {
   removePath(handle: SandboxHandle, path: string): Promise<void>;
   /**
    * Whether the sandbox still runs (paused counts as running). `alive: false`, not an error, for one
-   * that was destroyed, reaped or died by itself.
+   * that was destroyed, reaped or died by itself. `paused`: frozen by `pause` (drivers with the
+   * capability say so; a restarted daemon learns from it which sandboxes an earlier one froze).
    */
-  status(handle: SandboxHandle): Promise<{ alive: boolean }>;
+  status(handle: SandboxHandle): Promise<{ alive: boolean; paused?: boolean }>;
   /** Resources the sandbox uses now. Read by the conformance suite only so far. */
   stats(handle: SandboxHandle): Promise<RuntimeStats>;
   /**

@@ -119,6 +119,15 @@ export const MIGRATIONS: readonly Migration[] = [
     `,
   },
   { version: 4, name: 'named volumes and their mounts', sql: VOLUMES_SQL },
+  {
+    version: 5,
+    name: 'execs lost with their daemon',
+    // 1: the daemon died while the exec ran; a restarted daemon set ended_at when it found it.
+    sql: `
+      ALTER TABLE execs ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;
+      CREATE INDEX execs_unfinished ON execs (ended_at) WHERE ended_at IS NULL;
+    `,
+  },
 ];
 
 export function schemaVersion(db: Database.Database): number {

@@ -20,9 +20,12 @@ export interface StoredExec {
   tenant: string;
   cmd: string[];
   startedAt: string;
+  /** null while the exec runs; for a lost one, when a restarted daemon found it */
   endedAt: string | null;
-  /** null while the exec runs */
+  /** null while the exec runs, and for a lost one */
   exitCode: number | null;
+  /** The daemon died while it ran: its exit status and the rest of its output are unknown. */
+  lost: boolean;
   timedOut: boolean;
   oomKilled: boolean;
   truncated: boolean;
@@ -80,6 +83,7 @@ export interface ExecRow {
   duration_ms: number | null;
   stdout_tail: Buffer | null;
   stderr_tail: Buffer | null;
+  lost: number;
 }
 
 export interface AuditRow {
@@ -166,6 +170,7 @@ export function toStoredExec(row: ExecRow): StoredExec {
     startedAt: row.started_at,
     endedAt: row.ended_at,
     exitCode: row.exit_code,
+    lost: row.lost === 1,
     timedOut: row.timed_out === 1,
     oomKilled: row.oom_killed === 1,
     truncated: row.truncated === 1,

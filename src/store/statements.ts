@@ -55,6 +55,7 @@ export interface Statements {
   insertExec: Stmt<[id: string, sandboxId: string, tenant: string, cmdJson: string, startedAt: string]>;
   trimExecs: Stmt<[{ sandboxId: string; keep: number }]>;
   finishExec: Stmt<[FinishExecParams]>;
+  loseUnfinishedExecs: Stmt<[endedAt: string]>;
   getExec: Stmt<[sandboxId: string, execId: string], ExecRow>;
   listExecs: Stmt<[sandboxId: string, limit: number], ExecRow>;
   audit: Stmt<[at: string, tenant: string | null, actor: string | null, action: string, sandboxId: string | null, detailJson: string | null]>;
@@ -114,7 +115,8 @@ export function prepareStatements(db: Database.Database): Statements {
     finishExec: prepare(`
       UPDATE execs SET exit_code = @exitCode, timed_out = @timedOut, oom_killed = @oomKilled, truncated = @truncated,
         duration_ms = @durationMs, ended_at = @endedAt, stdout_tail = @stdoutTail, stderr_tail = @stderrTail
-      WHERE id = @id`),
+      WHERE id = @id AND lost = 0`),
+    loseUnfinishedExecs: prepare('UPDATE execs SET lost = 1, ended_at = ? WHERE ended_at IS NULL'),
     getExec: prepare('SELECT * FROM execs WHERE sandbox_id = ? AND id = ?'),
     listExecs: prepare(
       'SELECT * FROM execs WHERE sandbox_id = ? ORDER BY started_at DESC, rowid DESC LIMIT ?',

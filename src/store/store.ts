@@ -226,6 +226,14 @@ export class Store {
     });
   }
 
+  /**
+   * Execs whose row says they still run, at the start of a daemon (which holds the home's lock, so no
+   * other daemon runs them): their daemon died meanwhile. Each is marked lost, ended now; returns how many.
+   */
+  loseUnfinishedExecs(at: string): number {
+    return this.stmts.loseUnfinishedExecs.run(at).changes;
+  }
+
   getExec(sandboxId: string, execId: string): StoredExec | undefined {
     const row = this.stmts.getExec.get(sandboxId, execId);
     return row === undefined ? undefined : toStoredExec(row);

@@ -6,7 +6,7 @@
 import type Database from 'better-sqlite3';
 import { InternalError } from '../contract/errors.js';
 
-/** Migration 3 (migrations.ts). */
+/** Migration 4 (migrations.ts). */
 export const VOLUMES_SQL = `
   CREATE TABLE volumes (
     id TEXT PRIMARY KEY,

@@ -24,7 +24,7 @@ describe('CLI', () => {
   });
 
   after(() => {
-    const stopped = ab(['daemon', 'stop']);
+    const stopped = ab(['daemon', 'stop', '--stop-sandboxes']);
     assert.equal(stopped.code, 0, stopped.stderr);
     assert.equal(ab(['daemon', 'status']).code, 3, 'the daemon did not stop');
     rmSync(home, { recursive: true, force: true });

@@ -1,7 +1,8 @@
 /**
  * The home's daemon, managed as a user would: one daemon per home whatever races the CLIs run,
- * `agentbox daemon status|stop|restart|logs`, what a stop does to running sandboxes, and a CLI that
- * talks to a daemon of other code. Real processes, real sockets, real locks.
+ * `agentbox daemon status|stop|restart|logs`, what a stop does to running sandboxes (nothing, unless
+ * --stop-sandboxes), and a CLI that talks to a daemon of other code. Real processes, real sockets,
+ * real locks.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -12,6 +13,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { cliEntry, packageRoot } from '../../src/core/config.js';
+import { hostLeftovers } from '../helpers/host-leftovers.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
 
 interface Run {
@@ -78,9 +80,11 @@ describe('agentbox daemon', () => {
   });
 
   afterEach(async () => {
-    // Whatever a test did, no daemon of its home survives it.
+    // Whatever a test did, no daemon of its home survives it, nor a sandbox (sandboxes outlive a
+    // daemon: one is started to stop them).
     for (const pid of daemonsOf(home)) process.kill(pid, 'SIGCONT');
-    ab(['daemon', 'stop', '--timeout', '20s', '--force']);
+    ab(['daemon', 'start']);
+    ab(['daemon', 'stop', '--stop-sandboxes', '--timeout', '20s', '--force']);
     await until('the home has no daemon left', () => daemonsOf(home).length === 0);
     rmSync(home, { recursive: true, force: true });
   });
@@ -113,6 +117,7 @@ describe('agentbox daemon', () => {
     assert.equal(json.running, true);
     assert.equal(json.pid, daemons[0]);
     assert.equal(json.log, join(home, 'daemon.log'));
+    assert.equal(readFileSync(join(home, 'daemon.pid'), 'utf8'), `${daemons[0]}\n`, 'daemon.pid does not name the daemon');
   });
 
   test('a second daemon on the home exits naming the first; a hung daemon is waited for, never replaced', async () => {
@@ -157,33 +162,44 @@ describe('agentbox daemon', () => {
     assert.deepEqual(daemonsOf(home), [pid]);
   });
 
-  test('stop stops the running sandboxes (records kept, endReason daemon_stopped) and leaves nothing behind', async () => {
+  test('stop leaves the running sandboxes running and the next daemon takes them over; stop --stop-sandboxes stops them (records kept, endReason daemon_stopped) and leaves nothing behind', async () => {
     freshHome();
     const created = ab(['create']);
     assert.equal(created.code, 0, created.stderr);
     const id = created.stdout.trim();
     const [pid] = daemonsOf(home);
     assert.ok(pid);
-    assert.equal(ab(['exec', id, '--', 'sh', '-c', 'sleep 600 >/dev/null 2>&1 & echo started']).stdout, 'started\n');
+    const job = ab(['exec', id, '--', 'sh', '-c', 'sleep 600 >/dev/null 2>&1 & echo "$! $(cut -d" " -f22 /proc/$!/stat)"']).stdout.trim();
+    assert.match(job, /^\d+ \d+$/);
 
     const stopped = ab(['daemon', 'stop']);
     assert.equal(stopped.code, 0, stopped.stderr);
-    assert.match(stopped.stderr, /1 running sandbox will be stopped \(records kept, endReason daemon_stopped\)/);
+    assert.match(stopped.stderr, /1 running sandbox keeps running \(the next daemon takes it over\)/);
     assert.equal(alive(pid), false);
-    assert.equal(existsSync(join(home, 'agentbox.sock')), false, 'the socket file is left');
-    assert.equal(existsSync(join(home, 'daemon.json')), false, 'the daemon record is left');
-    // Nothing of the sandbox on the host: no process of it, no cgroup.
-    const leftovers = spawnSync('sh', ['-c', `grep -l ${id} /proc/[0-9]*/cgroup 2>/dev/null; find /sys/fs/cgroup -maxdepth 5 -name '*${id}*' 2>/dev/null`], { encoding: 'utf8' }).stdout.trim();
-    assert.equal(leftovers, '', `left on the host:\n${leftovers}`);
+    for (const file of ['agentbox.sock', 'daemon.json', 'daemon.pid']) assert.equal(existsSync(join(home, file)), false, `${file} is left`);
+    assert.notDeepEqual(hostLeftovers([id]), [], 'the sandbox did not outlive its daemon');
+
+    const inspected = ab(['inspect', id]);
+    assert.match(inspected.stderr, /started a local daemon/);
+    assert.equal((JSON.parse(inspected.stdout) as { state: string }).state, 'running');
+    const [jobPid, jobStart] = job.split(' ');
+    assert.equal(ab(['exec', id, '--', 'sh', '-c', `cut -d" " -f22 /proc/${jobPid}/stat`]).stdout.trim(), jobStart, 'the background job did not survive the restart');
+
+    const [second] = daemonsOf(home);
+    assert.ok(second && second !== pid);
+    const all = ab(['daemon', 'stop', '--stop-sandboxes']);
+    assert.equal(all.code, 0, all.stderr);
+    assert.match(all.stderr, /1 running sandbox will be stopped \(records kept, endReason daemon_stopped\)/);
+    assert.equal(alive(second), false);
+    // Nothing of the sandbox on the host: no process of it (nor its keeper), no cgroup, no mount.
+    assert.deepEqual(hostLeftovers([id]), []);
 
     const again = ab(['daemon', 'stop']);
     assert.equal(again.code, 0, 'stopping a stopped daemon is not an error');
     assert.match(again.stderr, /no daemon is running/);
     assert.equal(ab(['daemon', 'status']).code, 3);
 
-    const inspected = ab(['inspect', id]);
-    assert.match(inspected.stderr, /started a local daemon/);
-    const sb = JSON.parse(inspected.stdout) as { state: string; endReason: string };
+    const sb = JSON.parse(ab(['inspect', id]).stdout) as { state: string; endReason: string };
     assert.equal(sb.state, 'stopped');
     assert.equal(sb.endReason, 'daemon_stopped');
   });

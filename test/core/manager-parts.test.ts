@@ -84,6 +84,7 @@ describe('ExecRecorder', () => {
     const rec = new ExecRecorder({ store, logger: silentLogger(), tailBytes: 4 });
     const begun = rec.begin({ execId: 'exe_1', sandboxId: s.id, tenant: 'alice', cmd: ['echo', 'hi'] });
     assert.equal(toExecRecord(storedExec(store, s.id, 'exe_1'), false).exitCode, null, 'a running exec is in the history with exitCode null');
+    assert.equal(toExecRecord(storedExec(store, s.id, 'exe_1'), false).state, 'running');
     let busyInside = false;
     const events = rec.events(begun, async () =>
       (async function* (): AsyncIterable<ExecEvent> {
@@ -100,11 +101,25 @@ describe('ExecRecorder', () => {
     const row = storedExec(store, s.id, 'exe_1');
     assert.equal(
       JSON.stringify(toExecRecord(row, true)),
-      JSON.stringify({ execId: 'exe_1', cmd: ['echo', 'hi'], startedAt: row.startedAt, endedAt: row.endedAt, exitCode: 3, timedOut: false, oomKilled: false, truncated: false, durationMs: 7, stdout: 'orld', stderr: 'e' }),
+      JSON.stringify({ execId: 'exe_1', cmd: ['echo', 'hi'], state: 'ended', startedAt: row.startedAt, endedAt: row.endedAt, exitCode: 3, timedOut: false, oomKilled: false, truncated: false, durationMs: 7, stdout: 'orld', stderr: 'e' }),
     );
     assert.equal('stdout' in toExecRecord(row, false), false, 'a history entry carries no output');
     const replayed: string[] = [];
     for await (const ev of replayStored(row)) replayed.push(ev.type === 'exit' ? `exit ${ev.result.exitCode}` : `${ev.type} ${ev.data.toString()}`);
     assert.deepEqual(replayed, ['stdout orld', 'stderr e', 'exit 3']);
+  });
+
+  test('an exec its daemon died with reads as lost, and replays as 125 (agentbox failed), not as running', async () => {
+    const s = spec('alice', 'sbx_lost');
+    const store = storeWith(s);
+    new ExecRecorder({ store, logger: silentLogger(), tailBytes: 4 }).begin({ execId: 'exe_l', sandboxId: s.id, tenant: 'alice', cmd: ['sleep', '9'] });
+    store.loseUnfinishedExecs(new Date().toISOString());
+    const rec = toExecRecord(storedExec(store, s.id, 'exe_l'), true);
+    assert.equal(rec.state, 'lost');
+    assert.equal(rec.exitCode, null);
+    assert.notEqual(rec.endedAt, null);
+    const replayed: string[] = [];
+    for await (const ev of replayStored(storedExec(store, s.id, 'exe_l'))) replayed.push(ev.type === 'exit' ? `exit ${ev.result.exitCode}` : ev.type);
+    assert.deepEqual(replayed, ['exit 125']);
   });
 });

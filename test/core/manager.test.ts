@@ -1,12 +1,11 @@
 /** SandboxManager with the real local runtime and SQLite: lifecycle, reaper, reconciliation. */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
-import { helperPath, cliEntry } from '../../src/core/config.js';
+import { helperPath } from '../../src/core/config.js';
 import { SandboxManager, type Caller } from '../../src/core/manager.js';
 import { QuotaExceededError } from '../../src/contract/errors.js';
 import { silentLogger } from '../../src/observability/logger.js';
@@ -14,7 +13,6 @@ import { parsePolicyText } from '../../src/policy/load.js';
 import type { Policy } from '../../src/policy/schema.js';
 import { LocalRuntime } from '../../src/runtime/local/local-runtime.js';
 import { Store } from '../../src/store/store.js';
-import { AgentboxClient } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
 import type { ImageStore } from '../../src/images/image-store.js';
 import { scratchDiskStore } from '../../src/storage/scratch-store.js';
@@ -157,31 +155,54 @@ describe('SandboxManager', () => {
     store.close();
   });
 
-  test('a daemon killed with -9 takes its sandboxes along; the next one records runtime_lost and cleans up', async () => {
-    const home = join(dir, 'crash-home');
-    const env = { ...process.env, AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_LOG_LEVEL: 'warn' };
-    const startDaemonProcess = async (): Promise<ReturnType<typeof spawn>> => {
-      const child = spawn(process.execPath, [cliEntry(), 'serve', '--socket-only'], { env, stdio: 'ignore' });
-      const client = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
-      await until(async () => (await client.health().catch(() => undefined))?.ok === true);
-      return child;
-    };
-    const client = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
-    const first = await startDaemonProcess();
-    const sb = await client.create();
-    const db = Store.open(join(home, 'agentbox.db'));
-    const pid = (db.getSandbox(sb.id)?.runtimeData as { pid: number }).pid;
-    db.close();
-    first.kill('SIGKILL');
-    await until(() => !existsSync(`/proc/${pid}`) || readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z'));
-    const second = await startDaemonProcess();
-    const after = await client.get(sb.id);
-    assert.equal(after.state, 'failed');
-    assert.equal(after.endReason, 'runtime_lost');
-    const cgroupLeft = cgroupExists(sb.id);
-    assert.equal(cgroupLeft, false, 'the dead sandbox\'s cgroup was not removed');
-    second.kill('SIGTERM');
-    await new Promise((resolve) => second.once('exit', resolve));
+  test('a new manager takes over what the last one left: live sandboxes adopted (a frozen one stays paused until used, old exec leaves keep their jobs), dead ones runtime_lost, a create in flight create_failed, running execs lost', async () => {
+    const store = Store.open(join(dir, 'adopt.db'));
+    // Sandboxes outlive the manager that made them: whatever happens, none is left running.
+    const cleanup = newRuntime();
+    try {
+      const p = policy('version: 1\nprofiles:\n  nap: { pauseAfter: 1s }\n');
+      const first = makeManager(p, store);
+      await first.start();
+      const keep = await first.create({}, caller);
+      const nap = await first.create({ profile: 'nap' }, caller);
+      const dies = await first.create({}, caller);
+      // A background job left by the first exec, in that exec's leaf cgroup.
+      const job = (await first.exec(keep.id, { cmd: ['sh', '-c', 'sleep 1000 >/dev/null 2>&1 & echo "$! $(cut -d" " -f22 /proc/$!/stat)"'] }, caller)).stdout.trim();
+      assert.match(job, /^\d+ \d+$/);
+      await until(async () => first.isPaused(nap.id) && (await frozen(nap.id)));
+      await first.close({ sandboxes: 'leave' });
+      // What a daemon that died (kill -9) leaves: a sandbox that died meanwhile, a row mid-create, an exec mid-run.
+      process.kill((store.getSandbox(dies.id)?.runtimeData as { pid: number }).pid, 'SIGKILL');
+      const template = store.getSandbox(keep.id);
+      assert.ok(template);
+      store.insertSandbox({ ...template.sandbox, id: 'sbx_midcreate001', state: 'creating' }, { ...template.spec, id: 'sbx_midcreate001' }, null);
+      store.insertExec({ id: 'exe_midrun', sandboxId: keep.id, tenant: 'default', cmd: ['sleep', '60'], startedAt: new Date().toISOString() });
+
+      const second = makeManager(p, store);
+      await second.start();
+      // Before the new reaper's first pass (which would freeze it again for being idle): known as paused from the start.
+      assert.equal(second.isPaused(nap.id), true, 'a sandbox the last manager froze is not known as paused');
+      assert.equal((await second.exec(nap.id, { cmd: ['echo', 'awake'] }, caller)).stdout, 'awake\n');
+      assert.equal(second.get(keep.id, caller).state, 'running');
+      // The first exec here times out, and the new exec's leaf must not be the one that holds the old job.
+      const late = await second.exec(keep.id, { cmd: ['sleep', '5'], timeoutMs: 300 }, caller);
+      assert.equal(late.timedOut, true);
+      const [pid, start] = job.split(' ');
+      assert.equal((await second.exec(keep.id, { cmd: ['sh', '-c', `cut -d" " -f22 /proc/${pid}/stat`] }, caller)).stdout.trim(), start, 'the old background job did not survive the takeover');
+      assert.deepEqual([second.get(dies.id, caller).state, second.get(dies.id, caller).endReason], ['failed', 'runtime_lost']);
+      assert.equal(cgroupExists(dies.id), false, 'the dead sandbox\'s cgroup was not removed');
+      assert.deepEqual([second.get('sbx_midcreate001', caller).state, second.get('sbx_midcreate001', caller).endReason], ['failed', 'create_failed']);
+      const lost = second.execHistory(keep.id, caller).find((e) => e.execId === 'exe_midrun');
+      assert.equal(lost?.state, 'lost');
+      assert.equal(lost?.exitCode, null);
+      await second.delete(keep.id, caller);
+      await second.delete(nap.id, caller);
+      await second.close();
+      assert.deepEqual(await cleanup.list(), [], 'sandboxes left behind');
+    } finally {
+      for (const o of await cleanup.list()) await cleanup.reap(o.id);
+      store.close();
+    }
   });
 });
 

@@ -294,6 +294,7 @@ describe('execs', () => {
         startedAt: '2026-01-01T00:00:01.000Z',
         endedAt: '2026-01-01T00:00:02.000Z',
         exitCode: 3,
+        lost: false,
         timedOut: false,
         oomKilled: true,
         truncated: true,
@@ -325,6 +326,25 @@ describe('execs', () => {
     } finally {
       store.close();
     }
+  });
+
+  test('execs still running when a daemon starts are lost: ended then, exit code unknown; finished ones stay; a late finish changes nothing', () => {
+    withStore((store) => {
+      put(store, sandbox('sbx_l'));
+      store.insertExec({ id: 'exec_done', sandboxId: 'sbx_l', tenant: 'alice', cmd: ['true'], startedAt: '2026-01-01T00:00:01.000Z' });
+      const outcome = { exitCode: 0, timedOut: false, oomKilled: false, truncated: false, durationMs: 1, endedAt: '2026-01-01T00:00:02.000Z', stdoutTail: Buffer.from('ok'), stderrTail: Buffer.alloc(0) };
+      store.finishExec('exec_done', outcome);
+      store.insertExec({ id: 'exec_run', sandboxId: 'sbx_l', tenant: 'alice', cmd: ['sleep', '9'], startedAt: '2026-01-01T00:00:03.000Z' });
+      assert.equal(store.loseUnfinishedExecs('2026-01-01T00:01:00.000Z'), 1);
+      const lost = store.getExec('sbx_l', 'exec_run');
+      assert.equal(lost?.lost, true);
+      assert.equal(lost?.exitCode, null);
+      assert.equal(lost?.endedAt, '2026-01-01T00:01:00.000Z');
+      assert.equal(store.getExec('sbx_l', 'exec_done')?.lost, false);
+      assert.equal(store.loseUnfinishedExecs('2026-01-01T00:02:00.000Z'), 0, 'a lost exec is lost once');
+      store.finishExec('exec_run', outcome);
+      assert.equal(store.getExec('sbx_l', 'exec_run')?.exitCode, null, 'a lost exec got an exit code after all');
+    });
   });
 
   test('execsPerSandbox must be a positive integer', () => {

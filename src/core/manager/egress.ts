@@ -65,16 +65,25 @@ export function approveEgressHost(
   return { ...sb, egress };
 }
 
-/** After a restart: sandboxes that outlived the daemon (docker) get their proxy back; directories of the gone are removed. */
-export async function reconcileEgress(d: { store: Store; egress?: EgressService | undefined; logger: Logger }): Promise<void> {
+/**
+ * After a restart: sandboxes that outlived the daemon get their proxy back on the same directory (the
+ * sandbox binds the directory, so the new socket appears inside); directories of the gone are
+ * removed. Returns the ids whose proxy could not be reopened.
+ */
+export async function reconcileEgress(d: { store: Store; egress?: EgressService | undefined; logger: Logger }): Promise<string[]> {
   const egress = d.egress;
-  if (!egress) return;
+  if (!egress) return [];
+  const failed: string[] = [];
   const sandboxes = d.store.listSandboxes({ states: ACTIVE });
   for (const { sandbox } of sandboxes) {
     if (sandbox.egress.mode === 'none') continue;
-    await egress.open(sandbox).catch((err: unknown) => d.logger.error({ sandbox_id: sandbox.id, err }, 'could not restart the egress proxy'));
+    await egress.open(sandbox).catch((err: unknown) => {
+      d.logger.error({ sandbox_id: sandbox.id, err }, 'could not restart the egress proxy');
+      failed.push(sandbox.id);
+    });
   }
   for (const id of egress.reapOrphans(new Set(sandboxes.map((s) => s.sandbox.id)))) {
     d.logger.warn({ sandbox_id: id }, 'removed an orphaned egress proxy directory');
   }
+  return failed;
 }

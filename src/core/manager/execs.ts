@@ -11,6 +11,7 @@ import type { Metrics } from '../../observability/metrics.js';
 import type { ExecOpts } from '../../runtime/types.js';
 import type { Store, StoredExec, StoredSandbox } from '../../store/store.js';
 import { AgentboxError, NotFoundError } from '../../contract/errors.js';
+import { EXIT_AGENTBOX_FAILED } from '../../contract/exit-codes.js';
 import { LiveExecs } from '../live-execs.js';
 import type { ExecEvent, ExecRecord, ExecResult, ExecSummary } from '../../contract/model.js';
 import type { ExecRequest } from '../../contract/requests.js';
@@ -172,6 +173,7 @@ export function toExecRecord(e: StoredExec, withOutput: boolean): ExecRecord {
   return {
     execId: e.id,
     cmd: e.cmd,
+    state: e.lost ? 'lost' : e.endedAt === null ? 'running' : 'ended',
     startedAt: e.startedAt,
     endedAt: e.endedAt,
     exitCode: e.exitCode,
@@ -183,14 +185,18 @@ export function toExecRecord(e: StoredExec, withOutput: boolean): ExecRecord {
   };
 }
 
-/** A stored exec replayed as events: its output tails as raw bytes, then its exit. */
+/**
+ * A stored exec replayed as events: its output tails as raw bytes, then its exit. A lost exec (its
+ * daemon died while it ran) has no status of its own: its exit says 125, agentbox failed.
+ */
 export function replayStored(rec: StoredExec): AsyncIterable<ExecEvent> {
   return (async function* () {
     if (rec.stdoutTail?.length) yield { type: 'stdout', data: rec.stdoutTail } as ExecEvent;
     if (rec.stderrTail?.length) yield { type: 'stderr', data: rec.stderrTail } as ExecEvent;
+    const exitCode = rec.exitCode ?? (rec.lost ? EXIT_AGENTBOX_FAILED : -1);
     yield {
       type: 'exit',
-      result: { execId: rec.id, exitCode: rec.exitCode ?? -1, truncated: rec.truncated, timedOut: rec.timedOut, oomKilled: rec.oomKilled, durationMs: rec.durationMs ?? 0 },
+      result: { execId: rec.id, exitCode, truncated: rec.truncated, timedOut: rec.timedOut, oomKilled: rec.oomKilled, durationMs: rec.durationMs ?? 0 },
     } as ExecEvent;
   })();
 }

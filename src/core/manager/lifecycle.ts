@@ -141,6 +141,15 @@ export class IdlePauses {
     return this.paused.has(id);
   }
 
+  get size(): number {
+    return this.paused.size;
+  }
+
+  /** A sandbox an earlier daemon froze (its runtime says so at start-up): the next call into it thaws it. */
+  adopt(id: string): void {
+    this.paused.add(id);
+  }
+
   /** The sandbox ended: nothing to thaw. */
   forget(id: string): void {
     this.paused.delete(id);

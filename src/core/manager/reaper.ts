@@ -5,9 +5,11 @@
 import type { Logger } from 'pino';
 import type { EgressService } from '../../egress/service.js';
 import type { Metrics } from '../../observability/metrics.js';
-import type { Store } from '../../store/store.js';
+import type { Runtime } from '../../runtime/types.js';
+import type { Store, StoredSandbox } from '../../store/store.js';
 import type { DiskStore } from '../../storage/disk-store.js';
 import type { SnapshotFiles } from '../../storage/snapshot-files.js';
+import type { EndReason } from '../../contract/model.js';
 import { reconcileSnapshots } from './snapshots.js';
 import { reconcileEgress } from './egress.js';
 import type { ExecRecorder } from './execs.js';
@@ -51,9 +53,34 @@ export async function reapPass(d: ReaperDeps): Promise<void> {
   }
 }
 
-/** After a restart: rows whose sandbox is gone become runtime_lost; host objects nobody knows are reaped. */
-export async function reconcile(d: { store: Store; runtimes: Runtimes; egress?: EgressService | undefined; disks?: DiskStore | undefined; snapshotFiles?: SnapshotFiles | undefined; logger: Logger }): Promise<void> {
+/**
+ * A starting daemon takes over what the last one left, before it serves
+ * (ARCHITECTURE: Lifecycle, reaper, reconcile). Execs the store still shows running are lost: their daemon died with them.
+ * For each runtime that works here, host objects the store does not know as active (warm-pool members,
+ * leftovers) are reaped; each active row is adopted when its sandbox is alive (one an earlier daemon
+ * froze stays paused until the next call into it), else ended with why: create_failed (the daemon
+ * died while creating it), runtime_lost (it died while no daemon ran), adopt_failed (alive, but its
+ * egress proxy could not be reopened). A runtime that does not work now leaves its rows as they are.
+ * Then disks and snapshots of sandboxes that are gone are removed.
+ */
+export async function reconcile(d: {
+  store: Store;
+  runtimes: Runtimes;
+  pauses: IdlePauses;
+  egress?: EgressService | undefined;
+  disks?: DiskStore | undefined;
+  snapshotFiles?: SnapshotFiles | undefined;
+  logger: Logger;
+  metrics?: Metrics | undefined;
+}): Promise<void> {
   const store = d.store;
+  const t0 = performance.now();
+  const lostExecs = store.loseUnfinishedExecs(new Date().toISOString());
+  if (lostExecs > 0) d.logger.warn({ execs: lostExecs }, 'execs that ran when the last daemon stopped are recorded as lost');
+  const end = async (stored: StoredSandbox, reason: EndReason, rt: Runtime | undefined): Promise<void> => {
+    await rt?.reap(stored.sandbox.id).catch((err: unknown) => d.logger.error({ sandbox_id: stored.sandbox.id, err }, 'could not reap'));
+    await endSandbox(d, stored, 'failed', reason, 'reconcile').catch((err: unknown) => d.logger.error({ sandbox_id: stored.sandbox.id, err }, 'could not end a sandbox at start'));
+  };
   for (const [name, rt] of d.runtimes.entries()) {
     const probe = await rt.probe();
     if (!probe.ok) {
@@ -71,16 +98,36 @@ export async function reconcile(d: { store: Store; runtimes: Runtimes; egress?: 
       }
     }
     for (const stored of store.listSandboxes({ states: ACTIVE }).filter((s) => s.sandbox.runtime === name)) {
-      const alive = stored.runtimeData ? (await rt.status(handleOf(stored))).alive : false;
-      if (!alive) {
-        await rt.reap(stored.sandbox.id).catch(() => undefined);
-        store.markEnded(stored.sandbox.id, { state: 'failed', reason: 'runtime_lost', endedBy: 'reconcile', at: new Date().toISOString() });
+      const id = stored.sandbox.id;
+      if (stored.sandbox.state === 'creating' || !stored.runtimeData) {
+        await end(stored, 'create_failed', rt);
+        continue;
       }
+      let status: { alive: boolean; paused?: boolean };
+      try {
+        status = await rt.status(handleOf(stored));
+      } catch (err) {
+        // Cannot tell now (the engine did not answer): the reaper asks again every pass.
+        d.logger.error({ sandbox_id: id, err }, 'could not check a sandbox at start');
+        continue;
+      }
+      if (!status.alive) {
+        await end(stored, 'runtime_lost', rt);
+        continue;
+      }
+      if (status.paused) d.pauses.adopt(id);
     }
   }
-  await reconcileEgress(d);
+  for (const id of await reconcileEgress(d)) {
+    const stored = store.getSandbox(id);
+    if (stored && ACTIVE.includes(stored.sandbox.state)) {
+      await end(stored, 'adopt_failed', d.runtimes.find(stored.sandbox.runtime));
+    }
+  }
   await reconcileDisks(d);
   await reconcileSnapshots(d);
+  const active = store.listSandboxes({ states: ACTIVE }).length;
+  d.logger.info({ active, paused: d.pauses.size, lost_execs: lostExecs, ms: Math.round(performance.now() - t0) }, 'reconciled with the host');
 }
 
 /** Disks whose sandbox is gone (a daemon killed between a create's disk and its row, or during a destroy). */

@@ -334,12 +334,12 @@ export class DockerRuntime implements Runtime {
     return this.files.removePath(handle, path);
   }
 
-  async status(handle: SandboxHandle): Promise<{ alive: boolean }> {
+  async status(handle: SandboxHandle): Promise<{ alive: boolean; paused: boolean }> {
     try {
       const info = await this.container(handle).inspect();
-      return { alive: info.State.Running };
+      return { alive: info.State.Running, paused: info.State.Running && info.State.Paused };
     } catch (err) {
-      if (statusOf(err) === 404) return { alive: false };
+      if (statusOf(err) === 404) return { alive: false, paused: false };
       throw engineError(err, `cannot inspect sandbox ${handle.id}`, this.address);
     }
   }

@@ -37,7 +37,8 @@ export function bwrapArgs(opts: { stage: string; hostname: string; limits: Limit
     ...(opts.withEgress ? ['--size', '65536', '--tmpfs', '/run', '--ro-bind', `${opts.stage}/egress`, EGRESS_MOUNT, '--remount-ro', '/run'] : []),
     '--chdir', '/workspace',
     '--clearenv', '--setenv', 'PATH', '/usr/sbin:/usr/bin:/sbin:/bin',
-    '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--as-pid-1',
+    // No --die-with-parent: the sandbox outlives the daemon (its keeper, the helper, reaps bwrap).
+    '--new-session', '--cap-drop', 'ALL', '--as-pid-1',
     '--info-fd', String(INFO_FD),
     '/.agentbox/init', 'init', String(READY_FD),
     ...(opts.withEgress ? relayArgs() : []),

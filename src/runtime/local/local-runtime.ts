@@ -42,6 +42,8 @@ interface LocalData {
   pid: number;
   startTime: number;
   uid: number;
+  /** The keeper (the helper's spawn process, outside the sandbox's cgroups); absent in older rows. */
+  keeper?: { pid: number; startTime: number };
 }
 
 /** Host uids for sandboxes come from this reserved range, one random uid per sandbox. */
@@ -129,8 +131,9 @@ export class LocalRuntime implements Runtime {
     const args = [
       'spawn', '--uid', String(uid), '--gid', String(uid), '--rootfs', rootfs, '--stage', this.stageDir, '--disk', disk.root,
       '--init', (this.initCopy ??= stagedBinary(this.opts.helper, dirname(this.stageDir), 'init')),
-      // The only descriptors above stdio that reach bwrap and PID 1; the helper closes every other.
-      '--keep-fd', String(INFO_FD), '--keep-fd', String(READY_FD),
+      // The daemon's ends of bwrap's --info-fd and PID 1's ready pipe: only the helper (the sandbox's
+      // keeper) holds them, until the sandbox is ready; bwrap gets pipes of the keeper's at these numbers.
+      '--info-fd', String(INFO_FD), '--ready-fd', String(READY_FD),
       ...initDirs.flatMap((d) => ['--cgroup', d]),
       ...(spec.egressDir ? ['--egress', spec.egressDir] : []),
       ...volumes.flatMap((v) => [v.readOnly ? '--volume-ro' : '--volume', v.source]),
@@ -146,11 +149,15 @@ export class LocalRuntime implements Runtime {
       const pid = await this.waitReady(child, spec.id);
       const startTime = processStartTime(pid);
       if (startTime === undefined) throw new InternalError(`sandbox ${spec.id} exited right after starting`);
+      const keeperStart = child.pid === undefined ? undefined : processStartTime(child.pid);
       this.children.set(spec.id, child);
       child.once('close', () => this.children.delete(spec.id));
       child.unref();
-      return { id: spec.id, runtime: 'local', data: { pid, startTime, uid } };
+      const keeper = child.pid !== undefined && keeperStart !== undefined ? { keeper: { pid: child.pid, startTime: keeperStart } } : {};
+      return { id: spec.id, runtime: 'local', data: { pid, startTime, uid, ...keeper } };
     } catch (err) {
+      // The sandbox's processes first: its keeper then reaps bwrap and exits by itself.
+      await cg.kill(spec.id).catch(() => undefined);
       child.kill('SIGKILL');
       await cg.kill(spec.id).catch(() => undefined);
       await cg.remove(spec.id);
@@ -306,7 +313,11 @@ export class LocalRuntime implements Runtime {
     return this.procs.signalProcess(handle, pid, signal);
   }
 
-  /** A leaf cgroup with no process in it, reused when possible. */
+  /**
+   * A leaf cgroup with no process in it, reused when possible. A sandbox that outlived an earlier
+   * daemon has that daemon's leaves, some still holding background jobs: a new name skips those, so a
+   * timeout (which kills the leaf) never reaches a job another exec left behind.
+   */
   private takeLeaf(id: string): { leaf: string; dirs: string[] } {
     const cg = this.cg();
     const free = this.freeLeaves.get(id) ?? [];
@@ -354,9 +365,11 @@ export class LocalRuntime implements Runtime {
     return this.files.removePath(handle, path);
   }
 
-  async status(handle: SandboxHandle): Promise<{ alive: boolean }> {
+  async status(handle: SandboxHandle): Promise<{ alive: boolean; paused: boolean }> {
     const data = dataOf(handle);
-    return { alive: isSameProcess(data.pid, data.startTime) };
+    const alive = isSameProcess(data.pid, data.startTime);
+    const cg = this.cg();
+    return { alive, paused: alive && cg.exists(handle.id) && cg.frozen(handle.id) };
   }
 
   async stats(handle: SandboxHandle): Promise<RuntimeStats> {
@@ -375,10 +388,12 @@ export class LocalRuntime implements Runtime {
 
   async destroy(handle: SandboxHandle): Promise<void> {
     await this.reap(handle.id);
-    // PID 1 leaves its cgroup before it has finished tearing down its pid namespace: wait for that.
+    // PID 1 leaves its cgroup before it has finished tearing down its pid namespace: wait for that,
+    // and for the keeper, which exits once it has reaped bwrap (it is outside the cgroup).
     const data = handle.data as Partial<LocalData>;
-    if (typeof data.pid === 'number' && typeof data.startTime === 'number') {
-      for (let i = 0; i < 400 && isSameProcess(data.pid, data.startTime); i++) await sleep(5);
+    for (const p of [data, data.keeper]) {
+      if (typeof p?.pid !== 'number' || typeof p.startTime !== 'number') continue;
+      for (let i = 0; i < 400 && isSameProcess(p.pid, p.startTime); i++) await sleep(5);
     }
   }
 
@@ -395,11 +410,15 @@ export class LocalRuntime implements Runtime {
       // Killing every process of the group takes PID 1 with it, and so the whole pid namespace.
       await cg.kill(id, undefined, 5000);
     }
+    // The keeper (this daemon's child, if it started the sandbox) reaps bwrap and exits by itself;
+    // killed only if it has not. A keeper of an earlier daemon exits the same way, reaped by its new parent.
     const child = this.children.get(id);
     if (child && child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, 2000);
+        const t = setTimeout(() => {
+          child.kill('SIGKILL');
+          resolve();
+        }, 2000);
         child.once('close', () => {
           clearTimeout(t);
           resolve();
