@@ -21,7 +21,9 @@ if [ "$(cat /etc/docker/daemon.json 2>/dev/null)" != "$want" ]; then
   pkill -x dockerd 2>/dev/null && sleep 1 || true
 fi
 if ! /usr/bin/docker info >/dev/null 2>&1; then
-  nohup /usr/sbin/dockerd >/var/log/dockerd.log 2>&1 &
+  # A session of its own: whoever ran this script (a shell job, a CI step, a tool runner) may kill its
+  # process group when it ends, and dockerd must not go with it.
+  setsid nohup /usr/sbin/dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
   for _ in $(seq 1 100); do /usr/bin/docker info >/dev/null 2>&1 && break; sleep 0.2; done
 fi
 /usr/bin/docker info --format 'dockerd {{.ServerVersion}} ({{.Driver}}, cgroup {{.CgroupVersion}}), runtimes: {{range $k, $v := .Runtimes}}{{$k}} {{end}}'
