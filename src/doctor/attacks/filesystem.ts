@@ -521,7 +521,10 @@ for line in open('/proc/self/mountinfo'):
     pre, _, post = line.partition(' - ')
     f = pre.split()
     fstype = post.split()[0] if post else ''
-    if fstype not in HIDDEN_FS and f[3] != '/':
+    # /workspace and /tmp are directories of the sandbox's own disk (ext4 on a loop device), bound at
+    # the same paths: their root names the disk's layout, nothing of the host's.
+    own_disk = f[3] == f[4] and f[4] in ('/workspace', '/tmp')
+    if fstype not in HIDDEN_FS and f[3] != '/' and not own_disk:
         shown.add(f[3])
     for m in re.findall(r'(?:lowerdir|upperdir|workdir)=([^ ,]+)', post):
         shown.update(m.split(':'))
