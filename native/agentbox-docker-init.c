@@ -146,13 +146,9 @@ static int mode_run(int argc, char **argv) {
    * kill finds them by parent links (proc-tree.h). gVisor (runsc 2022) answers EINVAL: carry on, the
    * session and the exec's marker catch what the tree misses. */
   if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 && errno != EINVAL) die("PR_SET_CHILD_SUBREAPER");
-  sigset_t sigs, old;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGHUP);
+  sigset_t old;
   struct exec_relay relay;
-  if (exec_relay_open(&relay, &sigs, &old) != 0) die("relay");
+  if (exec_relay_open(&relay, &old) != 0) die("relay");
   pid_t child = fork();
   if (child < 0) die("fork");
   if (child == 0) {

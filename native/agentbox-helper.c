@@ -622,13 +622,9 @@ static int mode_exec(int argc, char **argv) {
   close_extra_fds(NULL, 0);
   join_cgroups(&o);
   enter_sandbox(&o);
-  sigset_t sigs, old;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGHUP);
+  sigset_t old;
   struct exec_relay relay;
-  if (exec_relay_open(&relay, &sigs, &old) != 0) die("relay");
+  if (exec_relay_open(&relay, &old) != 0) die("relay");
   /* setns(pid) only applies to children: the leader is this process's child. */
   pid_t child = fork();
   if (child < 0) die("fork");

@@ -46,18 +46,23 @@ struct relay_stream {
 
 struct exec_relay {
   struct relay_stream s[2];
-  int sfd;   /* signalfd: SIGCHLD and the caller's signals */
+  int sfd;   /* signalfd: SIGCHLD and the signals that end an exec (SIGTERM, SIGINT, SIGHUP) */
   pid_t leader;
   int exited, status;
 };
 
 enum { RELAY_EXITED, RELAY_SIGNAL, RELAY_DEADLINE, RELAY_ERROR };
 
-/* Pipes for the leader's stdout and stderr, and a signalfd for SIGCHLD plus `sigs` (blocked from
- * here on; the previous mask goes to *old). Call before forking the leader. 0, or -1 with errno. */
-static int exec_relay_open(struct exec_relay *r, const sigset_t *sigs, sigset_t *old) {
+/* Pipes for the leader's stdout and stderr, and a signalfd for SIGCHLD, SIGTERM, SIGINT and SIGHUP
+ * (blocked from here on; the previous mask goes to *old). Call before forking the leader. 0, or -1
+ * with errno. */
+static int exec_relay_open(struct exec_relay *r, sigset_t *old) {
   memset(r, 0, sizeof *r);
-  sigset_t set = *sigs;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGCHLD);
   if (sigprocmask(SIG_BLOCK, &set, old) != 0) return -1;
   r->sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);

@@ -4,10 +4,11 @@
  * exits, whatever disks its sandboxes left mounted.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DiskStore } from './disk-store.js';
+import { mountTable } from './host-tools.js';
 import { VolumeStore } from './volume-store.js';
 
 let scratch: { store: DiskStore; dir: string } | undefined;
@@ -32,9 +33,8 @@ export function scratchVolumeStore(): VolumeStore {
 
 /** Synchronous (it runs on 'exit'): every mount under `dir`, deepest first, then the files. */
 function removeScratch(dir: string): void {
-  const points = readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4] ?? '')
+  const points = mountTable()
+    .map((m) => m.point)
     .filter((p) => p === dir || p.startsWith(`${dir}/`))
     .sort((a, b) => b.length - a.length);
   for (const p of points) {
