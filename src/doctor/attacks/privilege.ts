@@ -145,19 +145,20 @@ got = []
 buf = ctypes.create_string_buffer(64)
 class iovec(ctypes.Structure): _fields_ = [('base', ctypes.c_void_p), ('len', ctypes.c_size_t)]
 for pid in targets:
+    hits = []
     # PTRACE_SEIZE needs the same right as ATTACH but stops nothing; the tracee is let go when the probe exits.
     r, e = sc(101, 0x4206, pid, 0, 0)
-    if r == 0: got.append('ptrace SEIZE %d' % pid)
+    if r == 0: hits.append('ptrace SEIZE %d' % pid)
     try:
         addr = int(open('/proc/%d/maps' % pid).readline().split('-')[0], 16)
     except Exception:
         addr = 0x400000
     local, remote = iovec(ctypes.addressof(buf), 64), iovec(addr, 64)
     r, e = sc(310, pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
-    if r > 0: got.append('process_vm_readv %d' % pid)
+    if r > 0: hits.append('process_vm_readv %d' % pid)
     try:
         with open('/proc/%d/mem' % pid, 'rb') as f:
-            f.seek(addr); f.read(16); got.append('/proc/%d/mem read' % pid)
+            f.seek(addr); f.read(16); hits.append('/proc/%d/mem read' % pid)
     except OSError:
         pass
     # Another process's environment is a leak only when it holds something this command was not given itself.
@@ -168,7 +169,12 @@ for pid in targets:
     own = set('%s=%s' % kv for kv in os.environ.items())
     own.add('HOSTNAME=' + __import__('socket').gethostname())
     extra = [v.split('=', 1)[0] for v in env if v and v not in own]
-    if extra: got.append('/proc/%d/environ read (%s)' % (pid, ','.join(extra[:5])))
+    if extra: hits.append('/proc/%d/environ read (%s)' % (pid, ','.join(extra[:5])))
+    # An exec starting beside this probe is another uid only until it drops to the sandbox user (runc init runs as
+    # the container's root first). The kernel checks each access against the credentials of that moment, so a
+    # process that is now this user's own was reached as the same principal, not across users. PID 1 always counts.
+    if hits and pid != 1 and uid_of(pid) == os.getuid(): continue
+    got.extend(hits)
 if not targets: done(False, 'control: no process besides the attacker\'s own to try (PID 1 not visible)')
 done(not got, '; '.join(got) or 'ptrace, process_vm_readv, /proc/PID/mem and environ of %d processes (%s) all refused' % (len(targets), ','.join(map(str, targets[:8]))))
 `);
