@@ -3,6 +3,7 @@
 # No bridge and no iptables: sandboxes run with network none, and the host's firewall stays as it was.
 # --host-uds=open lets a gVisor sandbox connect to its egress proxy's Unix socket (bound into it).
 # --oci-seccomp applies Docker's seccomp profile inside gVisor too (no unshare, mount, ... from the sandbox).
+# experimental: docker checkpoint, with which idle gVisor sandboxes are hibernated (pauseAfter mode hibernate).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need=()
@@ -15,7 +16,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 mkdir -p /etc/docker
-want='{"bridge":"none","iptables":false,"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none","--host-uds=open","--oci-seccomp"]}}}'
+want='{"bridge":"none","iptables":false,"experimental":true,"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none","--host-uds=open","--oci-seccomp"]}}}'
 if [ "$(cat /etc/docker/daemon.json 2>/dev/null)" != "$want" ]; then
   echo "$want" > /etc/docker/daemon.json
   pkill -x dockerd 2>/dev/null && sleep 1 || true

@@ -2,7 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
-import { BadRequestError, ForbiddenError, NotFoundError, RuntimeUnavailableError } from '../contract/errors.js';
+import { AgentboxError, BadRequestError, ForbiddenError, NotFoundError, RuntimeUnavailableError } from '../contract/errors.js';
 import { DaemonInfoSchema, type DaemonInfo } from '../contract/daemon.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { ExecEvent } from '../contract/model.js';
@@ -100,11 +100,20 @@ function requirePath(query: URLSearchParams): string {
 }
 
 /** Exec events as SSE: output chunks base64 (binary-safe), then the exit summary. */
+/**
+ * The status line went out with the first event, so a typed error after it (the sandbox ended, or
+ * could not be woken) is an `error` event the SDK throws; anything else goes to the server's handler.
+ */
 async function streamEvents(ctx: RouteCtx, events: AsyncIterable<ExecEvent>): Promise<void> {
-  for await (const ev of events) {
-    if (ctx.res.destroyed) break;
-    if (ev.type === 'exit') await sendEvent(ctx.res, 'exit', ev.result);
-    else await sendEvent(ctx.res, ev.type, { data: ev.data.toString('base64') });
+  try {
+    for await (const ev of events) {
+      if (ctx.res.destroyed) break;
+      if (ev.type === 'exit') await sendEvent(ctx.res, 'exit', ev.result);
+      else await sendEvent(ctx.res, ev.type, { data: ev.data.toString('base64') });
+    }
+  } catch (err) {
+    if (!(err instanceof AgentboxError) || ctx.res.destroyed) throw err;
+    await sendEvent(ctx.res, 'error', wireError(err));
   }
   ctx.res.end();
 }

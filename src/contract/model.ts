@@ -34,6 +34,9 @@ export const ISOLATIONS = ['namespaces', 'container', 'gvisor'] as const;
 export const IsolationSchema = z.enum(ISOLATIONS).describe('Isolation level within the runtime');
 export type Isolation = z.infer<typeof IsolationSchema>;
 
+export const PAUSE_MODES = ['freeze', 'hibernate'] as const;
+export type PauseMode = (typeof PAUSE_MODES)[number];
+
 export const LimitsSchema = z
   .object({
     cpus: z.number().positive().max(64).describe('CPU cores (fractional allowed)'),
@@ -84,6 +87,10 @@ export const SandboxSchema = z.object({
   endReason: EndReasonSchema.nullable().optional(),
   endedBy: z.string().nullable().optional(),
   volumes: z.array(VolumeMountSchema).optional().describe('Named volumes mounted in it (absent: none)'),
+  paused: z
+    .enum(['frozen', 'hibernated'])
+    .optional()
+    .describe("Present while paused for being idle (its profile's pauseAfter): frozen keeps its memory; hibernated has it on disk. The next call into it resumes it"),
 });
 export type Sandbox = z.infer<typeof SandboxSchema>;
 
@@ -109,6 +116,10 @@ export const ExecResultSchema = z.object({
   timedOut: z.boolean(),
   oomKilled: z.boolean(),
   durationMs: z.number(),
+  wokeMs: z
+    .number()
+    .optional()
+    .describe('Present when this exec resumed a sandbox hibernated for being idle: milliseconds spent bringing its memory back, before the command started (not in durationMs)'),
 });
 export type ExecResult = z.infer<typeof ExecResultSchema>;
 export type ExecSummary = Omit<ExecResult, 'stdout' | 'stderr'>;
@@ -190,8 +201,10 @@ export interface SandboxSpec {
   labels: Labels;
   ttlMs: number | null;
   idleTimeoutMs: number | null;
-  /** Idle time after which the sandbox is frozen (memory kept, CPU freed); null = never. */
+  /** Idle time after which the sandbox is paused; null = never. */
   pauseAfterMs?: number | null;
+  /** How it is paused: freeze (memory kept, CPU freed) or hibernate (memory saved to disk and freed). @default 'freeze' */
+  pauseMode?: PauseMode;
   execTimeoutMs: number;
   outputLimitBytes: number;
   /** Named volumes to mount (contract/volumes.ts); absent or empty: none. */

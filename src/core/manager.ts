@@ -109,7 +109,7 @@ export class SandboxManager {
       runtimes,
       inflight,
       pools: new WarmPools(),
-      pauses: new IdlePauses({ store, runtimes, logger }),
+      pauses: new IdlePauses({ store, runtimes, logger, metrics }),
       execs: new ExecRecorder({ store, logger, metrics, tailBytes: opts.historyTailBytes ?? 65536 }),
       quotas: new QuotaLedger(policy, store),
       createGate: new CreateGate(opts.maxConcurrentCreates ?? 8, opts.createQueueLength ?? 32),
@@ -253,12 +253,17 @@ export class SandboxManager {
 
   get(id: string, caller: Caller): Sandbox {
     need(caller, 'read');
-    return findSandbox(this.parts.store, id, caller).sandbox;
+    return this.withPause(findSandbox(this.parts.store, id, caller).sandbox);
   }
 
   list(caller: Caller, filter: { labels?: Record<string, string>; all?: boolean } = {}): Sandbox[] {
     need(caller, 'read');
-    return listVisible(this.parts.store, caller, filter);
+    return listVisible(this.parts.store, caller, filter).map((sb) => this.withPause(sb));
+  }
+
+  private withPause(sb: Sandbox): Sandbox {
+    const paused = this.parts.pauses.state(sb.id);
+    return paused ? { ...sb, paused } : sb;
   }
 
   /** Stream an exec: output chunks as they come, then one `exit`. Recorded in the exec history. */
@@ -269,8 +274,9 @@ export class SandboxManager {
     const exec = this.parts.execs.begin({ execId: newExecId(), sandboxId: id, tenant: caller.tenant, cmd: req.cmd });
     const rt = this.parts.runtimes.of(stored);
     const events = this.parts.execs.events(exec, async () => {
-      await this.parts.pauses.wake(stored);
-      return rt.exec(handleOf(stored), req.cmd, execOpts(stored, req, exec.execId, signal));
+      const wokeMs = await this.parts.pauses.wake(stored);
+      const run = rt.exec(handleOf(stored), req.cmd, execOpts(stored, req, exec.execId, signal));
+      return wokeMs === undefined ? run : withWake(run, wokeMs);
     });
     return { execId: exec.execId, events: this.parts.inflight.trackIterable(events) };
   }
@@ -404,4 +410,9 @@ export class SandboxManager {
     }
     return out;
   }
+}
+
+/** The exec's events, its result saying how long resuming its hibernated sandbox took first. */
+async function* withWake(events: AsyncIterable<ExecEvent>, wokeMs: number): AsyncIterable<ExecEvent> {
+  for await (const ev of events) yield ev.type === 'exit' ? { type: 'exit', result: { ...ev.result, wokeMs } } : ev;
 }

@@ -30,6 +30,7 @@ export class Metrics {
   readonly snapshotBytes = new Counter({ name: 'agentbox_snapshot_bytes_total', help: 'Host disk held by snapshots when taken (shared blocks included)', labelNames: ['tenant'] as const, registers: [this.registry] });
   readonly snapshotSeconds = new Histogram({ name: 'agentbox_snapshot_seconds', help: 'Time to take a snapshot (freeze, clone, digest)', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [this.registry] });
   readonly forkSeconds = new Histogram({ name: 'agentbox_fork_seconds', help: 'Time to fork a sandbox, all its children started', buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.registry] });
+  readonly wakeSeconds = new Histogram({ name: 'agentbox_wake_seconds', help: 'Time to resume a sandbox paused for being idle, by how it was paused (frozen, hibernated)', labelNames: ['mode'] as const, buckets: [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.registry] });
   readonly activeSandboxes: Gauge<'tenant'>;
 
   /** `countActive`: sandboxes creating or running, by tenant. */

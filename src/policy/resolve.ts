@@ -51,7 +51,7 @@ export function resolveSpec(policy: Policy, req: CreateSandboxRequest, ctx: Reso
     labels: { ...req.labels },
     ttlMs,
     idleTimeoutMs: parseDuration(profile?.idleTimeout ?? d.idleTimeout),
-    pauseAfterMs: profile?.pauseAfter === undefined ? null : parseDuration(profile.pauseAfter),
+    ...resolvePause(profile?.pauseAfter),
     execTimeoutMs: parseDuration(profile?.execTimeout ?? d.execTimeout),
     outputLimitBytes: profile?.outputLimitBytes ?? d.outputLimitBytes,
   };
@@ -132,4 +132,10 @@ function tooMuch(message: string, who: string, field: string, allowed: string): 
   return new PolicyDeniedError(message, {
     hint: `${says(who, 'allow')} ${field} up to ${allowed}; ask for less or use ${who === DEFAULTS_WHO ? 'a profile that allows more' : 'another profile'}`,
   });
+}
+
+function resolvePause(pauseAfter: Profile['pauseAfter']): Pick<SandboxSpec, 'pauseAfterMs' | 'pauseMode'> {
+  if (pauseAfter === undefined) return { pauseAfterMs: null };
+  if (typeof pauseAfter === 'string') return { pauseAfterMs: parseDuration(pauseAfter), pauseMode: 'freeze' };
+  return { pauseAfterMs: parseDuration(pauseAfter.idle), pauseMode: pauseAfter.mode };
 }

@@ -100,7 +100,21 @@ const ProfileSchema = z
     execTimeout: duration('Default time limit of one exec').optional(),
     outputLimitBytes: OutputLimitSchema.optional().describe('Per exec, stdout+stderr'),
     egress: ProfileEgressSchema.optional(),
-    pauseAfter: duration('Idle time after which the sandbox is paused (where the runtime can)').optional(),
+    pauseAfter: z
+      .union([
+        duration('Idle time after which the sandbox is frozen (memory kept, CPU freed; where the runtime can)'),
+        z
+          .object({
+            idle: duration('Idle time before the sandbox is paused'),
+            mode: z
+              .enum(['freeze', 'hibernate'])
+              .default('freeze')
+              .describe('freeze: processes stopped, memory kept; hibernate: memory saved to disk and freed, restored by the next call (runtimes that can checkpoint memory: docker with gVisor, no egress)'),
+          })
+          .strict(),
+      ])
+      .optional()
+      .describe('Pause an idle sandbox: a duration (freeze), or { idle, mode }'),
   })
   .strict()
   .describe('A named set of overrides a request selects with `profile`');

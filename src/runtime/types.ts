@@ -96,6 +96,14 @@ export interface RuntimeStats {
   cpuMs: number;
 }
 
+export interface RuntimeStatus {
+  alive: boolean;
+  /** Frozen by `pause`. */
+  paused?: boolean;
+  /** Saved to disk by `hibernate` (and counted alive). */
+  hibernated?: boolean;
+}
+
 /** A host object the driver found that belongs to agentbox (for reconciliation and orphan cleanup). */
 export interface RuntimeObject {
   /** The sandbox id it was created for (`RuntimeSpec.id`), the argument `reap` takes. */
@@ -181,11 +189,11 @@ export interface Runtime {
   /** Remove a file or a directory tree; BadRequestError for `/`. */
   removePath(handle: SandboxHandle, path: string): Promise<void>;
   /**
-   * Whether the sandbox still runs (paused counts as running). `alive: false`, not an error, for one
-   * that was destroyed, reaped or died by itself. `paused`: frozen by `pause` (drivers with the
-   * capability say so; a restarted daemon learns from it which sandboxes an earlier one froze).
+   * Whether the sandbox still runs (paused and hibernated count as running). `alive: false`, not an
+   * error, for one that was destroyed, reaped or died by itself. `paused`/`hibernated`: by `pause` or
+   * `hibernate` (a restarted daemon learns from it which sandboxes an earlier one paused, and how).
    */
-  status(handle: SandboxHandle): Promise<{ alive: boolean; paused?: boolean }>;
+  status(handle: SandboxHandle): Promise<RuntimeStatus>;
   /** Resources the sandbox uses now. Read by the conformance suite only so far. */
   stats(handle: SandboxHandle): Promise<RuntimeStats>;
   /**
@@ -195,6 +203,20 @@ export interface Runtime {
   pause?(handle: SandboxHandle): Promise<void>;
   /** Thaw what `pause` froze. The manager calls it before anything enters a sandbox it paused. */
   resume?(handle: SandboxHandle): Promise<void>;
+  /**
+   * Capability: whether sandboxes of this kind can be hibernated here (`ok: false` with the reason and
+   * a hint when not: the runtime cannot checkpoint memory on this host, or such a sandbox holds host
+   * connections a checkpoint cannot save). A driver has `canHibernate`, `hibernate` and `wake` or none.
+   */
+  canHibernate?(kind: { isolation: Isolation; network: boolean }): Promise<ProbeResult>;
+  /**
+   * Save the sandbox's memory and processes to disk and stop it, freeing its memory; its disk stays.
+   * Refused (ConflictError, the sandbox still running as before) when it cannot be done safely now.
+   * `status` then says `alive: true, hibernated: true`.
+   */
+  hibernate?(handle: SandboxHandle): Promise<void>;
+  /** Bring a hibernated sandbox back where it was: same processes, same memory. */
+  wake?(handle: SandboxHandle): Promise<void>;
   /** Stop and remove everything the sandbox had on the host. Idempotent. */
   destroy(handle: SandboxHandle): Promise<void>;
   /** Everything of agentbox's (this home) on the host, alive or not, pool members included. */

@@ -553,6 +553,45 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
       assert.equal((await run(rt, h, 'cat /workspace/state')).stdout, 'x\n');
     });
 
+    it('hibernates: its processes and memory go to disk, its memory is freed, and they come back where they were', async (t) => {
+      if (!rt.canHibernate || !rt.hibernate || !rt.wake) return t.skip(`${opts.name} has no hibernate capability`);
+      const can = await rt.canHibernate({ isolation: opts.isolation, network: false });
+      // Refused with a reason and a hint, never silently.
+      if (!can.ok) {
+        assert.ok(can.reason && can.hint, 'a refusal without its reason and hint');
+        return t.skip(`${opts.name} cannot hibernate here: ${can.reason}`);
+      }
+      assert.equal((await rt.canHibernate({ isolation: opts.isolation, network: true })).ok, false, 'a sandbox with egress holds host connections: it must be refused');
+      const h = await newSandbox();
+      // State that lives only in memory: a shell counting in a variable (the file is only its trace), and a pid.
+      await run(rt, h, "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /workspace/count; sleep 0.1; done' >/dev/null 2>&1 & echo $! > /workspace/pid");
+      const count = async (): Promise<number> => Number((await run(rt, h, 'cat /workspace/count')).stdout);
+      const deadline = Date.now() + 20_000;
+      while ((await count()) < 5) assert.ok(Date.now() < deadline, 'the counter did not start');
+      const pid = (await run(rt, h, 'cat /workspace/pid')).stdout.trim();
+      // A command in flight keeps the sandbox awake: refused, and the command finishes as if nothing happened.
+      const busy = collect(rt.exec(h, ['sh', '-c', 'sleep 1; echo done'], execOpts()));
+      await new Promise((r) => setTimeout(r, 300));
+      await assert.rejects(rt.hibernate(h), ConflictError);
+      assert.equal((await busy).stdout, 'done\n');
+      for (const round of [1, 2]) {
+        const before = await count();
+        await rt.hibernate(h);
+        assert.deepEqual(await rt.status(h), { alive: true, hibernated: true }, `round ${round}: status`);
+        assert.ok((await rt.list()).some((o) => o.id === h.id && o.alive), `round ${round}: list does not count it alive`);
+        assert.equal((await rt.stats(h)).memoryBytes, 0, `round ${round}: its memory is still held`);
+        await new Promise((r) => setTimeout(r, 500));
+        await rt.wake(h);
+        const after = await count();
+        // Went on from where it stopped: not started again from 1, and not counted on while hibernated.
+        assert.ok(after >= before && after < before + 40, `round ${round}: the counter went from ${before} to ${after}`);
+        assert.equal((await run(rt, h, `kill -0 ${pid} && echo alive`)).stdout, 'alive\n', `round ${round}: the same process is not there`);
+      }
+      assert.equal((await rt.status(h)).hibernated, undefined);
+      const r = await collect(rt.exec(h, ['sh', '-c', 'sleep 30 & sleep 30'], execOpts({ timeoutMs: 500 })));
+      assert.equal(r.exitCode, 124, 'a timeout after waking does not kill the tree');
+    });
+
     it('reports stats', async () => {
       const s = await rt.stats(sb);
       assert.ok(s.memoryBytes > 0);

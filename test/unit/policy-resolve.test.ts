@@ -69,7 +69,21 @@ describe('resolveSpec', () => {
     assert.equal(r.kind, 'ok');
     if (r.kind !== 'ok') return;
     assert.equal(resolve({ profile: 'nap' }, r.policy).pauseAfterMs, 90_000);
+    assert.equal(resolve({ profile: 'nap' }, r.policy).pauseMode, 'freeze');
     assert.equal(resolve({}, r.policy).pauseAfterMs, null);
+  });
+
+  test('pauseAfter { idle, mode }: hibernate or freeze (the default); anything else is a policy error naming the field', () => {
+    const r = parsePolicyText('version: 1\nprofiles:\n  sleep: { pauseAfter: { idle: 5m, mode: hibernate } }\n  doze: { pauseAfter: { idle: 30s } }\n', 'p.yaml');
+    assert.equal(r.kind, 'ok');
+    if (r.kind !== 'ok') return;
+    assert.deepEqual([resolve({ profile: 'sleep' }, r.policy).pauseAfterMs, resolve({ profile: 'sleep' }, r.policy).pauseMode], [300_000, 'hibernate']);
+    assert.deepEqual([resolve({ profile: 'doze' }, r.policy).pauseAfterMs, resolve({ profile: 'doze' }, r.policy).pauseMode], [30_000, 'freeze']);
+    for (const bad of ['{ idle: 5m, mode: sleep }', '{ mode: hibernate }', '{ idle: soon }', '{ idle: 5m, mode: hibernate, extra: 1 }']) {
+      const b = parsePolicyText(`version: 1\nprofiles:\n  x: { pauseAfter: ${bad} }\n`, 'p.yaml');
+      assert.equal(b.kind, 'invalid', `accepted pauseAfter: ${bad}`);
+      if (b.kind === 'invalid') assert.match(b.reason, /pauseAfter/);
+    }
   });
 
   test('env and labels are copied', () => {

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { EgressService } from '../../egress/service.js';
 import type { Metrics } from '../../observability/metrics.js';
+import { BadRequestError } from '../../contract/errors.js';
 import type { Runtime } from '../../runtime/types.js';
 import type { Store, StoredSandbox } from '../../store/store.js';
 import type { EndReason, Sandbox, SandboxSpec, SandboxState } from '../../contract/model.js';
@@ -47,6 +48,7 @@ export async function createSandbox(
   let rt: Runtime;
   try {
     rt = await d.runtimes.probed(spec.runtime);
+    if (spec.pauseMode === 'hibernate') await requireHibernation(rt, spec);
     if (!warm) await rt.prepareImage(spec.image);
   } catch (err) {
     if (warm) await d.runtimes.find(spec.runtime)?.destroy(warm).catch(() => undefined);
@@ -106,6 +108,15 @@ export async function createSandbox(
   }
 }
 
+/** A profile that hibernates idle sandboxes is refused where that cannot be done, rather than never freeing their memory. */
+async function requireHibernation(rt: Runtime, spec: SandboxSpec): Promise<void> {
+  const who = spec.profile === null ? 'this request' : `profile ${spec.profile}`;
+  const hint = 'use a runtime that can (docker with --isolation gvisor, egress none), or pauseAfter mode freeze';
+  if (!rt.canHibernate) throw new BadRequestError(`${who} hibernates idle sandboxes (pauseAfter mode hibernate), but the ${rt.name} runtime cannot save a sandbox's memory`, { hint });
+  const can = await rt.canHibernate({ isolation: spec.isolation, network: spec.egress.mode !== 'none' });
+  if (!can.ok) throw new BadRequestError(`${who} hibernates idle sandboxes (pauseAfter mode hibernate), but ${can.reason ?? 'this sandbox cannot be hibernated'}`, { hint: can.hint ?? hint });
+}
+
 /**
  * End a sandbox: destroy it in its runtime, close its proxy, mark its row. A sandbox that had
  * already ended keeps its first end time, reason and `endedBy` (a later delete only changes the state).
@@ -118,9 +129,13 @@ export async function endSandbox(
   endedBy: string | null,
 ): Promise<void> {
   const id = stored.sandbox.id;
-  d.pauses.forget(id);
   const rt = d.runtimes.find(stored.sandbox.runtime);
-  if (rt && stored.runtimeData) await rt.destroy(handleOf(stored));
+  try {
+    if (rt && stored.runtimeData) await rt.destroy(handleOf(stored));
+  } finally {
+    // Not before: while it is being destroyed, the reaper must not take it for an idle sandbox to pause.
+    d.pauses.forget(id);
+  }
   await d.egress?.close(id);
   await d.volumes?.release(id).catch((err: unknown) => d.logger.error({ sandbox_id: id, err }, 'could not release volumes'));
   // Another path may have ended it meanwhile (a reaper pass during a delete): then it is told once.
@@ -130,56 +145,118 @@ export async function endSandbox(
   d.metrics?.sandboxesEnded.inc({ reason, tenant: stored.sandbox.tenant });
 }
 
-/** Sandboxes frozen for being idle past their profile's pauseAfter; the next call into one thaws it. */
+/** How the reaper paused a sandbox it found idle past its profile's pauseAfter. */
+export type IdlePause = 'frozen' | 'hibernated';
+
+/** After a hibernate that could not be done, how long the reaper leaves the sandbox running before trying again. */
+const HIBERNATE_RETRY_MS = 60_000;
+
+/**
+ * Sandboxes paused for being idle past their profile's pauseAfter: frozen (memory kept) or
+ * hibernated (memory on disk); the next call into one resumes it. One pause or wake at a time per
+ * sandbox: a call arriving while its sandbox is being hibernated waits for that, then wakes it.
+ */
 export class IdlePauses {
-  private readonly paused = new Set<string>();
+  private readonly paused = new Map<string, IdlePause>();
+  /** The pause or wake in flight per sandbox (settled: never rejects). */
+  private readonly transitions = new Map<string, Promise<unknown>>();
+  private readonly hibernateFailedAt = new Map<string, number>();
 
-  constructor(private readonly d: { store: Store; runtimes: Runtimes; logger: Logger }) {}
+  constructor(private readonly d: { store: Store; runtimes: Runtimes; logger: Logger; metrics?: Metrics | undefined }) {}
 
-  /** Whether the reaper froze this sandbox for idleness. */
+  /** Whether the reaper paused this sandbox for idleness. */
   has(id: string): boolean {
     return this.paused.has(id);
+  }
+
+  /** How it is paused, if it is. */
+  state(id: string): IdlePause | undefined {
+    return this.paused.get(id);
   }
 
   get size(): number {
     return this.paused.size;
   }
 
-  /** A sandbox an earlier daemon froze (its runtime says so at start-up): the next call into it thaws it. */
-  adopt(id: string): void {
-    this.paused.add(id);
+  /** A sandbox an earlier daemon paused (its runtime says so at start-up): the next call into it resumes it. */
+  adopt(id: string, how: IdlePause): void {
+    this.paused.set(id, how);
   }
 
-  /** The sandbox ended: nothing to thaw. */
+  /** The sandbox ended: nothing to resume. */
   forget(id: string): void {
     this.paused.delete(id);
+    this.hibernateFailedAt.delete(id);
   }
 
-  /** Thaw a sandbox paused for idleness before anything enters it (an exec into a frozen cgroup would hang). */
-  async wake(stored: StoredSandbox): Promise<void> {
+  /**
+   * Resume a sandbox paused for idleness before anything enters it (an exec into a frozen cgroup would
+   * hang; a hibernated one has no processes). Returns the milliseconds spent when it was hibernated.
+   */
+  async wake(stored: StoredSandbox): Promise<number | undefined> {
     const id = stored.sandbox.id;
-    if (!this.paused.delete(id)) return;
-    await this.d.runtimes.of(stored).resume?.(handleOf(stored));
-    this.d.logger.info({ sandbox_id: id }, 'sandbox resumed');
+    if (!this.paused.has(id) && !this.transitions.has(id)) return undefined;
+    return this.serial(id, async () => {
+      const how = this.paused.get(id);
+      if (!how) return undefined;
+      const rt = this.d.runtimes.of(stored);
+      const t0 = performance.now();
+      if (how === 'hibernated') await rt.wake!(handleOf(stored));
+      else await rt.resume?.(handleOf(stored));
+      this.paused.delete(id);
+      const ms = Math.round(performance.now() - t0);
+      this.d.metrics?.wakeSeconds.observe({ mode: how }, ms / 1000);
+      this.d.logger.info({ sandbox_id: id, from: how, ms }, 'sandbox resumed');
+      return how === 'hibernated' ? ms : undefined;
+    });
   }
 
-  /** Freeze an idle sandbox, unless a call came in meanwhile. */
+  /**
+   * Pause an idle sandbox the way its profile says, unless a call came in meanwhile. A hibernate the
+   * runtime refuses (it could not be done safely now) leaves the sandbox running; it is tried again later.
+   */
   async pause(rt: Runtime, stored: StoredSandbox): Promise<void> {
     const id = stored.sandbox.id;
-    this.paused.add(id);
-    await rt.pause?.(handleOf(stored));
-    // Woken while the freeze was in flight (docker pause is a request): its thaw may have landed
-    // first, so thaw again.
-    if (!this.paused.has(id)) {
-      await rt.resume?.(handleOf(stored));
-      return;
-    }
-    // Activity that raced ahead of the flag shows as a newer lastActiveAt: thaw right away.
-    const fresh = this.d.store.getSandbox(id);
-    if (fresh && fresh.sandbox.lastActiveAt !== stored.sandbox.lastActiveAt) {
-      await this.wake(fresh);
-      return;
-    }
-    this.d.logger.info({ sandbox_id: id }, 'sandbox paused after being idle');
+    const hibernate = stored.spec.pauseMode === 'hibernate';
+    if (hibernate && Date.now() - (this.hibernateFailedAt.get(id) ?? 0) < HIBERNATE_RETRY_MS) return;
+    await this.serial(id, async () => {
+      // Activity since the reaper looked shows as a newer lastActiveAt: leave it running.
+      const fresh = this.d.store.getSandbox(id);
+      if (this.paused.has(id) || !fresh || fresh.sandbox.state !== 'running' || fresh.sandbox.lastActiveAt !== stored.sandbox.lastActiveAt) return;
+      const t0 = performance.now();
+      if (hibernate) {
+        if (!rt.hibernate) return;
+        try {
+          await rt.hibernate(handleOf(stored));
+        } catch (err) {
+          this.hibernateFailedAt.set(id, Date.now());
+          this.d.logger.warn({ sandbox_id: id, err: err instanceof Error ? err.message : String(err) }, 'could not hibernate an idle sandbox; it keeps running');
+          return;
+        }
+        this.paused.set(id, 'hibernated');
+      } else {
+        if (!rt.pause) return;
+        try {
+          await rt.pause(handleOf(stored));
+        } catch (err) {
+          // Ended meanwhile, say: the reaper's next pass sees what it is.
+          this.d.logger.warn({ sandbox_id: id, err: err instanceof Error ? err.message : String(err) }, 'could not pause an idle sandbox');
+          return;
+        }
+        this.paused.set(id, 'frozen');
+      }
+      this.hibernateFailedAt.delete(id);
+      this.d.logger.info({ sandbox_id: id, mode: hibernate ? 'hibernate' : 'freeze', ms: Math.round(performance.now() - t0) }, 'sandbox paused after being idle');
+    });
+  }
+
+  private serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const next = (this.transitions.get(id) ?? Promise.resolve()).then(fn);
+    const settled = next.catch(() => undefined);
+    this.transitions.set(id, settled);
+    void settled.then(() => {
+      if (this.transitions.get(id) === settled) this.transitions.delete(id);
+    });
+    return next;
   }
 }

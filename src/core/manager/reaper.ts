@@ -1,11 +1,11 @@
 /**
  * Keeping the store and the host in agreement: the periodic pass (ttl, idle timeout, sandboxes
- * that died on their own, idle ones to freeze) and start-up reconciliation after a restart.
+ * that died on their own, idle ones to pause) and start-up reconciliation after a restart.
  */
 import type { Logger } from 'pino';
 import type { EgressService } from '../../egress/service.js';
 import type { Metrics } from '../../observability/metrics.js';
-import type { Runtime } from '../../runtime/types.js';
+import type { Runtime, RuntimeStatus } from '../../runtime/types.js';
 import type { Store, StoredSandbox } from '../../store/store.js';
 import type { DiskStore } from '../../storage/disk-store.js';
 import type { SnapshotFiles } from '../../storage/snapshot-files.js';
@@ -47,7 +47,7 @@ export async function reapPass(d: ReaperDeps): Promise<void> {
       continue;
     }
     const pauseAfter = stored.spec.pauseAfterMs;
-    if (rt?.pause && pauseAfter && !d.pauses.has(sb.id) && !d.execs.busy(sb.id) && Date.parse(sb.lastActiveAt) + pauseAfter <= now) {
+    if (rt && pauseAfter && !d.pauses.has(sb.id) && !d.execs.busy(sb.id) && Date.parse(sb.lastActiveAt) + pauseAfter <= now) {
       await d.pauses.pause(rt, stored);
     }
   }
@@ -103,7 +103,7 @@ export async function reconcile(d: {
         await end(stored, 'create_failed', rt);
         continue;
       }
-      let status: { alive: boolean; paused?: boolean };
+      let status: RuntimeStatus;
       try {
         status = await rt.status(handleOf(stored));
       } catch (err) {
@@ -115,7 +115,8 @@ export async function reconcile(d: {
         await end(stored, 'runtime_lost', rt);
         continue;
       }
-      if (status.paused) d.pauses.adopt(id);
+      if (status.hibernated) d.pauses.adopt(id, 'hibernated');
+      else if (status.paused) d.pauses.adopt(id, 'frozen');
     }
   }
   for (const id of await reconcileEgress(d)) {

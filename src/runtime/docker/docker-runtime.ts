@@ -21,8 +21,10 @@ import type { DirEntry, ExecEvent, Isolation, ProcessInfo, SignalName } from '..
 import { SandboxFiles, type FileOpStarter } from '../files.js';
 import { SandboxProcesses, type ProcOpRunner } from '../processes.js';
 import { execEnv } from '../shared.js';
+import { EGRESS_MOUNT } from '../egress-plumbing.js';
 import { claimDisk } from '../disk-owner.js';
-import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxDisks, SandboxHandle } from '../types.js';
+import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, SandboxDisks, SandboxHandle } from '../types.js';
+import { checkpointContainer, clearStaleRunscState, hasHibernateCheckpoint, hibernationSupport, restoreContainer } from './hibernation.js';
 import { containerConfig, containerName, INIT_IN_CONTAINER, LABEL_HOME, LABEL_SANDBOX, SANDBOX_UID, SANDBOX_USER, LABEL_ID, LABEL_POOL } from './container-config.js';
 import { engineAddress, engineError, engineMessage, newClient, START_HINT, statusOf } from './engine.js';
 import { startEngineExec, type EngineExec } from './engine-exec.js';
@@ -70,6 +72,8 @@ export function defaultInitPath(): string {
 const RUNSC_HINT =
   'register gVisor in /etc/docker/daemon.json: {"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none","--host-uds=open","--oci-seccomp"]}}} and restart dockerd (scripts/start-dockerd.sh does both)';
 const FILE_ENV = { PATH: '/usr/bin:/bin' };
+/** How long a hibernate waits for the exec agent to close its connections to this host. */
+const PARK_TIMEOUT_MS = 3000;
 
 function dataOf(handle: SandboxHandle): DockerData {
   const id = (handle.data as Partial<DockerData>).containerId;
@@ -85,7 +89,7 @@ export class DockerRuntime implements Runtime {
   private readonly initPath: string;
   private initCopy: string | undefined;
   private readonly importer: ImageImporter;
-  private runtimes: Promise<Record<string, { runtimeArgs?: string[] }>> | undefined;
+  private runtimes: Promise<Record<string, { path?: string; runtimeArgs?: string[] }>> | undefined;
   /** Container id → its memory cgroup directory (undefined: not readable from here). */
   private readonly oomDirs = new Map<string, string | undefined>();
   private readonly router: ExecRouter;
@@ -134,6 +138,13 @@ export class DockerRuntime implements Runtime {
   async prepareImage(image: string): Promise<void> {
     await this.opts.ensureImage?.(image);
     await this.importer.ensure(image);
+  }
+
+  /** The runsc binary dockerd runs (its registration's path). */
+  private async runscPath(): Promise<string> {
+    await this.requireRunsc(false);
+    const found = await this.runtimes;
+    return (found?.runsc as { path?: string } | undefined)?.path ?? 'runsc';
   }
 
   /** gVisor must be registered; a sandbox with network also needs it to open host Unix sockets (the proxy's). */
@@ -334,9 +345,10 @@ export class DockerRuntime implements Runtime {
     return this.files.removePath(handle, path);
   }
 
-  async status(handle: SandboxHandle): Promise<{ alive: boolean; paused: boolean }> {
+  async status(handle: SandboxHandle): Promise<RuntimeStatus> {
     try {
       const info = await this.container(handle).inspect();
+      if (!info.State.Running && info.HostConfig.Runtime === 'runsc' && (await hasHibernateCheckpoint(this.docker, info.Id))) return { alive: true, hibernated: true };
       return { alive: info.State.Running, paused: info.State.Running && info.State.Paused };
     } catch (err) {
       if (statusOf(err) === 404) return { alive: false, paused: false };
@@ -377,6 +389,51 @@ export class DockerRuntime implements Runtime {
     }
   }
 
+  async canHibernate(kind: { isolation: Isolation; network: boolean }): Promise<ProbeResult> {
+    if (kind.isolation === 'gvisor' && !this.router.agents) {
+      return { ok: false, reason: 'this driver runs gVisor commands through Engine execs, whose host descriptors a checkpoint cannot save', hint: 'run the daemon (agentbox serve), which gives gVisor sandboxes their exec agent' };
+    }
+    return hibernationSupport(this.docker, kind).catch((err: unknown) => ({ ok: false, reason: `cannot ask dockerd: ${engineMessage(err)}`, hint: START_HINT }));
+  }
+
+  async hibernate(handle: SandboxHandle): Promise<void> {
+    const { containerId } = dataOf(handle);
+    let info: Docker.ContainerInspectInfo;
+    try {
+      info = await this.container(handle).inspect();
+    } catch (err) {
+      throw this.notRunning(err, handle, 'cannot hibernate');
+    }
+    if (!info.State.Running || info.State.Paused) throw new ConflictError(`cannot hibernate sandbox ${handle.id}: it is not running`, { hint: `agentbox inspect ${handle.id}` });
+    if (info.HostConfig.Runtime !== 'runsc' || info.Mounts.some((m) => m.Destination === EGRESS_MOUNT)) {
+      throw new ConflictError(`sandbox ${handle.id} cannot be hibernated: only gVisor sandboxes without egress can`, { hint: 'pauseAfter mode freeze pauses any sandbox' });
+    }
+    if (!(await this.router.park(containerId, PARK_TIMEOUT_MS))) {
+      throw new ConflictError(`sandbox ${handle.id} was not hibernated: a command or a file operation is using it`, { hint: 'it is tried again when it is idle' });
+    }
+    try {
+      await checkpointContainer(this.docker, containerId);
+      await clearStaleRunscState(() => this.runscPath(), containerId);
+    } catch (err) {
+      // A failed checkpoint may have taken the container with it: then the reaper finds it lost.
+      if ((await this.status(handle).catch(() => ({ alive: false }))).alive) await this.router.relisten(containerId);
+      throw engineError(err, `cannot hibernate sandbox ${handle.id}`, this.address);
+    }
+    this.oomDirs.delete(containerId);
+  }
+
+  async wake(handle: SandboxHandle): Promise<void> {
+    const { containerId } = dataOf(handle);
+    // Listening before its processes come back: its agent redials at once.
+    await this.router.relisten(containerId);
+    try {
+      await clearStaleRunscState(() => this.runscPath(), containerId);
+      await restoreContainer(this.docker, containerId);
+    } catch (err) {
+      throw engineError(err, `cannot wake hibernated sandbox ${handle.id}`, this.address, { hint: 'see the dockerd log; agentbox rm it if it stays broken' });
+    }
+  }
+
   private notRunning(err: unknown, handle: SandboxHandle, what: string): Error {
     const status = statusOf(err);
     if (status === 404 || status === 409) {
@@ -388,13 +445,20 @@ export class DockerRuntime implements Runtime {
   async destroy(handle: SandboxHandle): Promise<void> {
     const { containerId } = dataOf(handle);
     await this.removeContainer(containerId, handle.id);
+    // A daemon that died between a checkpoint and its clean-up leaves runsc's record of a hibernated sandbox.
+    await clearStaleRunscState(() => this.runscPath(), containerId).catch((err: unknown) => this.opts.logger?.warn({ sandbox_id: handle.id, err: err instanceof Error ? err.message : String(err) }, 'could not clear runsc state'));
     this.oomDirs.delete(containerId);
     await this.router.forget(containerId, handle.id);
     await this.opts.disks.destroy(handle.id);
   }
 
-  /** Force-remove; gone already is fine, and so is a removal another caller started (wait for it). */
+  /**
+   * Force-remove; gone already is fine, and so is a removal another caller started (wait for it).
+   * Thawed first: a frozen gVisor container ignores the kill, and its removal then takes dockerd's
+   * 10 s kill timeout (0.25 s thawed). Thawing one that is not frozen is refused at once.
+   */
   private async removeContainer(ref: string, sandboxId: string): Promise<void> {
+    await this.docker.getContainer(ref).unpause().catch(() => undefined);
     for (let i = 0; i < 100; i++) {
       try {
         await this.docker.getContainer(ref).remove({ force: true, v: true });
@@ -416,11 +480,11 @@ export class DockerRuntime implements Runtime {
     } catch (err) {
       throw engineError(err, 'cannot list containers', this.address);
     }
-    const objects = found.map((c) => ({
-      id: c.Labels[LABEL_ID] ?? c.Labels[LABEL_SANDBOX] ?? c.Labels[LABEL_POOL] ?? c.Id,
-      alive: c.State === 'running' || c.State === 'paused',
-      ...(c.Labels[LABEL_POOL] !== undefined ? { pooled: true } : {}),
-    }));
+    const objects: RuntimeObject[] = [];
+    for (const c of found) {
+      const alive = c.State === 'running' || c.State === 'paused' || (c.State === 'exited' && (await hasHibernateCheckpoint(this.docker, c.Id).catch(() => false)));
+      objects.push({ id: c.Labels[LABEL_ID] ?? c.Labels[LABEL_SANDBOX] ?? c.Labels[LABEL_POOL] ?? c.Id, alive, ...(c.Labels[LABEL_POOL] !== undefined ? { pooled: true } : {}) });
+    }
     this.router.sweep(new Set(objects.map((o) => o.id)));
     return objects;
   }

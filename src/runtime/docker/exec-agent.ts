@@ -11,6 +11,7 @@
 import { chmodSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { PassThrough, type Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { EXIT_KILLED } from '../../contract/exit-codes.js';
 import type { EngineExec, EngineExecOpts } from './engine-exec.js';
 
@@ -64,6 +65,9 @@ export interface AgentExec extends EngineExec {
 }
 
 type AgentState = 'starting' | 'up' | 'down';
+
+/** How long `drain` waits for connections in use to end before it calls the sandbox busy. */
+const SETTLE_MS = 500;
 
 /** The listening side for one sandbox: hands out the agent's idle connections. */
 export class AgentListener {
@@ -135,6 +139,27 @@ export class AgentListener {
       }, timeoutMs);
       this.waiters.push(waiter);
     });
+  }
+
+  /**
+   * Stop listening and have the agent close every connection it holds, waiting up to `timeoutMs` for
+   * it: it closes an idle connection the host ends, and its redials then fail, since nothing listens.
+   * Only when no exec or file operation uses a connection ('busy', and nothing changed, otherwise).
+   * 'timeout', listening stopped, when the agent did not close them all in time.
+   */
+  async drain(timeoutMs: number): Promise<'drained' | 'busy' | 'timeout'> {
+    // The connection of an exec that just ended closes a moment after its exit status came.
+    const settle = Date.now() + SETTLE_MS;
+    while (this.idle.length !== this.open.size && Date.now() < settle) await sleep(10);
+    if (this.idle.length !== this.open.size) return 'busy';
+    for (const w of this.waiters.splice(0)) w(undefined);
+    this.server.close();
+    rmSync(this.path, { force: true });
+    this.idle.length = 0;
+    const deadline = Date.now() + timeoutMs;
+    for (const s of this.open) s.end();
+    while (this.open.size > 0 && Date.now() < deadline) await sleep(10);
+    return this.open.size === 0 ? 'drained' : 'timeout';
   }
 
   async close(): Promise<void> {

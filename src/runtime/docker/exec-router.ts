@@ -42,6 +42,8 @@ export class ExecRouter {
   private readonly routes = new Map<string, Promise<Route>>();
   /** Sandbox id → the agent listener of a container being created. */
   private readonly pending = new Map<string, AgentListener>();
+  /** Container id → Engine execs in flight (each holds host descriptors inside a gVisor sandbox). */
+  private readonly engineExecs = new Map<string, number>();
 
   constructor(private readonly opts: ExecRouterOpts) {}
 
@@ -87,7 +89,20 @@ export class ExecRouter {
     }
     const o: EngineExecOpts = { ...req, cmd: req.run ? [INIT_IN_CONTAINER, 'run', String(req.run.timeoutMs), req.run.tag, '--', ...req.cmd] : req.cmd };
     if (route.kind === 'direct' && this.opts.helper) return directExec(this.opts.helper, route.target, o);
-    return engine(o);
+    this.engineExecs.set(containerId, (this.engineExecs.get(containerId) ?? 0) + 1);
+    const done = (): void => {
+      const n = (this.engineExecs.get(containerId) ?? 1) - 1;
+      if (n > 0) this.engineExecs.set(containerId, n);
+      else this.engineExecs.delete(containerId);
+    };
+    try {
+      const ex = await engine(o);
+      void ex.exitCode.then(done, done);
+      return ex;
+    } catch (err) {
+      done();
+      throw err;
+    }
   }
 
   private route(containerId: string): Promise<Route> {
@@ -107,10 +122,10 @@ export class ExecRouter {
   }
 
   /** A container this daemon did not start (it restarted since): find the route from Docker. */
-  private async discover(containerId: string): Promise<Route> {
+  private async discover(containerId: string, evenStopped = false): Promise<Route> {
     try {
       const info = await this.opts.inspect(containerId);
-      if (!info.State.Running) return { kind: 'engine' };
+      if (!info.State.Running && !evenStopped) return { kind: 'engine' };
       if (info.HostConfig.Runtime !== 'runsc') return this.runcRoute(info.State.Pid);
       const source = info.Mounts.find((m) => m.Destination === AGENT_MOUNT)?.Source;
       if (!source || !this.opts.agentDir) return { kind: 'engine' };
@@ -120,6 +135,41 @@ export class ExecRouter {
       this.opts.onError('could not find how to enter a container', err, containerId);
       return { kind: 'engine' };
     }
+  }
+
+  /**
+   * Before a checkpoint (hibernation.ts): the agent must hold no connection to this host, so stop
+   * listening and wait until it has closed them all. False, with its route as it was, when an exec or
+   * a file operation is using one (or an Engine exec, whose output descriptors are the host's, is in
+   * flight) or the agent did not let go in time. Until `relisten`, the
+   * container's route is the Engine's.
+   */
+  async park(containerId: string, timeoutMs: number): Promise<boolean> {
+    const route = await this.route(containerId);
+    if (this.engineExecs.has(containerId)) return false;
+    if (route.kind !== 'agent') return true;
+    const drained = await route.listener.drain(timeoutMs);
+    if (drained === 'drained') {
+      this.routes.set(containerId, Promise.resolve({ kind: 'engine' }));
+      return true;
+    }
+    if (drained === 'timeout') await this.relisten(containerId);
+    return false;
+  }
+
+  /** Listen for the container's agent again (after `park`, before its processes come back): its agent keeps redialling. */
+  async relisten(containerId: string): Promise<void> {
+    const old = await this.routes.get(containerId);
+    if (old?.kind === 'agent') await old.listener.close();
+    this.routes.delete(containerId);
+    const found = this.discover(containerId, true);
+    this.routes.set(containerId, found);
+    await found;
+  }
+
+  /** Whether gVisor sandboxes get an exec agent (hibernation needs one: see hibernation.ts). */
+  get agents(): boolean {
+    return this.opts.agentDir !== undefined;
   }
 
   /** The container is gone: stop listening and remove its agent directory. */
