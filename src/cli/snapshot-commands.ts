@@ -1,4 +1,4 @@
-/** `agentbox snapshot create|ls|inspect|rm` and `agentbox fork`: a sandbox's files kept or branched, over the SDK. */
+/** `agentbox snapshot create|ls|inspect|rm` and `agentbox fork`: a sandbox's files (and, forked, its memory) kept or branched, over the SDK. */
 import type { Command } from 'commander';
 import { BadRequestError } from '../contract/errors.js';
 import type { Snapshot } from '../contract/model.js';
@@ -56,12 +56,13 @@ export function registerSnapshotCommands(program: Command): void {
 
   program
     .command('fork')
-    .description("new sandboxes with a copy-on-write copy of a running sandbox's files (not its memory); prints their ids")
+    .description("new sandboxes with a copy-on-write copy of a running sandbox's files (with --memory, also its running processes); prints their ids")
     .argument('<id>', 'sandbox id')
     .option('--count <N>', 'how many (at most 16)', '1')
+    .option('--memory', 'children go on with its running processes and memory (gVisor, no egress; it stops for about a second)')
     .option('--json', 'print the new sandboxes as JSON')
-    .action(async (id: string, flags: { count: string; json?: boolean }) => {
-      const children = await (await connectClient()).fork(id, { count: positiveInt('count', flags.count) });
+    .action(async (id: string, flags: { count: string; memory?: boolean; json?: boolean }) => {
+      const children = await (await connectClient()).fork(id, { count: positiveInt('count', flags.count), ...(flags.memory ? { memory: true } : {}) });
       if (flags.json) printJson(children);
       else for (const c of children) process.stdout.write(`${c.id}\n`);
     });

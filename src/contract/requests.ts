@@ -21,6 +21,10 @@ export type CreateSnapshotRequest = z.infer<typeof CreateSnapshotRequestSchema>;
 export const ForkRequestSchema = z
   .object({
     count: z.number().int().min(1).max(16).optional().describe('How many children (default 1)'),
+    memory: z
+      .boolean()
+      .optional()
+      .describe('Children also go on with the parent\'s running processes and memory (gVisor sandboxes without egress, on a dockerd with experimental features; the parent stops for about a second). Default: files only'),
   })
   .strict();
 export type ForkRequest = z.infer<typeof ForkRequestSchema>;

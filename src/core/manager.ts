@@ -38,7 +38,7 @@ import { ACTIVE, createSandbox, endSandbox, IdlePauses, markActive, newSandboxId
 import { WarmPools, type PoolStatus } from './manager/pools.js';
 import { killProcess, listProcesses } from './manager/processes.js';
 import { reapPass, reconcile } from './manager/reaper.js';
-import { findSnapshot, forkRequest, forkSource, removeSnapshot, restoreSource, takeSnapshot } from './manager/snapshots.js';
+import { findSnapshot, forkRequest, forkSource, memoryForkSource, removeSnapshot, restoreSource, takeSnapshot } from './manager/snapshots.js';
 import { handleOf, Runtimes } from './manager/runtimes.js';
 import { Volumes, type VolumeFileOps } from './manager/volumes.js';
 import { normalizeMounts } from '../contract/volumes.js';
@@ -164,7 +164,7 @@ export class SandboxManager {
     return this.parts.runtimes.probed(name);
   }
 
-  async create(req: CreateSandboxRequest, caller: Caller, opts: { diskFrom?: string } = {}): Promise<Sandbox> {
+  async create(req: CreateSandboxRequest, caller: Caller, opts: { diskFrom?: string; memoryFrom?: string } = {}): Promise<Sandbox> {
     if (this.closing) throw new RuntimeUnavailableError('the daemon is shutting down', { hint: 'retry in a moment' });
     need(caller, 'manage');
     if (caller.labels) req = { ...req, labels: { ...req.labels, ...caller.labels } };
@@ -181,7 +181,7 @@ export class SandboxManager {
       const egress = spec.egress.mode === 'none' ? undefined : requireEgress(this.parts.egress);
       const unreserve = this.parts.quotas.reserve(spec);
       try {
-        return await createSandbox(this.parts, spec, egress, caller, unreserve, diskFrom);
+        return await createSandbox(this.parts, spec, egress, caller, unreserve, diskFrom, opts.memoryFrom);
       } finally {
         unreserve();
       }
@@ -228,19 +228,20 @@ export class SandboxManager {
     await this.parts.pauses.wake(parent);
     markActive(this.parts.store, id);
     const t0 = performance.now();
-    const source = await forkSource(this.parts, parent);
+    const { source, memory } = req.memory ? await memoryForkSource(this.parts, parent) : { source: await forkSource(this.parts, parent), memory: undefined };
     const children: Sandbox[] = [];
     try {
-      for (let i = 0; i < (req.count ?? 1); i++) children.push(await this.create(forkRequest(parent), caller, { diskFrom: source }));
+      for (let i = 0; i < (req.count ?? 1); i++) children.push(await this.create(forkRequest(parent), caller, { diskFrom: source, ...(memory ? { memoryFrom: memory } : {}) }));
     } catch (err) {
       for (const c of children) await this.delete(c.id, caller).catch(() => undefined);
       throw err;
     } finally {
       await this.parts.disks?.dropScratch(source);
+      if (memory) await this.parts.runtimes.of(parent).dropMemory?.(memory).catch((err: unknown) => this.opts.logger.warn({ sandbox_id: id, err }, 'could not remove a fork\'s memory image'));
     }
-    this.parts.store.audit({ tenant: parent.sandbox.tenant, actor: caller.actor, action: 'fork', sandboxId: id, detail: { children: children.map((c) => c.id) } });
+    this.parts.store.audit({ tenant: parent.sandbox.tenant, actor: caller.actor, action: 'fork', sandboxId: id, detail: { children: children.map((c) => c.id), memory: Boolean(memory) } });
     this.parts.metrics?.forkSeconds.observe((performance.now() - t0) / 1000);
-    this.opts.logger.info({ sandbox_id: id, children: children.map((c) => c.id), ms: Math.round(performance.now() - t0) }, 'sandbox forked');
+    this.opts.logger.info({ sandbox_id: id, children: children.map((c) => c.id), memory: Boolean(memory), ms: Math.round(performance.now() - t0) }, 'sandbox forked');
     return children;
   }
 

@@ -27,6 +27,12 @@ export interface RuntimeSpec {
   diskFrom?: string;
   /** Named volumes to mount (ARCHITECTURE.md, "Volumes"); absent or empty: none. */
   volumes?: RuntimeVolume[];
+  /**
+   * Start from this memory image (`copyMemory` of a hibernated sandbox of the same image, limits and
+   * kind) instead of booting: the new sandbox goes on with those processes. With `diskFrom`, the disk
+   * that matches it.
+   */
+  memoryFrom?: string;
 }
 
 /**
@@ -217,6 +223,13 @@ export interface Runtime {
   hibernate?(handle: SandboxHandle): Promise<void>;
   /** Bring a hibernated sandbox back where it was: same processes, same memory. */
   wake?(handle: SandboxHandle): Promise<void>;
+  /**
+   * Capability (with hibernate): a copy of a hibernated sandbox's memory image, for `create` with
+   * `memoryFrom` (a fork that keeps running processes). Opaque to the caller, who drops it with `dropMemory`.
+   */
+  copyMemory?(handle: SandboxHandle): Promise<string>;
+  /** Remove a memory image `copyMemory` made. Idempotent. */
+  dropMemory?(image: string): Promise<void>;
   /** Stop and remove everything the sandbox had on the host. Idempotent. */
   destroy(handle: SandboxHandle): Promise<void>;
   /** Everything of agentbox's (this home) on the host, alive or not, pool members included. */

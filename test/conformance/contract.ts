@@ -592,6 +592,37 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
       assert.equal(r.exitCode, 124, 'a timeout after waking does not kill the tree');
     });
 
+    it('starts a sandbox from a hibernated one\'s memory image: the same processes go on in it, independently', async (t) => {
+      if (!rt.canHibernate || !rt.hibernate || !rt.wake || !rt.copyMemory || !rt.dropMemory) return t.skip(`${opts.name} cannot copy a sandbox's memory`);
+      const can = await rt.canHibernate({ isolation: opts.isolation, network: false });
+      if (!can.ok) return t.skip(`${opts.name} cannot hibernate here: ${can.reason}`);
+      const parent = await newSandbox();
+      await run(rt, parent, "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done' >/dev/null 2>&1 & echo $! > /tmp/pid; echo parent > /tmp/who");
+      const pid = (await run(rt, parent, 'sleep 0.5; cat /tmp/pid')).stdout.trim();
+      // A memory image goes with the disk of the same moment (its processes hold files open there):
+      // both are taken while the parent is hibernated, as the manager's fork does.
+      await rt.hibernate(parent);
+      const disks = scratchDiskStore();
+      const disk = await disks.cloneToScratch(parent.id);
+      const image = await rt.copyMemory(parent);
+      await rt.wake(parent);
+      try {
+        const child = await rt.create({ id: `sbx_ct${process.pid}x${++counter}`, image: 'busybox', isolation: opts.isolation, limits: LIMITS, labels: {}, diskFrom: disk, memoryFrom: image });
+        created.push(child);
+        const r = await run(rt, child, `sleep 0.5; kill -0 ${pid} && echo alive; cat /tmp/count; cat /tmp/who; echo child > /tmp/who`);
+        const [alive, n, who] = r.stdout.trim().split('\n');
+        assert.equal(alive, 'alive', `the process ${pid} is not in the child: ${r.stdout} ${r.stderr}`);
+        assert.ok(Number(n) > 0, `the child's counter wrote ${n}`);
+        assert.equal(who, 'parent');
+        await run(rt, child, `kill ${pid}`);
+        assert.equal((await run(rt, parent, `kill -0 ${pid} && echo alive; cat /tmp/who`)).stdout, 'alive\nparent\n', 'the child reached into the parent');
+      } finally {
+        await disks.dropScratch(disk);
+        await rt.dropMemory(image);
+        await rt.dropMemory(image); // idempotent
+      }
+    });
+
     it('reports stats', async () => {
       const s = await rt.stats(sb);
       assert.ok(s.memoryBytes > 0);

@@ -4,7 +4,8 @@
  * (a shell counting in memory goes on from its number, same pid) and the exec says how long that
  * took (`wokeMs`); the sandbox shows `paused: hibernated` meanwhile; a daemon killed with -9 while it
  * is hibernated is followed by one that knows it is, and wakes it. Profiles asking for hibernation
- * where it cannot be done are refused at create with the reason. Nothing is left on the host.
+ * where it cannot be done are refused at create with the reason. A fork with memory gives children
+ * that go on with the parent's running processes. Nothing is left on the host.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -55,6 +56,7 @@ describe('hibernating idle sandboxes', async () => {
         '  nap-local: { runtime: local, isolation: namespaces, pauseAfter: { idle: 1s, mode: hibernate } }',
         '  nap-net: { egress: { mode: allowlist, allow: [example.com] }, pauseAfter: { idle: 1s, mode: hibernate } }',
         '  doze: { pauseAfter: 1s }',
+        '  runc: { isolation: container }',
         '',
       ].join('\n'),
     );
@@ -112,6 +114,30 @@ describe('hibernating idle sandboxes', async () => {
       const again = await client.exec(sb.id, { cmd: ['sh', '-c', `kill -0 ${pid} && echo alive`] });
       assert.equal(again.stdout, 'alive\n');
       assert.ok((again.wokeMs ?? 0) > 0);
+
+      // Fork with memory: each child goes on with the parent's running counter (same pid, its number
+      // on from the parent's), then counts on its own disk; the parent keeps running.
+      const parent = await client.create({});
+      await client.exec(parent.id, { cmd: ['sh', '-c', "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /workspace/count; sleep 0.1; done' >/dev/null 2>&1 & echo $! > /workspace/pid"] });
+      await until('the parent counts', async () => Number((await client.exec(parent.id, { cmd: ['cat', '/workspace/count'] })).stdout) > 5);
+      const parentPid = (await client.exec(parent.id, { cmd: ['cat', '/workspace/pid'] })).stdout.trim();
+      const atFork = Number((await client.exec(parent.id, { cmd: ['cat', '/workspace/count'] })).stdout);
+      const kids = await client.fork(parent.id, { count: 2, memory: true });
+      assert.equal(kids.length, 2);
+      for (const kid of kids) {
+        const r = await client.exec(kid.id, { cmd: ['sh', '-c', `kill -0 ${parentPid} && echo alive; cat /workspace/count`] });
+        const [alive, n] = r.stdout.trim().split('\n');
+        assert.equal(alive, 'alive', `child ${kid.id} does not run the parent's counter`);
+        assert.ok(Number(n) >= atFork, `child ${kid.id} counted from ${n}, the parent was at ${atFork}`);
+      }
+      // Independent from here: a file written in one child is in neither the other nor the parent.
+      await client.exec(kids[0]!.id, { cmd: ['sh', '-c', 'echo mine > /workspace/only-here'] });
+      for (const other of [kids[1]!.id, parent.id]) assert.equal((await client.exec(other, { cmd: ['test', '-e', '/workspace/only-here'] })).exitCode, 1);
+      assert.equal((await client.exec(parent.id, { cmd: ['sh', '-c', `kill -0 ${parentPid} && echo alive`] })).stdout, 'alive\n', 'the parent lost its process');
+      // Where memory cannot be forked: a clear refusal, and no child.
+      const runc = await client.create({ profile: 'runc' });
+      await assert.rejects(client.fork(runc.id, { memory: true }), (err: unknown) => err instanceof BadRequestError && /memory/.test(err.message));
+      for (const x of [parent.id, runc.id, ...kids.map((k) => k.id)]) await client.delete(x);
 
       const containers = await Promise.all([sb.id, doze.id].map((id) => containerIdOf(id)));
       await client.delete(sb.id);

@@ -41,6 +41,7 @@ export async function createSandbox(
   caller: Caller,
   unreserve: () => void,
   diskFrom?: string,
+  memoryFrom?: string,
 ): Promise<Sandbox> {
   // A pool member has an empty disk and no volumes: a sandbox from a snapshot, a fork or with volumes starts itself.
   const warm = diskFrom === undefined && !spec.volumes?.length ? d.pools.claim(spec) : undefined;
@@ -88,7 +89,7 @@ export async function createSandbox(
     const handle =
       warm ??
       (await d.inflight.track(
-        rt.create({ id: spec.id, image: spec.image, isolation: spec.isolation, limits: spec.limits, labels: { ...spec.labels }, ...(egressDir ? { egressDir } : {}), ...(diskFrom ? { diskFrom } : {}), ...(volumes.length ? { volumes } : {}) }),
+        rt.create({ id: spec.id, image: spec.image, isolation: spec.isolation, limits: spec.limits, labels: { ...spec.labels }, ...(egressDir ? { egressDir } : {}), ...(diskFrom ? { diskFrom } : {}), ...(memoryFrom ? { memoryFrom } : {}), ...(volumes.length ? { volumes } : {}) }),
       ));
     store.setRuntimeData(spec.id, handle.data);
     store.setState(spec.id, 'running');
@@ -196,19 +197,30 @@ export class IdlePauses {
   async wake(stored: StoredSandbox): Promise<number | undefined> {
     const id = stored.sandbox.id;
     if (!this.paused.has(id) && !this.transitions.has(id)) return undefined;
-    return this.serial(id, async () => {
-      const how = this.paused.get(id);
-      if (!how) return undefined;
-      const rt = this.d.runtimes.of(stored);
-      const t0 = performance.now();
-      if (how === 'hibernated') await rt.wake!(handleOf(stored));
-      else await rt.resume?.(handleOf(stored));
-      this.paused.delete(id);
-      const ms = Math.round(performance.now() - t0);
-      this.d.metrics?.wakeSeconds.observe({ mode: how }, ms / 1000);
-      this.d.logger.info({ sandbox_id: id, from: how, ms }, 'sandbox resumed');
-      return how === 'hibernated' ? ms : undefined;
+    return this.serial(id, () => this.resumeNow(stored));
+  }
+
+  /** Run `fn` on the sandbox awake, with no idle pause or wake of it meanwhile (a fork that hibernates it itself). */
+  exclusive<T>(stored: StoredSandbox, fn: () => Promise<T>): Promise<T> {
+    return this.serial(stored.sandbox.id, async () => {
+      await this.resumeNow(stored);
+      return fn();
     });
+  }
+
+  private async resumeNow(stored: StoredSandbox): Promise<number | undefined> {
+    const id = stored.sandbox.id;
+    const how = this.paused.get(id);
+    if (!how) return undefined;
+    const rt = this.d.runtimes.of(stored);
+    const t0 = performance.now();
+    if (how === 'hibernated') await rt.wake!(handleOf(stored));
+    else await rt.resume?.(handleOf(stored));
+    this.paused.delete(id);
+    const ms = Math.round(performance.now() - t0);
+    this.d.metrics?.wakeSeconds.observe({ mode: how }, ms / 1000);
+    this.d.logger.info({ sandbox_id: id, from: how, ms }, 'sandbox resumed');
+    return how === 'hibernated' ? ms : undefined;
   }
 
   /**

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { ConflictError, NotFoundError, QuotaExceededError, RuntimeUnavailableError } from '../../contract/errors.js';
+import { BadRequestError, ConflictError, NotFoundError, QuotaExceededError, RuntimeUnavailableError } from '../../contract/errors.js';
 import type { Snapshot } from '../../contract/model.js';
 import type { CreateSandboxRequest } from '../../contract/requests.js';
 import type { Metrics } from '../../observability/metrics.js';
@@ -149,6 +149,35 @@ export function forkRequest(parent: StoredSandbox): CreateSandboxRequest {
 export async function forkSource(d: SnapshotDeps, parent: StoredSandbox): Promise<string> {
   const { disks } = requireDisks(d);
   return frozen(d, parent, () => disks.cloneToScratch(parent.sandbox.id));
+}
+
+/**
+ * A fork with memory: the parent is hibernated (processes and memory saved to disk, which also holds
+ * its files still), its disk cloned and its memory image copied for the children, and woken again.
+ * The parent is stopped for that long (about a second); its children start from the image.
+ */
+export async function memoryForkSource(d: SnapshotDeps, parent: StoredSandbox): Promise<{ source: string; memory: string }> {
+  const { disks } = requireDisks(d);
+  const sb = parent.sandbox;
+  const rt = d.runtimes.of(parent);
+  const hint = 'fork without --memory (files only), or fork a gVisor sandbox without egress';
+  if (!rt.canHibernate || !rt.hibernate || !rt.wake || !rt.copyMemory) throw new BadRequestError(`the ${rt.name} runtime cannot fork a sandbox's memory`, { hint });
+  const can = await rt.canHibernate({ isolation: sb.isolation, network: sb.egress.mode !== 'none' });
+  if (!can.ok) throw new BadRequestError(`sandbox ${sb.id} cannot be forked with its memory: ${can.reason ?? 'its runtime cannot save it'}`, { hint: can.hint ?? hint });
+  const handle = handleOf(parent);
+  return d.pauses.exclusive(parent, async () => {
+    await rt.hibernate!(handle);
+    let source: string | undefined;
+    try {
+      source = await disks.cloneToScratch(sb.id);
+      return { source, memory: await rt.copyMemory!(handle) };
+    } catch (err) {
+      if (source) await disks.dropScratch(source);
+      throw err;
+    } finally {
+      await rt.wake!(handle);
+    }
+  });
 }
 
 /** After a restart: half-made snapshots (rows and files) and scratch clones are removed. */

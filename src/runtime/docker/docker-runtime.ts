@@ -24,7 +24,7 @@ import { execEnv } from '../shared.js';
 import { EGRESS_MOUNT } from '../egress-plumbing.js';
 import { claimDisk } from '../disk-owner.js';
 import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, SandboxDisks, SandboxHandle } from '../types.js';
-import { checkpointContainer, clearStaleRunscState, hasHibernateCheckpoint, hibernationSupport, restoreContainer } from './hibernation.js';
+import { checkpointContainer, clearStaleRunscState, copyHibernation, dropCheckpoint, hasHibernateCheckpoint, hibernationSupport, parseMemoryImage, placeMemoryImage, restoreContainer } from './hibernation.js';
 import { containerConfig, containerName, INIT_IN_CONTAINER, LABEL_HOME, LABEL_SANDBOX, SANDBOX_UID, SANDBOX_USER, LABEL_ID, LABEL_POOL } from './container-config.js';
 import { engineAddress, engineError, engineMessage, newClient, START_HINT, statusOf } from './engine.js';
 import { startEngineExec, type EngineExec } from './engine-exec.js';
@@ -90,6 +90,7 @@ export class DockerRuntime implements Runtime {
   private initCopy: string | undefined;
   private readonly importer: ImageImporter;
   private runtimes: Promise<Record<string, { path?: string; runtimeArgs?: string[] }>> | undefined;
+  private root: Promise<string> | undefined;
   /** Container id → its memory cgroup directory (undefined: not readable from here). */
   private readonly oomDirs = new Map<string, string | undefined>();
   private readonly router: ExecRouter;
@@ -173,6 +174,7 @@ export class DockerRuntime implements Runtime {
     if (!this.isolations.includes(spec.isolation)) {
       throw new BadRequestError(`the docker runtime offers isolation container or gvisor, not ${spec.isolation}`, { hint: 'use --isolation container or --isolation gvisor' });
     }
+    if (spec.memoryFrom && spec.isolation !== 'gvisor') throw new BadRequestError('only a gVisor sandbox can start from a memory image', { hint: 'fork gVisor sandboxes with their memory, others without' });
     await this.opts.ensureImage?.(spec.image);
     const imageRef = await this.importer.ensure(spec.image);
     if (spec.isolation === 'gvisor') await this.requireRunsc(spec.egressDir !== undefined);
@@ -202,7 +204,13 @@ export class DockerRuntime implements Runtime {
       throw engineError(err, `cannot create the container of sandbox ${spec.id}`, this.address);
     }
     try {
-      await container.start();
+      if (spec.memoryFrom) {
+        // Not booted: the processes of the sandbox the image was taken of go on here.
+        const checkpoint = await placeMemoryImage(await this.dockerRoot(), spec.memoryFrom, container.id);
+        await restoreContainer(this.docker, container.id, checkpoint);
+      } else {
+        await container.start();
+      }
       const info = await container.inspect();
       if (!info.State.Running) throw new InternalError(`sandbox ${spec.id} exited right after starting (exit ${info.State.ExitCode}: ${info.State.Error || 'no error'})`);
       this.oomDirs.set(info.Id, findOomDir(memoryCgroupDirs(info.Id, info.State.Pid)));
@@ -420,6 +428,24 @@ export class DockerRuntime implements Runtime {
       throw engineError(err, `cannot hibernate sandbox ${handle.id}`, this.address);
     }
     this.oomDirs.delete(containerId);
+  }
+
+  async copyMemory(handle: SandboxHandle): Promise<string> {
+    return copyHibernation(await this.dockerRoot(), dataOf(handle).containerId);
+  }
+
+  async dropMemory(image: string): Promise<void> {
+    const { containerId, checkpoint } = parseMemoryImage(image);
+    await dropCheckpoint(this.docker, containerId, checkpoint);
+  }
+
+  /** dockerd's data root (containers' checkpoints live under it); the driver must run on dockerd's host. */
+  private async dockerRoot(): Promise<string> {
+    this.root ??= (this.docker.info() as Promise<{ DockerRootDir?: string }>).then((i) => i.DockerRootDir ?? '/var/lib/docker');
+    return this.root.catch((err: unknown) => {
+      this.root = undefined;
+      throw engineError(err, 'cannot read docker info', this.address);
+    });
   }
 
   async wake(handle: SandboxHandle): Promise<void> {

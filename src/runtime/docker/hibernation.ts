@@ -11,7 +11,9 @@
  * container. The checkpoint lives under dockerd's data root, with the container; it goes with it.
  * That runsc also leaves a restored sandbox registered after its next checkpoint: see clearStaleRunscState.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
+import { cp, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type Docker from 'dockerode';
 import { InternalError } from '../../contract/errors.js';
@@ -64,11 +66,50 @@ export async function checkpointContainer(docker: Docker, containerId: string): 
   await dial(docker, { path: `/containers/${containerId}/checkpoints`, method: 'POST', allowEmpty: true, options: { CheckpointID: HIBERNATE_CHECKPOINT, Exit: true }, statusCodes: { 200: true, 201: true, 204: true, ...CODES } });
 }
 
-/** Start the container from its hibernation checkpoint, then drop the checkpoint (the memory image is no longer needed). */
-export async function restoreContainer(docker: Docker, containerId: string): Promise<void> {
+/** Start the container from one of its checkpoints (the hibernation's by default), then drop that checkpoint. */
+export async function restoreContainer(docker: Docker, containerId: string, checkpoint = HIBERNATE_CHECKPOINT): Promise<void> {
   // An empty body: the Engine refuses a start with options in it (since API 1.24).
-  await dial(docker, { path: `/containers/${containerId}/start?`, method: 'POST', options: { _query: { checkpoint: HIBERNATE_CHECKPOINT }, _body: {} }, statusCodes: { 204: true, 304: true, ...CODES } });
-  await dial(docker, { path: `/containers/${containerId}/checkpoints/${HIBERNATE_CHECKPOINT}`, method: 'DELETE', statusCodes: { 200: true, 204: true, ...CODES } }).catch(() => undefined);
+  await dial(docker, { path: `/containers/${containerId}/start?`, method: 'POST', options: { _query: { checkpoint }, _body: {} }, statusCodes: { 204: true, 304: true, ...CODES } });
+  await dropCheckpoint(docker, containerId, checkpoint);
+}
+
+export async function dropCheckpoint(docker: Docker, containerId: string, checkpoint: string): Promise<void> {
+  await dial(docker, { path: `/containers/${containerId}/checkpoints/${checkpoint}`, method: 'DELETE', statusCodes: { 200: true, 204: true, ...CODES } }).catch(() => undefined);
+}
+
+/*
+ * Memory images for forks. dockerd 20.10 restores only from a checkpoint in the container's own
+ * directory (`start --checkpoint-dir` is refused), so an image is a copy of the hibernation's
+ * checkpoint kept beside it in the parent container's directory (it goes when that container does),
+ * and a child gets its own copy in its directory before it starts. `<containerId>/<checkpoint>`.
+ */
+const FORK_CHECKPOINT = /^([0-9a-f]{64})\/(agentbox-fork-[0-9a-f]{16})$/;
+
+function checkpointDir(dockerRoot: string, containerId: string, checkpoint: string): string {
+  return join(dockerRoot, 'containers', containerId, 'checkpoints', checkpoint);
+}
+
+/** A copy of a hibernated container's checkpoint, as a memory image reference. */
+export async function copyHibernation(dockerRoot: string, containerId: string): Promise<string> {
+  const name = `agentbox-fork-${randomBytes(8).toString('hex')}`;
+  const from = checkpointDir(dockerRoot, containerId, HIBERNATE_CHECKPOINT);
+  if (!existsSync(from)) throw new InternalError(`the container ${containerId} has no hibernation checkpoint in ${dockerRoot} to copy`, { hint: 'is dockerd\'s data root on this host?' });
+  await cp(from, checkpointDir(dockerRoot, containerId, name), { recursive: true, errorOnExist: true, force: false, preserveTimestamps: true });
+  return `${containerId}/${name}`;
+}
+
+export function parseMemoryImage(image: string): { containerId: string; checkpoint: string } {
+  const m = FORK_CHECKPOINT.exec(image);
+  if (!m?.[1] || !m[2]) throw new InternalError(`not a memory image of the docker runtime: ${image}`);
+  return { containerId: m[1], checkpoint: m[2] };
+}
+
+/** Put a memory image into a new (created, not started) container's directory, under the image's checkpoint name. */
+export async function placeMemoryImage(dockerRoot: string, image: string, containerId: string): Promise<string> {
+  const { containerId: from, checkpoint } = parseMemoryImage(image);
+  await mkdir(join(dockerRoot, 'containers', containerId, 'checkpoints'), { recursive: true, mode: 0o700 });
+  await cp(checkpointDir(dockerRoot, from, checkpoint), checkpointDir(dockerRoot, containerId, checkpoint), { recursive: true, errorOnExist: true, force: false, preserveTimestamps: true });
+  return checkpoint;
 }
 
 /** Whether a stopped container is a hibernated sandbox (it has the checkpoint), not a dead one. */
