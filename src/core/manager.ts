@@ -38,7 +38,7 @@ import { ACTIVE, createSandbox, endSandbox, IdlePauses, markActive, newSandboxId
 import { WarmPools, type PoolStatus } from './manager/pools.js';
 import { killProcess, listProcesses } from './manager/processes.js';
 import { reapPass, reconcile } from './manager/reaper.js';
-import { findSnapshot, forkRequest, forkSource, memoryForkSource, removeSnapshot, restoreSource, takeSnapshot } from './manager/snapshots.js';
+import { findSnapshot, forkRequest, forkSource, listSnapshots, memoryForkSource, removeSnapshot, restoreSource, takeSnapshot } from './manager/snapshots.js';
 import { handleOf, Runtimes } from './manager/runtimes.js';
 import { Volumes, type VolumeFileOps } from './manager/volumes.js';
 import { normalizeMounts } from '../contract/volumes.js';
@@ -201,7 +201,7 @@ export class SandboxManager {
 
   listSnapshots(caller: Caller): Snapshot[] {
     need(caller, 'read');
-    return this.parts.store.snapshots.listReady(caller.tenant);
+    return listSnapshots(this.parts.store, caller);
   }
 
   /** By id or name. */

@@ -128,6 +128,16 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX execs_unfinished ON execs (ended_at) WHERE ended_at IS NULL;
     `,
   },
+  {
+    version: 6,
+    name: 'snapshots keep the labels of their sandbox',
+    // A token limited to labelled sandboxes sees only snapshots of such sandboxes. Older snapshots take
+    // their sandbox's labels where its row is still kept; otherwise none (visible to unscoped tokens only).
+    sql: `
+      ALTER TABLE snapshots ADD COLUMN labels_json TEXT NOT NULL DEFAULT '{}';
+      UPDATE snapshots SET labels_json = coalesce((SELECT labels_json FROM sandboxes WHERE sandboxes.id = snapshots.sandbox_id), '{}');
+    `,
+  },
 ];
 
 export function schemaVersion(db: Database.Database): number {

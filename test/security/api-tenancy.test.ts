@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { silentLogger } from '../../src/observability/logger.js';
+import { NotFoundError } from '../../src/contract/errors.js';
 import { AgentboxClient, readAll } from '../../src/sdk/client.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
 import { closeDaemonLeavingNothing } from '../helpers/daemon-teardown.js';
@@ -150,5 +151,36 @@ tenants:
     const operator = new AgentboxClient({ url: `unix:${socket}` });
     const h = await operator.health();
     assert.equal(h.checks?.['runtime.local']?.ok, true);
+  });
+
+  test('a token limited to labelled sandboxes sees only their snapshots: another\'s are 404 by id and by name (get, restore, rm) and not listed', async () => {
+    const agent = new AgentboxClient({ url: `http://127.0.0.1:${port}`, token: ALICE_AGENT });
+    // Last in this file: it runs execs as alice, whose metrics the test above expects empty.
+    const inScope = await agent.create({});
+    const outside = await alice.create({ labels: { team: 'ops' } });
+    await alice.exec(outside.id, { cmd: ['sh', '-c', 'echo ops-secret > /workspace/secret'] });
+    const theirs = await alice.snapshot(outside.id, { name: 'ops-snap' });
+    const mine = await agent.snapshot(inScope.id, { name: 'agent-snap' });
+    assert.deepEqual(mine.labels, { team: 'agents' });
+    try {
+      assert.deepEqual((await agent.listSnapshots()).map((x) => x.id), [mine.id]);
+      assert.deepEqual(new Set((await alice.listSnapshots()).map((x) => x.id)), new Set([mine.id, theirs.id]));
+      assert.deepEqual(await bob.listSnapshots(), []);
+      for (const ref of [theirs.id, 'ops-snap']) {
+        await assert.rejects(agent.getSnapshot(ref), NotFoundError, `get ${ref}`);
+        await assert.rejects(agent.create({ snapshot: ref }), NotFoundError, `restore ${ref}`);
+        await assert.rejects(agent.deleteSnapshot(ref), NotFoundError, `rm ${ref}`);
+        await assert.rejects(bob.getSnapshot(ref), NotFoundError, `bob get ${ref}`);
+      }
+      assert.equal((await agent.getSnapshot('agent-snap')).id, mine.id);
+      // Still there for the tenant's unscoped token, files intact.
+      const restored = await alice.create({ snapshot: theirs.id, labels: { team: 'ops' } });
+      assert.equal((await alice.exec(restored.id, { cmd: ['cat', '/workspace/secret'] })).stdout, 'ops-secret\n');
+      await alice.delete(restored.id);
+    } finally {
+      for (const x of [mine.id, theirs.id]) await alice.deleteSnapshot(x).catch(() => undefined);
+      await alice.delete(outside.id);
+      await agent.delete(inScope.id);
+    }
   });
 });

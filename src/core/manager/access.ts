@@ -28,7 +28,8 @@ export function need(caller: Caller, scope: Scope): void {
   }
 }
 
-function labelsMatch(labels: Record<string, string>, selector: Record<string, string> | undefined): boolean {
+/** Whether labels satisfy a selector (a scoped token's, a list filter); no selector: yes. */
+export function labelsMatch(labels: Record<string, string>, selector: Record<string, string> | undefined): boolean {
   return !selector || Object.entries(selector).every(([k, v]) => labels[k] === v);
 }
 

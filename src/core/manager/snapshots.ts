@@ -13,7 +13,7 @@ import type { Policy } from '../../policy/schema.js';
 import type { DiskStore } from '../../storage/disk-store.js';
 import type { SnapshotFiles } from '../../storage/snapshot-files.js';
 import type { Store, StoredSandbox } from '../../store/store.js';
-import type { Caller } from './access.js';
+import { labelsMatch, type Caller } from './access.js';
 import type { IdlePauses } from './lifecycle.js';
 import { handleOf, type Runtimes } from './runtimes.js';
 
@@ -66,7 +66,7 @@ export async function takeSnapshot(d: SnapshotDeps, stored: StoredSandbox, name:
   const id = newSnapshotId();
   const createdAt = new Date().toISOString();
   try {
-    d.store.snapshots.begin({ id, tenant: sb.tenant, name: name ?? null, sandboxId: sb.id, image: sb.image, diskMb: sb.limits.diskMb, createdAt });
+    d.store.snapshots.begin({ id, tenant: sb.tenant, name: name ?? null, sandboxId: sb.id, image: sb.image, diskMb: sb.limits.diskMb, createdAt, labels: sb.labels });
   } catch (err) {
     if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
       throw new ConflictError(`a snapshot named ${name} exists already`, { hint: 'pick another --name, or remove the old one: agentbox snapshot rm' });
@@ -89,7 +89,7 @@ export async function takeSnapshot(d: SnapshotDeps, stored: StoredSandbox, name:
     d.logger.info({ sandbox_id: sb.id, snapshot: id, bytes, ms: Math.round(performance.now() - t0) }, 'snapshot taken');
     d.metrics?.snapshotBytes.inc({ tenant: sb.tenant }, bytes);
     d.metrics?.snapshotSeconds.observe((performance.now() - t0) / 1000);
-    return { id, tenant: sb.tenant, name: name ?? null, sandboxId: sb.id, image: sb.image, diskMb: sb.limits.diskMb, bytes, sha256, createdAt };
+    return { id, tenant: sb.tenant, name: name ?? null, sandboxId: sb.id, image: sb.image, diskMb: sb.limits.diskMb, bytes, sha256, labels: sb.labels, createdAt };
   } catch (err) {
     d.store.snapshots.remove(id);
     await files.remove(id).catch(() => undefined);
@@ -100,8 +100,14 @@ export async function takeSnapshot(d: SnapshotDeps, stored: StoredSandbox, name:
 /** A ready snapshot of the caller's tenant, by id or by name; not_found for anything else. */
 export function findSnapshot(store: Store, ref: string, caller: Caller): Snapshot {
   const snap = ref.startsWith('snap_') ? store.snapshots.find(ref, caller.tenant) : store.snapshots.findByName(ref, caller.tenant);
-  if (!snap) throw new NotFoundError(`no snapshot ${ref}`, { hint: 'agentbox snapshot ls lists yours' });
+  // A token limited to labelled sandboxes sees the snapshots of those only (their files are those sandboxes').
+  if (!snap || !labelsMatch(snap.labels, caller.labels)) throw new NotFoundError(`no snapshot ${ref}`, { hint: 'agentbox snapshot ls lists yours' });
   return snap;
+}
+
+/** The caller's tenant's snapshots it may see, newest first. */
+export function listSnapshots(store: Store, caller: Caller): Snapshot[] {
+  return store.snapshots.listReady(caller.tenant).filter((s) => labelsMatch(s.labels, caller.labels));
 }
 
 export async function removeSnapshot(d: SnapshotDeps, snap: Snapshot, caller: Caller): Promise<void> {
