@@ -160,7 +160,7 @@ export async function forkSource(d: SnapshotDeps, parent: StoredSandbox): Promis
 /**
  * A fork with memory: the parent is hibernated (processes and memory saved to disk, which also holds
  * its files still), its disk cloned and its memory image copied for the children, and woken again.
- * The parent is stopped for that long (about a second); its children start from the image.
+ * The parent is stopped for that long (about a second when small; BENCHMARKS.md); its children start from the image.
  */
 export async function memoryForkSource(d: SnapshotDeps, parent: StoredSandbox): Promise<{ source: string; memory: string }> {
   const { disks } = requireDisks(d);
