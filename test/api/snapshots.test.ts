@@ -6,7 +6,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { silentLogger } from '../../src/observability/logger.js';
+import { VERSION } from '../../src/core/config.js';
+import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { AgentboxClient } from '../../src/sdk/client.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 import { DiskStore } from '../../src/storage/disk-store.js';
 import { mountTable } from '../../src/storage/host-tools.js';
 import { Store } from '../../src/store/store.js';
@@ -82,6 +85,33 @@ describe('snapshots and fork over the API', { skip }, () => {
     await alice.delete(again.id);
     await alice.deleteSnapshot('base');
     assert.deepEqual(await alice.listSnapshots(), []);
+  });
+
+  test('a snapshot taken on one runtime restores on another of the same image: local to docker (runc, gVisor) and back', async (t) => {
+    const probe = await new DockerRuntime({ disks: scratchDiskStore(), images: await testImages(), homeTag: 'probe', version: VERSION }).probe();
+    if (!probe.ok) return t.skip(`dockerd is not reachable: ${probe.reason}`);
+    const gvisor = (probe.details?.runtimes ?? '').split(' ').includes('runsc');
+    const sb = await alice.create({ runtime: 'local' });
+    await alice.exec(sb.id, { cmd: ['sh', '-c', 'head -c 3000000 /dev/urandom > /workspace/data; mkdir -p /workspace/d; echo deep > /workspace/d/f'] });
+    const want = await sum(sb.id);
+    const snap = await alice.snapshot(sb.id);
+    try {
+      for (const isolation of gvisor ? (['container', 'gvisor'] as const) : (['container'] as const)) {
+        const r = await alice.create({ snapshot: snap.id, runtime: 'docker', isolation });
+        // The same bytes, and the files are the new sandbox user's: it can change them.
+        assert.equal(await sum(r.id), want, `on docker ${isolation}`);
+        assert.equal((await alice.exec(r.id, { cmd: ['sh', '-c', 'echo more >> /workspace/data && echo x > /workspace/d/f && cat /workspace/d/f'] })).stdout, 'x\n', `on docker ${isolation}`);
+        const changed = await sum(r.id);
+        const back = await alice.snapshot(r.id);
+        const home = await alice.create({ snapshot: back.id, runtime: 'local' });
+        assert.equal(await sum(home.id), changed, `back from docker ${isolation} to local`);
+        for (const id of [r.id, home.id]) await alice.delete(id);
+        await alice.deleteSnapshot(back.id);
+      }
+    } finally {
+      await alice.delete(sb.id);
+      await alice.deleteSnapshot(snap.id);
+    }
   });
 
   test('fork: children have the parent\'s files, and none sees another\'s writes', async () => {
