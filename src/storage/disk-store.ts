@@ -17,7 +17,7 @@
 import { constants, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statfsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, open, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BadRequestError, InternalError } from '../contract/errors.js';
+import { BadRequestError, ConflictError, InternalError } from '../contract/errors.js';
 import { isMountPoint, mountTable, runTool } from './host-tools.js';
 
 export interface DiskStoreOpts {
@@ -130,6 +130,12 @@ export class DiskStore {
     const root = this.mountPoint(id);
     try {
       await copyFile(from ?? (await this.template(sizeMb)), image, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
+    } catch (err) {
+      // Another sandbox's disk under this id is left alone: only what this call made is removed.
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`sandbox ${id} has a disk already`, { hint: 'sandbox ids are unique: this is a bug, or a leftover the next daemon start removes', cause: err });
+      throw err;
+    }
+    try {
       await mkdir(root, { mode: 0o755 });
       await runTool('mount', ['-o', DISK_MOUNT_OPTS, image, root]);
       await mkdir(join(root, 'workspace'), { mode: 0o755 }).catch(ignoreExists);

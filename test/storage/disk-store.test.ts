@@ -67,6 +67,15 @@ describe('disk store', { skip }, () => {
     await store.destroy('sbx_dst');
   });
 
+  test('a second create under an id that has a disk is a conflict, and the disk there stays mounted with its files', async () => {
+    const a = await store.create('sbx_twice', 32);
+    writeFileSync(join(a.root, 'workspace', 'keep'), 'kept');
+    await assert.rejects(store.create('sbx_twice', 32), { code: 'conflict' });
+    assert.ok(isMountPoint(a.root));
+    assert.equal(readFileSync(join(a.root, 'workspace', 'keep'), 'utf8'), 'kept');
+    await store.destroy('sbx_twice');
+  });
+
   test('bad ids are refused before anything touches the host', async () => {
     for (const id of ['../x', 'a/b', '', 'X'.repeat(65), 'sbx_a;rm']) await assert.rejects(store.create(id, 32), { code: 'bad_request' });
   });
