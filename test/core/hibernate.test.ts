@@ -8,20 +8,20 @@
  * that go on with the parent's running processes. Nothing is left on the host.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import { BadRequestError } from '../../src/contract/errors.js';
-import { cliEntry, resolvePaths, VERSION } from '../../src/core/config.js';
+import { resolvePaths, VERSION } from '../../src/core/config.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
-import { AgentboxClient } from '../../src/sdk/client.js';
 import { DiskStore } from '../../src/storage/disk-store.js';
 import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
+import { ServeProcesses } from '../helpers/serve-process.js';
 
 async function until(what: string, fn: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -61,19 +61,13 @@ describe('hibernating idle sandboxes', async () => {
       ].join('\n'),
     );
     const env = { ...process.env, AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_POLICY: policy, AGENTBOX_LOG_LEVEL: 'warn' };
-    const client = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
-    const daemons: ChildProcess[] = [];
-    const start = async (): Promise<ChildProcess> => {
-      const child = spawn(process.execPath, [cliEntry(), 'serve', '--socket-only'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-      daemons.push(child);
-      await until('the daemon answers', async () => (await client.health().catch(() => undefined))?.checks?.['runtime.docker']?.ok === true);
-      return child;
-    };
+    const serve = new ServeProcesses({ home, env, runtime: 'docker' });
+    const client = serve.client;
     const paths = resolvePaths(env);
     const disks = new DiskStore({ dir: paths.storage });
     const rt = new DockerRuntime({ disks, images, homeTag: paths.homeTag, version: VERSION });
     try {
-      const first = await start();
+      const first = await serve.start();
       for (const profile of ['nap-runc', 'nap-local', 'nap-net']) {
         await assert.rejects(client.create({ profile }), (err: unknown) => err instanceof BadRequestError && /hibernat/.test(err.message) && err.hint !== undefined, `profile ${profile} was not refused`);
       }
@@ -105,10 +99,8 @@ describe('hibernating idle sandboxes', async () => {
 
       // kill -9 while hibernated: the next daemon knows, before anything calls it.
       await until('hibernated once more', async () => (await client.get(sb.id)).paused === 'hibernated');
-      const exited = new Promise((resolve) => first.once('exit', resolve));
-      first.kill('SIGKILL');
-      await exited;
-      await start();
+      await serve.kill9(first);
+      await serve.start();
       const adopted = await client.get(sb.id);
       assert.deepEqual([adopted.state, adopted.paused], ['running', 'hibernated']);
       const again = await client.exec(sb.id, { cmd: ['sh', '-c', `kill -0 ${pid} && echo alive`] });
@@ -145,15 +137,7 @@ describe('hibernating idle sandboxes', async () => {
       assert.deepEqual(await rt.list(), [], 'containers left behind');
       assert.deepEqual(runscRecords(containers), [], 'runsc records left behind');
     } finally {
-      for (const d of daemons.filter((x) => x.exitCode === null && x.signalCode === null)) {
-        const exited = new Promise((resolve) => d.once('exit', resolve));
-        d.kill('SIGUSR2');
-        await exited;
-      }
-      for (const o of await rt.list().catch(() => [])) await rt.reap(o.id).catch(() => undefined);
-      await rt.close();
-      await disks.closeIfIdle();
-      rmSync(home, { recursive: true, force: true });
+      await serve.cleanUp(rt, disks);
     }
   });
 

@@ -7,18 +7,17 @@
  * it was made from is gone.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
-import { cliEntry, helperPath, resolvePaths } from '../../src/core/config.js';
+import { helperPath, resolvePaths } from '../../src/core/config.js';
 import { LocalRuntime } from '../../src/runtime/local/local-runtime.js';
-import { AgentboxClient } from '../../src/sdk/client.js';
 import { DiskStore } from '../../src/storage/disk-store.js';
 import { Store } from '../../src/store/store.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
+import { ServeProcesses } from '../helpers/serve-process.js';
 
 async function until(what: string, fn: () => boolean | Promise<boolean>, ms = 60_000, every = 100): Promise<void> {
   const deadline = Date.now() + ms;
@@ -36,22 +35,11 @@ describe('kill -9 in the middle of a snapshot or a fork', async () => {
     const policy = join(home, 'policy.yaml');
     writeFileSync(policy, 'version: 1\ndefaults:\n  runtime: local\n  limits: { memoryMb: 128, pids: 64, diskMb: 1024 }\n');
     const env = { ...process.env, AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_POLICY: policy, AGENTBOX_LOG_LEVEL: 'warn' };
-    const client = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
+    const serve = new ServeProcesses({ home, env, runtime: 'local' });
+    const client = serve.client;
     const paths = resolvePaths(env);
     const disks = new DiskStore({ dir: paths.storage });
     const rt = new LocalRuntime({ disks, scope: `agentbox/${paths.homeTag}`, resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() });
-    const daemons: ChildProcess[] = [];
-    const start = async (): Promise<ChildProcess> => {
-      const child = spawn(process.execPath, [cliEntry(), 'serve', '--socket-only'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-      daemons.push(child);
-      await until('the daemon answers', async () => (await client.health().catch(() => undefined))?.checks?.['runtime.local']?.ok === true);
-      return child;
-    };
-    const kill9 = async (d: ChildProcess): Promise<void> => {
-      const exited = new Promise((resolve) => d.once('exit', resolve));
-      d.kill('SIGKILL');
-      await exited;
-    };
     /** Rows of the store as the daemon left them (the test reads the same SQLite file, WAL mode). */
     const rows = <T>(fn: (s: Store) => T): T => {
       const s = Store.open(join(home, 'agentbox.db'));
@@ -63,7 +51,7 @@ describe('kill -9 in the middle of a snapshot or a fork', async () => {
     };
     const snapshotDir = join(paths.storage, 'store', 'snapshots');
     try {
-      let daemon = await start();
+      let daemon = await serve.start();
       const sb = await client.create({});
       // Enough data that sealing the snapshot (a digest over its data) takes a while to cut into.
       await client.exec(sb.id, { cmd: ['sh', '-c', 'head -c 600000000 /dev/urandom > /workspace/big; sha256sum /workspace/big > /workspace/big.sum'], timeoutMs: 120_000 });
@@ -71,9 +59,9 @@ describe('kill -9 in the middle of a snapshot or a fork', async () => {
 
       const taking = client.snapshot(sb.id, { name: 'cut' }).catch((err: unknown) => err);
       await until('the snapshot is being taken', () => rows((s) => s.snapshots.unfinished().length) > 0, 60_000, 5);
-      await kill9(daemon);
+      await serve.kill9(daemon);
       assert.ok((await taking) instanceof Error, 'the snapshot request did not fail with its daemon');
-      daemon = await start();
+      daemon = await serve.start();
       assert.deepEqual(await client.listSnapshots(), [], 'a half-taken snapshot is listed');
       assert.deepEqual(rows((s) => [...s.snapshots.allIds()]), [], 'its row is left');
       assert.deepEqual(existsSync(snapshotDir) ? readdirSync(snapshotDir) : [], [], 'its files are left');
@@ -88,9 +76,9 @@ describe('kill -9 in the middle of a snapshot or a fork', async () => {
       const before = new Set((await client.list({ all: true })).map((s) => s.id));
       const forking = client.fork(sb.id, { count: 6 }).catch((err: unknown) => err);
       await until('the fork has made a child', async () => rows((s) => s.listSandboxes({}).filter((x) => !before.has(x.sandbox.id)).length) > 0, 60_000, 5);
-      await kill9(daemon);
+      await serve.kill9(daemon);
       assert.ok((await forking) instanceof Error, 'the fork request did not fail with its daemon');
-      daemon = await start();
+      daemon = await serve.start();
       const children = (await client.list({ all: true })).filter((s) => !before.has(s.id));
       assert.ok(children.length >= 1 && children.length < 6, `${children.length} children`);
       for (const c of children) {
@@ -102,15 +90,7 @@ describe('kill -9 in the middle of a snapshot or a fork', async () => {
       await client.deleteSnapshot(snap.id);
       await client.delete(sb.id);
     } finally {
-      for (const d of daemons.filter((x) => x.exitCode === null && x.signalCode === null)) {
-        const exited = new Promise((resolve) => d.once('exit', resolve));
-        d.kill('SIGUSR2');
-        await exited;
-      }
-      for (const o of await rt.list().catch(() => [])) await rt.reap(o.id).catch(() => undefined);
-      await rt.close();
-      await disks.closeIfIdle();
-      rmSync(home, { recursive: true, force: true });
+      await serve.cleanUp(rt, disks);
     }
   });
 });
