@@ -42,7 +42,7 @@ async function main(): Promise<void> {
   const disks = scratchDiskStore();
   const agentDir = mkdtempSync(join(tmpdir(), 'ab-bench-agents-'));
   const rt = new DockerRuntime({ disks, images, homeTag: `bench-hib-${process.pid}`, version: VERSION, helper: helperPath(), agentDir });
-  const can = await rt.canHibernate({ isolation: 'gvisor', network: false });
+  const can = await rt.canHibernate({ isolation: 'gvisor', network: false, volumes: false });
   if (!can.ok) throw new Error(`gVisor sandboxes cannot be hibernated here: ${can.reason} (${can.hint})`);
   const limits = { cpus: 1, memoryMb: 512, pids: 128, diskMb: 256 };
   let n = 0;

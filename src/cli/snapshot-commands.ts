@@ -59,7 +59,7 @@ export function registerSnapshotCommands(program: Command): void {
     .description("new sandboxes with a copy-on-write copy of a running sandbox's files (with --memory, also its running processes); prints their ids")
     .argument('<id>', 'sandbox id')
     .option('--count <N>', 'how many (at most 16)', '1')
-    .option('--memory', 'children go on with its running processes and memory (gVisor, no egress; it stops while its memory is saved and restored)')
+    .option('--memory', 'children go on with its running processes and memory (gVisor, no egress or volumes; it stops while its memory is saved and restored)')
     .option('--json', 'print the new sandboxes as JSON')
     .action(async (id: string, flags: { count: string; memory?: boolean; json?: boolean }) => {
       const children = await (await connectClient()).fork(id, { count: positiveInt('count', flags.count), ...(flags.memory ? { memory: true } : {}) });

@@ -24,7 +24,7 @@ export const ForkRequestSchema = z
     memory: z
       .boolean()
       .optional()
-      .describe('Children also go on with the parent\'s running processes and memory (gVisor sandboxes without egress, on a dockerd with experimental features; the parent stops while its memory is saved and restored: about a second when small, seconds more per 50 MB it holds). Default: files only'),
+      .describe('Children also go on with the parent\'s running processes and memory (gVisor sandboxes without egress or volumes, on a dockerd with experimental features; the parent stops while its memory is saved and restored: about a second when small, seconds more per 50 MB it holds). Default: files only'),
   })
   .strict();
 export type ForkRequest = z.infer<typeof ForkRequestSchema>;

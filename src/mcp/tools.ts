@@ -347,7 +347,7 @@ export function registerSandboxTools(server: McpServer, deps: SandboxToolDeps): 
       title: 'Fork a sandbox',
       description: [
         "New sandboxes whose files are a copy of a running sandbox's files at this moment (copy-on-write, fast whatever their size); the original keeps running and no sandbox sees another's later writes.",
-        'Running processes and memory are not copied unless memory is true (gVisor sandboxes without egress: the children go on with the same running processes); otherwise start servers again in the children. Returns the new sandboxes as JSON; delete them with sandbox_delete when done. Without id, forks this session\'s sandbox.',
+        'Running processes and memory are not copied unless memory is true (gVisor sandboxes without egress or volumes: the children go on with the same running processes); otherwise start servers again in the children. Returns the new sandboxes as JSON; delete them with sandbox_delete when done. Without id, forks this session\'s sandbox.',
       ].join(' '),
       inputSchema: z.object({ id: OptionalIdSchema, count: ForkRequestSchema.shape.count, memory: ForkRequestSchema.shape.memory }).strict(),
       annotations: { destructiveHint: false, openWorldHint: false },

@@ -102,6 +102,15 @@ export interface RuntimeStats {
   cpuMs: number;
 }
 
+/** What decides whether a sandbox can be hibernated, besides its runtime. */
+export interface HibernateKind {
+  isolation: Isolation;
+  /** It has egress (a proxy on the host). */
+  network: boolean;
+  /** It mounts named volumes (directories other sandboxes share). */
+  volumes: boolean;
+}
+
 export interface RuntimeStatus {
   alive: boolean;
   /** Frozen by `pause`. */
@@ -214,7 +223,7 @@ export interface Runtime {
    * a hint when not: the runtime cannot checkpoint memory on this host, or such a sandbox holds host
    * connections a checkpoint cannot save). A driver has `canHibernate`, `hibernate` and `wake` or none.
    */
-  canHibernate?(kind: { isolation: Isolation; network: boolean }): Promise<ProbeResult>;
+  canHibernate?(kind: HibernateKind): Promise<ProbeResult>;
   /**
    * Save the sandbox's memory and processes to disk and stop it, freeing its memory; its disk stays.
    * Refused (ConflictError, the sandbox still running as before) when it cannot be done safely now.

@@ -555,13 +555,14 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
 
     it('hibernates: its processes and memory go to disk, its memory is freed, and they come back where they were', async (t) => {
       if (!rt.canHibernate || !rt.hibernate || !rt.wake) return t.skip(`${opts.name} has no hibernate capability`);
-      const can = await rt.canHibernate({ isolation: opts.isolation, network: false });
+      const can = await rt.canHibernate({ isolation: opts.isolation, network: false, volumes: false });
       // Refused with a reason and a hint, never silently.
       if (!can.ok) {
         assert.ok(can.reason && can.hint, 'a refusal without its reason and hint');
         return t.skip(`${opts.name} cannot hibernate here: ${can.reason}`);
       }
-      assert.equal((await rt.canHibernate({ isolation: opts.isolation, network: true })).ok, false, 'a sandbox with egress holds host connections: it must be refused');
+      assert.equal((await rt.canHibernate({ isolation: opts.isolation, network: true, volumes: false })).ok, false, 'a sandbox with egress holds host connections: it must be refused');
+      assert.equal((await rt.canHibernate({ isolation: opts.isolation, network: false, volumes: true })).ok, false, 'a sandbox with volumes may reach host sockets in them: it must be refused');
       const h = await newSandbox();
       // State that lives only in memory: a shell counting in a variable (the file is only its trace), and a pid.
       await run(rt, h, "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /workspace/count; sleep 0.1; done' >/dev/null 2>&1 & echo $! > /workspace/pid");
@@ -594,7 +595,7 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
 
     it('starts a sandbox from a hibernated one\'s memory image: the same processes go on in it, independently', async (t) => {
       if (!rt.canHibernate || !rt.hibernate || !rt.wake || !rt.copyMemory || !rt.dropMemory) return t.skip(`${opts.name} cannot copy a sandbox's memory`);
-      const can = await rt.canHibernate({ isolation: opts.isolation, network: false });
+      const can = await rt.canHibernate({ isolation: opts.isolation, network: false, volumes: false });
       if (!can.ok) return t.skip(`${opts.name} cannot hibernate here: ${can.reason}`);
       const parent = await newSandbox();
       await run(rt, parent, "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done' >/dev/null 2>&1 & echo $! > /tmp/pid; echo parent > /tmp/who");

@@ -35,7 +35,7 @@ describe('hibernating idle sandboxes', async () => {
   const images = await testImages();
   const probe = new DockerRuntime({ disks: scratchDiskStore(), images, homeTag: 'probe', version: VERSION, agentDir: mkdtempSync(join(tmpdir(), 'ab-hib-probe-')) });
   const up = await probe.probe();
-  const can = up.ok ? await probe.canHibernate({ isolation: 'gvisor', network: false }) : { ok: false, reason: up.reason };
+  const can = up.ok ? await probe.canHibernate({ isolation: 'gvisor', network: false, volumes: false }) : { ok: false, reason: up.reason };
   await probe.close();
   const skip = can.ok ? false : `gVisor sandboxes cannot be hibernated here: ${can.reason}`;
 
@@ -71,6 +71,10 @@ describe('hibernating idle sandboxes', async () => {
       for (const profile of ['nap-runc', 'nap-local', 'nap-net']) {
         await assert.rejects(client.create({ profile }), (err: unknown) => err instanceof BadRequestError && /hibernat/.test(err.message) && err.hint !== undefined, `profile ${profile} was not refused`);
       }
+      // Volumes are shared with other sandboxes, which may listen on a Unix socket in them.
+      await client.createVolume('shared', { sizeMb: 16 });
+      await assert.rejects(client.create({ profile: 'nap', volumes: [{ name: 'shared', target: '/data' }] }), (err: unknown) => err instanceof BadRequestError && /volume/.test(err.message));
+      await client.deleteVolume('shared');
       assert.deepEqual((await client.list()).filter((s) => s.state === 'running'), [], 'a refused create left a sandbox');
 
       const sb = await client.create({ profile: 'nap' });

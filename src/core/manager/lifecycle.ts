@@ -112,9 +112,9 @@ export async function createSandbox(
 /** A profile that hibernates idle sandboxes is refused where that cannot be done, rather than never freeing their memory. */
 async function requireHibernation(rt: Runtime, spec: SandboxSpec): Promise<void> {
   const who = spec.profile === null ? 'this request' : `profile ${spec.profile}`;
-  const hint = 'use a runtime that can (docker with --isolation gvisor, egress none), or pauseAfter mode freeze';
+  const hint = 'use a runtime that can (docker with --isolation gvisor, egress none, no volumes), or pauseAfter mode freeze';
   if (!rt.canHibernate) throw new BadRequestError(`${who} hibernates idle sandboxes (pauseAfter mode hibernate), but the ${rt.name} runtime cannot save a sandbox's memory`, { hint });
-  const can = await rt.canHibernate({ isolation: spec.isolation, network: spec.egress.mode !== 'none' });
+  const can = await rt.canHibernate({ isolation: spec.isolation, network: spec.egress.mode !== 'none', volumes: Boolean(spec.volumes?.length) });
   if (!can.ok) throw new BadRequestError(`${who} hibernates idle sandboxes (pauseAfter mode hibernate), but ${can.reason ?? 'this sandbox cannot be hibernated'}`, { hint: can.hint ?? hint });
 }
 

@@ -166,9 +166,9 @@ export async function memoryForkSource(d: SnapshotDeps, parent: StoredSandbox): 
   const { disks } = requireDisks(d);
   const sb = parent.sandbox;
   const rt = d.runtimes.of(parent);
-  const hint = 'fork without --memory (files only), or fork a gVisor sandbox without egress';
+  const hint = 'fork without --memory (files only), or fork a gVisor sandbox without egress or volumes';
   if (!rt.canHibernate || !rt.hibernate || !rt.wake || !rt.copyMemory) throw new BadRequestError(`the ${rt.name} runtime cannot fork a sandbox's memory`, { hint });
-  const can = await rt.canHibernate({ isolation: sb.isolation, network: sb.egress.mode !== 'none' });
+  const can = await rt.canHibernate({ isolation: sb.isolation, network: sb.egress.mode !== 'none', volumes: Boolean(sb.volumes?.length) });
   if (!can.ok) throw new BadRequestError(`sandbox ${sb.id} cannot be forked with its memory: ${can.reason ?? 'its runtime cannot save it'}`, { hint: can.hint ?? hint });
   const handle = handleOf(parent);
   return d.pauses.exclusive(parent, async () => {

@@ -23,12 +23,12 @@ import { SandboxProcesses, type ProcOpRunner } from '../processes.js';
 import { execEnv } from '../shared.js';
 import { EGRESS_MOUNT } from '../egress-plumbing.js';
 import { claimDisk } from '../disk-owner.js';
-import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, SandboxDisks, SandboxHandle } from '../types.js';
+import type { ExecOpts, HibernateKind, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, SandboxDisks, SandboxHandle } from '../types.js';
 import { checkpointContainer, clearStaleRunscState, copyHibernation, dropCheckpoint, hasHibernateCheckpoint, hibernationSupport, parseMemoryImage, placeMemoryImage, restoreContainer } from './hibernation.js';
 import { containerConfig, containerName, INIT_IN_CONTAINER, LABEL_HOME, LABEL_SANDBOX, SANDBOX_UID, SANDBOX_USER, LABEL_ID, LABEL_POOL } from './container-config.js';
 import { engineAddress, engineError, engineMessage, newClient, START_HINT, statusOf } from './engine.js';
 import { startEngineExec, type EngineExec } from './engine-exec.js';
-import type { AgentExec } from './exec-agent.js';
+import { AGENT_MOUNT, type AgentExec } from './exec-agent.js';
 import { execEvents } from './exec-events.js';
 import { ExecRouter, type ExecRequest } from './exec-router.js';
 import { ImageImporter, type ImageSource } from './images.js';
@@ -72,6 +72,8 @@ export function defaultInitPath(): string {
 const RUNSC_HINT =
   'register gVisor in /etc/docker/daemon.json: {"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none","--host-uds=open","--oci-seccomp"]}}} and restart dockerd (scripts/start-dockerd.sh does both)';
 const FILE_ENV = { PATH: '/usr/bin:/bin' };
+/** The mounts a hibernated sandbox may have: no Unix socket of the host can be reached through them. */
+const HIBERNATE_SAFE_MOUNTS = new Set([INIT_IN_CONTAINER, AGENT_MOUNT, '/workspace', '/tmp']);
 /** How long a hibernate waits for the exec agent to close its connections to this host. */
 const PARK_TIMEOUT_MS = 3000;
 
@@ -397,7 +399,7 @@ export class DockerRuntime implements Runtime {
     }
   }
 
-  async canHibernate(kind: { isolation: Isolation; network: boolean }): Promise<ProbeResult> {
+  async canHibernate(kind: HibernateKind): Promise<ProbeResult> {
     if (kind.isolation === 'gvisor' && !this.router.agents) {
       return { ok: false, reason: 'this driver runs gVisor commands through Engine execs, whose host descriptors a checkpoint cannot save', hint: 'run the daemon (agentbox serve), which gives gVisor sandboxes their exec agent' };
     }
@@ -413,8 +415,9 @@ export class DockerRuntime implements Runtime {
       throw this.notRunning(err, handle, 'cannot hibernate');
     }
     if (!info.State.Running || info.State.Paused) throw new ConflictError(`cannot hibernate sandbox ${handle.id}: it is not running`, { hint: `agentbox inspect ${handle.id}` });
-    if (info.HostConfig.Runtime !== 'runsc' || info.Mounts.some((m) => m.Destination === EGRESS_MOUNT)) {
-      throw new ConflictError(`sandbox ${handle.id} cannot be hibernated: only gVisor sandboxes without egress can`, { hint: 'pauseAfter mode freeze pauses any sandbox' });
+    // Nothing bound in but agentbox's own (no egress socket, no shared volume): see hibernation.ts.
+    if (info.HostConfig.Runtime !== 'runsc' || info.Mounts.some((m) => !HIBERNATE_SAFE_MOUNTS.has(m.Destination))) {
+      throw new ConflictError(`sandbox ${handle.id} cannot be hibernated: only gVisor sandboxes without egress and volumes can`, { hint: 'pauseAfter mode freeze pauses any sandbox' });
     }
     if (!(await this.router.park(containerId, PARK_TIMEOUT_MS))) {
       throw new ConflictError(`sandbox ${handle.id} was not hibernated: a command or a file operation is using it`, { hint: 'it is tried again when it is idle' });

@@ -6,9 +6,9 @@
  * Measured on Debian 12's runsc (release 20221219) with dockerd 20.10: checkpoint ~0.4 s, restore ~0.8 s
  * for a small sandbox. What does not work there, and is therefore refused: runc (it would need CRIU,
  * whose `criu check` fails on this kernel), `--leave-running` (runsc panics, killing the container),
- * and any sandbox holding a connection to a host Unix socket (its egress proxy's; the exec agent's,
- * which `ExecRouter.park` closes first): the checkpoint fails on it, and a failed checkpoint kills the
- * container. The checkpoint lives under dockerd's data root, with the container; it goes with it.
+ * and any sandbox that may hold a connection to a host Unix socket (its egress proxy's; one in a
+ * named volume another sandbox listens on; the exec agent's, which `ExecRouter.park` closes first):
+ * the checkpoint fails on it, and a failed checkpoint kills the container. The checkpoint lives under dockerd's data root, with the container; it goes with it.
  * That runsc also leaves a restored sandbox registered after its next checkpoint: see clearStaleRunscState.
  */
 import { randomBytes } from 'node:crypto';
@@ -17,9 +17,8 @@ import { cp, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type Docker from 'dockerode';
 import { InternalError } from '../../contract/errors.js';
-import type { Isolation } from '../../contract/model.js';
 import { runTool } from '../../storage/host-tools.js';
-import type { ProbeResult } from '../types.js';
+import type { HibernateKind, ProbeResult } from '../types.js';
 import { statusOf } from './engine.js';
 
 /** The one checkpoint a hibernated sandbox's container has; removed once the sandbox is back. */
@@ -28,12 +27,16 @@ export const HIBERNATE_CHECKPOINT = 'agentbox-hibernate';
 export const EXPERIMENTAL_HINT = 'set "experimental": true in /etc/docker/daemon.json and restart dockerd (scripts/start-dockerd.sh does)';
 
 /** Whether a sandbox of this kind can be hibernated by this Engine. */
-export async function hibernationSupport(docker: Docker, kind: { isolation: Isolation; network: boolean }): Promise<ProbeResult> {
+export async function hibernationSupport(docker: Docker, kind: HibernateKind): Promise<ProbeResult> {
   if (kind.isolation !== 'gvisor') {
     return { ok: false, reason: `a ${kind.isolation} sandbox of the docker runtime cannot be hibernated (runc would need CRIU, which does not work on this kernel)`, hint: 'use --isolation gvisor' };
   }
   if (kind.network) {
     return { ok: false, reason: 'a gVisor sandbox with egress holds connections to its proxy on the host, which a checkpoint cannot save', hint: 'hibernate sandboxes with egress none, or use pauseAfter mode freeze' };
+  }
+  if (kind.volumes) {
+    // Another sandbox (a local one) may listen on a Unix socket in a shared volume, and one connection to it would fail the checkpoint.
+    return { ok: false, reason: 'a sandbox with named volumes may hold connections to host sockets in them, which a checkpoint cannot save (and a failed checkpoint ends the sandbox)', hint: 'hibernate sandboxes without volumes, or use pauseAfter mode freeze' };
   }
   const info = (await docker.info()) as { ExperimentalBuild?: boolean };
   if (!info.ExperimentalBuild) {
