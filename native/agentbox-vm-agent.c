@@ -265,7 +265,15 @@ static void become_sandbox_user(void) {
 }
 
 /* In the child: run what KIND names with ARGV; never returns. */
+static void set_oom_score_adj(const char *value) {
+  int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  if (write(fd, value, strlen(value)) < 0) {}
+  close(fd);
+}
+
 __attribute__((noreturn)) static void child_main(const char *kind, const char *cwd, char **argv, int argc, char **env) {
+  set_oom_score_adj("0"); /* PID 1 and the agent are spared by the OOM killer; commands are not */
   become_sandbox_user();
   if (chdir(cwd) != 0) {
     fprintf(stderr, "agentbox: cannot enter %s: %s\n", cwd, strerror(errno));
@@ -769,6 +777,9 @@ static pid_t start_agent(void *ctx) {
 }
 
 static int init_main(void) {
+  /* Whatever a command does to the guest's memory, the OOM killer picks it, never PID 1 or the
+   * agent (the agent inherits this and hands its children 0). */
+  set_oom_score_adj("-1000");
   mount_or_log("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
   mount_or_log("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
   mount_or_log("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
