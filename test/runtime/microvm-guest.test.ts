@@ -110,6 +110,10 @@ describe('microvm guest', { skip }, () => {
       if (line.startsWith('NoNewPrivs')) assert.match(line, /1$/);
       else assert.match(line, /:\s*0+$/, line);
     }
+    const port = await sh('ls -l /dev/vport*; cat /dev/vport*p1 </dev/null; echo rc=$?');
+    assert.match(port.stdout, /^crw-------\s+1 root\s+root/m, 'the agent\'s port is root\'s');
+    assert.match(port.stdout, /rc=1/);
+    assert.match(port.stderr, /Permission denied/, 'the sandbox user cannot speak to the host on the agent\'s port');
     const root = await sh('touch /etc/x 2>&1; echo $?');
     assert.notEqual(root.stdout.trim().split('\n').pop(), '0', 'the sandbox user cannot write outside /workspace and /tmp');
   });

@@ -107,6 +107,11 @@ export class VmStream {
     if (!this.done) this.send(encodeU32('S', this.id, n));
   }
 
+  /** Stop waiting for the agent: end the stream here with `e` (a host-side backstop); later frames are ignored. */
+  abandon(e: StreamExit): void {
+    this.finish(e);
+  }
+
   /** @internal a frame from the agent for this stream. */
   deliver(f: Frame): void {
     switch (f.type) {

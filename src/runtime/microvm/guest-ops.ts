@@ -13,6 +13,12 @@ import type { VmChannel, VmStream } from './channel.js';
 
 /** Output queued for a slow consumer beyond which the streams are paused (the agent's credit then stalls the command). */
 const QUEUE_BYTES = 1 << 20;
+/**
+ * The agent kills a command at its timeout; should it not answer (a guest wedged under memory
+ * pressure), the host asks again this long after the deadline and, as long again later, gives the
+ * exec up as timed out. @internal exported for tests
+ */
+export const BACKSTOP_MS = 5000;
 
 /**
  * Run `cmd` in the guest as the sandbox user; yields stdout/stderr chunks and exactly one exit event.
@@ -26,6 +32,14 @@ export async function* vmExec(channel: VmChannel, cmd: string[], opts: ExecOpts)
   if (opts.signal?.aborted) stream.kill();
   else opts.signal?.addEventListener('abort', onAbort, { once: true });
 
+  const backstop =
+    opts.timeoutMs > 0
+      ? setTimeout(() => {
+          stream.kill();
+          setTimeout(() => stream.abandon({ code: 124, reason: 'timeout' }), BACKSTOP_MS).unref();
+        }, opts.timeoutMs + BACKSTOP_MS)
+      : undefined;
+  backstop?.unref();
   const cap = new OutputCap(opts.outputLimitBytes);
   const queue: ExecEvent[] = [];
   let queued = 0;
@@ -87,6 +101,7 @@ export async function* vmExec(channel: VmChannel, cmd: string[], opts: ExecOpts)
       result: execSummary({ execId: opts.execId, exitCode: exit.code, timedOut: exit.reason === 'timeout', oomKilled: exit.reason === 'oom', truncated: cap.truncated, startedAt }),
     };
   } finally {
+    clearTimeout(backstop);
     opts.signal?.removeEventListener('abort', onAbort);
     // A consumer that stops early (break, an error) ends the command, as an abort would.
     if (!exit && !failure) stream.kill();
