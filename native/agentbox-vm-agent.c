@@ -348,12 +348,13 @@ static void stream_open(uint32_t id, char *req, uint32_t len) {
   struct stream *s = NULL;
   for (int i = 0; i < MAX_STREAMS && !s; i++) if (!streams[i].used) s = &streams[i];
   if (!s) return refuse(id, "agentbox: too many streams at once\n", EXIT_AGENTBOX_FAILED);
-  char **strs = malloc(sizeof *strs * (len / 2 + 2));
+  /* Every string takes at least its NUL: at most len of them. */
+  char **strs = malloc(sizeof *strs * ((size_t)len + 1));
   if (!strs) _exit(EXIT_FAILURE);
   int n = 0;
   for (uint32_t off = 0; off < len; off += (uint32_t)strlen(req + off) + 1) strs[n++] = req + off;
   int argc = n >= 4 ? atoi(strs[3]) : -1;
-  if (argc < 0 || 4 + argc > n) {
+  if (argc < 0 || argc > n - 4) {
     free(strs);
     return refuse(id, "agentbox: bad request\n", EXIT_AGENTBOX_FAILED);
   }
@@ -366,6 +367,10 @@ static void stream_open(uint32_t id, char *req, uint32_t len) {
     queue_exit(id, 0, WHY_EXITED);
     free(strs);
     return;
+  }
+  if (strcmp(kind, "exec") != 0 && strcmp(kind, "file") != 0 && strcmp(kind, "ps") != 0 && strcmp(kind, "signal") != 0) {
+    free(strs);
+    return refuse(id, "agentbox: unknown request\n", EXIT_AGENTBOX_FAILED);
   }
   if (strcmp(kind, "exec") == 0 && argc < 1) {
     free(strs);

@@ -9,6 +9,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createConnection } from 'node:net';
+import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { finished } from 'node:stream/promises';
@@ -18,6 +20,7 @@ import { SandboxFiles } from '../../src/runtime/files.js';
 import { SandboxProcesses } from '../../src/runtime/processes.js';
 import { chooseAccel } from '../../src/runtime/microvm/accel.js';
 import { BootGate } from '../../src/runtime/microvm/boot-gate.js';
+import { type Frame, FrameDecoder, helloFrame } from '../../src/runtime/microvm/frames.js';
 import { ensureGuest, type GuestArtifacts } from '../../src/runtime/microvm/guest/build.js';
 import { vmExec, vmFileOps, vmProcOps } from '../../src/runtime/microvm/guest-ops.js';
 import { MicroVm, QEMU_BINARY } from '../../src/runtime/microvm/vm.js';
@@ -261,6 +264,43 @@ describe('microvm guest', { skip }, () => {
     await assert.rejects(stream.exit, (e: AgentboxError) => e.code === 'conflict');
     const r = await sh('echo back; kill -0 $(cat /tmp/orphan.pid) 2>/dev/null && echo alive || echo gone');
     assert.equal(r.stdout, 'back\ngone\n', 'the stream of the old host was ended');
+  });
+
+  test('malformed frames get a refusal or a resync, never a dead agent', async () => {
+    await vm.channel.close();
+    const sock = createConnection(vm.agentSocket);
+    await once(sock, 'connect');
+    const nonce = randomBytes(8);
+    const frames: Frame[] = [];
+    let decoder = new FrameDecoder(nonce);
+    sock.on('data', (c: Buffer) => frames.push(...decoder.push(c)));
+    const until = async (pred: () => boolean): Promise<void> => {
+      for (let i = 0; i < 500 && !pred(); i++) await new Promise((r) => setTimeout(r, 10));
+      assert.ok(pred(), JSON.stringify(frames.map((f) => [f.type, f.stream])));
+    };
+    sock.write(helloFrame(nonce));
+    await until(() => frames.some((f) => f.type === 'H'));
+    const raw = (type: string, id: number, payload: Buffer): Buffer => {
+      const h = Buffer.alloc(9);
+      h.write(type, 0, 'latin1');
+      h.writeUInt32BE(id, 1);
+      h.writeUInt32BE(payload.length, 5);
+      return Buffer.concat([h, payload]);
+    };
+    sock.write(raw('R', 1, Buffer.alloc(100))); // 100 empty strings
+    sock.write(raw('R', 2, Buffer.from('exec\0/\x000\x00999999999999\0sh\0'))); // argc far beyond the strings
+    await until(() => frames.filter((f) => f.type === 'X').length === 2);
+    assert.deepEqual(frames.filter((f) => f.type === 'X').map((f) => f.payload.readUInt32BE(0)), [125, 125]);
+    // An unknown frame type puts the agent out of step: only a new hello brings it back.
+    sock.write(raw('Z', 3, Buffer.alloc(0)));
+    const nonce2 = randomBytes(8);
+    decoder = new FrameDecoder(nonce2);
+    frames.length = 0;
+    sock.write(helloFrame(nonce2));
+    await until(() => frames.some((f) => f.type === 'H'));
+    sock.destroy();
+    await vm.reconnect();
+    assert.equal((await sh('echo fine')).stdout, 'fine\n');
   });
 
   test('KVM is used only when a KVM guest really boots', async () => {
