@@ -316,10 +316,13 @@ describe('microvm guest', { skip }, () => {
 
   test('kill leaves nothing behind: no QEMU process, no socket, no directory', async () => {
     const other = await bootVm();
-    assert.equal((await collect(vmExec(other.channel, ['true'], execOpts()))).exitCode, 0);
+    try {
+      assert.equal((await collect(vmExec(other.channel, ['true'], execOpts()))).exitCode, 0);
+      assert.ok(existsSync(other.agentSocket));
+    } finally {
+      await other.kill();
+    }
     const dir = other.runDir;
-    assert.ok(existsSync(other.agentSocket));
-    await other.kill();
     assert.equal(existsSync(dir), false);
     assert.deepEqual(ourQemus().filter((p) => p === other.pid), []);
     await assert.rejects(collect(vmExec(other.channel, ['true'], execOpts())), (e: AgentboxError) => e.code === 'conflict');
@@ -328,7 +331,7 @@ describe('microvm guest', { skip }, () => {
   test('shutdown powers the guest off cleanly', async () => {
     const other = await bootVm();
     const t0 = performance.now();
-    await other.shutdown();
+    await other.shutdown().finally(() => other.kill());
     const exit = await other.exited;
     assert.deepEqual(exit, { code: 0, signal: null });
     console.log(`# power off: ${Math.round(performance.now() - t0)} ms`);

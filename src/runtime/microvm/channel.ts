@@ -271,18 +271,15 @@ export class VmChannel {
         reject(err);
       };
       const onData = (chunk: Buffer): void => {
-        let frames: Frame[];
         try {
-          frames = decoder.push(chunk);
+          // What comes with the answer in the same chunk is for no stream (none is open yet): dropped.
+          decoder.push(chunk);
         } catch (err) {
           return fail(new InternalError(`the microVM's agent broke the protocol: ${(err as Error).message}`));
         }
         if (!decoder.ready) return;
         cleanup();
-        const ch = new VmChannel(sock, decoder, opts.log);
-        // Frames that came with the answer in the same chunk: nothing is open yet, so none matter.
-        void frames;
-        resolve(ch);
+        resolve(new VmChannel(sock, decoder, opts.log));
       };
       const onClose = (): void => fail(new RuntimeUnavailableError('the microVM closed the agent socket before its agent answered', { hint: 'see the VM console log' }));
       const onAbort = (): void => fail(opts.signal?.reason instanceof Error ? opts.signal.reason : new RuntimeUnavailableError('the microVM went away during the boot'));
