@@ -85,7 +85,7 @@
 #define HDR 9
 #define MAX_STREAMS 128
 #define CHUNK 65536
-#define WINDOW (256u << 10)
+#define WINDOW (1024u << 10)
 #define MAX_REQUEST (1u << 20)
 #define MAX_DISCARD 256
 #define SANDBOX_UID 1000

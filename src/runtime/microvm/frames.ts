@@ -12,7 +12,7 @@ export const CHUNK_BYTES = 65536;
 /** Largest 'R' (open) payload the agent takes: argv + env + cwd. */
 export const MAX_REQUEST_BYTES = 1 << 20;
 /** Credit each stream starts with, both ways (the agent's WINDOW). */
-export const WINDOW_BYTES = 256 << 10;
+export const WINDOW_BYTES = 1024 << 10;
 
 export type HostFrameType = 'H' | 'R' | 'I' | 'E' | 'K' | 'S' | 'W' | 'Q';
 export type GuestFrameType = 'H' | 'P' | 'O' | 'e' | 'W' | 'X';
