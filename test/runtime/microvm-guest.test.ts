@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection } from 'node:net';
@@ -21,7 +21,7 @@ import { SandboxProcesses } from '../../src/runtime/processes.js';
 import { chooseAccel } from '../../src/runtime/microvm/accel.js';
 import { BootGate } from '../../src/runtime/microvm/boot-gate.js';
 import { CHUNK_BYTES, type Frame, FrameDecoder, helloFrame, WINDOW_BYTES } from '../../src/runtime/microvm/frames.js';
-import { ensureGuest, type GuestArtifacts } from '../../src/runtime/microvm/guest/build.js';
+import { ensureGuest, type GuestArtifacts, pruneGuests } from '../../src/runtime/microvm/guest/build.js';
 import { vmExec, vmFileOps, vmProcOps } from '../../src/runtime/microvm/guest-ops.js';
 import { MicroVm, QEMU_BINARY } from '../../src/runtime/microvm/vm.js';
 import type { SandboxHandle } from '../../src/runtime/types.js';
@@ -76,6 +76,12 @@ describe('microvm guest', { skip }, () => {
     const [a, b] = await Promise.all([ensureGuest({ dir }), ensureGuest({ dir })]);
     assert.equal(a.fingerprint, b.fingerprint);
     assert.deepEqual(readdirSync(dir), [`guest-${a.fingerprint}`], 'no temporary directory is left');
+    // A builder killed half-way leaves its directory (the next build or a prune removes it); a prune
+    // removes the guests no longer wanted.
+    mkdirSync(join(dir, `.build-${a.fingerprint}-999999999-abcd1234`));
+    mkdirSync(join(dir, 'guest-0123456789abcdef'));
+    assert.deepEqual(await pruneGuests(dir, [a.fingerprint]), ['0123456789abcdef']);
+    assert.deepEqual(readdirSync(dir), [`guest-${a.fingerprint}`]);
   });
 
   test('its own kernel: uname -r is the guest kernel, not the host\'s', async () => {
@@ -329,8 +335,13 @@ describe('microvm guest', { skip }, () => {
     await assert.rejects(collect(vmExec(other.channel, ['true'], execOpts())), (e: AgentboxError) => e.code === 'conflict');
   });
 
-  test('shutdown powers the guest off cleanly', async () => {
-    const other = await bootVm();
+  test('vCPUs as asked; shutdown powers the guest off cleanly', async () => {
+    const other = await MicroVm.start({ guest, memoryMb: 128, cpus: 2, runRoot: work, gate, name: `agentbox-test-${process.pid}` });
+    const cpus = await collect(vmExec(other.channel, ['nproc'], execOpts())).catch(async (err: unknown) => {
+      await other.kill();
+      throw err;
+    });
+    assert.equal(cpus.stdout.trim(), '2');
     const t0 = performance.now();
     await other.shutdown().finally(() => other.kill());
     const exit = await other.exited;

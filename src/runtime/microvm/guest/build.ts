@@ -10,7 +10,7 @@
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
@@ -81,6 +81,7 @@ export async function ensureGuest(opts: GuestBuildOpts): Promise<GuestArtifacts>
   if (existsSync(join(final, 'guest.json'))) return artifacts(false);
 
   await mkdir(opts.dir, { recursive: true });
+  await removeAbandonedBuilds(opts.dir);
   const tmp = join(opts.dir, `.build-${fingerprint}-${process.pid}-${randomBytes(4).toString('hex')}`);
   const started = performance.now();
   try {
@@ -102,6 +103,41 @@ export async function ensureGuest(opts: GuestBuildOpts): Promise<GuestArtifacts>
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
+}
+
+/** `.build-FP-PID-RAND` directories whose builder died (a crash, kill -9): each is up to 60 MB. */
+async function removeAbandonedBuilds(dir: string): Promise<void> {
+  for (const name of await readdir(dir)) {
+    const pid = Number(/^\.build-[0-9a-f]+-(\d+)-[0-9a-f]+$/.exec(name)?.[1]);
+    if (!pid || pid === process.pid || isAlive(pid)) continue;
+    await rm(join(dir, name), { recursive: true, force: true });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes every complete guest of `dir` but the ones named (and abandoned builds). For the driver,
+ * once no VM or snapshot uses an older guest: nothing here knows which do.
+ */
+export async function pruneGuests(dir: string, keepFingerprints: readonly string[]): Promise<string[]> {
+  if (!existsSync(dir)) return [];
+  await removeAbandonedBuilds(dir);
+  const removed: string[] = [];
+  for (const name of await readdir(dir)) {
+    const fp = /^guest-([0-9a-f]+)$/.exec(name)?.[1];
+    if (!fp || keepFingerprints.includes(fp)) continue;
+    await rm(join(dir, name), { recursive: true, force: true });
+    removed.push(fp);
+  }
+  return removed;
 }
 
 /** Every file of the initramfs: /init (the agent), busybox and its applets, modules, users. */
