@@ -21,7 +21,7 @@
  *                'K' kill the stream's tree (exit 143)   'S' signal (4 bytes) to the leader's process group
  *                'W' output window: the host took that many more bytes (4 bytes)
  *                'Q' power the guest off (stream 0)
- * guest -> host  'H' hello answer   'P' leader pid (4 bytes)   'O' stdout   'e' stderr
+ * guest -> host  'H' hello answer (nonce 0: unasked, the agent has just started)   'P' leader pid (4 bytes)   'O' stdout   'e' stderr
  *                'W' stdin window: the command took that many more bytes
  *                'X' exit status (4 bytes) + why (1 byte): 0 it exited, 1 timeout (124), 2 the host's 'K' (143),
  *                    3 killed by SIGKILL while the guest's OOM killer struck (guest-wide oom_kill count grew)
@@ -672,6 +672,12 @@ __attribute__((noreturn)) static void agent_main(void) {
     nanosleep(&ts, NULL);
   }
   check_host();
+  /* A hello no host asked for (nonce 0) says "an agent has just started": after a restart by PID 1
+   * the host learns that its streams are gone and greets again; a host still waiting for its first
+   * answer skips it (the nonce is not its own). */
+  unsigned char announce[MAGIC_LEN + NONCE_LEN] = {0};
+  memcpy(announce, MAGIC, MAGIC_LEN);
+  queue('H', 0, announce, sizeof announce);
   enum { MAXP = 2 + 3 * MAX_STREAMS + MAX_DISCARD };
   struct pollfd p[MAXP];
   int owner[MAXP], kind[MAXP];

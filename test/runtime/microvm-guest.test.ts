@@ -139,7 +139,8 @@ describe('microvm guest', { skip }, () => {
 
   test('a background job outlives its exec, which returns at once; its later output is drained', async () => {
     const t0 = performance.now();
-    const r = await sh('(sleep 3; echo late) & (while :; do echo spam; sleep 0.2; done) & echo started');
+    // The jobs start writing after the leader's exit: what they wrote before it would be the exec's output.
+    const r = await sh('(sleep 3; echo late) & (sleep 0.5; while :; do echo spam; sleep 0.2; done) & echo started');
     const ms = performance.now() - t0;
     assert.equal(r.exitCode, 0);
     assert.equal(r.stdout, 'started\n');
@@ -286,7 +287,7 @@ describe('microvm guest', { skip }, () => {
       assert.ok(pred(), JSON.stringify(frames.map((f) => [f.type, f.stream])));
     };
     sock.write(helloFrame(nonce));
-    await until(() => frames.some((f) => f.type === 'H'));
+    await until(() => decoder.ready);
     const raw = (type: string, id: number, payload: Buffer): Buffer => {
       const h = Buffer.alloc(9);
       h.write(type, 0, 'latin1');
@@ -304,7 +305,7 @@ describe('microvm guest', { skip }, () => {
     decoder = new FrameDecoder(nonce2);
     frames.length = 0;
     sock.write(helloFrame(nonce2));
-    await until(() => frames.some((f) => f.type === 'H'));
+    await until(() => decoder.ready);
     sock.destroy();
     await vm.reconnect();
     assert.equal((await sh('echo fine')).stdout, 'fine\n');

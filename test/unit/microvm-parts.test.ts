@@ -7,7 +7,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { createServer } from 'node:net';
 import { BootGate } from '../../src/runtime/microvm/boot-gate.js';
+import { VmChannel } from '../../src/runtime/microvm/channel.js';
 import { encodeFrame, encodeOpen, FrameDecoder, helloFrame, MAGIC } from '../../src/runtime/microvm/frames.js';
 import { cpioArchive } from '../../src/runtime/microvm/guest/cpio.js';
 import { moduleLoadOrder } from '../../src/runtime/microvm/guest/modules.js';
@@ -32,10 +34,10 @@ test('the decoder skips everything before the answer to its own hello, then spli
     const d = new FrameDecoder(nonce);
     const frames = [];
     for (let i = 0; i < all.length; i += step) frames.push(...d.push(all.subarray(i, i + step)));
+    assert.equal(d.ready, true);
     assert.deepEqual(
       frames.map((f) => [f.type, f.stream, f.payload.toString('latin1')]),
       [
-        ['H', 0, Buffer.concat([MAGIC, nonce]).toString('latin1')],
         ['P', 1, '\0\0\0*'],
         ['O', 1, 'hello'],
         ['X', 1, '\0\0\0\x03\0'],
@@ -154,4 +156,63 @@ test('the boot gate lets `limit` boots run at once, the rest in order', async ()
   await assert.rejects(gate.run(async () => Promise.reject(new Error('boom'))), /boom/);
   assert.equal(await gate.run(async () => 7), 7, 'a failed boot frees its place');
   assert.throws(() => new BootGate(0), RangeError);
+});
+
+/** A stand-in agent on a Unix socket: answers hellos, runs nothing, and can announce a restart. */
+async function fakeAgent(path: string) {
+  const hellos: Buffer[] = [];
+  const opened: number[] = [];
+  let conn: import('node:net').Socket | undefined;
+  const server = createServer((s) => {
+    conn = s;
+    let buf = Buffer.alloc(0);
+    s.on('data', (c: Buffer) => {
+      buf = Buffer.concat([buf, c]);
+      for (;;) {
+        while (buf.length > 0 && buf[0] === 0) buf = buf.subarray(1); // the host's zero preamble
+        if (buf.length < 9) return;
+        const type = String.fromCharCode(buf[0] as number);
+        const id = buf.readUInt32BE(1);
+        const len = buf.readUInt32BE(5);
+        if (buf.length < 9 + len) return;
+        const payload = buf.subarray(9, 9 + len);
+        buf = buf.subarray(9 + len);
+        if (type === 'H') {
+          hellos.push(payload.subarray(16));
+          s.write(guestFrame('H', 0, payload));
+        } else if (type === 'R') {
+          opened.push(id);
+          s.write(guestFrame('P', id, Buffer.from([0, 0, 0, 9])));
+          if (payload.toString().startsWith('stats')) s.write(Buffer.concat([guestFrame('O', id, Buffer.from('1 2 3\n')), guestFrame('X', id, Buffer.from([0, 0, 0, 0, 0]))]));
+        }
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  return {
+    hellos,
+    opened,
+    announce: () => conn?.write(guestFrame('H', 0, Buffer.concat([MAGIC, Buffer.alloc(8)]))),
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+test('a channel whose agent restarts ends its streams with a conflict and greets the new agent', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ab-fake-agent-'));
+  const agent = await fakeAgent(join(dir, 'agent.sock'));
+  try {
+    const ch = await VmChannel.connect(join(dir, 'agent.sock'), { timeoutMs: 5000 });
+    const running = ch.open({ kind: 'exec', cwd: '/', timeoutMs: 0, argv: ['sleep', '9'], env: {} });
+    running.sendStdin(undefined);
+    assert.equal(await running.pid, 9);
+    agent.announce();
+    await assert.rejects(running.exit, (e: Error & { code?: string }) => e.code === 'conflict' && /restarted/.test(e.message));
+    assert.deepEqual(await ch.stats(), { memoryBytes: 1, pids: 2, cpuMs: 3 });
+    assert.equal(agent.hellos.length, 2, 'greeted again');
+    assert.notDeepEqual(agent.hellos[0], agent.hellos[1], 'with a new nonce');
+    await ch.close();
+  } finally {
+    await agent.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -215,7 +215,7 @@ export class VmChannel {
 
   private constructor(
     private readonly sock: Socket,
-    private readonly decoder: FrameDecoder,
+    private decoder: FrameDecoder,
     private readonly log: Logger | undefined,
   ) {
     this.closed = new Promise((resolve) => {
@@ -238,6 +238,7 @@ export class VmChannel {
         return;
       }
       for (const f of frames) {
+        if (f.type === 'H') return this.agentRestarted();
         const s = this.streams.get(f.stream);
         if (!s) continue;
         s.deliver(f);
@@ -350,6 +351,21 @@ export class VmChannel {
     const t = setTimeout(() => this.sock.destroy(), 1000);
     await this.closed;
     clearTimeout(t);
+  }
+
+  /**
+   * A hello after ours was answered: a new agent announced itself (PID 1 restarts one that died). What
+   * ran through the old one is gone; greet the new one. Frames after it in the same chunk are dropped:
+   * a new agent sends nothing before it has been greeted.
+   */
+  private agentRestarted(): void {
+    this.log?.warn('microvm guest agent restarted; its streams are lost');
+    const err = new ConflictError('the microVM\'s agent restarted; what ran through it was ended', { hint: 'run the command again' });
+    for (const s of this.streams.values()) s.lost(err);
+    this.streams.clear();
+    const nonce = randomBytes(NONCE_BYTES);
+    this.decoder = new FrameDecoder(nonce);
+    this.write(Buffer.concat([Buffer.alloc(16), helloFrame(nonce)]));
   }
 
   private write(frame: Buffer): void {

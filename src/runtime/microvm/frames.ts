@@ -84,8 +84,8 @@ export class FrameDecoder {
         if (this.buf.length > want.length) this.buf = this.buf.subarray(this.buf.length - want.length + 1);
         return out;
       }
+      // The answer itself is not returned: `ready` says it came. A later 'H' is the agent's own (a restart).
       this.synced = true;
-      out.push({ type: 'H', stream: 0, payload: this.buf.subarray(at + HEADER_BYTES, at + want.length) });
       this.buf = this.buf.subarray(at + want.length);
     }
     let off = 0;
