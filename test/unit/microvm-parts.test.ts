@@ -3,7 +3,8 @@
  * QEMU's command line and the boot gate. The real boots are in test/runtime/microvm-guest.test.ts.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -12,6 +13,7 @@ import { BootGate } from '../../src/runtime/microvm/boot-gate.js';
 import { VmChannel } from '../../src/runtime/microvm/channel.js';
 import { encodeFrame, encodeOpen, FrameDecoder, helloFrame, MAGIC } from '../../src/runtime/microvm/frames.js';
 import { cpioArchive } from '../../src/runtime/microvm/guest/cpio.js';
+import { extractVmlinux } from '../../src/runtime/microvm/guest/kernel.js';
 import { moduleLoadOrder } from '../../src/runtime/microvm/guest/modules.js';
 import { kernelCmdline, qemuArgs, tscKhz } from '../../src/runtime/microvm/qemu-args.js';
 
@@ -213,6 +215,23 @@ test('a channel whose agent restarts ends its streams with a conflict and greets
     await ch.close();
   } finally {
     await agent.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a gzip-compressed kernel image is extracted up to its payload\'s end, and a non-ELF payload is refused', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ab-vmlinuz-'));
+  try {
+    const elf = Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46]), Buffer.alloc(300_000, 7)]);
+    // A bzImage: setup code, the gzip payload (no file name: flags 0), a trailer.
+    writeFileSync(join(dir, 'vmlinuz'), Buffer.concat([Buffer.from('MZ setup code'), gzipSync(elf), Buffer.from('trailer')]));
+    await extractVmlinux(join(dir, 'vmlinuz'), join(dir, 'vmlinux'));
+    assert.ok(readFileSync(join(dir, 'vmlinux')).equals(elf));
+    writeFileSync(join(dir, 'bad'), Buffer.concat([Buffer.from('MZ'), gzipSync(Buffer.from('not an elf'))]));
+    await assert.rejects(extractVmlinux(join(dir, 'bad'), join(dir, 'out')), (e: Error & { code?: string }) => e.code === 'runtime_unavailable');
+    writeFileSync(join(dir, 'none'), Buffer.from('nothing compressed here'));
+    await assert.rejects(extractVmlinux(join(dir, 'none'), join(dir, 'out2')), /neither an LZ4 nor a gzip/);
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
