@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection } from 'node:net';
@@ -31,14 +31,20 @@ const qemu = spawnSync(QEMU_BINARY, ['--version'], { encoding: 'utf8' });
 const skip = qemu.error ? `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86; scripts/install-system-deps.sh does it)` : false;
 
 const MEMORY_MB = 256;
-const work = mkdtempSync(join(tmpdir(), 'ab-microvm-test-'));
+/** Named after this process, so a run that was killed (no `after`) is cleaned up by the next one. */
+const work = join(tmpdir(), `ab-microvm-test-${process.pid}`);
+for (const name of readdirSync(tmpdir())) {
+  const pid = Number(/^ab-microvm-test-(\d+)$/.exec(name)?.[1]);
+  if (pid && pid !== process.pid && !existsSync(`/proc/${pid}`)) rmSync(join(tmpdir(), name), { recursive: true, force: true });
+}
+mkdirSync(work, { recursive: true });
 const gate = new BootGate(2);
 const handle: SandboxHandle = { id: 'sbx_microvmtest', runtime: 'local', data: {} };
 let guest: GuestArtifacts;
 let vm: MicroVm;
 
 function bootVm(): Promise<MicroVm> {
-  return MicroVm.start({ guest, memoryMb: MEMORY_MB, cpus: 1, runRoot: work, gate, name: `agentbox-test-${process.pid}` });
+  return MicroVm.start({ guest, memoryMb: MEMORY_MB, cpus: 1, runRoot: work, gate, name: `agentbox-test-${process.pid}`, dieWithParent: true });
 }
 
 const sh = (cmd: string, extra: Parameters<typeof execOpts>[0] = {}) => collect(vmExec(vm.channel, ['sh', '-c', cmd], execOpts(extra)));
@@ -338,7 +344,7 @@ describe('microvm guest', { skip }, () => {
   });
 
   test('vCPUs as asked; shutdown powers the guest off cleanly', async () => {
-    const other = await MicroVm.start({ guest, memoryMb: 128, cpus: 2, runRoot: work, gate, name: `agentbox-test-${process.pid}` });
+    const other = await MicroVm.start({ guest, memoryMb: 128, cpus: 2, runRoot: work, gate, name: `agentbox-test-${process.pid}`, dieWithParent: true });
     const cpus = await collect(vmExec(other.channel, ['nproc'], execOpts())).catch(async (err: unknown) => {
       await other.kill();
       throw err;

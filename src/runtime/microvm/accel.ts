@@ -21,7 +21,8 @@ export async function chooseAccel(o: { guest: Pick<GuestArtifacts, 'vmlinux' | '
   if (!existsSync(dev)) return { accel: 'tcg', reason: `${dev} does not exist: TCG (software emulation)` };
   let vm: MicroVm | undefined;
   try {
-    vm = await MicroVm.start({ guest: o.guest, memoryMb: 128, cpus: 1, accel: 'kvm', readyTimeoutMs: o.timeoutMs ?? 15000, runRoot: o.runRoot, log: o.log });
+    // A probe's VM is this process's business only: it must not outlive it.
+    vm = await MicroVm.start({ guest: o.guest, memoryMb: 128, cpus: 1, accel: 'kvm', readyTimeoutMs: o.timeoutMs ?? 15000, runRoot: o.runRoot, log: o.log, dieWithParent: true });
     const s = vm.channel.open({ kind: 'exec', cwd: '/', timeoutMs: 5000, argv: ['true'], env: { PATH: '/bin' } });
     s.sendStdin(undefined);
     s.stdout.resume();

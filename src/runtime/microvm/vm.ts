@@ -33,6 +33,11 @@ export interface MicroVmOpts {
   readyTimeoutMs?: number;
   /** @default 'qemu-system-x86_64' (AGENTBOX_QEMU overrides) */
   qemuBinary?: string;
+  /**
+   * QEMU gets SIGKILL when this process dies (util-linux `setpriv --pdeathsig`): for tests and
+   * benchmarks. Off by default, since a sandbox's VM outlives a daemon restart. @default false
+   */
+  dieWithParent?: boolean;
   log?: Logger;
 }
 
@@ -93,7 +98,10 @@ export class MicroVm {
     });
     const binary = opts.qemuBinary ?? process.env.AGENTBOX_QEMU ?? QEMU_BINARY;
     const started = performance.now();
-    const proc = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // setpriv execs QEMU in its own place: the pid is QEMU's.
+    const proc = opts.dieWithParent
+      ? spawn('setpriv', ['--pdeathsig', 'KILL', '--', binary, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+      : spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     proc.stderr?.on('data', (c: Buffer) => {
       if (stderr.length < 8192) stderr += c.toString();
