@@ -51,7 +51,7 @@ static int run_as_pid1(int ready_fd, struct pid1_child *kept, int nkept, const s
     dup2(devnull, 0); dup2(devnull, 1); dup2(devnull, 2);
     if (devnull > 2) close(devnull);
   }
-  int keep[8], nkeep = 0;
+  int keep[8] = {0}, nkeep = 0;
   for (int i = 0; i < nkept && nkeep < 8; i++) if (kept[i].keep_fd > 2) keep[nkeep++] = kept[i].keep_fd;
   close_extra_fds(keep, nkeep);
   /* SIGCHLD stays blocked: it is only waited for, then all exited children are reaped. */

@@ -1,5 +1,6 @@
 // Builds the native helpers with the system C compiler (static, so nothing in an image matters):
-// agentbox-helper (the local runtime) and agentbox-docker-init (PID 1 and exec wrapper of the docker runtime).
+// agentbox-helper (the local runtime), agentbox-docker-init (PID 1 and exec wrapper of the docker runtime) and
+// agentbox-vm-agent (/init and agent of a microVM guest, src/runtime/microvm/).
 // First it turns Docker's default seccomp allowlist (native/seccomp-docker-allow.txt) into the ranges of
 // syscall numbers the build's architecture does not allow (dist/native/gen/seccomp-denied.h).
 import { spawnSync } from 'node:child_process';
@@ -78,7 +79,7 @@ function generateSeccompHeader(out) {
 
 generateSeccompHeader(genDir);
 let failed = false;
-for (const name of ['agentbox-helper', 'agentbox-docker-init']) {
+for (const name of ['agentbox-helper', 'agentbox-docker-init', 'agentbox-vm-agent']) {
   const src = join(root, 'native', `${name}.c`);
   const out = join(root, 'dist', 'native', name);
   mkdirSync(dirname(out), { recursive: true });

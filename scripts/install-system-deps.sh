@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System packages the local runtime, the image builders and the native helper need (Debian 12).
+# System packages the local runtime, the image builders, the native helpers and the microVM guest need (Debian 12).
 set -euo pipefail
 need=()
 command -v bwrap >/dev/null || need+=(bubblewrap)
@@ -22,4 +22,18 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq || true
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-echo "system dependencies ok: $(bwrap --version), $(mmdebstrap --version 2>/dev/null | head -1), gcc $(gcc -dumpversion)"
+# microVM guests (src/runtime/microvm/): QEMU's microvm machine, Debian's cloud kernel (extracted to a
+# PVH vmlinux with lz4) and busybox-static (above) for the initramfs; qemu-utils for disk images.
+# Without recommends: the kernel would pull in firmware, QEMU a desktop stack.
+vm_need=()
+command -v qemu-system-x86_64 >/dev/null || vm_need+=(qemu-system-x86)
+command -v qemu-img >/dev/null || vm_need+=(qemu-utils)
+command -v lz4 >/dev/null || vm_need+=(lz4)
+ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || vm_need+=(linux-image-cloud-amd64)
+if [ ${#vm_need[@]} -gt 0 ]; then
+  echo "installing: ${vm_need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  [ ${#need[@]} -gt 0 ] || apt-get update -qq || true
+  apt-get install -y -qq --no-install-recommends "${vm_need[@]}" >/dev/null
+fi
+echo "system dependencies ok: $(bwrap --version), $(mmdebstrap --version 2>/dev/null | head -1), gcc $(gcc -dumpversion), $(qemu-system-x86_64 --version | head -1)"

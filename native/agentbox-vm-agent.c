@@ -1,0 +1,817 @@
+/*
+ * agentbox-vm-agent: /init of a microVM guest, and the agent that runs the daemon's requests in it.
+ *
+ * The guest is a QEMU microvm booted with a kernel of its own and an initramfs agentbox builds
+ * (src/runtime/microvm/guest/). This binary is that initramfs's /init:
+ *
+ *   as PID 1   mounts /proc, /sys, /dev, /tmp, /run; loads the kernel modules listed in
+ *              /etc/agentbox/modules (in that order: the cloud kernel builds virtio as modules);
+ *              brings up lo; makes /workspace the sandbox user's; then stays PID 1 (pid1.h: reaps every
+ *              orphan, background jobs included) and keeps the agent running (restarted if it dies).
+ *   the agent  root in the guest (the VM is the boundary): opens the virtio-serial port named
+ *              org.agentbox.0 and serves framed, multiplexed streams on it for as long as the guest runs.
+ *
+ * There is one port and one byte stream, so every frame names its stream:
+ *   type (1 byte) | stream id (4 bytes BE) | payload length (4 bytes BE) | payload
+ * host -> guest  'H' hello: MAGIC + 8-byte nonce (stream 0); the agent ends every stream and answers 'H'
+ *                'R' open a stream: NUL-terminated kind, cwd, timeout_ms, argc, argv..., env (K=V)...
+ *                    kind exec: run argv; file: file_op(argv[0], argv[1]) (file-ops.h); ps; signal NAME PID
+ *                    (proc-list.h); stats: one line "MEM_BYTES PIDS CPU_MS" on stdout
+ *                'I' stdin bytes (within the stdin window)   'E' end of stdin
+ *                'K' kill the stream's tree (exit 143)   'S' signal (4 bytes) to the leader's process group
+ *                'W' output window: the host took that many more bytes (4 bytes)
+ *                'Q' power the guest off (stream 0)
+ * guest -> host  'H' hello answer (nonce 0: unasked, the agent has just started)   'P' leader pid (4 bytes)   'O' stdout   'e' stderr
+ *                'W' stdin window: the command took that many more bytes
+ *                'X' exit status (4 bytes) + why (1 byte): 0 it exited, 1 timeout (124), 2 the host's 'K' (143),
+ *                    3 killed by SIGKILL while the guest's OOM killer struck (guest-wide oom_kill count grew)
+ * Each stream starts with WINDOW bytes of credit both ways, so one slow reader or a command that does
+ * not read its stdin stalls its own stream only, never the port.
+ *
+ * Every command runs as uid 1000 with no capabilities (empty bounding set), no_new_privs and the
+ * seccomp filter (seccomp-deny.h), in a session of its own, as the other runtimes run them. An exec
+ * ends when its leader exits (exec-relay.h says why): what its pipes hold then is sent with the exit
+ * status, and a pipe a background job still holds is read and discarded from then on. A timeout kills
+ * the whole tree (proc-tree.h: parent links, session, AGENTBOX_EXEC_ID marker) and exits 124.
+ *
+ * The host side may go away at any time (a daemon restart). virtio-serial then reports POLLHUP and
+ * reads return 0 until a host connects again, which the kernel signals with SIGIO. The agent never
+ * exits on that: it ends every stream (nobody is left to read it), drops what the old host left unread,
+ * and waits for the next host's hello, scanning the bytes for MAGIC, so a frame the old host cut off
+ * half-way cannot desynchronise the new one.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FAIL_PROGRAM "agentbox-vm-agent"
+#include "exit-codes.h"
+#include "fail.h"
+#include "fd-hygiene.h"
+#include "file-ops.h"
+#include "pid1.h"
+#include "proc-list.h"
+#include "proc-tree.h"
+#include "procfs.h"
+#include "seccomp-deny.h"
+
+#define PORT_NAME "org.agentbox.0"
+#define MAGIC "\x7f" "agentbox-vm-1\n\0" /* 16 bytes with the terminating NUL */
+#define MAGIC_LEN 16
+#define NONCE_LEN 8
+#define HDR 9
+#define MAX_STREAMS 128
+#define CHUNK 65536
+#define WINDOW (1024u << 10)
+#define MAX_REQUEST (1u << 20)
+#define MAX_DISCARD 256
+#define SANDBOX_UID 1000
+#define SANDBOX_GID 1000
+#define EXIT_KILLED_BY_HOST (EXIT_SIGNAL_BASE + SIGTERM)
+/* Bytes queued for the port beyond which no command output is read (the port is slower than a pipe). */
+#define OUT_BACKLOG_MAX (4u << 20)
+
+struct stream {
+  int used;
+  uint32_t id;
+  int in, out, err;
+  pid_t pid;
+  int exited, status, forced, reported;
+  long long deadline_ms;
+  char *in_buf;
+  size_t in_len, in_off;
+  int stdin_eof;
+  uint32_t out_credit;  /* output bytes the host still accepts */
+  uint32_t in_taken;    /* stdin bytes the command took, not yet granted back to the host */
+  char *marker;         /* AGENTBOX_EXEC_ID=<id>, or NULL */
+  long long oom_kills;  /* the guest's oom_kill count when the stream started */
+};
+
+enum { WHY_EXITED, WHY_TIMEOUT, WHY_KILLED, WHY_OOM };
+
+static struct stream streams[MAX_STREAMS];
+static int discard[MAX_DISCARD];
+static int ndiscard;
+
+static int port = -1;
+static int connected;
+static int framed; /* 0: scanning for MAGIC (no host hello seen since the last connect) */
+static unsigned char *rbuf;
+static size_t rlen;
+static char *obuf;
+static size_t olen, ooff;
+
+static void log_line(const char *fmt, const char *arg) {
+  int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  char line[512];
+  int n = snprintf(line, sizeof line, "<3>agentbox-vm-agent: ");
+  n += snprintf(line + n, sizeof line - (size_t)n, fmt, arg ? arg : "", strerror(errno));
+  if (write(fd, line, (size_t)(n < (int)sizeof line ? n : (int)sizeof line - 1)) < 0) {}
+  close(fd);
+}
+
+static uint32_t be32(const unsigned char *p) { return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3]; }
+static void put32(unsigned char *p, uint32_t v) { p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16); p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v; }
+
+/* ---------- the port ---------- */
+
+static void queue(char type, uint32_t id, const void *p, uint32_t n) {
+  if (!connected) return;
+  if (ooff > 0 && ooff == olen) ooff = olen = 0;
+  if (ooff > (1u << 20)) {
+    memmove(obuf, obuf + ooff, olen - ooff);
+    olen -= ooff;
+    ooff = 0;
+  }
+  char *grown = realloc(obuf, olen + HDR + n);
+  if (!grown) _exit(EXIT_FAILURE);
+  obuf = grown;
+  unsigned char h[HDR];
+  h[0] = (unsigned char)type;
+  put32(h + 1, id);
+  put32(h + 5, n);
+  memcpy(obuf + olen, h, HDR);
+  if (n) memcpy(obuf + olen + HDR, p, n);
+  olen += HDR + n;
+}
+
+static void queue_u32(char type, uint32_t id, uint32_t v) {
+  unsigned char b[4];
+  put32(b, v);
+  queue(type, id, b, 4);
+}
+
+static void flush_port(void) {
+  while (connected && ooff < olen) {
+    ssize_t w = write(port, obuf + ooff, olen - ooff);
+    if (w > 0) ooff += (size_t)w;
+    else if (w < 0 && errno == EINTR) continue;
+    else return; /* EAGAIN, or the host went away: poll says which */
+  }
+}
+
+/* /dev/vportNpM whose /sys/class/virtio-ports/vportNpM/name is PORT_NAME, opened; -1 while none is. */
+static int open_port(void) {
+  DIR *d = opendir("/sys/class/virtio-ports");
+  if (!d) return -1;
+  struct dirent *e;
+  int fd = -1;
+  while (fd < 0 && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.') continue;
+    char path[300], name[64];
+    snprintf(path, sizeof path, "/sys/class/virtio-ports/%s/name", e->d_name);
+    if (proc_read(path, name, sizeof name) <= 0) continue;
+    name[strcspn(name, "\n")] = '\0';
+    if (strcmp(name, PORT_NAME) != 0) continue;
+    snprintf(path, sizeof path, "/dev/%s", e->d_name);
+    fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  }
+  closedir(d);
+  if (fd < 0) return -1;
+  /* SIGIO on every change of the host's connection (and on data): the only wake-up virtio-serial
+   * gives while no host is connected, when poll() reports POLLHUP at once. */
+  fcntl(fd, F_SETOWN, getpid());
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC);
+  return fd;
+}
+
+/* ---------- streams ---------- */
+
+static void reap(void *ctx) {
+  (void)ctx;
+  int status;
+  pid_t dead;
+  while ((dead = waitpid(-1, &status, WNOHANG)) > 0) {
+    for (int i = 0; i < MAX_STREAMS; i++) {
+      struct stream *s = &streams[i];
+      if (s->used && s->pid == dead && !s->exited) {
+        s->exited = 1;
+        s->status = status;
+      }
+    }
+  }
+}
+
+static void stream_kill(struct stream *s, int forced) {
+  if (s->forced || s->pid <= 0) return;
+  s->forced = forced;
+  tree_kill(s->pid, s->pid, reap, NULL, s->marker);
+}
+
+static void stream_free(struct stream *s) {
+  int *fds[] = {&s->in, &s->out, &s->err};
+  for (int i = 0; i < 3; i++) if (*fds[i] >= 0) close(*fds[i]);
+  free(s->in_buf);
+  free(s->marker);
+  memset(s, 0, sizeof *s);
+}
+
+/* The host is gone or started over: every stream ends, its tree killed, nothing more is sent. */
+static void end_all_streams(void) {
+  for (int i = 0; i < MAX_STREAMS; i++) {
+    struct stream *s = &streams[i];
+    if (!s->used) continue;
+    if (!s->exited) stream_kill(s, EXIT_KILLED_BY_HOST);
+    stream_free(s);
+  }
+  olen = ooff = 0;
+}
+
+static struct stream *stream_of(uint32_t id) {
+  for (int i = 0; i < MAX_STREAMS; i++) if (streams[i].used && streams[i].id == id) return &streams[i];
+  return NULL;
+}
+
+/* In the child: the sandbox user with nothing of root's (as agentbox-helper's drop_privileges). */
+static void become_sandbox_user(void) {
+  for (int cap = 0; cap <= 63; cap++) {
+    if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0) break;
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) die("drop bounding set");
+  }
+  prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  if (setgroups(0, NULL) != 0) die("setgroups");
+  if (setresgid(SANDBOX_GID, SANDBOX_GID, SANDBOX_GID) != 0) die("setgid");
+  if (setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID) != 0) die("setuid");
+  struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+  struct __user_cap_data_struct data[2];
+  memset(data, 0, sizeof data);
+  if (syscall(SYS_capset, &hdr, data) != 0) die("capset");
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs");
+  if (install_seccomp_deny() != 0) die("seccomp");
+}
+
+/* In the child: run what KIND names with ARGV; never returns. */
+static void set_oom_score_adj(const char *value) {
+  int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  if (write(fd, value, strlen(value)) < 0) {}
+  close(fd);
+}
+
+__attribute__((noreturn)) static void child_main(const char *kind, const char *cwd, char **argv, int argc, char **env) {
+  set_oom_score_adj("0"); /* PID 1 and the agent are spared by the OOM killer; commands are not */
+  become_sandbox_user();
+  if (chdir(cwd) != 0) {
+    fprintf(stderr, "agentbox: cannot enter %s: %s\n", cwd, strerror(errno));
+    _exit(EXIT_CANNOT_EXECUTE);
+  }
+  if (strcmp(kind, "exec") == 0) {
+    extern char **environ;
+    environ = env; /* execvp looks PATH up in the command's own environment */
+    execvp(argv[0], argv);
+    int err = errno;
+    fprintf(stderr, "agentbox: %s: %s\n", argv[0], strerror(err));
+    _exit(err == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_EXECUTE);
+  }
+  if (strcmp(kind, "file") == 0 && argc == 2) {
+    int rc = file_op(argv[0], argv[1]);
+    if (rc == 0 && fflush(stdout) == 0) _exit(0);
+    fprintf(stderr, "agentbox-file-error:EINVAL:unknown operation %s\n", argv[0]);
+    _exit(1);
+  }
+  if (strcmp(kind, "ps") == 0) _exit(ps_main());
+  if (strcmp(kind, "signal") == 0) _exit(signal_main(argc, argv));
+  fprintf(stderr, "agentbox: unknown request %s\n", kind);
+  _exit(EXIT_AGENTBOX_FAILED);
+}
+
+/* One line "MEM_BYTES PIDS CPU_MS": memory in use (MemTotal - MemAvailable), processes, CPU time used since boot. */
+static void stats_line(char *out, size_t size) {
+  char buf[4096];
+  long long total = 0, avail = 0, pids = 0, cpu = 0;
+  if (proc_read("/proc/meminfo", buf, sizeof buf) > 0) {
+    char *t = strstr(buf, "MemTotal:"), *a = strstr(buf, "MemAvailable:");
+    if (t) total = atoll(t + 9);
+    if (a) avail = atoll(a + 13);
+  }
+  if (proc_read("/proc/stat", buf, sizeof buf) > 0 && strncmp(buf, "cpu ", 4) == 0) {
+    long long v[8] = {0};
+    sscanf(buf + 4, "%lld %lld %lld %lld %lld %lld %lld %lld", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
+    long hz = sysconf(_SC_CLK_TCK);
+    /* user nice system [idle iowait] irq softirq steal */
+    cpu = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) * 1000 / (hz > 0 ? hz : 100);
+  }
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  while (d && (e = readdir(d)) != NULL) if (isdigit((unsigned char)e->d_name[0])) pids++;
+  if (d) closedir(d);
+  snprintf(out, size, "%lld %lld %lld\n", (total - avail) * 1024, pids, cpu);
+}
+
+static void queue_exit(uint32_t id, uint32_t code, unsigned char why) {
+  unsigned char b[5];
+  put32(b, code);
+  b[4] = why;
+  queue('X', id, b, 5);
+}
+
+static void refuse(uint32_t id, const char *msg, int code) {
+  queue('e', id, msg, (uint32_t)strlen(msg));
+  queue_exit(id, (uint32_t)code, WHY_EXITED);
+}
+
+/* The guest's count of OOM kills since boot (/proc/vmstat oom_kill). */
+static long long oom_kill_count(void) {
+  char buf[8192];
+  if (proc_read("/proc/vmstat", buf, sizeof buf) <= 0) return 0;
+  char *p = strstr(buf, "\noom_kill ");
+  return p ? atoll(p + 10) : 0;
+}
+
+/* 'R': parses the request, forks its child (or answers at once), and opens the stream. */
+static void stream_open(uint32_t id, char *req, uint32_t len) {
+  if (stream_of(id)) return refuse(id, "agentbox: stream id in use\n", EXIT_AGENTBOX_FAILED);
+  struct stream *s = NULL;
+  for (int i = 0; i < MAX_STREAMS && !s; i++) if (!streams[i].used) s = &streams[i];
+  if (!s) return refuse(id, "agentbox: too many streams at once\n", EXIT_AGENTBOX_FAILED);
+  /* Every string takes at least its NUL: at most len of them. */
+  char **strs = malloc(sizeof *strs * ((size_t)len + 1));
+  if (!strs) _exit(EXIT_FAILURE);
+  int n = 0;
+  for (uint32_t off = 0; off < len; off += (uint32_t)strlen(req + off) + 1) strs[n++] = req + off;
+  int argc = n >= 4 ? atoi(strs[3]) : -1;
+  if (argc < 0 || argc > n - 4) {
+    free(strs);
+    return refuse(id, "agentbox: bad request\n", EXIT_AGENTBOX_FAILED);
+  }
+  const char *kind = strs[0], *cwd = strs[1];
+  long long timeout_ms = atoll(strs[2]);
+  if (strcmp(kind, "stats") == 0) {
+    char line[128];
+    stats_line(line, sizeof line);
+    queue('O', id, line, (uint32_t)strlen(line));
+    queue_exit(id, 0, WHY_EXITED);
+    free(strs);
+    return;
+  }
+  if (strcmp(kind, "exec") != 0 && strcmp(kind, "file") != 0 && strcmp(kind, "ps") != 0 && strcmp(kind, "signal") != 0) {
+    free(strs);
+    return refuse(id, "agentbox: unknown request\n", EXIT_AGENTBOX_FAILED);
+  }
+  if (strcmp(kind, "exec") == 0 && argc < 1) {
+    free(strs);
+    return refuse(id, "agentbox: empty command\n", EXIT_AGENTBOX_FAILED);
+  }
+  char **argv = malloc(sizeof *argv * (size_t)(argc + 1));
+  char **env = malloc(sizeof *env * (size_t)(n - 4 - argc + 1));
+  if (!argv || !env) _exit(EXIT_FAILURE);
+  memcpy(argv, strs + 4, sizeof *argv * (size_t)argc);
+  argv[argc] = NULL;
+  int envc = n - 4 - argc;
+  memcpy(env, strs + 4 + argc, sizeof *env * (size_t)envc);
+  env[envc] = NULL;
+  memset(s, 0, sizeof *s);
+  s->in = s->out = s->err = -1;
+  for (int i = 0; i < envc; i++) {
+    if (strncmp(env[i], "AGENTBOX_EXEC_ID=", 17) == 0 && env[i][17] && !s->marker) s->marker = strdup(env[i]);
+  }
+  int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+  if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) {
+    refuse(id, "agentbox: no pipe\n", EXIT_CANNOT_EXECUTE);
+    goto done;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    refuse(id, "agentbox: cannot fork\n", EXIT_CANNOT_EXECUTE);
+    goto done;
+  }
+  if (pid == 0) {
+    setsid();
+    if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0) _exit(EXIT_AGENTBOX_FAILED);
+    close_extra_fds(NULL, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    umask(022);
+    child_main(kind, cwd, argv, argc, env);
+  }
+  s->used = 1;
+  s->id = id;
+  s->pid = pid;
+  s->in = in[1];
+  s->out = out[0];
+  s->err = err[0];
+  in[1] = out[0] = err[0] = -1;
+  fcntl(s->in, F_SETFL, O_NONBLOCK);
+  fcntl(s->out, F_SETFL, O_NONBLOCK);
+  fcntl(s->err, F_SETFL, O_NONBLOCK);
+  s->out_credit = WINDOW;
+  s->oom_kills = oom_kill_count();
+  s->deadline_ms = timeout_ms > 0 ? monotonic_ms() + timeout_ms : 0;
+  queue_u32('P', id, (uint32_t)pid);
+done:
+  for (int i = 0; i < 2; i++) {
+    if (in[i] >= 0) close(in[i]);
+    if (out[i] >= 0) close(out[i]);
+    if (err[i] >= 0) close(err[i]);
+  }
+  if (!s->used) {
+    free(s->marker);
+    s->marker = NULL;
+  }
+  free(argv);
+  free(env);
+  free(strs);
+}
+
+static void hello(const unsigned char *nonce) {
+  end_all_streams();
+  unsigned char p[MAGIC_LEN + NONCE_LEN];
+  memcpy(p, MAGIC, MAGIC_LEN);
+  memcpy(p + MAGIC_LEN, nonce, NONCE_LEN);
+  queue('H', 0, p, sizeof p);
+  framed = 1;
+}
+
+static void handle_frame(char type, uint32_t id, unsigned char *p, uint32_t n) {
+  if (type == 'H') {
+    if (n == MAGIC_LEN + NONCE_LEN && memcmp(p, MAGIC, MAGIC_LEN) == 0) hello(p + MAGIC_LEN);
+    else framed = 0;
+    return;
+  }
+  if (type == 'Q') {
+    sync();
+    reboot(RB_POWER_OFF);
+    return;
+  }
+  if (type == 'R') {
+    char *req = malloc(n + 1);
+    if (!req) _exit(EXIT_FAILURE);
+    memcpy(req, p, n);
+    req[n] = '\0';
+    stream_open(id, req, n);
+    free(req);
+    return;
+  }
+  struct stream *s = stream_of(id);
+  if (!s) return; /* ended already: late stdin, a kill after the exit */
+  if (type == 'I' && s->in >= 0 && n > 0) {
+    if (s->in_off == s->in_len) s->in_off = s->in_len = 0;
+    char *grown = realloc(s->in_buf, s->in_len + n);
+    if (!grown) _exit(EXIT_FAILURE);
+    s->in_buf = grown;
+    memcpy(s->in_buf + s->in_len, p, n);
+    s->in_len += n;
+  } else if (type == 'E') {
+    s->stdin_eof = 1;
+  } else if (type == 'K' && s->pid > 0) {
+    stream_kill(s, EXIT_KILLED_BY_HOST);
+  } else if (type == 'S' && n == 4 && s->pid > 0 && !s->exited) {
+    int sig = (int)be32(p);
+    if (sig > 0 && sig < 65 && kill(-s->pid, sig) != 0) kill(s->pid, sig);
+  } else if (type == 'W' && n == 4) {
+    uint32_t more = be32(p);
+    s->out_credit = more > (1u << 30) - s->out_credit ? (1u << 30) : s->out_credit + more;
+  }
+}
+
+static int valid_type(unsigned char t) { return t && strchr("HRIEKSWQ", (int)t) != NULL; }
+
+/* Takes every whole frame out of rbuf; while not framed, looks for MAGIC first. */
+static void parse_input(void) {
+  size_t off = 0;
+  for (;;) {
+    if (!framed) {
+      /* A hello frame's header sits right before MAGIC. */
+      size_t found = (size_t)-1;
+      for (size_t i = off + HDR; i + MAGIC_LEN <= rlen; i++) {
+        if (rbuf[i] == (unsigned char)MAGIC[0] && memcmp(rbuf + i, MAGIC, MAGIC_LEN) == 0 && rbuf[i - HDR] == 'H') { found = i - HDR; break; }
+      }
+      if (found == (size_t)-1) {
+        /* Keep a tail that may hold the start of a hello. */
+        size_t keep = HDR + MAGIC_LEN;
+        if (rlen - off > keep) off = rlen - keep;
+        break;
+      }
+      off = found;
+      framed = 1;
+    }
+    if (rlen - off < HDR) break;
+    unsigned char type = rbuf[off];
+    uint32_t id = be32(rbuf + off + 1), n = be32(rbuf + off + 5);
+    if (!valid_type(type) || n > MAX_REQUEST || (type != 'R' && n > CHUNK)) {
+      framed = 0; /* out of step: a new host's hello puts it right */
+      off++;
+      continue;
+    }
+    if (rlen - off < HDR + n) break;
+    off += HDR + n;
+    handle_frame((char)type, id, rbuf + off - n, n);
+  }
+  if (off > 0) {
+    memmove(rbuf, rbuf + off, rlen - off);
+    rlen -= off;
+  }
+}
+
+/* What the old host sent and nobody read stays in the port: not drained here, since by now the next
+ * host's hello may sit behind it (a drain lost it). The scan for MAGIC skips it instead. */
+static void host_gone(void) {
+  if (connected) end_all_streams();
+  connected = 0;
+  framed = 0;
+  rlen = 0;
+}
+
+/* Whether a host is connected now: virtio-serial says POLLHUP while none is. */
+static void check_host(void) {
+  struct pollfd p = { port, POLLIN, 0 };
+  int hup = poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
+  if (hup) host_gone();
+  else if (!connected) {
+    connected = 1;
+    framed = 0;
+  }
+}
+
+static void read_port(void) {
+  ssize_t r = read(port, rbuf + rlen, HDR + MAX_REQUEST - rlen);
+  if (r < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  if (r <= 0) {
+    host_gone();
+    return;
+  }
+  rlen += (size_t)r;
+  parse_input();
+}
+
+/* Output of a command, within its credit. */
+static void read_output(struct stream *s, int *fd, char type) {
+  char buf[CHUNK];
+  size_t want = s->out_credit < sizeof buf ? s->out_credit : sizeof buf;
+  if (want == 0) return;
+  ssize_t r = read(*fd, buf, want);
+  if (r > 0) {
+    queue(type, s->id, buf, (uint32_t)r);
+    s->out_credit -= (uint32_t)r;
+    return;
+  }
+  if (r < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  close(*fd);
+  *fd = -1;
+}
+
+/* After the leader's exit: what the pipe holds now is everything it wrote (sent whatever the credit:
+ * it is bounded by the pipe's size); a pipe a background job still holds is then only drained. */
+static void take_rest(struct stream *s, int *fd, char type) {
+  if (*fd < 0) return;
+  int n = 0;
+  if (ioctl(*fd, FIONREAD, &n) != 0) n = 0;
+  char buf[CHUNK];
+  while (n > 0) {
+    ssize_t r = read(*fd, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    queue(type, s->id, buf, (uint32_t)r);
+    n -= (int)r;
+  }
+  struct pollfd p = { *fd, POLLIN, 0 };
+  int hup = poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+  if (hup || ndiscard >= MAX_DISCARD) close(*fd);
+  else discard[ndiscard++] = *fd;
+  *fd = -1;
+}
+
+static void feed_stdin(struct stream *s) {
+  ssize_t w = write(s->in, s->in_buf + s->in_off, s->in_len - s->in_off);
+  if (w > 0) {
+    s->in_off += (size_t)w;
+    s->in_taken += (uint32_t)w;
+  } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+    close(s->in); /* the command closed its stdin: the rest is dropped, and still credited */
+    s->in = -1;
+    s->in_taken += (uint32_t)(s->in_len - s->in_off);
+    s->in_off = s->in_len = 0;
+  }
+}
+
+static void settle(struct stream *s) {
+  if (s->in >= 0 && (s->exited || (s->stdin_eof && s->in_off == s->in_len))) {
+    close(s->in);
+    s->in = -1;
+  }
+  if (s->in < 0 && s->in_len > s->in_off) {
+    s->in_taken += (uint32_t)(s->in_len - s->in_off);
+    s->in_off = s->in_len = 0;
+  }
+  /* Granted back in batches, so a byte-at-a-time reader does not cost a frame per byte. */
+  if (s->in_taken >= WINDOW / 4 || (s->in_taken > 0 && s->in < 0)) {
+    queue_u32('W', s->id, s->in_taken);
+    s->in_taken = 0;
+  }
+  if (!s->exited || s->reported) return;
+  if (!s->forced) {
+    take_rest(s, &s->out, 'O');
+    take_rest(s, &s->err, 'e');
+  } else {
+    int *fds[] = {&s->out, &s->err};
+    for (int i = 0; i < 2; i++) if (*fds[i] >= 0) { close(*fds[i]); *fds[i] = -1; }
+  }
+  int st = s->status;
+  uint32_t code = s->forced ? (uint32_t)s->forced
+                : WIFEXITED(st) ? (uint32_t)WEXITSTATUS(st)
+                : WIFSIGNALED(st) ? (uint32_t)EXIT_SIGNAL_BASE + (uint32_t)WTERMSIG(st)
+                : (uint32_t)EXIT_AGENTBOX_FAILED;
+  unsigned char why = s->forced == EXIT_TIMED_OUT ? WHY_TIMEOUT : s->forced ? WHY_KILLED
+                    : WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL && oom_kill_count() > s->oom_kills ? WHY_OOM : WHY_EXITED;
+  queue_exit(s->id, code, why);
+  s->reported = 1;
+  stream_free(s);
+}
+
+static void discard_ready(int k) {
+  char buf[4096];
+  ssize_t r = read(discard[k], buf, sizeof buf);
+  if (r > 0 || (r < 0 && (errno == EINTR || errno == EAGAIN))) return;
+  close(discard[k]);
+  discard[k] = -1;
+}
+
+enum { K_SIGNAL, K_PORT, K_OUT, K_ERR, K_IN, K_DISCARD };
+
+__attribute__((noreturn)) static void agent_main(void) {
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  sigaddset(&set, SIGIO);
+  sigprocmask(SIG_BLOCK, &set, NULL);
+  int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sfd < 0) _exit(EXIT_FAILURE);
+  rbuf = malloc(HDR + MAX_REQUEST);
+  if (!rbuf) _exit(EXIT_FAILURE);
+  for (int tries = 0; (port = open_port()) < 0; tries++) {
+    if (tries == 500) log_line("no virtio-serial port named " PORT_NAME " yet%s (%s)", "");
+    struct timespec ts = {0, 10000000};
+    nanosleep(&ts, NULL);
+  }
+  check_host();
+  /* A hello no host asked for (nonce 0) says "an agent has just started": after a restart by PID 1
+   * the host learns that its streams are gone and greets again; a host still waiting for its first
+   * answer skips it (the nonce is not its own). */
+  unsigned char announce[MAGIC_LEN + NONCE_LEN] = {0};
+  memcpy(announce, MAGIC, MAGIC_LEN);
+  queue('H', 0, announce, sizeof announce);
+  enum { MAXP = 2 + 3 * MAX_STREAMS + MAX_DISCARD };
+  struct pollfd p[MAXP];
+  int owner[MAXP], kind[MAXP];
+  for (;;) {
+    long long now = monotonic_ms(), next = 0;
+    int np = 0;
+    p[np] = (struct pollfd){sfd, POLLIN, 0}; kind[np++] = K_SIGNAL;
+    int backlog = olen - ooff;
+    if (connected) {
+      short ev = (short)((rlen < HDR + MAX_REQUEST ? POLLIN : 0) | (backlog ? POLLOUT : 0));
+      p[np] = (struct pollfd){port, ev, 0}; kind[np++] = K_PORT;
+    }
+    for (int i = 0; i < MAX_STREAMS; i++) {
+      struct stream *s = &streams[i];
+      if (!s->used) continue;
+      if (s->deadline_ms && !s->forced && !s->exited) {
+        if (now >= s->deadline_ms) stream_kill(s, EXIT_TIMED_OUT);
+        else if (!next || s->deadline_ms < next) next = s->deadline_ms;
+      }
+      int can_read = s->out_credit > 0 && (size_t)backlog < OUT_BACKLOG_MAX && !s->exited;
+      if (can_read && s->out >= 0) { p[np] = (struct pollfd){s->out, POLLIN, 0}; owner[np] = i; kind[np++] = K_OUT; }
+      if (can_read && s->err >= 0) { p[np] = (struct pollfd){s->err, POLLIN, 0}; owner[np] = i; kind[np++] = K_ERR; }
+      if (s->in >= 0 && s->in_off < s->in_len) { p[np] = (struct pollfd){s->in, POLLOUT, 0}; owner[np] = i; kind[np++] = K_IN; }
+    }
+    for (int k = 0; k < ndiscard; k++) { p[np] = (struct pollfd){discard[k], POLLIN, 0}; owner[np] = k; kind[np++] = K_DISCARD; }
+    int wait_ms = connected ? -1 : 1000; /* a missed SIGIO costs at most a second */
+    if (next) {
+      long long left = next - now;
+      if (wait_ms < 0 || left < wait_ms) wait_ms = (int)(left < 0 ? 0 : left);
+    }
+    int ready = poll(p, (nfds_t)np, wait_ms);
+    if (ready < 0 && errno != EINTR) _exit(EXIT_FAILURE);
+    if (ready == 0 && !connected) check_host();
+    for (int k = 0; ready > 0 && k < np; k++) {
+      if (!p[k].revents) continue;
+      if (kind[k] == K_SIGNAL) {
+        struct signalfd_siginfo si;
+        int io = 0;
+        while (read(sfd, &si, sizeof si) > 0) if (si.ssi_signo == SIGIO) io = 1;
+        reap(NULL);
+        if (io) check_host();
+      } else if (kind[k] == K_PORT) {
+        if (!connected) continue;
+        if (p[k].revents & POLLOUT) flush_port();
+        if (p[k].revents & POLLIN) read_port();
+        else if (p[k].revents & (POLLHUP | POLLERR)) host_gone();
+      } else if (kind[k] == K_DISCARD) {
+        discard_ready(owner[k]);
+      } else {
+        struct stream *s = &streams[owner[k]];
+        if (!s->used) continue;
+        if (kind[k] == K_OUT && s->out >= 0) read_output(s, &s->out, 'O');
+        else if (kind[k] == K_ERR && s->err >= 0) read_output(s, &s->err, 'e');
+        else if (kind[k] == K_IN && s->in >= 0) feed_stdin(s);
+      }
+    }
+    int kept = 0;
+    for (int k = 0; k < ndiscard; k++) if (discard[k] >= 0) discard[kept++] = discard[k];
+    ndiscard = kept;
+    reap(NULL);
+    for (int i = 0; i < MAX_STREAMS; i++) if (streams[i].used) settle(&streams[i]);
+    flush_port();
+  }
+}
+
+/* ---------- PID 1 ---------- */
+
+static void mount_or_log(const char *src, const char *target, const char *type, unsigned long flags, const char *data) {
+  mkdir(target, 0755);
+  if (mount(src, target, type, flags, data) != 0) log_line("mount %s: %s", target);
+}
+
+static void load_modules(void) {
+  FILE *f = fopen("/etc/agentbox/modules", "re");
+  if (!f) return;
+  char line[512];
+  while (fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\n")] = '\0';
+    if (!line[0]) continue;
+    int fd = open(line, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || (syscall(SYS_finit_module, fd, "", 0) != 0 && errno != EEXIST)) log_line("module %s: %s", line);
+    if (fd >= 0) close(fd);
+  }
+  fclose(f);
+}
+
+static void loopback_up(void) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+  if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+    ifr.ifr_flags |= IFF_UP;
+    ioctl(s, SIOCSIFFLAGS, &ifr);
+  }
+  close(s);
+}
+
+static pid_t start_agent(void *ctx) {
+  (void)ctx;
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  agent_main();
+}
+
+static int init_main(void) {
+  /* Whatever a command does to the guest's memory, the OOM killer picks it, never PID 1 or the
+   * agent (the agent inherits this and hands its children 0). */
+  set_oom_score_adj("-1000");
+  mount_or_log("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  mount_or_log("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  mount_or_log("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+  mount_or_log("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "mode=0620,ptmxmode=0666");
+  mount_or_log("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+  mount_or_log("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+  mount_or_log("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+  mkdir("/workspace", 0755);
+  if (chown("/workspace", SANDBOX_UID, SANDBOX_GID) != 0) log_line("chown %s: %s", "/workspace");
+  if (sethostname("agentbox", 8) != 0) log_line("hostname%s: %s", "");
+  load_modules();
+  loopback_up();
+  struct pid1_child agent = { start_agent, NULL, 0, 0, 0, -1 };
+  run_as_pid1(-1, &agent, 1, NULL);
+  return EXIT_AGENTBOX_FAILED;
+}
+
+int main(int argc, char **argv) {
+  (void)argc;
+  (void)argv;
+  (void)parse_num; /* fail.h's, unused here */
+  if (getpid() != 1) die_msg("must run as /init (PID 1) of a microVM guest");
+  return init_main();
+}

@@ -1,0 +1,91 @@
+/**
+ * QEMU's command line for one microVM (../shared/research/microvm.md): the `microvm` machine, the
+ * kernel booted directly through PVH, the initramfs, no default devices, no network device, and one
+ * virtio-serial port (org.agentbox.0) whose host end is a Unix socket QEMU listens on.
+ */
+import { readFileSync } from 'node:fs';
+
+export type Accel = 'tcg' | 'kvm';
+
+export interface QemuArgsOpts {
+  vmlinux: string;
+  initramfs: string;
+  /** Where QEMU listens for the agent channel. */
+  agentSocket: string;
+  /** The serial console (kernel messages, the agent's errors). */
+  consoleLog: string;
+  memoryMb: number;
+  cpus: number;
+  accel: Accel;
+  /** The host's TSC rate in kHz (tscKhz()); TCG guests need it, see below. */
+  tscKhz?: number;
+  /** Shown in `ps` (`-name`): how a later scan of the host finds the VMs of a sandbox. */
+  name?: string;
+}
+
+/**
+ * Kernel options: quiet, no reboot loop (panic=-1 and QEMU's -no-reboot end the VM instead), and the
+ * research's list of probes skipped under emulation. `tsc_early_khz`: microvm has neither HPET nor
+ * PM timer, so the kernel calibrates the TSC against the PIT; under CPU contention that calibration
+ * fails under TCG and the guest hangs silently (9 of 10 concurrent boots did). Under TCG the guest's
+ * TSC is the host's, so the host's rate is the right value.
+ */
+export function kernelCmdline(o: { tscKhz?: number }): string {
+  return [
+    'console=ttyS0',
+    'quiet',
+    'panic=-1',
+    ...(o.tscKhz ? [`tsc_early_khz=${o.tscKhz}`, 'tsc=reliable', 'no_timer_check'] : []),
+    'mitigations=off',
+    'cryptomgr.notests',
+    'random.trust_cpu=on',
+    '8250.nr_uarts=1',
+    'i8042.noaux',
+    'i8042.nomux',
+    'i8042.nopnp',
+    'i8042.dumbkbd',
+    'nokaslr',
+    'audit=0',
+    'reboot=t',
+  ].join(' ');
+}
+
+export function qemuArgs(o: QemuArgsOpts): string[] {
+  if (!Number.isInteger(o.memoryMb) || o.memoryMb < 64) throw new RangeError(`memoryMb must be an integer >= 64, not ${o.memoryMb}`);
+  if (!Number.isInteger(o.cpus) || o.cpus < 1) throw new RangeError(`cpus must be an integer >= 1, not ${o.cpus}`);
+  for (const p of [o.agentSocket, o.consoleLog]) if (p.includes(',')) throw new RangeError(`QEMU option paths cannot hold a comma: ${p}`);
+  return [
+    ...(o.name ? ['-name', o.name] : []),
+    '-M', 'microvm,x-option-roms=off,rtc=on',
+    '-accel', o.accel,
+    // KVM: the host's CPU, minus the MSR this machine's software KVM refuses (research §2).
+    ...(o.accel === 'kvm' ? ['-cpu', 'host,-arch-capabilities'] : []),
+    '-m', String(o.memoryMb),
+    '-smp', String(o.cpus),
+    '-nodefaults',
+    '-no-user-config',
+    '-display', 'none',
+    '-monitor', 'none',
+    '-no-reboot',
+    // QEMU's own syscall filter: no new processes, no privilege changes, no obsolete calls.
+    '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
+    '-serial', `file:${o.consoleLog}`,
+    '-kernel', o.vmlinux,
+    '-initrd', o.initramfs,
+    '-append', kernelCmdline({ tscKhz: o.accel === 'tcg' ? o.tscKhz : undefined }),
+    '-device', 'virtio-serial-device',
+    '-chardev', `socket,id=agent,path=${o.agentSocket},server=on,wait=off`,
+    '-device', 'virtserialport,chardev=agent,name=org.agentbox.0',
+  ];
+}
+
+/** The host's CPU clock in kHz from /proc/cpuinfo (the first `cpu MHz`), or undefined when it says none. */
+export function tscKhz(cpuinfo = '/proc/cpuinfo'): number | undefined {
+  try {
+    const m = /^cpu MHz\s*:\s*([\d.]+)/m.exec(readFileSync(cpuinfo, 'utf8'));
+    const khz = m ? Math.round(Number(m[1]) * 1000) : NaN;
+    return Number.isFinite(khz) && khz > 0 ? khz : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,170 @@
+/**
+ * One microVM: a QEMU process, the directory holding its agent socket and console log, and the channel
+ * to its agent. `start` resolves once the agent answered; `shutdown` asks the guest to power off;
+ * `kill` ends QEMU outright. Both leave nothing behind (process, socket, directory).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { RuntimeUnavailableError } from '../../contract/errors.js';
+import type { BootGate } from './boot-gate.js';
+import { VmChannel } from './channel.js';
+import type { GuestArtifacts } from './guest/build.js';
+import { type Accel, qemuArgs, tscKhz } from './qemu-args.js';
+
+export const QEMU_BINARY = 'qemu-system-x86_64';
+
+export interface MicroVmOpts {
+  guest: Pick<GuestArtifacts, 'vmlinux' | 'initramfs'>;
+  memoryMb: number;
+  cpus: number;
+  /** @default 'tcg' */
+  accel?: Accel;
+  /** Parent of the VM's own directory (agent socket, console log). @default os.tmpdir() */
+  runRoot?: string;
+  /** `-name` of the QEMU process. */
+  name?: string;
+  /** Boots wait their turn here (the runtime shares one gate among its VMs). */
+  gate?: BootGate;
+  /** From QEMU's start to the agent's answer. @default 60000 */
+  readyTimeoutMs?: number;
+  /** @default 'qemu-system-x86_64' (AGENTBOX_QEMU overrides) */
+  qemuBinary?: string;
+  /**
+   * QEMU gets SIGKILL when this process dies (util-linux `setpriv --pdeathsig`): for tests and
+   * benchmarks. Off by default, since a sandbox's VM outlives a daemon restart. @default false
+   */
+  dieWithParent?: boolean;
+  log?: Logger;
+}
+
+export interface VmExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export class MicroVm {
+  /** The current channel; `reconnect` replaces it. */
+  channel: VmChannel;
+  readonly exited: Promise<VmExit>;
+
+  private constructor(
+    private readonly proc: ChildProcess,
+    readonly runDir: string,
+    channel: VmChannel,
+    exited: Promise<VmExit>,
+    /** From spawning QEMU to the agent's answer (the wait at the gate not included). */
+    readonly bootMs: number,
+    private readonly log: Logger | undefined,
+  ) {
+    this.channel = channel;
+    this.exited = exited;
+  }
+
+  get pid(): number {
+    return this.proc.pid ?? -1;
+  }
+
+  get agentSocket(): string {
+    return join(this.runDir, 'agent.sock');
+  }
+
+  get consoleLog(): string {
+    return join(this.runDir, 'console.log');
+  }
+
+  static async start(opts: MicroVmOpts): Promise<MicroVm> {
+    return opts.gate ? opts.gate.run(() => MicroVm.boot(opts)) : MicroVm.boot(opts);
+  }
+
+  private static async boot(opts: MicroVmOpts): Promise<MicroVm> {
+    const runDir = await mkdtemp(join(opts.runRoot ?? tmpdir(), 'agentbox-vm-'));
+    const agentSocket = join(runDir, 'agent.sock');
+    const consoleLog = join(runDir, 'console.log');
+    const accel = opts.accel ?? 'tcg';
+    const args = qemuArgs({
+      vmlinux: opts.guest.vmlinux,
+      initramfs: opts.guest.initramfs,
+      agentSocket,
+      consoleLog,
+      memoryMb: opts.memoryMb,
+      cpus: opts.cpus,
+      accel,
+      tscKhz: tscKhz(),
+      name: opts.name,
+    });
+    const binary = opts.qemuBinary ?? process.env.AGENTBOX_QEMU ?? QEMU_BINARY;
+    const started = performance.now();
+    // setpriv execs QEMU in its own place: the pid is QEMU's.
+    const proc = opts.dieWithParent
+      ? spawn('setpriv', ['--pdeathsig', 'KILL', '--', binary, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+      : spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    proc.stderr?.on('data', (c: Buffer) => {
+      if (stderr.length < 8192) stderr += c.toString();
+    });
+    const exited = new Promise<VmExit>((resolve) => {
+      proc.once('exit', (code, signal) => resolve({ code, signal }));
+      proc.once('error', () => resolve({ code: null, signal: null }));
+    });
+    const gone = new AbortController();
+    proc.once('error', (err: NodeJS.ErrnoException) =>
+      gone.abort(err.code === 'ENOENT' ? new RuntimeUnavailableError(`${binary} is not installed`, { hint: 'apt-get install qemu-system-x86 (scripts/install-system-deps.sh)' }) : err),
+    );
+    void exited.then(({ code, signal }) => {
+      if (!gone.signal.aborted) {
+        gone.abort(new RuntimeUnavailableError(`QEMU exited during the boot (${signal ?? `code ${code}`}): ${stderr.trim().slice(-500) || consoleTail(consoleLog)}`, { hint: `the VM's console is in ${consoleLog}` }));
+      }
+    });
+    try {
+      const channel = await VmChannel.connect(agentSocket, { timeoutMs: opts.readyTimeoutMs ?? 60000, signal: gone.signal, log: opts.log });
+      const bootMs = Math.round(performance.now() - started);
+      opts.log?.info({ pid: proc.pid, bootMs, accel, memoryMb: opts.memoryMb, cpus: opts.cpus }, 'microvm ready');
+      return new MicroVm(proc, runDir, channel, exited, bootMs, opts.log);
+    } catch (err) {
+      proc.kill('SIGKILL');
+      await exited;
+      await rm(runDir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** Drop the channel and connect again (the agent keeps running; what ran through the old channel is ended). */
+  async reconnect(timeoutMs = 10000): Promise<VmChannel> {
+    await this.channel.close();
+    this.channel = await VmChannel.connect(this.agentSocket, { timeoutMs, log: this.log });
+    return this.channel;
+  }
+
+  /** Ask the guest to power off; kill QEMU if it has not exited within `timeoutMs`. Removes everything. */
+  async shutdown(timeoutMs = 5000): Promise<void> {
+    if (this.channel.isOpen) this.channel.powerOff();
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), timeoutMs);
+    await this.exited;
+    clearTimeout(timer);
+    await this.cleanup();
+  }
+
+  /** End QEMU at once (SIGKILL) and remove everything. Idempotent. */
+  async kill(): Promise<void> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL');
+    await this.exited;
+    await this.cleanup();
+  }
+
+  private async cleanup(): Promise<void> {
+    await this.channel.close().catch(() => undefined);
+    await rm(this.runDir, { recursive: true, force: true });
+  }
+}
+
+function consoleTail(path: string): string {
+  try {
+    return existsSync(path) ? readFileSync(path, 'utf8').trim().split('\n').slice(-5).join(' | ') : '';
+  } catch {
+    return '';
+  }
+}
