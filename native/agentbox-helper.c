@@ -68,6 +68,7 @@
 #include "pid1.h"
 #include "proc-list.h"
 #include "seccomp-deny.h"
+#include "drop-privileges.h"
 
 #define MAX_CGROUPS 16
 #define MAX_VOLUMES 16
@@ -153,24 +154,8 @@ static void join_cgroups(const struct opts *o) {
 /* ---------- dropping privileges after setns ---------- */
 
 static void drop_privileges(const struct opts *o) {
-  /* Entering a user namespace grants every capability inside it: take them all away again. */
-  for (int cap = 0; cap <= 63; cap++) {
-    if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0) break;
-    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) die("drop bounding set");
-  }
-  prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-  if (o->have_ids) {
-    /* setgroups is denied in a bwrap user namespace (setgroups=deny): that is fine, groups are empty. */
-    if (setgroups(0, NULL) != 0 && errno != EPERM) die("setgroups");
-    if (setresgid(o->gid, o->gid, o->gid) != 0) die("setgid");
-    if (setresuid(o->uid, o->uid, o->uid) != 0) die("setuid");
-  }
-  struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
-  struct __user_cap_data_struct data[2];
-  memset(data, 0, sizeof data);
-  if (syscall(SYS_capset, &hdr, data) != 0) die("capset");
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs");
-  if (install_seccomp_deny() != 0) die("seccomp");
+  struct drop_to t = { o->have_ids, o->uid, o->gid, 1 };
+  drop_privileges_to(&t);
 }
 
 /* ---------- entering a running sandbox ---------- */

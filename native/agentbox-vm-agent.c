@@ -77,6 +77,7 @@
 #include "proc-tree.h"
 #include "procfs.h"
 #include "seccomp-deny.h"
+#include "drop-privileges.h"
 
 #define PORT_NAME "org.agentbox.0"
 #define MAGIC "\x7f" "agentbox-vm-1\n\0" /* 16 bytes with the terminating NUL */
@@ -246,22 +247,10 @@ static struct stream *stream_of(uint32_t id) {
   return NULL;
 }
 
-/* In the child: the sandbox user with nothing of root's (as agentbox-helper's drop_privileges). */
+/* In the child: the sandbox user with nothing of root's (guest root may set groups: no EPERM allowed). */
 static void become_sandbox_user(void) {
-  for (int cap = 0; cap <= 63; cap++) {
-    if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0) break;
-    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) die("drop bounding set");
-  }
-  prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-  if (setgroups(0, NULL) != 0) die("setgroups");
-  if (setresgid(SANDBOX_GID, SANDBOX_GID, SANDBOX_GID) != 0) die("setgid");
-  if (setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID) != 0) die("setuid");
-  struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
-  struct __user_cap_data_struct data[2];
-  memset(data, 0, sizeof data);
-  if (syscall(SYS_capset, &hdr, data) != 0) die("capset");
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs");
-  if (install_seccomp_deny() != 0) die("seccomp");
+  struct drop_to t = { 1, SANDBOX_UID, SANDBOX_GID, 0 };
+  drop_privileges_to(&t);
 }
 
 /* In the child: run what KIND names with ARGV; never returns. */
