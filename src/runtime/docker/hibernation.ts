@@ -12,7 +12,7 @@
  * That runsc also leaves a restored sandbox registered after its next checkpoint: see clearStaleRunscState.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, realpathSync } from 'node:fs';
 import { cp, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type Docker from 'dockerode';
@@ -63,9 +63,7 @@ const CODES = { 404: 'no such container', 409: 'conflict', 500: 'server error' }
 
 /** Save the container's memory and processes and stop it. A stale checkpoint of an earlier hibernation goes first. */
 export async function checkpointContainer(docker: Docker, containerId: string): Promise<void> {
-  await dial(docker, { path: `/containers/${containerId}/checkpoints/${HIBERNATE_CHECKPOINT}`, method: 'DELETE', statusCodes: { 200: true, 204: true, ...CODES } }).catch((err: unknown) => {
-    if (statusOf(err) !== 404 && !/no such|not exist|not found/i.test(String((err as Error).message))) throw err;
-  });
+  await deleteCheckpoint(docker, containerId, HIBERNATE_CHECKPOINT);
   await dial(docker, { path: `/containers/${containerId}/checkpoints`, method: 'POST', allowEmpty: true, options: { CheckpointID: HIBERNATE_CHECKPOINT, Exit: true }, statusCodes: { 200: true, 201: true, 204: true, ...CODES } });
 }
 
@@ -76,8 +74,16 @@ export async function restoreContainer(docker: Docker, containerId: string, chec
   await dropCheckpoint(docker, containerId, checkpoint);
 }
 
+/** Remove a checkpoint; one that is not there is fine, another failure is thrown. */
+async function deleteCheckpoint(docker: Docker, containerId: string, checkpoint: string): Promise<void> {
+  await dial(docker, { path: `/containers/${containerId}/checkpoints/${checkpoint}`, method: 'DELETE', statusCodes: { 200: true, 204: true, ...CODES } }).catch((err: unknown) => {
+    if (statusOf(err) !== 404 && !/no such|not exist|not found/i.test(String((err as Error).message))) throw err;
+  });
+}
+
+/** Remove a checkpoint no longer needed, whatever the Engine says (it goes with its container anyway). */
 export async function dropCheckpoint(docker: Docker, containerId: string, checkpoint: string): Promise<void> {
-  await dial(docker, { path: `/containers/${containerId}/checkpoints/${checkpoint}`, method: 'DELETE', statusCodes: { 200: true, 204: true, ...CODES } }).catch(() => undefined);
+  await deleteCheckpoint(docker, containerId, checkpoint).catch(() => undefined);
 }
 
 /*
@@ -129,7 +135,9 @@ export async function hasHibernateCheckpoint(docker: Docker, containerId: string
 /** Where dockerd keeps its OCI runtimes' state (`<exec-root>/runtime-<name>/<namespace>`). */
 function runscStateFiles(containerId: string): string[] {
   const found: string[] = [];
-  for (const execRoot of ['/run/docker', '/var/run/docker']) {
+  // /var/run is usually a link to /run: each real directory once.
+  const roots = new Set(['/run/docker', '/var/run/docker'].filter((d) => existsSync(d)).map((d) => realpathSync(d)));
+  for (const execRoot of roots) {
     let entries: string[];
     try {
       entries = readdirSync(execRoot).filter((e) => e.startsWith('runtime-'));
@@ -143,7 +151,7 @@ function runscStateFiles(containerId: string): string[] {
       }
     }
   }
-  return [...new Set(found)];
+  return found;
 }
 
 /**
