@@ -17,6 +17,7 @@
 import { constants, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statfsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, open, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { BadRequestError, ConflictError, InternalError } from '../contract/errors.js';
 import { isMountPoint, mountTable, runTool } from './host-tools.js';
 
@@ -244,7 +245,19 @@ export class DiskStore {
     // Disks under mnt/, volumes (storage/volume-store.ts) beside it: whatever is mounted under dir holds the store.
     const mounted = mountTable().some((m) => m.point.startsWith(`${this.opts.dir}/`) && m.point !== this.storeDir);
     if (mounted) return false;
-    await runTool('umount', [this.storeDir]);
+    // A disk unmounted lazily keeps its loop device, and so its image on the store open, until the
+    // last process of its sandbox is gone: the store is busy for that moment.
+    for (let attempt = 0; ; attempt++) {
+      const busy = await runTool('umount', [this.storeDir]).then(
+        () => false,
+        (err: unknown) => {
+          if (attempt < 100 && err instanceof InternalError && /busy/i.test(err.message)) return true;
+          throw err;
+        },
+      );
+      if (!busy) break;
+      await sleep(100);
+    }
     this.opened = undefined;
     this.templates.clear();
     return true;

@@ -66,7 +66,7 @@ describe('hibernating idle sandboxes', async () => {
     const paths = resolvePaths(env);
     const disks = new DiskStore({ dir: paths.storage });
     const rt = new DockerRuntime({ disks, images, homeTag: paths.homeTag, version: VERSION });
-    try {
+    await serve.around(rt, disks, async () => {
       const first = await serve.start();
       for (const profile of ['nap-runc', 'nap-local', 'nap-net']) {
         await assert.rejects(client.create({ profile }), (err: unknown) => err instanceof BadRequestError && /hibernat/.test(err.message) && err.hint !== undefined, `profile ${profile} was not refused`);
@@ -140,9 +140,7 @@ describe('hibernating idle sandboxes', async () => {
       await client.delete(doze.id);
       assert.deepEqual(await rt.list(), [], 'containers left behind');
       assert.deepEqual(runscRecords(containers), [], 'runsc records left behind');
-    } finally {
-      await serve.cleanUp(rt, disks);
-    }
+    });
   });
 
   /** The sandbox's /workspace/count as the host sees it on its disk (readable while it is hibernated). */

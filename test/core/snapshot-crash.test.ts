@@ -33,7 +33,7 @@ describe('kill -9 in the middle of a snapshot or a fork', async () => {
   test('the half-taken snapshot is gone after the restart, never listed; a cut fork leaves whole children or create_failed ones', async () => {
     const home = mkdtempSync(join(tmpdir(), 'agentbox-snapcrash-'));
     const policy = join(home, 'policy.yaml');
-    writeFileSync(policy, 'version: 1\ndefaults:\n  runtime: local\n  limits: { memoryMb: 128, pids: 64, diskMb: 1024 }\n');
+    writeFileSync(policy, 'version: 1\ndefaults:\n  runtime: local\n  limits: { memoryMb: 128, pids: 64, diskMb: 4096 }\n');
     const env = { ...process.env, AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_POLICY: policy, AGENTBOX_LOG_LEVEL: 'warn' };
     const serve = new ServeProcesses({ home, env, runtime: 'local' });
     const client = serve.client;
@@ -50,11 +50,15 @@ describe('kill -9 in the middle of a snapshot or a fork', async () => {
       }
     };
     const snapshotDir = join(paths.storage, 'store', 'snapshots');
-    try {
+    await serve.around(rt, disks, async () => {
       let daemon = await serve.start();
       const sb = await client.create({});
-      // Enough data that sealing the snapshot (a digest over its data) takes a while to cut into.
-      await client.exec(sb.id, { cmd: ['sh', '-c', 'head -c 600000000 /dev/urandom > /workspace/big; sha256sum /workspace/big > /workspace/big.sum'], timeoutMs: 120_000 });
+      // Enough data that sealing the snapshot (a digest over its data) takes seconds to cut into,
+      // even on a host whose SHA-256 runs at GB/s: 2 GB of written zeros (data, not holes).
+      await client.exec(sb.id, {
+        cmd: ['sh', '-c', 'head -c 2000000000 /dev/zero > /workspace/pad; head -c 64000000 /dev/urandom > /workspace/big; sha256sum /workspace/big > /workspace/big.sum'],
+        timeoutMs: 120_000,
+      });
       const sum = (await client.exec(sb.id, { cmd: ['cat', '/workspace/big.sum'] })).stdout;
 
       const taking = client.snapshot(sb.id, { name: 'cut' }).catch((err: unknown) => err);
@@ -72,15 +76,15 @@ describe('kill -9 in the middle of a snapshot or a fork', async () => {
       assert.equal((await client.exec(restored.id, { cmd: ['sha256sum', '/workspace/big'] })).stdout, sum);
       await client.delete(restored.id);
 
-      // A fork of 6 cut short once its first child is there.
+      // A fork of 16 cut short once its first child is there (each child takes a disk clone and a start).
       const before = new Set((await client.list({ all: true })).map((s) => s.id));
-      const forking = client.fork(sb.id, { count: 6 }).catch((err: unknown) => err);
+      const forking = client.fork(sb.id, { count: 16 }).catch((err: unknown) => err);
       await until('the fork has made a child', async () => rows((s) => s.listSandboxes({}).filter((x) => !before.has(x.sandbox.id)).length) > 0, 60_000, 5);
       await serve.kill9(daemon);
       assert.ok((await forking) instanceof Error, 'the fork request did not fail with its daemon');
       daemon = await serve.start();
       const children = (await client.list({ all: true })).filter((s) => !before.has(s.id));
-      assert.ok(children.length >= 1 && children.length < 6, `${children.length} children`);
+      assert.ok(children.length >= 1 && children.length < 16, `${children.length} children`);
       for (const c of children) {
         if (c.state === 'running') assert.equal((await client.exec(c.id, { cmd: ['sha256sum', '/workspace/big'] })).stdout, sum, `child ${c.id} is not whole`);
         else assert.deepEqual([c.state, c.endReason], ['failed', 'create_failed'], `child ${c.id}`);
@@ -89,8 +93,6 @@ describe('kill -9 in the middle of a snapshot or a fork', async () => {
       for (const c of children) await client.delete(c.id);
       await client.deleteSnapshot(snap.id);
       await client.delete(sb.id);
-    } finally {
-      await serve.cleanUp(rt, disks);
-    }
+    });
   });
 });

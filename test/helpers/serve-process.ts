@@ -40,6 +40,20 @@ export class ServeProcesses {
     await this.signal(child, 'SIGKILL');
   }
 
+  /**
+   * Run `body`, then `cleanUp`. When the body failed, its error is the one reported: a clean-up
+   * that fails after it (a store still busy) goes to stderr instead of hiding it.
+   */
+  async around(rt: Runtime, disks: DiskStore, body: () => Promise<void>): Promise<void> {
+    try {
+      await body();
+    } catch (err) {
+      await this.cleanUp(rt, disks).catch((cleanUpErr: unknown) => console.error('clean-up after a failed test also failed:', cleanUpErr));
+      throw err;
+    }
+    await this.cleanUp(rt, disks);
+  }
+
   /** Stop the daemons still running (their sandboxes too), reap what `rt` still has, unmount the disk store, remove the home. */
   async cleanUp(rt: Runtime, disks: DiskStore): Promise<void> {
     for (const d of this.children) if (d.exitCode === null && d.signalCode === null) await this.signal(d, 'SIGUSR2');
