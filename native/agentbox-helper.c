@@ -29,7 +29,8 @@
  * staged at STAGE/disk), --cwd DIR, --info-fd N and --ready-fd N (spawn: the daemon's pipes for bwrap's child pid and
  * PID 1's ready byte; bwrap gets pipes of the keeper's own at the same numbers), --volume SRC / --volume-ro SRC
  * (spawn, repeatable: a mounted volume, staged idmapped at STAGE/vol/N in the order given), --mount-point PATH
- * (spawn, repeatable: a directory the image root gets for a volume to be mounted on), --root DIR (volfile).
+ * (spawn, repeatable: a directory the image root gets for a volume to be mounted on), --root DIR (volfile),
+ * --root-upper DIR (spawn: a writable root, whose upper layer and overlay work directory are under DIR, on the disk).
  *
  * Every mode first closes every descriptor above stdio it was not told to keep (fd-hygiene.h).
  */
@@ -96,6 +97,7 @@ struct opts {
   const char *mount_points[MAX_VOLUMES];
   int nmount_points;
   const char *root;
+  const char *root_upper;
   int info_fd, ready_fd; /* spawn: -1 when not given */
   char **rest;
 };
@@ -130,6 +132,7 @@ static void parse_opts(int argc, char **argv, struct opts *o) {
       if (o->nmount_points >= MAX_VOLUMES) die_msg("too many mount points");
       o->mount_points[o->nmount_points++] = v;
     } else if (strcmp(a, "--root") == 0) o->root = v;
+    else if (strcmp(a, "--root-upper") == 0) o->root_upper = v;
     else if (strcmp(a, "--info-fd") == 0) o->info_fd = (int)parse_num(v, "fd");
     else if (strcmp(a, "--ready-fd") == 0) o->ready_fd = (int)parse_num(v, "fd");
     else { fprintf(stderr, "agentbox-helper: unknown option %s\n", a); exit(EXIT_HELPER); }
@@ -300,11 +303,12 @@ static void make_mount_point(const char *base, const char *path) {
 }
 
 /*
- * A user namespace whose only mapping is VOLUME_OWNER -> the sandbox's host uid (and gid): the
- * idmapping of the sandbox's view of its volumes. Made by a child born in a new user namespace,
- * whose maps we (root) write; the namespace lives on through the returned descriptor.
+ * A user namespace whose only mapping is OWNER -> the sandbox's host uid (and gid): the idmapping
+ * of the sandbox's view of a tree whose files OWNER owns (a volume's VOLUME_OWNER, an image's root).
+ * Made by a child born in a new user namespace, whose maps we (root) write; the namespace lives on
+ * through the returned descriptor.
  */
-static int volume_userns(uid_t uid, gid_t gid) {
+static int idmap_userns(unsigned long owner, uid_t uid, gid_t gid) {
   int sync[2];
   char path[64], map[64];
   if (pipe2(sync, O_CLOEXEC) != 0) die("pipe");
@@ -321,7 +325,7 @@ static int volume_userns(uid_t uid, gid_t gid) {
   unsigned long ids[2] = { uid, gid };
   for (int i = 0; i < 2; i++) {
     snprintf(path, sizeof path, "/proc/%d/%s", child, files[i]);
-    int n = snprintf(map, sizeof map, "%d %lu 1\n", VOLUME_OWNER, ids[i]);
+    int n = snprintf(map, sizeof map, "%lu %lu 1\n", owner, ids[i]);
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0 || write(fd, map, (size_t)n) != n) die(path);
     close(fd);
@@ -375,6 +379,57 @@ static void stage_rootfs(const char *rootfs, const char *stage, const char *root
   if (mount("agentbox-image", root, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, opts) != 0) bind_into(rootfs, root, 1);
   close(rootfs_fd);
   close(empty_fd);
+}
+
+/* DIR/NAME as a directory of MODE, owned by UID:GID; an existing one (a snapshot's, a fork's) is kept. */
+static void ensure_dir(char *out, size_t size, const char *dir, const char *name, mode_t mode, uid_t uid, gid_t gid) {
+  int n = snprintf(out, size, "%s/%s", dir, name);
+  if (n < 0 || (size_t)n >= size) die_msg("path too long");
+  if (mkdir(out, mode) != 0 && errno != EEXIST) die(out);
+  struct stat st;
+  if (lstat(out, &st) != 0 || !S_ISDIR(st.st_mode)) die_msg("a writable root's layer is not a directory");
+  if (chown(out, uid, gid) != 0 || chmod(out, mode) != 0) die(out);
+}
+
+/*
+ * A writable root (rootfs: writable): an overlay over the image whose upper layer is UPPER_DIR/upper,
+ * on the sandbox's disk, so what the sandbox changes counts against its disk quota and goes with
+ * its snapshots and forks. The image is the lower layer through an idmapped mount that shows its
+ * root-owned files as the sandbox's host uid: the sandbox user owns the root it may change (files of
+ * other owners in the image show as the overflow uid, read-only). The image itself never changes:
+ * overlay copies a file up before the first write. nosuid and nodev as the read-only root.
+ */
+static void stage_writable_rootfs(const char *rootfs, const char *stage, const char *root, const struct opts *o) {
+  char lower[4096], empty[4096], upper[4096], work[4096], opts[256];
+  if (mkdir(o->root_upper, 0700) != 0 && errno != EEXIST) die(o->root_upper);
+  ensure_dir(upper, sizeof upper, o->root_upper, "upper", 0755, o->uid, o->gid);
+  ensure_dir(work, sizeof work, o->root_upper, "work", 0700, 0, 0);
+  snprintf(lower, sizeof lower, "%s/lower", stage);
+  snprintf(empty, sizeof empty, "%s/empty", stage);
+  if (mkdir(lower, 0755) != 0) die(lower);
+  if (mkdir(empty, 0755) != 0) die(empty);
+  for (int i = 0; i < o->nmount_points; i++) make_mount_point(empty, o->mount_points[i]);
+  int userns = idmap_userns(0, o->uid, o->gid);
+  int tree = open_tree(AT_FDCWD, rootfs, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+  if (tree < 0) die(rootfs);
+  struct mount_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+  attr.userns_fd = (uint64_t)userns;
+  if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) die("idmap the image for a writable root (needs Linux 5.19+)");
+  if (move_mount(tree, "", AT_FDCWD, lower, MOVE_MOUNT_F_EMPTY_PATH) != 0) die(lower);
+  close(tree);
+  close(userns);
+  int fds[4];
+  const char *dirs[4] = { lower, empty, upper, work };
+  for (int i = 0; i < 4; i++) {
+    fds[i] = open(dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fds[i] < 0) die(dirs[i]);
+  }
+  snprintf(opts, sizeof opts, "lowerdir=/proc/self/fd/%d:/proc/self/fd/%d,upperdir=/proc/self/fd/%d,workdir=/proc/self/fd/%d,xino=off,uuid=off,index=off,redirect_dir=off,metacopy=off",
+           fds[0], fds[1], fds[2], fds[3]);
+  if (mount("agentbox-root", root, "overlay", MS_NOSUID | MS_NODEV, opts) != 0) die("overlay a writable root (needs overlayfs with idmapped lower layers, Linux 5.19+)");
+  for (int i = 0; i < 4; i++) close(fds[i]);
 }
 
 /* ---------- spawn: staging, then the keeper ---------- */
@@ -512,7 +567,8 @@ static int mode_spawn(int argc, char **argv) {
   int fd = open(init, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
   if (fd < 0) die(init);
   close(fd);
-  stage_rootfs(o.rootfs, o.stage, root, &o);
+  if (o.root_upper) stage_writable_rootfs(o.rootfs, o.stage, root, &o);
+  else stage_rootfs(o.rootfs, o.stage, root, &o);
   /* PID 1's binary: the daemon's copy under a neutral path (--init), whose path the sandbox's
    * mountinfo shows; else this very binary, wherever it is installed. */
   char self[4096];
@@ -539,7 +595,7 @@ static int mode_spawn(int argc, char **argv) {
     char vol[4096];
     snprintf(vol, sizeof vol, "%s/vol", o.stage);
     if (mkdir(vol, 0755) != 0) die(vol);
-    int userns = volume_userns(o.uid, o.gid);
+    int userns = idmap_userns(VOLUME_OWNER, o.uid, o.gid);
     for (int i = 0; i < o.nvolumes; i++) {
       snprintf(vol, sizeof vol, "%s/vol/%d", o.stage, i);
       stage_volume(o.volumes[i], vol, o.volume_ro[i], userns);

@@ -210,7 +210,11 @@ export interface SandboxSpec {
   outputLimitBytes: number;
   /** Named volumes to mount (contract/volumes.ts); absent or empty: none. */
   volumes?: VolumeMount[];
+  /** The image root: read-only, or writable with its changes on the sandbox's disk. @default 'readonly' */
+  rootfs?: RootfsMode;
 }
+
+export type RootfsMode = 'readonly' | 'writable';
 
 export const EgressEventSchema = z
   .object({

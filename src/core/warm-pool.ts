@@ -27,7 +27,7 @@ const NO_HOOKS: PoolHooks = { specFor: () => ({}), released: async () => undefin
 
 /** What must be equal for a pooled sandbox to serve a request: everything the runtime fixed at start. */
 function runtimeKey(spec: SandboxSpec): string {
-  return JSON.stringify([spec.image, spec.profile, spec.runtime, spec.isolation, spec.limits, spec.egress.mode, [...spec.egress.allow].sort()]);
+  return JSON.stringify([spec.image, spec.profile, spec.runtime, spec.isolation, spec.limits, spec.egress.mode, [...spec.egress.allow].sort(), spec.rootfs ?? 'readonly']);
 }
 
 export class WarmPool {
@@ -72,7 +72,7 @@ export class WarmPool {
       const s = this.template.spec;
       const id = this.newId();
       const started: Promise<void> = this.runtime
-        .create({ id, image: s.image, isolation: s.isolation, limits: s.limits, labels: {}, pooled: true, ...this.hooks.specFor(id) })
+        .create({ id, image: s.image, isolation: s.isolation, limits: s.limits, labels: {}, pooled: true, ...(s.rootfs === 'writable' ? { writableRoot: true } : {}), ...this.hooks.specFor(id) })
         .then(
           async (h) => {
             if (this.closed) {

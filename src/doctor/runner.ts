@@ -214,6 +214,7 @@ async function runRuntime(rt: AttackRuntime, r: RuntimeRun): Promise<void> {
           egress: req.egress ?? { mode: 'none' },
           ...(req.limits ? { limits: req.limits } : {}),
           ...(req.volumes ? { volumes: req.volumes } : {}),
+          ...(req.profile ? { profile: req.profile } : {}),
           labels: { [SCRATCH_LABEL]: 'scratch' },
         });
         scratchIds.push(sb.id);

@@ -45,6 +45,7 @@ profiles:
   none: { image: debian, egress: { mode: none } }
   open: { image: debian, egress: { mode: open } }
   allow: { image: debian, egress: { mode: allowlist, allow: ["allowed.attack.test:80"] } }
+  writable: { image: debian, egress: { mode: none }, rootfs: writable, limits: { diskMb: 256 } }
 egress:
   globalDeny: [metadata.google.internal, internal.attack.test, "*.internal.attack.test", c2.attack.test]
   allowRanges: [${ranges.join(', ')}]

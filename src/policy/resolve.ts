@@ -52,6 +52,7 @@ export function resolveSpec(policy: Policy, req: CreateSandboxRequest, ctx: Reso
     ttlMs,
     idleTimeoutMs: parseDuration(profile?.idleTimeout ?? d.idleTimeout),
     ...resolvePause(profile?.pauseAfter),
+    ...(profile?.rootfs === 'writable' ? { rootfs: 'writable' as const } : {}),
     execTimeoutMs: parseDuration(profile?.execTimeout ?? d.execTimeout),
     outputLimitBytes: profile?.outputLimitBytes ?? d.outputLimitBytes,
   };

@@ -33,6 +33,12 @@ export interface RuntimeSpec {
    * that matches it.
    */
   memoryFrom?: string;
+  /**
+   * A writable root (policy `rootfs: writable`; only for a driver with the `writableRoot`
+   * capability): the image under an overlay whose upper layer is on the sandbox's disk, under its
+   * quota, owned by the sandbox user, and part of its snapshots and forks. Absent: read-only.
+   */
+  writableRoot?: boolean;
 }
 
 /**
@@ -154,6 +160,8 @@ export interface Runtime {
    * table (policy/isolation.ts RUNTIME_ISOLATIONS), which a test keeps equal to this.
    */
   readonly isolations: readonly Isolation[];
+  /** Capability: sandboxes with a writable root (RuntimeSpec `writableRoot`). */
+  readonly writableRoot?: boolean;
 
   /** Cheap check that the driver can work on this host; never throws, never hangs. */
   probe(): Promise<ProbeResult>;

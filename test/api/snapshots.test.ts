@@ -26,6 +26,9 @@ tenants:
     quotas: { snapshotsMb: 60 }
   - name: bob
     tokens: [bob-token-0123456789]
+profiles:
+  install: { rootfs: writable }
+  install-docker: { runtime: docker, rootfs: writable }
 `;
 
 const skip = process.getuid?.() !== 0 ? 'sandboxes need root' : undefined;
@@ -112,6 +115,27 @@ describe('snapshots and fork over the API', { skip }, () => {
       await alice.delete(sb.id);
       await alice.deleteSnapshot(snap.id);
     }
+  });
+
+  test('a writable root (profile rootfs: writable) goes with its snapshots and forks; a runtime without one refuses the profile', async (t) => {
+    const sb = await alice.create({ profile: 'install' });
+    const install = "mkdir -p /usr/local/bin && printf '#!/bin/sh\\necho installed\\n' > /usr/local/bin/tool && chmod +x /usr/local/bin/tool && echo ok";
+    assert.equal((await alice.exec(sb.id, { cmd: ['sh', '-c', install] })).stdout, 'ok\n');
+    const snap = await alice.snapshot(sb.id);
+    const [child] = await alice.fork(sb.id);
+    const restored = await alice.create({ snapshot: snap.id, profile: 'install' });
+    for (const id of [child!.id, restored.id]) assert.equal((await alice.exec(id, { cmd: ['/usr/local/bin/tool'] })).stdout, 'installed\n', id);
+    // Restored without the profile, the root is the image's again, read-only; the workspace is the snapshot's.
+    const plain = await alice.create({ snapshot: snap.id });
+    const r = await alice.exec(plain.id, { cmd: ['sh', '-c', 'test -e /usr/local/bin/tool && echo there; touch /usr/x 2>/dev/null || echo read-only'] });
+    assert.equal(r.stdout, 'read-only\n');
+    for (const id of [sb.id, child!.id, restored.id, plain.id]) await alice.delete(id);
+    await alice.deleteSnapshot(snap.id);
+    const probe = await new DockerRuntime({ disks: scratchDiskStore(), images: await testImages(), homeTag: 'probe', version: VERSION }).probe();
+    if (!probe.ok) return t.skip(`dockerd is not reachable: ${probe.reason}`);
+    const before = (await alice.list({ all: true })).length;
+    await assert.rejects(alice.create({ profile: 'install-docker' }), (err: { code?: string; message?: string; hint?: string }) => err.code === 'bad_request' && /writable root/.test(err.message ?? '') && /local/.test(err.hint ?? ''));
+    assert.equal((await alice.list({ all: true })).length, before, 'a refused create left a sandbox row');
   });
 
   test('fork: children have the parent\'s files, and none sees another\'s writes', async () => {

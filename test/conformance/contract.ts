@@ -542,6 +542,56 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
       }
     });
 
+    it('a writable root: the sandbox user changes the image\'s files, under the disk quota; the image and other sandboxes never see it; a copy of the disk carries it', async (t) => {
+      if (!rt.writableRoot) return t.skip(`${opts.name} has no writable root capability`);
+      const writable = async (extra: { diskFrom?: string } = {}): Promise<SandboxHandle> => {
+        const h = await rt.create({ id: `sbx_ct${process.pid}x${++counter}`, image: 'busybox', isolation: opts.isolation, limits: LIMITS, labels: {}, writableRoot: true, ...extra });
+        created.push(h);
+        return h;
+      };
+      const h = await writable();
+      const changed = await run(
+        rt,
+        h,
+        [
+          'set -e',
+          'echo "10.0.0.9 added" >> /etc/hosts',
+          'mkdir -p /usr/local/bin',
+          "printf '#!/bin/sh\\necho tool ran\\n' > /usr/local/bin/tool",
+          'chmod +x /usr/local/bin/tool',
+          '/usr/local/bin/tool',
+          'rm /etc/resolv.conf',
+          'id -u; stat -c %u / /etc/hosts',
+        ].join('\n'),
+      );
+      assert.equal(changed.exitCode, 0, changed.stderr);
+      assert.equal(changed.stdout, 'tool ran\n1000\n1000\n1000\n', 'the sandbox user does not own its root');
+      // Other sandboxes (read-only or writable) start from the unchanged image.
+      for (const other of [sb, await writable()]) {
+        const r = await run(rt, other, 'grep -c added /etc/hosts; test -e /usr/local/bin/tool && echo tool; test -e /etc/resolv.conf && echo resolv');
+        assert.equal(r.stdout, '0\nresolv\n', 'a change reached another sandbox (or the image)');
+      }
+      // The root's read-only elsewhere: a sandbox without it cannot write there.
+      assert.notEqual((await run(rt, sb, 'echo x > /etc/x')).exitCode, 0, 'the default root is writable');
+      // The changes are on the disk: one quota for the root and /workspace, and memory is not where they go.
+      const full = await run(rt, h, 'dd if=/dev/zero of=/usr/big bs=1M count=200 2>&1; echo dd=$?');
+      assert.match(full.stdout, /No space left on device/);
+      assert.match((await run(rt, h, 'dd if=/dev/zero of=/workspace/after-full bs=1M count=2 2>&1; rm -f /workspace/after-full')).stdout, /No space left on device/, '/workspace had room past the quota the root filled');
+      assert.ok((await rt.stats(h)).memoryBytes < 64 * 1024 * 1024, 'the root\'s writes count against memory');
+      assert.equal((await run(rt, h, 'rm /usr/big; echo x > /workspace/after-free; cat /workspace/after-free')).stdout, 'x\n');
+      // A copy of its disk (what a snapshot or a fork starts from) carries the root's changes, to a sandbox of another host user.
+      const disks = scratchDiskStore();
+      const disk = await disks.cloneToScratch(h.id);
+      try {
+        const child = await writable({ diskFrom: disk });
+        const r = await run(rt, child, 'grep -c added /etc/hosts; /usr/local/bin/tool; test -e /etc/resolv.conf || echo resolv-gone; stat -c %u /usr/local/bin/tool; echo child >> /etc/hosts');
+        assert.equal(r.stdout, '1\ntool ran\nresolv-gone\n1000\n', r.stderr);
+        assert.equal((await run(rt, h, 'grep -c child /etc/hosts')).stdout, '0\n', 'the copy reached into its source');
+      } finally {
+        await disks.dropScratch(disk);
+      }
+    });
+
     it('pauses and resumes', async (t) => {
       // A capability the driver leaves out shows as a skip, not as a pass.
       if (!rt.pause || !rt.resume) return t.skip(`${opts.name} has no pause capability`);

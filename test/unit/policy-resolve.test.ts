@@ -86,6 +86,20 @@ describe('resolveSpec', () => {
     }
   });
 
+  test('rootfs: writable in a profile reaches the spec; readonly and no field leave it out; anything else is a policy error naming the field', () => {
+    const r = parsePolicyText('version: 1\nprofiles:\n  install: { rootfs: writable }\n  locked: { rootfs: readonly }\n', 'p.yaml');
+    assert.equal(r.kind, 'ok');
+    if (r.kind !== 'ok') return;
+    assert.equal(resolve({ profile: 'install' }, r.policy).rootfs, 'writable');
+    assert.equal(resolve({ profile: 'locked' }, r.policy).rootfs, undefined);
+    assert.equal(resolve({}, r.policy).rootfs, undefined);
+    for (const bad of ['rw', 'true', '{ mode: writable }']) {
+      const b = parsePolicyText(`version: 1\nprofiles:\n  x: { rootfs: ${bad} }\n`, 'p.yaml');
+      assert.equal(b.kind, 'invalid', `accepted rootfs: ${bad}`);
+      if (b.kind === 'invalid') assert.match(b.reason, /rootfs/);
+    }
+  });
+
   test('env and labels are copied', () => {
     const s = resolve({ env: { A: '1' }, labels: { team: 'x' } });
     assert.deepEqual(s.env, { A: '1' });

@@ -50,6 +50,7 @@ export async function createSandbox(
   try {
     rt = await d.runtimes.probed(spec.runtime);
     if (spec.pauseMode === 'hibernate') await requireHibernation(rt, spec);
+    if (spec.rootfs === 'writable') requireWritableRoot(rt, spec);
     if (!warm) await rt.prepareImage(spec.image);
   } catch (err) {
     if (warm) await d.runtimes.find(spec.runtime)?.destroy(warm).catch(() => undefined);
@@ -89,7 +90,7 @@ export async function createSandbox(
     const handle =
       warm ??
       (await d.inflight.track(
-        rt.create({ id: spec.id, image: spec.image, isolation: spec.isolation, limits: spec.limits, labels: { ...spec.labels }, ...(egressDir ? { egressDir } : {}), ...(diskFrom ? { diskFrom } : {}), ...(memoryFrom ? { memoryFrom } : {}), ...(volumes.length ? { volumes } : {}) }),
+        rt.create({ id: spec.id, image: spec.image, isolation: spec.isolation, limits: spec.limits, labels: { ...spec.labels }, ...(egressDir ? { egressDir } : {}), ...(diskFrom ? { diskFrom } : {}), ...(memoryFrom ? { memoryFrom } : {}), ...(volumes.length ? { volumes } : {}), ...(spec.rootfs === 'writable' ? { writableRoot: true } : {}) }),
       ));
     store.setRuntimeData(spec.id, handle.data);
     store.setState(spec.id, 'running');
@@ -116,6 +117,14 @@ async function requireHibernation(rt: Runtime, spec: SandboxSpec): Promise<void>
   if (!rt.canHibernate) throw new BadRequestError(`${who} hibernates idle sandboxes (pauseAfter mode hibernate), but the ${rt.name} runtime cannot save a sandbox's memory`, { hint });
   const can = await rt.canHibernate({ isolation: spec.isolation, network: spec.egress.mode !== 'none', volumes: Boolean(spec.volumes?.length) });
   if (!can.ok) throw new BadRequestError(`${who} hibernates idle sandboxes (pauseAfter mode hibernate), but ${can.reason ?? 'this sandbox cannot be hibernated'}`, { hint: can.hint ?? hint });
+}
+
+function requireWritableRoot(rt: Runtime, spec: SandboxSpec): void {
+  if (rt.writableRoot) return;
+  const who = spec.profile === null ? 'this request' : `profile ${spec.profile}`;
+  throw new BadRequestError(`${who} asks for a writable root (rootfs: writable), but the ${rt.name} runtime has only read-only ones`, {
+    hint: 'use --runtime local, or a profile without rootfs: writable (/workspace and /tmp are writable everywhere)',
+  });
 }
 
 /**

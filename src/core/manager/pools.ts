@@ -31,6 +31,7 @@ export class WarmPools {
       let rt: Runtime;
       try {
         rt = await d.runtimes.probed(spec.runtime);
+        if (spec.rootfs === 'writable' && !rt.writableRoot) throw new Error(`the ${rt.name} runtime cannot give a sandbox a writable root`);
       } catch (err) {
         d.logger.warn({ image: p.image, profile: p.profile, err: err instanceof Error ? err.message : String(err) }, 'warm pool disabled');
         continue;

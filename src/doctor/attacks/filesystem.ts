@@ -647,7 +647,66 @@ done(not found, ('writable outside /workspace and /tmp: ' + ', '.join(found)) if
   },
 };
 
+const writableRoot: Attack = {
+  id: 'filesystem.writable-root',
+  category: 'filesystem',
+  title: 'from a writable root (rootfs: writable): change the shared image for other sandboxes, make root-owned, setuid or device files, forge overlay xattrs, show the layers\' host paths',
+  async run(ctx) {
+    let id: string;
+    try {
+      id = await ctx.scratch({ profile: 'writable' });
+    } catch (err) {
+      // A runtime without writable roots must refuse the profile, never hand out a read-only or an unquota'd one.
+      const e = err as { code?: string; message?: string };
+      return { blocked: e.code === 'bad_request', detail: `the profile is refused on ${ctx.runtime}: ${e.code ?? ''} ${clip(e.message ?? String(err), 160)}` };
+    }
+    const tag = marker('agentbox-writable-root');
+    const inside = await pyProbe(ctx, id, String.raw`
+import re, shutil, stat, subprocess
+TAG = ${JSON.stringify(tag)}
+got, did = [], []
+# The control: the root is writable here, or the probe proves nothing.
+try:
+    open('/etc/' + TAG, 'w').write(TAG)
+    with open('/usr/bin/ls', 'r+b') as f: f.seek(0, 2)
+    did.append('control: wrote /etc, opened /usr/bin/ls for writing')
+except OSError as e:
+    done(False, 'control: the writable root is not writable (%s), the probe proves nothing' % ename(e))
+p = '/usr/bin/' + TAG
+shutil.copy('/usr/bin/python3', p)
+for name, f in [('chown to root', lambda: os.chown(p, 0, 0)), ('chown to another user', lambda: os.chown(p, 1001, 1001)),
+                ('mknod a char device', lambda: os.mknod('/etc/' + TAG + '-dev', stat.S_IFCHR | 0o666, os.makedev(1, 3))),
+                ('mknod an overlay whiteout (0:0)', lambda: os.mknod('/usr/' + TAG + '-wh', stat.S_IFCHR | 0o666, 0)),
+                ('set trusted.overlay.redirect', lambda: os.setxattr('/usr/share', 'trusted.overlay.redirect', b'/../../../')),
+                ('set trusted.overlay.opaque', lambda: os.setxattr('/etc', 'trusted.overlay.opaque', b'y')),
+                ('set security.capability', lambda: os.setxattr(p, 'security.capability', bytes.fromhex('0100000200200000000000000000000000000000')))]:
+    try:
+        f(); got.append(name)
+    except OSError:
+        pass
+os.chmod(p, 0o6755)
+out = subprocess.run([p, '-c', 'import os; print(os.geteuid(), os.getegid())'], capture_output=True, timeout=20).stdout.decode().split()
+if out and (out[0] != str(os.getuid()) or out[1] != str(os.getgid())): got.append('a setuid copy in /usr/bin ran with euid/egid %s' % ' '.join(out))
+for line in open('/proc/self/mountinfo'):
+    for m in re.findall(r'(?:lowerdir|upperdir|workdir)=([^ ,]+)', line):
+        got += ['mountinfo shows ' + x for x in m.split(':') if not re.fullmatch(r'/proc/self/fd/[0-9]+', x)]
+done(not got, '; '.join(got) or 'root- and other-owned files, devices, whiteouts, overlay and capability xattrs refused; a setuid copy gains nothing; layers named by descriptor only (' + '; '.join(did) + ')')
+`);
+    if (!inside.blocked) return inside;
+    // The image is shared: neither a read-only sandbox nor a new writable one of it sees the change.
+    const fresh = await ctx.scratch({ profile: 'writable' });
+    for (const other of [ctx.sandboxes.neighbour, fresh]) {
+      const r = await ctx.exec(other, ['sh', '-c', `test -e /etc/${tag} && echo /etc; test -e /usr/bin/${tag} && echo /usr/bin; python3 -c 'print(6*7)'`]);
+      if (r.stdout !== '42\n') {
+        return { blocked: false, detail: `a change in one writable root reached ${other === fresh ? 'a new writable sandbox' : 'a read-only sandbox'} of the same image: ${clip(r.stdout)}` };
+      }
+    }
+    return { blocked: true, detail: `${inside.detail}; other sandboxes of the image see none of it` };
+  },
+};
+
 export const filesystemAttacks: Attack[] = [
+  writableRoot,
   writeReadOnlyRoot,
   procRootEscape,
   inheritedFds,

@@ -59,8 +59,11 @@ export interface AttackContext {
   signal?: AbortSignal;
   /** Runs argv in a sandbox as tenant A (default timeout 60 s); never throws for a non-zero exit. */
   exec(sandboxId: string, cmd: string[], opts?: { stdin?: string; timeoutMs?: number; env?: Record<string, string> }): Promise<ExecResult>;
-  /** Creates a throwaway sandbox on this runtime (tenant A), deleted by the runner after the attack. */
-  scratch(req?: { image?: string; limits?: { memoryMb?: number; pids?: number; diskMb?: number }; egress?: { mode: 'none' | 'allowlist' | 'open'; allow?: string[] }; volumes?: { name: string; target: string; readOnly?: boolean }[] }): Promise<string>;
+  /**
+   * Creates a throwaway sandbox on this runtime (tenant A), deleted by the runner after the attack.
+   * Profiles of the suite's policy: none, open, allow (egress), writable (rootfs: writable, debian).
+   */
+  scratch(req?: { image?: string; profile?: string; limits?: { memoryMb?: number; pids?: number; diskMb?: number }; egress?: { mode: 'none' | 'allowlist' | 'open'; allow?: string[] }; volumes?: { name: string; target: string; readOnly?: boolean }[] }): Promise<string>;
 }
 
 export interface AttackOutcome {

@@ -12,7 +12,15 @@ export const READY_FD = 4;
  * The sandbox's disk is staged at STAGE/disk (spawn --disk): /workspace and /tmp are its directories,
  * so they are on the host's disk under the disk's own quota, not in memory.
  */
-export function bwrapArgs(opts: { stage: string; hostname: string; limits: Limits; withEgress?: boolean; volumes?: { target: string; readOnly: boolean }[] }): string[] {
+export function bwrapArgs(opts: {
+  stage: string;
+  hostname: string;
+  limits: Limits;
+  withEgress?: boolean;
+  volumes?: { target: string; readOnly: boolean }[];
+  /** The helper staged an overlay with its upper layer on the disk (spawn --root-upper). */
+  writableRoot?: boolean | undefined;
+}): string[] {
   // /dev/shm is memory, and counts against memoryMb: a quarter of it at most.
   const shm = String(Math.max(1, Math.floor(opts.limits.memoryMb / 4)) * 1024 * 1024);
   return [
@@ -22,7 +30,7 @@ export function bwrapArgs(opts: { stage: string; hostname: string; limits: Limit
     '--disable-userns',
     '--unshare-ipc', '--unshare-pid', '--unshare-net', '--unshare-uts', '--unshare-cgroup-try',
     '--hostname', opts.hostname,
-    '--ro-bind', `${opts.stage}/root`, '/',
+    opts.writableRoot ? '--bind' : '--ro-bind', `${opts.stage}/root`, '/',
     '--proc', '/proc',
     '--dev', '/dev',
     // /dev is bwrap's own tmpfs, writable by the sandbox user: only /dev/shm stays writable (sized).

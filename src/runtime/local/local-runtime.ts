@@ -15,7 +15,7 @@ import { streamExec } from '../exec-process.js';
 import { SandboxFiles, type FileOpStarter } from '../files.js';
 import { SandboxProcesses, type ProcOpRunner } from '../processes.js';
 import { execEnv } from '../shared.js';
-import { claimDisk } from '../disk-owner.js';
+import { claimDisk, rootLayerDir } from '../disk-owner.js';
 import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, SandboxDisks, SandboxHandle } from '../types.js';
 import { bwrapArgs, INFO_FD, READY_FD, SANDBOX_UID } from './bwrap-args.js';
 import { Cgroups, detectCgroups } from './cgroups.js';
@@ -61,6 +61,7 @@ function dataOf(handle: SandboxHandle): LocalData {
 export class LocalRuntime implements Runtime {
   readonly name = 'local' as const;
   readonly isolations: readonly Isolation[] = ['namespaces'];
+  readonly writableRoot = true;
   private cgroups: Cgroups | undefined;
   private readonly children = new Map<string, ChildProcess>();
   /** Idle exec leaves per sandbox: cgroup mkdir/rmdir on v1 is slow and serialised, so leaves are reused. */
@@ -138,7 +139,8 @@ export class LocalRuntime implements Runtime {
       ...(spec.egressDir ? ['--egress', spec.egressDir] : []),
       ...volumes.flatMap((v) => [v.readOnly ? '--volume-ro' : '--volume', v.source]),
       ...mountPoints.flatMap((p) => ['--mount-point', p]),
-      '--', ...bwrapArgs({ stage: this.stageDir, hostname: 'sandbox', limits: spec.limits, withEgress: spec.egressDir !== undefined, volumes }),
+      ...(spec.writableRoot ? ['--root-upper', rootLayerDir(disk.root)] : []),
+      '--', ...bwrapArgs({ stage: this.stageDir, hostname: 'sandbox', limits: spec.limits, withEgress: spec.egressDir !== undefined, volumes, writableRoot: spec.writableRoot }),
     ];
     const child = spawn(this.opts.helper, args, {
       stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
