@@ -21,6 +21,8 @@
  *                               into the volume's mount, unprivileged, so its symlinks resolve inside it.
  *   ps    [opts] -- -           the same entry, then lists the sandbox's processes (proc-list.h).
  *   signal [opts] -- NAME PID   the same entry, then sends signal NAME to the sandbox's process PID.
+ *   overlay-root [opts] -- LAYER...  a docker sandbox's writable root at --root: the image's layers
+ *                               (top first) idmapped to --uid/--gid, the upper layer under --root-upper.
  *   drain FD...                 inside a sandbox, as /.agentbox/init: reads and discards the FDs until
  *                               they have no writer left (a background job's output, exec-relay.h).
  *
@@ -392,44 +394,78 @@ static void ensure_dir(char *out, size_t size, const char *dir, const char *name
 }
 
 /*
- * A writable root (rootfs: writable): an overlay over the image whose upper layer is UPPER_DIR/upper,
- * on the sandbox's disk, so what the sandbox changes counts against its disk quota and goes with
- * its snapshots and forks. The image is the lower layer through an idmapped mount that shows its
- * root-owned files as the sandbox's host uid: the sandbox user owns the root it may change (files of
- * other owners in the image show as the overflow uid, read-only). The image itself never changes:
- * overlay copies a file up before the first write. nosuid and nodev as the read-only root.
+ * A writable root (rootfs: writable) at TARGET: an overlay over the image whose upper layer is
+ * UPPER_DIR/upper, on the sandbox's disk, so what the sandbox changes counts against its disk quota
+ * and goes with its snapshots and forks. The image's LAYERS (top first) are its lower layers through
+ * idmapped mounts that show their root-owned files as UID:GID (the sandbox's user on the host): the
+ * sandbox user owns the root it may change; files of other owners in the image show as the overflow
+ * uid, read-only. The image itself never changes: overlay copies a file up before its first write.
+ * EXTRA (may be NULL): a last lower directory, not idmapped (mount points the image lacks).
+ * Every layer is named by descriptor, so the sandbox's mountinfo shows no host path. nosuid, nodev.
  */
+static void mount_writable_root(const char *const *layers, int nlayers, const char *extra, const char *upper_dir, const char *target, uid_t uid, gid_t gid) {
+  char upper[4096], work[4096], opts[4096];
+  if (nlayers < 1 || nlayers > 64) die_msg("a writable root needs 1 to 64 image layers");
+  if (mkdir(upper_dir, 0700) != 0 && errno != EEXIST) die(upper_dir);
+  ensure_dir(upper, sizeof upper, upper_dir, "upper", 0755, uid, gid);
+  ensure_dir(work, sizeof work, upper_dir, "work", 0700, 0, 0);
+  int userns = idmap_userns(0, uid, gid);
+  int fds[66];
+  int nfds = 0;
+  for (int i = 0; i < nlayers; i++) {
+    /* A detached idmapped copy of the layer's mount: it exists only while its descriptor is open, and the overlay keeps it. */
+    int tree = open_tree(AT_FDCWD, layers[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (tree < 0) die(layers[i]);
+    struct mount_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    attr.userns_fd = (uint64_t)userns;
+    if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) die("idmap the image for a writable root (needs Linux 5.19+)");
+    fds[nfds++] = tree;
+  }
+  close(userns);
+  if (extra) {
+    fds[nfds] = open(extra, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fds[nfds++] < 0) die(extra);
+  }
+  int upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int work_fd = open(work, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (upper_fd < 0 || work_fd < 0) die("open a writable root's layer");
+  size_t len = (size_t)snprintf(opts, sizeof opts, "lowerdir=");
+  for (int i = 0; i < nfds; i++) len += (size_t)snprintf(opts + len, sizeof opts - len, "%s/proc/self/fd/%d", i ? ":" : "", fds[i]);
+  snprintf(opts + len, sizeof opts - len, ",upperdir=/proc/self/fd/%d,workdir=/proc/self/fd/%d,xino=off,uuid=off,index=off,redirect_dir=off,metacopy=off", upper_fd, work_fd);
+  if (mount("agentbox-root", target, "overlay", MS_NOSUID | MS_NODEV, opts) != 0) die("overlay a writable root (needs overlayfs with idmapped lower layers, Linux 5.19+)");
+  for (int i = 0; i < nfds; i++) close(fds[i]);
+  close(upper_fd);
+  close(work_fd);
+}
+
+/* The image root for spawn --root-upper: the image is one layer; the mount points the image lacks come last. */
 static void stage_writable_rootfs(const char *rootfs, const char *stage, const char *root, const struct opts *o) {
-  char lower[4096], empty[4096], upper[4096], work[4096], opts[256];
-  if (mkdir(o->root_upper, 0700) != 0 && errno != EEXIST) die(o->root_upper);
-  ensure_dir(upper, sizeof upper, o->root_upper, "upper", 0755, o->uid, o->gid);
-  ensure_dir(work, sizeof work, o->root_upper, "work", 0700, 0, 0);
-  snprintf(lower, sizeof lower, "%s/lower", stage);
+  char empty[4096];
   snprintf(empty, sizeof empty, "%s/empty", stage);
-  if (mkdir(lower, 0755) != 0) die(lower);
   if (mkdir(empty, 0755) != 0) die(empty);
   for (int i = 0; i < o->nmount_points; i++) make_mount_point(empty, o->mount_points[i]);
-  int userns = idmap_userns(0, o->uid, o->gid);
-  int tree = open_tree(AT_FDCWD, rootfs, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-  if (tree < 0) die(rootfs);
-  struct mount_attr attr;
-  memset(&attr, 0, sizeof attr);
-  attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-  attr.userns_fd = (uint64_t)userns;
-  if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) die("idmap the image for a writable root (needs Linux 5.19+)");
-  if (move_mount(tree, "", AT_FDCWD, lower, MOVE_MOUNT_F_EMPTY_PATH) != 0) die(lower);
-  close(tree);
-  close(userns);
-  int fds[4];
-  const char *dirs[4] = { lower, empty, upper, work };
-  for (int i = 0; i < 4; i++) {
-    fds[i] = open(dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fds[i] < 0) die(dirs[i]);
-  }
-  snprintf(opts, sizeof opts, "lowerdir=/proc/self/fd/%d:/proc/self/fd/%d,upperdir=/proc/self/fd/%d,workdir=/proc/self/fd/%d,xino=off,uuid=off,index=off,redirect_dir=off,metacopy=off",
-           fds[0], fds[1], fds[2], fds[3]);
-  if (mount("agentbox-root", root, "overlay", MS_NOSUID | MS_NODEV, opts) != 0) die("overlay a writable root (needs overlayfs with idmapped lower layers, Linux 5.19+)");
-  for (int i = 0; i < 4; i++) close(fds[i]);
+  const char *layers[1] = { rootfs };
+  mount_writable_root(layers, 1, empty, o->root_upper, root, o->uid, o->gid);
+}
+
+/*
+ * overlay-root: a writable root for a docker sandbox, mounted at --target in the host's mount
+ * namespace (docker binds its directories into the container): the image's layer directories
+ * (after --, top first) idmapped to --uid/--gid, the upper layer under --root-upper.
+ */
+static int mode_overlay_root(int argc, char **argv) {
+  struct opts o;
+  parse_opts(argc, argv, &o);
+  if (!o.have_ids || !o.root_upper || !o.root || !o.rest[0]) die_msg("overlay-root needs --uid, --gid, --root-upper, --root TARGET and the layers after --");
+  close_extra_fds(NULL, 0);
+  int n = 0;
+  while (o.rest[n]) n++;
+  if (mkdir(o.root_upper, 0700) != 0 && errno != EEXIST) die(o.root_upper);
+  if (mkdir(o.root, 0755) != 0 && errno != EEXIST) die(o.root);
+  mount_writable_root((const char *const *)o.rest, n, NULL, o.root_upper, o.root, o.uid, o.gid);
+  return 0;
 }
 
 /* ---------- spawn: staging, then the keeper ---------- */
@@ -767,7 +803,7 @@ static int mode_signal(int argc, char **argv) {
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: agentbox-helper init|spawn|exec|file|volfile|ps|signal|drain ...\n");
+    fprintf(stderr, "usage: agentbox-helper init|spawn|exec|file|volfile|ps|signal|drain|overlay-root ...\n");
     return EXIT_HELPER;
   }
   const char *mode = argv[1];
@@ -779,6 +815,7 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "ps") == 0) return mode_ps(argc - 2, argv + 2);
   if (strcmp(mode, "signal") == 0) return mode_signal(argc - 2, argv + 2);
   if (strcmp(mode, "drain") == 0) return drain_main(argc - 2, argv + 2);
+  if (strcmp(mode, "overlay-root") == 0) return mode_overlay_root(argc - 2, argv + 2);
   fprintf(stderr, "agentbox-helper: unknown mode %s\n", mode);
   return EXIT_HELPER;
 }

@@ -118,7 +118,7 @@ const ProfileSchema = z
     rootfs: z
       .enum(['readonly', 'writable'])
       .optional()
-      .describe("The image root: readonly (default), or writable: the sandbox user owns it and may change it (install software into /usr/local, edit /etc); changes live on the sandbox's disk under its diskMb quota, and go with its snapshots and forks; the image never changes (runtimes that can: local)"),
+      .describe("The image root: readonly (default), or writable: the sandbox user owns it and may change it (install software into /usr/local, edit /etc); changes live on the sandbox's disk under its diskMb quota, and go with its snapshots and forks; the image never changes"),
   })
   .strict()
   .describe('A named set of overrides a request selects with `profile`');

@@ -123,7 +123,7 @@ function requireWritableRoot(rt: Runtime, spec: SandboxSpec): void {
   if (rt.writableRoot) return;
   const who = spec.profile === null ? 'this request' : `profile ${spec.profile}`;
   throw new BadRequestError(`${who} asks for a writable root (rootfs: writable), but the ${rt.name} runtime has only read-only ones`, {
-    hint: 'use --runtime local, or a profile without rootfs: writable (/workspace and /tmp are writable everywhere)',
+    hint: 'use a runtime that has them (local, or docker with agentbox-helper as root), or a profile without rootfs: writable',
   });
 }
 

@@ -661,6 +661,9 @@ const writableRoot: Attack = {
       return { blocked: e.code === 'bad_request', detail: `the profile is refused on ${ctx.runtime}: ${e.code ?? ''} ${clip(e.message ?? String(err), 160)}` };
     }
     const tag = marker('agentbox-writable-root');
+    // The binds of a docker sandbox's writable root must be its own overlay's, not Docker's.
+    const layerNames = ctx.runtime === 'docker' ? await ctx.exec(id, ['sh', '-c', "grep -c ' /usr .*agentbox-root.*lowerdir=/proc/self/fd/' /proc/self/mountinfo"]) : undefined;
+    if (layerNames && layerNames.stdout.trim() !== '1') return { blocked: false, detail: `/usr is not the writable root's overlay, named by descriptor: ${clip(layerNames.stdout + layerNames.stderr)}` };
     const inside = await pyProbe(ctx, id, String.raw`
 import re, shutil, stat, subprocess
 TAG = ${JSON.stringify(tag)}
@@ -687,9 +690,12 @@ for name, f in [('chown to root', lambda: os.chown(p, 0, 0)), ('chown to another
 os.chmod(p, 0o6755)
 out = subprocess.run([p, '-c', 'import os; print(os.geteuid(), os.getegid())'], capture_output=True, timeout=20).stdout.decode().split()
 if out and (out[0] != str(os.getuid()) or out[1] != str(os.getgid())): got.append('a setuid copy in /usr/bin ran with euid/egid %s' % ' '.join(out))
+# The writable root's own overlay names its layers by descriptor. (Docker's overlay under a runc
+# container's / shows Docker's storage, which agentbox cannot hide: filesystem.mountinfo-host-paths reports it.)
+DOCKER_OWN = r'/var/lib/docker/overlay2/.*' if ${JSON.stringify(ctx.runtime)} == 'docker' else r'(?!)'
 for line in open('/proc/self/mountinfo'):
-    for m in re.findall(r'(?:lowerdir|upperdir|workdir)=([^ ,]+)', line):
-        got += ['mountinfo shows ' + x for x in m.split(':') if not re.fullmatch(r'/proc/self/fd/[0-9]+', x)]
+    for m in re.findall(r'(?:lowerdir|upperdir|workdir)=([^ ,]+)', line.strip()):
+        got += ['mountinfo shows ' + x for x in m.split(':') if not re.fullmatch(r'/proc/self/fd/[0-9]+', x) and not re.fullmatch(DOCKER_OWN, x)]
 done(not got, '; '.join(got) or 'root- and other-owned files, devices, whiteouts, overlay and capability xattrs refused; a setuid copy gains nothing; layers named by descriptor only (' + '; '.join(did) + ')')
 `);
     if (!inside.blocked) return inside;

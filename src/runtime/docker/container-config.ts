@@ -63,6 +63,8 @@ export interface ContainerConfigOpts {
   diskRoot: string;
   /** Named volumes (runtime/types.ts RuntimeVolume): their files are uid 1000's on the host, the sandbox user's here. */
   volumes?: { source: string; target: string; readOnly: boolean }[];
+  /** A writable root's top directories (writable-root.ts), `host:container:rw` each. */
+  rootBinds?: string[];
 }
 
 export function containerName(id: string): string {
@@ -109,6 +111,7 @@ export function containerConfig(o: ContainerConfigOpts): Docker.ContainerCreateO
         ...(o.agentDir ? [`${o.agentDir}:${AGENT_MOUNT}:ro`] : []),
         // On the host's disk under the disk's quota (ENOSPC past diskMb), not in memory; the disk is
         // mounted nosuid,nodev, and exec stays allowed: agents run what they write.
+        ...(o.rootBinds ?? []),
         `${o.diskRoot}/workspace:/workspace:rw`,
         `${o.diskRoot}/tmp:/tmp:rw`,
         // After /workspace and /tmp (a target may be inside them); docker makes missing mount points.

@@ -34,6 +34,7 @@ import { ExecRouter, type ExecRequest } from './exec-router.js';
 import { ImageImporter, type ImageSource } from './images.js';
 import { directEntryUsable } from './direct-entry.js';
 import { RUN_DIR, stagedBinary } from '../staged-binary.js';
+import { imageLayers, mountWritableRoot } from './writable-root.js';
 import { findOomDir, memoryCgroupDirs, oomKills, WATCHDOG_LOG, watchdogKilled } from './oom.js';
 
 export interface DockerRuntimeOpts {
@@ -112,6 +113,16 @@ export class DockerRuntime implements Runtime {
     });
   }
 
+  /** Capability: writable roots are mounted by agentbox-helper (writable-root.ts). */
+  get writableRoot(): boolean {
+    return this.opts.helper !== undefined && process.getuid?.() === 0;
+  }
+
+  private requireHelper(): string {
+    if (!this.opts.helper || !this.writableRoot) throw new BadRequestError('this docker runtime cannot make writable roots (it needs agentbox-helper and root)', { hint: 'use a profile without rootfs: writable' });
+    return this.opts.helper;
+  }
+
   async probe(): Promise<ProbeResult> {
     const timeoutMs = this.opts.probeTimeoutMs ?? 3000;
     const client = newClient(this.opts.docker, { timeout: timeoutMs });
@@ -182,8 +193,10 @@ export class DockerRuntime implements Runtime {
     if (spec.isolation === 'gvisor') await this.requireRunsc(spec.egressDir !== undefined);
     const disk = await this.opts.disks.create(spec.id, spec.limits.diskMb, spec.diskFrom);
     let agentDir: string | undefined;
+    let rootBinds: string[] | undefined;
     try {
       await claimDisk(disk.root, SANDBOX_UID);
+      if (spec.writableRoot) rootBinds = await mountWritableRoot(this.requireHelper(), await imageLayers(this.docker, imageRef), disk.root, SANDBOX_UID);
       agentDir = await this.router.prepareAgent(spec.id, spec.isolation === 'gvisor');
     } catch (err) {
       await this.opts.disks.destroy(spec.id).catch(() => undefined);
@@ -195,6 +208,7 @@ export class DockerRuntime implements Runtime {
       ...(spec.egressDir ? { egressDir: spec.egressDir } : {}),
       ...(agentDir ? { agentDir } : {}),
       ...(spec.volumes?.length ? { volumes: spec.volumes } : {}),
+      ...(rootBinds ? { rootBinds } : {}),
       initPath: this.stagedInitPath(), homeTag: this.opts.homeTag, version: this.opts.version,
     });
     let container: Docker.Container;
