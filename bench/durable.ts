@@ -71,6 +71,7 @@ async function main(): Promise<void> {
   // --- create
   await disks.destroy((await disks.create(id(), 1024)).id); // the template of this size, made once
   const fullCreate: number[] = [];
+  const writableCreate: number[] = [];
   const diskOnly: number[] = [];
   const tmpfs: number[] = [];
   const mnt = mkdtempSync(join(tmpdir(), 'bench-tmpfs-'));
@@ -78,6 +79,9 @@ async function main(): Promise<void> {
     const sid = id();
     let h;
     fullCreate.push(await timeIt(async () => (h = await rt.create({ id: sid, image: 'busybox', isolation: 'namespaces', limits, labels: {} }))));
+    await rt.destroy(h!);
+    const wid = id();
+    writableCreate.push(await timeIt(async () => (h = await rt.create({ id: wid, image: 'busybox', isolation: 'namespaces', limits, labels: {}, writableRoot: true }))));
     await rt.destroy(h!);
     const did = id();
     diskOnly.push(await timeIt(() => disks.create(did, 1024)));
@@ -87,6 +91,7 @@ async function main(): Promise<void> {
   rmSync(mnt, { recursive: true, force: true });
   console.log(`### Create (ms, ${N} each)\n\n| | p50 | p95 | vs baseline |\n|---|---|---|---|`);
   console.log(row('local sandbox, disk-backed /workspace + /tmp (create until an exec can enter)', fullCreate));
+  console.log(row('the same with rootfs: writable (idmapped image + overlay, upper on the disk), vs the read-only root', writableCreate, fullCreate));
   console.log(row('its disk alone (reflink clone of the template + loop mount)', diskOnly, tmpfs));
   console.log(row('baseline: mount + umount of a 1 GB tmpfs (what /workspace was)', tmpfs));
 
