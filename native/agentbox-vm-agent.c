@@ -6,7 +6,9 @@
  *
  *   as PID 1   mounts /proc, /sys, /dev, /tmp, /run; loads the kernel modules listed in
  *              /etc/agentbox/modules (in that order: the cloud kernel builds virtio as modules);
- *              brings up lo; makes /workspace the sandbox user's; then stays PID 1 (pid1.h: reaps every
+ *              mounts the image's root disk and the sandbox's own disk when the VM has them
+ *              (mount_sandbox_root; commands then run chrooted there), else makes the initramfs's
+ *              /workspace the sandbox user's; brings up lo; then stays PID 1 (pid1.h: reaps every
  *              orphan, background jobs included) and keeps the agent running (restarted if it dies).
  *   the agent  root in the guest (the VM is the boundary): opens the virtio-serial port named
  *              org.agentbox.0 and serves framed, multiplexed streams on it for as long as the guest runs.
@@ -247,6 +249,9 @@ static struct stream *stream_of(uint32_t id) {
   return NULL;
 }
 
+/* Where commands run: "/newroot" once the image's disk is mounted there (mount_sandbox_root), else the initramfs. */
+static const char *sandbox_root;
+
 /* In the child: the sandbox user with nothing of root's (guest root may set groups: no EPERM allowed). */
 static void become_sandbox_user(void) {
   struct drop_to t = { 1, SANDBOX_UID, SANDBOX_GID, 0 };
@@ -263,6 +268,10 @@ static void set_oom_score_adj(const char *value) {
 
 __attribute__((noreturn)) static void child_main(const char *kind, const char *cwd, char **argv, int argc, char **env) {
   set_oom_score_adj("0"); /* PID 1 and the agent are spared by the OOM killer; commands are not */
+  if (sandbox_root && (chroot(sandbox_root) != 0 || chdir("/") != 0)) {
+    fprintf(stderr, "agentbox: cannot enter the sandbox's root: %s\n", strerror(errno));
+    _exit(EXIT_AGENTBOX_FAILED);
+  }
   become_sandbox_user();
   if (chdir(cwd) != 0) {
     fprintf(stderr, "agentbox: cannot enter %s: %s\n", cwd, strerror(errno));
@@ -739,6 +748,72 @@ static void mount_or_log(const char *src, const char *target, const char *type, 
   if (mount(src, target, type, flags, data) != 0) log_line("mount %s: %s", target);
 }
 
+/* The /dev path of the virtio disk whose serial (QEMU's -device virtio-blk-device,serial=) is SERIAL, into OUT; 0 if none. */
+static int disk_by_serial(const char *serial, char *out, size_t size) {
+  DIR *d = opendir("/sys/block");
+  if (!d) return 0;
+  struct dirent *e;
+  int found = 0;
+  while (!found && (e = readdir(d)) != NULL) {
+    if (strncmp(e->d_name, "vd", 2) != 0) continue;
+    char path[300], buf[64];
+    if (strlen(e->d_name) > 32) continue;
+    snprintf(path, sizeof path, "/sys/block/%s/serial", e->d_name);
+    ssize_t n = proc_read(path, buf, sizeof buf);
+    if (n <= 0) continue;
+    buf[strcspn(buf, "\n")] = '\0';
+    if (strcmp(buf, serial) == 0) {
+      snprintf(out, size, "/dev/%s", e->d_name);
+      found = 1;
+    }
+  }
+  closedir(d);
+  return found;
+}
+
+/* DIR as the sandbox's writable directory TARGET: /workspace the sandbox user's, /tmp sticky and open to all. */
+static void bind_writable(const char *dir, const char *target, int is_tmp) {
+  mkdir(dir, is_tmp ? 01777 : 0755);
+  if (is_tmp ? chmod(dir, 01777) != 0 : chown(dir, SANDBOX_UID, SANDBOX_GID) != 0) log_line("own %s: %s", dir);
+  if (mount(dir, target, NULL, MS_BIND, NULL) != 0) log_line("bind %s: %s", target);
+}
+
+/*
+ * The sandbox's filesystem, when the VM has disks (found by their virtio serial, not their order):
+ * agentbox-root is the image's root, an ext4 shared read-only by every VM of the image; agentbox-disk,
+ * the sandbox's own disk (ext4 of diskMb, its quota), whose workspace/ and tmp/ become /workspace and /tmp. Without a second disk they
+ * are tmpfs. Commands then run chrooted there. Without disks they run in the initramfs (busybox).
+ */
+static void mount_sandbox_root(void) {
+  char root_dev[300], disk_dev[300];
+  if (!disk_by_serial("agentbox-root", root_dev, sizeof root_dev)) {
+    mkdir("/workspace", 0755);
+    if (chown("/workspace", SANDBOX_UID, SANDBOX_GID) != 0) log_line("chown %s: %s", "/workspace");
+    return;
+  }
+  mkdir("/newroot", 0755);
+  if (mount(root_dev, "/newroot", "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV, "noload") != 0) {
+    log_line("mount the image's root %s: %s", root_dev);
+    return;
+  }
+  if (disk_by_serial("agentbox-disk", disk_dev, sizeof disk_dev)) {
+    mkdir("/disk", 0755);
+    if (mount(disk_dev, "/disk", "ext4", MS_NOSUID | MS_NODEV, NULL) != 0) log_line("mount the sandbox's disk %s: %s", disk_dev);
+    bind_writable("/disk/workspace", "/newroot/workspace", 0);
+    bind_writable("/disk/tmp", "/newroot/tmp", 1);
+  } else {
+    mount_or_log("tmpfs", "/newroot/workspace", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,uid=1000,gid=1000");
+    mount_or_log("tmpfs", "/newroot/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+  }
+  mount_or_log("proc", "/newroot/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  mount_or_log("sysfs", "/newroot/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  mount_or_log("devtmpfs", "/newroot/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+  mount_or_log("devpts", "/newroot/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,mode=0620,ptmxmode=0666");
+  mount_or_log("tmpfs", "/newroot/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+  mount_or_log("tmpfs", "/newroot/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+  sandbox_root = "/newroot";
+}
+
 static void load_modules(void) {
   FILE *f = fopen("/etc/agentbox/modules", "re");
   if (!f) return;
@@ -787,10 +862,9 @@ static int init_main(void) {
   mount_or_log("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
   mount_or_log("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
   mount_or_log("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
-  mkdir("/workspace", 0755);
-  if (chown("/workspace", SANDBOX_UID, SANDBOX_GID) != 0) log_line("chown %s: %s", "/workspace");
   if (sethostname("agentbox", 8) != 0) log_line("hostname%s: %s", "");
   load_modules();
+  mount_sandbox_root();
   loopback_up();
   struct pid1_child agent = { start_agent, NULL, 0, 0, 0, -1 };
   run_as_pid1(-1, &agent, 1, NULL);

@@ -24,6 +24,8 @@ import { CHUNK_BYTES, type Frame, FrameDecoder, helloFrame, WINDOW_BYTES } from 
 import { ensureGuest, type GuestArtifacts, pruneGuests } from '../../src/runtime/microvm/guest/build.js';
 import { vmExec, vmFileOps, vmProcOps } from '../../src/runtime/microvm/guest-ops.js';
 import { MicroVm, QEMU_BINARY } from '../../src/runtime/microvm/vm.js';
+import { ensureRootDisk } from '../../src/runtime/microvm/guest/root-disk.js';
+import { testImages } from '../helpers/images.js';
 import type { SandboxHandle } from '../../src/runtime/types.js';
 import { collect, execOpts } from '../helpers/collect.js';
 
@@ -356,5 +358,38 @@ describe('microvm guest', { skip }, () => {
     assert.deepEqual(exit, { code: 0, signal: null });
     console.log(`# power off: ${Math.round(performance.now() - t0)} ms`);
     assert.equal(existsSync(other.runDir), false);
+  });
+
+  test('an image as the root (read-only, shared) and the sandbox\'s own disk as /workspace and /tmp: the image\'s files, a quota, nothing of the host, and the files are on the disk after power-off', async () => {
+    const images = await testImages();
+    const busybox = images.resolve('busybox');
+    const roots = join(work, 'roots');
+    const [a, b] = await Promise.all([ensureRootDisk(roots, { ...busybox.info, rootfs: busybox.rootfs }), ensureRootDisk(roots, { ...busybox.info, rootfs: busybox.rootfs })]);
+    assert.equal(a, b, 'two builds at once disagree');
+    assert.deepEqual(readdirSync(roots), [a.split('/').pop()], 'a partial build is left');
+    const disk = join(work, 'disk.img');
+    spawnSync('truncate', ['-s', '64M', disk]);
+    assert.equal(spawnSync('mkfs.ext4', ['-q', '-F', disk]).status, 0);
+    const other = await MicroVm.start({ guest, memoryMb: 128, cpus: 1, runRoot: work, gate, name: `agentbox-test-${process.pid}`, dieWithParent: true, rootDisk: a, dataDisk: disk });
+    try {
+      const run = async (cmd: string) => collect(vmExec(other.channel, ['sh', '-c', cmd], execOpts({ timeoutMs: 60_000 })));
+      const r = await run('uname -r; id -u; pwd; cat /etc/passwd | grep -c sandbox; touch /etc/x 2>/dev/null || echo read-only; echo kept > /workspace/f; echo t > /tmp/t; stat -c %u /workspace/f');
+      const [kernel, uid, cwd, users, ro, owner] = r.stdout.trim().split('\n');
+      assert.notEqual(kernel, release(), 'the guest runs the host\'s kernel');
+      assert.equal(kernel, guest.kernelVersion);
+      assert.deepEqual([uid, cwd, users, ro, owner], ['1000', '/workspace', '1', 'read-only', '1000'], r.stdout + r.stderr);
+      // The host's root is nowhere: what the guest sees is the image's tree.
+      const mine = await run(`test -e ${JSON.stringify(work)} && echo host-visible; ls / | tr '\\n' ' '`);
+      assert.doesNotMatch(mine.stdout, /host-visible/);
+      const full = await run('dd if=/dev/zero of=/workspace/big bs=1M count=100 2>&1; rm -f /workspace/big');
+      assert.match(full.stdout, /No space left on device/);
+      assert.equal((await run('sync; echo synced')).stdout, 'synced\n');
+      await other.shutdown();
+    } finally {
+      await other.kill();
+    }
+    // The disk holds what the guest wrote (read with debugfs, no mount).
+    const dumped = spawnSync('debugfs', ['-R', 'cat /workspace/f', disk], { encoding: 'utf8' });
+    assert.equal(dumped.stdout, 'kept\n', dumped.stderr);
   });
 });

@@ -109,7 +109,7 @@ test('modules load after what they depend on, each once', () => {
   }
 });
 
-test('QEMU command line: microvm, no network, the agent port, memory and vCPUs; the TSC rate only under TCG', () => {
+test('QEMU command line: microvm, no network, the agent port, memory and vCPUs, the disks; the TSC rate only under TCG', () => {
   const base = { vmlinux: '/k', initramfs: '/i', agentSocket: '/r/agent.sock', consoleLog: '/r/console.log', memoryMb: 256, cpus: 2, tscKhz: 2096025 };
   const tcg = qemuArgs({ ...base, accel: 'tcg' });
   const at = (args: string[], flag: string): string | undefined => args[args.indexOf(flag) + 1];
@@ -126,6 +126,13 @@ test('QEMU command line: microvm, no network, the agent port, memory and vCPUs; 
   assert.doesNotMatch(at(kvm, '-append') ?? '', /tsc_early_khz/);
   assert.throws(() => qemuArgs({ ...base, accel: 'tcg', memoryMb: 10 }), RangeError);
   assert.throws(() => qemuArgs({ ...base, accel: 'tcg', agentSocket: '/a,b' }), RangeError);
+  // Disks: the root read-only, the sandbox's read-write, each found in the guest by its serial; a comma cannot smuggle options in.
+  const disks = qemuArgs({ ...base, accel: 'tcg', rootDisk: '/roots/x.ext4', dataDisk: '/mnt/d.img' });
+  assert.ok(disks.includes('id=root,file=/roots/x.ext4,format=raw,if=none,readonly=on') && disks.includes('virtio-blk-device,drive=root,serial=agentbox-root'));
+  assert.ok(disks.some((a) => a.startsWith('id=disk,file=/mnt/d.img,format=raw,if=none,') && !a.includes('readonly')) && disks.includes('virtio-blk-device,drive=disk,serial=agentbox-disk'));
+  assert.ok(!tcg.some((a) => a.includes('virtio-blk')), 'disks nobody asked for');
+  assert.throws(() => qemuArgs({ ...base, accel: 'tcg', rootDisk: '/r.ext4,readonly=off' }), RangeError);
+  assert.throws(() => qemuArgs({ ...base, accel: 'tcg', dataDisk: '/d.img,file=/etc/shadow' }), RangeError);
   assert.doesNotMatch(kernelCmdline({}), /tsc_early_khz/);
   const dir = mkdtempSync(join(tmpdir(), 'ab-cpuinfo-'));
   try {

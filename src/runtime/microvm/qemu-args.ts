@@ -21,6 +21,10 @@ export interface QemuArgsOpts {
   tscKhz?: number;
   /** Shown in `ps` (`-name`): how a later scan of the host finds the VMs of a sandbox. */
   name?: string;
+  /** The image's root (guest/root-disk.ts), attached read-only; the guest finds it by its serial, agentbox-root. */
+  rootDisk?: string;
+  /** The sandbox's own disk (ext4 of diskMb), read-write; serial agentbox-disk. Never mounted on the host meanwhile. */
+  dataDisk?: string;
 }
 
 /**
@@ -53,7 +57,7 @@ export function kernelCmdline(o: { tscKhz?: number }): string {
 export function qemuArgs(o: QemuArgsOpts): string[] {
   if (!Number.isInteger(o.memoryMb) || o.memoryMb < 64) throw new RangeError(`memoryMb must be an integer >= 64, not ${o.memoryMb}`);
   if (!Number.isInteger(o.cpus) || o.cpus < 1) throw new RangeError(`cpus must be an integer >= 1, not ${o.cpus}`);
-  for (const p of [o.agentSocket, o.consoleLog]) if (p.includes(',')) throw new RangeError(`QEMU option paths cannot hold a comma: ${p}`);
+  for (const p of [o.agentSocket, o.consoleLog, o.rootDisk ?? '', o.dataDisk ?? '']) if (p.includes(',')) throw new RangeError(`QEMU option paths cannot hold a comma: ${p}`);
   return [
     ...(o.name ? ['-name', o.name] : []),
     '-M', 'microvm,x-option-roms=off,rtc=on',
@@ -76,6 +80,9 @@ export function qemuArgs(o: QemuArgsOpts): string[] {
     '-device', 'virtio-serial-device',
     '-chardev', `socket,id=agent,path=${o.agentSocket},server=on,wait=off`,
     '-device', 'virtserialport,chardev=agent,name=org.agentbox.0',
+    ...(o.rootDisk ? ['-drive', `id=root,file=${o.rootDisk},format=raw,if=none,readonly=on`, '-device', 'virtio-blk-device,drive=root,serial=agentbox-root'] : []),
+    // cache=none: the guest's writes reach the host's file when the guest flushes them, not later (snapshots copy that file).
+    ...(o.dataDisk ? ['-drive', `id=disk,file=${o.dataDisk},format=raw,if=none,cache=none,discard=unmap`, '-device', 'virtio-blk-device,drive=disk,serial=agentbox-disk'] : []),
   ];
 }
 

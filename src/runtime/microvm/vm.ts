@@ -27,6 +27,9 @@ export interface MicroVmOpts {
   runRoot?: string;
   /** `-name` of the QEMU process. */
   name?: string;
+  /** The image's root disk and the sandbox's own disk (qemu-args.ts). */
+  rootDisk?: string;
+  dataDisk?: string;
   /** Boots wait their turn here (the runtime shares one gate among its VMs). */
   gate?: BootGate;
   /** From QEMU's start to the agent's answer. @default 60000 */
@@ -95,6 +98,8 @@ export class MicroVm {
       accel,
       tscKhz: tscKhz(),
       name: opts.name,
+      ...(opts.rootDisk ? { rootDisk: opts.rootDisk } : {}),
+      ...(opts.dataDisk ? { dataDisk: opts.dataDisk } : {}),
     });
     const binary = opts.qemuBinary ?? process.env.AGENTBOX_QEMU ?? QEMU_BINARY;
     const started = performance.now();
