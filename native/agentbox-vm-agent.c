@@ -18,7 +18,8 @@
  * host -> guest  'H' hello: MAGIC + 8-byte nonce (stream 0); the agent ends every stream and answers 'H'
  *                'R' open a stream: NUL-terminated kind, cwd, timeout_ms, argc, argv..., env (K=V)...
  *                    kind exec: run argv; file: file_op(argv[0], argv[1]) (file-ops.h); ps; signal NAME PID
- *                    (proc-list.h); stats: one line "MEM_BYTES PIDS CPU_MS" on stdout
+ *                    (proc-list.h); stats: one line "MEM_BYTES PIDS CPU_MS" on stdout; freeze (the
+ *                    sandbox's disk, for at most timeout_ms) and thaw: answered at once, by the agent as root
  *                'I' stdin bytes (within the stdin window)   'E' end of stdin
  *                'K' kill the stream's tree (exit 143)   'S' signal (4 bytes) to the leader's process group
  *                'W' output window: the host took that many more bytes (4 bytes)
@@ -26,7 +27,8 @@
  * guest -> host  'H' hello answer (nonce 0: unasked, the agent has just started)   'P' leader pid (4 bytes)   'O' stdout   'e' stderr
  *                'W' stdin window: the command took that many more bytes
  *                'X' exit status (4 bytes) + why (1 byte): 0 it exited, 1 timeout (124), 2 the host's 'K' (143),
- *                    3 killed by SIGKILL while the guest's OOM killer struck (guest-wide oom_kill count grew)
+ *                    3 killed by SIGKILL (or a shell's exit 137 for its child) while the OOM killer struck
+ *                    (the sandbox cgroup's oom_kill count grew; the guest's without one)
  * Each stream starts with WINDOW bytes of credit both ways, so one slow reader or a command that does
  * not read its stdin stalls its own stream only, never the port.
  *
@@ -49,6 +51,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/fs.h>
 #include <net/if.h>
 #include <poll.h>
 #include <signal.h>
@@ -60,6 +63,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/reboot.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -251,6 +255,18 @@ static struct stream *stream_of(uint32_t id) {
 
 /* Where commands run: "/newroot" once the image's disk is mounted there (mount_sandbox_root), else the initramfs. */
 static const char *sandbox_root;
+/* The sandbox's limits (agentbox.memory_mb=N agentbox.pids=N on the kernel's command line); 0: none. */
+static long memory_mb, pids_limit;
+/* Every command's cgroup: the guest's kernel, agent and PID 1 live outside it, in the VM's headroom. */
+#define SANDBOX_CGROUP "/sys/fs/cgroup/sandbox"
+
+static int write_text(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = write(fd, text, strlen(text));
+  close(fd);
+  return n == (ssize_t)strlen(text) ? 0 : -1;
+}
 
 /* In the child: the sandbox user with nothing of root's (guest root may set groups: no EPERM allowed). */
 static void become_sandbox_user(void) {
@@ -268,6 +284,11 @@ static void set_oom_score_adj(const char *value) {
 
 __attribute__((noreturn)) static void child_main(const char *kind, const char *cwd, char **argv, int argc, char **env) {
   set_oom_score_adj("0"); /* PID 1 and the agent are spared by the OOM killer; commands are not */
+  /* Into the sandbox's cgroup (memoryMb, pids) before anything of the command runs. */
+  if ((memory_mb > 0 || pids_limit > 0) && write_text(SANDBOX_CGROUP "/cgroup.procs", "0") != 0) {
+    fprintf(stderr, "agentbox: cannot enter the sandbox's cgroup: %s\n", strerror(errno));
+    _exit(EXIT_AGENTBOX_FAILED);
+  }
   if (sandbox_root && (chroot(sandbox_root) != 0 || chdir("/") != 0)) {
     fprintf(stderr, "agentbox: cannot enter the sandbox's root: %s\n", strerror(errno));
     _exit(EXIT_AGENTBOX_FAILED);
@@ -313,11 +334,18 @@ static void stats_line(char *out, size_t size) {
     /* user nice system [idle iowait] irq softirq steal */
     cpu = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) * 1000 / (hz > 0 ? hz : 100);
   }
-  DIR *d = opendir("/proc");
-  struct dirent *e;
-  while (d && (e = readdir(d)) != NULL) if (isdigit((unsigned char)e->d_name[0])) pids++;
-  if (d) closedir(d);
-  snprintf(out, size, "%lld %lld %lld\n", (total - avail) * 1024, pids, cpu);
+  long long memory = (total - avail) * 1024;
+  /* With the sandbox's cgroup: what its processes use (what memoryMb and pids limit), not the guest kernel's share. */
+  if (proc_read(SANDBOX_CGROUP "/memory.current", buf, sizeof buf) > 0) memory = atoll(buf);
+  if (proc_read(SANDBOX_CGROUP "/pids.current", buf, sizeof buf) > 0) {
+    pids = atoll(buf) + 1; /* and PID 1, as the other runtimes count it */
+  } else {
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) if (isdigit((unsigned char)e->d_name[0])) pids++;
+    if (d) closedir(d);
+  }
+  snprintf(out, size, "%lld %lld %lld\n", memory, pids, cpu);
 }
 
 static void queue_exit(uint32_t id, uint32_t code, unsigned char why) {
@@ -333,14 +361,50 @@ static void refuse(uint32_t id, const char *msg, int code) {
 }
 
 /* The guest's count of OOM kills since boot (/proc/vmstat oom_kill). */
+/* OOM kills so far: the sandbox cgroup's own (memory.events) when it has one, else the guest's (/proc/vmstat, ~6 KB). */
 static long long oom_kill_count(void) {
-  char buf[8192];
+  static char buf[32768];
+  if (proc_read(SANDBOX_CGROUP "/memory.events", buf, sizeof buf) > 0) {
+    char *p = strstr(buf, "oom_kill ");
+    return p ? atoll(p + 9) : 0;
+  }
   if (proc_read("/proc/vmstat", buf, sizeof buf) <= 0) return 0;
   char *p = strstr(buf, "\noom_kill ");
   return p ? atoll(p + 10) : 0;
 }
 
 /* 'R': parses the request, forks its child (or answers at once), and opens the stream. */
+/*
+ * The sandbox's disk frozen (FIFREEZE on /disk): its data and metadata on the virtual disk, writers
+ * held, so the host can copy the disk's image consistently while the VM runs (a snapshot, a fork).
+ * Thawed by the host's thaw, when the host goes away, or at the freeze's own deadline at the latest:
+ * a host that dies holding it never leaves the sandbox's writers stuck.
+ */
+static int frozen_fd = -1;
+static long long thaw_at_ms;
+
+static void disk_thaw(void) {
+  if (frozen_fd < 0) return;
+  if (ioctl(frozen_fd, FITHAW, 0) != 0) log_line("thaw %s: %s", "/disk");
+  close(frozen_fd);
+  frozen_fd = -1;
+}
+
+static int disk_freeze(long long hold_ms) {
+  if (frozen_fd >= 0) return 0;
+  int fd = open("/disk", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  if (ioctl(fd, FIFREEZE, 0) != 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  frozen_fd = fd;
+  thaw_at_ms = monotonic_ms() + (hold_ms > 0 ? hold_ms : 60000);
+  return 0;
+}
+
 static void stream_open(uint32_t id, char *req, uint32_t len) {
   if (stream_of(id)) return refuse(id, "agentbox: stream id in use\n", EXIT_AGENTBOX_FAILED);
   struct stream *s = NULL;
@@ -363,6 +427,19 @@ static void stream_open(uint32_t id, char *req, uint32_t len) {
     stats_line(line, sizeof line);
     queue('O', id, line, (uint32_t)strlen(line));
     queue_exit(id, 0, WHY_EXITED);
+    free(strs);
+    return;
+  }
+  if (strcmp(kind, "freeze") == 0 || strcmp(kind, "thaw") == 0) {
+    int rc = 0;
+    if (kind[0] == 'f' && disk_freeze(timeout_ms) != 0) {
+      char msg[160];
+      snprintf(msg, sizeof msg, "agentbox: cannot freeze the sandbox's disk: %s\n", strerror(errno));
+      queue('e', id, msg, (uint32_t)strlen(msg));
+      rc = 1;
+    }
+    if (kind[0] == 't') disk_thaw();
+    queue_exit(id, (uint32_t)rc, WHY_EXITED);
     free(strs);
     return;
   }
@@ -531,6 +608,7 @@ static void parse_input(void) {
  * host's hello may sit behind it (a drain lost it). The scan for MAGIC skips it instead. */
 static void host_gone(void) {
   if (connected) end_all_streams();
+  disk_thaw();
   connected = 0;
   framed = 0;
   rlen = 0;
@@ -636,7 +714,7 @@ static void settle(struct stream *s) {
                 : WIFSIGNALED(st) ? (uint32_t)EXIT_SIGNAL_BASE + (uint32_t)WTERMSIG(st)
                 : (uint32_t)EXIT_AGENTBOX_FAILED;
   unsigned char why = s->forced == EXIT_TIMED_OUT ? WHY_TIMEOUT : s->forced ? WHY_KILLED
-                    : WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL && oom_kill_count() > s->oom_kills ? WHY_OOM : WHY_EXITED;
+                    : ((WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) || (WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGKILL)) && oom_kill_count() > s->oom_kills ? WHY_OOM : WHY_EXITED;
   queue_exit(s->id, code, why);
   s->reported = 1;
   stream_free(s);
@@ -701,6 +779,10 @@ __attribute__((noreturn)) static void agent_main(void) {
       if (s->in >= 0 && s->in_off < s->in_len) { p[np] = (struct pollfd){s->in, POLLOUT, 0}; owner[np] = i; kind[np++] = K_IN; }
     }
     for (int k = 0; k < ndiscard; k++) { p[np] = (struct pollfd){discard[k], POLLIN, 0}; owner[np] = k; kind[np++] = K_DISCARD; }
+    if (frozen_fd >= 0) {
+      if (now >= thaw_at_ms) disk_thaw();
+      else if (!next || thaw_at_ms < next) next = thaw_at_ms;
+    }
     int wait_ms = connected ? -1 : 1000; /* a missed SIGIO costs at most a second */
     if (next) {
       long long left = next - now;
@@ -814,6 +896,37 @@ static void mount_sandbox_root(void) {
   sandbox_root = "/newroot";
 }
 
+/*
+ * The sandbox's cgroup: memory.max = memoryMb (no swap), pids.max = pids, for every command and what
+ * it starts. The VM has more RAM than memoryMb (the kernel's and the agent's share): what the sandbox
+ * may use is this cgroup's limit, and its OOM kills are the sandbox's (exit 137).
+ */
+static void setup_limits(void) {
+  char buf[4096], num[32];
+  if (proc_read("/proc/cmdline", buf, sizeof buf) <= 0) return;
+  const char *p = strstr(buf, "agentbox.memory_mb=");
+  if (p) memory_mb = atol(p + strlen("agentbox.memory_mb="));
+  p = strstr(buf, "agentbox.pids=");
+  if (p) pids_limit = atol(p + strlen("agentbox.pids="));
+  if (memory_mb <= 0 && pids_limit <= 0) return;
+  /* The guest's RAM is little more than memoryMb: under the default heuristic a large allocation
+   * fails outright (MemoryError) where on a host it would be made and the cgroup's OOM killer would
+   * end the command when it touched too much. Always overcommit, so the limit acts as it does there. */
+  if (write_text("/proc/sys/vm/overcommit_memory", "1") != 0) log_line("%sovercommit_memory: %s", "");
+  mount_or_log("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  if (write_text("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids") != 0) log_line("cgroup controllers%s: %s", "");
+  if (mkdir(SANDBOX_CGROUP, 0755) != 0 && errno != EEXIST) log_line("mkdir %s: %s", SANDBOX_CGROUP);
+  if (memory_mb > 0) {
+    snprintf(num, sizeof num, "%lld", (long long)memory_mb * 1024 * 1024);
+    if (write_text(SANDBOX_CGROUP "/memory.max", num) != 0) log_line("%smemory.max: %s", "");
+    if (write_text(SANDBOX_CGROUP "/memory.swap.max", "0") != 0 && errno != ENOENT) log_line("%smemory.swap.max: %s", "");
+  }
+  if (pids_limit > 0) {
+    snprintf(num, sizeof num, "%ld", pids_limit);
+    if (write_text(SANDBOX_CGROUP "/pids.max", num) != 0) log_line("%spids.max: %s", "");
+  }
+}
+
 static void load_modules(void) {
   FILE *f = fopen("/etc/agentbox/modules", "re");
   if (!f) return;
@@ -864,6 +977,7 @@ static int init_main(void) {
   mount_or_log("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
   if (sethostname("agentbox", 8) != 0) log_line("hostname%s: %s", "");
   load_modules();
+  setup_limits();
   mount_sandbox_root();
   loopback_up();
   struct pid1_child agent = { start_agent, NULL, 0, 0, 0, -1 };

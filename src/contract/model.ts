@@ -26,11 +26,11 @@ export const END_REASONS = [
 export const EndReasonSchema = z.enum(END_REASONS).describe('Why the sandbox ended');
 export type EndReason = z.infer<typeof EndReasonSchema>;
 
-export const RUNTIME_NAMES = ['local', 'docker'] as const;
+export const RUNTIME_NAMES = ['local', 'docker', 'microvm'] as const;
 export const RuntimeNameSchema = z.enum(RUNTIME_NAMES).describe('Runtime driver');
 export type RuntimeName = z.infer<typeof RuntimeNameSchema>;
 
-export const ISOLATIONS = ['namespaces', 'container', 'gvisor'] as const;
+export const ISOLATIONS = ['namespaces', 'container', 'gvisor', 'vm'] as const;
 export const IsolationSchema = z.enum(ISOLATIONS).describe('Isolation level within the runtime');
 export type Isolation = z.infer<typeof IsolationSchema>;
 

@@ -5,10 +5,11 @@ import type { Isolation, RuntimeName } from '../contract/model.js';
 export const RUNTIME_ISOLATIONS: Readonly<Record<RuntimeName, readonly Isolation[]>> = {
   local: ['namespaces'],
   docker: ['container', 'gvisor'],
+  microvm: ['vm'],
 };
 
-// namespaces and container share the host kernel alike; gvisor narrows the kernel surface.
-const STRENGTH: Readonly<Record<Isolation, number>> = { namespaces: 1, container: 1, gvisor: 2 };
+// namespaces and container share the host kernel alike; gvisor narrows the kernel surface; a VM has a kernel of its own.
+const STRENGTH: Readonly<Record<Isolation, number>> = { namespaces: 1, container: 1, gvisor: 2, vm: 3 };
 
 export function isolationStrength(isolation: Isolation): number {
   return STRENGTH[isolation];

@@ -66,6 +66,8 @@ export interface SandboxDisks {
   attach(id: string): Promise<{ root: string } | undefined>;
   /** Idempotent. */
   destroy(id: string): Promise<void>;
+  /** Unmount the host's mount, for a driver whose guest mounts the disk itself (a VM); the image's path, undefined when none. */
+  detach?(id: string): Promise<string | undefined>;
 }
 
 /**
@@ -160,6 +162,12 @@ export interface Runtime {
    * table (policy/isolation.ts RUNTIME_ISOLATIONS), which a test keeps equal to this.
    */
   readonly isolations: readonly Isolation[];
+  /**
+   * Capability, for a driver whose guest mounts the sandbox's disk itself (a VM): run `fn` (a copy of
+   * the disk's image: a snapshot, a fork) while the guest holds the disk's filesystem frozen, so the
+   * copy is consistent. Without it, the disk store freezes the host's mount of the disk.
+   */
+  withDiskFrozen?<T>(handle: SandboxHandle, fn: () => Promise<T>): Promise<T>;
   /** Capability: sandboxes with a writable root (RuntimeSpec `writableRoot`). */
   readonly writableRoot?: boolean;
 

@@ -149,6 +149,24 @@ export class DiskStore {
     }
   }
 
+  /**
+   * Unmount the host's mount of a disk and give its image's path: for a VM, which mounts the
+   * filesystem itself (two kernels mounting one ext4 at once would corrupt it). Idempotent;
+   * undefined when the sandbox has no disk.
+   */
+  async detach(id: string): Promise<string | undefined> {
+    checkId(id);
+    await this.open();
+    const image = this.imagePath(id);
+    if (!existsSync(image)) return undefined;
+    const root = this.mountPoint(id);
+    if (isMountPoint(root)) await runTool('umount', [root]);
+    await rmdir(root).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw new InternalError(`could not remove ${root}: ${err.message}`);
+    });
+    return image;
+  }
+
   /** The disk of a sandbox that outlived the daemon (or a host reboot): mounted again if it is not. */
   async attach(id: string): Promise<SandboxDisk | undefined> {
     checkId(id);
@@ -209,6 +227,11 @@ export class DiskStore {
   async cloneTo(id: string, dest: string): Promise<void> {
     checkId(id);
     const root = this.mountPoint(id);
+    if (!isMountPoint(root)) {
+      // Handed to a VM (detach): its guest holds the filesystem frozen meanwhile (Runtime.withDiskFrozen).
+      await copyFile(this.imagePath(id), dest, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
+      return;
+    }
     await runTool('fsfreeze', ['-f', root]);
     try {
       await copyFile(this.imagePath(id), dest, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);

@@ -132,6 +132,9 @@ test('QEMU command line: microvm, no network, the agent port, memory and vCPUs, 
   assert.ok(disks.some((a) => a.startsWith('id=disk,file=/mnt/d.img,format=raw,if=none,') && !a.includes('readonly')) && disks.includes('virtio-blk-device,drive=disk,serial=agentbox-disk'));
   assert.ok(!tcg.some((a) => a.includes('virtio-blk')), 'disks nobody asked for');
   assert.throws(() => qemuArgs({ ...base, accel: 'tcg', rootDisk: '/r.ext4,readonly=off' }), RangeError);
+  // The sandbox's limits reach the guest agent on the kernel's command line.
+  assert.match(at(qemuArgs({ ...base, accel: 'tcg', limits: { memoryMb: 48, pids: 32 } }), '-append') ?? '', / agentbox\.memory_mb=48 agentbox\.pids=32$/);
+  assert.throws(() => qemuArgs({ ...base, accel: 'tcg', limits: { memoryMb: 48, pids: 0 } }), RangeError);
   assert.throws(() => qemuArgs({ ...base, accel: 'tcg', dataDisk: '/d.img,file=/etc/shadow' }), RangeError);
   assert.doesNotMatch(kernelCmdline({}), /tsc_early_khz/);
   const dir = mkdtempSync(join(tmpdir(), 'ab-cpuinfo-'));

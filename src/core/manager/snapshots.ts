@@ -46,6 +46,7 @@ function requireDisks(d: SnapshotDeps): { disks: DiskStore; files: SnapshotFiles
 async function frozen<T>(d: SnapshotDeps, stored: StoredSandbox, fn: () => Promise<T>): Promise<T> {
   const rt = d.runtimes.find(stored.sandbox.runtime);
   const handle = handleOf(stored);
+  if (rt?.withDiskFrozen) return rt.withDiskFrozen(handle, fn);
   const pause = rt?.pause && rt.resume && !d.pauses.has(stored.sandbox.id) ? rt : undefined;
   await pause?.pause!(handle);
   try {

@@ -25,6 +25,8 @@ export interface QemuArgsOpts {
   rootDisk?: string;
   /** The sandbox's own disk (ext4 of diskMb), read-write; serial agentbox-disk. Never mounted on the host meanwhile. */
   dataDisk?: string;
+  /** Limits the guest agent puts every command under (a cgroup in the guest; agentbox.memory_mb=N agentbox.pids=N on the kernel's command line). */
+  limits?: { memoryMb: number; pids: number };
 }
 
 /**
@@ -55,8 +57,9 @@ export function kernelCmdline(o: { tscKhz?: number }): string {
 }
 
 export function qemuArgs(o: QemuArgsOpts): string[] {
-  if (!Number.isInteger(o.memoryMb) || o.memoryMb < 64) throw new RangeError(`memoryMb must be an integer >= 64, not ${o.memoryMb}`);
+  if (!Number.isInteger(o.memoryMb) || o.memoryMb < 32) throw new RangeError(`memoryMb must be an integer >= 32, not ${o.memoryMb}`);
   if (!Number.isInteger(o.cpus) || o.cpus < 1) throw new RangeError(`cpus must be an integer >= 1, not ${o.cpus}`);
+  if (o.limits && !(Number.isInteger(o.limits.memoryMb) && o.limits.memoryMb >= 1 && Number.isInteger(o.limits.pids) && o.limits.pids >= 1)) throw new RangeError(`bad guest limits: ${JSON.stringify(o.limits)}`);
   for (const p of [o.agentSocket, o.consoleLog, o.rootDisk ?? '', o.dataDisk ?? '']) if (p.includes(',')) throw new RangeError(`QEMU option paths cannot hold a comma: ${p}`);
   return [
     ...(o.name ? ['-name', o.name] : []),
@@ -76,7 +79,7 @@ export function qemuArgs(o: QemuArgsOpts): string[] {
     '-serial', `file:${o.consoleLog}`,
     '-kernel', o.vmlinux,
     '-initrd', o.initramfs,
-    '-append', kernelCmdline({ tscKhz: o.accel === 'tcg' ? o.tscKhz : undefined }),
+    '-append', [kernelCmdline({ tscKhz: o.accel === 'tcg' ? o.tscKhz : undefined }), ...(o.limits ? [`agentbox.memory_mb=${o.limits.memoryMb}`, `agentbox.pids=${o.limits.pids}`] : [])].join(' '),
     '-device', 'virtio-serial-device',
     '-chardev', `socket,id=agent,path=${o.agentSocket},server=on,wait=off`,
     '-device', 'virtserialport,chardev=agent,name=org.agentbox.0',

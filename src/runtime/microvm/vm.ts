@@ -3,9 +3,9 @@
  * to its agent. `start` resolves once the agent answered; `shutdown` asks the guest to power off;
  * `kill` ends QEMU outright. Both leave nothing behind (process, socket, directory).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { type ChildProcess, spawn, type StdioOptions } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -25,11 +25,20 @@ export interface MicroVmOpts {
   accel?: Accel;
   /** Parent of the VM's own directory (agent socket, console log). @default os.tmpdir() */
   runRoot?: string;
+  /** The VM's own directory, exactly (made here; must not exist): for a driver that finds it again by name. */
+  runDir?: string;
+  /**
+   * QEMU in a session of its own, its stderr in RUNDIR/qemu.log, not a child this process waits
+   * for: the VM outlives this process (a sandbox's VM outlives a daemon restart). @default false
+   */
+  detached?: boolean;
   /** `-name` of the QEMU process. */
   name?: string;
   /** The image's root disk and the sandbox's own disk (qemu-args.ts). */
   rootDisk?: string;
   dataDisk?: string;
+  /** The sandbox's memoryMb and pids, enforced in the guest (qemu-args.ts). */
+  limits?: { memoryMb: number; pids: number };
   /** Boots wait their turn here (the runtime shares one gate among its VMs). */
   gate?: BootGate;
   /** From QEMU's start to the agent's answer. @default 60000 */
@@ -84,7 +93,13 @@ export class MicroVm {
   }
 
   private static async boot(opts: MicroVmOpts): Promise<MicroVm> {
-    const runDir = await mkdtemp(join(opts.runRoot ?? tmpdir(), 'agentbox-vm-'));
+    let runDir: string;
+    if (opts.runDir) {
+      await mkdir(opts.runDir, { mode: 0o700 });
+      runDir = opts.runDir;
+    } else {
+      runDir = await mkdtemp(join(opts.runRoot ?? tmpdir(), 'agentbox-vm-'));
+    }
     const agentSocket = join(runDir, 'agent.sock');
     const consoleLog = join(runDir, 'console.log');
     const accel = opts.accel ?? 'tcg';
@@ -100,17 +115,23 @@ export class MicroVm {
       name: opts.name,
       ...(opts.rootDisk ? { rootDisk: opts.rootDisk } : {}),
       ...(opts.dataDisk ? { dataDisk: opts.dataDisk } : {}),
+      ...(opts.limits ? { limits: opts.limits } : {}),
     });
     const binary = opts.qemuBinary ?? process.env.AGENTBOX_QEMU ?? QEMU_BINARY;
     const started = performance.now();
     // setpriv execs QEMU in its own place: the pid is QEMU's.
+    const qemuLog = join(runDir, 'qemu.log');
+    const logFd = opts.detached ? openSync(qemuLog, 'a', 0o600) : undefined;
+    const stdio: StdioOptions = ['ignore', 'ignore', logFd ?? 'pipe'];
     const proc = opts.dieWithParent
-      ? spawn('setpriv', ['--pdeathsig', 'KILL', '--', binary, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
-      : spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
+      ? spawn('setpriv', ['--pdeathsig', 'KILL', '--', binary, ...args], { stdio })
+      : spawn(binary, args, { stdio, detached: opts.detached === true });
+    if (logFd !== undefined) closeSync(logFd);
+    let stderrText = '';
     proc.stderr?.on('data', (c: Buffer) => {
-      if (stderr.length < 8192) stderr += c.toString();
+      if (stderrText.length < 8192) stderrText += c.toString();
     });
+    const stderr = (): string => (opts.detached ? fileTail(qemuLog) : stderrText);
     const exited = new Promise<VmExit>((resolve) => {
       proc.once('exit', (code, signal) => resolve({ code, signal }));
       proc.once('error', () => resolve({ code: null, signal: null }));
@@ -121,13 +142,14 @@ export class MicroVm {
     );
     void exited.then(({ code, signal }) => {
       if (!gone.signal.aborted) {
-        gone.abort(new RuntimeUnavailableError(`QEMU exited during the boot (${signal ?? `code ${code}`}): ${stderr.trim().slice(-500) || consoleTail(consoleLog)}`, { hint: `the VM's console is in ${consoleLog}` }));
+        gone.abort(new RuntimeUnavailableError(`QEMU exited during the boot (${signal ?? `code ${code}`}): ${stderr().trim().slice(-500) || consoleTail(consoleLog)}`, { hint: `the VM's console is in ${consoleLog}` }));
       }
     });
     try {
       const channel = await VmChannel.connect(agentSocket, { timeoutMs: opts.readyTimeoutMs ?? 60000, signal: gone.signal, log: opts.log });
       const bootMs = Math.round(performance.now() - started);
       opts.log?.info({ pid: proc.pid, bootMs, accel, memoryMb: opts.memoryMb, cpus: opts.cpus }, 'microvm ready');
+      if (opts.detached) proc.unref();
       return new MicroVm(proc, runDir, channel, exited, bootMs, opts.log);
     } catch (err) {
       proc.kill('SIGKILL');
@@ -163,6 +185,14 @@ export class MicroVm {
   private async cleanup(): Promise<void> {
     await this.channel.close().catch(() => undefined);
     await rm(this.runDir, { recursive: true, force: true });
+  }
+}
+
+function fileTail(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').slice(-2000);
+  } catch {
+    return '';
   }
 }
 

@@ -1,0 +1,358 @@
+/**
+ * The microvm runtime: each sandbox a QEMU `microvm` with a kernel of its own (KVM where it really
+ * works, TCG otherwise; accel.ts), its image as a read-only root disk shared by the image's VMs
+ * (guest/root-disk.ts), its own disk (storage/) as /workspace and /tmp, and agentbox's guest agent
+ * as PID 1, reached over virtio-serial (channel.ts). Commands, files and processes go through that
+ * agent, with the same C as the other runtimes (file-ops.h, proc-list.h, exec-relay.h).
+ *
+ * A VM outlives the daemon: QEMU runs in a session of its own, and its directory
+ * (RUN_ROOT/ID: the agent's socket, the console and QEMU's log) and `-name agentbox-vm.HOMETAG.ID`
+ * are how a later daemon finds it again, to reconnect or to reap.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { BadRequestError, ConflictError, InternalError, RuntimeUnavailableError } from '../../contract/errors.js';
+import type { DirEntry, ExecEvent, Isolation, ProcessInfo, SignalName } from '../../contract/model.js';
+import { type FileOpStarter, SandboxFiles } from '../files.js';
+import { isSameProcess, processStartTime } from '../proc.js';
+import { type ProcOpRunner, SandboxProcesses } from '../processes.js';
+import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, SandboxDisks, SandboxHandle } from '../types.js';
+import { type AccelChoice, chooseAccel } from './accel.js';
+import { BootGate } from './boot-gate.js';
+import { VmChannel } from './channel.js';
+import { ensureGuest, type GuestArtifacts } from './guest/build.js';
+import { findGuestKernel } from './guest/kernel.js';
+import { ensureRootDisk, type RootImage } from './guest/root-disk.js';
+import { vmExec, vmFileOps, vmProcOps } from './guest-ops.js';
+import { MicroVm, QEMU_BINARY } from './vm.js';
+
+export interface MicroVmRuntimeOpts {
+  /** The image store: an image's tree and content digest (its root disk is derived from them). */
+  images: { resolve(name: string): { info: { id?: string; sizeBytes?: number }; rootfs: string } };
+  ensureImage?: (image: string) => Promise<void>;
+  /** Short tag of this agentbox home: only VMs named with it are listed and reaped. */
+  homeTag: string;
+  /** The guest builds and the images' root disks, e.g. $AGENTBOX_HOME/microvm. */
+  dir: string;
+  /** Parent of each VM's directory (its agent socket; a Unix socket path must stay short). */
+  runRoot: string;
+  disks: SandboxDisks;
+  /** VMs booting at once. @default 2 */
+  maxConcurrentBoots?: number;
+  /** Forces the accelerator (tests); default: decided by booting once (accel.ts). */
+  accel?: AccelChoice['accel'];
+  logger?: Logger;
+}
+
+interface VmData {
+  pid: number;
+  startTime: number;
+}
+
+function dataOf(handle: SandboxHandle): VmData {
+  const d = handle.data as Partial<VmData>;
+  if (typeof d.pid !== 'number' || typeof d.startTime !== 'number') throw new InternalError(`sandbox ${handle.id} has no VM on record`);
+  return { pid: d.pid, startTime: d.startTime };
+}
+
+const POOLED_MARK = 'pooled';
+/**
+ * Guest RAM beyond memoryMb: the guest kernel's own share (about 33 MB of a 128 MB guest), the
+ * initramfs and the agent. The sandbox's processes are held to memoryMb by a cgroup in the guest
+ * (native/agentbox-vm-agent.c setup_limits); a guest of under 128 MB does not boot at all.
+ */
+export const VM_HEADROOM_MB = 96;
+
+export class MicroVmRuntime implements Runtime {
+  readonly name = 'microvm' as const;
+  readonly isolations: readonly Isolation[] = ['vm'];
+  private readonly gate: BootGate;
+  private guest: Promise<GuestArtifacts> | undefined;
+  private accelChoice: Promise<AccelChoice> | undefined;
+  /** One host connection per VM (its port takes one at a time), made again after a daemon restart. */
+  private readonly channels = new Map<string, Promise<VmChannel>>();
+
+  constructor(private readonly opts: MicroVmRuntimeOpts) {
+    this.gate = new BootGate(opts.maxConcurrentBoots ?? 2);
+  }
+
+  private vmName(id: string): string {
+    return `agentbox-vm.${this.opts.homeTag}.${id}`;
+  }
+
+  private runDir(id: string): string {
+    return join(this.opts.runRoot, id);
+  }
+
+  async probe(): Promise<ProbeResult> {
+    const qemu = spawnSync(process.env.AGENTBOX_QEMU ?? QEMU_BINARY, ['--version'], { encoding: 'utf8', timeout: 5000 });
+    if (qemu.error || qemu.status !== 0) return { ok: false, reason: `${QEMU_BINARY} is not installed`, hint: 'apt-get install qemu-system-x86 (scripts/install-system-deps.sh)' };
+    let kernel: string;
+    try {
+      kernel = findGuestKernel().version;
+    } catch (err) {
+      return { ok: false, reason: (err as Error).message, hint: 'apt-get install linux-image-cloud-amd64 (scripts/install-system-deps.sh)' };
+    }
+    if (process.getuid?.() !== 0) return { ok: false, reason: 'the microvm runtime needs root (sandbox disks are loop-mounted images)', hint: 'run the daemon as root' };
+    const choice = this.accelChoice ? await this.accelChoice : undefined;
+    return {
+      ok: true,
+      details: {
+        qemu: /version ([\d.]+)/.exec(qemu.stdout)?.[1] ?? 'unknown',
+        kernel,
+        accel: choice ? `${choice.accel} (${choice.reason})` : (this.opts.accel ?? 'decided at the first boot'),
+      },
+    };
+  }
+
+  private guestArtifacts(): Promise<GuestArtifacts> {
+    this.guest ??= ensureGuest({ dir: join(this.opts.dir, 'guest'), ...(this.opts.logger ? { log: this.opts.logger } : {}) }).catch((err: unknown) => {
+      this.guest = undefined;
+      throw err;
+    });
+    return this.guest;
+  }
+
+  private accel(): Promise<AccelChoice> {
+    if (this.opts.accel) return Promise.resolve({ accel: this.opts.accel, reason: 'set by the operator' });
+    this.accelChoice ??= this.guestArtifacts().then((guest) => chooseAccel({ guest, runRoot: this.opts.runRoot, ...(this.opts.logger ? { log: this.opts.logger } : {}) }));
+    return this.accelChoice;
+  }
+
+  private async rootDisk(image: string): Promise<string> {
+    const { info, rootfs } = this.opts.images.resolve(image);
+    if (!info.id) throw new InternalError(`image ${image} has no content digest; rebuild it (agentbox image build)`);
+    const root: RootImage = { id: info.id, rootfs, sizeBytes: info.sizeBytes ?? 0 };
+    return ensureRootDisk(join(this.opts.dir, 'roots'), root);
+  }
+
+  async prepareImage(image: string): Promise<void> {
+    await this.opts.ensureImage?.(image);
+    await this.rootDisk(image);
+  }
+
+  async create(spec: RuntimeSpec): Promise<SandboxHandle> {
+    if (spec.isolation !== 'vm') throw new BadRequestError(`the microvm runtime offers isolation vm, not ${spec.isolation}`, { hint: 'use --isolation vm, or leave it out' });
+    if (spec.egressDir) throw new BadRequestError('the microvm runtime has no network access yet: egress is not built for it', { hint: 'use egress mode none with --runtime microvm, or another runtime' });
+    if (spec.volumes?.length) throw new BadRequestError('the microvm runtime cannot mount named volumes yet', { hint: 'use another runtime for sandboxes with volumes' });
+    if (spec.memoryFrom) throw new BadRequestError('the microvm runtime cannot start from a memory image yet', { hint: 'fork without --memory' });
+    if (!this.opts.disks.detach) throw new InternalError('the microvm runtime needs a disk store that can hand over a disk image');
+    await this.opts.ensureImage?.(spec.image);
+    const rootDisk = await this.rootDisk(spec.image);
+    const [guest, { accel }] = await Promise.all([this.guestArtifacts(), this.accel()]);
+    await this.opts.disks.create(spec.id, spec.limits.diskMb, spec.diskFrom);
+    let vm: MicroVm | undefined;
+    try {
+      const dataDisk = await this.opts.disks.detach(spec.id);
+      if (!dataDisk) throw new InternalError(`sandbox ${spec.id}'s disk vanished`);
+      vm = await MicroVm.start({
+        guest,
+        memoryMb: spec.limits.memoryMb + VM_HEADROOM_MB,
+        cpus: Math.max(1, Math.ceil(spec.limits.cpus)),
+        limits: { memoryMb: spec.limits.memoryMb, pids: spec.limits.pids },
+        accel,
+        runDir: this.runDir(spec.id),
+        name: this.vmName(spec.id),
+        gate: this.gate,
+        rootDisk,
+        dataDisk,
+        detached: true,
+        ...(this.opts.logger ? { log: this.opts.logger.child({ sandbox_id: spec.id }) } : {}),
+      });
+      if (spec.pooled) writeFileSync(join(vm.runDir, POOLED_MARK), '');
+      const startTime = processStartTime(vm.pid);
+      if (startTime === undefined) throw new InternalError(`sandbox ${spec.id}'s VM exited right after starting`);
+      this.channels.set(spec.id, Promise.resolve(vm.channel));
+      return { id: spec.id, runtime: 'microvm', data: { pid: vm.pid, startTime } };
+    } catch (err) {
+      await vm?.kill().catch(() => undefined);
+      await rm(this.runDir(spec.id), { recursive: true, force: true });
+      await this.opts.disks.destroy(spec.id).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private assertAlive(handle: SandboxHandle): VmData {
+    const data = dataOf(handle);
+    if (!isSameProcess(data.pid, data.startTime)) throw new ConflictError(`sandbox ${handle.id} is not running`, { hint: `agentbox inspect ${handle.id} says why it ended` });
+    return data;
+  }
+
+  /** The VM's agent channel: the one open, or a new connection (after a daemon restart, or if it broke). */
+  private channel(handle: SandboxHandle): Promise<VmChannel> {
+    this.assertAlive(handle);
+    const known = this.channels.get(handle.id);
+    if (known) {
+      return known.then(
+        (ch) => {
+          if (ch.isOpen) return ch;
+          if (this.channels.get(handle.id) === known) this.channels.delete(handle.id);
+          return this.channel(handle);
+        },
+        () => {
+          if (this.channels.get(handle.id) === known) this.channels.delete(handle.id);
+          return this.channel(handle);
+        },
+      );
+    }
+    const made = VmChannel.connect(join(this.runDir(handle.id), 'agent.sock'), { timeoutMs: 10_000, ...(this.opts.logger ? { log: this.opts.logger.child({ sandbox_id: handle.id }) } : {}) }).catch((err: unknown) => {
+      throw new ConflictError(`sandbox ${handle.id}'s VM does not answer: ${(err as Error).message}`, { hint: `agentbox inspect ${handle.id}; the VM's console is in ${this.runDir(handle.id)}/console.log` });
+    });
+    this.channels.set(handle.id, made);
+    return made;
+  }
+
+  exec(handle: SandboxHandle, cmd: string[], opts: ExecOpts): AsyncIterable<ExecEvent> {
+    this.assertAlive(handle);
+    const channel = this.channel(handle);
+    return (async function* () {
+      yield* vmExec(await channel, cmd, opts);
+    })();
+  }
+
+  private readonly startFileOp: FileOpStarter = async (handle, op, path, stdin) => {
+    const ch = await this.channel(handle);
+    return vmFileOps(() => ch)(handle, op, path, stdin);
+  };
+
+  private readonly runProcOp: ProcOpRunner = async (handle, args) => {
+    const ch = await this.channel(handle);
+    return vmProcOps(() => ch)(handle, args);
+  };
+
+  private readonly files = new SandboxFiles(this.startFileOp);
+  private readonly procs = new SandboxProcesses(this.runProcOp);
+
+  processes(handle: SandboxHandle): Promise<ProcessInfo[]> {
+    return this.procs.processes(handle);
+  }
+
+  signalProcess(handle: SandboxHandle, pid: number, signal: SignalName): Promise<void> {
+    return this.procs.signalProcess(handle, pid, signal);
+  }
+
+  readFile(handle: SandboxHandle, path: string): ReturnType<Runtime['readFile']> {
+    return this.files.readFile(handle, path);
+  }
+
+  writeFile(handle: SandboxHandle, path: string, data: Parameters<Runtime['writeFile']>[2]): Promise<number> {
+    return this.files.writeFile(handle, path, data);
+  }
+
+  listDir(handle: SandboxHandle, path: string): Promise<DirEntry[]> {
+    return this.files.listDir(handle, path);
+  }
+
+  removePath(handle: SandboxHandle, path: string): Promise<void> {
+    return this.files.removePath(handle, path);
+  }
+
+  /** The guest freezes the disk's ext4 (FIFREEZE on /disk) for `fn`; it thaws by itself after 60 s should the host not. */
+  async withDiskFrozen<T>(handle: SandboxHandle, fn: () => Promise<T>): Promise<T> {
+    const ch = await this.channel(handle);
+    const code = await oneShot(ch, 'freeze', 60_000);
+    if (code.code !== 0) throw new ConflictError(`sandbox ${handle.id}'s disk could not be frozen: ${code.stderr.trim()}`);
+    try {
+      return await fn();
+    } finally {
+      await oneShot(ch, 'thaw', 0).catch((err: unknown) => this.opts.logger?.error({ sandbox_id: handle.id, err }, 'could not thaw a VM\'s disk (it thaws by itself within 60 s)'));
+    }
+  }
+
+  async status(handle: SandboxHandle): Promise<RuntimeStatus> {
+    const d = handle.data as Partial<VmData>;
+    return { alive: typeof d.pid === 'number' && typeof d.startTime === 'number' && isSameProcess(d.pid, d.startTime) };
+  }
+
+  /** The guest's own count: memory in use (MemTotal - MemAvailable), processes, CPU time since boot. */
+  async stats(handle: SandboxHandle): Promise<RuntimeStats> {
+    const { stdout } = await oneShot(await this.channel(handle), 'stats', 10_000);
+    const [mem, pids, cpu] = stdout.trim().split(/\s+/).map(Number);
+    return { memoryBytes: mem ?? 0, pids: pids ?? 0, cpuMs: cpu ?? 0 };
+  }
+
+  async destroy(handle: SandboxHandle): Promise<void> {
+    const d = handle.data as Partial<VmData>;
+    await this.dropChannel(handle.id);
+    if (typeof d.pid === 'number' && typeof d.startTime === 'number') await killVm(d.pid, d.startTime);
+    await this.reap(handle.id);
+  }
+
+  async list(): Promise<RuntimeObject[]> {
+    const running = this.qemuProcesses();
+    const ids = new Set(running.keys());
+    if (existsSync(this.opts.runRoot)) for (const id of readdirSync(this.opts.runRoot)) ids.add(id);
+    return [...ids].map((id) => ({ id, alive: running.has(id), ...(existsSync(join(this.runDir(id), POOLED_MARK)) ? { pooled: true } : {}) }));
+  }
+
+  async reap(id: string): Promise<void> {
+    await this.dropChannel(id);
+    const pid = this.qemuProcesses().get(id);
+    if (pid !== undefined) {
+      const start = processStartTime(pid);
+      if (start !== undefined) await killVm(pid, start);
+    }
+    await rm(this.runDir(id), { recursive: true, force: true });
+    await this.opts.disks.destroy(id);
+  }
+
+  async close(): Promise<void> {
+    for (const id of [...this.channels.keys()]) await this.dropChannel(id);
+  }
+
+  private async dropChannel(id: string): Promise<void> {
+    const ch = this.channels.get(id);
+    this.channels.delete(id);
+    await ch?.then((c) => c.close()).catch(() => undefined);
+  }
+
+  /** This home's QEMU processes by sandbox id, found by their `-name`. */
+  private qemuProcesses(): Map<string, number> {
+    const prefix = `agentbox-vm.${this.opts.homeTag}.`;
+    const found = new Map<string, number>();
+    for (const p of readdirSync('/proc')) {
+      if (!/^\d+$/.test(p)) continue;
+      let argv: string[];
+      try {
+        argv = readFileSync(`/proc/${p}/cmdline`, 'latin1').split('\0');
+      } catch {
+        continue;
+      }
+      const i = argv.indexOf('-name');
+      const name = i >= 0 ? argv[i + 1] : undefined;
+      if (name?.startsWith(prefix)) found.set(name.slice(prefix.length), Number(p));
+    }
+    return found;
+  }
+}
+
+/** A request the agent answers at once (stats, freeze, thaw): its stdout, stderr and exit code. */
+async function oneShot(ch: VmChannel, kind: 'stats' | 'freeze' | 'thaw', timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string }> {
+  const s = ch.open({ kind, cwd: '/', timeoutMs, argv: [], env: {} });
+  s.sendStdin(undefined);
+  let stdout = '';
+  let stderr = '';
+  s.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  s.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const { code } = await s.exit;
+  return { code, stdout, stderr };
+}
+
+/** SIGKILL the VM's QEMU (if it is still that process) and wait until it is gone. */
+async function killVm(pid: number, startTime: number): Promise<void> {
+  if (!isSameProcess(pid, startTime)) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + 10_000;
+  while (isSameProcess(pid, startTime)) {
+    if (Date.now() > deadline) throw new RuntimeUnavailableError(`QEMU (pid ${pid}) did not end after SIGKILL`);
+    await sleep(20);
+  }
+}
