@@ -19,6 +19,8 @@ import { VolumeFiles } from '../runtime/volume-files.js';
 import { loadPolicy } from '../policy/load.js';
 import { LocalRuntime } from '../runtime/local/local-runtime.js';
 import { DockerRuntime } from '../runtime/docker/docker-runtime.js';
+import { MicroVmRuntime } from '../runtime/microvm/microvm-runtime.js';
+import { RUN_DIR } from '../runtime/staged-binary.js';
 import type { ProbeResult, Runtime } from '../runtime/types.js';
 import { Store } from '../store/store.js';
 import { Metrics } from '../observability/metrics.js';
@@ -88,6 +90,7 @@ export function buildRuntimes(paths: Paths, images: ImageStore, disks: DiskStore
     }),
     // Probed lazily: a host without dockerd still runs the local runtime.
     docker: new DockerRuntime({ images, ensureImage, homeTag: paths.homeTag, version: VERSION, helper: helperPath(), agentDir: socketBaseDir(paths.home, 'agents'), disks, ...(logger ? { logger } : {}) }),
+    microvm: new MicroVmRuntime({ images, ensureImage, homeTag: paths.homeTag, dir: join(paths.home, 'microvm'), runRoot: join(RUN_DIR, `vm-${paths.homeTag}`), disks, ...(logger ? { logger } : {}) }),
   };
 }
 

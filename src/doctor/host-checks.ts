@@ -18,6 +18,7 @@ import {
   findOnPath,
   kernelCheck,
   kvmCheck,
+  microvmCheck,
   nativeHelperCheck,
   sandboxDisksCheck,
   taskLimitsCheck,
@@ -25,6 +26,9 @@ import {
   type HostCheck,
 } from './host-probes.js';
 import { DEBIAN_HINT } from './runner.js';
+import { defaultAgentPath } from '../runtime/microvm/guest/build.js';
+import { findGuestKernel } from '../runtime/microvm/guest/kernel.js';
+import { QEMU_BINARY } from '../runtime/microvm/vm.js';
 
 export type { HostCheck } from './host-probes.js';
 
@@ -110,6 +114,13 @@ export async function hostChecks(opts: HostCheckOpts = {}): Promise<HostCheck[]>
       requiredBy: ['gvisor'],
     }),
   );
+  let kernel: string | undefined;
+  try {
+    kernel = findGuestKernel().version;
+  } catch {
+    kernel = undefined;
+  }
+  checks.push(microvmCheck({ qemu: findOnPath(process.env.AGENTBOX_QEMU ?? QEMU_BINARY, opts.path ?? HOST_PATH), kernel, busybox: '/bin/busybox', agent: defaultAgentPath() }));
   checks.push(kvmCheck(opts.kvmDevice ?? '/dev/kvm'));
   return checks;
 }

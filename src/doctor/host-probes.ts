@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, statfsSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 
-/** A runtime agentbox knows of; `microvm` is named so the doctor can say it is not in this version. */
+/** A runtime as the doctor reports it (gVisor apart from docker's runc). */
 export type RuntimeName = 'local' | 'docker' | 'gvisor' | 'microvm';
 
 export interface HostCheck {
@@ -203,9 +203,33 @@ export function nativeHelperCheck(helper: string, checkout: string): HostCheck {
   });
 }
 
-/** /dev/kvm, for the microVM runtime to come. Present and openable is all there is to say today. */
+/**
+ * The microvm runtime: QEMU, a Debian cloud kernel to boot (and busybox-static for the guest's
+ * initramfs), and agentbox's guest agent. KVM is not needed (kvmCheck).
+ */
+export function microvmCheck(o: { qemu: string | undefined; kernel: string | undefined; busybox: string; agent: string }): HostCheck {
+  const missing = [
+    ...(o.qemu ? [] : ['qemu-system-x86_64']),
+    ...(o.kernel ? [] : ['a Debian cloud kernel in /boot']),
+    ...(existsSync(o.busybox) ? [] : [`busybox-static (${o.busybox})`]),
+    ...(existsSync(o.agent) ? [] : [`the guest agent (${o.agent})`]),
+  ];
+  return check({
+    name: 'runtime microvm (QEMU)',
+    ok: missing.length === 0,
+    detail: missing.length === 0 ? `${o.qemu}, guest kernel ${o.kernel}` : `missing: ${missing.join(', ')}`,
+    fix: 'apt-get install --no-install-recommends qemu-system-x86 linux-image-cloud-amd64 busybox-static lz4 (scripts/install-system-deps.sh), then npm run build',
+    requiredBy: ['microvm'],
+  });
+}
+
+/**
+ * /dev/kvm, which the microvm runtime uses when a guest really boots on it (accel.ts decides by
+ * booting one); without it, or where it cannot run a stock kernel, guests run under TCG (software
+ * emulation, about a CPU-second per boot). Advice only.
+ */
 export function kvmCheck(device: string): HostCheck {
-  const later = 'the microvm runtime is not available in this version of agentbox';
+  const later = 'the microvm runtime uses it if a guest boots on it, and software emulation (TCG) otherwise';
   let state: string;
   let ok = false;
   if (!existsSync(device)) state = `${device} absent`;
@@ -223,7 +247,7 @@ export function kvmCheck(device: string): HostCheck {
     ok,
     detail: `${state}; ${later}`,
     fix: existsSync(device) ? 'run as root, or: usermod -aG kvm "$USER"' : 'modprobe kvm_intel (or kvm_amd); on a virtual machine, turn on nested virtualization in its host',
-    requiredBy: ['microvm'],
+    requiredBy: [],
   });
 }
 
@@ -293,12 +317,11 @@ export interface RuntimeSummary {
 
 export function summarize(checks: HostCheck[]): RuntimeSummary {
   const out: RuntimeSummary = { ready: [], notReady: [] };
-  for (const rt of ['local', 'docker', 'gvisor'] as const) {
+  for (const rt of ['local', 'docker', 'gvisor', 'microvm'] as const) {
     const blocking = checks.filter((c) => !c.ok && c.requiredBy.includes(rt));
     if (blocking.length === 0) out.ready.push(rt);
     else out.notReady.push({ runtime: rt, why: blocking.map((c) => c.name), fixes: [...new Set(blocking.map((c) => c.fix).filter((f): f is string => f !== undefined))] });
   }
-  out.notReady.push({ runtime: 'microvm', why: ['not in this version of agentbox'], fixes: [] });
   return out;
 }
 

@@ -18,7 +18,7 @@ export class ServeProcesses {
   private readonly children: ChildProcess[] = [];
 
   constructor(
-    private readonly opts: { home: string; env: NodeJS.ProcessEnv; runtime: 'local' | 'docker'; startTimeoutMs?: number },
+    private readonly opts: { home: string; env: NodeJS.ProcessEnv; runtime: 'local' | 'docker' | 'microvm'; startTimeoutMs?: number },
   ) {
     this.client = new AgentboxClient({ url: `unix:${join(opts.home, 'agentbox.sock')}` });
   }

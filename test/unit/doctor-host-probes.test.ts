@@ -16,6 +16,7 @@ import {
   doctorExitCode,
   kernelCheck,
   kvmCheck,
+  microvmCheck,
   renderChecks,
   summarize,
   taskLimitsCheck,
@@ -85,11 +86,19 @@ describe('doctor host checks', () => {
     assert.equal(cgroupCheck(join(scratch, 'no-such-dir')).ok, false);
   });
 
-  test('kvm: an absent device is a warning that names the microvm runtime as not in this version', () => {
+  test('kvm: an absent device is advice only (microvm falls back to TCG); microvm itself needs QEMU, a guest kernel, busybox-static and the agent', () => {
     const c = kvmCheck(join(scratch, 'no-kvm'));
     assert.equal(c.ok, false);
     assert.equal(c.optional, true);
-    assert.match(c.detail, /absent; the microvm runtime is not available in this version/);
+    assert.match(c.detail, /absent; the microvm runtime uses it if a guest boots on it, and software emulation \(TCG\) otherwise/);
+    const none = microvmCheck({ qemu: undefined, kernel: undefined, busybox: join(scratch, 'no-busybox'), agent: join(scratch, 'no-agent') });
+    assert.equal(none.ok, false);
+    assert.deepEqual(none.requiredBy, ['microvm']);
+    assert.match(none.detail, /missing: qemu-system-x86_64, a Debian cloud kernel in \/boot, busybox-static .*, the guest agent/);
+    assert.match(none.fix ?? '', /apt-get install .*qemu-system-x86 linux-image-cloud-amd64 busybox-static/);
+    writeFileSync(join(scratch, 'busybox'), '');
+    writeFileSync(join(scratch, 'agent'), '');
+    assert.equal(microvmCheck({ qemu: '/usr/bin/qemu-system-x86_64', kernel: '6.1.0-57-cloud-amd64', busybox: join(scratch, 'busybox'), agent: join(scratch, 'agent') }).ok, true);
     assert.match(c.fix ?? '', /modprobe kvm_intel/);
     assert.equal(doctorExitCode([c]), 0, 'kvm does not decide the exit code');
   });
@@ -129,13 +138,12 @@ describe('doctor host checks', () => {
       check({ name: 'runtime docker (dockerd)', ok: false, detail: 'not reachable', fix: './scripts/setup.sh --with-docker', requiredBy: ['docker', 'gvisor'] }),
     ];
     const s = summarize(checks);
-    assert.deepEqual(s.ready, ['local']);
-    assert.deepEqual(s.notReady.map((r) => r.runtime), ['docker', 'gvisor', 'microvm']);
+    assert.deepEqual(s.ready, ['local', 'microvm']);
+    assert.deepEqual(s.notReady.map((r) => r.runtime), ['docker', 'gvisor']);
     assert.deepEqual(s.notReady[0]?.fixes, ['./scripts/setup.sh --with-docker']);
     assert.equal(doctorExitCode(checks), 0);
     const text = renderChecks(checks);
     assert.match(text, /^warn runtime docker \(dockerd\): not reachable\n {7}fix: \.\/scripts\/setup\.sh --with-docker$/m);
-    assert.match(text, /^ready: local$/m);
-    assert.match(text, /^not ready: microvm \(not in this version of agentbox\)$/m);
+    assert.match(text, /^ready: local, microvm$/m);
   });
 });

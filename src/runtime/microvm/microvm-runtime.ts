@@ -11,7 +11,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
+import { release } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
@@ -88,9 +89,23 @@ export class MicroVmRuntime implements Runtime {
     return join(this.opts.runRoot, id);
   }
 
+  /** QEMU's version, asked once (probes come with every health check). */
+  private qemuVersion(): string | undefined {
+    if (this.qemuVersionSeen === undefined) {
+      const qemu = spawnSync(process.env.AGENTBOX_QEMU ?? QEMU_BINARY, ['--version'], { encoding: 'utf8', timeout: 5000 });
+      this.qemuVersionSeen = qemu.error || qemu.status !== 0 ? null : (/version ([\d.]+)/.exec(qemu.stdout)?.[1] ?? 'unknown');
+    }
+    return this.qemuVersionSeen ?? undefined;
+  }
+
+  private qemuVersionSeen: string | null | undefined;
+
   async probe(): Promise<ProbeResult> {
-    const qemu = spawnSync(process.env.AGENTBOX_QEMU ?? QEMU_BINARY, ['--version'], { encoding: 'utf8', timeout: 5000 });
-    if (qemu.error || qemu.status !== 0) return { ok: false, reason: `${QEMU_BINARY} is not installed`, hint: 'apt-get install qemu-system-x86 (scripts/install-system-deps.sh)' };
+    const version = this.qemuVersion();
+    if (!version) {
+      this.qemuVersionSeen = undefined; // installed later: asked again next time
+      return { ok: false, reason: `${QEMU_BINARY} is not installed`, hint: 'apt-get install qemu-system-x86 (scripts/install-system-deps.sh)' };
+    }
     let kernel: string;
     try {
       kernel = findGuestKernel().version;
@@ -102,7 +117,7 @@ export class MicroVmRuntime implements Runtime {
     return {
       ok: true,
       details: {
-        qemu: /version ([\d.]+)/.exec(qemu.stdout)?.[1] ?? 'unknown',
+        qemu: version,
         kernel,
         accel: choice ? `${choice.accel} (${choice.reason})` : (this.opts.accel ?? 'decided at the first boot'),
       },
@@ -117,9 +132,27 @@ export class MicroVmRuntime implements Runtime {
     return this.guest;
   }
 
+  /**
+   * KVM or TCG: decided once per host by booting a KVM guest (accel.ts; up to 15 s where /dev/kvm
+   * exists but cannot run it) and remembered in DIR/accel.json until the host's kernel or the guest
+   * changes. AGENTBOX_MICROVM_ACCEL=tcg|kvm decides instead.
+   */
   private accel(): Promise<AccelChoice> {
-    if (this.opts.accel) return Promise.resolve({ accel: this.opts.accel, reason: 'set by the operator' });
-    this.accelChoice ??= this.guestArtifacts().then((guest) => chooseAccel({ guest, runRoot: this.opts.runRoot, ...(this.opts.logger ? { log: this.opts.logger } : {}) }));
+    const forced = this.opts.accel ?? (['tcg', 'kvm'].includes(process.env.AGENTBOX_MICROVM_ACCEL ?? '') ? (process.env.AGENTBOX_MICROVM_ACCEL as AccelChoice['accel']) : undefined);
+    if (forced) return Promise.resolve({ accel: forced, reason: 'set by the operator' });
+    this.accelChoice ??= this.guestArtifacts().then(async (guest) => {
+      const file = join(this.opts.dir, 'accel.json');
+      const key = `${release()} ${guest.fingerprint}`;
+      try {
+        const saved = JSON.parse(readFileSync(file, 'utf8')) as { key?: string; accel?: string; reason?: string };
+        if (saved.key === key && (saved.accel === 'tcg' || saved.accel === 'kvm')) return { accel: saved.accel, reason: `${saved.reason ?? ''} (decided earlier)` };
+      } catch {
+        /* not decided yet */
+      }
+      const choice = await chooseAccel({ guest, runRoot: this.opts.runRoot, ...(this.opts.logger ? { log: this.opts.logger } : {}) });
+      writeFileSync(file, `${JSON.stringify({ key, ...choice })}\n`);
+      return choice;
+    });
     return this.accelChoice;
   }
 
@@ -144,6 +177,7 @@ export class MicroVmRuntime implements Runtime {
     await this.opts.ensureImage?.(spec.image);
     const rootDisk = await this.rootDisk(spec.image);
     const [guest, { accel }] = await Promise.all([this.guestArtifacts(), this.accel()]);
+    await mkdir(this.opts.runRoot, { recursive: true, mode: 0o700 });
     await this.opts.disks.create(spec.id, spec.limits.diskMb, spec.diskFrom);
     let vm: MicroVm | undefined;
     try {

@@ -1,0 +1,104 @@
+/**
+ * The microvm runtime through a real `agentbox serve` and the SDK: a sandbox with a kernel of its
+ * own, snapshot and restore (on microvm and on local), fork, a daemon killed with -9 whose sandbox
+ * (files and a running process) the next daemon adopts, a VM killed from outside ending as
+ * runtime_lost, and nothing left behind (no QEMU, no disk, no run directory).
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { release, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, test } from 'node:test';
+import { resolvePaths } from '../../src/core/config.js';
+import { MicroVmRuntime } from '../../src/runtime/microvm/microvm-runtime.js';
+import { QEMU_BINARY } from '../../src/runtime/microvm/vm.js';
+import { RUN_DIR } from '../../src/runtime/staged-binary.js';
+import { DiskStore } from '../../src/storage/disk-store.js';
+import { mountTable } from '../../src/storage/host-tools.js';
+import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
+import { ServeProcesses } from '../helpers/serve-process.js';
+
+const qemu = spawnSync(QEMU_BINARY, ['--version']);
+const skip = qemu.error ? `${QEMU_BINARY} is not installed` : process.getuid?.() !== 0 ? 'needs root' : false;
+
+async function until(what: string, fn: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await fn())) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for: ${what}`);
+    await sleep(100);
+  }
+}
+
+/** QEMU processes of this home (their -name carries its tag). */
+function qemusOf(homeTag: string): number[] {
+  return readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(`agentbox-vm.${homeTag}.`);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+describe('the microvm runtime through the daemon', { skip }, async () => {
+  const images = await testImages();
+
+  test('a kernel of its own; snapshot, restore (microvm and local), fork; kill -9 of the daemon adopted; a VM killed from outside is runtime_lost; nothing left', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'agentbox-microvm-'));
+    const policy = join(home, 'policy.yaml');
+    writeFileSync(policy, 'version: 1\ndefaults:\n  runtime: microvm\n  limits: { cpus: 1, memoryMb: 128, pids: 64, diskMb: 256 }\n');
+    const env = { ...process.env, AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_POLICY: policy, AGENTBOX_LOG_LEVEL: 'warn', AGENTBOX_MICROVM_ACCEL: 'tcg' };
+    const serve = new ServeProcesses({ home, env, runtime: 'microvm' });
+    const client = serve.client;
+    const paths = resolvePaths(env);
+    const disks = new DiskStore({ dir: paths.storage });
+    const rt = new MicroVmRuntime({ images, homeTag: paths.homeTag, dir: join(home, 'microvm'), runRoot: join(RUN_DIR, `vm-${paths.homeTag}`), disks });
+    await serve.around(rt, disks, async () => {
+      let daemon = await serve.start();
+      const sb = await client.create({});
+      assert.deepEqual([sb.runtime, sb.isolation], ['microvm', 'vm']);
+      const first = await client.exec(sb.id, { cmd: ['sh', '-c', 'uname -r; head -c 3000000 /dev/urandom > /workspace/data; sha256sum /workspace/data | cut -c1-64; sleep 1000 >/dev/null 2>&1 & echo $!'] });
+      const [kernel, sum, pid] = first.stdout.trim().split('\n');
+      assert.notEqual(kernel, release(), 'the sandbox runs the host\'s kernel');
+      const sumOf = async (id: string): Promise<string> => (await client.exec(id, { cmd: ['sh', '-c', 'sha256sum /workspace/data | cut -c1-64'] })).stdout.trim();
+
+      const snap = await client.snapshot(sb.id);
+      for (const runtime of ['microvm', 'local'] as const) {
+        const r = await client.create({ snapshot: snap.id, runtime });
+        assert.equal(await sumOf(r.id), sum, `restored on ${runtime}`);
+        await client.delete(r.id);
+      }
+      const children = await client.fork(sb.id, { count: 2 });
+      for (const c of children) assert.equal(await sumOf(c.id), sum, `child ${c.id}`);
+      await client.exec(children[0]!.id, { cmd: ['sh', '-c', 'echo child > /workspace/data'] });
+      assert.equal(await sumOf(sb.id), sum, 'a child reached into its parent');
+      for (const c of children) await client.delete(c.id);
+
+      // kill -9: the VM runs on, and the next daemon adopts it: same files, same process.
+      await serve.kill9(daemon);
+      daemon = await serve.start();
+      const after = await client.exec(sb.id, { cmd: ['sh', '-c', `sha256sum /workspace/data | cut -c1-64; kill -0 ${pid} && echo alive`] });
+      assert.equal(after.stdout, `${sum}\nalive\n`, after.stderr);
+
+      // A VM killed from outside: the sandbox ends as runtime_lost, and its disk and directory go.
+      const victim = await client.create({});
+      const qemuPid = qemusOf(paths.homeTag).find((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(victim.id));
+      assert.ok(qemuPid, 'no QEMU process for the sandbox');
+      process.kill(qemuPid, 'SIGKILL');
+      await until('the sandbox ends as runtime_lost', async () => (await client.get(victim.id)).endReason === 'runtime_lost');
+      await until('its run directory goes', () => !existsSync(join(RUN_DIR, `vm-${paths.homeTag}`, victim.id)));
+
+      await client.delete(sb.id);
+      await client.delete(victim.id);
+      await client.deleteSnapshot(snap.id);
+      await until('no QEMU of this home is left', () => qemusOf(paths.homeTag).length === 0);
+      assert.deepEqual(mountTable().filter((m) => m.point.startsWith(join(paths.storage, 'mnt'))), [], 'disk mounts left');
+      assert.deepEqual(existsSync(join(RUN_DIR, `vm-${paths.homeTag}`)) ? readdirSync(join(RUN_DIR, `vm-${paths.homeTag}`)) : [], [], 'run directories left');
+    });
+  });
+});
