@@ -334,11 +334,11 @@ static void stats_line(char *out, size_t size) {
     /* user nice system [idle iowait] irq softirq steal */
     cpu = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) * 1000 / (hz > 0 ? hz : 100);
   }
+  /* Memory: the guest's in use, its kernel's share included (the VM is the sandbox). Processes: the
+   * sandbox cgroup's (what pids limits), and PID 1, as the other runtimes count them. */
   long long memory = (total - avail) * 1024;
-  /* With the sandbox's cgroup: what its processes use (what memoryMb and pids limit), not the guest kernel's share. */
-  if (proc_read(SANDBOX_CGROUP "/memory.current", buf, sizeof buf) > 0) memory = atoll(buf);
   if (proc_read(SANDBOX_CGROUP "/pids.current", buf, sizeof buf) > 0) {
-    pids = atoll(buf) + 1; /* and PID 1, as the other runtimes count it */
+    pids = atoll(buf) + 1;
   } else {
     DIR *d = opendir("/proc");
     struct dirent *e;

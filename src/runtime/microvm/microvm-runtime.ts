@@ -62,11 +62,11 @@ function dataOf(handle: SandboxHandle): VmData {
 
 const POOLED_MARK = 'pooled';
 /**
- * Guest RAM beyond memoryMb: the guest kernel's own share (about 33 MB of a 128 MB guest), the
- * initramfs and the agent. The sandbox's processes are held to memoryMb by a cgroup in the guest
- * (native/agentbox-vm-agent.c setup_limits); a guest of under 128 MB does not boot at all.
+ * memoryMb is the VM's RAM, as a machine's: its kernel takes its share of it (about 33 MB). A guest
+ * of under 128 MB does not boot at all, so a smaller memoryMb gets this much RAM, and the cgroup in
+ * the guest that holds every command (native/agentbox-vm-agent.c setup_limits) holds them to memoryMb.
  */
-export const VM_HEADROOM_MB = 96;
+export const MIN_GUEST_MB = 128;
 
 export class MicroVmRuntime implements Runtime {
   readonly name = 'microvm' as const;
@@ -185,7 +185,7 @@ export class MicroVmRuntime implements Runtime {
       if (!dataDisk) throw new InternalError(`sandbox ${spec.id}'s disk vanished`);
       vm = await MicroVm.start({
         guest,
-        memoryMb: spec.limits.memoryMb + VM_HEADROOM_MB,
+        memoryMb: Math.max(spec.limits.memoryMb, MIN_GUEST_MB),
         cpus: Math.max(1, Math.ceil(spec.limits.cpus)),
         limits: { memoryMb: spec.limits.memoryMb, pids: spec.limits.pids },
         accel,
