@@ -19,7 +19,8 @@
  *                'R' open a stream: NUL-terminated kind, cwd, timeout_ms, argc, argv..., env (K=V)...
  *                    kind exec: run argv; file: file_op(argv[0], argv[1]) (file-ops.h); ps; signal NAME PID
  *                    (proc-list.h); stats: one line "MEM_BYTES PIDS CPU_MS" on stdout; freeze (the
- *                    sandbox's disk, for at most timeout_ms) and thaw: answered at once, by the agent as root
+ *                    sandbox's disk, for at most timeout_ms) and thaw; sync HEX UNIX_MS (after a restore:
+ *                    fresh entropy and the host's clock): answered at once, by the agent as root
  *                'I' stdin bytes (within the stdin window)   'E' end of stdin
  *                'K' kill the stream's tree (exit 143)   'S' signal (4 bytes) to the leader's process group
  *                'W' output window: the host took that many more bytes (4 bytes)
@@ -52,6 +53,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/fs.h>
+#include <linux/random.h>
 #include <net/if.h>
 #include <poll.h>
 #include <signal.h>
@@ -405,6 +407,32 @@ static int disk_freeze(long long hold_ms) {
   return 0;
 }
 
+/*
+ * After a restore from a template: every clone starts with the template's RNG state and clock. The
+ * host sends fresh entropy (hex) and its time (ms since the epoch): credited to the kernel's pool
+ * (RNDADDENTROPY, which reseeds it) and set as the guest's clock.
+ */
+static int sync_guest(const char *hex, const char *unix_ms) {
+  size_t n = strlen(hex) / 2;
+  if (n == 0 || n > 512) return -1;
+  struct { int entropy_count; int buf_size; unsigned char buf[512]; } pool;
+  for (size_t i = 0; i < n; i++) {
+    unsigned int byte;
+    if (sscanf(hex + 2 * i, "%2x", &byte) != 1) return -1;
+    pool.buf[i] = (unsigned char)byte;
+  }
+  pool.entropy_count = (int)(n * 8);
+  pool.buf_size = (int)n;
+  int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int rc = ioctl(fd, RNDADDENTROPY, &pool);
+  close(fd);
+  if (rc != 0) return -1;
+  long long ms = atoll(unix_ms);
+  struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+  return ms > 0 ? clock_settime(CLOCK_REALTIME, &ts) : 0;
+}
+
 static void stream_open(uint32_t id, char *req, uint32_t len) {
   if (stream_of(id)) return refuse(id, "agentbox: stream id in use\n", EXIT_AGENTBOX_FAILED);
   struct stream *s = NULL;
@@ -427,6 +455,13 @@ static void stream_open(uint32_t id, char *req, uint32_t len) {
     stats_line(line, sizeof line);
     queue('O', id, line, (uint32_t)strlen(line));
     queue_exit(id, 0, WHY_EXITED);
+    free(strs);
+    return;
+  }
+  if (strcmp(kind, "sync") == 0) {
+    int ok = argc == 2 && sync_guest(strs[4], strs[5]) == 0;
+    if (!ok) { const char *m = "agentbox: cannot reseed the guest or set its clock\n"; queue('e', id, m, (uint32_t)strlen(m)); }
+    queue_exit(id, ok ? 0 : 1, WHY_EXITED);
     free(strs);
     return;
   }

@@ -61,13 +61,16 @@ export interface RuntimeVolume {
  * `destroy`/`reap`, so a disk lives exactly as long as its sandbox.
  */
 export interface SandboxDisks {
-  create(id: string, sizeMb: number, from?: string): Promise<{ root: string }>;
+  /** `mount: false`: only the image (a VM's disk that must stay as its template left it; `detach` gives its path). */
+  create(id: string, sizeMb: number, from?: string, opts?: { mount?: boolean }): Promise<{ root: string }>;
   /** The disk of a sandbox that outlived the daemon, mounted again if needed; undefined when it has none. */
   attach(id: string): Promise<{ root: string } | undefined>;
   /** Idempotent. */
   destroy(id: string): Promise<void>;
   /** Unmount the host's mount, for a driver whose guest mounts the disk itself (a VM); the image's path, undefined when none. */
   detach?(id: string): Promise<string | undefined>;
+  /** A copy of a detached disk's image kept under NAME (a VM template's disk); its path, a valid `from` for `create`. */
+  keepImage?(id: string, name: string): Promise<string>;
 }
 
 /**

@@ -123,7 +123,7 @@ export class DiskStore {
    * Make and mount the disk of sandbox `id`: an empty one of `sizeMb`, or a clone of `from` (an
    * image in the store: a snapshot's or a fork's). Leaves nothing behind when it fails.
    */
-  async create(id: string, sizeMb: number, from?: string): Promise<SandboxDisk> {
+  async create(id: string, sizeMb: number, from?: string, opts: { mount?: boolean } = {}): Promise<SandboxDisk> {
     checkId(id);
     if (!Number.isInteger(sizeMb) || sizeMb < 8) throw new BadRequestError(`a sandbox disk needs at least 8 MB, not ${sizeMb}`);
     await this.open();
@@ -136,6 +136,8 @@ export class DiskStore {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`sandbox ${id} has a disk already`, { hint: 'sandbox ids are unique: this is a bug, or a leftover the next daemon start removes', cause: err });
       throw err;
     }
+    // A VM's disk cloned from its template's: the guest mounts it, and it must stay as the template left it.
+    if (opts.mount === false) return { id, root, image };
     try {
       await mkdir(root, { mode: 0o755 });
       await runTool('mount', ['-o', DISK_MOUNT_OPTS, image, root]);
@@ -165,6 +167,20 @@ export class DiskStore {
       if (err.code !== 'ENOENT') throw new InternalError(`could not remove ${root}: ${err.message}`);
     });
     return image;
+  }
+
+  /**
+   * A reflink copy of a detached disk's image kept in the store as NAME (a VM template's disk, which
+   * later disks are cloned from); an older one of that name is replaced. Its path.
+   */
+  async keepImage(id: string, name: string): Promise<string> {
+    checkId(id);
+    checkId(name);
+    await this.open();
+    const dest = join(this.storeDir, 'templates', `${name}.img`);
+    await rm(dest, { force: true });
+    await copyFile(this.imagePath(id), dest, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
+    return dest;
   }
 
   /** The disk of a sandbox that outlived the daemon (or a host reboot): mounted again if it is not. */

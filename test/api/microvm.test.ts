@@ -67,6 +67,22 @@ describe('the microvm runtime through the daemon', { skip }, async () => {
       assert.notEqual(kernel, release(), 'the sandbox runs the host\'s kernel');
       const sumOf = async (id: string): Promise<string> => (await client.exec(id, { cmd: ['sh', '-c', 'sha256sum /workspace/data | cut -c1-64'] })).stdout.trim();
 
+      // The first create of a kind saved its template: the next ones are restored from it (QEMU -incoming),
+      // each with fresh entropy and the host's clock, never the template's or each other's.
+      const clones = [await client.create({}), await client.create({})];
+      const seen = new Set<string>();
+      for (const c of clones) {
+        const q = qemusOf(paths.homeTag).find((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(c.id));
+        assert.ok(q && readFileSync(`/proc/${q}/cmdline`, 'latin1').split('\0').includes('-incoming'), `sandbox ${c.id} booted cold, not from the template`);
+        const r = await client.exec(c.id, { cmd: ['sh', '-c', 'head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n"; echo; date +%s; test -e /workspace/data && echo LEAK'] });
+        const [random, now] = r.stdout.trim().split('\n');
+        assert.ok(random && !seen.has(random), `two clones drew the same random bytes: ${random}`);
+        seen.add(random);
+        assert.ok(Math.abs(Number(now) - Date.now() / 1000) < 10, `a clone's clock says ${now}, the host's ${Math.round(Date.now() / 1000)}`);
+        assert.doesNotMatch(r.stdout, /LEAK/, 'a clone has another sandbox\'s files');
+        await client.delete(c.id);
+      }
+
       const snap = await client.snapshot(sb.id);
       for (const runtime of ['microvm', 'local'] as const) {
         const r = await client.create({ snapshot: snap.id, runtime });

@@ -47,7 +47,7 @@ export function helloFrame(nonce: Buffer): Buffer {
 
 /** What an 'R' frame carries. Strings may not hold NUL bytes (checked by encodeOpen). */
 export interface OpenRequest {
-  kind: 'exec' | 'file' | 'ps' | 'signal' | 'stats' | 'freeze' | 'thaw';
+  kind: 'exec' | 'file' | 'ps' | 'signal' | 'stats' | 'freeze' | 'thaw' | 'sync';
   cwd: string;
   /** 0: none. */
   timeoutMs: number;

@@ -11,7 +11,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -76,6 +77,8 @@ export class MicroVmRuntime implements Runtime {
   private accelChoice: Promise<AccelChoice> | undefined;
   /** One host connection per VM (its port takes one at a time), made again after a daemon restart. */
   private readonly channels = new Map<string, Promise<VmChannel>>();
+  /** Templates being saved now (one per key). */
+  private readonly building = new Set<string>();
 
   constructor(private readonly opts: MicroVmRuntimeOpts) {
     this.gate = new BootGate(opts.maxConcurrentBoots ?? 2);
@@ -178,16 +181,24 @@ export class MicroVmRuntime implements Runtime {
     const rootDisk = await this.rootDisk(spec.image);
     const [guest, { accel }] = await Promise.all([this.guestArtifacts(), this.accel()]);
     await mkdir(this.opts.runRoot, { recursive: true, mode: 0o700 });
-    await this.opts.disks.create(spec.id, spec.limits.diskMb, spec.diskFrom);
+    const ramMb = Math.max(spec.limits.memoryMb, MIN_GUEST_MB);
+    const cpus = Math.max(1, Math.ceil(spec.limits.cpus));
+    const limits = { memoryMb: spec.limits.memoryMb, pids: spec.limits.pids };
+    // A sandbox that starts empty starts from its kind's template when there is one (a fork or a
+    // snapshot's restore has a disk of its own, and boots).
+    const key = spec.diskFrom ? undefined : templateKey({ guest: guest.fingerprint, rootDisk, accel, ramMb, cpus, limits, diskMb: spec.limits.diskMb });
+    const template = key ? this.readyTemplate(key) : undefined;
+    await this.opts.disks.create(spec.id, spec.limits.diskMb, template?.disk ?? spec.diskFrom, template ? { mount: false } : {});
     let vm: MicroVm | undefined;
     try {
       const dataDisk = await this.opts.disks.detach(spec.id);
       if (!dataDisk) throw new InternalError(`sandbox ${spec.id}'s disk vanished`);
+      const log = this.opts.logger?.child({ sandbox_id: spec.id });
       vm = await MicroVm.start({
         guest,
-        memoryMb: Math.max(spec.limits.memoryMb, MIN_GUEST_MB),
-        cpus: Math.max(1, Math.ceil(spec.limits.cpus)),
-        limits: { memoryMb: spec.limits.memoryMb, pids: spec.limits.pids },
+        memoryMb: ramMb,
+        cpus,
+        limits,
         accel,
         runDir: this.runDir(spec.id),
         name: this.vmName(spec.id),
@@ -195,8 +206,11 @@ export class MicroVmRuntime implements Runtime {
         rootDisk,
         dataDisk,
         detached: true,
-        ...(this.opts.logger ? { log: this.opts.logger.child({ sandbox_id: spec.id }) } : {}),
+        ...(template ? { incoming: template.state } : {}),
+        ...(log ? { log } : {}),
       });
+      if (template) await syncClone(vm.channel);
+      else if (key) await this.saveTemplate(key, vm, spec.id);
       if (spec.pooled) writeFileSync(join(vm.runDir, POOLED_MARK), '');
       const startTime = processStartTime(vm.pid);
       if (startTime === undefined) throw new InternalError(`sandbox ${spec.id}'s VM exited right after starting`);
@@ -207,6 +221,49 @@ export class MicroVmRuntime implements Runtime {
       await rm(this.runDir(spec.id), { recursive: true, force: true });
       await this.opts.disks.destroy(spec.id).catch(() => undefined);
       throw err;
+    }
+  }
+
+  private templateDir(key: string): string {
+    return join(this.opts.dir, 'templates', key);
+  }
+
+  /** The saved state and disk of a template, if it was made (on this host, for this guest and image). */
+  private readyTemplate(key: string): { state: string; disk: string } | undefined {
+    try {
+      const t = JSON.parse(readFileSync(join(this.templateDir(key), 'ready.json'), 'utf8')) as { state?: string; disk?: string };
+      return t.state && t.disk && existsSync(t.state) && existsSync(t.disk) ? { state: t.state, disk: t.disk } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Make the template of this kind of sandbox from a VM that has just booted and run nothing yet:
+   * its state (QEMU's migration stream, ~65 MB for 128 MB of RAM) and its disk at that moment. The
+   * VM goes on as the sandbox. Best effort: a failure leaves the sandbox as it is and no template.
+   */
+  private async saveTemplate(key: string, vm: MicroVm, id: string): Promise<void> {
+    if (this.building.has(key) || !this.opts.disks.keepImage) return;
+    this.building.add(key);
+    const dir = this.templateDir(key);
+    const keepImage = this.opts.disks.keepImage.bind(this.opts.disks);
+    try {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const state = join(dir, 'state.bin');
+      const partial = `${state}.${process.pid}.partial`;
+      let disk = '';
+      const t0 = performance.now();
+      await vm.saveState(partial, async () => {
+        disk = await keepImage(id, `vm_${key}`);
+      });
+      await rename(partial, state);
+      writeFileSync(join(dir, 'ready.json'), `${JSON.stringify({ state, disk, createdAt: new Date().toISOString() })}\n`);
+      this.opts.logger?.info({ sandbox_id: id, template: key, ms: Math.round(performance.now() - t0) }, 'microvm template saved');
+    } catch (err) {
+      this.opts.logger?.warn({ sandbox_id: id, template: key, err: err instanceof Error ? err.message : String(err) }, 'could not save a microvm template; sandboxes of this kind boot cold');
+    } finally {
+      this.building.delete(key);
     }
   }
 
@@ -364,9 +421,23 @@ export class MicroVmRuntime implements Runtime {
   }
 }
 
-/** A request the agent answers at once (stats, freeze, thaw): its stdout, stderr and exit code. */
-async function oneShot(ch: VmChannel, kind: 'stats' | 'freeze' | 'thaw', timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string }> {
-  const s = ch.open({ kind, cwd: '/', timeoutMs, argv: [], env: {} });
+/** What a template is made for: a VM restored from it must be started exactly so (paths apart). */
+function templateKey(k: { guest: string; rootDisk: string; accel: string; ramMb: number; cpus: number; limits: { memoryMb: number; pids: number }; diskMb: number }): string {
+  return createHash('sha256').update(JSON.stringify([TEMPLATE_LAYOUT, k.guest, k.rootDisk, k.accel, k.ramMb, k.cpus, k.limits.memoryMb, k.limits.pids, k.diskMb])).digest('hex').slice(0, 24);
+}
+
+/** Bump when what a template holds changes in a way its key does not show. */
+const TEMPLATE_LAYOUT = 1;
+
+/** A clone restored from a template has the template's RNG state and clock: fresh entropy and the time. */
+async function syncClone(ch: VmChannel): Promise<void> {
+  const r = await oneShot(ch, 'sync', 10_000, [randomBytes(64).toString('hex'), String(Date.now())]);
+  if (r.code !== 0) throw new InternalError(`a restored VM could not be reseeded: ${r.stderr.trim()}`);
+}
+
+/** A request the agent answers at once (stats, freeze, thaw, sync): its stdout, stderr and exit code. */
+async function oneShot(ch: VmChannel, kind: 'stats' | 'freeze' | 'thaw' | 'sync', timeoutMs: number, argv: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
+  const s = ch.open({ kind, cwd: '/', timeoutMs, argv, env: {} });
   s.sendStdin(undefined);
   let stdout = '';
   let stderr = '';

@@ -25,6 +25,13 @@ export interface QemuArgsOpts {
   rootDisk?: string;
   /** The sandbox's own disk (ext4 of diskMb), read-write; serial agentbox-disk. Never mounted on the host meanwhile. */
   dataDisk?: string;
+  /** QEMU's machine protocol socket (qmp.ts): stop, save, resume. */
+  qmpSocket?: string;
+  /**
+   * Start from a saved state instead of booting: QEMU listens on this Unix socket for the migration
+   * stream (vm.ts feeds it the file). Not `exec:`, which `-sandbox spawn=deny` rightly forbids.
+   */
+  incoming?: string;
   /** Limits the guest agent puts every command under (a cgroup in the guest; agentbox.memory_mb=N agentbox.pids=N on the kernel's command line). */
   limits?: { memoryMb: number; pids: number };
 }
@@ -60,7 +67,7 @@ export function qemuArgs(o: QemuArgsOpts): string[] {
   if (!Number.isInteger(o.memoryMb) || o.memoryMb < 32) throw new RangeError(`memoryMb must be an integer >= 32, not ${o.memoryMb}`);
   if (!Number.isInteger(o.cpus) || o.cpus < 1) throw new RangeError(`cpus must be an integer >= 1, not ${o.cpus}`);
   if (o.limits && !(Number.isInteger(o.limits.memoryMb) && o.limits.memoryMb >= 1 && Number.isInteger(o.limits.pids) && o.limits.pids >= 1)) throw new RangeError(`bad guest limits: ${JSON.stringify(o.limits)}`);
-  for (const p of [o.agentSocket, o.consoleLog, o.rootDisk ?? '', o.dataDisk ?? '']) if (p.includes(',')) throw new RangeError(`QEMU option paths cannot hold a comma: ${p}`);
+  for (const p of [o.agentSocket, o.consoleLog, o.rootDisk ?? '', o.dataDisk ?? '', o.qmpSocket ?? '', o.incoming ?? '']) if (p.includes(',')) throw new RangeError(`QEMU option paths cannot hold a comma: ${p}`);
   return [
     ...(o.name ? ['-name', o.name] : []),
     '-M', 'microvm,x-option-roms=off,rtc=on',
@@ -83,6 +90,8 @@ export function qemuArgs(o: QemuArgsOpts): string[] {
     '-device', 'virtio-serial-device',
     '-chardev', `socket,id=agent,path=${o.agentSocket},server=on,wait=off`,
     '-device', 'virtserialport,chardev=agent,name=org.agentbox.0',
+    ...(o.qmpSocket ? ['-qmp', `unix:${o.qmpSocket},server=on,wait=off`] : []),
+    ...(o.incoming ? ['-incoming', `unix:${o.incoming}`] : []),
     ...(o.rootDisk ? ['-drive', `id=root,file=${o.rootDisk},format=raw,if=none,readonly=on`, '-device', 'virtio-blk-device,drive=root,serial=agentbox-root'] : []),
     // cache=none: the guest's writes reach the host's file when the guest flushes them, not later (snapshots copy that file).
     ...(o.dataDisk ? ['-drive', `id=disk,file=${o.dataDisk},format=raw,if=none,cache=none,discard=unmap`, '-device', 'virtio-blk-device,drive=disk,serial=agentbox-disk'] : []),

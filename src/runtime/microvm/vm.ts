@@ -4,12 +4,16 @@
  * `kill` ends QEMU outright. Both leave nothing behind (process, socket, directory).
  */
 import { type ChildProcess, spawn, type StdioOptions } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, createReadStream, createWriteStream, existsSync, openSync, readFileSync } from 'node:fs';
+import { createConnection, createServer, type Socket } from 'node:net';
+import { pipeline } from 'node:stream/promises';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { RuntimeUnavailableError } from '../../contract/errors.js';
+import { InternalError, RuntimeUnavailableError } from '../../contract/errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Qmp } from './qmp.js';
 import type { BootGate } from './boot-gate.js';
 import { VmChannel } from './channel.js';
 import type { GuestArtifacts } from './guest/build.js';
@@ -37,6 +41,8 @@ export interface MicroVmOpts {
   /** The image's root disk and the sandbox's own disk (qemu-args.ts). */
   rootDisk?: string;
   dataDisk?: string;
+  /** Start from this saved state file (a template's, `saveState`) instead of booting. The command line must be the saved VM's but for its paths. */
+  incoming?: string;
   /** The sandbox's memoryMb and pids, enforced in the guest (qemu-args.ts). */
   limits?: { memoryMb: number; pids: number };
   /** Boots wait their turn here (the runtime shares one gate among its VMs). */
@@ -116,6 +122,8 @@ export class MicroVm {
       ...(opts.rootDisk ? { rootDisk: opts.rootDisk } : {}),
       ...(opts.dataDisk ? { dataDisk: opts.dataDisk } : {}),
       ...(opts.limits ? { limits: opts.limits } : {}),
+      qmpSocket: join(runDir, 'qmp.sock'),
+      ...(opts.incoming ? { incoming: join(runDir, 'incoming.sock') } : {}),
     });
     const binary = opts.qemuBinary ?? process.env.AGENTBOX_QEMU ?? QEMU_BINARY;
     const started = performance.now();
@@ -146,6 +154,18 @@ export class MicroVm {
       }
     });
     try {
+      if (opts.incoming) {
+        // The state goes in through QEMU's incoming socket; loaded, the VM is paused (not 'inmigrate':
+        // a `cont` then breaks the restore), and then it runs.
+        const qmp = await Qmp.connect(join(runDir, 'qmp.sock'), opts.readyTimeoutMs ?? 60000);
+        try {
+          await feedState(opts.incoming, join(runDir, 'incoming.sock'), opts.readyTimeoutMs ?? 60000);
+          await qmp.waitStatus('paused', opts.readyTimeoutMs ?? 60000);
+          await qmp.execute('cont');
+        } finally {
+          qmp.close();
+        }
+      }
       const channel = await VmChannel.connect(agentSocket, { timeoutMs: opts.readyTimeoutMs ?? 60000, signal: gone.signal, log: opts.log });
       const bootMs = Math.round(performance.now() - started);
       opts.log?.info({ pid: proc.pid, bootMs, accel, memoryMb: opts.memoryMb, cpus: opts.cpus }, 'microvm ready');
@@ -157,6 +177,41 @@ export class MicroVm {
       await rm(runDir, { recursive: true, force: true });
       throw err;
     }
+  }
+
+  /**
+   * Save the running VM's state to `path` (QEMU's migration stream) and go on running it. The agent
+   * channel is closed first, so a VM restored from the state waits for its own host. `whileStopped`
+   * runs with the VM stopped, right after the save: the moment its disks match the state.
+   */
+  async saveState(path: string, whileStopped?: () => Promise<void>): Promise<void> {
+    await this.channel.close();
+    const qmp = await Qmp.connect(join(this.runDir, 'qmp.sock'));
+    try {
+      await qmp.execute('stop');
+      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 10 * 1024 ** 3 });
+      // QEMU sends the stream to a socket of ours, which writes it to the file (no exec: under -sandbox).
+      const sock = join(this.runDir, 'migrate.sock');
+      const written = receiveState(sock, path);
+      try {
+        await qmp.execute('migrate', { uri: `unix:${sock}` });
+        const deadline = Date.now() + 60_000;
+        for (;;) {
+          const m = (await qmp.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
+          if (m.status === 'completed') break;
+          if (m.status === 'failed' || m.status === 'cancelled' || Date.now() > deadline) throw new InternalError(`saving the VM's state failed: ${m['error-desc'] ?? m.status}`);
+          await sleep(10);
+        }
+        await written.done;
+      } finally {
+        written.close();
+      }
+      await whileStopped?.();
+    } finally {
+      await qmp.execute('cont').catch(() => undefined);
+      qmp.close();
+    }
+    this.channel = await VmChannel.connect(this.agentSocket, { timeoutMs: 10000, log: this.log });
   }
 
   /** Drop the channel and connect again (the agent keeps running; what ran through the old channel is ended). */
@@ -185,6 +240,36 @@ export class MicroVm {
   private async cleanup(): Promise<void> {
     await this.channel.close().catch(() => undefined);
     await rm(this.runDir, { recursive: true, force: true });
+  }
+}
+
+/** A one-connection Unix socket server whose stream goes to `path`; `done` once the file is written. */
+function receiveState(sock: string, path: string): { done: Promise<void>; close: () => void } {
+  const server = createServer();
+  const done = new Promise<void>((resolve, reject) => {
+    server.once('connection', (conn) => {
+      server.close();
+      pipeline(conn, createWriteStream(path, { mode: 0o600 })).then(resolve, reject);
+    });
+    server.once('error', reject);
+  });
+  done.catch(() => undefined);
+  server.listen(sock);
+  return { done, close: () => server.close() };
+}
+
+/** Stream a saved state file into QEMU's incoming socket (retrying while QEMU has not made it yet). */
+async function feedState(path: string, sock: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const conn = await new Promise<Socket | undefined>((resolve) => {
+      const s = createConnection(sock);
+      s.once('connect', () => resolve(s));
+      s.once('error', () => resolve(undefined));
+    });
+    if (conn) return pipeline(createReadStream(path), conn);
+    if (Date.now() > deadline) throw new InternalError(`QEMU did not open its incoming socket within ${timeoutMs} ms`);
+    await sleep(10);
   }
 }
 
