@@ -3,7 +3,7 @@
 //
 //   node scripts/run-tests.mjs [FILTER...]            every test (npm test), or the files whose path contains a FILTER
 //   node scripts/run-tests.mjs --unit [FILTER...]     test/unit/ only: no root, no bubblewrap, no dockerd (npm run test:unit)
-//   node scripts/run-tests.mjs --conformance [--runtime local|docker|gvisor]...
+//   node scripts/run-tests.mjs --conformance [--runtime local|docker|gvisor|microvm]...
 //                                                     the runtime contract (npm run test:conformance), on the runtimes named
 //
 // A test file belongs in test/unit/ when it passes as an unprivileged user with no bwrap on the host;
@@ -15,7 +15,7 @@ import { join, relative } from 'node:path';
 const root = new URL('..', import.meta.url).pathname;
 const testDir = join(root, 'dist', 'test');
 /** --runtime NAME -> the conformance file that covers it (docker.test.ts covers runc and gVisor). */
-const CONFORMANCE = { local: 'local.test.js', docker: 'docker.test.js', gvisor: 'docker.test.js' };
+const CONFORMANCE = { local: 'local.test.js', docker: 'docker.test.js', gvisor: 'docker.test.js', microvm: 'microvm.test.js' };
 
 function usage(problem) {
   console.error(`run-tests: ${problem}\nusage: run-tests.mjs [--unit | --conformance [--runtime ${Object.keys(CONFORMANCE).join('|')}]...] [FILTER...]`);

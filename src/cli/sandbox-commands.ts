@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { BadRequestError } from '../contract/errors.js';
 import { EXIT_KILLED, EXIT_TIMED_OUT } from '../contract/exit-codes.js';
-import type { ExecSummary, Sandbox } from '../contract/model.js';
+import { ISOLATIONS, RUNTIME_NAMES, type ExecSummary, type Sandbox } from '../contract/model.js';
 import type { AgentboxClient } from '../sdk/client.js';
 import { connectClient } from './connect.js';
 import { collect, createRequest, execRequest, killRequest, type CreateFlags, type ExecFlags } from './flags.js';
@@ -19,8 +19,8 @@ function addCreateFlags(cmd: Command): Command {
   return cmd
     .option('--image <name>', 'image (see agentbox image ls)')
     .option('--profile <name>', 'policy profile')
-    .option('--runtime <name>', 'local | docker')
-    .option('--isolation <level>', 'namespaces | container | gvisor')
+    .option('--runtime <name>', RUNTIME_NAMES.join(' | '))
+    .option('--isolation <level>', ISOLATIONS.join(' | '))
     .option('--memory <MB>', 'memory limit in MiB')
     .option('--cpus <N>', 'CPU cores')
     .option('--pids <N>', 'process limit')
