@@ -62,6 +62,9 @@ describe('the microvm runtime through the daemon', { skip }, async () => {
       let daemon = await serve.start();
       const sb = await client.create({});
       assert.deepEqual([sb.runtime, sb.isolation], ['microvm', 'vm']);
+      // QEMU itself is bounded on the host: it runs in a cgroup of the sandbox's own.
+      const qemuOf = (id: string): number | undefined => qemusOf(paths.homeTag).find((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(id));
+      assert.match(readFileSync(`/proc/${qemuOf(sb.id)}/cgroup`, 'utf8'), new RegExp(`agentbox-vm/${paths.homeTag}/${sb.id}/`), 'QEMU is not in the sandbox\'s host cgroup');
       const first = await client.exec(sb.id, { cmd: ['sh', '-c', 'uname -r; head -c 3000000 /dev/urandom > /workspace/data; sha256sum /workspace/data | cut -c1-64; sleep 1000 >/dev/null 2>&1 & echo $!'] });
       const [kernel, sum, pid] = first.stdout.trim().split('\n');
       assert.notEqual(kernel, release(), 'the sandbox runs the host\'s kernel');
@@ -115,6 +118,8 @@ describe('the microvm runtime through the daemon', { skip }, async () => {
       await until('no QEMU of this home is left', () => qemusOf(paths.homeTag).length === 0);
       assert.deepEqual(mountTable().filter((m) => m.point.startsWith(join(paths.storage, 'mnt'))), [], 'disk mounts left');
       assert.deepEqual(existsSync(join(RUN_DIR, `vm-${paths.homeTag}`)) ? readdirSync(join(RUN_DIR, `vm-${paths.homeTag}`)) : [], [], 'run directories left');
+      const cgroupsLeft = ['', 'memory', 'pids', 'cpu'].map((c) => join('/sys/fs/cgroup', c, 'agentbox-vm', paths.homeTag)).filter((d) => existsSync(d) && readdirSync(d, { withFileTypes: true }).some((e) => e.isDirectory()));
+      assert.deepEqual(cgroupsLeft, [], 'host cgroups of the VMs left');
     });
   });
 });

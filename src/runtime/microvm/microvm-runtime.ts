@@ -23,6 +23,7 @@ import { type FileOpStarter, SandboxFiles } from '../files.js';
 import { isSameProcess, processStartTime } from '../proc.js';
 import { type ProcOpRunner, SandboxProcesses } from '../processes.js';
 import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, SandboxDisks, SandboxHandle } from '../types.js';
+import { Cgroups, detectCgroups } from '../local/cgroups.js';
 import { type AccelChoice, chooseAccel } from './accel.js';
 import { BootGate } from './boot-gate.js';
 import { VmChannel } from './channel.js';
@@ -68,6 +69,10 @@ const POOLED_MARK = 'pooled';
  * the guest that holds every command (native/agentbox-vm-agent.c setup_limits) holds them to memoryMb.
  */
 export const MIN_GUEST_MB = 128;
+/** QEMU's own memory beyond the guest's RAM, in its host cgroup: TCG's code buffer (32-64 MB), QEMU, the mapped kernel. */
+const QEMU_OVERHEAD_MB = 192;
+/** QEMU's threads: a vCPU thread each, RCU, and its I/O worker pool (up to 64). */
+const QEMU_THREADS = 256;
 
 export class MicroVmRuntime implements Runtime {
   readonly name = 'microvm' as const;
@@ -188,7 +193,14 @@ export class MicroVmRuntime implements Runtime {
     // snapshot's restore has a disk of its own, and boots).
     const key = spec.diskFrom ? undefined : templateKey({ guest: guest.fingerprint, rootDisk, accel, ramMb, cpus, limits, diskMb: spec.limits.diskMb });
     const template = key ? this.readyTemplate(key) : undefined;
-    await this.opts.disks.create(spec.id, spec.limits.diskMb, template?.disk ?? spec.diskFrom, template ? { mount: false } : {});
+    const cg = this.cg();
+    const hostDirs = cg.create(spec.id, { cpus: spec.limits.cpus, memoryMb: ramMb + QEMU_OVERHEAD_MB, pids: QEMU_THREADS, diskMb: spec.limits.diskMb });
+    try {
+      await this.opts.disks.create(spec.id, spec.limits.diskMb, template?.disk ?? spec.diskFrom, template ? { mount: false } : {});
+    } catch (err) {
+      await cg.remove(spec.id).catch(() => undefined);
+      throw err;
+    }
     let vm: MicroVm | undefined;
     try {
       const dataDisk = await this.opts.disks.detach(spec.id);
@@ -207,6 +219,10 @@ export class MicroVmRuntime implements Runtime {
         dataDisk,
         detached: true,
         ...(template ? { incoming: template.state } : {}),
+        // QEMU itself in a host cgroup: guest RAM plus the emulator's own (TCG's code buffer, QEMU), its threads, its CPU share.
+        onSpawn: (pid) => {
+          for (const dir of hostDirs) writeFileSync(join(dir, 'cgroup.procs'), String(pid));
+        },
         ...(log ? { log } : {}),
       });
       if (template) await syncClone(vm.channel);
@@ -220,6 +236,7 @@ export class MicroVmRuntime implements Runtime {
       await vm?.kill().catch(() => undefined);
       await rm(this.runDir(spec.id), { recursive: true, force: true });
       await this.opts.disks.destroy(spec.id).catch(() => undefined);
+      await cg.remove(spec.id).catch(() => undefined);
       throw err;
     }
   }
@@ -389,10 +406,23 @@ export class MicroVmRuntime implements Runtime {
     }
     await rm(this.runDir(id), { recursive: true, force: true });
     await this.opts.disks.destroy(id);
+    await this.cg().remove(id);
   }
+
+  /** The host cgroups of this home's VMs (their own scope: never the local runtime's sandboxes). */
+  private cg(): Cgroups {
+    if (this.cgroups) return this.cgroups;
+    const found = detectCgroups();
+    if (!found.ok) throw new RuntimeUnavailableError(`microvm runtime: ${found.reason}`, { hint: 'mount the cgroup controllers (memory, pids, cpu)' });
+    this.cgroups = new Cgroups(found.version, `agentbox-vm/${this.opts.homeTag}`);
+    return this.cgroups;
+  }
+
+  private cgroups: Cgroups | undefined;
 
   async close(): Promise<void> {
     for (const id of [...this.channels.keys()]) await this.dropChannel(id);
+    this.cgroups?.removeScopeIfEmpty();
   }
 
   private async dropChannel(id: string): Promise<void> {

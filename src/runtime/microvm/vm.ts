@@ -43,6 +43,8 @@ export interface MicroVmOpts {
   dataDisk?: string;
   /** Start from this saved state file (a template's, `saveState`) instead of booting. The command line must be the saved VM's but for its paths. */
   incoming?: string;
+  /** Called with QEMU's pid as soon as it is spawned, before it boots anything (to put it in a host cgroup). */
+  onSpawn?: (pid: number) => void;
   /** The sandbox's memoryMb and pids, enforced in the guest (qemu-args.ts). */
   limits?: { memoryMb: number; pids: number };
   /** Boots wait their turn here (the runtime shares one gate among its VMs). */
@@ -135,6 +137,13 @@ export class MicroVm {
       ? spawn('setpriv', ['--pdeathsig', 'KILL', '--', binary, ...args], { stdio })
       : spawn(binary, args, { stdio, detached: opts.detached === true });
     if (logFd !== undefined) closeSync(logFd);
+    try {
+      if (proc.pid !== undefined) opts.onSpawn?.(proc.pid);
+    } catch (err) {
+      proc.kill('SIGKILL');
+      await rm(runDir, { recursive: true, force: true });
+      throw err;
+    }
     let stderrText = '';
     proc.stderr?.on('data', (c: Buffer) => {
       if (stderrText.length < 8192) stderrText += c.toString();
