@@ -143,12 +143,13 @@ export function runRuntimeContract(opts: ContractOpts): void {
       ].join('\n'), { timeoutMs: 120_000 });
       assert.equal(started.exitCode, 0, started.stderr);
       assert.match(started.stdout, /started/);
-      // The logger keeps counting long after its exec returned (it writes ten lines a second).
-      const r = await run(rt, h, 'a=$(cat /tmp/srv.count); for i in $(seq 100); do sleep 0.1; b=$(cat /tmp/srv.count); [ "$b" != "$a" ] && break; done; echo "$a $b"; cat /tmp/srv.fifo', { timeoutMs: 60_000 });
+      // The logger keeps counting long after its exec returned (it writes ten lines a second). A read
+      // can meet the count file between its truncation and its new number: empty reads are read again.
+      const r = await run(rt, h, 'until [ -n "$a" ]; do a=$(cat /tmp/srv.count); done; for i in $(seq 100); do sleep 0.1; b=$(cat /tmp/srv.count); [ -n "$b" ] && [ "$b" != "$a" ] && break; done; echo "$a $b"; cat /tmp/srv.fifo', { timeoutMs: 60_000 });
       const [a, b, pong] = r.stdout.trim().split(/\s+/);
       assert.ok(Number(b) > Number(a), `the logger stopped: counts ${a} then ${b}; stderr ${r.stderr}`);
       assert.equal(pong, 'pong');
-      const later = await run(rt, h, 'a=$(cat /tmp/srv.count); for i in $(seq 100); do sleep 0.1; b=$(cat /tmp/srv.count); [ "$b" != "$a" ] && break; done; echo "$a $b"', { timeoutMs: 60_000 });
+      const later = await run(rt, h, 'until [ -n "$a" ]; do a=$(cat /tmp/srv.count); done; for i in $(seq 100); do sleep 0.1; b=$(cat /tmp/srv.count); [ -n "$b" ] && [ "$b" != "$a" ] && break; done; echo "$a $b"', { timeoutMs: 60_000 });
       const [c, d] = later.stdout.trim().split(/\s+/);
       assert.ok(Number(c) >= Number(b) && Number(d) > Number(c), `the logger stopped: counts ${c} then ${d}`);
       assert.doesNotMatch(r.stdout + later.stdout, /tick|tock/, 'a background job\'s later output reached another exec');

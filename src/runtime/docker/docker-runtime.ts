@@ -397,9 +397,16 @@ export class DockerRuntime implements Runtime {
     };
   }
 
+  /**
+   * dockerd records a pause when containerd's event for it arrives, which under load can be after
+   * the pause call returned, and after an unpause that followed: the container then shows paused
+   * again, and execs are refused. So both wait until dockerd's own state agrees, and an unpause
+   * overtaken by that late event is sent again.
+   */
   async pause(handle: SandboxHandle): Promise<void> {
     try {
       await this.container(handle).pause();
+      await this.untilPaused(handle, true);
     } catch (err) {
       throw this.notRunning(err, handle, 'cannot pause');
     }
@@ -408,8 +415,23 @@ export class DockerRuntime implements Runtime {
   async resume(handle: SandboxHandle): Promise<void> {
     try {
       await this.container(handle).unpause();
+      for (let attempt = 0; !(await this.untilPaused(handle, false, 500)); attempt++) {
+        if (attempt >= 10) throw new InternalError(`sandbox ${handle.id} stays paused after unpause`);
+        await this.container(handle).unpause().catch(() => undefined);
+      }
     } catch (err) {
       throw this.notRunning(err, handle, 'cannot resume');
+    }
+  }
+
+  /** Whether dockerd's state says paused = `want` within `ms`. */
+  private async untilPaused(handle: SandboxHandle, want: boolean, ms = 5000): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const info = await this.container(handle).inspect();
+      if (info.State.Paused === want) return true;
+      if (Date.now() > deadline) return false;
+      await sleep(20);
     }
   }
 
