@@ -86,6 +86,17 @@ describe('the microvm runtime through the daemon', { skip }, async () => {
         await client.delete(c.id);
       }
 
+      // A damaged template is dropped and the create boots instead; the next one is restored again.
+      const templates = join(home, 'microvm', 'templates');
+      for (const k of readdirSync(templates)) writeFileSync(join(templates, k, 'state.bin'), 'not a migration stream');
+      const afterDamage = await client.create({});
+      assert.equal((await client.exec(afterDamage.id, { cmd: ['echo', 'booted'] })).stdout, 'booted\n');
+      const again = await client.create({});
+      const q = qemusOf(paths.homeTag).find((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(again.id));
+      assert.ok(q && readFileSync(`/proc/${q}/cmdline`, 'latin1').split('\0').includes('-incoming'), 'no new template after the damaged one was dropped');
+      assert.equal((await client.exec(again.id, { cmd: ['echo', 'restored'] })).stdout, 'restored\n');
+      for (const x of [afterDamage, again]) await client.delete(x.id);
+
       const snap = await client.snapshot(sb.id);
       for (const runtime of ['microvm', 'local'] as const) {
         const r = await client.create({ snapshot: snap.id, runtime });

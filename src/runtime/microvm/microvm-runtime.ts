@@ -10,7 +10,7 @@
  * are how a later daemon finds it again, to reconnect or to reap.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { release } from 'node:os';
@@ -206,7 +206,7 @@ export class MicroVmRuntime implements Runtime {
       const dataDisk = await this.opts.disks.detach(spec.id);
       if (!dataDisk) throw new InternalError(`sandbox ${spec.id}'s disk vanished`);
       const log = this.opts.logger?.child({ sandbox_id: spec.id });
-      vm = await MicroVm.start({
+      const start = (incoming: string | undefined): Promise<MicroVm> => MicroVm.start({
         guest,
         memoryMb: ramMb,
         cpus,
@@ -218,14 +218,29 @@ export class MicroVmRuntime implements Runtime {
         rootDisk,
         dataDisk,
         detached: true,
-        ...(template ? { incoming: template.state } : {}),
+        ...(incoming ? { incoming } : {}),
         // QEMU itself in a host cgroup: guest RAM plus the emulator's own (TCG's code buffer, QEMU), its threads, its CPU share.
         onSpawn: (pid) => {
           for (const dir of hostDirs) writeFileSync(join(dir, 'cgroup.procs'), String(pid));
         },
         ...(log ? { log } : {}),
       });
-      if (template) await syncClone(vm.channel);
+      let restored = false;
+      if (template && key) {
+        try {
+          vm = await start(template.state);
+          restored = true;
+        } catch (err) {
+          // A template that does not restore (damaged, or made by another QEMU) is dropped; this
+          // sandbox boots (its disk, cloned from the template's, is as fresh as a new one).
+          log?.warn({ template: key, err: err instanceof Error ? err.message : String(err) }, 'microvm template did not restore; dropped, booting');
+          rmSync(join(this.templateDir(key), 'ready.json'), { force: true });
+          vm = await start(undefined);
+        }
+      } else {
+        vm = await start(undefined);
+      }
+      if (restored) await syncClone(vm.channel);
       else if (key) await this.saveTemplate(key, vm, spec.id);
       if (spec.pooled) writeFileSync(join(vm.runDir, POOLED_MARK), '');
       const startTime = processStartTime(vm.pid);

@@ -267,7 +267,12 @@ function receiveState(sock: string, path: string): { done: Promise<void>; close:
   return { done, close: () => server.close() };
 }
 
-/** Stream a saved state file into QEMU's incoming socket (retrying while QEMU has not made it yet). */
+/**
+ * Stream a saved state file into QEMU's incoming socket (retrying while QEMU has not made it yet).
+ * Resolves once connected: QEMU closes its end as soon as it has read the whole state, which may be
+ * before this side has finished closing its own, so the copy's own end says nothing. Whether the
+ * state loaded is QEMU's to say (`query-status`; QEMU exits on a broken stream).
+ */
 async function feedState(path: string, sock: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -276,7 +281,13 @@ async function feedState(path: string, sock: string, timeoutMs: number): Promise
       s.once('connect', () => resolve(s));
       s.once('error', () => resolve(undefined));
     });
-    if (conn) return pipeline(createReadStream(path), conn);
+    if (conn) {
+      conn.on('error', () => undefined);
+      const file = createReadStream(path);
+      file.on('error', () => conn.destroy());
+      file.pipe(conn);
+      return;
+    }
     if (Date.now() > deadline) throw new InternalError(`QEMU did not open its incoming socket within ${timeoutMs} ms`);
     await sleep(10);
   }
