@@ -401,12 +401,12 @@ static void ensure_dir(char *out, size_t size, const char *dir, const char *name
  * sandbox user owns the root it may change; files of other owners in the image show as the overflow
  * uid, read-only. The image itself never changes: overlay copies a file up before its first write.
  * EXTRA (may be NULL): a last lower directory, not idmapped (mount points the image lacks).
+ * UPPER_DIR must exist (its upper/ and work/ are made here).
  * Every layer is named by descriptor, so the sandbox's mountinfo shows no host path. nosuid, nodev.
  */
 static void mount_writable_root(const char *const *layers, int nlayers, const char *extra, const char *upper_dir, const char *target, uid_t uid, gid_t gid) {
   char upper[4096], work[4096], opts[4096];
   if (nlayers < 1 || nlayers > 64) die_msg("a writable root needs 1 to 64 image layers");
-  if (mkdir(upper_dir, 0700) != 0 && errno != EEXIST) die(upper_dir);
   ensure_dir(upper, sizeof upper, upper_dir, "upper", 0755, uid, gid);
   ensure_dir(work, sizeof work, upper_dir, "work", 0700, 0, 0);
   int userns = idmap_userns(0, uid, gid);
@@ -446,6 +446,7 @@ static void stage_writable_rootfs(const char *rootfs, const char *stage, const c
   snprintf(empty, sizeof empty, "%s/empty", stage);
   if (mkdir(empty, 0755) != 0) die(empty);
   for (int i = 0; i < o->nmount_points; i++) make_mount_point(empty, o->mount_points[i]);
+  if (mkdir(o->root_upper, 0700) != 0 && errno != EEXIST) die(o->root_upper);
   const char *layers[1] = { rootfs };
   mount_writable_root(layers, 1, empty, o->root_upper, root, o->uid, o->gid);
 }

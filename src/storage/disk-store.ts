@@ -130,7 +130,7 @@ export class DiskStore {
     const image = this.imagePath(id);
     const root = this.mountPoint(id);
     try {
-      await copyFile(from ?? (await this.template(sizeMb)), image, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
+      await reflink(from ?? (await this.template(sizeMb)), image);
     } catch (err) {
       // Another sandbox's disk under this id is left alone: only what this call made is removed.
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`sandbox ${id} has a disk already`, { hint: 'sandbox ids are unique: this is a bug, or a leftover the next daemon start removes', cause: err });
@@ -163,9 +163,7 @@ export class DiskStore {
     if (!existsSync(image)) return undefined;
     const root = this.mountPoint(id);
     if (isMountPoint(root)) await runTool('umount', [root]);
-    await rmdir(root).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw new InternalError(`could not remove ${root}: ${err.message}`);
-    });
+    await removeMountPoint(root);
     return image;
   }
 
@@ -179,7 +177,7 @@ export class DiskStore {
     await this.open();
     const dest = join(this.storeDir, 'templates', `${name}.img`);
     await rm(dest, { force: true });
-    await copyFile(this.imagePath(id), dest, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
+    await reflink(this.imagePath(id), dest);
     return dest;
   }
 
@@ -220,9 +218,7 @@ export class DiskStore {
         if (isMountPoint(root)) throw err;
       });
     }
-    await rmdir(root).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw new InternalError(`could not remove ${root}: ${err.message}`);
-    });
+    await removeMountPoint(root);
     await rm(this.imagePath(id), { force: true });
   }
 
@@ -245,12 +241,12 @@ export class DiskStore {
     const root = this.mountPoint(id);
     if (!isMountPoint(root)) {
       // Handed to a VM (detach): its guest holds the filesystem frozen meanwhile (Runtime.withDiskFrozen).
-      await copyFile(this.imagePath(id), dest, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
+      await reflink(this.imagePath(id), dest);
       return;
     }
     await runTool('fsfreeze', ['-f', root]);
     try {
-      await copyFile(this.imagePath(id), dest, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
+      await reflink(this.imagePath(id), dest);
     } finally {
       await runTool('fsfreeze', ['-u', root]);
     }
@@ -301,6 +297,18 @@ export class DiskStore {
     this.templates.clear();
     return true;
   }
+}
+
+/** A copy of `src` at `dest` (which must not exist) sharing every block: the store is XFS with reflink. */
+function reflink(src: string, dest: string): Promise<void> {
+  return copyFile(src, dest, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
+}
+
+/** Remove a disk's (unmounted) mount point; one already gone is fine. */
+async function removeMountPoint(root: string): Promise<void> {
+  await rmdir(root).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw new InternalError(`could not remove ${root}: ${err.message}`);
+  });
 }
 
 /** A new file of `bytes` apparent size and no blocks. */

@@ -10,6 +10,7 @@ import type { ProcOpRunner } from '../processes.js';
 import { execEnv, execSummary, OutputCap } from '../shared.js';
 import type { ExecOpts } from '../types.js';
 import type { VmChannel, VmStream } from './channel.js';
+import type { OpenRequest } from './frames.js';
 
 /** Output queued for a slow consumer beyond which the streams are paused (the agent's credit then stalls the command). */
 const QUEUE_BYTES = 1 << 20;
@@ -122,19 +123,24 @@ export function vmFileOps(channelOf: () => VmChannel): FileOpStarter {
   };
 }
 
+/** One request without stdin, to its end: all of its stdout, its stderr (up to 8 KiB) and its exit code. */
+export async function vmRequest(channel: VmChannel, kind: OpenRequest['kind'], argv: string[], timeoutMs: number): Promise<{ stdout: Buffer; stderr: string; exitCode: number }> {
+  const stream = channel.open({ kind, cwd: '/', timeoutMs, argv, env: {} });
+  stream.sendStdin(undefined);
+  const out: Buffer[] = [];
+  let err = '';
+  stream.stdout.on('data', (c: Buffer) => out.push(c));
+  stream.stderr.on('data', (c: Buffer) => {
+    if (err.length < 8192) err += c.toString();
+  });
+  const [{ code }] = await Promise.all([stream.exit, finished(stream.stdout), finished(stream.stderr)]);
+  return { stdout: Buffer.concat(out), stderr: err, exitCode: code };
+}
+
 /** processes.ts's transport: `ps` and `signal NAME PID` streams. */
 export function vmProcOps(channelOf: () => VmChannel): ProcOpRunner {
   return async (_handle, args) => {
     const [kind, ...rest] = args;
-    const stream = channelOf().open({ kind, cwd: '/', timeoutMs: 30000, argv: rest, env: {} });
-    stream.sendStdin(undefined);
-    const out: Buffer[] = [];
-    let err = '';
-    stream.stdout.on('data', (c: Buffer) => out.push(c));
-    stream.stderr.on('data', (c: Buffer) => {
-      if (err.length < 8192) err += c.toString();
-    });
-    const [{ code }] = await Promise.all([stream.exit, finished(stream.stdout), finished(stream.stderr)]);
-    return { stdout: Buffer.concat(out), stderr: err, exitCode: code };
+    return vmRequest(channelOf(), kind, rest, 30000);
   };
 }

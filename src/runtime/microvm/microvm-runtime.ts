@@ -30,7 +30,7 @@ import { VmChannel } from './channel.js';
 import { ensureGuest, type GuestArtifacts } from './guest/build.js';
 import { findGuestKernel } from './guest/kernel.js';
 import { ensureRootDisk, type RootImage } from './guest/root-disk.js';
-import { vmExec, vmFileOps, vmProcOps } from './guest-ops.js';
+import { vmExec, vmFileOps, vmProcOps, vmRequest } from './guest-ops.js';
 import { MicroVm, QEMU_BINARY } from './vm.js';
 
 export interface MicroVmRuntimeOpts {
@@ -377,12 +377,12 @@ export class MicroVmRuntime implements Runtime {
   /** The guest freezes the disk's ext4 (FIFREEZE on /disk) for `fn`; it thaws by itself after 60 s should the host not. */
   async withDiskFrozen<T>(handle: SandboxHandle, fn: () => Promise<T>): Promise<T> {
     const ch = await this.channel(handle);
-    const code = await oneShot(ch, 'freeze', 60_000);
-    if (code.code !== 0) throw new ConflictError(`sandbox ${handle.id}'s disk could not be frozen: ${code.stderr.trim()}`);
+    const frozen = await vmRequest(ch, 'freeze', [], 60_000);
+    if (frozen.exitCode !== 0) throw new ConflictError(`sandbox ${handle.id}'s disk could not be frozen: ${frozen.stderr.trim()}`);
     try {
       return await fn();
     } finally {
-      await oneShot(ch, 'thaw', 0).catch((err: unknown) => this.opts.logger?.error({ sandbox_id: handle.id, err }, 'could not thaw a VM\'s disk (it thaws by itself within 60 s)'));
+      await vmRequest(ch, 'thaw', [], 0).catch((err: unknown) => this.opts.logger?.error({ sandbox_id: handle.id, err }, 'could not thaw a VM\'s disk (it thaws by itself within 60 s)'));
     }
   }
 
@@ -393,16 +393,17 @@ export class MicroVmRuntime implements Runtime {
 
   /** The guest's own count: memory in use (MemTotal - MemAvailable), processes, CPU time since boot. */
   async stats(handle: SandboxHandle): Promise<RuntimeStats> {
-    const { stdout } = await oneShot(await this.channel(handle), 'stats', 10_000);
-    const [mem, pids, cpu] = stdout.trim().split(/\s+/).map(Number);
+    const { stdout } = await vmRequest(await this.channel(handle), 'stats', [], 10_000);
+    const [mem, pids, cpu] = stdout.toString().trim().split(/\s+/).map(Number);
     return { memoryBytes: mem ?? 0, pids: pids ?? 0, cpuMs: cpu ?? 0 };
   }
 
   async destroy(handle: SandboxHandle): Promise<void> {
     const d = handle.data as Partial<VmData>;
+    if (typeof d.pid !== 'number' || typeof d.startTime !== 'number') return this.reap(handle.id);
     await this.dropChannel(handle.id);
-    if (typeof d.pid === 'number' && typeof d.startTime === 'number') await killVm(d.pid, d.startTime);
-    await this.reap(handle.id);
+    await killVm(d.pid, d.startTime);
+    await this.removeLeftovers(handle.id);
   }
 
   async list(): Promise<RuntimeObject[]> {
@@ -419,6 +420,11 @@ export class MicroVmRuntime implements Runtime {
       const start = processStartTime(pid);
       if (start !== undefined) await killVm(pid, start);
     }
+    await this.removeLeftovers(id);
+  }
+
+  /** What a VM leaves once its QEMU is gone: its run directory, its disk, its host cgroup. */
+  private async removeLeftovers(id: string): Promise<void> {
     await rm(this.runDir(id), { recursive: true, force: true });
     await this.opts.disks.destroy(id);
     await this.cg().remove(id);
@@ -476,20 +482,8 @@ const TEMPLATE_LAYOUT = 1;
 
 /** A clone restored from a template has the template's RNG state and clock: fresh entropy and the time. */
 async function syncClone(ch: VmChannel): Promise<void> {
-  const r = await oneShot(ch, 'sync', 10_000, [randomBytes(64).toString('hex'), String(Date.now())]);
-  if (r.code !== 0) throw new InternalError(`a restored VM could not be reseeded: ${r.stderr.trim()}`);
-}
-
-/** A request the agent answers at once (stats, freeze, thaw, sync): its stdout, stderr and exit code. */
-async function oneShot(ch: VmChannel, kind: 'stats' | 'freeze' | 'thaw' | 'sync', timeoutMs: number, argv: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
-  const s = ch.open({ kind, cwd: '/', timeoutMs, argv, env: {} });
-  s.sendStdin(undefined);
-  let stdout = '';
-  let stderr = '';
-  s.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-  s.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  const { code } = await s.exit;
-  return { code, stdout, stderr };
+  const r = await vmRequest(ch, 'sync', [randomBytes(64).toString('hex'), String(Date.now())], 10_000);
+  if (r.exitCode !== 0) throw new InternalError(`a restored VM could not be reseeded: ${r.stderr.trim()}`);
 }
 
 /** SIGKILL the VM's QEMU (if it is still that process) and wait until it is gone. */

@@ -163,19 +163,20 @@ export class MicroVm {
       }
     });
     try {
+      const readyMs = opts.readyTimeoutMs ?? 60000;
       if (opts.incoming) {
         // The state goes in through QEMU's incoming socket; loaded, the VM is paused (not 'inmigrate':
         // a `cont` then breaks the restore), and then it runs.
-        const qmp = await Qmp.connect(join(runDir, 'qmp.sock'), opts.readyTimeoutMs ?? 60000);
+        const qmp = await Qmp.connect(join(runDir, 'qmp.sock'), readyMs);
         try {
-          await feedState(opts.incoming, join(runDir, 'incoming.sock'), opts.readyTimeoutMs ?? 60000);
-          await qmp.waitStatus('paused', opts.readyTimeoutMs ?? 60000);
+          await feedState(opts.incoming, join(runDir, 'incoming.sock'), readyMs);
+          await qmp.waitStatus('paused', readyMs);
           await qmp.execute('cont');
         } finally {
           qmp.close();
         }
       }
-      const channel = await VmChannel.connect(agentSocket, { timeoutMs: opts.readyTimeoutMs ?? 60000, signal: gone.signal, log: opts.log });
+      const channel = await VmChannel.connect(agentSocket, { timeoutMs: readyMs, signal: gone.signal, log: opts.log });
       const bootMs = Math.round(performance.now() - started);
       opts.log?.info({ pid: proc.pid, bootMs, accel, memoryMb: opts.memoryMb, cpus: opts.cpus }, 'microvm ready');
       if (opts.detached) proc.unref();
