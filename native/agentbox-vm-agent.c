@@ -21,12 +21,16 @@
  *                    (proc-list.h); stats: one line "MEM_BYTES PIDS CPU_MS" on stdout; freeze (the
  *                    sandbox's disk, for at most timeout_ms) and thaw; sync HEX UNIX_MS (after a restore:
  *                    fresh entropy and the host's clock): answered at once, by the agent as root
+ *                    egress PORT: take one connection to 127.0.0.1:PORT in the guest (listening from
+ *                    the first such request on) and relay it: stdout its bytes, stdin the proxy's;
+ *                    stderr says EGRESS_ACCEPTED once it holds one
  *                'I' stdin bytes (within the stdin window)   'E' end of stdin
  *                'K' kill the stream's tree (exit 143)   'S' signal (4 bytes) to the leader's process group
  *                'W' output window: the host took that many more bytes (4 bytes)
  *                'Q' power the guest off (stream 0)
  * guest -> host  'H' hello answer (nonce 0: unasked, the agent has just started)   'P' leader pid (4 bytes)   'O' stdout   'e' stderr
  *                'W' stdin window: the command took that many more bytes
+ *                'D' that output ('O' or 'e', 1 byte) has ended before the exit: every writer closed it
  *                'X' exit status (4 bytes) + why (1 byte): 0 it exited, 1 timeout (124), 2 the host's 'K' (143),
  *                    3 killed by SIGKILL (or a shell's exit 137 for its child) while the OOM killer struck
  *                    (the sandbox cgroup's oom_kill count grew; the guest's without one)
@@ -55,6 +59,7 @@
 #include <linux/fs.h>
 #include <linux/random.h>
 #include <net/if.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -76,6 +81,7 @@
 #include <unistd.h>
 
 #define FAIL_PROGRAM "agentbox-vm-agent"
+#include "byte-relay.h"
 #include "exit-codes.h"
 #include "fail.h"
 #include "fd-hygiene.h"
@@ -433,6 +439,55 @@ static int sync_guest(const char *hex, const char *unix_ms) {
   return ms > 0 ? clock_settime(CLOCK_REALTIME, &ts) : 0;
 }
 
+/*
+ * The sandbox's way to its egress proxy: the agent listens on 127.0.0.1:PORT in the guest from the
+ * host's first "egress" request on (the host makes it before the sandbox's first command, and keeps a
+ * few open). Each such stream's child takes one connection and joins it to the stream: the
+ * sandbox's bytes go out as stdout, the proxy's come in as stdin; the host joins the stream to the
+ * proxy's Unix socket. No network device, no address: the bytes only cross the agent's port.
+ */
+static int egress_fd = -1, egress_port;
+
+static int egress_listen(int port) {
+  if (port <= 0 || port > 65535) { errno = EINVAL; return -1; }
+  if (egress_fd >= 0) {
+    if (port == egress_port) return 0;
+    errno = EADDRINUSE;
+    return -1;
+  }
+  egress_fd = loopback_listen(port);
+  if (egress_fd < 0) return -1;
+  egress_port = port;
+  return 0;
+}
+
+/* What an egress stream's child writes on stderr once it holds a connection (the host then connects it to the proxy). */
+#define EGRESS_ACCEPTED "agentbox-egress-accepted\n"
+
+/*
+ * The child of an "egress" stream: nobody (65534) without capabilities, no_new_privs and the
+ * commands' filter, outside the sandbox's root and cgroup (it is the agent's, like the relay of the
+ * other runtimes); it parses nothing. Takes one connection, says so, relays it, exits.
+ */
+__attribute__((noreturn)) static void egress_child(int l) {
+  struct drop_to nobody = { 1, 65534, 65534, 0 };
+  drop_privileges_to(&nobody);
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || install_seccomp_deny() != 0) _exit(EXIT_AGENTBOX_FAILED);
+  signal(SIGPIPE, SIG_IGN);
+  int c;
+  do c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+  while (c < 0 && (errno == EINTR || errno == ECONNABORTED));
+  if (c < 0) _exit(EXIT_AGENTBOX_FAILED);
+  close(l);
+  int one = 1;
+  setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  static const char accepted[] = EGRESS_ACCEPTED;
+  if (write(2, accepted, sizeof accepted - 1) < 0) _exit(EXIT_AGENTBOX_FAILED);
+  close(2);
+  relay_streams(c, c, 0, 1);
+  _exit(0);
+}
+
 static void stream_open(uint32_t id, char *req, uint32_t len) {
   if (stream_of(id)) return refuse(id, "agentbox: stream id in use\n", EXIT_AGENTBOX_FAILED);
   struct stream *s = NULL;
@@ -478,13 +533,20 @@ static void stream_open(uint32_t id, char *req, uint32_t len) {
     free(strs);
     return;
   }
-  if (strcmp(kind, "exec") != 0 && strcmp(kind, "file") != 0 && strcmp(kind, "ps") != 0 && strcmp(kind, "signal") != 0) {
+  int egress = strcmp(kind, "egress") == 0;
+  if (!egress && strcmp(kind, "exec") != 0 && strcmp(kind, "file") != 0 && strcmp(kind, "ps") != 0 && strcmp(kind, "signal") != 0) {
     free(strs);
     return refuse(id, "agentbox: unknown request\n", EXIT_AGENTBOX_FAILED);
   }
   if (strcmp(kind, "exec") == 0 && argc < 1) {
     free(strs);
     return refuse(id, "agentbox: empty command\n", EXIT_AGENTBOX_FAILED);
+  }
+  if (egress && (argc != 1 || egress_listen(atoi(strs[4])) != 0)) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "agentbox: cannot listen on 127.0.0.1:%s for the sandbox's egress: %s\n", argc == 1 ? strs[4] : "?", argc == 1 ? strerror(errno) : "bad request");
+    free(strs);
+    return refuse(id, msg, EXIT_AGENTBOX_FAILED);
   }
   char **argv = malloc(sizeof *argv * (size_t)(argc + 1));
   char **env = malloc(sizeof *env * (size_t)(n - 4 - argc + 1));
@@ -512,12 +574,13 @@ static void stream_open(uint32_t id, char *req, uint32_t len) {
   if (pid == 0) {
     setsid();
     if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0) _exit(EXIT_AGENTBOX_FAILED);
-    close_extra_fds(NULL, 0);
+    close_extra_fds(egress ? &egress_fd : NULL, egress ? 1 : 0);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPIPE, SIG_DFL);
     umask(022);
+    if (egress) egress_child(egress_fd);
     child_main(kind, cwd, argv, argc, env);
   }
   s->used = 1;
@@ -685,6 +748,9 @@ static void read_output(struct stream *s, int *fd, char type) {
   if (r < 0 && (errno == EINTR || errno == EAGAIN)) return;
   close(*fd);
   *fd = -1;
+  /* Every writer has closed it while the command runs on (an egress relay whose sandbox side ended
+   * writing, a command that closed its stdout): the host ends its copy now, not at the exit. */
+  queue('D', s->id, &type, 1);
 }
 
 /* After the leader's exit: what the pipe holds now is everything it wrote (sent whatever the credit:

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include "byte-relay.h"
 #include "seccomp-deny.h"
 
 struct egress_relay {
@@ -31,61 +32,10 @@ struct egress_relay {
  * proxy port closed: connections wait in the backlog until the relay (and any restarted relay,
  * which inherits the same socket) accepts them. Returns 0, or -1 with errno. */
 static int relay_listen(struct egress_relay *r) {
-  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  struct sockaddr_in sin;
-  memset(&sin, 0, sizeof sin);
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons((unsigned short)r->port);
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (l < 0 || setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-      bind(l, (struct sockaddr *)&sin, sizeof sin) < 0 || listen(l, 128) < 0) {
-    int e = errno;
-    if (l >= 0) close(l);
-    errno = e;
-    return -1;
-  }
+  int l = loopback_listen(r->port);
+  if (l < 0) return -1;
   r->listen_fd = l;
   return 0;
-}
-
-/* Copy what is readable on `from` to `to`; 0 on EOF, -1 on error, 1 otherwise. */
-static int relay_move(int from, int to, char *buf, size_t len) {
-  ssize_t n = read(from, buf, len);
-  if (n == 0) return 0;
-  if (n < 0) return errno == EINTR || errno == EAGAIN ? 1 : -1;
-  for (ssize_t off = 0; off < n;) {
-    ssize_t w = write(to, buf + off, (size_t)(n - off));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    off += w;
-  }
-  return 1;
-}
-
-/* Both directions until both have ended; a half-close is passed on as shutdown(SHUT_WR). */
-static void relay_pair(int a, int b) {
-  static char buf[65536];
-  int open_ab = 1, open_ba = 1;
-  while (open_ab || open_ba) {
-    struct pollfd p[2] = {{a, open_ab ? POLLIN : 0, 0}, {b, open_ba ? POLLIN : 0, 0}};
-    if (poll(p, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      return;
-    }
-    if (open_ab && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-      int r = relay_move(a, b, buf, sizeof buf);
-      if (r < 0) return;
-      if (r == 0) { open_ab = 0; shutdown(b, SHUT_WR); }
-    }
-    if (open_ba && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
-      int r = relay_move(b, a, buf, sizeof buf);
-      if (r < 0) return;
-      if (r == 0) { open_ba = 0; shutdown(a, SHUT_WR); }
-    }
-  }
 }
 
 static void relay_connection(int client, const char *path) {
@@ -101,7 +51,7 @@ static void relay_connection(int client, const char *path) {
     if (write(client, msg, sizeof msg - 1) < 0) {}
     _exit(1);
   }
-  relay_pair(client, up);
+  relay_streams(client, client, up, up);
   _exit(0);
 }
 

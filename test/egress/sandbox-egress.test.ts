@@ -1,11 +1,13 @@
 /**
  * Egress from inside real sandboxes, the same tests on every runtime (local, docker, docker +
- * gVisor): the proxy is the only way out, and it lets through exactly what the policy says.
+ * gVisor, microvm): the proxy is the only way out, and it lets through exactly what the policy says.
  * The "internet" is a network namespace this test makes (test/helpers/fake-internet.ts); the
  * daemon's resolver maps the test names to it.
  */
 import assert from 'node:assert/strict';
-import { createReadStream, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +23,8 @@ import { silentLogger } from '../../src/observability/logger.js';
 import { parsePolicyText } from '../../src/policy/load.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { LocalRuntime } from '../../src/runtime/local/local-runtime.js';
+import { MicroVmRuntime } from '../../src/runtime/microvm/microvm-runtime.js';
+import { QEMU_BINARY } from '../../src/runtime/microvm/vm.js';
 import type { Runtime } from '../../src/runtime/types.js';
 import { Store } from '../../src/store/store.js';
 import { hasDebian, testImages } from '../helpers/images.js';
@@ -100,6 +104,19 @@ const variants: Variant[] = [
       return rt;
     },
   })),
+  {
+    name: 'microvm',
+    runtime: 'microvm',
+    isolation: 'vm',
+    make: async () => {
+      if (spawnSync(QEMU_BINARY, ['--version']).error) return `${QEMU_BINARY} is not installed`;
+      const runRoot = join(tmpdir(), `ab-vm-egress-${process.pid}`);
+      mkdirSync(runRoot, { recursive: true });
+      process.once('exit', () => rmSync(runRoot, { recursive: true, force: true }));
+      // The conformance suite's guest and root disks (kept between runs, fingerprinted).
+      return new MicroVmRuntime({ images: await testImages(), homeTag, dir: join(tmpdir(), 'agentbox-test-microvm'), runRoot, disks: scratchDiskStore(), accel: 'tcg' });
+    },
+  },
 ];
 
 const noNetns = haveNetnsSupport();
@@ -112,6 +129,8 @@ for (const v of variants) {
     let store: Store;
     let manager: SandboxManager;
     let skipReason: string | undefined;
+    /** A daemon over the store and home: the test's, and a restarted one. */
+    let startManager: (rt: Runtime) => Promise<void>;
     const made: Sandbox[] = [];
 
     const policyText = (): string => `
@@ -146,9 +165,12 @@ pools:
         ['meta.fake.test', ['169.254.169.254']],
         ['intranet.fake.test', ['10.0.0.1']],
       ]);
-      const egress = new EgressService({ home: dir, policy: parsed.policy.egress, resolve: systemResolver({ overrides }), log: store.egress, logger: silentLogger() });
-      manager = new SandboxManager({ policy: parsed.policy, store, runtimes: { [v.runtime]: rt }, logger: silentLogger(), egress, reapIntervalMs: 60_000 });
-      await manager.start();
+      startManager = async (runtime) => {
+        const egress = new EgressService({ home: dir, policy: parsed.policy.egress, resolve: systemResolver({ overrides }), log: store.egress, logger: silentLogger() });
+        manager = new SandboxManager({ policy: parsed.policy, store, runtimes: { [v.runtime]: runtime }, logger: silentLogger(), egress, reapIntervalMs: 60_000 });
+        await manager.start();
+      };
+      await startManager(rt);
     });
 
     after(async () => {
@@ -242,6 +264,12 @@ pools:
       await manager.writeFile(sb.id, '/workspace/egress-connect.py', createReadStream(join(REPO, 'examples', 'egress-connect.py')), caller);
       const ok = await manager.exec(sb.id, { cmd: ['python3', '/workspace/egress-connect.py', 'site.fake.test', String(net.echoPort)], stdin: 'ping', timeoutMs: 20_000 }, caller);
       assert.equal(ok.stdout, 'SSH-2.0-fake\r\nping');
+      assert.equal(ok.exitCode, 0, `the tunnel did not end when both sides had (the sandbox's half-close must reach the far end): ${ok.stderr}`);
+      // Megabytes both ways through the tunnel arrive whole and in order (flow control on every hop).
+      const big = randomBytes(3 << 20).toString('base64');
+      const echoed = await manager.exec(sb.id, { cmd: ['sh', '-c', 'python3 /workspace/egress-connect.py site.fake.test "$0" | sha256sum', String(net.echoPort)], stdin: big, timeoutMs: 60_000 }, caller);
+      assert.equal(echoed.exitCode, 0, echoed.stderr);
+      assert.equal(echoed.stdout.split(' ')[0], createHash('sha256').update(`SSH-2.0-fake\r\n${big}`).digest('hex'));
       const refused = await manager.exec(sb.id, { cmd: ['python3', '/workspace/egress-connect.py', 'site.fake.test', '22'], stdin: '', timeoutMs: 20_000 }, caller);
       assert.notEqual(refused.exitCode, 0);
       assert.match(refused.stderr, /403 Egress to site\.fake\.test:22 denied \(not_allowlisted\)/);
@@ -267,6 +295,26 @@ pools:
       } finally {
         await new Promise((r) => listener.close(r));
       }
+    });
+
+    it('after a daemon restart a running sandbox reaches out again without anyone entering it first', async () => {
+      const sb = await create({ profile: 'web' });
+      // A job in the sandbox that fetches every 300 ms, across the restart.
+      const loop = 'while :; do python3 /workspace/probe.py get http://site.fake.test/index.txt >/dev/null 2>&1; sleep 0.3; done';
+      await manager.exec(sb.id, { cmd: ['sh', '-c', `setsid sh -c '${loop}' >/dev/null 2>&1 &`] }, caller);
+      const attempts = (): number => manager.egressLog(sb.id, caller).log.length;
+      const deadline = async (ok: () => boolean, what: string): Promise<void> => {
+        for (const until = Date.now() + 30_000; !ok(); await new Promise((r) => setTimeout(r, 200))) if (Date.now() > until) assert.fail(what);
+      };
+      await deadline(() => attempts() > 0, 'the job never reached the proxy');
+      await manager.close({ sandboxes: 'leave' });
+      const rt = await v.make();
+      assert.ok(typeof rt !== 'string', String(rt));
+      await startManager(rt);
+      const before = attempts();
+      // Nothing enters the sandbox here: only the restarted daemon's own reconcile may bring egress back.
+      await deadline(() => attempts() > before + 2, 'the sandbox\'s requests no longer reach its proxy after the restart');
+      assert.ok(manager.egressLog(sb.id, caller).log.slice(0, attempts() - before).every((e) => e.decision === 'allowed'));
     });
 
     it('deleting a sandbox stops its proxy and removes its socket directory', async () => {

@@ -124,6 +124,10 @@ export class VmStream {
       case 'e':
         this.output(this.stderr, f.payload);
         break;
+      case 'D':
+        // That output's writers have all closed it; the command may still run.
+        if (!this.done) (f.payload.toString('latin1') === 'e' ? this.stderr : this.stdout).end();
+        break;
       case 'W':
         if (f.payload.length === 4) {
           this.credit += f.payload.readUInt32BE(0);
@@ -160,7 +164,7 @@ export class VmStream {
   }
 
   private output(to: PassThrough, data: Buffer): void {
-    if (this.done) return;
+    if (this.done || to.writableEnded) return;
     // Credit goes back once the reader has taken the bytes: a reader that stops stalls this stream only.
     if (to.write(data) && this.ungranted === 0) return this.send(encodeU32('W', this.id, data.length));
     this.ungranted += data.length;

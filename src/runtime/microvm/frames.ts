@@ -15,7 +15,7 @@ export const MAX_REQUEST_BYTES = 1 << 20;
 export const WINDOW_BYTES = 1024 << 10;
 
 export type HostFrameType = 'H' | 'R' | 'I' | 'E' | 'K' | 'S' | 'W' | 'Q';
-export type GuestFrameType = 'H' | 'P' | 'O' | 'e' | 'W' | 'X';
+export type GuestFrameType = 'H' | 'P' | 'O' | 'e' | 'D' | 'W' | 'X';
 
 export interface Frame {
   type: GuestFrameType;
@@ -23,7 +23,7 @@ export interface Frame {
   payload: Buffer;
 }
 
-const GUEST_TYPES = new Set<string>(['H', 'P', 'O', 'e', 'W', 'X']);
+const GUEST_TYPES = new Set<string>(['H', 'P', 'O', 'e', 'D', 'W', 'X']);
 /** Guest frames are at most a chunk (output) or 5 bytes (exit); the hello is 24. Anything bigger is a broken guest. */
 const MAX_GUEST_PAYLOAD = CHUNK_BYTES;
 
@@ -47,7 +47,7 @@ export function helloFrame(nonce: Buffer): Buffer {
 
 /** What an 'R' frame carries. Strings may not hold NUL bytes (checked by encodeOpen). */
 export interface OpenRequest {
-  kind: 'exec' | 'file' | 'ps' | 'signal' | 'stats' | 'freeze' | 'thaw' | 'sync';
+  kind: 'exec' | 'file' | 'ps' | 'signal' | 'stats' | 'freeze' | 'thaw' | 'sync' | 'egress';
   cwd: string;
   /** 0: none. */
   timeoutMs: number;

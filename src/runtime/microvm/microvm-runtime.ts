@@ -30,6 +30,7 @@ import { VmChannel } from './channel.js';
 import { ensureGuest, type GuestArtifacts } from './guest/build.js';
 import { findGuestKernel } from './guest/kernel.js';
 import { ensureRootDisk, type RootImage } from './guest/root-disk.js';
+import { EgressPump } from './egress-pump.js';
 import { vmExec, vmFileOps, vmProcOps, vmRequest } from './guest-ops.js';
 import { MicroVm, QEMU_BINARY } from './vm.js';
 
@@ -54,12 +55,14 @@ export interface MicroVmRuntimeOpts {
 interface VmData {
   pid: number;
   startTime: number;
+  /** The host directory of the sandbox's egress proxy socket (egress-pump.ts), for a sandbox with network. */
+  egressDir?: string;
 }
 
 function dataOf(handle: SandboxHandle): VmData {
   const d = handle.data as Partial<VmData>;
   if (typeof d.pid !== 'number' || typeof d.startTime !== 'number') throw new InternalError(`sandbox ${handle.id} has no VM on record`);
-  return { pid: d.pid, startTime: d.startTime };
+  return { pid: d.pid, startTime: d.startTime, ...(typeof d.egressDir === 'string' ? { egressDir: d.egressDir } : {}) };
 }
 
 const POOLED_MARK = 'pooled';
@@ -178,7 +181,6 @@ export class MicroVmRuntime implements Runtime {
 
   async create(spec: RuntimeSpec): Promise<SandboxHandle> {
     if (spec.isolation !== 'vm') throw new BadRequestError(`the microvm runtime offers isolation vm, not ${spec.isolation}`, { hint: 'use --isolation vm, or leave it out' });
-    if (spec.egressDir) throw new BadRequestError('the microvm runtime has no network access yet: egress is not built for it', { hint: 'use egress mode none with --runtime microvm, or another runtime' });
     if (spec.volumes?.length) throw new BadRequestError('the microvm runtime cannot mount named volumes yet', { hint: 'use another runtime for sandboxes with volumes' });
     if (spec.memoryFrom) throw new BadRequestError('the microvm runtime cannot start from a memory image yet', { hint: 'fork without --memory' });
     if (!this.opts.disks.detach) throw new InternalError('the microvm runtime needs a disk store that can hand over a disk image');
@@ -242,11 +244,14 @@ export class MicroVmRuntime implements Runtime {
       }
       if (restored) await syncClone(vm.channel);
       else if (key) await this.saveTemplate(key, vm, spec.id);
+      // After the template: what it saves is a VM that has not listened for anyone's egress.
+      if (spec.egressDir) await this.startEgress(spec.id, vm.channel, spec.egressDir);
       if (spec.pooled) writeFileSync(join(vm.runDir, POOLED_MARK), '');
       const startTime = processStartTime(vm.pid);
       if (startTime === undefined) throw new InternalError(`sandbox ${spec.id}'s VM exited right after starting`);
       this.channels.set(spec.id, Promise.resolve(vm.channel));
-      return { id: spec.id, runtime: 'microvm', data: { pid: vm.pid, startTime } };
+      const data: VmData = { pid: vm.pid, startTime, ...(spec.egressDir ? { egressDir: spec.egressDir } : {}) };
+      return { id: spec.id, runtime: 'microvm', data: { ...data } };
     } catch (err) {
       await vm?.kill().catch(() => undefined);
       await rm(this.runDir(spec.id), { recursive: true, force: true });
@@ -305,9 +310,21 @@ export class MicroVmRuntime implements Runtime {
     return data;
   }
 
-  /** The VM's agent channel: the one open, or a new connection (after a daemon restart, or if it broke). */
+  /** Relay the sandbox's connections to its proxy (egress-pump.ts) over this channel; rejects when the guest cannot listen. */
+  private async startEgress(id: string, channel: VmChannel, egressDir: string): Promise<void> {
+    try {
+      await EgressPump.start(channel, egressDir, this.opts.logger?.child({ sandbox_id: id }));
+    } catch (err) {
+      throw new InternalError(`sandbox ${id}'s egress could not be set up in its VM: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * The VM's agent channel: the one open, or a new connection (after a daemon restart, or if it
+   * broke). A new connection starts the sandbox's egress relay again (the agent ended the old one's streams).
+   */
   private channel(handle: SandboxHandle): Promise<VmChannel> {
-    this.assertAlive(handle);
+    const { egressDir } = this.assertAlive(handle);
     const known = this.channels.get(handle.id);
     if (known) {
       return known.then(
@@ -322,9 +339,15 @@ export class MicroVmRuntime implements Runtime {
         },
       );
     }
-    const made = VmChannel.connect(join(this.runDir(handle.id), 'agent.sock'), { timeoutMs: 10_000, ...(this.opts.logger ? { log: this.opts.logger.child({ sandbox_id: handle.id }) } : {}) }).catch((err: unknown) => {
-      throw new ConflictError(`sandbox ${handle.id}'s VM does not answer: ${(err as Error).message}`, { hint: `agentbox inspect ${handle.id}; the VM's console is in ${this.runDir(handle.id)}/console.log` });
-    });
+    const made = VmChannel.connect(join(this.runDir(handle.id), 'agent.sock'), { timeoutMs: 10_000, ...(this.opts.logger ? { log: this.opts.logger.child({ sandbox_id: handle.id }) } : {}) }).then(
+      async (ch) => {
+        if (egressDir) await this.startEgress(handle.id, ch, egressDir).catch((err: unknown) => this.opts.logger?.error({ sandbox_id: handle.id, err }, 'microvm egress relay not restarted'));
+        return ch;
+      },
+      (err: unknown) => {
+        throw new ConflictError(`sandbox ${handle.id}'s VM does not answer: ${(err as Error).message}`, { hint: `agentbox inspect ${handle.id}; the VM's console is in ${this.runDir(handle.id)}/console.log` });
+      },
+    );
     this.channels.set(handle.id, made);
     return made;
   }
@@ -386,9 +409,16 @@ export class MicroVmRuntime implements Runtime {
     }
   }
 
+  /**
+   * Whether the VM's QEMU still runs. A live VM with egress that this daemon has no channel to yet
+   * (it was restarted) is connected now, so the sandbox's connections are relayed again without
+   * waiting for someone to exec.
+   */
   async status(handle: SandboxHandle): Promise<RuntimeStatus> {
     const d = handle.data as Partial<VmData>;
-    return { alive: typeof d.pid === 'number' && typeof d.startTime === 'number' && isSameProcess(d.pid, d.startTime) };
+    const alive = typeof d.pid === 'number' && typeof d.startTime === 'number' && isSameProcess(d.pid, d.startTime);
+    if (alive && typeof d.egressDir === 'string' && !this.channels.has(handle.id)) this.channel(handle).catch(() => undefined);
+    return { alive };
   }
 
   /** The guest's own count: memory in use (MemTotal - MemAvailable), processes, CPU time since boot. */
