@@ -109,6 +109,26 @@ describe('the microvm runtime through the daemon', { skip }, async () => {
       assert.equal(await sumOf(sb.id), sum, 'a child reached into its parent');
       for (const c of children) await client.delete(c.id);
 
+      // A fork with memory: the children go on with the parent's running processes (its `sleep`),
+      // each with entropy of its own; the parent goes on too, and no memory image is left behind.
+      const memChildren = await client.fork(sb.id, { count: 2, memory: true });
+      const draws = new Set<string>();
+      for (const c of memChildren) {
+        const r = await client.exec(c.id, { cmd: ['sh', '-c', `kill -0 ${pid} && echo alive; head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n"; echo; date +%s`] });
+        const [alive, random, now] = r.stdout.trim().split('\n');
+        assert.equal(alive, 'alive', `child ${c.id} lacks the parent's process: ${r.stdout} ${r.stderr}`);
+        assert.ok(random && !draws.has(random), `two memory children drew the same random bytes: ${random}`);
+        draws.add(random);
+        assert.ok(Math.abs(Number(now) - Date.now() / 1000) < 10, `a memory child's clock says ${now}`);
+        const q = qemuOf(c.id);
+        assert.ok(q && readFileSync(`/proc/${q}/cmdline`, 'latin1').split('\0').includes('-incoming'), `child ${c.id} booted instead of starting from the parent's memory`);
+      }
+      await client.exec(memChildren[0]!.id, { cmd: ['kill', pid!] });
+      assert.equal((await client.exec(sb.id, { cmd: ['sh', '-c', `kill -0 ${pid} && echo alive`] })).stdout, 'alive\n', 'a memory child reached into its parent');
+      for (const c of memChildren) await client.delete(c.id);
+      const memoryLeft = join(home, 'microvm', 'memory', paths.homeTag);
+      assert.deepEqual(existsSync(memoryLeft) ? readdirSync(memoryLeft) : [], [], 'memory images left after the fork');
+
       // kill -9: the VM runs on, and the next daemon adopts it: same files, same process.
       await serve.kill9(daemon);
       daemon = await serve.start();

@@ -72,6 +72,8 @@ export class VmStream {
   constructor(
     readonly id: number,
     private readonly send: (frame: Buffer) => void,
+    /** What the stream runs (an 'R' frame's kind). */
+    readonly kind: OpenRequest['kind'] = 'exec',
   ) {
     this.pid = new Promise((r) => (this.resolvePid = r));
     this.exit = new Promise((resolve, reject) => {
@@ -311,7 +313,7 @@ export class VmChannel {
   /** Start a request in the guest. BadRequestError-free: a string with a NUL byte fails the stream (exit 125). */
   open(req: OpenRequest): VmStream {
     const id = this.nextId++;
-    const stream = new VmStream(id, (f) => this.write(f));
+    const stream = new VmStream(id, (f) => this.write(f), req.kind);
     if (this.closedErr) {
       stream.lost(this.closedErr);
       return stream;
@@ -325,6 +327,13 @@ export class VmChannel {
     this.streams.set(id, stream);
     this.write(frame);
     return stream;
+  }
+
+  /** Streams running now whose kind is not one of `except` (e.g. the commands and transfers of a sandbox, not its egress relays). */
+  running(except: readonly OpenRequest['kind'][] = []): number {
+    let n = 0;
+    for (const s of this.streams.values()) if (!except.includes(s.kind)) n++;
+    return n;
   }
 
   /** Memory in use, processes and CPU time of the whole guest. */

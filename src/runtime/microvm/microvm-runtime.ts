@@ -10,19 +10,19 @@
  * are how a later daemon finds it again, to reconnect or to reap.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { constants as fsConstants, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { copyFile, mkdir, rename, rm } from 'node:fs/promises';
 import { release } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { BadRequestError, ConflictError, InternalError, RuntimeUnavailableError } from '../../contract/errors.js';
-import type { DirEntry, ExecEvent, Isolation, ProcessInfo, SignalName } from '../../contract/model.js';
+import type { DirEntry, ExecEvent, Isolation, Limits, ProcessInfo, SignalName } from '../../contract/model.js';
 import { type FileOpStarter, SandboxFiles } from '../files.js';
 import { isSameProcess, processStartTime } from '../proc.js';
 import { type ProcOpRunner, SandboxProcesses } from '../processes.js';
-import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, SandboxDisks, SandboxHandle } from '../types.js';
+import type { ExecOpts, HibernateKind, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, SandboxDisks, SandboxHandle } from '../types.js';
 import { Cgroups, detectCgroups } from '../local/cgroups.js';
 import { type AccelChoice, chooseAccel } from './accel.js';
 import { BootGate } from './boot-gate.js';
@@ -32,7 +32,8 @@ import { findGuestKernel } from './guest/kernel.js';
 import { ensureRootDisk, type RootImage } from './guest/root-disk.js';
 import { EgressPump } from './egress-pump.js';
 import { vmExec, vmFileOps, vmProcOps, vmRequest } from './guest-ops.js';
-import { MicroVm, QEMU_BINARY } from './vm.js';
+import { Qmp } from './qmp.js';
+import { MicroVm, QEMU_BINARY, saveVmState } from './vm.js';
 
 export interface MicroVmRuntimeOpts {
   /** The image store: an image's tree and content digest (its root disk is derived from them). */
@@ -65,7 +66,46 @@ function dataOf(handle: SandboxHandle): VmData {
   return { pid: d.pid, startTime: d.startTime, ...(typeof d.egressDir === 'string' ? { egressDir: d.egressDir } : {}) };
 }
 
+/**
+ * How a VM was started, in its run directory (vm.json) while it runs and beside its state while it is
+ * hibernated: where its QEMU is, and how to start one from its state again (the command line must be
+ * the same but for paths).
+ */
+interface VmRecord {
+  pid: number;
+  startTime: number;
+  shape: VmShape;
+  dataDisk: string;
+  limits: Limits;
+  egressDir?: string;
+}
+
+/** What a saved state can only be restored into: the same guest, root disk, accelerator, RAM, vCPUs and guest limits. */
+interface VmShape {
+  guest: string;
+  rootDisk: string;
+  accel: AccelChoice['accel'];
+  ramMb: number;
+  cpus: number;
+  limits: { memoryMb: number; pids: number };
+}
+
+function sameShape(a: VmShape, b: VmShape): boolean {
+  return a.guest === b.guest && a.rootDisk === b.rootDisk && a.accel === b.accel && a.ramMb === b.ramMb && a.cpus === b.cpus && a.limits.memoryMb === b.limits.memoryMb && a.limits.pids === b.limits.pids;
+}
+
+function readJson<T>(path: string): T | undefined {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+const RECORD = 'vm.json';
+const STATE = 'state.bin';
 const POOLED_MARK = 'pooled';
+const PAUSED_MARK = 'paused';
 /**
  * memoryMb is the VM's RAM, as a machine's: its kernel takes its share of it (about 33 MB). A guest
  * of under 128 MB does not boot at all, so a smaller memoryMb gets this much RAM, and the cgroup in
@@ -179,24 +219,64 @@ export class MicroVmRuntime implements Runtime {
     await this.rootDisk(image);
   }
 
+  /** What a VM for these limits and this image is started as (its template's key, a saved state's fit). */
+  private async shapeFor(image: string, limits: Limits): Promise<{ shape: VmShape; guest: GuestArtifacts }> {
+    const rootDisk = await this.rootDisk(image);
+    const [guest, { accel }] = await Promise.all([this.guestArtifacts(), this.accel()]);
+    const shape: VmShape = { guest: guest.fingerprint, rootDisk, accel, ramMb: Math.max(limits.memoryMb, MIN_GUEST_MB), cpus: Math.max(1, Math.ceil(limits.cpus)), limits: { memoryMb: limits.memoryMb, pids: limits.pids } };
+    return { shape, guest };
+  }
+
+  /** The host cgroup QEMU runs in: guest RAM plus the emulator's own (TCG's code buffer, QEMU), its threads, its CPU share. */
+  private hostCgroup(id: string, limits: Limits, shape: VmShape): string[] {
+    return this.cg().create(id, { cpus: limits.cpus, memoryMb: shape.ramMb + QEMU_OVERHEAD_MB, pids: QEMU_THREADS, diskMb: limits.diskMb });
+  }
+
+  /** Start the sandbox's QEMU (booting, or from a saved state), in its host cgroup, and record it in its run directory. */
+  private async launch(id: string, o: { shape: VmShape; guest: GuestArtifacts; limits: Limits; dataDisk: string; hostDirs: string[]; incoming?: string; egressDir?: string }): Promise<MicroVm> {
+    const log = this.opts.logger?.child({ sandbox_id: id });
+    const vm = await MicroVm.start({
+      guest: o.guest,
+      memoryMb: o.shape.ramMb,
+      cpus: o.shape.cpus,
+      limits: o.shape.limits,
+      accel: o.shape.accel,
+      runDir: this.runDir(id),
+      name: this.vmName(id),
+      gate: this.gate,
+      rootDisk: o.shape.rootDisk,
+      dataDisk: o.dataDisk,
+      detached: true,
+      ...(o.incoming ? { incoming: o.incoming } : {}),
+      onSpawn: (pid) => {
+        for (const dir of o.hostDirs) writeFileSync(join(dir, 'cgroup.procs'), String(pid));
+      },
+      ...(log ? { log } : {}),
+    });
+    const startTime = processStartTime(vm.pid);
+    if (startTime === undefined) {
+      await vm.kill();
+      throw new InternalError(`sandbox ${id}'s VM exited right after starting`);
+    }
+    const record: VmRecord = { pid: vm.pid, startTime, shape: o.shape, dataDisk: o.dataDisk, limits: o.limits, ...(o.egressDir ? { egressDir: o.egressDir } : {}) };
+    writeFileSync(join(vm.runDir, RECORD), `${JSON.stringify(record)}\n`, { mode: 0o600 });
+    return vm;
+  }
+
   async create(spec: RuntimeSpec): Promise<SandboxHandle> {
     if (spec.isolation !== 'vm') throw new BadRequestError(`the microvm runtime offers isolation vm, not ${spec.isolation}`, { hint: 'use --isolation vm, or leave it out' });
     if (spec.volumes?.length) throw new BadRequestError('the microvm runtime cannot mount named volumes yet', { hint: 'use another runtime for sandboxes with volumes' });
-    if (spec.memoryFrom) throw new BadRequestError('the microvm runtime cannot start from a memory image yet', { hint: 'fork without --memory' });
     if (!this.opts.disks.detach) throw new InternalError('the microvm runtime needs a disk store that can hand over a disk image');
     await this.opts.ensureImage?.(spec.image);
-    const rootDisk = await this.rootDisk(spec.image);
-    const [guest, { accel }] = await Promise.all([this.guestArtifacts(), this.accel()]);
+    const { shape, guest } = await this.shapeFor(spec.image, spec.limits);
+    const memory = spec.memoryFrom ? this.memoryImage(spec.memoryFrom, shape) : undefined;
     await mkdir(this.opts.runRoot, { recursive: true, mode: 0o700 });
-    const ramMb = Math.max(spec.limits.memoryMb, MIN_GUEST_MB);
-    const cpus = Math.max(1, Math.ceil(spec.limits.cpus));
-    const limits = { memoryMb: spec.limits.memoryMb, pids: spec.limits.pids };
     // A sandbox that starts empty starts from its kind's template when there is one (a fork or a
-    // snapshot's restore has a disk of its own, and boots).
-    const key = spec.diskFrom ? undefined : templateKey({ guest: guest.fingerprint, rootDisk, accel, ramMb, cpus, limits, diskMb: spec.limits.diskMb });
+    // snapshot's restore has a disk of its own, and boots; a memory fork starts from its parent's state).
+    const key = spec.diskFrom ? undefined : templateKey({ ...shape, diskMb: spec.limits.diskMb });
     const template = key ? this.readyTemplate(key) : undefined;
+    const hostDirs = this.hostCgroup(spec.id, spec.limits, shape);
     const cg = this.cg();
-    const hostDirs = cg.create(spec.id, { cpus: spec.limits.cpus, memoryMb: ramMb + QEMU_OVERHEAD_MB, pids: QEMU_THREADS, diskMb: spec.limits.diskMb });
     try {
       await this.opts.disks.create(spec.id, spec.limits.diskMb, template?.disk ?? spec.diskFrom, template ? { mount: false } : {});
     } catch (err) {
@@ -207,35 +287,19 @@ export class MicroVmRuntime implements Runtime {
     try {
       const dataDisk = await this.opts.disks.detach(spec.id);
       if (!dataDisk) throw new InternalError(`sandbox ${spec.id}'s disk vanished`);
-      const log = this.opts.logger?.child({ sandbox_id: spec.id });
-      const start = (incoming: string | undefined): Promise<MicroVm> => MicroVm.start({
-        guest,
-        memoryMb: ramMb,
-        cpus,
-        limits,
-        accel,
-        runDir: this.runDir(spec.id),
-        name: this.vmName(spec.id),
-        gate: this.gate,
-        rootDisk,
-        dataDisk,
-        detached: true,
-        ...(incoming ? { incoming } : {}),
-        // QEMU itself in a host cgroup: guest RAM plus the emulator's own (TCG's code buffer, QEMU), its threads, its CPU share.
-        onSpawn: (pid) => {
-          for (const dir of hostDirs) writeFileSync(join(dir, 'cgroup.procs'), String(pid));
-        },
-        ...(log ? { log } : {}),
-      });
+      const start = (incoming: string | undefined): Promise<MicroVm> => this.launch(spec.id, { shape, guest, limits: spec.limits, dataDisk, hostDirs, ...(incoming ? { incoming } : {}), ...(spec.egressDir ? { egressDir: spec.egressDir } : {}) });
       let restored = false;
-      if (template && key) {
+      if (memory) {
+        vm = await start(memory);
+        restored = true;
+      } else if (template && key) {
         try {
           vm = await start(template.state);
           restored = true;
         } catch (err) {
           // A template that does not restore (damaged, or made by another QEMU) is dropped; this
           // sandbox boots (its disk, cloned from the template's, is as fresh as a new one).
-          log?.warn({ template: key, err: err instanceof Error ? err.message : String(err) }, 'microvm template did not restore; dropped, booting');
+          this.opts.logger?.warn({ sandbox_id: spec.id, template: key, err: err instanceof Error ? err.message : String(err) }, 'microvm template did not restore; dropped, booting');
           rmSync(join(this.templateDir(key), 'ready.json'), { force: true });
           vm = await start(undefined);
         }
@@ -247,10 +311,8 @@ export class MicroVmRuntime implements Runtime {
       // After the template: what it saves is a VM that has not listened for anyone's egress.
       if (spec.egressDir) await this.startEgress(spec.id, vm.channel, spec.egressDir);
       if (spec.pooled) writeFileSync(join(vm.runDir, POOLED_MARK), '');
-      const startTime = processStartTime(vm.pid);
-      if (startTime === undefined) throw new InternalError(`sandbox ${spec.id}'s VM exited right after starting`);
       this.channels.set(spec.id, Promise.resolve(vm.channel));
-      const data: VmData = { pid: vm.pid, startTime, ...(spec.egressDir ? { egressDir: spec.egressDir } : {}) };
+      const data: VmData = { pid: vm.pid, startTime: processStartTime(vm.pid) ?? 0, ...(spec.egressDir ? { egressDir: spec.egressDir } : {}) };
       return { id: spec.id, runtime: 'microvm', data: { ...data } };
     } catch (err) {
       await vm?.kill().catch(() => undefined);
@@ -259,6 +321,14 @@ export class MicroVmRuntime implements Runtime {
       await cg.remove(spec.id).catch(() => undefined);
       throw err;
     }
+  }
+
+  /** A memory image's state file, if it fits a VM of `shape` (BadRequestError otherwise: its processes cannot go on in another kind of VM). */
+  private memoryImage(image: string, shape: VmShape): string {
+    const saved = readJson<VmRecord>(join(image, RECORD));
+    if (!saved || !existsSync(join(image, STATE))) throw new BadRequestError(`${image} is not a microvm memory image`, { hint: 'fork with --memory from a microvm sandbox' });
+    if (!sameShape(saved.shape, shape)) throw new BadRequestError('a memory image only starts a sandbox of the same image, limits and guest', { hint: 'fork without changing the image or the limits' });
+    return join(image, STATE);
   }
 
   private templateDir(key: string): string {
@@ -304,10 +374,39 @@ export class MicroVmRuntime implements Runtime {
     }
   }
 
+  /** The sandbox's running VM: its record (a woken VM's QEMU is not the one `create` returned), else the handle's. */
+  private liveVm(handle: SandboxHandle): VmData | undefined {
+    const rec = readJson<VmRecord>(join(this.runDir(handle.id), RECORD));
+    if (rec && isSameProcess(rec.pid, rec.startTime)) return { pid: rec.pid, startTime: rec.startTime, ...(rec.egressDir ? { egressDir: rec.egressDir } : {}) };
+    const d = handle.data as Partial<VmData>;
+    return typeof d.pid === 'number' && typeof d.startTime === 'number' && isSameProcess(d.pid, d.startTime) ? dataOf(handle) : undefined;
+  }
+
   private assertAlive(handle: SandboxHandle): VmData {
-    const data = dataOf(handle);
-    if (!isSameProcess(data.pid, data.startTime)) throw new ConflictError(`sandbox ${handle.id} is not running`, { hint: `agentbox inspect ${handle.id} says why it ended` });
-    return data;
+    const live = this.liveVm(handle);
+    if (live) return live;
+    if (this.hibernation(handle.id)) throw new ConflictError(`sandbox ${handle.id} is hibernated`, { hint: 'wake it first (any exec or file call through agentbox does)' });
+    throw new ConflictError(`sandbox ${handle.id} is not running`, { hint: `agentbox inspect ${handle.id} says why it ended` });
+  }
+
+  /** This home's hibernated VMs (DIR may be shared by homes: tests, benchmarks), each in a directory named by its id. */
+  private get hibernatedRoot(): string {
+    return join(this.opts.dir, 'hibernated', this.opts.homeTag);
+  }
+
+  private hibernatedDir(id: string): string {
+    return join(this.hibernatedRoot, id);
+  }
+
+  private get memoryRoot(): string {
+    return join(this.opts.dir, 'memory', this.opts.homeTag);
+  }
+
+  /** A hibernated VM's record and state, when the hibernation is complete (the state is written before the record). */
+  private hibernation(id: string): { record: VmRecord; state: string } | undefined {
+    const dir = this.hibernatedDir(id);
+    const record = readJson<VmRecord>(join(dir, RECORD));
+    return record && existsSync(join(dir, STATE)) ? { record, state: join(dir, STATE) } : undefined;
   }
 
   /** Relay the sandbox's connections to its proxy (egress-pump.ts) over this channel; rejects when the guest cannot listen. */
@@ -415,24 +514,129 @@ export class MicroVmRuntime implements Runtime {
    * waiting for someone to exec.
    */
   async status(handle: SandboxHandle): Promise<RuntimeStatus> {
-    const d = handle.data as Partial<VmData>;
-    const alive = typeof d.pid === 'number' && typeof d.startTime === 'number' && isSameProcess(d.pid, d.startTime);
-    if (alive && typeof d.egressDir === 'string' && !this.channels.has(handle.id)) this.channel(handle).catch(() => undefined);
-    return { alive };
+    const live = this.liveVm(handle);
+    if (!live) return this.hibernation(handle.id) ? { alive: true, hibernated: true } : { alive: false };
+    if (existsSync(join(this.runDir(handle.id), PAUSED_MARK))) return { alive: true, paused: true };
+    if (live.egressDir && !this.channels.has(handle.id)) this.channel(handle).catch(() => undefined);
+    return { alive: true };
+  }
+
+  /** Stop the VM's vCPUs (QMP `stop`): its processes stand still, its memory stays held. */
+  async pause(handle: SandboxHandle): Promise<void> {
+    this.assertAlive(handle);
+    // The mark first: a daemon that dies between the two still knows to `cont` it (cont on a running VM is harmless).
+    writeFileSync(join(this.runDir(handle.id), PAUSED_MARK), '');
+    await this.qmp(handle.id, (q) => q.execute('stop'));
+  }
+
+  async resume(handle: SandboxHandle): Promise<void> {
+    this.assertAlive(handle);
+    await this.qmp(handle.id, (q) => q.execute('cont'));
+    rmSync(join(this.runDir(handle.id), PAUSED_MARK), { force: true });
+  }
+
+  private async qmp<T>(id: string, fn: (q: Qmp) => Promise<T>): Promise<T> {
+    const q = await Qmp.connect(join(this.runDir(id), 'qmp.sock'));
+    try {
+      return await fn(q);
+    } finally {
+      q.close();
+    }
+  }
+
+  /**
+   * Hibernation saves the whole VM (QEMU's migration stream: its RAM, devices and CPUs) beside its
+   * record and ends QEMU; the disk stays as it is, detached. A sandbox with egress is refused for now:
+   * its relays' connections live on the host side of the channel, which a saved state cannot keep.
+   */
+  async canHibernate(kind: HibernateKind): Promise<ProbeResult> {
+    if (kind.isolation !== 'vm') return { ok: false, reason: `the microvm runtime offers isolation vm, not ${kind.isolation}`, hint: 'use --isolation vm' };
+    if (kind.network) return { ok: false, reason: 'a microvm sandbox with egress has connections through the host that a saved VM cannot keep', hint: 'hibernate and fork with memory only sandboxes with egress mode none' };
+    if (kind.volumes) return { ok: false, reason: 'the microvm runtime has no named volumes', hint: 'use another runtime for sandboxes with volumes' };
+    return { ok: true };
+  }
+
+  async hibernate(handle: SandboxHandle): Promise<void> {
+    const live = this.assertAlive(handle);
+    const known = this.channels.get(handle.id);
+    const ch = known ? await known.catch(() => undefined) : undefined;
+    if (ch?.isOpen && ch.running(['egress']) > 0) throw new ConflictError(`sandbox ${handle.id} is busy (a command or a transfer is running)`, { hint: 'hibernate it when it is idle' });
+    const record = readJson<VmRecord>(join(this.runDir(handle.id), RECORD));
+    if (!record) throw new InternalError(`sandbox ${handle.id}'s VM has no record`);
+    const dir = this.hibernatedDir(handle.id);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await this.dropChannel(handle.id);
+    const t0 = performance.now();
+    try {
+      await saveVmState(this.runDir(handle.id), join(dir, `${STATE}.partial`), { then: 'quit' });
+      await waitExit(live.pid, live.startTime, 10_000);
+    } catch (err) {
+      await rm(dir, { recursive: true, force: true });
+      // The save failed and QEMU goes on (saveVmState's `cont`): as before, but for the channel, made again on use.
+      if (isSameProcess(live.pid, live.startTime)) throw new ConflictError(`sandbox ${handle.id} could not be hibernated: ${(err as Error).message}`, { hint: 'it runs on as before' });
+      throw err;
+    }
+    await rename(join(dir, `${STATE}.partial`), join(dir, STATE));
+    writeFileSync(join(dir, RECORD), `${JSON.stringify(record)}\n`, { mode: 0o600 });
+    await rm(this.runDir(handle.id), { recursive: true, force: true });
+    this.opts.logger?.info({ sandbox_id: handle.id, ms: Math.round(performance.now() - t0) }, 'microvm hibernated');
+  }
+
+  async wake(handle: SandboxHandle): Promise<void> {
+    const hib = this.hibernation(handle.id);
+    if (!hib) {
+      this.assertAlive(handle);
+      return;
+    }
+    const { record } = hib;
+    const guest = await this.guestArtifacts();
+    if (guest.fingerprint !== record.shape.guest) throw new ConflictError(`sandbox ${handle.id} was hibernated by another guest build and cannot be woken by this one`, { hint: 'delete it and create it again' });
+    await rm(this.runDir(handle.id), { recursive: true, force: true });
+    const vm = await this.launch(handle.id, { shape: record.shape, guest, limits: record.limits, dataDisk: record.dataDisk, hostDirs: this.hostCgroup(handle.id, record.limits, record.shape), incoming: hib.state, ...(record.egressDir ? { egressDir: record.egressDir } : {}) });
+    try {
+      await syncClone(vm.channel);
+    } catch (err) {
+      await vm.kill().catch(() => undefined);
+      throw err;
+    }
+    this.channels.set(handle.id, Promise.resolve(vm.channel));
+    await rm(this.hibernatedDir(handle.id), { recursive: true, force: true });
+  }
+
+  /** A copy of a hibernated VM's state and record (a reflink where the filesystem has them), for `create` with `memoryFrom`. */
+  async copyMemory(handle: SandboxHandle): Promise<string> {
+    const hib = this.hibernation(handle.id);
+    if (!hib) throw new ConflictError(`sandbox ${handle.id} is not hibernated`, { hint: 'hibernate it first' });
+    const dest = join(this.memoryRoot, `${handle.id}-${randomBytes(6).toString('hex')}`);
+    await mkdir(dest, { recursive: true, mode: 0o700 });
+    try {
+      await copyFile(hib.state, join(dest, STATE), fsConstants.COPYFILE_FICLONE);
+      writeFileSync(join(dest, RECORD), `${JSON.stringify(hib.record)}\n`, { mode: 0o600 });
+    } catch (err) {
+      await rm(dest, { recursive: true, force: true });
+      throw err;
+    }
+    return dest;
+  }
+
+  async dropMemory(image: string): Promise<void> {
+    if (dirname(image) !== this.memoryRoot) throw new InternalError(`${image} is not a memory image of this runtime`);
+    await rm(image, { recursive: true, force: true });
   }
 
   /** The guest's own count: memory in use (MemTotal - MemAvailable), processes, CPU time since boot. */
   async stats(handle: SandboxHandle): Promise<RuntimeStats> {
+    if (!this.liveVm(handle) && this.hibernation(handle.id)) return { memoryBytes: 0, pids: 0, cpuMs: 0 };
     const { stdout } = await vmRequest(await this.channel(handle), 'stats', [], 10_000);
     const [mem, pids, cpu] = stdout.toString().trim().split(/\s+/).map(Number);
     return { memoryBytes: mem ?? 0, pids: pids ?? 0, cpuMs: cpu ?? 0 };
   }
 
   async destroy(handle: SandboxHandle): Promise<void> {
-    const d = handle.data as Partial<VmData>;
-    if (typeof d.pid !== 'number' || typeof d.startTime !== 'number') return this.reap(handle.id);
+    const live = this.liveVm(handle);
+    if (!live) return this.reap(handle.id);
     await this.dropChannel(handle.id);
-    await killVm(d.pid, d.startTime);
+    await killVm(live.pid, live.startTime);
     await this.removeLeftovers(handle.id);
   }
 
@@ -440,7 +644,8 @@ export class MicroVmRuntime implements Runtime {
     const running = this.qemuProcesses();
     const ids = new Set(running.keys());
     if (existsSync(this.opts.runRoot)) for (const id of readdirSync(this.opts.runRoot)) ids.add(id);
-    return [...ids].map((id) => ({ id, alive: running.has(id), ...(existsSync(join(this.runDir(id), POOLED_MARK)) ? { pooled: true } : {}) }));
+    if (existsSync(this.hibernatedRoot)) for (const id of readdirSync(this.hibernatedRoot)) ids.add(id);
+    return [...ids].map((id) => ({ id, alive: running.has(id) || this.hibernation(id) !== undefined, ...(existsSync(join(this.runDir(id), POOLED_MARK)) ? { pooled: true } : {}) }));
   }
 
   async reap(id: string): Promise<void> {
@@ -456,6 +661,7 @@ export class MicroVmRuntime implements Runtime {
   /** What a VM leaves once its QEMU is gone: its run directory, its disk, its host cgroup. */
   private async removeLeftovers(id: string): Promise<void> {
     await rm(this.runDir(id), { recursive: true, force: true });
+    await rm(this.hibernatedDir(id), { recursive: true, force: true });
     await this.opts.disks.destroy(id);
     await this.cg().remove(id);
   }
@@ -514,6 +720,13 @@ const TEMPLATE_LAYOUT = 1;
 async function syncClone(ch: VmChannel): Promise<void> {
   const r = await vmRequest(ch, 'sync', [randomBytes(64).toString('hex'), String(Date.now())], 10_000);
   if (r.exitCode !== 0) throw new InternalError(`a restored VM could not be reseeded: ${r.stderr.trim()}`);
+}
+
+/** Wait until the QEMU process ends by itself; SIGKILL it after `ms`. */
+async function waitExit(pid: number, startTime: number, ms: number): Promise<void> {
+  for (const deadline = Date.now() + ms; isSameProcess(pid, startTime); await sleep(20)) {
+    if (Date.now() > deadline) return killVm(pid, startTime);
+  }
 }
 
 /** SIGKILL the VM's QEMU (if it is still that process) and wait until it is gone. */

@@ -196,31 +196,7 @@ export class MicroVm {
    */
   async saveState(path: string, whileStopped?: () => Promise<void>): Promise<void> {
     await this.channel.close();
-    const qmp = await Qmp.connect(join(this.runDir, 'qmp.sock'));
-    try {
-      await qmp.execute('stop');
-      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 10 * 1024 ** 3 });
-      // QEMU sends the stream to a socket of ours, which writes it to the file (no exec: under -sandbox).
-      const sock = join(this.runDir, 'migrate.sock');
-      const written = receiveState(sock, path);
-      try {
-        await qmp.execute('migrate', { uri: `unix:${sock}` });
-        const deadline = Date.now() + 60_000;
-        for (;;) {
-          const m = (await qmp.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
-          if (m.status === 'completed') break;
-          if (m.status === 'failed' || m.status === 'cancelled' || Date.now() > deadline) throw new InternalError(`saving the VM's state failed: ${m['error-desc'] ?? m.status}`);
-          await sleep(10);
-        }
-        await written.done;
-      } finally {
-        written.close();
-      }
-      await whileStopped?.();
-    } finally {
-      await qmp.execute('cont').catch(() => undefined);
-      qmp.close();
-    }
+    await saveVmState(this.runDir, path, { then: 'cont', ...(whileStopped ? { whileStopped } : {}) });
     this.channel = await VmChannel.connect(this.agentSocket, { timeoutMs: 10000, log: this.log });
   }
 
@@ -250,6 +226,46 @@ export class MicroVm {
   private async cleanup(): Promise<void> {
     await this.channel.close().catch(() => undefined);
     await rm(this.runDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Stop the VM whose directory is `runDir` and write its state to `path` through its QMP socket (the
+ * migration stream goes to a socket of ours: QEMU runs under `-sandbox spawn=deny`, so no `exec:`).
+ * Then the VM goes on (`cont`) or QEMU exits (`quit`: a hibernation). `whileStopped` runs between
+ * the two, while the VM's disks match the state. Whoever holds the agent's channel closes it first:
+ * a VM restored from the state then waits for its own host's hello.
+ */
+export async function saveVmState(runDir: string, path: string, o: { then: 'cont' | 'quit'; whileStopped?: () => Promise<void> }): Promise<void> {
+  const qmp = await Qmp.connect(join(runDir, 'qmp.sock'));
+  let quit = false;
+  try {
+    await qmp.execute('stop');
+    await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 10 * 1024 ** 3 });
+    const sock = join(runDir, 'migrate.sock');
+    const written = receiveState(sock, path);
+    try {
+      await qmp.execute('migrate', { uri: `unix:${sock}` });
+      const deadline = Date.now() + 120_000;
+      for (;;) {
+        const m = (await qmp.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
+        if (m.status === 'completed') break;
+        if (m.status === 'failed' || m.status === 'cancelled' || Date.now() > deadline) throw new InternalError(`saving the VM's state failed: ${m['error-desc'] ?? m.status}`);
+        await sleep(10);
+      }
+      await written.done;
+    } finally {
+      written.close();
+    }
+    await o.whileStopped?.();
+    if (o.then === 'quit') {
+      quit = true;
+      // QEMU may close the socket before it answers: its exit is what counts, and the caller waits for it.
+      await qmp.execute('quit').catch(() => undefined);
+    }
+  } finally {
+    if (!quit) await qmp.execute('cont').catch(() => undefined);
+    qmp.close();
   }
 }
 
