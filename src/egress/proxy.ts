@@ -200,12 +200,18 @@ export class SandboxProxy {
       if (finished) return;
       finished = true;
       clearTimeout(timer);
-      upstream.destroy();
-      if (established) client.destroy();
       a.done({ bytesUp: counter.upBytes, bytesDown: counter.downBytes, error });
     };
-    upstream.once('close', finish);
-    client.once('close', finish);
+    // One side closed: the other gets what is still queued for it first (an echo, a response after
+    // the sandbox's half-close), unless the close was an error. Destroying it at once cut such tails off.
+    upstream.once('close', (hadError) => {
+      if (established) closeAfterFlush(client, hadError);
+      finish();
+    });
+    client.once('close', () => {
+      closeAfterFlush(upstream, client.errored !== null || !established);
+      finish();
+    });
   }
 
   /**
@@ -327,6 +333,25 @@ export class SandboxProxy {
       finish();
     });
   }
+}
+
+/** How long a tunnel's surviving side may take to flush what is queued for it once the other side closed. */
+const FLUSH_MS = 30_000;
+
+/** End `s` once what was written to it has gone out (at once when `now`, or when it is done already). */
+function closeAfterFlush(s: Duplex, now: boolean): void {
+  if (now || s.destroyed || s.writableFinished) {
+    s.destroy();
+    return;
+  }
+  const timer = setTimeout(() => s.destroy(), FLUSH_MS);
+  timer.unref();
+  s.once('finish', () => {
+    clearTimeout(timer);
+    s.destroy();
+  });
+  s.once('close', () => clearTimeout(timer));
+  s.end();
 }
 
 /** Counts one connection's bytes each way and charges them to the sandbox's quota. */

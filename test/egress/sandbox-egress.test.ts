@@ -267,9 +267,11 @@ pools:
       assert.equal(ok.exitCode, 0, `the tunnel did not end when both sides had (the sandbox's half-close must reach the far end): ${ok.stderr}`);
       // Megabytes both ways through the tunnel arrive whole and in order (flow control on every hop).
       const big = randomBytes(3 << 20).toString('base64');
-      const echoed = await manager.exec(sb.id, { cmd: ['sh', '-c', 'python3 /workspace/egress-connect.py site.fake.test "$0" | sha256sum', String(net.echoPort)], stdin: big, timeoutMs: 60_000 }, caller);
+      const echoed = await manager.exec(sb.id, { cmd: ['sh', '-c', 'python3 /workspace/egress-connect.py site.fake.test "$0" > /tmp/echoed; wc -c < /tmp/echoed; sha256sum < /tmp/echoed', String(net.echoPort)], stdin: big, timeoutMs: 60_000 }, caller);
       assert.equal(echoed.exitCode, 0, echoed.stderr);
-      assert.equal(echoed.stdout.split(' ')[0], createHash('sha256').update(`SSH-2.0-fake\r\n${big}`).digest('hex'));
+      const [bytes, sum] = echoed.stdout.trim().split('\n');
+      const want = `SSH-2.0-fake\r\n${big}`;
+      assert.equal(`${bytes} ${sum?.split(' ')[0]}`, `${want.length} ${createHash('sha256').update(want).digest('hex')}`, 'the echo came back short or changed');
       const refused = await manager.exec(sb.id, { cmd: ['python3', '/workspace/egress-connect.py', 'site.fake.test', '22'], stdin: '', timeoutMs: 20_000 }, caller);
       assert.notEqual(refused.exitCode, 0);
       assert.match(refused.stderr, /403 Egress to site\.fake\.test:22 denied \(not_allowlisted\)/);
