@@ -230,7 +230,7 @@ route('POST', '/v1/sandboxes/{id}/egress/allow', { summary: 'Approve one more ho
   sendJson(ctx.res, 200, ctx.manager.allowEgress(id(ctx), body.host, ctx.caller));
 });
 
-route('POST', '/v1/sandboxes/{id}/snapshots', { summary: 'Snapshot a running sandbox\'s files (/workspace, /tmp): frozen for a copy-on-write clone, digested; memory is not included', body: CreateSnapshotRequestSchema, response: SnapshotSchema, status: 201 }, async (ctx) => {
+route('POST', '/v1/sandboxes/{id}/snapshots', { summary: 'Snapshot a running sandbox\'s files (/workspace, /tmp): frozen for a copy-on-write clone, digested; with memory: true also its memory and processes (microvm)', body: CreateSnapshotRequestSchema, response: SnapshotSchema, status: 201 }, async (ctx) => {
   const body = await readJson(ctx.req, CreateSnapshotRequestSchema);
   sendJson(ctx.res, 201, await ctx.manager.snapshot(id(ctx), body, ctx.caller));
 });

@@ -19,9 +19,10 @@ export function registerSnapshotCommands(program: Command): void {
     .description('snapshot a running sandbox (frozen for a copy-on-write clone) and print the snapshot id')
     .argument('<id>', 'sandbox id')
     .option('--name <NAME>', 'a name to find it by (unique)')
+    .option('--memory', 'keep its memory and running processes too (microvm); a restore goes on with them')
     .option('--json', 'print the snapshot as JSON')
-    .action(async (id: string, flags: { name?: string; json?: boolean }) => {
-      const snap = await (await connectClient()).snapshot(id, flags.name ? { name: flags.name } : {});
+    .action(async (id: string, flags: { name?: string; memory?: boolean; json?: boolean }) => {
+      const snap = await (await connectClient()).snapshot(id, { ...(flags.name ? { name: flags.name } : {}), ...(flags.memory ? { memory: true } : {}) });
       if (flags.json) printJson(snap);
       else process.stdout.write(`${snap.id}\n`);
     });
@@ -59,7 +60,7 @@ export function registerSnapshotCommands(program: Command): void {
     .description("new sandboxes with a copy-on-write copy of a running sandbox's files (with --memory, also its running processes); prints their ids")
     .argument('<id>', 'sandbox id')
     .option('--count <N>', 'how many (at most 16)', '1')
-    .option('--memory', 'children go on with its running processes and memory (gVisor, no egress or volumes; it stops while its memory is saved and restored)')
+    .option('--memory', 'children go on with its running processes and memory (gVisor or microvm, no egress or volumes; it stops while its memory is saved and restored)')
     .option('--json', 'print the new sandboxes as JSON')
     .action(async (id: string, flags: { count: string; memory?: boolean; json?: boolean }) => {
       const children = await (await connectClient()).fork(id, { count: positiveInt('count', flags.count), ...(flags.memory ? { memory: true } : {}) });

@@ -103,6 +103,7 @@ export const SnapshotSchema = z.object({
   diskMb: z.number().int().describe('Size of the disk it holds; a restored sandbox gets this diskMb'),
   bytes: z.number().int().describe('Host disk it holds, shared blocks included'),
   sha256: z.string().describe('Digest of its disk layer, checked before every restore'),
+  memory: z.boolean().describe('It holds the sandbox\'s memory and processes too (taken with memory: true): a sandbox restored from it goes on with them'),
   labels: LabelsSchema.describe('The labels of the sandbox it was taken of: a token limited to labelled sandboxes sees only snapshots of such sandboxes'),
   createdAt: z.string().describe('ISO 8601'),
 });

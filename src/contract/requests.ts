@@ -14,6 +14,10 @@ export const SnapshotRefSchema = SnapshotNameSchema.describe('A snapshot id (sna
 export const CreateSnapshotRequestSchema = z
   .object({
     name: SnapshotNameSchema.refine((n) => !n.startsWith('snap_'), 'a name may not start with snap_ (ids do)').optional().describe('A name to find it by (unique per tenant)'),
+    memory: z
+      .boolean()
+      .optional()
+      .describe('Keep the sandbox\'s memory and running processes too, not only its files (microvm sandboxes without egress or volumes: the VM is saved whole, stopping it for about a second). A sandbox restored from it goes on with those processes, on the same runtime, image and limits. Default: files only'),
   })
   .strict();
 export type CreateSnapshotRequest = z.infer<typeof CreateSnapshotRequestSchema>;
@@ -24,7 +28,7 @@ export const ForkRequestSchema = z
     memory: z
       .boolean()
       .optional()
-      .describe('Children also go on with the parent\'s running processes and memory (gVisor sandboxes without egress or volumes, on a dockerd with experimental features; the parent stops while its memory is saved and restored: about a second when small, seconds more per 50 MB it holds). Default: files only'),
+      .describe('Children also go on with the parent\'s running processes and memory (microvm sandboxes, and gVisor ones on a dockerd with experimental features, without egress or volumes; the parent stops while its memory is saved and restored: about a second when small, seconds more per 50 MB it holds). Default: files only'),
   })
   .strict();
 export type ForkRequest = z.infer<typeof ForkRequestSchema>;

@@ -169,7 +169,8 @@ export class SandboxManager {
     need(caller, 'manage');
     if (caller.labels) req = { ...req, labels: { ...req.labels, ...caller.labels } };
     let diskFrom = opts.diskFrom;
-    if (req.snapshot !== undefined) ({ req, diskFrom } = await restoreSource(this.parts, { ...req, snapshot: req.snapshot }, caller));
+    let memoryFrom = opts.memoryFrom;
+    if (req.snapshot !== undefined) ({ req, diskFrom, memoryFrom } = await restoreSource(this.parts, { ...req, snapshot: req.snapshot }, caller));
     const release = await this.parts.createGate.acquire();
     try {
       let spec = resolveSpec(this.opts.policy, req, { tenant: caller.tenant, id: newSandboxId() });
@@ -181,7 +182,7 @@ export class SandboxManager {
       const egress = spec.egress.mode === 'none' ? undefined : requireEgress(this.parts.egress);
       const unreserve = this.parts.quotas.reserve(spec);
       try {
-        return await createSandbox(this.parts, spec, egress, caller, unreserve, diskFrom, opts.memoryFrom);
+        return await createSandbox(this.parts, spec, egress, caller, unreserve, diskFrom, memoryFrom);
       } finally {
         unreserve();
       }
@@ -196,7 +197,7 @@ export class SandboxManager {
     const stored = findRunning(this.parts.store, id, caller);
     await this.parts.pauses.wake(stored);
     markActive(this.parts.store, id);
-    return this.parts.inflight.track(takeSnapshot(this.parts, stored, req.name, caller));
+    return this.parts.inflight.track(takeSnapshot(this.parts, stored, req.name, caller, { memory: req.memory === true }));
   }
 
   listSnapshots(caller: Caller): Snapshot[] {

@@ -329,15 +329,15 @@ export function registerSandboxTools(server: McpServer, deps: SandboxToolDeps): 
     {
       title: 'Snapshot a sandbox',
       description: [
-        "Keep a sandbox's files (/workspace and /tmp, not its memory or processes) as a snapshot that outlives the sandbox: returns it as JSON with its id (snap_...).",
+        "Keep a sandbox's files (/workspace and /tmp; with memory: true, also its memory and running processes, microvm only) as a snapshot that outlives the sandbox: returns it as JSON with its id (snap_...).",
         'Start a new sandbox from it with sandbox_create and "snapshot": the id or name: it gets the same files, byte for byte. Without id, snapshots this session\'s sandbox.',
       ].join(' '),
-      inputSchema: z.object({ id: OptionalIdSchema, name: CreateSnapshotRequestSchema.shape.name }).strict(),
+      inputSchema: z.object({ id: OptionalIdSchema, name: CreateSnapshotRequestSchema.shape.name, memory: CreateSnapshotRequestSchema.shape.memory }).strict(),
       annotations: { destructiveHint: false, openWorldHint: false },
     },
     run(async (args) => {
-      const { value: snap, id, notes } = await onSandbox(args.id, (sid) => ops.snapshot(sid, args.name ? { name: args.name } : {}));
-      return ok(withNotes(`snapshot ${snap.id}${snap.name ? ` (${snap.name})` : ''} of ${id}: ${snap.bytes} bytes`, notes), snap);
+      const { value: snap, id, notes } = await onSandbox(args.id, (sid) => ops.snapshot(sid, { ...(args.name ? { name: args.name } : {}), ...(args.memory ? { memory: true } : {}) }));
+      return ok(withNotes(`snapshot ${snap.id}${snap.name ? ` (${snap.name})` : ''} of ${id}: ${snap.bytes} bytes${snap.memory ? ', with its memory' : ''}`, notes), snap);
     }),
   );
 

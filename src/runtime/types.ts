@@ -258,6 +258,12 @@ export interface Runtime {
   copyMemory?(handle: SandboxHandle): Promise<string>;
   /** Remove a memory image `copyMemory` made. Idempotent. */
   dropMemory?(image: string): Promise<void>;
+  /**
+   * Capability (with copyMemory): move a memory image's files into the empty directory `dir` (a
+   * snapshot's, which keeps them); the image is gone afterwards. `create` then takes `memoryFrom: dir`,
+   * as often as asked, and never changes what is in it.
+   */
+  saveMemory?(image: string, dir: string): Promise<void>;
   /** Stop and remove everything the sandbox had on the host. Idempotent. */
   destroy(handle: SandboxHandle): Promise<void>;
   /** Everything of agentbox's (this home) on the host, alive or not, pool members included. */

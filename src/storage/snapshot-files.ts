@@ -14,14 +14,28 @@ import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { BadRequestError, ConflictError, NotFoundError } from '../contract/errors.js';
+import { IsolationSchema, LimitsSchema, RuntimeNameSchema } from '../contract/model.js';
 import type { DiskStore } from './disk-store.js';
 import { runTool } from './host-tools.js';
+
+const MemoryFileSchema = z.object({ file: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/), sha256: z.string().length(64), bytes: z.number().int() });
+
+/** What a snapshot with memory holds beside its disk: the runtime's files of it, and what it can only be restored as. */
+const MemoryPartSchema = z.object({
+  runtime: RuntimeNameSchema,
+  isolation: IsolationSchema,
+  limits: LimitsSchema,
+  files: z.array(MemoryFileSchema).min(1),
+});
+export type SnapshotMemory = Omit<z.infer<typeof MemoryPartSchema>, 'files'>;
 
 const ManifestSchema = z.object({
   version: z.literal(1),
   id: z.string(),
   diskMb: z.number().int(),
   layers: z.array(z.object({ name: z.literal('disk'), file: z.literal('disk.img'), sha256: z.string().length(64), bytes: z.number().int() })).length(1),
+  /** In `memory/`: a runtime's memory image, for `create` with `memoryFrom` (Runtime.saveMemory). */
+  memory: MemoryPartSchema.optional(),
   createdAt: z.string(),
 });
 export type SnapshotManifest = z.infer<typeof ManifestSchema>;
@@ -60,11 +74,32 @@ export async function layerDigest(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
+/** sha256 of a whole file (a memory image is dense: no holes to skip). */
+async function fileDigest(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
 export class SnapshotFiles {
   constructor(private readonly disks: DiskStore) {}
 
   private dir(id: string): string {
     return join(this.disks.storeDir, 'snapshots', id);
+  }
+
+  /** A snapshot's memory image (its `memory/` directory), for `create` with `memoryFrom`; only after `verify`. */
+  memoryPath(id: string): string {
+    checkId(id);
+    return join(this.dir(id), 'memory');
+  }
+
+  /** Where a snapshot being taken keeps its memory image (made empty here): for the runtime's `saveMemory`, between `clone` and `seal`. */
+  async memoryDirToFill(id: string): Promise<string> {
+    checkId(id);
+    const dir = join(`${this.dir(id)}.partial`, 'memory');
+    await mkdir(dir, { mode: 0o700 });
+    return dir;
   }
 
   /** The layer a restore clones; only after `verify`. */
@@ -96,17 +131,31 @@ export class SnapshotFiles {
    * directory into place. Either the complete snapshot exists afterwards or nothing of it does
    * (a full host disk, a failed digest: all removed).
    */
-  async seal(id: string, diskMb: number): Promise<{ manifest: SnapshotManifest; bytes: number }> {
+  async seal(id: string, diskMb: number, memory?: SnapshotMemory): Promise<{ manifest: SnapshotManifest; bytes: number }> {
     checkId(id);
     const partial = `${this.dir(id)}.partial`;
     try {
       const layer = join(partial, 'disk.img');
       const st = await stat(layer);
+      let bytes = st.blocks * 512;
+      let memoryPart: SnapshotManifest['memory'];
+      if (memory) {
+        const files: z.infer<typeof MemoryFileSchema>[] = [];
+        for (const file of readdirSync(join(partial, 'memory')).sort()) {
+          const path = join(partial, 'memory', file);
+          const fst = await stat(path);
+          files.push({ file, sha256: await fileDigest(path), bytes: fst.size });
+          bytes += fst.blocks * 512;
+        }
+        if (files.length === 0) throw new ConflictError(`snapshot ${id} has no memory image`);
+        memoryPart = { ...memory, files };
+      }
       const manifest: SnapshotManifest = {
         version: 1,
         id,
         diskMb,
         layers: [{ name: 'disk', file: 'disk.img', sha256: await layerDigest(layer), bytes: st.size }],
+        ...(memoryPart ? { memory: memoryPart } : {}),
         createdAt: new Date().toISOString(),
       };
       const fh = await open(join(partial, 'manifest.json'), 'wx', 0o600);
@@ -117,7 +166,7 @@ export class SnapshotFiles {
         await fh.close();
       }
       await rename(partial, this.dir(id));
-      return { manifest, bytes: st.blocks * 512 };
+      return { manifest, bytes };
     } catch (err) {
       await rm(partial, { recursive: true, force: true });
       throw err;
@@ -149,6 +198,13 @@ export class SnapshotFiles {
     const st = await stat(path).catch(() => undefined);
     if (!st || st.size !== layer.bytes || (await layerDigest(path)) !== layer.sha256) {
       throw new ConflictError(`snapshot ${id} is damaged: its disk layer no longer matches the sha256 it was taken with`, { hint: `agentbox snapshot rm ${id}, and take a new one` });
+    }
+    for (const f of manifest.memory?.files ?? []) {
+      const mpath = join(dir, 'memory', f.file);
+      const mst = await stat(mpath).catch(() => undefined);
+      if (!mst || mst.size !== f.bytes || (await fileDigest(mpath)) !== f.sha256) {
+        throw new ConflictError(`snapshot ${id} is damaged: its memory file ${f.file} no longer matches the sha256 it was taken with`, { hint: `agentbox snapshot rm ${id}, and take a new one` });
+      }
     }
     return manifest;
   }

@@ -138,6 +138,11 @@ export const MIGRATIONS: readonly Migration[] = [
       UPDATE snapshots SET labels_json = coalesce((SELECT labels_json FROM sandboxes WHERE sandboxes.id = snapshots.sandbox_id), '{}');
     `,
   },
+  {
+    version: 7,
+    name: 'snapshots that hold memory',
+    sql: 'ALTER TABLE snapshots ADD COLUMN memory INTEGER NOT NULL DEFAULT 0;',
+  },
 ];
 
 export function schemaVersion(db: Database.Database): number {

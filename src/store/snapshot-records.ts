@@ -19,16 +19,17 @@ interface SnapshotRow {
   state: string;
   created_at: string;
   labels_json: string;
+  memory: number;
 }
 
-export type NewSnapshot = Pick<Snapshot, 'id' | 'tenant' | 'name' | 'sandboxId' | 'image' | 'diskMb' | 'createdAt' | 'labels'>;
+export type NewSnapshot = Pick<Snapshot, 'id' | 'tenant' | 'name' | 'sandboxId' | 'image' | 'diskMb' | 'createdAt' | 'labels' | 'memory'>;
 
 function fromRow(r: SnapshotRow): Snapshot {
-  return { id: r.id, tenant: r.tenant, name: r.name, sandboxId: r.sandbox_id, image: r.image, diskMb: r.disk_mb, bytes: r.bytes, sha256: r.sha256, createdAt: r.created_at, labels: JSON.parse(r.labels_json) as Record<string, string> };
+  return { id: r.id, tenant: r.tenant, name: r.name, sandboxId: r.sandbox_id, image: r.image, diskMb: r.disk_mb, bytes: r.bytes, sha256: r.sha256, createdAt: r.created_at, labels: JSON.parse(r.labels_json) as Record<string, string>, memory: r.memory === 1 };
 }
 
 export class SnapshotRecords {
-  private readonly insert: Database.Statement<[Omit<NewSnapshot, 'labels'> & { labels: string }]>;
+  private readonly insert: Database.Statement<[Omit<NewSnapshot, 'labels' | 'memory'> & { labels: string; memory: number }]>;
   private readonly ready: Database.Statement<[{ id: string; bytes: number; sha256: string }]>;
   private readonly get: Database.Statement<[{ id: string; tenant: string | null }], SnapshotRow>;
   private readonly byName: Database.Statement<[{ name: string; tenant: string }], SnapshotRow>;
@@ -40,8 +41,8 @@ export class SnapshotRecords {
 
   constructor(db: Database.Database) {
     this.insert = db.prepare(`
-      INSERT INTO snapshots (id, tenant, name, sandbox_id, image, disk_mb, bytes, sha256, state, created_at, labels_json)
-      VALUES (@id, @tenant, @name, @sandboxId, @image, @diskMb, 0, '', 'creating', @createdAt, @labels)`);
+      INSERT INTO snapshots (id, tenant, name, sandbox_id, image, disk_mb, bytes, sha256, state, created_at, labels_json, memory)
+      VALUES (@id, @tenant, @name, @sandboxId, @image, @diskMb, 0, '', 'creating', @createdAt, @labels, @memory)`);
     this.ready = db.prepare("UPDATE snapshots SET state = 'ready', bytes = @bytes, sha256 = @sha256 WHERE id = @id AND state = 'creating'");
     this.get = db.prepare("SELECT * FROM snapshots WHERE id = @id AND state = 'ready' AND (@tenant IS NULL OR tenant = @tenant)");
     this.byName = db.prepare("SELECT * FROM snapshots WHERE name = @name AND tenant = @tenant AND state = 'ready'");
@@ -54,7 +55,7 @@ export class SnapshotRecords {
 
   /** A `creating` row; throws SQLITE_CONSTRAINT_UNIQUE for a name the tenant already uses. */
   begin(s: NewSnapshot): void {
-    this.insert.run({ ...s, labels: JSON.stringify(s.labels) });
+    this.insert.run({ ...s, labels: JSON.stringify(s.labels), memory: s.memory ? 1 : 0 });
   }
 
   markReady(id: string, bytes: number, sha256: string): boolean {

@@ -129,6 +129,29 @@ describe('the microvm runtime through the daemon', { skip }, async () => {
       const memoryLeft = join(home, 'microvm', 'memory', paths.homeTag);
       assert.deepEqual(existsSync(memoryLeft) ? readdirSync(memoryLeft) : [], [], 'memory images left after the fork');
 
+      // A snapshot with its memory: each sandbox restored from it goes on with the processes (as often
+      // as asked), and only as the same kind of sandbox; a damaged memory file is refused before anything starts.
+      const memSnap = await client.snapshot(sb.id, { memory: true });
+      assert.equal(memSnap.memory, true);
+      assert.deepEqual(existsSync(memoryLeft) ? readdirSync(memoryLeft) : [], [], 'the snapshot left its memory image behind');
+      for (let i = 0; i < 2; i++) {
+        const r = await client.create({ snapshot: memSnap.id });
+        const out = await client.exec(r.id, { cmd: ['sh', '-c', `kill -0 ${pid} && echo alive; sha256sum /workspace/data | cut -c1-64`] });
+        assert.equal(out.stdout, `alive\n${sum}\n`, `restore ${i}: ${out.stderr}`);
+        await client.delete(r.id);
+      }
+      await assert.rejects(client.create({ snapshot: memSnap.id, runtime: 'local' }), (e: { code?: string }) => e.code === 'conflict');
+      await assert.rejects(client.create({ snapshot: memSnap.id, limits: { memoryMb: 256 } }), (e: { code?: string }) => e.code === 'conflict');
+      const stateFile = join(disks.storeDir, 'snapshots', memSnap.id, 'memory', 'state.bin');
+      writeFileSync(stateFile, Buffer.from('x'), { flag: 'r+' });
+      await assert.rejects(client.create({ snapshot: memSnap.id }), (e: { code?: string; message?: string }) => e.code === 'conflict' && /memory file state\.bin/.test(e.message ?? ''));
+      await client.deleteSnapshot(memSnap.id);
+      // A runtime that cannot save memory refuses with the reason, and takes no snapshot.
+      const onLocal = await client.create({ runtime: 'local' });
+      await assert.rejects(client.snapshot(onLocal.id, { memory: true }), (e: { code?: string }) => e.code === 'bad_request');
+      await client.delete(onLocal.id);
+      assert.deepEqual((await client.listSnapshots()).map((x) => x.id), [snap.id]);
+
       // kill -9: the VM runs on, and the next daemon adopts it: same files, same process.
       await serve.kill9(daemon);
       daemon = await serve.start();

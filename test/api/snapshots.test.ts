@@ -190,7 +190,7 @@ describe('snapshots and fork over the API', { skip }, () => {
     await daemon.close();
     // What a kill -9 in the middle of a snapshot leaves: a 'creating' row and a .partial directory with a layer but no manifest.
     const db = Store.open(join(home, 'agentbox.db'));
-    db.snapshots.begin({ id: 'snap_halfmade1', tenant: 'alice', name: 'half', sandboxId: sb.id, image: 'busybox', diskMb: 64, createdAt: new Date().toISOString(), labels: {} });
+    db.snapshots.begin({ id: 'snap_halfmade1', tenant: 'alice', name: 'half', sandboxId: sb.id, image: 'busybox', diskMb: 64, createdAt: new Date().toISOString(), labels: {}, memory: false });
     db.close();
     const snapDir = join(home, 'storage', 'store', 'snapshots');
     // The store was unmounted with the daemon; mount it to plant the files, as they would be after a crash.

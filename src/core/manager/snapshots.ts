@@ -11,7 +11,8 @@ import type { CreateSandboxRequest } from '../../contract/requests.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { Policy } from '../../policy/schema.js';
 import type { DiskStore } from '../../storage/disk-store.js';
-import type { SnapshotFiles } from '../../storage/snapshot-files.js';
+import type { SnapshotFiles, SnapshotMemory } from '../../storage/snapshot-files.js';
+import type { Runtime } from '../../runtime/types.js';
 import type { Store, StoredSandbox } from '../../store/store.js';
 import { labelsMatch, type Caller } from './access.js';
 import type { IdlePauses } from './lifecycle.js';
@@ -56,9 +57,53 @@ async function frozen<T>(d: SnapshotDeps, stored: StoredSandbox, fn: () => Promi
   }
 }
 
-export async function takeSnapshot(d: SnapshotDeps, stored: StoredSandbox, name: string | undefined, caller: Caller): Promise<Snapshot> {
+/**
+ * The runtime of a sandbox whose memory can be saved (hibernate, copy, wake; and kept in a snapshot
+ * when `keep`), or a BadRequestError saying why not.
+ */
+async function memoryRuntime(d: SnapshotDeps, stored: StoredSandbox, what: string, hint: string, keep: boolean): Promise<Required<Pick<Runtime, 'hibernate' | 'wake' | 'copyMemory' | 'dropMemory'>> & Runtime> {
+  const sb = stored.sandbox;
+  const rt = d.runtimes.of(stored);
+  if (!rt.canHibernate || !rt.hibernate || !rt.wake || !rt.copyMemory || !rt.dropMemory || (keep && !rt.saveMemory)) throw new BadRequestError(`the ${rt.name} runtime cannot ${what}`, { hint });
+  const can = await rt.canHibernate({ isolation: sb.isolation, network: sb.egress.mode !== 'none', volumes: Boolean(sb.volumes?.length) });
+  if (!can.ok) throw new BadRequestError(`sandbox ${sb.id} cannot ${what.replace(/a sandbox's/, 'its')}: ${can.reason ?? 'its runtime cannot save it'}`, { hint: can.hint ?? hint });
+  return rt as Required<Pick<Runtime, 'hibernate' | 'wake' | 'copyMemory' | 'dropMemory'>> & Runtime;
+}
+
+/**
+ * A snapshot's disk and, with memory, its memory image: the sandbox hibernated for both (the
+ * memory image and the disk of the same moment), then woken; without memory, frozen for the clone.
+ */
+async function captureForSnapshot(d: SnapshotDeps, files: SnapshotFiles, id: string, stored: StoredSandbox, memory: boolean): Promise<SnapshotMemory | undefined> {
+  const sb = stored.sandbox;
+  if (!memory) {
+    await frozen(d, stored, () => files.clone(id, sb.id));
+    return undefined;
+  }
+  const rt = await memoryRuntime(d, stored, "snapshot a sandbox's memory", 'snapshot without memory (files only), or use a microvm sandbox without egress or volumes', true);
+  const handle = handleOf(stored);
+  await d.pauses.exclusive(stored, async () => {
+    await rt.hibernate(handle);
+    try {
+      await files.clone(id, sb.id);
+      const image = await rt.copyMemory(handle);
+      try {
+        await rt.saveMemory!(image, await files.memoryDirToFill(id));
+      } catch (err) {
+        await rt.dropMemory(image).catch(() => undefined);
+        throw err;
+      }
+    } finally {
+      await rt.wake(handle);
+    }
+  });
+  return { runtime: sb.runtime, isolation: sb.isolation, limits: sb.limits };
+}
+
+export async function takeSnapshot(d: SnapshotDeps, stored: StoredSandbox, name: string | undefined, caller: Caller, opts: { memory?: boolean } = {}): Promise<Snapshot> {
   const { files } = requireDisks(d);
   const sb = stored.sandbox;
+  const memory = opts.memory === true;
   const quotaMb = d.policy.tenants?.find((t) => t.name === sb.tenant)?.quotas?.snapshotsMb;
   const usedMb = d.store.snapshots.tenantBytes(sb.tenant) / MiB;
   if (quotaMb !== undefined && usedMb >= quotaMb) {
@@ -67,7 +112,7 @@ export async function takeSnapshot(d: SnapshotDeps, stored: StoredSandbox, name:
   const id = newSnapshotId();
   const createdAt = new Date().toISOString();
   try {
-    d.store.snapshots.begin({ id, tenant: sb.tenant, name: name ?? null, sandboxId: sb.id, image: sb.image, diskMb: sb.limits.diskMb, createdAt, labels: sb.labels });
+    d.store.snapshots.begin({ id, tenant: sb.tenant, name: name ?? null, sandboxId: sb.id, image: sb.image, diskMb: sb.limits.diskMb, createdAt, labels: sb.labels, memory });
   } catch (err) {
     if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
       throw new ConflictError(`a snapshot named ${name} exists already`, { hint: 'pick another --name, or remove the old one: agentbox snapshot rm' });
@@ -76,9 +121,9 @@ export async function takeSnapshot(d: SnapshotDeps, stored: StoredSandbox, name:
   }
   const t0 = performance.now();
   try {
-    // Frozen only for the clone; the digest is taken of the clone, with the sandbox running again.
-    await frozen(d, stored, () => files.clone(id, sb.id));
-    const { manifest, bytes } = await files.seal(id, sb.limits.diskMb);
+    // Frozen (or, with memory, hibernated) only for the copies; the digests are taken of the copies, with the sandbox running again.
+    const memoryPart = await captureForSnapshot(d, files, id, stored, memory);
+    const { manifest, bytes } = await files.seal(id, sb.limits.diskMb, memoryPart);
     const sha256 = manifest.layers[0]!.sha256;
     if (quotaMb !== undefined && usedMb + bytes / MiB > quotaMb) {
       throw new QuotaExceededError(`a snapshot of ${sb.id} holds ${Math.ceil(bytes / MiB)} MB; with it tenant ${sb.tenant} would have ${Math.ceil(usedMb + bytes / MiB)} MB of snapshots, over its quota of ${quotaMb} MB`, {
@@ -86,11 +131,11 @@ export async function takeSnapshot(d: SnapshotDeps, stored: StoredSandbox, name:
       });
     }
     if (!d.store.snapshots.markReady(id, bytes, sha256)) throw new ConflictError(`snapshot ${id} was removed while it was being taken`);
-    d.store.audit({ tenant: sb.tenant, actor: caller.actor, action: 'snapshot', sandboxId: sb.id, detail: { snapshot: id, bytes } });
-    d.logger.info({ sandbox_id: sb.id, snapshot: id, bytes, ms: Math.round(performance.now() - t0) }, 'snapshot taken');
+    d.store.audit({ tenant: sb.tenant, actor: caller.actor, action: 'snapshot', sandboxId: sb.id, detail: { snapshot: id, bytes, memory } });
+    d.logger.info({ sandbox_id: sb.id, snapshot: id, bytes, memory, ms: Math.round(performance.now() - t0) }, 'snapshot taken');
     d.metrics?.snapshotBytes.inc({ tenant: sb.tenant }, bytes);
     d.metrics?.snapshotSeconds.observe((performance.now() - t0) / 1000);
-    return { id, tenant: sb.tenant, name: name ?? null, sandboxId: sb.id, image: sb.image, diskMb: sb.limits.diskMb, bytes, sha256, labels: sb.labels, createdAt };
+    return { id, tenant: sb.tenant, name: name ?? null, sandboxId: sb.id, image: sb.image, diskMb: sb.limits.diskMb, bytes, sha256, labels: sb.labels, memory, createdAt };
   } catch (err) {
     d.store.snapshots.remove(id);
     await files.remove(id).catch(() => undefined);
@@ -121,9 +166,11 @@ export async function removeSnapshot(d: SnapshotDeps, snap: Snapshot, caller: Ca
 
 /**
  * The create request and the disk to start from for `create --snapshot`: its image unless the
- * request names the same, its diskMb, and its layer, verified against its manifest first.
+ * request names the same, its diskMb, and its layer, verified against its manifest first. A snapshot
+ * with memory also gives its memory image, and its runtime, isolation and limits (the only ones its
+ * processes can go on in).
  */
-export async function restoreSource(d: SnapshotDeps, req: CreateSandboxRequest & { snapshot: string }, caller: Caller): Promise<{ req: CreateSandboxRequest; diskFrom: string }> {
+export async function restoreSource(d: SnapshotDeps, req: CreateSandboxRequest & { snapshot: string }, caller: Caller): Promise<{ req: CreateSandboxRequest; diskFrom: string; memoryFrom?: string }> {
   const { files } = requireDisks(d);
   const snap = findSnapshot(d.store, req.snapshot, caller);
   if (req.image !== undefined && req.image !== snap.image) {
@@ -132,9 +179,18 @@ export async function restoreSource(d: SnapshotDeps, req: CreateSandboxRequest &
   if (req.limits?.diskMb !== undefined && req.limits.diskMb !== snap.diskMb) {
     throw new ConflictError(`snapshot ${snap.id} holds a ${snap.diskMb} MB disk; a sandbox restored from it has diskMb ${snap.diskMb}`, { hint: 'leave out the disk limit' });
   }
-  await files.verify(snap.id);
+  const manifest = await files.verify(snap.id);
   const { snapshot: _snapshot, ...rest } = req;
-  return { req: { ...rest, image: snap.image, limits: { ...req.limits, diskMb: snap.diskMb } }, diskFrom: files.layerPath(snap.id) };
+  const m = manifest.memory;
+  if (!m) return { req: { ...rest, image: snap.image, limits: { ...req.limits, diskMb: snap.diskMb } }, diskFrom: files.layerPath(snap.id) };
+  const asked = { runtime: req.runtime, isolation: req.isolation, ...req.limits };
+  const kept = { runtime: m.runtime, isolation: m.isolation, ...m.limits };
+  for (const [k, v] of Object.entries(asked)) {
+    if (v !== undefined && v !== kept[k as keyof typeof kept]) {
+      throw new ConflictError(`snapshot ${snap.id} holds the memory of a ${m.runtime} sandbox with ${k} ${String(kept[k as keyof typeof kept])}; its processes go on only in the same kind of sandbox`, { hint: `leave out ${k} (it defaults to the snapshot's)` });
+    }
+  }
+  return { req: { ...rest, image: snap.image, runtime: m.runtime, isolation: m.isolation, limits: m.limits }, diskFrom: files.layerPath(snap.id), memoryFrom: files.memoryPath(snap.id) };
 }
 
 /** What a fork child is asked for: its parent's image, runtime, isolation, limits, egress, env and labels. */
@@ -166,23 +222,19 @@ export async function forkSource(d: SnapshotDeps, parent: StoredSandbox): Promis
 export async function memoryForkSource(d: SnapshotDeps, parent: StoredSandbox): Promise<{ source: string; memory: string }> {
   const { disks } = requireDisks(d);
   const sb = parent.sandbox;
-  const rt = d.runtimes.of(parent);
-  const hint = 'fork without --memory (files only), or fork a gVisor sandbox without egress or volumes';
-  if (!rt.canHibernate || !rt.hibernate || !rt.wake || !rt.copyMemory) throw new BadRequestError(`the ${rt.name} runtime cannot fork a sandbox's memory`, { hint });
-  const can = await rt.canHibernate({ isolation: sb.isolation, network: sb.egress.mode !== 'none', volumes: Boolean(sb.volumes?.length) });
-  if (!can.ok) throw new BadRequestError(`sandbox ${sb.id} cannot be forked with its memory: ${can.reason ?? 'its runtime cannot save it'}`, { hint: can.hint ?? hint });
+  const rt = await memoryRuntime(d, parent, "fork a sandbox's memory", 'fork without --memory (files only), or fork a microvm or gVisor sandbox without egress or volumes', false);
   const handle = handleOf(parent);
   return d.pauses.exclusive(parent, async () => {
-    await rt.hibernate!(handle);
+    await rt.hibernate(handle);
     let source: string | undefined;
     try {
       source = await disks.cloneToScratch(sb.id);
-      return { source, memory: await rt.copyMemory!(handle) };
+      return { source, memory: await rt.copyMemory(handle) };
     } catch (err) {
       if (source) await disks.dropScratch(source);
       throw err;
     } finally {
-      await rt.wake!(handle);
+      await rt.wake(handle);
     }
   });
 }

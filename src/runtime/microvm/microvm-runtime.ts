@@ -619,6 +619,18 @@ export class MicroVmRuntime implements Runtime {
     return dest;
   }
 
+  async saveMemory(image: string, dir: string): Promise<void> {
+    if (dirname(image) !== this.memoryRoot) throw new InternalError(`${image} is not a memory image of this runtime`);
+    for (const name of [STATE, RECORD]) {
+      // The snapshot store is often another filesystem than DIR: a copy then.
+      await rename(join(image, name), join(dir, name)).catch(async (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EXDEV') throw err;
+        await copyFile(join(image, name), join(dir, name));
+      });
+    }
+    await rm(image, { recursive: true, force: true });
+  }
+
   async dropMemory(image: string): Promise<void> {
     if (dirname(image) !== this.memoryRoot) throw new InternalError(`${image} is not a memory image of this runtime`);
     await rm(image, { recursive: true, force: true });
