@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -58,9 +58,17 @@ describe('the microvm runtime through the daemon', { skip }, async () => {
     const paths = resolvePaths(env);
     const disks = new DiskStore({ dir: paths.storage });
     const rt = new MicroVmRuntime({ images, homeTag: paths.homeTag, dir: join(home, 'microvm'), runRoot: join(RUN_DIR, `vm-${paths.homeTag}`), disks });
+    // What an older agentbox left: a guest build and a template of another guest (its disk beside it).
+    const oldGuest = join(home, 'microvm', 'guest', 'guest-0123456789abcdef');
+    const oldTemplate = join(home, 'microvm', 'templates', 'stale0template');
+    mkdirSync(oldGuest, { recursive: true });
+    mkdirSync(oldTemplate, { recursive: true });
+    writeFileSync(join(home, 'stale-template.img'), 'disk');
+    writeFileSync(join(oldTemplate, 'ready.json'), JSON.stringify({ state: join(oldTemplate, 'state.bin'), disk: join(home, 'stale-template.img'), guest: '0123456789abcdef', rootDisk: '/nonexistent' }));
     await serve.around(rt, disks, async () => {
       let daemon = await serve.start();
       const sb = await client.create({});
+      assert.deepEqual([existsSync(oldGuest), existsSync(oldTemplate), existsSync(join(home, 'stale-template.img'))], [false, false, false], 'an old guest or template was not pruned');
       assert.deepEqual([sb.runtime, sb.isolation], ['microvm', 'vm']);
       // QEMU itself is bounded on the host: it runs in a cgroup of the sandbox's own.
       const qemuOf = (id: string): number | undefined => qemusOf(paths.homeTag).find((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(id));

@@ -16,6 +16,7 @@ if (qemu.error) {
     name: 'microvm',
     isolation: 'vm',
     debian: hasDebian(),
+    hibernatesWithEgress: true,
     skip: [{ reason: 'named volumes are not built for microvm yet (issue 17): create refuses them with bad_request', tests: ['a volume mounted rw in two sandboxes is shared; ro mount refuses writes (EROFS); survives the sandbox'] }],
     newRuntime: async () => {
       const images = await testImages();

@@ -12,7 +12,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import { VERSION, helperPath } from '../../src/core/config.js';
 import { PolicyDeniedError } from '../../src/contract/errors.js';
 import { SandboxManager, type Caller } from '../../src/core/manager.js';
@@ -167,7 +167,8 @@ pools:
       ]);
       startManager = async (runtime) => {
         const egress = new EgressService({ home: dir, policy: parsed.policy.egress, resolve: systemResolver({ overrides }), log: store.egress, logger: silentLogger() });
-        manager = new SandboxManager({ policy: parsed.policy, store, runtimes: { [v.runtime]: runtime }, logger: silentLogger(), egress, reapIntervalMs: 60_000 });
+        // The runtimes' disk store, so forks work (the variants run one after another: none sees another's disks).
+        manager = new SandboxManager({ policy: parsed.policy, store, runtimes: { [v.runtime]: runtime }, logger: silentLogger(), egress, disks: scratchDiskStore(), reapIntervalMs: 60_000 });
         await manager.start();
       };
       await startManager(rt);
@@ -181,10 +182,10 @@ pools:
       await net?.close();
     });
 
-    const it = (name: string, fn: () => Promise<void>): void => {
+    const it = (name: string, fn: (t: TestContext) => Promise<void>): void => {
       test(name, async (t) => {
         if (skipReason) return t.skip(skipReason);
-        await fn();
+        await fn(t);
       });
     };
 
@@ -317,6 +318,24 @@ pools:
       // Nothing enters the sandbox here: only the restarted daemon's own reconcile may bring egress back.
       await deadline(() => attempts() > before + 2, 'the sandbox\'s requests no longer reach its proxy after the restart');
       assert.ok(manager.egressLog(sb.id, caller).log.slice(0, attempts() - before).every((e) => e.decision === 'allowed'));
+    });
+
+    it('a fork with memory: each child reaches out through its own proxy, and the parent again after it', async (t) => {
+      const rt = await manager.runtime(v.runtime);
+      const can = await rt.canHibernate?.({ isolation: v.isolation, network: true, volumes: false });
+      if (!can?.ok) return t.skip(`${v.name} does not save a sandbox with egress: ${can?.reason ?? 'no hibernate capability'}`);
+      const parent = await create({ profile: 'web' });
+      await manager.exec(parent.id, { cmd: ['sh', '-c', 'sleep 1000 >/dev/null 2>&1 & echo $! > /tmp/pid'] }, caller);
+      const pid = (await manager.exec(parent.id, { cmd: ['cat', '/tmp/pid'] }, caller)).stdout.trim();
+      const children = await manager.fork(parent.id, { count: 2, memory: true }, caller);
+      made.push(...children);
+      for (const child of children) {
+        assert.equal((await manager.exec(child.id, { cmd: ['sh', '-c', `kill -0 ${pid} && echo alive`] }, caller)).stdout, 'alive\n', 'the child does not go on with the parent\'s process');
+        assert.equal(await probe(child, 'get', 'https://site.fake.test/index.txt'), '200 hello-fake-internet');
+        assert.deepEqual(manager.egressLog(child.id, caller).log.map((e) => `${e.decision} ${e.host}`), ['allowed site.fake.test'], 'the child\'s request is not in its own log');
+      }
+      assert.equal(await probe(parent, 'get', 'http://site.fake.test/index.txt'), '200 hello-fake-internet');
+      assert.deepEqual(manager.egressLog(parent.id, caller).log.map((e) => `${e.decision} ${e.host}`), ['allowed site.fake.test'], 'a child\'s request went through the parent\'s proxy');
     });
 
     it('deleting a sandbox stops its proxy and removes its socket directory', async () => {

@@ -27,7 +27,7 @@ import { Cgroups, detectCgroups } from '../local/cgroups.js';
 import { type AccelChoice, chooseAccel } from './accel.js';
 import { BootGate } from './boot-gate.js';
 import { VmChannel } from './channel.js';
-import { ensureGuest, type GuestArtifacts } from './guest/build.js';
+import { ensureGuest, type GuestArtifacts, pruneGuests } from './guest/build.js';
 import { findGuestKernel } from './guest/kernel.js';
 import { ensureRootDisk, type RootImage } from './guest/root-disk.js';
 import { EgressPump } from './egress-pump.js';
@@ -176,11 +176,41 @@ export class MicroVmRuntime implements Runtime {
   }
 
   private guestArtifacts(): Promise<GuestArtifacts> {
-    this.guest ??= ensureGuest({ dir: join(this.opts.dir, 'guest'), ...(this.opts.logger ? { log: this.opts.logger } : {}) }).catch((err: unknown) => {
-      this.guest = undefined;
-      throw err;
-    });
+    this.guest ??= ensureGuest({ dir: join(this.opts.dir, 'guest'), ...(this.opts.logger ? { log: this.opts.logger } : {}) }).then(
+      async (guest) => {
+        await this.pruneStale(guest).catch((err: unknown) => this.opts.logger?.warn({ err }, 'could not prune old microvm guests and templates'));
+        return guest;
+      },
+      (err: unknown) => {
+        this.guest = undefined;
+        throw err;
+      },
+    );
     return this.guest;
+  }
+
+  /**
+   * Once per process, with the current guest known: guest builds of other fingerprints, and
+   * templates no VM can be restored from any more (another guest, or an image whose root disk is
+   * gone), with their disks. A hibernated VM or a memory image of another guest cannot be woken
+   * either way (wake and create refuse it with the reason).
+   */
+  private async pruneStale(guest: GuestArtifacts): Promise<void> {
+    const removed = await pruneGuests(join(this.opts.dir, 'guest'), [guest.fingerprint]);
+    const templates = join(this.opts.dir, 'templates');
+    const stale: string[] = [];
+    if (existsSync(templates)) {
+      for (const key of readdirSync(templates)) {
+        if (this.building.has(key)) continue;
+        const t = readJson<{ guest?: string; rootDisk?: string; disk?: string }>(join(templates, key, 'ready.json'));
+        // One being saved (by another process) has no ready.json yet: left alone.
+        if (!t || (t.guest === guest.fingerprint && t.rootDisk && existsSync(t.rootDisk))) continue;
+        if (t.disk) await rm(t.disk, { force: true });
+        await rm(join(templates, key), { recursive: true, force: true });
+        stale.push(key);
+      }
+    }
+    if (removed.length || stale.length) this.opts.logger?.info({ guests: removed, templates: stale }, 'pruned old microvm guests and templates');
   }
 
   /**
@@ -307,7 +337,7 @@ export class MicroVmRuntime implements Runtime {
         vm = await start(undefined);
       }
       if (restored) await syncClone(vm.channel);
-      else if (key) await this.saveTemplate(key, vm, spec.id);
+      else if (key) await this.saveTemplate(key, vm, spec.id, shape);
       // After the template: what it saves is a VM that has not listened for anyone's egress.
       if (spec.egressDir) await this.startEgress(spec.id, vm.channel, spec.egressDir);
       if (spec.pooled) writeFileSync(join(vm.runDir, POOLED_MARK), '');
@@ -350,7 +380,7 @@ export class MicroVmRuntime implements Runtime {
    * its state (QEMU's migration stream, ~65 MB for 128 MB of RAM) and its disk at that moment. The
    * VM goes on as the sandbox. Best effort: a failure leaves the sandbox as it is and no template.
    */
-  private async saveTemplate(key: string, vm: MicroVm, id: string): Promise<void> {
+  private async saveTemplate(key: string, vm: MicroVm, id: string, shape: VmShape): Promise<void> {
     if (this.building.has(key) || !this.opts.disks.keepImage) return;
     this.building.add(key);
     const dir = this.templateDir(key);
@@ -365,7 +395,7 @@ export class MicroVmRuntime implements Runtime {
         disk = await keepImage(id, `vm_${key}`);
       });
       await rename(partial, state);
-      writeFileSync(join(dir, 'ready.json'), `${JSON.stringify({ state, disk, createdAt: new Date().toISOString() })}\n`);
+      writeFileSync(join(dir, 'ready.json'), `${JSON.stringify({ state, disk, guest: shape.guest, rootDisk: shape.rootDisk, createdAt: new Date().toISOString() })}\n`);
       this.opts.logger?.info({ sandbox_id: id, template: key, ms: Math.round(performance.now() - t0) }, 'microvm template saved');
     } catch (err) {
       this.opts.logger?.warn({ sandbox_id: id, template: key, err: err instanceof Error ? err.message : String(err) }, 'could not save a microvm template; sandboxes of this kind boot cold');
@@ -546,12 +576,12 @@ export class MicroVmRuntime implements Runtime {
 
   /**
    * Hibernation saves the whole VM (QEMU's migration stream: its RAM, devices and CPUs) beside its
-   * record and ends QEMU; the disk stays as it is, detached. A sandbox with egress is refused for now:
-   * its relays' connections live on the host side of the channel, which a saved state cannot keep.
+   * record and ends QEMU; the disk stays as it is, detached. A sandbox with egress may be saved too:
+   * nothing of the host is in the state (its relays are streams of the channel, which the host makes
+   * again at wake); a connection open through the proxy at that moment is reset.
    */
   async canHibernate(kind: HibernateKind): Promise<ProbeResult> {
     if (kind.isolation !== 'vm') return { ok: false, reason: `the microvm runtime offers isolation vm, not ${kind.isolation}`, hint: 'use --isolation vm' };
-    if (kind.network) return { ok: false, reason: 'a microvm sandbox with egress has connections through the host that a saved VM cannot keep', hint: 'hibernate and fork with memory only sandboxes with egress mode none' };
     if (kind.volumes) return { ok: false, reason: 'the microvm runtime has no named volumes', hint: 'use another runtime for sandboxes with volumes' };
     return { ok: true };
   }
@@ -595,6 +625,7 @@ export class MicroVmRuntime implements Runtime {
     const vm = await this.launch(handle.id, { shape: record.shape, guest, limits: record.limits, dataDisk: record.dataDisk, hostDirs: this.hostCgroup(handle.id, record.limits, record.shape), incoming: hib.state, ...(record.egressDir ? { egressDir: record.egressDir } : {}) });
     try {
       await syncClone(vm.channel);
+      if (record.egressDir) await this.startEgress(handle.id, vm.channel, record.egressDir);
     } catch (err) {
       await vm.kill().catch(() => undefined);
       throw err;
