@@ -432,6 +432,9 @@ static int sync_guest(const char *hex, const char *unix_ms) {
   int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
   if (fd < 0) return -1;
   int rc = ioctl(fd, RNDADDENTROPY, &pool);
+  /* Credited entropy alone does not rekey a CRNG that is ready already (it reseeds once a minute at
+   * most): two clones of one running VM would then go on drawing the same bytes. Reseed it now. */
+  if (rc == 0) rc = ioctl(fd, RNDRESEEDCRNG);
   close(fd);
   if (rc != 0) return -1;
   long long ms = atoll(unix_ms);

@@ -179,6 +179,11 @@ export class IdlePauses {
     return this.paused.has(id);
   }
 
+  /** A pause, a wake or an exclusive operation (a fork or snapshot with memory) is under way: its runtime state is in between. */
+  changing(id: string): boolean {
+    return this.transitions.has(id);
+  }
+
   /** How it is paused, if it is. */
   state(id: string): IdlePause | undefined {
     return this.paused.get(id);

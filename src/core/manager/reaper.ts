@@ -42,7 +42,8 @@ export async function reapPass(d: ReaperDeps): Promise<void> {
       continue;
     }
     const rt = d.runtimes.find(sb.runtime);
-    if (rt && stored.runtimeData && !(await rt.status(handleOf(stored))).alive) {
+    // Not while it is being paused, woken or saved: in between, a runtime may see neither a running nor a saved sandbox.
+    if (rt && stored.runtimeData && !d.pauses.changing(sb.id) && !(await rt.status(handleOf(stored))).alive) {
       await endSandbox(d, stored, 'failed', 'runtime_lost', 'reaper');
       continue;
     }

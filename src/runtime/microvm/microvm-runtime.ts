@@ -598,21 +598,35 @@ export class MicroVmRuntime implements Runtime {
     await this.dropChannel(handle.id);
     const t0 = performance.now();
     try {
-      await saveVmState(this.runDir(handle.id), join(dir, `${STATE}.partial`), { then: 'quit' });
+      // The hibernation is made complete while QEMU still stands stopped, so there is no moment when
+      // the sandbox is neither running nor hibernated (the reaper would take it for lost).
+      await saveVmState(this.runDir(handle.id), join(dir, `${STATE}.partial`), {
+        then: 'quit',
+        whileStopped: async () => {
+          await rename(join(dir, `${STATE}.partial`), join(dir, STATE));
+          writeFileSync(join(dir, RECORD), `${JSON.stringify(record)}\n`, { mode: 0o600 });
+        },
+      });
       await waitExit(live.pid, live.startTime, 10_000);
     } catch (err) {
-      await rm(dir, { recursive: true, force: true });
-      // The save failed and QEMU goes on (saveVmState's `cont`): as before, but for the channel, made again on use.
-      if (isSameProcess(live.pid, live.startTime)) throw new ConflictError(`sandbox ${handle.id} could not be hibernated: ${(err as Error).message}`, { hint: 'it runs on as before' });
+      if (isSameProcess(live.pid, live.startTime)) {
+        // The save failed and QEMU goes on (saveVmState's `cont`): as before, but for the channel, made again on use.
+        await rm(dir, { recursive: true, force: true });
+        throw new ConflictError(`sandbox ${handle.id} could not be hibernated: ${(err as Error).message}`, { hint: 'it runs on as before' });
+      }
+      if (!this.hibernation(handle.id)) await rm(dir, { recursive: true, force: true });
       throw err;
     }
-    await rename(join(dir, `${STATE}.partial`), join(dir, STATE));
-    writeFileSync(join(dir, RECORD), `${JSON.stringify(record)}\n`, { mode: 0o600 });
     await rm(this.runDir(handle.id), { recursive: true, force: true });
     this.opts.logger?.info({ sandbox_id: handle.id, ms: Math.round(performance.now() - t0) }, 'microvm hibernated');
   }
 
   async wake(handle: SandboxHandle): Promise<void> {
+    // A VM that still runs wins over a hibernation record (a daemon that died between the two).
+    if (this.liveVm(handle)) {
+      await rm(this.hibernatedDir(handle.id), { recursive: true, force: true });
+      return;
+    }
     const hib = this.hibernation(handle.id);
     if (!hib) {
       this.assertAlive(handle);
