@@ -28,7 +28,7 @@ import { ensureGuest } from '../src/runtime/microvm/guest/build.js';
 import { ensureRootDisk } from '../src/runtime/microvm/guest/root-disk.js';
 import { vmExec } from '../src/runtime/microvm/guest-ops.js';
 import { MicroVmRuntime } from '../src/runtime/microvm/microvm-runtime.js';
-import { MicroVm, type MicroVmOpts, saveVmState } from '../src/runtime/microvm/vm.js';
+import { MicroVm, type MicroVmOpts, namedProcesses, saveVmState } from '../src/runtime/microvm/vm.js';
 import type { ExecEvent, Limits } from '../src/contract/model.js';
 import type { RuntimeSpec, SandboxHandle } from '../src/runtime/types.js';
 import type { DiskStore } from '../src/storage/disk-store.js';
@@ -84,19 +84,7 @@ function cpuTicks(pid: number): number {
 
 /** This run's QEMU processes, the runtime's and the bare ones, found by their `-name`. */
 function benchQemus(): number[] {
-  const found: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    let argv: string[];
-    try {
-      argv = readFileSync(`/proc/${p}/cmdline`, 'latin1').split('\0');
-    } catch {
-      continue;
-    }
-    const name = argv[argv.indexOf('-name') + 1] ?? '';
-    if (argv.includes('-name') && (name === BARE_NAME || name.startsWith(`agentbox-vm.${TAG}.`))) found.push(Number(p));
-  }
-  return found;
+  return namedProcesses().filter((p) => p.name === BARE_NAME || p.name.startsWith(`agentbox-vm.${TAG}.`)).map((p) => p.pid);
 }
 
 /** A sparse copy of an ext4 image (a full one of 256 MB would weigh on the bare side of a timing). */

@@ -33,7 +33,7 @@ import { ensureRootDisk, type RootImage } from './guest/root-disk.js';
 import { EgressPump } from './egress-pump.js';
 import { vmExec, vmFileOps, vmProcOps, vmRequest } from './guest-ops.js';
 import { Qmp } from './qmp.js';
-import { MicroVm, QEMU_BINARY, saveVmState } from './vm.js';
+import { MicroVm, namedProcesses, QEMU_BINARY, saveVmState } from './vm.js';
 
 export interface MicroVmRuntimeOpts {
   /** The image store: an image's tree and content digest (its root disk is derived from them). */
@@ -748,20 +748,7 @@ export class MicroVmRuntime implements Runtime {
   /** This home's QEMU processes by sandbox id, found by their `-name`. */
   private qemuProcesses(): Map<string, number> {
     const prefix = `agentbox-vm.${this.opts.homeTag}.`;
-    const found = new Map<string, number>();
-    for (const p of readdirSync('/proc')) {
-      if (!/^\d+$/.test(p)) continue;
-      let argv: string[];
-      try {
-        argv = readFileSync(`/proc/${p}/cmdline`, 'latin1').split('\0');
-      } catch {
-        continue;
-      }
-      const i = argv.indexOf('-name');
-      const name = i >= 0 ? argv[i + 1] : undefined;
-      if (name?.startsWith(prefix)) found.set(name.slice(prefix.length), Number(p));
-    }
-    return found;
+    return new Map(namedProcesses().filter((p) => p.name.startsWith(prefix)).map((p) => [p.name.slice(prefix.length), p.pid]));
   }
 }
 

@@ -4,7 +4,7 @@
  * `kill` ends QEMU outright. Both leave nothing behind (process, socket, directory).
  */
 import { type ChildProcess, spawn, type StdioOptions } from 'node:child_process';
-import { closeSync, createReadStream, createWriteStream, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, createReadStream, createWriteStream, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -308,6 +308,24 @@ async function feedState(path: string, sock: string, timeoutMs: number): Promise
     if (Date.now() > deadline) throw new InternalError(`QEMU did not open its incoming socket within ${timeoutMs} ms`);
     await sleep(10);
   }
+}
+
+/** The processes started with a `-name` (QEMU's: how a VM is found again), with that name. */
+export function namedProcesses(): { pid: number; name: string }[] {
+  const found: { pid: number; name: string }[] = [];
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${p}/cmdline`, 'latin1').split('\0');
+    } catch {
+      continue;
+    }
+    const i = argv.indexOf('-name');
+    const name = i >= 0 ? argv[i + 1] : undefined;
+    if (name !== undefined) found.push({ pid: Number(p), name });
+  }
+  return found;
 }
 
 function fileTail(path: string): string {
