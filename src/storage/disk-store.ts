@@ -253,6 +253,23 @@ export class DiskStore {
   }
 
   /**
+   * Thaw a disk that a daemon killed during a snapshot's clone left frozen (its sandbox's writes
+   * would hang for good). True when it was frozen; a disk that is not says EINVAL, which is fine.
+   */
+  async thawLeftFrozen(id: string): Promise<boolean> {
+    checkId(id);
+    const root = this.mountPoint(id);
+    if (!isMountPoint(root)) return false;
+    try {
+      await runTool('fsfreeze', ['-u', root]);
+      return true;
+    } catch (err) {
+      if (/Invalid argument/.test((err as Error).message)) return false;
+      throw err;
+    }
+  }
+
+  /**
    * A frozen-consistent clone of a live disk to start other disks from (a fork's children), in
    * the store's scratch directory; the caller removes it with `dropScratch`.
    */

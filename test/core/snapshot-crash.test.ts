@@ -7,6 +7,7 @@
  * it was made from is gone.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -91,6 +92,16 @@ describe('kill -9 in the middle of a snapshot or a fork', async () => {
       }
       assert.deepEqual(readdirSync(join(paths.storage, 'store', 'scratch')), [], 'the fork\'s scratch clone is left');
       for (const c of children) await client.delete(c.id);
+
+      // A daemon killed inside the clone's freeze window leaves the disk frozen: the next one thaws it
+      // (else the sandbox's writes hang for good, and every later snapshot fails with EBUSY).
+      execFileSync('fsfreeze', ['-f', join(paths.storage, 'mnt', sb.id)]);
+      await serve.kill9(daemon);
+      daemon = await serve.start();
+      const wrote = await client.exec(sb.id, { cmd: ['sh', '-c', 'echo after > /workspace/after && sync && cat /workspace/after'], timeoutMs: 20_000 });
+      assert.deepEqual([wrote.exitCode, wrote.stdout], [0, 'after\n'], 'the disk stayed frozen after the restart');
+      await client.deleteSnapshot((await client.snapshot(sb.id)).id);
+
       await client.deleteSnapshot(snap.id);
       await client.delete(sb.id);
     });

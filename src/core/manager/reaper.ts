@@ -138,7 +138,14 @@ async function reconcileDisks(d: { store: Store; disks?: DiskStore | undefined; 
   await d.disks.open();
   const active = new Set(d.store.listSandboxes({ states: ACTIVE }).map((s) => s.sandbox.id));
   for (const id of d.disks.list()) {
-    if (active.has(id)) continue;
+    if (active.has(id)) {
+      // A daemon killed while it cloned this disk for a snapshot or a fork left it frozen.
+      await d.disks.thawLeftFrozen(id).then(
+        (was) => was && d.logger.warn({ sandbox_id: id }, 'thawed a disk that a stopped daemon left frozen'),
+        (err: unknown) => d.logger.error({ sandbox_id: id, err }, 'could not thaw a disk'),
+      );
+      continue;
+    }
     await d.disks.destroy(id).then(
       () => d.logger.warn({ sandbox_id: id }, 'removed the disk of a sandbox that is gone'),
       (err: unknown) => d.logger.error({ sandbox_id: id, err }, 'could not remove an orphaned disk'),
