@@ -627,7 +627,7 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
       assert.equal((await rt.canHibernate({ isolation: opts.isolation, network: false, volumes: true })).ok, false, 'a sandbox with volumes may reach host sockets in them: it must be refused');
       const h = await newSandbox();
       // State that lives only in memory: a shell counting in a variable (the file is only its trace), and a pid.
-      await run(rt, h, "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /workspace/count; sleep 0.1; done' >/dev/null 2>&1 & echo $! > /workspace/pid");
+      await run(rt, h, "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /workspace/count.new; mv /workspace/count.new /workspace/count; sleep 0.1; done' >/dev/null 2>&1 & echo $! > /workspace/pid");
       const count = async (): Promise<number> => Number((await run(rt, h, 'cat /workspace/count')).stdout);
       const deadline = Date.now() + 20_000;
       while ((await count()) < 5) assert.ok(Date.now() < deadline, 'the counter did not start');
@@ -660,7 +660,7 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
       const can = await rt.canHibernate({ isolation: opts.isolation, network: false, volumes: false });
       if (!can.ok) return t.skip(`${opts.name} cannot hibernate here: ${can.reason}`);
       const parent = await newSandbox();
-      await run(rt, parent, "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done' >/dev/null 2>&1 & echo $! > /tmp/pid; echo parent > /tmp/who");
+      await run(rt, parent, "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done' >/dev/null 2>&1 & echo $! > /tmp/pid; echo parent > /tmp/who");
       const pid = (await run(rt, parent, 'sleep 0.5; cat /tmp/pid')).stdout.trim();
       // A memory image goes with the disk of the same moment (its processes hold files open there):
       // both are taken while the parent is hibernated, as the manager's fork does.

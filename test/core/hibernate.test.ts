@@ -79,7 +79,7 @@ describe('hibernating idle sandboxes', async () => {
 
       const sb = await client.create({ profile: 'nap' });
       const doze = await client.create({ profile: 'doze' });
-      await client.exec(sb.id, { cmd: ['sh', '-c', "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /workspace/count; sleep 0.1; done' >/dev/null 2>&1 & echo $! > /workspace/pid"] });
+      await client.exec(sb.id, { cmd: ['sh', '-c', "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /workspace/count.new; mv /workspace/count.new /workspace/count; sleep 0.1; done' >/dev/null 2>&1 & echo $! > /workspace/pid"] });
       const pid = (await client.exec(sb.id, { cmd: ['cat', '/workspace/pid'] })).stdout.trim();
       await until('the sandbox is hibernated', async () => (await client.get(sb.id)).paused === 'hibernated');
       await until('the freeze-only sandbox is frozen', async () => (await client.get(doze.id)).paused === 'frozen');
@@ -114,7 +114,7 @@ describe('hibernating idle sandboxes', async () => {
       // Fork with memory: each child goes on with the parent's running counter (same pid, its number
       // on from the parent's), then counts on its own disk; the parent keeps running.
       const parent = await client.create({});
-      await client.exec(parent.id, { cmd: ['sh', '-c', "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /workspace/count; sleep 0.1; done' >/dev/null 2>&1 & echo $! > /workspace/pid"] });
+      await client.exec(parent.id, { cmd: ['sh', '-c', "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /workspace/count.new; mv /workspace/count.new /workspace/count; sleep 0.1; done' >/dev/null 2>&1 & echo $! > /workspace/pid"] });
       await until('the parent counts', async () => Number((await client.exec(parent.id, { cmd: ['cat', '/workspace/count'] })).stdout) > 5);
       const parentPid = (await client.exec(parent.id, { cmd: ['cat', '/workspace/pid'] })).stdout.trim();
       const atFork = Number((await client.exec(parent.id, { cmd: ['cat', '/workspace/count'] })).stdout);
