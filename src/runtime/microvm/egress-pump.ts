@@ -6,9 +6,9 @@
  * waiting for a connection; as one takes a connection, it opens the next.
  *
  * The stream carries the bytes both ways with the channel's credit, so a slow proxy or a slow
- * sandbox holds up its own connection only. A connection ends when both directions have: the
- * sandbox's end of writing reaches the proxy when the guest's relay exits (after both directions),
- * the proxy's end reaches the sandbox at once.
+ * sandbox holds up its own connection only. Half-closes pass both ways at once: the sandbox's end
+ * of writing as the end of the stream's stdout (the agent's 'D' frame), the proxy's as the end of
+ * its stdin; the connection ends when both directions have.
  */
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
