@@ -81,6 +81,12 @@ async function fileDigest(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
+/** Whether the file at `path` still has the size and digest it was sealed with. */
+async function unchanged(path: string, sealed: { bytes: number; sha256: string }, digest: (path: string) => Promise<string>): Promise<boolean> {
+  const st = await stat(path).catch(() => undefined);
+  return st !== undefined && st.size === sealed.bytes && (await digest(path)) === sealed.sha256;
+}
+
 export class SnapshotFiles {
   constructor(private readonly disks: DiskStore) {}
 
@@ -193,18 +199,12 @@ export class SnapshotFiles {
     } catch {
       throw new ConflictError(`snapshot ${id} is damaged: its manifest is missing or unreadable`, { hint: `agentbox snapshot rm ${id}, and take a new one` });
     }
+    const damaged = (what: string): ConflictError =>
+      new ConflictError(`snapshot ${id} is damaged: its ${what} no longer matches the sha256 it was taken with`, { hint: `agentbox snapshot rm ${id}, and take a new one` });
     const layer = manifest.layers[0]!;
-    const path = join(dir, layer.file);
-    const st = await stat(path).catch(() => undefined);
-    if (!st || st.size !== layer.bytes || (await layerDigest(path)) !== layer.sha256) {
-      throw new ConflictError(`snapshot ${id} is damaged: its disk layer no longer matches the sha256 it was taken with`, { hint: `agentbox snapshot rm ${id}, and take a new one` });
-    }
+    if (!(await unchanged(join(dir, layer.file), layer, layerDigest))) throw damaged('disk layer');
     for (const f of manifest.memory?.files ?? []) {
-      const mpath = join(dir, 'memory', f.file);
-      const mst = await stat(mpath).catch(() => undefined);
-      if (!mst || mst.size !== f.bytes || (await fileDigest(mpath)) !== f.sha256) {
-        throw new ConflictError(`snapshot ${id} is damaged: its memory file ${f.file} no longer matches the sha256 it was taken with`, { hint: `agentbox snapshot rm ${id}, and take a new one` });
-      }
+      if (!(await unchanged(join(dir, 'memory', f.file), f, fileDigest))) throw damaged(`memory file ${f.file}`);
     }
     return manifest;
   }

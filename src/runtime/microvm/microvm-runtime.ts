@@ -53,17 +53,10 @@ export interface MicroVmRuntimeOpts {
   logger?: Logger;
 }
 
+/** A handle's data: the QEMU that `create` started (the VM's record in its run directory says more, and which QEMU runs it now). */
 interface VmData {
   pid: number;
   startTime: number;
-  /** The host directory of the sandbox's egress proxy socket (egress-pump.ts), for a sandbox with network. */
-  egressDir?: string;
-}
-
-function dataOf(handle: SandboxHandle): VmData {
-  const d = handle.data as Partial<VmData>;
-  if (typeof d.pid !== 'number' || typeof d.startTime !== 'number') throw new InternalError(`sandbox ${handle.id} has no VM on record`);
-  return { pid: d.pid, startTime: d.startTime, ...(typeof d.egressDir === 'string' ? { egressDir: d.egressDir } : {}) };
 }
 
 /**
@@ -263,7 +256,7 @@ export class MicroVmRuntime implements Runtime {
   }
 
   /** Start the sandbox's QEMU (booting, or from a saved state), in its host cgroup, and record it in its run directory. */
-  private async launch(id: string, o: { shape: VmShape; guest: GuestArtifacts; limits: Limits; dataDisk: string; hostDirs: string[]; incoming?: string; egressDir?: string }): Promise<MicroVm> {
+  private async launch(id: string, o: { shape: VmShape; guest: GuestArtifacts; limits: Limits; dataDisk: string; hostDirs: string[]; incoming?: string; egressDir?: string }): Promise<{ vm: MicroVm; record: VmRecord }> {
     const log = this.opts.logger?.child({ sandbox_id: id });
     const vm = await MicroVm.start({
       guest: o.guest,
@@ -290,7 +283,7 @@ export class MicroVmRuntime implements Runtime {
     }
     const record: VmRecord = { pid: vm.pid, startTime, shape: o.shape, dataDisk: o.dataDisk, limits: o.limits, ...(o.egressDir ? { egressDir: o.egressDir } : {}) };
     writeFileSync(join(vm.runDir, RECORD), `${JSON.stringify(record)}\n`, { mode: 0o600 });
-    return vm;
+    return { vm, record };
   }
 
   async create(spec: RuntimeSpec): Promise<SandboxHandle> {
@@ -313,39 +306,41 @@ export class MicroVmRuntime implements Runtime {
       await cg.remove(spec.id).catch(() => undefined);
       throw err;
     }
-    let vm: MicroVm | undefined;
+    let launched: { vm: MicroVm; record: VmRecord } | undefined;
     try {
       const dataDisk = await this.opts.disks.detach(spec.id);
       if (!dataDisk) throw new InternalError(`sandbox ${spec.id}'s disk vanished`);
-      const start = (incoming: string | undefined): Promise<MicroVm> => this.launch(spec.id, { shape, guest, limits: spec.limits, dataDisk, hostDirs, ...(incoming ? { incoming } : {}), ...(spec.egressDir ? { egressDir: spec.egressDir } : {}) });
+      const start = (incoming: string | undefined): Promise<{ vm: MicroVm; record: VmRecord }> =>
+        this.launch(spec.id, { shape, guest, limits: spec.limits, dataDisk, hostDirs, ...(incoming ? { incoming } : {}), ...(spec.egressDir ? { egressDir: spec.egressDir } : {}) });
       let restored = false;
       if (memory) {
-        vm = await start(memory);
+        launched = await start(memory);
         restored = true;
       } else if (template && key) {
         try {
-          vm = await start(template.state);
+          launched = await start(template.state);
           restored = true;
         } catch (err) {
           // A template that does not restore (damaged, or made by another QEMU) is dropped; this
           // sandbox boots (its disk, cloned from the template's, is as fresh as a new one).
           this.opts.logger?.warn({ sandbox_id: spec.id, template: key, err: err instanceof Error ? err.message : String(err) }, 'microvm template did not restore; dropped, booting');
           rmSync(join(this.templateDir(key), 'ready.json'), { force: true });
-          vm = await start(undefined);
+          launched = await start(undefined);
         }
       } else {
-        vm = await start(undefined);
+        launched = await start(undefined);
       }
+      const { vm, record } = launched;
       if (restored) await syncClone(vm.channel);
       else if (key) await this.saveTemplate(key, vm, spec.id, shape);
       // After the template: what it saves is a VM that has not listened for anyone's egress.
       if (spec.egressDir) await this.startEgress(spec.id, vm.channel, spec.egressDir);
       if (spec.pooled) writeFileSync(join(vm.runDir, POOLED_MARK), '');
       this.channels.set(spec.id, Promise.resolve(vm.channel));
-      const data: VmData = { pid: vm.pid, startTime: processStartTime(vm.pid) ?? 0, ...(spec.egressDir ? { egressDir: spec.egressDir } : {}) };
+      const data: VmData = { pid: record.pid, startTime: record.startTime };
       return { id: spec.id, runtime: 'microvm', data: { ...data } };
     } catch (err) {
-      await vm?.kill().catch(() => undefined);
+      await launched?.vm.kill().catch(() => undefined);
       await rm(this.runDir(spec.id), { recursive: true, force: true });
       await this.opts.disks.destroy(spec.id).catch(() => undefined);
       await cg.remove(spec.id).catch(() => undefined);
@@ -404,15 +399,18 @@ export class MicroVmRuntime implements Runtime {
     }
   }
 
-  /** The sandbox's running VM: its record (a woken VM's QEMU is not the one `create` returned), else the handle's. */
-  private liveVm(handle: SandboxHandle): VmData | undefined {
-    const rec = readJson<VmRecord>(join(this.runDir(handle.id), RECORD));
-    if (rec && isSameProcess(rec.pid, rec.startTime)) return { pid: rec.pid, startTime: rec.startTime, ...(rec.egressDir ? { egressDir: rec.egressDir } : {}) };
+  /**
+   * The sandbox's running VM: its record (a woken VM's QEMU is not the one `create` returned), else
+   * the handle's QEMU (a VM started before records were kept, which has no egress).
+   */
+  private liveVm(handle: SandboxHandle): (VmData & { record?: VmRecord }) | undefined {
+    const record = readJson<VmRecord>(join(this.runDir(handle.id), RECORD));
+    if (record && isSameProcess(record.pid, record.startTime)) return { pid: record.pid, startTime: record.startTime, record };
     const d = handle.data as Partial<VmData>;
-    return typeof d.pid === 'number' && typeof d.startTime === 'number' && isSameProcess(d.pid, d.startTime) ? dataOf(handle) : undefined;
+    return typeof d.pid === 'number' && typeof d.startTime === 'number' && isSameProcess(d.pid, d.startTime) ? { pid: d.pid, startTime: d.startTime } : undefined;
   }
 
-  private assertAlive(handle: SandboxHandle): VmData {
+  private assertAlive(handle: SandboxHandle): VmData & { record?: VmRecord } {
     const live = this.liveVm(handle);
     if (live) return live;
     if (this.hibernation(handle.id)) throw new ConflictError(`sandbox ${handle.id} is hibernated`, { hint: 'wake it first (any exec or file call through agentbox does)' });
@@ -453,7 +451,7 @@ export class MicroVmRuntime implements Runtime {
    * broke). A new connection starts the sandbox's egress relay again (the agent ended the old one's streams).
    */
   private channel(handle: SandboxHandle): Promise<VmChannel> {
-    const { egressDir } = this.assertAlive(handle);
+    const egressDir = this.assertAlive(handle).record?.egressDir;
     const known = this.channels.get(handle.id);
     if (known) {
       return known.then(
@@ -547,7 +545,7 @@ export class MicroVmRuntime implements Runtime {
     const live = this.liveVm(handle);
     if (!live) return this.hibernation(handle.id) ? { alive: true, hibernated: true } : { alive: false };
     if (existsSync(join(this.runDir(handle.id), PAUSED_MARK))) return { alive: true, paused: true };
-    if (live.egressDir && !this.channels.has(handle.id)) this.channel(handle).catch(() => undefined);
+    if (live.record?.egressDir && !this.channels.has(handle.id)) this.channel(handle).catch(() => undefined);
     return { alive: true };
   }
 
@@ -591,7 +589,7 @@ export class MicroVmRuntime implements Runtime {
     const known = this.channels.get(handle.id);
     const ch = known ? await known.catch(() => undefined) : undefined;
     if (ch?.isOpen && ch.running(['egress']) > 0) throw new ConflictError(`sandbox ${handle.id} is busy (a command or a transfer is running)`, { hint: 'hibernate it when it is idle' });
-    const record = readJson<VmRecord>(join(this.runDir(handle.id), RECORD));
+    const { record } = live;
     if (!record) throw new InternalError(`sandbox ${handle.id}'s VM has no record`);
     const dir = this.hibernatedDir(handle.id);
     await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -636,7 +634,7 @@ export class MicroVmRuntime implements Runtime {
     const guest = await this.guestArtifacts();
     if (guest.fingerprint !== record.shape.guest) throw new ConflictError(`sandbox ${handle.id} was hibernated by another guest build and cannot be woken by this one`, { hint: 'delete it and create it again' });
     await rm(this.runDir(handle.id), { recursive: true, force: true });
-    const vm = await this.launch(handle.id, { shape: record.shape, guest, limits: record.limits, dataDisk: record.dataDisk, hostDirs: this.hostCgroup(handle.id, record.limits, record.shape), incoming: hib.state, ...(record.egressDir ? { egressDir: record.egressDir } : {}) });
+    const { vm } = await this.launch(handle.id, { shape: record.shape, guest, limits: record.limits, dataDisk: record.dataDisk, hostDirs: this.hostCgroup(handle.id, record.limits, record.shape), incoming: hib.state, ...(record.egressDir ? { egressDir: record.egressDir } : {}) });
     try {
       await syncClone(vm.channel);
       if (record.egressDir) await this.startEgress(handle.id, vm.channel, record.egressDir);
@@ -664,8 +662,13 @@ export class MicroVmRuntime implements Runtime {
     return dest;
   }
 
-  async saveMemory(image: string, dir: string): Promise<void> {
+  /** `image` is one of this runtime's memory images (a path from a caller, about to be moved or removed). */
+  private checkMemoryImage(image: string): void {
     if (dirname(image) !== this.memoryRoot) throw new InternalError(`${image} is not a memory image of this runtime`);
+  }
+
+  async saveMemory(image: string, dir: string): Promise<void> {
+    this.checkMemoryImage(image);
     for (const name of [STATE, RECORD]) {
       // The snapshot store is often another filesystem than DIR: a copy then.
       await rename(join(image, name), join(dir, name)).catch(async (err: NodeJS.ErrnoException) => {
@@ -677,16 +680,14 @@ export class MicroVmRuntime implements Runtime {
   }
 
   async dropMemory(image: string): Promise<void> {
-    if (dirname(image) !== this.memoryRoot) throw new InternalError(`${image} is not a memory image of this runtime`);
+    this.checkMemoryImage(image);
     await rm(image, { recursive: true, force: true });
   }
 
   /** The guest's own count: memory in use (MemTotal - MemAvailable), processes, CPU time since boot. */
   async stats(handle: SandboxHandle): Promise<RuntimeStats> {
     if (!this.liveVm(handle) && this.hibernation(handle.id)) return { memoryBytes: 0, pids: 0, cpuMs: 0 };
-    const { stdout } = await vmRequest(await this.channel(handle), 'stats', [], 10_000);
-    const [mem, pids, cpu] = stdout.toString().trim().split(/\s+/).map(Number);
-    return { memoryBytes: mem ?? 0, pids: pids ?? 0, cpuMs: cpu ?? 0 };
+    return (await this.channel(handle)).stats();
   }
 
   async destroy(handle: SandboxHandle): Promise<void> {
