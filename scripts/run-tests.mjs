@@ -9,8 +9,9 @@
 // A test file belongs in test/unit/ when it passes as an unprivileged user with no bwrap on the host;
 // scripts/run-tests.mjs does not check that, `npm run test:unit` as such a user does.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
 const testDir = join(root, 'dist', 'test');
@@ -67,17 +68,39 @@ if (files.length === 0) {
   console.error(`run-tests: no test files match ${[mode !== 'all' ? `--${mode}` : '', ...filters].join(' ').trim()}`);
   process.exit(1);
 }
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', '--test-timeout=300000', '--test-force-exit', ...files], {
-  stdio: 'inherit',
-  env: {
-    ...process.env,
-    AGENTBOX_LOG_LEVEL: process.env.AGENTBOX_LOG_LEVEL ?? 'silent',
-    // test/conformance/docker.test.ts registers the runc and gVisor contracts only for the runtimes asked for
-    ...(runtimes.length ? { AGENTBOX_CONFORMANCE_RUNTIMES: [...new Set(runtimes)].join(',') } : {}),
+const ledger = join(mkdtempSync(join(tmpdir(), 'agentbox-test-ledger-')), 'silent-files.jsonl');
+const r = spawnSync(
+  process.execPath,
+  [
+    '--test',
+    '--test-concurrency=1',
+    '--test-timeout=300000',
+    '--test-force-exit',
+    '--test-reporter=spec',
+    '--test-reporter-destination=stdout',
+    `--test-reporter=${join(root, 'scripts', 'test-ledger.mjs')}`,
+    '--test-reporter-destination=/dev/null',
+    ...files,
+  ],
+  {
+    stdio: 'inherit',
+    env: {
+      ...process.env,
+      AGENTBOX_TEST_LEDGER: ledger,
+      AGENTBOX_LOG_LEVEL: process.env.AGENTBOX_LOG_LEVEL ?? 'silent',
+      // test/conformance/docker.test.ts registers the runc and gVisor contracts only for the runtimes asked for
+      ...(runtimes.length ? { AGENTBOX_CONFORMANCE_RUNTIMES: [...new Set(runtimes)].join(',') } : {}),
+    },
   },
-});
+);
 reapOrphanedTestScopes();
-process.exit(r.status ?? 1);
+const silentFiles = existsSync(ledger) ? readFileSync(ledger, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
+rmSync(dirname(ledger), { recursive: true, force: true });
+// A file that passed without reporting a single test of its own ended early with status 0: every
+// test it had not reported yet is unaccounted for, so the run cannot be called green.
+const unaccounted = silentFiles.filter((s) => s.outcome === 'passed');
+for (const s of unaccounted) console.error(`run-tests: ${relative(root, s.file)} ended without reporting its tests (its process exited part-way): counted as a failure`);
+process.exit(unaccounted.length > 0 ? 1 : (r.status ?? 1));
 
 /**
  * Local sandboxes outlive the process that created them (the daemon's restart relies on it), so a

@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { test } from 'node:test';
 import { mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +11,7 @@ import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 
 const qemu = spawnSync(QEMU_BINARY, ['--version']);
 if (qemu.error) {
-  console.log(`# microvm conformance skipped: ${QEMU_BINARY} is not installed`);
+  test('microvm runtime contract', { skip: `${QEMU_BINARY} is not installed` }, () => undefined);
 } else {
   runRuntimeContract({
     name: 'microvm',

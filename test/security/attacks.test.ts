@@ -29,6 +29,8 @@ describe('the shipped attack suite (agentbox doctor --attacks)', () => {
       const run = await runSuite(['--runtime', rt]);
       assert.ok(run.summary, `no summary line; stderr: ${run.stderr.slice(-500)}`);
       assert.ok(run.lines.length >= 40, `only ${run.lines.length} attack lines on ${rt}`);
+      const { passed, failed, skipped } = run.summary;
+      assert.equal(run.lines.length, passed + failed + skipped, 'one line for every attack the summary counts');
       for (const line of run.lines) {
         await t.test(line.id, (st) => {
           if (line.status === 'SKIP') {
