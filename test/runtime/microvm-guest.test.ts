@@ -6,10 +6,10 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createConnection } from 'node:net';
+import { type AddressInfo, createConnection, createServer } from 'node:net';
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
@@ -343,6 +343,64 @@ describe('microvm guest', { skip }, () => {
     assert.equal(existsSync(dir), false);
     assert.deepEqual(ourQemus().filter((p) => p === other.pid), []);
     await assert.rejects(collect(vmExec(other.channel, ['true'], execOpts())), (e: AgentboxError) => e.code === 'conflict');
+  });
+
+  test('QEMU is jailed: a user of its own, no capabilities, no network; as it, the host\'s private files, the network and the other VMs are out of reach', async () => {
+    const status = (pid: number): Record<string, string> =>
+      Object.fromEntries(readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').filter(Boolean).map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()]));
+    const other = await bootVm();
+    const server = createServer((c) => c.end('host loopback\n'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    // What a QEMU taken over by its guest could do: run code as QEMU's user, in QEMU's namespaces.
+    const asQemu = (pid: number, cmd: string) => {
+      const st = status(pid);
+      const [uid] = st.Uid!.split(/\s+/);
+      const [gid] = st.Gid!.split(/\s+/);
+      return spawnSync('nsenter', ['--target', String(pid), '--net', '--ipc', '--', 'setpriv', `--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--', 'sh', '-c', cmd], { encoding: 'utf8' });
+    };
+    const privateDir = join(work, 'private');
+    mkdirSync(privateDir, { mode: 0o700, recursive: true });
+    writeFileSync(join(privateDir, 'secret'), 'the daemon\'s\n', { mode: 0o644 });
+    try {
+      for (const pid of [vm.pid, other.pid]) {
+        const st = status(pid);
+        const ids = [...st.Uid!.split(/\s+/), ...st.Gid!.split(/\s+/)].map(Number);
+        assert.ok(ids.every((id) => id === ids[0] && id >= 1_700_000_000), `QEMU ${pid} runs as ${st.Uid} / ${st.Gid}`);
+        assert.equal(st.Groups, '');
+        for (const set of ['CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb']) assert.equal(st[set], '0000000000000000', `${set} of QEMU ${pid}`);
+        assert.equal(st.NoNewPrivs, '1');
+        assert.equal(st.Seccomp, '2', 'QEMU\'s own syscall filter');
+        assert.notEqual(readlinkSync(`/proc/${pid}/ns/net`), readlinkSync('/proc/self/ns/net'), 'a network namespace of its own');
+      }
+      assert.notEqual(status(vm.pid).Uid, status(other.pid).Uid, 'each VM its own user');
+
+      // The control: as QEMU, QEMU itself is in reach (so a refusal below is the jail's, not the probe's).
+      const self = asQemu(other.pid, `kill -0 ${other.pid} && echo reached`);
+      assert.equal(self.stdout.trim(), 'reached', self.stderr);
+
+      const otherVm = asQemu(other.pid, `kill -0 ${vm.pid} 2>&1; head -c1 /proc/${vm.pid}/mem 2>&1; ls /proc/${vm.pid}/fd 2>&1; echo done`);
+      assert.match(otherVm.stdout, /not permitted/i, 'signalling another VM\'s QEMU');
+      assert.match(otherVm.stdout, /\/mem'.*Permission denied/, 'reading another VM\'s memory');
+      assert.match(otherVm.stdout, /\/fd'.*Permission denied/, 'another VM\'s open files');
+
+      const files = asQemu(other.pid, `cat ${join(privateDir, 'secret')} 2>&1; touch ${join(other.runDir, 'vm.json')} 2>&1; echo done`);
+      assert.doesNotMatch(files.stdout, /the daemon's/, 'a file in a directory of root\'s');
+      assert.match(files.stdout, /vm\.json.*Permission denied/, 'the daemon\'s side of the VM\'s directory');
+
+      const net = asQemu(other.pid, `${process.execPath} -e "require('net').connect(${port}, '127.0.0.1').on('connect', () => { console.log('connected'); process.exit(0) }).on('error', (e) => { console.log(e.code); process.exit(0) })"`);
+      assert.match(net.stdout.trim(), /^(ENETUNREACH|ECONNREFUSED|EADDRNOTAVAIL)$/, `the host's loopback from QEMU's namespace: ${net.stdout}${net.stderr}`);
+      // ...while from the host's namespace the same server answers.
+      const control = spawnSync(process.execPath, ['-e', `require('net').connect(${port}, '127.0.0.1').on('connect', () => { console.log('connected'); process.exit(0) })`], { encoding: 'utf8' });
+      assert.equal(control.stdout.trim(), 'connected');
+
+      // And the VM works through all of it.
+      assert.equal((await collect(vmExec(other.channel, ['true'], execOpts()))).exitCode, 0);
+    } finally {
+      server.close();
+      await other.kill();
+      rmSync(privateDir, { recursive: true, force: true });
+    }
   });
 
   test('vCPUs as asked; shutdown powers the guest off cleanly', async () => {

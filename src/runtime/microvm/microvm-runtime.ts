@@ -33,7 +33,7 @@ import { ensureRootDisk, type RootImage } from './guest/root-disk.js';
 import { EgressPump } from './egress-pump.js';
 import { vmExec, vmFileOps, vmProcOps, vmRequest } from './guest-ops.js';
 import { Qmp } from './qmp.js';
-import { MicroVm, namedProcesses, QEMU_BINARY, saveVmState } from './vm.js';
+import { MicroVm, namedProcesses, QEMU_BINARY, saveVmState, vmFiles } from './vm.js';
 
 export interface MicroVmRuntimeOpts {
   /** The image store: an image's tree and content digest (its root disk is derived from them). */
@@ -164,6 +164,7 @@ export class MicroVmRuntime implements Runtime {
         qemu: version,
         kernel,
         accel: choice ? `${choice.accel} (${choice.reason})` : (this.opts.accel ?? 'decided at the first boot'),
+        jail: 'QEMU as a host user of its own per VM, no capabilities, no_new_privs, an empty network namespace, its seccomp sandbox',
       },
     };
   }
@@ -466,13 +467,13 @@ export class MicroVmRuntime implements Runtime {
         },
       );
     }
-    const made = VmChannel.connect(join(this.runDir(handle.id), 'agent.sock'), { timeoutMs: 10_000, ...(this.opts.logger ? { log: this.opts.logger.child({ sandbox_id: handle.id }) } : {}) }).then(
+    const made = VmChannel.connect(vmFiles(this.runDir(handle.id)).agentSocket, { timeoutMs: 10_000, ...(this.opts.logger ? { log: this.opts.logger.child({ sandbox_id: handle.id }) } : {}) }).then(
       async (ch) => {
         if (egressDir) await this.startEgress(handle.id, ch, egressDir).catch((err: unknown) => this.opts.logger?.error({ sandbox_id: handle.id, err }, 'microvm egress relay not restarted'));
         return ch;
       },
       (err: unknown) => {
-        throw new ConflictError(`sandbox ${handle.id}'s VM does not answer: ${(err as Error).message}`, { hint: `agentbox inspect ${handle.id}; the VM's console is in ${this.runDir(handle.id)}/console.log` });
+        throw new ConflictError(`sandbox ${handle.id}'s VM does not answer: ${(err as Error).message}`, { hint: `agentbox inspect ${handle.id}; the VM's console is in ${vmFiles(this.runDir(handle.id)).consoleLog}` });
       },
     );
     this.channels.set(handle.id, made);
@@ -564,7 +565,7 @@ export class MicroVmRuntime implements Runtime {
   }
 
   private async qmp<T>(id: string, fn: (q: Qmp) => Promise<T>): Promise<T> {
-    const q = await Qmp.connect(join(this.runDir(id), 'qmp.sock'));
+    const q = await Qmp.connect(vmFiles(this.runDir(id)).qmpSocket);
     try {
       return await fn(q);
     } finally {

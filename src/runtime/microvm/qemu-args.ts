@@ -21,10 +21,15 @@ export interface QemuArgsOpts {
   tscKhz?: number;
   /** Shown in `ps` (`-name`): how a later scan of the host finds the VMs of a sandbox. */
   name?: string;
-  /** The image's root (guest/root-disk.ts), attached read-only; the guest finds it by its serial, agentbox-root. */
+  /**
+   * The image's root (guest/root-disk.ts), attached read-only; the guest finds it by its serial,
+   * agentbox-root. A path, or `/dev/fdset/N` for descriptors handed over with `addFds`.
+   */
   rootDisk?: string;
   /** The sandbox's own disk (ext4 of diskMb), read-write; serial agentbox-disk. Never mounted on the host meanwhile. */
   dataDisk?: string;
+  /** Descriptors QEMU inherits, put in the fd sets that `/dev/fdset/SET` names (`-add-fd`). */
+  addFds?: { fd: number; set: number }[];
   /** QEMU's machine protocol socket (qmp.ts): stop, save, resume. */
   qmpSocket?: string;
   /**
@@ -92,9 +97,13 @@ export function qemuArgs(o: QemuArgsOpts): string[] {
     '-device', 'virtserialport,chardev=agent,name=org.agentbox.0',
     ...(o.qmpSocket ? ['-qmp', `unix:${o.qmpSocket},server=on,wait=off`] : []),
     ...(o.incoming ? ['-incoming', `unix:${o.incoming}`] : []),
+    ...(o.addFds ?? []).flatMap(({ fd, set }) => ['-add-fd', `fd=${fd},set=${set}`]),
     ...(o.rootDisk ? ['-drive', `id=root,file=${o.rootDisk},format=raw,if=none,readonly=on`, '-device', 'virtio-blk-device,drive=root,serial=agentbox-root'] : []),
     // cache=none: the guest's writes reach the host's file when the guest flushes them, not later (snapshots copy that file).
-    ...(o.dataDisk ? ['-drive', `id=disk,file=${o.dataDisk},format=raw,if=none,cache=none,discard=unmap`, '-device', 'virtio-blk-device,drive=disk,serial=agentbox-disk'] : []),
+    // file.locking=off: QEMU's image locks only keep a second QEMU off the disk, and here the daemon
+    // alone hands disks to QEMUs (as descriptors, see vm.ts); with a disk given as descriptors, `cont`
+    // after a state save reopens it and trips over QEMU's own lock ("Failed to get write lock").
+    ...(o.dataDisk ? ['-drive', `id=disk,file=${o.dataDisk},format=raw,if=none,cache=none,discard=unmap,file.locking=off`, '-device', 'virtio-blk-device,drive=disk,serial=agentbox-disk'] : []),
   ];
 }
 

@@ -4,7 +4,7 @@
  * `kill` ends QEMU outright. Both leave nothing behind (process, socket, directory).
  */
 import { type ChildProcess, spawn, type StdioOptions } from 'node:child_process';
-import { closeSync, createReadStream, createWriteStream, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { chownSync, closeSync, constants as fsConstants, createReadStream, createWriteStream, existsSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -17,9 +17,45 @@ import { Qmp } from './qmp.js';
 import type { BootGate } from './boot-gate.js';
 import { VmChannel } from './channel.js';
 import type { GuestArtifacts } from './guest/build.js';
+import { canJail, jailedCommand, vmCredentials } from './jail.js';
 import { type Accel, qemuArgs, tscKhz } from './qemu-args.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
+
+/** QEMU's directory in a VM's run directory, and what QEMU makes there (named from inside it). */
+const QEMU_DIR = 'qemu';
+const AGENT_SOCKET = 'agent.sock';
+const QMP_SOCKET = 'qmp.sock';
+const CONSOLE_LOG = 'console.log';
+const INCOMING_SOCKET = 'incoming.sock';
+const MIGRATE_SOCKET = 'migrate.sock';
+
+export interface VmFiles {
+  /** QEMU's working directory, owned by its user. */
+  dir: string;
+  agentSocket: string;
+  qmpSocket: string;
+  consoleLog: string;
+  incomingSocket: string;
+  migrateSocket: string;
+}
+
+/**
+ * Where the VM of `runDir` has its sockets and console. A VM started by an agentbox before QEMU had
+ * a directory of its own has them in `runDir` itself (it is still adopted after an upgrade).
+ */
+export function vmFiles(runDir: string, o: { fresh?: boolean } = {}): VmFiles {
+  const own = join(runDir, QEMU_DIR);
+  const dir = o.fresh || existsSync(own) ? own : runDir;
+  return {
+    dir,
+    agentSocket: join(dir, AGENT_SOCKET),
+    qmpSocket: join(dir, QMP_SOCKET),
+    consoleLog: join(dir, CONSOLE_LOG),
+    incomingSocket: join(dir, INCOMING_SOCKET),
+    migrateSocket: join(dir, MIGRATE_SOCKET),
+  };
+}
 
 export interface MicroVmOpts {
   guest: Pick<GuestArtifacts, 'vmlinux' | 'initramfs'>;
@@ -89,11 +125,11 @@ export class MicroVm {
   }
 
   get agentSocket(): string {
-    return join(this.runDir, 'agent.sock');
+    return vmFiles(this.runDir).agentSocket;
   }
 
   get consoleLog(): string {
-    return join(this.runDir, 'console.log');
+    return vmFiles(this.runDir).consoleLog;
   }
 
   static async start(opts: MicroVmOpts): Promise<MicroVm> {
@@ -108,35 +144,60 @@ export class MicroVm {
     } else {
       runDir = await mkdtemp(join(opts.runRoot ?? tmpdir(), 'agentbox-vm-'));
     }
-    const agentSocket = join(runDir, 'agent.sock');
-    const consoleLog = join(runDir, 'console.log');
     const accel = opts.accel ?? 'tcg';
-    const args = qemuArgs({
-      vmlinux: opts.guest.vmlinux,
-      initramfs: opts.guest.initramfs,
-      agentSocket,
-      consoleLog,
-      memoryMb: opts.memoryMb,
-      cpus: opts.cpus,
-      accel,
-      tscKhz: tscKhz(),
-      name: opts.name,
-      ...(opts.rootDisk ? { rootDisk: opts.rootDisk } : {}),
-      ...(opts.dataDisk ? { dataDisk: opts.dataDisk } : {}),
-      ...(opts.limits ? { limits: opts.limits } : {}),
-      qmpSocket: join(runDir, 'qmp.sock'),
-      ...(opts.incoming ? { incoming: join(runDir, 'incoming.sock') } : {}),
-    });
+    // QEMU's own directory, inside the daemon's: the only place it may write. The daemon's files
+    // (the VM's record, its markers, qemu.log) stay out of its reach, a level up.
+    const creds = canJail() ? vmCredentials({ kvm: accel === 'kvm' }) : undefined;
+    const files = vmFiles(runDir, { fresh: true });
+    await mkdir(files.dir, { mode: 0o700 });
+    if (creds) chownSync(files.dir, creds.uid, creds.gid);
+    // What QEMU reads it gets as descriptors the daemon opened: no path of the host's needs to be open to it.
+    const inherited: number[] = [];
+    const pass = (path: string, flags: number): number => {
+      inherited.push(openSync(path, flags));
+      return 2 + inherited.length;
+    };
+    let args: string[];
+    try {
+      args = qemuArgs({
+        vmlinux: `/proc/self/fd/${pass(opts.guest.vmlinux, fsConstants.O_RDONLY)}`,
+        initramfs: `/proc/self/fd/${pass(opts.guest.initramfs, fsConstants.O_RDONLY)}`,
+        // Relative to QEMU's working directory, files.dir.
+        agentSocket: AGENT_SOCKET,
+        consoleLog: CONSOLE_LOG,
+        memoryMb: opts.memoryMb,
+        cpus: opts.cpus,
+        accel,
+        tscKhz: tscKhz(),
+        name: opts.name,
+        ...(opts.rootDisk ? { rootDisk: '/dev/fdset/1' } : {}),
+        ...(opts.dataDisk ? { dataDisk: '/dev/fdset/2' } : {}),
+        addFds: [
+          ...(opts.rootDisk ? [{ fd: pass(opts.rootDisk, fsConstants.O_RDONLY), set: 1 }] : []),
+          // QEMU opens a disk read-only as well as read-write (probing, locking): one descriptor of each.
+          ...(opts.dataDisk ? [{ fd: pass(opts.dataDisk, fsConstants.O_RDWR), set: 2 }, { fd: pass(opts.dataDisk, fsConstants.O_RDONLY), set: 2 }] : []),
+        ],
+        ...(opts.limits ? { limits: opts.limits } : {}),
+        qmpSocket: QMP_SOCKET,
+        ...(opts.incoming ? { incoming: INCOMING_SOCKET } : {}),
+      });
+    } catch (err) {
+      for (const fd of inherited) closeSync(fd);
+      await rm(runDir, { recursive: true, force: true });
+      throw err;
+    }
     const binary = opts.qemuBinary ?? process.env.AGENTBOX_QEMU ?? QEMU_BINARY;
+    const agentSocket = files.agentSocket;
+    const consoleLog = files.consoleLog;
     const started = performance.now();
-    // setpriv execs QEMU in its own place: the pid is QEMU's.
     const qemuLog = join(runDir, 'qemu.log');
     const logFd = opts.detached ? openSync(qemuLog, 'a', 0o600) : undefined;
-    const stdio: StdioOptions = ['ignore', 'ignore', logFd ?? 'pipe'];
-    const proc = opts.dieWithParent
-      ? spawn('setpriv', ['--pdeathsig', 'KILL', '--', binary, ...args], { stdio })
-      : spawn(binary, args, { stdio, detached: opts.detached === true });
+    const stdio: StdioOptions = ['ignore', 'ignore', logFd ?? 'pipe', ...inherited];
+    // unshare and setpriv exec QEMU in their own place: the pid is QEMU's.
+    const cmd = jailedCommand(binary, args, { ...(creds ? { creds } : {}), ...(opts.dieWithParent ? { dieWithParent: true } : {}) });
+    const proc = spawn(cmd.command, cmd.args, { stdio, cwd: files.dir, detached: opts.detached === true && !opts.dieWithParent });
     if (logFd !== undefined) closeSync(logFd);
+    for (const fd of inherited) closeSync(fd);
     try {
       if (proc.pid !== undefined) opts.onSpawn?.(proc.pid);
     } catch (err) {
@@ -158,7 +219,10 @@ export class MicroVm {
       gone.abort(err.code === 'ENOENT' ? new RuntimeUnavailableError(`${binary} is not installed`, { hint: 'apt-get install qemu-system-x86 (scripts/install-system-deps.sh)' }) : err),
     );
     void exited.then(({ code, signal }) => {
-      if (!gone.signal.aborted) {
+      // 127: setpriv could not execute QEMU.
+      if (!gone.signal.aborted && code === 127 && /failed to execute/.test(stderr())) {
+        gone.abort(new RuntimeUnavailableError(`${binary} is not installed`, { hint: 'apt-get install qemu-system-x86 (scripts/install-system-deps.sh)' }));
+      } else if (!gone.signal.aborted) {
         gone.abort(new RuntimeUnavailableError(`QEMU exited during the boot (${signal ?? `code ${code}`}): ${stderr().trim().slice(-500) || consoleTail(consoleLog)}`, { hint: `the VM's console is in ${consoleLog}` }));
       }
     });
@@ -167,9 +231,9 @@ export class MicroVm {
       if (opts.incoming) {
         // The state goes in through QEMU's incoming socket; loaded, the VM is paused (not 'inmigrate':
         // a `cont` then breaks the restore), and then it runs.
-        const qmp = await Qmp.connect(join(runDir, 'qmp.sock'), readyMs);
+        const qmp = await Qmp.connect(files.qmpSocket, readyMs);
         try {
-          await feedState(opts.incoming, join(runDir, 'incoming.sock'), readyMs);
+          await feedState(opts.incoming, files.incomingSocket, readyMs);
           await qmp.waitStatus('paused', readyMs);
           await qmp.execute('cont');
         } finally {
@@ -237,15 +301,19 @@ export class MicroVm {
  * a VM restored from the state then waits for its own host's hello.
  */
 export async function saveVmState(runDir: string, path: string, o: { then: 'cont' | 'quit'; whileStopped?: () => Promise<void> }): Promise<void> {
-  const qmp = await Qmp.connect(join(runDir, 'qmp.sock'));
+  const files = vmFiles(runDir);
+  const qmp = await Qmp.connect(files.qmpSocket);
   let quit = false;
   try {
     await qmp.execute('stop');
     await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 10 * 1024 ** 3 });
-    const sock = join(runDir, 'migrate.sock');
-    const written = receiveState(sock, path);
+    const written = receiveState(files.migrateSocket, path);
     try {
-      await qmp.execute('migrate', { uri: `unix:${sock}` });
+      // QEMU may only reach its own directory: the socket is its user's, and named from there.
+      const { uid, gid } = statSync(files.dir);
+      await written.listening;
+      chownSync(files.migrateSocket, uid, gid);
+      await qmp.execute('migrate', { uri: `unix:${files.dir === runDir ? files.migrateSocket : MIGRATE_SOCKET}` });
       const deadline = Date.now() + 120_000;
       for (;;) {
         const m = (await qmp.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
@@ -270,8 +338,13 @@ export async function saveVmState(runDir: string, path: string, o: { then: 'cont
 }
 
 /** A one-connection Unix socket server whose stream goes to `path`; `done` once the file is written. */
-function receiveState(sock: string, path: string): { done: Promise<void>; close: () => void } {
+function receiveState(sock: string, path: string): { listening: Promise<void>; done: Promise<void>; close: () => void } {
   const server = createServer();
+  const listening = new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  listening.catch(() => undefined);
   const done = new Promise<void>((resolve, reject) => {
     server.once('connection', (conn) => {
       server.close();
@@ -281,7 +354,7 @@ function receiveState(sock: string, path: string): { done: Promise<void>; close:
   });
   done.catch(() => undefined);
   server.listen(sock);
-  return { done, close: () => server.close() };
+  return { listening, done, close: () => server.close() };
 }
 
 /**
