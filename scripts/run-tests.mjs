@@ -72,6 +72,8 @@ const ledger = join(mkdtempSync(join(tmpdir(), 'agentbox-test-ledger-')), 'silen
 const r = spawnSync(
   process.execPath,
   [
+    '--import',
+    join(root, 'scripts', 'test-stdout-blocking.mjs'),
     '--test',
     '--test-concurrency=1',
     '--test-timeout=300000',
