@@ -96,6 +96,7 @@ const r = spawnSync(
   },
 );
 reapOrphanedTestScopes();
+reapOrphanedScratchStores();
 const silentFiles = existsSync(ledger) ? readFileSync(ledger, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
 rmSync(dirname(ledger), { recursive: true, force: true });
 // A file that passed without reporting a single test of its own ended early with status 0: every
@@ -105,15 +106,54 @@ for (const s of unaccounted) console.error(`run-tests: ${relative(root, s.file)}
 process.exit(unaccounted.length > 0 ? 1 : (r.status ?? 1));
 
 /**
+ * A test process's scratch disk store (src/storage/scratch-store.ts: `agentbox-disks-PID-…` in the
+ * temporary directory, with loop-mounted images inside) is unmounted and removed by that process at
+ * its exit; a process that was killed leaves it mounted. Those of dead processes go here.
+ */
+function reapOrphanedScratchStores() {
+  const parents = [...new Set([process.env.AGENTBOX_SCRATCH_DIR ?? tmpdir(), tmpdir()])];
+  const unescape = (p) => p.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
+  const mountPoints = () =>
+    readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => unescape(l.split(' ')[4]));
+  const reaped = [];
+  for (const parent of parents) {
+    let names = [];
+    try {
+      names = readdirSync(parent);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const m = /^agentbox-disks-(\d+)-/.exec(name);
+      if (!m || existsSync(`/proc/${m[1]}`)) continue;
+      const dir = join(parent, name);
+      const points = mountPoints()
+        .filter((p) => p === dir || p.startsWith(`${dir}/`))
+        .sort((a, b) => b.length - a.length);
+      for (const p of points) spawnSync('umount', ['-l', p], { stdio: 'ignore' });
+      rmSync(dir, { recursive: true, force: true });
+      reaped.push(name);
+    }
+  }
+  if (reaped.length > 0) console.error(`run-tests: removed the scratch disk stores of killed test processes: ${reaped.join(', ')}`);
+}
+
+/**
  * Local sandboxes outlive the process that created them (the daemon's restart relies on it), so a
  * test file that failed half-way leaves its sandboxes running. Tests name their cgroup scopes
- * `agentbox/test-…-PID` (bench: `bench-…-PID`) after their own process: once that process is gone,
+ * `agentbox/test-…-PID` (bench: `bench-…-PID`), microVM tests their home tag (`agentbox-vm/test-…-PID`),
+ * after their own process: once that process is gone,
  * whatever is left in such a scope is killed and its cgroups removed. Scopes of live processes (a
  * test someone else is running) are left alone.
  */
 function reapOrphanedTestScopes() {
   const cg = '/sys/fs/cgroup';
-  const bases = existsSync(join(cg, 'cgroup.controllers')) ? [join(cg, 'agentbox')] : ['memory', 'pids', 'cpu', 'freezer'].map((c) => join(cg, c, 'agentbox'));
+  // agentbox/ holds local sandboxes, agentbox-vm/ the microVMs' QEMU processes (per home tag).
+  const roots = ['agentbox', 'agentbox-vm'];
+  const bases = existsSync(join(cg, 'cgroup.controllers')) ? roots.map((r) => join(cg, r)) : ['memory', 'pids', 'cpu', 'freezer'].flatMap((c) => roots.map((r) => join(cg, c, r)));
   const dirs = (dir) => {
     try {
       return readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(dir, e.name));

@@ -16,7 +16,8 @@ let scratchVolumes: VolumeStore | undefined;
 
 export function scratchDiskStore(): DiskStore {
   if (scratch) return scratch.store;
-  const dir = mkdtempSync(join(process.env.AGENTBOX_SCRATCH_DIR ?? tmpdir(), 'agentbox-disks-'));
+  // Named after this process: when it is killed (no 'exit'), scripts/run-tests.mjs removes it.
+  const dir = mkdtempSync(join(process.env.AGENTBOX_SCRATCH_DIR ?? tmpdir(), `agentbox-disks-${process.pid}-`));
   // Sparse: only what is written takes space. Big enough for every test's disks at once.
   const store = new DiskStore({ dir, storeBytes: 64 * 1024 ** 3 });
   scratch = { store, dir };

@@ -26,7 +26,7 @@ if (qemu.error) {
       const runRoot = join(tmpdir(), `ab-vm-run-${process.pid}`);
       mkdirSync(runRoot, { recursive: true });
       process.once('exit', () => rmSync(runRoot, { recursive: true, force: true }));
-      return new MicroVmRuntime({ images, homeTag: `ct${process.pid}`, dir, runRoot, disks: scratchDiskStore(), accel: 'tcg' });
+      return new MicroVmRuntime({ images, homeTag: `test-ct-${process.pid}`, dir, runRoot, disks: scratchDiskStore(), accel: 'tcg' });
     },
   });
 }
