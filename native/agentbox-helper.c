@@ -69,6 +69,7 @@
 #include "egress-relay.h"
 #include "exec-relay.h"
 #include "pid1.h"
+#include "writable-root.h"
 #include "proc-list.h"
 #include "seccomp-deny.h"
 #include "drop-privileges.h"
@@ -305,42 +306,6 @@ static void make_mount_point(const char *base, const char *path) {
 }
 
 /*
- * A user namespace whose only mapping is OWNER -> the sandbox's host uid (and gid): the idmapping
- * of the sandbox's view of a tree whose files OWNER owns (a volume's VOLUME_OWNER, an image's root).
- * Made by a child born in a new user namespace, whose maps we (root) write; the namespace lives on
- * through the returned descriptor.
- */
-static int idmap_userns(unsigned long owner, uid_t uid, gid_t gid) {
-  int sync[2];
-  char path[64], map[64];
-  if (pipe2(sync, O_CLOEXEC) != 0) die("pipe");
-  pid_t child = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
-  if (child < 0) die("clone user namespace");
-  if (child == 0) {
-    char c;
-    close(sync[1]);
-    while (read(sync[0], &c, 1) < 0 && errno == EINTR) {}
-    _exit(0);
-  }
-  close(sync[0]);
-  const char *files[2] = { "uid_map", "gid_map" };
-  unsigned long ids[2] = { uid, gid };
-  for (int i = 0; i < 2; i++) {
-    snprintf(path, sizeof path, "/proc/%d/%s", child, files[i]);
-    int n = snprintf(map, sizeof map, "%lu %lu 1\n", owner, ids[i]);
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || write(fd, map, (size_t)n) != n) die(path);
-    close(fd);
-  }
-  snprintf(path, sizeof path, "/proc/%d/ns/user", child);
-  int ns = open(path, O_RDONLY | O_CLOEXEC);
-  if (ns < 0) die(path);
-  close(sync[1]);
-  while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {}
-  return ns;
-}
-
-/*
  * A volume (a filesystem mounted on the host, shared by every sandbox that uses it) at DST, idmapped
  * so that its owner VOLUME_OWNER is this sandbox's host uid: each local sandbox runs as a uid of its
  * own, and still every one reads and writes the same files as their owner, stored as VOLUME_OWNER.
@@ -383,63 +348,6 @@ static void stage_rootfs(const char *rootfs, const char *stage, const char *root
   close(empty_fd);
 }
 
-/* DIR/NAME as a directory of MODE, owned by UID:GID; an existing one (a snapshot's, a fork's) is kept. */
-static void ensure_dir(char *out, size_t size, const char *dir, const char *name, mode_t mode, uid_t uid, gid_t gid) {
-  int n = snprintf(out, size, "%s/%s", dir, name);
-  if (n < 0 || (size_t)n >= size) die_msg("path too long");
-  if (mkdir(out, mode) != 0 && errno != EEXIST) die(out);
-  struct stat st;
-  if (lstat(out, &st) != 0 || !S_ISDIR(st.st_mode)) die_msg("a writable root's layer is not a directory");
-  if (chown(out, uid, gid) != 0 || chmod(out, mode) != 0) die(out);
-}
-
-/*
- * A writable root (rootfs: writable) at TARGET: an overlay over the image whose upper layer is
- * UPPER_DIR/upper, on the sandbox's disk, so what the sandbox changes counts against its disk quota
- * and goes with its snapshots and forks. The image's LAYERS (top first) are its lower layers through
- * idmapped mounts that show their root-owned files as UID:GID (the sandbox's user on the host): the
- * sandbox user owns the root it may change; files of other owners in the image show as the overflow
- * uid, read-only. The image itself never changes: overlay copies a file up before its first write.
- * EXTRA (may be NULL): a last lower directory, not idmapped (mount points the image lacks).
- * UPPER_DIR must exist (its upper/ and work/ are made here).
- * Every layer is named by descriptor, so the sandbox's mountinfo shows no host path. nosuid, nodev.
- */
-static void mount_writable_root(const char *const *layers, int nlayers, const char *extra, const char *upper_dir, const char *target, uid_t uid, gid_t gid) {
-  char upper[4096], work[4096], opts[4096];
-  if (nlayers < 1 || nlayers > 64) die_msg("a writable root needs 1 to 64 image layers");
-  ensure_dir(upper, sizeof upper, upper_dir, "upper", 0755, uid, gid);
-  ensure_dir(work, sizeof work, upper_dir, "work", 0700, 0, 0);
-  int userns = idmap_userns(0, uid, gid);
-  int fds[66];
-  int nfds = 0;
-  for (int i = 0; i < nlayers; i++) {
-    /* A detached idmapped copy of the layer's mount: it exists only while its descriptor is open, and the overlay keeps it. */
-    int tree = open_tree(AT_FDCWD, layers[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-    if (tree < 0) die(layers[i]);
-    struct mount_attr attr;
-    memset(&attr, 0, sizeof attr);
-    attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-    attr.userns_fd = (uint64_t)userns;
-    if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) die("idmap the image for a writable root (needs Linux 5.19+)");
-    fds[nfds++] = tree;
-  }
-  close(userns);
-  if (extra) {
-    fds[nfds] = open(extra, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fds[nfds++] < 0) die(extra);
-  }
-  int upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  int work_fd = open(work, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (upper_fd < 0 || work_fd < 0) die("open a writable root's layer");
-  size_t len = (size_t)snprintf(opts, sizeof opts, "lowerdir=");
-  for (int i = 0; i < nfds; i++) len += (size_t)snprintf(opts + len, sizeof opts - len, "%s/proc/self/fd/%d", i ? ":" : "", fds[i]);
-  snprintf(opts + len, sizeof opts - len, ",upperdir=/proc/self/fd/%d,workdir=/proc/self/fd/%d,xino=off,uuid=off,index=off,redirect_dir=off,metacopy=off", upper_fd, work_fd);
-  if (mount("agentbox-root", target, "overlay", MS_NOSUID | MS_NODEV, opts) != 0) die("overlay a writable root (needs overlayfs with idmapped lower layers, Linux 5.19+)");
-  for (int i = 0; i < nfds; i++) close(fds[i]);
-  close(upper_fd);
-  close(work_fd);
-}
-
 /* The image root for spawn --root-upper: the image is one layer; the mount points the image lacks come last. */
 static void stage_writable_rootfs(const char *rootfs, const char *stage, const char *root, const struct opts *o) {
   char empty[4096];
@@ -448,7 +356,7 @@ static void stage_writable_rootfs(const char *rootfs, const char *stage, const c
   for (int i = 0; i < o->nmount_points; i++) make_mount_point(empty, o->mount_points[i]);
   if (mkdir(o->root_upper, 0700) != 0 && errno != EEXIST) die(o->root_upper);
   const char *layers[1] = { rootfs };
-  mount_writable_root(layers, 1, empty, o->root_upper, root, o->uid, o->gid);
+  mount_writable_root(layers, 1, empty, o->root_upper, root, o->uid, o->gid, NULL);
 }
 
 /*
@@ -465,7 +373,7 @@ static int mode_overlay_root(int argc, char **argv) {
   while (o.rest[n]) n++;
   if (mkdir(o.root_upper, 0700) != 0 && errno != EEXIST) die(o.root_upper);
   if (mkdir(o.root, 0755) != 0 && errno != EEXIST) die(o.root);
-  mount_writable_root((const char *const *)o.rest, n, NULL, o.root_upper, o.root, o.uid, o.gid);
+  mount_writable_root((const char *const *)o.rest, n, NULL, o.root_upper, o.root, o.uid, o.gid, NULL);
   return 0;
 }
 

@@ -7,7 +7,8 @@
  *   as PID 1   mounts /proc, /sys, /dev, /tmp, /run; loads the kernel modules listed in
  *              /etc/agentbox/modules (in that order: the cloud kernel builds virtio as modules);
  *              mounts the image's root disk and the sandbox's own disk when the VM has them
- *              (mount_sandbox_root; commands then run chrooted there), else makes the initramfs's
+ *              (mount_sandbox_root; commands then run chrooted there; with agentbox.writable_root=1
+ *              the image under an overlay whose upper layer is on the disk), else makes the initramfs's
  *              /workspace the sandbox user's; brings up lo; then stays PID 1 (pid1.h: reaps every
  *              orphan, background jobs included) and keeps the agent running (restarted if it dies).
  *   the agent  root in the guest (the VM is the boundary): opens the virtio-serial port named
@@ -92,6 +93,7 @@
 #include "procfs.h"
 #include "seccomp-deny.h"
 #include "drop-privileges.h"
+#include "writable-root.h"
 
 #define PORT_NAME "org.agentbox.0"
 #define MAGIC "\x7f" "agentbox-vm-1\n\0" /* 16 bytes with the terminating NUL */
@@ -265,6 +267,8 @@ static struct stream *stream_of(uint32_t id) {
 static const char *sandbox_root;
 /* The sandbox's limits (agentbox.memory_mb=N agentbox.pids=N on the kernel's command line); 0: none. */
 static long memory_mb, pids_limit;
+/* rootfs: writable (agentbox.writable_root=1 on the kernel's command line). */
+static int writable_root;
 /* Every command's cgroup: the guest's kernel, agent and PID 1 live outside it, in the VM's headroom. */
 #define SANDBOX_CGROUP "/sys/fs/cgroup/sandbox"
 
@@ -971,20 +975,34 @@ static void bind_writable(const char *dir, const char *target, int is_tmp) {
  * are tmpfs. Commands then run chrooted there. Without disks they run in the initramfs (busybox).
  */
 static void mount_sandbox_root(void) {
-  char root_dev[300], disk_dev[300];
+  char root_dev[300], disk_dev[300], cmdline[4096];
+  writable_root = proc_read("/proc/cmdline", cmdline, sizeof cmdline) > 0 && strstr(cmdline, "agentbox.writable_root=1") != NULL;
   if (!disk_by_serial("agentbox-root", root_dev, sizeof root_dev)) {
     mkdir("/workspace", 0755);
     if (chown("/workspace", SANDBOX_UID, SANDBOX_GID) != 0) log_line("chown %s: %s", "/workspace");
     return;
   }
   mkdir("/newroot", 0755);
-  if (mount(root_dev, "/newroot", "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV, "noload") != 0) {
+  int have_disk = disk_by_serial("agentbox-disk", disk_dev, sizeof disk_dev);
+  if (have_disk) {
+    mkdir("/disk", 0755);
+    if (mount(disk_dev, "/disk", "ext4", MS_NOSUID | MS_NODEV, NULL) != 0) log_line("mount the sandbox's disk %s: %s", disk_dev);
+  }
+  if (writable_root) {
+    /* rootfs: writable (writable-root.h): the image, idmapped so the sandbox user owns it, under an
+     * overlay whose upper layer is the disk's rootfs/ (as on the host runtimes: the quota, the
+     * snapshots and the forks carry it). A VM asked for one and unable to make it does not start. */
+    if (!have_disk) die_msg("a writable root needs the sandbox's disk");
+    mkdir("/image", 0755);
+    if (mount(root_dev, "/image", "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV, "noload") != 0) die("mount the image's root");
+    if (mkdir("/disk/rootfs", 0700) != 0 && errno != EEXIST) die("/disk/rootfs");
+    const char *layers[1] = { "/image" };
+    mount_writable_root(layers, 1, NULL, "/disk/rootfs", "/newroot", SANDBOX_UID, SANDBOX_GID, "/image-idmapped");
+  } else if (mount(root_dev, "/newroot", "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV, "noload") != 0) {
     log_line("mount the image's root %s: %s", root_dev);
     return;
   }
-  if (disk_by_serial("agentbox-disk", disk_dev, sizeof disk_dev)) {
-    mkdir("/disk", 0755);
-    if (mount(disk_dev, "/disk", "ext4", MS_NOSUID | MS_NODEV, NULL) != 0) log_line("mount the sandbox's disk %s: %s", disk_dev);
+  if (have_disk) {
     bind_writable("/disk/workspace", "/newroot/workspace", 0);
     bind_writable("/disk/tmp", "/newroot/tmp", 1);
   } else {

@@ -81,10 +81,21 @@ interface VmShape {
   ramMb: number;
   cpus: number;
   limits: { memoryMb: number; pids: number };
+  /** rootfs: writable (the guest mounts it at boot; absent in records made before it existed). */
+  writableRoot?: true;
 }
 
 function sameShape(a: VmShape, b: VmShape): boolean {
-  return a.guest === b.guest && a.rootDisk === b.rootDisk && a.accel === b.accel && a.ramMb === b.ramMb && a.cpus === b.cpus && a.limits.memoryMb === b.limits.memoryMb && a.limits.pids === b.limits.pids;
+  return (
+    a.guest === b.guest &&
+    a.rootDisk === b.rootDisk &&
+    a.accel === b.accel &&
+    a.ramMb === b.ramMb &&
+    a.cpus === b.cpus &&
+    a.limits.memoryMb === b.limits.memoryMb &&
+    a.limits.pids === b.limits.pids &&
+    a.writableRoot === b.writableRoot
+  );
 }
 
 function readJson<T>(path: string): T | undefined {
@@ -113,6 +124,7 @@ const QEMU_THREADS = 256;
 export class MicroVmRuntime implements Runtime {
   readonly name = 'microvm' as const;
   readonly isolations: readonly Isolation[] = ['vm'];
+  readonly writableRoot = true;
   private readonly gate: BootGate;
   private guest: Promise<GuestArtifacts> | undefined;
   private accelChoice: Promise<AccelChoice> | undefined;
@@ -244,10 +256,18 @@ export class MicroVmRuntime implements Runtime {
   }
 
   /** What a VM for these limits and this image is started as (its template's key, a saved state's fit). */
-  private async shapeFor(image: string, limits: Limits): Promise<{ shape: VmShape; guest: GuestArtifacts }> {
+  private async shapeFor(image: string, limits: Limits, writableRoot: boolean): Promise<{ shape: VmShape; guest: GuestArtifacts }> {
     const rootDisk = await this.rootDisk(image);
     const [guest, { accel }] = await Promise.all([this.guestArtifacts(), this.accel()]);
-    const shape: VmShape = { guest: guest.fingerprint, rootDisk, accel, ramMb: Math.max(limits.memoryMb, MIN_GUEST_MB), cpus: Math.max(1, Math.ceil(limits.cpus)), limits: { memoryMb: limits.memoryMb, pids: limits.pids } };
+    const shape: VmShape = {
+      guest: guest.fingerprint,
+      rootDisk,
+      accel,
+      ramMb: Math.max(limits.memoryMb, MIN_GUEST_MB),
+      cpus: Math.max(1, Math.ceil(limits.cpus)),
+      limits: { memoryMb: limits.memoryMb, pids: limits.pids },
+      ...(writableRoot ? { writableRoot: true as const } : {}),
+    };
     return { shape, guest };
   }
 
@@ -264,6 +284,7 @@ export class MicroVmRuntime implements Runtime {
       memoryMb: o.shape.ramMb,
       cpus: o.shape.cpus,
       limits: o.shape.limits,
+      ...(o.shape.writableRoot ? { writableRoot: true } : {}),
       accel: o.shape.accel,
       runDir: this.runDir(id),
       name: this.vmName(id),
@@ -292,7 +313,7 @@ export class MicroVmRuntime implements Runtime {
     if (spec.volumes?.length) throw new BadRequestError('the microvm runtime cannot mount named volumes yet', { hint: 'use another runtime for sandboxes with volumes' });
     if (!this.opts.disks.detach) throw new InternalError('the microvm runtime needs a disk store that can hand over a disk image');
     await this.opts.ensureImage?.(spec.image);
-    const { shape, guest } = await this.shapeFor(spec.image, spec.limits);
+    const { shape, guest } = await this.shapeFor(spec.image, spec.limits, spec.writableRoot === true);
     const memory = spec.memoryFrom ? this.memoryImage(spec.memoryFrom, shape) : undefined;
     await mkdir(this.opts.runRoot, { recursive: true, mode: 0o700 });
     // A sandbox that starts empty starts from its kind's template when there is one (a fork or a
@@ -755,8 +776,11 @@ export class MicroVmRuntime implements Runtime {
 }
 
 /** What a template is made for: a VM restored from it must be started exactly so (paths apart). */
-function templateKey(k: { guest: string; rootDisk: string; accel: string; ramMb: number; cpus: number; limits: { memoryMb: number; pids: number }; diskMb: number }): string {
-  return createHash('sha256').update(JSON.stringify([TEMPLATE_LAYOUT, k.guest, k.rootDisk, k.accel, k.ramMb, k.cpus, k.limits.memoryMb, k.limits.pids, k.diskMb])).digest('hex').slice(0, 24);
+function templateKey(k: VmShape & { diskMb: number }): string {
+  return createHash('sha256')
+    .update(JSON.stringify([TEMPLATE_LAYOUT, k.guest, k.rootDisk, k.accel, k.ramMb, k.cpus, k.limits.memoryMb, k.limits.pids, k.diskMb, k.writableRoot === true]))
+    .digest('hex')
+    .slice(0, 24);
 }
 
 /** Bump when what a template holds changes in a way its key does not show. */

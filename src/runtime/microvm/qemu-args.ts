@@ -39,6 +39,11 @@ export interface QemuArgsOpts {
   incoming?: string;
   /** Limits the guest agent puts every command under (a cgroup in the guest; agentbox.memory_mb=N agentbox.pids=N on the kernel's command line). */
   limits?: { memoryMb: number; pids: number };
+  /**
+   * rootfs: writable (agentbox.writable_root=1): the guest mounts the image, idmapped to the sandbox
+   * user, under an overlay whose upper layer is the data disk's rootfs/ (native/writable-root.h).
+   */
+  writableRoot?: boolean;
 }
 
 /**
@@ -91,7 +96,11 @@ export function qemuArgs(o: QemuArgsOpts): string[] {
     '-serial', `file:${o.consoleLog}`,
     '-kernel', o.vmlinux,
     '-initrd', o.initramfs,
-    '-append', [kernelCmdline({ tscKhz: o.accel === 'tcg' ? o.tscKhz : undefined }), ...(o.limits ? [`agentbox.memory_mb=${o.limits.memoryMb}`, `agentbox.pids=${o.limits.pids}`] : [])].join(' '),
+    '-append', [
+      kernelCmdline({ tscKhz: o.accel === 'tcg' ? o.tscKhz : undefined }),
+      ...(o.limits ? [`agentbox.memory_mb=${o.limits.memoryMb}`, `agentbox.pids=${o.limits.pids}`] : []),
+      ...(o.writableRoot ? ['agentbox.writable_root=1'] : []),
+    ].join(' '),
     '-device', 'virtio-serial-device',
     '-chardev', `socket,id=agent,path=${o.agentSocket},server=on,wait=off`,
     '-device', 'virtserialport,chardev=agent,name=org.agentbox.0',

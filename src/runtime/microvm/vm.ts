@@ -83,6 +83,8 @@ export interface MicroVmOpts {
   onSpawn?: (pid: number) => void;
   /** The sandbox's memoryMb and pids, enforced in the guest (qemu-args.ts). */
   limits?: { memoryMb: number; pids: number };
+  /** rootfs: writable: the guest overlays the image with a layer on the data disk (qemu-args.ts). */
+  writableRoot?: boolean;
   /** Boots wait their turn here (the runtime shares one gate among its VMs). */
   gate?: BootGate;
   /** From QEMU's start to the agent's answer. @default 60000 */
@@ -178,6 +180,7 @@ export class MicroVm {
           ...(opts.dataDisk ? [{ fd: pass(opts.dataDisk, fsConstants.O_RDWR), set: 2 }, { fd: pass(opts.dataDisk, fsConstants.O_RDONLY), set: 2 }] : []),
         ],
         ...(opts.limits ? { limits: opts.limits } : {}),
+        ...(opts.writableRoot ? { writableRoot: true } : {}),
         qmpSocket: QMP_SOCKET,
         ...(opts.incoming ? { incoming: INCOMING_SOCKET } : {}),
       });
