@@ -55,6 +55,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/fs.h>
@@ -969,6 +970,29 @@ static void bind_writable(const char *dir, const char *target, int is_tmp) {
 }
 
 /*
+ * A disk that comes from a sandbox of another runtime (a snapshot of a local one, whose files are a
+ * random host uid's) is handed to the sandbox user, as claimDisk() does on the host: what that
+ * previous user owned in workspace/, tmp/ and a writable root's upper layer becomes uid 1000's;
+ * root's and other owners' files stay theirs. A disk of this runtime's is 1000's already: no walk.
+ */
+static uid_t claim_from;
+static int claim_entry(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+  (void)type;
+  (void)ftw;
+  if (st->st_uid == claim_from && lchown(path, SANDBOX_UID, SANDBOX_GID) != 0) log_line("hand over %s: %s", path);
+  return 0;
+}
+static void claim_disk(void) {
+  struct stat st;
+  if (lstat("/disk/workspace", &st) != 0 || st.st_uid == SANDBOX_UID || st.st_uid == 0) return;
+  claim_from = st.st_uid;
+  const char *trees[] = { "/disk/workspace", "/disk/tmp", "/disk/rootfs/upper" };
+  for (size_t i = 0; i < sizeof trees / sizeof trees[0]; i++) {
+    if (lstat(trees[i], &st) == 0 && S_ISDIR(st.st_mode)) nftw(trees[i], claim_entry, 32, FTW_PHYS | FTW_MOUNT);
+  }
+}
+
+/*
  * The sandbox's filesystem, when the VM has disks (found by their virtio serial, not their order):
  * agentbox-root is the image's root, an ext4 shared read-only by every VM of the image; agentbox-disk,
  * the sandbox's own disk (ext4 of diskMb, its quota), whose workspace/ and tmp/ become /workspace and /tmp. Without a second disk they
@@ -987,6 +1011,7 @@ static void mount_sandbox_root(void) {
   if (have_disk) {
     mkdir("/disk", 0755);
     if (mount(disk_dev, "/disk", "ext4", MS_NOSUID | MS_NODEV, NULL) != 0) log_line("mount the sandbox's disk %s: %s", disk_dev);
+    else claim_disk();
   }
   if (writable_root) {
     /* rootfs: writable (writable-root.h): the image, idmapped so the sandbox user owns it, under an

@@ -1,5 +1,6 @@
 /** Snapshots and forks through the API and SDK, against a real daemon: restore byte-identical, fork independence, damage, bad input, tenants. */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { VERSION } from '../../src/core/config.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
+import { QEMU_BINARY } from '../../src/runtime/microvm/vm.js';
 import { AgentboxClient } from '../../src/sdk/client.js';
 import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 import { DiskStore } from '../../src/storage/disk-store.js';
@@ -29,6 +31,7 @@ tenants:
 profiles:
   install: { rootfs: writable }
   install-docker: { runtime: docker, rootfs: writable }
+  install-vm: { runtime: microvm, rootfs: writable }
 `;
 
 const skip = process.getuid?.() !== 0 ? 'sandboxes need root' : undefined;
@@ -142,6 +145,32 @@ describe('snapshots and fork over the API', { skip }, () => {
     } finally {
       for (const id of ids) await alice.delete(id);
       await alice.deleteSnapshot(snap.id);
+    }
+  });
+
+  test('a snapshot from local restores on microvm: the files, a writable root\'s changes too, become the VM\'s sandbox user\'s; and back', async (t) => {
+    if (spawnSync(QEMU_BINARY, ['--version']).error) return t.skip(`${QEMU_BINARY} is not installed`);
+    const sb = await alice.create({ profile: 'install' });
+    const install = "mkdir -p /workspace/d /usr/local/bin && echo deep > /workspace/d/f && printf '#!/bin/sh\\necho installed\\n' > /usr/local/bin/tool && chmod +x /usr/local/bin/tool && echo ok";
+    assert.equal((await alice.exec(sb.id, { cmd: ['sh', '-c', install] })).stdout, 'ok\n');
+    const snap = await alice.snapshot(sb.id);
+    const ids = [sb.id];
+    const snaps = [snap.id];
+    try {
+      // On local the files are a host uid of that sandbox's; in the VM they must be uid 1000's, writable.
+      const vm = await alice.create({ snapshot: snap.id, profile: 'install-vm' });
+      ids.push(vm.id);
+      const r = await alice.exec(vm.id, { cmd: ['sh', '-c', '/usr/local/bin/tool && echo more >> /workspace/d/f && echo changed >> /etc/hosts && stat -c %u /workspace/d/f /workspace/d /usr/local/bin/tool'] });
+      assert.equal(r.stdout, 'installed\n1000\n1000\n1000\n', r.stderr);
+      const back = await alice.snapshot(vm.id);
+      snaps.push(back.id);
+      const home = await alice.create({ snapshot: back.id, profile: 'install' });
+      ids.push(home.id);
+      const h = await alice.exec(home.id, { cmd: ['sh', '-c', 'cat /workspace/d/f && tail -1 /etc/hosts && echo again >> /workspace/d/f && /usr/local/bin/tool'] });
+      assert.equal(h.stdout, 'deep\nmore\nchanged\ninstalled\n', h.stderr);
+    } finally {
+      for (const id of ids) await alice.delete(id);
+      for (const id of snaps) await alice.deleteSnapshot(id);
     }
   });
 
