@@ -993,6 +993,92 @@ static void claim_disk(void) {
 }
 
 /*
+ * Named volumes (agentbox.volumes=TAG:rw|ro:HEX(target),... on the kernel's command line; the host's
+ * src/runtime/microvm/qemu-args.ts writes it): each a virtiofs export of the host's, mounted at its
+ * target, nosuid and nodev, read-only when asked (the host's server is read-only then too).
+ */
+#define MAX_VOLUMES 16
+struct volume {
+  char tag[16];
+  int read_only;
+  char target[1024];
+};
+static struct volume volumes[MAX_VOLUMES];
+static int nvolumes;
+
+static int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+/* A target is absolute, and no component of it is "" past the first, "." or "..". */
+static int sane_target(const char *t) {
+  if (t[0] != '/' || t[1] == '\0') return 0;
+  for (const char *c = t; *c; c++) {
+    if (*c != '/') continue;
+    const char *next = c + 1;
+    if (*next == '/' || *next == '\0') return 0;
+    if (next[0] == '.' && (next[1] == '/' || next[1] == '\0')) return 0;
+    if (next[0] == '.' && next[1] == '.' && (next[2] == '/' || next[2] == '\0')) return 0;
+  }
+  return 1;
+}
+
+static void parse_volumes(const char *cmdline) {
+  const char *p = strstr(cmdline, "agentbox.volumes=");
+  if (!p) return;
+  p += strlen("agentbox.volumes=");
+  while (*p && *p != ' ' && *p != '\n') {
+    if (nvolumes == MAX_VOLUMES) die_msg("too many volumes");
+    struct volume *v = &volumes[nvolumes];
+    size_t n = strcspn(p, ":");
+    if (n == 0 || n >= sizeof v->tag || p[n] != ':') die_msg("bad agentbox.volumes");
+    memcpy(v->tag, p, n);
+    v->tag[n] = '\0';
+    p += n + 1;
+    if (strncmp(p, "ro:", 3) == 0) v->read_only = 1;
+    else if (strncmp(p, "rw:", 3) != 0) die_msg("bad agentbox.volumes");
+    p += 3;
+    size_t len = 0;
+    while (*p && *p != ',' && *p != ' ' && *p != '\n') {
+      int hi = hex_value(p[0]), lo = p[1] ? hex_value(p[1]) : -1;
+      if (hi < 0 || lo < 0 || len + 1 >= sizeof v->target) die_msg("bad agentbox.volumes");
+      v->target[len++] = (char)(hi * 16 + lo);
+      p += 2;
+    }
+    v->target[len] = '\0';
+    if (!sane_target(v->target)) die_msg("a volume's target must be an absolute path without . or ..");
+    nvolumes++;
+    if (*p == ',') p++;
+  }
+}
+
+/* mkdir -p ROOT/PATH (PATH absolute); a component that exists already is fine. */
+static void make_dirs(const char *root, const char *path) {
+  char buf[2048];
+  int n = snprintf(buf, sizeof buf, "%s%s", root, path);
+  if (n < 0 || (size_t)n >= sizeof buf) die_msg("a volume's target is too long");
+  for (size_t i = strlen(root) + 1; i <= (size_t)n; i++) {
+    if (buf[i] != '/' && buf[i] != '\0') continue;
+    char saved = buf[i];
+    buf[i] = '\0';
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST && errno != EROFS) die(buf);
+    buf[i] = saved;
+  }
+}
+
+static void mount_volumes(void) {
+  for (int i = 0; i < nvolumes; i++) {
+    char target[2048];
+    make_dirs("/newroot", volumes[i].target);
+    snprintf(target, sizeof target, "/newroot%s", volumes[i].target);
+    unsigned long flags = MS_NOSUID | MS_NODEV | (volumes[i].read_only ? MS_RDONLY : 0);
+    if (mount(volumes[i].tag, target, "virtiofs", flags, NULL) != 0) die(target);
+  }
+}
+
+/*
  * The sandbox's filesystem, when the VM has disks (found by their virtio serial, not their order):
  * agentbox-root is the image's root, an ext4 shared read-only by every VM of the image; agentbox-disk,
  * the sandbox's own disk (ext4 of diskMb, its quota), whose workspace/ and tmp/ become /workspace and /tmp. Without a second disk they
@@ -1000,7 +1086,9 @@ static void claim_disk(void) {
  */
 static void mount_sandbox_root(void) {
   char root_dev[300], disk_dev[300], cmdline[4096];
-  writable_root = proc_read("/proc/cmdline", cmdline, sizeof cmdline) > 0 && strstr(cmdline, "agentbox.writable_root=1") != NULL;
+  if (proc_read("/proc/cmdline", cmdline, sizeof cmdline) <= 0) cmdline[0] = '\0';
+  writable_root = strstr(cmdline, "agentbox.writable_root=1") != NULL;
+  parse_volumes(cmdline);
   if (!disk_by_serial("agentbox-root", root_dev, sizeof root_dev)) {
     mkdir("/workspace", 0755);
     if (chown("/workspace", SANDBOX_UID, SANDBOX_GID) != 0) log_line("chown %s: %s", "/workspace");
@@ -1023,6 +1111,14 @@ static void mount_sandbox_root(void) {
     if (mkdir("/disk/rootfs", 0700) != 0 && errno != EEXIST) die("/disk/rootfs");
     const char *layers[1] = { "/image" };
     mount_writable_root(layers, 1, NULL, "/disk/rootfs", "/newroot", SANDBOX_UID, SANDBOX_GID, "/image-idmapped");
+  } else if (nvolumes > 0) {
+    /* A read-only root with volumes: the image under a read-only overlay whose second layer holds
+     * the mount points the image lacks (as the local runtime does on the host). */
+    mkdir("/image", 0755);
+    if (mount(root_dev, "/image", "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV, "noload") != 0) die("mount the image's root");
+    mount_or_log("tmpfs", "/mount-points", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+    for (int i = 0; i < nvolumes; i++) make_dirs("/mount-points", volumes[i].target);
+    if (mount("agentbox-image", "/newroot", "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, "lowerdir=/image:/mount-points") != 0) die("overlay the image's root");
   } else if (mount(root_dev, "/newroot", "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV, "noload") != 0) {
     log_line("mount the image's root %s: %s", root_dev);
     return;
@@ -1034,6 +1130,7 @@ static void mount_sandbox_root(void) {
     mount_or_log("tmpfs", "/newroot/workspace", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,uid=1000,gid=1000");
     mount_or_log("tmpfs", "/newroot/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
   }
+  mount_volumes();
   mount_or_log("proc", "/newroot/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
   mount_or_log("sysfs", "/newroot/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
   mount_or_log("devtmpfs", "/newroot/dev", "devtmpfs", MS_NOSUID, "mode=0755");

@@ -18,7 +18,6 @@ if (qemu.error) {
     isolation: 'vm',
     debian: hasDebian(),
     hibernatesWithEgress: true,
-    skip: [{ reason: 'named volumes are not built for microvm yet (issue 17): create refuses them with bad_request', tests: ['a volume mounted rw in two sandboxes is shared; ro mount refuses writes (EROFS); survives the sandbox'] }],
     newRuntime: async () => {
       const images = await testImages();
       // Guests and root disks are kept between runs (fingerprinted); each run's VMs get a directory of their own.

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AddressInfo, createConnection, createServer } from 'node:net';
@@ -15,6 +15,7 @@ import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { finished } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentboxError } from '../../src/contract/errors.js';
 import { SandboxFiles } from '../../src/runtime/files.js';
 import { SandboxProcesses } from '../../src/runtime/processes.js';
@@ -400,6 +401,66 @@ describe('microvm guest', { skip }, () => {
       server.close();
       await other.kill();
       rmSync(privateDir, { recursive: true, force: true });
+    }
+  });
+
+  test('named volumes: a host directory through a virtiofsd of its own, as uid 1000; read-only enforced by the server too; host symlinks lead into the guest, not the host', async () => {
+    const images = await testImages();
+    const busybox = images.resolve('busybox');
+    const root = await ensureRootDisk(join(work, 'roots'), { ...busybox.info, rootfs: busybox.rootfs });
+    const disk = join(work, 'vol-disk.img');
+    spawnSync('truncate', ['-s', '64M', disk]);
+    assert.equal(spawnSync('mkfs.ext4', ['-q', '-F', disk]).status, 0);
+    const rw = join(work, 'vol-rw');
+    const ro = join(work, 'vol-ro');
+    const marker = join(work, `host-secret-${process.pid}`);
+    for (const d of [rw, ro]) {
+      mkdirSync(d, { recursive: true });
+      chownSync(d, 1000, 1000);
+    }
+    writeFileSync(join(ro, 'kept'), 'read me\n');
+    writeFileSync(marker, 'HOST-SECRET\n');
+    symlinkSync(marker, join(rw, 'escape'));
+    const other = await MicroVm.start({
+      guest, memoryMb: 128, cpus: 1, runRoot: work, gate, name: `agentbox-test-${process.pid}`, dieWithParent: true, rootDisk: root, dataDisk: disk,
+      volumes: [{ source: rw, target: '/data', readOnly: false }, { source: ro, target: '/opt/ro volume', readOnly: true }],
+    });
+    try {
+      const run = async (cmd: string) => collect(vmExec(other.channel, ['sh', '-c', cmd], execOpts({ timeoutMs: 60_000 })));
+      const r = await run('echo from-guest > /data/new && mkdir /data/d && stat -c %u /data/new; cat "/opt/ro volume/kept"; echo no > "/opt/ro volume/x"; echo rc=$?; cat /data/escape; echo end');
+      assert.equal(r.stdout, '1000\nread me\nrc=1\nend\n', r.stderr);
+      assert.match(r.stderr, /Read-only file system/);
+      assert.doesNotMatch(r.stdout + r.stderr, /HOST-SECRET/, 'a symlink in a volume reached the host\'s file');
+      assert.equal(readFileSync(join(rw, 'new'), 'utf8'), 'from-guest\n');
+      assert.equal(statSync(join(rw, 'd')).uid, 1000, 'the guest\'s user is uid 1000 on the host');
+      // The servers: root in namespaces of their own, the read-only one behind a read-only mount of
+      // its directory (a guest kernel that ignored its own ro could still not write).
+      const servers = readdirSync('/proc')
+        .filter((p) => /^\d+$/.test(p))
+        .filter((p) => {
+          try {
+            return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`--socket-path=${join(other.runDir, 'qemu')}`);
+          } catch {
+            return false;
+          }
+        });
+      assert.ok(servers.length >= 2, `virtiofsd processes: ${servers.length}`);
+      for (const pid of servers) assert.notEqual(readlinkSync(`/proc/${pid}/ns/mnt`), readlinkSync('/proc/self/ns/mnt'));
+      // The one serving (virtiofsd forks into its sandbox) has the volume as its root.
+      const roServers = servers.filter((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`source=${ro}`));
+      const roots = roServers.map((p) => readFileSync(`/proc/${p}/mountinfo`, 'utf8').split('\n').find((l) => l.split(' ')[4] === '/') ?? '');
+      assert.ok(
+        roots.some((l) => (l.split(' ')[5] ?? '').split(',').includes('ro')),
+        `the read-only volume's server's root: ${roots.join(' | ')}`,
+      );
+      await other.kill();
+      // They end with their VM.
+      await sleep(500);
+      for (const pid of servers) assert.equal(existsSync(`/proc/${pid}`), false, `virtiofsd ${pid} outlived its VM`);
+    } finally {
+      await other.kill();
+      for (const d of [rw, ro]) rmSync(d, { recursive: true, force: true });
+      rmSync(marker, { force: true });
     }
   });
 

@@ -22,7 +22,7 @@ import type { DirEntry, ExecEvent, Isolation, Limits, ProcessInfo, SignalName } 
 import { type FileOpStarter, SandboxFiles } from '../files.js';
 import { isSameProcess, processStartTime } from '../proc.js';
 import { type ProcOpRunner, SandboxProcesses } from '../processes.js';
-import type { ExecOpts, HibernateKind, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, SandboxDisks, SandboxHandle } from '../types.js';
+import type { ExecOpts, HibernateKind, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, RuntimeVolume, SandboxDisks, SandboxHandle } from '../types.js';
 import { Cgroups, detectCgroups } from '../local/cgroups.js';
 import { type AccelChoice, chooseAccel } from './accel.js';
 import { BootGate } from './boot-gate.js';
@@ -71,6 +71,8 @@ interface VmRecord {
   dataDisk: string;
   limits: Limits;
   egressDir?: string;
+  /** How many named volumes its virtiofsd processes serve (such a VM cannot be saved). */
+  volumes?: number;
 }
 
 /** What a saved state can only be restored into: the same guest, root disk, accelerator, RAM, vCPUs and guest limits. */
@@ -277,7 +279,10 @@ export class MicroVmRuntime implements Runtime {
   }
 
   /** Start the sandbox's QEMU (booting, or from a saved state), in its host cgroup, and record it in its run directory. */
-  private async launch(id: string, o: { shape: VmShape; guest: GuestArtifacts; limits: Limits; dataDisk: string; hostDirs: string[]; incoming?: string; egressDir?: string }): Promise<{ vm: MicroVm; record: VmRecord }> {
+  private async launch(
+    id: string,
+    o: { shape: VmShape; guest: GuestArtifacts; limits: Limits; dataDisk: string; hostDirs: string[]; volumes?: readonly RuntimeVolume[]; incoming?: string; egressDir?: string },
+  ): Promise<{ vm: MicroVm; record: VmRecord }> {
     const log = this.opts.logger?.child({ sandbox_id: id });
     const vm = await MicroVm.start({
       guest: o.guest,
@@ -285,6 +290,7 @@ export class MicroVmRuntime implements Runtime {
       cpus: o.shape.cpus,
       limits: o.shape.limits,
       ...(o.shape.writableRoot ? { writableRoot: true } : {}),
+      ...(o.volumes?.length ? { volumes: o.volumes } : {}),
       accel: o.shape.accel,
       runDir: this.runDir(id),
       name: this.vmName(id),
@@ -303,14 +309,15 @@ export class MicroVmRuntime implements Runtime {
       await vm.kill();
       throw new InternalError(`sandbox ${id}'s VM exited right after starting`);
     }
-    const record: VmRecord = { pid: vm.pid, startTime, shape: o.shape, dataDisk: o.dataDisk, limits: o.limits, ...(o.egressDir ? { egressDir: o.egressDir } : {}) };
+    const record: VmRecord = { pid: vm.pid, startTime, shape: o.shape, dataDisk: o.dataDisk, limits: o.limits, ...(o.egressDir ? { egressDir: o.egressDir } : {}), ...(o.volumes?.length ? { volumes: o.volumes.length } : {}) };
     writeFileSync(join(vm.runDir, RECORD), `${JSON.stringify(record)}\n`, { mode: 0o600 });
     return { vm, record };
   }
 
   async create(spec: RuntimeSpec): Promise<SandboxHandle> {
     if (spec.isolation !== 'vm') throw new BadRequestError(`the microvm runtime offers isolation vm, not ${spec.isolation}`, { hint: 'use --isolation vm, or leave it out' });
-    if (spec.volumes?.length) throw new BadRequestError('the microvm runtime cannot mount named volumes yet', { hint: 'use another runtime for sandboxes with volumes' });
+    const volumes = spec.volumes ?? [];
+    if (volumes.length && spec.memoryFrom) throw new ConflictError('a microVM with named volumes cannot start from a memory image', { hint: 'QEMU cannot save a VM with a shared filesystem (vhost-user-fs): leave out the volumes, or the memory' });
     if (!this.opts.disks.detach) throw new InternalError('the microvm runtime needs a disk store that can hand over a disk image');
     await this.opts.ensureImage?.(spec.image);
     const { shape, guest } = await this.shapeFor(spec.image, spec.limits, spec.writableRoot === true);
@@ -318,7 +325,8 @@ export class MicroVmRuntime implements Runtime {
     await mkdir(this.opts.runRoot, { recursive: true, mode: 0o700 });
     // A sandbox that starts empty starts from its kind's template when there is one (a fork or a
     // snapshot's restore has a disk of its own, and boots; a memory fork starts from its parent's state).
-    const key = spec.diskFrom ? undefined : templateKey({ ...shape, diskMb: spec.limits.diskMb });
+    // A VM with volumes has devices no template has (and could not be saved as one): it boots.
+    const key = spec.diskFrom || volumes.length ? undefined : templateKey({ ...shape, diskMb: spec.limits.diskMb });
     const template = key ? this.readyTemplate(key) : undefined;
     const hostDirs = this.hostCgroup(spec.id, spec.limits, shape);
     const cg = this.cg();
@@ -333,7 +341,7 @@ export class MicroVmRuntime implements Runtime {
       const dataDisk = await this.opts.disks.detach(spec.id);
       if (!dataDisk) throw new InternalError(`sandbox ${spec.id}'s disk vanished`);
       const start = (incoming: string | undefined): Promise<{ vm: MicroVm; record: VmRecord }> =>
-        this.launch(spec.id, { shape, guest, limits: spec.limits, dataDisk, hostDirs, ...(incoming ? { incoming } : {}), ...(spec.egressDir ? { egressDir: spec.egressDir } : {}) });
+        this.launch(spec.id, { shape, guest, limits: spec.limits, dataDisk, hostDirs, volumes, ...(incoming ? { incoming } : {}), ...(spec.egressDir ? { egressDir: spec.egressDir } : {}) });
       let restored = false;
       if (memory) {
         launched = await start(memory);
@@ -602,7 +610,7 @@ export class MicroVmRuntime implements Runtime {
    */
   async canHibernate(kind: HibernateKind): Promise<ProbeResult> {
     if (kind.isolation !== 'vm') return { ok: false, reason: `the microvm runtime offers isolation vm, not ${kind.isolation}`, hint: 'use --isolation vm' };
-    if (kind.volumes) return { ok: false, reason: 'the microvm runtime has no named volumes', hint: 'use another runtime for sandboxes with volumes' };
+    if (kind.volumes) return { ok: false, reason: 'QEMU cannot save a VM with named volumes (their shared filesystem device, vhost-user-fs, cannot be migrated)', hint: 'use a profile without volumes, or stop the sandbox instead' };
     return { ok: true };
   }
 
@@ -613,6 +621,7 @@ export class MicroVmRuntime implements Runtime {
     if (ch?.isOpen && ch.running(['egress']) > 0) throw new ConflictError(`sandbox ${handle.id} is busy (a command or a transfer is running)`, { hint: 'hibernate it when it is idle' });
     const { record } = live;
     if (!record) throw new InternalError(`sandbox ${handle.id}'s VM has no record`);
+    if (record.volumes) throw new ConflictError(`sandbox ${handle.id} has named volumes, and QEMU cannot save a VM with them`, { hint: 'stop it instead' });
     const dir = this.hibernatedDir(handle.id);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     await this.dropChannel(handle.id);

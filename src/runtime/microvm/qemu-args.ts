@@ -44,6 +44,12 @@ export interface QemuArgsOpts {
    * user, under an overlay whose upper layer is the data disk's rootfs/ (native/writable-root.h).
    */
   writableRoot?: boolean;
+  /**
+   * Named volumes, each served by a virtiofsd of its own on a vhost-user socket (volume-server.ts);
+   * the guest mounts tag volN at the target (agentbox.volumes on the kernel's command line).
+   * vhost-user needs the guest's RAM in shared memory (a memfd).
+   */
+  volumes?: { socket: string; target: string; readOnly: boolean }[];
 }
 
 /**
@@ -77,10 +83,23 @@ export function qemuArgs(o: QemuArgsOpts): string[] {
   if (!Number.isInteger(o.memoryMb) || o.memoryMb < 32) throw new RangeError(`memoryMb must be an integer >= 32, not ${o.memoryMb}`);
   if (!Number.isInteger(o.cpus) || o.cpus < 1) throw new RangeError(`cpus must be an integer >= 1, not ${o.cpus}`);
   if (o.limits && !(Number.isInteger(o.limits.memoryMb) && o.limits.memoryMb >= 1 && Number.isInteger(o.limits.pids) && o.limits.pids >= 1)) throw new RangeError(`bad guest limits: ${JSON.stringify(o.limits)}`);
-  for (const p of [o.agentSocket, o.consoleLog, o.rootDisk ?? '', o.dataDisk ?? '', o.qmpSocket ?? '', o.incoming ?? '']) if (p.includes(',')) throw new RangeError(`QEMU option paths cannot hold a comma: ${p}`);
+  for (const p of [o.agentSocket, o.consoleLog, o.rootDisk ?? '', o.dataDisk ?? '', o.qmpSocket ?? '', o.incoming ?? '', ...(o.volumes ?? []).map((v) => v.socket)]) {
+    if (p.includes(',')) throw new RangeError(`QEMU option paths cannot hold a comma: ${p}`);
+  }
+  const append = [
+    kernelCmdline({ tscKhz: o.accel === 'tcg' ? o.tscKhz : undefined }),
+    ...(o.limits ? [`agentbox.memory_mb=${o.limits.memoryMb}`, `agentbox.pids=${o.limits.pids}`] : []),
+    ...(o.writableRoot ? ['agentbox.writable_root=1'] : []),
+    ...(o.volumes?.length ? [`agentbox.volumes=${volumesOption(o.volumes)}`] : []),
+  ].join(' ');
+  // x86's COMMAND_LINE_SIZE; longer is cut without a word.
+  if (append.length >= 2048) throw new RangeError(`the guest's command line would be ${append.length} bytes (at most 2047): too many volumes or too long targets`);
   return [
     ...(o.name ? ['-name', o.name] : []),
-    '-M', 'microvm,x-option-roms=off,rtc=on',
+    '-M', `microvm,x-option-roms=off,rtc=on${o.volumes?.length ? ',memory-backend=mem' : ''}`,
+    // vhost-user devices need virtio 1.0; microvm's virtio-mmio is legacy unless told (only VMs
+    // with volumes are: they are never saved, so no saved state meets the other transport).
+    ...(o.volumes?.length ? ['-object', `memory-backend-memfd,id=mem,size=${o.memoryMb}M,share=on`, '-global', 'virtio-mmio.force-legacy=false'] : []),
     '-accel', o.accel,
     // KVM: the host's CPU, minus the MSR this machine's software KVM refuses (research §2).
     ...(o.accel === 'kvm' ? ['-cpu', 'host,-arch-capabilities'] : []),
@@ -96,17 +115,14 @@ export function qemuArgs(o: QemuArgsOpts): string[] {
     '-serial', `file:${o.consoleLog}`,
     '-kernel', o.vmlinux,
     '-initrd', o.initramfs,
-    '-append', [
-      kernelCmdline({ tscKhz: o.accel === 'tcg' ? o.tscKhz : undefined }),
-      ...(o.limits ? [`agentbox.memory_mb=${o.limits.memoryMb}`, `agentbox.pids=${o.limits.pids}`] : []),
-      ...(o.writableRoot ? ['agentbox.writable_root=1'] : []),
-    ].join(' '),
+    '-append', append,
     '-device', 'virtio-serial-device',
     '-chardev', `socket,id=agent,path=${o.agentSocket},server=on,wait=off`,
     '-device', 'virtserialport,chardev=agent,name=org.agentbox.0',
     ...(o.qmpSocket ? ['-qmp', `unix:${o.qmpSocket},server=on,wait=off`] : []),
     ...(o.incoming ? ['-incoming', `unix:${o.incoming}`] : []),
     ...(o.addFds ?? []).flatMap(({ fd, set }) => ['-add-fd', `fd=${fd},set=${set}`]),
+    ...(o.volumes ?? []).flatMap((v, i) => ['-chardev', `socket,id=vol${i},path=${v.socket}`, '-device', `vhost-user-fs-device,chardev=vol${i},tag=vol${i}`]),
     ...(o.rootDisk ? ['-drive', `id=root,file=${o.rootDisk},format=raw,if=none,readonly=on`, '-device', 'virtio-blk-device,drive=root,serial=agentbox-root'] : []),
     // cache=none: the guest's writes reach the host's file when the guest flushes them, not later (snapshots copy that file).
     // file.locking=off: QEMU's image locks only keep a second QEMU off the disk, and here the daemon
@@ -114,6 +130,14 @@ export function qemuArgs(o: QemuArgsOpts): string[] {
     // after a state save reopens it and trips over QEMU's own lock ("Failed to get write lock").
     ...(o.dataDisk ? ['-drive', `id=disk,file=${o.dataDisk},format=raw,if=none,cache=none,discard=unmap,file.locking=off`, '-device', 'virtio-blk-device,drive=disk,serial=agentbox-disk'] : []),
   ];
+}
+
+/**
+ * The volumes for the guest agent: `TAG:rw|ro:HEX(target)` joined by commas (a target is any absolute
+ * path; hex keeps spaces and commas out of the kernel's command line).
+ */
+export function volumesOption(volumes: readonly { target: string; readOnly: boolean }[]): string {
+  return volumes.map((v, i) => `vol${i}:${v.readOnly ? 'ro' : 'rw'}:${Buffer.from(v.target).toString('hex')}`).join(',');
 }
 
 /** The host's CPU clock in kHz from /proc/cpuinfo (the first `cpu MHz`), or undefined when it says none. */

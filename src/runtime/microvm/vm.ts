@@ -17,7 +17,9 @@ import { Qmp } from './qmp.js';
 import type { BootGate } from './boot-gate.js';
 import { VmChannel } from './channel.js';
 import type { GuestArtifacts } from './guest/build.js';
+import type { RuntimeVolume } from '../types.js';
 import { canJail, jailedCommand, vmCredentials } from './jail.js';
+import { startVolumeServer } from './volume-server.js';
 import { type Accel, qemuArgs, tscKhz } from './qemu-args.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
@@ -29,6 +31,8 @@ const QMP_SOCKET = 'qmp.sock';
 const CONSOLE_LOG = 'console.log';
 const INCOMING_SOCKET = 'incoming.sock';
 const MIGRATE_SOCKET = 'migrate.sock';
+/** The vhost-user socket of the VM's Ith volume, in QEMU's directory. */
+const volumeSocket = (i: number): string => `vol${i}.sock`;
 
 export interface VmFiles {
   /** QEMU's working directory, owned by its user. */
@@ -85,6 +89,8 @@ export interface MicroVmOpts {
   limits?: { memoryMb: number; pids: number };
   /** rootfs: writable: the guest overlays the image with a layer on the data disk (qemu-args.ts). */
   writableRoot?: boolean;
+  /** Named volumes, each served to the guest by a virtiofsd of its own (volume-server.ts). */
+  volumes?: readonly RuntimeVolume[];
   /** Boots wait their turn here (the runtime shares one gate among its VMs). */
   gate?: BootGate;
   /** From QEMU's start to the agent's answer. @default 60000 */
@@ -181,10 +187,38 @@ export class MicroVm {
         ],
         ...(opts.limits ? { limits: opts.limits } : {}),
         ...(opts.writableRoot ? { writableRoot: true } : {}),
+        ...(opts.volumes?.length ? { volumes: opts.volumes.map((v, i) => ({ socket: volumeSocket(i), target: v.target, readOnly: v.readOnly })) } : {}),
         qmpSocket: QMP_SOCKET,
         ...(opts.incoming ? { incoming: INCOMING_SOCKET } : {}),
       });
     } catch (err) {
+      for (const fd of inherited) closeSync(fd);
+      await rm(runDir, { recursive: true, force: true });
+      throw err;
+    }
+    // QEMU connects to each volume's server as it starts: they listen first.
+    const servers: ChildProcess[] = [];
+    try {
+      const logFd = opts.volumes?.length ? openSync(join(runDir, 'virtiofsd.log'), 'a', 0o600) : undefined;
+      try {
+        for (const [i, v] of (opts.volumes ?? []).entries()) {
+          servers.push(
+            await startVolumeServer({
+              source: v.source,
+              readOnly: v.readOnly,
+              socket: join(files.dir, volumeSocket(i)),
+              ...(creds ? { owner: { uid: creds.uid, gid: creds.gid } } : {}),
+              logFd: logFd ?? 'ignore',
+              detached: opts.detached === true,
+              ...(opts.onSpawn ? { onSpawn: opts.onSpawn } : {}),
+            }),
+          );
+        }
+      } finally {
+        if (logFd !== undefined) closeSync(logFd);
+      }
+    } catch (err) {
+      for (const s of servers) s.kill('SIGKILL');
       for (const fd of inherited) closeSync(fd);
       await rm(runDir, { recursive: true, force: true });
       throw err;
@@ -201,10 +235,13 @@ export class MicroVm {
     const proc = spawn(cmd.command, cmd.args, { stdio, cwd: files.dir, detached: opts.detached === true && !opts.dieWithParent });
     if (logFd !== undefined) closeSync(logFd);
     for (const fd of inherited) closeSync(fd);
+    // A server whose QEMU never connected would wait for it forever; one whose QEMU went, exits.
+    const killServers = (): void => void servers.forEach((s) => s.kill('SIGKILL'));
     try {
       if (proc.pid !== undefined) opts.onSpawn?.(proc.pid);
     } catch (err) {
       proc.kill('SIGKILL');
+      killServers();
       await rm(runDir, { recursive: true, force: true });
       throw err;
     }
@@ -250,6 +287,7 @@ export class MicroVm {
       return new MicroVm(proc, runDir, channel, exited, bootMs, opts.log);
     } catch (err) {
       proc.kill('SIGKILL');
+      killServers();
       await exited;
       await rm(runDir, { recursive: true, force: true });
       throw err;

@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RuntimeUnavailableError } from '../../../contract/errors.js';
 
-/** virtio_mmio finds the devices, virtio_console gives the agent's port; virtio_blk and overlay are for root disks. */
-export const GUEST_MODULES = ['virtio_mmio', 'virtio_console', 'virtio_blk', 'overlay'] as const;
+/** virtio_mmio finds the devices, virtio_console gives the agent's port; virtio_blk and overlay are for root disks; virtiofs (with fuse) for named volumes. */
+export const GUEST_MODULES = ['virtio_mmio', 'virtio_console', 'virtio_blk', 'overlay', 'virtiofs'] as const;
 
 /** The module files (relative to modulesDir) to load, each after everything it depends on. */
 export function moduleLoadOrder(modulesDir: string, wanted: readonly string[] = GUEST_MODULES): string[] {
