@@ -69,6 +69,7 @@
 #include "egress-relay.h"
 #include "exec-relay.h"
 #include "pid1.h"
+#include "mount-point.h"
 #include "writable-root.h"
 #include "proc-list.h"
 #include "seccomp-deny.h"
@@ -287,23 +288,6 @@ static void bind_into(const char *src, const char *dst, int readonly) {
     die(dst);
 }
 
-/* PATH: absolute, no empty, "." or ".." part (checked here too: it becomes a path under the stage). */
-static void make_mount_point(const char *base, const char *path) {
-  char buf[4096];
-  size_t len = strlen(path);
-  if (path[0] != '/' || len < 2 || len > 1024 || path[len - 1] == '/' || strstr(path, "//") || strstr(path, "/./") ||
-      strstr(path, "/../") || (len >= 2 && strcmp(path + len - 2, "/.") == 0) || (len >= 3 && strcmp(path + len - 3, "/..") == 0))
-    die_msg("a mount point must be a plain absolute path");
-  int n = snprintf(buf, sizeof buf, "%s%s", base, path);
-  if (n < 0 || (size_t)n >= sizeof buf) die_msg("mount point too long");
-  for (size_t i = strlen(base) + 1; i <= (size_t)n; i++) {
-    if (buf[i] != '/' && buf[i] != '\0') continue;
-    char saved = buf[i];
-    buf[i] = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) die(buf);
-    buf[i] = saved;
-  }
-}
 
 /*
  * A volume (a filesystem mounted on the host, shared by every sandbox that uses it) at DST, idmapped
@@ -339,7 +323,7 @@ static void stage_rootfs(const char *rootfs, const char *stage, const char *root
   if (mkdir(empty, 0755) != 0) die(empty);
   /* Volumes' mount points the image lacks: directories of the lower layer under the image's, so
    * bwrap finds them on the read-only root (where the image has the path, the image's wins). */
-  for (int i = 0; i < o->nmount_points; i++) make_mount_point(empty, o->mount_points[i]);
+  for (int i = 0; i < o->nmount_points; i++) make_mount_point(empty, o->mount_points[i], 0);
   int empty_fd = open(empty, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (empty_fd < 0) die(empty);
   snprintf(opts, sizeof opts, "lowerdir=/proc/self/fd/%d:/proc/self/fd/%d,xino=off,uuid=off,index=off,redirect_dir=off", rootfs_fd, empty_fd);
@@ -353,7 +337,7 @@ static void stage_writable_rootfs(const char *rootfs, const char *stage, const c
   char empty[4096];
   snprintf(empty, sizeof empty, "%s/empty", stage);
   if (mkdir(empty, 0755) != 0) die(empty);
-  for (int i = 0; i < o->nmount_points; i++) make_mount_point(empty, o->mount_points[i]);
+  for (int i = 0; i < o->nmount_points; i++) make_mount_point(empty, o->mount_points[i], 0);
   if (mkdir(o->root_upper, 0700) != 0 && errno != EEXIST) die(o->root_upper);
   const char *layers[1] = { rootfs };
   mount_writable_root(layers, 1, empty, o->root_upper, root, o->uid, o->gid, NULL);

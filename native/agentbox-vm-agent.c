@@ -94,6 +94,7 @@
 #include "procfs.h"
 #include "seccomp-deny.h"
 #include "drop-privileges.h"
+#include "mount-point.h"
 #include "writable-root.h"
 
 #define PORT_NAME "org.agentbox.0"
@@ -1012,19 +1013,6 @@ static int hex_value(char c) {
   return -1;
 }
 
-/* A target is absolute, and no component of it is "" past the first, "." or "..". */
-static int sane_target(const char *t) {
-  if (t[0] != '/' || t[1] == '\0') return 0;
-  for (const char *c = t; *c; c++) {
-    if (*c != '/') continue;
-    const char *next = c + 1;
-    if (*next == '/' || *next == '\0') return 0;
-    if (next[0] == '.' && (next[1] == '/' || next[1] == '\0')) return 0;
-    if (next[0] == '.' && next[1] == '.' && (next[2] == '/' || next[2] == '\0')) return 0;
-  }
-  return 1;
-}
-
 static void parse_volumes(const char *cmdline) {
   const char *p = strstr(cmdline, "agentbox.volumes=");
   if (!p) return;
@@ -1048,30 +1036,15 @@ static void parse_volumes(const char *cmdline) {
       p += 2;
     }
     v->target[len] = '\0';
-    if (!sane_target(v->target)) die_msg("a volume's target must be an absolute path without . or ..");
     nvolumes++;
     if (*p == ',') p++;
-  }
-}
-
-/* mkdir -p ROOT/PATH (PATH absolute); a component that exists already is fine. */
-static void make_dirs(const char *root, const char *path) {
-  char buf[2048];
-  int n = snprintf(buf, sizeof buf, "%s%s", root, path);
-  if (n < 0 || (size_t)n >= sizeof buf) die_msg("a volume's target is too long");
-  for (size_t i = strlen(root) + 1; i <= (size_t)n; i++) {
-    if (buf[i] != '/' && buf[i] != '\0') continue;
-    char saved = buf[i];
-    buf[i] = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST && errno != EROFS) die(buf);
-    buf[i] = saved;
   }
 }
 
 static void mount_volumes(void) {
   for (int i = 0; i < nvolumes; i++) {
     char target[2048];
-    make_dirs("/newroot", volumes[i].target);
+    make_mount_point("/newroot", volumes[i].target, 1);
     snprintf(target, sizeof target, "/newroot%s", volumes[i].target);
     unsigned long flags = MS_NOSUID | MS_NODEV | (volumes[i].read_only ? MS_RDONLY : 0);
     if (mount(volumes[i].tag, target, "virtiofs", flags, NULL) != 0) die(target);
@@ -1117,7 +1090,7 @@ static void mount_sandbox_root(void) {
     mkdir("/image", 0755);
     if (mount(root_dev, "/image", "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV, "noload") != 0) die("mount the image's root");
     mount_or_log("tmpfs", "/mount-points", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
-    for (int i = 0; i < nvolumes; i++) make_dirs("/mount-points", volumes[i].target);
+    for (int i = 0; i < nvolumes; i++) make_mount_point("/mount-points", volumes[i].target, 0);
     if (mount("agentbox-image", "/newroot", "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, "lowerdir=/image:/mount-points") != 0) die("overlay the image's root");
   } else if (mount(root_dev, "/newroot", "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV, "noload") != 0) {
     log_line("mount the image's root %s: %s", root_dev);
