@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "port-connect.h"
 
 #define FILE_UNSIZED_MAX (1L << 20)
 #define FILE_LIST_MAX 10000
@@ -117,6 +118,8 @@ static int file_op(const char *op, const char *path) {
     return 0;
   }
   if (strcmp(op, "mkdir") == 0) { mkdirs(path, 1); return 0; }
+  /* Not a file: a port's connection (port-connect.h), which rides the same transport. PATH is the port. */
+  if (strcmp(op, "connect") == 0) return port_connect(path);
   if (strcmp(op, "remove") == 0) {
     if (lstat(path, &st) != 0) file_fail("remove", path);
     if (nftw(path, remove_entry, 32, FTW_DEPTH | FTW_PHYS) != 0) file_fail("remove", path);

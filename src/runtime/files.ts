@@ -20,8 +20,11 @@ import { BadRequestError, ConflictError, ForbiddenError, InternalError, NotFound
 import type { DirEntry } from '../contract/model.js';
 import type { Runtime, SandboxHandle } from './types.js';
 
-/** The operations of native/file-ops.h that the files API uses (it has `mkdir` too). */
-export type FileOp = 'read' | 'write' | 'list' | 'remove';
+/**
+ * The operations of native/file-ops.h that the files API uses (it has `mkdir` too), and `connect`,
+ * a port's connection that rides the same transport (ports.ts).
+ */
+export type FileOp = 'read' | 'write' | 'list' | 'remove' | 'connect';
 
 /** One file operation running inside a sandbox, as its transport hands it over. */
 export interface FileOpProcess {

@@ -2,7 +2,7 @@
  * The runtime driver interface. Core code knows only this file; each driver lives in its own folder.
  * Drivers never read the policy or the store: they get a resolved spec and return opaque handle data.
  */
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { DirEntry, ExecEvent, Isolation, Limits, ProcessInfo, RuntimeName, SignalName } from '../contract/model.js';
 
 /** What a driver needs to create a sandbox: already resolved and checked by policy. */
@@ -222,6 +222,12 @@ export interface Runtime {
   listDir(handle: SandboxHandle, path: string): Promise<DirEntry[]>;
   /** Remove a file or a directory tree; BadRequestError for `/`. */
   removePath(handle: SandboxHandle, path: string): Promise<void>;
+  /**
+   * Capability: a connection to a server listening on PORT inside the sandbox (127.0.0.1 or ::1 there;
+   * 0.0.0.0 includes them), made from inside, so the sandbox's network stays closed (ports.ts).
+   * ConflictError when nothing listens there.
+   */
+  openPort?(handle: SandboxHandle, port: number): Promise<Duplex>;
   /**
    * Whether the sandbox still runs (paused and hibernated count as running). `alive: false`, not an
    * error, for one that was destroyed, reaped or died by itself. `paused`/`hibernated`: by `pause` or

@@ -687,6 +687,52 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
       }
     });
 
+    it('reaches a server listening inside over openPort, made from inside (no network opened): bytes both ways with half-close, two at once, a refusal where nothing listens, nothing left after', async (t) => {
+      if (!rt.openPort) return t.skip(`${opts.name} has no openPort capability`);
+      const h = await newSandbox();
+      // Echo servers inside on the sandbox's loopback: one connection each (busybox nc -e cat).
+      const listen = async (port: number): Promise<void> => {
+        const r = await run(rt, h, `nc -l -p ${port} -e /bin/cat >/dev/null 2>&1 & for i in $(seq 100); do netstat -ltn 2>/dev/null | grep -q ":${port} " && exit 0; sleep 0.1; done; exit 1`);
+        assert.equal(r.exitCode, 0, `no server on ${port} inside: ${r.stderr}`);
+      };
+      await listen(8080);
+      await listen(8081);
+      const [a, b] = await Promise.all([rt.openPort(h, 8080), rt.openPort(h, 8081)]);
+      const payloads = [randomBytes(1 << 20), randomBytes(300_000)];
+      const sha = (buf: Buffer): string => createHash('sha256').update(buf).digest('hex');
+      const echoed = await Promise.all(
+        [a, b].map(async (conn, i) => {
+          const chunks: Buffer[] = [];
+          conn.on('data', (c: Buffer) => chunks.push(c));
+          const ended = new Promise<void>((resolve, reject) => {
+            conn.once('end', resolve);
+            conn.once('error', reject);
+          });
+          // Written, then half-closed: cat sees its end, answers everything and ends the connection.
+          conn.end(payloads[i]);
+          await ended;
+          return Buffer.concat(chunks);
+        }),
+      );
+      assert.equal(sha(echoed[0]!), sha(payloads[0]!), `1 MiB through port 8080 came back as ${echoed[0]!.length} bytes`);
+      assert.equal(sha(echoed[1]!), sha(payloads[1]!));
+      await assert.rejects(rt.openPort(h, 8082), (e: Error) => e instanceof ConflictError && /nothing listens on port 8082/.test(e.message));
+      for (const bad of [0, 65536, 1.5, -1]) await assert.rejects(rt.openPort(h, bad), BadRequestError);
+      // A client that goes away mid-connection ends what relayed it inside.
+      await listen(8083);
+      const c = await rt.openPort(h, 8083);
+      c.write('hello');
+      c.destroy();
+      let left: string[] = [];
+      for (let i = 0; i < 50; i++) {
+        left = (await rt.processes(h)).filter((p) => / connect 808\d/.test(p.command) || /^nc -l -p 808[0-3]/.test(p.command)).map((p) => p.command);
+        if (left.length === 0) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.deepEqual(left, [], 'the relays and the one-connection servers should have ended with their connections');
+      await rt.destroy(h);
+    });
+
     it('reports stats', async () => {
       const s = await rt.stats(sb);
       assert.ok(s.memoryBytes > 0);

@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { buffer as readAllOf, text } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +19,7 @@ import { BadRequestError, ConflictError, InternalError, RuntimeUnavailableError 
 import { EXIT_KILLED } from '../../contract/exit-codes.js';
 import type { DirEntry, ExecEvent, Isolation, ProcessInfo, SignalName } from '../../contract/model.js';
 import { SandboxFiles, type FileOpStarter } from '../files.js';
+import { SandboxPorts } from '../ports.js';
 import { SandboxProcesses, type ProcOpRunner } from '../processes.js';
 import { execEnv } from '../shared.js';
 import { EGRESS_MOUNT } from '../egress-plumbing.js';
@@ -318,11 +319,12 @@ export class DockerRuntime implements Runtime {
 
   /**
    * The files API's transport: one `init fileop OP PATH` as the sandbox user (native/file-ops.h). A read
-   * runs under the `run` wrapper with a tag, so that `abort` can end it on every path (an Engine exec
-   * keeps running when its connection is dropped, and a read can be long).
+   * (and a port's connection, ports.ts) runs under the `run` wrapper with a tag, so that `abort` can end
+   * it on every path (an Engine exec keeps running when its connection is dropped, and a read can be long).
    */
   private readonly startFileOp: FileOpStarter = async (handle, op, path, stdin) => {
-    const tag = op === 'read' ? `fr_${randomBytes(8).toString('hex')}` : undefined;
+    // A read and a port's connection can last: tagged, so that abort ends them on every path.
+    const tag = op === 'read' || op === 'connect' ? `fr_${randomBytes(8).toString('hex')}` : undefined;
     const ex = await this.startExec(handle, {
       cmd: [INIT_IN_CONTAINER, 'fileop', op, path], workingDir: '/', env: FILE_ENV, ...(stdin ? { stdin } : {}), ...(tag ? { run: { timeoutMs: 0, tag } } : {}),
     });
@@ -335,6 +337,7 @@ export class DockerRuntime implements Runtime {
   };
 
   private readonly files = new SandboxFiles(this.startFileOp);
+  private readonly ports = new SandboxPorts(this.startFileOp);
 
   /** The processes API's transport: `init ps|signal ...` as the sandbox user, through the exec route (native/proc-list.h). */
   private readonly runProcOp: ProcOpRunner = async (handle, args) => {
@@ -351,6 +354,10 @@ export class DockerRuntime implements Runtime {
 
   signalProcess(handle: SandboxHandle, pid: number, signal: SignalName): Promise<void> {
     return this.procs.signalProcess(handle, pid, signal);
+  }
+
+  openPort(handle: SandboxHandle, port: number): Promise<Duplex> {
+    return this.ports.openPort(handle, port);
   }
 
   readFile(handle: SandboxHandle, path: string): Promise<Readable> {

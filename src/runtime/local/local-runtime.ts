@@ -6,13 +6,14 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { accessSync, constants, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError, InternalError, RuntimeUnavailableError } from '../../contract/errors.js';
 import { EXIT_KILLED, EXIT_SIGNAL_BASE } from '../../contract/exit-codes.js';
 import type { DirEntry, ExecEvent, Isolation, ProcessInfo, SignalName } from '../../contract/model.js';
 import { streamExec } from '../exec-process.js';
 import { SandboxFiles, type FileOpStarter } from '../files.js';
+import { SandboxPorts } from '../ports.js';
 import { SandboxProcesses, type ProcOpRunner } from '../processes.js';
 import { execEnv } from '../shared.js';
 import { claimDisk, rootLayerDir } from '../disk-owner.js';
@@ -281,6 +282,7 @@ export class LocalRuntime implements Runtime {
   };
 
   private readonly files = new SandboxFiles(this.startFileOp);
+  private readonly ports = new SandboxPorts(this.startFileOp);
 
   /** The processes API's transport: `agentbox-helper ps|signal ...` inside the sandbox, as its user (native/proc-list.h). */
   private readonly runProcOp: ProcOpRunner = async (handle, args) => {
@@ -349,6 +351,10 @@ export class LocalRuntime implements Runtime {
     const free = this.freeLeaves.get(id) ?? [];
     free.push(leaf);
     this.freeLeaves.set(id, free);
+  }
+
+  openPort(handle: SandboxHandle, port: number): Promise<Duplex> {
+    return this.ports.openPort(handle, port);
   }
 
   readFile(handle: SandboxHandle, path: string): Promise<Readable> {

@@ -9,6 +9,7 @@
  * (RUN_ROOT/ID: the agent's socket, the console and QEMU's log) and `-name agentbox-vm.HOMETAG.ID`
  * are how a later daemon finds it again, to reconnect or to reap.
  */
+import type { Duplex } from 'node:stream';
 import { spawnSync } from 'node:child_process';
 import { constants as fsConstants, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
@@ -20,6 +21,7 @@ import type { Logger } from 'pino';
 import { BadRequestError, ConflictError, InternalError, RuntimeUnavailableError } from '../../contract/errors.js';
 import type { DirEntry, ExecEvent, Isolation, Limits, ProcessInfo, SignalName } from '../../contract/model.js';
 import { type FileOpStarter, SandboxFiles } from '../files.js';
+import { SandboxPorts } from '../ports.js';
 import { isSameProcess, processStartTime } from '../proc.js';
 import { type ProcOpRunner, SandboxProcesses } from '../processes.js';
 import type { ExecOpts, HibernateKind, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, RuntimeVolume, SandboxDisks, SandboxHandle } from '../types.js';
@@ -528,6 +530,7 @@ export class MicroVmRuntime implements Runtime {
   };
 
   private readonly files = new SandboxFiles(this.startFileOp);
+  private readonly ports = new SandboxPorts(this.startFileOp);
   private readonly procs = new SandboxProcesses(this.runProcOp);
 
   processes(handle: SandboxHandle): Promise<ProcessInfo[]> {
@@ -536,6 +539,10 @@ export class MicroVmRuntime implements Runtime {
 
   signalProcess(handle: SandboxHandle, pid: number, signal: SignalName): Promise<void> {
     return this.procs.signalProcess(handle, pid, signal);
+  }
+
+  openPort(handle: SandboxHandle, port: number): Promise<Duplex> {
+    return this.ports.openPort(handle, port);
   }
 
   readFile(handle: SandboxHandle, path: string): ReturnType<Runtime['readFile']> {
