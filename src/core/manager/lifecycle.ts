@@ -139,6 +139,14 @@ export async function endSandbox(
   endedBy: string | null,
 ): Promise<void> {
   const id = stored.sandbox.id;
+  // A delete, a stop: while the runtime destroys the sandbox it looks lost, and the reaper must not
+  // record that (nor end it on its own) before this end does.
+  if (endedBy !== 'reaper') return d.pauses.whileEnding(id, () => endNow(d, stored, state, reason, endedBy));
+  return endNow(d, stored, state, reason, endedBy);
+}
+
+async function endNow(d: Parameters<typeof endSandbox>[0], stored: StoredSandbox, state: SandboxState, reason: EndReason, endedBy: string | null): Promise<void> {
+  const id = stored.sandbox.id;
   const rt = d.runtimes.find(stored.sandbox.runtime);
   try {
     if (rt && stored.runtimeData) await rt.destroy(handleOf(stored));
@@ -148,6 +156,8 @@ export async function endSandbox(
   }
   await d.egress?.close(id);
   await d.volumes?.release(id).catch((err: unknown) => d.logger.error({ sandbox_id: id, err }, 'could not release volumes'));
+  // The reaper found it lost while a caller was ending it: the caller's end is the one recorded.
+  if (endedBy === 'reaper' && d.pauses.isEnding(id)) return;
   // Another path may have ended it meanwhile (a reaper pass during a delete): then it is told once.
   if (!d.store.markEnded(id, { state, reason, endedBy, at: new Date().toISOString() })) return;
   d.store.audit({ tenant: stored.sandbox.tenant, actor: endedBy, action: state === 'deleted' ? 'delete' : 'stop', sandboxId: id, detail: { reason } });
@@ -179,9 +189,29 @@ export class IdlePauses {
     return this.paused.has(id);
   }
 
-  /** A pause, a wake or an exclusive operation (a fork or snapshot with memory) is under way: its runtime state is in between. */
+  /** A pause, a wake, an exclusive operation (a fork or snapshot with memory) or an end is under way: its runtime state is in between. */
   changing(id: string): boolean {
-    return this.transitions.has(id);
+    return this.transitions.has(id) || this.ending.has(id);
+  }
+
+  /** Sandboxes a caller (not the reaper) is ending: destroyed before they are marked ended. */
+  private readonly ending = new Map<string, number>();
+
+  /** Run `end` with the sandbox marked as being ended, so the reaper neither judges it lost nor ends it first. */
+  async whileEnding<T>(id: string, end: () => Promise<T>): Promise<T> {
+    this.ending.set(id, (this.ending.get(id) ?? 0) + 1);
+    try {
+      return await end();
+    } finally {
+      const left = (this.ending.get(id) ?? 1) - 1;
+      if (left > 0) this.ending.set(id, left);
+      else this.ending.delete(id);
+    }
+  }
+
+  /** Whether a caller is ending this sandbox now. */
+  isEnding(id: string): boolean {
+    return this.ending.has(id);
   }
 
   /** How it is paused, if it is. */

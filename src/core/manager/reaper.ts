@@ -43,7 +43,8 @@ export async function reapPass(d: ReaperDeps): Promise<void> {
     }
     const rt = d.runtimes.find(sb.runtime);
     // Not while it is being paused, woken or saved: in between, a runtime may see neither a running nor a saved sandbox.
-    if (rt && stored.runtimeData && !d.pauses.changing(sb.id) && !(await rt.status(handleOf(stored))).alive) {
+    // Asked again after the status: a delete may have begun meanwhile, and its destroy looks like a loss.
+    if (rt && stored.runtimeData && !d.pauses.changing(sb.id) && !(await rt.status(handleOf(stored))).alive && !d.pauses.changing(sb.id)) {
       await endSandbox(d, stored, 'failed', 'runtime_lost', 'reaper');
       continue;
     }
