@@ -96,7 +96,10 @@ const r = spawnSync(
   },
 );
 reapOrphanedTestScopes();
-reapOrphanedScratchStores();
+// A killed test process leaves its scratch disk store mounted (src/storage/scratch-store.ts).
+const { removeOrphanedScratchStores } = await import(join(testDir, '..', 'src', 'storage', 'scratch-store.js'));
+const reaped = removeOrphanedScratchStores();
+if (reaped.length > 0) console.error(`run-tests: removed the scratch disk stores of killed test processes: ${reaped.join(', ')}`);
 const silentFiles = existsSync(ledger) ? readFileSync(ledger, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
 rmSync(dirname(ledger), { recursive: true, force: true });
 // A file that passed without reporting a single test of its own ended early with status 0: every
@@ -104,42 +107,6 @@ rmSync(dirname(ledger), { recursive: true, force: true });
 const unaccounted = silentFiles.filter((s) => s.outcome === 'passed');
 for (const s of unaccounted) console.error(`run-tests: ${relative(root, s.file)} ended without reporting its tests (its process exited part-way): counted as a failure`);
 process.exit(unaccounted.length > 0 ? 1 : (r.status ?? 1));
-
-/**
- * A test process's scratch disk store (src/storage/scratch-store.ts: `agentbox-disks-PID-…` in the
- * temporary directory, with loop-mounted images inside) is unmounted and removed by that process at
- * its exit; a process that was killed leaves it mounted. Those of dead processes go here.
- */
-function reapOrphanedScratchStores() {
-  const parents = [...new Set([process.env.AGENTBOX_SCRATCH_DIR ?? tmpdir(), tmpdir()])];
-  const unescape = (p) => p.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
-  const mountPoints = () =>
-    readFileSync('/proc/self/mountinfo', 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => unescape(l.split(' ')[4]));
-  const reaped = [];
-  for (const parent of parents) {
-    let names = [];
-    try {
-      names = readdirSync(parent);
-    } catch {
-      continue;
-    }
-    for (const name of names) {
-      const m = /^agentbox-disks-(\d+)-/.exec(name);
-      if (!m || existsSync(`/proc/${m[1]}`)) continue;
-      const dir = join(parent, name);
-      const points = mountPoints()
-        .filter((p) => p === dir || p.startsWith(`${dir}/`))
-        .sort((a, b) => b.length - a.length);
-      for (const p of points) spawnSync('umount', ['-l', p], { stdio: 'ignore' });
-      rmSync(dir, { recursive: true, force: true });
-      reaped.push(name);
-    }
-  }
-  if (reaped.length > 0) console.error(`run-tests: removed the scratch disk stores of killed test processes: ${reaped.join(', ')}`);
-}
 
 /**
  * Local sandboxes outlive the process that created them (the daemon's restart relies on it), so a

@@ -165,6 +165,9 @@ export class MicroVm {
       inherited.push(openSync(path, flags));
       return 2 + inherited.length;
     };
+    // QEMU connects to each volume's server as it starts: they listen first.
+    const servers: ChildProcess[] = [];
+    let serverLog: number | undefined;
     let args: string[];
     try {
       args = qemuArgs({
@@ -191,39 +194,31 @@ export class MicroVm {
         qmpSocket: QMP_SOCKET,
         ...(opts.incoming ? { incoming: INCOMING_SOCKET } : {}),
       });
-    } catch (err) {
-      for (const fd of inherited) closeSync(fd);
-      await rm(runDir, { recursive: true, force: true });
-      throw err;
-    }
-    // QEMU connects to each volume's server as it starts: they listen first.
-    const servers: ChildProcess[] = [];
-    try {
-      const logFd = opts.volumes?.length ? openSync(join(runDir, 'virtiofsd.log'), 'a', 0o600) : undefined;
-      try {
-        for (const [i, v] of (opts.volumes ?? []).entries()) {
-          servers.push(
-            await startVolumeServer({
-              source: v.source,
-              readOnly: v.readOnly,
-              socket: join(files.dir, volumeSocket(i)),
-              ...(creds ? { owner: { uid: creds.uid, gid: creds.gid } } : {}),
-              logFd: logFd ?? 'ignore',
-              detached: opts.detached === true,
-              ...(opts.onSpawn ? { onSpawn: opts.onSpawn } : {}),
-            }),
-          );
-        }
-      } finally {
-        if (logFd !== undefined) closeSync(logFd);
+      // Not QEMU's to inherit: kept apart from its descriptors.
+      serverLog = opts.volumes?.length ? openSync(join(runDir, 'virtiofsd.log'), 'a', 0o600) : undefined;
+      for (const [i, v] of (opts.volumes ?? []).entries()) {
+        servers.push(
+          await startVolumeServer({
+            source: v.source,
+            readOnly: v.readOnly,
+            socket: join(files.dir, volumeSocket(i)),
+            ...(creds ? { owner: { uid: creds.uid, gid: creds.gid } } : {}),
+            logFd: serverLog ?? 'ignore',
+            detached: opts.detached === true,
+            ...(opts.onSpawn ? { onSpawn: opts.onSpawn } : {}),
+          }),
+        );
       }
     } catch (err) {
-      for (const s of servers) s.kill('SIGKILL');
+      for (const server of servers) server.kill('SIGKILL');
       for (const fd of inherited) closeSync(fd);
       await rm(runDir, { recursive: true, force: true });
       throw err;
+    } finally {
+      if (serverLog !== undefined) closeSync(serverLog);
     }
     const binary = opts.qemuBinary ?? process.env.AGENTBOX_QEMU ?? QEMU_BINARY;
+    const notInstalled = (): Error => new RuntimeUnavailableError(`${binary} is not installed`, { hint: 'apt-get install qemu-system-x86 (scripts/install-system-deps.sh)' });
     const agentSocket = files.agentSocket;
     const consoleLog = files.consoleLog;
     const started = performance.now();
@@ -256,12 +251,12 @@ export class MicroVm {
     });
     const gone = new AbortController();
     proc.once('error', (err: NodeJS.ErrnoException) =>
-      gone.abort(err.code === 'ENOENT' ? new RuntimeUnavailableError(`${binary} is not installed`, { hint: 'apt-get install qemu-system-x86 (scripts/install-system-deps.sh)' }) : err),
+      gone.abort(err.code === 'ENOENT' ? notInstalled() : err),
     );
     void exited.then(({ code, signal }) => {
       // 127: setpriv could not execute QEMU.
       if (!gone.signal.aborted && code === 127 && /failed to execute/.test(stderr())) {
-        gone.abort(new RuntimeUnavailableError(`${binary} is not installed`, { hint: 'apt-get install qemu-system-x86 (scripts/install-system-deps.sh)' }));
+        gone.abort(notInstalled());
       } else if (!gone.signal.aborted) {
         gone.abort(new RuntimeUnavailableError(`QEMU exited during the boot (${signal ?? `code ${code}`}): ${stderr().trim().slice(-500) || consoleTail(consoleLog)}`, { hint: `the VM's console is in ${consoleLog}` }));
       }
