@@ -322,7 +322,7 @@ __attribute__((noreturn)) static void child_main(const char *kind, const char *c
   }
   if (strcmp(kind, "file") == 0 && argc == 2) {
     int rc = file_op(argv[0], argv[1]);
-    if (rc == 0 && fflush(stdout) == 0) _exit(0);
+    if (rc >= 0 && fflush(stdout) == 0) _exit(rc);
     fprintf(stderr, "agentbox-file-error:EINVAL:unknown operation %s\n", argv[0]);
     _exit(1);
   }

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "port-connect.h"
+#include "pty-session.h"
 
 #define FILE_UNSIZED_MAX (1L << 20)
 #define FILE_LIST_MAX 10000
@@ -88,7 +89,7 @@ static void mkdirs(const char *path, int include_last) {
   }
 }
 
-/* Returns 0, exits 1 with an error line on failure, or -1 for an unknown OP. */
+/* Returns the exit status (0, or a pty command's), exits 1 with an error line on failure, or -1 for an unknown OP. */
 static int file_op(const char *op, const char *path) {
   struct stat st;
   if (strcmp(op, "read") == 0) {
@@ -120,6 +121,8 @@ static int file_op(const char *op, const char *path) {
   if (strcmp(op, "mkdir") == 0) { mkdirs(path, 1); return 0; }
   /* Not a file: a port's connection (port-connect.h), which rides the same transport. PATH is the port. */
   if (strcmp(op, "connect") == 0) return port_connect(path);
+  /* Not a file either: a command on a terminal (pty-session.h); its status is the command's. PATH is unused. */
+  if (strcmp(op, "pty") == 0) return pty_session();
   if (strcmp(op, "remove") == 0) {
     if (lstat(path, &st) != 0) file_fail("remove", path);
     if (nftw(path, remove_entry, 32, FTW_DEPTH | FTW_PHYS) != 0) file_fail("remove", path);

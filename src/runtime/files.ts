@@ -22,9 +22,9 @@ import type { Runtime, SandboxHandle } from './types.js';
 
 /**
  * The operations of native/file-ops.h that the files API uses (it has `mkdir` too), and `connect`,
- * a port's connection that rides the same transport (ports.ts).
+ * a port's connection (ports.ts) and a terminal (pty.ts), which ride the same transport.
  */
-export type FileOp = 'read' | 'write' | 'list' | 'remove' | 'connect';
+export type FileOp = 'read' | 'write' | 'list' | 'remove' | 'connect' | 'pty';
 
 /** One file operation running inside a sandbox, as its transport hands it over. */
 export interface FileOpProcess {

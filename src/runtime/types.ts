@@ -3,6 +3,7 @@
  * Drivers never read the policy or the store: they get a resolved spec and return opaque handle data.
  */
 import type { Duplex, Readable } from 'node:stream';
+import type { PtyOpts, PtyProcess } from './pty.js';
 import type { DirEntry, ExecEvent, Isolation, Limits, ProcessInfo, RuntimeName, SignalName } from '../contract/model.js';
 
 /** What a driver needs to create a sandbox: already resolved and checked by policy. */
@@ -228,6 +229,12 @@ export interface Runtime {
    * ConflictError when nothing listens there.
    */
   openPort?(handle: SandboxHandle, port: number): Promise<Duplex>;
+  /**
+   * Capability: a command on a pseudo-terminal allocated inside the sandbox (its own devpts), as the
+   * sandbox user, leader of a session whose controlling terminal it is (pty.ts). Resolves once it runs.
+   * The session ends when the command exits, as an exec does; hanging up sends its session SIGHUP.
+   */
+  openPty?(handle: SandboxHandle, opts: PtyOpts): Promise<PtyProcess>;
   /**
    * Whether the sandbox still runs (paused and hibernated count as running). `alive: false`, not an
    * error, for one that was destroyed, reaped or died by itself. `paused`/`hibernated`: by `pause` or

@@ -15,6 +15,7 @@ import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '.
 import type { Isolation, Limits } from '../../src/contract/model.js';
 import type { Runtime, RuntimeVolume, SandboxHandle } from '../../src/runtime/types.js';
 import { scratchVolumeStore } from '../../src/storage/scratch-store.js';
+import type { PtyProcess } from '../../src/runtime/pty.js';
 import { mountTable } from '../../src/storage/host-tools.js';
 import { collect, execOpts, run } from '../helpers/collect.js';
 import { readAll } from '../../src/sdk/client.js';
@@ -730,6 +731,92 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
         await new Promise((r) => setTimeout(r, 100));
       }
       assert.deepEqual(left, [], 'the relays and the one-connection servers should have ended with their connections');
+      await rt.destroy(h);
+    });
+
+    /** A terminal in sandbox H, and what it has shown so far. */
+    const openTerminal = async (h: SandboxHandle, cmd: string[], more: { cwd?: string } = {}): Promise<{ pty: PtyProcess; screen: () => string; waitFor: (re: RegExp, what: string) => Promise<void> }> => {
+      const pty = await rt.openPty!(h, { cmd, cols: 80, rows: 24, env: { GREETING: 'hello-pty' }, execId: `exe_pty${++counter}`, ...more });
+      let text = '';
+      pty.output.on('data', (c: Buffer) => (text += c.toString()));
+      const waitFor = async (re: RegExp, what: string): Promise<void> => {
+        for (let i = 0; i < 150 && !re.test(text); i++) await new Promise((r) => setTimeout(r, 100));
+        assert.match(text, re, `${what}; the terminal showed: ${JSON.stringify(text.slice(-400))}`);
+      };
+      return { pty, screen: () => text, waitFor };
+    };
+
+    it('runs a command on a terminal inside (openPty): a real tty of its own devpts, size and resize, typing, signals, exit codes, hang-up, nothing left after', async (t) => {
+      if (!rt.openPty) return t.skip(`${opts.name} has no openPty capability`);
+      const h = await newSandbox();
+      const open = (cmd: string[], more: { cwd?: string } = {}) => openTerminal(h, cmd, more);
+      const s = await open(['sh']);
+      assert.ok(s.pty.pid > 1, `pid inside: ${s.pty.pid}`);
+      s.pty.write(Buffer.from('[ -t 0 ] && [ -t 1 ] && echo tty-$((6*7)); tty; stty size; echo "$GREETING $TERM $(id -u) $AGENTBOX_EXEC_ID"\n'));
+      await s.waitFor(/tty-42/, 'stdin and stdout are a terminal');
+      await s.waitFor(/\/dev\/pts\/\d+/, 'the terminal is a pts of the sandbox');
+      await s.waitFor(/^24 80\r?$/m, 'stty size gives the size asked for');
+      await s.waitFor(/hello-pty xterm-256color 1000 exe_pty\d+/, 'the environment, TERM, the sandbox user and the exec id');
+      s.pty.resize(132, 40);
+      s.pty.write(Buffer.from('stty size\n'));
+      await s.waitFor(/^40 132\r?$/m, 'a resize reaches the terminal');
+      // Input larger than the terminal's buffer arrives whole (the relay waits for the terminal).
+      const big = 'x'.repeat(200_000);
+      s.pty.write(Buffer.from(`head -c 200200 > /tmp/typed.txt\n`));
+      for (let off = 0; off < big.length; off += 1000) s.pty.write(Buffer.from(`${big.slice(off, off + 1000)}\n`));
+      s.pty.write(Buffer.from('wc -c < /tmp/typed.txt\n'));
+      await s.waitFor(/^200200\r?$/m, '200 kB typed arrive whole');
+      s.pty.write(Buffer.from('exit 7\n'));
+      assert.equal(await s.pty.exit, 7);
+
+      // A signal to the command; a missing command; a missing cwd; bad sizes.
+      const trapped = await open(['sh', '-c', 'trap "echo got-term; exit 5" TERM; echo ready; while :; do sleep 0.1; done']);
+      await trapped.waitFor(/ready/, 'the trap is set');
+      trapped.pty.signal('TERM');
+      assert.equal(await trapped.pty.exit, 5);
+      await trapped.waitFor(/got-term/, 'the command saw SIGTERM');
+      assert.equal(await (await open(['no-such-command-xyz'])).pty.exit, 127);
+      const nocwd = await open(['sh'], { cwd: '/no/such/dir' });
+      assert.equal(await nocwd.pty.exit, 126);
+      await nocwd.waitFor(/no\/such\/dir/, 'the reason is on the terminal');
+      for (const [cols, rows] of [[0, 24], [80, 0], [1001, 24], [80.5, 24]] as const) {
+        await assert.rejects(rt.openPty(h, { cmd: ['sh'], cols, rows, env: {}, execId: 'exe_bad' }), BadRequestError);
+      }
+      await assert.rejects(rt.openPty(h, { cmd: [], cols: 80, rows: 24, env: {}, execId: 'exe_bad' }), BadRequestError);
+
+      // A hang-up ends the session and its jobs, even a job that ignores SIGHUP (SIGKILL follows).
+      const hup = await open(['sh', '-c', 'trap "" HUP; echo stubborn; sleep 60 & wait']);
+      await hup.waitFor(/stubborn/, 'the session runs');
+      hup.pty.hangUp();
+      assert.equal(typeof (await hup.pty.exit), 'number', 'a hung-up session ends (its status is the shell\'s choice)');
+      // A client that drops the session at once: nothing of it is left inside.
+      const dropped = await open(['sh', '-c', 'echo dropped-start; sleep 60']);
+      await dropped.waitFor(/dropped-start/, 'the session runs');
+      dropped.pty.destroy();
+      let left: string[] = [];
+      for (let i = 0; i < 60; i++) {
+        left = (await rt.processes(h)).filter((p) => /exe_pty/.test(p.execId ?? '') || / pty -$/.test(p.command) || /sleep 60/.test(p.command)).map((p) => `${p.pid} ${p.command}`);
+        if (left.length === 0) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.deepEqual(left, [], 'terminal sessions and their jobs should be gone');
+      await rt.destroy(h);
+    });
+
+    it('a Ctrl-C typed on a terminal interrupts its foreground job', async (t) => {
+      if (!rt.openPty) return t.skip(`${opts.name} has no openPty capability`);
+      const h = await newSandbox();
+      const s = await openTerminal(h, ['sh']);
+      // Ctrl-C is a byte like any other: the terminal turns it into SIGINT for the foreground job.
+      s.pty.write(Buffer.from('sleep 30; echo sleep-$((40+2))\n'));
+      await new Promise((r) => setTimeout(r, 700));
+      const t0 = Date.now();
+      s.pty.write(Buffer.from('\x03'));
+      s.pty.write(Buffer.from('echo after-$((6*7))\n'));
+      await s.waitFor(/^after-42\r?$/m, 'Ctrl-C interrupts the foreground sleep');
+      assert.doesNotMatch(s.screen(), /^sleep-42/m, 'the sleep was interrupted, not finished');
+      assert.ok(Date.now() - t0 < 20_000);
+      s.pty.destroy();
       await rt.destroy(h);
     });
 

@@ -35,8 +35,11 @@ if (!probe.ok) {
   if (wanted.includes('gvisor') && !runsc) {
     test('docker runtime contract with gVisor', { skip: 'runsc is not registered with dockerd (see scripts/start-dockerd.sh)' }, () => undefined);
   } else if (wanted.includes('gvisor')) {
-    runRuntimeContract({ name: 'docker (gVisor, exec agent)', isolation: 'gvisor', debian: hasDebian(), newRuntime });
-    runRuntimeContract({ name: 'docker (gVisor, Engine exec)', isolation: 'gvisor', debian: hasDebian(), newRuntime: newEngineOnlyRuntime });
+    // runsc (20221219, Debian 12's) keeps no session for a terminal: TIOCSCTTY succeeds, but /dev/tty
+    // gives EIO and typed control characters raise no signal. Signals sent with `signal` do arrive.
+    const skip = [{ reason: "gVisor's terminal raises no signal for a typed Ctrl-C (no session is kept for the terminal in runsc 20221219)", tests: ['a Ctrl-C typed on a terminal interrupts its foreground job'] }];
+    runRuntimeContract({ name: 'docker (gVisor, exec agent)', isolation: 'gvisor', debian: hasDebian(), newRuntime, skip });
+    runRuntimeContract({ name: 'docker (gVisor, Engine exec)', isolation: 'gvisor', debian: hasDebian(), newRuntime: newEngineOnlyRuntime, skip });
   }
 
   after(async () => {

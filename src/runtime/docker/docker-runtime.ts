@@ -20,6 +20,7 @@ import { EXIT_KILLED } from '../../contract/exit-codes.js';
 import type { DirEntry, ExecEvent, Isolation, ProcessInfo, SignalName } from '../../contract/model.js';
 import { SandboxFiles, type FileOpStarter } from '../files.js';
 import { SandboxPorts } from '../ports.js';
+import { SandboxPty, type PtyOpts, type PtyProcess } from '../pty.js';
 import { SandboxProcesses, type ProcOpRunner } from '../processes.js';
 import { execEnv } from '../shared.js';
 import { EGRESS_MOUNT } from '../egress-plumbing.js';
@@ -319,12 +320,12 @@ export class DockerRuntime implements Runtime {
 
   /**
    * The files API's transport: one `init fileop OP PATH` as the sandbox user (native/file-ops.h). A read
-   * (and a port's connection, ports.ts) runs under the `run` wrapper with a tag, so that `abort` can end
+   * (and a port's connection, ports.ts, and a terminal, pty.ts) runs under the `run` wrapper with a tag, so that `abort` can end
    * it on every path (an Engine exec keeps running when its connection is dropped, and a read can be long).
    */
   private readonly startFileOp: FileOpStarter = async (handle, op, path, stdin) => {
-    // A read and a port's connection can last: tagged, so that abort ends them on every path.
-    const tag = op === 'read' || op === 'connect' ? `fr_${randomBytes(8).toString('hex')}` : undefined;
+    // A read, a port's connection and a terminal can last: tagged, so that abort ends them on every path.
+    const tag = op === 'read' || op === 'connect' || op === 'pty' ? `fr_${randomBytes(8).toString('hex')}` : undefined;
     const ex = await this.startExec(handle, {
       cmd: [INIT_IN_CONTAINER, 'fileop', op, path], workingDir: '/', env: FILE_ENV, ...(stdin ? { stdin } : {}), ...(tag ? { run: { timeoutMs: 0, tag } } : {}),
     });
@@ -338,6 +339,7 @@ export class DockerRuntime implements Runtime {
 
   private readonly files = new SandboxFiles(this.startFileOp);
   private readonly ports = new SandboxPorts(this.startFileOp);
+  private readonly terminals = new SandboxPty(this.startFileOp);
 
   /** The processes API's transport: `init ps|signal ...` as the sandbox user, through the exec route (native/proc-list.h). */
   private readonly runProcOp: ProcOpRunner = async (handle, args) => {
@@ -358,6 +360,10 @@ export class DockerRuntime implements Runtime {
 
   openPort(handle: SandboxHandle, port: number): Promise<Duplex> {
     return this.ports.openPort(handle, port);
+  }
+
+  openPty(handle: SandboxHandle, opts: PtyOpts): Promise<PtyProcess> {
+    return this.terminals.openPty(handle, opts);
   }
 
   readFile(handle: SandboxHandle, path: string): Promise<Readable> {

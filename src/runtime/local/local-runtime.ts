@@ -14,6 +14,7 @@ import type { DirEntry, ExecEvent, Isolation, ProcessInfo, SignalName } from '..
 import { streamExec } from '../exec-process.js';
 import { SandboxFiles, type FileOpStarter } from '../files.js';
 import { SandboxPorts } from '../ports.js';
+import { SandboxPty, type PtyOpts, type PtyProcess } from '../pty.js';
 import { SandboxProcesses, type ProcOpRunner } from '../processes.js';
 import { execEnv } from '../shared.js';
 import { claimDisk, rootLayerDir } from '../disk-owner.js';
@@ -283,6 +284,7 @@ export class LocalRuntime implements Runtime {
 
   private readonly files = new SandboxFiles(this.startFileOp);
   private readonly ports = new SandboxPorts(this.startFileOp);
+  private readonly terminals = new SandboxPty(this.startFileOp);
 
   /** The processes API's transport: `agentbox-helper ps|signal ...` inside the sandbox, as its user (native/proc-list.h). */
   private readonly runProcOp: ProcOpRunner = async (handle, args) => {
@@ -355,6 +357,10 @@ export class LocalRuntime implements Runtime {
 
   openPort(handle: SandboxHandle, port: number): Promise<Duplex> {
     return this.ports.openPort(handle, port);
+  }
+
+  openPty(handle: SandboxHandle, opts: PtyOpts): Promise<PtyProcess> {
+    return this.terminals.openPty(handle, opts);
   }
 
   readFile(handle: SandboxHandle, path: string): Promise<Readable> {

@@ -22,6 +22,7 @@ import { BadRequestError, ConflictError, InternalError, RuntimeUnavailableError 
 import type { DirEntry, ExecEvent, Isolation, Limits, ProcessInfo, SignalName } from '../../contract/model.js';
 import { type FileOpStarter, SandboxFiles } from '../files.js';
 import { SandboxPorts } from '../ports.js';
+import { SandboxPty, type PtyOpts, type PtyProcess } from '../pty.js';
 import { isSameProcess, processStartTime } from '../proc.js';
 import { type ProcOpRunner, SandboxProcesses } from '../processes.js';
 import type { ExecOpts, HibernateKind, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, RuntimeVolume, SandboxDisks, SandboxHandle } from '../types.js';
@@ -531,6 +532,7 @@ export class MicroVmRuntime implements Runtime {
 
   private readonly files = new SandboxFiles(this.startFileOp);
   private readonly ports = new SandboxPorts(this.startFileOp);
+  private readonly terminals = new SandboxPty(this.startFileOp);
   private readonly procs = new SandboxProcesses(this.runProcOp);
 
   processes(handle: SandboxHandle): Promise<ProcessInfo[]> {
@@ -543,6 +545,10 @@ export class MicroVmRuntime implements Runtime {
 
   openPort(handle: SandboxHandle, port: number): Promise<Duplex> {
     return this.ports.openPort(handle, port);
+  }
+
+  openPty(handle: SandboxHandle, opts: PtyOpts): Promise<PtyProcess> {
+    return this.terminals.openPty(handle, opts);
   }
 
   readFile(handle: SandboxHandle, path: string): ReturnType<Runtime['readFile']> {
