@@ -7,10 +7,10 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
-import { readJson, parseWith } from '../api/http-util.js';
+import { readJson } from '../api/http-util.js';
 import { checkJsonBody } from '../api/request-guard.js';
 import { BadRequestError, NotFoundError } from '../contract/errors.js';
-import type { Sandbox } from '../contract/model.js';
+import { EnvSchema, LabelsSchema, type Sandbox } from '../contract/model.js';
 import { CreateSandboxRequestSchema, type CreateSandboxRequest } from '../contract/requests.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { EnvdTokens } from './envd-token.js';
@@ -30,8 +30,8 @@ const NewSandboxSchema = z
   .object({
     templateID: z.string().min(1).max(128),
     timeout: TimeoutSecondsSchema.optional(),
-    metadata: z.record(z.string(), z.string()).optional(),
-    envVars: z.record(z.string(), z.string()).optional(),
+    metadata: LabelsSchema.optional(),
+    envVars: EnvSchema.optional(),
     secure: z.boolean().optional(),
     allow_internet_access: z.boolean().optional(),
     autoPause: z.literal(false, { error: 'autoPause is not supported: agentbox ends a sandbox at its timeout (its idle sandboxes may be paused by the policy\'s pauseAfter)' }).optional(),
@@ -110,7 +110,7 @@ export async function handleControlPlane(ctx: ControlPlaneCtx, path: string, que
 }
 
 async function create(c: ControlPlaneCtx): Promise<void> {
-  const body = await readJson(c.req, NewSandboxSchema);
+  const body = await readBody(c.req, NewSandboxSchema);
   const sandbox = await c.manager.create(toCreateRequest(c.manager, body), c.caller);
   send(c.res, 201, { ...identity(sandbox), envdAccessToken: c.tokens.issue(sandbox.id, sandbox.tenant, c.caller.scopes) });
 }
@@ -119,7 +119,7 @@ async function create(c: ControlPlaneCtx): Promise<void> {
 function toCreateRequest(manager: SandboxManager, body: NewSandbox): CreateSandboxRequest {
   const template = body.templateID;
   const isProfile = Object.hasOwn(manager.policy.profiles, template);
-  return parseWith(CreateSandboxRequestSchema, {
+  return parseE2b(CreateSandboxRequestSchema, {
     ...(isProfile ? { profile: template } : { image: template === BASE_TEMPLATE ? BASE_IMAGE : template }),
     ...(body.metadata ? { labels: body.metadata } : {}),
     ...(body.envVars ? { env: body.envVars } : {}),
@@ -129,7 +129,7 @@ function toCreateRequest(manager: SandboxManager, body: NewSandbox): CreateSandb
 }
 
 async function list(c: ControlPlaneCtx, query: URLSearchParams, paged: boolean): Promise<void> {
-  const q = parseWith(ListQuerySchema, {
+  const q = parseE2b(ListQuerySchema, {
     ...Object.fromEntries([...query.entries()].filter(([k]) => k !== 'state')),
     ...(query.has('state') ? { state: query.getAll('state').flatMap((s) => s.split(',')).filter((s) => s !== '') } : {}),
   });
@@ -164,14 +164,14 @@ async function kill(c: ControlPlaneCtx, id: string): Promise<void> {
 }
 
 async function setTimeoutRoute(c: ControlPlaneCtx, id: string): Promise<void> {
-  const body = await readJson(c.req, TimeoutBodySchema);
+  const body = await readBody(c.req, TimeoutBodySchema);
   live(c, id);
   c.manager.setTtl(id, body.timeout * 1000, c.caller);
   c.res.writeHead(204).end();
 }
 
 async function refresh(c: ControlPlaneCtx, id: string): Promise<void> {
-  const body = await readJson(c.req, RefreshBodySchema);
+  const body = await readBody(c.req, RefreshBodySchema);
   live(c, id);
   c.manager.setTtl(id, (body.duration ?? 60) * 1000, c.caller);
   c.res.writeHead(204).end();
@@ -179,7 +179,7 @@ async function refresh(c: ControlPlaneCtx, id: string): Promise<void> {
 
 /** A live sandbox's envd access; a paused one resumes with the first call into it. */
 async function connect(c: ControlPlaneCtx, id: string): Promise<void> {
-  const body = await readJson(c.req, ConnectBodySchema);
+  const body = await readBody(c.req, ConnectBodySchema);
   let sb = live(c, id);
   if (body.timeout !== undefined) sb = c.manager.setTtl(id, body.timeout * 1000, c.caller);
   send(c.res, 200, { ...identity(sb), envdAccessToken: c.tokens.issue(sb.id, sb.tenant, c.caller.scopes) });
@@ -240,6 +240,30 @@ function decodePageToken(token: string): { createdAt: string; id: string } {
     // fall through
   }
   throw new BadRequestError('malformed nextToken', { hint: 'pass the x-next-token of the previous page unchanged' });
+}
+
+/** Hints for the fields whose rules differ from E2B's. */
+const FIELD_HINTS: Record<string, string> = {
+  metadata: 'metadata keys: a letter or digit, then letters, digits, . _ - / (at most 63 in all); values at most 256 characters',
+  labels: 'metadata keys: a letter or digit, then letters, digits, . _ - / (at most 63 in all); values at most 256 characters',
+  envVars: 'environment variable names: letters, digits and _, not starting with a digit',
+  env: 'environment variable names: letters, digits and _, not starting with a digit',
+  timeout: 'timeout is in seconds, at least 1',
+  ttl: 'timeout is in seconds, at least 1',
+};
+
+/** Validate with a zod schema; the first problem becomes a bad_request naming the field, with E2B's words. */
+function parseE2b<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  const field = String(issue?.path[0] ?? 'body');
+  const where = issue && issue.path.length > 0 ? issue.path.join('.') : 'body';
+  throw new BadRequestError(`${where}: ${issue?.message ?? 'invalid'}`, { hint: FIELD_HINTS[field] ?? 'see E2B\'s API reference for the request shape' });
+}
+
+async function readBody<S extends z.ZodType>(req: IncomingMessage, schema: S): Promise<z.infer<S>> {
+  return parseE2b(schema, await readJson(req, z.unknown()));
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {

@@ -8,6 +8,8 @@ import type { ServerResponse } from 'node:http';
 import { Code, ConnectError } from '@connectrpc/connect';
 import type { Logger } from 'pino';
 import { AgentboxError, HTTP_STATUS, type ErrorCode } from '../contract/errors.js';
+import { PayloadTooLargeError } from '../api/http-util.js';
+import { UnsupportedMediaTypeError } from '../api/request-guard.js';
 
 /** An agentbox error code as a Connect code (one table, as HTTP_STATUS is for HTTP). */
 const CONNECT_CODE: Record<ErrorCode, Code> = {
@@ -40,7 +42,7 @@ export function toConnectError(err: unknown, logger: Logger): ConnectError {
 export function sendE2bError(res: ServerResponse, err: unknown, logger: Logger, status?: number): void {
   const known = err instanceof AgentboxError ? err : undefined;
   if (!known) logger.error({ err }, 'e2b: unhandled error');
-  const code = status ?? (known instanceof NotImplementedError ? 501 : known ? HTTP_STATUS[known.code] : 500);
+  const code = status ?? (known ? httpStatusOf(known) : 500);
   const message = known ? describe(known) : 'internal error (see the agentbox daemon log)';
   if (res.headersSent) {
     res.destroy();
@@ -49,6 +51,14 @@ export function sendE2bError(res: ServerResponse, err: unknown, logger: Logger, 
   const body = JSON.stringify({ code, message });
   res.writeHead(code, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
   res.end(body);
+}
+
+/** As the /v1 surface answers: 413 and 415 for those two kinds of bad request, 501 for what is not implemented. */
+function httpStatusOf(err: AgentboxError): number {
+  if (err instanceof PayloadTooLargeError) return 413;
+  if (err instanceof UnsupportedMediaTypeError) return 415;
+  if (err instanceof NotImplementedError) return 501;
+  return HTTP_STATUS[err.code];
 }
 
 /** What E2B's API answers for something it does not do: 501, which the SDK raises as a SandboxError carrying the message. */
