@@ -66,6 +66,11 @@ export class Authenticator {
     }
     const token = bearerToken(header);
     if (token === undefined) throw new UnauthorizedError('malformed Authorization header', { hint: 'use Authorization: Bearer <token>' });
+    return this.authenticateToken(token);
+  }
+
+  /** The caller a token stands for, checked exactly as a bearer token is (another surface's header, e.g. E2B's X-API-KEY). */
+  authenticateToken(token: string): Caller {
     const digest = sha256(token);
     let found: TokenEntry | undefined;
     // Check every entry so timing does not tell which one matched.

@@ -17,6 +17,7 @@ import { RateLimiter } from './rate-limit.js';
 import { createMcpHttpHandler, type McpHttpHandler } from '../mcp/http.js';
 import { matchRoute, notFoundRoute, routes } from './routes.js';
 import type { DaemonInfo } from '../contract/daemon.js';
+import type { E2bSurface } from '../e2b/surface.js';
 
 let openApi: Record<string, unknown> | undefined;
 
@@ -62,6 +63,8 @@ export interface ApiServerOpts {
   versionTag?: string;
   /** The daemon's state for GET /v1/daemon. */
   daemonInfo?: () => Promise<DaemonInfo>;
+  /** E2B's control plane and envd under /e2b (src/e2b). */
+  e2b?: E2bSurface;
 }
 
 export interface ApiServer {
@@ -178,6 +181,11 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
     if (url.pathname === '/mcp' && opts.mcp) {
       markBusy();
       await opts.mcp(req, res);
+      return;
+    }
+    if (opts.e2b?.owns(url.pathname)) {
+      markBusy();
+      await opts.e2b.handle(req, res, url, opts.listener);
       return;
     }
     const match = matchRoute(req.method ?? 'GET', url.pathname);

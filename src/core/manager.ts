@@ -19,7 +19,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { EgressService } from '../egress/service.js';
 import type { Metrics } from '../observability/metrics.js';
-import { resolveSpec } from '../policy/resolve.js';
+import { resolveSpec, resolveTtlChange } from '../policy/resolve.js';
 import type { Policy } from '../policy/schema.js';
 import type { Runtime, SandboxHandle } from '../runtime/types.js';
 import type { Store } from '../store/store.js';
@@ -268,8 +268,11 @@ export class SandboxManager {
     return paused ? { ...sb, paused } : sb;
   }
 
-  /** Stream an exec: output chunks as they come, then one `exit`. Recorded in the exec history. */
-  execStream(id: string, req: ExecRequest, caller: Caller, signal?: AbortSignal): { execId: string; events: AsyncIterable<ExecEvent> } {
+  /**
+   * Stream an exec: output chunks as they come, then one `exit`. Recorded in the exec history.
+   * `input`, when given, is the command's stdin as it arrives (instead of `req.stdin`).
+   */
+  execStream(id: string, req: ExecRequest, caller: Caller, signal?: AbortSignal, input?: Readable): { execId: string; events: AsyncIterable<ExecEvent> } {
     need(caller, 'exec');
     const stored = findRunning(this.parts.store, id, caller);
     this.parts.quotas.checkExecMinutes(caller.tenant);
@@ -277,7 +280,7 @@ export class SandboxManager {
     const rt = this.parts.runtimes.of(stored);
     const events = this.parts.execs.events(exec, async () => {
       const wokeMs = await this.parts.pauses.wake(stored);
-      const run = rt.exec(handleOf(stored), req.cmd, execOpts(stored, req, exec.execId, signal));
+      const run = rt.exec(handleOf(stored), req.cmd, execOpts(stored, req, exec.execId, signal, input));
       return wokeMs === undefined ? run : withWake(run, wokeMs);
     });
     return { execId: exec.execId, events: this.parts.inflight.trackIterable(events) };
@@ -350,6 +353,17 @@ export class SandboxManager {
     need(caller, 'exec');
     const stored = findRunning(this.parts.store, id, caller);
     return this.parts.inflight.track(killProcess(this.parts, stored, pid, req.signal ?? 'TERM', caller));
+  }
+
+  /** A running sandbox now ends `ttlMs` from now (at most its profile's ttl), audited. */
+  setTtl(id: string, ttlMs: number, caller: Caller): Sandbox {
+    need(caller, 'manage');
+    const stored = findRunning(this.parts.store, id, caller);
+    const allowed = resolveTtlChange(this.opts.policy, stored.sandbox.profile, ttlMs);
+    const expiresAt = new Date(Date.now() + allowed).toISOString();
+    this.parts.store.setExpiresAt(id, expiresAt);
+    this.parts.store.audit({ tenant: stored.sandbox.tenant, actor: caller.actor, action: 'set_ttl', sandboxId: id, detail: { ttlMs: allowed, expiresAt } });
+    return this.withPause(findSandbox(this.parts.store, id, caller).sandbox);
   }
 
   async stop(id: string, caller: Caller): Promise<Sandbox> {

@@ -32,6 +32,8 @@ import { RateLimiter } from '../api/rate-limit.js';
 import { servedHostNames } from '../api/request-guard.js';
 import type { DaemonInfo, RuntimeHealth } from '../contract/daemon.js';
 import { buildInfo, versionTag } from './build-info.js';
+import { EnvdTokens } from '../e2b/envd-token.js';
+import { createE2bSurface } from '../e2b/surface.js';
 import { HomeLock, type DaemonRecord } from './home-lock.js';
 
 export interface DaemonOpts {
@@ -187,7 +189,8 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     sandboxes: store.countByState(),
     pools: manager.poolStatus(),
   });
-  const common = { manager, auth, logger: opts.logger, metrics, images, limiter, daemonInfo: info, ...(opts.http ? { http: opts.http } : {}) };
+  const e2b = createE2bSurface({ manager, auth, tokens: EnvdTokens.forHome(paths.home), limiter, logger: opts.logger });
+  const common = { manager, auth, logger: opts.logger, metrics, images, limiter, daemonInfo: info, e2b, ...(opts.http ? { http: opts.http } : {}) };
   const daemon: Daemon = {
     paths,
     manager,
@@ -196,6 +199,8 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     servers,
     async close(closeOpts = {}) {
       clearInterval(sweeper);
+      // E2B's tracked commands and open streams end first: the servers and the manager wait for them.
+      e2b.close();
       // Stop accepting first; running requests finish; MCP sessions take their sandboxes along.
       const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => {
         s.close(() => resolve());

@@ -67,6 +67,15 @@ export function resolveEgressApproval(policy: Policy, profileName: string | null
   return resolveEgress(policy, profile?.egress ?? policy.defaults.egress, { mode, allow: [host] }, whoOf(profileName));
 }
 
+/**
+ * A new lifetime for a running sandbox, counted from now: at most what its profile (or the
+ * defaults) allows a create to ask for.
+ */
+export function resolveTtlChange(policy: Policy, profileName: string | null, askedMs: number): number {
+  const profile = profileName === null ? undefined : findProfile(policy, profileName);
+  return atMost('ttl', askedMs, parseDuration(profile?.ttl ?? policy.defaults.ttl), whoOf(profileName));
+}
+
 function findProfile(policy: Policy, name: string): Profile {
   // Own properties only: a profile called "constructor" must not come from Object.prototype.
   const profile = Object.hasOwn(policy.profiles, name) ? policy.profiles[name] : undefined;

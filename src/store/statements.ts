@@ -47,6 +47,7 @@ export interface Statements {
   setState: Stmt<[state: string, id: string]>;
   setEgress: Stmt<[egressJson: string, id: string]>;
   touch: Stmt<[at: string, id: string]>;
+  setExpiresAt: Stmt<[at: string | null, id: string]>;
   markEnded: Stmt<[MarkEndedParams]>;
   countActive: Stmt<[tenant: string], { n: number; mem: number }>;
   countByState: Stmt<[], { state: string; n: number }>;
@@ -88,6 +89,7 @@ export function prepareStatements(db: Database.Database): Statements {
     setState: prepare('UPDATE sandboxes SET state = ? WHERE id = ?'),
     setEgress: prepare('UPDATE sandboxes SET egress_json = ? WHERE id = ?'),
     touch: prepare('UPDATE sandboxes SET last_active_at = ? WHERE id = ?'),
+    setExpiresAt: prepare('UPDATE sandboxes SET expires_at = ? WHERE id = ?'),
     // A sandbox ends once: later ends (a reaper pass racing a delete) change nothing, except that a
     // stopped or failed one may still be deleted, keeping why, when and by whom it ended.
     markEnded: prepare(`

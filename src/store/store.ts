@@ -173,6 +173,11 @@ export class Store {
     this.stmts.touch.run(atIso, id);
   }
 
+  /** A new end of life for the reaper (null: none). */
+  setExpiresAt(id: string, atIso: string | null): void {
+    this.stmts.setExpiresAt.run(atIso, id);
+  }
+
   /**
    * Record the end of a sandbox. False when it changed nothing: the sandbox had already ended (a
    * stopped or failed one can still become deleted, keeping its first reason, time and actor).

@@ -5,6 +5,7 @@
  * mid-command); when it ends, its outcome, the tenant's exec time and the metrics are written.
  */
 import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { proxyEnv } from '../../egress/service.js';
 import type { Metrics } from '../../observability/metrics.js';
@@ -23,13 +24,13 @@ export function newExecId(): string {
 }
 
 /** What the runtime gets: the proxy's env (with egress) under the sandbox's under the request's; the timeout capped by the profile's. */
-export function execOpts(stored: StoredSandbox, req: ExecRequest, execId: string, signal?: AbortSignal): ExecOpts {
+export function execOpts(stored: StoredSandbox, req: ExecRequest, execId: string, signal?: AbortSignal, input?: Readable): ExecOpts {
   const spec = stored.spec;
   return {
     execId,
     env: { ...(stored.sandbox.egress.mode === 'none' ? {} : proxyEnv()), ...spec.env, ...req.env },
     ...(req.cwd ? { cwd: req.cwd } : {}),
-    ...(req.stdin !== undefined ? { stdin: Buffer.from(req.stdin) } : {}),
+    ...(input !== undefined ? { stdin: input } : req.stdin !== undefined ? { stdin: Buffer.from(req.stdin) } : {}),
     timeoutMs: Math.min(req.timeoutMs ?? spec.execTimeoutMs, spec.execTimeoutMs),
     outputLimitBytes: spec.outputLimitBytes,
     ...(signal ? { signal } : {}),

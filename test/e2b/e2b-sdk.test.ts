@@ -1,0 +1,293 @@
+/**
+ * The unmodified `e2b` SDK (2.51.0, a devDependency) against a real daemon on loopback, configured
+ * only by its connection options (the same values E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY
+ * carry): on the local runtime (bubblewrap) and on docker (skipped, saying why, without dockerd).
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AuthenticationError, CommandExitError, NotFoundError, Sandbox, SandboxError } from 'e2b';
+import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
+import { silentLogger } from '../../src/observability/logger.js';
+import { ENVD_VERSION } from '../../src/e2b/control-plane.js';
+import { hasDebian, TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
+
+const ALICE = 'alice-token-0123456789';
+const ALICE_READER = 'alice-reader-token-0123456789';
+const BOB = 'bob-token-0123456789';
+
+const POLICY = `version: 1
+defaults:
+  limits: { cpus: 1, memoryMb: 256, pids: 128, diskMb: 128 }
+  ttl: 1h
+  execTimeout: 2m
+profiles:
+  docker: { runtime: docker, image: debian }
+tenants:
+  - name: alice
+    tokens: [${ALICE}]
+    scopedTokens:
+      - { token: ${ALICE_READER}, scopes: [read] }
+  - name: bob
+    tokens: [${BOB}]
+`;
+
+const skipAll = process.getuid?.() !== 0 ? 'sandboxes need root' : !hasDebian() ? 'the E2B base template needs the debian image (AGENTBOX_TEST_DEBIAN=0)' : undefined;
+
+describe('the e2b SDK against agentbox', { skip: skipAll }, () => {
+  let home: string;
+  let daemon: Daemon | undefined;
+  let base: string;
+  let dockerSkip: string | undefined;
+  /** What E2B_API_URL / E2B_SANDBOX_URL / E2B_API_KEY would say. */
+  const as = (apiKey: string) => ({ apiUrl: `${base}/e2b`, sandboxUrl: `${base}/e2b/envd`, apiKey });
+
+  before(async () => {
+    await testImages();
+    home = mkdtempSync(join(tmpdir(), 'agentbox-e2b-'));
+    writeFileSync(join(home, 'policy.yaml'), POLICY);
+    daemon = await startDaemon({
+      env: { AGENTBOX_HOME: join(home, 'home'), AGENTBOX_IMAGES: TEST_IMAGES_DIR },
+      logger: silentLogger(),
+      policyPath: join(home, 'policy.yaml'),
+      socket: null,
+      tcp: { host: '127.0.0.1', port: 0 },
+    });
+    base = `http://127.0.0.1:${daemon.tcpAddress!.port}`;
+    const docker = await daemon.manager.runtime('docker').then(() => undefined, (err: unknown) => (err as Error).message);
+    dockerSkip = docker === undefined ? undefined : `dockerd is not reachable: ${docker}`;
+  });
+
+  after(async () => {
+    if (!daemon) return rmSync(home, { recursive: true, force: true });
+    for (const key of [ALICE, BOB]) {
+      for (const info of await Sandbox.list(as(key)).nextItems()) await Sandbox.kill(info.sandboxId, as(key));
+    }
+    const runtimes = [await daemon.manager.runtime('local'), ...(dockerSkip ? [] : [await daemon.manager.runtime('docker')])];
+    await daemon.close();
+    for (const rt of runtimes) assert.deepEqual(await rt.list(), [], `${rt.name}: sandboxes left on the host`);
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  for (const runtime of ['local', 'docker'] as const) {
+    const template = runtime === 'local' ? 'base' : 'docker';
+    const skipped = (t: { skip(reason: string): void }): boolean => {
+      if (runtime === 'docker' && dockerSkip) {
+        t.skip(dockerSkip);
+        return true;
+      }
+      return false;
+    };
+
+    test(`${runtime}: create with metadata and envs; commands.run with cwd and envs, output streamed before the end; exit 3 is CommandExitError`, async (t) => {
+      if (skipped(t)) return;
+      const sbx = await Sandbox.create(template, { ...as(ALICE), metadata: { purpose: 'e2b-test' }, envs: { FROM_CREATE: 'c1' } });
+      try {
+        const info = await sbx.getInfo();
+        assert.equal(info.metadata.purpose, 'e2b-test');
+        assert.equal(info.envdVersion, ENVD_VERSION);
+        assert.equal(info.templateId, template);
+        await sbx.files.makeDir('/workspace/sub');
+        const r = await sbx.commands.run('echo "$FROM_CREATE $FROM_RUN $(pwd)"; command -v python3 >/dev/null && echo py', { cwd: '/workspace/sub', envs: { FROM_RUN: 'r1' } });
+        assert.deepEqual([r.exitCode, r.stdout, r.stderr], [0, 'c1 r1 /workspace/sub\npy\n', '']);
+
+        const t0 = performance.now();
+        const chunks: { data: string; at: number }[] = [];
+        const streamed = await sbx.commands.run('echo one; sleep 1.5; echo two >&2; echo three', { onStdout: (d) => void chunks.push({ data: d, at: performance.now() - t0 }) });
+        const ended = performance.now() - t0;
+        assert.equal(streamed.stdout, 'one\nthree\n');
+        assert.equal(streamed.stderr, 'two\n');
+        assert.equal(chunks[0]?.data, 'one\n');
+        assert.ok(ended - (chunks[0]?.at ?? ended) > 1000, `first stdout at ${chunks[0]?.at} ms, command ended at ${ended} ms`);
+
+        const err = await sbx.commands.run('echo before; echo oops >&2; exit 3').then(() => undefined, (e: unknown) => e);
+        assert.ok(err instanceof CommandExitError, `got ${String(err)}`);
+        assert.deepEqual([err.exitCode, err.stdout, err.stderr], [3, 'before\n', 'oops\n']);
+      } finally {
+        await sbx.kill();
+      }
+    });
+
+    test(`${runtime}: background command, wait, reattach by pid from a second client, list, stdin, kill`, async (t) => {
+      if (skipped(t)) return;
+      const sbx = await Sandbox.create(template, as(ALICE));
+      try {
+        const bg = await sbx.commands.run('echo start; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo after-go; exit 5', { background: true });
+        assert.ok(bg.pid > 1);
+        assert.deepEqual((await sbx.commands.list()).map((p) => [p.pid, p.cmd, p.args.at(-1)]), [[bg.pid, '/bin/bash', 'echo start; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo after-go; exit 5']]);
+        await bg.disconnect();
+
+        // Another client, as another process would: Sandbox.connect, then commands.connect by pid.
+        const second = await Sandbox.connect(sbx.sandboxId, as(ALICE));
+        const seen: string[] = [];
+        const again = await second.commands.connect(bg.pid, { onStdout: (d) => void seen.push(d) });
+        await second.files.write('/tmp/go', '');
+        const err = await again.wait().then(() => undefined, (e: unknown) => e);
+        assert.ok(err instanceof CommandExitError, `got ${String(err)}`);
+        assert.equal(err.exitCode, 5);
+        assert.deepEqual(seen, ['after-go\n'], 'the reattached client gets the output from then on');
+        assert.deepEqual(await sbx.commands.list(), []);
+        await assert.rejects(second.commands.connect(bg.pid), NotFoundError);
+
+        const cat = await sbx.commands.run('cat; echo done', { background: true, stdin: true });
+        await sbx.commands.sendStdin(cat.pid, 'line one\n');
+        await sbx.commands.sendStdin(cat.pid, 'line two\n');
+        await sbx.commands.closeStdin(cat.pid);
+        assert.equal((await cat.wait()).stdout, 'line one\nline two\ndone\n');
+        const noStdin = await sbx.commands.run('sleep 30', { background: true });
+        await assert.rejects(sbx.commands.sendStdin(noStdin.pid, 'x'), /without stdin/);
+
+        assert.equal(await sbx.commands.kill(noStdin.pid), true);
+        const killed = await noStdin.wait().then(() => undefined, (e: unknown) => e);
+        assert.ok(killed instanceof CommandExitError, `got ${String(killed)}`);
+        assert.equal(killed.exitCode, -1);
+        assert.equal(await sbx.commands.kill(noStdin.pid), false, 'no such process any more');
+        const left = await sbx.commands.run('ps -o pid,args | grep -c "[s]leep 30" || true');
+        assert.equal(left.stdout.trim(), '0', 'the killed command is gone from the sandbox');
+      } finally {
+        await sbx.kill();
+      }
+    });
+
+    test(`${runtime}: files write/read (text, 1 MiB binary by sha256), list, exists, makeDir, rename, remove, watchDir events`, async (t) => {
+      if (skipped(t)) return;
+      const sbx = await Sandbox.create(template, as(ALICE));
+      try {
+        const written = await sbx.files.write('/workspace/notes/hello.txt', 'hello e2b\n');
+        assert.equal(written.path, '/workspace/notes/hello.txt');
+        assert.equal(await sbx.files.read('/workspace/notes/hello.txt'), 'hello e2b\n');
+        assert.equal(await sbx.files.read('notes/hello.txt'), 'hello e2b\n', 'a relative path is taken from the home, /workspace');
+        const blob = randomBytes(1024 * 1024);
+        await sbx.files.write('/tmp/blob.bin', blob.buffer.slice(blob.byteOffset, blob.byteOffset + blob.length));
+        const back = await sbx.files.read('/tmp/blob.bin', { format: 'bytes' });
+        assert.equal(createHash('sha256').update(back).digest('hex'), createHash('sha256').update(blob).digest('hex'));
+        const streamed = Buffer.from(randomBytes(300_000));
+        await sbx.files.write('/tmp/streamed.bin', new Blob([streamed]).stream());
+        assert.ok(Buffer.from(await sbx.files.read('/tmp/streamed.bin', { format: 'bytes' })).equals(streamed), 'octet-stream upload');
+        assert.equal((await sbx.commands.run('sha256sum /tmp/blob.bin')).stdout.split(' ')[0], createHash('sha256').update(blob).digest('hex'));
+
+        const list = await sbx.files.list('/workspace/notes');
+        assert.deepEqual(list.map((e) => [e.name, e.type, e.size, e.path]), [['hello.txt', 'file', 10, '/workspace/notes/hello.txt']]);
+        assert.equal(await sbx.files.exists('/workspace/notes/hello.txt'), true);
+        assert.equal(await sbx.files.exists('/workspace/notes/missing.txt'), false);
+        assert.equal(await sbx.files.makeDir('/workspace/a/b'), true);
+        assert.equal(await sbx.files.makeDir('/workspace/a/b'), false, 'already there');
+        assert.equal((await sbx.files.getInfo('/workspace/a/b')).type, 'dir');
+        const moved = await sbx.files.rename('/workspace/notes/hello.txt', '/workspace/a/b/moved.txt');
+        assert.equal(moved.path, '/workspace/a/b/moved.txt');
+        assert.equal(await sbx.files.exists('/workspace/notes/hello.txt'), false);
+        await sbx.files.remove('/workspace/a');
+        assert.equal(await sbx.files.exists('/workspace/a'), false);
+        await assert.rejects(sbx.files.read('/workspace/nope.txt'), NotFoundError);
+        await assert.rejects(sbx.files.read('/workspace/../etc/passwd'), /\.\./);
+
+        const events: string[] = [];
+        const watch = await sbx.files.watchDir('/workspace/notes', (e) => void events.push(`${e.type}:${e.name}`));
+        await sbx.files.write('/workspace/notes/new.txt', 'one');
+        await waitFor(() => events.includes('write:new.txt'), 'a write event');
+        await sbx.files.remove('/workspace/notes/new.txt');
+        await waitFor(() => events.includes('remove:new.txt'), 'a remove event');
+        await watch.stop();
+        assert.deepEqual(events, ['create:new.txt', 'write:new.txt', 'remove:new.txt']);
+        await assert.rejects(sbx.files.watchDir('/workspace/missing', () => undefined), NotFoundError);
+      } finally {
+        await sbx.kill();
+      }
+    });
+  }
+
+  test('setTimeout shows in getInfo; list pages; kill, then connect and getInfo are NotFoundError', async () => {
+    const created = [await Sandbox.create({ ...as(ALICE), metadata: { batch: 'paging' } }), await Sandbox.create({ ...as(ALICE), metadata: { batch: 'paging' } })];
+    const [first] = created;
+    assert.ok(first);
+    await first.setTimeout(120_000);
+    const left = ((await first.getInfo()).endAt.getTime() - Date.now()) / 1000;
+    assert.ok(left > 110 && left <= 120, `endAt is ${left} s away`);
+    await assert.rejects(first.setTimeout(2 * 3600_000), /longer than/, 'more than the policy allows is refused');
+
+    const pager = Sandbox.list({ ...as(ALICE), query: { metadata: { batch: 'paging' } }, limit: 1 });
+    const ids: string[] = [];
+    while (pager.hasNext) ids.push(...(await pager.nextItems()).map((s) => s.sandboxId));
+    assert.deepEqual(ids.sort(), created.map((s) => s.sandboxId).sort());
+    assert.equal((await Sandbox.list({ ...as(ALICE), query: { metadata: { batch: 'other' } } }).nextItems()).length, 0);
+
+    for (const s of created) assert.equal(await s.kill(), true);
+    assert.equal(await Sandbox.kill(first.sandboxId, as(ALICE)), false);
+    await assert.rejects(Sandbox.connect(first.sandboxId, as(ALICE)), NotFoundError);
+    await assert.rejects(Sandbox.getInfo(first.sandboxId, as(ALICE)), NotFoundError);
+    assert.equal(await first.isRunning(), false, 'envd says the sandbox is gone');
+  });
+
+  test('a wrong key is AuthenticationError; another tenant\'s sandbox is NotFoundError; a token opens only its own sandbox', async () => {
+    await assert.rejects(Sandbox.create({ ...as('not-a-key-0123456789') }), AuthenticationError);
+    await assert.rejects(Sandbox.list(as('not-a-key-0123456789')).nextItems(), AuthenticationError);
+    const mine = await Sandbox.create(as(ALICE));
+    const other = await Sandbox.create(as(ALICE));
+    try {
+      await assert.rejects(Sandbox.connect(mine.sandboxId, as(BOB)), NotFoundError);
+      await assert.rejects(Sandbox.getInfo(mine.sandboxId, as(BOB)), NotFoundError);
+      assert.equal(await Sandbox.kill(mine.sandboxId, as(BOB)), false);
+      assert.deepEqual(await Sandbox.list(as(BOB)).nextItems(), []);
+
+      // One sandbox's envd token, sent for another sandbox: refused before anything runs there.
+      const tokenOfOther = (other as unknown as { envdAccessToken: string }).envdAccessToken;
+      const res = await fetch(`${base}/e2b/envd/files?path=/etc/hostname`, { headers: { 'E2b-Sandbox-Id': mine.sandboxId, 'X-Access-Token': tokenOfOther } });
+      assert.equal(res.status, 401);
+      const forged = await Sandbox.connect(mine.sandboxId, as(ALICE));
+      (forged as unknown as { envdAccessToken: string }).envdAccessToken = tokenOfOther;
+      await assert.rejects(forged.commands.run('true'), AuthenticationError);
+
+      // A read-only key's sandbox token cannot run commands.
+      const readOnly = await Sandbox.connect(mine.sandboxId, as(ALICE_READER));
+      await assert.rejects(readOnly.commands.run('true'), (e: unknown) => e instanceof SandboxError && /may not/.test(e.message));
+      await assert.rejects(readOnly.files.exists('/workspace'), (e: unknown) => e instanceof SandboxError && /may not/.test(e.message));
+      assert.equal((await readOnly.getInfo()).sandboxId, mine.sandboxId, 'but it may look');
+    } finally {
+      await mine.kill();
+      await other.kill();
+    }
+  });
+
+  test('bad input to the E2B routes: clear errors in E2B\'s shape, nothing left behind', async () => {
+    const post = (path: string, body: string, headers: Record<string, string> = {}) =>
+      fetch(`${base}/e2b${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json', 'x-api-key': ALICE, ...headers } });
+    const expect = async (res: Response, status: number, message: RegExp): Promise<void> => {
+      const body = (await res.json()) as { code: number; message: string };
+      assert.equal(res.status, status, JSON.stringify(body));
+      assert.equal(body.code, status);
+      assert.match(body.message, message);
+    };
+    await expect(await post('/v2/sandboxes', '{not json'), 400, /malformed JSON/);
+    await expect(await post('/v2/sandboxes', '{}'), 400, /templateID/);
+    await expect(await post('/v2/sandboxes', JSON.stringify({ templateID: 'base', metadata: { 'bad key!': 'x' } })), 400, /^metadata\./);
+    await expect(await post('/v2/sandboxes', JSON.stringify({ templateID: 'base', envVars: { '1X': 'x' } })), 400, /^envVars\./);
+    await expect(await post('/v2/sandboxes', JSON.stringify({ templateID: 'base', timeout: 0 })), 400, /timeout/);
+    await expect(await post('/v2/sandboxes', JSON.stringify({ templateID: 'base', autoPause: true })), 400, /autoPause is not supported/);
+    await expect(await post('/v2/sandboxes', JSON.stringify({ templateID: 'no-such-image' })), 404, /no-such-image/);
+    await expect(await post('/v2/sandboxes', JSON.stringify({ templateID: 'base', timeout: 7200 })), 403, /longer than/);
+    await expect(await post('/v2/sandboxes', `{"templateID":"base","metadata":{"k":"${'x'.repeat(2 * 1024 * 1024)}"}}`), 413, /over the .* limit/);
+    await expect(await post('/v2/sandboxes', 'x', { 'content-type': 'text/plain' }), 415, /application\/json/);
+    await expect(await post('/v2/sandboxes', JSON.stringify({ templateID: 'base' }), { 'x-api-key': '' }), 401, /X-API-KEY/);
+    await expect(await fetch(`${base}/e2b/sandboxes/sbx_doesnotexist`, { headers: { 'x-api-key': ALICE } }), 404, /sbx_doesnotexist/);
+    await expect(await post('/sandboxes/sbx_doesnotexist/timeout', JSON.stringify({ timeout: 30 })), 404, /sbx_doesnotexist/);
+    await expect(await fetch(`${base}/e2b/v2/sandboxes?nextToken=garbage`, { headers: { 'x-api-key': ALICE } }), 400, /nextToken/);
+    await expect(await fetch(`${base}/e2b/templates`, { headers: { 'x-api-key': ALICE } }), 404, /no GET \/templates/);
+    await expect(await post('/sandboxes/sbx_x/pause', '{}'), 501, /pausing/);
+    await expect(await fetch(`${base}/e2b/envd/health`), 400, /E2b-Sandbox-Id/);
+    await expect(await fetch(`${base}/e2b/envd/health`, { headers: { 'E2b-Sandbox-Id': 'sbx_x', 'X-Access-Token': 'abx1.alice.*.' + 'A'.repeat(43) } }), 401, /invalid access token/);
+    assert.deepEqual(await Sandbox.list(as(ALICE)).nextItems(), [], 'no sandbox was made by a bad request');
+    assert.deepEqual(daemon!.store.listSandboxes({ states: ['creating', 'running'] }), []);
+  });
+});
+
+async function waitFor(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
