@@ -1,5 +1,6 @@
 /** The /v1 routes (ARCHITECTURE: Contracts). Each handler validates its input, then calls the manager. */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { AgentboxError, BadRequestError, ForbiddenError, NotFoundError, RuntimeUnavailableError } from '../contract/errors.js';
@@ -13,6 +14,7 @@ import type { ImageStore } from '../images/image-store.js';
 import { parseWith, readJson, sendJson, wireError } from './http-util.js';
 import { sendEvent, startSse } from './sse.js';
 import { registerVolumeRoutes } from './volume-routes.js';
+import { registerTerminalRoutes } from './terminal-routes.js';
 
 export interface RouteCtx {
   req: IncomingMessage;
@@ -44,7 +46,24 @@ export interface RouteDoc {
   params?: Record<string, z.ZodType>;
   /** The route can answer with text/event-stream. */
   sse?: boolean;
+  /** The route takes an HTTP upgrade only: to a WebSocket, or to a raw byte stream (`Upgrade: tcp`). */
+  upgrade?: 'websocket' | 'tcp';
 }
+
+/** What an upgrade route's handler gets: the connection itself, once the caller is authenticated. */
+export interface UpgradeCtx {
+  req: IncomingMessage;
+  socket: Duplex;
+  /** The first bytes after the request's head (the client may have sent them already). */
+  head: Buffer;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  caller: Caller;
+  manager: SandboxManager;
+  operator: boolean;
+}
+
+export type UpgradeHandler = (ctx: UpgradeCtx) => Promise<void>;
 
 export interface Route {
   method: string;
@@ -53,11 +72,13 @@ export interface Route {
   keys: string[];
   doc: RouteDoc;
   handler: Handler;
+  /** For an upgrade route: what takes the connection. */
+  upgradeHandler?: UpgradeHandler;
 }
 
 export const routes: Route[] = [];
 
-function route(method: string, path: string, doc: RouteDoc, handler: Handler): void {
+function route(method: string, path: string, doc: RouteDoc, handler: Handler, upgradeHandler?: UpgradeHandler): void {
   const keys: string[] = [];
   const pattern = new RegExp(
     `^${path.replace(/\{(\w+)\}/g, (_m, k: string) => {
@@ -65,7 +86,30 @@ function route(method: string, path: string, doc: RouteDoc, handler: Handler): v
       return '([^/]+)';
     })}$`,
   );
-  routes.push({ method, path, pattern, keys, doc, handler });
+  routes.push({ method, path, pattern, keys, doc, handler, ...(upgradeHandler ? { upgradeHandler } : {}) });
+}
+
+/** A GET route that takes an upgrade (doc.upgrade says to what); a plain GET gets 426. */
+export function upgradeRoute(path: string, doc: RouteDoc & { upgrade: 'websocket' | 'tcp' }, handler: UpgradeHandler): void {
+  route('GET', path, doc, async () => {
+    throw new UpgradeRequiredError(`${path} takes ${doc.upgrade === 'websocket' ? 'a WebSocket' : 'an HTTP upgrade to a byte stream (Upgrade: tcp)'}`, { hint: doc.upgrade === 'websocket' ? 'connect with a WebSocket client' : 'send Connection: Upgrade and Upgrade: tcp' });
+  }, handler);
+}
+
+/** A plain request to an upgrade route. */
+export class UpgradeRequiredError extends BadRequestError {}
+
+/** The upgrade route for a path, with its parameters; undefined when none (or the path is not an upgrade route). */
+export function matchUpgrade(path: string): { handler: UpgradeHandler; params: Record<string, string>; upgrade: 'websocket' | 'tcp' } | undefined {
+  for (const r of routes) {
+    if (!r.upgradeHandler || !r.doc.upgrade) continue;
+    const m = r.pattern.exec(path);
+    if (!m) continue;
+    const params: Record<string, string> = {};
+    r.keys.forEach((k, i) => (params[k] = decodePathSegment(m[i + 1] as string)));
+    return { handler: r.upgradeHandler, params, upgrade: r.doc.upgrade };
+  }
+  return undefined;
 }
 
 /** Find the handler for a request; `undefined` path match means 404, a method mismatch 405. */
@@ -280,6 +324,7 @@ route('GET', '/v1/daemon', { summary: 'The daemon itself (host operator only): p
 });
 
 registerVolumeRoutes(route);
+registerTerminalRoutes(route, upgradeRoute);
 
 export function notFoundRoute(path: string): NotFoundError {
   return new NotFoundError(`no route ${path}`, { hint: 'routes are under /v1; see /v1/openapi.json' });

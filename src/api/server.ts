@@ -2,20 +2,21 @@
  * The HTTP server: browser guard, auth, routing, errors, bounds on slow clients. One server per
  * listener (the home's Unix socket, TCP), each created knowing which one it serves.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { ImageStore } from '../images/image-store.js';
-import { AgentboxError, BadRequestError, ForbiddenError } from '../contract/errors.js';
+import { AgentboxError, BadRequestError, ForbiddenError, HTTP_STATUS } from '../contract/errors.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import { DEFAULT_TENANT, type Authenticator, type Listener } from './auth.js';
 import { checkBrowserRequest, checkEncoding, checkJsonBody, UnsupportedMediaTypeError } from './request-guard.js';
 import type { Metrics } from '../observability/metrics.js';
-import { PayloadTooLargeError, sendError, sendJson } from './http-util.js';
+import { PayloadTooLargeError, sendError, sendJson, wireError } from './http-util.js';
 import { openApiDocument } from './openapi.js';
 import { RateLimiter } from './rate-limit.js';
 import { createMcpHttpHandler, type McpHttpHandler } from '../mcp/http.js';
-import { matchRoute, notFoundRoute, routes } from './routes.js';
+import { matchRoute, matchUpgrade, notFoundRoute, routes, UpgradeRequiredError } from './routes.js';
 import type { DaemonInfo } from '../contract/daemon.js';
 import type { E2bSurface } from '../e2b/surface.js';
 
@@ -93,6 +94,7 @@ export function createApiServer(opts: ApiServerOpts): ApiServer {
     },
     (req, res) => void handle(req, res, ctx),
   );
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void handleUpgrade(req, socket, head, ctx));
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   server.maxConnections = limits.maxConnections;
   // Idle connections are cut, but not one whose request a handler is working on: a buffered exec
@@ -225,6 +227,44 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
   }
 }
 
+/**
+ * An HTTP upgrade (a terminal's WebSocket, a port's byte stream): the same guards and authentication
+ * as any request, then the route's handler takes the connection. Refusals are plain HTTP answers.
+ */
+async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, opts: HandlerCtx): Promise<void> {
+  socket.on('error', () => socket.destroy());
+  let path = '/';
+  try {
+    checkEncoding(req.url ?? '/');
+    const url = new URL(req.url ?? '/', 'http://agentbox');
+    path = url.pathname;
+    checkBrowserRequest(req, { listener: opts.listener, hostNames: opts.hostNames });
+    const match = matchUpgrade(url.pathname);
+    if (!match) throw notFoundRoute(url.pathname);
+    const wanted = String(req.headers.upgrade ?? '').toLowerCase();
+    if (wanted !== match.upgrade) throw new BadRequestError(`${url.pathname} takes Upgrade: ${match.upgrade}, not ${JSON.stringify(wanted)}`);
+    const caller = opts.auth.authenticate(req, opts.listener);
+    opts.limiter.take(caller.tenant);
+    opts.logger.debug({ path, upgrade: wanted }, 'upgrade');
+    await match.handler({ req, socket, head, params: match.params, query: url.searchParams, caller, manager: opts.manager, operator: isOperator(caller, opts.listener) });
+  } catch (err) {
+    refuseUpgrade(socket, err, opts, path);
+  }
+}
+
+/** An HTTP answer on a connection that was not upgraded: the error's status and the one error shape. */
+function refuseUpgrade(socket: Duplex, err: unknown, opts: HandlerCtx, path: string): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const known = err instanceof AgentboxError ? err : undefined;
+  if (!known) opts.logger.error({ err, path }, 'unhandled error in an upgrade');
+  const status = statusFor(err) ?? (known ? HTTP_STATUS[known.code] : 500);
+  const body = JSON.stringify({ error: wireError(err) });
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+}
+
 function clientWentAway(err: unknown, res: ServerResponse): boolean {
   if (err instanceof AgentboxError) return false;
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
@@ -234,6 +274,7 @@ function clientWentAway(err: unknown, res: ServerResponse): boolean {
 function statusFor(err: unknown): number | undefined {
   if (err instanceof PayloadTooLargeError) return 413;
   if (err instanceof UnsupportedMediaTypeError) return 415;
+  if (err instanceof UpgradeRequiredError) return 426;
   return undefined;
 }
 

@@ -10,6 +10,7 @@ import { VERSION } from '../core/config.js';
 import { registerHostCommands } from './host-commands.js';
 import { printError } from './output.js';
 import { registerSandboxCommands } from './sandbox-commands.js';
+import { registerTerminalCommands } from './terminal-commands.js';
 import { registerEgressCommands } from './egress-commands.js';
 import { registerSnapshotCommands } from './snapshot-commands.js';
 import { registerDoctorCommand } from './doctor-command.js';
@@ -32,6 +33,7 @@ async function main(argv: string[]): Promise<number> {
   registerDoctorCommand(program, (code) => (exitCode = code));
   registerDaemonCommands(program, (code) => (exitCode = code));
   registerVolumeCommands(program);
+  registerTerminalCommands(program, (code) => (exitCode = code));
   try {
     await program.parseAsync(argv);
     const warning = await otherVersionWarning();

@@ -7,6 +7,7 @@ import { EXIT_KILLED, EXIT_TIMED_OUT } from '../contract/exit-codes.js';
 import { ISOLATIONS, RUNTIME_NAMES, type ExecSummary, type Sandbox } from '../contract/model.js';
 import type { AgentboxClient } from '../sdk/client.js';
 import { connectClient } from './connect.js';
+import { runTerminal } from './terminal-commands.js';
 import { collect, createRequest, execRequest, killRequest, type CreateFlags, type ExecFlags } from './flags.js';
 import { age, printJson, table } from './output.js';
 
@@ -123,10 +124,16 @@ export function registerSandboxCommands(program: Command, setExit: (code: number
     .option('--timeout <DUR>', `kill the command after this long (exit ${EXIT_TIMED_OUT})`)
     .option('--cwd <DIR>', 'working directory inside the sandbox')
     .option('-i', 'forward stdin to the command')
+    .option('-t', 'run it on a terminal inside the sandbox (with -i: interactive, as agentbox shell)')
     .option('--json', 'print the exec result as JSON')
-    .action(async (id: string, rawCmd: string[], flags: ExecFlags & { json?: boolean }) => {
+    .action(async (id: string, rawCmd: string[], flags: ExecFlags & { json?: boolean; t?: boolean }) => {
       const cmd = commandArgs(rawCmd);
       const client = await connectClient();
+      if (flags.t) {
+        if (flags.json || flags.timeout) throw new BadRequestError('-t runs the command on a terminal: --json and --timeout do not apply', { hint: 'drop -t for a plain exec' });
+        setExit(await runTerminal(client, id, cmd, flags));
+        return;
+      }
       const intr = interruptible();
       try {
         if (flags.json) {

@@ -26,7 +26,7 @@ import type { Store } from '../store/store.js';
 import type { DiskStore } from '../storage/disk-store.js';
 import { SnapshotFiles } from '../storage/snapshot-files.js';
 import type { VolumeStore } from '../storage/volume-store.js';
-import { RuntimeUnavailableError } from '../contract/errors.js';
+import { ConflictError, RuntimeUnavailableError } from '../contract/errors.js';
 import type { DirEntry, ExecEvent, ExecRecord, ExecResult, KillResult, ProcessInfo, RuntimeName, Sandbox, Snapshot } from '../contract/model.js';
 import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest } from '../contract/requests.js';
 import { findRunning, findSandbox, listVisible, need, requireImageOperator, type Caller } from './manager/access.js';
@@ -41,11 +41,16 @@ import { reapPass, reconcile } from './manager/reaper.js';
 import { findSnapshot, forkRequest, forkSource, listSnapshots, memoryForkSource, removeSnapshot, restoreSource, takeSnapshot } from './manager/snapshots.js';
 import { handleOf, Runtimes } from './manager/runtimes.js';
 import { Volumes, type VolumeFileOps } from './manager/volumes.js';
+import { Terminals, type TerminalAttachment } from './manager/terminals.js';
+import { OpenTerminalRequestSchema, type OpenTerminalRequest, type Terminal } from '../contract/terminals.js';
 import { normalizeMounts } from '../contract/volumes.js';
 
 export type { Caller, Scope } from './manager/access.js';
 export { newExecId } from './manager/execs.js';
 export { newSandboxId } from './manager/lifecycle.js';
+
+/** A terminal's default command: bash as a login shell where the image has it, else sh. */
+const LOGIN_SHELL = ['/bin/sh', '-c', 'if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l'];
 
 export interface ManagerOpts {
   policy: Policy;
@@ -84,6 +89,7 @@ interface Parts {
   pools: WarmPools;
   pauses: IdlePauses;
   execs: ExecRecorder;
+  terminals: Terminals;
   quotas: QuotaLedger;
   createGate: CreateGate;
 }
@@ -97,6 +103,7 @@ export class SandboxManager {
     const { policy, store, logger, metrics, egress } = opts;
     const runtimes = new Runtimes(opts.runtimes);
     const inflight = new Inflight();
+    const execs = new ExecRecorder({ store, logger, metrics, tailBytes: opts.historyTailBytes ?? 65536 });
     this.parts = {
       policy,
       store,
@@ -110,10 +117,67 @@ export class SandboxManager {
       inflight,
       pools: new WarmPools(),
       pauses: new IdlePauses({ store, runtimes, logger, metrics }),
-      execs: new ExecRecorder({ store, logger, metrics, tailBytes: opts.historyTailBytes ?? 65536 }),
+      execs,
+      terminals: new Terminals({ execs, logger }),
       quotas: new QuotaLedger(policy, store),
       createGate: new CreateGate(opts.maxConcurrentCreates ?? 8, opts.createQueueLength ?? 32),
     };
+  }
+
+  /**
+   * Open a terminal: REQ's command (a login shell by default) on a pseudo-terminal inside the sandbox,
+   * recorded as an exec; resolves once it runs. Attach to it with `attachTerminal`.
+   */
+  async openTerminal(id: string, req: OpenTerminalRequest, caller: Caller): Promise<Terminal> {
+    need(caller, 'exec');
+    const r = OpenTerminalRequestSchema.parse(req);
+    const stored = findRunning(this.parts.store, id, caller);
+    const rt = this.parts.runtimes.of(stored);
+    if (!rt.openPty) throw new ConflictError(`the ${rt.name} runtime has no terminals`, { hint: 'use exec, or a sandbox of another runtime' });
+    this.parts.terminals.checkRoom(id);
+    this.parts.quotas.checkExecMinutes(caller.tenant);
+    const cmd = r.cmd ?? LOGIN_SHELL;
+    const exec = this.parts.execs.begin({ execId: newExecId(), sandboxId: id, tenant: caller.tenant, cmd });
+    const env = execOpts(stored, { cmd, ...(r.env ? { env: r.env } : {}) }, exec.execId).env;
+    return this.parts.terminals.open({
+      exec,
+      cmd,
+      cols: r.cols,
+      rows: r.rows,
+      keepAlive: r.keepAlive,
+      start: async () => {
+        await this.parts.pauses.wake(stored);
+        return rt.openPty!(handleOf(stored), { cmd, cols: r.cols, rows: r.rows, env, execId: exec.execId, ...(r.cwd ? { cwd: r.cwd } : {}) });
+      },
+    });
+  }
+
+  /** The sandbox's terminals: running ones, and those that ended within the last minute. */
+  listTerminals(id: string, caller: Caller): Terminal[] {
+    need(caller, 'read');
+    findSandbox(this.parts.store, id, caller);
+    return this.parts.terminals.list(id);
+  }
+
+  getTerminal(id: string, terminalId: string, caller: Caller): Terminal {
+    need(caller, 'read');
+    findSandbox(this.parts.store, id, caller);
+    return this.parts.terminals.get(id, terminalId);
+  }
+
+  /** Attach to a terminal: its recent output, then live output; typing, resizes and signals go to it. */
+  attachTerminal(id: string, terminalId: string, caller: Caller): TerminalAttachment {
+    need(caller, 'exec');
+    findSandbox(this.parts.store, id, caller);
+    markActive(this.parts.store, id);
+    return this.parts.terminals.attach(id, terminalId);
+  }
+
+  /** Hang up a terminal: its session gets SIGHUP, and SIGKILL 2 s later. */
+  closeTerminal(id: string, terminalId: string, caller: Caller): Terminal {
+    need(caller, 'exec');
+    findSandbox(this.parts.store, id, caller);
+    return this.parts.terminals.close(id, terminalId);
   }
 
   get policy(): Policy {
@@ -149,6 +213,7 @@ export class SandboxManager {
     this.closing = true;
     if (this.reaper) clearInterval(this.reaper);
     await this.parts.pools.close();
+    this.parts.terminals.closeAll();
     await this.parts.inflight.settled();
     if (opts.sandboxes !== 'leave') {
       for (const stored of this.parts.store.listSandboxes({ states: ACTIVE })) {

@@ -11,6 +11,8 @@ import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequ
 import type { ImageInfo } from '../contract/images.js';
 import type { CreateVolumeRequest, Volume } from '../contract/volumes.js';
 import { SandboxRef } from './sandbox.js';
+import type { OpenTerminalRequest, Terminal } from '../contract/terminals.js';
+import { connectTerminal, type TerminalConnection } from './terminal.js';
 
 export interface ClientOpts {
   /** `http://127.0.0.1:8080` or `unix:/home/me/.agentbox/agentbox.sock`. @default AGENTBOX_URL */
@@ -63,6 +65,30 @@ export class AgentboxClient {
   /** The daemon's `agentbox-version` (version+build) from the last response, where it sends one (its Unix socket). */
   get serverVersion(): string | undefined {
     return this.lastServerVersion;
+  }
+
+  /** Open a terminal in a sandbox (a login shell unless `cmd` says otherwise); attach to it with `attachTerminal`. */
+  openTerminal(id: string, req: OpenTerminalRequest = {}): Promise<Terminal> {
+    return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/terminals`, req);
+  }
+
+  async listTerminals(id: string): Promise<Terminal[]> {
+    return (await this.json<{ terminals: Terminal[] }>('GET', `/v1/sandboxes/${encodeURIComponent(id)}/terminals`)).terminals;
+  }
+
+  /** Hang up a terminal. */
+  closeTerminal(id: string, terminalId: string): Promise<Terminal> {
+    return this.json('DELETE', `/v1/sandboxes/${encodeURIComponent(id)}/terminals/${encodeURIComponent(terminalId)}`);
+  }
+
+  /** Attach to a terminal: its recent output, then live output as 'data' events. */
+  attachTerminal(id: string, terminalId: string): Promise<TerminalConnection> {
+    const path = `/v1/sandboxes/${encodeURIComponent(id)}/terminals/${encodeURIComponent(terminalId)}/attach`;
+    const url = this.target.socketPath ? `ws+unix:${this.target.socketPath}:${path}` : `ws://${this.target.host}:${this.target.port}${path}`;
+    return connectTerminal(url, this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}, async (res) => {
+      await this.check(res);
+      throw new AgentboxError('internal', `the daemon refused the terminal's WebSocket (HTTP ${res.statusCode})`);
+    });
   }
 
   /** The daemon itself: pid, version, uptime, runtimes, sandboxes by state (host operator only). */

@@ -1,6 +1,8 @@
 /** The package's public API. Explicit names only: test/unit/sdk-public-exports.test.ts pins this list. */
 export { AgentboxClient, type ClientOpts, type EgressLog, type ExecRecord, type StreamEvent } from './client.js';
 export { SandboxRef } from './sandbox.js';
+export { TerminalConnection } from './terminal.js';
+export type { OpenTerminalRequest, Terminal } from '../contract/terminals.js';
 export {
   AgentboxError,
   BadRequestError,

@@ -16,6 +16,7 @@ test('the package exports exactly the documented names', () => {
     'QuotaExceededError',
     'RuntimeUnavailableError',
     'SandboxRef',
+    'TerminalConnection',
     'TimeoutError',
     'UnauthorizedError',
   ]);
