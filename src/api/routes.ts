@@ -15,6 +15,7 @@ import { parseWith, readJson, sendJson, wireError } from './http-util.js';
 import { sendEvent, startSse } from './sse.js';
 import { registerVolumeRoutes } from './volume-routes.js';
 import { registerTerminalRoutes } from './terminal-routes.js';
+import { registerPortRoutes } from './port-routes.js';
 
 export interface RouteCtx {
   req: IncomingMessage;
@@ -64,6 +65,7 @@ export interface UpgradeCtx {
 }
 
 export type UpgradeHandler = (ctx: UpgradeCtx) => Promise<void>;
+export type UpgradeRouteFn = (path: string, doc: RouteDoc & { upgrade: 'websocket' | 'tcp' }, handler: UpgradeHandler) => void;
 
 export interface Route {
   method: string;
@@ -325,6 +327,7 @@ route('GET', '/v1/daemon', { summary: 'The daemon itself (host operator only): p
 
 registerVolumeRoutes(route);
 registerTerminalRoutes(route, upgradeRoute);
+registerPortRoutes(upgradeRoute);
 
 export function notFoundRoute(path: string): NotFoundError {
   return new NotFoundError(`no route ${path}`, { hint: 'routes are under /v1; see /v1/openapi.json' });

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { TerminalControlSchema, TerminalResizeSchema, TerminalSchema, OpenTerminalRequestSchema, type TerminalEvent } from '../contract/terminals.js';
 import { parseWith, readJson, sendJson } from './http-util.js';
-import type { RouteCtx, RouteDoc, UpgradeCtx, UpgradeHandler } from './routes.js';
+import type { RouteCtx, UpgradeCtx, UpgradeRouteFn } from './routes.js';
 import type { RouteFn } from './volume-routes.js';
 import type { TerminalAttachment } from '../core/manager/terminals.js';
 
@@ -22,8 +22,6 @@ const MAX_QUEUED_OUTPUT = 8 * 1024 * 1024;
 const PING_MS = 30_000;
 
 const sockets = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES, perMessageDeflate: false });
-
-export type UpgradeRouteFn = (path: string, doc: RouteDoc & { upgrade: 'websocket' | 'tcp' }, handler: UpgradeHandler) => void;
 
 function id(ctx: { params: Record<string, string> }): string {
   return ctx.params.id as string;

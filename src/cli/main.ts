@@ -11,6 +11,7 @@ import { registerHostCommands } from './host-commands.js';
 import { printError } from './output.js';
 import { registerSandboxCommands } from './sandbox-commands.js';
 import { registerTerminalCommands } from './terminal-commands.js';
+import { registerPortCommands } from './port-commands.js';
 import { registerEgressCommands } from './egress-commands.js';
 import { registerSnapshotCommands } from './snapshot-commands.js';
 import { registerDoctorCommand } from './doctor-command.js';
@@ -34,6 +35,7 @@ async function main(argv: string[]): Promise<number> {
   registerDaemonCommands(program, (code) => (exitCode = code));
   registerVolumeCommands(program);
   registerTerminalCommands(program, (code) => (exitCode = code));
+  registerPortCommands(program);
   try {
     await program.parseAsync(argv);
     const warning = await otherVersionWarning();

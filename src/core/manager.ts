@@ -15,7 +15,7 @@
  *   volumes.ts    named volumes: rows, mounts counted per user, file operations without a sandbox
  * The public methods return the contract's types (model.ts), never store rows.
  */
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { EgressService } from '../egress/service.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -150,6 +150,27 @@ export class SandboxManager {
         return rt.openPty!(handleOf(stored), { cmd, cols: r.cols, rows: r.rows, env, execId: exec.execId, ...(r.cwd ? { cwd: r.cwd } : {}) });
       },
     });
+  }
+
+  /**
+   * A connection to a server listening on PORT inside the sandbox (its 127.0.0.1 or ::1), made from
+   * inside, so the sandbox's network stays closed. ConflictError when nothing listens there.
+   */
+  async openPort(id: string, port: number, caller: Caller): Promise<Duplex> {
+    need(caller, 'exec');
+    const stored = findRunning(this.parts.store, id, caller);
+    const rt = this.parts.runtimes.of(stored);
+    if (!rt.openPort) throw new ConflictError(`the ${rt.name} runtime cannot reach a sandbox's ports`, { hint: 'use a sandbox of another runtime' });
+    markActive(this.parts.store, id);
+    await this.parts.pauses.wake(stored);
+    const stream = await rt.openPort(handleOf(stored), port);
+    // An open connection keeps the sandbox from being idled out under it.
+    const release = this.parts.execs.hold(id);
+    stream.once('close', () => {
+      release();
+      markActive(this.parts.store, id);
+    });
+    return stream;
   }
 
   /** The sandbox's terminals: running ones, and those that ended within the last minute. */

@@ -3,6 +3,7 @@
  * socket (`unix:/path/agentbox.sock`). Errors come back as the typed classes of contract/errors.
  */
 import { request, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../contract/errors.js';
 import type { DaemonInfo } from '../contract/daemon.js';
@@ -65,6 +66,36 @@ export class AgentboxClient {
   /** The daemon's `agentbox-version` (version+build) from the last response, where it sends one (its Unix socket). */
   get serverVersion(): string | undefined {
     return this.lastServerVersion;
+  }
+
+  /**
+   * A connection to a server listening on PORT inside the sandbox (its 127.0.0.1 or ::1), made from
+   * inside: the sandbox needs no network. A ConflictError when nothing listens there.
+   */
+  openPort(id: string, port: number): Promise<Socket> {
+    return new Promise((resolve, reject) => {
+      const req = request({
+        ...this.target,
+        method: 'GET',
+        path: `/v1/sandboxes/${encodeURIComponent(id)}/ports/${encodeURIComponent(String(port))}/connect`,
+        headers: { connection: 'Upgrade', upgrade: 'tcp', ...(this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}) },
+      });
+      req.on('upgrade', (_res, socket: Socket, head: Buffer) => {
+        if (head.length > 0) socket.unshift(head);
+        resolve(socket);
+      });
+      req.on('response', (res) => {
+        this.check(res).then(
+          () => reject(new AgentboxError('internal', `the daemon did not open port ${port} (HTTP ${res.statusCode})`)),
+          reject,
+        );
+      });
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') reject(new RuntimeUnavailableError(`no agentbox daemon answers at ${this.opts.url}`, { hint: 'start one with agentbox serve' }));
+        else reject(err);
+      });
+      req.end();
+    });
   }
 
   /** Open a terminal in a sandbox (a login shell unless `cmd` says otherwise); attach to it with `attachTerminal`. */

@@ -137,6 +137,18 @@ export class ExecRecorder {
     })();
   }
 
+  /** Count something other than an exec (a port's connection) as running in the sandbox until `release`. */
+  hold(sandboxId: string): () => void {
+    this.running.set(sandboxId, (this.running.get(sandboxId) ?? 0) + 1);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.running.set(sandboxId, (this.running.get(sandboxId) ?? 1) - 1);
+      if (this.running.get(sandboxId) === 0) this.running.delete(sandboxId);
+    };
+  }
+
   /** A sandbox with a running exec is not idle, however long the exec takes. */
   busy(sandboxId: string): boolean {
     return (this.running.get(sandboxId) ?? 0) > 0;
