@@ -9,18 +9,35 @@
  */
 import type { Duplex } from 'node:stream';
 import { z } from 'zod';
-import { parseWith } from './http-util.js';
-import type { UpgradeCtx, UpgradeRouteFn } from './routes.js';
+import { parseWith, readJson, sendJson } from './http-util.js';
+import { GrantPortAccessRequestSchema, PortAccessSchema, PortNumberSchema } from '../contract/ports.js';
+import type { RouteFn } from './volume-routes.js';
+import type { RouteCtx, UpgradeCtx, UpgradeRouteFn } from './routes.js';
 
-const PortSchema = z.number().int().min(1).max(65535).describe('a TCP port inside the sandbox');
+const PortSchema = PortNumberSchema;
 
-export function registerPortRoutes(upgradeRoute: UpgradeRouteFn): void {
+function portOf(params: Record<string, string>): number {
+  const raw = params.port ?? '';
+  return parseWith(PortSchema, /^\d{1,5}$/.test(raw) ? Number(raw) : raw);
+}
+
+export function registerPortRoutes(route: RouteFn, upgradeRoute: UpgradeRouteFn): void {
+  route('POST', '/v1/sandboxes/{id}/ports/{port}/access', { summary: 'Let browsers reach PORT through the port proxy (PORT-ID.<ports domain>): a new access token (shown once), or with public: true anyone', body: GrantPortAccessRequestSchema, response: PortAccessSchema, status: 201, params: { port: PortSchema } }, async (ctx: RouteCtx) => {
+    const body = await readJson(ctx.req, GrantPortAccessRequestSchema);
+    const port = portOf(ctx.params);
+    const grant = ctx.manager.grantPortAccess(ctx.params.id as string, port, body, ctx.caller);
+    sendJson(ctx.res, 201, { ...grant, url: ctx.portUrl ? ctx.portUrl(grant.sandboxId, grant.port) : null });
+  });
+
+  route('DELETE', '/v1/sandboxes/{id}/ports/{port}/access', { summary: 'Revoke every access token of PORT and make it private again', response: z.object({ revoked: z.number().int() }), params: { port: PortSchema } }, async (ctx: RouteCtx) => {
+    sendJson(ctx.res, 200, { revoked: ctx.manager.revokePortAccess(ctx.params.id as string, portOf(ctx.params), ctx.caller) });
+  });
+
   upgradeRoute(
     '/v1/sandboxes/{id}/ports/{port}/connect',
     { summary: 'A byte stream to a server listening on PORT inside the sandbox (127.0.0.1 or ::1 there), over an HTTP upgrade (Upgrade: tcp); 409 when nothing listens', upgrade: 'tcp', params: { port: PortSchema } },
     async (ctx: UpgradeCtx) => {
-      const raw = ctx.params.port ?? '';
-      const port = parseWith(PortSchema, /^\d{1,5}$/.test(raw) ? Number(raw) : raw);
+      const port = portOf(ctx.params);
       const conn = await ctx.manager.openPort(ctx.params.id as string, port, ctx.caller);
       const client = ctx.socket;
       if (!client.writable) {

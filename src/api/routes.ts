@@ -32,6 +32,8 @@ export interface RouteCtx {
   operator: boolean;
   /** The daemon's own state, where this server belongs to one. */
   daemonInfo?: () => Promise<DaemonInfo>;
+  /** Where a sandbox's port is reached through the port proxy, when the daemon has a ports domain. */
+  portUrl?: (sandboxId: string, port: number) => string;
 }
 
 type Handler = (ctx: RouteCtx) => Promise<void>;
@@ -327,7 +329,7 @@ route('GET', '/v1/daemon', { summary: 'The daemon itself (host operator only): p
 
 registerVolumeRoutes(route);
 registerTerminalRoutes(route, upgradeRoute);
-registerPortRoutes(upgradeRoute);
+registerPortRoutes(route, upgradeRoute);
 
 export function notFoundRoute(path: string): NotFoundError {
   return new NotFoundError(`no route ${path}`, { hint: 'routes are under /v1; see /v1/openapi.json' });

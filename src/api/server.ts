@@ -19,6 +19,7 @@ import { createMcpHttpHandler, type McpHttpHandler } from '../mcp/http.js';
 import { matchRoute, matchUpgrade, notFoundRoute, routes, UpgradeRequiredError } from './routes.js';
 import type { DaemonInfo } from '../contract/daemon.js';
 import type { E2bSurface } from '../e2b/surface.js';
+import type { PortProxy } from './port-proxy.js';
 
 let openApi: Record<string, unknown> | undefined;
 
@@ -64,6 +65,10 @@ export interface ApiServerOpts {
   versionTag?: string;
   /** The daemon's state for GET /v1/daemon. */
   daemonInfo?: () => Promise<DaemonInfo>;
+  /** With a ports domain: requests to `PORT-ID.<domain>` go to that sandbox's port (port-proxy.ts). */
+  portProxy?: PortProxy;
+  /** Where a sandbox's port is reached through the proxy (for the access routes' answers). */
+  portUrl?: (sandboxId: string, port: number) => string;
   /** E2B's control plane and envd under /e2b (src/e2b). */
   e2b?: E2bSurface;
 }
@@ -153,6 +158,13 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
     res.once('close', () => opts.busy.set(socket, Math.max(0, (opts.busy.get(socket) ?? 1) - 1)));
   };
   try {
+    // A sandbox's port (its own origin, not the API's): before the API's browser guard.
+    const portTarget = opts.portProxy?.target(req);
+    if (portTarget && opts.portProxy) {
+      markBusy();
+      await opts.portProxy.handle(req, res, portTarget);
+      return;
+    }
     checkBrowserRequest(req, { listener: opts.listener, hostNames: opts.hostNames });
     if (url.pathname === '/healthz') {
       // Without a token over TCP: ok or not, nothing about runtimes, versions or paths.
@@ -211,6 +223,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
       signal: abort.signal,
       operator: isOperator(caller, opts.listener),
       ...(opts.daemonInfo ? { daemonInfo: opts.daemonInfo } : {}),
+      ...(opts.portUrl ? { portUrl: opts.portUrl } : {}),
     });
   } catch (err) {
     if (clientWentAway(err, res)) {
@@ -238,6 +251,11 @@ async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer,
     checkEncoding(req.url ?? '/');
     const url = new URL(req.url ?? '/', 'http://agentbox');
     path = url.pathname;
+    const portTarget = opts.portProxy?.target(req);
+    if (portTarget && opts.portProxy) {
+      await opts.portProxy.upgrade(req, socket, head, portTarget);
+      return;
+    }
     checkBrowserRequest(req, { listener: opts.listener, hostNames: opts.hostNames });
     const match = matchUpgrade(url.pathname);
     if (!match) throw notFoundRoute(url.pathname);

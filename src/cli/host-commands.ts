@@ -23,7 +23,8 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
     .option('--socket-only', 'only the Unix socket under AGENTBOX_HOME (what the CLI starts)')
     .option('--policy <file>', 'policy file (default: AGENTBOX_POLICY)')
     .option('--allowed-host <name>', 'another Host name the TCP listener answers to, e.g. a reverse proxy\'s (repeatable; default: AGENTBOX_ALLOWED_HOSTS)', (v: string, prev: string[] = []) => [...prev, v])
-    .action(async (flags: { host: string; port: string; socketOnly?: boolean; policy?: string; allowedHost?: string[] }) => {
+    .option('--ports-domain <domain>', 'serve sandboxes\' ports at PORT-ID.<domain> (e.g. localhost; default: AGENTBOX_PORTS_DOMAIN)')
+    .action(async (flags: { host: string; port: string; socketOnly?: boolean; policy?: string; allowedHost?: string[]; portsDomain?: string }) => {
       const { startDaemon } = await lazy.daemon();
       const logger = (await lazy.logger()).createLogger();
       const port = Number(flags.port);
@@ -32,6 +33,7 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
         logger,
         ...(flags.policy ? { policyPath: flags.policy } : {}),
         ...(flags.allowedHost ? { allowedHosts: flags.allowedHost } : {}),
+        ...(flags.portsDomain ? { portsDomain: flags.portsDomain } : {}),
         ...(flags.socketOnly ? {} : { tcp: { host: flags.host, port } }),
       });
       const { DAEMON_STOP_SIGNALS } = await import('../contract/daemon.js');

@@ -3,6 +3,7 @@ import { createServer, type Socket } from 'node:net';
 import type { Command } from 'commander';
 import { BadRequestError } from '../contract/errors.js';
 import { connectClient } from './connect.js';
+import { printJson } from './output.js';
 
 /** `[LOCAL:]PORT`: the local port (the same as the sandbox's when absent; 0 picks a free one) and the sandbox's. */
 export function parsePortSpec(spec: string): { local: number; remote: number } {
@@ -14,6 +15,31 @@ export function parsePortSpec(spec: string): { local: number; remote: number } {
 }
 
 export function registerPortCommands(program: Command): void {
+  program
+    .command('port-access')
+    .description('let browsers reach PORT through the daemon\'s port proxy (PORT-ID.<ports domain>): prints a new access token, or makes the port public; --revoke undoes every grant of the port')
+    .argument('<id>', 'sandbox id')
+    .argument('<port>', 'the sandbox\'s port')
+    .option('--public', 'anyone who knows the address may reach it (no token)')
+    .option('--ttl <DUR>', 'how long the grant holds (default 1h for a token, until revoked for --public)')
+    .option('--revoke', 'revoke every token of the port and make it private again')
+    .option('--json', 'print the answer as JSON')
+    .action(async (id: string, portText: string, flags: { public?: boolean; ttl?: string; revoke?: boolean; json?: boolean }) => {
+      const { remote } = parsePortSpec(portText);
+      const client = await connectClient();
+      if (flags.revoke) {
+        const n = await client.revokePortAccess(id, remote);
+        if (flags.json) printJson({ revoked: n });
+        else process.stdout.write(`revoked ${n} grant${n === 1 ? '' : 's'} of ${id}:${remote}\n`);
+        return;
+      }
+      const grant = await client.grantPortAccess(id, remote, { ...(flags.public ? { public: true } : {}), ...(flags.ttl ? { ttl: flags.ttl } : {}) });
+      if (flags.json) return printJson(grant);
+      const until = grant.expiresAt ? `until ${grant.expiresAt}` : 'until revoked';
+      if (grant.public) process.stdout.write(`${id}:${remote} is public ${until}${grant.url ? `: ${grant.url}` : ''}\n`);
+      else process.stdout.write(`${grant.token}\n${grant.url ? `open ${grant.url}?agentbox_port_token=${grant.token} (${until})` : `send it as the agentbox-port-token header (${until}); the daemon serves ports only with --ports-domain`}\n`);
+    });
+
   program
     .command('port-forward')
     .description('listen on a local port and connect each connection to PORT inside the sandbox (it needs no network); runs until stopped')

@@ -26,7 +26,10 @@ import type { Store } from '../store/store.js';
 import type { DiskStore } from '../storage/disk-store.js';
 import { SnapshotFiles } from '../storage/snapshot-files.js';
 import type { VolumeStore } from '../storage/volume-store.js';
-import { ConflictError, RuntimeUnavailableError } from '../contract/errors.js';
+import { ConflictError, NotFoundError, RuntimeUnavailableError } from '../contract/errors.js';
+import { GrantPortAccessRequestSchema, PortNumberSchema, type GrantPortAccessRequest, type PortAccess } from '../contract/ports.js';
+import { DEFAULT_TOKEN_TTL_MS, newGrantId, newPortToken, portAccessAllowed, sha256 } from './manager/port-access.js';
+import { parseDuration } from '../policy/duration.js';
 import type { DirEntry, ExecEvent, ExecRecord, ExecResult, KillResult, ProcessInfo, RuntimeName, Sandbox, Snapshot } from '../contract/model.js';
 import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest } from '../contract/requests.js';
 import { findRunning, findSandbox, listVisible, need, requireImageOperator, type Caller } from './manager/access.js';
@@ -171,6 +174,46 @@ export class SandboxManager {
       markActive(this.parts.store, id);
     });
     return stream;
+  }
+
+  /**
+   * Let browsers reach PORT of the sandbox through the daemon's port proxy: a new access token
+   * (returned once, kept as its sha256; 1 h unless `ttl`), or, with `public`, anyone.
+   */
+  grantPortAccess(id: string, port: number, req: GrantPortAccessRequest, caller: Caller): Omit<PortAccess, 'url'> {
+    need(caller, 'manage');
+    const r = GrantPortAccessRequestSchema.parse(req);
+    const p = PortNumberSchema.parse(port);
+    findRunning(this.parts.store, id, caller);
+    const now = new Date();
+    const ttlMs = r.ttl !== undefined ? parseDuration(r.ttl) : r.public ? undefined : DEFAULT_TOKEN_TTL_MS;
+    const expiresAt = ttlMs === undefined ? null : new Date(now.getTime() + ttlMs).toISOString();
+    const token = r.public ? undefined : newPortToken();
+    this.parts.store.portAccess.insert({ id: newGrantId(), sandboxId: id, port: p, tokenSha256: token ? sha256(token) : null, public: r.public, createdAt: now.toISOString(), expiresAt });
+    this.parts.store.audit({ tenant: caller.tenant, actor: caller.actor, action: r.public ? 'port_public' : 'port_token', sandboxId: id, detail: { port: p, expiresAt } });
+    return { sandboxId: id, port: p, public: r.public, ...(token ? { token } : {}), expiresAt };
+  }
+
+  /** Revoke every token of PORT (every port when undefined) and make it private again; how many grants went. */
+  revokePortAccess(id: string, port: number | undefined, caller: Caller): number {
+    need(caller, 'manage');
+    findSandbox(this.parts.store, id, caller);
+    const n = this.parts.store.portAccess.revoke(id, port === undefined ? undefined : PortNumberSchema.parse(port));
+    this.parts.store.audit({ tenant: caller.tenant, actor: caller.actor, action: 'port_revoke', sandboxId: id, detail: { port: port ?? 'all', grants: n } });
+    return n;
+  }
+
+  /**
+   * For the port proxy, which has no token of the API: a connection to PORT of sandbox ID when TOKEN
+   * is a live access token of that port or the port is public; NotFoundError otherwise (as for an
+   * unknown sandbox, so neither can be probed).
+   */
+  async openPortByGrant(id: string, port: number, token: string | undefined): Promise<Duplex> {
+    const stored = this.parts.store.getSandbox(id);
+    if (!stored || !portAccessAllowed(this.parts.store, id, port, token)) {
+      throw new NotFoundError(`no reachable port ${port} in sandbox ${id}`, { hint: 'ask the sandbox\'s owner for an access token: agentbox port-access ID PORT' });
+    }
+    return this.openPort(id, port, { tenant: stored.sandbox.tenant, actor: 'port-proxy', scopes: ['exec'] });
   }
 
   /** The sandbox's terminals: running ones, and those that ended within the last minute. */

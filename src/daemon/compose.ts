@@ -34,6 +34,7 @@ import type { DaemonInfo, RuntimeHealth } from '../contract/daemon.js';
 import { buildInfo, versionTag } from './build-info.js';
 import { EnvdTokens } from '../e2b/envd-token.js';
 import { createE2bSurface } from '../e2b/surface.js';
+import { PortProxy } from '../api/port-proxy.js';
 import { HomeLock, type DaemonRecord } from './home-lock.js';
 
 export interface DaemonOpts {
@@ -56,6 +57,11 @@ export interface DaemonOpts {
   allowedHosts?: string[];
   /** Timeouts and the connection limit of the HTTP servers. @default DEFAULT_HTTP_LIMITS */
   http?: Partial<HttpLimits>;
+  /**
+   * With a TCP listener: requests to `PORT-ID.<portsDomain>` reach that sandbox's port (the port
+   * proxy), e.g. `localhost` (browsers resolve *.localhost to loopback). @default AGENTBOX_PORTS_DOMAIN
+   */
+  portsDomain?: string;
 }
 
 export interface Daemon {
@@ -190,7 +196,9 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     pools: manager.poolStatus(),
   });
   const e2b = createE2bSurface({ manager, auth, tokens: EnvdTokens.forHome(paths.home), limiter, logger: opts.logger });
-  const common = { manager, auth, logger: opts.logger, metrics, images, limiter, daemonInfo: info, e2b, ...(opts.http ? { http: opts.http } : {}) };
+  const portsDomain = opts.tcp ? (opts.portsDomain ?? env.AGENTBOX_PORTS_DOMAIN ?? '').trim().replace(/^\.+|\.+$/g, '') : '';
+  const portUrl = portsDomain ? (id: string, port: number): string => `http://${port}-${id}.${portsDomain}:${daemon.tcpAddress?.port ?? opts.tcp?.port ?? 80}/` : undefined;
+  const common = { manager, auth, logger: opts.logger, metrics, images, limiter, daemonInfo: info, e2b, ...(opts.http ? { http: opts.http } : {}), ...(portUrl ? { portUrl } : {}) };
   const daemon: Daemon = {
     paths,
     manager,
@@ -236,7 +244,8 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     }
     if (opts.tcp) {
       const allowedHosts = opts.allowedHosts ?? (env.AGENTBOX_ALLOWED_HOSTS ?? '').split(',').filter((h) => h.trim() !== '');
-      const api = createApiServer({ ...common, listener: 'tcp', hostNames: servedHostNames(opts.tcp.host, allowedHosts) });
+      const portProxy = portsDomain ? new PortProxy({ domain: portsDomain, manager, auth, listener: 'tcp', logger: opts.logger }) : undefined;
+      const api = createApiServer({ ...common, listener: 'tcp', hostNames: servedHostNames(opts.tcp.host, allowedHosts), ...(portProxy ? { portProxy } : {}) });
       const server = api.server;
       apis.push(api);
       await listen(server, opts.tcp.port, opts.tcp.host);

@@ -13,6 +13,7 @@ import type { ImageInfo } from '../contract/images.js';
 import type { CreateVolumeRequest, Volume } from '../contract/volumes.js';
 import { SandboxRef } from './sandbox.js';
 import type { OpenTerminalRequest, Terminal } from '../contract/terminals.js';
+import type { GrantPortAccessRequest, PortAccess } from '../contract/ports.js';
 import { connectTerminal, type TerminalConnection } from './terminal.js';
 
 export interface ClientOpts {
@@ -96,6 +97,16 @@ export class AgentboxClient {
       });
       req.end();
     });
+  }
+
+  /** Let browsers reach PORT through the daemon's port proxy: a new access token (shown once), or `public`. */
+  grantPortAccess(id: string, port: number, req: GrantPortAccessRequest = {}): Promise<PortAccess> {
+    return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/ports/${encodeURIComponent(String(port))}/access`, req);
+  }
+
+  /** Revoke every access token of PORT and make it private again; how many grants went. */
+  async revokePortAccess(id: string, port: number): Promise<number> {
+    return (await this.json<{ revoked: number }>('DELETE', `/v1/sandboxes/${encodeURIComponent(id)}/ports/${encodeURIComponent(String(port))}/access`)).revoked;
   }
 
   /** Open a terminal in a sandbox (a login shell unless `cmd` says otherwise); attach to it with `attachTerminal`. */

@@ -5,6 +5,7 @@
 import type Database from 'better-sqlite3';
 import { InternalError } from '../contract/errors.js';
 import { VOLUMES_SQL } from './volumes.js';
+import { PORT_ACCESS_SQL } from './port-access.js';
 
 export interface Migration {
   version: number;
@@ -142,6 +143,11 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 7,
     name: 'snapshots that hold memory',
     sql: 'ALTER TABLE snapshots ADD COLUMN memory INTEGER NOT NULL DEFAULT 0;',
+  },
+  {
+    version: 8,
+    name: 'access to sandboxes\' ports from browsers',
+    sql: PORT_ACCESS_SQL,
   },
 ];
 

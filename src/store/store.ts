@@ -23,6 +23,7 @@ import {
 } from './rows.js';
 import { prepareStatements, type Statements } from './statements.js';
 import { VolumeRows } from './volumes.js';
+import { PortAccessRows } from './port-access.js';
 
 export type { AuditEntry, StoredExec, StoredSandbox } from './rows.js';
 
@@ -88,6 +89,8 @@ export class Store {
   readonly snapshots: SnapshotRecords;
   /** Named volumes and which sandbox mounts which. */
   readonly volumes: VolumeRows;
+  /** Access to sandboxes' ports from browsers (the port proxy). */
+  readonly portAccess: PortAccessRows;
 
   private constructor(db: Database.Database, opts: StoreOpts) {
     const keep = opts.execsPerSandbox ?? 100;
@@ -98,6 +101,7 @@ export class Store {
     this.egress = new EgressEvents(db);
     this.snapshots = new SnapshotRecords(db);
     this.volumes = new VolumeRows(db);
+    this.portAccess = new PortAccessRows(db);
   }
 
   /**

@@ -68,6 +68,7 @@ describe('ports', { skip }, () => {
       policyPath: join(home, 'policy.yaml'),
       socket: join(home, 'agentbox.sock'),
       tcp: { host: '127.0.0.1', port: 0 },
+      portsDomain: 'localhost',
     });
     port = daemon.tcpAddress!.port;
     alice = new AgentboxClient({ url: `http://127.0.0.1:${port}`, token: 'alice-token-0123456789' });
@@ -159,6 +160,78 @@ describe('ports', { skip }, () => {
     const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
     assert.equal(code, 0, `port-forward exited ${code}: ${err}`);
     await assert.rejects(new Promise((resolve, reject) => connect(local, '127.0.0.1').once('connect', resolve).once('error', reject)), /ECONNREFUSED/);
+  });
+
+  /** A request to the port proxy: Host PORT-ID.localhost, on the daemon's TCP port. */
+  const viaProxy = (target: string, path: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> =>
+    new Promise((resolve, reject) => {
+      get({ host: '127.0.0.1', port, path, headers: { host: `${target}.localhost:${port}`, ...headers } }, async (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: (await readAll(res)).toString('utf8') })).on('error', reject);
+    });
+
+  test('the port proxy: PORT-ID.<domain> reaches the server inside only with an access token of that port, the owner\'s API token, or once public; expiry and revocation', async () => {
+    const host = `8000-${sbx}`;
+    assert.equal((await viaProxy(host, '/index.html')).status, 404, 'no token: as if there were no such port');
+    const grant = await alice.grantPortAccess(sbx, 8000);
+    assert.match(grant.token ?? '', /^abp_/);
+    assert.equal(grant.url, `http://8000-${sbx}.localhost:${port}/`);
+    assert.ok(grant.expiresAt && Date.parse(grant.expiresAt) > Date.now() + 3500_000, 'a token holds 1 h by default');
+    const page = await viaProxy(host, '/index.html', { 'agentbox-port-token': grant.token! });
+    assert.equal(page.status, 200);
+    assert.equal(page.body, 'port-page\n');
+    // A link with the token: redirected without it, the token kept as a cookie of this host only.
+    const link = await viaProxy(host, `/index.html?a=1&agentbox_port_token=${encodeURIComponent(grant.token!)}`);
+    assert.equal(link.status, 302);
+    assert.equal(link.headers.location, '/index.html?a=1');
+    const cookie = String(link.headers['set-cookie']);
+    assert.match(cookie, /^agentbox_port_token=[^;]+; Path=\/; HttpOnly; SameSite=Lax$/);
+    assert.doesNotMatch(cookie, /Domain=/i);
+    assert.equal((await viaProxy(host, '/index.html', { cookie: `other=1; ${cookie.split(';')[0]}` })).status, 200);
+    // The token is for this sandbox's port 8000 only; tokens of nobody, wrong ports and other tenants get nothing.
+    assert.equal((await viaProxy(`7000-${sbx}`, '/', { 'agentbox-port-token': grant.token! })).status, 404);
+    assert.equal((await viaProxy(host, '/index.html', { 'agentbox-port-token': `${grant.token!}x` })).status, 404);
+    assert.equal((await viaProxy(`8000-sbx_nosuchsandbox0000`, '/', { 'agentbox-port-token': grant.token! })).status, 404);
+    assert.equal((await viaProxy(host, '/index.html', { authorization: 'Bearer alice-token-0123456789' })).status, 200, 'the owner\'s API token');
+    assert.equal((await viaProxy(host, '/index.html', { authorization: 'Bearer bob-token-0123456789' })).status, 404, 'another tenant\'s API token');
+    await assert.rejects(bob.grantPortAccess(sbx, 8000), NotFoundError);
+    await assert.rejects(new AgentboxClient({ url: `http://127.0.0.1:${port}`, token: 'alice-reader-token-0123456789' }).grantPortAccess(sbx, 8000), ForbiddenError);
+    // Expiry, revocation, public.
+    const short = await alice.grantPortAccess(sbx, 8000, { ttl: 1 });
+    assert.equal((await viaProxy(host, '/index.html', { 'agentbox-port-token': short.token! })).status, 200);
+    await new Promise((r) => setTimeout(r, 1200));
+    assert.equal((await viaProxy(host, '/index.html', { 'agentbox-port-token': short.token! })).status, 404, 'an expired token');
+    assert.equal(await alice.revokePortAccess(sbx, 8000), 2);
+    assert.equal((await viaProxy(host, '/index.html', { 'agentbox-port-token': grant.token! })).status, 404, 'a revoked token');
+    const pub = await alice.grantPortAccess(sbx, 8000, { public: true });
+    assert.equal(pub.token, undefined);
+    assert.equal((await viaProxy(host, '/index.html')).status, 200, 'a public port');
+    assert.equal((await viaProxy(`7000-${sbx}`, '/')).status, 404, 'only that port is public');
+    await alice.revokePortAccess(sbx, 8000);
+    assert.equal((await viaProxy(host, '/index.html')).status, 404);
+    // Other names under the domain, and anything else, are the API's (and its browser guard's).
+    assert.equal((await viaProxy('api', '/healthz')).status, 403);
+    for (const bad of [0, 70000]) await assert.rejects(alice.grantPortAccess(sbx, bad), BadRequestError);
+  });
+
+  test('the port proxy carries an upgrade (a WebSocket of the app inside) byte for byte, and strips its own credentials', async () => {
+    const grant = await alice.grantPortAccess(sbx, 7100);
+    // One connection's echo server: what reaches it comes back, so the request the app sees is visible.
+    const r = await alice.exec(sbx, { cmd: ['sh', '-c', '(nc -l -p 7100 -e /bin/cat >/dev/null 2>&1 &); for i in $(seq 100); do netstat -ltn | grep -q ":7100 " && exit 0; sleep 0.1; done; exit 1'] });
+    assert.equal(r.exitCode, 0);
+    // Written raw, read raw: the echo server sends back the request exactly as the app inside got it.
+    const sock = connect(port, '127.0.0.1');
+    await new Promise((resolve, reject) => sock.once('connect', resolve).once('error', reject));
+    sock.write([`GET /chat HTTP/1.1`, `Host: 7100-${sbx}.localhost:${port}`, 'Connection: Upgrade', 'Upgrade: websocket', `agentbox-port-token: ${grant.token!}`, 'Cookie: agentbox_port_token=zzz; app=1', 'X-App: kept', '', 'first-frame-bytes'].join('\r\n'));
+    let seen = '';
+    sock.on('data', (c: Buffer) => (seen += c.toString('latin1')));
+    for (let i = 0; i < 100 && !seen.includes('first-frame-bytes'); i++) await new Promise((r) => setTimeout(r, 50));
+    sock.destroy();
+    assert.match(seen, /^GET \/chat HTTP\/1\.1\r\n/);
+    assert.match(seen, /\r\nx-app: kept\r\n/i);
+    assert.match(seen, /\r\nupgrade: websocket\r\n/i);
+    assert.match(seen, /\r\ncookie: app=1\r\n/i, 'the app\'s own cookies go on');
+    assert.doesNotMatch(seen, /agentbox-port-token|agentbox_port_token/i, 'the proxy\'s credentials do not reach the app');
+    assert.match(seen, /\r\n\r\nfirst-frame-bytes$/, 'bytes after the head follow it');
+    await alice.revokePortAccess(sbx, 7100);
   });
 
   test('agentbox port-forward refuses a bad spec and an unknown sandbox before listening', async () => {

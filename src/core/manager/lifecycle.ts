@@ -155,6 +155,7 @@ async function endNow(d: Parameters<typeof endSandbox>[0], stored: StoredSandbox
     d.pauses.forget(id);
   }
   await d.egress?.close(id);
+  d.store.portAccess.revoke(id); // its ports' tokens and public grants go with it
   await d.volumes?.release(id).catch((err: unknown) => d.logger.error({ sandbox_id: id, err }, 'could not release volumes'));
   // The reaper found it lost while a caller was ending it: the caller's end is the one recorded.
   if (endedBy === 'reaper' && d.pauses.isEnding(id)) return;
