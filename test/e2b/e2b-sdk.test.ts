@@ -116,9 +116,12 @@ describe('the e2b SDK against agentbox', { skip: skipAll }, () => {
       if (skipped(t)) return;
       const sbx = await Sandbox.create(template, as(ALICE));
       try {
-        const bg = await sbx.commands.run('echo start; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo after-go; exit 5', { background: true });
+        const early: string[] = [];
+        const bg = await sbx.commands.run('echo start; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo after-go; exit 5', { background: true, onStdout: (d) => void early.push(d) });
         assert.ok(bg.pid > 1);
         assert.deepEqual((await sbx.commands.list()).map((p) => [p.pid, p.cmd, p.args.at(-1)]), [[bg.pid, '/bin/bash', 'echo start; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo after-go; exit 5']]);
+        // `start` is out before anyone reattaches (bash -l may take a while under load).
+        await waitFor(() => early.includes('start\n'), 'start from the background command');
         await bg.disconnect();
 
         // Another client, as another process would: Sandbox.connect, then commands.connect by pid.
@@ -146,8 +149,7 @@ describe('the e2b SDK against agentbox', { skip: skipAll }, () => {
         assert.ok(killed instanceof CommandExitError, `got ${String(killed)}`);
         assert.equal(killed.exitCode, -1);
         assert.equal(await sbx.commands.kill(noStdin.pid), false, 'no such process any more');
-        const left = await sbx.commands.run('ps -o pid,args | grep -c "[s]leep 30" || true');
-        assert.equal(left.stdout.trim(), '0', 'the killed command is gone from the sandbox');
+        assert.deepEqual((await commandLines(sbx)).filter((l) => l.includes('sleep 30')), [], 'the killed command is gone from the sandbox');
       } finally {
         await sbx.kill();
       }
@@ -283,6 +285,14 @@ describe('the e2b SDK against agentbox', { skip: skipAll }, () => {
     assert.deepEqual(daemon!.store.listSandboxes({ states: ['creating', 'running'] }), []);
   });
 });
+
+/** The command lines of the sandbox's processes, from /proc (the debian image has no ps). */
+async function commandLines(sbx: Sandbox): Promise<string[]> {
+  const r = await sbx.commands.run('for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < "$f" 2>/dev/null; echo; done');
+  const lines = r.stdout.split('\n').map((l) => l.trim());
+  assert.ok(lines.some((l) => l.includes('/proc/[0-9]*/cmdline')), `/proc did not show the listing shell itself: ${r.stdout.slice(0, 300)}`);
+  return lines.filter((l) => l !== '');
+}
 
 async function waitFor(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
