@@ -21,6 +21,7 @@ import { Filesystem } from './gen/filesystem/filesystem_pb.js';
 import { Process } from './gen/process/process_pb.js';
 import type { ProcessRegistry } from './process-registry.js';
 import { processService } from './process-service.js';
+import type { PtyRegistry } from './pty-registry.js';
 
 /** Connect's codes by name, for the answers written before a request reaches the services. */
 const CONNECT_CODE_NAME: Record<number, string> = { 400: 'invalid_argument', 401: 'unauthenticated', 404: 'not_found', 429: 'resource_exhausted', 502: 'unavailable' };
@@ -31,6 +32,7 @@ export interface EnvdOpts {
   manager: SandboxManager;
   tokens: EnvdTokens;
   registry: ProcessRegistry;
+  ptys: PtyRegistry;
   limiter: RateLimiter;
   logger: Logger;
   /** Where envd is served, e.g. `/e2b/envd`. */
@@ -54,7 +56,7 @@ export function createEnvd(opts: EnvdOpts): Envd {
   const fs = filesystemService(manager, logger);
   const rpc = connectNodeAdapter({
     routes: (router) => {
-      router.service(Process, processService(manager, opts.registry, logger));
+      router.service(Process, processService(manager, opts.registry, opts.ptys, logger));
       router.service(Filesystem, fs.impl);
     },
     requestPathPrefix: opts.basePath,

@@ -15,6 +15,7 @@ import { createEnvd, type Envd } from './envd.js';
 import type { EnvdTokens } from './envd-token.js';
 import { sendE2bError } from './errors.js';
 import { ProcessRegistry } from './process-registry.js';
+import { PtyRegistry } from './pty-registry.js';
 
 export const E2B_BASE = '/e2b';
 export const ENVD_BASE = `${E2B_BASE}/envd`;
@@ -32,14 +33,15 @@ export interface E2bSurface {
   owns(pathname: string): boolean;
   /** Serve it; never throws (errors are answered in E2B's shapes). */
   handle(req: IncomingMessage, res: ServerResponse, url: URL, listener: Listener): Promise<void>;
-  /** Kill the commands it tracks and stop its watchers (before the manager closes: it waits for running execs). */
+  /** Kill the commands and hang up the PTYs it tracks, and stop its watchers (before the manager closes: it waits for running execs). */
   close(): void;
 }
 
 export function createE2bSurface(opts: E2bSurfaceOpts): E2bSurface {
   const logger = opts.logger.child({ surface: 'e2b' });
   const registry = new ProcessRegistry(opts.manager, logger);
-  const envd: Envd = createEnvd({ manager: opts.manager, tokens: opts.tokens, registry, limiter: opts.limiter, logger, basePath: ENVD_BASE });
+  const ptys = new PtyRegistry(opts.manager, logger);
+  const envd: Envd = createEnvd({ manager: opts.manager, tokens: opts.tokens, registry, ptys, limiter: opts.limiter, logger, basePath: ENVD_BASE });
   return {
     owns: (pathname) => pathname === E2B_BASE || pathname.startsWith(`${E2B_BASE}/`),
     async handle(req, res, url, listener) {
@@ -58,6 +60,7 @@ export function createE2bSurface(opts: E2bSurfaceOpts): E2bSurface {
     },
     close() {
       registry.close();
+      ptys.close();
       envd.close();
     },
   };

@@ -116,9 +116,12 @@ describe('the e2b SDK against agentbox', { skip: skipAll }, () => {
       if (skipped(t)) return;
       const sbx = await Sandbox.create(template, as(ALICE));
       try {
-        const bg = await sbx.commands.run('echo start; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo after-go; exit 5', { background: true });
+        const early: string[] = [];
+        const bg = await sbx.commands.run('echo start; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo after-go; exit 5', { background: true, onStdout: (d) => void early.push(d) });
         assert.ok(bg.pid > 1);
         assert.deepEqual((await sbx.commands.list()).map((p) => [p.pid, p.cmd, p.args.at(-1)]), [[bg.pid, '/bin/bash', 'echo start; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo after-go; exit 5']]);
+        // `start` is out before anyone reattaches (bash -l may take a while under load).
+        await waitFor(() => early.includes('start\n'), 'start from the background command');
         await bg.disconnect();
 
         // Another client, as another process would: Sandbox.connect, then commands.connect by pid.
@@ -146,8 +149,88 @@ describe('the e2b SDK against agentbox', { skip: skipAll }, () => {
         assert.ok(killed instanceof CommandExitError, `got ${String(killed)}`);
         assert.equal(killed.exitCode, -1);
         assert.equal(await sbx.commands.kill(noStdin.pid), false, 'no such process any more');
-        const left = await sbx.commands.run('ps -o pid,args | grep -c "[s]leep 30" || true');
-        assert.equal(left.stdout.trim(), '0', 'the killed command is gone from the sandbox');
+        assert.deepEqual((await commandLines(sbx)).filter((l) => l.includes('sleep 30')), [], 'the killed command is gone from the sandbox');
+      } finally {
+        await sbx.kill();
+      }
+    });
+
+    test(`${runtime}: pty: create on a tty with the SDK's envs and cwd, resize, a second client connects by pid (screen replayed, then live), list, exit 5 is CommandExitError`, async (t) => {
+      if (skipped(t)) return;
+      const sbx = await Sandbox.create(template, as(ALICE));
+      try {
+        const screen = terminalText();
+        const pty = await sbx.pty.create({ cols: 80, rows: 24, cwd: '/tmp', onData: screen.onData });
+        assert.ok(pty.pid > 1);
+        assert.deepEqual((await sbx.commands.list()).map((p) => [p.pid, p.cmd, p.args, p.envs.TERM, p.cwd]), [[pty.pid, '/bin/bash', ['-i', '-l'], 'xterm-256color', '/tmp']]);
+
+        // The echo of what is typed holds the expression, not its value: only the shell's answer matches.
+        await sbx.pty.sendInput(pty.pid, bytes('[ -t 0 ] && echo tty-$((6*7))\n'));
+        await waitFor(() => screen.text.includes('tty-42'), 'tty-42: stdin is a terminal');
+        await sbx.pty.sendInput(pty.pid, bytes('echo "at-$(pwd)-$TERM-$LC_ALL" size-$(stty size | tr " " x)\n'));
+        await waitFor(() => screen.text.includes('at-/tmp-xterm-256color-C.UTF-8 size-24x80'), 'cwd, envs and size 24x80');
+        await sbx.pty.resize(pty.pid, { cols: 100, rows: 30 });
+        await sbx.pty.sendInput(pty.pid, bytes('echo resized-$(stty size | tr " " x)\n'));
+        await waitFor(() => screen.text.includes('resized-30x100'), 'size 30x100 after resize');
+
+        // Another client, as another process would: its first data is what the terminal showed, then live output.
+        const second = await Sandbox.connect(sbx.sandboxId, as(ALICE));
+        const other = terminalText();
+        const again = await second.pty.connect(pty.pid, { onData: other.onData });
+        await waitFor(() => other.text.includes('resized-30x100'), 'the screen replayed to the second client');
+        await second.pty.sendInput(pty.pid, bytes('echo from-second-$((1+1))\n'));
+        await waitFor(() => other.text.includes('from-second-2') && screen.text.includes('from-second-2'), 'new output on both clients');
+
+        // What fits only a command, or only a PTY, is refused; so are root and a read-only key.
+        await assert.rejects(sbx.commands.sendStdin(pty.pid, 'x'), /is a PTY/);
+        await assert.rejects(sbx.commands.closeStdin(pty.pid), /no stdin/);
+        await assert.rejects(sbx.pty.resize(pty.pid, { cols: 0, rows: 30 }), /cols/);
+        const cmd = await sbx.commands.run('sleep 30', { background: true, stdin: true });
+        await assert.rejects(sbx.pty.resize(cmd.pid, { cols: 100, rows: 30 }), /not started with a PTY/);
+        await assert.rejects(sbx.pty.sendInput(cmd.pid, bytes('x')), /not started with a PTY/);
+        assert.equal(await sbx.commands.kill(cmd.pid), true);
+        await assert.rejects(sbx.pty.create({ cols: 80, rows: 24, onData: () => undefined, user: 'root' }), /sandbox user/);
+        await assert.rejects(sbx.commands.run('true', { user: 'root' }), /sandbox user/);
+        const readOnly = await Sandbox.connect(sbx.sandboxId, as(ALICE_READER));
+        await assert.rejects(readOnly.pty.sendInput(pty.pid, bytes('echo no\n')), /may not/);
+        await assert.rejects(readOnly.pty.create({ cols: 80, rows: 24, onData: () => undefined }), /may not/);
+
+        await sbx.pty.sendInput(pty.pid, bytes('exit 5\n'));
+        for (const h of [pty, again]) {
+          const err = await h.wait().then(() => undefined, (e: unknown) => e);
+          assert.ok(err instanceof CommandExitError, `got ${String(err)}`);
+          assert.equal(err.exitCode, 5);
+        }
+        assert.deepEqual(await sbx.commands.list(), []);
+        await assert.rejects(second.pty.connect(pty.pid), NotFoundError);
+        assert.equal(await sbx.pty.kill(pty.pid), false, 'no such process any more');
+      } finally {
+        await sbx.kill();
+      }
+    });
+
+    test(`${runtime}: pty.kill hangs the terminal up: the shell and its background job are gone, wait() says killed`, async (t) => {
+      if (skipped(t)) return;
+      const sbx = await Sandbox.create(template, as(ALICE));
+      try {
+        const screen = terminalText();
+        const pty = await sbx.pty.create({ cols: 80, rows: 24, onData: screen.onData });
+        await pty.disconnect();
+        // A background job of the shell: a kill of the shell alone would leave it running.
+        await sbx.pty.sendInput(pty.pid, bytes('sleep 3171 & echo job-$((40+2))\n'));
+        const ours = async (): Promise<string[]> => (await commandLines(sbx)).filter((l) => l === 'sleep 3171' || l === '/bin/bash -i -l');
+        const deadline = Date.now() + 5000;
+        while ((await ours()).length !== 2 && Date.now() < deadline) await sleep(100);
+        assert.deepEqual((await ours()).sort(), ['/bin/bash -i -l', 'sleep 3171'], 'the shell and its job run while nobody is connected');
+
+        const watcher = await sbx.pty.connect(pty.pid, { onData: () => undefined });
+        assert.equal(await sbx.pty.kill(pty.pid), true);
+        const err = await watcher.wait().then(() => undefined, (e: unknown) => e);
+        assert.ok(err instanceof CommandExitError, `got ${String(err)}`);
+        assert.equal(err.exitCode, -1);
+        assert.equal(err.error, 'signal: killed');
+        assert.deepEqual(await sbx.commands.list(), []);
+        assert.deepEqual(await ours(), [], 'nothing the terminal ran is left in the sandbox');
       } finally {
         await sbx.kill();
       }
@@ -283,6 +366,28 @@ describe('the e2b SDK against agentbox', { skip: skipAll }, () => {
     assert.deepEqual(daemon!.store.listSandboxes({ states: ['creating', 'running'] }), []);
   });
 });
+
+/** The command lines of the sandbox's processes, from /proc (the debian image has no ps). */
+async function commandLines(sbx: Sandbox): Promise<string[]> {
+  const r = await sbx.commands.run('for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < "$f" 2>/dev/null; echo; done');
+  const lines = r.stdout.split('\n').map((l) => l.trim());
+  assert.ok(lines.some((l) => l.includes('/proc/[0-9]*/cmdline')), `/proc did not show the listing shell itself: ${r.stdout.slice(0, 300)}`);
+  return lines.filter((l) => l !== '');
+}
+
+/** What a terminal showed, as text, and the onData that collects it. */
+function terminalText(): { readonly text: string; onData: (data: Uint8Array) => void } {
+  const decoder = new TextDecoder();
+  let text = '';
+  return {
+    get text() {
+      return text;
+    },
+    onData: (data) => void (text += decoder.decode(data, { stream: true })),
+  };
+}
+
+const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 
 async function waitFor(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
