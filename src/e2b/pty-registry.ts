@@ -1,6 +1,6 @@
 /**
- * E2B's PTYs (`sandbox.pty`) over agentbox terminals (`SandboxManager.openTerminal`, ARCHITECTURE.md
- * "Terminals and ports"). A PTY started through envd is a terminal opened with `keepAlive`: E2B's
+ * E2B's PTYs (`sandbox.pty`) over agentbox terminals (ARCHITECTURE.md, "Terminals and ports":
+ * `SandboxManager.openTerminal`). A PTY started through envd is a terminal opened with `keepAlive`: E2B's
  * PTYs outlive the stream that started them, until their shell exits or they are killed. envd
  * addresses them by pid (the command's pid inside the sandbox), so this registry maps a sandbox's
  * pids to the terminals it opened; terminals opened through /v1 (`agentbox shell`) are not E2B's and

@@ -1,7 +1,7 @@
 /**
- * Who may reach a sandbox's port from a browser (the port proxy, ARCHITECTURE.md "Terminals and
- * ports"): access tokens, stored by their sha256 only, each with its expiry; and ports made public.
- * Rows go with their sandbox (`removeSandbox`), or when revoked.
+ * Who may reach a sandbox's port through the port proxy (ARCHITECTURE.md, "Terminals and ports"):
+ * from a browser: access tokens, stored by their sha256 only, each with its expiry; and ports made public.
+ * Rows go when their sandbox ends (`endSandbox`), or when revoked.
  */
 import type Database from 'better-sqlite3';
 
