@@ -298,6 +298,10 @@ static int pty_session(void) {
     tree_kill(child, child, pty_reap_child, &r, marker);
     if (!r.exited) waitpid(child, &r.status, 0);
     status = r.status;
+  } else if (hangup_at >= 0) {
+    /* Hung up, and the leader went first (a shell that dies of SIGHUP): what it left (nohup, a job
+     * that ignores SIGHUP) goes too. Its pid may be reused by now: found by session and marker only. */
+    tree_kill(-1, child, NULL, NULL, marker);
   }
   if (WIFSIGNALED(status)) return EXIT_SIGNAL_BASE + WTERMSIG(status);
   return WEXITSTATUS(status);

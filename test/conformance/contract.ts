@@ -789,13 +789,18 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
       await hup.waitFor(/stubborn/, 'the session runs');
       hup.pty.hangUp();
       assert.equal(typeof (await hup.pty.exit), 'number', 'a hung-up session ends (its status is the shell\'s choice)');
+      // A leader that dies of the hang-up at once: what it left ignoring SIGHUP (as nohup does) goes too.
+      const nohup = await open(['sh', '-c', '(trap "" HUP; exec sleep 61) >/dev/null 2>&1 & echo started-nohup; sleep 1000']);
+      await nohup.waitFor(/started-nohup/, 'the session runs');
+      nohup.pty.hangUp();
+      assert.equal(await nohup.pty.exit, 129, 'sh dies of SIGHUP');
       // A client that drops the session at once: nothing of it is left inside.
       const dropped = await open(['sh', '-c', 'echo dropped-start; sleep 60']);
       await dropped.waitFor(/dropped-start/, 'the session runs');
       dropped.pty.destroy();
       let left: string[] = [];
       for (let i = 0; i < 60; i++) {
-        left = (await rt.processes(h)).filter((p) => /exe_pty/.test(p.execId ?? '') || / pty -$/.test(p.command) || /sleep 60/.test(p.command)).map((p) => `${p.pid} ${p.command}`);
+        left = (await rt.processes(h)).filter((p) => /exe_pty/.test(p.execId ?? '') || / pty -$/.test(p.command) || /sleep 6[01]/.test(p.command)).map((p) => `${p.pid} ${p.command}`);
         if (left.length === 0) break;
         await new Promise((r) => setTimeout(r, 100));
       }
