@@ -25,8 +25,7 @@ export function registerPortRoutes(route: RouteFn, upgradeRoute: UpgradeRouteFn)
   route('POST', '/v1/sandboxes/{id}/ports/{port}/access', { summary: 'Let browsers reach PORT through the port proxy (PORT-ID.<ports domain>): a new access token (shown once), or with public: true anyone', body: GrantPortAccessRequestSchema, response: PortAccessSchema, status: 201, params: { port: PortSchema } }, async (ctx: RouteCtx) => {
     const body = await readJson(ctx.req, GrantPortAccessRequestSchema);
     const port = portOf(ctx.params);
-    const grant = ctx.manager.grantPortAccess(ctx.params.id as string, port, body, ctx.caller);
-    sendJson(ctx.res, 201, { ...grant, url: ctx.portUrl ? ctx.portUrl(grant.sandboxId, grant.port) : null });
+    sendJson(ctx.res, 201, ctx.manager.grantPortAccess(ctx.params.id as string, port, body, ctx.caller));
   });
 
   route('DELETE', '/v1/sandboxes/{id}/ports/{port}/access', { summary: 'Revoke every access token of PORT and make it private again', response: z.object({ revoked: z.number().int() }), params: { port: PortSchema } }, async (ctx: RouteCtx) => {

@@ -32,8 +32,6 @@ export interface RouteCtx {
   operator: boolean;
   /** The daemon's own state, where this server belongs to one. */
   daemonInfo?: () => Promise<DaemonInfo>;
-  /** Where a sandbox's port is reached through the port proxy, when the daemon has a ports domain. */
-  portUrl?: (sandboxId: string, port: number) => string;
 }
 
 type Handler = (ctx: RouteCtx) => Promise<void>;

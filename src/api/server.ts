@@ -67,8 +67,6 @@ export interface ApiServerOpts {
   daemonInfo?: () => Promise<DaemonInfo>;
   /** With a ports domain: requests to `PORT-ID.<domain>` go to that sandbox's port (port-proxy.ts). */
   portProxy?: PortProxy;
-  /** Where a sandbox's port is reached through the proxy (for the access routes' answers). */
-  portUrl?: (sandboxId: string, port: number) => string;
   /** E2B's control plane and envd under /e2b (src/e2b). */
   e2b?: E2bSurface;
 }
@@ -223,7 +221,6 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
       signal: abort.signal,
       operator: isOperator(caller, opts.listener),
       ...(opts.daemonInfo ? { daemonInfo: opts.daemonInfo } : {}),
-      ...(opts.portUrl ? { portUrl: opts.portUrl } : {}),
     });
   } catch (err) {
     if (clientWentAway(err, res)) {

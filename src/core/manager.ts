@@ -75,6 +75,8 @@ export interface ManagerOpts {
   disks?: DiskStore;
   /** Named volumes: where they live and how their files are reached without a sandbox; without it there are none. */
   volumes?: { store: VolumeStore; files: VolumeFileOps };
+  /** Where the daemon's port proxy serves a sandbox's port, when it has a ports domain. */
+  portUrl?: (sandboxId: string, port: number) => string;
 }
 
 /** The manager's state, split by job; each part function takes from it only what it needs. */
@@ -180,7 +182,7 @@ export class SandboxManager {
    * Let browsers reach PORT of the sandbox through the daemon's port proxy: a new access token
    * (returned once, kept as its sha256; 1 h unless `ttl`), or, with `public`, anyone.
    */
-  grantPortAccess(id: string, port: number, req: GrantPortAccessRequest, caller: Caller): Omit<PortAccess, 'url'> {
+  grantPortAccess(id: string, port: number, req: GrantPortAccessRequest, caller: Caller): PortAccess {
     need(caller, 'manage');
     const r = GrantPortAccessRequestSchema.parse(req);
     const p = PortNumberSchema.parse(port);
@@ -191,7 +193,7 @@ export class SandboxManager {
     const token = r.public ? undefined : newPortToken();
     this.parts.store.portAccess.insert({ id: newGrantId(), sandboxId: id, port: p, tokenSha256: token ? sha256(token) : null, public: r.public, createdAt: now.toISOString(), expiresAt });
     this.parts.store.audit({ tenant: caller.tenant, actor: caller.actor, action: r.public ? 'port_public' : 'port_token', sandboxId: id, detail: { port: p, expiresAt } });
-    return { sandboxId: id, port: p, public: r.public, ...(token ? { token } : {}), expiresAt };
+    return { sandboxId: id, port: p, public: r.public, ...(token ? { token } : {}), expiresAt, url: this.opts.portUrl?.(id, p) ?? null };
   }
 
   /** Revoke every token of PORT (every port when undefined) and make it private again; how many grants went. */

@@ -146,7 +146,12 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   });
   const disks = new DiskStore({ dir: paths.storage });
   const runtimes = buildRuntimes(paths, images, disks, opts.logger);
+  // The port proxy's address of a sandbox's port (the TCP port is known once listening).
+  let tcpPort: number | undefined;
+  const portsDomain = opts.tcp ? (opts.portsDomain ?? env.AGENTBOX_PORTS_DOMAIN ?? '').trim().replace(/^\.+|\.+$/g, '') : '';
+  const portUrl = portsDomain ? (id: string, port: number): string => `http://${port}-${id}.${portsDomain}:${tcpPort ?? opts.tcp?.port ?? 80}/` : undefined;
   const manager = new SandboxManager({
+    ...(portUrl ? { portUrl } : {}),
     disks,
     volumes: { store: new VolumeStore({ disks, mountDir: join(paths.storage, 'volmnt') }), files: new VolumeFiles(helperPath()) },
     metrics,
@@ -196,9 +201,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     pools: manager.poolStatus(),
   });
   const e2b = createE2bSurface({ manager, auth, tokens: EnvdTokens.forHome(paths.home), limiter, logger: opts.logger });
-  const portsDomain = opts.tcp ? (opts.portsDomain ?? env.AGENTBOX_PORTS_DOMAIN ?? '').trim().replace(/^\.+|\.+$/g, '') : '';
-  const portUrl = portsDomain ? (id: string, port: number): string => `http://${port}-${id}.${portsDomain}:${daemon.tcpAddress?.port ?? opts.tcp?.port ?? 80}/` : undefined;
-  const common = { manager, auth, logger: opts.logger, metrics, images, limiter, daemonInfo: info, e2b, ...(opts.http ? { http: opts.http } : {}), ...(portUrl ? { portUrl } : {}) };
+  const common = { manager, auth, logger: opts.logger, metrics, images, limiter, daemonInfo: info, e2b, ...(opts.http ? { http: opts.http } : {}) };
   const daemon: Daemon = {
     paths,
     manager,
@@ -250,7 +253,10 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
       apis.push(api);
       await listen(server, opts.tcp.port, opts.tcp.host);
       const addr = server.address();
-      if (addr && typeof addr === 'object') daemon.tcpAddress = { host: addr.address, port: addr.port };
+      if (addr && typeof addr === 'object') {
+        daemon.tcpAddress = { host: addr.address, port: addr.port };
+        tcpPort = addr.port;
+      }
       servers.push(server);
     }
   } catch (err) {

@@ -8,6 +8,7 @@ import { Readable } from 'node:stream';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { ExecResult, KillResult, ProcessInfo, Sandbox, Snapshot } from '../contract/model.js';
 import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest } from '../contract/requests.js';
+import type { GrantPortAccessRequest, PortAccess } from '../contract/ports.js';
 import { parseDuration } from '../policy/duration.js';
 import type { Policy } from '../policy/schema.js';
 import type { AgentboxClient } from '../sdk/client.js';
@@ -51,6 +52,8 @@ export interface SandboxOps {
   delete(id: string): Promise<Sandbox>;
   snapshot(id: string, req: CreateSnapshotRequest): Promise<Snapshot>;
   fork(id: string, req: ForkRequest): Promise<Sandbox[]>;
+  /** Let browsers reach PORT through the daemon's port proxy: an access token (or public). */
+  sharePort(id: string, port: number, req: GrantPortAccessRequest): Promise<PortAccess>;
   /** Undefined when not known (a remote daemon's policy is not visible to its clients). */
   readonly limits?: OpsLimits;
   /** Named volumes (the volume_* tools); absent: no such tools. */
@@ -72,6 +75,7 @@ export function clientOps(client: AgentboxClient): SandboxOps {
     delete: (id) => client.delete(id),
     snapshot: (id, req) => client.snapshot(id, req),
     fork: (id, req) => client.fork(id, req),
+    sharePort: (id, port, req) => client.grantPortAccess(id, port, req),
     volumes: { list: () => client.listVolumes(), create: ({ name, ...opts }) => client.createVolume(name, opts) },
   };
 }
@@ -93,6 +97,7 @@ export function managerOps(manager: SandboxManager, caller: Caller): SandboxOps 
     delete: (id) => manager.delete(id, caller),
     snapshot: (id, req) => manager.snapshot(id, req, caller),
     fork: (id, req) => manager.fork(id, req, caller),
+    sharePort: async (id, port, req) => manager.grantPortAccess(id, port, req, caller),
     volumes: { list: async () => manager.volumes.list(caller), create: (req) => manager.volumes.create(req, caller) },
   };
 }

@@ -19,6 +19,7 @@ import { VERSION } from '../core/config.js';
 import { AgentboxError, BadRequestError } from '../contract/errors.js';
 import { EXIT_KILLED, EXIT_TIMED_OUT } from '../contract/exit-codes.js';
 import { LabelsSchema, type ExecResult, type Sandbox } from '../contract/model.js';
+import { GrantPortAccessRequestSchema, PortNumberSchema } from '../contract/ports.js';
 import { CreateSandboxRequestSchema, CreateSnapshotRequestSchema, ExecRequestSchema, ForkRequestSchema, KillProcessRequestSchema, ProcessIdSchema, type ExecRequest } from '../contract/requests.js';
 import type { SandboxOps } from './ops.js';
 import { endedReason, SessionSandbox } from './session.js';
@@ -37,6 +38,7 @@ export const TOOL_NAMES = [
   'sandbox_delete',
   'sandbox_snapshot',
   'sandbox_fork',
+  'sandbox_share_port',
   ...VOLUME_TOOL_NAMES,
 ] as const;
 
@@ -355,6 +357,26 @@ export function registerSandboxTools(server: McpServer, deps: SandboxToolDeps): 
     run(async (args) => {
       const { value: kids, id, notes } = await onSandbox(args.id, (sid) => ops.fork(sid, { ...(args.count ? { count: args.count } : {}), ...(args.memory ? { memory: true } : {}) }));
       return ok(withNotes(`forked ${id} into ${kids.map((k) => k.id).join(', ')}`, notes), { sandboxes: kids });
+    }),
+  );
+
+  server.registerTool(
+    'sandbox_share_port',
+    {
+      title: 'Share a port of a sandbox',
+      description: [
+        'Make a server listening inside a sandbox (on 127.0.0.1 or 0.0.0.0, e.g. "python3 -m http.server 8000" started in the background with sandbox_exec) reachable from a browser through the agentbox daemon: the sandbox needs no network for it.',
+        'Returns JSON with url and, unless public is true, an access token: give the person url?agentbox_port_token=TOKEN (valid for ttl, default 1h). public: true lets anyone with the url in, until the sandbox ends; only do that when asked.',
+        'url is null when the daemon serves no ports domain (agentbox serve --ports-domain): then the token works as the agentbox-port-token header. Without id, the session\'s sandbox.',
+      ].join(' '),
+      inputSchema: z.object({ id: OptionalIdSchema, port: PortNumberSchema, public: GrantPortAccessRequestSchema.shape.public.optional(), ttl: GrantPortAccessRequestSchema.shape.ttl }).strict(),
+      annotations: { destructiveHint: false, openWorldHint: true },
+    },
+    run(async (args) => {
+      const { value: grant, id, notes } = await onSandbox(args.id, (sid) => ops.sharePort(sid, args.port, { ...(args.public ? { public: true } : {}), ...(args.ttl !== undefined ? { ttl: args.ttl } : {}) }));
+      const link = grant.url ? (grant.token ? `${grant.url}?agentbox_port_token=${grant.token}` : grant.url) : null;
+      const summary = link ? `port ${args.port} of ${id}: ${link}` : `port ${args.port} of ${id}: the daemon has no ports domain; send the token as the agentbox-port-token header`;
+      return ok(withNotes(`${summary} (${grant.public ? 'public' : 'token'}, ${grant.expiresAt ? `until ${grant.expiresAt}` : 'until revoked'})`, notes), grant);
     }),
   );
 

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -195,6 +195,28 @@ async function exerciseExplicit(client: Client): Promise<void> {
   assert.equal(kids.length, 2);
   for (const k of kids) assert.equal(json(await call(client, 'sandbox_exec', { id: k, command: 'cat /workspace/s' })).stdout, 'snap-me\n');
   for (const k of [restored, ...kids]) await call(client, 'sandbox_delete', { id: k });
+
+  // A web server inside, shared for a browser through the port proxy with a token of that port.
+  await call(client, 'sandbox_exec', { id, command: 'mkdir -p /workspace/www && echo shared-page > /workspace/www/index.html && httpd -p 127.0.0.1:8000 -h /workspace/www' });
+  const sh = await call(client, 'sandbox_share_port', { id, port: 8000 });
+  assert.equal(sh.isError ?? false, false, texts(sh).join('\n'));
+  const grant = json<{ url: string; token: string; public: boolean }>(sh);
+  assert.equal(grant.public, false);
+  const m = new RegExp(`^http://8000-${id}\\.localhost:(\\d+)/$`).exec(grant.url);
+  assert.ok(m, `url ${grant.url}`);
+  assert.match(texts(sh)[0]!, /\?agentbox_port_token=abp_/);
+  const viaProxy = (token?: string): Promise<{ status: number; body: string }> =>
+    new Promise((resolve, reject) => {
+      get({ host: '127.0.0.1', port: Number(m[1]), path: '/index.html', headers: { host: `8000-${id}.localhost`, ...(token ? { 'agentbox-port-token': token } : {}) } }, async (res) => {
+        const chunks: Buffer[] = [];
+        for await (const c of res) chunks.push(c as Buffer);
+        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() });
+      }).on('error', reject);
+    });
+  assert.deepEqual(await viaProxy(grant.token), { status: 200, body: 'shared-page\n' });
+  assert.equal((await viaProxy()).status, 404);
+  const badPort = await call(client, 'sandbox_share_port', { id, port: 0 });
+  assert.equal(badPort.isError, true);
   const unknown = await call(client, 'sandbox_snapshot', { id: 'sbx_nope' });
   assert.equal(unknown.isError, true);
 
@@ -225,6 +247,7 @@ describe('MCP', () => {
       policyPath,
       socket,
       tcp: { host: '127.0.0.1', port: 0 },
+      portsDomain: 'localhost',
     });
     local = new AgentboxClient({ url: `unix:${socket}` });
   });
