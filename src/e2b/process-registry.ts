@@ -8,6 +8,7 @@
  * first writes `agentbox-pid PID` as the first line of its stderr and then execs the command itself
  * (same pid); the line is taken off stderr here and never reaches a client.
  */
+import { PidTable } from './pid-table.js';
 import { PassThrough } from 'node:stream';
 import type { Logger } from 'pino';
 import { AsyncQueue } from '../core/async-queue.js';
@@ -63,7 +64,7 @@ const PID_LINE_MAX = 64;
 const PID_WRAPPER = 'printf "agentbox-pid %s\\n" "$$" >&2 && exec "$0" "$@"';
 
 export class ProcessRegistry {
-  private readonly entries = new Map<string, Map<number, Entry>>();
+  private readonly entries = new PidTable<Entry>();
 
   constructor(
     private readonly manager: SandboxManager,
@@ -124,7 +125,7 @@ export class ProcessRegistry {
               continue;
             }
             entry = { sandboxId, pid: Number(m[1]), tag: opts.tag, execId, config, stdin, abort, killed: false, listeners: new Set([first]) };
-            this.add(entry);
+            this.entries.add(entry);
             resolvePid(entry.pid);
             for (const e of early) first.push(e);
             const rest = head.subarray(m[0].length);
@@ -151,7 +152,7 @@ export class ProcessRegistry {
       } finally {
         stdin?.destroy();
         if (entry) {
-          this.remove(entry);
+          this.entries.remove(entry);
           for (const l of entry.listeners) l.end();
           entry.listeners.clear();
         }
@@ -177,7 +178,7 @@ export class ProcessRegistry {
 
   /** The running commands of a sandbox, by pid. */
   list(sandboxId: string): TrackedProcess[] {
-    return [...(this.entries.get(sandboxId)?.values() ?? [])].sort((a, b) => a.pid - b.pid);
+    return this.entries.of(sandboxId);
   }
 
   /** Listen to a running command from now on (its end included). */
@@ -214,7 +215,7 @@ export class ProcessRegistry {
 
   /** Kill every tracked command (the daemon is stopping: the manager waits for running execs). */
   close(): void {
-    for (const bySandbox of this.entries.values()) for (const e of bySandbox.values()) this.kill(e);
+    for (const e of this.entries.all()) this.kill(e);
   }
 
   private stdinOf(process: TrackedProcess): PassThrough {
@@ -226,26 +227,14 @@ export class ProcessRegistry {
   }
 
   private entry(sandboxId: string, selector: { pid: number } | { tag: string }): Entry | undefined {
-    return 'pid' in selector ? this.entries.get(sandboxId)?.get(selector.pid) : this.byTag(sandboxId, selector.tag);
+    return 'pid' in selector ? this.entries.get(sandboxId, selector.pid) : this.byTag(sandboxId, selector.tag);
   }
 
   private byTag(sandboxId: string, tag: string): Entry | undefined {
-    for (const e of this.entries.get(sandboxId)?.values() ?? []) if (e.tag === tag) return e;
+    for (const e of this.entries.of(sandboxId)) if (e.tag === tag) return e;
     return undefined;
   }
 
-  private add(entry: Entry): void {
-    let bySandbox = this.entries.get(entry.sandboxId);
-    if (!bySandbox) this.entries.set(entry.sandboxId, (bySandbox = new Map()));
-    bySandbox.set(entry.pid, entry);
-  }
-
-  private remove(entry: Entry): void {
-    const bySandbox = this.entries.get(entry.sandboxId);
-    if (bySandbox?.get(entry.pid) !== entry) return;
-    bySandbox.delete(entry.pid);
-    if (bySandbox.size === 0) this.entries.delete(entry.sandboxId);
-  }
 }
 
 /** An exec's outcome in envd's words (a killed command: exit -1, not exited, "signal: killed"). */

@@ -10,6 +10,7 @@
  * lately (all of it, for the stream that started it), then live output, then the end. Typing,
  * resizes and signals go through one attachment kept per PTY, so they cost no replay.
  */
+import { PidTable } from './pid-table.js';
 import type { Logger } from 'pino';
 import { AgentboxError, ConflictError } from '../contract/errors.js';
 import type { SignalName } from '../contract/model.js';
@@ -50,7 +51,7 @@ interface Entry extends TrackedPty {
 }
 
 export class PtyRegistry {
-  private readonly entries = new Map<string, Map<number, Entry>>();
+  private readonly entries = new PidTable<Entry>();
 
   constructor(
     private readonly manager: SandboxManager,
@@ -85,11 +86,11 @@ export class PtyRegistry {
       throw err;
     }
     const entry: Entry = { sandboxId, pid: terminal.pid, terminalId, config, control, hangUp, killed: false };
-    this.add(entry);
+    this.entries.add(entry);
     // The first attachment registered: its exit runs before any stream's, so a pid that has ended is
     // no longer found by the time a client hears of the end.
     control.on('exit', () => {
-      this.remove(entry);
+      this.entries.remove(entry);
       control.detach();
     });
     this.logger.info({ sandbox_id: sandboxId, terminal_id: terminalId, pid: entry.pid, cmd: config.cmd }, 'e2b: pty started');
@@ -98,12 +99,12 @@ export class PtyRegistry {
 
   /** A running PTY of this registry by pid, or undefined. */
   find(sandboxId: string, pid: number): TrackedPty | undefined {
-    return this.entries.get(sandboxId)?.get(pid);
+    return this.entries.get(sandboxId, pid);
   }
 
   /** The running PTYs of a sandbox. */
   list(sandboxId: string): TrackedPty[] {
-    return [...(this.entries.get(sandboxId)?.values() ?? [])];
+    return this.entries.of(sandboxId);
   }
 
   /**
@@ -156,7 +157,7 @@ export class PtyRegistry {
    * shell alone would leave its background jobs running.
    */
   kill(pty: TrackedPty): void {
-    const entry = this.entries.get(pty.sandboxId)?.get(pty.pid);
+    const entry = this.entries.get(pty.sandboxId, pty.pid);
     if (!entry) return;
     entry.killed = true;
     entry.hangUp();
@@ -164,27 +165,15 @@ export class PtyRegistry {
 
   /** Hang up every PTY (the daemon is stopping). */
   close(): void {
-    for (const bySandbox of this.entries.values()) for (const e of bySandbox.values()) this.kill(e);
+    for (const e of this.entries.all()) this.kill(e);
   }
 
   private entryOf(pty: TrackedPty): Entry {
-    const entry = this.entries.get(pty.sandboxId)?.get(pty.pid);
+    const entry = this.entries.get(pty.sandboxId, pty.pid);
     if (!entry || entry.terminalId !== pty.terminalId) throw new ConflictError(`the PTY with pid ${pty.pid} has ended`);
     return entry;
   }
 
-  private add(entry: Entry): void {
-    let bySandbox = this.entries.get(entry.sandboxId);
-    if (!bySandbox) this.entries.set(entry.sandboxId, (bySandbox = new Map()));
-    bySandbox.set(entry.pid, entry);
-  }
-
-  private remove(entry: Entry): void {
-    const bySandbox = this.entries.get(entry.sandboxId);
-    if (bySandbox?.get(entry.pid) !== entry) return;
-    bySandbox.delete(entry.pid);
-    if (bySandbox.size === 0) this.entries.delete(entry.sandboxId);
-  }
 }
 
 /**

@@ -14,6 +14,7 @@ import type { Store, StoredExec, StoredSandbox } from '../../store/store.js';
 import { AgentboxError, NotFoundError } from '../../contract/errors.js';
 import { EXIT_AGENTBOX_FAILED } from '../../contract/exit-codes.js';
 import { LiveExecs } from '../live-execs.js';
+import { RecentBytes } from '../recent-bytes.js';
 import type { ExecEvent, ExecRecord, ExecResult, ExecSummary } from '../../contract/model.js';
 import type { ExecRequest } from '../../contract/requests.js';
 import { utcDay } from './admission.js';
@@ -35,26 +36,6 @@ export function execOpts(stored: StoredSandbox, req: ExecRequest, execId: string
     outputLimitBytes: spec.outputLimitBytes,
     ...(signal ? { signal } : {}),
   };
-}
-
-/** The last `max` bytes of a stream, without keeping the rest in memory. */
-class Tail {
-  private chunks: Buffer[] = [];
-  private size = 0;
-  constructor(private readonly max: number) {}
-
-  push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.size += chunk.length;
-    while (this.chunks.length > 1 && this.size - (this.chunks[0] as Buffer).length >= this.max) {
-      this.size -= (this.chunks.shift() as Buffer).length;
-    }
-  }
-
-  get bytes(): Buffer {
-    const all = Buffer.concat(this.chunks);
-    return all.length <= this.max ? all : all.subarray(all.length - this.max);
-  }
 }
 
 export interface ExecRecorderOpts {
@@ -95,8 +76,8 @@ export class ExecRecorder {
   events(exec: BegunExec, start: () => Promise<AsyncIterable<ExecEvent>>): AsyncIterable<ExecEvent> {
     const { execId, sandboxId: id, tenant, startedAt } = exec;
     const { store, metrics } = this.opts;
-    const out = new Tail(this.opts.tailBytes);
-    const err = new Tail(this.opts.tailBytes);
+    const out = new RecentBytes(this.opts.tailBytes);
+    const err = new RecentBytes(this.opts.tailBytes);
     const log = this.opts.logger.child({ sandbox_id: id, exec_id: execId });
     const running = this.running;
     const live = this.live;

@@ -11,6 +11,7 @@ import { ConflictError, NotFoundError } from '../../contract/errors.js';
 import type { ExecEvent, SignalName } from '../../contract/model.js';
 import type { Terminal } from '../../contract/terminals.js';
 import { AsyncQueue } from '../async-queue.js';
+import { RecentBytes } from '../recent-bytes.js';
 import type { PtyProcess } from '../../runtime/pty.js';
 import type { BegunExec, ExecRecorder } from './execs.js';
 
@@ -34,24 +35,6 @@ export interface TerminalAttachment {
   resize(cols: number, rows: number): void;
   signal(sig: SignalName): void;
   detach(): void;
-}
-
-/** The last `max` bytes written. */
-class RecentBytes {
-  private chunks: Buffer[] = [];
-  private size = 0;
-  constructor(private readonly max: number) {}
-
-  push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.size += chunk.length;
-    while (this.chunks.length > 1 && this.size - (this.chunks[0] as Buffer).length >= this.max) this.size -= (this.chunks.shift() as Buffer).length;
-  }
-
-  get bytes(): Buffer {
-    const all = Buffer.concat(this.chunks);
-    return all.length <= this.max ? all : all.subarray(all.length - this.max);
-  }
 }
 
 interface Client {
