@@ -1,6 +1,7 @@
 /**
- * What the manager tells the world about a sandbox's life: created, paused, resumed, ended. Core
- * knows only this sink; what listens (webhooks, src/webhooks/) is wired in by the composition root.
+ * What the manager tells the world about a sandbox's life: created, paused, resumed, ended
+ * (ARCHITECTURE.md, "Lifecycle, reaper, reconcile"). Core knows only this sink; what listens
+ * (webhooks, src/webhooks/) is wired in by the composition root.
  */
 import type { Logger } from 'pino';
 import type { EndReason, Sandbox } from '../contract/model.js';

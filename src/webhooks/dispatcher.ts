@@ -1,5 +1,6 @@
 /**
- * Lifecycle events to the tenants' webhook URLs: the manager's event sink (core's `LifecycleEvents`).
+ * Lifecycle events to the tenants' webhook URLs (ARCHITECTURE.md, "Lifecycle, reaper, reconcile"; README
+ * "Lifecycle webhooks"): the manager's event sink (core's `LifecycleEvents`).
  * `emit` only writes a row (the delivery log is the queue) and returns; sending happens later, off
  * the lifecycle's path. Per sandbox and receiver, events go out in order: a later one waits while an
  * earlier one is retried. Network errors, timeouts, 408, 429 and 5xx are retried with exponential
