@@ -16,6 +16,7 @@ import { sendEvent, startSse } from './sse.js';
 import { registerVolumeRoutes } from './volume-routes.js';
 import { registerTerminalRoutes } from './terminal-routes.js';
 import { registerPortRoutes } from './port-routes.js';
+import { registerWebhookRoutes } from './webhook-routes.js';
 
 export interface RouteCtx {
   req: IncomingMessage;
@@ -328,6 +329,7 @@ route('GET', '/v1/daemon', { summary: 'The daemon itself (host operator only): p
 registerVolumeRoutes(route);
 registerTerminalRoutes(route, upgradeRoute);
 registerPortRoutes(route, upgradeRoute);
+registerWebhookRoutes(route);
 
 export function notFoundRoute(path: string): NotFoundError {
   return new NotFoundError(`no route ${path}`, { hint: 'routes are under /v1; see /v1/openapi.json' });

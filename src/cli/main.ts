@@ -17,6 +17,7 @@ import { registerSnapshotCommands } from './snapshot-commands.js';
 import { registerDoctorCommand } from './doctor-command.js';
 import { registerDaemonCommands } from './daemon-commands.js';
 import { registerVolumeCommands } from './volume-commands.js';
+import { registerWebhookCommands } from './webhook-commands.js';
 import { otherVersionWarning } from './connect.js';
 
 async function main(argv: string[]): Promise<number> {
@@ -36,6 +37,7 @@ async function main(argv: string[]): Promise<number> {
   registerVolumeCommands(program);
   registerTerminalCommands(program, (code) => (exitCode = code));
   registerPortCommands(program);
+  registerWebhookCommands(program);
   try {
     await program.parseAsync(argv);
     const warning = await otherVersionWarning();

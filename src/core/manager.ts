@@ -47,6 +47,9 @@ import { Volumes, type VolumeFileOps } from './manager/volumes.js';
 import { Terminals, type TerminalAttachment } from './manager/terminals.js';
 import { OpenTerminalRequestSchema, type OpenTerminalRequest, type Terminal } from '../contract/terminals.js';
 import { normalizeMounts } from '../contract/volumes.js';
+import type { LifecycleEvents } from './lifecycle-events.js';
+import type { WebhookDelivery } from '../contract/webhooks.js';
+import { listDeliveries, type DeliveryFilter } from './manager/deliveries.js';
 
 export type { Caller, Scope } from './manager/access.js';
 export { newExecId } from './manager/execs.js';
@@ -77,6 +80,8 @@ export interface ManagerOpts {
   volumes?: { store: VolumeStore; files: VolumeFileOps };
   /** Where the daemon's port proxy serves a sandbox's port, when it has a ports domain. */
   portUrl?: (sandboxId: string, port: number) => string;
+  /** Told when a sandbox is created, paused, resumed or ended (webhooks); never awaited. */
+  events?: LifecycleEvents;
 }
 
 /** The manager's state, split by job; each part function takes from it only what it needs. */
@@ -97,6 +102,7 @@ interface Parts {
   terminals: Terminals;
   quotas: QuotaLedger;
   createGate: CreateGate;
+  events: LifecycleEvents | undefined;
 }
 
 export class SandboxManager {
@@ -121,11 +127,12 @@ export class SandboxManager {
       runtimes,
       inflight,
       pools: new WarmPools(),
-      pauses: new IdlePauses({ store, runtimes, logger, metrics }),
+      pauses: new IdlePauses({ store, runtimes, logger, metrics, events: opts.events }),
       execs,
       terminals: new Terminals({ execs, logger }),
       quotas: new QuotaLedger(policy, store),
       createGate: new CreateGate(opts.maxConcurrentCreates ?? 8, opts.createQueueLength ?? 32),
+      events: opts.events,
     };
   }
 
@@ -537,6 +544,12 @@ export class SandboxManager {
   allowEgress(id: string, host: string, caller: Caller): Sandbox {
     need(caller, 'manage');
     return approveEgressHost(this.parts, findRunning(this.parts.store, id, caller).sandbox, host, caller);
+  }
+
+  /** The caller's tenant's webhook deliveries, newest first (a label-scoped token: only its sandboxes'). */
+  webhookDeliveries(caller: Caller, filter: DeliveryFilter = {}): WebhookDelivery[] {
+    need(caller, 'read');
+    return listDeliveries(this.parts.store, caller, filter);
   }
 
   /** Subsystem health for /healthz. */

@@ -36,6 +36,8 @@ import { EnvdTokens } from '../e2b/envd-token.js';
 import { createE2bSurface } from '../e2b/surface.js';
 import { PortProxy } from '../api/port-proxy.js';
 import { HomeLock, type DaemonRecord } from './home-lock.js';
+import { resolveWebhookTargets } from '../webhooks/targets.js';
+import { WebhookDispatcher, type DeliveryOpts } from '../webhooks/dispatcher.js';
 
 export interface DaemonOpts {
   env?: NodeJS.ProcessEnv;
@@ -62,6 +64,8 @@ export interface DaemonOpts {
    * proxy), e.g. `localhost` (browsers resolve *.localhost to loopback). @default AGENTBOX_PORTS_DOMAIN
    */
   portsDomain?: string;
+  /** Webhook delivery timing (tests). @default DEFAULT_DELIVERY_OPTS */
+  webhookDelivery?: Partial<DeliveryOpts>;
 }
 
 export interface Daemon {
@@ -110,6 +114,8 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     requirePolicy: env.AGENTBOX_REQUIRE_POLICY === '1',
   });
   const auth = new Authenticator(policy, env.AGENTBOX_TOKEN);
+  // Secrets read before anything is touched: a webhook that cannot sign stops the start, as a bad policy does.
+  const webhookTargets = resolveWebhookTargets(policy, { env });
   if (opts.tcp && !LOOPBACK.has(opts.tcp.host) && !auth.required) {
     throw new BadRequestError(`refusing to listen on ${opts.tcp.host} without tokens`, {
       hint: 'set AGENTBOX_TOKEN or add tenants with tokens to the policy, or bind to 127.0.0.1',
@@ -150,6 +156,8 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   let tcpPort: number | undefined;
   const portsDomain = opts.tcp ? (opts.portsDomain ?? env.AGENTBOX_PORTS_DOMAIN ?? '').trim().replace(/^\.+|\.+$/g, '') : '';
   const portUrl = portsDomain ? (id: string, port: number): string => `http://${port}-${id}.${portsDomain}:${tcpPort ?? opts.tcp?.port ?? 80}/` : undefined;
+  const webhooks = new WebhookDispatcher({ log: store.webhooks, targets: webhookTargets, logger: opts.logger, userAgent: `agentbox/${version}`, ...(opts.webhookDelivery ? { delivery: opts.webhookDelivery } : {}) });
+  webhooks.start();
   const manager = new SandboxManager({
     ...(portUrl ? { portUrl } : {}),
     disks,
@@ -160,6 +168,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     store,
     runtimes,
     logger: opts.logger,
+    events: webhooks,
     ...(opts.reapIntervalMs ? { reapIntervalMs: opts.reapIntervalMs } : {}),
     ...(opts.maxConcurrentCreates ? { maxConcurrentCreates: opts.maxConcurrentCreates } : {}),
     ...(opts.createQueueLength !== undefined ? { createQueueLength: opts.createQueueLength } : {}),
@@ -168,6 +177,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     await manager.start();
   } catch (err) {
     await manager.close().catch(() => undefined);
+    await webhooks.close();
     store.close();
     lock.release();
     throw err;
@@ -220,6 +230,8 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
       await Promise.all(apis.map((a) => a.closeSessions()));
       await closed;
       await manager.close(closeOpts);
+      // After the manager: the ends it records on the way out are queued (sent now or by the next daemon).
+      await webhooks.close(2000);
       // The store stays mounted while a sandbox (which outlives the daemon) has its disk in it.
       await disks.closeIfIdle().catch((err: unknown) => opts.logger.warn({ err }, 'could not unmount the disk store'));
       store.close();

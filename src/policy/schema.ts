@@ -12,6 +12,7 @@ import { hostPatternProblem } from './hosts.js';
 import { closedAddressProblem } from './resolve-egress.js';
 import { BUILTIN_PRESETS, presetHosts } from './presets.js';
 import { RUNTIME_ISOLATIONS, isolationFits } from './isolation.js';
+import { WebhookEventTypeSchema } from '../contract/webhooks.js';
 
 const DURATION_MSG = 'expected a duration like 90s, 5m or 1h';
 const duration = (description: string) =>
@@ -150,6 +151,59 @@ const TokenSchema = z
   .min(MIN_TOKEN_LENGTH, `a token must be at least ${MIN_TOKEN_LENGTH} characters long (e.g. openssl rand -hex 24)`)
   .max(512);
 
+/**
+ * A URL that receives a tenant's lifecycle events. The file is the host operator's, so its URLs are
+ * trusted (loopback and private addresses included); its secret never is written in it.
+ */
+const WebhookSchema = z
+  .object({
+    url: z
+      .string()
+      .max(2048)
+      .superRefine((s, ctx) => {
+        const problem = webhookUrlProblem(s);
+        if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+      })
+      .describe('http(s) URL the events are POSTed to; redirects are not followed'),
+    secretEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name (letters, digits, _)')
+      .optional()
+      .describe("Name of the daemon's environment variable that holds the signing secret"),
+    secretFile: z
+      .string()
+      .regex(/^\//, 'an absolute path')
+      .optional()
+      .describe('File that holds the signing secret (trailing newline ignored); readable by the daemon only, ideally'),
+    secret: z
+      .undefined({ error: 'the signing secret is never written in the policy file: give secretEnv (an environment variable) or secretFile (a file) instead' })
+      .optional()
+      .describe('Not accepted: use secretEnv or secretFile'),
+    events: z.array(WebhookEventTypeSchema).min(1).optional().describe('Events sent; absent = all of created, paused, resumed, ended'),
+    format: z
+      .enum(['agentbox', 'e2b'])
+      .default('agentbox')
+      .describe("agentbox: agentbox's event body; e2b: E2B's lifecycle event body and e2b-signature header (the agentbox-signature is sent too)"),
+  })
+  .strict()
+  .refine((w) => (w.secretEnv === undefined) !== (w.secretFile === undefined), 'give exactly one of secretEnv or secretFile: the secret the deliveries are signed with');
+
+const WebhooksSchema = z.array(WebhookSchema).max(8).optional();
+
+/** Why a webhook URL is not one, or null. */
+export function webhookUrlProblem(s: string): string | null {
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    return `not a URL: ${JSON.stringify(s.slice(0, 100))} (expected e.g. https://hooks.example.com/agentbox)`;
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return `a webhook URL is http:// or https://, not ${u.protocol}//`;
+  if (u.username !== '' || u.password !== '') return 'a webhook URL carries no user or password: the deliveries are signed with secretEnv or secretFile';
+  if (u.hash !== '') return 'a webhook URL has no #fragment';
+  return null;
+}
+
 /** The local operator's tenant (the Unix socket, AGENTBOX_TOKEN): no policy tenant may take its name. */
 export const OPERATOR_TENANT = 'default';
 
@@ -194,6 +248,7 @@ const TenantSchema = z
       )
       .optional()
       .describe('Tokens that can do less than the tenant: fewer scopes, or only sandboxes with some labels'),
+    webhooks: WebhooksSchema.describe("URLs that receive signed events of the tenant's sandboxes: created, paused, resumed, ended"),
   })
   .strict();
 
@@ -206,6 +261,7 @@ export const PolicySchema = z
     egress: EgressPolicySchema,
     pools: z.array(PoolSchema).default(() => []).describe('Warm pools of ready sandboxes'),
     tenants: z.array(TenantSchema).optional().describe('Tenants and their tokens; absent = single tenant, token from AGENTBOX_TOKEN'),
+    webhooks: WebhooksSchema.describe(`Webhooks of the local operator's sandboxes (tenant ${OPERATOR_TENANT}: the Unix socket, AGENTBOX_TOKEN)`),
   })
   .strict()
   .superRefine((p, ctx) => {
@@ -216,6 +272,7 @@ export const PolicySchema = z
 export type Policy = z.infer<typeof PolicySchema>;
 export type Profile = z.infer<typeof ProfileSchema>;
 export type ProfileEgress = z.infer<typeof ProfileEgressSchema>;
+export type WebhookConfig = z.infer<typeof WebhookSchema>;
 
 interface Problem {
   path: (string | number)[];
@@ -266,6 +323,7 @@ function crossCheck(p: Policy): Problem[] {
     }
     if (allowed && !allowed.has(pool.image)) out.push({ path: ['pools', i, 'image'], message: notAllowed(pool.image) });
   });
+  checkWebhooks(p.webhooks, ['webhooks'], out);
   const names = new Set<string>();
   const tokenOwner = new Map<string, string>();
   (p.tenants ?? []).forEach((t, i) => {
@@ -276,6 +334,7 @@ function crossCheck(p: Policy): Problem[] {
       ...(t.tokenSha256 ?? []).map((h) => `sha256:${h.toLowerCase()}`),
       ...(t.scopedTokens ?? []).map((s) => s.token ?? `sha256:${(s.sha256 ?? '').toLowerCase()}`),
     ];
+    checkWebhooks(t.webhooks, ['tenants', i, 'webhooks'], out);
     if (secrets.length === 0) out.push({ path: ['tenants', i], message: `tenant ${t.name} has no tokens: add tokens or tokenSha256` });
     for (const s of secrets) {
       const owner = tokenOwner.get(s);
@@ -285,6 +344,15 @@ function crossCheck(p: Policy): Problem[] {
     }
   });
   return out;
+}
+
+function checkWebhooks(hooks: WebhookConfig[] | undefined, at: (string | number)[], out: Problem[]): void {
+  const seen = new Set<string>();
+  (hooks ?? []).forEach((h, i) => {
+    // Each event would reach the same receiver twice, with the same event id.
+    if (seen.has(h.url)) out.push({ path: [...at, i, 'url'], message: `webhook ${h.url} is listed twice` });
+    seen.add(h.url);
+  });
 }
 
 function checkRuntime(runtime: RuntimeName, isolation: Isolation | undefined, at: (string | number)[], out: Problem[]): void {

@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../contract/errors.js';
 import type { DaemonInfo } from '../contract/daemon.js';
+import type { WebhookDelivery } from '../contract/webhooks.js';
 import type { DeniedHost, DirEntry, Egress, EgressEvent, ExecRecord, ExecResult, ExecSummary, KillResult, ProcessInfo, Sandbox, Snapshot } from '../contract/model.js';
 import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest } from '../contract/requests.js';
 import type { ImageInfo } from '../contract/images.js';
@@ -330,6 +331,16 @@ export class AgentboxClient {
     if (opts.limit) q.set('limit', String(opts.limit));
     const qs = q.toString();
     return this.json('GET', `/v1/sandboxes/${encodeURIComponent(id)}/egress${qs ? `?${qs}` : ''}`);
+  }
+
+  /** The tenant's lifecycle webhook deliveries, newest first (filter by sandbox id and state). */
+  async webhookDeliveries(opts: { sandboxId?: string; state?: WebhookDelivery['state']; limit?: number } = {}): Promise<WebhookDelivery[]> {
+    const q = new URLSearchParams();
+    if (opts.sandboxId) q.set('sandbox', opts.sandboxId);
+    if (opts.state) q.set('state', opts.state);
+    if (opts.limit) q.set('limit', String(opts.limit));
+    const qs = q.toString();
+    return (await this.json<{ deliveries: WebhookDelivery[] }>('GET', `/v1/webhooks/deliveries${qs ? `?${qs}` : ''}`)).deliveries;
   }
 
   /** Let a running sandbox reach one more host (HOST, HOST:PORT or *.DOMAIN), from its next connection on. */

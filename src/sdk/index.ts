@@ -23,3 +23,5 @@ export type { DeniedHost, DirEntry, Egress, EgressEvent, ExecResult, ExecSummary
 export type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest } from '../contract/requests.js';
 export type { DaemonInfo } from '../contract/daemon.js';
 export type { CreateVolumeRequest, Volume, VolumeMount, VolumeMountRequest } from '../contract/volumes.js';
+export { verifyWebhook, type VerifyWebhookOpts, type VerifyWebhookResult } from '../contract/webhook-signature.js';
+export type { WebhookDelivery, WebhookEvent, WebhookEventType } from '../contract/webhooks.js';

@@ -6,6 +6,7 @@ import type Database from 'better-sqlite3';
 import { InternalError } from '../contract/errors.js';
 import { VOLUMES_SQL } from './volumes.js';
 import { PORT_ACCESS_SQL } from './port-access.js';
+import { WEBHOOK_DELIVERIES_SQL } from './webhook-deliveries.js';
 
 export interface Migration {
   version: number;
@@ -149,6 +150,7 @@ export const MIGRATIONS: readonly Migration[] = [
     name: 'access to sandboxes\' ports from browsers',
     sql: PORT_ACCESS_SQL,
   },
+  { version: 9, name: 'webhook deliveries (the log and the queue)', sql: WEBHOOK_DELIVERIES_SQL },
 ];
 
 export function schemaVersion(db: Database.Database): number {

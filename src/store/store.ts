@@ -24,6 +24,7 @@ import {
 import { prepareStatements, type Statements } from './statements.js';
 import { VolumeRows } from './volumes.js';
 import { PortAccessRows } from './port-access.js';
+import { WebhookDeliveries } from './webhook-deliveries.js';
 
 export type { AuditEntry, StoredExec, StoredSandbox } from './rows.js';
 
@@ -91,6 +92,8 @@ export class Store {
   readonly volumes: VolumeRows;
   /** Access to sandboxes' ports from browsers (the port proxy). */
   readonly portAccess: PortAccessRows;
+  /** Webhook deliveries: the log the tenant reads and the sender's queue. */
+  readonly webhooks: WebhookDeliveries;
 
   private constructor(db: Database.Database, opts: StoreOpts) {
     const keep = opts.execsPerSandbox ?? 100;
@@ -102,6 +105,7 @@ export class Store {
     this.snapshots = new SnapshotRecords(db);
     this.volumes = new VolumeRows(db);
     this.portAccess = new PortAccessRows(db);
+    this.webhooks = new WebhookDeliveries(db);
   }
 
   /**

@@ -41,6 +41,13 @@ const RULES: Rule[] = [
   },
   { from: 'src/storage/', only: ['src/storage/', 'src/contract/', 'zod', 'node:'], why: 'the disk store is driven by the daemon, the core and tests alike: it knows nothing of any of them' },
   { from: 'src/core/async-queue.ts', only: [], why: 'the runtime may import it (see above) only as long as it brings nothing of the core along' },
+  { from: 'src/core/', never: ['src/webhooks/'], why: 'core knows no HTTP: it tells lifecycle events to a sink (src/core/lifecycle-events.ts) the daemon wires in' },
+  {
+    from: 'src/webhooks/',
+    never: [...SURFACES, 'src/core/'],
+    except: { 'src/core/lifecycle-events.ts': 'the event sink it implements' },
+    why: 'the webhook sender implements core\'s event sink and is wired in by the daemon: it knows nothing else of core, nor any surface',
+  },
 ];
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');

@@ -19,6 +19,7 @@ test('the package exports exactly the documented names', () => {
     'TerminalConnection',
     'TimeoutError',
     'UnauthorizedError',
+    'verifyWebhook',
   ]);
 });
 

@@ -11,6 +11,7 @@ import { BadRequestError } from '../../contract/errors.js';
 import type { Runtime } from '../../runtime/types.js';
 import type { Store, StoredSandbox } from '../../store/store.js';
 import type { EndReason, Sandbox, SandboxSpec, SandboxState } from '../../contract/model.js';
+import { tell, type LifecycleEvents } from '../lifecycle-events.js';
 import type { Caller } from './access.js';
 import type { Inflight } from './inflight.js';
 import type { WarmPools } from './pools.js';
@@ -35,7 +36,7 @@ export function markActive(store: Store, id: string): void {
  * then on. A failed create leaves the row failed with reason create_failed and nothing on the host.
  */
 export async function createSandbox(
-  d: { store: Store; runtimes: Runtimes; pools: WarmPools; inflight: Inflight; logger: Logger; metrics?: Metrics | undefined; volumes?: Volumes | undefined },
+  d: { store: Store; runtimes: Runtimes; pools: WarmPools; inflight: Inflight; logger: Logger; metrics?: Metrics | undefined; volumes?: Volumes | undefined; events?: LifecycleEvents | undefined },
   spec: SandboxSpec,
   egress: EgressService | undefined,
   caller: Caller,
@@ -98,7 +99,9 @@ export async function createSandbox(
     log.info({ ms: Math.round(performance.now() - t0), image: spec.image, runtime: spec.runtime, warm: Boolean(warm) }, 'sandbox created');
     d.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'ok', tenant: spec.tenant });
     d.metrics?.createSeconds.observe({ runtime: spec.runtime, tenant: spec.tenant }, (performance.now() - t0) / 1000);
-    return { ...sandbox, state: 'running' };
+    const created: Sandbox = { ...sandbox, state: 'running' };
+    tell(d.events, { type: 'created', sandbox: created, at: new Date().toISOString() }, log);
+    return created;
   } catch (err) {
     if (warm) await rt.destroy(warm).catch(() => undefined);
     await egress?.close(spec.id).catch(() => undefined);
@@ -132,7 +135,7 @@ function requireWritableRoot(rt: Runtime, spec: SandboxSpec): void {
  * already ended keeps its first end time, reason and `endedBy` (a later delete only changes the state).
  */
 export async function endSandbox(
-  d: { store: Store; runtimes: Runtimes; pauses: IdlePauses; egress?: EgressService | undefined; logger: Logger; metrics?: Metrics | undefined; volumes?: Volumes | undefined },
+  d: { store: Store; runtimes: Runtimes; pauses: IdlePauses; egress?: EgressService | undefined; logger: Logger; metrics?: Metrics | undefined; volumes?: Volumes | undefined; events?: LifecycleEvents | undefined },
   stored: StoredSandbox,
   state: SandboxState,
   reason: EndReason,
@@ -159,8 +162,12 @@ async function endNow(d: Parameters<typeof endSandbox>[0], stored: StoredSandbox
   await d.volumes?.release(id).catch((err: unknown) => d.logger.error({ sandbox_id: id, err }, 'could not release volumes'));
   // The reaper found it lost while a caller was ending it: the caller's end is the one recorded.
   if (endedBy === 'reaper' && d.pauses.isEnding(id)) return;
+  // Announced (created) and not ended yet: only then is this end news. Read and marked with no await between.
+  const announced = d.store.getSandbox(id)?.sandbox.state === 'running';
   // Another path may have ended it meanwhile (a reaper pass during a delete): then it is told once.
   if (!d.store.markEnded(id, { state, reason, endedBy, at: new Date().toISOString() })) return;
+  const ended = announced ? d.store.getSandbox(id)?.sandbox : undefined;
+  if (ended) tell(d.events, { type: 'ended', sandbox: ended, at: ended.endedAt ?? new Date().toISOString(), endReason: ended.endReason ?? reason, endedBy: ended.endedBy ?? null }, d.logger);
   d.store.audit({ tenant: stored.sandbox.tenant, actor: endedBy, action: state === 'deleted' ? 'delete' : 'stop', sandboxId: id, detail: { reason } });
   d.logger.info({ sandbox_id: id, reason, by: endedBy }, 'sandbox ended');
   d.metrics?.sandboxesEnded.inc({ reason, tenant: stored.sandbox.tenant });
@@ -183,7 +190,7 @@ export class IdlePauses {
   private readonly transitions = new Map<string, Promise<unknown>>();
   private readonly hibernateFailedAt = new Map<string, number>();
 
-  constructor(private readonly d: { store: Store; runtimes: Runtimes; logger: Logger; metrics?: Metrics | undefined }) {}
+  constructor(private readonly d: { store: Store; runtimes: Runtimes; logger: Logger; metrics?: Metrics | undefined; events?: LifecycleEvents | undefined }) {}
 
   /** Whether the reaper paused this sandbox for idleness. */
   has(id: string): boolean {
@@ -265,6 +272,7 @@ export class IdlePauses {
     const ms = Math.round(performance.now() - t0);
     this.d.metrics?.wakeSeconds.observe({ mode: how }, ms / 1000);
     this.d.logger.info({ sandbox_id: id, from: how, ms }, 'sandbox resumed');
+    this.announce('resumed', id);
     return how === 'hibernated' ? ms : undefined;
   }
 
@@ -304,7 +312,18 @@ export class IdlePauses {
       }
       this.hibernateFailedAt.delete(id);
       this.d.logger.info({ sandbox_id: id, mode: hibernate ? 'hibernate' : 'freeze', ms: Math.round(performance.now() - t0) }, 'sandbox paused after being idle');
+      this.announce('paused', id, hibernate ? 'hibernate' : 'freeze');
     });
+  }
+
+  /** Tell the event sink, with the sandbox as it is now (paused or not). */
+  private announce(type: 'paused' | 'resumed', id: string, pauseMode: 'freeze' | 'hibernate' = 'freeze'): void {
+    const row = this.d.store.getSandbox(id)?.sandbox;
+    if (!row) return;
+    const how = this.paused.get(id);
+    const sandbox: Sandbox = how ? { ...row, paused: how } : row;
+    const at = new Date().toISOString();
+    tell(this.d.events, type === 'paused' ? { type, sandbox, at, pauseMode } : { type, sandbox, at }, this.d.logger);
   }
 
   private serial<T>(id: string, fn: () => Promise<T>): Promise<T> {

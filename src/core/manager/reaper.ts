@@ -16,6 +16,7 @@ import type { ExecRecorder } from './execs.js';
 import { ACTIVE, endSandbox, type IdlePauses } from './lifecycle.js';
 import { handleOf, type Runtimes } from './runtimes.js';
 import type { Volumes } from './volumes.js';
+import type { LifecycleEvents } from '../lifecycle-events.js';
 
 export interface ReaperDeps {
   store: Store;
@@ -26,6 +27,8 @@ export interface ReaperDeps {
   logger: Logger;
   metrics?: Metrics | undefined;
   volumes?: Volumes | undefined;
+  /** Told of each sandbox the reaper ends. */
+  events?: LifecycleEvents | undefined;
 }
 
 /** One pass of the reaper over the running sandboxes: ttl, idle timeout, lost in the runtime, pauseAfter. */
@@ -74,6 +77,7 @@ export async function reconcile(d: {
   snapshotFiles?: SnapshotFiles | undefined;
   logger: Logger;
   metrics?: Metrics | undefined;
+  events?: LifecycleEvents | undefined;
 }): Promise<void> {
   const store = d.store;
   const t0 = performance.now();
