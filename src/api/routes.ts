@@ -8,6 +8,7 @@ import { DaemonInfoSchema, type DaemonInfo } from '../contract/daemon.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { ExecEvent } from '../contract/model.js';
 import { DeniedHostSchema, DirEntrySchema, EgressEventSchema, EgressSchema, ExecRecordSchema, ExecResultSchema, KillResultSchema, ProcessInfoSchema, SandboxSchema, SnapshotSchema } from '../contract/model.js';
+import { PauseRequestSchema } from '../contract/requests.js';
 import { CreateSandboxRequestSchema, CreateSnapshotRequestSchema, EgressAllowRequestSchema, ExecRequestSchema, ForkRequestSchema, KillProcessRequestSchema, ProcessIdSchema, PullImageRequestSchema } from '../contract/requests.js';
 import { ImageInfoSchema } from '../contract/images.js';
 import type { ImageStore } from '../images/image-store.js';
@@ -197,6 +198,15 @@ route('DELETE', '/v1/sandboxes/{id}', { summary: 'Delete a sandbox', response: S
 
 route('POST', '/v1/sandboxes/{id}/stop', { summary: 'Stop a sandbox (processes end, the record stays)', response: SandboxSchema }, async (ctx) => {
   sendJson(ctx.res, 200, await ctx.manager.stop(id(ctx), ctx.caller));
+});
+
+route('POST', '/v1/sandboxes/{id}/pause', { summary: 'Pause a running sandbox: frozen (memory kept) or hibernated (saved to disk, where the runtime can); any later call into it resumes it', body: PauseRequestSchema, response: SandboxSchema }, async (ctx) => {
+  const body = await readJson(ctx.req, PauseRequestSchema);
+  sendJson(ctx.res, 200, await ctx.manager.pause(id(ctx), body, ctx.caller));
+});
+
+route('POST', '/v1/sandboxes/{id}/resume', { summary: 'Resume a paused sandbox now (a running one is left as it is)', response: SandboxSchema }, async (ctx) => {
+  sendJson(ctx.res, 200, await ctx.manager.resume(id(ctx), ctx.caller));
 });
 
 route('POST', '/v1/sandboxes/{id}/exec', { summary: 'Run a command: JSON result, or with Accept: text/event-stream the events start, stdout, stderr (base64 chunks), exit', body: ExecRequestSchema, response: ExecResultSchema, sse: true }, async (ctx) => {

@@ -202,6 +202,24 @@ export function registerSandboxCommands(program: Command, setExit: (code: number
     });
 
   program
+    .command('pause')
+    .description('pause a sandbox: its processes stop (frozen), or with --hibernate its memory goes to disk; any later call into it resumes it')
+    .argument('<id>')
+    .option('--hibernate', 'save its memory to disk and free it (gVisor, microvm)')
+    .action(async (id: string, flags: { hibernate?: boolean }) => {
+      const sb = await (await connectClient()).pause(id, { mode: flags.hibernate ? 'hibernate' : 'freeze' });
+      process.stdout.write(`${sb.id} ${sb.paused ?? 'running'}\n`);
+    });
+
+  program
+    .command('resume')
+    .description('resume a paused sandbox now')
+    .argument('<id>')
+    .action(async (id: string) => {
+      process.stdout.write(`${(await (await connectClient()).resume(id)).id}\n`);
+    });
+
+  program
     .command('rm')
     .description('delete sandboxes')
     .argument('<id...>')

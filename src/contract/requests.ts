@@ -64,6 +64,13 @@ export const ExecRequestSchema = z
   .strict();
 export type ExecRequest = z.infer<typeof ExecRequestSchema>;
 
+export const PauseRequestSchema = z
+  .object({
+    mode: z.enum(['freeze', 'hibernate']).default('freeze').describe('freeze: processes stopped, memory kept; hibernate: memory saved to disk and freed (runtimes that can: gVisor, microvm)'),
+  })
+  .strict();
+export type PauseRequest = z.input<typeof PauseRequestSchema>;
+
 /** A process of a sandbox, by its pid inside the sandbox (`agentbox ps` shows them). */
 export const ProcessIdSchema = z.number().int().min(1).max(4_194_304).describe('pid inside the sandbox, as ps lists it (1, the init, cannot be killed)');
 

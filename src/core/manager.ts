@@ -31,7 +31,8 @@ import { GrantPortAccessRequestSchema, PortNumberSchema, type GrantPortAccessReq
 import { DEFAULT_TOKEN_TTL_MS, newGrantId, newPortToken, portAccessAllowed, sha256 } from './manager/port-access.js';
 import { parseDuration } from '../policy/duration.js';
 import type { DirEntry, ExecEvent, ExecRecord, ExecResult, KillResult, ProcessInfo, RuntimeName, Sandbox, Snapshot } from '../contract/model.js';
-import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest } from '../contract/requests.js';
+import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest, PauseRequest } from '../contract/requests.js';
+import { PauseRequestSchema } from '../contract/requests.js';
 import { findRunning, findSandbox, listVisible, need, requireImageOperator, type Caller } from './manager/access.js';
 import { CreateGate, QuotaLedger } from './manager/admission.js';
 import { approveEgressHost, egressLogOf, requireEgress, type SandboxEgressLog } from './manager/egress.js';
@@ -223,6 +224,29 @@ export class SandboxManager {
       throw new NotFoundError(`no reachable port ${port} in sandbox ${id}`, { hint: 'ask the sandbox\'s owner for an access token: agentbox port-access ID PORT' });
     }
     return this.openPort(id, port, { tenant: stored.sandbox.tenant, actor: 'port-proxy', scopes: ['exec'] });
+  }
+
+  /**
+   * Pause a running sandbox on request: frozen, or hibernated where the runtime can. Any later call
+   * into it (exec, files, terminals, ports) or `resume` brings it back; its TTL still runs.
+   */
+  async pause(id: string, req: PauseRequest, caller: Caller): Promise<Sandbox> {
+    need(caller, 'manage');
+    const r = PauseRequestSchema.parse(req);
+    const stored = findRunning(this.parts.store, id, caller);
+    const rt = this.parts.runtimes.of(stored);
+    await this.parts.pauses.pauseOnRequest(rt, stored, r.mode === 'hibernate' ? 'hibernated' : 'frozen');
+    this.parts.store.audit({ tenant: caller.tenant, actor: caller.actor, action: 'pause', sandboxId: id, detail: { mode: r.mode } });
+    return this.get(id, caller);
+  }
+
+  /** Resume a paused sandbox now (a running one is left as it is). */
+  async resume(id: string, caller: Caller): Promise<Sandbox> {
+    need(caller, 'manage');
+    const stored = findRunning(this.parts.store, id, caller);
+    await this.parts.pauses.resumeOnRequest(stored);
+    markActive(this.parts.store, id);
+    return this.get(id, caller);
   }
 
   /** The sandbox's terminals: running ones, and those that ended within the last minute. */

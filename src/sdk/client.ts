@@ -9,7 +9,7 @@ import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../contra
 import type { DaemonInfo } from '../contract/daemon.js';
 import type { WebhookDelivery } from '../contract/webhooks.js';
 import type { DeniedHost, DirEntry, Egress, EgressEvent, ExecRecord, ExecResult, ExecSummary, KillResult, ProcessInfo, Sandbox, Snapshot } from '../contract/model.js';
-import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest } from '../contract/requests.js';
+import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest, PauseRequest } from '../contract/requests.js';
 import type { ImageInfo } from '../contract/images.js';
 import type { CreateVolumeRequest, Volume } from '../contract/volumes.js';
 import { SandboxRef } from './sandbox.js';
@@ -215,6 +215,15 @@ export class AgentboxClient {
 
   delete(id: string): Promise<Sandbox> {
     return this.json('DELETE', `/v1/sandboxes/${encodeURIComponent(id)}`);
+  }
+
+  /** Pause a running sandbox (`mode` freeze, or hibernate where the runtime can); any later call resumes it. */
+  pause(id: string, req: PauseRequest = {}): Promise<Sandbox> {
+    return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/pause`, req);
+  }
+
+  resume(id: string): Promise<Sandbox> {
+    return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/resume`);
   }
 
   stop(id: string): Promise<Sandbox> {

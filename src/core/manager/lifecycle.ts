@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { EgressService } from '../../egress/service.js';
 import type { Metrics } from '../../observability/metrics.js';
-import { BadRequestError } from '../../contract/errors.js';
+import { BadRequestError, ConflictError } from '../../contract/errors.js';
 import type { Runtime } from '../../runtime/types.js';
 import type { Store, StoredSandbox } from '../../store/store.js';
 import type { EndReason, Sandbox, SandboxSpec, SandboxState } from '../../contract/model.js';
@@ -288,32 +288,48 @@ export class IdlePauses {
       // Activity since the reaper looked shows as a newer lastActiveAt: leave it running.
       const fresh = this.d.store.getSandbox(id);
       if (this.paused.has(id) || !fresh || fresh.sandbox.state !== 'running' || fresh.sandbox.lastActiveAt !== stored.sandbox.lastActiveAt) return;
-      const t0 = performance.now();
-      if (hibernate) {
-        if (!rt.hibernate) return;
-        try {
-          await rt.hibernate(handleOf(stored));
-        } catch (err) {
-          this.hibernateFailedAt.set(id, Date.now());
-          this.d.logger.warn({ sandbox_id: id, err: err instanceof Error ? err.message : String(err) }, 'could not hibernate an idle sandbox; it keeps running');
-          return;
-        }
-        this.paused.set(id, 'hibernated');
-      } else {
-        if (!rt.pause) return;
-        try {
-          await rt.pause(handleOf(stored));
-        } catch (err) {
-          // Ended meanwhile, say: the reaper's next pass sees what it is.
-          this.d.logger.warn({ sandbox_id: id, err: err instanceof Error ? err.message : String(err) }, 'could not pause an idle sandbox');
-          return;
-        }
-        this.paused.set(id, 'frozen');
+      if (hibernate ? !rt.hibernate : !rt.pause) return;
+      try {
+        await this.pauseNow(rt, stored, hibernate ? 'hibernated' : 'frozen', 'after being idle');
+      } catch (err) {
+        if (hibernate) this.hibernateFailedAt.set(id, Date.now());
+        // Ended meanwhile, say: the reaper's next pass sees what it is.
+        this.d.logger.warn({ sandbox_id: id, err: err instanceof Error ? err.message : String(err) }, hibernate ? 'could not hibernate an idle sandbox; it keeps running' : 'could not pause an idle sandbox');
       }
-      this.hibernateFailedAt.delete(id);
-      this.d.logger.info({ sandbox_id: id, mode: hibernate ? 'hibernate' : 'freeze', ms: Math.round(performance.now() - t0) }, 'sandbox paused after being idle');
-      this.announce('paused', id, hibernate ? 'hibernate' : 'freeze');
     });
+  }
+
+  /**
+   * Pause a sandbox because its owner asked (`SandboxManager.pause`): frozen (memory kept) or
+   * hibernated (saved to disk). ConflictError when it is paused already or the runtime cannot; the
+   * runtime's own refusal as it is. The next call into it resumes it, as after an idle pause.
+   */
+  async pauseOnRequest(rt: Runtime, stored: StoredSandbox, how: IdlePause): Promise<void> {
+    const id = stored.sandbox.id;
+    await this.serial(id, async () => {
+      const current = this.paused.get(id);
+      if (current) throw new ConflictError(`sandbox ${id} is ${current} already`, { hint: 'any call into it (exec, files) resumes it, or POST /v1/sandboxes/{id}/resume' });
+      if (how === 'hibernated' && !rt.hibernate) throw new ConflictError(`the ${rt.name} runtime cannot hibernate a sandbox`, { hint: 'pause it with mode freeze' });
+      if (how === 'frozen' && !rt.pause) throw new ConflictError(`the ${rt.name} runtime cannot pause a sandbox`);
+      await this.pauseNow(rt, stored, how, 'on request');
+    });
+  }
+
+  /** Resume a paused sandbox now (`SandboxManager.resume`); a running one is left as it is. */
+  async resumeOnRequest(stored: StoredSandbox): Promise<void> {
+    await this.serial(stored.sandbox.id, () => this.resumeNow(stored));
+  }
+
+  private async pauseNow(rt: Runtime, stored: StoredSandbox, how: IdlePause, why: string): Promise<void> {
+    const id = stored.sandbox.id;
+    const t0 = performance.now();
+    if (how === 'hibernated') await rt.hibernate!(handleOf(stored));
+    else await rt.pause!(handleOf(stored));
+    this.paused.set(id, how);
+    this.hibernateFailedAt.delete(id);
+    const mode = how === 'hibernated' ? 'hibernate' : 'freeze';
+    this.d.logger.info({ sandbox_id: id, mode, ms: Math.round(performance.now() - t0) }, `sandbox paused ${why}`);
+    this.announce('paused', id, mode);
   }
 
   /** Tell the event sink, with the sandbox as it is now (paused or not). */
