@@ -13,7 +13,7 @@ import { request, type IncomingHttpHeaders, type IncomingMessage, type ServerRes
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { AgentboxError } from '../contract/errors.js';
+import { AgentboxError, NotFoundError } from '../contract/errors.js';
 import type { SandboxManager } from '../core/manager.js';
 import type { Authenticator, Listener } from './auth.js';
 import { sendError } from './http-util.js';
@@ -21,6 +21,8 @@ import { join } from './port-routes.js';
 
 export const PORT_TOKEN_HEADER = 'agentbox-port-token';
 export const PORT_TOKEN_PARAM = 'agentbox_port_token';
+/** E2B's traffic access token header: read for `fallback`, stripped like the proxy's own credentials. */
+export const E2B_TRAFFIC_TOKEN_HEADER = 'e2b-traffic-access-token';
 const COOKIE = 'agentbox_port_token';
 
 export interface PortTarget {
@@ -35,6 +37,11 @@ export interface PortProxyOpts {
   auth: Authenticator;
   listener: Listener;
   logger: Logger;
+  /**
+   * Asked when none of the proxy's own rules lets a request through, with the request's
+   * `e2b-traffic-access-token` (E2B's rules: src/e2b/traffic.ts): a connection, or undefined (404).
+   */
+  fallback?: (t: PortTarget, trafficToken: string | undefined) => Promise<Duplex | undefined>;
 }
 
 /** The sandbox port a Host header names, or undefined when it is not under the ports domain. */
@@ -61,6 +68,7 @@ function cookieToken(cookie: string | undefined): string | undefined {
 function forwardedHeaders(req: IncomingMessage): IncomingHttpHeaders {
   const headers: IncomingHttpHeaders = { ...req.headers };
   delete headers[PORT_TOKEN_HEADER];
+  delete headers[E2B_TRAFFIC_TOKEN_HEADER];
   if (headers.authorization?.toLowerCase().startsWith('bearer ')) delete headers.authorization;
   if (headers.cookie) {
     const rest = headers.cookie.split(';').filter((p) => p.trim().split('=')[0] !== COOKIE).join(';').trim();
@@ -88,7 +96,15 @@ export class PortProxy {
     }
     const header = req.headers[PORT_TOKEN_HEADER];
     const token = (typeof header === 'string' ? header : undefined) ?? url.searchParams.get(PORT_TOKEN_PARAM) ?? cookieToken(req.headers.cookie);
-    return this.opts.manager.openPortByGrant(t.sandboxId, t.port, token ?? undefined);
+    try {
+      return await this.opts.manager.openPortByGrant(t.sandboxId, t.port, token ?? undefined);
+    } catch (err) {
+      if (!(err instanceof NotFoundError) || !this.opts.fallback) throw err;
+      const traffic = req.headers[E2B_TRAFFIC_TOKEN_HEADER];
+      const conn = await this.opts.fallback(t, typeof traffic === 'string' ? traffic : undefined);
+      if (!conn) throw err;
+      return conn;
+    }
   }
 
   async handle(req: IncomingMessage, res: ServerResponse, t: PortTarget): Promise<void> {

@@ -210,7 +210,8 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     sandboxes: store.countByState(),
     pools: manager.poolStatus(),
   });
-  const e2b = createE2bSurface({ manager, auth, tokens: EnvdTokens.forHome(paths.home), limiter, logger: opts.logger });
+  const portsHost = portsDomain ? (): string => `${portsDomain}:${tcpPort ?? opts.tcp?.port ?? 80}` : undefined;
+  const e2b = createE2bSurface({ manager, auth, tokens: EnvdTokens.forHome(paths.home), home: paths.home, limiter, logger: opts.logger, ...(portsHost ? { portsHost } : {}) });
   const common = { manager, auth, logger: opts.logger, metrics, images, limiter, daemonInfo: info, e2b, ...(opts.http ? { http: opts.http } : {}) };
   const daemon: Daemon = {
     paths,
@@ -259,7 +260,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     }
     if (opts.tcp) {
       const allowedHosts = opts.allowedHosts ?? (env.AGENTBOX_ALLOWED_HOSTS ?? '').split(',').filter((h) => h.trim() !== '');
-      const portProxy = portsDomain ? new PortProxy({ domain: portsDomain, manager, auth, listener: 'tcp', logger: opts.logger }) : undefined;
+      const portProxy = portsDomain ? new PortProxy({ domain: portsDomain, manager, auth, listener: 'tcp', logger: opts.logger, fallback: e2b.portAccess }) : undefined;
       const api = createApiServer({ ...common, listener: 'tcp', hostNames: servedHostNames(opts.tcp.host, allowedHosts), ...(portProxy ? { portProxy } : {}) });
       const server = api.server;
       apis.push(api);

@@ -4,6 +4,12 @@
  * (`base`: the debian image, which has bash and python3), metadata becomes labels, `timeout` the
  * TTL, `envVars` the sandbox's environment. What agentbox does not do is refused with a message,
  * never accepted and ignored.
+ *
+ * `domain` in create/connect/get answers is what the SDK's `getHost(port)` puts after
+ * `PORT-ID.`: the daemon's ports domain and TCP port, so the host is one the port proxy serves; a
+ * daemon without a ports domain answers `NO_PORTS_DOMAIN`, a name that can never resolve (RFC 2606's
+ * `.invalid`), so `getHost` fails at once with the reason in the host name instead of sending the
+ * request to E2B's cloud (the SDK's fallback, `E2B_DOMAIN` or e2b.app). Traffic rules: traffic.ts.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
@@ -15,6 +21,7 @@ import { CreateSandboxRequestSchema, type CreateSandboxRequest } from '../contra
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { EnvdTokens } from './envd-token.js';
 import { NotImplementedError } from './errors.js';
+import type { E2bTraffic } from './traffic.js';
 
 /** The envd version this surface reports: what decides which SDK features the SDK lets its user call (README). */
 export const ENVD_VERSION = '0.5.7';
@@ -23,6 +30,23 @@ export const BASE_TEMPLATE = 'base';
 export const BASE_IMAGE = 'debian';
 /** Reported as `endAt` for a sandbox without a TTL (the policy's ttl can be unset). */
 const NEVER = '9999-12-31T23:59:59.000Z';
+/** The `domain` of a daemon without a ports domain: `getHost(port)` then names a host that cannot resolve, and says why. */
+export const NO_PORTS_DOMAIN = 'no-ports-domain-see-agentbox-serve-ports-domain.invalid';
+
+/** Of E2B's `network` options, agentbox implements `allowPublicTraffic`; any other is refused by name. */
+const NetworkSchema = z
+  .object({
+    allowPublicTraffic: z
+      .boolean()
+      .optional()
+      .describe('true (the default): every port of the sandbox is reachable by anyone through the port proxy; false: with its trafficAccessToken only'),
+  })
+  .loose()
+  .superRefine((network, ctx) => {
+    for (const key of Object.keys(network)) {
+      if (key !== 'allowPublicTraffic') ctx.addIssue({ code: 'custom', path: [key], message: 'is not supported by agentbox: of network, only allowPublicTraffic is' });
+    }
+  });
 
 const TimeoutSecondsSchema = z.number().int().min(1).max(366 * 24 * 3600).describe('Seconds from now');
 
@@ -37,7 +61,7 @@ const NewSandboxSchema = z
     autoPause: z.literal(false, { error: 'autoPause is not supported: agentbox ends a sandbox at its timeout (its idle sandboxes may be paused by the policy\'s pauseAfter)' }).optional(),
     autoPauseMemory: z.boolean().optional(),
     autoResume: z.object({ enabled: z.literal(false, { error: 'autoResume is not supported by agentbox' }) }).optional(),
-    network: z.record(z.string(), z.unknown()).refine((n) => Object.keys(n).length === 0, 'network rules are not supported: egress comes from the agentbox policy (its profiles\' egress)').optional(),
+    network: NetworkSchema.optional(),
     mcp: z.null({ error: 'mcp is not supported by agentbox' }).optional(),
     iam: z.null({ error: 'iam is not supported by agentbox' }).optional(),
     volumeMounts: z.array(z.unknown()).max(0, 'volumeMounts are not supported on the E2B surface: use agentbox volumes through its own API').optional(),
@@ -63,6 +87,9 @@ export interface ControlPlaneCtx {
   caller: Caller;
   manager: SandboxManager;
   tokens: EnvdTokens;
+  traffic: E2bTraffic;
+  /** What the SDK's `getHost(port)` appends to `PORT-ID.`: `domain[:port]` of the port proxy, or NO_PORTS_DOMAIN. */
+  domain: string;
 }
 
 interface Route {
@@ -112,7 +139,14 @@ export async function handleControlPlane(ctx: ControlPlaneCtx, path: string, que
 async function create(c: ControlPlaneCtx): Promise<void> {
   const body = await readBody(c.req, NewSandboxSchema);
   const sandbox = await c.manager.create(toCreateRequest(c.manager, body), c.caller);
-  send(c.res, 201, { ...identity(sandbox), envdAccessToken: c.tokens.issue(sandbox.id, sandbox.tenant, c.caller.scopes) });
+  try {
+    c.traffic.record(sandbox.id, { tenant: sandbox.tenant, public: body.network?.allowPublicTraffic !== false });
+  } catch (err) {
+    // Not given out without its rule: it would be reachable by nobody, or not as asked.
+    await c.manager.delete(sandbox.id, c.caller).catch(() => undefined);
+    throw err;
+  }
+  send(c.res, 201, { ...identity(c, sandbox), envdAccessToken: c.tokens.issue(sandbox.id, sandbox.tenant, c.caller.scopes) });
 }
 
 /** E2B's request as agentbox's, validated by agentbox's own schema (labels, env names, ttl). */
@@ -154,12 +188,14 @@ async function list(c: ControlPlaneCtx, query: URLSearchParams, paged: boolean):
 
 async function detail(c: ControlPlaneCtx, id: string): Promise<void> {
   const sb = live(c, id);
-  send(c.res, 200, { ...listed(sb), envdAccessToken: c.tokens.issue(sb.id, sb.tenant, c.caller.scopes), domain: null });
+  const rule = c.traffic.rule(sb.id);
+  send(c.res, 200, { ...listed(sb), envdAccessToken: c.tokens.issue(sb.id, sb.tenant, c.caller.scopes), domain: c.domain, ...(rule ? { network: { allowPublicTraffic: rule.public } } : {}) });
 }
 
 async function kill(c: ControlPlaneCtx, id: string): Promise<void> {
   live(c, id);
   await c.manager.delete(id, c.caller);
+  c.traffic.forget(id);
   c.res.writeHead(204).end();
 }
 
@@ -182,7 +218,7 @@ async function connect(c: ControlPlaneCtx, id: string): Promise<void> {
   const body = await readBody(c.req, ConnectBodySchema);
   let sb = live(c, id);
   if (body.timeout !== undefined) sb = c.manager.setTtl(id, body.timeout * 1000, c.caller);
-  send(c.res, 200, { ...identity(sb), envdAccessToken: c.tokens.issue(sb.id, sb.tenant, c.caller.scopes) });
+  send(c.res, 200, { ...identity(c, sb), envdAccessToken: c.tokens.issue(sb.id, sb.tenant, c.caller.scopes) });
 }
 
 /** A sandbox the caller sees and that has not ended; E2B knows nothing of ended ones (404). */
@@ -192,8 +228,9 @@ function live(c: ControlPlaneCtx, id: string): Sandbox {
   return sb;
 }
 
-function identity(sb: Sandbox): Record<string, unknown> {
-  return { sandboxID: sb.id, templateID: templateOf(sb), clientID: 'agentbox', envdVersion: ENVD_VERSION, trafficAccessToken: null, domain: null };
+/** What create and connect answer besides the envd token; `trafficAccessToken` only for a sandbox made with `allowPublicTraffic: false`. */
+function identity(c: ControlPlaneCtx, sb: Sandbox): Record<string, unknown> {
+  return { sandboxID: sb.id, templateID: templateOf(sb), clientID: 'agentbox', envdVersion: ENVD_VERSION, trafficAccessToken: c.traffic.tokenFor(sb.id), domain: c.domain };
 }
 
 function listed(sb: Sandbox): Record<string, unknown> {
@@ -250,6 +287,7 @@ const FIELD_HINTS: Record<string, string> = {
   env: 'environment variable names: letters, digits and _, not starting with a digit',
   timeout: 'timeout is in seconds, at least 1',
   ttl: 'timeout is in seconds, at least 1',
+  network: 'agentbox takes network: { allowPublicTraffic } only; the sandbox\'s egress comes from the agentbox policy (allowInternetAccess asks for open egress)',
 };
 
 /** Validate with a zod schema; the first problem becomes a bad_request naming the field, with E2B's words. */

@@ -4,6 +4,10 @@
  * mode 0600). It therefore survives a daemon restart with its sandbox, is useless for any other
  * sandbox, and gives its holder no more than the key that was shown it (a read-only key's token
  * cannot run commands). Checked in constant time.
+ *
+ * The same key derives a sandbox's E2B traffic access token (`trafficToken`): what opens every port
+ * of a sandbox created with `allowPublicTraffic: false` through the port proxy (src/e2b/traffic.ts).
+ * Derived, not stored either, so create and every later connect return the same token, as E2B's do.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
@@ -56,6 +60,25 @@ export class EnvdTokens {
     if (expected.length !== given.length || !timingSafeEqual(expected, given)) return null;
     if (granted === '*') return { tenant, scopes: undefined };
     return { tenant, scopes: granted === '' ? [] : (granted.split('+') as Scope[]).filter((s) => SCOPES.includes(s)) };
+  }
+
+  /** The traffic access token of this sandbox (E2B's `trafficAccessToken`). */
+  trafficToken(sandboxId: string): string {
+    return `abt1.${this.trafficMac(sandboxId)}`;
+  }
+
+  /** Whether `token` is this sandbox's traffic access token (constant time). */
+  verifyTraffic(sandboxId: string, token: string): boolean {
+    const m = /^abt1\.([A-Za-z0-9_-]{43})$/.exec(token);
+    if (!m) return false;
+    const expected = Buffer.from(this.trafficMac(sandboxId));
+    const given = Buffer.from(m[1] as string);
+    return expected.length === given.length && timingSafeEqual(expected, given);
+  }
+
+  /** Domain-separated from envd tokens: no envd token is a traffic token, nor the reverse. */
+  private trafficMac(sandboxId: string): string {
+    return createHmac('sha256', this.key).update(`e2b-traffic\n${sandboxId}`).digest('base64url');
   }
 
   private mac(sandboxId: string, tenant: string, granted: string): string {

@@ -2,20 +2,25 @@
  * The E2B drop-in surface on the daemon's HTTP server: E2B's control plane at `/e2b` (E2B_API_URL)
  * and envd at `/e2b/envd` (E2B_SANDBOX_URL). The control plane authenticates `X-API-KEY` as a
  * tenant token through the daemon's Authenticator, exactly as a bearer token; envd requests carry
- * their sandbox's access token instead. Errors go out in E2B's shapes.
+ * their sandbox's access token instead. Errors go out in E2B's shapes. `getHost(port)` reaches a
+ * sandbox's port through the daemon's port proxy, under E2B's traffic rules (traffic.ts).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { UnauthorizedError } from '../contract/errors.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import { DEFAULT_TENANT, type Authenticator, type Listener } from '../api/auth.js';
 import type { RateLimiter } from '../api/rate-limit.js';
-import { handleControlPlane } from './control-plane.js';
+import type { PortTarget } from '../api/port-proxy.js';
+import { handleControlPlane, NO_PORTS_DOMAIN } from './control-plane.js';
 import { createEnvd, type Envd } from './envd.js';
 import type { EnvdTokens } from './envd-token.js';
 import { sendE2bError } from './errors.js';
 import { ProcessRegistry } from './process-registry.js';
 import { PtyRegistry } from './pty-registry.js';
+import { E2bTraffic } from './traffic.js';
 
 export const E2B_BASE = '/e2b';
 export const ENVD_BASE = `${E2B_BASE}/envd`;
@@ -26,6 +31,14 @@ export interface E2bSurfaceOpts {
   tokens: EnvdTokens;
   limiter: RateLimiter;
   logger: Logger;
+  /**
+   * The port proxy's `domain:tcpPort` (`serve --ports-domain`), asked per answer (the TCP port is
+   * known once the daemon listens): E2B's `domain`, so `getHost(port)` is `PORT-ID.domain:tcpPort`.
+   * Absent: no port proxy, and `getHost` names a host that cannot resolve (control-plane.ts).
+   */
+  portsHost?: () => string;
+  /** The daemon's home: E2B's traffic rules are kept in it (`e2b-traffic/`). Absent: in memory only. */
+  home?: string;
 }
 
 export interface E2bSurface {
@@ -33,6 +46,8 @@ export interface E2bSurface {
   owns(pathname: string): boolean;
   /** Serve it; never throws (errors are answered in E2B's shapes). */
   handle(req: IncomingMessage, res: ServerResponse, url: URL, listener: Listener): Promise<void>;
+  /** The port proxy's `fallback`: E2B's traffic rules (public ports, traffic tokens) for sandboxes made here. */
+  portAccess(t: PortTarget, trafficToken: string | undefined): Promise<Duplex | undefined>;
   /** Kill the commands and hang up the PTYs it tracks, and stop its watchers (before the manager closes: it waits for running execs). */
   close(): void;
 }
@@ -41,6 +56,7 @@ export function createE2bSurface(opts: E2bSurfaceOpts): E2bSurface {
   const logger = opts.logger.child({ surface: 'e2b' });
   const registry = new ProcessRegistry(opts.manager, logger);
   const ptys = new PtyRegistry(opts.manager, logger);
+  const traffic = new E2bTraffic({ manager: opts.manager, tokens: opts.tokens, logger, ...(opts.home !== undefined ? { dir: join(opts.home, 'e2b-traffic') } : {}) });
   const envd: Envd = createEnvd({ manager: opts.manager, tokens: opts.tokens, registry, ptys, limiter: opts.limiter, logger, basePath: ENVD_BASE });
   return {
     owns: (pathname) => pathname === E2B_BASE || pathname.startsWith(`${E2B_BASE}/`),
@@ -52,12 +68,14 @@ export function createE2bSurface(opts: E2bSurfaceOpts): E2bSurface {
       try {
         const caller = controlPlaneCaller(opts.auth, req, listener);
         opts.limiter.take(caller.tenant);
-        await handleControlPlane({ req, res, caller, manager: opts.manager, tokens: opts.tokens }, url.pathname.slice(E2B_BASE.length) || '/', url.searchParams);
+        const domain = opts.portsHost?.() ?? NO_PORTS_DOMAIN;
+        await handleControlPlane({ req, res, caller, manager: opts.manager, tokens: opts.tokens, traffic, domain }, url.pathname.slice(E2B_BASE.length) || '/', url.searchParams);
       } catch (err) {
         if (!req.readableEnded) req.resume();
         sendE2bError(res, err, logger);
       }
     },
+    portAccess: (t, trafficToken) => traffic.open(t, trafficToken),
     close() {
       registry.close();
       ptys.close();

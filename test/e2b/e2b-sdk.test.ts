@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { request } from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AuthenticationError, CommandExitError, NotFoundError, Sandbox, SandboxError } from 'e2b';
 import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { silentLogger } from '../../src/observability/logger.js';
-import { ENVD_VERSION } from '../../src/e2b/control-plane.js';
+import { ENVD_VERSION, NO_PORTS_DOMAIN } from '../../src/e2b/control-plane.js';
 import { hasDebian, TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
 
 const ALICE = 'alice-token-0123456789';
@@ -56,6 +57,7 @@ describe('the e2b SDK against agentbox', { skip: skipAll }, () => {
       policyPath: join(home, 'policy.yaml'),
       socket: null,
       tcp: { host: '127.0.0.1', port: 0 },
+      portsDomain: 'localhost',
     });
     base = `http://127.0.0.1:${daemon.tcpAddress!.port}`;
     const docker = await daemon.manager.runtime('docker').then(() => undefined, (err: unknown) => (err as Error).message);
@@ -335,6 +337,85 @@ describe('the e2b SDK against agentbox', { skip: skipAll }, () => {
     }
   });
 
+  test('getHost(port) reaches a server in the sandbox through the port proxy: public by default; allowPublicTraffic: false needs that sandbox\'s traffic token; 404 once killed', async () => {
+    const port = daemon!.tcpAddress!.port;
+    const pub = await Sandbox.create(as(ALICE));
+    const priv = await Sandbox.create({ ...as(ALICE), network: { allowPublicTraffic: false } });
+    const other = await Sandbox.create({ ...as(ALICE), network: { allowPublicTraffic: false } });
+    // A sandbox made through agentbox's own API, reached from the E2B SDK: private, as agentbox's are.
+    const own = await daemon!.manager.create({ image: 'debian' }, { tenant: 'alice', actor: 'test' });
+    const ownSbx = await Sandbox.connect(own.id, as(ALICE));
+    const all = [pub, priv, other, ownSbx];
+    try {
+      for (const sbx of [pub, priv, ownSbx]) {
+        assert.equal(sbx.getHost(8000), `8000-${sbx.sandboxId}.localhost:${port}`);
+        await sbx.files.write(`/workspace/listed-${sbx.sandboxId}.txt`, 'x');
+        await sbx.commands.run('python3 -m http.server 8000 --bind 127.0.0.1', { background: true, cwd: '/workspace' });
+      }
+      assert.equal(pub.trafficAccessToken, undefined, 'public traffic: no token, as E2B');
+      assert.equal(ownSbx.trafficAccessToken, undefined);
+      const token = priv.trafficAccessToken;
+      const otherToken = other.trafficAccessToken;
+      assert.ok(token && otherToken && token !== otherToken, `tokens: ${token} ${otherToken}`);
+      const traffic = (t: string): Record<string, string> => ({ 'e2b-traffic-access-token': t });
+
+      // Public (E2B's default): anyone, with no credential at all.
+      const listing = await untilServing(port, pub.getHost(8000), {});
+      assert.equal(listing.status, 200, listing.body);
+      assert.match(listing.body, new RegExp(`listed-${pub.sandboxId}\\.txt`));
+      assert.ok(!listing.body.includes(priv.sandboxId));
+
+      // allowPublicTraffic: false: the sandbox's own traffic token opens it; nothing else does.
+      const opened = await untilServing(port, priv.getHost(8000), traffic(token));
+      assert.equal(opened.status, 200, opened.body);
+      assert.match(opened.body, new RegExp(`listed-${priv.sandboxId}\\.txt`));
+      assert.equal((await httpGet(port, priv.getHost(8000), {})).status, 404, 'no token');
+      assert.equal((await httpGet(port, priv.getHost(8000), traffic(otherToken))).status, 404, 'another sandbox\'s token');
+      assert.equal((await httpGet(port, priv.getHost(8000), traffic(`${token.slice(0, -1)}${token.endsWith('A') ? 'B' : 'A'}`))).status, 404, 'a forged token');
+      assert.equal((await httpGet(port, priv.getHost(8000), { 'agentbox-port-token': token })).status, 404, 'it is not an agentbox port token');
+      const again = await Sandbox.connect(priv.sandboxId, as(ALICE));
+      assert.equal(again.trafficAccessToken, token, 'connect gives a second client the same token');
+      assert.equal((await again.getInfo()).network?.allowPublicTraffic, false);
+      assert.equal((await pub.getInfo()).network?.allowPublicTraffic, true);
+
+      // agentbox's own sandbox: private unless its owner grants (here: the owner's API token).
+      assert.equal((await untilServing(port, ownSbx.getHost(8000), { authorization: `Bearer ${ALICE}` })).status, 200);
+      assert.equal((await httpGet(port, ownSbx.getHost(8000), {})).status, 404, 'not public');
+      assert.equal((await httpGet(port, ownSbx.getHost(8000), traffic(token))).status, 404);
+
+      // Killed: nothing more gets through, token or not.
+      assert.equal(await priv.kill(), true);
+      assert.equal(await pub.kill(), true);
+      assert.equal((await httpGet(port, priv.getHost(8000), traffic(token))).status, 404);
+      assert.equal((await httpGet(port, pub.getHost(8000), {})).status, 404);
+    } finally {
+      for (const sbx of all) await sbx.kill().catch(() => undefined);
+    }
+  });
+
+  test('without a ports domain, getHost names a host that cannot resolve, which says why', async () => {
+    const plain = await startDaemon({
+      env: { AGENTBOX_HOME: join(home, 'plain'), AGENTBOX_IMAGES: TEST_IMAGES_DIR },
+      logger: silentLogger(),
+      policyPath: join(home, 'policy.yaml'),
+      socket: null,
+      tcp: { host: '127.0.0.1', port: 0 },
+    });
+    try {
+      const at = `http://127.0.0.1:${plain.tcpAddress!.port}`;
+      const sbx = await Sandbox.create({ apiUrl: `${at}/e2b`, sandboxUrl: `${at}/e2b/envd`, apiKey: ALICE });
+      try {
+        assert.equal(sbx.getHost(8000), `8000-${sbx.sandboxId}.${NO_PORTS_DOMAIN}`);
+        assert.match(NO_PORTS_DOMAIN, /\.invalid$/, 'RFC 2606: never resolves, so never E2B\'s cloud');
+        await assert.rejects(fetch(`http://${sbx.getHost(8000)}/`), (e: unknown) => (e as { cause?: { code?: string } }).cause?.code === 'ENOTFOUND');
+      } finally {
+        await sbx.kill();
+      }
+    } finally {
+      await plain.close();
+    }
+  });
+
   test('bad input to the E2B routes: clear errors in E2B\'s shape, nothing left behind', async () => {
     const post = (path: string, body: string, headers: Record<string, string> = {}) =>
       fetch(`${base}/e2b${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json', 'x-api-key': ALICE, ...headers } });
@@ -350,6 +431,9 @@ describe('the e2b SDK against agentbox', { skip: skipAll }, () => {
     await expect(await post('/v2/sandboxes', JSON.stringify({ templateID: 'base', envVars: { '1X': 'x' } })), 400, /^envVars\./);
     await expect(await post('/v2/sandboxes', JSON.stringify({ templateID: 'base', timeout: 0 })), 400, /timeout/);
     await expect(await post('/v2/sandboxes', JSON.stringify({ templateID: 'base', autoPause: true })), 400, /autoPause is not supported/);
+    await expect(await post('/v2/sandboxes', JSON.stringify({ templateID: 'base', network: { allowPublicTraffic: false, allowOut: ['1.1.1.1'] } })), 400, /^network\.allowOut: is not supported/);
+    await expect(await post('/v2/sandboxes', JSON.stringify({ templateID: 'base', network: { maskRequestHost: 'x' } })), 400, /^network\.maskRequestHost: is not supported/);
+    await expect(await post('/v2/sandboxes', JSON.stringify({ templateID: 'base', network: { allowPublicTraffic: 'no' } })), 400, /^network\.allowPublicTraffic/);
     await expect(await post('/v2/sandboxes', JSON.stringify({ templateID: 'no-such-image' })), 404, /no-such-image/);
     await expect(await post('/v2/sandboxes', JSON.stringify({ templateID: 'base', timeout: 7200 })), 403, /longer than/);
     await expect(await post('/v2/sandboxes', `{"templateID":"base","metadata":{"k":"${'x'.repeat(2 * 1024 * 1024)}"}}`), 413, /over the .* limit/);
@@ -388,6 +472,30 @@ function terminalText(): { readonly text: string; onData: (data: Uint8Array) => 
 }
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
+
+/** A GET to the daemon at 127.0.0.1:PORT for HOST (Node cannot resolve *.localhost by itself here). */
+function httpGet(port: number, host: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/', headers: { ...headers, host } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** httpGet until the server inside listens (409 until then: nothing on the port), at most 15 s. */
+async function untilServing(port: number, host: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const r = await httpGet(port, host, headers);
+    if (r.status !== 409 || Date.now() > deadline) return r;
+    await sleep(100);
+  }
+}
 
 async function waitFor(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
