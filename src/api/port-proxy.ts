@@ -13,8 +13,8 @@ import { request, type IncomingHttpHeaders, type IncomingMessage, type ServerRes
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { AgentboxError, NotFoundError } from '../contract/errors.js';
-import type { SandboxManager } from '../core/manager.js';
+import { AgentboxError, UnauthorizedError, NotFoundError } from '../contract/errors.js';
+import type { Caller, SandboxManager } from '../core/manager.js';
 import type { Authenticator, Listener } from './auth.js';
 import { sendError } from './http-util.js';
 import { join } from './port-routes.js';
@@ -64,12 +64,16 @@ function cookieToken(cookie: string | undefined): string | undefined {
   return undefined;
 }
 
-/** The request's headers as the sandbox's server gets them: none of the proxy's credentials. */
-function forwardedHeaders(req: IncomingMessage): IncomingHttpHeaders {
+/**
+ * The request's headers as the sandbox's server gets them: none of the proxy's credentials. An
+ * Authorization header goes on unless it was an agentbox API token (`ownBearer`): the app may use
+ * HTTP authentication of its own.
+ */
+function forwardedHeaders(req: IncomingMessage, ownBearer: boolean): IncomingHttpHeaders {
   const headers: IncomingHttpHeaders = { ...req.headers };
   delete headers[PORT_TOKEN_HEADER];
   delete headers[E2B_TRAFFIC_TOKEN_HEADER];
-  if (headers.authorization?.toLowerCase().startsWith('bearer ')) delete headers.authorization;
+  if (ownBearer) delete headers.authorization;
   if (headers.cookie) {
     const rest = headers.cookie.split(';').filter((p) => p.trim().split('=')[0] !== COOKIE).join(';').trim();
     if (rest) headers.cookie = rest;
@@ -88,12 +92,29 @@ export class PortProxy {
     return portTargetOf(req.headers.host, this.opts.domain);
   }
 
-  /** A connection to the target for this request, if it may have one (NotFoundError otherwise). */
-  private async open(req: IncomingMessage, t: PortTarget, url: URL): Promise<Duplex> {
-    if (req.headers.authorization) {
+  /**
+   * A connection to the target for this request, if it may have one (NotFoundError otherwise), and
+   * whether its Authorization header was an agentbox API token (then it is not passed on).
+   */
+  private async open(req: IncomingMessage, t: PortTarget, url: URL): Promise<{ conn: Duplex; ownBearer: boolean }> {
+    const caller = this.apiCaller(req);
+    if (caller) return { conn: await this.opts.manager.openPort(t.sandboxId, t.port, caller), ownBearer: true };
+    return { conn: await this.openByGrant(req, t, url), ownBearer: false };
+  }
+
+  /** The caller an `Authorization: Bearer` API token names; undefined for none, or one that is not agentbox's (the app's own). */
+  private apiCaller(req: IncomingMessage): Caller | undefined {
+    if (!/^bearer /i.test(req.headers.authorization ?? '')) return undefined;
+    try {
       const caller = this.opts.auth.authenticate(req, this.opts.listener);
-      return this.opts.manager.openPort(t.sandboxId, t.port, caller);
+      return caller.actor === 'anonymous' ? undefined : caller;
+    } catch (err) {
+      if (err instanceof UnauthorizedError) return undefined;
+      throw err;
     }
+  }
+
+  private async openByGrant(req: IncomingMessage, t: PortTarget, url: URL): Promise<Duplex> {
     const header = req.headers[PORT_TOKEN_HEADER];
     const token = (typeof header === 'string' ? header : undefined) ?? url.searchParams.get(PORT_TOKEN_PARAM) ?? cookieToken(req.headers.cookie);
     try {
@@ -111,8 +132,9 @@ export class PortProxy {
     const url = new URL(req.url ?? '/', 'http://port');
     const fromParam = url.searchParams.get(PORT_TOKEN_PARAM);
     let conn: Duplex;
+    let ownBearer: boolean;
     try {
-      conn = await this.open(req, t, url);
+      ({ conn, ownBearer } = await this.open(req, t, url));
     } catch (err) {
       req.resume();
       sendError(res, err, this.opts.logger);
@@ -130,7 +152,7 @@ export class PortProxy {
       res.end();
       return;
     }
-    const upstream = request({ method: req.method, path: req.url, headers: forwardedHeaders(req), createConnection: () => conn as Socket });
+    const upstream = request({ method: req.method, path: req.url, headers: forwardedHeaders(req, ownBearer), createConnection: () => conn as Socket });
     upstream.on('response', (ur) => {
       res.writeHead(ur.statusCode ?? 502, ur.statusMessage, ur.headers);
       ur.pipe(res);
@@ -150,8 +172,8 @@ export class PortProxy {
   /** An upgrade (a WebSocket of the app inside): the request's head sent on, then bytes both ways. */
   async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, t: PortTarget): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://port');
-    const conn = await this.open(req, t, url);
-    const headers = forwardedHeaders(req);
+    const { conn, ownBearer } = await this.open(req, t, url);
+    const headers = forwardedHeaders(req, ownBearer);
     const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1`];
     for (const [k, v] of Object.entries(headers)) {
       for (const one of Array.isArray(v) ? v : v === undefined ? [] : [v]) lines.push(`${k}: ${one.replace(/[\r\n]/g, '')}`);

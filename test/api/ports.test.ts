@@ -192,6 +192,8 @@ describe('ports', { skip }, () => {
     assert.equal((await viaProxy(`8000-sbx_nosuchsandbox0000`, '/', { 'agentbox-port-token': grant.token! })).status, 404);
     assert.equal((await viaProxy(host, '/index.html', { authorization: 'Bearer alice-token-0123456789' })).status, 200, 'the owner\'s API token');
     assert.equal((await viaProxy(host, '/index.html', { authorization: 'Bearer bob-token-0123456789' })).status, 404, 'another tenant\'s API token');
+    assert.equal((await viaProxy(host, '/index.html', { authorization: 'Basic dXNlcjpwdw==', 'agentbox-port-token': grant.token! })).status, 200, 'the app\'s own HTTP authentication does not get in the way');
+    assert.equal((await viaProxy(host, '/index.html', { authorization: 'Bearer not-an-agentbox-token' })).status, 404, 'a bearer that is not agentbox\'s opens nothing by itself');
     await assert.rejects(bob.grantPortAccess(sbx, 8000), NotFoundError);
     await assert.rejects(new AgentboxClient({ url: `http://127.0.0.1:${port}`, token: 'alice-reader-token-0123456789' }).grantPortAccess(sbx, 8000), ForbiddenError);
     // Expiry, revocation, public.
@@ -220,7 +222,7 @@ describe('ports', { skip }, () => {
     // Written raw, read raw: the echo server sends back the request exactly as the app inside got it.
     const sock = connect(port, '127.0.0.1');
     await new Promise((resolve, reject) => sock.once('connect', resolve).once('error', reject));
-    sock.write([`GET /chat HTTP/1.1`, `Host: 7100-${sbx}.localhost:${port}`, 'Connection: Upgrade', 'Upgrade: websocket', `agentbox-port-token: ${grant.token!}`, 'Cookie: agentbox_port_token=zzz; app=1', 'X-App: kept', '', 'first-frame-bytes'].join('\r\n'));
+    sock.write([`GET /chat HTTP/1.1`, `Host: 7100-${sbx}.localhost:${port}`, 'Connection: Upgrade', 'Upgrade: websocket', `agentbox-port-token: ${grant.token!}`, 'Cookie: agentbox_port_token=zzz; app=1', 'X-App: kept', 'Authorization: Bearer the-apps-own-token', '', 'first-frame-bytes'].join('\r\n'));
     let seen = '';
     sock.on('data', (c: Buffer) => (seen += c.toString('latin1')));
     for (let i = 0; i < 100 && !seen.includes('first-frame-bytes'); i++) await new Promise((r) => setTimeout(r, 50));
@@ -230,7 +232,20 @@ describe('ports', { skip }, () => {
     assert.match(seen, /\r\nupgrade: websocket\r\n/i);
     assert.match(seen, /\r\ncookie: app=1\r\n/i, 'the app\'s own cookies go on');
     assert.doesNotMatch(seen, /agentbox-port-token|agentbox_port_token/i, 'the proxy\'s credentials do not reach the app');
+    assert.match(seen, /\r\nauthorization: Bearer the-apps-own-token\r\n/i, 'an Authorization that is not an agentbox token is the app\'s own: passed on');
     assert.match(seen, /\r\n\r\nfirst-frame-bytes$/, 'bytes after the head follow it');
+    // The owner's API token opens the port, and never reaches the app (it could act as the tenant).
+    const r2 = await alice.exec(sbx, { cmd: ['sh', '-c', '(nc -l -p 7101 -e /bin/cat >/dev/null 2>&1 &); for i in $(seq 100); do netstat -ltn | grep -q ":7101 " && exit 0; sleep 0.1; done; exit 1'] });
+    assert.equal(r2.exitCode, 0);
+    const sock2 = connect(port, '127.0.0.1');
+    await new Promise((resolve, reject) => sock2.once('connect', resolve).once('error', reject));
+    sock2.write([`GET /ws HTTP/1.1`, `Host: 7101-${sbx}.localhost:${port}`, 'Connection: Upgrade', 'Upgrade: websocket', 'Authorization: Bearer alice-token-0123456789', '', 'owner-bytes'].join('\r\n'));
+    let seen2 = '';
+    sock2.on('data', (c: Buffer) => (seen2 += c.toString('latin1')));
+    for (let i = 0; i < 100 && !seen2.includes('owner-bytes'); i++) await new Promise((r) => setTimeout(r, 50));
+    sock2.destroy();
+    assert.match(seen2, /^GET \/ws HTTP\/1\.1\r\n/);
+    assert.doesNotMatch(seen2, /alice-token|authorization/i, 'the owner\'s API token is not passed to the app');
     await alice.revokePortAccess(sbx, 7100);
   });
 
