@@ -15,7 +15,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
 import { readJson } from '../api/http-util.js';
 import { checkJsonBody } from '../api/request-guard.js';
-import { BadRequestError, NotFoundError } from '../contract/errors.js';
+import { BadRequestError, ConflictError, NotFoundError } from '../contract/errors.js';
 import { EnvSchema, LabelsSchema, type Sandbox } from '../contract/model.js';
 import { CreateSandboxRequestSchema, type CreateSandboxRequest } from '../contract/requests.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
@@ -71,6 +71,7 @@ type NewSandbox = z.infer<typeof NewSandboxSchema>;
 
 const TimeoutBodySchema = z.object({ timeout: TimeoutSecondsSchema }).describe('E2B timeout body');
 const ConnectBodySchema = z.object({ timeout: TimeoutSecondsSchema.optional() }).describe('E2B connect/resume body');
+const PauseBodySchema = z.object({ memory: z.boolean().optional() }).describe('E2B pause body (memory: keepMemory; agentbox always keeps it)');
 const RefreshBodySchema = z.object({ duration: z.number().int().min(1).max(3600).optional() }).describe('E2B refresh body');
 
 const ListQuerySchema = z.object({
@@ -111,9 +112,7 @@ const ROUTES: Route[] = [
   {
     method: 'POST',
     pattern: new RegExp(`^/sandboxes/${ID}/pause$`),
-    run: async () => {
-      throw new NotImplementedError('pausing a sandbox on request is not supported by agentbox', 'idle sandboxes are paused by the policy (profiles\' pauseAfter) and resumed by the next call; kill the sandbox when done');
-    },
+    run: (c, id) => pause(c, id as string),
   },
   {
     method: 'GET',
@@ -213,10 +212,27 @@ async function refresh(c: ControlPlaneCtx, id: string): Promise<void> {
   c.res.writeHead(204).end();
 }
 
-/** A live sandbox's envd access; a paused one resumes with the first call into it. */
+/**
+ * E2B's pause: hibernated where the runtime can (memory saved to disk, as E2B keeps it), else frozen
+ * (memory kept in place). 409 when paused already, which the SDK reads as `false`.
+ */
+async function pause(c: ControlPlaneCtx, id: string): Promise<void> {
+  await readBody(c.req, PauseBodySchema);
+  live(c, id);
+  try {
+    await c.manager.pause(id, { mode: 'hibernate' }, c.caller);
+  } catch (err) {
+    if (!(err instanceof ConflictError) || !/cannot hibernate/.test(err.message)) throw err;
+    await c.manager.pause(id, { mode: 'freeze' }, c.caller);
+  }
+  c.res.writeHead(204).end();
+}
+
+/** A live sandbox's envd access; a paused one is resumed first (E2B's resume). */
 async function connect(c: ControlPlaneCtx, id: string): Promise<void> {
   const body = await readBody(c.req, ConnectBodySchema);
   let sb = live(c, id);
+  if (sb.paused) sb = await c.manager.resume(id, c.caller);
   if (body.timeout !== undefined) sb = c.manager.setTtl(id, body.timeout * 1000, c.caller);
   send(c.res, 200, { ...identity(c, sb), envdAccessToken: c.tokens.issue(sb.id, sb.tenant, c.caller.scopes) });
 }

@@ -307,6 +307,20 @@ describe('the e2b SDK against agentbox', { skip: skipAll }, () => {
     assert.equal(await first.isRunning(), false, 'envd says the sandbox is gone');
   });
 
+  test('pause: frozen (local has no hibernate), shown as paused, a second pause is false; connect resumes it with its processes and files', async () => {
+    const sbx = await Sandbox.create(as(ALICE));
+    await sbx.commands.run('echo kept > /tmp/paused.txt; sleep 600 >/dev/null 2>&1 &');
+    assert.equal(await Sandbox.pause(sbx.sandboxId, as(ALICE)), true);
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId, as(ALICE))).state, 'paused');
+    assert.equal(await Sandbox.pause(sbx.sandboxId, as(ALICE)), false, 'paused already: the SDK reads the 409 as false');
+    const back = await Sandbox.connect(sbx.sandboxId, as(ALICE));
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId, as(ALICE))).state, 'running');
+    assert.equal((await back.commands.run('cat /tmp/paused.txt')).stdout, 'kept\n');
+    assert.match((await back.commands.run('for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr "\\0" " "; echo; done')).stdout, /sleep 600/, 'its processes went on');
+    await assert.rejects(Sandbox.pause('sbx_nosuchsandbox0000', as(ALICE)), NotFoundError);
+    await back.kill();
+  });
+
   test('a wrong key is AuthenticationError; another tenant\'s sandbox is NotFoundError; a token opens only its own sandbox', async () => {
     await assert.rejects(Sandbox.create({ ...as('not-a-key-0123456789') }), AuthenticationError);
     await assert.rejects(Sandbox.list(as('not-a-key-0123456789')).nextItems(), AuthenticationError);
