@@ -15,6 +15,8 @@
  *   volumes.ts    named volumes: rows, mounts counted per user, file operations without a sandbox
  * The public methods return the contract's types (model.ts), never store rows.
  */
+import { statfsSync } from 'node:fs';
+import { isMountPoint } from '../storage/host-tools.js';
 import type { Duplex, Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { EgressService } from '../egress/service.js';
@@ -55,6 +57,27 @@ import { listDeliveries, type DeliveryFilter } from './manager/deliveries.js';
 export type { Caller, Scope } from './manager/access.js';
 export { newExecId } from './manager/execs.js';
 export { newSandboxId } from './manager/lifecycle.js';
+
+/** What `usage` reports. */
+export interface SandboxUsage {
+  at: string;
+  cpuCount: number;
+  /** Of its CPU limit, over the sampling window. */
+  cpuUsedPct: number;
+  memoryBytes: number;
+  memoryLimitBytes: number;
+  pids: number;
+  /** null when the daemon does not mount the sandbox's disk itself (a microVM's). */
+  diskUsedBytes: number | null;
+  diskTotalBytes: number;
+}
+
+/** Used and total bytes of the filesystem mounted at DIR, or undefined when nothing is mounted there. */
+function diskUsage(dir: string): { used: number; total: number } | undefined {
+  if (!isMountPoint(dir)) return undefined;
+  const st = statfsSync(dir);
+  return { used: (st.blocks - st.bfree) * st.bsize, total: st.blocks * st.bsize };
+}
 
 /** A terminal's default command: bash as a login shell where the image has it, else sh. */
 const LOGIN_SHELL = ['/bin/sh', '-c', 'if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l'];
@@ -247,6 +270,34 @@ export class SandboxManager {
     await this.parts.pauses.resumeOnRequest(stored);
     markActive(this.parts.store, id);
     return this.get(id, caller);
+  }
+
+  /**
+   * What a running sandbox uses now: CPU over a short window, memory, processes, and its disk (when
+   * the daemon mounts it: not a microVM's, which its guest mounts). Wakes nothing: a paused sandbox
+   * reads as idle.
+   */
+  async usage(id: string, caller: Caller, windowMs = 250): Promise<SandboxUsage> {
+    need(caller, 'read');
+    const stored = findRunning(this.parts.store, id, caller);
+    const rt = this.parts.runtimes.of(stored);
+    const handle = handleOf(stored);
+    const limits = stored.sandbox.limits;
+    const paused = this.parts.pauses.has(id);
+    const first = paused ? undefined : await rt.stats(handle);
+    if (first) await new Promise((r) => setTimeout(r, windowMs));
+    const second = paused ? undefined : await rt.stats(handle);
+    const disk = this.parts.disks ? diskUsage(this.parts.disks.mountPoint(id)) : undefined;
+    return {
+      at: new Date().toISOString(),
+      cpuCount: limits.cpus,
+      cpuUsedPct: first && second ? Math.max(0, Math.min(100, ((second.cpuMs - first.cpuMs) / (windowMs * limits.cpus)) * 100)) : 0,
+      memoryBytes: second?.memoryBytes ?? 0,
+      memoryLimitBytes: limits.memoryMb * 2 ** 20,
+      pids: second?.pids ?? 0,
+      diskUsedBytes: disk?.used ?? null,
+      diskTotalBytes: disk?.total ?? limits.diskMb * 2 ** 20,
+    };
   }
 
   /** The sandbox's terminals: running ones, and those that ended within the last minute. */

@@ -20,7 +20,6 @@ import { EnvSchema, LabelsSchema, type Sandbox } from '../contract/model.js';
 import { CreateSandboxRequestSchema, type CreateSandboxRequest } from '../contract/requests.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { EnvdTokens } from './envd-token.js';
-import { NotImplementedError } from './errors.js';
 import type { E2bTraffic } from './traffic.js';
 
 /** The envd version this surface reports: what decides which SDK features the SDK lets its user call (README). */
@@ -117,9 +116,7 @@ const ROUTES: Route[] = [
   {
     method: 'GET',
     pattern: new RegExp(`^/sandboxes/${ID}/metrics$`),
-    run: async () => {
-      throw new NotImplementedError('sandbox metrics are not served on the E2B surface', 'agentbox exports Prometheus metrics at /metrics');
-    },
+    run: (c, id) => metrics(c, id as string),
   },
 ];
 
@@ -226,6 +223,28 @@ async function pause(c: ControlPlaneCtx, id: string): Promise<void> {
     await c.manager.pause(id, { mode: 'freeze' }, c.caller);
   }
   c.res.writeHead(204).end();
+}
+
+/**
+ * E2B's metrics: one sample taken now (agentbox keeps no history of a sandbox's usage; `start` and
+ * `end` select nothing more). CPU over a quarter second, of the sandbox's CPU limit.
+ */
+async function metrics(c: ControlPlaneCtx, id: string): Promise<void> {
+  live(c, id);
+  const u = await c.manager.usage(id, c.caller);
+  send(c.res, 200, [
+    {
+      timestamp: u.at,
+      timestampUnix: Math.floor(Date.parse(u.at) / 1000),
+      cpuCount: u.cpuCount,
+      cpuUsedPct: Math.round(u.cpuUsedPct * 100) / 100,
+      memUsed: u.memoryBytes,
+      memTotal: u.memoryLimitBytes,
+      memCache: 0,
+      diskUsed: u.diskUsedBytes ?? 0,
+      diskTotal: u.diskTotalBytes,
+    },
+  ]);
 }
 
 /** A live sandbox's envd access; a paused one is resumed first (E2B's resume). */

@@ -825,10 +825,15 @@ print("CONTROL socket(AF_UNIX) %s" % ("ok" if s >= 0 else "failed %d" % ctypes.g
       await rt.destroy(h);
     });
 
-    it('reports stats', async () => {
+    it('reports stats: memory, processes, and CPU time that grows while a loop spins', async () => {
       const s = await rt.stats(sb);
       assert.ok(s.memoryBytes > 0);
       assert.ok(s.pids >= 1);
+      // A busy loop for a second, in the background so that it is alive when the second sample is taken.
+      await run(rt, sb, '(timeout 1 sh -c "while :; do :; done" >/dev/null 2>&1 &)');
+      await new Promise((r) => setTimeout(r, 700));
+      const later = await rt.stats(sb);
+      assert.ok(later.cpuMs - s.cpuMs >= 200, `cpuMs went from ${s.cpuMs} to ${later.cpuMs} while a loop spun for 700 ms`);
     });
 
     it('destroys everything: status, list and exec agree it is gone', async () => {

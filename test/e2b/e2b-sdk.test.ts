@@ -307,7 +307,7 @@ describe('the e2b SDK against agentbox', { skip: skipAll }, () => {
     assert.equal(await first.isRunning(), false, 'envd says the sandbox is gone');
   });
 
-  test('pause: frozen (local has no hibernate), shown as paused, a second pause is false; connect resumes it with its processes and files', async () => {
+  test('pause: frozen (local has no hibernate), shown as paused, a second pause is false; connect resumes it with its processes and files; metrics', async () => {
     const sbx = await Sandbox.create(as(ALICE));
     await sbx.commands.run('echo kept > /tmp/paused.txt; sleep 600 >/dev/null 2>&1 &');
     assert.equal(await Sandbox.pause(sbx.sandboxId, as(ALICE)), true);
@@ -318,6 +318,16 @@ describe('the e2b SDK against agentbox', { skip: skipAll }, () => {
     assert.equal((await back.commands.run('cat /tmp/paused.txt')).stdout, 'kept\n');
     assert.match((await back.commands.run('for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr "\\0" " "; echo; done')).stdout, /sleep 600/, 'its processes went on');
     await assert.rejects(Sandbox.pause('sbx_nosuchsandbox0000', as(ALICE)), NotFoundError);
+    // Metrics: one sample now; a busy loop shows as CPU, a file written as disk used.
+    await back.commands.run('dd if=/dev/zero of=/workspace/fill bs=1M count=8 2>/dev/null; (timeout 3 sh -c "while :; do :; done" &)');
+    const [m] = await back.getMetrics();
+    assert.ok(m, 'one sample');
+    assert.equal(m.cpuCount, 1);
+    assert.ok(m.cpuUsedPct > 20 && m.cpuUsedPct <= 100, `cpuUsedPct ${m.cpuUsedPct} while a loop spins`);
+    assert.ok(m.memUsed > 0 && m.memUsed < m.memTotal, `memUsed ${m.memUsed} of ${m.memTotal}`);
+    assert.ok(m.diskUsed >= 8 * 2 ** 20 && m.diskUsed < m.diskTotal, `diskUsed ${m.diskUsed} of ${m.diskTotal}`);
+    assert.ok(Math.abs(m.timestamp.getTime() - Date.now()) < 10_000);
+    await assert.rejects(Sandbox.getMetrics('sbx_nosuchsandbox0000', as(ALICE)), NotFoundError);
     await back.kill();
   });
 

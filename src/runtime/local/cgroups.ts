@@ -172,7 +172,10 @@ export class Cgroups {
       return Math.round(counterIn(readKnob(this.controllerDir(id, 'cpu'), 'cpu.stat'), 'usage_usec') / 1000);
     }
     const ns = readKnob(this.controllerDir(id, 'cpu'), 'cpuacct.usage');
-    return ns ? Math.round(Number(ns.trim()) / 1e6) : 0;
+    if (ns) return Math.round(Number(ns.trim()) / 1e6);
+    // cpuacct mounted apart from cpu (no group of ours there): the CPU time of the processes alive
+    // now, and what they reaped. Enough for a rate over a short window; not a lifetime total.
+    return this.pids(id).reduce((sum, pid) => sum + processCpuMs(pid), 0);
   }
 
   freeze(id: string): void {
@@ -243,4 +246,21 @@ function isDir(dir: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** USER_HZ: the unit of /proc/PID/stat's times (100 on every Linux agentbox runs on). */
+const CLOCK_TICKS_PER_S = 100;
+
+/** utime + stime + cutime + cstime of a process, in ms; 0 when it is gone. */
+function processCpuMs(pid: number): number {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return 0;
+  }
+  // Fields after the command (which may hold spaces and parentheses): state is field 3, utime 14.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const ticks = [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i] ?? 0), 0);
+  return (ticks * 1000) / CLOCK_TICKS_PER_S;
 }
