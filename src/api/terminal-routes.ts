@@ -60,7 +60,17 @@ export function registerTerminalRoutes(route: RouteFn, upgradeRoute: UpgradeRout
   upgradeRoute('/v1/sandboxes/{id}/terminals/{terminalId}/attach', { summary: 'Attach to a terminal (WebSocket): binary messages are its bytes both ways, text messages JSON control (resize, signal; exit from the daemon)', upgrade: 'websocket' }, async (ctx: UpgradeCtx) => {
     // Checked before the upgrade, so a wrong id is a plain 404.
     const attachment = ctx.manager.attachTerminal(id(ctx), terminalId(ctx), ctx.caller);
-    sockets.handleUpgrade(ctx.req, ctx.socket, ctx.head, (ws) => relay(ws, attachment));
+    // A handshake ws refuses (no key, another version: a 400) or a client gone before it completed
+    // never reaches the callback: let go of the attachment, or the terminal counts a client forever
+    // and is never hung up.
+    let relayed = false;
+    ctx.socket.once('close', () => {
+      if (!relayed) attachment.detach();
+    });
+    sockets.handleUpgrade(ctx.req, ctx.socket, ctx.head, (ws) => {
+      relayed = true;
+      relay(ws, attachment);
+    });
   });
 }
 
@@ -96,7 +106,7 @@ function relay(ws: WebSocket, a: TerminalAttachment): void {
     try {
       control = parseWith(TerminalControlSchema, JSON.parse(bytes.toString('utf8')));
     } catch (err) {
-      ws.close(1007, `not a control message: ${(err as Error).message}`.slice(0, 120));
+      ws.close(1007, closeReason(`not a control message: ${(err as Error).message}`));
       return;
     }
     if (control.type === 'resize') a.resize(control.cols, control.rows);
@@ -104,4 +114,15 @@ function relay(ws: WebSocket, a: TerminalAttachment): void {
   });
   ws.on('close', detach);
   ws.on('error', detach);
+}
+
+/**
+ * A close frame's reason is at most 123 bytes, and ws throws on a longer one: the reason often echoes
+ * the client's message (an unknown key), so cut it by bytes, not characters. Thrown from a message
+ * handler, that RangeError would end the daemon.
+ */
+function closeReason(text: string): string {
+  let s = text.slice(0, 123);
+  while (Buffer.byteLength(s) > 123) s = s.slice(0, -1);
+  return s;
 }

@@ -131,7 +131,7 @@ export function registerSandboxCommands(program: Command, setExit: (code: number
       const client = await connectClient();
       if (flags.t) {
         if (flags.json || flags.timeout) throw new BadRequestError('-t runs the command on a terminal: --json and --timeout do not apply', { hint: 'drop -t for a plain exec' });
-        setExit(await runTerminal(client, id, cmd, flags));
+        setExit(await runTerminal(client, id, cmd, { ...flags, interactive: flags.i === true }));
         return;
       }
       const intr = interruptible();

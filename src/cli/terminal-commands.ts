@@ -7,12 +7,18 @@ import { collect, pairs } from './flags.js';
 export interface TerminalFlags {
   env?: string[];
   cwd?: string;
+  /**
+   * Join this process's stdin to the terminal (raw mode, every key goes inside). Off for `exec -t`
+   * without `-i`: the command gets a terminal but not this one's keys, and Ctrl-C here stops it.
+   * @default true
+   */
+  interactive?: boolean;
 }
 
 /**
  * Open a terminal in sandbox ID running CMD (a login shell when absent) and join it to this process's
- * terminal: raw mode, so every key (Ctrl-C included) goes to the sandbox, and resizes follow. Resolves
- * with the command's exit code.
+ * terminal: raw mode, so every key (Ctrl-C included) goes to the sandbox, and resizes follow (unless
+ * `flags.interactive` is false: then only output and resizes). Resolves with the command's exit code.
  */
 export async function runTerminal(client: AgentboxClient, id: string, cmd: string[] | undefined, flags: TerminalFlags): Promise<number> {
   const out = process.stdout;
@@ -26,16 +32,19 @@ export async function runTerminal(client: AgentboxClient, id: string, cmd: strin
     const s = size();
     conn.resize(s.cols, s.rows);
   };
-  const raw = input.isTTY === true;
+  const interactive = flags.interactive !== false;
+  const raw = interactive && input.isTTY === true;
   if (raw) input.setRawMode(true);
-  input.on('data', (data: Buffer) => conn.write(data));
-  input.resume();
+  if (interactive) {
+    input.on('data', (data: Buffer) => conn.write(data));
+    input.resume();
+  }
   out.on('resize', onResize);
   // This process told to stop (not by a key, which raw mode sends inside): hang the terminal up.
   const hangUp = (): void => {
     void client.closeTerminal(id, t.terminalId).catch(() => undefined).finally(() => conn.close());
   };
-  const signals = ['SIGTERM', 'SIGHUP'] as const;
+  const signals = ['SIGTERM', 'SIGHUP', 'SIGINT'] as const;
   for (const s of signals) process.on(s, hangUp);
   try {
     const code = await conn.exit;
@@ -48,7 +57,7 @@ export async function runTerminal(client: AgentboxClient, id: string, cmd: strin
     for (const s of signals) process.off(s, hangUp);
     out.off('resize', onResize);
     if (raw) input.setRawMode(false);
-    input.pause();
+    if (interactive) input.pause();
   }
 }
 

@@ -91,6 +91,8 @@ export interface ManagerOpts {
   reapIntervalMs?: number;
   /** Bytes of each stream kept in the exec history. */
   historyTailBytes?: number;
+  /** A terminal nobody is attached to is hung up this long after its last client left (tests shorten it). @default 30 s (DETACHED_GRACE_MS) */
+  terminalGraceMs?: number;
   /** Creates running at once; more wait in a short queue, beyond it callers get 429. @default 8 */
   maxConcurrentCreates?: number;
   /** @default 32 */
@@ -153,7 +155,7 @@ export class SandboxManager {
       pools: new WarmPools(),
       pauses: new IdlePauses({ store, runtimes, logger, metrics, events: opts.events }),
       execs,
-      terminals: new Terminals({ execs, logger }),
+      terminals: new Terminals({ execs, logger, ...(opts.terminalGraceMs !== undefined ? { detachedGraceMs: opts.terminalGraceMs } : {}) }),
       quotas: new QuotaLedger(policy, store),
       createGate: new CreateGate(opts.maxConcurrentCreates ?? 8, opts.createQueueLength ?? 32),
       events: opts.events,

@@ -52,6 +52,8 @@ export interface DaemonOpts {
   /** Backpressure on creates (see ManagerOpts). */
   maxConcurrentCreates?: number;
   createQueueLength?: number;
+  /** See ManagerOpts.terminalGraceMs (tests only). */
+  terminalGraceMs?: number;
   /**
    * More `Host` names the TCP listener answers to (besides loopback and the bound address), e.g. a
    * reverse proxy's name. @default AGENTBOX_ALLOWED_HOSTS (comma-separated)
@@ -172,6 +174,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     ...(opts.reapIntervalMs ? { reapIntervalMs: opts.reapIntervalMs } : {}),
     ...(opts.maxConcurrentCreates ? { maxConcurrentCreates: opts.maxConcurrentCreates } : {}),
     ...(opts.createQueueLength !== undefined ? { createQueueLength: opts.createQueueLength } : {}),
+    ...(opts.terminalGraceMs !== undefined ? { terminalGraceMs: opts.terminalGraceMs } : {}),
   });
   try {
     await manager.start();

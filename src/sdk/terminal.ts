@@ -8,18 +8,34 @@ import WebSocket from 'ws';
 import type { SignalName } from '../contract/model.js';
 import type { TerminalControl, TerminalEvent } from '../contract/terminals.js';
 
+/** What a connection holds for its first 'data' listener at most (the daemon's replay is 256 KiB). */
+const MAX_HELD_BYTES = 1024 * 1024;
+
+/**
+ * What the terminal shows arrives as 'data' events, starting with its recent output. Output that
+ * arrives before the first 'data' listener is added (the replay often comes with the handshake, before
+ * `attachTerminal()`'s promise has resolved) is held and given to that listener, at most 1 MiB of it.
+ */
 export class TerminalConnection extends EventEmitter<{ data: [Buffer]; close: [] }> {
   /** The command's exit code once it ended; null when the connection closed before (detached, or cut). */
   readonly exit: Promise<number | null>;
+  /** Output waiting for the first 'data' listener; undefined once it was given out. */
+  private held: Buffer[] | undefined = [];
+  private heldBytes = 0;
 
   constructor(private readonly ws: WebSocket) {
     super();
+    // Every emitter has newListener, though the typed event map leaves it out.
+    (this as EventEmitter).on('newListener', (event: string | symbol) => {
+      // Called before the listener is added: give it the held output right after.
+      if (event === 'data' && this.held) queueMicrotask(() => this.release());
+    });
     let exitCode: number | null = null;
     this.exit = new Promise((resolve) => {
       ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => {
         const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
         if (isBinary) {
-          this.emit('data', bytes);
+          this.output(bytes);
           return;
         }
         try {
@@ -35,6 +51,23 @@ export class TerminalConnection extends EventEmitter<{ data: [Buffer]; close: []
       });
       ws.on('error', () => undefined);
     });
+  }
+
+  private output(bytes: Buffer): void {
+    if (!this.held) {
+      this.emit('data', bytes);
+      return;
+    }
+    this.held.push(bytes);
+    this.heldBytes += bytes.length;
+    while (this.heldBytes > MAX_HELD_BYTES && this.held.length > 1) this.heldBytes -= (this.held.shift() as Buffer).length;
+  }
+
+  private release(): void {
+    const held = this.held;
+    if (!held || this.listenerCount('data') === 0) return;
+    this.held = undefined;
+    for (const b of held) this.emit('data', b);
   }
 
   /** Typed at the terminal (Ctrl-C is '\x03'). */

@@ -51,6 +51,7 @@ class LiveTerminal {
   constructor(
     readonly info: Omit<Terminal, 'attached' | 'exitCode'>,
     readonly pty: PtyProcess,
+    private readonly graceMs: number,
   ) {}
 
   view(): Terminal {
@@ -97,7 +98,7 @@ class LiveTerminal {
       },
       detach: () => {
         if (!this.clients.delete(client) || this.clients.size > 0 || !running() || this.info.keepAlive) return;
-        this.hangUpTimer = setTimeout(() => this.pty.destroy(), DETACHED_GRACE_MS);
+        this.hangUpTimer = setTimeout(() => this.pty.destroy(), this.graceMs);
         this.hangUpTimer.unref();
       },
     };
@@ -117,7 +118,14 @@ export interface OpenTerminalSpec {
 export class Terminals {
   private readonly live = new Map<string, LiveTerminal>();
 
-  constructor(private readonly opts: { execs: ExecRecorder; logger: Logger }) {}
+  constructor(
+    private readonly opts: {
+      execs: ExecRecorder;
+      logger: Logger;
+      /** From the last client's detaching to the hang-up (tests shorten it). @default DETACHED_GRACE_MS */
+      detachedGraceMs?: number;
+    },
+  ) {}
 
   /** Running terminals of a sandbox. */
   running(sandboxId: string): number {
@@ -144,6 +152,7 @@ export class Terminals {
       const live = new LiveTerminal(
         { terminalId: exec.execId, sandboxId: exec.sandboxId, cmd: spec.cmd, pid: pty.pid, cols: spec.cols, rows: spec.rows, keepAlive: spec.keepAlive, startedAt: exec.startedAt.toISOString() },
         pty,
+        this.opts.detachedGraceMs ?? DETACHED_GRACE_MS,
       );
       this.live.set(exec.execId, live);
       started?.(live);
