@@ -99,9 +99,20 @@ function relay(ws: WebSocket, a: TerminalAttachment): void {
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(ev), () => ws.close(1000, 'the command ended'));
     detach();
   });
+  // Nothing a client sends may throw out of here: an exception in an event handler would end the daemon.
   ws.on('message', (data: RawData, isBinary: boolean) => {
+    try {
+      onMessage(data, isBinary);
+    } catch {
+      ws.close(1011, 'the daemon could not handle that message');
+    }
+  });
+  const onMessage = (data: RawData, isBinary: boolean): void => {
     const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
-    if (isBinary) return a.write(bytes);
+    if (isBinary) {
+      a.write(bytes);
+      return;
+    }
     let control;
     try {
       control = parseWith(TerminalControlSchema, JSON.parse(bytes.toString('utf8')));
@@ -111,7 +122,7 @@ function relay(ws: WebSocket, a: TerminalAttachment): void {
     }
     if (control.type === 'resize') a.resize(control.cols, control.rows);
     else a.signal(control.signal);
-  });
+  };
   ws.on('close', detach);
   ws.on('error', detach);
 }
