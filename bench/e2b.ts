@@ -7,7 +7,8 @@
  *    loopback connection on the host.
  * Usage: npm run bench:e2b  (BENCH_N: samples per create series, default 12)
  */
-import { createServer } from 'node:net';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -132,23 +133,35 @@ const rows: string[] = [];
 
   const BYTES = 256 * 2 ** 20;
   const sink = async (): Promise<void> => {
-    const r = await client.exec(sb.id, { cmd: ['sh', '-c', "(python3 -c 'import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"127.0.0.1\",7000)); s.listen(1)\nc,_=s.accept()\nwhile c.recv(1<<20): pass\nc.close()' >/dev/null 2>&1 &); sleep 0.5"] });
+    // One connection, read to its end; the count written to /tmp/sink.count (checked after each run).
+    const r = await client.exec(sb.id, { cmd: ['sh', '-c', "rm -f /tmp/sink.count; (python3 -c 'import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"127.0.0.1\",7000)); s.listen(1)\nc,_=s.accept()\nn=0\nwhile True:\n  b=c.recv(1<<20)\n  if not b: break\n  n+=len(b)\nopen(\"/tmp/sink.count\",\"w\").write(str(n))\nc.close()' >/dev/null 2>&1 &); for i in $(seq 50); do grep -q ':1B58 00000000:0000 0A' /proc/net/tcp && break; sleep 0.1; done"] });
     if (r.exitCode !== 0) throw new Error(r.stderr);
+  };
+  const sunk = async (): Promise<void> => {
+    let n = '';
+    for (let i = 0; i < 50 && !n; i++) {
+      n = (await client.exec(sb.id, { cmd: ['sh', '-c', 'cat /tmp/sink.count 2>/dev/null || true'] })).stdout.trim();
+      if (!n) await new Promise((r) => setTimeout(r, 100));
+    }
+    if (Number(n) !== BYTES) throw new Error(`the server inside read ${n || 'nothing'} bytes, not ${BYTES}`);
   };
   await sink();
   const viaApi = await throughput(await client.openPort(sb.id, 7000), BYTES);
+  await sunk();
   await sink();
   const viaRuntime = await throughput(await rt.openPort!(handle, 7000), BYTES);
-  const host = createServer((s) => s.on('data', () => undefined).on('end', () => s.end()));
-  await new Promise<void>((r) => host.listen(0, '127.0.0.1', () => r()));
-  const hostPort = (host.address() as { port: number }).port;
+  await sunk();
+  // The baseline: the same python server on the host's loopback, no sandbox and no daemon between.
+  const hostSink = spawn('python3', ['-c', 'import socket,sys\ns=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(1)\nprint(s.getsockname()[1], flush=True)\nc,_=s.accept()\nn=0\nwhile True:\n  b=c.recv(1<<20)\n  if not b: break\n  n+=len(b)\nprint(n, flush=True)'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: hostSink.stdout! })[Symbol.asyncIterator]();
+  const hostPort = Number((await lines.next()).value);
   const plain = connect(hostPort, '127.0.0.1');
   await new Promise((r) => plain.once('connect', r));
   const viaLoopback = await throughput(plain, BYTES);
-  host.close();
+  if (Number((await lines.next()).value) !== BYTES) throw new Error('the host server read less than was sent');
   rows.push(`| port, 256 MiB upload: daemon (Upgrade: tcp) | ${viaApi.toFixed(0)} MB/s | | ${(viaApi / viaLoopback).toFixed(2)}× |`);
   rows.push(`| port, 256 MiB upload: runtime openPort | ${viaRuntime.toFixed(0)} MB/s | | ${(viaRuntime / viaLoopback).toFixed(2)}× |`);
-  rows.push(`| port, 256 MiB upload: host loopback, no sandbox | ${viaLoopback.toFixed(0)} MB/s | | 1× |`);
+  rows.push(`| port, 256 MiB upload: host loopback to the same server, no sandbox | ${viaLoopback.toFixed(0)} MB/s | | 1× |`);
   await client.delete(sb.id);
   await daemon.close();
   rmSync(home, { recursive: true, force: true });
