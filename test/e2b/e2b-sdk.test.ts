@@ -467,7 +467,9 @@ describe('the e2b SDK against agentbox', { skip: skipAll }, () => {
     await expect(await post('/sandboxes/sbx_doesnotexist/timeout', JSON.stringify({ timeout: 30 })), 404, /sbx_doesnotexist/);
     await expect(await fetch(`${base}/e2b/v2/sandboxes?nextToken=garbage`, { headers: { 'x-api-key': ALICE } }), 400, /nextToken/);
     await expect(await fetch(`${base}/e2b/templates`, { headers: { 'x-api-key': ALICE } }), 404, /no GET \/templates/);
-    await expect(await post('/sandboxes/sbx_x/pause', '{}'), 501, /pausing/);
+    await expect(await post('/sandboxes/sbx_x/pause', '{}'), 404, /no sandbox sbx_x/);
+    await expect(await post('/sandboxes/sbx_x/pause', '{"memory":"yes"}'), 400, /memory/);
+    await expect(await fetch(`${base}/e2b/sandboxes/sbx_x/metrics`, { headers: { 'x-api-key': ALICE } }), 404, /no sandbox sbx_x/);
     await expect(await fetch(`${base}/e2b/envd/health`), 400, /E2b-Sandbox-Id/);
     await expect(await fetch(`${base}/e2b/envd/health`, { headers: { 'E2b-Sandbox-Id': 'sbx_x', 'X-Access-Token': 'abx1.alice.*.' + 'A'.repeat(43) } }), 401, /invalid access token/);
     assert.deepEqual(await Sandbox.list(as(ALICE)).nextItems(), [], 'no sandbox was made by a bad request');
