@@ -17,7 +17,7 @@ import { AgentboxError, UnauthorizedError, NotFoundError } from '../contract/err
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { Authenticator, Listener } from './auth.js';
 import { sendError } from './http-util.js';
-import { join } from './port-routes.js';
+import { join } from './join-streams.js';
 
 export const PORT_TOKEN_HEADER = 'agentbox-port-token';
 export const PORT_TOKEN_PARAM = 'agentbox_port_token';

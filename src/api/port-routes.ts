@@ -7,9 +7,9 @@
  * both ways, half-closes included (`agentbox port-forward` opens one per local connection). When
  * nothing listens there, a plain 409.
  */
-import type { Duplex } from 'node:stream';
 import { z } from 'zod';
 import { parseWith, readJson, sendJson } from './http-util.js';
+import { join } from './join-streams.js';
 import { GrantPortAccessRequestSchema, PortAccessSchema, PortNumberSchema } from '../contract/ports.js';
 import type { RouteFn } from './volume-routes.js';
 import type { RouteCtx, UpgradeCtx, UpgradeRouteFn } from './routes.js';
@@ -48,18 +48,4 @@ export function registerPortRoutes(route: RouteFn, upgradeRoute: UpgradeRouteFn)
       join(client, conn);
     },
   );
-}
-
-/** Bytes both ways until both directions ended; a half-close is passed on; an error or a hang-up ends both. */
-export function join(a: Duplex, b: Duplex): void {
-  const end = (): void => {
-    a.destroy();
-    b.destroy();
-  };
-  a.on('error', end);
-  b.on('error', end);
-  a.on('close', end);
-  b.on('close', end);
-  a.pipe(b);
-  b.pipe(a);
 }

@@ -2,6 +2,7 @@
 import { createServer, type Socket } from 'node:net';
 import type { Command } from 'commander';
 import { BadRequestError } from '../contract/errors.js';
+import { join } from '../api/join-streams.js';
 import { connectClient } from './connect.js';
 import { printJson } from './output.js';
 
@@ -56,17 +57,7 @@ export function registerPortCommands(program: Command): void {
         sock.once('close', () => open.delete(sock));
         sock.on('error', () => sock.destroy());
         client.openPort(id, remote).then(
-          (conn) => {
-            const end = (): void => {
-              sock.destroy();
-              conn.destroy();
-            };
-            conn.on('error', end);
-            conn.on('close', end);
-            sock.on('close', end);
-            sock.pipe(conn);
-            conn.pipe(sock);
-          },
+          (conn) => join(sock, conn),
           (err: unknown) => {
             process.stderr.write(`agentbox: ${id}:${remote}: ${err instanceof Error ? err.message : String(err)}\n`);
             sock.destroy();

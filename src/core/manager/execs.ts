@@ -79,11 +79,11 @@ export class ExecRecorder {
     const out = new RecentBytes(this.opts.tailBytes);
     const err = new RecentBytes(this.opts.tailBytes);
     const log = this.opts.logger.child({ sandbox_id: id, exec_id: execId });
-    const running = this.running;
+    const hold = (sandboxId: string): (() => void) => this.hold(sandboxId);
     const live = this.live;
     return (async function* () {
       let summary: ExecSummary | undefined;
-      running.set(id, (running.get(id) ?? 0) + 1);
+      const release = hold(id);
       live.start(execId, id);
       try {
         for await (const ev of await start()) {
@@ -95,8 +95,7 @@ export class ExecRecorder {
         }
       } finally {
         live.finish(execId);
-        running.set(id, (running.get(id) ?? 1) - 1);
-        if (running.get(id) === 0) running.delete(id);
+        release();
         const endedAt = new Date();
         store.finishExec(execId, {
           exitCode: summary?.exitCode ?? -1,
