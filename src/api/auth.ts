@@ -59,6 +59,11 @@ export class Authenticator {
    */
   authenticate(req: IncomingMessage, listener: Listener): Caller {
     const header = req.headers.authorization;
+    const offered = browserSocketToken(req);
+    if (offered !== undefined) {
+      if (header) throw new UnauthorizedError('two credentials: an Authorization header and a bearer WebSocket subprotocol', { hint: 'send one of them' });
+      return this.authenticateToken(offered);
+    }
     if (!header) {
       if (listener === 'unix') return { tenant: DEFAULT_TENANT, actor: 'local' };
       if (!this.required) return { tenant: DEFAULT_TENANT, actor: 'anonymous' };
@@ -93,6 +98,35 @@ export class Authenticator {
  */
 export function credentialDigest(req: IncomingMessage): Buffer {
   return sha256(bearerToken(req.headers.authorization ?? '') ?? '');
+}
+
+/** What a page's WebSocket offers as its protocol; the daemon answers with it, never with the bearer one. */
+export const BROWSER_SOCKET_PROTOCOL = 'agentbox.v1';
+const BEARER_PROTOCOL_PREFIX = 'agentbox.bearer.';
+
+/**
+ * A browser cannot set headers on a WebSocket, so a page (the dashboard) offers its token as a
+ * subprotocol: `Sec-WebSocket-Protocol: agentbox.v1, agentbox.bearer.<base64url(token)>` (the shape
+ * Kubernetes uses). Only on an upgrade; undefined when none is offered. A malformed one is refused.
+ */
+export function browserSocketToken(req: IncomingMessage): string | undefined {
+  const header = req.headers['sec-websocket-protocol'];
+  if (header === undefined || String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return undefined;
+  const bearer = header.split(',').map((p) => p.trim()).filter((p) => p.startsWith(BEARER_PROTOCOL_PREFIX));
+  if (bearer.length === 0) return undefined;
+  const encoded = bearer[0]!.slice(BEARER_PROTOCOL_PREFIX.length);
+  if (bearer.length > 1 || !/^[A-Za-z0-9_-]+$/.test(encoded)) {
+    throw new UnauthorizedError('malformed bearer WebSocket subprotocol', { hint: `offer one ${BEARER_PROTOCOL_PREFIX}<base64url of the token>` });
+  }
+  return Buffer.from(encoded, 'base64url').toString('utf8');
+}
+
+/**
+ * The subprotocol a WebSocket server answers with (ws's handleProtocols): agentbox.v1 when the page
+ * offered it; never the bearer one, which would echo the token back.
+ */
+export function chooseSocketProtocol(offered: Set<string>): string | false {
+  return offered.has(BROWSER_SOCKET_PROTOCOL) ? BROWSER_SOCKET_PROTOCOL : false;
 }
 
 /** The token of an `Authorization: Bearer <token>` header, or undefined when it is not one. */

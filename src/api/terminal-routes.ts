@@ -14,6 +14,7 @@ import { parseWith, readJson, sendJson } from './http-util.js';
 import type { RouteCtx, UpgradeCtx, UpgradeRouteFn } from './routes.js';
 import type { RouteFn } from './volume-routes.js';
 import type { TerminalAttachment } from '../core/manager/terminals.js';
+import { chooseSocketProtocol } from './auth.js';
 
 /** A typed burst larger than this is refused by closing the socket (1009). */
 const MAX_MESSAGE_BYTES = 1024 * 1024;
@@ -21,7 +22,7 @@ const MAX_MESSAGE_BYTES = 1024 * 1024;
 const MAX_QUEUED_OUTPUT = 8 * 1024 * 1024;
 const PING_MS = 30_000;
 
-const sockets = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES, perMessageDeflate: false });
+const sockets = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES, perMessageDeflate: false, handleProtocols: chooseSocketProtocol });
 
 function id(ctx: { params: Record<string, string> }): string {
   return ctx.params.id as string;

@@ -138,9 +138,9 @@ interface RawSocket {
 }
 
 /** A WebSocket straight from `ws`, to see what the SDK hides: close codes, refusals. Messages are kept from the first. */
-function rawSocket(url: string, headers: Record<string, string>): Promise<RawSocket | { status: number; body: string }> {
+function rawSocket(url: string, headers: Record<string, string>, protocols: string[] = []): Promise<RawSocket | { status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { headers, perMessageDeflate: false });
+    const ws = new WebSocket(url, protocols, { headers, perMessageDeflate: false });
     const closed = new Promise<{ code: number; reason: string }>((res) => ws.on('close', (code, reason) => res({ code, reason: reason.toString('utf8') })));
     let shown = '';
     const texts: string[] = [];
@@ -486,6 +486,37 @@ describe('terminals', { skip: localSkip }, () => {
     assert.ok('ws' in same, 'the daemon\'s own origin is refused');
     same.ws.close();
     await same.closed();
+    await alice.closeTerminal(sbx, t.terminalId);
+  });
+
+  test('a page of the daemon\'s own origin attaches with its token as a subprotocol; the daemon never echoes the token; a bad or second credential is 401', async () => {
+    const t = await alice.openTerminal(sbx, { keepAlive: true });
+    const url = attachUrl(sbx, t.terminalId);
+    const bearer = (token: string): string => `agentbox.bearer.${Buffer.from(token).toString('base64url')}`;
+    const page = { origin: `http://127.0.0.1:${port}` };
+    const ok = await rawSocket(url, page, ['agentbox.v1', bearer(ALICE)]);
+    assert.ok('ws' in ok, `refused: ${JSON.stringify(ok)}`);
+    assert.equal(ok.ws.protocol, 'agentbox.v1');
+    ok.ws.send(Buffer.from('echo sub-$((6*7))\r'));
+    await until('the command\'s output', async () => (ok.shown().includes('sub-42') ? true : undefined));
+    ok.ws.close();
+    await ok.closed();
+    for (const [protocols, headers] of [
+      [['agentbox.v1', bearer('not-a-token-0123456789')], page],
+      [['agentbox.v1', bearer(BOB)], page],
+      [['agentbox.v1', 'agentbox.bearer.not*base64'], page],
+      [['agentbox.v1', bearer(ALICE), bearer(BOB)], page],
+      [['agentbox.v1', bearer(ALICE)], { ...page, ...auth }],
+      [['agentbox.v1'], page],
+    ] as [string[], Record<string, string>][]) {
+      const r = await rawSocket(url, headers, protocols);
+      assert.ok('status' in r, `upgraded with ${JSON.stringify(protocols)}`);
+      assert.ok(r.status === 401 || r.status === 404, `${r.status} for ${JSON.stringify(protocols)}: ${r.body}`);
+      // bob's token is valid, but the terminal is alice's: not found for him.
+      assert.equal(r.status, protocols.includes(bearer(BOB)) && protocols.length === 2 ? 404 : 401, JSON.stringify(protocols));
+    }
+    const foreign = await rawSocket(url, { origin: 'http://evil.example' }, ['agentbox.v1', bearer(ALICE)]);
+    assert.ok('status' in foreign && foreign.status === 403, 'a foreign page with the token is still refused');
     await alice.closeTerminal(sbx, t.terminalId);
   });
 
