@@ -16,6 +16,8 @@ command -v losetup >/dev/null || need+=(mount)
 command -v fsfreeze >/dev/null || need+=(util-linux)
 # the egress tests make a throwaway CA for their fake internet
 command -v openssl >/dev/null || need+=(openssl)
+# the dashboard's browser tests drive Debian's own Chromium headless (puppeteer-core, no browser download)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -36,4 +38,4 @@ if [ ${#vm_need[@]} -gt 0 ]; then
   [ ${#need[@]} -gt 0 ] || apt-get update -qq || true
   apt-get install -y -qq --no-install-recommends "${vm_need[@]}" >/dev/null
 fi
-echo "system dependencies ok: $(bwrap --version), $(mmdebstrap --version 2>/dev/null | head -1), gcc $(gcc -dumpversion), $(qemu-system-x86_64 --version | head -1)"
+echo "system dependencies ok: $(bwrap --version), $(chromium --version 2>/dev/null | head -1), $(mmdebstrap --version 2>/dev/null | head -1), gcc $(gcc -dumpversion), $(qemu-system-x86_64 --version | head -1)"
