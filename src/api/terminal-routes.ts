@@ -48,10 +48,7 @@ export function registerTerminalRoutes(route: RouteFn, upgradeRoute: UpgradeRout
 
   route('POST', '/v1/sandboxes/{id}/terminals/{terminalId}/resize', { summary: 'Resize a terminal (also a WebSocket message)', body: TerminalResizeSchema, response: TerminalSchema }, async (ctx) => {
     const body = await readJson(ctx.req, TerminalResizeSchema);
-    const a = ctx.manager.attachTerminal(id(ctx), terminalId(ctx), ctx.caller);
-    a.resize(body.cols, body.rows);
-    a.detach();
-    sendJson(ctx.res, 200, ctx.manager.getTerminal(id(ctx), terminalId(ctx), ctx.caller));
+    sendJson(ctx.res, 200, ctx.manager.resizeTerminal(id(ctx), terminalId(ctx), body.cols, body.rows, ctx.caller));
   });
 
   route('DELETE', '/v1/sandboxes/{id}/terminals/{terminalId}', { summary: 'Hang up a terminal: its session gets SIGHUP, then SIGKILL 2 s later', response: TerminalSchema }, async (ctx) => {

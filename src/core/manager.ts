@@ -323,6 +323,14 @@ export class SandboxManager {
     return this.parts.terminals.attach(id, terminalId);
   }
 
+  /** Resize a terminal; no client need be attached. */
+  resizeTerminal(id: string, terminalId: string, cols: number, rows: number, caller: Caller): Terminal {
+    need(caller, 'exec');
+    findSandbox(this.parts.store, id, caller);
+    markActive(this.parts.store, id);
+    return this.parts.terminals.resize(id, terminalId, cols, rows);
+  }
+
   /** Hang up a terminal: its session gets SIGHUP, and SIGKILL 2 s later. */
   closeTerminal(id: string, terminalId: string, caller: Caller): Terminal {
     need(caller, 'exec');

@@ -330,7 +330,12 @@ describe('terminals', { skip: localSkip }, () => {
     });
     assert.ok(Date.now() - left >= GRACE_MS, `hung up after ${Date.now() - left} ms`);
     assert.equal(hungUp.exitCode, 129, 'a hung-up shell dies of SIGHUP');
-    await until('the never-attached terminal hung up', async () => ((await getTerminal(sbx, never.terminalId)).exitCode === null ? undefined : true));
+    // Resizing over HTTP attaches nothing: it does not put the hang-up off.
+    await until('the never-attached terminal hung up, resized all along', async () => {
+      const r = await raw({ port }, 'POST', `/v1/sandboxes/${sbx}/terminals/${never.terminalId}/resize`, { ...auth, 'content-type': 'application/json' }, '{"cols":81,"rows":25}');
+      assert.equal(r.status, 200, r.body);
+      return (JSON.parse(r.body) as Terminal).exitCode === null ? undefined : true;
+    }, GRACE_MS * 3);
     await until('no process left by the hung-up terminals', async () => ((await processesOf(dropped.terminalId)).length + (await processesOf(never.terminalId)).length === 0 ? true : undefined));
 
     await sleep(GRACE_MS * 2);

@@ -87,21 +87,29 @@ class LiveTerminal {
       write: (data) => {
         if (running()) this.pty.write(data);
       },
-      resize: (cols, rows) => {
-        if (!running()) return;
-        this.pty.resize(cols, rows);
-        this.info.cols = cols;
-        this.info.rows = rows;
-      },
+      resize: (cols, rows) => this.resize(cols, rows),
       signal: (sig) => {
         if (running()) this.pty.signal(sig);
       },
       detach: () => {
-        if (!this.clients.delete(client) || this.clients.size > 0 || !running() || this.info.keepAlive) return;
-        this.hangUpTimer = setTimeout(() => this.pty.destroy(), this.graceMs);
-        this.hangUpTimer.unref();
+        if (this.clients.delete(client)) this.startGrace();
       },
     };
+  }
+
+  resize(cols: number, rows: number): void {
+    if (this.exitCode !== null) return;
+    this.pty.resize(cols, rows);
+    this.info.cols = cols;
+    this.info.rows = rows;
+  }
+
+  /** With no client attached, the hang-up comes after the grace period (unless keepAlive). */
+  startGrace(): void {
+    if (this.clients.size > 0 || this.exitCode !== null || this.info.keepAlive) return;
+    clearTimeout(this.hangUpTimer);
+    this.hangUpTimer = setTimeout(() => this.pty.destroy(), this.graceMs);
+    this.hangUpTimer.unref();
   }
 }
 
@@ -185,7 +193,7 @@ export class Terminals {
     // A failure to start (the runtime's error) is the caller's; the record has it too.
     const live = await Promise.race([opened, drained.then(() => Promise.reject(new ConflictError(`the terminal in sandbox ${exec.sandboxId} ended before it started`)))]);
     // Nobody attached within the grace period: hung up as if its last client had left.
-    live.attach().detach();
+    live.startGrace();
     return live.view();
   }
 
@@ -199,6 +207,13 @@ export class Terminals {
 
   attach(sandboxId: string, terminalId: string): TerminalAttachment {
     return this.find(sandboxId, terminalId).attach();
+  }
+
+  /** Resize without attaching: the hang-up clock of a terminal nobody watches keeps running. */
+  resize(sandboxId: string, terminalId: string, cols: number, rows: number): Terminal {
+    const t = this.find(sandboxId, terminalId);
+    t.resize(cols, rows);
+    return t.view();
   }
 
   /** Hang up a terminal (its session gets SIGHUP, then SIGKILL). */
