@@ -18,6 +18,7 @@ import { registerVolumeRoutes } from './volume-routes.js';
 import { registerTerminalRoutes } from './terminal-routes.js';
 import { registerPortRoutes } from './port-routes.js';
 import { registerWebhookRoutes } from './webhook-routes.js';
+import { registerUsageRoutes } from './usage-routes.js';
 
 export interface RouteCtx {
   req: IncomingMessage;
@@ -116,8 +117,11 @@ export function matchUpgrade(path: string): { handler: UpgradeHandler; params: R
   return undefined;
 }
 
-/** Find the handler for a request; `undefined` path match means 404, a method mismatch 405. */
-export function matchRoute(method: string, path: string): { handler: Handler; params: Record<string, string>; takesJson: boolean } | 'method' | undefined {
+/**
+ * Find the handler for a request; `undefined` path match means 404, a method mismatch 405.
+ * `template` is the route's path as written here (`/v1/sandboxes/{id}/exec`): a metrics label of few values.
+ */
+export function matchRoute(method: string, path: string): { handler: Handler; params: Record<string, string>; takesJson: boolean; template: string } | 'method' | undefined {
   let pathMatched = false;
   for (const r of routes) {
     const m = r.pattern.exec(path);
@@ -126,7 +130,7 @@ export function matchRoute(method: string, path: string): { handler: Handler; pa
     if (r.method !== method) continue;
     const params: Record<string, string> = {};
     r.keys.forEach((k, i) => (params[k] = decodePathSegment(m[i + 1] as string)));
-    return { handler: r.handler, params, takesJson: r.doc.body !== undefined && r.doc.body !== 'binary' };
+    return { handler: r.handler, params, takesJson: r.doc.body !== undefined && r.doc.body !== 'binary', template: r.path };
   }
   return pathMatched ? 'method' : undefined;
 }
@@ -340,6 +344,7 @@ registerVolumeRoutes(route);
 registerTerminalRoutes(route, upgradeRoute);
 registerPortRoutes(route, upgradeRoute);
 registerWebhookRoutes(route);
+registerUsageRoutes(route);
 
 export function notFoundRoute(path: string): NotFoundError {
   return new NotFoundError(`no route ${path}`, { hint: 'routes are under /v1; see /v1/openapi.json' });

@@ -11,7 +11,7 @@ import { AgentboxError, BadRequestError, ForbiddenError, HTTP_STATUS } from '../
 import type { Caller, SandboxManager } from '../core/manager.js';
 import { DEFAULT_TENANT, type Authenticator, type Listener } from './auth.js';
 import { checkBrowserRequest, checkEncoding, checkJsonBody, UnsupportedMediaTypeError } from './request-guard.js';
-import type { Metrics } from '../observability/metrics.js';
+import { statusClass, type Metrics } from '../observability/metrics.js';
 import { PayloadTooLargeError, sendError, sendJson, wireError } from './http-util.js';
 import { openApiDocument } from './openapi.js';
 import { RateLimiter } from './rate-limit.js';
@@ -150,6 +150,8 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
     sendError(res, err instanceof AgentboxError ? err : new BadRequestError('malformed URL'), opts.logger);
     return;
   }
+  // The duration histogram's route label: a route table template, or a fixed name, never the raw path.
+  let route = 'unmatched';
   const socket = req.socket;
   const markBusy = (): void => {
     opts.busy.set(socket, (opts.busy.get(socket) ?? 0) + 1);
@@ -159,12 +161,14 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
     // A sandbox's port (its own origin, not the API's): before the API's browser guard.
     const portTarget = opts.portProxy?.target(req);
     if (portTarget && opts.portProxy) {
+      route = 'port-proxy';
       markBusy();
       await opts.portProxy.handle(req, res, portTarget);
       return;
     }
     checkBrowserRequest(req, { listener: opts.listener, hostNames: opts.hostNames });
     if (url.pathname === '/healthz') {
+      route = '/healthz';
       // Without a token over TCP: ok or not, nothing about runtimes, versions or paths.
       const caller = req.headers.authorization || opts.listener === 'unix' ? opts.auth.authenticate(req, opts.listener) : undefined;
       const checks = await opts.health();
@@ -174,11 +178,13 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
       return;
     }
     if (url.pathname === '/v1/openapi.json' && req.method === 'GET') {
+      route = '/v1/openapi.json';
       openApi ??= openApiDocument(routes);
       sendJson(res, 200, openApi);
       return;
     }
     if (url.pathname === '/metrics' && req.method === 'GET' && opts.metrics) {
+      route = '/metrics';
       const caller = opts.auth.authenticate(req, opts.listener);
       opts.limiter.take(caller.tenant);
       // The operator sees the whole registry; a tenant only its own series (tenant-labelled families).
@@ -191,11 +197,13 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
       return;
     }
     if (url.pathname === '/mcp' && opts.mcp) {
+      route = '/mcp';
       markBusy();
       await opts.mcp(req, res);
       return;
     }
     if (opts.e2b?.owns(url.pathname)) {
+      route = '/e2b';
       markBusy();
       await opts.e2b.handle(req, res, url, opts.listener);
       return;
@@ -203,9 +211,11 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
     const match = matchRoute(req.method ?? 'GET', url.pathname);
     if (match === undefined) throw notFoundRoute(url.pathname);
     if (match === 'method') {
+      route = 'method-not-allowed';
       sendJson(res, 405, { error: { code: 'bad_request', message: `${req.method} is not allowed on ${url.pathname}`, hint: 'see /v1/openapi.json' } });
       return;
     }
+    route = match.template;
     if (match.takesJson) checkJsonBody(req);
     const caller = opts.auth.authenticate(req, opts.listener);
     opts.limiter.take(caller.tenant);
@@ -233,6 +243,8 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
     sendError(res, err, opts.logger, statusFor(err));
   } finally {
     opts.metrics?.httpRequests.inc({ listener: opts.listener, method: req.method ?? 'GET', status: String(res.statusCode) });
+    // A streamed answer (SSE, a file) is timed to its end: the handler returns once it is sent.
+    opts.metrics?.httpSeconds.observe({ listener: opts.listener, method: metricMethod(req.method), route, status_class: statusClass(res.statusCode) }, (performance.now() - started) / 1000);
     opts.logger.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: Math.round(performance.now() - started) }, 'request');
   }
 }
@@ -278,6 +290,13 @@ function refuseUpgrade(socket: Duplex, err: unknown, opts: HandlerCtx, path: str
   const status = statusFor(err) ?? (known ? HTTP_STATUS[known.code] : 500);
   const body = JSON.stringify({ error: wireError(err) });
   socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+}
+
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
+/** A method as a label: any other token a client sends is `other` (a label of few values). */
+function metricMethod(method: string | undefined): string {
+  return method && METHODS.has(method) ? method : 'other';
 }
 
 function clientWentAway(err: unknown, res: ServerResponse): boolean {

@@ -13,6 +13,7 @@
  *   runtimes.ts   the enabled drivers, probed once
  *   inflight.ts   operations close() waits for
  *   volumes.ts    named volumes: rows, mounts counted per user, file operations without a sandbox
+ *   usage-sampler.ts  usage history of running sandboxes, sampled only while someone reads it
  * The public methods return the contract's types (model.ts), never store rows.
  */
 import { statfsSync } from 'node:fs';
@@ -53,24 +54,15 @@ import { normalizeMounts } from '../contract/volumes.js';
 import type { LifecycleEvents } from './lifecycle-events.js';
 import type { WebhookDelivery } from '../contract/webhooks.js';
 import { listDeliveries, type DeliveryFilter } from './manager/deliveries.js';
+import { UsageSampler, type UsageSamplerOpts } from './manager/usage-sampler.js';
+import type { SandboxUsage, SandboxUsageReport, UsageOverview } from '../contract/usage.js';
 
 export type { Caller, Scope } from './manager/access.js';
 export { newExecId } from './manager/execs.js';
 export { newSandboxId } from './manager/lifecycle.js';
 
-/** What `usage` reports. */
-export interface SandboxUsage {
-  at: string;
-  cpuCount: number;
-  /** Of its CPU limit, over the sampling window. */
-  cpuUsedPct: number;
-  memoryBytes: number;
-  memoryLimitBytes: number;
-  pids: number;
-  /** null when the daemon does not mount the sandbox's disk itself (a microVM's). */
-  diskUsedBytes: number | null;
-  diskTotalBytes: number;
-}
+/** What `usage` reports (the contract's SandboxUsage). */
+export type { SandboxUsage } from '../contract/usage.js';
 
 /** Used and total bytes of the filesystem mounted at DIR, or undefined when nothing is mounted there. */
 function diskUsage(dir: string): { used: number; total: number } | undefined {
@@ -108,6 +100,8 @@ export interface ManagerOpts {
   portUrl?: (sandboxId: string, port: number) => string;
   /** Told when a sandbox is created, paused, resumed or ended (webhooks); never awaited. */
   events?: LifecycleEvents;
+  /** Usage sampling (intervals; per-sandbox metrics, AGENTBOX_METRICS_PER_SANDBOX=1 in the daemon). */
+  usage?: UsageSamplerOpts;
 }
 
 /** The manager's state, split by job; each part function takes from it only what it needs. */
@@ -129,6 +123,7 @@ interface Parts {
   quotas: QuotaLedger;
   createGate: CreateGate;
   events: LifecycleEvents | undefined;
+  usage: UsageSampler;
 }
 
 export class SandboxManager {
@@ -141,6 +136,7 @@ export class SandboxManager {
     const runtimes = new Runtimes(opts.runtimes);
     const inflight = new Inflight();
     const execs = new ExecRecorder({ store, logger, metrics, tailBytes: opts.historyTailBytes ?? 65536 });
+    const pauses = new IdlePauses({ store, runtimes, logger, metrics, events: opts.events });
     this.parts = {
       policy,
       store,
@@ -153,12 +149,13 @@ export class SandboxManager {
       runtimes,
       inflight,
       pools: new WarmPools(),
-      pauses: new IdlePauses({ store, runtimes, logger, metrics, events: opts.events }),
+      pauses,
       execs,
       terminals: new Terminals({ execs, logger, ...(opts.terminalGraceMs !== undefined ? { detachedGraceMs: opts.terminalGraceMs } : {}) }),
       quotas: new QuotaLedger(policy, store),
       createGate: new CreateGate(opts.maxConcurrentCreates ?? 8, opts.createQueueLength ?? 32),
       events: opts.events,
+      usage: new UsageSampler({ store, runtimes, pauses, logger, metrics }, opts.usage),
     };
   }
 
@@ -175,7 +172,7 @@ export class SandboxManager {
     this.parts.terminals.checkRoom(id);
     this.parts.quotas.checkExecMinutes(caller.tenant);
     const cmd = r.cmd ?? LOGIN_SHELL;
-    const exec = this.parts.execs.begin({ execId: newExecId(), sandboxId: id, tenant: caller.tenant, cmd });
+    const exec = this.parts.execs.begin({ execId: newExecId(), sandboxId: id, tenant: caller.tenant, runtime: stored.sandbox.runtime, cmd });
     const env = execOpts(stored, { cmd, ...(r.env ? { env: r.env } : {}) }, exec.execId).env;
     return this.parts.terminals.open({
       exec,
@@ -302,6 +299,62 @@ export class SandboxManager {
     };
   }
 
+  /**
+   * A running sandbox's usage now and over the last minutes (oldest first). Reading it keeps it
+   * sampled for a minute; the first read has no samples yet, and `current` is measured on the spot.
+   */
+  async usageReport(id: string, caller: Caller): Promise<SandboxUsageReport> {
+    need(caller, 'read');
+    const stored = findRunning(this.parts.store, id, caller);
+    const sampler = this.parts.usage;
+    sampler.want([id]);
+    const samples = [...sampler.samples(id)];
+    const last = samples.at(-1);
+    const limits = stored.sandbox.limits;
+    let current: SandboxUsage;
+    if (last && Date.now() - Date.parse(last.at) <= 2 * sampler.intervalMs) {
+      const disk = this.parts.disks ? diskUsage(this.parts.disks.mountPoint(id)) : undefined;
+      current = {
+        at: last.at,
+        cpuCount: limits.cpus,
+        cpuUsedPct: last.cpuPct,
+        memoryBytes: last.memoryBytes,
+        memoryLimitBytes: limits.memoryMb * 2 ** 20,
+        pids: last.pids,
+        diskUsedBytes: disk?.used ?? null,
+        diskTotalBytes: disk?.total ?? limits.diskMb * 2 ** 20,
+      };
+    } else {
+      current = await this.usage(id, caller);
+    }
+    return { sandboxId: id, current, intervalMs: sampler.intervalMs, samples };
+  }
+
+  /**
+   * The latest sample and the last `points` samples' CPU and memory of every running sandbox the
+   * caller sees (a label-scoped token: its own), for a dashboard's list. Reading keeps them sampled
+   * for a minute. No runtime is called here: it answers from memory, however many sandboxes there are.
+   */
+  usageOverview(caller: Caller, points = 30): UsageOverview {
+    need(caller, 'read');
+    const running = listVisible(this.parts.store, caller, {}).filter((sb) => sb.state === 'running');
+    const sampler = this.parts.usage;
+    sampler.want(running.map((sb) => sb.id));
+    const n = Math.max(1, Math.min(points, 1000));
+    return {
+      intervalMs: sampler.intervalMs,
+      sandboxes: running.map((sb) => {
+        const samples = sampler.samples(sb.id).slice(-n);
+        return { sandboxId: sb.id, latest: samples.at(-1) ?? null, cpuPct: samples.map((x) => x.cpuPct), memoryBytes: samples.map((x) => x.memoryBytes) };
+      }),
+    };
+  }
+
+  /** Sandboxes whose usage is sampled now (tests: an ended sandbox leaves nothing behind). */
+  get usageSampled(): number {
+    return this.parts.usage.size;
+  }
+
   /** The sandbox's terminals: running ones, and those that ended within the last minute. */
   listTerminals(id: string, caller: Caller): Terminal[] {
     need(caller, 'read');
@@ -350,6 +403,7 @@ export class SandboxManager {
     const every = this.opts.reapIntervalMs ?? 1000;
     this.reaper = setInterval(() => void this.reapOnce().catch((err) => this.opts.logger.error({ err }, 'reaper failed')), every);
     this.reaper.unref();
+    this.parts.usage.start();
   }
 
   /** Resolves when every warm pool is full (benchmarks, tests). */
@@ -370,6 +424,7 @@ export class SandboxManager {
   async close(opts: { sandboxes?: 'stop' | 'leave' } = {}): Promise<void> {
     this.closing = true;
     if (this.reaper) clearInterval(this.reaper);
+    await this.parts.usage.stop();
     await this.parts.pools.close();
     this.parts.terminals.closeAll();
     await this.parts.inflight.settled();
@@ -393,6 +448,7 @@ export class SandboxManager {
     if (caller.labels) req = { ...req, labels: { ...req.labels, ...caller.labels } };
     let diskFrom = opts.diskFrom;
     let memoryFrom = opts.memoryFrom;
+    const origin = req.snapshot !== undefined ? 'restore' : opts.diskFrom !== undefined ? 'fork' : 'cold';
     if (req.snapshot !== undefined) ({ req, diskFrom, memoryFrom } = await restoreSource(this.parts, { ...req, snapshot: req.snapshot }, caller));
     const release = await this.parts.createGate.acquire();
     try {
@@ -405,7 +461,7 @@ export class SandboxManager {
       const egress = spec.egress.mode === 'none' ? undefined : requireEgress(this.parts.egress);
       const unreserve = this.parts.quotas.reserve(spec);
       try {
-        return await createSandbox(this.parts, spec, egress, caller, unreserve, diskFrom, memoryFrom);
+        return await createSandbox(this.parts, spec, egress, caller, unreserve, diskFrom, memoryFrom, origin);
       } finally {
         unreserve();
       }
@@ -499,7 +555,7 @@ export class SandboxManager {
     need(caller, 'exec');
     const stored = findRunning(this.parts.store, id, caller);
     this.parts.quotas.checkExecMinutes(caller.tenant);
-    const exec = this.parts.execs.begin({ execId: newExecId(), sandboxId: id, tenant: caller.tenant, cmd: req.cmd });
+    const exec = this.parts.execs.begin({ execId: newExecId(), sandboxId: id, tenant: caller.tenant, runtime: stored.sandbox.runtime, cmd: req.cmd });
     const rt = this.parts.runtimes.of(stored);
     const events = this.parts.execs.events(exec, async () => {
       const wokeMs = await this.parts.pauses.wake(stored);

@@ -23,7 +23,7 @@ import { MicroVmRuntime } from '../runtime/microvm/microvm-runtime.js';
 import { RUN_DIR } from '../runtime/staged-binary.js';
 import type { ProbeResult, Runtime } from '../runtime/types.js';
 import { Store } from '../store/store.js';
-import { Metrics } from '../observability/metrics.js';
+import { Metrics, type PoolGaugeSource } from '../observability/metrics.js';
 import { EgressService } from '../egress/service.js';
 import { resolverFromEnv, type Resolver } from '../egress/resolver.js';
 import { Authenticator } from '../api/auth.js';
@@ -68,6 +68,13 @@ export interface DaemonOpts {
   portsDomain?: string;
   /** Webhook delivery timing (tests). @default DEFAULT_DELIVERY_OPTS */
   webhookDelivery?: Partial<DeliveryOpts>;
+  /**
+   * Per-sandbox CPU and memory gauges on /metrics (at most PER_SANDBOX_SERIES_CAP sandboxes).
+   * @default AGENTBOX_METRICS_PER_SANDBOX=1
+   */
+  perSandboxMetrics?: boolean;
+  /** Time between usage samples (tests shorten it). @default 2000 */
+  usageIntervalMs?: number;
 }
 
 export interface Daemon {
@@ -139,10 +146,14 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     throw err;
   }
   const images = new ImageStore(paths.images);
-  const metrics = new Metrics(() => {
-    const byTenant: Record<string, number> = {};
-    for (const { sandbox } of store.listSandboxes({ states: ['creating', 'running'] })) byTenant[sandbox.tenant] = (byTenant[sandbox.tenant] ?? 0) + 1;
-    return byTenant;
+  const metrics = new Metrics({
+    countActive: () => {
+      const byTenant: Record<string, number> = {};
+      for (const { sandbox } of store.listSandboxes({ states: ['creating', 'running'] })) byTenant[sandbox.tenant] = (byTenant[sandbox.tenant] ?? 0) + 1;
+      return byTenant;
+    },
+    // Read at scrape time, once the manager exists.
+    pools: (): PoolGaugeSource[] => manager.poolStatus(),
   });
   const egress = new EgressService({
     home: paths.home,
@@ -175,6 +186,10 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     ...(opts.maxConcurrentCreates ? { maxConcurrentCreates: opts.maxConcurrentCreates } : {}),
     ...(opts.createQueueLength !== undefined ? { createQueueLength: opts.createQueueLength } : {}),
     ...(opts.terminalGraceMs !== undefined ? { terminalGraceMs: opts.terminalGraceMs } : {}),
+    usage: {
+      perSandboxMetrics: opts.perSandboxMetrics ?? env.AGENTBOX_METRICS_PER_SANDBOX === '1',
+      ...(opts.usageIntervalMs !== undefined ? { intervalMs: opts.usageIntervalMs } : {}),
+    },
   });
   try {
     await manager.start();

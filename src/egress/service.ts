@@ -107,15 +107,15 @@ export class EgressService {
     const t0 = performance.now();
     const metrics = this.opts.metrics;
     const id = this.opts.log.record({ sandboxId, tenant, ...a });
-    metrics?.egressConnections.inc({ decision: a.decision, kind: a.kind });
+    metrics?.egressConnections.inc({ decision: a.decision, kind: a.kind, tenant });
     this.opts.logger.info({ sandbox_id: sandboxId, tenant, host: a.host, port: a.port, address: a.address, decision: a.decision, rule: a.rule }, 'egress');
     let done = false;
     return (o) => {
       if (done) return;
       done = true;
       this.opts.log.finish(id, { ...o, durationMs: Math.round(performance.now() - t0) });
-      metrics?.egressBytes.inc({ direction: 'up' }, o.bytesUp);
-      metrics?.egressBytes.inc({ direction: 'down' }, o.bytesDown);
+      metrics?.egressBytes.inc({ direction: 'up', tenant }, o.bytesUp);
+      metrics?.egressBytes.inc({ direction: 'down', tenant }, o.bytesDown);
     };
   }
 

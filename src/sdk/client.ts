@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../contract/errors.js';
 import type { DaemonInfo } from '../contract/daemon.js';
+import type { SandboxUsageReport, UsageOverview } from '../contract/usage.js';
 import type { WebhookDelivery } from '../contract/webhooks.js';
 import type { DeniedHost, DirEntry, Egress, EgressEvent, ExecRecord, ExecResult, ExecSummary, KillResult, ProcessInfo, Sandbox, Snapshot } from '../contract/model.js';
 import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest, PauseRequest } from '../contract/requests.js';
@@ -132,6 +133,19 @@ export class AgentboxClient {
       await this.check(res);
       throw new AgentboxError('internal', `the daemon refused the terminal's WebSocket (HTTP ${res.statusCode})`);
     });
+  }
+
+  /**
+   * A running sandbox's usage now (CPU of its limit, memory, processes, disk) and its samples of the
+   * last minutes, oldest first. Reading keeps it sampled for a minute: the first call has no samples yet.
+   */
+  usage(id: string): Promise<SandboxUsageReport> {
+    return this.json('GET', `/v1/sandboxes/${encodeURIComponent(id)}/usage`);
+  }
+
+  /** Every running sandbox you see: its latest usage sample and its last `points` CPU and memory samples (default 30). */
+  usageAll(opts: { points?: number } = {}): Promise<UsageOverview> {
+    return this.json('GET', `/v1/usage${opts.points !== undefined ? `?points=${encodeURIComponent(String(opts.points))}` : ''}`);
   }
 
   /** The daemon itself: pid, version, uptime, runtimes, sandboxes by state (host operator only). */

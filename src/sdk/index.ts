@@ -22,6 +22,7 @@ export {
 export type { DeniedHost, DirEntry, Egress, EgressEvent, ExecResult, ExecSummary, KillResult, Limits, ProcessInfo, Sandbox, SandboxState, SignalName, Snapshot, EndReason } from '../contract/model.js';
 export type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest, PauseRequest } from '../contract/requests.js';
 export type { DaemonInfo } from '../contract/daemon.js';
+export type { SandboxUsage, SandboxUsageReport, UsageOverview, UsageOverviewEntry, UsageSample } from '../contract/usage.js';
 export type { CreateVolumeRequest, Volume, VolumeMount, VolumeMountRequest } from '../contract/volumes.js';
 export { verifyWebhook, type VerifyWebhookOpts, type VerifyWebhookResult } from '../contract/webhook-signature.js';
 export type { WebhookDelivery, WebhookEvent, WebhookEventType } from '../contract/webhooks.js';

@@ -313,13 +313,17 @@ describe('HTTP API', () => {
   test('metrics count creates and execs; a tenant sees only its own', async () => {
     const r = await unixRequest(join(home, 'agentbox.sock'), 'GET', '/metrics');
     assert.equal(r.status, 200);
-    assert.match(r.body, /agentbox_sandboxes_created_total\{runtime="local",result="ok",tenant="alice"\} \d+/);
-    assert.match(r.body, /agentbox_execs_total\{outcome="nonzero",tenant="alice"\} \d+/);
+    assert.match(r.body, /agentbox_sandboxes_created_total\{runtime="local",kind="cold",result="ok",tenant="alice"\} \d+/);
+    assert.match(r.body, /agentbox_execs_total\{runtime="local",outcome="error",tenant="alice"\} \d+/);
+    assert.match(r.body, /agentbox_exec_seconds_count\{runtime="local",outcome="ok",tenant="alice"\} [1-9]/);
+    // API durations by the route table's template, never the raw path (one series per sandbox id would be unbounded).
+    assert.match(r.body, /agentbox_http_request_seconds_count\{listener="tcp",method="POST",route="\/v1\/sandboxes\/\{id\}\/exec",status_class="2xx"\} [1-9]/);
+    assert.doesNotMatch(r.body, /route="[^"]*sbx_/);
     assert.equal((await rawRequest(port, 'GET', '/metrics', undefined, {})).status, 401);
     const tenant = await rawRequest(port, 'GET', '/metrics', undefined, { authorization: 'Bearer alice-token-0123456789' });
     assert.equal(tenant.status, 200);
-    assert.match(tenant.body, /agentbox_sandbox_create_seconds_bucket\{le="[\d.]+",runtime="local",tenant="alice"\} \d+/);
-    assert.doesNotMatch(tenant.body, /tenant="(?!alice")|agentbox_process_/);
+    assert.match(tenant.body, /agentbox_sandbox_create_seconds_bucket\{le="[\d.]+",runtime="local",kind="cold",tenant="alice"\} \d+/);
+    assert.doesNotMatch(tenant.body, /tenant="(?!alice")|agentbox_process_|agentbox_http_|agentbox_pool_/);
   });
 
   test('stop ends the processes and keeps the record; egress route answers', async () => {

@@ -143,11 +143,14 @@ describe('egress through the API, the SDK and the CLI', () => {
     await assert.rejects(alice.create({ egress: { mode: 'open' } }), PolicyDeniedError);
   });
 
-  test('metrics count allowed and denied attempts (for the operator)', async () => {
+  test('metrics count allowed and denied attempts by tenant (the operator sees all, the tenant its own)', async () => {
     const r = await raw('GET', '/metrics', undefined, OPERATOR_TOKEN);
-    assert.match(r.body, /agentbox_egress_connections_total\{decision="allowed",kind="http"\} [1-9]/);
-    assert.match(r.body, /agentbox_egress_connections_total\{decision="denied",kind="http"\} [1-9]/);
-    assert.match(r.body, /agentbox_egress_bytes_total\{direction="down"\} [1-9]/);
+    assert.match(r.body, /agentbox_egress_connections_total\{decision="allowed",kind="http",tenant="alice"\} [1-9]/);
+    assert.match(r.body, /agentbox_egress_connections_total\{decision="denied",kind="http",tenant="alice"\} [1-9]/);
+    assert.match(r.body, /agentbox_egress_bytes_total\{direction="down",tenant="alice"\} [1-9]/);
+    const own = await raw('GET', '/metrics', undefined, 'alice-token-0123456789');
+    assert.match(own.body, /agentbox_egress_connections_total\{decision="denied",kind="http",tenant="alice"\} [1-9]/);
+    assert.doesNotMatch(own.body, /tenant="(?!alice")/);
   });
 
   test('agentbox egress log and allow from the CLI', async () => {

@@ -137,7 +137,7 @@ describe('a web page cannot drive a loopback daemon', () => {
     assert.deepEqual(JSON.parse(h.body), { ok: true });
     const m = await send(port, 'GET', '/metrics', {});
     assert.equal(m.status, 200);
-    assert.doesNotMatch(m.body, /agentbox_process_|agentbox_http_requests|agentbox_egress/);
+    assert.doesNotMatch(m.body, /agentbox_process_|agentbox_http_|agentbox_pool_/);
   });
 });
 

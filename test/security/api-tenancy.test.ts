@@ -121,13 +121,14 @@ tenants:
     assert.ok(samples.length > 0, 'alice sees no series at all');
     const foreign = samples.filter((l) => !l.includes('tenant="alice"'));
     assert.deepEqual(foreign, [], 'alice sees series that are not hers');
-    assert.doesNotMatch(a.body, /tenant="bob"|agentbox_process_|agentbox_http_requests|agentbox_egress/);
+    // Operator-only families (process, HTTP, pools) are not in a tenant's view; its own egress is, bob's is not.
+    assert.doesNotMatch(a.body, /tenant="bob"|agentbox_process_|agentbox_http_|agentbox_pool_/);
     // Bob's sandbox and exec exist; alice's view counts none of them.
     assert.match(a.body, /agentbox_sandboxes_active\{tenant="alice"\} 0|^(?![\s\S]*agentbox_sandboxes_active\{)/m);
     assert.doesNotMatch(a.body, /agentbox_execs_total\{[^}]*tenant="alice"[^}]*\} [1-9]/);
     const b = await send('GET', '/metrics', BOB);
     assert.match(b.body, /agentbox_sandboxes_active\{tenant="bob"\} 1/);
-    assert.match(b.body, /agentbox_execs_total\{outcome="ok",tenant="bob"\} 1/);
+    assert.match(b.body, /agentbox_execs_total\{runtime="local",outcome="ok",tenant="bob"\} 1/);
     assert.doesNotMatch(b.body, /tenant="alice"/);
     const labelled = await send('GET', '/metrics', ALICE_AGENT);
     assert.equal(labelled.status, 403, 'a label-scoped token would count the whole tenant');

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { proxyEnv } from '../../egress/service.js';
-import type { Metrics } from '../../observability/metrics.js';
+import { execClass, type Metrics } from '../../observability/metrics.js';
 import type { ExecOpts } from '../../runtime/types.js';
 import type { Store, StoredExec, StoredSandbox } from '../../store/store.js';
 import { AgentboxError, NotFoundError } from '../../contract/errors.js';
@@ -51,6 +51,8 @@ export interface BegunExec {
   execId: string;
   sandboxId: string;
   tenant: string;
+  /** The sandbox's runtime (a metrics label). */
+  runtime: string;
   startedAt: Date;
 }
 
@@ -62,11 +64,11 @@ export class ExecRecorder {
   constructor(private readonly opts: ExecRecorderOpts) {}
 
   /** The sandbox is active from now on, and the exec is in its history (exitCode null while it runs). */
-  begin(exec: { execId: string; sandboxId: string; tenant: string; cmd: string[] }): BegunExec {
+  begin(exec: { execId: string; sandboxId: string; tenant: string; runtime?: string; cmd: string[] }): BegunExec {
     const startedAt = new Date();
     markActive(this.opts.store, exec.sandboxId);
     this.opts.store.insertExec({ id: exec.execId, sandboxId: exec.sandboxId, tenant: exec.tenant, cmd: exec.cmd, startedAt: startedAt.toISOString() });
-    return { execId: exec.execId, sandboxId: exec.sandboxId, tenant: exec.tenant, startedAt };
+    return { execId: exec.execId, sandboxId: exec.sandboxId, tenant: exec.tenant, runtime: exec.runtime ?? 'unknown', startedAt };
   }
 
   /**
@@ -74,7 +76,7 @@ export class ExecRecorder {
    * read; whatever happens after that (its end, an error, the reader giving up) finishes the record.
    */
   events(exec: BegunExec, start: () => Promise<AsyncIterable<ExecEvent>>): AsyncIterable<ExecEvent> {
-    const { execId, sandboxId: id, tenant, startedAt } = exec;
+    const { execId, sandboxId: id, tenant, runtime, startedAt } = exec;
     const { store, metrics } = this.opts;
     const out = new RecentBytes(this.opts.tailBytes);
     const err = new RecentBytes(this.opts.tailBytes);
@@ -110,9 +112,9 @@ export class ExecRecorder {
         store.addExecMs(tenant, utcDay(), endedAt.getTime() - startedAt.getTime());
         markActive(store, id);
         log.info({ exit_code: summary?.exitCode, ms: summary?.durationMs, timed_out: summary?.timedOut }, 'exec finished');
-        const outcome = !summary ? 'error' : summary.timedOut ? 'timeout' : summary.oomKilled ? 'oom' : summary.exitCode === 0 ? 'ok' : 'nonzero';
-        metrics?.execs.inc({ outcome, tenant });
-        metrics?.execSeconds.observe({ tenant }, (endedAt.getTime() - startedAt.getTime()) / 1000);
+        const outcome = execClass(summary);
+        metrics?.execs.inc({ runtime, outcome, tenant });
+        metrics?.execSeconds.observe({ runtime, outcome, tenant }, (endedAt.getTime() - startedAt.getTime()) / 1000);
       }
     })();
   }

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { EgressService } from '../../egress/service.js';
-import type { Metrics } from '../../observability/metrics.js';
+import type { CreateKind, Metrics } from '../../observability/metrics.js';
 import { BadRequestError, ConflictError } from '../../contract/errors.js';
 import type { Runtime } from '../../runtime/types.js';
 import type { Store, StoredSandbox } from '../../store/store.js';
@@ -17,6 +17,7 @@ import type { Inflight } from './inflight.js';
 import type { WarmPools } from './pools.js';
 import { handleOf, type Runtimes } from './runtimes.js';
 import type { Volumes } from './volumes.js';
+import type { UsageSampler } from './usage-sampler.js';
 
 /** States in which a sandbox holds host resources and counts against quotas. */
 export const ACTIVE: SandboxState[] = ['creating', 'running'];
@@ -43,10 +44,13 @@ export async function createSandbox(
   unreserve: () => void,
   diskFrom?: string,
   memoryFrom?: string,
+  /** What its disk comes from, for the metrics: its image (cold, or warm when a pool member is claimed), a snapshot, a fork. */
+  origin: Exclude<CreateKind, 'warm'> = 'cold',
 ): Promise<Sandbox> {
   // A pool member has an empty disk and no volumes: a sandbox from a snapshot, a fork or with volumes starts itself.
   const warm = diskFrom === undefined && !spec.volumes?.length ? d.pools.claim(spec) : undefined;
   if (warm) spec = { ...spec, id: warm.id };
+  const kind: CreateKind = warm ? 'warm' : origin;
   let rt: Runtime;
   try {
     rt = await d.runtimes.probed(spec.runtime);
@@ -97,8 +101,8 @@ export async function createSandbox(
     store.setState(spec.id, 'running');
     store.audit({ tenant: caller.tenant, actor: caller.actor, action: 'create', sandboxId: spec.id, detail: { image: spec.image, runtime: spec.runtime } });
     log.info({ ms: Math.round(performance.now() - t0), image: spec.image, runtime: spec.runtime, warm: Boolean(warm) }, 'sandbox created');
-    d.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'ok', tenant: spec.tenant });
-    d.metrics?.createSeconds.observe({ runtime: spec.runtime, tenant: spec.tenant }, (performance.now() - t0) / 1000);
+    d.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, kind, result: 'ok', tenant: spec.tenant });
+    d.metrics?.createSeconds.observe({ runtime: spec.runtime, kind, tenant: spec.tenant }, (performance.now() - t0) / 1000);
     const created: Sandbox = { ...sandbox, state: 'running' };
     tell(d.events, { type: 'created', sandbox: created, at: new Date().toISOString() }, log);
     return created;
@@ -108,7 +112,7 @@ export async function createSandbox(
     await d.volumes?.release(spec.id).catch(() => undefined);
     store.markEnded(spec.id, { state: 'failed', reason: 'create_failed', endedBy: null, at: new Date().toISOString() });
     log.warn({ err: err instanceof Error ? err.message : String(err) }, 'sandbox create failed');
-    d.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, result: 'failed', tenant: spec.tenant });
+    d.metrics?.sandboxesCreated.inc({ runtime: spec.runtime, kind, result: 'failed', tenant: spec.tenant });
     throw err;
   }
 }
@@ -135,7 +139,7 @@ function requireWritableRoot(rt: Runtime, spec: SandboxSpec): void {
  * already ended keeps its first end time, reason and `endedBy` (a later delete only changes the state).
  */
 export async function endSandbox(
-  d: { store: Store; runtimes: Runtimes; pauses: IdlePauses; egress?: EgressService | undefined; logger: Logger; metrics?: Metrics | undefined; volumes?: Volumes | undefined; events?: LifecycleEvents | undefined },
+  d: { store: Store; runtimes: Runtimes; pauses: IdlePauses; egress?: EgressService | undefined; logger: Logger; metrics?: Metrics | undefined; volumes?: Volumes | undefined; events?: LifecycleEvents | undefined; usage?: UsageSampler | undefined },
   stored: StoredSandbox,
   state: SandboxState,
   reason: EndReason,
@@ -156,6 +160,8 @@ async function endNow(d: Parameters<typeof endSandbox>[0], stored: StoredSandbox
   } finally {
     // Not before: while it is being destroyed, the reaper must not take it for an idle sandbox to pause.
     d.pauses.forget(id);
+    // Its usage history and per-sandbox series go with it.
+    d.usage?.forget(id);
   }
   await d.egress?.close(id);
   d.store.portAccess.revoke(id); // its ports' tokens and public grants go with it
