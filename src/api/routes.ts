@@ -117,7 +117,7 @@ export function matchUpgrade(path: string): { handler: UpgradeHandler; params: R
 }
 
 /** Find the handler for a request; `undefined` path match means 404, a method mismatch 405. */
-export function matchRoute(method: string, path: string): { handler: Handler; params: Record<string, string>; takesJson: boolean } | 'method' | undefined {
+export function matchRoute(method: string, path: string): { handler: Handler; params: Record<string, string>; takesJson: boolean; template: string } | 'method' | undefined {
   let pathMatched = false;
   for (const r of routes) {
     const m = r.pattern.exec(path);
@@ -126,7 +126,7 @@ export function matchRoute(method: string, path: string): { handler: Handler; pa
     if (r.method !== method) continue;
     const params: Record<string, string> = {};
     r.keys.forEach((k, i) => (params[k] = decodePathSegment(m[i + 1] as string)));
-    return { handler: r.handler, params, takesJson: r.doc.body !== undefined && r.doc.body !== 'binary' };
+    return { handler: r.handler, params, takesJson: r.doc.body !== undefined && r.doc.body !== 'binary', template: r.path };
   }
   return pathMatched ? 'method' : undefined;
 }

@@ -34,7 +34,7 @@ import { BasicTracerProvider, BatchSpanProcessor, type ReadableSpan, type SpanEx
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import type { Logger } from 'pino';
 
-export { SpanKind, SpanStatusCode };
+export { SpanKind, SpanStatusCode, trace };
 export type { Attributes, Span };
 
 /** Longest string attribute value (a command line, a path); longer ones are cut by the provider. */
