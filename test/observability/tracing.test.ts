@@ -20,6 +20,7 @@ import { systemResolver } from '../../src/egress/resolver.js';
 import { EGRESS_SOCKET } from '../../src/runtime/egress-plumbing.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AlsContextManager, Tracing, tracingConfig } from '../../src/observability/tracing.js';
+import { PolicySchema } from '../../src/policy/schema.js';
 import { Store } from '../../src/store/store.js';
 import { AgentboxClient, traceHeaders } from '../../src/sdk/client.js';
 import { closeDaemonLeavingNothing } from '../helpers/daemon-teardown.js';
@@ -378,5 +379,14 @@ describe('tracing settings', () => {
     assert.equal(tracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_SDK_DISABLED: 'true' }), undefined);
     assert.equal(tracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_TRACES_EXPORTER: 'none' }), undefined);
     assert.equal(tracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' })?.scheduledDelayMs, 1000);
+  });
+
+  test('the policy\'s telemetry block: an http(s) endpoint without credentials, nothing unknown', () => {
+    assert.ok(PolicySchema.safeParse({ version: 1, telemetry: { otlpEndpoint: 'http://127.0.0.1:4318', serviceName: 'a', headers: { 'x-team': 'a' } } }).success);
+    const problems = (telemetry: unknown): string => JSON.stringify(PolicySchema.safeParse({ version: 1, telemetry }).error?.issues.map((i) => i.message));
+    assert.match(problems({ otlpEndpoint: 'ftp://c:4318' }), /http:\/\/ or https:\/\//);
+    assert.match(problems({ otlpEndpoint: 'http://user:key@c:4318' }), /OTEL_EXPORTER_OTLP_HEADERS/);
+    assert.match(problems({ otlpEndpoint: 'not a url' }), /not a URL/);
+    assert.match(problems({ token: 'x' }), /Unrecognized key/);
   });
 });
