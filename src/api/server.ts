@@ -12,6 +12,7 @@ import type { Caller, SandboxManager } from '../core/manager.js';
 import { DEFAULT_TENANT, type Authenticator, type Listener } from './auth.js';
 import { checkBrowserRequest, checkEncoding, checkJsonBody, UnsupportedMediaTypeError } from './request-guard.js';
 import { statusClass, type Metrics } from '../observability/metrics.js';
+import { failSpan, SpanKind, SpanStatusCode, trace, type Span, type Tracing } from '../observability/tracing.js';
 import { PayloadTooLargeError, sendError, sendJson, wireError } from './http-util.js';
 import { openApiDocument } from './openapi.js';
 import { RateLimiter } from './rate-limit.js';
@@ -69,6 +70,8 @@ export interface ApiServerOpts {
   portProxy?: PortProxy;
   /** E2B's control plane and envd under /e2b (src/e2b). */
   e2b?: E2bSurface;
+  /** A server span per request (parented on the caller's traceparent), active while the manager works. */
+  tracing?: Tracing;
 }
 
 export interface ApiServer {
@@ -134,7 +137,39 @@ function isOperator(caller: Caller, listener: Listener): boolean {
   return listener === 'unix' || caller.actor !== 'anonymous';
 }
 
+/** Paths polled by probes and scrapers: no span (they would drown the traces). */
+const UNTRACED = new Set(['/healthz', '/metrics']);
+
+/**
+ * A request, as a server span `HTTP <METHOD> <route template>` when tracing is on: parented on the
+ * caller's `traceparent`, active while the handler (and so the manager) works, ended once answered.
+ * A sandbox port's traffic (the port proxy) is the app's own, not the API's: not traced.
+ */
 async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCtx): Promise<void> {
+  const tracing = opts.tracing;
+  const path = (req.url ?? '/').split('?')[0] ?? '/';
+  if (!tracing?.enabled || UNTRACED.has(path) || opts.portProxy?.target(req)) return serve(req, res, opts, undefined);
+  const method = req.method ?? 'GET';
+  const parent = tracing.extract(req.headers);
+  const span = tracing.startSpan(`HTTP ${method}`, { 'http.request.method': method, 'url.scheme': 'http', 'agentbox.listener': opts.listener }, { kind: SpanKind.SERVER, parent });
+  try {
+    await tracing.with(trace.setSpan(parent, span), () => serve(req, res, opts, span));
+  } finally {
+    span.setAttribute('http.response.status_code', res.statusCode);
+    if (res.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+    span.end();
+  }
+}
+
+/** Name the request's span by its route template (never the raw path: ids would make every name unique). */
+function routed(span: Span | undefined, method: string, template: string, params?: Record<string, string>): void {
+  if (!span) return;
+  span.updateName(`HTTP ${method} ${template}`);
+  span.setAttribute('http.route', template);
+  if (params?.id !== undefined && template.startsWith('/v1/sandboxes/')) span.setAttribute('agentbox.sandbox.id', params.id.slice(0, 64));
+}
+
+async function serve(req: IncomingMessage, res: ServerResponse, opts: HandlerCtx, span: Span | undefined): Promise<void> {
   const started = performance.now();
   const abort = new AbortController();
   res.on('close', () => {
@@ -179,6 +214,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
     }
     if (url.pathname === '/v1/openapi.json' && req.method === 'GET') {
       route = '/v1/openapi.json';
+      routed(span, 'GET', '/v1/openapi.json');
       openApi ??= openApiDocument(routes);
       sendJson(res, 200, openApi);
       return;
@@ -198,12 +234,15 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
     }
     if (url.pathname === '/mcp' && opts.mcp) {
       route = '/mcp';
+      routed(span, req.method ?? 'GET', '/mcp');
       markBusy();
       await opts.mcp(req, res);
       return;
     }
     if (opts.e2b?.owns(url.pathname)) {
       route = '/e2b';
+      // E2B's own routes are matched inside its surface: one template for all of them.
+      routed(span, req.method ?? 'GET', '/e2b/*');
       markBusy();
       await opts.e2b.handle(req, res, url, opts.listener);
       return;
@@ -216,8 +255,10 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
       return;
     }
     route = match.template;
+    routed(span, req.method ?? 'GET', match.template, match.params);
     if (match.takesJson) checkJsonBody(req);
     const caller = opts.auth.authenticate(req, opts.listener);
+    span?.setAttribute('agentbox.tenant', caller.tenant);
     opts.limiter.take(caller.tenant);
     markBusy();
     await match.handler({
@@ -241,6 +282,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerCt
     }
     discardBody(req, res);
     sendError(res, err, opts.logger, statusFor(err));
+    if (span && res.statusCode >= 500) failSpan(span, err);
   } finally {
     opts.metrics?.httpRequests.inc({ listener: opts.listener, method: req.method ?? 'GET', status: String(res.statusCode) });
     // A streamed answer (SSE, a file) is timed to its end: the handler returns once it is sent.

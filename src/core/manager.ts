@@ -18,10 +18,11 @@
  */
 import { statfsSync } from 'node:fs';
 import { isMountPoint } from '../storage/host-tools.js';
-import type { Duplex, Readable } from 'node:stream';
+import { pipeline, Transform, type Duplex, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { EgressService } from '../egress/service.js';
 import type { Metrics } from '../observability/metrics.js';
+import { failSpan, sandboxAttributes, Tracing, type Span } from '../observability/tracing.js';
 import { resolveSpec, resolveTtlChange } from '../policy/resolve.js';
 import type { Policy } from '../policy/schema.js';
 import type { Runtime, SandboxHandle } from '../runtime/types.js';
@@ -102,6 +103,11 @@ export interface ManagerOpts {
   events?: LifecycleEvents;
   /** Usage sampling (intervals; per-sandbox metrics, AGENTBOX_METRICS_PER_SANDBOX=1 in the daemon). */
   usage?: UsageSamplerOpts;
+  /**
+   * Spans of creates, execs and file calls, children of the active request's span (the daemon's
+   * own tracer; src/observability/tracing.ts). @default Tracing.disabled()
+   */
+  tracing?: Tracing;
 }
 
 /** The manager's state, split by job; each part function takes from it only what it needs. */
@@ -124,6 +130,7 @@ interface Parts {
   createGate: CreateGate;
   events: LifecycleEvents | undefined;
   usage: UsageSampler;
+  tracing: Tracing;
 }
 
 export class SandboxManager {
@@ -135,7 +142,8 @@ export class SandboxManager {
     const { policy, store, logger, metrics, egress } = opts;
     const runtimes = new Runtimes(opts.runtimes);
     const inflight = new Inflight();
-    const execs = new ExecRecorder({ store, logger, metrics, tailBytes: opts.historyTailBytes ?? 65536 });
+    const tracing = opts.tracing ?? Tracing.disabled();
+    const execs = new ExecRecorder({ store, logger, metrics, tailBytes: opts.historyTailBytes ?? 65536, tracing });
     const pauses = new IdlePauses({ store, runtimes, logger, metrics, events: opts.events });
     this.parts = {
       policy,
@@ -156,6 +164,7 @@ export class SandboxManager {
       createGate: new CreateGate(opts.maxConcurrentCreates ?? 8, opts.createQueueLength ?? 32),
       events: opts.events,
       usage: new UsageSampler({ store, runtimes, pauses, logger, metrics }, opts.usage),
+      tracing,
     };
   }
 
@@ -443,6 +452,16 @@ export class SandboxManager {
   }
 
   async create(req: CreateSandboxRequest, caller: Caller, opts: { diskFrom?: string; memoryFrom?: string } = {}): Promise<Sandbox> {
+    // kind: restore (a snapshot), fork (a running sandbox's disk), else createSandbox says warm or cold.
+    const kind = req.snapshot !== undefined ? 'restore' : opts.diskFrom !== undefined ? 'fork' : undefined;
+    return this.parts.tracing.inSpan('sandbox.create', { 'agentbox.tenant': caller.tenant, ...(kind ? { 'agentbox.create.kind': kind } : {}) }, async (span) => {
+      const sb = await this.createNow(req, caller, opts);
+      if (span.isRecording()) span.setAttributes({ ...sandboxAttributes(sb), 'container.image.name': sb.image, ...(sb.profile ? { 'agentbox.profile': sb.profile } : {}) });
+      return sb;
+    });
+  }
+
+  private async createNow(req: CreateSandboxRequest, caller: Caller, opts: { diskFrom?: string; memoryFrom?: string }): Promise<Sandbox> {
     if (this.closing) throw new RuntimeUnavailableError('the daemon is shutting down', { hint: 'retry in a moment' });
     need(caller, 'manage');
     if (caller.labels) req = { ...req, labels: { ...req.labels, ...caller.labels } };
@@ -555,7 +574,7 @@ export class SandboxManager {
     need(caller, 'exec');
     const stored = findRunning(this.parts.store, id, caller);
     this.parts.quotas.checkExecMinutes(caller.tenant);
-    const exec = this.parts.execs.begin({ execId: newExecId(), sandboxId: id, tenant: caller.tenant, runtime: stored.sandbox.runtime, cmd: req.cmd });
+    const exec = this.parts.execs.begin({ execId: newExecId(), sandboxId: id, tenant: caller.tenant, runtime: stored.sandbox.runtime, cmd: req.cmd, sandbox: stored.sandbox });
     const rt = this.parts.runtimes.of(stored);
     const events = this.parts.execs.events(exec, async () => {
       const wokeMs = await this.parts.pauses.wake(stored);
@@ -593,32 +612,74 @@ export class SandboxManager {
   }
 
   /** A running sandbox about to be entered for a file operation: checked, marked active, thawed. */
-  private async enterForFiles(id: string, caller: Caller): Promise<{ rt: Runtime; handle: SandboxHandle }> {
+  private async enterForFiles(id: string, caller: Caller, span: Span): Promise<{ rt: Runtime; handle: SandboxHandle }> {
     need(caller, 'files');
     const stored = findRunning(this.parts.store, id, caller);
+    if (span.isRecording()) span.setAttributes(sandboxAttributes(stored.sandbox));
     markActive(this.parts.store, id);
     await this.parts.pauses.wake(stored);
     return { rt: this.parts.runtimes.of(stored), handle: handleOf(stored) };
   }
 
+  /** A `sandbox.files.OP` span around a file call (the path bounded; never the bytes). */
+  private fileSpan<T>(op: 'read' | 'write' | 'list' | 'remove', id: string, path: string, fn: (span: Span) => Promise<T>): Promise<T> {
+    return this.parts.tracing.inSpan(`sandbox.files.${op}`, { 'agentbox.sandbox.id': id, 'file.path': path.slice(0, 1024) }, fn);
+  }
+
   async readFile(id: string, path: string, caller: Caller): Promise<Readable> {
-    const { rt, handle } = await this.enterForFiles(id, caller);
-    return rt.readFile(handle, path);
+    const tracing = this.parts.tracing;
+    if (!tracing.enabled) {
+      const { rt, handle } = await this.enterForFiles(id, caller, tracing.startSpan('', {}));
+      return rt.readFile(handle, path);
+    }
+    // The span lasts until the file's bytes have gone through (or failed), and counts them.
+    const span = tracing.startSpan('sandbox.files.read', { 'agentbox.sandbox.id': id, 'file.path': path.slice(0, 1024) });
+    let src: Readable;
+    try {
+      const { rt, handle } = await this.enterForFiles(id, caller, span);
+      src = await rt.readFile(handle, path);
+    } catch (err) {
+      failSpan(span, err);
+      span.end();
+      throw err;
+    }
+    let bytes = 0;
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        bytes += chunk.length;
+        done(null, chunk);
+      },
+    });
+    return pipeline(src, counter, (err) => {
+      span.setAttribute('agentbox.file.bytes', bytes);
+      if (err) failSpan(span, err);
+      span.end();
+    });
   }
 
   async writeFile(id: string, path: string, data: Readable, caller: Caller): Promise<number> {
-    const { rt, handle } = await this.enterForFiles(id, caller);
-    return this.parts.inflight.track(rt.writeFile(handle, path, data));
+    return this.fileSpan('write', id, path, async (span) => {
+      const { rt, handle } = await this.enterForFiles(id, caller, span);
+      const bytes = await this.parts.inflight.track(rt.writeFile(handle, path, data));
+      span.setAttribute('agentbox.file.bytes', bytes);
+      return bytes;
+    });
   }
 
   async listDir(id: string, path: string, caller: Caller): Promise<DirEntry[]> {
-    const { rt, handle } = await this.enterForFiles(id, caller);
-    return rt.listDir(handle, path);
+    return this.fileSpan('list', id, path, async (span) => {
+      const { rt, handle } = await this.enterForFiles(id, caller, span);
+      const entries = await rt.listDir(handle, path);
+      span.setAttribute('agentbox.file.entries', entries.length);
+      return entries;
+    });
   }
 
   async removePath(id: string, path: string, caller: Caller): Promise<void> {
-    const { rt, handle } = await this.enterForFiles(id, caller);
-    await rt.removePath(handle, path);
+    return this.fileSpan('remove', id, path, async (span) => {
+      const { rt, handle } = await this.enterForFiles(id, caller, span);
+      await rt.removePath(handle, path);
+    });
   }
 
   /** A running sandbox's processes as seen inside it, each with the exec that started it (null: its init, agentbox's own). */

@@ -24,6 +24,7 @@ import { RUN_DIR } from '../runtime/staged-binary.js';
 import type { ProbeResult, Runtime } from '../runtime/types.js';
 import { Store } from '../store/store.js';
 import { Metrics, type PoolGaugeSource } from '../observability/metrics.js';
+import { Tracing, tracingConfig } from '../observability/tracing.js';
 import { EgressService } from '../egress/service.js';
 import { resolverFromEnv, type Resolver } from '../egress/resolver.js';
 import { Authenticator } from '../api/auth.js';
@@ -146,6 +147,9 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     throw err;
   }
   const images = new ImageStore(paths.images);
+  // Off (no provider at all) unless an OTLP endpoint is set in the environment or the policy.
+  const tracing = Tracing.create(tracingConfig(env, policy.telemetry), { version, logger: opts.logger });
+  if (tracing.config) opts.logger.info({ url: tracing.config.url, from: tracing.config.from, service: tracing.config.serviceName }, 'exporting traces over OTLP/HTTP');
   const metrics = new Metrics({
     countActive: () => {
       const byTenant: Record<string, number> = {};
@@ -162,6 +166,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     log: store.egress,
     metrics,
     logger: opts.logger,
+    tracing,
   });
   const disks = new DiskStore({ dir: paths.storage });
   const runtimes = buildRuntimes(paths, images, disks, opts.logger);
@@ -182,6 +187,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     runtimes,
     logger: opts.logger,
     events: webhooks,
+    tracing,
     ...(opts.reapIntervalMs ? { reapIntervalMs: opts.reapIntervalMs } : {}),
     ...(opts.maxConcurrentCreates ? { maxConcurrentCreates: opts.maxConcurrentCreates } : {}),
     ...(opts.createQueueLength !== undefined ? { createQueueLength: opts.createQueueLength } : {}),
@@ -196,6 +202,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   } catch (err) {
     await manager.close().catch(() => undefined);
     await webhooks.close();
+    await tracing.shutdown();
     store.close();
     lock.release();
     throw err;
@@ -230,7 +237,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   });
   const portsHost = portsDomain ? (): string => `${portsDomain}:${tcpPort ?? opts.tcp?.port ?? 80}` : undefined;
   const e2b = createE2bSurface({ manager, auth, tokens: EnvdTokens.forHome(paths.home), home: paths.home, limiter, logger: opts.logger, ...(portsHost ? { portsHost } : {}) });
-  const common = { manager, auth, logger: opts.logger, metrics, images, limiter, daemonInfo: info, e2b, ...(opts.http ? { http: opts.http } : {}) };
+  const common = { manager, auth, logger: opts.logger, metrics, images, limiter, daemonInfo: info, e2b, tracing, ...(opts.http ? { http: opts.http } : {}) };
   const daemon: Daemon = {
     paths,
     manager,
@@ -251,6 +258,8 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
       await manager.close(closeOpts);
       // After the manager: the ends it records on the way out are queued (sent now or by the next daemon).
       await webhooks.close(2000);
+      // Last: the spans of everything above (the ends recorded on the way out) are exported before the process goes.
+      await tracing.shutdown();
       // The store stays mounted while a sandbox (which outlives the daemon) has its disk in it.
       await disks.closeIfIdle().catch((err: unknown) => opts.logger.warn({ err }, 'could not unmount the disk store'));
       store.close();

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { socketBaseDir } from '../core/config.js';
 import type { Egress } from '../contract/model.js';
 import type { Metrics } from '../observability/metrics.js';
+import { SpanKind, SpanStatusCode, Tracing } from '../observability/tracing.js';
 import type { EgressEvents } from '../store/egress-events.js';
 import { EGRESS_PORT, EGRESS_SOCKET } from '../runtime/egress-plumbing.js';
 import { AddressRules } from './addresses.js';
@@ -39,6 +40,11 @@ export interface EgressServiceOpts {
   log: EgressEvents;
   metrics?: Metrics;
   logger: Logger;
+  /**
+   * Each decided connection is an `egress.connection` span. It happens in the proxy, not in a
+   * request: a root span carrying the sandbox's id. @default Tracing.disabled()
+   */
+  tracing?: Tracing;
 }
 
 interface Entry {
@@ -109,6 +115,24 @@ export class EgressService {
     const id = this.opts.log.record({ sandboxId, tenant, ...a });
     metrics?.egressConnections.inc({ decision: a.decision, kind: a.kind, tenant });
     this.opts.logger.info({ sandbox_id: sandboxId, tenant, host: a.host, port: a.port, address: a.address, decision: a.decision, rule: a.rule }, 'egress');
+    const tracing = this.opts.tracing ?? Tracing.disabled();
+    const span = tracing.enabled
+      ? tracing.startSpan(
+          'egress.connection',
+          {
+            'agentbox.sandbox.id': sandboxId,
+            'agentbox.tenant': tenant,
+            'server.address': a.host.slice(0, 255),
+            'server.port': a.port,
+            ...(a.address ? { 'network.peer.address': a.address } : {}),
+            ...(a.method ? { 'http.request.method': a.method } : {}),
+            'agentbox.egress.kind': a.kind,
+            'agentbox.egress.decision': a.decision,
+            'agentbox.egress.rule': a.rule.slice(0, 255),
+          },
+          { kind: SpanKind.CLIENT, parent: 'root' },
+        )
+      : undefined;
     let done = false;
     return (o) => {
       if (done) return;
@@ -116,6 +140,11 @@ export class EgressService {
       this.opts.log.finish(id, { ...o, durationMs: Math.round(performance.now() - t0) });
       metrics?.egressBytes.inc({ direction: 'up', tenant }, o.bytesUp);
       metrics?.egressBytes.inc({ direction: 'down', tenant }, o.bytesDown);
+      if (span) {
+        span.setAttributes({ 'agentbox.egress.bytes_up': o.bytesUp, 'agentbox.egress.bytes_down': o.bytesDown });
+        if (o.error !== null) span.setStatus({ code: SpanStatusCode.ERROR, message: o.error.slice(0, 256) });
+        span.end();
+      }
     };
   }
 

@@ -204,6 +204,45 @@ export function webhookUrlProblem(s: string): string | null {
   return null;
 }
 
+/**
+ * Where the daemon sends OpenTelemetry traces (src/observability/tracing.ts). The daemon's
+ * OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, OTEL_SERVICE_NAME and OTEL_EXPORTER_OTLP_(TRACES_)HEADERS win
+ * over these (OpenTelemetry's rule); without an endpoint anywhere, tracing is off.
+ */
+const TelemetrySchema = z
+  .object({
+    otlpEndpoint: z
+      .string()
+      .max(2048)
+      .superRefine((s, ctx) => {
+        const problem = otlpEndpointProblem(s);
+        if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+      })
+      .optional()
+      .describe('OTLP/HTTP base URL of a collector, e.g. http://127.0.0.1:4318 (/v1/traces is appended); as OTEL_EXPORTER_OTLP_ENDPOINT, which wins'),
+    serviceName: z.string().min(1).max(128).optional().describe('service.name of the spans (default agentbox; OTEL_SERVICE_NAME wins)'),
+    headers: z
+      .record(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'an HTTP header name'), z.string().max(1024).regex(/^[\x20-\x7e]*$/, 'printable ASCII'))
+      .optional()
+      .describe('Headers sent with every export, not secret ones (the policy file is no place for an API key: give it in OTEL_EXPORTER_OTLP_HEADERS)'),
+  })
+  .strict()
+  .optional()
+  .describe('OpenTelemetry traces: off unless an OTLP endpoint is named here or in the environment');
+
+/** Why an OTLP endpoint is not one, or null. */
+export function otlpEndpointProblem(s: string): string | null {
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    return `not a URL: ${JSON.stringify(s.slice(0, 100))} (expected e.g. http://127.0.0.1:4318)`;
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return `an OTLP/HTTP endpoint is http:// or https://, not ${u.protocol}//`;
+  if (u.username !== '' || u.password !== '') return 'an OTLP endpoint carries no user or password: give credentials in OTEL_EXPORTER_OTLP_HEADERS';
+  return null;
+}
+
 /** The local operator's tenant (the Unix socket, AGENTBOX_TOKEN): no policy tenant may take its name. */
 export const OPERATOR_TENANT = 'default';
 
@@ -262,6 +301,7 @@ export const PolicySchema = z
     pools: z.array(PoolSchema).default(() => []).describe('Warm pools of ready sandboxes'),
     tenants: z.array(TenantSchema).optional().describe('Tenants and their tokens; absent = single tenant, token from AGENTBOX_TOKEN'),
     webhooks: WebhooksSchema.describe(`Webhooks of the local operator's sandboxes (tenant ${OPERATOR_TENANT}: the Unix socket, AGENTBOX_TOKEN)`),
+    telemetry: TelemetrySchema,
   })
   .strict()
   .superRefine((p, ctx) => {

@@ -5,6 +5,7 @@
 import { request, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
+import { context, isSpanContextValid, trace } from '@opentelemetry/api';
 import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../contract/errors.js';
 import type { DaemonInfo } from '../contract/daemon.js';
 import type { SandboxUsageReport, UsageOverview } from '../contract/usage.js';
@@ -54,6 +55,21 @@ function parseTarget(url: string): Target {
 
 export type { ExecRecord };
 
+/**
+ * W3C trace context of the caller's active span, so the daemon's spans join the caller's trace:
+ * `traceparent` (and `tracestate`) when the application uses OpenTelemetry and a span is active,
+ * nothing otherwise. Formatted here, not through the global propagator: an application may have
+ * registered none (or another format) while still having active spans.
+ */
+export function traceHeaders(): Record<string, string> {
+  const sc = trace.getSpanContext(context.active());
+  if (!sc || !isSpanContextValid(sc)) return {};
+  const out: Record<string, string> = { traceparent: `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}` };
+  const state = sc.traceState?.serialize();
+  if (state) out.tracestate = state;
+  return out;
+}
+
 export class AgentboxClient {
   private readonly target: Target;
   private lastServerVersion: string | undefined;
@@ -81,7 +97,7 @@ export class AgentboxClient {
         ...this.target,
         method: 'GET',
         path: `/v1/sandboxes/${encodeURIComponent(id)}/ports/${encodeURIComponent(String(port))}/connect`,
-        headers: { connection: 'Upgrade', upgrade: 'tcp', ...(this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}) },
+        headers: { ...traceHeaders(), connection: 'Upgrade', upgrade: 'tcp', ...(this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}) },
       });
       req.on('upgrade', (_res, socket: Socket, head: Buffer) => {
         if (head.length > 0) socket.unshift(head);
@@ -161,6 +177,7 @@ export class AgentboxClient {
           method,
           path,
           headers: {
+            ...traceHeaders(),
             ...(this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}),
             ...(Buffer.isBuffer(body) ? { 'content-length': String(body.length) } : {}),
             ...headers,

@@ -31,7 +31,11 @@ const BELOW_SURFACES = ['src/core/', 'src/runtime/', 'src/policy/', 'src/store/'
 const SURFACES = ['src/api/', 'src/cli/', 'src/mcp/', 'src/doctor/', 'src/daemon/'];
 const RULES: Rule[] = [
   { from: 'src/contract/', only: ['src/contract/', 'zod', 'node:'], why: 'the wire contract is shared by the SDK and the daemon: it cannot pull in either' },
-  { from: 'src/sdk/', only: ['src/sdk/', 'src/contract/', 'node:', 'ws'], why: 'the published SDK is a thin HTTP client (and ws, for terminals: Node 20 has no WebSocket client): it depends on nothing of the core' },
+  {
+    from: 'src/sdk/',
+    only: ['src/sdk/', 'src/contract/', 'node:', 'ws', '@opentelemetry/api'],
+    why: 'the published SDK is a thin HTTP client (and ws, for terminals: Node 20 has no WebSocket client; @opentelemetry/api, the dependency-free API package, to send the caller\'s traceparent, a no-op without OpenTelemetry): it depends on nothing of the core',
+  },
   ...BELOW_SURFACES.map((from) => ({ from, never: SURFACES, why: 'the core and what it drives know nothing of the surfaces (api, cli, mcp, doctor) or the daemon that wires them' })),
   {
     from: 'src/runtime/',

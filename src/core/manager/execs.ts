@@ -9,6 +9,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { proxyEnv } from '../../egress/service.js';
 import { execClass, type Metrics } from '../../observability/metrics.js';
+import { commandArgs, failSpan, sandboxAttributes, Tracing } from '../../observability/tracing.js';
 import type { ExecOpts } from '../../runtime/types.js';
 import type { Store, StoredExec, StoredSandbox } from '../../store/store.js';
 import { AgentboxError, NotFoundError } from '../../contract/errors.js';
@@ -44,6 +45,8 @@ export interface ExecRecorderOpts {
   metrics?: Metrics | undefined;
   /** Bytes of each stream kept in the exec history. */
   tailBytes: number;
+  /** Each exec is a `sandbox.exec` span. @default Tracing.disabled() */
+  tracing?: Tracing | undefined;
 }
 
 /** An exec whose row is stored and whose command has not started yet. */
@@ -54,6 +57,9 @@ export interface BegunExec {
   /** The sandbox's runtime (a metrics label). */
   runtime: string;
   startedAt: Date;
+  cmd: string[];
+  /** The sandbox's runtime and isolation, for its span. */
+  sandbox?: { runtime: string; isolation: string } | undefined;
 }
 
 export class ExecRecorder {
@@ -64,11 +70,11 @@ export class ExecRecorder {
   constructor(private readonly opts: ExecRecorderOpts) {}
 
   /** The sandbox is active from now on, and the exec is in its history (exitCode null while it runs). */
-  begin(exec: { execId: string; sandboxId: string; tenant: string; runtime?: string; cmd: string[] }): BegunExec {
+  begin(exec: { execId: string; sandboxId: string; tenant: string; runtime?: string; cmd: string[]; sandbox?: { runtime: string; isolation: string } }): BegunExec {
     const startedAt = new Date();
     markActive(this.opts.store, exec.sandboxId);
     this.opts.store.insertExec({ id: exec.execId, sandboxId: exec.sandboxId, tenant: exec.tenant, cmd: exec.cmd, startedAt: startedAt.toISOString() });
-    return { execId: exec.execId, sandboxId: exec.sandboxId, tenant: exec.tenant, runtime: exec.runtime ?? 'unknown', startedAt };
+    return { execId: exec.execId, sandboxId: exec.sandboxId, tenant: exec.tenant, runtime: exec.runtime ?? exec.sandbox?.runtime ?? 'unknown', startedAt, cmd: exec.cmd, ...(exec.sandbox ? { sandbox: exec.sandbox } : {}) };
   }
 
   /**
@@ -83,8 +89,12 @@ export class ExecRecorder {
     const log = this.opts.logger.child({ sandbox_id: id, exec_id: execId });
     const hold = (sandboxId: string): (() => void) => this.hold(sandboxId);
     const live = this.live;
+    const tracing = this.opts.tracing ?? Tracing.disabled();
     return (async function* () {
       let summary: ExecSummary | undefined;
+      // Started on the first read, in the request's context: its parent is the request's span.
+      const span = tracing.startSpan('sandbox.exec', tracing.enabled ? execAttributes(exec) : {});
+      let failed: unknown;
       const release = hold(id);
       live.start(execId, id);
       try {
@@ -95,6 +105,9 @@ export class ExecRecorder {
           live.push(execId, ev);
           yield ev;
         }
+      } catch (e) {
+        failed = e;
+        throw e;
       } finally {
         live.finish(execId);
         release();
@@ -115,6 +128,20 @@ export class ExecRecorder {
         const outcome = execClass(summary);
         metrics?.execs.inc({ runtime, outcome, tenant });
         metrics?.execSeconds.observe({ runtime, outcome, tenant }, (endedAt.getTime() - startedAt.getTime()) / 1000);
+        if (span.isRecording()) {
+          if (summary) {
+            span.setAttributes({
+              'process.exit.code': summary.exitCode,
+              'agentbox.exec.duration_ms': summary.durationMs,
+              'agentbox.exec.truncated': summary.truncated,
+              'agentbox.exec.oom': summary.oomKilled,
+              'agentbox.exec.timed_out': summary.timedOut,
+            });
+          }
+          if (failed !== undefined) failSpan(span, failed);
+          else if (!summary) failSpan(span, new Error('the exec ended without a result (the client went away?)'));
+          span.end();
+        }
       }
     })();
   }
@@ -194,4 +221,13 @@ export function replayStored(rec: StoredExec): AsyncIterable<ExecEvent> {
       result: { execId: rec.id, exitCode, truncated: rec.truncated, timedOut: rec.timedOut, oomKilled: rec.oomKilled, durationMs: rec.durationMs ?? 0 },
     } as ExecEvent;
   })();
+}
+
+/** A `sandbox.exec` span's attributes known at its start: never the request's env (it may hold secrets), only the command, bounded. */
+function execAttributes(exec: BegunExec): Record<string, string | string[]> {
+  return {
+    ...(exec.sandbox ? sandboxAttributes({ id: exec.sandboxId, tenant: exec.tenant, ...exec.sandbox }) : { 'agentbox.sandbox.id': exec.sandboxId, 'agentbox.tenant': exec.tenant }),
+    'agentbox.exec.id': exec.execId,
+    'process.command_args': commandArgs(exec.cmd),
+  } as Record<string, string | string[]>;
 }

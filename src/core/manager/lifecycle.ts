@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { EgressService } from '../../egress/service.js';
 import type { CreateKind, Metrics } from '../../observability/metrics.js';
+import type { Tracing } from '../../observability/tracing.js';
 import { BadRequestError, ConflictError } from '../../contract/errors.js';
 import type { Runtime } from '../../runtime/types.js';
 import type { Store, StoredSandbox } from '../../store/store.js';
@@ -37,7 +38,7 @@ export function markActive(store: Store, id: string): void {
  * then on. A failed create leaves the row failed with reason create_failed and nothing on the host.
  */
 export async function createSandbox(
-  d: { store: Store; runtimes: Runtimes; pools: WarmPools; inflight: Inflight; logger: Logger; metrics?: Metrics | undefined; volumes?: Volumes | undefined; events?: LifecycleEvents | undefined },
+  d: { store: Store; runtimes: Runtimes; pools: WarmPools; inflight: Inflight; logger: Logger; metrics?: Metrics | undefined; volumes?: Volumes | undefined; events?: LifecycleEvents | undefined; tracing?: Tracing | undefined },
   spec: SandboxSpec,
   egress: EgressService | undefined,
   caller: Caller,
@@ -51,6 +52,9 @@ export async function createSandbox(
   const warm = diskFrom === undefined && !spec.volumes?.length ? d.pools.claim(spec) : undefined;
   if (warm) spec = { ...spec, id: warm.id };
   const kind: CreateKind = warm ? 'warm' : origin;
+  // The create's span (SandboxManager.create) is the active one: whether a pool member was claimed is known here.
+  const span = d.tracing?.activeSpan();
+  if (span?.isRecording()) span.setAttribute('agentbox.create.kind', kind);
   let rt: Runtime;
   try {
     rt = await d.runtimes.probed(spec.runtime);
