@@ -18,6 +18,7 @@ import { registerDoctorCommand } from './doctor-command.js';
 import { registerDaemonCommands } from './daemon-commands.js';
 import { registerVolumeCommands } from './volume-commands.js';
 import { registerWebhookCommands } from './webhook-commands.js';
+import { registerDashboardCommand } from './dashboard-command.js';
 import { otherVersionWarning } from './connect.js';
 
 async function main(argv: string[]): Promise<number> {
@@ -38,6 +39,7 @@ async function main(argv: string[]): Promise<number> {
   registerTerminalCommands(program, (code) => (exitCode = code));
   registerPortCommands(program);
   registerWebhookCommands(program);
+  registerDashboardCommand(program);
   try {
     await program.parseAsync(argv);
     const warning = await otherVersionWarning();

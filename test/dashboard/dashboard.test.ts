@@ -15,7 +15,9 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PNG } from 'pngjs';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import WebSocket from 'ws';
 import { createDashboard } from '../../src/api/dashboard.js';
+import { createDashboardProxy } from '../../src/cli/dashboard-command.js';
 import { packageRoot } from '../../src/core/config.js';
 import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { silentLogger } from '../../src/observability/logger.js';
@@ -103,8 +105,14 @@ describe('dashboard', { skip: localSkip ?? builtSkip }, () => {
   let base: string;
   let alice: AgentboxClient;
   let bob: AgentboxClient;
+  /** The host's operator, over the daemon's Unix socket. */
+  let operator: AgentboxClient;
   let site: Server;
   let sitePort: number;
+  /** `agentbox dashboard`'s proxy to the daemon's socket, and its token. */
+  let proxy: Server;
+  let proxyPort: number;
+  const PROXY_TOKEN = 'proxy-one-time-token-0123456789';
 
   before(async () => {
     await testImages();
@@ -125,13 +133,19 @@ describe('dashboard', { skip: localSkip ?? builtSkip }, () => {
     base = `http://127.0.0.1:${port}`;
     alice = new AgentboxClient({ url: base, token: ALICE });
     bob = new AgentboxClient({ url: base, token: BOB });
+    operator = new AgentboxClient({ url: `unix:${join(home, 'agentbox.sock')}` });
+    proxy = createDashboardProxy({ socketPath: join(home, 'agentbox.sock'), token: PROXY_TOKEN });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    proxyPort = (proxy.address() as AddressInfo).port;
   });
 
   after(async () => {
     await closeDaemonLeavingNothing(daemon, home, async () => {
-      for (const c of [alice, bob]) for (const sb of await c.list()) await c.delete(sb.id);
+      for (const c of [alice, bob, operator]) for (const sb of await c.list()) await c.delete(sb.id);
     });
     await new Promise((r) => site.close(r));
+    proxy?.closeAllConnections();
+    await new Promise((r) => proxy?.close(r));
   });
 
   describe('serving', () => {
@@ -235,6 +249,58 @@ describe('dashboard', { skip: localSkip ?? builtSkip }, () => {
         assert.match(r.body.toString('utf8'), /not built: run `npm run build`/);
       } finally {
         await new Promise((r) => srv.close(r));
+      }
+    });
+  });
+
+  describe('agentbox dashboard: the operator\'s proxy to the Unix socket', () => {
+    test('the page passes without its token; the API needs it, and it is not forwarded (the socket makes the caller the operator)', async () => {
+      const page = await raw(proxyPort, 'GET', '/');
+      assert.equal(page.status, 200);
+      assert.match(String(page.headers['content-type']), /^text\/html/);
+      assert.ok(page.headers['content-security-policy']);
+      assert.equal((await raw(proxyPort, 'GET', '/v1/sandboxes')).status, 401);
+      assert.equal((await raw(proxyPort, 'GET', '/v1/sandboxes', { authorization: 'Bearer wrong-token-0123456789' })).status, 401);
+      assert.equal((await raw(proxyPort, 'GET', '/v1/sandboxes', { authorization: `Bearer ${ALICE}` })).status, 401);
+      assert.equal((await raw(proxyPort, 'GET', '/metrics')).status, 401);
+      const sb = await operator.create();
+      try {
+        const list = await raw(proxyPort, 'GET', '/v1/sandboxes', { authorization: `Bearer ${PROXY_TOKEN}` });
+        assert.equal(list.status, 200, list.body.toString('utf8'));
+        // The operator's daemon view: only the socket gives it.
+        const info = await raw(proxyPort, 'GET', '/v1/daemon', { authorization: `Bearer ${PROXY_TOKEN}` });
+        assert.equal(info.status, 200, info.body.toString('utf8'));
+        // Another name for the proxy (DNS rebinding) gets nothing, not even the page.
+        assert.equal((await raw(proxyPort, 'GET', '/', { host: `evil.example:${proxyPort}` })).status, 403);
+        assert.equal((await raw(proxyPort, 'GET', '/v1/sandboxes', { host: `evil.example:${proxyPort}`, authorization: `Bearer ${PROXY_TOKEN}` })).status, 403);
+
+        // A terminal's WebSocket through the proxy, with the token as the bearer subprotocol.
+        const opened = await raw(proxyPort, 'POST', `/v1/sandboxes/${sb.id}/terminals`, { authorization: `Bearer ${PROXY_TOKEN}`, 'content-type': 'application/json' });
+        assert.equal(opened.status, 201, opened.body.toString('utf8'));
+        const { terminalId } = JSON.parse(opened.body.toString('utf8')) as { terminalId: string };
+        const url = `ws://127.0.0.1:${proxyPort}/v1/sandboxes/${sb.id}/terminals/${terminalId}/attach`;
+        const refused = await new Promise<number>((resolve) => {
+          const ws = new WebSocket(url, ['agentbox.v1', `agentbox.bearer.${Buffer.from('nope-0123456789').toString('base64url')}`]);
+          ws.on('unexpected-response', (_q, r) => resolve(r.statusCode ?? 0));
+          ws.on('open', () => resolve(101));
+          ws.on('error', () => undefined);
+        });
+        assert.equal(refused, 401);
+        const ws = new WebSocket(url, ['agentbox.v1', `agentbox.bearer.${Buffer.from(PROXY_TOKEN).toString('base64url')}`]);
+        let shown = '';
+        ws.on('message', (d: Buffer, binary: boolean) => {
+          if (binary) shown += d.toString('utf8');
+        });
+        await new Promise((resolve, reject) => {
+          ws.once('open', resolve);
+          ws.once('error', reject);
+        });
+        assert.equal(ws.protocol, 'agentbox.v1');
+        ws.send(Buffer.from('echo via-$((6*7))-proxy\r'));
+        await until('the echo through the proxy', async () => (shown.includes('via-42-proxy') ? true : undefined));
+        ws.close();
+      } finally {
+        await operator.delete(sb.id);
       }
     });
   });
@@ -424,6 +490,32 @@ describe('dashboard', { skip: localSkip ?? builtSkip }, () => {
       }
       await alice.delete(mine.id);
       await bob.delete(theirs.id);
+    });
+
+    test('as the operator through `agentbox dashboard`: the token in the fragment signs in and leaves the address bar', async () => {
+      const sb = await operator.create();
+      const ctx = await browser.createBrowserContext();
+      try {
+        const page = await ctx.newPage();
+        await page.setViewport({ width: 1280, height: 800 });
+        await page.goto(`http://127.0.0.1:${proxyPort}/#token=${PROXY_TOKEN}`, { waitUntil: 'load' });
+        await waitText(page, sb.id);
+        assert.ok(!page.url().includes(PROXY_TOKEN), page.url());
+        await page.click(`a[href="/sandboxes/${sb.id}"]`);
+        await page.waitForSelector('.xterm');
+        await page.waitForFunction(() => (document.querySelector('.xterm-rows')?.textContent ?? '').trim().length > 0, { timeout: 10_000 });
+        await page.click('.xterm');
+        await page.keyboard.type('echo op-$((6*7))');
+        await page.keyboard.press('Enter');
+        await page.waitForFunction(() => (document.querySelector('.xterm-rows')?.textContent ?? '').includes('op-42'), { timeout: 10_000 });
+        await page.click('a[href="/overview"]');
+        await waitText(page, 'Sandboxes by state');
+        await waitText(page, 'p50');
+        await shot(page, 'overview');
+      } finally {
+        await ctx.close();
+      }
+      await operator.delete(sb.id);
     });
 
     test('a thousand sandboxes: the list stays light and quick', async () => {
