@@ -24,7 +24,7 @@ import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient, readAll } from '../../src/sdk/client.js';
 import type { Sandbox } from '../../src/contract/model.js';
 import { closeDaemonLeavingNothing } from '../helpers/daemon-teardown.js';
-import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
+import { hasDebian, TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
 import { localSkip } from '../helpers/local-sandbox.js';
 
 // The callbacks given to page.evaluate() and friends run in the page; the root tsconfig has no DOM
@@ -364,7 +364,8 @@ describe('dashboard', { skip: localSkip ?? builtSkip }, () => {
     });
 
     test('sign in, the sandbox is listed, its page opens a terminal on a real PTY', async () => {
-      const sb = await alice.create({ labels: { team: 'dash' } });
+      // debian where the host has it (bash -l, as the acceptance check uses), else busybox's sh.
+      const sb = await alice.create({ labels: { team: 'dash' }, ...(hasDebian() ? { image: 'debian' } : {}) });
       const { page, errors } = await signedIn(ALICE);
       await waitText(page, sb.id);
       assert.equal(new URL(page.url()).pathname, '/sandboxes');
