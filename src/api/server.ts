@@ -21,6 +21,7 @@ import { matchRoute, matchUpgrade, notFoundRoute, routes, UpgradeRequiredError }
 import type { DaemonInfo } from '../contract/daemon.js';
 import type { E2bSurface } from '../e2b/surface.js';
 import type { PortProxy } from './port-proxy.js';
+import { createDashboard, type Dashboard } from './dashboard.js';
 
 let openApi: Record<string, unknown> | undefined;
 
@@ -72,6 +73,8 @@ export interface ApiServerOpts {
   e2b?: E2bSurface;
   /** A server span per request (parented on the caller's traceparent), active while the manager works. */
   tracing?: Tracing;
+  /** The web dashboard at `/` (src/api/dashboard.ts); default: this package's dist/dashboard. */
+  dashboard?: Dashboard;
 }
 
 export interface ApiServer {
@@ -89,7 +92,7 @@ export function createApiServer(opts: ApiServerOpts): ApiServer {
     logger: opts.logger,
     limiter,
   });
-  const ctx: HandlerCtx = { ...opts, limiter, mcp, hostNames: opts.hostNames ?? new Set(), busy: new WeakMap(), health: cachedHealth(opts.manager) };
+  const ctx: HandlerCtx = { ...opts, dashboard: opts.dashboard ?? createDashboard(), limiter, mcp, hostNames: opts.hostNames ?? new Set(), busy: new WeakMap(), health: cachedHealth(opts.manager) };
   const server = createServer(
     {
       headersTimeout: limits.headersTimeoutMs,
@@ -113,6 +116,7 @@ export function createApiServer(opts: ApiServerOpts): ApiServer {
 }
 
 interface HandlerCtx extends ApiServerOpts {
+  dashboard: Dashboard;
   limiter: RateLimiter;
   mcp: McpHttpHandler;
   hostNames: ReadonlySet<string>;
@@ -210,6 +214,12 @@ async function serve(req: IncomingMessage, res: ServerResponse, opts: HandlerCtx
       const runtimeOk = Object.entries(checks).some(([name, c]) => name.startsWith('runtime.') && c.ok);
       const ok = (checks.store?.ok ?? false) && runtimeOk;
       sendJson(res, ok ? 200 : 503, caller && isOperator(caller, opts.listener) ? { ok, checks } : { ok });
+      return;
+    }
+    if (opts.dashboard.owns(url.pathname)) {
+      // The dashboard's page and files: no token (they hold no data; the page calls the API with one).
+      discardBody(req, res);
+      opts.dashboard.handle(req, res, url.pathname);
       return;
     }
     if (url.pathname === '/v1/openapi.json' && req.method === 'GET') {

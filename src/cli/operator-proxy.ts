@@ -6,7 +6,7 @@
  * on a WebSocket as the page's `agentbox.bearer.` subprotocol). The token is stripped before the
  * request goes on: on the socket, no credential is what makes the caller the operator.
  *
- * Without the token only the dashboard's own files are served (they hold no data). A request for
+ * Without the token only the dashboard's own page and files are served (an allow-list: they hold no data). A request for
  * another host name is refused (DNS rebinding); the daemon's browser guard refuses foreign origins.
  */
 import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
@@ -16,8 +16,8 @@ import type { Duplex } from 'node:stream';
 import { hostNameOf } from '../api/request-guard.js';
 
 const BEARER_PREFIX = 'agentbox.bearer.';
-/** Paths of the daemon that hold data or act: never without the token. Everything else is the dashboard's files. */
-const DATA_PATHS = /^\/(v1|metrics|mcp|e2b|healthz)(\/|$)/;
+/** What passes without the token (GET and HEAD only): the dashboard's page and files (src/api/dashboard.ts), which hold no data. */
+const PUBLIC_PATHS = /^\/(?:|index\.html|overview|sandboxes(?:\/[A-Za-z0-9_.-]{1,128})?|assets\/[A-Za-z0-9][A-Za-z0-9._-]{0,200})\/?$/;
 const LOOPBACK_NAMES = new Set(['127.0.0.1', 'localhost', '[::1]']);
 /** Hop-by-hop headers a relay does not pass on (RFC 9110 §7.6.1). */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-authenticate']);
@@ -47,7 +47,7 @@ export async function startOperatorProxy(opts: { socketPath: string; port?: numb
       const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
       const method = req.method ?? 'GET';
       const path = new URL(req.url ?? '/', 'http://relay').pathname;
-      const needsToken = DATA_PATHS.test(path) || (method !== 'GET' && method !== 'HEAD');
+      const needsToken = !PUBLIC_PATHS.test(path) || (method !== 'GET' && method !== 'HEAD');
       if (req.headers.authorization !== undefined && !matches(bearer)) return refuse(res, 401, 'unauthorized', 'not the token this `agentbox dashboard` printed');
       if (needsToken && bearer === undefined) return refuse(res, 401, 'unauthorized', 'send the token `agentbox dashboard` printed as Authorization: Bearer');
       const headers = forwardHeaders(req);
