@@ -9,7 +9,7 @@ import { age, bytes, labelText } from './format.js';
 import { usePoll } from './hooks.js';
 import { navigate } from './router.js';
 import { ErrorBox, Sparkline, StateBadge, Status } from './ui.js';
-import { allUsage, type UsageSample } from './usage.js';
+import { allUsage, type Point } from './usage.js';
 
 const ROW_HEIGHT = 40;
 const OVERSCAN = 8;
@@ -17,7 +17,7 @@ const STATES = ['all', 'active', 'creating', 'running', 'stopped', 'failed', 'de
 
 export function SandboxesPage({ onTenant }: { onTenant: (t: string) => void }) {
   const [list, setList] = useState<Sandbox[] | null>(null);
-  const [usage, setUsage] = useState<Map<string, UsageSample[]>>(new Map());
+  const [usage, setUsage] = useState<Map<string, Point[]>>(new Map());
   const [error, setError] = useState<unknown>();
   const [state, setState] = useState<(typeof STATES)[number]>('active');
   const [text, setText] = useState('');
@@ -35,7 +35,7 @@ export function SandboxesPage({ onTenant }: { onTenant: (t: string) => void }) {
         const qs = q.toString();
         const [sbx, use] = await Promise.all([
           qs ? (await api<{ sandboxes: Sandbox[] }>(`/v1/sandboxes?${qs}`, { signal })).sandboxes : listSandboxes(signal),
-          allUsage(signal).catch(() => new Map<string, UsageSample[]>()),
+          allUsage(signal).catch(() => new Map<string, Point[]>()),
         ]);
         sbx.sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : a.id.localeCompare(b.id)));
         setList(sbx);
@@ -104,7 +104,7 @@ export function SandboxesPage({ onTenant }: { onTenant: (t: string) => void }) {
   );
 }
 
-function SandboxTable({ rows, usage, now }: { rows: Sandbox[]; usage: Map<string, UsageSample[]>; now: number }) {
+function SandboxTable({ rows, usage, now }: { rows: Sandbox[]; usage: Map<string, Point[]>; now: number }) {
   const box = useRef<HTMLDivElement>(null);
   const [scroll, setScroll] = useState(0);
   const [height, setHeight] = useState(600);

@@ -6,10 +6,10 @@ import { type Sandbox } from './api.js';
 import { bytes } from './format.js';
 import { usePoll } from './hooks.js';
 import { ErrorBox, Status } from './ui.js';
-import { sandboxUsage, type SandboxUsage } from './usage.js';
+import { sandboxUsage, type SandboxUsageReport } from './usage.js';
 
 export function UsageTab({ sandbox }: { sandbox: Sandbox }) {
-  const [usage, setUsage] = useState<SandboxUsage | null | undefined>(undefined);
+  const [usage, setUsage] = useState<SandboxUsageReport | null | undefined>(undefined);
   const [error, setError] = useState<unknown>();
   usePoll(
     async (signal) => {
@@ -25,16 +25,18 @@ export function UsageTab({ sandbox }: { sandbox: Sandbox }) {
   );
   if (usage === null) return <p class="empty">This daemon does not serve usage samples (no /v1/sandboxes/{'{id}'}/usage route).</p>;
   const samples = usage?.samples ?? [];
-  const cur = usage?.current ?? samples[samples.length - 1];
+  // The latest sample, else the measurement the daemon took now (before its first sample).
+  const now = usage?.current;
+  const cur = samples[samples.length - 1] ?? (now ? { cpuPct: now.cpuUsedPct, memoryBytes: now.memoryBytes, pids: now.pids } : undefined);
   const xs = samples.map((s) => Date.parse(s.at) / 1000);
   return (
     <div>
       <h2>Usage</h2>
       <ErrorBox error={error} />
       {usage === undefined ? <Status>Loading…</Status> : null}
-      <Status>{cur ? `Now: CPU ${cur.cpuPct.toFixed(1)}%, memory ${bytes(cur.memoryBytes)} of ${sandbox.limits.memoryMb} MiB${cur.pids !== undefined ? `, ${cur.pids} processes` : ''}` : usage ? 'No samples yet.' : ''}</Status>
+      <Status>{cur ? `Now: CPU ${cur.cpuPct.toFixed(1)}%, memory ${bytes(cur.memoryBytes)} of ${sandbox.limits.memoryMb} MiB${cur.pids !== undefined ? `, ${cur.pids} processes` : ''} (CPU as a share of its ${sandbox.limits.cpus} CPU${sandbox.limits.cpus === 1 ? '' : 's'})` : usage ? 'No samples yet.' : ''}</Status>
       <div class="charts">
-        <Chart title="CPU %" xs={xs} ys={samples.map((s) => s.cpuPct)} max={Math.max(100, sandbox.limits.cpus * 100)} unit="%" />
+        <Chart title="CPU %" xs={xs} ys={samples.map((s) => s.cpuPct)} max={100} unit="%" />
         <Chart title="Memory" xs={xs} ys={samples.map((s) => s.memoryBytes / (1024 * 1024))} max={sandbox.limits.memoryMb} unit=" MiB" />
       </div>
     </div>
