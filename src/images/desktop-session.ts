@@ -10,10 +10,9 @@
  * Chromium's DevTools listen on 127.0.0.1:9222 for the agent (computer use), reached the same way.
  */
 
-export const DESKTOP_VNC_PORT = 5900;
-export const DESKTOP_DEVTOOLS_PORT = 9222;
-export const DESKTOP_DISPLAY = ':1';
-export const DESKTOP_SCRIPT_PATH = '/usr/local/bin/agentbox-desktop';
+import { DESKTOP_DEVTOOLS_PORT, DESKTOP_SCRIPT_PATH, DESKTOP_VNC_PORT } from '../contract/desktop.js';
+
+export { DESKTOP_SCRIPT_PATH } from '../contract/desktop.js';
 export const DESKTOP_START_PAGE = '/usr/local/share/agentbox-desktop/start.html';
 
 /**
