@@ -71,8 +71,10 @@ start() {
   flock 9
   if listening "$VNC_PORT"; then status; return $?; fi
   echo "$GEOMETRY" > "$STATE/geometry"
+  # No blacklist: it counts connections closed before the handshake (the daemon's probes) against
+  # 127.0.0.1, the only address that reaches it, and there is no password to guess.
   detach xvnc Xvnc ":$DISPLAY_NUM" -geometry "$GEOMETRY" -depth 24 -rfbport "$VNC_PORT" -localhost -interface 127.0.0.1 \\
-    -SecurityTypes None -AlwaysShared -nolisten tcp -desktop agentbox
+    -SecurityTypes None -AlwaysShared -nolisten tcp -desktop agentbox -BlacklistThreshold 1000000 -BlacklistTimeout 0
   if ! wait_for listening "$VNC_PORT"; then echo "agentbox-desktop: Xvnc did not start:" >&2; tail -n 20 "$STATE/xvnc.log" >&2; return 1; fi
   detach openbox openbox
   # Chromium's own sandbox needs user namespaces: kept where the runtime lets the sandbox make one
