@@ -17,6 +17,7 @@ import { sendEvent, startSse } from './sse.js';
 import { registerVolumeRoutes } from './volume-routes.js';
 import { registerTerminalRoutes } from './terminal-routes.js';
 import { registerPortRoutes } from './port-routes.js';
+import { registerDesktopRoutes } from './desktop-routes.js';
 import { registerWebhookRoutes } from './webhook-routes.js';
 import { registerUsageRoutes } from './usage-routes.js';
 
@@ -343,6 +344,7 @@ route('GET', '/v1/daemon', { summary: 'The daemon itself (host operator only): p
 registerVolumeRoutes(route);
 registerTerminalRoutes(route, upgradeRoute);
 registerPortRoutes(route, upgradeRoute);
+registerDesktopRoutes(route, upgradeRoute);
 registerWebhookRoutes(route);
 registerUsageRoutes(route);
 

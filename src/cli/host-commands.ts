@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { resolvePaths } from '../core/config.js';
 import { BadRequestError } from '../contract/errors.js';
 import type { ImageStore } from '../images/image-store.js';
+import { RECIPES } from '../images/recipes.js';
 import { age, formatBytes, printJson, progressPrinter, table } from './output.js';
 
 // These commands pull in the daemon, SQLite, zod and YAML: loaded only when used, so that the
@@ -74,13 +75,14 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
     .action(async (flags: { json?: boolean }) => {
       const list = (await store()).list();
       if (flags.json) return printJson(list);
-      table(['NAME', 'SOURCE', 'SIZE', 'CREATED', 'PACKAGES'], list.map((i) => [i.name, i.ref ? `pull ${i.ref}` : i.source, formatBytes(i.sizeBytes), age(i.createdAt), i.packages.join(',')]));
+      table(['NAME', 'SOURCE', 'SIZE', 'CREATED', 'PACKAGES'], list.map((i) => [i.name, i.ref ? (i.ref.startsWith('recipe:') ? i.ref : `pull ${i.ref}`) : i.source, formatBytes(i.sizeBytes), age(i.createdAt), i.packages.join(',')]));
     });
 
   image
     .command('build')
-    .description('build an image: busybox (instant) or a Debian minbase with --packages (mmdebstrap, ~20 s)')
+    .description('build an image: busybox (instant), a Debian minbase with --packages (mmdebstrap, ~20 s), or a named recipe')
     .argument('<name>')
+    .addHelpText('after', `\nRecipes (agentbox image build NAME, no flags; src/images/recipes.ts):\n${Object.values(RECIPES).map((r) => `  ${r.description}`).join('\n')}\n`)
     .option('--packages <list>', 'comma-separated Debian packages, e.g. python3,git')
     .option('--base <base>', 'busybox | debian')
     .action(async (name: string, flags: { packages?: string; base?: string }) => {

@@ -14,6 +14,7 @@
  *   inflight.ts   operations close() waits for
  *   volumes.ts    named volumes: rows, mounts counted per user, file operations without a sandbox
  *   usage-sampler.ts  usage history of running sandboxes, sampled only while someone reads it
+ *   desktops.ts   desktop sessions: started on demand by an exec, looked at through ports
  * The public methods return the contract's types (model.ts), never store rows.
  */
 import { statfsSync } from 'node:fs';
@@ -57,6 +58,8 @@ import type { WebhookDelivery } from '../contract/webhooks.js';
 import { listDeliveries, type DeliveryFilter } from './manager/deliveries.js';
 import { UsageSampler, type UsageSamplerOpts } from './manager/usage-sampler.js';
 import type { SandboxUsage, SandboxUsageReport, UsageOverview } from '../contract/usage.js';
+import { Desktops, type DesktopTarget } from './manager/desktops.js';
+import { DESKTOP_VNC_PORT, type Desktop } from '../contract/desktop.js';
 
 export type { Caller, Scope } from './manager/access.js';
 export { newExecId } from './manager/execs.js';
@@ -126,6 +129,7 @@ interface Parts {
   pauses: IdlePauses;
   execs: ExecRecorder;
   terminals: Terminals;
+  desktops: Desktops;
   quotas: QuotaLedger;
   createGate: CreateGate;
   events: LifecycleEvents | undefined;
@@ -160,6 +164,7 @@ export class SandboxManager {
       pauses,
       execs,
       terminals: new Terminals({ execs, logger, ...(opts.terminalGraceMs !== undefined ? { detachedGraceMs: opts.terminalGraceMs } : {}) }),
+      desktops: new Desktops(),
       quotas: new QuotaLedger(policy, store),
       createGate: new CreateGate(opts.maxConcurrentCreates ?? 8, opts.createQueueLength ?? 32),
       events: opts.events,
@@ -215,6 +220,47 @@ export class SandboxManager {
       markActive(this.parts.store, id);
     });
     return stream;
+  }
+
+  /**
+   * The sandbox's desktop (ARCHITECTURE.md, "Desktops"): whether its image has one, whether it
+   * runs, its size, where its VNC route is. Runs no exec, wakes and marks nothing.
+   */
+  async desktop(id: string, caller: Caller): Promise<Desktop> {
+    need(caller, 'read');
+    const stored = findRunning(this.parts.store, id, caller);
+    return this.parts.desktops.status(this.desktopTarget(stored), this.parts.pauses.has(id));
+  }
+
+  /**
+   * Start the sandbox's desktop unless it runs (`agentbox-desktop start`, an exec of its history);
+   * resolves once its VNC server accepts. ConflictError when the image has no desktop.
+   */
+  async ensureDesktop(id: string, caller: Caller): Promise<Desktop> {
+    need(caller, 'exec');
+    const stored = findRunning(this.parts.store, id, caller);
+    markActive(this.parts.store, id);
+    await this.parts.pauses.wake(stored);
+    await this.parts.inflight.track(
+      this.parts.desktops.ensure(this.desktopTarget(stored), (cmd, timeoutMs) => this.exec(id, { cmd, timeoutMs }, caller)),
+    );
+    return this.parts.desktops.status(this.desktopTarget(stored), false);
+  }
+
+  /** A connection to the sandbox's VNC server (RFB), its desktop started first when needed; it keeps the sandbox busy as a port does. */
+  async openDesktop(id: string, caller: Caller): Promise<Duplex> {
+    need(caller, 'exec');
+    const stored = findRunning(this.parts.store, id, caller);
+    markActive(this.parts.store, id);
+    await this.parts.pauses.wake(stored);
+    await this.parts.inflight.track(
+      this.parts.desktops.ensure(this.desktopTarget(stored), (cmd, timeoutMs) => this.exec(id, { cmd, timeoutMs }, caller)),
+    );
+    return this.openPort(id, DESKTOP_VNC_PORT, caller);
+  }
+
+  private desktopTarget(stored: ReturnType<typeof findRunning>): DesktopTarget {
+    return { id: stored.sandbox.id, image: stored.sandbox.image, rt: this.parts.runtimes.of(stored), handle: handleOf(stored) };
   }
 
   /**

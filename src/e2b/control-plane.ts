@@ -21,6 +21,7 @@ import { CreateSandboxRequestSchema, type CreateSandboxRequest } from '../contra
 import type { Caller, SandboxManager } from '../core/manager.js';
 import type { EnvdTokens } from './envd-token.js';
 import type { E2bTraffic } from './traffic.js';
+import { profileOf } from '../policy/profiles.js';
 
 /** The envd version this surface reports: what decides which SDK features the SDK lets its user call (README). */
 export const ENVD_VERSION = '0.5.7';
@@ -148,7 +149,7 @@ async function create(c: ControlPlaneCtx): Promise<void> {
 /** E2B's request as agentbox's, validated by agentbox's own schema (labels, env names, ttl). */
 function toCreateRequest(manager: SandboxManager, body: NewSandbox): CreateSandboxRequest {
   const template = body.templateID;
-  const isProfile = Object.hasOwn(manager.policy.profiles, template);
+  const isProfile = profileOf(manager.policy, template) !== undefined;
   return parseE2b(CreateSandboxRequestSchema, {
     ...(isProfile ? { profile: template } : { image: template === BASE_TEMPLATE ? BASE_IMAGE : template }),
     ...(body.metadata ? { labels: body.metadata } : {}),

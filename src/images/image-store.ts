@@ -18,6 +18,7 @@ import { buildBusybox } from './build-busybox.js';
 import { buildDebian, checkPackageNames } from './build-debian.js';
 import { exportTar as writeTar, extractTarball, type ImportOpts } from './import-tar.js';
 import { acquireLock, lockHeld } from './lock.js';
+import { recipeOf, recipeRef, writeRecipeFiles } from './recipes.js';
 import { finishRootfs, treeStats } from './rootfs.js';
 import { abortReason, type OnProgress } from './run-tool.js';
 import { removeTree, removeUnusedTrees } from './trees.js';
@@ -28,9 +29,9 @@ export type { ImportOpts } from './import-tar.js';
 export type ImageBase = 'busybox' | 'debian';
 
 export interface BuildOpts {
-  /** Debian packages on top of minbase; giving any means a Debian image. */
+  /** Debian packages on top of minbase; giving any means a Debian image (and no recipe). */
   packages?: string[];
-  /** @default busybox for the name `busybox` without packages, debian otherwise */
+  /** @default busybox for the name `busybox` without packages; the recipe of that name (src/images/recipes.ts) without packages or base; debian otherwise */
   base?: ImageBase;
   onProgress?: OnProgress;
   signal?: AbortSignal;
@@ -116,9 +117,14 @@ export class ImageStore {
     return this.install(name, this.builder(name, opts), false);
   }
 
-  /** The image if it exists, else build it; concurrent callers share one build through the lock. */
-  async ensure(name: ImageBase, opts: BuildOpts = {}): Promise<ImageInfo> {
-    return this.get(name) ?? (await this.install(name, this.builder(name, opts), true));
+  /**
+   * The image if it exists, else build it; concurrent callers share one build through the lock.
+   * A recipe's image (src/images/recipes.ts) built from another version of the recipe is rebuilt.
+   */
+  async ensure(name: string, opts: BuildOpts = {}): Promise<ImageInfo> {
+    const fill = this.builder(name, opts);
+    const current = (i: ImageInfo | undefined): ImageInfo | undefined => (i && (fill.ref === undefined || i.ref === fill.ref) ? i : undefined);
+    return current(this.get(name)) ?? (await this.install(name, fill, true, current));
   }
 
   /** Import a root filesystem tarball (optionally compressed) as image `name`, replacing any. */
@@ -173,7 +179,8 @@ export class ImageStore {
 
   private builder(name: string, opts: BuildOpts): Fill {
     checkImageName(name);
-    const packages = [...new Set(opts.packages ?? [])].sort();
+    const recipe = opts.packages === undefined && opts.base === undefined ? recipeOf(name) : undefined;
+    const packages = [...new Set(recipe?.packages ?? opts.packages ?? [])].sort();
     const base: ImageBase = opts.base ?? (name === 'busybox' && packages.length === 0 ? 'busybox' : 'debian');
     if (base === 'busybox' && packages.length > 0) throw new BadRequestError('a busybox image takes no packages', { hint: 'use --base debian (or leave --base out) to install packages' });
     checkPackageNames(packages);
@@ -181,19 +188,24 @@ export class ImageStore {
     const common = { onProgress, ...(opts.signal ? { signal: opts.signal } : {}) };
     return {
       source: base,
+      ...(recipe ? { ref: recipeRef(name, recipe) } : {}),
       packages,
       onProgress,
       signal: opts.signal,
-      run: (rootfs) => (base === 'busybox' ? buildBusybox(rootfs, common) : buildDebian(rootfs, { ...common, packages })),
+      run: async (rootfs) => {
+        if (base === 'busybox') return buildBusybox(rootfs, common);
+        await buildDebian(rootfs, { ...common, packages });
+        if (recipe) writeRecipeFiles(rootfs, recipe.files);
+      },
     };
   }
 
   /** Fill a temp dir under the name's lock, finish it, and rename it into place. */
-  private async install(name: string, fill: Fill, ifMissing: boolean): Promise<ImageInfo> {
+  private async install(name: string, fill: Fill, ifMissing: boolean, usable: (i: ImageInfo | undefined) => ImageInfo | undefined = (i) => i): Promise<ImageInfo> {
     mkdirSync(this.dir, { recursive: true, mode: 0o755 });
     const release = await acquireLock(this.lockPath(name), { waitMs: this.lockWaitMs, what: `image ${name} is being built`, ...(fill.signal ? { signal: fill.signal } : {}) });
     try {
-      const existing = ifMissing ? this.get(name) : undefined;
+      const existing = ifMissing ? usable(this.get(name)) : undefined;
       if (existing) return existing; // built by whoever held the lock before us
       for (const entry of readdirSync(this.dir)) {
         if (TMP_DIR.exec(entry)?.[1] === name) removeTree(join(this.dir, entry)); // left by a build that died

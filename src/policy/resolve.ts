@@ -9,6 +9,7 @@ import type { CreateSandboxRequest } from '../contract/requests.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { RUNTIME_ISOLATIONS, defaultIsolation, isolationFits, isolationStrength } from './isolation.js';
 import { resolveEgress } from './resolve-egress.js';
+import { BUILTIN_PROFILES, profileNames, profileOf } from './profiles.js';
 import type { Policy, Profile } from './schema.js';
 import { DEFAULTS_WHO, says } from './wording.js';
 
@@ -77,13 +78,9 @@ export function resolveTtlChange(policy: Policy, profileName: string | null, ask
 }
 
 function findProfile(policy: Policy, name: string): Profile {
-  // Own properties only: a profile called "constructor" must not come from Object.prototype.
-  const profile = Object.hasOwn(policy.profiles, name) ? policy.profiles[name] : undefined;
+  const profile = profileOf(policy, name);
   if (profile === undefined) {
-    const known = Object.keys(policy.profiles);
-    throw new PolicyDeniedError(`unknown profile "${name}"`, {
-      hint: known.length > 0 ? `profiles in this policy: ${known.join(', ')}` : 'this policy defines no profiles; leave profile out',
-    });
+    throw new PolicyDeniedError(`unknown profile "${name}"`, { hint: `profiles: ${profileNames(policy).join(', ')} (built in: ${Object.keys(BUILTIN_PROFILES).join(', ')})` });
   }
   return profile;
 }

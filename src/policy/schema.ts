@@ -11,6 +11,7 @@ import { parseCidr } from '../egress/ip.js';
 import { hostPatternProblem } from './hosts.js';
 import { closedAddressProblem } from './resolve-egress.js';
 import { BUILTIN_PRESETS, presetHosts } from './presets.js';
+import { profileNames, profileOf } from './profiles.js';
 import { RUNTIME_ISOLATIONS, isolationFits } from './isolation.js';
 import { WebhookEventTypeSchema } from '../contract/webhooks.js';
 
@@ -296,7 +297,7 @@ export const PolicySchema = z
     version: z.literal(1, { error: 'must be 1, the only policy format so far' }).describe('Policy file format version'),
     defaults: DefaultsSchema,
     images: z.array(ImageNameSchema).optional().describe('Allowed images; absent = any image the host has'),
-    profiles: z.record(name('profile'), ProfileSchema).default(() => ({})).describe('Named profiles'),
+    profiles: z.record(name('profile'), ProfileSchema).default(() => ({})).describe('Named profiles; built in: desktop (an entry here replaces the built-in of that name)'),
     egress: EgressPolicySchema,
     pools: z.array(PoolSchema).default(() => []).describe('Warm pools of ready sandboxes'),
     tenants: z.array(TenantSchema).optional().describe('Tenants and their tokens; absent = single tenant, token from AGENTBOX_TOKEN'),
@@ -358,8 +359,8 @@ function crossCheck(p: Policy): Problem[] {
     checkEgress(prof.egress, ['profiles', pname, 'egress']);
   }
   p.pools.forEach((pool, i) => {
-    if (pool.profile !== undefined && !(pool.profile in p.profiles)) {
-      out.push({ path: ['pools', i, 'profile'], message: `unknown profile ${pool.profile} (profiles has: ${Object.keys(p.profiles).join(', ') || 'none'})` });
+    if (pool.profile !== undefined && profileOf(p, pool.profile) === undefined) {
+      out.push({ path: ['pools', i, 'profile'], message: `unknown profile ${pool.profile} (profiles: ${profileNames(p).join(', ')})` });
     }
     if (allowed && !allowed.has(pool.image)) out.push({ path: ['pools', i, 'image'], message: notAllowed(pool.image) });
   });

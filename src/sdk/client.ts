@@ -10,6 +10,7 @@ import { AgentboxError, errorFromWire, RuntimeUnavailableError } from '../contra
 import type { DaemonInfo } from '../contract/daemon.js';
 import type { SandboxUsageReport, UsageOverview } from '../contract/usage.js';
 import type { WebhookDelivery } from '../contract/webhooks.js';
+import type { Desktop } from '../contract/desktop.js';
 import type { DeniedHost, DirEntry, Egress, EgressEvent, ExecRecord, ExecResult, ExecSummary, KillResult, ProcessInfo, Sandbox, Snapshot } from '../contract/model.js';
 import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest, PauseRequest } from '../contract/requests.js';
 import type { ImageInfo } from '../contract/images.js';
@@ -293,6 +294,16 @@ export class AgentboxClient {
   /** The processes of a running sandbox as seen inside it, each with the exec that started it (`execId`, null for its init). */
   async processes(id: string): Promise<ProcessInfo[]> {
     return (await this.json<{ processes: ProcessInfo[] }>('GET', `/v1/sandboxes/${encodeURIComponent(id)}/processes`)).processes;
+  }
+
+  /** The sandbox's desktop (a sandbox of the desktop image): whether it runs, its size, the VNC WebSocket route, Chromium's DevTools port. */
+  desktop(id: string): Promise<Desktop> {
+    return this.json('GET', `/v1/sandboxes/${encodeURIComponent(id)}/desktop`);
+  }
+
+  /** Start the sandbox's desktop unless it runs; resolves once its VNC server accepts. ConflictError when its image has no desktop. */
+  startDesktop(id: string): Promise<Desktop> {
+    return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/desktop`);
   }
 
   /** Signal one process of a running sandbox by its pid inside it (TERM unless given): ForbiddenError for PID 1, NotFoundError for an unknown pid. */

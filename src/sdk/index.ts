@@ -3,6 +3,7 @@ export { AgentboxClient, type ClientOpts, type EgressLog, type ExecRecord, type 
 export { SandboxRef } from './sandbox.js';
 export { TerminalConnection } from './terminal.js';
 export type { OpenTerminalRequest, Terminal } from '../contract/terminals.js';
+export type { Desktop } from '../contract/desktop.js';
 export type { GrantPortAccessRequest, PortAccess } from '../contract/ports.js';
 export {
   AgentboxError,

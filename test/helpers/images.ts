@@ -18,3 +18,22 @@ export function testImages(): Promise<ImageStore> {
 export function hasDebian(): boolean {
   return process.env.AGENTBOX_TEST_DEBIAN !== '0';
 }
+
+let desktop: Promise<ImageStore> | undefined;
+
+/**
+ * The desktop image (`agentbox image build desktop`: Chromium, Xvnc, openbox; about 900 MB, 5-6
+ * minutes from the mirror), built once per machine into the same cache and rebuilt only when its
+ * recipe changed. Longer than a test's timeout (scripts/run-tests.mjs: 300 s): call it from a
+ * `before` hook with a timeout of its own (DESKTOP_BUILD_TIMEOUT_MS).
+ */
+export function ensureDesktopImage(): Promise<ImageStore> {
+  desktop ??= (async () => {
+    const store = await testImages();
+    await store.ensure('desktop', {});
+    return store;
+  })();
+  return desktop;
+}
+
+export const DESKTOP_BUILD_TIMEOUT_MS = 30 * 60_000;

@@ -118,7 +118,25 @@ describe('resolveSpec', () => {
     test('an unknown profile is denied with the known ones in the hint', () => {
       denied(() => resolve({ profile: 'huge' }), 'policy_denied', /tiny, pydev, strong/);
       denied(() => resolve({ profile: 'constructor' }), 'policy_denied');
-      denied(() => resolve({ profile: 'x' }, DEFAULT_POLICY), 'policy_denied', /no profiles/);
+      denied(() => resolve({ profile: 'x' }, DEFAULT_POLICY), 'policy_denied', /built in: desktop/);
+    });
+
+    test('the built-in desktop profile: image desktop and room for Chromium; a policy\'s own desktop replaces it; images still pins', () => {
+      const s = resolve({ profile: 'desktop' }, DEFAULT_POLICY);
+      assert.equal(s.image, 'desktop');
+      assert.equal(s.profile, 'desktop');
+      assert.deepEqual(s.limits, { cpus: 2, memoryMb: 2048, pids: 1024, diskMb: 4096 });
+      denied(() => resolve({ profile: 'desktop', limits: { memoryMb: 4096 } }, DEFAULT_POLICY), 'policy_denied', /profile "desktop"/);
+      const own = parsePolicyText('version: 1\nprofiles:\n  desktop:\n    image: my-desktop\n    limits: { memoryMb: 3000 }\n', 'test');
+      assert.equal(own.kind, 'ok');
+      if (own.kind !== 'ok') return;
+      const o = resolve({ profile: 'desktop' }, own.policy);
+      assert.equal(o.image, 'my-desktop');
+      assert.equal(o.limits.memoryMb, 3000);
+      assert.equal(o.limits.cpus, 1, 'replaced whole: the built-in\'s cpus do not leak into the policy\'s own');
+      const pinned = parsePolicyText('version: 1\nimages: [busybox]\n', 'test');
+      assert.equal(pinned.kind, 'ok');
+      if (pinned.kind === 'ok') denied(() => resolve({ profile: 'desktop' }, pinned.policy), 'policy_denied', /allowed images: busybox/);
     });
 
     test('image comes from request, then profile, then defaults', () => {
