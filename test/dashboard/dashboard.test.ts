@@ -23,6 +23,7 @@ import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient, readAll } from '../../src/sdk/client.js';
 import type { Sandbox } from '../../src/contract/model.js';
+import type { UsageOverview } from '../../src/contract/usage.js';
 import { closeDaemonLeavingNothing } from '../helpers/daemon-teardown.js';
 import { hasDebian, TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
 import { localSkip } from '../helpers/local-sandbox.js';
@@ -371,6 +372,9 @@ describe('dashboard', { skip: localSkip ?? builtSkip }, () => {
       assert.ok(!page.url().includes(ALICE) && !(await page.content()).includes(ALICE), 'the token shows in the page or its address');
       assert.equal(await page.evaluate(() => sessionStorage.getItem('agentbox.token')), ALICE);
       assert.equal(await page.evaluate(() => localStorage.getItem('agentbox.token')), null);
+      // The list's reads of GET /v1/usage start the sampling: CPU and memory sparklines follow.
+      await page.waitForSelector(`svg.spark[aria-label^="CPU"] polyline`, { timeout: 20_000 });
+      await page.waitForSelector(`svg.spark[aria-label^="memory"] polyline`, { timeout: 5_000 });
       await shot(page, 'list');
       await page.click(`a[href="/sandboxes/${sb.id}"]`);
       const term = await page.waitForSelector('.xterm', { timeout: 10_000 });
@@ -393,6 +397,10 @@ describe('dashboard', { skip: localSkip ?? builtSkip }, () => {
       await page.keyboard.press('ArrowRight');
       assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Usage');
       assert.equal(await page.$eval('[role=tab][aria-selected=true]', (e) => e.textContent), 'Usage');
+      // Live charts from GET /v1/sandboxes/{id}/usage.
+      await page.waitForFunction(() => /Now: CPU [\d.]+%, memory/.test(document.body.innerText), { timeout: 10_000 });
+      await page.waitForSelector('.uplot canvas', { timeout: 10_000 });
+      await shot(page, 'usage');
       await page.keyboard.press('ArrowRight');
       await waitText(page, 'Exec history');
       // The terminal is in the exec history, the history shows its output on choosing it.
@@ -539,7 +547,11 @@ describe('dashboard', { skip: localSkip ?? builtSkip }, () => {
           expiresAt: null,
           lastActiveAt: new Date(now).toISOString(),
         }));
-        const usage = { sandboxes: fake.map((s) => ({ sandboxId: s.id, samples: Array.from({ length: 30 }, (_, k) => ({ at: new Date(now - (30 - k) * 2000).toISOString(), cpuPct: (k * 7) % 100, memoryBytes: k * 1e6, pids: 3 })) })) };
+        const points = Array.from({ length: 30 }, (_, k) => k);
+        const usage: UsageOverview = {
+          intervalMs: 2000,
+          sandboxes: fake.map((s) => ({ sandboxId: s.id, latest: { at: new Date(now).toISOString(), cpuPct: 3, memoryBytes: 29e6, pids: 3 }, cpuPct: points.map((k) => (k * 7) % 100), memoryBytes: points.map((k) => k * 1e6) })),
+        };
         await page.setRequestInterception(true);
         page.on('request', (r) => {
           const u = new URL(r.url());
