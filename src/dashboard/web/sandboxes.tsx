@@ -155,9 +155,11 @@ function SandboxTable({ rows, usage, now }: { rows: Sandbox[]; usage: Map<string
                 <td class="labels">{labelText(s.labels) || <span class="muted">—</span>}</td>
                 <td>
                   <Sparkline values={samples.map((x) => x.cpuPct)} max={100} label={`CPU ${last ? `${last.cpuPct.toFixed(0)}%` : 'no samples'}`} />
+                  {last ? <span class="spark-value" aria-hidden="true">{`${last.cpuPct.toFixed(0)}%`}</span> : null}
                 </td>
                 <td>
                   <Sparkline values={samples.map((x) => x.memoryBytes)} max={s.limits.memoryMb * 1024 * 1024} label={`memory ${last ? bytes(last.memoryBytes) : 'no samples'}`} />
+                  {last ? <span class="spark-value" aria-hidden="true">{bytes(last.memoryBytes)}</span> : null}
                 </td>
               </tr>
             );
