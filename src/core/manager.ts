@@ -237,18 +237,18 @@ export class SandboxManager {
    * resolves once its VNC server accepts. ConflictError when the image has no desktop.
    */
   async ensureDesktop(id: string, caller: Caller): Promise<Desktop> {
-    need(caller, 'exec');
-    const stored = findRunning(this.parts.store, id, caller);
-    markActive(this.parts.store, id);
-    await this.parts.pauses.wake(stored);
-    await this.parts.inflight.track(
-      this.parts.desktops.ensure(this.desktopTarget(stored), (cmd, timeoutMs) => this.exec(id, { cmd, timeoutMs }, caller)),
-    );
+    const stored = await this.startDesktop(id, caller);
     return this.parts.desktops.status(this.desktopTarget(stored), false);
   }
 
   /** A connection to the sandbox's VNC server (RFB), its desktop started first when needed; it keeps the sandbox busy as a port does. */
   async openDesktop(id: string, caller: Caller): Promise<Duplex> {
+    await this.startDesktop(id, caller);
+    return this.openPort(id, DESKTOP_VNC_PORT, caller);
+  }
+
+  /** Wake the sandbox and start its desktop unless it runs; the sandbox's record. */
+  private async startDesktop(id: string, caller: Caller): Promise<ReturnType<typeof findRunning>> {
     need(caller, 'exec');
     const stored = findRunning(this.parts.store, id, caller);
     markActive(this.parts.store, id);
@@ -256,7 +256,7 @@ export class SandboxManager {
     await this.parts.inflight.track(
       this.parts.desktops.ensure(this.desktopTarget(stored), (cmd, timeoutMs) => this.exec(id, { cmd, timeoutMs }, caller)),
     );
-    return this.openPort(id, DESKTOP_VNC_PORT, caller);
+    return stored;
   }
 
   private desktopTarget(stored: ReturnType<typeof findRunning>): DesktopTarget {

@@ -6,19 +6,17 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { PNG } from 'pngjs';
-import puppeteer from 'puppeteer-core';
-import { existsSync } from 'node:fs';
-import { packageRoot } from '../../src/core/config.js';
 import WebSocket from 'ws';
 import { ConflictError, NotFoundError } from '../../src/contract/errors.js';
 import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { AgentboxClient, readAll } from '../../src/sdk/client.js';
+import { artifactPath, browserSkip, distinctColours, launchChromium, pngColours } from '../helpers/browser.js';
 import { DESKTOP_BUILD_TIMEOUT_MS, ensureDesktopImage, TEST_IMAGES_DIR } from '../helpers/images.js';
 
 const skip = process.getuid?.() !== 0 ? 'the local runtime needs root' : process.env.AGENTBOX_TEST_DESKTOP === '0' ? 'AGENTBOX_TEST_DESKTOP=0' : undefined;
@@ -40,8 +38,6 @@ tenants:
     tokens: [${BOB}]
 `;
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const browserSkip = !existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM} (set CHROMIUM)` : !existsSync(join(packageRoot, 'dist', 'dashboard', 'index.html')) ? 'the dashboard is not built (npm run build)' : undefined;
 // The callbacks given to page.evaluate() run in the page; the root tsconfig has no DOM lib.
 /* eslint-disable @typescript-eslint/no-explicit-any */
 declare const document: any;
@@ -173,12 +169,6 @@ async function rfbFrame(rfb: RfbStream, accept: (f: Frame) => boolean, deadlineM
   }
 }
 
-function distinctColours(rgba: Buffer): number {
-  const seen = new Set<number>();
-  for (let i = 0; i < rgba.length; i += 4) seen.add(rgba.readUInt32BE(i));
-  return seen.size;
-}
-
 describe('desktop sandboxes', { skip }, () => {
   let home: string;
   let daemon: Daemon | undefined;
@@ -272,14 +262,8 @@ describe('desktop sandboxes', { skip }, () => {
     await within(new Promise((r) => opened.ws.once('close', r)), 10_000, 'the socket closing');
   });
 
-  test('the dashboard shows the live desktop: noVNC in real Chromium, its canvas screenshot is the desktop (test-artifacts/dashboard-desktop.png)', { skip: browserSkip }, async () => {
-    const profile = mkdtempSync(join(tmpdir(), 'agentbox-desktop-chrome-'));
-    const browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      userDataDir: profile,
-      args: ['--no-sandbox', '--headless=new', '--disable-gpu', '--no-first-run', '--no-default-browser-check', '--disable-dev-shm-usage'],
-    });
+  test('the dashboard shows the live desktop: noVNC in real Chromium, its canvas screenshot is the desktop (test-artifacts/dashboard-desktop.png)', { skip: browserSkip() }, async () => {
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage();
       await page.setViewport({ width: 1280, height: 900 });
@@ -297,22 +281,19 @@ describe('desktop sandboxes', { skip }, () => {
       // noVNC draws as frames arrive: wait until the canvas holds a picture, not the first blank.
       let colours = 0;
       const deadline = Date.now() + 30_000;
-      mkdirSync(ARTIFACTS, { recursive: true });
-      const path = join(ARTIFACTS, 'dashboard-desktop.png');
+      const path = artifactPath('dashboard-desktop.png');
       while (Date.now() < deadline) {
         await canvas!.screenshot({ path });
-        const png = PNG.sync.read(readFileSync(path));
-        colours = distinctColours(png.data);
+        colours = pngColours(path);
         if (colours > 200) break;
         await new Promise((r) => setTimeout(r, 500));
       }
-      await page.screenshot({ path: join(ARTIFACTS, 'dashboard-desktop-page.png') });
+      await page.screenshot({ path: artifactPath('dashboard-desktop-page.png') });
       console.log(`noVNC canvas in Chromium: ${colours} distinct colours`);
       assert.ok(colours > 200, `the canvas shows the desktop, not a blank (${colours} colours; see ${path})`);
       assert.deepEqual(errors, [], 'no page errors');
     } finally {
       await browser.close().catch(() => undefined);
-      rmSync(profile, { recursive: true, force: true });
     }
   });
 

@@ -6,15 +6,14 @@
  * egress approval, stop and delete, a second tenant, a wrong token, and a thousand rows.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { PNG } from 'pngjs';
-import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import type { Browser, Page } from 'puppeteer-core';
 import WebSocket from 'ws';
 import { createDashboard } from '../../src/api/dashboard.js';
 import { startOperatorProxy, type OperatorProxy } from '../../src/cli/operator-proxy.js';
@@ -27,6 +26,7 @@ import type { UsageOverview } from '../../src/contract/usage.js';
 import { closeDaemonLeavingNothing } from '../helpers/daemon-teardown.js';
 import { hasDebian, TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
 import { localSkip } from '../helpers/local-sandbox.js';
+import { artifactPath, CHROMIUM, launchChromium, pngColours } from '../helpers/browser.js';
 
 // The callbacks given to page.evaluate() and friends run in the page; the root tsconfig has no DOM
 // lib, so these name the page's globals for the type checker only.
@@ -57,11 +57,9 @@ tenants:
     tokens: [${BOB}]
 `;
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const chromiumSkip = existsSync(CHROMIUM) ? undefined : `no Chromium at ${CHROMIUM} (set CHROMIUM)`;
 const DIST_DASHBOARD = join(packageRoot, 'dist', 'dashboard', 'index.html');
 const builtSkip = existsSync(DIST_DASHBOARD) ? undefined : 'the dashboard is not built (npm run build)';
-const ARTIFACTS = join(packageRoot, 'test-artifacts');
 
 interface Raw {
   status: number;
@@ -90,13 +88,10 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
 
 /** A screenshot into test-artifacts/, checked to be a picture: decoded, with more than a few colors. */
 async function shot(page: Page, name: string): Promise<void> {
-  mkdirSync(ARTIFACTS, { recursive: true });
-  const path = join(ARTIFACTS, `dashboard-${name}.png`);
+  const path = artifactPath(`dashboard-${name}.png`);
   await page.screenshot({ path });
-  const png = PNG.sync.read(readFileSync(path));
-  const colors = new Set<number>();
-  for (let i = 0; i < png.data.length; i += 4 * 7) colors.add(png.data.readUInt32BE(i));
-  assert.ok(colors.size > 20, `${path} looks blank: ${colors.size} colors`);
+  const colors = pngColours(path, 7);
+  assert.ok(colors > 20, `${path} looks blank: ${colors} colors`);
 }
 
 describe('dashboard', { skip: localSkip ?? builtSkip }, () => {
@@ -307,19 +302,15 @@ describe('dashboard', { skip: localSkip ?? builtSkip }, () => {
 
   describe('in Chromium', { skip: chromiumSkip }, () => {
     let browser: Browser;
-    let profile: string;
+    /** Files the page uploads. */
+    let uploads: string;
     before(async () => {
-      profile = mkdtempSync(join(tmpdir(), 'agentbox-dash-chrome-'));
-      browser = await puppeteer.launch({
-        executablePath: CHROMIUM,
-        headless: true,
-        userDataDir: profile,
-        args: ['--no-sandbox', '--headless=new', '--disable-gpu', '--no-first-run', '--no-default-browser-check', '--disable-dev-shm-usage'],
-      });
+      uploads = mkdtempSync(join(tmpdir(), 'agentbox-dash-uploads-'));
+      browser = await launchChromium();
     });
     after(async () => {
       await browser?.close();
-      rmSync(profile, { recursive: true, force: true });
+      rmSync(uploads, { recursive: true, force: true });
     });
 
     const text = (page: Page): Promise<string> => page.evaluate(() => document.body.innerText);
@@ -417,7 +408,7 @@ describe('dashboard', { skip: localSkip ?? builtSkip }, () => {
       await clickButton(page, 'Files');
       await waitText(page, 'Upload file');
       const bytes = Buffer.concat([Buffer.from('dashboard upload\n'), Buffer.from([0, 1, 2, 255, 254])]);
-      const local = join(profile, 'up-load.bin');
+      const local = join(uploads, 'up-load.bin');
       writeFileSync(local, bytes);
       const input = await page.$('label.upload input[type=file]');
       await (input as import('puppeteer-core').ElementHandle<HTMLInputElement>).uploadFile(local);
