@@ -67,10 +67,27 @@ export async function checkpointContainer(docker: Docker, containerId: string): 
   await dial(docker, { path: `/containers/${containerId}/checkpoints`, method: 'POST', allowEmpty: true, options: { CheckpointID: HIBERNATE_CHECKPOINT, Exit: true }, statusCodes: { 200: true, 201: true, 204: true, ...CODES } });
 }
 
+/** Restores from a checkpoint, one at a time (see restoreContainer). */
+let restores: Promise<void> = Promise.resolve();
+
 /** Start the container from one of its checkpoints (the hibernation's by default), then drop that checkpoint. */
 export async function restoreContainer(docker: Docker, containerId: string, checkpoint = HIBERNATE_CHECKPOINT): Promise<void> {
-  // An empty body: the Engine refuses a start with options in it (since API 1.24).
-  await dial(docker, { path: `/containers/${containerId}/start?`, method: 'POST', options: { _query: { checkpoint }, _body: {} }, statusCodes: { 204: true, 304: true, ...CODES } });
+  const start = (): Promise<unknown> =>
+    // An empty body: the Engine refuses a start with options in it (since API 1.24).
+    dial(docker, { path: `/containers/${containerId}/start?`, method: 'POST', options: { _query: { checkpoint }, _body: {} }, statusCodes: { 204: true, 304: true, ...CODES } });
+  const turn = restores.then(async () => {
+    try {
+      await start();
+    } catch (err) {
+      // dockerd uploads a checkpoint into containerd's content store by its digest; a fork's
+      // children and its parent restore the same bytes, and an upload that meets another's commit
+      // fails with "already exists" (seen in CI). Restores take turns, and that one is tried again.
+      if (!/already exists/i.test(String((err as Error).message))) throw err;
+      await start();
+    }
+  });
+  restores = turn.catch(() => undefined);
+  await turn;
   await dropCheckpoint(docker, containerId, checkpoint);
 }
 
