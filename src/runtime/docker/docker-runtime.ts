@@ -224,8 +224,9 @@ export class DockerRuntime implements Runtime {
     try {
       if (spec.memoryFrom) {
         // Not booted: the processes of the sandbox the image was taken of go on here.
-        const checkpoint = await placeMemoryImage(await this.dockerRoot(), spec.memoryFrom, container.id);
-        await restoreContainer(this.docker, container.id, checkpoint);
+        const root = await this.dockerRoot();
+        const checkpoint = await placeMemoryImage(root, spec.memoryFrom, container.id);
+        await restoreContainer(this.docker, root, container.id, checkpoint);
       } else {
         await container.start();
       }
@@ -506,7 +507,7 @@ export class DockerRuntime implements Runtime {
     await this.router.relisten(containerId);
     try {
       await clearStaleRunscState(() => this.runscPath(), containerId);
-      await restoreContainer(this.docker, containerId);
+      await restoreContainer(this.docker, await this.dockerRoot(), containerId);
     } catch (err) {
       throw engineError(err, `cannot wake hibernated sandbox ${handle.id}`, this.address, { hint: 'see the dockerd log; agentbox rm it if it stays broken' });
     }

@@ -13,7 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, realpathSync } from 'node:fs';
-import { cp, mkdir } from 'node:fs/promises';
+import { cp, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type Docker from 'dockerode';
 import { InternalError } from '../../contract/errors.js';
@@ -70,21 +70,21 @@ export async function checkpointContainer(docker: Docker, containerId: string): 
 /** Restores from a checkpoint, one at a time (see restoreContainer). */
 let restores: Promise<void> = Promise.resolve();
 
-/** Start the container from one of its checkpoints (the hibernation's by default), then drop that checkpoint. */
-export async function restoreContainer(docker: Docker, containerId: string, checkpoint = HIBERNATE_CHECKPOINT): Promise<void> {
-  const start = (): Promise<unknown> =>
-    // An empty body: the Engine refuses a start with options in it (since API 1.24).
-    dial(docker, { path: `/containers/${containerId}/start?`, method: 'POST', options: { _query: { checkpoint }, _body: {} }, statusCodes: { 204: true, 304: true, ...CODES } });
+/**
+ * Start the container from one of its checkpoints (the hibernation's by default), then drop that checkpoint.
+ *
+ * dockerd 20.10 uploads the checkpoint directory, as a tar, into containerd's content store by its
+ * digest, and fails the start ("commit failed: content sha256:… already exists") when those exact
+ * bytes are there already: a fork's children and its parent restore copies of one checkpoint, and
+ * restores of one container met the same (seen in CI, about one run in two on a busy host). A file
+ * of random bytes written into the directory first makes every upload its own; runsc reads only its
+ * image files. Restores also take turns.
+ */
+export async function restoreContainer(docker: Docker, dockerRoot: string, containerId: string, checkpoint = HIBERNATE_CHECKPOINT): Promise<void> {
   const turn = restores.then(async () => {
-    try {
-      await start();
-    } catch (err) {
-      // dockerd uploads a checkpoint into containerd's content store by its digest; a fork's
-      // children and its parent restore the same bytes, and an upload that meets another's commit
-      // fails with "already exists" (seen in CI). Restores take turns, and that one is tried again.
-      if (!/already exists/i.test(String((err as Error).message))) throw err;
-      await start();
-    }
+    await writeFile(join(checkpointDir(dockerRoot, containerId, checkpoint), 'agentbox-restore-nonce'), randomBytes(16).toString('hex'));
+    // An empty body: the Engine refuses a start with options in it (since API 1.24).
+    await dial(docker, { path: `/containers/${containerId}/start?`, method: 'POST', options: { _query: { checkpoint }, _body: {} }, statusCodes: { 204: true, 304: true, ...CODES } });
   });
   restores = turn.catch(() => undefined);
   await turn;
