@@ -31,7 +31,17 @@ export async function launchChromium(): Promise<Browser> {
     // --no-sandbox: the tests run as root, where Chromium's own sandbox refuses to start.
     args: ['--no-sandbox', '--headless=new', '--disable-gpu', '--no-first-run', '--no-default-browser-check', '--disable-dev-shm-usage'],
   });
-  browser.once('disconnected', () => rmSync(profile, { recursive: true, force: true }));
+  // Once the browser process is gone (on 'disconnected' it may still be writing its profile).
+  const removeProfile = (): void => {
+    try {
+      rmSync(profile, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
+    } catch {
+      // a temp dir left behind is not a test failure
+    }
+  };
+  const child = browser.process();
+  if (child && child.exitCode === null) child.once('exit', removeProfile);
+  else removeProfile();
   return browser;
 }
 
