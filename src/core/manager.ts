@@ -56,8 +56,8 @@ import { normalizeMounts } from '../contract/volumes.js';
 import type { LifecycleEvents } from './lifecycle-events.js';
 import type { WebhookDelivery } from '../contract/webhooks.js';
 import { listDeliveries, type DeliveryFilter } from './manager/deliveries.js';
-import { UsageSampler, type UsageSamplerOpts } from './manager/usage-sampler.js';
-import type { SandboxUsage, SandboxUsageReport, UsageOverview } from '../contract/usage.js';
+import { cpuPercent, UsageSampler, type UsageSamplerOpts } from './manager/usage-sampler.js';
+import type { SandboxUsage, SandboxUsageReport, UsageOverview, UsageSample } from '../contract/usage.js';
 import { Desktops, type DesktopTarget } from './manager/desktops.js';
 import { DESKTOP_VNC_PORT, type Desktop } from '../contract/desktop.js';
 
@@ -341,14 +341,24 @@ export class SandboxManager {
     const first = paused ? undefined : await rt.stats(handle);
     if (first) await new Promise((r) => setTimeout(r, windowMs));
     const second = paused ? undefined : await rt.stats(handle);
+    return this.usageOf(id, limits, {
+      at: new Date().toISOString(),
+      cpuPct: first && second ? cpuPercent(second.cpuMs - first.cpuMs, windowMs, limits.cpus) : 0,
+      memoryBytes: second?.memoryBytes ?? 0,
+      pids: second?.pids ?? 0,
+    });
+  }
+
+  /** A measurement with the sandbox's limits and its disk (when the daemon mounts it). */
+  private usageOf(id: string, limits: Sandbox['limits'], m: UsageSample): SandboxUsage {
     const disk = this.parts.disks ? diskUsage(this.parts.disks.mountPoint(id)) : undefined;
     return {
-      at: new Date().toISOString(),
+      at: m.at,
       cpuCount: limits.cpus,
-      cpuUsedPct: first && second ? Math.max(0, Math.min(100, ((second.cpuMs - first.cpuMs) / (windowMs * limits.cpus)) * 100)) : 0,
-      memoryBytes: second?.memoryBytes ?? 0,
+      cpuUsedPct: m.cpuPct,
+      memoryBytes: m.memoryBytes,
       memoryLimitBytes: limits.memoryMb * 2 ** 20,
-      pids: second?.pids ?? 0,
+      pids: m.pids,
       diskUsedBytes: disk?.used ?? null,
       diskTotalBytes: disk?.total ?? limits.diskMb * 2 ** 20,
     };
@@ -365,23 +375,7 @@ export class SandboxManager {
     sampler.want([id]);
     const samples = [...sampler.samples(id)];
     const last = samples.at(-1);
-    const limits = stored.sandbox.limits;
-    let current: SandboxUsage;
-    if (last && Date.now() - Date.parse(last.at) <= 2 * sampler.intervalMs) {
-      const disk = this.parts.disks ? diskUsage(this.parts.disks.mountPoint(id)) : undefined;
-      current = {
-        at: last.at,
-        cpuCount: limits.cpus,
-        cpuUsedPct: last.cpuPct,
-        memoryBytes: last.memoryBytes,
-        memoryLimitBytes: limits.memoryMb * 2 ** 20,
-        pids: last.pids,
-        diskUsedBytes: disk?.used ?? null,
-        diskTotalBytes: disk?.total ?? limits.diskMb * 2 ** 20,
-      };
-    } else {
-      current = await this.usage(id, caller);
-    }
+    const current = last && Date.now() - Date.parse(last.at) <= 2 * sampler.intervalMs ? this.usageOf(id, stored.sandbox.limits, last) : await this.usage(id, caller);
     return { sandboxId: id, current, intervalMs: sampler.intervalMs, samples };
   }
 

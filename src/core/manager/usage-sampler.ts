@@ -175,11 +175,15 @@ export class UsageSampler {
     const last = ring.last;
     ring.last = { cpuMs: st.cpuMs, t };
     if (!last || t <= last.t) return;
-    const cpus = stored.sandbox.limits.cpus > 0 ? stored.sandbox.limits.cpus : 1;
-    const cpuPct = Math.round(Math.max(0, Math.min(100, ((st.cpuMs - last.cpuMs) / ((t - last.t) * cpus)) * 100)) * 10) / 10;
+    const cpuPct = Math.round(cpuPercent(st.cpuMs - last.cpuMs, t - last.t, stored.sandbox.limits.cpus) * 10) / 10;
     if (this.perSandbox) this.d.metrics?.setSandboxUsage({ sandbox: id, runtime: stored.sandbox.runtime, tenant: stored.sandbox.tenant }, cpuPct, st.memoryBytes);
     if (!this.wanted.has(id)) return;
     ring.samples.push({ at: new Date().toISOString(), cpuPct, memoryBytes: st.memoryBytes, pids: st.pids });
     if (ring.samples.length > this.capacity) ring.samples.splice(0, ring.samples.length - this.capacity);
   }
+}
+
+/** CPU time used over a wall-clock window, as a percent (0-100) of a CPU limit of `cpus`. */
+export function cpuPercent(cpuMs: number, windowMs: number, cpus: number): number {
+  return Math.max(0, Math.min(100, (cpuMs / (windowMs * (cpus > 0 ? cpus : 1))) * 100));
 }
