@@ -102,7 +102,7 @@ export function credentialDigest(req: IncomingMessage): Buffer {
 
 /** What a page's WebSocket offers as its protocol; the daemon answers with it, never with the bearer one. */
 export const BROWSER_SOCKET_PROTOCOL = 'agentbox.v1';
-const BEARER_PROTOCOL_PREFIX = 'agentbox.bearer.';
+export const BEARER_PROTOCOL_PREFIX = 'agentbox.bearer.';
 
 /**
  * A browser cannot set headers on a WebSocket, so a page (the dashboard) offers its token as a
@@ -130,7 +130,7 @@ export function chooseSocketProtocol(offered: Set<string>): string | false {
 }
 
 /** The token of an `Authorization: Bearer <token>` header, or undefined when it is not one. */
-function bearerToken(header: string): string | undefined {
+export function bearerToken(header: string): string | undefined {
   return /^Bearer\s+(\S+)$/i.exec(header)?.[1];
 }
 

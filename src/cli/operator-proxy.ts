@@ -13,9 +13,9 @@ import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { BEARER_PROTOCOL_PREFIX, bearerToken, browserSocketToken } from '../api/auth.js';
 import { hostNameOf } from '../api/request-guard.js';
 
-const BEARER_PREFIX = 'agentbox.bearer.';
 /** What passes without the token (GET and HEAD only): the dashboard's page and files (src/api/dashboard.ts), which hold no data. */
 const PUBLIC_PATHS = /^\/(?:|index\.html|overview|sandboxes(?:\/[A-Za-z0-9_.-]{1,128})?|assets\/[A-Za-z0-9][A-Za-z0-9._-]{0,200})\/?$/;
 const LOOPBACK_NAMES = new Set(['127.0.0.1', 'localhost', '[::1]']);
@@ -44,13 +44,13 @@ export async function startOperatorProxy(opts: { socketPath: string; port?: numb
   const server: Server = createServer((req, res) => {
     try {
       if (!hostAllowed(req)) return refuse(res, 403, 'forbidden', `this relay serves only 127.0.0.1:${port}`);
-      const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
+      const bearer = bearerToken(req.headers.authorization ?? '');
       const method = req.method ?? 'GET';
       const path = new URL(req.url ?? '/', 'http://relay').pathname;
       const needsToken = !PUBLIC_PATHS.test(path) || (method !== 'GET' && method !== 'HEAD');
       if (req.headers.authorization !== undefined && !matches(bearer)) return refuse(res, 401, 'unauthorized', 'not the token this `agentbox dashboard` printed');
       if (needsToken && bearer === undefined) return refuse(res, 401, 'unauthorized', 'send the token `agentbox dashboard` printed as Authorization: Bearer');
-      const headers = forwardHeaders(req);
+      const headers = stripHopByHop(req.headers);
       delete headers.authorization;
       const upstream = request({ socketPath: opts.socketPath, method, path: req.url, headers }, (answer) => {
         res.writeHead(answer.statusCode ?? 502, stripHopByHop(answer.headers));
@@ -67,15 +67,17 @@ export async function startOperatorProxy(opts: { socketPath: string; port?: numb
     socket.on('error', () => socket.destroy());
     if (!hostAllowed(req)) return refuseRaw(socket, 403, 'forbidden');
     const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim()).filter(Boolean);
-    const bearers = offered.filter((p) => p.startsWith(BEARER_PREFIX));
-    const headerBearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
-    const fromProtocol = bearers.length === 1 ? Buffer.from(bearers[0]!.slice(BEARER_PREFIX.length), 'base64url').toString('utf8') : undefined;
-    if (bearers.length > 1 || (fromProtocol === undefined) === (headerBearer === undefined) || !matches(fromProtocol ?? headerBearer)) {
-      return refuseRaw(socket, 401, 'unauthorized');
+    const headerBearer = bearerToken(req.headers.authorization ?? '');
+    let fromProtocol: string | undefined;
+    try {
+      fromProtocol = browserSocketToken(req);
+    } catch {
+      return refuseRaw(socket, 401, 'unauthorized'); // malformed, or more than one
     }
-    const headers = forwardHeaders(req);
+    if ((fromProtocol === undefined) === (headerBearer === undefined) || !matches(fromProtocol ?? headerBearer)) return refuseRaw(socket, 401, 'unauthorized');
+    const headers = stripHopByHop(req.headers);
     delete headers.authorization;
-    const rest = offered.filter((p) => !p.startsWith(BEARER_PREFIX));
+    const rest = offered.filter((p) => !p.startsWith(BEARER_PROTOCOL_PREFIX));
     if (rest.length > 0) headers['sec-websocket-protocol'] = rest.join(', ');
     else delete headers['sec-websocket-protocol'];
     headers.connection = 'Upgrade';
@@ -110,11 +112,7 @@ export async function startOperatorProxy(opts: { socketPath: string; port?: numb
   };
 }
 
-/** The request's headers for the daemon, less hop-by-hop ones (an upgrade sets its own). */
-function forwardHeaders(req: IncomingMessage): Record<string, string | string[] | undefined> {
-  return stripHopByHop(req.headers);
-}
-
+/** Headers less hop-by-hop ones (an upgrade sets its own). */
 function stripHopByHop<T extends Record<string, string | string[] | undefined>>(headers: T): Record<string, string | string[] | undefined> {
   const out: Record<string, string | string[] | undefined> = {};
   for (const [k, v] of Object.entries(headers)) if (!HOP_BY_HOP.has(k.toLowerCase())) out[k] = v;
