@@ -27,7 +27,7 @@ import { failSpan, sandboxAttributes, Tracing, type Span } from '../observabilit
 import { resolveSpec, resolveTtlChange } from '../policy/resolve.js';
 import type { Policy } from '../policy/schema.js';
 import type { Runtime, SandboxHandle } from '../runtime/types.js';
-import type { Store } from '../store/store.js';
+import type { Store, StoredSandbox } from '../store/store.js';
 import type { DiskStore } from '../storage/disk-store.js';
 import { SnapshotFiles } from '../storage/snapshot-files.js';
 import type { VolumeStore } from '../storage/volume-store.js';
@@ -59,9 +59,11 @@ import { listDeliveries, type DeliveryFilter } from './manager/deliveries.js';
 import { cpuPercent, UsageSampler, type UsageSamplerOpts } from './manager/usage-sampler.js';
 import type { SandboxUsage, SandboxUsageReport, UsageOverview, UsageSample } from '../contract/usage.js';
 import { Desktops, type DesktopTarget } from './manager/desktops.js';
+import { ReplicaScope, type ReplicaIdentity } from './manager/replica.js';
 import { DESKTOP_VNC_PORT, type Desktop } from '../contract/desktop.js';
 
 export type { Caller, Scope } from './manager/access.js';
+export type { ReplicaIdentity } from './manager/replica.js';
 export { newExecId } from './manager/execs.js';
 export { newSandboxId } from './manager/lifecycle.js';
 
@@ -111,6 +113,11 @@ export interface ManagerOpts {
    * own tracer; src/observability/tracing.ts). @default Tracing.disabled()
    */
   tracing?: Tracing;
+  /**
+   * This daemon as a replica on a store others share (core/manager/replica.ts); absent: the store's
+   * only daemon, which owns every row.
+   */
+  replica?: ReplicaIdentity;
 }
 
 /** The manager's state, split by job; each part function takes from it only what it needs. */
@@ -135,6 +142,7 @@ interface Parts {
   events: LifecycleEvents | undefined;
   usage: UsageSampler;
   tracing: Tracing;
+  replica: ReplicaScope;
 }
 
 export class SandboxManager {
@@ -147,7 +155,8 @@ export class SandboxManager {
     const runtimes = new Runtimes(opts.runtimes);
     const inflight = new Inflight();
     const tracing = opts.tracing ?? Tracing.disabled();
-    const execs = new ExecRecorder({ store, logger, metrics, tailBytes: opts.historyTailBytes ?? 65536, tracing });
+    const replica = new ReplicaScope({ store, runtimes, logger, identity: opts.replica });
+    const execs = new ExecRecorder({ store, logger, metrics, tailBytes: opts.historyTailBytes ?? 65536, tracing, replica: replica.id });
     const pauses = new IdlePauses({ store, runtimes, logger, metrics, events: opts.events });
     this.parts = {
       policy,
@@ -157,7 +166,7 @@ export class SandboxManager {
       egress,
       disks: opts.disks,
       snapshotFiles: opts.disks ? new SnapshotFiles(opts.disks) : undefined,
-      volumes: opts.volumes ? new Volumes({ store, volumes: opts.volumes.store, files: opts.volumes.files, logger, inflight }) : undefined,
+      volumes: opts.volumes ? new Volumes({ store, volumes: opts.volumes.store, files: opts.volumes.files, logger, inflight, here: (id) => { const s = store.getSandbox(id); return !s || (replica.mine(s) && !replica.shared(s)); } }) : undefined,
       runtimes,
       inflight,
       pools: new WarmPools(),
@@ -168,8 +177,9 @@ export class SandboxManager {
       quotas: new QuotaLedger(policy, store),
       createGate: new CreateGate(opts.maxConcurrentCreates ?? 8, opts.createQueueLength ?? 32),
       events: opts.events,
-      usage: new UsageSampler({ store, runtimes, pauses, logger, metrics }, opts.usage),
+      usage: new UsageSampler({ store, runtimes, pauses, logger, metrics, reaches: (stored) => replica.reaches(stored) }, opts.usage),
       tracing,
+      replica,
     };
   }
 
@@ -180,7 +190,7 @@ export class SandboxManager {
   async openTerminal(id: string, req: OpenTerminalRequest, caller: Caller): Promise<Terminal> {
     need(caller, 'exec');
     const r = OpenTerminalRequestSchema.parse(req);
-    const stored = findRunning(this.parts.store, id, caller);
+    const stored = this.findReachable(id, caller);
     const rt = this.parts.runtimes.of(stored);
     if (!rt.openPty) throw new ConflictError(`the ${rt.name} runtime has no terminals`, { hint: 'use exec, or a sandbox of another runtime' });
     this.parts.terminals.checkRoom(id);
@@ -207,7 +217,7 @@ export class SandboxManager {
    */
   async openPort(id: string, port: number, caller: Caller): Promise<Duplex> {
     need(caller, 'exec');
-    const stored = findRunning(this.parts.store, id, caller);
+    const stored = this.findReachable(id, caller);
     const rt = this.parts.runtimes.of(stored);
     if (!rt.openPort) throw new ConflictError(`the ${rt.name} runtime cannot reach a sandbox's ports`, { hint: 'use a sandbox of another runtime' });
     markActive(this.parts.store, id);
@@ -228,7 +238,7 @@ export class SandboxManager {
    */
   async desktop(id: string, caller: Caller): Promise<Desktop> {
     need(caller, 'read');
-    const stored = findRunning(this.parts.store, id, caller);
+    const stored = this.findReachable(id, caller);
     return this.parts.desktops.status(this.desktopTarget(stored), this.parts.pauses.has(id));
   }
 
@@ -250,7 +260,7 @@ export class SandboxManager {
   /** Wake the sandbox and start its desktop unless it runs; the sandbox's record. */
   private async startDesktop(id: string, caller: Caller): Promise<ReturnType<typeof findRunning>> {
     need(caller, 'exec');
-    const stored = findRunning(this.parts.store, id, caller);
+    const stored = this.findReachable(id, caller);
     markActive(this.parts.store, id);
     await this.parts.pauses.wake(stored);
     await this.parts.inflight.track(
@@ -271,7 +281,7 @@ export class SandboxManager {
     need(caller, 'manage');
     const r = GrantPortAccessRequestSchema.parse(req);
     const p = PortNumberSchema.parse(port);
-    findRunning(this.parts.store, id, caller);
+    this.findReachable(id, caller);
     const now = new Date();
     const ttlMs = r.ttl !== undefined ? parseDuration(r.ttl) : r.public ? undefined : DEFAULT_TOKEN_TTL_MS;
     const expiresAt = ttlMs === undefined ? null : new Date(now.getTime() + ttlMs).toISOString();
@@ -310,7 +320,7 @@ export class SandboxManager {
   async pause(id: string, req: PauseRequest, caller: Caller): Promise<Sandbox> {
     need(caller, 'manage');
     const r = PauseRequestSchema.parse(req);
-    const stored = findRunning(this.parts.store, id, caller);
+    const stored = this.findReachable(id, caller);
     const rt = this.parts.runtimes.of(stored);
     await this.parts.pauses.pauseOnRequest(rt, stored, r.mode === 'hibernate' ? 'hibernated' : 'frozen');
     this.parts.store.audit({ tenant: caller.tenant, actor: caller.actor, action: 'pause', sandboxId: id, detail: { mode: r.mode } });
@@ -320,7 +330,7 @@ export class SandboxManager {
   /** Resume a paused sandbox now (a running one is left as it is). */
   async resume(id: string, caller: Caller): Promise<Sandbox> {
     need(caller, 'manage');
-    const stored = findRunning(this.parts.store, id, caller);
+    const stored = this.findReachable(id, caller);
     await this.parts.pauses.resumeOnRequest(stored);
     markActive(this.parts.store, id);
     return this.get(id, caller);
@@ -333,7 +343,7 @@ export class SandboxManager {
    */
   async usage(id: string, caller: Caller, windowMs = 250): Promise<SandboxUsage> {
     need(caller, 'read');
-    const stored = findRunning(this.parts.store, id, caller);
+    const stored = this.findReachable(id, caller);
     const rt = this.parts.runtimes.of(stored);
     const handle = handleOf(stored);
     const limits = stored.sandbox.limits;
@@ -370,7 +380,7 @@ export class SandboxManager {
    */
   async usageReport(id: string, caller: Caller): Promise<SandboxUsageReport> {
     need(caller, 'read');
-    const stored = findRunning(this.parts.store, id, caller);
+    const stored = this.findReachable(id, caller);
     const sampler = this.parts.usage;
     sampler.want([id]);
     const samples = [...sampler.samples(id)];
@@ -446,6 +456,7 @@ export class SandboxManager {
 
   /** Reconcile with what exists on the host, fill the warm pools, then start the reaper. */
   async start(): Promise<void> {
+    this.parts.replica.start();
     await reconcile(this.parts);
     await this.parts.volumes?.reconcile();
     await this.parts.pools.start(this.parts);
@@ -478,12 +489,17 @@ export class SandboxManager {
     this.parts.terminals.closeAll();
     await this.parts.inflight.settled();
     if (opts.sandboxes !== 'leave') {
+      // Only what this replica holds: another's host-local sandboxes are not ours to end, and shared
+      // ones are served on by the other replicas while any is alive.
+      const others = this.parts.replica.othersAlive();
       for (const stored of this.parts.store.listSandboxes({ states: ACTIVE })) {
+        if (this.parts.replica.shared(stored) ? others : !this.parts.replica.mine(stored)) continue;
         await endSandbox(this.parts, stored, 'stopped', 'daemon_stopped', 'daemon shutdown').catch(() => undefined);
       }
     }
     await this.parts.egress?.closeAll();
     for (const [, rt] of this.parts.runtimes.entries()) await rt.close();
+    this.parts.replica.stop();
   }
 
   /** The runtime for a name, probed once; a clear runtime_unavailable when it cannot work here. */
@@ -532,7 +548,7 @@ export class SandboxManager {
   /** Take a snapshot of a running sandbox's disk (its whole writable state). */
   async snapshot(id: string, req: CreateSnapshotRequest, caller: Caller): Promise<Snapshot> {
     need(caller, 'manage');
-    const stored = findRunning(this.parts.store, id, caller);
+    const stored = this.findReachable(id, caller);
     await this.parts.pauses.wake(stored);
     markActive(this.parts.store, id);
     return this.parts.inflight.track(takeSnapshot(this.parts, stored, req.name, caller, { memory: req.memory === true }));
@@ -563,7 +579,7 @@ export class SandboxManager {
    */
   async fork(id: string, req: ForkRequest, caller: Caller): Promise<Sandbox[]> {
     need(caller, 'manage');
-    const parent = findRunning(this.parts.store, id, caller);
+    const parent = this.findReachable(id, caller);
     await this.parts.pauses.wake(parent);
     markActive(this.parts.store, id);
     const t0 = performance.now();
@@ -612,7 +628,7 @@ export class SandboxManager {
    */
   execStream(id: string, req: ExecRequest, caller: Caller, signal?: AbortSignal, input?: Readable): { execId: string; events: AsyncIterable<ExecEvent> } {
     need(caller, 'exec');
-    const stored = findRunning(this.parts.store, id, caller);
+    const stored = this.findReachable(id, caller);
     this.parts.quotas.checkExecMinutes(caller.tenant);
     const exec = this.parts.execs.begin({ execId: newExecId(), sandboxId: id, tenant: caller.tenant, runtime: stored.sandbox.runtime, cmd: req.cmd, sandbox: stored.sandbox });
     const rt = this.parts.runtimes.of(stored);
@@ -654,7 +670,7 @@ export class SandboxManager {
   /** A running sandbox about to be entered for a file operation: checked, marked active, thawed. */
   private async enterForFiles(id: string, caller: Caller, span: Span): Promise<{ rt: Runtime; handle: SandboxHandle }> {
     need(caller, 'files');
-    const stored = findRunning(this.parts.store, id, caller);
+    const stored = this.findReachable(id, caller);
     if (span.isRecording()) span.setAttributes(sandboxAttributes(stored.sandbox));
     markActive(this.parts.store, id);
     await this.parts.pauses.wake(stored);
@@ -725,13 +741,13 @@ export class SandboxManager {
   /** A running sandbox's processes as seen inside it, each with the exec that started it (null: its init, agentbox's own). */
   async processes(id: string, caller: Caller): Promise<ProcessInfo[]> {
     need(caller, 'read');
-    return listProcesses(this.parts, findRunning(this.parts.store, id, caller));
+    return listProcesses(this.parts, this.findReachable(id, caller));
   }
 
   /** Signal one process of a running sandbox (TERM unless asked); PID 1 is refused (forbidden), an unknown pid is not_found. */
   async killProcess(id: string, pid: number, req: KillProcessRequest, caller: Caller): Promise<KillResult> {
     need(caller, 'exec');
-    const stored = findRunning(this.parts.store, id, caller);
+    const stored = this.findReachable(id, caller);
     return this.parts.inflight.track(killProcess(this.parts, stored, pid, req.signal ?? 'TERM', caller));
   }
 
@@ -749,6 +765,7 @@ export class SandboxManager {
   async stop(id: string, caller: Caller): Promise<Sandbox> {
     need(caller, 'manage');
     const stored = findSandbox(this.parts.store, id, caller);
+    if (ACTIVE.includes(stored.sandbox.state)) this.parts.replica.requireReach(stored);
     if (ACTIVE.includes(stored.sandbox.state)) await endSandbox(this.parts, stored, 'stopped', 'stopped', caller.actor);
     return findSandbox(this.parts.store, id, caller).sandbox;
   }
@@ -757,13 +774,22 @@ export class SandboxManager {
     need(caller, 'manage');
     const stored = findSandbox(this.parts.store, id, caller);
     if (stored.sandbox.state === 'deleted') return stored.sandbox;
+    if (ACTIVE.includes(stored.sandbox.state)) this.parts.replica.requireReach(stored);
     await endSandbox(this.parts, stored, 'deleted', stored.sandbox.endReason ?? 'deleted', caller.actor);
     return findSandbox(this.parts.store, id, caller).sandbox;
   }
 
   /** One pass of the reaper: ttl, idle timeout, sandboxes that died on their own, idle ones to pause. */
   async reapOnce(): Promise<void> {
+    this.parts.replica.beat();
     await reapPass(this.parts);
+  }
+
+  /** A running sandbox the caller sees and this replica can enter (replica.ts); else not_found or a conflict. */
+  private findReachable(id: string, caller: Caller): StoredSandbox {
+    const stored = findRunning(this.parts.store, id, caller);
+    this.parts.replica.requireReach(stored);
+    return stored;
   }
 
   /** Whether the reaper froze this sandbox for idleness. */
@@ -785,7 +811,7 @@ export class SandboxManager {
   /** Approve one more host for a running sandbox, within what its profile allows (see approveEgressHost). */
   allowEgress(id: string, host: string, caller: Caller): Sandbox {
     need(caller, 'manage');
-    return approveEgressHost(this.parts, findRunning(this.parts.store, id, caller).sandbox, host, caller);
+    return approveEgressHost(this.parts, this.findReachable(id, caller).sandbox, host, caller);
   }
 
   /** The caller's tenant's webhook deliveries, newest first (a label-scoped token: only its sandboxes'). */

@@ -10,7 +10,7 @@ import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { resolvePaths, helperPath, socketBaseDir, VERSION, type Paths } from '../core/config.js';
 import { BadRequestError } from '../contract/errors.js';
-import { SandboxManager } from '../core/manager.js';
+import { SandboxManager, type ReplicaIdentity } from '../core/manager.js';
 import type { RuntimeName } from '../contract/model.js';
 import { ImageStore } from '../images/image-store.js';
 import { DiskStore } from '../storage/disk-store.js';
@@ -37,6 +37,7 @@ import { EnvdTokens } from '../e2b/envd-token.js';
 import { createE2bSurface } from '../e2b/surface.js';
 import { PortProxy } from '../api/port-proxy.js';
 import { HomeLock, type DaemonRecord } from './home-lock.js';
+import { replicaIdentity } from './replica-identity.js';
 import { resolveWebhookTargets } from '../webhooks/targets.js';
 import { WebhookDispatcher, type DeliveryOpts } from '../webhooks/dispatcher.js';
 
@@ -140,7 +141,9 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   const record = (tcp: DaemonRecord['tcp'], listening: boolean): DaemonRecord => ({ pid: process.pid, version, build, startedAt: startedAt.toISOString(), socket: listening ? socketPath : null, tcp });
   lock.publish(record(null, false));
   let store: Store;
+  let replica: ReplicaIdentity;
   try {
+    replica = replicaIdentity(paths.home, env);
     store = Store.open(paths.db);
   } catch (err) {
     lock.release();
@@ -188,6 +191,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     logger: opts.logger,
     events: webhooks,
     tracing,
+    replica,
     ...(opts.reapIntervalMs ? { reapIntervalMs: opts.reapIntervalMs } : {}),
     ...(opts.maxConcurrentCreates ? { maxConcurrentCreates: opts.maxConcurrentCreates } : {}),
     ...(opts.createQueueLength !== undefined ? { createQueueLength: opts.createQueueLength } : {}),

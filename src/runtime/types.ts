@@ -174,6 +174,12 @@ export interface Runtime {
   withDiskFrozen?<T>(handle: SandboxHandle, fn: () => Promise<T>): Promise<T>;
   /** Capability: sandboxes with a writable root (RuntimeSpec `writableRoot`). */
   readonly writableRoot?: boolean;
+  /**
+   * Capability: its sandboxes live where every daemon replica on the same store reaches them (a
+   * cluster), so any replica serves them. Without it a sandbox lives on the host of the replica that
+   * created it, and only that replica enters it (core/manager/replica.ts).
+   */
+  readonly shared?: boolean;
 
   /** Cheap check that the driver can work on this host; never throws, never hangs. */
   probe(): Promise<ProbeResult>;

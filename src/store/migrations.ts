@@ -7,6 +7,7 @@ import { InternalError } from '../contract/errors.js';
 import { VOLUMES_SQL } from './volumes.js';
 import { PORT_ACCESS_SQL } from './port-access.js';
 import { WEBHOOK_DELIVERIES_SQL } from './webhook-deliveries.js';
+import { REPLICAS_SQL } from './replicas.js';
 
 export interface Migration {
   version: number;
@@ -151,6 +152,7 @@ export const MIGRATIONS: readonly Migration[] = [
     sql: PORT_ACCESS_SQL,
   },
   { version: 9, name: 'webhook deliveries (the log and the queue)', sql: WEBHOOK_DELIVERIES_SQL },
+  { version: 10, name: 'daemon replicas on one store: who created and runs what, heartbeats, leases', sql: REPLICAS_SQL },
 ];
 
 export function schemaVersion(db: Database.Database): number {

@@ -12,6 +12,11 @@ export interface StoredSandbox {
   /** The driver's opaque handle data (set after create), null before. */
   runtimeData: unknown | null;
   idleTimeoutMs: number | null;
+  /**
+   * The daemon replica that created it (ARCHITECTURE.md, "Replicas"); null for a row from before
+   * replicas were recorded, or from a daemon that has no identity (tests): owned by whoever opens the store.
+   */
+  replica: string | null;
 }
 
 export interface StoredExec {
@@ -64,6 +69,7 @@ export interface SandboxRow {
   ended_at: string | null;
   end_reason: string | null;
   ended_by: string | null;
+  replica: string | null;
 }
 
 /** The columns written by insertSandbox (the rest start NULL). */
@@ -98,8 +104,9 @@ export interface AuditRow {
 
 const CmdSchema = z.array(z.string());
 
-export function sandboxToRow(sb: Sandbox, spec: SandboxSpec, idleTimeoutMs: number | null): NewSandboxRow {
+export function sandboxToRow(sb: Sandbox, spec: SandboxSpec, idleTimeoutMs: number | null, replica: string | null): NewSandboxRow {
   return {
+    replica,
     id: sb.id,
     tenant: sb.tenant,
     image: sb.image,
@@ -145,6 +152,7 @@ export function toStoredSandbox(row: SandboxRow): StoredSandbox {
       spec,
       runtimeData: row.runtime_data_json === null ? null : (JSON.parse(row.runtime_data_json) as unknown),
       idleTimeoutMs: row.idle_timeout_ms,
+      replica: row.replica ?? null,
     };
   });
 }

@@ -77,9 +77,9 @@ export class SnapshotRecords {
     return this.list.all({ tenant }).map(fromRow);
   }
 
-  /** Rows a daemon left half-made when it died. */
-  unfinished(): string[] {
-    return this.creatingRows.all().map((r) => r.id);
+  /** Rows a daemon left half-made when it died (or being made now, by another replica), with their sandbox. */
+  unfinished(): { id: string; sandboxId: string }[] {
+    return this.creatingRows.all().map((r) => ({ id: r.id, sandboxId: r.sandbox_id }));
   }
 
   allIds(): Set<string> {

@@ -53,10 +53,10 @@ export interface Statements {
   countByState: Stmt<[], { state: string; n: number }>;
   purgeExecs: Stmt<[olderThan: string]>;
   purgeSandboxes: Stmt<[olderThan: string]>;
-  insertExec: Stmt<[id: string, sandboxId: string, tenant: string, cmdJson: string, startedAt: string]>;
+  insertExec: Stmt<[id: string, sandboxId: string, tenant: string, cmdJson: string, startedAt: string, replica: string | null]>;
   trimExecs: Stmt<[{ sandboxId: string; keep: number }]>;
   finishExec: Stmt<[FinishExecParams]>;
-  loseUnfinishedExecs: Stmt<[endedAt: string]>;
+  loseUnfinishedExecs: Stmt<[{ endedAt: string; replica: string | null; unnamed: 0 | 1 }]>;
   getExec: Stmt<[sandboxId: string, execId: string], ExecRow>;
   listExecs: Stmt<[sandboxId: string, limit: number], ExecRow>;
   audit: Stmt<[at: string, tenant: string | null, actor: string | null, action: string, sandboxId: string | null, detailJson: string | null]>;
@@ -71,9 +71,9 @@ export function prepareStatements(db: Database.Database): Statements {
   return {
     insertSandbox: prepare(`
       INSERT INTO sandboxes (id, tenant, image, profile, runtime, isolation, state, limits_json, egress_json, labels_json,
-        spec_json, created_at, expires_at, last_active_at, idle_timeout_ms)
+        spec_json, created_at, expires_at, last_active_at, idle_timeout_ms, replica)
       VALUES (@id, @tenant, @image, @profile, @runtime, @isolation, @state, @limits_json, @egress_json, @labels_json,
-        @spec_json, @created_at, @expires_at, @last_active_at, @idle_timeout_ms)`),
+        @spec_json, @created_at, @expires_at, @last_active_at, @idle_timeout_ms, @replica)`),
     getSandbox: prepare('SELECT * FROM sandboxes WHERE id = ?'),
     // Labels are compared key by key through json_each, so keys need no quoting inside a JSON path.
     listSandboxes: prepare(`
@@ -108,7 +108,7 @@ export function prepareStatements(db: Database.Database): Statements {
     purgeSandboxes: prepare('DELETE FROM sandboxes WHERE ended_at IS NOT NULL AND ended_at < ?'),
 
     insertExec: prepare(
-      'INSERT INTO execs (id, sandbox_id, tenant, cmd_json, started_at) VALUES (?, ?, ?, ?, ?)',
+      'INSERT INTO execs (id, sandbox_id, tenant, cmd_json, started_at, replica) VALUES (?, ?, ?, ?, ?, ?)',
     ),
     // Keeps the newest `keep` execs of the sandbox (rowid breaks ties between equal start times).
     trimExecs: prepare(`
@@ -118,7 +118,10 @@ export function prepareStatements(db: Database.Database): Statements {
       UPDATE execs SET exit_code = @exitCode, timed_out = @timedOut, oom_killed = @oomKilled, truncated = @truncated,
         duration_ms = @durationMs, ended_at = @endedAt, stdout_tail = @stdoutTail, stderr_tail = @stderrTail
       WHERE id = @id AND lost = 0`),
-    loseUnfinishedExecs: prepare('UPDATE execs SET lost = 1, ended_at = ? WHERE ended_at IS NULL'),
+    // Only the execs of one replica (and, with unnamed, those of none): another replica's may still be running.
+    loseUnfinishedExecs: prepare(`
+      UPDATE execs SET lost = 1, ended_at = @endedAt
+      WHERE ended_at IS NULL AND (@replica IS NULL OR replica = @replica OR (@unnamed = 1 AND replica IS NULL))`),
     getExec: prepare('SELECT * FROM execs WHERE sandbox_id = ? AND id = ?'),
     listExecs: prepare(
       'SELECT * FROM execs WHERE sandbox_id = ? ORDER BY started_at DESC, rowid DESC LIMIT ?',

@@ -25,6 +25,7 @@ import { prepareStatements, type Statements } from './statements.js';
 import { VolumeRows } from './volumes.js';
 import { PortAccessRows } from './port-access.js';
 import { WebhookDeliveries } from './webhook-deliveries.js';
+import { ReplicaRows } from './replicas.js';
 
 export type { AuditEntry, StoredExec, StoredSandbox } from './rows.js';
 
@@ -49,6 +50,8 @@ export interface NewExec {
   tenant: string;
   cmd: string[];
   startedAt: string;
+  /** The daemon replica running it (null: none named). */
+  replica?: string | null;
 }
 
 export interface ExecOutcome {
@@ -94,6 +97,8 @@ export class Store {
   readonly portAccess: PortAccessRows;
   /** Webhook deliveries: the log the tenant reads and the sender's queue. */
   readonly webhooks: WebhookDeliveries;
+  /** Daemon replicas sharing this store, and their leases. */
+  readonly replicas: ReplicaRows;
 
   private constructor(db: Database.Database, opts: StoreOpts) {
     const keep = opts.execsPerSandbox ?? 100;
@@ -106,6 +111,7 @@ export class Store {
     this.volumes = new VolumeRows(db);
     this.portAccess = new PortAccessRows(db);
     this.webhooks = new WebhookDeliveries(db);
+    this.replicas = new ReplicaRows(db);
   }
 
   /**
@@ -142,8 +148,9 @@ export class Store {
 
   // --- sandboxes ---
 
-  insertSandbox(sb: Sandbox, spec: SandboxSpec, idleTimeoutMs: number | null): void {
-    this.stmts.insertSandbox.run(sandboxToRow(sb, spec, idleTimeoutMs));
+  /** REPLICA: the daemon replica creating it (null: none named). */
+  insertSandbox(sb: Sandbox, spec: SandboxSpec, idleTimeoutMs: number | null, replica: string | null = null): void {
+    this.stmts.insertSandbox.run(sandboxToRow(sb, spec, idleTimeoutMs, replica));
   }
 
   getSandbox(id: string): StoredSandbox | undefined {
@@ -220,7 +227,7 @@ export class Store {
   /** Records a started exec and drops the sandbox's oldest ones beyond execsPerSandbox, atomically. */
   insertExec(e: NewExec): void {
     this.db.transaction(() => {
-      this.stmts.insertExec.run(e.id, e.sandboxId, e.tenant, JSON.stringify(e.cmd), e.startedAt);
+      this.stmts.insertExec.run(e.id, e.sandboxId, e.tenant, JSON.stringify(e.cmd), e.startedAt, e.replica ?? null);
       this.stmts.trimExecs.run({ sandboxId: e.sandboxId, keep: this.execsPerSandbox });
     })();
   }
@@ -240,11 +247,13 @@ export class Store {
   }
 
   /**
-   * Execs whose row says they still run, at the start of a daemon (which holds the home's lock, so no
-   * other daemon runs them): their daemon died meanwhile. Each is marked lost, ended now; returns how many.
+   * Execs whose row says they still run, at the start of a daemon: their daemon died meanwhile. Each is
+   * marked lost, ended now; returns how many. With REPLICA, only that replica's, and those of no replica
+   * unless `unnamed` is false: other replicas on the same database may be running theirs. Without, every
+   * one (a home's only daemon).
    */
-  loseUnfinishedExecs(at: string): number {
-    return this.stmts.loseUnfinishedExecs.run(at).changes;
+  loseUnfinishedExecs(at: string, replica: string | null = null, opts: { unnamed?: boolean } = {}): number {
+    return this.stmts.loseUnfinishedExecs.run({ endedAt: at, replica, unnamed: opts.unnamed === false ? 0 : 1 }).changes;
   }
 
   getExec(sandboxId: string, execId: string): StoredExec | undefined {

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { EgressService } from '../../egress/service.js';
 import { resolveEgressApproval } from '../../policy/resolve.js';
 import type { Policy } from '../../policy/schema.js';
-import type { Store } from '../../store/store.js';
+import type { Store, StoredSandbox } from '../../store/store.js';
 import { ConflictError, RuntimeUnavailableError } from '../../contract/errors.js';
 import type { DeniedHost, Egress, EgressEvent, Sandbox } from '../../contract/model.js';
 import type { Caller } from './access.js';
@@ -70,11 +70,17 @@ export function approveEgressHost(
  * sandbox binds the directory, so the new socket appears inside); directories of the gone are
  * removed. Returns the ids whose proxy could not be reopened.
  */
-export async function reconcileEgress(d: { store: Store; egress?: EgressService | undefined; logger: Logger }): Promise<string[]> {
+export async function reconcileEgress(d: {
+  store: Store;
+  egress?: EgressService | undefined;
+  logger: Logger;
+  /** Whether this daemon runs the sandbox's proxy (replica.ts: its own host-local ones). @default all */
+  here?: ((stored: StoredSandbox) => boolean) | undefined;
+}): Promise<string[]> {
   const egress = d.egress;
   if (!egress) return [];
   const failed: string[] = [];
-  const sandboxes = d.store.listSandboxes({ states: ACTIVE });
+  const sandboxes = d.store.listSandboxes({ states: ACTIVE }).filter((s) => !d.here || d.here(s));
   for (const { sandbox } of sandboxes) {
     if (sandbox.egress.mode === 'none') continue;
     await egress.open(sandbox).catch((err: unknown) => {

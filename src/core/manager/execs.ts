@@ -47,6 +47,8 @@ export interface ExecRecorderOpts {
   tailBytes: number;
   /** Each exec is a `sandbox.exec` span. @default Tracing.disabled() */
   tracing?: Tracing | undefined;
+  /** The replica whose execs these are (replica.ts), recorded on each; null: none named. */
+  replica?: string | null | undefined;
 }
 
 /** An exec whose row is stored and whose command has not started yet. */
@@ -73,7 +75,7 @@ export class ExecRecorder {
   begin(exec: { execId: string; sandboxId: string; tenant: string; runtime?: string; cmd: string[]; sandbox?: { runtime: string; isolation: string } }): BegunExec {
     const startedAt = new Date();
     markActive(this.opts.store, exec.sandboxId);
-    this.opts.store.insertExec({ id: exec.execId, sandboxId: exec.sandboxId, tenant: exec.tenant, cmd: exec.cmd, startedAt: startedAt.toISOString() });
+    this.opts.store.insertExec({ id: exec.execId, sandboxId: exec.sandboxId, tenant: exec.tenant, cmd: exec.cmd, startedAt: startedAt.toISOString(), replica: this.opts.replica ?? null });
     return { execId: exec.execId, sandboxId: exec.sandboxId, tenant: exec.tenant, runtime: exec.runtime ?? exec.sandbox?.runtime ?? 'unknown', startedAt, cmd: exec.cmd, ...(exec.sandbox ? { sandbox: exec.sandbox } : {}) };
   }
 

@@ -19,6 +19,7 @@ import type { WarmPools } from './pools.js';
 import { handleOf, type Runtimes } from './runtimes.js';
 import type { Volumes } from './volumes.js';
 import type { UsageSampler } from './usage-sampler.js';
+import type { ReplicaScope } from './replica.js';
 
 /** States in which a sandbox holds host resources and counts against quotas. */
 export const ACTIVE: SandboxState[] = ['creating', 'running'];
@@ -38,7 +39,7 @@ export function markActive(store: Store, id: string): void {
  * then on. A failed create leaves the row failed with reason create_failed and nothing on the host.
  */
 export async function createSandbox(
-  d: { store: Store; runtimes: Runtimes; pools: WarmPools; inflight: Inflight; logger: Logger; metrics?: Metrics | undefined; volumes?: Volumes | undefined; events?: LifecycleEvents | undefined; tracing?: Tracing | undefined },
+  d: { store: Store; runtimes: Runtimes; pools: WarmPools; inflight: Inflight; logger: Logger; metrics?: Metrics | undefined; volumes?: Volumes | undefined; events?: LifecycleEvents | undefined; tracing?: Tracing | undefined; replica?: ReplicaScope | undefined },
   spec: SandboxSpec,
   egress: EgressService | undefined,
   caller: Caller,
@@ -86,7 +87,7 @@ export async function createSandbox(
     ...(spec.volumes?.length ? { volumes: spec.volumes } : {}),
   };
   const store = d.store;
-  store.insertSandbox(sandbox, spec, spec.idleTimeoutMs);
+  store.insertSandbox(sandbox, spec, spec.idleTimeoutMs, d.replica?.id ?? null);
   // The stored row counts against the quota from here on.
   unreserve();
   const log = d.logger.child({ sandbox_id: spec.id, tenant: spec.tenant });

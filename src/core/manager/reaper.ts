@@ -17,6 +17,7 @@ import { ACTIVE, endSandbox, type IdlePauses } from './lifecycle.js';
 import { handleOf, type Runtimes } from './runtimes.js';
 import type { Volumes } from './volumes.js';
 import type { LifecycleEvents } from '../lifecycle-events.js';
+import type { ReplicaScope } from './replica.js';
 
 export interface ReaperDeps {
   store: Store;
@@ -29,12 +30,20 @@ export interface ReaperDeps {
   volumes?: Volumes | undefined;
   /** Told of each sandbox the reaper ends. */
   events?: LifecycleEvents | undefined;
+  /** Which sandboxes are this replica's to look after. */
+  replica: ReplicaScope;
 }
 
-/** One pass of the reaper over the running sandboxes: ttl, idle timeout, lost in the runtime, pauseAfter. */
+/**
+ * One pass of the reaper over the running sandboxes this replica looks after (replica.ts: its own
+ * host-local ones; shared ones while it holds the lease): ttl, idle timeout, lost in the runtime, pauseAfter.
+ */
 export async function reapPass(d: ReaperDeps): Promise<void> {
   const now = Date.now();
+  const leads = d.replica.leads(new Date(now));
+  if (leads) d.replica.buryStale(now);
   for (const stored of d.store.listSandboxes({ states: ['running'] })) {
+    if (!d.replica.tends(stored, leads)) continue;
     const sb = stored.sandbox;
     if (sb.expiresAt && Date.parse(sb.expiresAt) <= now) {
       await endSandbox(d, stored, 'stopped', 'ttl_expired', 'reaper');
@@ -52,7 +61,8 @@ export async function reapPass(d: ReaperDeps): Promise<void> {
       continue;
     }
     const pauseAfter = stored.spec.pauseAfterMs;
-    if (rt && pauseAfter && !d.pauses.has(sb.id) && !d.execs.busy(sb.id) && Date.parse(sb.lastActiveAt) + pauseAfter <= now) {
+    // Not a shared one: which sandboxes are paused is each replica's own memory, and the others would enter it frozen.
+    if (rt && pauseAfter && !d.replica.shared(stored) && !d.pauses.has(sb.id) && !d.execs.busy(sb.id) && Date.parse(sb.lastActiveAt) + pauseAfter <= now) {
       await d.pauses.pause(rt, stored);
     }
   }
@@ -78,10 +88,14 @@ export async function reconcile(d: {
   logger: Logger;
   metrics?: Metrics | undefined;
   events?: LifecycleEvents | undefined;
+  replica: ReplicaScope;
 }): Promise<void> {
   const store = d.store;
   const t0 = performance.now();
-  const lostExecs = store.loseUnfinishedExecs(new Date().toISOString());
+  const lostExecs = store.loseUnfinishedExecs(new Date().toISOString(), d.replica.id);
+  const leads = d.replica.leads();
+  // This replica's to take over: its own host-local sandboxes; shared ones are the leader's.
+  const tended = (stored: StoredSandbox): boolean => d.replica.tends(stored, leads);
   if (lostExecs > 0) d.logger.warn({ execs: lostExecs }, 'execs that ran when the last daemon stopped are recorded as lost');
   const end = async (stored: StoredSandbox, reason: EndReason, rt: Runtime | undefined): Promise<void> => {
     await rt?.reap(stored.sandbox.id).catch((err: unknown) => d.logger.error({ sandbox_id: stored.sandbox.id, err }, 'could not reap'));
@@ -93,7 +107,9 @@ export async function reconcile(d: {
       d.logger.warn({ runtime: name, reason: probe.reason }, 'runtime unavailable at start');
       continue;
     }
-    const objects = await rt.list();
+    // Host objects of a shared runtime are every replica's: a pool member or a create under way on
+    // another replica has no active row yet, so only host-local objects are reaped as orphans here.
+    const objects = rt.shared ? [] : await rt.list();
     const known = new Set(store.listSandboxes({ states: ACTIVE }).filter((s) => s.sandbox.runtime === name).map((s) => s.sandbox.id));
     for (const obj of objects) {
       if (known.has(obj.id) && obj.alive) continue;
@@ -105,6 +121,8 @@ export async function reconcile(d: {
     }
     for (const stored of store.listSandboxes({ states: ACTIVE }).filter((s) => s.sandbox.runtime === name)) {
       const id = stored.sandbox.id;
+      // A create under way elsewhere looks like one this daemon died in: only the replica that made it knows.
+      if (stored.sandbox.state === 'creating' ? !d.replica.mine(stored) : !tended(stored)) continue;
       if (stored.sandbox.state === 'creating' || !stored.runtimeData) {
         await end(stored, 'create_failed', rt);
         continue;
@@ -125,15 +143,15 @@ export async function reconcile(d: {
       else if (status.paused) d.pauses.adopt(id, 'frozen');
     }
   }
-  for (const id of await reconcileEgress(d)) {
+  for (const id of await reconcileEgress({ ...d, here: (stored) => d.replica.mine(stored) && !d.replica.shared(stored) })) {
     const stored = store.getSandbox(id);
     if (stored && ACTIVE.includes(stored.sandbox.state)) {
       await end(stored, 'adopt_failed', d.runtimes.find(stored.sandbox.runtime));
     }
   }
   await reconcileDisks(d);
-  await reconcileSnapshots(d);
-  const active = store.listSandboxes({ states: ACTIVE }).length;
+  await reconcileSnapshots({ ...d, mine: (sandboxId) => { const s = store.getSandbox(sandboxId); return !s || d.replica.mine(s); } });
+  const active = store.listSandboxes({ states: ACTIVE }).filter(tended).length;
   d.logger.info({ active, paused: d.pauses.size, lost_execs: lostExecs, ms: Math.round(performance.now() - t0) }, 'reconciled with the host');
 }
 

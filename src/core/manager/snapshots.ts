@@ -240,11 +240,19 @@ export async function memoryForkSource(d: SnapshotDeps, parent: StoredSandbox): 
 }
 
 /** After a restart: half-made snapshots (rows and files) and scratch clones are removed. */
-export async function reconcileSnapshots(d: { store: Store; disks?: DiskStore | undefined; snapshotFiles?: SnapshotFiles | undefined; logger: Logger }): Promise<void> {
+export async function reconcileSnapshots(d: {
+  store: Store;
+  disks?: DiskStore | undefined;
+  snapshotFiles?: SnapshotFiles | undefined;
+  logger: Logger;
+  /** Whether a sandbox's snapshots are taken by this daemon (replica.ts); another replica may be taking one now. @default all */
+  mine?: ((sandboxId: string) => boolean) | undefined;
+}): Promise<void> {
   if (!d.disks?.exists() || !d.snapshotFiles) return;
   await d.disks.open();
   await d.disks.clearScratch();
-  for (const id of d.store.snapshots.unfinished()) {
+  for (const { id, sandboxId } of d.store.snapshots.unfinished()) {
+    if (d.mine && !d.mine(sandboxId)) continue;
     d.store.snapshots.remove(id);
     d.logger.warn({ snapshot: id }, 'removed a snapshot that was not finished when the daemon stopped');
   }

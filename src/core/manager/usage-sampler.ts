@@ -55,7 +55,15 @@ export class UsageSampler {
   private ticking: Promise<void> | undefined;
 
   constructor(
-    private readonly d: { store: Store; runtimes: Runtimes; pauses: IdlePauses; logger: Logger; metrics?: Metrics | undefined },
+    private readonly d: {
+      store: Store;
+      runtimes: Runtimes;
+      pauses: IdlePauses;
+      logger: Logger;
+      metrics?: Metrics | undefined;
+      /** Whether this replica can read the sandbox (replica.ts); another replica's host-local ones are its own to sample. @default all */
+      reaches?: ((stored: StoredSandbox) => boolean) | undefined;
+    },
     opts: UsageSamplerOpts = {},
   ) {
     this.intervalMs = Math.max(50, opts.intervalMs ?? 2000);
@@ -128,6 +136,7 @@ export class UsageSampler {
     const keep = new Set<string>();
     if (this.perSandbox) {
       for (const stored of this.d.store.listSandboxes({ states: ['running'] })) {
+        if (this.d.reaches && !this.d.reaches(stored)) continue;
         const id = stored.sandbox.id;
         keep.add(id);
         const ring = this.rings.get(id);
@@ -137,7 +146,7 @@ export class UsageSampler {
     } else {
       for (const id of this.wanted.keys()) {
         const stored = this.d.store.getSandbox(id);
-        if (stored?.sandbox.state !== 'running') continue;
+        if (stored?.sandbox.state !== 'running' || (this.d.reaches && !this.d.reaches(stored))) continue;
         keep.add(id);
         out.push(stored);
       }

@@ -33,6 +33,8 @@ export interface VolumeFileOps {
 }
 
 export interface VolumesDeps {
+  /** Whether a sandbox runs on this daemon's host (replica.ts). @default all */
+  here?: ((sandboxId: string) => boolean) | undefined;
   store: Store;
   volumes: VolumeStore;
   files: VolumeFileOps;
@@ -200,6 +202,8 @@ export class Volumes {
     await this.d.volumes.open();
     this.users.clear();
     for (const m of this.d.store.volumes.activeMounts()) {
+      // Another replica's sandboxes mount volumes of its own host.
+      if (this.d.here && !this.d.here(m.sandboxId)) continue;
       const set = this.users.get(m.volumeId) ?? new Set<string>();
       set.add(m.sandboxId);
       this.users.set(m.volumeId, set);

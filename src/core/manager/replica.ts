@@ -1,0 +1,126 @@
+/**
+ * This daemon as one replica of several on a shared store (ARCHITECTURE.md, "Replicas").
+ *
+ * A sandbox of a host-local runtime (local, docker, microvm) lives on the host of the replica that
+ * created it: only that replica enters it, reconciles it, reaps it or ends it when it stops; the others
+ * list and inspect it from the store and refuse the rest with a conflict naming the replica. A sandbox
+ * of a shared runtime (`Runtime.shared`: a cluster) is served by every replica, and the jobs that must
+ * run once (its reaper) run on the replica that holds the `reaper` lease.
+ *
+ * Without an identity (tests that build a manager on a bare store) there is one replica: everything is its own.
+ */
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import { ConflictError } from '../../contract/errors.js';
+import type { Store, StoredSandbox } from '../../store/store.js';
+import type { Runtimes } from './runtimes.js';
+
+export interface ReplicaIdentity {
+  /** Stable across restarts of this replica (kept in its home, or AGENTBOX_REPLICA_ID). */
+  id: string;
+  /** Where the others' clients reach this replica's API (AGENTBOX_ADVERTISE_URL), for their hints. */
+  url?: string | undefined;
+}
+
+/** How long the reaper lease lasts without renewal; renewed on each reaper pass. */
+const LEASE_MS = 15_000;
+/** A replica unseen this long is taken for dead: the leader records its unfinished execs as lost. */
+export const REPLICA_STALE_MS = 60_000;
+
+export class ReplicaScope {
+  constructor(private readonly d: { store: Store; runtimes: Runtimes; logger: Logger; identity?: ReplicaIdentity | undefined }) {}
+
+  /** This replica's id, null without an identity. */
+  get id(): string | null {
+    return this.d.identity?.id ?? null;
+  }
+
+  /** Created by this replica (or by none named: a row from before replicas, or a single anonymous daemon). */
+  mine(stored: StoredSandbox): boolean {
+    return stored.replica === null || this.id === null || stored.replica === this.id;
+  }
+
+  /** Its runtime is one every replica reaches. */
+  shared(stored: StoredSandbox): boolean {
+    return this.d.runtimes.find(stored.sandbox.runtime)?.shared === true;
+  }
+
+  /** This replica may enter it (run, read, write, end). */
+  reaches(stored: StoredSandbox): boolean {
+    return this.mine(stored) || this.shared(stored);
+  }
+
+  /**
+   * Whether this replica should look after it in the periodic and start-up passes: its own host-local
+   * sandboxes always, shared ones while it leads (LEADS: the caller's `leads()` of this pass).
+   */
+  tends(stored: StoredSandbox, leads: boolean): boolean {
+    return this.shared(stored) ? leads : this.mine(stored);
+  }
+
+  /** A conflict naming the replica that holds it, unless this replica reaches it. */
+  requireReach(stored: StoredSandbox): void {
+    if (this.reaches(stored)) return;
+    const owner = stored.replica ?? 'another replica';
+    const url = this.d.store.replicas.get(owner)?.url;
+    throw new ConflictError(`sandbox ${stored.sandbox.id} runs on replica ${owner}, on another host (its runtime, ${stored.sandbox.runtime}, is local to that host)`, {
+      hint: url ? `send this request to ${url}` : 'send this request to that replica (it can say where with AGENTBOX_ADVERTISE_URL), or use a shared runtime such as kubernetes',
+    });
+  }
+
+  /** Say this replica has started (a new row, or its old one renewed). */
+  start(): void {
+    if (!this.d.identity) return;
+    this.d.store.replicas.heartbeat(this.record(this.d.identity), new Date().toISOString(), true);
+  }
+
+  /** Still alive (each reaper pass). */
+  beat(): void {
+    if (!this.d.identity) return;
+    this.d.store.replicas.heartbeat(this.record(this.d.identity), new Date().toISOString(), false);
+  }
+
+  /**
+   * Whether this replica runs the once-across-replicas jobs now: it takes or renews the lease (one
+   * atomic statement), so two replicas never both lead. Without an identity, always.
+   */
+  leads(now = new Date()): boolean {
+    const id = this.id;
+    return id === null || this.d.store.replicas.tryLease('reaper', id, now, LEASE_MS);
+  }
+
+  /** Whether another replica has been seen lately (then shared sandboxes outlive this one's stop). */
+  othersAlive(now = Date.now()): boolean {
+    const id = this.id;
+    if (id === null) return false;
+    return this.d.store.replicas.list().some((r) => r.id !== id && Date.parse(r.seenAt) > now - REPLICA_STALE_MS);
+  }
+
+  /**
+   * The leader's part: replicas unseen for REPLICA_STALE_MS died; the execs they ran are recorded as
+   * lost (their results will never come) and their rows dropped. Their host-local sandboxes are left
+   * for them: a replica that comes back on the same home adopts its own.
+   */
+  buryStale(now = Date.now()): void {
+    const id = this.id;
+    if (id === null) return;
+    for (const r of this.d.store.replicas.list()) {
+      if (r.id === id || Date.parse(r.seenAt) > now - REPLICA_STALE_MS) continue;
+      const lost = this.d.store.loseUnfinishedExecs(new Date(now).toISOString(), r.id, { unnamed: false });
+      this.d.store.replicas.remove(r.id);
+      this.d.logger.warn({ replica: r.id, host: r.host, seen_at: r.seenAt, lost_execs: lost }, 'a replica stopped answering: its unfinished execs are recorded as lost');
+    }
+  }
+
+  /** A clean stop: the lease goes back at once and the others stop counting this replica. */
+  stop(): void {
+    const id = this.id;
+    if (id === null) return;
+    this.d.store.replicas.releaseLease('reaper', id);
+    this.d.store.replicas.remove(id);
+  }
+
+  private record(identity: ReplicaIdentity): { id: string; url: string | null; host: string; pid: number } {
+    return { id: identity.id, url: identity.url ?? null, host: hostname(), pid: process.pid };
+  }
+}
