@@ -86,6 +86,11 @@ export class SandboxProxy {
     if (this.path) rmSync(this.path, { force: true });
   }
 
+  /** Serve a connection accepted elsewhere (the cluster proxy's listener), its head unread or put back. */
+  accept(socket: Socket): void {
+    this.server.emit('connection', socket);
+  }
+
   /** Tear down every open connection (e.g. the quota ran out); the listener stays. */
   dropConnections(): void {
     for (const s of this.sockets) s.destroy();

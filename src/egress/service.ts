@@ -58,8 +58,10 @@ export class EgressService {
   readonly baseDir: string;
   private readonly addresses: AddressRules;
   private readonly live = new Map<string, Entry>();
+  private readonly recorder: EgressRecorder;
 
   constructor(private readonly opts: EgressServiceOpts) {
+    this.recorder = new EgressRecorder(opts);
     this.baseDir = socketBaseDir(opts.home, 'egress');
     mkdirSync(this.baseDir, { recursive: true, mode: 0o700 });
     this.addresses = new AddressRules(opts.policy.allowRanges);
@@ -99,53 +101,13 @@ export class EgressService {
         state.bytesUsed += n;
         if (state.bytesUsed > quotaBytes) proxy.dropConnections();
       },
-      record: (a) => this.record(sb.id, sb.tenant, a),
+      record: (a) => this.recorder.record(sb.id, sb.tenant, a),
     });
     const entry: Entry = Object.assign(state, { proxy, tenant: sb.tenant });
     const dir = this.dirFor(sb.id);
     await entry.proxy.listen(join(dir, EGRESS_SOCKET));
     this.live.set(sb.id, entry);
     return dir;
-  }
-
-  /** Log a decided attempt (store, metrics, log line); the returned function adds its bytes once it ends. */
-  private record(sandboxId: string, tenant: string, a: ProxyAttempt): (o: { bytesUp: number; bytesDown: number; error: string | null }) => void {
-    const t0 = performance.now();
-    const metrics = this.opts.metrics;
-    const id = this.opts.log.record({ sandboxId, tenant, ...a });
-    metrics?.egressConnections.inc({ decision: a.decision, kind: a.kind, tenant });
-    this.opts.logger.info({ sandbox_id: sandboxId, tenant, host: a.host, port: a.port, address: a.address, decision: a.decision, rule: a.rule }, 'egress');
-    const tracing = this.opts.tracing ?? Tracing.disabled();
-    const span = tracing.enabled
-      ? tracing.startSpan(
-          'egress.connection',
-          {
-            'agentbox.sandbox.id': sandboxId,
-            'agentbox.tenant': tenant,
-            'server.address': a.host.slice(0, 255),
-            'server.port': a.port,
-            ...(a.address ? { 'network.peer.address': a.address } : {}),
-            ...(a.method ? { 'http.request.method': a.method } : {}),
-            'agentbox.egress.kind': a.kind,
-            'agentbox.egress.decision': a.decision,
-            'agentbox.egress.rule': a.rule.slice(0, 255),
-          },
-          { kind: SpanKind.CLIENT, parent: 'root' },
-        )
-      : undefined;
-    let done = false;
-    return (o) => {
-      if (done) return;
-      done = true;
-      this.opts.log.finish(id, { ...o, durationMs: Math.round(performance.now() - t0) });
-      metrics?.egressBytes.inc({ direction: 'up', tenant }, o.bytesUp);
-      metrics?.egressBytes.inc({ direction: 'down', tenant }, o.bytesDown);
-      if (span) {
-        span.setAttributes({ 'agentbox.egress.bytes_up': o.bytesUp, 'agentbox.egress.bytes_down': o.bytesDown });
-        if (o.error !== null) span.setStatus({ code: SpanStatusCode.ERROR, message: o.error.slice(0, 256) });
-        span.end();
-      }
-    };
   }
 
   /** Let the running sandbox reach one more host, from its next connection on. */
@@ -184,5 +146,50 @@ export class EgressService {
     const all = [...this.live.values()];
     this.live.clear();
     await Promise.all(all.map((e) => e.proxy.close()));
+  }
+}
+
+/** Where a decided egress attempt goes: the store's connection log, metrics, a log line and a span. */
+export class EgressRecorder {
+  constructor(private readonly opts: { log: EgressEvents; logger: Logger; metrics?: Metrics | undefined; tracing?: Tracing | undefined }) {}
+
+  /** Log a decided attempt (store, metrics, log line); the returned function adds its bytes once it ends. */
+  record(sandboxId: string, tenant: string, a: ProxyAttempt): (o: { bytesUp: number; bytesDown: number; error: string | null }) => void {
+    const t0 = performance.now();
+    const metrics = this.opts.metrics;
+    const id = this.opts.log.record({ sandboxId, tenant, ...a });
+    metrics?.egressConnections.inc({ decision: a.decision, kind: a.kind, tenant });
+    this.opts.logger.info({ sandbox_id: sandboxId, tenant, host: a.host, port: a.port, address: a.address, decision: a.decision, rule: a.rule }, 'egress');
+    const tracing = this.opts.tracing ?? Tracing.disabled();
+    const span = tracing.enabled
+      ? tracing.startSpan(
+          'egress.connection',
+          {
+            'agentbox.sandbox.id': sandboxId,
+            'agentbox.tenant': tenant,
+            'server.address': a.host.slice(0, 255),
+            'server.port': a.port,
+            ...(a.address ? { 'network.peer.address': a.address } : {}),
+            ...(a.method ? { 'http.request.method': a.method } : {}),
+            'agentbox.egress.kind': a.kind,
+            'agentbox.egress.decision': a.decision,
+            'agentbox.egress.rule': a.rule.slice(0, 255),
+          },
+          { kind: SpanKind.CLIENT, parent: 'root' },
+        )
+      : undefined;
+    let done = false;
+    return (o) => {
+      if (done) return;
+      done = true;
+      this.opts.log.finish(id, { ...o, durationMs: Math.round(performance.now() - t0) });
+      metrics?.egressBytes.inc({ direction: 'up', tenant }, o.bytesUp);
+      metrics?.egressBytes.inc({ direction: 'down', tenant }, o.bytesDown);
+      if (span) {
+        span.setAttributes({ 'agentbox.egress.bytes_up': o.bytesUp, 'agentbox.egress.bytes_down': o.bytesDown });
+        if (o.error !== null) span.setStatus({ code: SpanStatusCode.ERROR, message: o.error.slice(0, 256) });
+        span.end();
+      }
+    };
   }
 }
