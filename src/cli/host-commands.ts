@@ -56,6 +56,27 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
     });
 
   program
+    .command('egress-proxy')
+    .description('run a cluster\'s egress proxy in the foreground: the only way out of kubernetes sandboxes (needs AGENTBOX_EGRESS_SECRET and the replicas\' store)')
+    .option('--host <addr>', 'TCP address to bind', '0.0.0.0')
+    .option('--port <n>', 'TCP port', '3128')
+    .option('--policy <file>', 'policy file whose egress section applies (default: AGENTBOX_POLICY)')
+    .action(async (flags: { host: string; port: string; policy?: string }) => {
+      const { startEgressProxy } = await import('../daemon/egress-proxy-main.js');
+      const logger = (await lazy.logger()).createLogger();
+      const port = Number(flags.port);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new BadRequestError(`bad --port ${flags.port}`);
+      const proxy = await startEgressProxy({ host: flags.host, port, policyPath: flags.policy, logger });
+      process.stderr.write(`agentbox: egress proxy on ${proxy.address.address}:${proxy.address.port}\n`);
+      await new Promise<void>((resolve) => {
+        for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => void proxy.close().finally(resolve));
+      });
+      logger.flush();
+      setExit(0);
+      setTimeout(() => process.exit(0), 100).unref();
+    });
+
+  program
     .command('mcp')
     .description('speak MCP over stdio (tools sandbox_create, sandbox_exec, ...): to the local daemon, or AGENTBOX_URL')
     .action(async () => {

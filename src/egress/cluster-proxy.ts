@@ -19,7 +19,8 @@ import type { Tracing } from '../observability/tracing.js';
 import type { Store } from '../store/store.js';
 import { AddressRules } from './addresses.js';
 import { EgressRecorder, type EgressPolicy } from './service.js';
-import { SandboxProxy } from './proxy.js';
+import { PROXY_AUTH_REQUIRED, SandboxProxy } from './proxy.js';
+import type { IncomingMessage } from 'node:http';
 import type { Resolver } from './resolver.js';
 import type { HostRules } from './rules.js';
 
@@ -127,7 +128,7 @@ export class ClusterEgressProxy {
       socket.pause();
       const entry = this.admit(head.subarray(0, end).toString('latin1'));
       if (!entry) {
-        socket.end('HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="agentbox egress"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+        socket.end(PROXY_AUTH_REQUIRED);
         return;
       }
       // The head goes back, so the sandbox's proxy parses the request as if it had read it first.
@@ -147,10 +148,7 @@ export class ClusterEgressProxy {
   /** The proxy of the sandbox the head's credential names, when it is valid and the sandbox runs with network. */
   private admit(head: string): Entry | undefined {
     const who = proxyCredentials(head);
-    if (!who) return undefined;
-    const want = Buffer.from(egressCredential(this.opts.secret, who.sandboxId));
-    const got = Buffer.from(who.credential);
-    if (got.length !== want.length || !timingSafeEqual(got, want)) return undefined;
+    if (!who || !this.valid(who)) return undefined;
     const sb = this.opts.store.getSandbox(who.sandboxId)?.sandbox;
     const mode = sb?.egress.mode;
     if (!sb || sb.state !== 'running' || mode === undefined || mode === 'none') return undefined;
@@ -175,9 +173,25 @@ export class ClusterEgressProxy {
         if (entry.bytesUsed > quotaBytes) entry.proxy.dropConnections();
       },
       record: (a) => this.recorder.record(id, tenant, a),
+      // Every request of a kept-alive connection names this sandbox again, with a valid credential.
+      admits: (req: IncomingMessage) => this.credentialOf(req) === id,
     });
     this.entries.set(id, entry);
     return entry;
+  }
+
+  /** The sandbox a parsed request's single Proxy-Authorization names with a valid credential. */
+  private credentialOf(req: IncomingMessage): string | undefined {
+    const values = req.headersDistinct['proxy-authorization'] ?? [];
+    if (values.length !== 1) return undefined;
+    const who = proxyCredentials(`${req.method ?? ''} ${req.url ?? ''} HTTP/1.1\r\nProxy-Authorization: ${values[0] ?? ''}`);
+    return who && this.valid(who) ? who.sandboxId : undefined;
+  }
+
+  private valid(who: { sandboxId: string; credential: string }): boolean {
+    const want = Buffer.from(egressCredential(this.opts.secret, who.sandboxId));
+    const got = Buffer.from(who.credential);
+    return got.length === want.length && timingSafeEqual(got, want);
   }
 
   private hold(entry: Entry, socket: Socket): void {

@@ -32,9 +32,16 @@ export interface ProxyContext {
   record(a: ProxyAttempt): (o: { bytesUp: number; bytesDown: number; error: string | null }) => void;
   /** Count bytes against the quota as they pass. */
   addBytes(n: number): void;
+  /**
+   * Whether each request of a connection may go on as this sandbox's (the cluster proxy checks every
+   * request's Proxy-Authorization, not only the first of a kept-alive connection). @default all
+   */
+  admits?(req: IncomingMessage): boolean;
 }
 
 const CONNECT_TIMEOUT_MS = 10_000;
+/** The answer to a request without this sandbox's credential (the cluster proxy's); the connection closes. */
+export const PROXY_AUTH_REQUIRED = 'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="agentbox egress"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n';
 const MAX_HEADER_BYTES = 16 * 1024;
 /** Name lookups one sandbox may have in flight; more are refused (503) rather than queued behind slow ones. */
 export const MAX_LOOKUPS_IN_FLIGHT = 16;
@@ -145,6 +152,10 @@ export class SandboxProxy {
   private async onConnect(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
     (client as Partial<Socket>).setNoDelay?.(true);
     client.on('error', () => undefined);
+    if (this.ctx.admits && !this.ctx.admits(req)) {
+      client.end(PROXY_AUTH_REQUIRED);
+      return;
+    }
     const target = parseAuthority(req.url ?? '');
     if (!target) {
       client.end('HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nagentbox egress: CONNECT needs HOST:PORT\n');
@@ -269,6 +280,13 @@ export class SandboxProxy {
   }
 
   private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (this.ctx.admits && !this.ctx.admits(req)) {
+      req.resume();
+      // Through the server, not the socket: a pipelined request's response has no socket until the one before it is sent.
+      res.writeHead(407, { 'Proxy-Authenticate': 'Basic realm="agentbox egress"', 'Content-Length': '0', Connection: 'close' });
+      res.end();
+      return;
+    }
     let url: URL;
     try {
       url = new URL(req.url ?? '');
