@@ -141,7 +141,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   lock.publish(record(null, false));
   let store: Store;
   try {
-    store = Store.open(paths.db);
+    store = Store.openAt(paths.databaseUrl === null ? { path: paths.db } : { databaseUrl: paths.databaseUrl });
   } catch (err) {
     lock.release();
     throw err;
