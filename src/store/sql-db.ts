@@ -41,7 +41,9 @@ export interface SqlDb {
   exec(script: string): void;
   /**
    * Runs fn in a transaction: committed when fn returns, rolled back when it throws (and the error
-   * rethrown). Nested calls become savepoints. fn must be synchronous.
+   * rethrown). Nested calls become savepoints. fn must be synchronous. A statement that fails inside
+   * fn should end it: on PostgreSQL it aborts the transaction (later statements fail until the
+   * rollback), where SQLite would carry on; no store module catches one inside a transaction.
    */
   transaction<T>(fn: () => T): T;
   close(): void;
