@@ -11,7 +11,9 @@
  *
  * Each PgDb is ONE connection in the worker. Because its caller is blocked for the whole of every
  * call, a pool would add no concurrency; and a transaction (BEGIN ... COMMIT/ROLLBACK) necessarily
- * runs on that one connection from start to end.
+ * runs on that one connection from start to end. A connection that drops (a server restart, a
+ * failover) is replaced at the next statement, outside a transaction; the statement that was in
+ * flight fails and is not retried.
  */
 import { createSyncFn } from 'synckit';
 import { BadRequestError, InternalError, RuntimeUnavailableError } from '../contract/errors.js';
@@ -20,7 +22,7 @@ import { bindValues, sqlFor, toNumbered, type NumberedSql, type SqlDb, type SqlS
 export type PgRequest =
   | { op: 'connect'; url: string; connectTimeoutMs: number; queryTimeoutMs: number }
   | { op: 'query'; conn: number; text: string; values: SqlValue[] }
-  | { op: 'exec'; conn: number; script: string }
+  | { op: 'exec'; conn: number; script: string; tx?: 'begin' | 'end' }
   | { op: 'close'; conn: number };
 
 export interface PgFailure {
@@ -110,9 +112,15 @@ export class PgDb implements SqlDb {
     this.send({ op: 'exec', conn: this.conn, script });
   }
 
+  /** BEGIN, COMMIT and ROLLBACK of the outermost transaction: the worker must know one is open. */
+  private execTx(script: string, tx: 'begin' | 'end'): void {
+    this.send({ op: 'exec', conn: this.conn, script, tx });
+  }
+
   transaction<T>(fn: () => T): T {
     const level = this.depth;
-    this.exec(level === 0 ? 'BEGIN' : `SAVEPOINT agentbox_${level}`);
+    if (level === 0) this.execTx('BEGIN', 'begin');
+    else this.exec(`SAVEPOINT agentbox_${level}`);
     this.depth += 1;
     let result: T;
     try {
@@ -123,14 +131,16 @@ export class PgDb implements SqlDb {
     } catch (err) {
       this.depth -= 1;
       try {
-        this.exec(level === 0 ? 'ROLLBACK' : `ROLLBACK TO SAVEPOINT agentbox_${level}; RELEASE SAVEPOINT agentbox_${level}`);
+        if (level === 0) this.execTx('ROLLBACK', 'end');
+        else this.exec(`ROLLBACK TO SAVEPOINT agentbox_${level}; RELEASE SAVEPOINT agentbox_${level}`);
       } catch {
         // The connection is gone, and the server rolls back what it leaves open: fn's error is the one to tell.
       }
       throw err;
     }
     this.depth -= 1;
-    this.exec(level === 0 ? 'COMMIT' : `RELEASE SAVEPOINT agentbox_${level}`);
+    if (level === 0) this.execTx('COMMIT', 'end');
+    else this.exec(`RELEASE SAVEPOINT agentbox_${level}`);
     return result;
   }
 

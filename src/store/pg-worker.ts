@@ -21,35 +21,49 @@ const types = {
   }) as typeof pg.types.getTypeParser,
 };
 
-const clients = new Map<number, { client: pg.Client; broken: Error | null }>();
+interface Connection {
+  client: pg.Client;
+  /** Why the connection dropped (the server restarted, an admin ended it), until it is replaced. */
+  broken: Error | null;
+  /** Between BEGIN and COMMIT/ROLLBACK: a dropped connection then loses the transaction, never silently. */
+  inTransaction: boolean;
+  readonly config: pg.ClientConfig;
+}
+
+const connections = new Map<number, Connection>();
 let nextId = 1;
 /** Server-side prepared statements: one name per distinct text, the same on every connection. */
 const statementNames = new Map<string, string>();
+
+async function open(config: pg.ClientConfig): Promise<{ client: pg.Client; onError: (set: (err: Error) => void) => void }> {
+  const client = new pg.Client(config);
+  let report: (err: Error) => void = () => undefined;
+  // A connection that drops while idle emits 'error' (an unhandled one would end the worker).
+  client.on('error', (err) => report(err));
+  await client.connect();
+  return { client, onError: (set) => (report = set) };
+}
 
 async function handle(req: PgRequest): Promise<PgResponse> {
   try {
     switch (req.op) {
       case 'connect': {
-        const client = new pg.Client({
+        const config: pg.ClientConfig = {
           connectionString: req.url,
           types,
           connectionTimeoutMillis: req.connectTimeoutMs,
           query_timeout: req.queryTimeoutMs,
           application_name: 'agentbox',
-        });
-        const entry = { client, broken: null as Error | null };
-        // A connection that drops while idle emits 'error' (an unhandled one would kill the worker);
-        // the next request on it fails with that reason instead.
-        client.on('error', (err) => {
-          entry.broken = err;
-        });
-        await client.connect();
+        };
+        const { client, onError } = await open(config);
+        const conn: Connection = { client, broken: null, inTransaction: false, config };
+        onError((err) => (conn.broken = err));
         const id = nextId++;
-        clients.set(id, entry);
+        connections.set(id, conn);
         return { ok: true, conn: id };
       }
       case 'query': {
-        const client = clientOf(req.conn);
+        const client = await clientOf(req.conn);
         let name = statementNames.get(req.text);
         if (name === undefined) {
           name = `agentbox_${statementNames.size + 1}`;
@@ -59,13 +73,22 @@ async function handle(req: PgRequest): Promise<PgResponse> {
         return { ok: true, rows: r.rows as unknown[], changes: r.rowCount ?? 0 };
       }
       case 'exec': {
-        await clientOf(req.conn).query(req.script);
+        const conn = connections.get(req.conn);
+        if (conn && req.tx === 'end') {
+          // The end of a transaction is its end even when it fails: the server has rolled back.
+          conn.inTransaction = false;
+          // A COMMIT must not go to a new connection, where it would "succeed" with nothing to commit.
+          if (conn.broken) throw conn.broken;
+        }
+        const client = await clientOf(req.conn);
+        await client.query(req.script);
+        if (conn && req.tx === 'begin') conn.inTransaction = true;
         return { ok: true };
       }
       case 'close': {
-        const entry = clients.get(req.conn);
-        clients.delete(req.conn);
-        if (entry) await entry.client.end().catch(() => undefined);
+        const conn = connections.get(req.conn);
+        connections.delete(req.conn);
+        if (conn) await conn.client.end().catch(() => undefined);
         return { ok: true };
       }
     }
@@ -74,11 +97,22 @@ async function handle(req: PgRequest): Promise<PgResponse> {
   }
 }
 
-function clientOf(conn: number): pg.Client {
-  const entry = clients.get(conn);
-  if (!entry) throw Object.assign(new Error('the PostgreSQL connection is closed'), { code: 'closed' });
-  if (entry.broken) throw entry.broken;
-  return entry.client;
+/**
+ * The connection's client; a dropped one is replaced by a new connection first, unless a transaction
+ * was open on it: that transaction is gone, and the caller must hear so (its ROLLBACK ends it).
+ * The request that was in flight when the connection dropped is never retried: it may have been applied.
+ */
+async function clientOf(id: number): Promise<pg.Client> {
+  const conn = connections.get(id);
+  if (!conn) throw Object.assign(new Error('the PostgreSQL connection is closed'), { code: 'closed' });
+  if (conn.broken === null) return conn.client;
+  if (conn.inTransaction) throw conn.broken;
+  conn.client.end().catch(() => undefined);
+  const { client, onError } = await open(conn.config);
+  conn.client = client;
+  conn.broken = null;
+  onError((err) => (conn.broken = err));
+  return client;
 }
 
 function failure(err: unknown): PgFailure {

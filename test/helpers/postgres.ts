@@ -18,7 +18,8 @@ export interface PostgresCluster {
   createDatabase(): Promise<string>;
   /** Runs SQL as the superuser in the database of `url` (a URL from createDatabase). */
   query<R = Record<string, unknown>>(url: string, sql: string, values?: unknown[]): Promise<R[]>;
-  /** The URL of a database that does not exist on this server (for the typed connect errors). */
+  /** The same, blocking (through psql): for a test whose thread is held by a store transaction. */
+  querySync(url: string, sql: string): string;
   readonly port: number;
   stop(): Promise<void>;
 }
@@ -119,6 +120,11 @@ export async function startPostgres(opts: ClusterOpts = {}): Promise<PostgresClu
       },
       async query<R>(url: string, sql: string, values?: unknown[]) {
         return admin<R>(new URL(url).pathname.slice(1), sql, values);
+      },
+      querySync(url: string, sql: string) {
+        const r = spawnSync(join(bin, 'psql'), ['-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1', '-c', sql, adminUrl(new URL(url).pathname.slice(1))], { encoding: 'utf8' });
+        if (r.status !== 0) throw new Error(`psql failed: ${r.stderr}`);
+        return r.stdout;
       },
       async stop() {
         process.off('exit', cleanUp);

@@ -10,7 +10,7 @@ import { after, describe, test } from 'node:test';
 import { BadRequestError, InternalError, RuntimeUnavailableError } from '../../src/contract/errors.js';
 import { resolvePaths } from '../../src/core/config.js';
 import { MIGRATIONS } from '../../src/store/migrations.js';
-import { PgDb } from '../../src/store/pg-db.js';
+import { PgDb, PgError } from '../../src/store/pg-db.js';
 import { isUniqueViolation } from '../../src/store/sql-db.js';
 import { Store } from '../../src/store/store.js';
 import { postgresBin, startPostgres, type PostgresCluster } from '../helpers/postgres.js';
@@ -19,6 +19,8 @@ import { storeSuite } from './store-suite.js';
 import { webhookDeliverySuite } from './webhook-delivery-suite.js';
 
 const found = postgresBin();
+/** Ends every connection agentbox holds to the current database, as a server restart or failover would. */
+const TERMINATE = "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = 'agentbox' AND datname = current_database()";
 // Durability is not under test: without fsync the cluster starts and creates databases faster.
 const cluster: PostgresCluster | undefined = 'skip' in found ? undefined : await startPostgres({ settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' } });
 after(() => cluster?.stop());
@@ -95,6 +97,35 @@ if (cluster === undefined) {
       } finally {
         db.close();
         other.close();
+      }
+    });
+
+    test('a dropped connection is replaced at the next statement; inside a transaction the transaction fails instead', async () => {
+      const url = await pgc.createDatabase();
+      const store = Store.connect(url);
+      const db = PgDb.connect(url);
+      const kill = async (): Promise<void> => {
+        const killed = await pgc.query<{ ok: boolean }>(url, TERMINATE);
+        assert.ok(killed.length >= 1 && killed.every((k) => k.ok));
+        await new Promise((r) => setTimeout(r, 200)); // the worker hears of it ('error' on the idle client)
+      };
+      try {
+        store.addExecMs('alice', '2026-01-01', 5);
+        await kill();
+        store.addExecMs('alice', '2026-01-01', 5);
+        assert.equal(store.execMsOn('alice', '2026-01-01'), 10, 'an idle connection that dropped was not replaced');
+
+        db.exec('CREATE TABLE t (x INTEGER)');
+        const insert = db.prepare<[number]>('INSERT INTO t (x) VALUES (?)');
+        assert.throws(() => db.transaction(() => {
+          insert.run(1);
+          pgc.querySync(url, TERMINATE);
+          insert.run(2);
+        }), (err: unknown) => err instanceof PgError, 'a statement after the drop went through');
+        assert.deepEqual(db.prepare<[], { n: number }>('SELECT count(*) AS n FROM t').get(), { n: 0 }, 'half a transaction was committed');
+      } finally {
+        store.close();
+        db.close();
       }
     });
 
