@@ -40,7 +40,10 @@ export type PgResponse =
 export interface PgConnectOpts {
   /** @default 5000 */
   connectTimeoutMs?: number;
-  /** A statement that takes longer fails (the daemon's event loop waits for it meanwhile). @default 30000 */
+  /**
+   * A statement (or a migration's script) that takes longer fails; the daemon's event loop waits for
+   * it meanwhile. @default 30000
+   */
   queryTimeoutMs?: number;
 }
 
@@ -61,10 +64,15 @@ export class PgError extends Error {
 type Call = (req: PgRequest) => PgResponse;
 let bridge: Call | undefined;
 
+/**
+ * How long the main thread waits for the worker at most: a backstop for a worker that stopped
+ * answering, well past pg's own connect and statement timeouts, which answer first.
+ */
+const BRIDGE_TIMEOUT_MS = 120_000;
+
 /** One worker per process (synckit keeps one per worker file), started at the first connect. */
-function call(req: PgRequest, timeoutMs: number): PgResponse {
-  // The backstop for a worker that stopped answering: well past pg's own timeouts, which answer first.
-  bridge ??= createSyncFn<(req: PgRequest) => Promise<PgResponse>>(new URL('./pg-worker.js', import.meta.url).href, { timeout: timeoutMs + 10_000 }) as Call;
+function call(req: PgRequest): PgResponse {
+  bridge ??= createSyncFn<(req: PgRequest) => Promise<PgResponse>>(new URL('./pg-worker.js', import.meta.url).href, { timeout: BRIDGE_TIMEOUT_MS }) as Call;
   return bridge(req);
 }
 
@@ -73,7 +81,7 @@ export class PgDb implements SqlDb {
   private closed = false;
   private depth = 0;
 
-  private constructor(private readonly conn: number, private readonly timeoutMs: number) {}
+  private constructor(private readonly conn: number) {}
 
   /**
    * Connect to `postgres://` or `postgresql://` URL. A URL that does not parse is a BadRequestError;
@@ -84,7 +92,7 @@ export class PgDb implements SqlDb {
     const where = describeUrl(url);
     const connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
     const queryTimeoutMs = opts.queryTimeoutMs ?? 30_000;
-    const r = call({ op: 'connect', url, connectTimeoutMs, queryTimeoutMs }, Math.max(connectTimeoutMs, queryTimeoutMs));
+    const r = call({ op: 'connect', url, connectTimeoutMs, queryTimeoutMs });
     if (!r.ok) {
       throw new RuntimeUnavailableError(`cannot connect to the PostgreSQL database ${where}: ${r.error.message}`, {
         hint: connectHint(r.error.code),
@@ -92,7 +100,7 @@ export class PgDb implements SqlDb {
       });
     }
     if (r.conn === undefined) throw new InternalError('the PostgreSQL worker answered a connect without a connection');
-    return new PgDb(r.conn, queryTimeoutMs);
+    return new PgDb(r.conn);
   }
 
   get open(): boolean {
@@ -147,7 +155,7 @@ export class PgDb implements SqlDb {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    call({ op: 'close', conn: this.conn }, this.timeoutMs);
+    call({ op: 'close', conn: this.conn });
   }
 
   private query(numbered: NumberedSql, params: readonly unknown[]): PgResponse & { ok: true } {
@@ -156,7 +164,7 @@ export class PgDb implements SqlDb {
 
   private send(req: PgRequest): PgResponse & { ok: true } {
     if (this.closed) throw new InternalError('the store is closed');
-    const r = call(req, this.timeoutMs);
+    const r = call(req);
     if (!r.ok) throw new PgError(r.error);
     return r;
   }
