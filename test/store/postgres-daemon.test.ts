@@ -18,12 +18,15 @@ import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 import { TEST_IMAGES_DIR, testImages } from '../helpers/images.js';
 import { postgresBin, startPostgres, type PostgresCluster } from '../helpers/postgres.js';
 
+async function localRuntimeProblem(): Promise<string | undefined> {
+  const images = await testImages();
+  return new LocalRuntime({ disks: scratchDiskStore(), scope: 'agentbox/probe', resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() })
+    .probe()
+    .then((r) => (r === undefined ? 'the local runtime does not apply on this host' : undefined), (err: unknown) => `the local runtime is unavailable: ${String(err)}`);
+}
+
 const pgFound = postgresBin();
-const images = await testImages();
-const probe = await new LocalRuntime({ disks: scratchDiskStore(), scope: 'agentbox/probe', resolveRootfs: (i) => images.resolve(i).rootfs, helper: helperPath() })
-  .probe()
-  .then((r) => (r === undefined ? 'the local runtime does not apply on this host' : undefined), (err: unknown) => `the local runtime is unavailable: ${String(err)}`);
-const skip = 'skip' in pgFound ? pgFound.skip : probe;
+const skip = 'skip' in pgFound ? pgFound.skip : await localRuntimeProblem();
 const cluster: PostgresCluster | undefined = skip ? undefined : await startPostgres({ settings: { fsync: 'off', synchronous_commit: 'off' } });
 after(() => cluster?.stop());
 
