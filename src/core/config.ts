@@ -7,7 +7,10 @@ import { fileURLToPath } from 'node:url';
 export interface Paths {
   home: string;
   images: string;
+  /** The SQLite file of the store, used unless databaseUrl is set. */
   db: string;
+  /** The store's PostgreSQL database instead of the SQLite file. @default AGENTBOX_DATABASE_URL */
+  databaseUrl: string | null;
   socket: string;
   /** The disk store: every sandbox's disk, snapshots and volumes (storage/disk-store.ts). */
   storage: string;
@@ -21,6 +24,7 @@ export function resolvePaths(env: NodeJS.ProcessEnv = process.env): Paths {
     home,
     images: resolve(env.AGENTBOX_IMAGES ?? join(home, 'images')),
     db: join(home, 'agentbox.db'),
+    databaseUrl: env.AGENTBOX_DATABASE_URL?.trim() || null,
     socket: join(home, 'agentbox.sock'),
     storage: join(home, 'storage'),
     homeTag: createHash('sha256').update(home).digest('hex').slice(0, 10),

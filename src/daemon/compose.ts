@@ -144,7 +144,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   let replica: ReplicaIdentity;
   try {
     replica = replicaIdentity(paths.home, env);
-    store = Store.open(paths.db);
+    store = Store.openAt(paths.databaseUrl === null ? { path: paths.db } : { databaseUrl: paths.databaseUrl });
   } catch (err) {
     lock.release();
     throw err;

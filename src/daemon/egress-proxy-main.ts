@@ -40,7 +40,8 @@ export async function startEgressProxy(opts: EgressProxyOpts): Promise<RunningEg
   const env = opts.env ?? process.env;
   const secret = egressSecret(env);
   const { policy } = loadPolicy({ ...(opts.policyPath ? { path: opts.policyPath } : {}), requirePolicy: env.AGENTBOX_REQUIRE_POLICY === '1', env });
-  const store = Store.open(resolvePaths(env).db);
+  const paths = resolvePaths(env);
+  const store = Store.openAt(paths.databaseUrl === null ? { path: paths.db } : { databaseUrl: paths.databaseUrl });
   const proxy = new ClusterEgressProxy({ store, secret, policy: policy.egress, resolve: resolverFromEnv(env), logger: opts.logger });
   try {
     const address = await proxy.listen(opts.port, opts.host);

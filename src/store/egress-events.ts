@@ -3,8 +3,8 @@
  * attempt is decided and completed with its byte counts when the connection ends. Kept per
  * sandbox as a ring (the newest `keepPerSandbox`), like the exec history.
  */
-import type Database from 'better-sqlite3';
 import type { DeniedHost, EgressAttempt, EgressEvent } from '../contract/model.js';
+import type { SqlDb, SqlStatement } from './sql-db.js';
 
 export type NewEgressEvent = EgressAttempt & { sandboxId: string; tenant: string };
 
@@ -34,18 +34,19 @@ interface EgressRow {
 }
 
 export class EgressEvents {
-  private readonly insert: Database.Statement<[NewEgressEvent & { at: string; error: string | null }]>;
-  private readonly finishStmt: Database.Statement<[EgressOutcome & { id: number }]>;
-  private readonly trim: Database.Statement<[{ sandboxId: string; keep: number }]>;
-  private readonly list: Database.Statement<[{ sandboxId: string; decision: string | null; limit: number }], EgressRow>;
-  private readonly denied: Database.Statement<[string], { host: string; port: number; attempts: number; last_at: string; rule: string }>;
-  private readonly bytes: Database.Statement<[string], { total: number | null }>;
+  private readonly insert: SqlStatement<[NewEgressEvent & { at: string; error: string | null }], { id: number }>;
+  private readonly finishStmt: SqlStatement<[EgressOutcome & { id: number }]>;
+  private readonly trim: SqlStatement<[{ sandboxId: string; keep: number }]>;
+  private readonly list: SqlStatement<[{ sandboxId: string; decision: string | null; limit: number }], EgressRow>;
+  private readonly denied: SqlStatement<[string], { host: string; port: number; attempts: number; last_at: string; rule: string }>;
+  private readonly bytes: SqlStatement<[string], { total: number | null }>;
   private inserts = 0;
 
-  constructor(db: Database.Database, private readonly keepPerSandbox = 10_000) {
+  constructor(db: SqlDb, private readonly keepPerSandbox = 10_000) {
     this.insert = db.prepare(`
       INSERT INTO egress_events (sandbox_id, tenant, at, kind, method, host, port, address, decision, rule, error)
-      VALUES (@sandboxId, @tenant, @at, @kind, @method, @host, @port, @address, @decision, @rule, @error)`);
+      VALUES (@sandboxId, @tenant, @at, @kind, @method, @host, @port, @address, @decision, @rule, @error)
+      RETURNING id`);
     this.finishStmt = db.prepare(
       'UPDATE egress_events SET bytes_up = @bytesUp, bytes_down = @bytesDown, duration_ms = @durationMs, error = @error WHERE id = @id',
     );
@@ -53,18 +54,28 @@ export class EgressEvents {
       DELETE FROM egress_events WHERE sandbox_id = @sandboxId AND id <= (
         SELECT id FROM egress_events WHERE sandbox_id = @sandboxId ORDER BY id DESC LIMIT 1 OFFSET @keep)`);
     this.list = db.prepare(`
-      SELECT * FROM egress_events WHERE sandbox_id = @sandboxId AND (@decision IS NULL OR decision = @decision)
+      SELECT * FROM egress_events WHERE sandbox_id = @sandboxId AND (CAST(@decision AS TEXT) IS NULL OR decision = @decision)
       ORDER BY id DESC LIMIT @limit`);
-    // The rule of each host's latest denial: SQLite takes bare columns from the row that holds max(id).
-    this.denied = db.prepare(`
-      SELECT host, port, count(*) AS attempts, max(id) AS last_id, at AS last_at, rule FROM egress_events
-      WHERE sandbox_id = ? AND decision = 'denied' GROUP BY host, port ORDER BY last_id DESC`);
+    // The rule of each host's latest denial: SQLite takes bare columns from the row that holds max(id);
+    // PostgreSQL has no bare columns, so it takes each host's newest row by a window.
+    this.denied = db.prepare({
+      sqlite: `
+        SELECT host, port, count(*) AS attempts, max(id) AS last_id, at AS last_at, rule FROM egress_events
+        WHERE sandbox_id = ? AND decision = 'denied' GROUP BY host, port ORDER BY last_id DESC`,
+      postgres: `
+        SELECT host, port, attempts, last_id, last_at, rule FROM (
+          SELECT host, port, count(*) OVER byHost AS attempts, id AS last_id, at AS last_at, rule,
+            row_number() OVER (byHost ORDER BY id DESC) AS newest
+          FROM egress_events WHERE sandbox_id = ? AND decision = 'denied'
+          WINDOW byHost AS (PARTITION BY host, port)) AS d
+        WHERE newest = 1 ORDER BY last_id DESC`,
+    });
     this.bytes = db.prepare('SELECT sum(bytes_up + bytes_down) AS total FROM egress_events WHERE sandbox_id = ?');
   }
 
   /** Records a decided attempt; returns its id for `finish`. */
   record(e: NewEgressEvent): number {
-    const id = Number(this.insert.run({ ...e, at: new Date().toISOString(), error: e.error ?? null }).lastInsertRowid);
+    const id = Number(this.insert.get({ ...e, at: new Date().toISOString(), error: e.error ?? null })?.id);
     // Trimming on every insert would double the writes of a busy sandbox; every 100th keeps the ring bounded.
     if (++this.inserts % 100 === 0) this.trim.run({ sandboxId: e.sandboxId, keep: this.keepPerSandbox });
     return id;

@@ -3,7 +3,7 @@
  * from a browser: access tokens, stored by their sha256 only, each with its expiry; and ports made public.
  * Rows go when their sandbox ends (`endSandbox`), or when revoked.
  */
-import type Database from 'better-sqlite3';
+import type { SqlDb } from './sql-db.js';
 
 /** Migration 8 (migrations.ts). */
 export const PORT_ACCESS_SQL = `
@@ -45,7 +45,7 @@ interface Row {
 const toGrant = (r: Row): PortGrant => ({ id: r.id, sandboxId: r.sandbox_id, port: r.port, tokenSha256: r.token_sha256, public: r.public === 1, createdAt: r.created_at, expiresAt: r.expires_at });
 
 export class PortAccessRows {
-  constructor(private readonly db: Database.Database) {}
+  constructor(private readonly db: SqlDb) {}
 
   insert(g: PortGrant): void {
     this.db

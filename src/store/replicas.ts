@@ -2,14 +2,19 @@
  * Daemon replicas that share one store (ARCHITECTURE.md, "Replicas"): who is alive (a heartbeat row
  * each) and leases, so that a job meant to run once across replicas (the reaper of cluster sandboxes)
  * runs on exactly one of them at a time. Times are ISO strings, compared as text, as everywhere in the store.
- * The SQL is the subset SQLite and PostgreSQL share (upsert with a WHERE, since SQLite 3.24).
+ * The statements are the subset SQLite and PostgreSQL share (upsert with a WHERE, since SQLite 3.24).
  */
-import type Database from 'better-sqlite3';
+import type { SqlDb, SqlStatement } from './sql-db.js';
 import { z } from 'zod';
 import { InternalError } from '../contract/errors.js';
 
 /** Migration 10 (migrations.ts): also records which replica created a sandbox and runs an exec. */
-export const REPLICAS_SQL = `
+export const REPLICAS_SQL = replicasSql('');
+/** The same on PostgreSQL: times compared as text compare by bytes, as in SQLite, whatever the database's collation. */
+export const REPLICAS_PG_SQL = replicasSql(' COLLATE "C"');
+
+function replicasSql(bytes: string): string {
+  return `
   ALTER TABLE sandboxes ADD COLUMN replica TEXT;
   ALTER TABLE execs ADD COLUMN replica TEXT;
   CREATE TABLE replicas (
@@ -18,14 +23,15 @@ export const REPLICAS_SQL = `
     host TEXT NOT NULL,
     pid INTEGER NOT NULL,
     started_at TEXT NOT NULL,
-    seen_at TEXT NOT NULL
+    seen_at TEXT${bytes} NOT NULL
   );
   CREATE TABLE leases (
     name TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
-    expires_at TEXT NOT NULL
+    expires_at TEXT${bytes} NOT NULL
   );
 `;
+}
 
 export interface ReplicaRecord {
   id: string;
@@ -48,15 +54,15 @@ const RowSchema = z.object({
 });
 
 export class ReplicaRows {
-  private readonly upsert: Database.Statement<[{ id: string; url: string | null; host: string; pid: number; at: string }]>;
-  private readonly all: Database.Statement<[], unknown>;
-  private readonly one: Database.Statement<[string], unknown>;
-  private readonly take: Database.Statement<[{ name: string; holder: string; now: string; until: string }]>;
-  private readonly drop: Database.Statement<[{ name: string; holder: string }]>;
-  private readonly leave: Database.Statement<[string]>;
-  private readonly touch: Database.Statement<[string, string]>;
+  private readonly upsert: SqlStatement<[{ id: string; url: string | null; host: string; pid: number; at: string }]>;
+  private readonly all: SqlStatement<[], unknown>;
+  private readonly one: SqlStatement<[string], unknown>;
+  private readonly take: SqlStatement<[{ name: string; holder: string; now: string; until: string }]>;
+  private readonly drop: SqlStatement<[{ name: string; holder: string }]>;
+  private readonly leave: SqlStatement<[string]>;
+  private readonly touch: SqlStatement<[string, string]>;
 
-  constructor(db: Database.Database) {
+  constructor(db: SqlDb) {
     // A restarted replica keeps its id: its row is updated, with a new start time, pid and address.
     this.upsert = db.prepare(`
       INSERT INTO replicas (id, url, host, pid, started_at, seen_at) VALUES (@id, @url, @host, @pid, @at, @at)

@@ -1,5 +1,5 @@
 /**
- * Row shapes as SQLite returns them, and their mapping to and from the model's types.
+ * Row shapes as SQLite returns them (and PostgreSQL, whose client is set up to give the same types: pg-worker.ts), and their mapping to and from the model's types.
  * Reading validates: a row that does not parse is an InternalError naming the row, never a half-typed object.
  */
 import { z } from 'zod';
@@ -205,7 +205,7 @@ function corruptIfThrows<T>(what: string, read: () => T): T {
     return read();
   } catch (err) {
     throw new InternalError(`the store's row for ${what} is corrupt`, {
-      hint: 'inspect it with sqlite3 $AGENTBOX_HOME/agentbox.db',
+      hint: 'inspect it with sqlite3 $AGENTBOX_HOME/agentbox.db (or psql "$AGENTBOX_DATABASE_URL")',
       cause: err,
     });
   }

@@ -4,8 +4,8 @@
  * start removes together with whatever files it had (core/manager/snapshots.ts), so a listed
  * snapshot is always a complete one.
  */
-import type Database from 'better-sqlite3';
 import type { Snapshot } from '../contract/model.js';
+import type { SqlDb, SqlStatement } from './sql-db.js';
 
 interface SnapshotRow {
   id: string;
@@ -29,31 +29,31 @@ function fromRow(r: SnapshotRow): Snapshot {
 }
 
 export class SnapshotRecords {
-  private readonly insert: Database.Statement<[Omit<NewSnapshot, 'labels' | 'memory'> & { labels: string; memory: number }]>;
-  private readonly ready: Database.Statement<[{ id: string; bytes: number; sha256: string }]>;
-  private readonly get: Database.Statement<[{ id: string; tenant: string | null }], SnapshotRow>;
-  private readonly byName: Database.Statement<[{ name: string; tenant: string }], SnapshotRow>;
-  private readonly list: Database.Statement<[{ tenant: string | null }], SnapshotRow>;
-  private readonly creatingRows: Database.Statement<[], SnapshotRow>;
-  private readonly del: Database.Statement<[string]>;
-  private readonly bytes: Database.Statement<[string], { total: number | null }>;
-  private readonly ids: Database.Statement<[], { id: string }>;
+  private readonly insert: SqlStatement<[Omit<NewSnapshot, 'labels' | 'memory'> & { labels: string; memory: number }]>;
+  private readonly ready: SqlStatement<[{ id: string; bytes: number; sha256: string }]>;
+  private readonly get: SqlStatement<[{ id: string; tenant: string | null }], SnapshotRow>;
+  private readonly byName: SqlStatement<[{ name: string; tenant: string }], SnapshotRow>;
+  private readonly list: SqlStatement<[{ tenant: string | null }], SnapshotRow>;
+  private readonly creatingRows: SqlStatement<[], SnapshotRow>;
+  private readonly del: SqlStatement<[string]>;
+  private readonly bytes: SqlStatement<[string], { total: number | null }>;
+  private readonly ids: SqlStatement<[], { id: string }>;
 
-  constructor(db: Database.Database) {
+  constructor(db: SqlDb) {
     this.insert = db.prepare(`
       INSERT INTO snapshots (id, tenant, name, sandbox_id, image, disk_mb, bytes, sha256, state, created_at, labels_json, memory)
       VALUES (@id, @tenant, @name, @sandboxId, @image, @diskMb, 0, '', 'creating', @createdAt, @labels, @memory)`);
     this.ready = db.prepare("UPDATE snapshots SET state = 'ready', bytes = @bytes, sha256 = @sha256 WHERE id = @id AND state = 'creating'");
-    this.get = db.prepare("SELECT * FROM snapshots WHERE id = @id AND state = 'ready' AND (@tenant IS NULL OR tenant = @tenant)");
+    this.get = db.prepare("SELECT * FROM snapshots WHERE id = @id AND state = 'ready' AND (CAST(@tenant AS TEXT) IS NULL OR tenant = @tenant)");
     this.byName = db.prepare("SELECT * FROM snapshots WHERE name = @name AND tenant = @tenant AND state = 'ready'");
-    this.list = db.prepare("SELECT * FROM snapshots WHERE state = 'ready' AND (@tenant IS NULL OR tenant = @tenant) ORDER BY created_at DESC, id");
+    this.list = db.prepare("SELECT * FROM snapshots WHERE state = 'ready' AND (CAST(@tenant AS TEXT) IS NULL OR tenant = @tenant) ORDER BY created_at DESC, id");
     this.creatingRows = db.prepare("SELECT * FROM snapshots WHERE state = 'creating'");
     this.del = db.prepare('DELETE FROM snapshots WHERE id = ?');
     this.bytes = db.prepare('SELECT sum(bytes) AS total FROM snapshots WHERE tenant = ?');
     this.ids = db.prepare('SELECT id FROM snapshots');
   }
 
-  /** A `creating` row; throws SQLITE_CONSTRAINT_UNIQUE for a name the tenant already uses. */
+  /** A `creating` row; throws a unique violation (sql-db.ts isUniqueViolation) for a name the tenant already uses. */
   begin(s: NewSnapshot): void {
     this.insert.run({ ...s, labels: JSON.stringify(s.labels), memory: s.memory ? 1 : 0 });
   }

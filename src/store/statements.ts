@@ -1,9 +1,12 @@
 /**
  * Every SQL statement of the store, prepared once per connection and typed by its parameters and row.
- * Optional filters are bound as NULL (`@x IS NULL OR ...`) so even listSandboxes needs no SQL built at run time.
+ * Optional filters are bound as NULL (`@x IS NULL OR ...`) so even listSandboxes needs no SQL built at run time;
+ * `CAST(@x AS TEXT) IS NULL` where both engines run one text: PostgreSQL cannot tell the type of a
+ * parameter that is first met compared with NULL, and the cast changes nothing for SQLite.
+ * Where PostgreSQL needs other SQL (JSON functions, types of NULL parameters), both texts stand side by side.
  */
-import type Database from 'better-sqlite3';
 import type { AuditRow, ExecRow, NewSandboxRow, SandboxRow } from './rows.js';
+import type { SqlDb, SqlStatement, SqlText } from './sql-db.js';
 
 export interface ListSandboxesParams {
   tenant: string | null;
@@ -36,7 +39,7 @@ export interface MarkEndedParams {
 }
 
 /** P is the tuple of bind arguments; statements with @named parameters take one object: [Params]. */
-type Stmt<P extends unknown[], R = unknown> = Database.Statement<P, R>;
+type Stmt<P extends unknown[], R = unknown> = SqlStatement<P, R>;
 
 /** Each statement typed by its bind arguments and its row. */
 export interface Statements {
@@ -65,9 +68,9 @@ export interface Statements {
   execMsOn: Stmt<[tenant: string, day: string], { exec_ms: number }>;
 }
 
-export function prepareStatements(db: Database.Database): Statements {
+export function prepareStatements(db: SqlDb): Statements {
   // Parameter and row types come from the Statements interface (inferred from the property's type).
-  const prepare = <P extends unknown[], R>(sql: string): Stmt<P, R> => db.prepare<P, R>(sql);
+  const prepare = <P extends unknown[], R>(sql: SqlText): Stmt<P, R> => db.prepare<P, R>(sql);
   return {
     insertSandbox: prepare(`
       INSERT INTO sandboxes (id, tenant, image, profile, runtime, isolation, state, limits_json, egress_json, labels_json,
@@ -75,16 +78,27 @@ export function prepareStatements(db: Database.Database): Statements {
       VALUES (@id, @tenant, @image, @profile, @runtime, @isolation, @state, @limits_json, @egress_json, @labels_json,
         @spec_json, @created_at, @expires_at, @last_active_at, @idle_timeout_ms, @replica)`),
     getSandbox: prepare('SELECT * FROM sandboxes WHERE id = ?'),
-    // Labels are compared key by key through json_each, so keys need no quoting inside a JSON path.
-    listSandboxes: prepare(`
-      SELECT * FROM sandboxes AS s
-      WHERE (@tenant IS NULL OR s.tenant = @tenant)
-        AND (@states IS NULL OR s.state IN (SELECT value FROM json_each(@states)))
-        AND (@states IS NOT NULL OR @includeEnded = 1 OR s.state != 'deleted')
-        AND (@labels IS NULL OR NOT EXISTS (
-          SELECT 1 FROM json_each(@labels) AS want
-          WHERE (SELECT have.value FROM json_each(s.labels_json) AS have WHERE have.key = want.key) IS NOT want.value))
-      ORDER BY s.created_at, s.rowid`),
+    // SQLite compares labels key by key through json_each, so keys need no quoting inside a JSON path;
+    // PostgreSQL's jsonb containment does the same (label values are strings: contained means equal).
+    // PostgreSQL cannot tell the type of a parameter that is only compared with NULL: the casts say it.
+    listSandboxes: prepare({
+      sqlite: `
+        SELECT * FROM sandboxes AS s
+        WHERE (@tenant IS NULL OR s.tenant = @tenant)
+          AND (@states IS NULL OR s.state IN (SELECT value FROM json_each(@states)))
+          AND (@states IS NOT NULL OR @includeEnded = 1 OR s.state != 'deleted')
+          AND (@labels IS NULL OR NOT EXISTS (
+            SELECT 1 FROM json_each(@labels) AS want
+            WHERE (SELECT have.value FROM json_each(s.labels_json) AS have WHERE have.key = want.key) IS NOT want.value))
+        ORDER BY s.created_at, s.rowid`,
+      postgres: `
+        SELECT * FROM sandboxes AS s
+        WHERE (@tenant::text IS NULL OR s.tenant = @tenant::text)
+          AND (@states::text IS NULL OR s.state IN (SELECT jsonb_array_elements_text(@states::jsonb)))
+          AND (@states::text IS NOT NULL OR @includeEnded::integer = 1 OR s.state <> 'deleted')
+          AND (@labels::text IS NULL OR s.labels_json::jsonb @> @labels::jsonb)
+        ORDER BY s.created_at, s.rowid`,
+    }),
     setRuntimeData: prepare('UPDATE sandboxes SET runtime_data_json = ? WHERE id = ?'),
     setState: prepare('UPDATE sandboxes SET state = ? WHERE id = ?'),
     setEgress: prepare('UPDATE sandboxes SET egress_json = ? WHERE id = ?'),
@@ -98,9 +112,14 @@ export function prepareStatements(db: Database.Database): Statements {
         ended_by = CASE WHEN ended_at IS NULL THEN @endedBy ELSE ended_by END,
         ended_at = COALESCE(ended_at, @at)
       WHERE id = @id AND (ended_at IS NULL OR (@state = 'deleted' AND state <> 'deleted'))`),
-    countActive: prepare(`
-      SELECT COUNT(*) AS n, COALESCE(SUM(json_extract(limits_json, '$.memoryMb')), 0) AS mem
-      FROM sandboxes WHERE tenant = ? AND state IN ('creating', 'running')`),
+    countActive: prepare({
+      sqlite: `
+        SELECT COUNT(*) AS n, COALESCE(SUM(json_extract(limits_json, '$.memoryMb')), 0) AS mem
+        FROM sandboxes WHERE tenant = ? AND state IN ('creating', 'running')`,
+      postgres: `
+        SELECT COUNT(*) AS n, COALESCE(SUM((limits_json::jsonb ->> 'memoryMb')::numeric), 0) AS mem
+        FROM sandboxes WHERE tenant = ? AND state IN ('creating', 'running')`,
+    }),
     countByState: prepare('SELECT state, COUNT(*) AS n FROM sandboxes GROUP BY state'),
     purgeExecs: prepare(
       'DELETE FROM execs WHERE sandbox_id IN (SELECT id FROM sandboxes WHERE ended_at IS NOT NULL AND ended_at < ?)',
@@ -110,7 +129,8 @@ export function prepareStatements(db: Database.Database): Statements {
     insertExec: prepare(
       'INSERT INTO execs (id, sandbox_id, tenant, cmd_json, started_at, replica) VALUES (?, ?, ?, ?, ?, ?)',
     ),
-    // Keeps the newest `keep` execs of the sandbox (rowid breaks ties between equal start times).
+    // Keeps the newest `keep` execs of the sandbox (rowid breaks ties between equal start times; on
+    // PostgreSQL rowid is a column of that name, migrations.ts).
     trimExecs: prepare(`
       DELETE FROM execs WHERE sandbox_id = @sandboxId AND rowid NOT IN
         (SELECT rowid FROM execs WHERE sandbox_id = @sandboxId ORDER BY started_at DESC, rowid DESC LIMIT @keep)`),
@@ -121,7 +141,7 @@ export function prepareStatements(db: Database.Database): Statements {
     // Only the execs of one replica (and, with unnamed, those of none): another replica's may still be running.
     loseUnfinishedExecs: prepare(`
       UPDATE execs SET lost = 1, ended_at = @endedAt
-      WHERE ended_at IS NULL AND (@replica IS NULL OR replica = @replica OR (@unnamed = 1 AND replica IS NULL))`),
+      WHERE ended_at IS NULL AND (CAST(@replica AS TEXT) IS NULL OR replica = @replica OR (CAST(@unnamed AS INTEGER) = 1 AND replica IS NULL))`),
     getExec: prepare('SELECT * FROM execs WHERE sandbox_id = ? AND id = ?'),
     listExecs: prepare(
       'SELECT * FROM execs WHERE sandbox_id = ? ORDER BY started_at DESC, rowid DESC LIMIT ?',
@@ -131,12 +151,18 @@ export function prepareStatements(db: Database.Database): Statements {
       'INSERT INTO audit (at, tenant, actor, action, sandbox_id, detail_json) VALUES (?, ?, ?, ?, ?, ?)',
     ),
     listAudit: prepare(
-      'SELECT * FROM audit WHERE (@sandboxId IS NULL OR sandbox_id = @sandboxId) ORDER BY id DESC LIMIT @limit',
+      'SELECT * FROM audit WHERE (CAST(@sandboxId AS TEXT) IS NULL OR sandbox_id = @sandboxId) ORDER BY id DESC LIMIT @limit',
     ),
 
-    addExecMs: prepare(`
-      INSERT INTO usage (tenant, day, exec_ms) VALUES (?, ?, ?)
-      ON CONFLICT (tenant, day) DO UPDATE SET exec_ms = exec_ms + excluded.exec_ms`),
+    // PostgreSQL wants the existing row's column named by its table (a bare one is ambiguous with excluded's).
+    addExecMs: prepare({
+      sqlite: `
+        INSERT INTO usage (tenant, day, exec_ms) VALUES (?, ?, ?)
+        ON CONFLICT (tenant, day) DO UPDATE SET exec_ms = exec_ms + excluded.exec_ms`,
+      postgres: `
+        INSERT INTO usage (tenant, day, exec_ms) VALUES (?, ?, ?)
+        ON CONFLICT (tenant, day) DO UPDATE SET exec_ms = usage.exec_ms + excluded.exec_ms`,
+    }),
     execMsOn: prepare('SELECT exec_ms FROM usage WHERE tenant = ? AND day = ?'),
   };
 }

@@ -1,17 +1,16 @@
 /**
- * SQLite store (better-sqlite3, synchronous, WAL): sandboxes, exec history (a ring per sandbox), audit, usage.
- * Rows are validated with the model's schemas when read, so a corrupt row fails loudly (InternalError naming it).
- * Several Store instances, in one process or several, may share one file: WAL lets readers run beside a
- * writer, and busy_timeout makes a second writer wait instead of failing.
+ * The store (synchronous): sandboxes, exec history (a ring per sandbox), audit, usage; on SQLite
+ * (`Store.open(path)`, sqlite-db.ts) or PostgreSQL (`Store.connect(url)`, pg-db.ts), behind one seam
+ * (sql-db.ts). Rows are validated with the model's schemas when read, so a corrupt row fails loudly
+ * (InternalError naming it).
  */
-import Database from 'better-sqlite3';
-import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { InternalError } from '../contract/errors.js';
 import type { Egress, EndReason, Sandbox, SandboxSpec, SandboxState } from '../contract/model.js';
 import { EgressEvents } from './egress-events.js';
 import { SnapshotRecords } from './snapshot-records.js';
 import { migrate, schemaVersion } from './migrations.js';
+import { PgDb, type PgConnectOpts } from './pg-db.js';
+import { SqliteDb } from './sqlite-db.js';
 import {
   sandboxToRow,
   toAuditEntry,
@@ -43,6 +42,9 @@ export interface StoreOpts {
   /** Execs kept per sandbox; inserting one more drops the oldest. @default 100 */
   execsPerSandbox?: number;
 }
+
+/** Where the store lives: a SQLite file, or a PostgreSQL database (AGENTBOX_DATABASE_URL). */
+export type StoreLocation = { path: string } | { databaseUrl: string };
 
 export interface NewExec {
   id: string;
@@ -85,7 +87,7 @@ export interface NewAuditEntry {
 const DAY = /^\d{4}-\d{2}-\d{2}$/;
 
 export class Store {
-  private readonly db: Database.Database;
+  private readonly db: SqliteDb | PgDb;
   private readonly stmts: Statements;
   private readonly execsPerSandbox: number;
   /** The egress proxies' connection log. */
@@ -100,7 +102,7 @@ export class Store {
   /** Daemon replicas sharing this store, and their leases. */
   readonly replicas: ReplicaRows;
 
-  private constructor(db: Database.Database, opts: StoreOpts) {
+  private constructor(db: SqliteDb | PgDb, opts: StoreOpts) {
     const keep = opts.execsPerSandbox ?? 100;
     if (!Number.isInteger(keep) || keep < 1) throw new InternalError(`execsPerSandbox must be a positive integer, got ${keep}`);
     this.db = db;
@@ -115,20 +117,28 @@ export class Store {
   }
 
   /**
-   * Open (creating if needed) and migrate. A new parent directory gets mode 0700 and the file 0600,
-   * whatever the umask (SQLite gives its -wal and -shm files the database file's mode).
+   * Open a SQLite file (creating it, and its directory, owner-only if needed) and migrate.
    * `:memory:` works for throwaway stores.
    */
   static open(path: string, opts: StoreOpts = {}): Store {
-    if (path !== ':memory:') createPrivateFile(path);
-    const db = new Database(path);
+    return Store.migrated(SqliteDb.open(path), opts);
+  }
+
+  /**
+   * Connect to a PostgreSQL database (`postgres://` or `postgresql://` URL) and migrate. A bad URL is
+   * a BadRequestError, an unreachable server or a refused login a RuntimeUnavailableError, each with a hint.
+   */
+  static connect(databaseUrl: string, opts: StoreOpts & PgConnectOpts = {}): Store {
+    return Store.migrated(PgDb.connect(databaseUrl, opts), opts);
+  }
+
+  /** The daemon's store: PostgreSQL when a database URL is given, the SQLite file otherwise. */
+  static openAt(where: StoreLocation, opts: StoreOpts = {}): Store {
+    return 'databaseUrl' in where ? Store.connect(where.databaseUrl, opts) : Store.open(where.path, opts);
+  }
+
+  private static migrated(db: SqliteDb | PgDb, opts: StoreOpts): Store {
     try {
-      db.pragma('busy_timeout = 5000'); // first, so that switching to WAL also waits for other connections
-      db.pragma('journal_mode = WAL');
-      // WAL + NORMAL: a commit survives a crash of the daemon, not a power cut, and costs no fsync;
-      // with FULL every exec (five small writes) waited for the disk and capped throughput near 25/s.
-      db.pragma('synchronous = NORMAL');
-      db.pragma('foreign_keys = ON');
       migrate(db);
       return new Store(db, opts);
     } catch (err) {
@@ -137,11 +147,16 @@ export class Store {
     }
   }
 
-  close(): void {
-    if (this.db.open) this.db.close();
+  /** Which engine holds the rows. */
+  get dialect(): 'sqlite' | 'postgres' {
+    return this.db.dialect;
   }
 
-  /** The last migration applied (PRAGMA user_version). */
+  close(): void {
+    this.db.close();
+  }
+
+  /** The last migration applied (SQLite: PRAGMA user_version; PostgreSQL: the table schema_version). */
   get schemaVersion(): number {
     return schemaVersion(this.db);
   }
@@ -219,7 +234,7 @@ export class Store {
       const purged = this.stmts.purgeSandboxes.run(olderThanIso).changes;
       this.volumes.forgetGoneSandboxes();
       return purged;
-    })();
+    });
   }
 
   // --- execs ---
@@ -229,7 +244,7 @@ export class Store {
     this.db.transaction(() => {
       this.stmts.insertExec.run(e.id, e.sandboxId, e.tenant, JSON.stringify(e.cmd), e.startedAt, e.replica ?? null);
       this.stmts.trimExecs.run({ sandboxId: e.sandboxId, keep: this.execsPerSandbox });
-    })();
+    });
   }
 
   finishExec(id: string, r: ExecOutcome): void {
@@ -291,13 +306,6 @@ export class Store {
     checkDay(day);
     return this.stmts.execMsOn.get(tenant, day)?.exec_ms ?? 0;
   }
-}
-
-/** Creates the file owner-only before SQLite opens it, so it is never readable by others, even briefly. */
-function createPrivateFile(path: string): void {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  closeSync(openSync(path, 'a', 0o600));
-  chmodSync(path, 0o600);
 }
 
 function checkDay(day: string): void {

@@ -1,15 +1,13 @@
-/** Named volumes without root: the request's rules (names, targets), the CLI flag, the store's rows, local mount points. */
+/** Named volumes without root: the request's rules (names, targets), the CLI flag, local mount points (the store's rows: test/store/store-suite.ts). */
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import type { Sandbox, SandboxSpec } from '../../src/contract/model.js';
 import { CreateSandboxRequestSchema } from '../../src/contract/requests.js';
 import { checkVolumeName, CreateVolumeRequestSchema, normalizeMounts, volumeTargetProblem } from '../../src/contract/volumes.js';
 import { parseVolumeFlag } from '../../src/cli/volume-commands.js';
 import { volumeMountPoints } from '../../src/runtime/local/volume-mounts.js';
-import { Store } from '../../src/store/store.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'agentbox-volumes-unit-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -67,50 +65,4 @@ describe('local mount points on a read-only image root', () => {
   });
 });
 
-describe('volume rows', () => {
-  const sb = (id: string, state: Sandbox['state']): { sandbox: Sandbox; spec: SandboxSpec } => {
-    const sandbox: Sandbox = {
-      id, tenant: 'alice', image: 'busybox', profile: null, runtime: 'local', isolation: 'namespaces', state,
-      limits: { cpus: 1, memoryMb: 64, pids: 32, diskMb: 16 }, egress: { mode: 'none', allow: [] }, labels: {},
-      createdAt: '2026-01-01T00:00:00.000Z', expiresAt: null, lastActiveAt: '2026-01-01T00:00:00.000Z',
-    };
-    const spec: SandboxSpec = {
-      id, tenant: 'alice', image: 'busybox', profile: null, runtime: 'local', isolation: 'namespaces', limits: sandbox.limits, egress: sandbox.egress,
-      env: {}, labels: {}, ttlMs: null, idleTimeoutMs: null, execTimeoutMs: 1000, outputLimitBytes: 1000,
-      volumes: [{ name: 'data', target: '/data', readOnly: false }],
-    };
-    return { sandbox, spec };
-  };
-
-  test('unique per tenant; users are the creating and running sandboxes that mount it; a sandbox shows its volumes', () => {
-    const store = Store.open(join(dir, 'rows.db'));
-    try {
-      const v = { id: 'vol_1', tenant: 'alice', name: 'data', sizeMb: 64, createdAt: '2026-01-01T00:00:00.000Z' };
-      store.volumes.insert(v);
-      store.volumes.insert({ ...v, id: 'vol_2', tenant: 'bob' });
-      assert.throws(() => store.volumes.insert({ ...v, id: 'vol_3' }), /UNIQUE/);
-      assert.deepEqual(store.volumes.get('alice', 'data'), v);
-      assert.equal(store.volumes.get('carol', 'data'), undefined);
-      assert.deepEqual(store.volumes.list('alice').map((x) => x.id), ['vol_1']);
-      assert.deepEqual(store.volumes.list().map((x) => x.id), ['vol_1', 'vol_2']);
-      for (const [id, state] of [['sbx_run', 'running'], ['sbx_new', 'creating'], ['sbx_old', 'stopped']] as const) {
-        const { sandbox, spec } = sb(id, state);
-        store.insertSandbox(sandbox, spec, null);
-        store.volumes.addMounts([{ sandboxId: id, volumeId: 'vol_1', name: 'data', target: '/data', readOnly: false }]);
-      }
-      assert.deepEqual(store.volumes.activeUsers('vol_1'), ['sbx_new', 'sbx_run']);
-      assert.deepEqual(store.volumes.activeMounts().map((m) => m.sandboxId).sort(), ['sbx_new', 'sbx_run']);
-      assert.deepEqual(store.getSandbox('sbx_run')?.sandbox.volumes, [{ name: 'data', target: '/data', readOnly: false }]);
-      store.markEnded('sbx_run', { state: 'deleted', reason: 'deleted', endedBy: null, at: '2026-01-01T00:01:00.000Z' });
-      assert.deepEqual(store.volumes.activeUsers('vol_1'), ['sbx_new']);
-      store.markEnded('sbx_new', { state: 'stopped', reason: 'stopped', endedBy: null, at: '2026-01-01T00:01:00.000Z' });
-      assert.equal(store.purgeEnded('2026-01-02T00:00:00.000Z'), 2);
-      assert.deepEqual(store.volumes.mountsOf('sbx_run'), [], 'the mounts of purged sandboxes go with them');
-      assert.equal(store.volumes.mountsOf('sbx_old').length, 1);
-      store.volumes.delete('vol_1');
-      assert.equal(store.volumes.getById('vol_1'), undefined);
-    } finally {
-      store.close();
-    }
-  });
-});
+// The volume rows in the store: test/store/store-suite.ts (run on SQLite by test/unit/store.test.ts).

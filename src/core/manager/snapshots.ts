@@ -17,6 +17,7 @@ import type { Store, StoredSandbox } from '../../store/store.js';
 import { labelsMatch, type Caller } from './access.js';
 import type { IdlePauses } from './lifecycle.js';
 import { handleOf, type Runtimes } from './runtimes.js';
+import { isUniqueViolation } from '../../store/sql-db.js';
 
 export interface SnapshotDeps {
   store: Store;
@@ -114,7 +115,7 @@ export async function takeSnapshot(d: SnapshotDeps, stored: StoredSandbox, name:
   try {
     d.store.snapshots.begin({ id, tenant: sb.tenant, name: name ?? null, sandboxId: sb.id, image: sb.image, diskMb: sb.limits.diskMb, createdAt, labels: sb.labels, memory });
   } catch (err) {
-    if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
+    if (isUniqueViolation(err)) {
       throw new ConflictError(`a snapshot named ${name} exists already`, { hint: 'pick another --name, or remove the old one: agentbox snapshot rm' });
     }
     throw err;
