@@ -62,3 +62,41 @@ test('the daemon\'s store is the PostgreSQL database of AGENTBOX_DATABASE_URL', 
     for (const h of homes) rmSync(h, { recursive: true, force: true });
   }
 });
+
+test('two daemon replicas on one PostgreSQL database: B lists and inspects A\'s sandbox, refuses to enter it naming A, and neither reaps nor stops it', { skip: skip ?? false }, async () => {
+  const pgc = cluster!;
+  const url = await pgc.createDatabase();
+  const homes = [mkdtempSync(join(tmpdir(), 'agentbox-pgr-')), mkdtempSync(join(tmpdir(), 'agentbox-pgr-'))];
+  const start = (home: string, id: string) =>
+    startDaemon({
+      env: { AGENTBOX_HOME: home, AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_DATABASE_URL: url, AGENTBOX_REPLICA_ID: id, AGENTBOX_ADVERTISE_URL: `http://${id}.example:8080` },
+      logger: silentLogger(),
+      socket: null,
+      tcp: { host: '127.0.0.1', port: 0 },
+      reapIntervalMs: 100,
+    });
+  const a = await start(homes[0]!, 'replica-a');
+  try {
+    const ca = new AgentboxClient({ url: `http://127.0.0.1:${a.tcpAddress!.port}` });
+    const sb = await ca.create({});
+    const b = await start(homes[1]!, 'replica-b');
+    try {
+      const cb = new AgentboxClient({ url: `http://127.0.0.1:${b.tcpAddress!.port}` });
+      assert.deepEqual(await cb.get(sb.id), await ca.get(sb.id));
+      assert.ok((await cb.list()).some((s) => s.id === sb.id));
+      await assert.rejects(cb.exec(sb.id, { cmd: ['true'] }), (err: { code?: string; message?: string; hint?: string }) => err.code === 'conflict' && /replica-a/.test(err.message ?? '') && /http:\/\/replica-a\.example:8080/.test(err.hint ?? ''));
+      await new Promise((r) => setTimeout(r, 1000)); // B's reaper has had ten passes
+      assert.equal((await ca.get(sb.id)).state, 'running');
+      const replicas = await pgc.query<{ id: string }>(url, 'SELECT id FROM replicas ORDER BY id');
+      assert.deepEqual(replicas.map((r) => r.id), ['replica-a', 'replica-b']);
+    } finally {
+      await b.close(); // the default: stop its sandboxes, which A's is not
+    }
+    assert.equal((await ca.get(sb.id)).state, 'running', 'B\'s stop ended A\'s sandbox');
+    assert.equal((await ca.exec(sb.id, { cmd: ['sh', '-c', 'echo still'] })).stdout, 'still\n');
+    await ca.delete(sb.id);
+  } finally {
+    await a.close();
+    for (const h of homes) rmSync(h, { recursive: true, force: true });
+  }
+});
