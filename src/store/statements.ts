@@ -53,6 +53,8 @@ export interface Statements {
   setExpiresAt: Stmt<[at: string | null, id: string]>;
   markEnded: Stmt<[MarkEndedParams]>;
   countActive: Stmt<[tenant: string], { n: number; mem: number }>;
+  /** Holds a tenant's lock until the transaction ends: an advisory lock on PostgreSQL, the database's write lock on SQLite. */
+  lockTenant: Stmt<[key: string]>;
   countByState: Stmt<[], { state: string; n: number }>;
   purgeExecs: Stmt<[olderThan: string]>;
   purgeSandboxes: Stmt<[olderThan: string]>;
@@ -112,6 +114,13 @@ export function prepareStatements(db: SqlDb): Statements {
         ended_by = CASE WHEN ended_at IS NULL THEN @endedBy ELSE ended_by END,
         ended_at = COALESCE(ended_at, @at)
       WHERE id = @id AND (ended_at IS NULL OR (@state = 'deleted' AND state <> 'deleted'))`),
+    // PostgreSQL: hashtext is a 32-bit key per tenant (two tenants sharing one only wait for each other).
+    // SQLite: a write first, so the transaction holds the write lock before it reads (two processes on one
+    // file would otherwise both read, then fail to upgrade); the row it leaves is never a lease anyone takes.
+    lockTenant: prepare({
+      sqlite: "INSERT INTO leases (name, holder, expires_at) VALUES (?, '', '') ON CONFLICT (name) DO NOTHING",
+      postgres: 'SELECT pg_advisory_xact_lock(hashtext(CAST(? AS TEXT)))',
+    }),
     countActive: prepare({
       sqlite: `
         SELECT COUNT(*) AS n, COALESCE(SUM(json_extract(limits_json, '$.memoryMb')), 0) AS mem

@@ -168,6 +168,22 @@ export class Store {
     this.stmts.insertSandbox.run(sandboxToRow(sb, spec, idleTimeoutMs, replica));
   }
 
+  /**
+   * Insert the row unless the tenant's active sandboxes (rows creating or running, every replica's)
+   * would then pass QUOTA; false, inserting nothing, when they would. Counted and inserted in one
+   * transaction under the tenant's lock, so replicas creating at once cannot pass a quota together.
+   */
+  insertSandboxWithin(sb: Sandbox, spec: SandboxSpec, idleTimeoutMs: number | null, replica: string | null, quota: { sandboxes?: number | undefined; memoryMb?: number | undefined }): boolean {
+    return this.db.transaction(() => {
+      this.stmts.lockTenant.run(`agentbox-quota:${sb.tenant}`);
+      const used = this.countActive(sb.tenant);
+      if (quota.sandboxes !== undefined && used.sandboxes + 1 > quota.sandboxes) return false;
+      if (quota.memoryMb !== undefined && used.memoryMb + sb.limits.memoryMb > quota.memoryMb) return false;
+      this.insertSandbox(sb, spec, idleTimeoutMs, replica);
+      return true;
+    });
+  }
+
   getSandbox(id: string): StoredSandbox | undefined {
     const row = this.stmts.getSandbox.get(id);
     return row === undefined ? undefined : toStoredSandbox(row);

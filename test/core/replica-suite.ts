@@ -138,6 +138,25 @@ export function runReplicaSuite(o: ReplicaSuiteOpts): void {
       await a.close();
     });
 
+    test('replicas: a tenant quota holds across replicas: a burst of creates through both never passes it', async () => {
+      const p = policy('version: 1\ntenants:\n  - name: bob\n    tokens: [bob-token-0123456789]\n    quotas: { sandboxes: 2 }\n');
+      const bob: Caller = { tenant: 'bob', actor: 'test' };
+      const a = replica('rep-q1', await open('quota'), localRuntime('q1'), p);
+      const b = replica('rep-q2', await open('quota'), localRuntime('q2'), p);
+      await a.start();
+      await b.start();
+      // Each replica alone would let 2 through (its own count and reservations): together, still 2.
+      const results = await Promise.allSettled([a, b, a, b, a, b].map((m) => m.create({}, bob)));
+      const made = results.filter((r) => r.status === 'fulfilled');
+      const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      assert.equal(made.length, 2, `${made.length} sandboxes were made for a quota of 2`);
+      for (const r of refused) assert.equal((r.reason as { code?: string }).code, 'quota_exceeded', String(r.reason));
+      assert.equal(a.list(bob).filter((s) => s.state === 'running').length, 2);
+      assert.equal(a.list(bob).filter((s) => s.state !== 'running').length, 0, 'a refused create left a row');
+      await b.close();
+      await a.close();
+    });
+
     test('replicas: one lease holder at a time; a stopped replica hands it over at once, a dead one when it expires, and its unfinished execs are recorded as lost', async () => {
       const s1 = await open('lease');
       const s2 = await open('lease');

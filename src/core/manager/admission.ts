@@ -43,12 +43,8 @@ export class QuotaLedger {
     const stored = this.store.countActive(spec.tenant);
     const held = this.reserved.get(spec.tenant) ?? { sandboxes: 0, memoryMb: 0 };
     const used = { sandboxes: stored.sandboxes + held.sandboxes, memoryMb: stored.memoryMb + held.memoryMb };
-    if (quotas.sandboxes !== undefined && used.sandboxes + 1 > quotas.sandboxes) {
-      throw new QuotaExceededError(`tenant ${spec.tenant} already has ${used.sandboxes} of ${quotas.sandboxes} sandboxes`, { hint: 'delete one first: agentbox ls, then agentbox rm ID' });
-    }
-    if (quotas.memoryMb !== undefined && used.memoryMb + spec.limits.memoryMb > quotas.memoryMb) {
-      throw new QuotaExceededError(`tenant ${spec.tenant} would use ${used.memoryMb + spec.limits.memoryMb} MiB of ${quotas.memoryMb} MiB memory`, { hint: 'ask for less with --memory, or delete a sandbox' });
-    }
+    const over = quotaError(spec.tenant, used, quotas, spec.limits.memoryMb);
+    if (over) throw over;
     this.checkExecMinutes(spec.tenant);
     this.reserved.set(spec.tenant, { sandboxes: held.sandboxes + 1, memoryMb: held.memoryMb + spec.limits.memoryMb });
     let released = false;
@@ -63,6 +59,15 @@ export class QuotaLedger {
     };
   }
 
+  /**
+   * The tenant's sandbox and memory quotas, for the store's check where the row is inserted
+   * (`Store.insertSandboxWithin`: across replicas); undefined when it has neither.
+   */
+  limitsOf(tenant: string): { sandboxes?: number | undefined; memoryMb?: number | undefined } | undefined {
+    const q = this.quotasOf(tenant);
+    return q && (q.sandboxes !== undefined || q.memoryMb !== undefined) ? { sandboxes: q.sandboxes, memoryMb: q.memoryMb } : undefined;
+  }
+
   /** quota_exceeded once the tenant's execs ran `execMinutesPerDay` today (UTC). */
   checkExecMinutes(tenant: string): void {
     const perDay = this.quotasOf(tenant)?.execMinutesPerDay;
@@ -71,6 +76,17 @@ export class QuotaLedger {
       throw new QuotaExceededError(`tenant ${tenant} used its ${perDay} exec minutes for today`, { hint: 'the quota resets at 00:00 UTC' });
     }
   }
+}
+
+/** The quota error for a tenant that uses USED and asks for one more sandbox of MEMORY_MB; undefined when it fits. */
+export function quotaError(tenant: string, used: { sandboxes: number; memoryMb: number }, quotas: { sandboxes?: number | undefined; memoryMb?: number | undefined }, memoryMb: number): InstanceType<typeof QuotaExceededError> | undefined {
+  if (quotas.sandboxes !== undefined && used.sandboxes + 1 > quotas.sandboxes) {
+    return new QuotaExceededError(`tenant ${tenant} already has ${used.sandboxes} of ${quotas.sandboxes} sandboxes`, { hint: 'delete one first: agentbox ls, then agentbox rm ID' });
+  }
+  if (quotas.memoryMb !== undefined && used.memoryMb + memoryMb > quotas.memoryMb) {
+    return new QuotaExceededError(`tenant ${tenant} would use ${used.memoryMb + memoryMb} MiB of ${quotas.memoryMb} MiB memory`, { hint: 'ask for less with --memory, or delete a sandbox' });
+  }
+  return undefined;
 }
 
 /** Bounded concurrency for creates: `max` run at once, `queueLength` wait, the rest get a 429. */

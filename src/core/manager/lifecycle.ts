@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { EgressService } from '../../egress/service.js';
 import type { CreateKind, Metrics } from '../../observability/metrics.js';
 import type { Tracing } from '../../observability/tracing.js';
-import { BadRequestError, ConflictError } from '../../contract/errors.js';
+import { BadRequestError, ConflictError, QuotaExceededError } from '../../contract/errors.js';
 import type { Runtime } from '../../runtime/types.js';
 import type { Store, StoredSandbox } from '../../store/store.js';
 import type { EndReason, Sandbox, SandboxSpec, SandboxState } from '../../contract/model.js';
@@ -20,6 +20,7 @@ import { handleOf, type Runtimes } from './runtimes.js';
 import type { Volumes } from './volumes.js';
 import type { UsageSampler } from './usage-sampler.js';
 import type { ReplicaScope } from './replica.js';
+import { quotaError, type QuotaLedger } from './admission.js';
 
 /** States in which a sandbox holds host resources and counts against quotas. */
 export const ACTIVE: SandboxState[] = ['creating', 'running'];
@@ -39,7 +40,7 @@ export function markActive(store: Store, id: string): void {
  * then on. A failed create leaves the row failed with reason create_failed and nothing on the host.
  */
 export async function createSandbox(
-  d: { store: Store; runtimes: Runtimes; pools: WarmPools; inflight: Inflight; logger: Logger; metrics?: Metrics | undefined; volumes?: Volumes | undefined; events?: LifecycleEvents | undefined; tracing?: Tracing | undefined; replica?: ReplicaScope | undefined },
+  d: { store: Store; runtimes: Runtimes; pools: WarmPools; inflight: Inflight; logger: Logger; metrics?: Metrics | undefined; volumes?: Volumes | undefined; events?: LifecycleEvents | undefined; tracing?: Tracing | undefined; replica?: ReplicaScope | undefined; quotas?: QuotaLedger | undefined },
   spec: SandboxSpec,
   egress: EgressService | undefined,
   caller: Caller,
@@ -87,7 +88,13 @@ export async function createSandbox(
     ...(spec.volumes?.length ? { volumes: spec.volumes } : {}),
   };
   const store = d.store;
-  store.insertSandbox(sandbox, spec, spec.idleTimeoutMs, d.replica?.id ?? null);
+  // The quota checked again where it is counted: other replicas on the store may have created meanwhile.
+  const quota = d.quotas?.limitsOf(spec.tenant);
+  if (quota && !store.insertSandboxWithin(sandbox, spec, spec.idleTimeoutMs, d.replica?.id ?? null, quota)) {
+    if (warm) await rt.destroy(warm).catch(() => undefined);
+    throw quotaError(spec.tenant, store.countActive(spec.tenant), quota, spec.limits.memoryMb) ?? new QuotaExceededError(`tenant ${spec.tenant} reached its quota while this sandbox was being created`, { hint: 'delete one first: agentbox ls, then agentbox rm ID' });
+  }
+  if (!quota) store.insertSandbox(sandbox, spec, spec.idleTimeoutMs, d.replica?.id ?? null);
   // The stored row counts against the quota from here on.
   unreserve();
   const log = d.logger.child({ sandbox_id: spec.id, tenant: spec.tenant });
