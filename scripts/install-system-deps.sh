@@ -18,6 +18,10 @@ command -v fsfreeze >/dev/null || need+=(util-linux)
 command -v openssl >/dev/null || need+=(openssl)
 # the dashboard's browser tests drive Debian's own Chromium headless (puppeteer-core, no browser download)
 command -v chromium >/dev/null || need+=(chromium)
+# the PostgreSQL store's tests start private clusters of Debian's server (no service is used)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# the Kubernetes manifests' tests render them with kubectl kustomize (Debian's 1.20 when none is installed)
+command -v kubectl >/dev/null || need+=(kubernetes-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -38,4 +42,4 @@ if [ ${#vm_need[@]} -gt 0 ]; then
   [ ${#need[@]} -gt 0 ] || apt-get update -qq || true
   apt-get install -y -qq --no-install-recommends "${vm_need[@]}" >/dev/null
 fi
-echo "system dependencies ok: $(bwrap --version), $(chromium --version 2>/dev/null | head -1), $(mmdebstrap --version 2>/dev/null | head -1), gcc $(gcc -dumpversion), $(qemu-system-x86_64 --version | head -1)"
+echo "system dependencies ok: $(bwrap --version), $(chromium --version 2>/dev/null | head -1), PostgreSQL $(ls /usr/lib/postgresql | sort -V | tail -1), kubectl $(kubectl version --client 2>/dev/null | head -1 | grep -oE 'v[0-9.]+'), $(mmdebstrap --version 2>/dev/null | head -1), gcc $(gcc -dumpversion), $(qemu-system-x86_64 --version | head -1)"
