@@ -357,7 +357,8 @@ function clientWentAway(err: unknown, res: ServerResponse): boolean {
   return res.destroyed || code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'EPIPE';
 }
 
-function statusFor(err: unknown): number | undefined {
+/** The status of the API's own error classes that are not one of the contract's codes' statuses. */
+export function statusFor(err: unknown): number | undefined {
   if (err instanceof PayloadTooLargeError) return 413;
   if (err instanceof UnsupportedMediaTypeError) return 415;
   if (err instanceof UpgradeRequiredError) return 426;
