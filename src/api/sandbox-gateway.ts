@@ -61,6 +61,8 @@ class MethodNotAllowedError extends BadRequestError {}
 
 /** A live sandbox token of this very sandbox, or a 401/403: never any other identity. */
 function gatewayCaller(auth: Authenticator, req: IncomingMessage, sandboxId: string): Caller {
+  // A page in the sandbox's own browser (a desktop's Chromium) is not a client of the API.
+  if (req.headers.origin !== undefined) throw new ForbiddenError('requests from a browser page are not served at agentbox.internal', { hint: 'call it from a program, not from a web page' });
   const mint = `POST /v1/sandboxes/${sandboxId}/tokens mints one (from outside, with the manage scope)`;
   const header = req.headers.authorization;
   if (!header) throw new UnauthorizedError('missing bearer token: agentbox.internal takes a sandbox token of this sandbox', { hint: `send Authorization: Bearer <token>; ${mint}` });

@@ -363,11 +363,11 @@ describe('sandbox tokens from inside a sandbox (http://agentbox.internal through
    * One HTTP request from inside `id` to its proxy, as any client with http_proxy sends it (busybox nc:
    * busybox wget turns a --post-data request into a GET when it goes through a proxy).
    */
-  const inside = async (id: string, method: string, path: string, opts: { auth?: string; body?: string } = {}): Promise<{ status: number; body: string }> => {
+  const inside = async (id: string, method: string, path: string, opts: { auth?: string; body?: string; origin?: string } = {}): Promise<{ status: number; body: string }> => {
     const body = opts.body ?? '';
     const host = `agentbox.internal${path.startsWith(':') ? path.slice(0, path.indexOf('/')) : ''}`;
     const target = method === 'CONNECT' ? 'agentbox.internal:443' : `http://agentbox.internal${path}`;
-    const head = [`${method} ${target} HTTP/1.1`, `Host: ${host}`, 'Connection: close', ...(opts.auth !== undefined ? [`Authorization: Bearer ${opts.auth}`] : []), ...(opts.body !== undefined ? ['Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`] : [])];
+    const head = [`${method} ${target} HTTP/1.1`, `Host: ${host}`, 'Connection: close', ...(opts.auth !== undefined ? [`Authorization: Bearer ${opts.auth}`] : []), ...(opts.origin !== undefined ? [`Origin: ${opts.origin}`] : []), ...(opts.body !== undefined ? ['Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`] : [])];
     // busybox's nc quits when its stdin ends: the writer holds it open until the answer has come.
     const script = 'R=/tmp/resp.$$; { printf "%s" "$REQ"; i=0; while [ ! -s $R ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; sleep 0.2; } | nc 127.0.0.1 3128 > $R; cat $R; rm -f $R';
     const r = await alice.exec(id, { cmd: ['sh', '-c', script], env: { REQ: `${head.join('\r\n')}\r\n\r\n${body}` }, timeoutMs: 30_000 });
@@ -428,6 +428,8 @@ describe('sandbox tokens from inside a sandbox (http://agentbox.internal through
     // Its own token from inside the other sandbox: 403 as well (the proxy knows whose sandbox it serves).
     const back = await inside(other, 'GET', `/v1/sandboxes/${mine}`, { auth: token });
     assert.equal(back.status, 403, back.body);
+    // A browser page in the sandbox (it sends an Origin) is not a client, even with the token.
+    assert.equal((await inside(mine, 'GET', `/v1/sandboxes/${mine}`, { auth: token, origin: 'http://evil.example' })).status, 403);
     // Only port 80, only plain HTTP: another port is 404 from the proxy, CONNECT a 400.
     assert.equal((await inside(mine, 'GET', ':8080/v1/sandboxes', { auth: token })).status, 404);
     assert.equal((await inside(mine, 'CONNECT', '', { auth: token })).status, 400);
