@@ -49,6 +49,9 @@ export class Authenticator {
           hint: 'set AGENTBOX_TOKEN=$(openssl rand -hex 24), or unset it and use the owner-only Unix socket',
         });
       }
+      if (envToken.startsWith(SANDBOX_TOKEN_PREFIX)) {
+        throw new BadRequestError(`AGENTBOX_TOKEN may not start with ${SANDBOX_TOKEN_PREFIX}: that prefix names sandbox tokens`, { hint: 'set AGENTBOX_TOKEN=$(openssl rand -hex 24)' });
+      }
       this.entries.push({ digest: sha256(envToken), tenant: DEFAULT_TENANT });
     }
   }
