@@ -1,6 +1,6 @@
 /** `agentbox token create|ls|revoke`: short-lived tokens scoped to one sandbox, for code inside it (ARCHITECTURE.md, "Sandbox tokens"). */
 import type { Command } from 'commander';
-import type { SandboxToken } from '../contract/tokens.js';
+import type { SandboxToken, SandboxTokenScope } from '../contract/tokens.js';
 import { connectClient } from './connect.js';
 import { collect } from './flags.js';
 import { printJson, table } from './output.js';
@@ -23,7 +23,8 @@ export function registerTokenCommands(program: Command): void {
     .option('--json', 'print the token and its details as JSON')
     .action(async (id: string, flags: { scope?: string[]; ttl?: string; inject?: boolean; json?: boolean }) => {
       const created = await (await connectClient()).createToken(id, {
-        scopes: flags.scope && flags.scope.length > 0 ? flags.scope.flatMap((s) => s.split(',')).filter((s) => s !== '') : ['read'],
+        // Checked by the daemon, which names a wrong one.
+        scopes: (flags.scope && flags.scope.length > 0 ? flags.scope.flatMap((s) => s.split(',')).filter((s) => s !== '') : ['read']) as SandboxTokenScope[],
         ...(flags.ttl ? { ttl: flags.ttl } : {}),
         ...(flags.inject ? { inject: true } : {}),
       });

@@ -26,15 +26,16 @@ export const SandboxTokenScopeSchema = z.enum(SANDBOX_TOKEN_SCOPES).describe('re
 export const CreateSandboxTokenRequestSchema = z
   .object({
     scopes: z
-      .array(z.string())
+      .array(
+        z.enum(SANDBOX_TOKEN_SCOPES, {
+          error: (issue) =>
+            issue.input === 'manage'
+              ? 'manage is not allowed for a sandbox token: it can never create, stop or delete sandboxes, nor mint tokens'
+              : `unknown scope ${JSON.stringify(issue.input).slice(0, 40)}: read, exec or files`,
+        }),
+      )
       .min(1, 'at least one scope')
       .max(3)
-      .superRefine((scopes, ctx) => {
-        for (const s of scopes) {
-          if (s === 'manage') ctx.addIssue({ code: 'custom', message: 'manage is not allowed for a sandbox token: it can never create, stop or delete sandboxes, nor mint tokens' });
-          else if (!(SANDBOX_TOKEN_SCOPES as readonly string[]).includes(s)) ctx.addIssue({ code: 'custom', message: `unknown scope ${JSON.stringify(s).slice(0, 40)}: read, exec or files` });
-        }
-      })
       .transform((scopes) => SANDBOX_TOKEN_SCOPES.filter((s) => scopes.includes(s)))
       .describe('What the token may do on its sandbox: read, exec, files (not manage)'),
     ttl: DurationInputSchema.optional().describe('How long it holds: at most 1h; default 15m'),
