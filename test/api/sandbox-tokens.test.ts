@@ -15,6 +15,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { cliEntry } from '../../src/core/config.js';
 import type { AgentboxError } from '../../src/contract/errors.js';
@@ -433,6 +435,26 @@ describe('sandbox tokens from inside a sandbox (http://agentbox.internal through
     // Only port 80, only plain HTTP: another port is 404 from the proxy, CONNECT a 400.
     assert.equal((await inside(mine, 'GET', ':8080/v1/sandboxes', { auth: token })).status, 404);
     assert.equal((await inside(mine, 'CONNECT', '', { auth: token })).status, 400);
+  });
+
+  test('MCP: sandbox_create_token mints and injects a token the code inside then uses', async () => {
+    const transport = new StreamableHTTPClientTransport(new URL(`${url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${ALICE}` } } });
+    const client = new Client({ name: 'tokens-test', version: '0.0.1' });
+    await client.connect(transport);
+    try {
+      const r = (await client.callTool({ name: 'sandbox_create_token', arguments: { id: other, scopes: ['read'], ttl: '5m' } })) as { content: { text: string }[]; structuredContent?: { token?: string; injectedPath?: string }; isError?: boolean };
+      assert.ok(!r.isError, JSON.stringify(r.content));
+      assert.match(JSON.stringify(r.content), /agentbox\.internal/);
+      const got = await alice.exec(other, { cmd: ['sh', '-c', `wget -q -O - --header "Authorization: Bearer $(cat ${SANDBOX_TOKEN_PATH})" "$AGENTBOX_URL/v1/sandboxes/${other}"`], timeoutMs: 20_000 });
+      assert.equal(got.exitCode, 0, got.stdout.toString());
+      assert.equal((JSON.parse(got.stdout.toString()) as { id: string }).id, other);
+      const bad = (await client.callTool({ name: 'sandbox_create_token', arguments: { id: other, scopes: ['read'], ttl: '2h' } })) as { isError?: boolean; content: { text: string }[] };
+      assert.equal(bad.isError, true);
+      assert.match(JSON.stringify(bad.content), /1h/);
+    } finally {
+      await transport.terminateSession().catch(() => undefined);
+      await client.close();
+    }
   });
 
   test('a sandbox without egress: no in-sandbox address (the token is for use from outside); nothing is punched through', async () => {
