@@ -18,7 +18,9 @@ import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
-import { cliEntry } from '../../src/core/config.js';
+import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
+import { scratchDiskStore } from '../../src/storage/scratch-store.js';
+import { cliEntry, VERSION } from '../../src/core/config.js';
 import type { AgentboxError } from '../../src/contract/errors.js';
 import { SANDBOX_TOKEN_PATH } from '../../src/contract/tokens.js';
 import { silentLogger } from '../../src/observability/logger.js';
@@ -326,152 +328,175 @@ describe('sandbox tokens', () => {
   });
 });
 
-describe('sandbox tokens from inside a sandbox (http://agentbox.internal through its egress proxy)', () => {
-  let home: string;
-  let daemon: Daemon | undefined;
-  let url: string;
-  let alice: AgentboxClient;
-  let mine: string;
-  let other: string;
-  let token: string;
+const dockerProbe = await new DockerRuntime({ disks: scratchDiskStore(), images: { resolve: () => { throw new Error('unused'); } }, homeTag: `test-tokens-${process.pid}`, version: VERSION }).probe();
+const dockerSkip = dockerProbe.ok ? false : `docker: ${dockerProbe.reason}`;
+const runsc = dockerProbe.ok && (dockerProbe.details?.runtimes ?? '').split(' ').includes('runsc');
 
-  before(async () => {
-    await testImages();
-    home = mkdtempSync(join(tmpdir(), 'ab-sandbox-tokens-in-'));
-    writeFileSync(join(home, 'policy.yaml'), POLICY);
-    daemon = await startDaemon({
-      env: { AGENTBOX_HOME: join(home, 'h'), AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_TOKEN: OPERATOR },
-      logger: silentLogger(),
-      policyPath: join(home, 'policy.yaml'),
-      tcp: { host: '127.0.0.1', port: 0 },
+/** The same in-sandbox path on each runtime this host has: every one reaches its proxy the same way. */
+const INSIDE_VARIANTS: { name: string; runtime: string; isolation: string; skip: string | false }[] = [
+  { name: 'local', runtime: 'local', isolation: 'namespaces', skip: false },
+  { name: 'docker (runc)', runtime: 'docker', isolation: 'container', skip: dockerSkip },
+  { name: 'docker (gVisor)', runtime: 'docker', isolation: 'gvisor', skip: dockerSkip || (runsc ? false : 'runsc is not registered with dockerd') },
+];
+
+const insidePolicy = (runtime: string, isolation: string): string => `version: 1
+defaults: { image: busybox, ttl: 10m, runtime: ${runtime}, isolation: ${isolation} }
+profiles:
+  web: { runtime: ${runtime}, isolation: ${isolation}, egress: { mode: open } }
+  closed: { runtime: ${runtime}, isolation: ${isolation} }
+tenants:
+  - name: alice
+    tokens: [${ALICE}]
+`;
+
+for (const v of INSIDE_VARIANTS) {
+  describe(`sandbox tokens from inside a sandbox on ${v.name} (http://agentbox.internal through its egress proxy)`, { skip: v.skip }, () => {
+    let home: string;
+    let daemon: Daemon | undefined;
+    let url: string;
+    let alice: AgentboxClient;
+    let mine: string;
+    let other: string;
+    let token: string;
+
+    before(async () => {
+      await testImages();
+      home = mkdtempSync(join(tmpdir(), 'ab-sandbox-tokens-in-'));
+      writeFileSync(join(home, 'policy.yaml'), insidePolicy(v.runtime, v.isolation));
+      daemon = await startDaemon({
+        env: { AGENTBOX_HOME: join(home, 'h'), AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_TOKEN: OPERATOR },
+        logger: silentLogger(),
+        policyPath: join(home, 'policy.yaml'),
+        tcp: { host: '127.0.0.1', port: 0 },
+      });
+      url = `http://127.0.0.1:${daemon.tcpAddress!.port}`;
+      alice = new AgentboxClient({ url, token: ALICE });
+      mine = (await alice.create({ profile: 'web' })).id;
+      other = (await alice.create({ profile: 'web' })).id;
+      const t = await alice.createToken(mine, { scopes: ['read', 'exec'], inject: true });
+      assert.equal(t.injectedPath, SANDBOX_TOKEN_PATH);
+      assert.equal(t.apiUrl, 'http://agentbox.internal');
+      token = t.token;
     });
-    url = `http://127.0.0.1:${daemon.tcpAddress!.port}`;
-    alice = new AgentboxClient({ url, token: ALICE });
-    mine = (await alice.create({ profile: 'web' })).id;
-    other = (await alice.create({ profile: 'web' })).id;
-    const t = await alice.createToken(mine, { scopes: ['read', 'exec'], inject: true });
-    assert.equal(t.injectedPath, SANDBOX_TOKEN_PATH);
-    assert.equal(t.apiUrl, 'http://agentbox.internal');
-    token = t.token;
+
+    after(() =>
+      closeDaemonLeavingNothing(daemon, home, async () => {
+        for (const sb of await alice.list()) await alice.delete(sb.id);
+      }),
+    );
+
+    /**
+     * One HTTP request from inside `id` to its proxy, as any client with http_proxy sends it (busybox nc:
+     * busybox wget turns a --post-data request into a GET when it goes through a proxy).
+     */
+    const inside = async (id: string, method: string, path: string, opts: { auth?: string; body?: string; origin?: string } = {}): Promise<{ status: number; body: string }> => {
+      const body = opts.body ?? '';
+      const host = `agentbox.internal${path.startsWith(':') ? path.slice(0, path.indexOf('/')) : ''}`;
+      const target = method === 'CONNECT' ? 'agentbox.internal:443' : `http://agentbox.internal${path}`;
+      const head = [`${method} ${target} HTTP/1.1`, `Host: ${host}`, 'Connection: close', ...(opts.auth !== undefined ? [`Authorization: Bearer ${opts.auth}`] : []), ...(opts.origin !== undefined ? [`Origin: ${opts.origin}`] : []), ...(opts.body !== undefined ? ['Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`] : [])];
+      // busybox's nc quits when its stdin ends: the writer holds it open until the answer has come.
+      const script = 'R=/tmp/resp.$$; { printf "%s" "$REQ"; i=0; while [ ! -s $R ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; sleep 0.2; } | nc 127.0.0.1 3128 > $R; cat $R; rm -f $R';
+      const r = await alice.exec(id, { cmd: ['sh', '-c', script], env: { REQ: `${head.join('\r\n')}\r\n\r\n${body}` }, timeoutMs: 30_000 });
+      const text = r.stdout.toString();
+      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
+      return { status, body: text.slice(text.indexOf('\r\n\r\n') + 4) };
+    };
+
+    test('the token file is there, the sandbox user\'s, mode 0600; execs have AGENTBOX_URL', async () => {
+      const r = await alice.exec(mine, { cmd: ['sh', '-c', `stat -c '%a %u' ${SANDBOX_TOKEN_PATH}; cat ${SANDBOX_TOKEN_PATH}; echo "url=$AGENTBOX_URL"`] });
+      const [mode, content, env] = r.stdout.toString().trim().split('\n');
+      assert.equal(mode, '600 1000');
+      assert.equal(content, token);
+      assert.equal(env, 'url=http://agentbox.internal');
+    });
+
+    test('its own sandbox: wget with the injected token gets it; list and exec work', async () => {
+      const got = await alice.exec(mine, { cmd: ['sh', '-c', `wget -q -O - --header "Authorization: Bearer $(cat ${SANDBOX_TOKEN_PATH})" "$AGENTBOX_URL/v1/sandboxes/${mine}"`], timeoutMs: 20_000 });
+      assert.equal(got.exitCode, 0, got.stdout.toString() + got.stderr.toString());
+      assert.equal((JSON.parse(got.stdout.toString()) as { id: string }).id, mine);
+      const list = await inside(mine, 'GET', '/v1/sandboxes', { auth: token });
+      assert.equal(list.status, 200, JSON.stringify(list));
+      assert.deepEqual((JSON.parse(list.body) as { sandboxes: { id: string }[] }).sandboxes.map((s) => s.id), [mine]);
+      const ran = await inside(mine, 'POST', `/v1/sandboxes/${mine}/exec`, { auth: token, body: '{"cmd":["echo","from","inside"]}' });
+      assert.equal(ran.status, 200, ran.body);
+      assert.equal((JSON.parse(ran.body) as { stdout: string }).stdout, 'from inside\n');
+      // Not egress: nothing of it is in the sandbox's egress log.
+      assert.ok(!(await alice.egressLog(mine)).log.some((e) => e.host === 'agentbox.internal'));
+    });
+
+    test('refused: another sandbox (404), no token or a tenant\'s token (401), another sandbox\'s token (403), scopes it lacks (403), operator routes (404)', async () => {
+      const cases: [string, string, { auth?: string; body?: string }, number][] = [
+        ['GET', `/v1/sandboxes/${other}`, { auth: token }, 404],
+        ['POST', `/v1/sandboxes/${other}/exec`, { auth: token, body: '{"cmd":["true"]}' }, 404],
+        ['GET', `/v1/sandboxes/${mine}`, {}, 401],
+        ['POST', `/v1/sandboxes/${mine}/exec`, { body: '{"cmd":["true"]}' }, 401],
+        ['GET', `/v1/sandboxes/${mine}`, { auth: ALICE }, 401],
+        ['GET', `/v1/sandboxes/${mine}`, { auth: OPERATOR }, 401],
+        ['GET', `/v1/sandboxes/${mine}`, { auth: 'abx_sbt_nonsense' }, 401],
+        ['GET', `/v1/sandboxes/${mine}/files?path=/etc/hostname`, { auth: token }, 403],
+        ['POST', '/v1/sandboxes', { auth: token, body: '{}' }, 403],
+        ['POST', `/v1/sandboxes/${mine}/tokens`, { auth: token, body: '{"scopes":["read"]}' }, 403],
+        ['DELETE', `/v1/sandboxes/${mine}`, { auth: token }, 403],
+        ['POST', `/v1/sandboxes/${mine}/egress/allow`, { auth: token, body: '{"host":"example.com"}' }, 403],
+        ['GET', '/v1/daemon', { auth: token }, 403],
+        ['GET', '/metrics', { auth: token }, 404],
+        ['GET', '/e2b/sandboxes', { auth: token }, 404],
+        ['POST', '/mcp', { auth: token, body: '{}' }, 404],
+        ['GET', '/healthz', { auth: token }, 404],
+      ];
+      for (const [method, path, opts, status] of cases) {
+        const r = await inside(mine, method, path, opts);
+        assert.equal(r.status, status, `${method} ${path} with ${opts.auth ?? 'no token'}: ${r.body}`);
+      }
+      const theirs = await alice.createToken(other, { scopes: ['read'] });
+      const r = await inside(mine, 'GET', `/v1/sandboxes/${other}`, { auth: theirs.token });
+      assert.equal(r.status, 403, r.body);
+      // Its own token from inside the other sandbox: 403 as well (the proxy knows whose sandbox it serves).
+      const back = await inside(other, 'GET', `/v1/sandboxes/${mine}`, { auth: token });
+      assert.equal(back.status, 403, back.body);
+      // A browser page in the sandbox (it sends an Origin) is not a client, even with the token.
+      assert.equal((await inside(mine, 'GET', `/v1/sandboxes/${mine}`, { auth: token, origin: 'http://evil.example' })).status, 403);
+      // Only port 80, only plain HTTP: another port is 404 from the proxy, CONNECT a 400.
+      assert.equal((await inside(mine, 'GET', ':8080/v1/sandboxes', { auth: token })).status, 404);
+      assert.equal((await inside(mine, 'CONNECT', '', { auth: token })).status, 400);
+    });
+
+    test('MCP: sandbox_create_token mints and injects a token the code inside then uses', async () => {
+      const transport = new StreamableHTTPClientTransport(new URL(`${url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${ALICE}` } } });
+      const client = new Client({ name: 'tokens-test', version: '0.0.1' });
+      await client.connect(transport);
+      try {
+        const r = (await client.callTool({ name: 'sandbox_create_token', arguments: { id: other, scopes: ['read'], ttl: '5m' } })) as { content: { text: string }[]; structuredContent?: { token?: string; injectedPath?: string }; isError?: boolean };
+        assert.ok(!r.isError, JSON.stringify(r.content));
+        assert.match(JSON.stringify(r.content), /agentbox\.internal/);
+        const got = await alice.exec(other, { cmd: ['sh', '-c', `wget -q -O - --header "Authorization: Bearer $(cat ${SANDBOX_TOKEN_PATH})" "$AGENTBOX_URL/v1/sandboxes/${other}"`], timeoutMs: 20_000 });
+        assert.equal(got.exitCode, 0, got.stdout.toString());
+        assert.equal((JSON.parse(got.stdout.toString()) as { id: string }).id, other);
+        const bad = (await client.callTool({ name: 'sandbox_create_token', arguments: { id: other, scopes: ['read'], ttl: '2h' } })) as { isError?: boolean; content: { text: string }[] };
+        assert.equal(bad.isError, true);
+        assert.match(JSON.stringify(bad.content), /1h/);
+      } finally {
+        await transport.terminateSession().catch(() => undefined);
+        await client.close();
+      }
+    });
+
+    test('a sandbox without egress: no in-sandbox address (the token is for use from outside); nothing is punched through', async () => {
+      const closed = (await alice.create({ profile: 'closed' })).id;
+      const t = await alice.createToken(closed, { scopes: ['read'], inject: true });
+      assert.equal(t.apiUrl, null);
+      const r = await alice.exec(closed, { cmd: ['sh', '-c', `echo "url=$AGENTBOX_URL"; wget -q -T 3 -O - --header "Authorization: Bearer $(cat ${SANDBOX_TOKEN_PATH})" http://agentbox.internal/v1/sandboxes/${closed} 2>&1; echo "exit=$?"`], timeoutMs: 20_000 });
+      const out = r.stdout.toString();
+      assert.match(out, /^url=\n/);
+      assert.match(out, /exit=[1-9]/);
+      assert.equal((await new AgentboxClient({ url, token: t.token }).get(closed)).id, closed);
+      await alice.delete(closed);
+    });
+
+    test('once its sandbox ends the in-sandbox path is gone with the token', async () => {
+      const t = await alice.createToken(other, { scopes: ['read'] });
+      await alice.delete(other);
+      await refused(new AgentboxClient({ url, token: t.token }).get(other), 'unauthorized', 'after delete');
+    });
   });
-
-  after(() =>
-    closeDaemonLeavingNothing(daemon, home, async () => {
-      for (const sb of await alice.list()) await alice.delete(sb.id);
-    }),
-  );
-
-  /**
-   * One HTTP request from inside `id` to its proxy, as any client with http_proxy sends it (busybox nc:
-   * busybox wget turns a --post-data request into a GET when it goes through a proxy).
-   */
-  const inside = async (id: string, method: string, path: string, opts: { auth?: string; body?: string; origin?: string } = {}): Promise<{ status: number; body: string }> => {
-    const body = opts.body ?? '';
-    const host = `agentbox.internal${path.startsWith(':') ? path.slice(0, path.indexOf('/')) : ''}`;
-    const target = method === 'CONNECT' ? 'agentbox.internal:443' : `http://agentbox.internal${path}`;
-    const head = [`${method} ${target} HTTP/1.1`, `Host: ${host}`, 'Connection: close', ...(opts.auth !== undefined ? [`Authorization: Bearer ${opts.auth}`] : []), ...(opts.origin !== undefined ? [`Origin: ${opts.origin}`] : []), ...(opts.body !== undefined ? ['Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`] : [])];
-    // busybox's nc quits when its stdin ends: the writer holds it open until the answer has come.
-    const script = 'R=/tmp/resp.$$; { printf "%s" "$REQ"; i=0; while [ ! -s $R ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; sleep 0.2; } | nc 127.0.0.1 3128 > $R; cat $R; rm -f $R';
-    const r = await alice.exec(id, { cmd: ['sh', '-c', script], env: { REQ: `${head.join('\r\n')}\r\n\r\n${body}` }, timeoutMs: 30_000 });
-    const text = r.stdout.toString();
-    const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
-    return { status, body: text.slice(text.indexOf('\r\n\r\n') + 4) };
-  };
-
-  test('the token file is there, the sandbox user\'s, mode 0600; execs have AGENTBOX_URL', async () => {
-    const r = await alice.exec(mine, { cmd: ['sh', '-c', `stat -c '%a %u' ${SANDBOX_TOKEN_PATH}; cat ${SANDBOX_TOKEN_PATH}; echo "url=$AGENTBOX_URL"`] });
-    const [mode, content, env] = r.stdout.toString().trim().split('\n');
-    assert.equal(mode, '600 1000');
-    assert.equal(content, token);
-    assert.equal(env, 'url=http://agentbox.internal');
-  });
-
-  test('its own sandbox: wget with the injected token gets it; list and exec work', async () => {
-    const got = await alice.exec(mine, { cmd: ['sh', '-c', `wget -q -O - --header "Authorization: Bearer $(cat ${SANDBOX_TOKEN_PATH})" "$AGENTBOX_URL/v1/sandboxes/${mine}"`], timeoutMs: 20_000 });
-    assert.equal(got.exitCode, 0, got.stdout.toString() + got.stderr.toString());
-    assert.equal((JSON.parse(got.stdout.toString()) as { id: string }).id, mine);
-    const list = await inside(mine, 'GET', '/v1/sandboxes', { auth: token });
-    assert.equal(list.status, 200, JSON.stringify(list));
-    assert.deepEqual((JSON.parse(list.body) as { sandboxes: { id: string }[] }).sandboxes.map((s) => s.id), [mine]);
-    const ran = await inside(mine, 'POST', `/v1/sandboxes/${mine}/exec`, { auth: token, body: '{"cmd":["echo","from","inside"]}' });
-    assert.equal(ran.status, 200, ran.body);
-    assert.equal((JSON.parse(ran.body) as { stdout: string }).stdout, 'from inside\n');
-    // Not egress: nothing of it is in the sandbox's egress log.
-    assert.ok(!(await alice.egressLog(mine)).log.some((e) => e.host === 'agentbox.internal'));
-  });
-
-  test('refused: another sandbox (404), no token or a tenant\'s token (401), another sandbox\'s token (403), scopes it lacks (403), operator routes (404)', async () => {
-    const cases: [string, string, { auth?: string; body?: string }, number][] = [
-      ['GET', `/v1/sandboxes/${other}`, { auth: token }, 404],
-      ['POST', `/v1/sandboxes/${other}/exec`, { auth: token, body: '{"cmd":["true"]}' }, 404],
-      ['GET', `/v1/sandboxes/${mine}`, {}, 401],
-      ['POST', `/v1/sandboxes/${mine}/exec`, { body: '{"cmd":["true"]}' }, 401],
-      ['GET', `/v1/sandboxes/${mine}`, { auth: ALICE }, 401],
-      ['GET', `/v1/sandboxes/${mine}`, { auth: OPERATOR }, 401],
-      ['GET', `/v1/sandboxes/${mine}`, { auth: 'abx_sbt_nonsense' }, 401],
-      ['GET', `/v1/sandboxes/${mine}/files?path=/etc/hostname`, { auth: token }, 403],
-      ['POST', '/v1/sandboxes', { auth: token, body: '{}' }, 403],
-      ['POST', `/v1/sandboxes/${mine}/tokens`, { auth: token, body: '{"scopes":["read"]}' }, 403],
-      ['DELETE', `/v1/sandboxes/${mine}`, { auth: token }, 403],
-      ['POST', `/v1/sandboxes/${mine}/egress/allow`, { auth: token, body: '{"host":"example.com"}' }, 403],
-      ['GET', '/v1/daemon', { auth: token }, 403],
-      ['GET', '/metrics', { auth: token }, 404],
-      ['GET', '/e2b/sandboxes', { auth: token }, 404],
-      ['POST', '/mcp', { auth: token, body: '{}' }, 404],
-      ['GET', '/healthz', { auth: token }, 404],
-    ];
-    for (const [method, path, opts, status] of cases) {
-      const r = await inside(mine, method, path, opts);
-      assert.equal(r.status, status, `${method} ${path} with ${opts.auth ?? 'no token'}: ${r.body}`);
-    }
-    const theirs = await alice.createToken(other, { scopes: ['read'] });
-    const r = await inside(mine, 'GET', `/v1/sandboxes/${other}`, { auth: theirs.token });
-    assert.equal(r.status, 403, r.body);
-    // Its own token from inside the other sandbox: 403 as well (the proxy knows whose sandbox it serves).
-    const back = await inside(other, 'GET', `/v1/sandboxes/${mine}`, { auth: token });
-    assert.equal(back.status, 403, back.body);
-    // A browser page in the sandbox (it sends an Origin) is not a client, even with the token.
-    assert.equal((await inside(mine, 'GET', `/v1/sandboxes/${mine}`, { auth: token, origin: 'http://evil.example' })).status, 403);
-    // Only port 80, only plain HTTP: another port is 404 from the proxy, CONNECT a 400.
-    assert.equal((await inside(mine, 'GET', ':8080/v1/sandboxes', { auth: token })).status, 404);
-    assert.equal((await inside(mine, 'CONNECT', '', { auth: token })).status, 400);
-  });
-
-  test('MCP: sandbox_create_token mints and injects a token the code inside then uses', async () => {
-    const transport = new StreamableHTTPClientTransport(new URL(`${url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${ALICE}` } } });
-    const client = new Client({ name: 'tokens-test', version: '0.0.1' });
-    await client.connect(transport);
-    try {
-      const r = (await client.callTool({ name: 'sandbox_create_token', arguments: { id: other, scopes: ['read'], ttl: '5m' } })) as { content: { text: string }[]; structuredContent?: { token?: string; injectedPath?: string }; isError?: boolean };
-      assert.ok(!r.isError, JSON.stringify(r.content));
-      assert.match(JSON.stringify(r.content), /agentbox\.internal/);
-      const got = await alice.exec(other, { cmd: ['sh', '-c', `wget -q -O - --header "Authorization: Bearer $(cat ${SANDBOX_TOKEN_PATH})" "$AGENTBOX_URL/v1/sandboxes/${other}"`], timeoutMs: 20_000 });
-      assert.equal(got.exitCode, 0, got.stdout.toString());
-      assert.equal((JSON.parse(got.stdout.toString()) as { id: string }).id, other);
-      const bad = (await client.callTool({ name: 'sandbox_create_token', arguments: { id: other, scopes: ['read'], ttl: '2h' } })) as { isError?: boolean; content: { text: string }[] };
-      assert.equal(bad.isError, true);
-      assert.match(JSON.stringify(bad.content), /1h/);
-    } finally {
-      await transport.terminateSession().catch(() => undefined);
-      await client.close();
-    }
-  });
-
-  test('a sandbox without egress: no in-sandbox address (the token is for use from outside); nothing is punched through', async () => {
-    const closed = (await alice.create({})).id;
-    const t = await alice.createToken(closed, { scopes: ['read'], inject: true });
-    assert.equal(t.apiUrl, null);
-    const r = await alice.exec(closed, { cmd: ['sh', '-c', `echo "url=$AGENTBOX_URL"; wget -q -T 3 -O - --header "Authorization: Bearer $(cat ${SANDBOX_TOKEN_PATH})" http://agentbox.internal/v1/sandboxes/${closed} 2>&1; echo "exit=$?"`], timeoutMs: 20_000 });
-    const out = r.stdout.toString();
-    assert.match(out, /^url=\n/);
-    assert.match(out, /exit=[1-9]/);
-    assert.equal((await new AgentboxClient({ url, token: t.token }).get(closed)).id, closed);
-    await alice.delete(closed);
-  });
-
-  test('once its sandbox ends the in-sandbox path is gone with the token', async () => {
-    const t = await alice.createToken(other, { scopes: ['read'] });
-    await alice.delete(other);
-    await refused(new AgentboxClient({ url, token: t.token }).get(other), 'unauthorized', 'after delete');
-  });
-});
+}
