@@ -8,7 +8,7 @@
  * on the local runtime.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -19,6 +19,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
+import { QEMU_BINARY } from '../../src/runtime/microvm/vm.js';
 import { scratchDiskStore } from '../../src/storage/scratch-store.js';
 import { cliEntry, VERSION } from '../../src/core/config.js';
 import type { AgentboxError } from '../../src/contract/errors.js';
@@ -333,10 +334,11 @@ const dockerSkip = dockerProbe.ok ? false : `docker: ${dockerProbe.reason}`;
 const runsc = dockerProbe.ok && (dockerProbe.details?.runtimes ?? '').split(' ').includes('runsc');
 
 /** The same in-sandbox path on each runtime this host has: every one reaches its proxy the same way. */
-const INSIDE_VARIANTS: { name: string; runtime: string; isolation: string; skip: string | false }[] = [
+const INSIDE_VARIANTS: { name: string; runtime: string; isolation: string; skip: string | false; env?: Record<string, string> }[] = [
   { name: 'local', runtime: 'local', isolation: 'namespaces', skip: false },
   { name: 'docker (runc)', runtime: 'docker', isolation: 'container', skip: dockerSkip },
   { name: 'docker (gVisor)', runtime: 'docker', isolation: 'gvisor', skip: dockerSkip || (runsc ? false : 'runsc is not registered with dockerd') },
+  { name: 'microvm', runtime: 'microvm', isolation: 'vm', skip: spawnSync(QEMU_BINARY, ['--version']).error ? `${QEMU_BINARY} is not installed` : false, env: { AGENTBOX_MICROVM_ACCEL: 'tcg' } },
 ];
 
 const insidePolicy = (runtime: string, isolation: string): string => `version: 1
@@ -364,7 +366,7 @@ for (const v of INSIDE_VARIANTS) {
       home = mkdtempSync(join(tmpdir(), 'ab-sandbox-tokens-in-'));
       writeFileSync(join(home, 'policy.yaml'), insidePolicy(v.runtime, v.isolation));
       daemon = await startDaemon({
-        env: { AGENTBOX_HOME: join(home, 'h'), AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_TOKEN: OPERATOR },
+        env: { AGENTBOX_HOME: join(home, 'h'), AGENTBOX_IMAGES: TEST_IMAGES_DIR, AGENTBOX_TOKEN: OPERATOR, ...v.env },
         logger: silentLogger(),
         policyPath: join(home, 'policy.yaml'),
         tcp: { host: '127.0.0.1', port: 0 },
