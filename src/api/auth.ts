@@ -1,12 +1,15 @@
 /**
  * Bearer tokens -> tenant. Tokens come from the policy's tenants (plain `tokens` for tests, or
  * `tokenSha256`), or AGENTBOX_TOKEN for a single tenant. Compared as SHA-256 digests in constant time.
+ * Sandbox tokens (`abx_sbt_...`, ARCHITECTURE.md "Sandbox tokens") are looked up by their SHA-256
+ * through the function the composition root gives, so this file knows nothing of the store.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Caller, Scope } from '../core/manager.js';
 import { BadRequestError, UnauthorizedError } from '../contract/errors.js';
 import { MIN_TOKEN_LENGTH, OPERATOR_TENANT, type Policy } from '../policy/schema.js';
+import { SANDBOX_TOKEN_PREFIX } from '../contract/tokens.js';
 
 export const DEFAULT_TENANT = OPERATOR_TENANT;
 
@@ -24,10 +27,13 @@ interface TokenEntry {
   labels?: Record<string, string>;
 }
 
+/** The caller a live sandbox token stands for, by the token's SHA-256 (hex); undefined when unknown, revoked, expired or its sandbox ended. */
+export type SandboxTokenLookup = (tokenSha256: string) => Caller | undefined;
+
 export class Authenticator {
   private readonly entries: TokenEntry[];
 
-  constructor(policy: Policy, envToken: string | undefined) {
+  constructor(policy: Policy, envToken: string | undefined, private readonly sandboxTokens?: SandboxTokenLookup) {
     this.entries = [];
     for (const t of policy.tenants ?? []) {
       for (const tok of t.tokens ?? []) this.entries.push({ digest: sha256(tok), tenant: t.name });
@@ -42,6 +48,9 @@ export class Authenticator {
         throw new BadRequestError(`AGENTBOX_TOKEN is too weak: at least ${MIN_TOKEN_LENGTH} printable characters without spaces, it has ${envToken.length}`, {
           hint: 'set AGENTBOX_TOKEN=$(openssl rand -hex 24), or unset it and use the owner-only Unix socket',
         });
+      }
+      if (envToken.startsWith(SANDBOX_TOKEN_PREFIX)) {
+        throw new BadRequestError(`AGENTBOX_TOKEN may not start with ${SANDBOX_TOKEN_PREFIX}: that prefix names sandbox tokens`, { hint: 'set AGENTBOX_TOKEN=$(openssl rand -hex 24)' });
       }
       this.entries.push({ digest: sha256(envToken), tenant: DEFAULT_TENANT });
     }
@@ -77,6 +86,14 @@ export class Authenticator {
   /** The caller a token stands for, checked exactly as a bearer token is (another surface's header, e.g. E2B's X-API-KEY). */
   authenticateToken(token: string): Caller {
     const digest = sha256(token);
+    if (token.startsWith(SANDBOX_TOKEN_PREFIX)) {
+      const caller = this.sandboxTokens?.(digest.toString('hex'));
+      // Never anything wider than one sandbox and no manage, whatever the lookup returned.
+      if (!caller || caller.sandboxId === undefined || !caller.scopes || caller.scopes.includes('manage')) {
+        throw new UnauthorizedError('invalid token', { hint: 'a sandbox token holds until it expires, is revoked, or its sandbox ends: mint a new one' });
+      }
+      return caller;
+    }
     let found: TokenEntry | undefined;
     // Check every entry so timing does not tell which one matched.
     for (const e of this.entries) {

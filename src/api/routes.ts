@@ -20,6 +20,7 @@ import { registerPortRoutes } from './port-routes.js';
 import { registerDesktopRoutes } from './desktop-routes.js';
 import { registerWebhookRoutes } from './webhook-routes.js';
 import { registerUsageRoutes } from './usage-routes.js';
+import { registerTokenRoutes } from './token-routes.js';
 
 export interface RouteCtx {
   req: IncomingMessage;
@@ -347,6 +348,7 @@ registerPortRoutes(route, upgradeRoute);
 registerDesktopRoutes(route, upgradeRoute);
 registerWebhookRoutes(route);
 registerUsageRoutes(route);
+registerTokenRoutes(route);
 
 export function notFoundRoute(path: string): NotFoundError {
   return new NotFoundError(`no route ${path}`, { hint: 'routes are under /v1; see /v1/openapi.json' });

@@ -137,7 +137,7 @@ function cachedHealth(manager: SandboxManager, ttlMs = 1000): HandlerCtx['health
 
 /** The host's operator: the Unix socket, or the AGENTBOX_TOKEN bearer (not a policy tenant, not a scoped token). */
 function isOperator(caller: Caller, listener: Listener): boolean {
-  if (caller.tenant !== DEFAULT_TENANT || caller.scopes !== undefined) return false;
+  if (caller.tenant !== DEFAULT_TENANT || caller.scopes !== undefined || caller.sandboxId !== undefined) return false;
   return listener === 'unix' || caller.actor !== 'anonymous';
 }
 
@@ -234,8 +234,8 @@ async function serve(req: IncomingMessage, res: ServerResponse, opts: HandlerCtx
       const caller = opts.auth.authenticate(req, opts.listener);
       opts.limiter.take(caller.tenant);
       // The operator sees the whole registry; a tenant only its own series (tenant-labelled families).
-      if (caller.labels !== undefined) {
-        throw new ForbiddenError('this token sees only sandboxes with its labels; metrics count the whole tenant\'s', { hint: 'use a token of the tenant without labels, or list your sandboxes with GET /v1/sandboxes' });
+      if (caller.labels !== undefined || caller.sandboxId !== undefined) {
+        throw new ForbiddenError(`this token sees only ${caller.sandboxId !== undefined ? 'its own sandbox' : 'sandboxes with its labels'}; metrics count the whole tenant's`, { hint: 'use a token of the tenant without labels, or list your sandboxes with GET /v1/sandboxes' });
       }
       const text = isOperator(caller, opts.listener) ? await opts.metrics.registry.metrics() : await opts.metrics.tenantView(caller.tenant);
       res.writeHead(200, { 'content-type': opts.metrics.registry.contentType });
@@ -357,7 +357,8 @@ function clientWentAway(err: unknown, res: ServerResponse): boolean {
   return res.destroyed || code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'EPIPE';
 }
 
-function statusFor(err: unknown): number | undefined {
+/** The status of the API's own error classes that are not one of the contract's codes' statuses. */
+export function statusFor(err: unknown): number | undefined {
   if (err instanceof PayloadTooLargeError) return 413;
   if (err instanceof UnsupportedMediaTypeError) return 415;
   if (err instanceof UpgradeRequiredError) return 426;

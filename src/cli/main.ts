@@ -12,6 +12,7 @@ import { printError } from './output.js';
 import { registerSandboxCommands } from './sandbox-commands.js';
 import { registerTerminalCommands } from './terminal-commands.js';
 import { registerPortCommands } from './port-commands.js';
+import { registerTokenCommands } from './token-commands.js';
 import { registerEgressCommands } from './egress-commands.js';
 import { registerSnapshotCommands } from './snapshot-commands.js';
 import { registerDoctorCommand } from './doctor-command.js';
@@ -38,6 +39,7 @@ async function main(argv: string[]): Promise<number> {
   registerVolumeCommands(program);
   registerTerminalCommands(program, (code) => (exitCode = code));
   registerPortCommands(program);
+  registerTokenCommands(program);
   registerWebhookCommands(program);
   registerDashboardCommand(program);
   try {

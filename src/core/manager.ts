@@ -19,7 +19,7 @@
  */
 import { statfsSync } from 'node:fs';
 import { isMountPoint } from '../storage/host-tools.js';
-import { pipeline, Transform, type Duplex, type Readable } from 'node:stream';
+import { pipeline, Readable, Transform, type Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { EgressService } from '../egress/service.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -38,7 +38,7 @@ import { parseDuration } from '../policy/duration.js';
 import type { DirEntry, ExecEvent, ExecRecord, ExecResult, KillResult, ProcessInfo, RuntimeName, Sandbox, Snapshot } from '../contract/model.js';
 import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest, PauseRequest } from '../contract/requests.js';
 import { PauseRequestSchema } from '../contract/requests.js';
-import { findRunning, findSandbox, listVisible, need, requireImageOperator, type Caller } from './manager/access.js';
+import { findRunning, findSandbox, listVisible, need, needTenantWide, requireImageOperator, type Caller } from './manager/access.js';
 import { CreateGate, QuotaLedger } from './manager/admission.js';
 import { approveEgressHost, egressLogOf, requireEgress, type SandboxEgressLog } from './manager/egress.js';
 import { collectResult, execOpts, ExecRecorder, newExecId, replayStored, storedExec, toExecRecord } from './manager/execs.js';
@@ -61,6 +61,8 @@ import type { SandboxUsage, SandboxUsageReport, UsageOverview, UsageSample } fro
 import { Desktops, type DesktopTarget } from './manager/desktops.js';
 import { ReplicaScope, type ReplicaIdentity } from './manager/replica.js';
 import { DESKTOP_VNC_PORT, type Desktop } from '../contract/desktop.js';
+import { SANDBOX_API_URL, SANDBOX_TOKEN_PATH, type CreatedSandboxToken, type CreateSandboxTokenRequest, type SandboxToken } from '../contract/tokens.js';
+import { listSandboxTokens, mintSandboxToken, revokeSandboxToken, sandboxTokenCaller } from './manager/sandbox-tokens.js';
 
 export type { Caller, Scope } from './manager/access.js';
 export type { ReplicaIdentity } from './manager/replica.js';
@@ -291,6 +293,63 @@ export class SandboxManager {
     return { sandboxId: id, port: p, public: r.public, ...(token ? { token } : {}), expiresAt, url: this.opts.portUrl?.(id, p) ?? null };
   }
 
+  /**
+   * A short-lived token scoped to this sandbox (ARCHITECTURE.md, "Sandbox tokens"), shown once; with
+   * `inject`, also written into the sandbox at SANDBOX_TOKEN_PATH. Needs manage on the sandbox, so
+   * a sandbox token never mints another.
+   */
+  async createToken(id: string, req: CreateSandboxTokenRequest, caller: Caller): Promise<CreatedSandboxToken> {
+    need(caller, 'manage');
+    const stored = req.inject ? this.findReachable(id, caller) : findRunning(this.parts.store, id, caller);
+    const { token, record } = mintSandboxToken(this.parts.store, stored, req, caller);
+    this.parts.store.audit({ tenant: caller.tenant, actor: caller.actor, action: 'token_create', sandboxId: id, detail: { token: record.id, scopes: record.scopes, expiresAt: record.expiresAt, inject: req.inject === true } });
+    this.opts.logger.info({ sandbox_id: id, token_id: record.id, scopes: record.scopes, expires_at: record.expiresAt, actor: caller.actor }, 'sandbox token minted');
+    if (req.inject) {
+      try {
+        await this.injectToken(stored, token);
+      } catch (err) {
+        revokeSandboxToken(this.parts.store, id, record.id);
+        throw err;
+      }
+    }
+    return { ...record, token, ...(req.inject ? { injectedPath: SANDBOX_TOKEN_PATH } : {}), apiUrl: stored.sandbox.egress.mode === 'none' ? null : SANDBOX_API_URL };
+  }
+
+  /** Write a token into the sandbox (its user's file), then make it 0600 where the image has chmod. */
+  private async injectToken(stored: StoredSandbox, token: string): Promise<void> {
+    const rt = this.parts.runtimes.of(stored);
+    const handle = handleOf(stored);
+    markActive(this.parts.store, stored.sandbox.id);
+    await this.parts.pauses.wake(stored);
+    await rt.removePath(handle, SANDBOX_TOKEN_PATH).catch(() => undefined);
+    await this.parts.inflight.track(rt.writeFile(handle, SANDBOX_TOKEN_PATH, Readable.from([Buffer.from(`${token}\n`)])));
+    // The files API writes 0644; every process in a sandbox runs as its one user, so this is tidiness, not a wall.
+    const chmod = await collectResult('chmod', rt.exec(handle, ['chmod', '600', SANDBOX_TOKEN_PATH], { env: {}, timeoutMs: 5000, outputLimitBytes: 4096, execId: newExecId() })).catch(() => undefined);
+    if (chmod?.exitCode !== 0) this.opts.logger.debug({ sandbox_id: stored.sandbox.id }, 'could not chmod the injected token (no chmod in the image?)');
+  }
+
+  /** The sandbox's tokens, without their secrets (revoked and expired ones until the sandbox ends). */
+  listTokens(id: string, caller: Caller): SandboxToken[] {
+    need(caller, 'read');
+    findSandbox(this.parts.store, id, caller);
+    return listSandboxTokens(this.parts.store, id);
+  }
+
+  /** Revoke one token of the sandbox now. */
+  revokeToken(id: string, tokenId: string, caller: Caller): SandboxToken {
+    need(caller, 'manage');
+    findSandbox(this.parts.store, id, caller);
+    const t = revokeSandboxToken(this.parts.store, id, tokenId);
+    this.parts.store.audit({ tenant: caller.tenant, actor: caller.actor, action: 'token_revoke', sandboxId: id, detail: { token: tokenId } });
+    this.opts.logger.info({ sandbox_id: id, token_id: tokenId, actor: caller.actor }, 'sandbox token revoked');
+    return t;
+  }
+
+  /** For the Authenticator: the caller a sandbox token (by its sha256, hex) stands for, if it is live. */
+  sandboxTokenCaller(tokenSha256: string): Caller | undefined {
+    return sandboxTokenCaller(this.parts.store, tokenSha256);
+  }
+
   /** Revoke every token of PORT (every port when undefined) and make it private again; how many grants went. */
   revokePortAccess(id: string, port: number | undefined, caller: Caller): number {
     need(caller, 'manage');
@@ -395,7 +454,7 @@ export class SandboxManager {
    * for a minute. No runtime is called here: it answers from memory, however many sandboxes there are.
    */
   usageOverview(caller: Caller, points = 30): UsageOverview {
-    need(caller, 'read');
+    needTenantWide(caller, 'read', 'see the tenant\'s usage overview');
     const running = listVisible(this.parts.store, caller, {}).filter((sb) => sb.state === 'running');
     const sampler = this.parts.usage;
     sampler.want(running.map((sb) => sb.id));
@@ -519,7 +578,7 @@ export class SandboxManager {
 
   private async createNow(req: CreateSandboxRequest, caller: Caller, opts: { diskFrom?: string; memoryFrom?: string }): Promise<Sandbox> {
     if (this.closing) throw new RuntimeUnavailableError('the daemon is shutting down', { hint: 'retry in a moment' });
-    need(caller, 'manage');
+    needTenantWide(caller, 'manage', 'create sandboxes');
     if (caller.labels) req = { ...req, labels: { ...req.labels, ...caller.labels } };
     let diskFrom = opts.diskFrom;
     let memoryFrom = opts.memoryFrom;
@@ -547,7 +606,7 @@ export class SandboxManager {
 
   /** Take a snapshot of a running sandbox's disk (its whole writable state). */
   async snapshot(id: string, req: CreateSnapshotRequest, caller: Caller): Promise<Snapshot> {
-    need(caller, 'manage');
+    needTenantWide(caller, 'manage', 'take snapshots');
     const stored = this.findReachable(id, caller);
     await this.parts.pauses.wake(stored);
     markActive(this.parts.store, id);
@@ -555,18 +614,18 @@ export class SandboxManager {
   }
 
   listSnapshots(caller: Caller): Snapshot[] {
-    need(caller, 'read');
+    needTenantWide(caller, 'read', 'see snapshots');
     return listSnapshots(this.parts.store, caller);
   }
 
   /** By id or name. */
   getSnapshot(ref: string, caller: Caller): Snapshot {
-    need(caller, 'read');
+    needTenantWide(caller, 'read', 'see snapshots');
     return findSnapshot(this.parts.store, ref, caller);
   }
 
   async removeSnapshot(ref: string, caller: Caller): Promise<Snapshot> {
-    need(caller, 'manage');
+    needTenantWide(caller, 'manage', 'remove snapshots');
     const snap = findSnapshot(this.parts.store, ref, caller);
     await removeSnapshot(this.parts, snap, caller);
     return snap;
@@ -578,7 +637,7 @@ export class SandboxManager {
    * be made, the others are removed again.
    */
   async fork(id: string, req: ForkRequest, caller: Caller): Promise<Sandbox[]> {
-    need(caller, 'manage');
+    needTenantWide(caller, 'manage', 'fork sandboxes');
     const parent = this.findReachable(id, caller);
     await this.parts.pauses.wake(parent);
     markActive(this.parts.store, id);
@@ -810,13 +869,14 @@ export class SandboxManager {
 
   /** Approve one more host for a running sandbox, within what its profile allows (see approveEgressHost). */
   allowEgress(id: string, host: string, caller: Caller): Sandbox {
+    // Never a sandbox token (need refuses it manage): code inside must not widen its own egress.
     need(caller, 'manage');
     return approveEgressHost(this.parts, this.findReachable(id, caller).sandbox, host, caller);
   }
 
   /** The caller's tenant's webhook deliveries, newest first (a label-scoped token: only its sandboxes'). */
   webhookDeliveries(caller: Caller, filter: DeliveryFilter = {}): WebhookDelivery[] {
-    need(caller, 'read');
+    needTenantWide(caller, 'read', 'see webhook deliveries');
     return listDeliveries(this.parts.store, caller, filter);
   }
 

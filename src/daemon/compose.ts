@@ -29,6 +29,7 @@ import { EgressService } from '../egress/service.js';
 import { resolverFromEnv, type Resolver } from '../egress/resolver.js';
 import { Authenticator } from '../api/auth.js';
 import { createApiServer, type ApiServer, type HttpLimits } from '../api/server.js';
+import { createSandboxGateway, type SandboxGateway } from '../api/sandbox-gateway.js';
 import { RateLimiter } from '../api/rate-limit.js';
 import { servedHostNames } from '../api/request-guard.js';
 import type { DaemonInfo, RuntimeHealth } from '../contract/daemon.js';
@@ -124,7 +125,8 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     ...(opts.policyPath ? { path: opts.policyPath } : {}),
     requirePolicy: env.AGENTBOX_REQUIRE_POLICY === '1',
   });
-  const auth = new Authenticator(policy, env.AGENTBOX_TOKEN);
+  // Sandbox tokens are looked up in the store through the manager, made further down (used only once requests come).
+  const auth = new Authenticator(policy, env.AGENTBOX_TOKEN, (sha256) => manager.sandboxTokenCaller(sha256));
   // Secrets read before anything is touched: a webhook that cannot sign stops the start, as a bad policy does.
   const webhookTargets = resolveWebhookTargets(policy, { env });
   if (opts.tcp && !LOOPBACK.has(opts.tcp.host) && !auth.required) {
@@ -170,7 +172,10 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
     metrics,
     logger: opts.logger,
     tracing,
+    // Bound once the gateway exists (it needs the manager and the limiter); no sandbox is served before.
+    gateway: (id, req, res) => (gateway ? gateway(id, req, res) : Promise.reject(new Error('the daemon is not serving yet'))),
   });
+  let gateway: SandboxGateway | undefined;
   const disks = new DiskStore({ dir: paths.storage });
   const runtimes = buildRuntimes(paths, images, disks, opts.logger);
   // The port proxy's address of a sandbox's port (the TCP port is known once listening).
@@ -224,6 +229,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   const apis: ApiServer[] = [];
   // One bucket per tenant across both listeners and /mcp.
   const limiter = new RateLimiter((tenant) => policy.tenants?.find((t) => t.name === tenant)?.quotas?.requestsPerMinute);
+  gateway = createSandboxGateway({ manager, auth, limiter, logger: opts.logger });
   const log = logFile();
   const info = async (): Promise<DaemonInfo> => ({
     pid: process.pid,

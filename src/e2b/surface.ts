@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { UnauthorizedError } from '../contract/errors.js';
+import { ForbiddenError, UnauthorizedError } from '../contract/errors.js';
 import type { Caller, SandboxManager } from '../core/manager.js';
 import { DEFAULT_TENANT, type Authenticator, type Listener } from '../api/auth.js';
 import type { RateLimiter } from '../api/rate-limit.js';
@@ -90,6 +90,13 @@ export function createE2bSurface(opts: E2bSurfaceOpts): E2bSurface {
  * single user) accepts any key, since the SDK refuses to run without one.
  */
 function controlPlaneCaller(auth: Authenticator, req: IncomingMessage, listener: Listener): Caller {
+  const caller = apiKeyCaller(auth, req, listener);
+  // E2B hands out envd tokens that live as long as the sandbox: nothing a short-lived sandbox token may obtain.
+  if (caller.sandboxId !== undefined) throw new ForbiddenError('a sandbox token may not use the E2B API', { hint: 'call agentbox\'s own API (/v1/sandboxes/ID/...) with it' });
+  return caller;
+}
+
+function apiKeyCaller(auth: Authenticator, req: IncomingMessage, listener: Listener): Caller {
   const key = req.headers['x-api-key'];
   const token = Array.isArray(key) ? key[0] : key;
   if (token !== undefined && token !== '') {

@@ -16,6 +16,7 @@ import { ResolveError } from './resolver.js';
 import { canonicalTarget } from '../policy/hosts.js';
 import { decideHost, denyByAddress, explainDenial, type HostRules, type Verdict } from './rules.js';
 import { clientHelloServerName } from './tls-sni.js';
+import { SANDBOX_API_HOST, SANDBOX_API_URL } from '../contract/tokens.js';
 
 export type ProxyAttempt = EgressAttempt;
 
@@ -37,6 +38,11 @@ export interface ProxyContext {
    * request's Proxy-Authorization, not only the first of a kept-alive connection). @default all
    */
   admits?(req: IncomingMessage): boolean;
+  /**
+   * Serves plain-HTTP requests for SANDBOX_API_HOST (port 80): the daemon's API for this sandbox's
+   * own tokens (src/api/sandbox-gateway.ts). Absent: that host is not served.
+   */
+  gateway?: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
 }
 
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -161,6 +167,11 @@ export class SandboxProxy {
       client.end('HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nagentbox egress: CONNECT needs HOST:PORT\n');
       return;
     }
+    if (target.host === SANDBOX_API_HOST) {
+      const body = `agentbox egress: ${SANDBOX_API_HOST} is served over plain HTTP only: ${SANDBOX_API_URL} (it never leaves the host)\n`;
+      client.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      return;
+    }
     const a = await this.admit('connect', 'CONNECT', target.host, target.port);
     if (!a.ok) {
       const body = `${this.denialText(a.rule, target.host, target.port, a.address)}\n`;
@@ -279,6 +290,20 @@ export class SandboxProxy {
     client.on('data', onData);
   }
 
+  /** The daemon's API for this sandbox's tokens: not egress (no rule, no quota, no log entry), the token decides. */
+  private async toGateway(req: IncomingMessage, res: ServerResponse, port: number): Promise<void> {
+    if (port !== 80 || !this.ctx.gateway) {
+      req.resume();
+      return plain(res, 404, `agentbox egress: ${port !== 80 ? `the agentbox API is at ${SANDBOX_API_URL} (port 80)` : `this daemon does not serve ${SANDBOX_API_HOST}`}\n`);
+    }
+    try {
+      await this.ctx.gateway(req, res);
+    } catch {
+      if (!res.headersSent) plain(res, 500, 'agentbox egress: the agentbox API failed\n');
+      else res.destroy();
+    }
+  }
+
   private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (this.ctx.admits && !this.ctx.admits(req)) {
       req.resume();
@@ -301,6 +326,7 @@ export class SandboxProxy {
       req.resume();
       return plain(res, 400, `agentbox egress: ${framing}\n`);
     }
+    if (host === SANDBOX_API_HOST) return this.toGateway(req, res, port);
     const a = await this.admit('http', req.method ?? 'GET', host, port);
     if (!a.ok) {
       res.setHeader('X-Agentbox-Egress-Rule', a.rule);

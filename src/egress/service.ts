@@ -6,7 +6,9 @@
  */
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import { SANDBOX_API_URL } from '../contract/tokens.js';
 import { socketBaseDir } from '../core/config.js';
 import type { Egress } from '../contract/model.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -19,11 +21,11 @@ import type { Resolver } from './resolver.js';
 import type { HostRules } from './rules.js';
 
 
-/** The environment every exec of a sandbox with network gets. */
+/** The environment every exec of a sandbox with network gets (AGENTBOX_URL: the API through its proxy, for its sandbox tokens). */
 export function proxyEnv(): Record<string, string> {
   const url = `http://127.0.0.1:${EGRESS_PORT}`;
   const noProxy = 'localhost,127.0.0.1,::1';
-  return { HTTP_PROXY: url, HTTPS_PROXY: url, http_proxy: url, https_proxy: url, NO_PROXY: noProxy, no_proxy: noProxy };
+  return { HTTP_PROXY: url, HTTPS_PROXY: url, http_proxy: url, https_proxy: url, NO_PROXY: noProxy, no_proxy: noProxy, AGENTBOX_URL: SANDBOX_API_URL };
 }
 
 export interface EgressPolicy {
@@ -45,6 +47,8 @@ export interface EgressServiceOpts {
    * request: a root span carrying the sandbox's id. @default Tracing.disabled()
    */
   tracing?: Tracing;
+  /** Serves `http://agentbox.internal` for a sandbox's code (src/api/sandbox-gateway.ts); absent: not served. */
+  gateway?: (sandboxId: string, req: IncomingMessage, res: ServerResponse) => Promise<void>;
 }
 
 interface Entry {
@@ -102,6 +106,7 @@ export class EgressService {
         if (state.bytesUsed > quotaBytes) proxy.dropConnections();
       },
       record: (a) => this.recorder.record(sb.id, sb.tenant, a),
+      ...(this.opts.gateway ? { gateway: (req: IncomingMessage, res: ServerResponse) => this.opts.gateway!(sb.id, req, res) } : {}),
     });
     const entry: Entry = Object.assign(state, { proxy, tenant: sb.tenant });
     const dir = this.dirFor(sb.id);

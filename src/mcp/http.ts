@@ -128,6 +128,8 @@ export function createMcpHttpHandler(opts: McpHttpHandlerOpts): McpHttpHandler {
         throw new ForbiddenError(`requests from origin ${origin} are not allowed on /mcp`, { hint: 'MCP clients outside a browser send no Origin header' });
       }
       const caller = opts.authenticate(req);
+      // A session holds tenant-wide things (a slot of the tenant's sessions, its own sandbox): not a sandbox token's.
+      if (caller.sandboxId !== undefined) throw new ForbiddenError('a sandbox token may not open MCP sessions', { hint: 'call the REST API (/v1/sandboxes/ID/...) with it' });
       opts.limiter?.take(caller.tenant);
       const credential = credentialDigest(req);
       const body = req.method === 'POST' ? await readJsonBody(req, maxBody) : undefined;

@@ -9,6 +9,7 @@ import type { Caller, SandboxManager } from '../core/manager.js';
 import type { ExecResult, KillResult, ProcessInfo, Sandbox, Snapshot } from '../contract/model.js';
 import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest } from '../contract/requests.js';
 import type { GrantPortAccessRequest, PortAccess } from '../contract/ports.js';
+import type { CreatedSandboxToken, CreateSandboxTokenRequest } from '../contract/tokens.js';
 import { parseDuration } from '../policy/duration.js';
 import type { Policy } from '../policy/schema.js';
 import type { AgentboxClient } from '../sdk/client.js';
@@ -54,6 +55,8 @@ export interface SandboxOps {
   fork(id: string, req: ForkRequest): Promise<Sandbox[]>;
   /** Let browsers reach PORT through the daemon's port proxy: an access token (or public). */
   sharePort(id: string, port: number, req: GrantPortAccessRequest): Promise<PortAccess>;
+  /** A short-lived token scoped to the sandbox, for code inside it. */
+  createToken(id: string, req: CreateSandboxTokenRequest): Promise<CreatedSandboxToken>;
   /** Undefined when not known (a remote daemon's policy is not visible to its clients). */
   readonly limits?: OpsLimits;
   /** Named volumes (the volume_* tools); absent: no such tools. */
@@ -76,6 +79,7 @@ export function clientOps(client: AgentboxClient): SandboxOps {
     snapshot: (id, req) => client.snapshot(id, req),
     fork: (id, req) => client.fork(id, req),
     sharePort: (id, port, req) => client.grantPortAccess(id, port, req),
+    createToken: (id, req) => client.createToken(id, req),
     volumes: { list: () => client.listVolumes(), create: ({ name, ...opts }) => client.createVolume(name, opts) },
   };
 }
@@ -98,6 +102,7 @@ export function managerOps(manager: SandboxManager, caller: Caller): SandboxOps 
     snapshot: (id, req) => manager.snapshot(id, req, caller),
     fork: (id, req) => manager.fork(id, req, caller),
     sharePort: async (id, port, req) => manager.grantPortAccess(id, port, req, caller),
+    createToken: (id, req) => manager.createToken(id, req, caller),
     volumes: { list: async () => manager.volumes.list(caller), create: (req) => manager.volumes.create(req, caller) },
   };
 }

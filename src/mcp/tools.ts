@@ -23,6 +23,7 @@ import { GrantPortAccessRequestSchema, PortNumberSchema } from '../contract/port
 import { CreateSandboxRequestSchema, CreateSnapshotRequestSchema, ExecRequestSchema, ForkRequestSchema, KillProcessRequestSchema, ProcessIdSchema, type ExecRequest } from '../contract/requests.js';
 import type { SandboxOps } from './ops.js';
 import { endedReason, SessionSandbox } from './session.js';
+import { CreateSandboxTokenRequestSchema, SANDBOX_API_URL, SANDBOX_TOKEN_PATH } from '../contract/tokens.js';
 import { registerVolumeTools, VOLUME_TOOL_NAMES } from './volume-tools.js';
 
 export const TOOL_NAMES = [
@@ -39,6 +40,7 @@ export const TOOL_NAMES = [
   'sandbox_snapshot',
   'sandbox_fork',
   'sandbox_share_port',
+  'sandbox_create_token',
   ...VOLUME_TOOL_NAMES,
 ] as const;
 
@@ -377,6 +379,26 @@ export function registerSandboxTools(server: McpServer, deps: SandboxToolDeps): 
       const link = grant.url ? (grant.token ? `${grant.url}?agentbox_port_token=${grant.token}` : grant.url) : null;
       const summary = link ? `port ${args.port} of ${id}: ${link}` : `port ${args.port} of ${id}: the daemon has no ports domain; send the token as the agentbox-port-token header`;
       return ok(withNotes(`${summary} (${grant.public ? 'public' : 'token'}, ${grant.expiresAt ? `until ${grant.expiresAt}` : 'until revoked'})`, notes), grant);
+    }),
+  );
+
+  server.registerTool(
+    'sandbox_create_token',
+    {
+      title: 'Give code in a sandbox a token to call agentbox',
+      description: [
+        'Mint a short-lived token scoped to one sandbox (scopes read, exec, files; never create or delete; ttl at most 1h, default 15m) for a program running inside it to call the agentbox API on that sandbox only.',
+        `With inject: true (the default here) it is written to ${SANDBOX_TOKEN_PATH} in the sandbox. In a sandbox with egress, the program calls ${SANDBOX_API_URL}/v1/sandboxes/ID/... with Authorization: Bearer TOKEN (through its HTTP proxy; AGENTBOX_URL is set); a sandbox without egress cannot reach it from inside.`,
+        'Returns the token, its id and expiry as JSON. Without id, the session\'s sandbox.',
+      ].join(' '),
+      inputSchema: z.object({ id: OptionalIdSchema, scopes: CreateSandboxTokenRequestSchema.shape.scopes, ttl: CreateSandboxTokenRequestSchema.shape.ttl, inject: CreateSandboxTokenRequestSchema.shape.inject }).strict(),
+      annotations: { destructiveHint: false, openWorldHint: false },
+    },
+    run(async (args) => {
+      const { value: t, id, notes } = await onSandbox(args.id, (sid) => ops.createToken(sid, { scopes: args.scopes, ...(args.ttl !== undefined ? { ttl: args.ttl } : {}), inject: args.inject ?? true }));
+      const where = t.injectedPath ? `, written to ${t.injectedPath}` : '';
+      const inside = t.apiUrl ? `; inside, call ${t.apiUrl}` : '; the sandbox has no egress: usable from outside only';
+      return ok(withNotes(`token ${t.id} for ${id} (${t.scopes.join(', ')}) until ${t.expiresAt}${where}${inside}`, notes), t);
     }),
   );
 

@@ -3,6 +3,7 @@
  * error, never ignored, so a typo cannot silently loosen a limit. Fields a file leaves out of
  * `defaults` take the built-in values below.
  */
+import { SANDBOX_TOKEN_PREFIX } from '../contract/tokens.js';
 import { z } from 'zod';
 import { EgressModeSchema, IsolationSchema, LimitsSchema, PartialLimitsSchema, RuntimeNameSchema } from '../contract/model.js';
 import type { Isolation, Limits, RuntimeName } from '../contract/model.js';
@@ -150,7 +151,8 @@ const TokenSchema = z
   .string()
   .regex(/^[\x21-\x7e]+$/, 'a token: printable characters, no spaces')
   .min(MIN_TOKEN_LENGTH, `a token must be at least ${MIN_TOKEN_LENGTH} characters long (e.g. openssl rand -hex 24)`)
-  .max(512);
+  .max(512)
+  .refine((t) => !t.startsWith(SANDBOX_TOKEN_PREFIX), `a token may not start with ${SANDBOX_TOKEN_PREFIX}: that prefix names sandbox tokens, which the daemon mints`);
 
 /**
  * A URL that receives a tenant's lifecycle events. The file is the host operator's, so its URLs are

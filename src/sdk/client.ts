@@ -3,6 +3,7 @@
  * socket (`unix:/path/agentbox.sock`). Errors come back as the typed classes of contract/errors.
  */
 import { request, type IncomingMessage } from 'node:http';
+import type { CreatedSandboxToken, CreateSandboxTokenRequest, SandboxToken } from '../contract/tokens.js';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { context, isSpanContextValid, trace } from '@opentelemetry/api';
@@ -121,6 +122,25 @@ export class AgentboxClient {
   /** Let browsers reach PORT through the daemon's port proxy: a new access token (shown once), or `public`. */
   grantPortAccess(id: string, port: number, req: GrantPortAccessRequest = {}): Promise<PortAccess> {
     return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/ports/${encodeURIComponent(String(port))}/access`, req);
+  }
+
+  /**
+   * A short-lived token scoped to this sandbox (read, exec, files; at most 1h, default 15m), shown
+   * once; `inject: true` also writes it into the sandbox. Code inside a sandbox with egress calls the
+   * API at `apiUrl` (http://agentbox.internal) with it.
+   */
+  createToken(id: string, req: CreateSandboxTokenRequest): Promise<CreatedSandboxToken> {
+    return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/tokens`, req);
+  }
+
+  /** The sandbox's tokens, without their secrets. */
+  async listTokens(id: string): Promise<SandboxToken[]> {
+    return (await this.json<{ tokens: SandboxToken[] }>('GET', `/v1/sandboxes/${encodeURIComponent(id)}/tokens`)).tokens;
+  }
+
+  /** Revoke one of the sandbox's tokens now. */
+  revokeToken(id: string, tokenId: string): Promise<SandboxToken> {
+    return this.json('DELETE', `/v1/sandboxes/${encodeURIComponent(id)}/tokens/${encodeURIComponent(tokenId)}`);
   }
 
   /** Revoke every access token of PORT and make it private again; how many grants went. */

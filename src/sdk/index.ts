@@ -5,6 +5,7 @@ export { TerminalConnection } from './terminal.js';
 export type { OpenTerminalRequest, Terminal } from '../contract/terminals.js';
 export type { Desktop } from '../contract/desktop.js';
 export type { GrantPortAccessRequest, PortAccess } from '../contract/ports.js';
+export type { CreatedSandboxToken, CreateSandboxTokenRequest, SandboxToken, SandboxTokenScope } from '../contract/tokens.js';
 export {
   AgentboxError,
   BadRequestError,

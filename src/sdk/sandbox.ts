@@ -6,6 +6,7 @@
 import type { Readable } from 'node:stream';
 import type { DirEntry, ExecResult, KillResult, ProcessInfo, Sandbox, SignalName } from '../contract/model.js';
 import type { ExecRequest } from '../contract/requests.js';
+import type { CreatedSandboxToken, CreateSandboxTokenRequest, SandboxToken } from '../contract/tokens.js';
 import type { AgentboxClient, StreamEvent } from './client.js';
 
 type ExecInput = string[] | ExecRequest;
@@ -58,6 +59,19 @@ export class SandboxRef {
 
   killProcess(pid: number, signal?: SignalName): Promise<KillResult> {
     return this.client.killProcess(this.id, pid, signal ? { signal } : {});
+  }
+
+  /** A short-lived token scoped to this sandbox, for code inside it (see AgentboxClient.createToken). */
+  createToken(req: CreateSandboxTokenRequest): Promise<CreatedSandboxToken> {
+    return this.client.createToken(this.id, req);
+  }
+
+  listTokens(): Promise<SandboxToken[]> {
+    return this.client.listTokens(this.id);
+  }
+
+  revokeToken(tokenId: string): Promise<SandboxToken> {
+    return this.client.revokeToken(this.id, tokenId);
   }
 
   refresh(): Promise<Sandbox> {

@@ -17,6 +17,7 @@ import { VOLUMES_PG_SQL, VOLUMES_SQL } from './volumes.js';
 import { PORT_ACCESS_SQL } from './port-access.js';
 import { WEBHOOK_DELIVERIES_PG_SQL, WEBHOOK_DELIVERIES_SQL } from './webhook-deliveries.js';
 import { REPLICAS_PG_SQL, REPLICAS_SQL } from './replicas.js';
+import { SANDBOX_TOKENS_PG_SQL, SANDBOX_TOKENS_SQL } from './sandbox-tokens.js';
 
 export interface Migration {
   version: number;
@@ -263,6 +264,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   { version: 9, name: 'webhook deliveries (the log and the queue)', sql: WEBHOOK_DELIVERIES_SQL, postgres: WEBHOOK_DELIVERIES_PG_SQL },
   { version: 10, name: 'daemon replicas on one store: who created and runs what, heartbeats, leases', sql: REPLICAS_SQL, postgres: REPLICAS_PG_SQL },
+  { version: 11, name: 'sandbox tokens: short-lived API tokens scoped to one sandbox, by sha256', sql: SANDBOX_TOKENS_SQL, postgres: SANDBOX_TOKENS_PG_SQL },
 ];
 
 /** The last migration applied. */

@@ -23,6 +23,7 @@ import {
 import { prepareStatements, type Statements } from './statements.js';
 import { VolumeRows } from './volumes.js';
 import { PortAccessRows } from './port-access.js';
+import { SandboxTokenRows } from './sandbox-tokens.js';
 import { WebhookDeliveries } from './webhook-deliveries.js';
 import { ReplicaRows } from './replicas.js';
 
@@ -97,6 +98,8 @@ export class Store {
   readonly volumes: VolumeRows;
   /** Access to sandboxes' ports from browsers (the port proxy). */
   readonly portAccess: PortAccessRows;
+  /** Short-lived API tokens scoped to one sandbox. */
+  readonly sandboxTokens: SandboxTokenRows;
   /** Webhook deliveries: the log the tenant reads and the sender's queue. */
   readonly webhooks: WebhookDeliveries;
   /** Daemon replicas sharing this store, and their leases. */
@@ -112,6 +115,7 @@ export class Store {
     this.snapshots = new SnapshotRecords(db);
     this.volumes = new VolumeRows(db);
     this.portAccess = new PortAccessRows(db);
+    this.sandboxTokens = new SandboxTokenRows(db);
     this.webhooks = new WebhookDeliveries(db);
     this.replicas = new ReplicaRows(db);
   }

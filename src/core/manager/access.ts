@@ -17,14 +17,34 @@ export interface Caller {
   scopes?: readonly Scope[];
   /** A scoped token sees only sandboxes with these labels, and its creates get them. */
   labels?: Record<string, string>;
+  /**
+   * A sandbox token's one sandbox (ARCHITECTURE.md, "Sandbox tokens"): every other id is not_found,
+   * lists hold only it, and whatever spans the tenant (creates, snapshots, volumes, webhooks, the
+   * usage overview, images) or needs `manage` is forbidden, whatever its scopes say.
+   */
+  sandboxId?: string;
 }
 
 const SCOPE_VERBS: Record<Scope, string> = { read: 'list or inspect sandboxes', exec: 'run commands', files: 'read or write files', manage: 'create, stop or delete sandboxes' };
 
 /** Throws forbidden unless the caller's token has `scope` (a token without scopes has them all). */
 export function need(caller: Caller, scope: Scope): void {
+  if (scope === 'manage' && caller.sandboxId !== undefined) {
+    throw new ForbiddenError(`a sandbox token may not ${SCOPE_VERBS.manage}, nor mint tokens`, { hint: 'use a token of the tenant for that' });
+  }
   if (caller.scopes && !caller.scopes.includes(scope)) {
     throw new ForbiddenError(`this token may not ${SCOPE_VERBS[scope]}`, { hint: `it has the scopes ${caller.scopes.join(', ')}; ask for a token with the ${scope} scope` });
+  }
+}
+
+/**
+ * For operations that span the caller's tenant rather than one sandbox (snapshots, volumes, webhook
+ * deliveries, the usage overview): `need(scope)`, and never for a sandbox token.
+ */
+export function needTenantWide(caller: Caller, scope: Scope, what: string): void {
+  need(caller, scope);
+  if (caller.sandboxId !== undefined) {
+    throw new ForbiddenError(`a sandbox token may not ${what}: it reaches only its own sandbox`, { hint: 'use a token of the tenant for that' });
   }
 }
 
@@ -38,7 +58,7 @@ export function labelsMatch(labels: Record<string, string>, selector: Record<str
  * does not exist for the caller: not_found, never forbidden, so ids cannot be probed.
  */
 export function findSandbox(store: Store, id: string, caller: Caller): StoredSandbox {
-  const stored = store.getSandbox(id);
+  const stored = caller.sandboxId === undefined || caller.sandboxId === id ? store.getSandbox(id) : undefined;
   if (!stored || stored.sandbox.tenant !== caller.tenant || !labelsMatch(stored.sandbox.labels, caller.labels)) {
     throw new NotFoundError(`no sandbox ${id}`, { hint: 'run agentbox ls to see your sandboxes' });
   }
@@ -58,6 +78,11 @@ export function findRunning(store: Store, id: string, caller: Caller): StoredSan
 /** The caller's tenant's sandboxes matching `filter.labels` and, for a scoped token, its own labels. */
 export function listVisible(store: Store, caller: Caller, filter: { labels?: Record<string, string>; all?: boolean }): Sandbox[] {
   const labels = filter.labels || caller.labels ? { ...filter.labels, ...caller.labels } : undefined;
+  if (caller.sandboxId !== undefined) {
+    const own = store.getSandbox(caller.sandboxId)?.sandbox;
+    const shown = own && own.tenant === caller.tenant && labelsMatch(own.labels, labels) && ((filter.all ?? false) || own.state !== 'deleted');
+    return shown ? [own] : [];
+  }
   return store.listSandboxes({ tenant: caller.tenant, ...(labels ? { labels } : {}), includeEnded: filter.all ?? false }).map((s) => s.sandbox);
 }
 
@@ -66,7 +91,7 @@ export function listVisible(store: Store, caller: Caller, filter: { labels?: Rec
  * a caller with the manage scope on a daemon without tenants.
  */
 export function requireImageOperator(policy: Policy, caller: Caller): void {
-  need(caller, 'manage');
+  needTenantWide(caller, 'manage', 'manage images');
   if (policy.tenants !== undefined) {
     throw new ForbiddenError('images are shared by every tenant: only the host\'s operator pulls them', { hint: 'run agentbox image pull REF on the host' });
   }

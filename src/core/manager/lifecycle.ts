@@ -166,6 +166,8 @@ export async function endSandbox(
 
 async function endNow(d: Parameters<typeof endSandbox>[0], stored: StoredSandbox, state: SandboxState, reason: EndReason, endedBy: string | null): Promise<void> {
   const id = stored.sandbox.id;
+  // First: from here on nothing may call in with its tokens (authentication also checks the state).
+  d.store.sandboxTokens.dropSandbox(id);
   const rt = d.runtimes.find(stored.sandbox.runtime);
   try {
     if (rt && stored.runtimeData) await rt.destroy(handleOf(stored));

@@ -21,7 +21,7 @@ import type { RuntimeVolume } from '../../runtime/types.js';
 import type { VolumeStore } from '../../storage/volume-store.js';
 import type { Store } from '../../store/store.js';
 import type { StoredVolume } from '../../store/volumes.js';
-import { need, type Caller, type Scope } from './access.js';
+import { needTenantWide, type Caller, type Scope } from './access.js';
 import type { Inflight } from './inflight.js';
 
 /** File operations on a mounted volume (runtime/volume-files.ts VolumeFiles, confined to the volume). */
@@ -231,7 +231,7 @@ export class Volumes {
   // --- internals ---
 
   private callerTenant(caller: Caller, scope: Scope): string {
-    need(caller, scope);
+    needTenantWide(caller, scope, 'use volumes');
     if (caller.labels) {
       throw new ForbiddenError('this token is limited to labelled sandboxes, and volumes belong to the whole tenant', { hint: 'use a token without a label selector for volumes' });
     }
