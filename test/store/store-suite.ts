@@ -462,7 +462,7 @@ export function storeSuite(b: StoreBackend): void {
         store.snapshots.begin({ ...base, id: 'snap_3', name: 'one', tenant: 'bob', createdAt: '2026-01-01T00:00:03.000Z' });
         assert.throws(() => store.snapshots.begin({ ...base, id: 'snap_4', name: 'one', createdAt: '2026-01-01T00:00:04.000Z' }), isUniqueViolation);
         assert.equal(store.snapshots.find('snap_1', null), undefined, 'a creating snapshot is not found');
-        assert.deepEqual(store.snapshots.unfinished().sort(), ['snap_1', 'snap_2', 'snap_3']);
+        assert.deepEqual(store.snapshots.unfinished().map((u) => `${u.id}@${u.sandboxId}`).sort(), ['snap_1@sbx_s', 'snap_2@sbx_s', 'snap_3@sbx_s']);
         assert.equal(store.snapshots.markReady('snap_1', 3_000_000_000, 'aa'), true);
         assert.equal(store.snapshots.markReady('snap_1', 1, 'bb'), false, 'ready once');
         store.snapshots.markReady('snap_2', 10, 'cc');
