@@ -218,9 +218,12 @@ export class FakeApiServer {
     this.watches.clear();
   }
 
-  /** Forgets the change history: a watch from any version seen so far gets 410 Gone. */
+  /**
+   * As if changes nobody saw were made and then compacted away (etcd compaction): a watch from any
+   * version seen so far gets 410 Gone.
+   */
   compactHistory(): void {
-    this.compactedRv = this.rv;
+    this.compactedRv = ++this.rv;
     this.history = [];
   }
 
