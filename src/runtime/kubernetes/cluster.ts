@@ -70,6 +70,9 @@ const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE
 
 /** A failure worth retrying: no answer at all, or one that says "later". */
 export function isTransient(err: unknown): boolean {
+  // A failure that knows (pod-exec.ts ExecStartError).
+  const own = (err as { transient?: unknown } | undefined)?.transient;
+  if (typeof own === 'boolean') return own;
   const status = statusOf(err);
   if (status !== undefined) return status === 429 || status === 500 || status === 502 || status === 503 || status === 504;
   const e = err as { code?: unknown; type?: unknown; cause?: { code?: unknown } } | undefined;

@@ -332,15 +332,8 @@ export class KubernetesRuntime implements Runtime {
     const { namespace, pod } = dataOf(handle);
     const { cluster } = this.cluster();
     try {
-      return await cluster.call(`exec in pod ${pod}`, async () => {
-        try {
-          return await podExec(cluster.kc, { namespace, pod, container: CONTAINER, command, ...(stdin !== undefined ? { stdin } : {}) });
-        } catch (err) {
-          // As the other calls' errors, so that `call` retries what is transient.
-          if (err instanceof ExecStartError) throw Object.assign(err, { statusCode: err.status, ...(err.transient && err.status === undefined ? { code: 'ECONNREFUSED' } : {}) });
-          throw err;
-        }
-      });
+      // An ExecStartError says whether it is transient: `call` retries those.
+      return await cluster.call(`exec in pod ${pod}`, () => podExec(cluster.kc, { namespace, pod, container: CONTAINER, command, ...(stdin !== undefined ? { stdin } : {}) }));
     } catch (err) {
       if (err instanceof ExecStartError && (err.status === 404 || err.status === 400)) {
         throw new ConflictError(`sandbox ${handle.id} is not running: ${err.message}`, { hint: `agentbox inspect ${handle.id} says why it ended` });
