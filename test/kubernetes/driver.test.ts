@@ -220,6 +220,18 @@ describe('kubernetes driver against the fake API server', () => {
     await rt.destroy(p2);
   });
 
+  test('kubernetes exec environment: every byte arrives, and none of it is in the exec request (which audit logs record)', async () => {
+    const h = await create(rt);
+    const env = { A: 'two\nlines', B: `it's "q" \\ $HOME \`x\` %s %b \\0101`, C: 'ünïcödé ✓', D: 'trailing\n\n', E: '', SECRET_TOKEN: 'sk-do-not-log-me' };
+    const before = cluster.fake.execCommands.length;
+    const r = await collect(rt.exec(h, ['sh', '-c', 'printf "%s|" "$A" "$B" "$C" "$D" "$E" "$SECRET_TOKEN"; cat'], execOpts({ env, stdin: Buffer.from('then-stdin') })));
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(r.stdout, `${Object.values(env).join('|')}|then-stdin`);
+    const urls = cluster.fake.execCommands.slice(before).flat().join(' ');
+    assert.doesNotMatch(urls, /sk-do-not-log-me/);
+    await rt.destroy(h);
+  });
+
   test('kubernetes API server outage: an exec retries until it comes back; past the retry window it fails runtime_unavailable; the sandbox lives on', async () => {
     const h = await create(rt);
     await cluster.fake.stop();

@@ -148,6 +148,8 @@ export class FakeApiServer {
   private execCounter = 0;
   /** What the tests look at: each watch request's resourceVersion ('' when none). */
   readonly watchRequests: string[] = [];
+  /** The command of every pods/exec request, as its URL carried it (what an audit log would record). */
+  readonly execCommands: string[][] = [];
   /** Every local sandbox id the fake ever started (for the tests' leftover checks). */
   readonly localIdsEver: string[] = [];
   /** Patches answered 409 (injected or a stale resourceVersion). */
@@ -568,6 +570,7 @@ export class FakeApiServer {
     const command = url.searchParams.getAll('command');
     if (command.length === 0) return this.refuseUpgrade(socket, 400, status(400, 'BadRequest', 'you must specify at least 1 command'));
     const withStdin = url.searchParams.get('stdin') === 'true' || url.searchParams.get('stdin') === '1';
+    this.execCommands.push(command);
     this.wss.handleUpgrade(req, socket, head, (ws) => this.runExec(ws, local, command, withStdin));
   }
 

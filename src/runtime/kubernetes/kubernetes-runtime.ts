@@ -8,8 +8,10 @@
  * at create, agentbox-docker-init (the static helper the docker driver binds into its containers) is
  * streamed into the pod through one exec (`cat > /tmp/.agentbox/init`), so nothing of agentbox has to
  * be in the image. Every exec then runs as
- *     /bin/sh -c 'cd "$1" && exec env -i K=V... INIT run TIMEOUT_MS TAG -- CMD...'
- * `env -i` replaces the container's environment with the exec's (nothing of the pod's leaks in);
+ *     /bin/sh -c EXEC_SCRIPT CWD INIT run TIMEOUT_MS TAG -- CMD...
+ * which reads the exec's environment from the head of stdin (never the request's URL, which audit
+ * logs keep), cds, and execs `env -i K=V... INIT run ...`: `env -i` replaces the container's
+ * environment with the exec's (nothing of the pod's leaks in);
  * `run` (native/agentbox-docker-init.c) runs CMD in its own session, relays the leader's output and
  * exits with its status as soon as it exits (background jobs drained, never SIGPIPEd), and on the
  * timeout kills the whole tree (session, parent links and the AGENTBOX_EXEC_ID marker: setsid and
@@ -27,7 +29,7 @@
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
-import type { Duplex, Readable } from 'node:stream';
+import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { buffer as readAllOf, text } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -81,8 +83,19 @@ interface KubeData {
 /** Where the helper is staged inside each pod (see the top of this file). */
 export const INIT_IN_POD = '/tmp/.agentbox/init';
 const STAGE_SCRIPT = 'set -e; umask 077; mkdir -p /tmp/.agentbox; cat > /tmp/.agentbox/init.new; chmod 0500 /tmp/.agentbox/init.new; mv -f /tmp/.agentbox/init.new /tmp/.agentbox/init';
-/** cd into the exec's directory, then replace the pod's environment with the exec's own. */
-const EXEC_SCRIPT = 'cd -- "$1" || exit 126; shift; exec env -i "$@"';
+/**
+ * cd into the exec's directory, then replace the pod's environment with the exec's own. The
+ * environment comes first on stdin, one `printf %b`-escaped `K=V` a line up to an empty line
+ * (envHeader), never in the exec request's URL, which API servers write to their audit logs. `read`
+ * takes a pipe a byte at a time, so the command's own stdin starts right after the empty line. The
+ * pairs are read after the command's words and rotated before them, for `env -i K=V... CMD...`.
+ */
+const EXEC_SCRIPT = [
+  'cd -- "$1" || exit 126; shift; n=$#',
+  'while IFS= read -r kv && [ -n "$kv" ]; do v=$(printf "%b." "$kv"); set -- "$@" "${v%.}"; done',
+  'while [ "$n" -gt 0 ]; do set -- "$@" "$1"; shift; n=$((n - 1)); done',
+  'exec env -i "$@"',
+].join('\n');
 const IMAGE_ERRORS = new Set(['ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'ErrImageNeverPull']);
 /** A waiter re-reads the pod this often, whatever the watch says (a watch that is down only slows it). */
 const POLL_MS = 1000;
@@ -349,10 +362,8 @@ export class KubernetesRuntime implements Runtime {
   exec(handle: SandboxHandle, cmd: string[], opts: ExecOpts): AsyncIterable<ExecEvent> {
     let killedByUs = false;
     return execEvents(opts, {
-      start: () => {
-        const env = Object.entries(execEnv(opts)).map(([k, v]) => `${k}=${v}`);
-        return this.startPodExec(handle, ['/bin/sh', '-c', EXEC_SCRIPT, 'agentbox', opts.cwd ?? '/workspace', ...env, INIT_IN_POD, 'run', String(opts.timeoutMs), opts.execId, '--', ...cmd], opts.stdin);
-      },
+      start: () =>
+        this.startPodExec(handle, ['/bin/sh', '-c', EXEC_SCRIPT, 'agentbox', opts.cwd ?? '/workspace', INIT_IN_POD, 'run', String(opts.timeoutMs), opts.execId, '--', ...cmd], withHeader(envHeader(execEnv(opts)), opts.stdin)),
       kill: async () => {
         killedByUs = true;
         await this.killTagged(handle, opts.execId);
@@ -597,6 +608,25 @@ export class KubernetesRuntime implements Runtime {
     this.podWatch = undefined;
     this.oomCounts.clear();
   }
+}
+
+/** The exec's environment as EXEC_SCRIPT reads it: each `K=V` with every byte outside a safe set as `\0ooo`, then an empty line. */
+export function envHeader(env: Record<string, string>): Buffer {
+  const escape = (s: string): string => [...Buffer.from(s, 'utf8')].map((b) => (/[A-Za-z0-9_=.,:/+@%-]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `\\0${b.toString(8).padStart(3, '0')}`)).join('');
+  return Buffer.from(`${Object.entries(env).map(([k, v]) => `${escape(k)}=${escape(v)}\n`).join('')}\n`, 'latin1');
+}
+
+/** `header`, then the command's own stdin (none: the header alone, then end of file). */
+function withHeader(header: Buffer, stdin: Buffer | Readable | undefined): Buffer | Readable {
+  if (stdin === undefined) return header;
+  if (Buffer.isBuffer(stdin)) return Buffer.concat([header, stdin]);
+  const out = new PassThrough();
+  out.write(header);
+  stdin.on('error', (err) => out.destroy(err));
+  stdin.pipe(out);
+  // The command went away (the connection closed): stop reading the caller's stream too.
+  out.once('close', () => stdin.destroy());
+  return out;
 }
 
 /** The part of the kubelet's summary API (/stats/summary) read here. */
