@@ -17,7 +17,7 @@
  * timeout kills the whole tree (session, parent links and the AGENTBOX_EXEC_ID marker: setsid and
  * double-forked escapees too) and exits 124. An abort runs a second exec, `INIT kill TAG`, which
  * SIGTERMs that `run` (it kills the tree the same way). Output limits are applied on this side
- * (docker/exec-events.ts `execEvents`, shared with the docker driver), which also keeps a backstop: past
+ * (runtime/exec-events.ts `execEvents`, shared with the docker driver), which also keeps a backstop: past
  * the timeout plus 5 s it kills by tag and drops the connection. Files, processes, ports and terminals
  * are the same helper's `fileop`/`ps`/`signal` modes over exec'd streams (files.ts and friends).
  *
@@ -38,7 +38,7 @@ import type { Logger } from 'pino';
 import { BadRequestError, ConflictError, InternalError, NotFoundError, RuntimeUnavailableError, TimeoutError } from '../../contract/errors.js';
 import { EXIT_KILLED } from '../../contract/exit-codes.js';
 import type { DirEntry, ExecEvent, Isolation, ProcessInfo, SignalName } from '../../contract/model.js';
-import { execEvents } from '../docker/exec-events.js';
+import { execEvents } from '../exec-events.js';
 import { SandboxFiles, type FileOpStarter } from '../files.js';
 import { SandboxPorts } from '../ports.js';
 import { SandboxProcesses, type ProcOpRunner } from '../processes.js';
