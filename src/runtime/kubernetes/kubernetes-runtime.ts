@@ -192,6 +192,11 @@ export class KubernetesRuntime implements Runtime {
     try {
       const v = await withTimeout(cluster.kc.makeApiClient(VersionApi).getCode());
       version = v.gitVersion;
+      // Every exec sends stdin (its environment) and must end it: v5.channel.k8s.io, on by default since 1.30.
+      const minor = Number.parseInt(v.minor, 10);
+      if (v.major === '1' && Number.isInteger(minor) && minor < 30) {
+        return { ok: false, reason: `the Kubernetes API server at ${cluster.server} is ${version}; the kubernetes runtime needs 1.30 or later (pods/exec with v5.channel.k8s.io)`, hint: 'upgrade the cluster' };
+      }
     } catch (err) {
       return { ok: false, reason: `the Kubernetes API server at ${cluster.server} is not reachable: ${messageOf(err)}`, hint: UNAVAILABLE_HINT };
     }

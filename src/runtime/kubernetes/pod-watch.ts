@@ -27,6 +27,8 @@ export interface PodWatchStats {
 export class PodWatch {
   private readonly listeners = new Set<PodListener>();
   private abort: AbortController | undefined;
+  /** Ends a backoff sleep at stop(). */
+  private readonly stopping = new AbortController();
   private running: Promise<void> | undefined;
   private stopped = false;
   private rv: string | undefined;
@@ -66,7 +68,7 @@ export class PodWatch {
         if (!isTransient(err) && (err as { statusCode?: number }).statusCode !== 410) this.onError('the pod watch failed; retrying', err);
         if ((err as { statusCode?: number }).statusCode === 410) this.rv = undefined;
         if (this.stopped) return;
-        await sleep(delay);
+        await sleep(delay, undefined, { signal: this.stopping.signal }).catch(() => undefined);
         delay = Math.min(delay * 2, 5000);
       }
     }
@@ -119,6 +121,7 @@ export class PodWatch {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.stopping.abort();
     this.abort?.abort();
     this.listeners.clear();
     await this.running;
