@@ -137,7 +137,6 @@ const EgressPolicySchema = z
   .describe('Egress settings shared by all profiles');
 
 /** Where the kubernetes runtime makes its pods (runtime/kubernetes/). Only read when a sandbox asks for it. */
-const LabelMapSchema = z.record(z.string().min(1).max(253).regex(/^([a-z0-9.-]+\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/, 'a label key'), z.string().max(63).regex(/^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/, 'a label value'));
 const KubernetesSchema = z
   .object({
     kubeconfig: z.string().min(1).max(4096).optional().describe('kubeconfig file; absent: AGENTBOX_KUBECONFIG, else the in-cluster service account'),
@@ -149,11 +148,6 @@ const KubernetesSchema = z
       .optional()
       .describe('RuntimeClass per isolation; absent: gvisor -> gvisor, vm -> kata, container -> the cluster default'),
     images: z.record(ImageNameSchema, z.string().min(1).max(512)).optional().describe('agentbox image name -> image reference the pods pull (e.g. busybox: docker.io/library/busybox:1.36)'),
-    egressProxy: z
-      .object({ podLabels: LabelMapSchema.refine((m) => Object.keys(m).length > 0, 'at least one label'), namespaceLabels: LabelMapSchema.optional(), port: z.number().int().min(1).max(65535).optional() })
-      .strict()
-      .optional()
-      .describe('The egress proxy pods sandboxes with egress may reach (their NetworkPolicy allows only these); absent: egress is refused on kubernetes'),
   })
   .strict()
   .optional()

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Pod } from 'kubernetes-models/v1/Pod';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
-import { RuntimeUnavailableError } from '../../src/contract/errors.js';
+import { BadRequestError, RuntimeUnavailableError } from '../../src/contract/errors.js';
 import type { Isolation, Limits } from '../../src/contract/model.js';
 import { claimFirst } from '../../src/runtime/kubernetes/claim.js';
 import { Cluster, loadKubeConfig } from '../../src/runtime/kubernetes/cluster.js';
@@ -146,6 +146,19 @@ describe('kubernetes driver against the fake API server', () => {
     assert.equal(r.ok, false);
     assert.match(r.reason ?? '', /does not exist/);
     await none.close();
+  });
+
+  test('kubernetes refuses what it cannot give (egress, volumes, a disk copy, a writable root, isolation namespaces) before it makes anything', async () => {
+    const base = { image: 'busybox', isolation: 'container' as const, limits: LIMITS, labels: {} };
+    const pods = cluster.fake.listPods().length;
+    const policies = cluster.fake.listPolicies().length;
+    await assert.rejects(rt.create({ ...base, id: 'sbx_refused1', egressDir: '/run/agentbox/egress/x' }), (e: Error) => e instanceof BadRequestError && /egress/.test(e.message));
+    await assert.rejects(rt.create({ ...base, id: 'sbx_refused2', volumes: [{ source: '/tmp', target: '/data', readOnly: false }] }), BadRequestError);
+    await assert.rejects(rt.create({ ...base, id: 'sbx_refused3', diskFrom: '/tmp/x' }), BadRequestError);
+    await assert.rejects(rt.create({ ...base, id: 'sbx_refused4', writableRoot: true }), BadRequestError);
+    await assert.rejects(rt.create({ ...base, id: 'sbx_refused5', isolation: 'namespaces' }), BadRequestError);
+    assert.equal(cluster.fake.listPods().length, pods);
+    assert.equal(cluster.fake.listPolicies().length, policies);
   });
 
   test('kubernetes sandbox pod and its NetworkPolicy exist while it lives, and go with it', async () => {

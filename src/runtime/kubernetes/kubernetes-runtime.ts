@@ -49,7 +49,7 @@ import { claimFirst } from './claim.js';
 import { apiError, Cluster, loadKubeConfig, messageOf, statusOf, UNAVAILABLE_HINT, type ClusterSource } from './cluster.js';
 import { ExecStartError, podExec, type PodExec } from './pod-exec.js';
 import { PodWatch } from './pod-watch.js';
-import { APP, buildNetworkPolicy, buildPod, CONTAINER, LABEL_APP, LABEL_HOME, LABEL_ID, LABEL_POOL, labelValue, podName, type EgressProxySelector } from './pod-spec.js';
+import { APP, buildNetworkPolicy, buildPod, CONTAINER, LABEL_APP, LABEL_HOME, LABEL_ID, LABEL_POOL, labelValue, podName } from './pod-spec.js';
 
 export interface KubernetesRuntimeOpts extends ClusterSource {
   /** Short tag of this agentbox home: only pods labelled with it are listed and reaped. */
@@ -60,8 +60,6 @@ export interface KubernetesRuntimeOpts extends ClusterSource {
   runtimeClasses?: Partial<Record<Isolation, string>>;
   /** agentbox image name → the image reference pods use. @default the name as it is */
   images?: Record<string, string>;
-  /** The egress proxy's pods; sandboxes with egress may reach only them. Absent: egress is refused. */
-  egressProxy?: EgressProxySelector;
   /** Host path of agentbox-docker-init, staged into each pod. @default AGENTBOX_DOCKER_INIT, else dist/native/agentbox-docker-init */
   initPath?: string;
   /** How long transient API failures are retried before RuntimeUnavailableError. @default 30000 */
@@ -260,7 +258,11 @@ export class KubernetesRuntime implements Runtime {
     if (spec.volumes?.length) throw new BadRequestError('the kubernetes runtime cannot mount named volumes (they are host directories; a pod would need a PersistentVolumeClaim)', { hint: 'use the docker or local runtime for sandboxes with volumes' });
     if (spec.diskFrom || spec.memoryFrom) throw new BadRequestError('the kubernetes runtime cannot start from a snapshot or a fork (a pod\'s disk is an emptyDir on its node)', { hint: 'use the docker or local runtime for snapshots and forks' });
     if (spec.writableRoot) throw new BadRequestError('the kubernetes runtime has no writable root', { hint: 'use a profile without rootfs: writable' });
-    if (spec.egressDir && !this.opts.egressProxy) throw new BadRequestError('the kubernetes runtime has no egress proxy configured, so sandboxes with egress cannot be made', { hint: 'set kubernetes.egressProxy in the policy, or use egress: none' });
+    // agentbox's egress proxy runs on the daemon's host behind a Unix socket, and a sandbox finds it at
+    // 127.0.0.1:3128 through a relay nothing starts in a pod. Until an in-cluster proxy exists (the
+    // NetworkPolicy builder already takes its pods' selector), a sandbox with egress is refused, not
+    // made with a network that does not work.
+    if (spec.egressDir) throw new BadRequestError('the kubernetes runtime cannot give a sandbox egress yet (agentbox\'s egress proxy is not reachable from a pod)', { hint: 'use egress: none on kubernetes, or the local, docker or microvm runtime for sandboxes with egress' });
     const { cluster, namespace } = this.cluster();
     const init = this.initBytes();
     const name = podName(spec.id);
@@ -268,7 +270,7 @@ export class KubernetesRuntime implements Runtime {
       id: spec.id, namespace, image: this.imageRef(spec.image), isolation: spec.isolation, limits: spec.limits, labels: spec.labels, homeTag: this.opts.homeTag,
       ...(spec.pooled ? { pooled: true } : {}), ...(this.opts.runtimeClasses ? { runtimeClasses: this.opts.runtimeClasses } : {}),
     });
-    const policy = buildNetworkPolicy({ id: spec.id, namespace, homeTag: this.opts.homeTag, ...(spec.egressDir && this.opts.egressProxy ? { egressProxy: this.opts.egressProxy } : {}) });
+    const policy = buildNetworkPolicy({ id: spec.id, namespace, homeTag: this.opts.homeTag });
     const watch = this.watch();
     watch.on(() => undefined); // started before the pod exists: its events are not missed
     // The policy first: the pod never runs a moment without it.

@@ -156,7 +156,10 @@ export function buildPod(o: PodSpecOpts): V1Pod {
   };
 }
 
-/** Where the sandbox's egress proxy runs: sandboxes with egress may reach these pods only. */
+/**
+ * Where an in-cluster egress proxy runs: sandboxes with egress may reach these pods only. The driver
+ * does not pass one yet (it refuses egress: agentbox's proxy is a host process, see kubernetes-runtime.ts).
+ */
 export interface EgressProxySelector {
   /** Labels of the proxy pods. */
   podLabels: Record<string, string>;
