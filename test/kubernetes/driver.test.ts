@@ -172,6 +172,21 @@ describe('kubernetes driver against the fake API server', () => {
     assert.ok(!cluster.fake.listPolicies().some((p) => p.metadata.name === pod.metadata.name), 'the network policy stayed');
   });
 
+  test('kubernetes sandboxes outlive the driver: a new instance (a restarted daemon) uses the stored handle, lists and destroys it', async () => {
+    const first = cluster.newRuntime();
+    const h = await first.create({ id: `sbx_kd${process.pid}x${++n}`, image: 'busybox', isolation: 'container', limits: LIMITS, labels: {} });
+    await run(first, h, 'echo kept > /workspace/f');
+    await first.close();
+    const stored = JSON.parse(JSON.stringify(h)) as SandboxHandle;
+    const second = cluster.newRuntime();
+    assert.equal((await second.status(stored)).alive, true);
+    assert.equal((await run(second, stored, 'cat /workspace/f')).stdout, 'kept\n');
+    assert.ok((await second.list()).some((o) => o.id === h.id && o.alive));
+    await second.destroy(stored);
+    assert.equal((await second.status(stored)).alive, false);
+    await second.close();
+  });
+
   test('kubernetes pod watch reconnects from its last resourceVersion after the API server drops it, and relists after 410 Gone', async () => {
     const h = await create(rt);
     const stats = rt.watchStats();
