@@ -27,13 +27,14 @@
  * volume mounted read-only would close that; it needs an image of agentbox's in a registry.
  */
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { buffer as readAllOf, text } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { ApisApi, VersionApi, type V1Pod } from '@kubernetes/client-node';
+import { ApisApi, VersionApi, type V1NetworkPolicy, type V1Pod } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { BadRequestError, ConflictError, InternalError, NotFoundError, RuntimeUnavailableError, TimeoutError } from '../../contract/errors.js';
 import { EXIT_KILLED } from '../../contract/exit-codes.js';
@@ -46,7 +47,7 @@ import { SandboxPty, type PtyOpts, type PtyProcess } from '../pty.js';
 import { execEnv } from '../shared.js';
 import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, SandboxHandle } from '../types.js';
 import { claimFirst } from './claim.js';
-import { apiError, Cluster, loadKubeConfig, messageOf, statusOf, UNAVAILABLE_HINT, type ClusterSource } from './cluster.js';
+import { apiError, Cluster, KUBECONFIG_ENV, loadKubeConfig, messageOf, statusOf, UNAVAILABLE_HINT, type ClusterSource } from './cluster.js';
 import { ExecStartError, podExec, type PodExec } from './pod-exec.js';
 import { PodWatch } from './pod-watch.js';
 import { APP, buildNetworkPolicy, buildPod, CONTAINER, LABEL_APP, LABEL_HOME, LABEL_ID, LABEL_POOL, labelValue, podName } from './pod-spec.js';
@@ -182,7 +183,7 @@ export class KubernetesRuntime implements Runtime {
 
   async probe(): Promise<ProbeResult> {
     const s = this.state();
-    if ('reason' in s) return { ok: false, reason: s.reason, hint: `set kubernetes.kubeconfig in the policy or ${'AGENTBOX_KUBECONFIG'}, or run the daemon in a pod with a service account` };
+    if ('reason' in s) return { ok: false, reason: s.reason, hint: `set kubernetes.kubeconfig in the policy or ${KUBECONFIG_ENV}, or run the daemon in a pod with a service account` };
     const { cluster, namespace } = s;
     const withTimeout = <T>(p: Promise<T>, ms = 5000): Promise<T> =>
       Promise.race([p, sleep(ms, undefined, { ref: false }).then(() => Promise.reject(Object.assign(new Error(`no answer within ${ms} ms`), { code: 'ETIMEDOUT' })))]);
@@ -264,15 +265,24 @@ export class KubernetesRuntime implements Runtime {
     // made with a network that does not work.
     if (spec.egressDir) throw new BadRequestError('the kubernetes runtime cannot give a sandbox egress yet (agentbox\'s egress proxy is not reachable from a pod)', { hint: 'use egress: none on kubernetes, or the local, docker or microvm runtime for sandboxes with egress' });
     const { cluster, namespace } = this.cluster();
-    const init = this.initBytes();
-    const name = podName(spec.id);
+    this.initBytes(); // a missing build fails here, before anything is made
     const pod = buildPod({
       id: spec.id, namespace, image: this.imageRef(spec.image), isolation: spec.isolation, limits: spec.limits, labels: spec.labels, homeTag: this.opts.homeTag,
       ...(spec.pooled ? { pooled: true } : {}), ...(this.opts.runtimeClasses ? { runtimeClasses: this.opts.runtimeClasses } : {}),
     });
     const policy = buildNetworkPolicy({ id: spec.id, namespace, homeTag: this.opts.homeTag });
-    const watch = this.watch();
-    watch.on(() => undefined); // started before the pod exists: its events are not missed
+    // The watch runs before the pod exists, so none of its events is missed.
+    const unwatch = this.watch().on(() => undefined);
+    try {
+      return await this.createPod(spec, pod, policy, namespace, cluster);
+    } finally {
+      unwatch();
+    }
+  }
+
+  private async createPod(spec: RuntimeSpec, pod: V1Pod, policy: V1NetworkPolicy, namespace: string, cluster: Cluster): Promise<SandboxHandle> {
+    const name = podName(spec.id);
+    const init = this.initBytes();
     // The policy first: the pod never runs a moment without it.
     try {
       await cluster.call(`create the network policy of ${spec.id}`, () => cluster.net.createNamespacedNetworkPolicy({ namespace, body: policy }));
@@ -547,7 +557,7 @@ export class KubernetesRuntime implements Runtime {
     const list = await cluster.call('list pool pods', () => cluster.core.listNamespacedPod({ namespace, labelSelector: `${this.selector},${LABEL_POOL}=available` })).catch((err: unknown) => {
       throw apiError(err, 'cannot list the warm pool\'s pods');
     });
-    const won = await claimFirst(cluster, namespace, list.items, this.opts.replica ?? labelValue(`${process.env.HOSTNAME ?? 'agentbox'}-${process.pid}`));
+    const won = await claimFirst(cluster, namespace, list.items, this.opts.replica ?? labelValue(`${hostname()}-${process.pid}`));
     if (!won) return undefined;
     const id = won.pod.metadata?.labels?.[LABEL_ID];
     if (!id || !won.pod.metadata?.name) throw new InternalError('a claimed pool pod has no sandbox id label');
