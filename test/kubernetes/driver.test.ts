@@ -172,6 +172,14 @@ describe('kubernetes driver against the fake API server', () => {
     assert.ok(!cluster.fake.listPolicies().some((p) => p.metadata.name === pod.metadata.name), 'the network policy stayed');
   });
 
+  test('kubernetes create is idempotent across a retry: a pod made by an attempt whose answer was lost is taken as its own (409 → ours)', async () => {
+    cluster.fake.loseNextPodCreateAnswer();
+    const h = await create(rt);
+    assert.equal((await run(rt, h, 'echo made-once')).stdout, 'made-once\n');
+    assert.equal(cluster.fake.listPods().filter((p) => p.metadata.labels?.[LABEL_ID] === h.id).length, 1);
+    await rt.destroy(h);
+  });
+
   test('kubernetes sandboxes outlive the driver: a new instance (a restarted daemon) uses the stored handle, lists and destroys it', async () => {
     const first = cluster.newRuntime();
     const h = await first.create({ id: `sbx_kd${process.pid}x${++n}`, image: 'busybox', isolation: 'container', limits: LIMITS, labels: {} });

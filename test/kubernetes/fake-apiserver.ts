@@ -209,6 +209,13 @@ export class FakeApiServer {
     this.namespaces.add(ns);
   }
 
+  /** The next pod create is carried out, but its answer is lost (the connection is cut instead). */
+  loseNextPodCreateAnswer(): void {
+    this.loseCreateAnswer = true;
+  }
+
+  private loseCreateAnswer = false;
+
   /** The next `n` pod patches answer 409 Conflict, whatever their precondition. */
   injectPatchConflicts(n: number): void {
     this.patchConflicts += n;
@@ -396,7 +403,10 @@ export class FakeApiServer {
     const pod: FakePod = { obj };
     this.pods.set(key, pod);
     this.record('ADDED', obj);
-    this.send(res, 201, clone(obj));
+    if (this.loseCreateAnswer) {
+      this.loseCreateAnswer = false;
+      res.socket?.destroy();
+    } else this.send(res, 201, clone(obj));
     pod.busy = this.startPod(key, pod).catch(() => undefined);
   }
 

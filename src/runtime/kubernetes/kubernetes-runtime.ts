@@ -284,18 +284,33 @@ export class KubernetesRuntime implements Runtime {
     const name = podName(spec.id);
     const init = this.initBytes();
     // The policy first: the pod never runs a moment without it.
+    // A 409 on a create that was retried may be the first attempt's own success (the answer was
+    // lost): an object with this sandbox's id and home is ours; anything else is someone else's.
+    const ours = (o: { metadata?: { labels?: Record<string, string> } } | undefined): boolean =>
+      o?.metadata?.labels?.[LABEL_ID] === labelValue(spec.id) && o.metadata.labels[LABEL_HOME] === labelValue(this.opts.homeTag);
     try {
       await cluster.call(`create the network policy of ${spec.id}`, () => cluster.net.createNamespacedNetworkPolicy({ namespace, body: policy }));
     } catch (err) {
-      throw statusOf(err) === 409 ? new ConflictError(`sandbox ${spec.id} already has a network policy in namespace ${namespace}`) : apiError(err, `cannot create the network policy of sandbox ${spec.id}`);
+      if (statusOf(err) !== 409) throw apiError(err, `cannot create the network policy of sandbox ${spec.id}`);
+      const found = await cluster.net.readNamespacedNetworkPolicy({ name, namespace }).catch(() => undefined);
+      if (!ours(found)) throw new ConflictError(`a network policy ${name} that is not this sandbox's exists in namespace ${namespace}`, { hint: `kubectl -n ${namespace} get networkpolicy ${name} -o yaml` });
     }
     const handle: SandboxHandle = { id: spec.id, runtime: 'kubernetes', data: { namespace, pod: name } satisfies KubeData };
     try {
-      try {
-        await cluster.call(`create pod ${name}`, () => cluster.core.createNamespacedPod({ namespace, body: pod }));
-      } catch (err) {
-        throw statusOf(err) === 409 ? new ConflictError(`a pod ${name} already exists in namespace ${namespace}`) : apiError(err, `cannot create the pod of sandbox ${spec.id}`);
+      await cluster.call(`create pod ${name}`, () => cluster.core.createNamespacedPod({ namespace, body: pod }));
+    } catch (err) {
+      if (statusOf(err) !== 409) {
+        // It may have been made all the same (the answer was lost): remove what there is, pod first.
+        await this.remove(spec.id, name, namespace).catch((e: unknown) => this.opts.logger?.warn({ sandbox_id: spec.id, err: messageOf(e) }, 'could not remove a sandbox that failed to start'));
+        throw apiError(err, `cannot create the pod of sandbox ${spec.id}`);
       }
+      if (!ours(await cluster.core.readNamespacedPod({ name, namespace }).catch(() => undefined))) {
+        // Someone else's pod: only our policy goes.
+        await cluster.net.deleteNamespacedNetworkPolicy({ name, namespace }).catch(() => undefined);
+        throw new ConflictError(`a pod ${name} that is not this sandbox's exists in namespace ${namespace}`, { hint: `kubectl -n ${namespace} get pod ${name} -o yaml` });
+      }
+    }
+    try {
       const started = await this.waitPod(name, startState, this.opts.startTimeoutMs ?? 120_000, `sandbox ${spec.id} to start`);
       if ('imageError' in started) throw new NotFoundError(`image ${spec.image} cannot be pulled for sandbox ${spec.id}: ${started.imageError}`, { hint: 'check the image name (kubernetes.images maps agentbox names to references) and the node\'s registry access' });
       if ('failed' in started) throw new InternalError(`sandbox ${spec.id} did not start: ${started.failed}`);
