@@ -16,7 +16,7 @@ import { dirname, join, relative } from 'node:path';
 const root = new URL('..', import.meta.url).pathname;
 const testDir = join(root, 'dist', 'test');
 /** --runtime NAME -> the conformance file that covers it (docker.test.ts covers runc and gVisor). */
-const CONFORMANCE = { local: 'local.test.js', docker: 'docker.test.js', gvisor: 'docker.test.js', microvm: 'microvm.test.js' };
+const CONFORMANCE = { local: 'local.test.js', docker: 'docker.test.js', gvisor: 'docker.test.js', microvm: 'microvm.test.js', kubernetes: 'kubernetes.test.js' };
 
 function usage(problem) {
   console.error(`run-tests: ${problem}\nusage: run-tests.mjs [--unit | --conformance [--runtime ${Object.keys(CONFORMANCE).join('|')}]...] [FILTER...]`);

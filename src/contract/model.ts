@@ -26,7 +26,7 @@ export const END_REASONS = [
 export const EndReasonSchema = z.enum(END_REASONS).describe('Why the sandbox ended');
 export type EndReason = z.infer<typeof EndReasonSchema>;
 
-export const RUNTIME_NAMES = ['local', 'docker', 'microvm'] as const;
+export const RUNTIME_NAMES = ['local', 'docker', 'microvm', 'kubernetes'] as const;
 export const RuntimeNameSchema = z.enum(RUNTIME_NAMES).describe('Runtime driver');
 export type RuntimeName = z.infer<typeof RuntimeNameSchema>;
 

@@ -20,6 +20,8 @@ import { loadPolicy } from '../policy/load.js';
 import { LocalRuntime } from '../runtime/local/local-runtime.js';
 import { DockerRuntime } from '../runtime/docker/docker-runtime.js';
 import { MicroVmRuntime } from '../runtime/microvm/microvm-runtime.js';
+import { KubernetesRuntime } from '../runtime/kubernetes/kubernetes-runtime.js';
+import type { Policy } from '../policy/schema.js';
 import { RUN_DIR } from '../runtime/staged-binary.js';
 import type { ProbeResult, Runtime } from '../runtime/types.js';
 import { Store } from '../store/store.js';
@@ -99,7 +101,7 @@ export interface Daemon {
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
-export function buildRuntimes(paths: Paths, images: ImageStore, disks: DiskStore, logger?: Logger): Partial<Record<RuntimeName, Runtime>> {
+export function buildRuntimes(paths: Paths, images: ImageStore, disks: DiskStore, logger?: Logger, kubernetes?: Policy['kubernetes']): Partial<Record<RuntimeName, Runtime>> {
   // busybox builds in well under a second: the quick start needs no image step.
   const ensureImage = async (image: string): Promise<void> => {
     if (image === 'busybox' && !images.get('busybox')) await images.ensure('busybox', {});
@@ -115,7 +117,14 @@ export function buildRuntimes(paths: Paths, images: ImageStore, disks: DiskStore
     // Probed lazily: a host without dockerd still runs the local runtime.
     docker: new DockerRuntime({ images, ensureImage, homeTag: paths.homeTag, version: VERSION, helper: helperPath(), agentDir: socketBaseDir(paths.home, 'agents'), disks, ...(logger ? { logger } : {}) }),
     microvm: new MicroVmRuntime({ images, ensureImage, homeTag: paths.homeTag, dir: join(paths.home, 'microvm'), runRoot: join(RUN_DIR, `vm-${paths.homeTag}`), disks, ...(logger ? { logger } : {}) }),
+    // Connects on first use: without a cluster configured its probe says so, and nothing else changes.
+    kubernetes: new KubernetesRuntime({ homeTag: paths.homeTag, ...dropUndefined(kubernetes ?? {}), ...(logger ? { logger } : {}) }),
   };
+}
+
+/** The policy's kubernetes section without its absent keys (exactOptionalPropertyTypes). */
+function dropUndefined<T extends object>(o: T): { [K in keyof T]: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [K in keyof T]: Exclude<T[K], undefined> };
 }
 
 export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
@@ -177,7 +186,7 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   });
   let gateway: SandboxGateway | undefined;
   const disks = new DiskStore({ dir: paths.storage });
-  const runtimes = buildRuntimes(paths, images, disks, opts.logger);
+  const runtimes = buildRuntimes(paths, images, disks, opts.logger, policy.kubernetes);
   // The port proxy's address of a sandbox's port (the TCP port is known once listening).
   let tcpPort: number | undefined;
   const portsDomain = opts.tcp ? (opts.portsDomain ?? env.AGENTBOX_PORTS_DOMAIN ?? '').trim().replace(/^\.+|\.+$/g, '') : '';

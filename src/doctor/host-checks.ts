@@ -122,5 +122,17 @@ export async function hostChecks(opts: HostCheckOpts = {}): Promise<HostCheck[]>
   }
   checks.push(microvmCheck({ qemu: findOnPath(process.env.AGENTBOX_QEMU ?? QEMU_BINARY, opts.path ?? HOST_PATH), kernel, busybox: '/bin/busybox', agent: defaultAgentPath() }));
   checks.push(kvmCheck(opts.kvmDevice ?? '/dev/kvm'));
+  // The cluster comes from AGENTBOX_KUBECONFIG (or in-cluster config) here: the doctor reads no policy.
+  const kube = await runtimes.kubernetes?.probe();
+  await runtimes.kubernetes?.close();
+  checks.push(
+    check({
+      name: 'runtime kubernetes (API server)',
+      ok: kube?.ok === true,
+      detail: kube ? describeProbe(kube) : 'unavailable',
+      ...(kube && !kube.ok && kube.hint ? { fix: kube.hint } : {}),
+      requiredBy: ['kubernetes'],
+    }),
+  );
   return checks;
 }

@@ -8,7 +8,7 @@ import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, s
 import { delimiter, dirname, join } from 'node:path';
 
 /** A runtime as the doctor reports it (gVisor apart from docker's runc). */
-export type RuntimeName = 'local' | 'docker' | 'gvisor' | 'microvm';
+export type RuntimeName = 'local' | 'docker' | 'gvisor' | 'microvm' | 'kubernetes';
 
 export interface HostCheck {
   name: string;
@@ -317,7 +317,7 @@ export interface RuntimeSummary {
 
 export function summarize(checks: HostCheck[]): RuntimeSummary {
   const out: RuntimeSummary = { ready: [], notReady: [] };
-  for (const rt of ['local', 'docker', 'gvisor', 'microvm'] as const) {
+  for (const rt of ['local', 'docker', 'gvisor', 'microvm', 'kubernetes'] as const) {
     const blocking = checks.filter((c) => !c.ok && c.requiredBy.includes(rt));
     if (blocking.length === 0) out.ready.push(rt);
     else out.notReady.push({ runtime: rt, why: blocking.map((c) => c.name), fixes: [...new Set(blocking.map((c) => c.fix).filter((f): f is string => f !== undefined))] });

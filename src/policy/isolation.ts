@@ -6,6 +6,8 @@ export const RUNTIME_ISOLATIONS: Readonly<Record<RuntimeName, readonly Isolation
   local: ['namespaces'],
   docker: ['container', 'gvisor'],
   microvm: ['vm'],
+  // Pods: the cluster's default runtime (runc), RuntimeClass gvisor, RuntimeClass kata (a VM per pod).
+  kubernetes: ['container', 'gvisor', 'vm'],
 };
 
 // namespaces and container share the host kernel alike; gvisor narrows the kernel surface; a VM has a kernel of its own.

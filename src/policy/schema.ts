@@ -68,7 +68,7 @@ const OutputLimitSchema = z.number().int().min(1024).max(1024 * 1024 * 1024);
 
 const DefaultsSchema = z
   .object({
-    runtime: RuntimeNameSchema.default('local').describe('Runtime driver: local | docker'),
+    runtime: RuntimeNameSchema.default('local').describe('Runtime driver: local | docker | microvm | kubernetes'),
     isolation: IsolationSchema.optional().describe('Isolation within the runtime; absent = the runtime\'s own (local: namespaces, docker: container)'),
     image: ImageNameSchema.default('busybox'),
     limits: DefaultLimitsSchema,
@@ -136,6 +136,23 @@ const EgressPolicySchema = z
   .strict()
   .default(() => ({ presets: {}, globalDeny: [], allowRanges: [], byteQuotaMb: 1024 }))
   .describe('Egress settings shared by all profiles');
+
+/** Where the kubernetes runtime makes its pods (runtime/kubernetes/). Only read when a sandbox asks for it. */
+const KubernetesSchema = z
+  .object({
+    kubeconfig: z.string().min(1).max(4096).optional().describe('kubeconfig file; absent: AGENTBOX_KUBECONFIG, else the in-cluster service account'),
+    context: z.string().min(1).max(253).optional().describe('Context of the kubeconfig; absent: its current-context'),
+    namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'a namespace name').max(63).optional().describe("Namespace of the sandboxes' pods; absent: the context's, else default"),
+    runtimeClasses: z
+      .object({ container: z.string().min(1).max(253).optional(), gvisor: z.string().min(1).max(253).optional(), vm: z.string().min(1).max(253).optional() })
+      .strict()
+      .optional()
+      .describe('RuntimeClass per isolation; absent: gvisor -> gvisor, vm -> kata, container -> the cluster default'),
+    images: z.record(ImageNameSchema, z.string().min(1).max(512)).optional().describe('agentbox image name -> image reference the pods pull (e.g. busybox: docker.io/library/busybox:1.36)'),
+  })
+  .strict()
+  .optional()
+  .describe('The kubernetes runtime: the cluster and namespace its sandboxes run in');
 
 const PoolSchema = z
   .object({
@@ -305,6 +322,7 @@ export const PolicySchema = z
     tenants: z.array(TenantSchema).optional().describe('Tenants and their tokens; absent = single tenant, token from AGENTBOX_TOKEN'),
     webhooks: WebhooksSchema.describe(`Webhooks of the local operator's sandboxes (tenant ${OPERATOR_TENANT}: the Unix socket, AGENTBOX_TOKEN)`),
     telemetry: TelemetrySchema,
+    kubernetes: KubernetesSchema,
   })
   .strict()
   .superRefine((p, ctx) => {

@@ -25,14 +25,14 @@ describe('agentbox doctor host checks', () => {
     const summary = lines.pop()?.summary;
     assert.ok(summary, `no summary line last: ${r.stdout}`);
     const names = lines.map((c) => c.name);
-    for (const want of ['kernel', 'cgroups', 'bubblewrap', 'user namespaces', 'native helper', 'runtime local (bubblewrap + cgroups)', 'disk (AGENTBOX_HOME)', 'sandbox disks (loop, xfs, ext4)', 'disk (image store)', 'pid_max / threads-max', 'runtime docker (dockerd)', 'runtime gvisor (runsc)', 'runtime microvm (QEMU)', 'kvm (microvm runtime)']) {
+    for (const want of ['kernel', 'cgroups', 'bubblewrap', 'user namespaces', 'native helper', 'runtime local (bubblewrap + cgroups)', 'disk (AGENTBOX_HOME)', 'sandbox disks (loop, xfs, ext4)', 'disk (image store)', 'pid_max / threads-max', 'runtime docker (dockerd)', 'runtime gvisor (runsc)', 'runtime microvm (QEMU)', 'kvm (microvm runtime)', 'runtime kubernetes (API server)']) {
       assert.ok(names.includes(want), `no check ${want}: ${names.join(', ')}`);
     }
     for (const c of lines.filter((l) => !l.ok)) assert.ok(c.fix, `${c.name} fails without a fix`);
     assert.deepEqual(summary, summarize(lines));
     assert.equal(r.status, summary.ready.includes('local') ? 0 : 1, r.stdout + r.stderr);
     // Every runtime is reported, ready or not.
-    assert.deepEqual([...summary.ready, ...summary.notReady.map((n) => n.runtime)].sort(), ['docker', 'gvisor', 'local', 'microvm']);
+    assert.deepEqual([...summary.ready, ...summary.notReady.map((n) => n.runtime)].sort(), ['docker', 'gvisor', 'kubernetes', 'local', 'microvm']);
   });
 
   test('with user namespaces off in a fake /proc, the local runtime is not ready and the fix is the sysctl', async () => {

@@ -138,12 +138,12 @@ describe('doctor host checks', () => {
       check({ name: 'runtime docker (dockerd)', ok: false, detail: 'not reachable', fix: './scripts/setup.sh --with-docker', requiredBy: ['docker', 'gvisor'] }),
     ];
     const s = summarize(checks);
-    assert.deepEqual(s.ready, ['local', 'microvm']);
+    assert.deepEqual(s.ready, ['local', 'microvm', 'kubernetes']);
     assert.deepEqual(s.notReady.map((r) => r.runtime), ['docker', 'gvisor']);
     assert.deepEqual(s.notReady[0]?.fixes, ['./scripts/setup.sh --with-docker']);
     assert.equal(doctorExitCode(checks), 0);
     const text = renderChecks(checks);
     assert.match(text, /^warn runtime docker \(dockerd\): not reachable\n {7}fix: \.\/scripts\/setup\.sh --with-docker$/m);
-    assert.match(text, /^ready: local, microvm$/m);
+    assert.match(text, /^ready: local, microvm, kubernetes$/m);
   });
 });

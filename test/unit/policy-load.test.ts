@@ -239,6 +239,38 @@ describe('parsePolicyText', () => {
   });
 });
 
+describe('the kubernetes section of the policy', () => {
+  test('a kubernetes runtime with its cluster, namespace, RuntimeClasses and images loads', () => {
+    const r = parsePolicyText(
+      `version: 1
+defaults: { runtime: kubernetes, isolation: gvisor }
+kubernetes:
+  kubeconfig: /etc/agentbox/kubeconfig
+  namespace: agentbox-sandboxes
+  runtimeClasses: { gvisor: gvisor-prod, vm: kata-qemu }
+  images: { busybox: docker.io/library/busybox:1.36 }
+`,
+      'p.yaml',
+    );
+    assert.equal(r.kind, 'ok', JSON.stringify(r));
+    if (r.kind !== 'ok') return;
+    assert.equal(r.policy.defaults.runtime, 'kubernetes');
+    assert.equal(r.policy.kubernetes?.namespace, 'agentbox-sandboxes');
+    assert.deepEqual(r.policy.kubernetes?.runtimeClasses, { gvisor: 'gvisor-prod', vm: 'kata-qemu' });
+  });
+
+  test('kubernetes offers container, gvisor and vm isolation, not namespaces', () => {
+    const r = invalid('version: 1\ndefaults: { runtime: kubernetes, isolation: namespaces }\n');
+    assert.match(r.reason, /runtime kubernetes cannot provide namespaces isolation \(it offers container, gvisor, vm\)/);
+  });
+
+  test('a bad namespace and an unknown key are refused', () => {
+    assert.match(invalid('version: 1\nkubernetes: { namespace: Not_A_Namespace }\n').reason, /kubernetes\.namespace: a namespace name/);
+    assert.match(invalid('version: 1\nkubernetes: { namespaces: x }\n').reason, /kubernetes/);
+    assert.match(invalid('version: 1\nkubernetes: { egressProxy: { podLabels: { app: x } } }\n').reason, /kubernetes/);
+  });
+});
+
 describe('loading files', () => {
   let dir: string;
   beforeEach(() => {

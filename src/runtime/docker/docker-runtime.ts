@@ -31,7 +31,7 @@ import { containerConfig, containerName, INIT_IN_CONTAINER, LABEL_HOME, LABEL_SA
 import { engineAddress, engineError, engineMessage, newClient, START_HINT, statusOf } from './engine.js';
 import { startEngineExec, type EngineExec } from './engine-exec.js';
 import { AGENT_MOUNT, type AgentExec } from './exec-agent.js';
-import { execEvents } from './exec-events.js';
+import { execEvents } from '../exec-events.js';
 import { ExecRouter, type ExecRequest } from './exec-router.js';
 import { ImageImporter, type ImageSource } from './images.js';
 import { directEntryUsable } from './direct-entry.js';

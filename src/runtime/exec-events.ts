@@ -1,15 +1,26 @@
 /**
- * Turns an Engine exec into the driver's event stream: output chunks (capped), one `exit` event.
- * The timeout itself is enforced inside the container by agentbox-docker-init's `run` mode; this side
- * only keeps a backstop for an init that cannot answer.
+ * Turns a remote exec (docker's Engine exec or exec agent, kubernetes' pods/exec) into the driver's
+ * event stream: output chunks (capped), one `exit` event. The timeout itself is enforced inside the
+ * sandbox by agentbox-docker-init's `run` mode; this side only keeps a backstop for an init that
+ * cannot answer.
  */
 import { finished } from 'node:stream/promises';
-import { AsyncQueue } from '../../core/async-queue.js';
-import { EXIT_KILLED, EXIT_TIMED_OUT } from '../../contract/exit-codes.js';
-import type { ExecEvent } from '../../contract/model.js';
-import { execSummary, OutputCap } from '../shared.js';
-import type { ExecOpts } from '../types.js';
-import type { EngineExec } from './engine-exec.js';
+import type { Readable } from 'node:stream';
+import { AsyncQueue } from '../core/async-queue.js';
+import { EXIT_KILLED, EXIT_TIMED_OUT } from '../contract/exit-codes.js';
+import type { ExecEvent } from '../contract/model.js';
+import { execSummary, OutputCap } from './shared.js';
+import type { ExecOpts } from './types.js';
+
+/** A command running in a sandbox, as a driver's transport hands it over. */
+export interface RemoteExec {
+  stdout: Readable;
+  stderr: Readable;
+  /** The exit code, once stdout and stderr have ended; rejects when the transport failed. */
+  exitCode: Promise<number>;
+  /** Drop the transport's connection. */
+  destroy(): void;
+}
 
 /** How long past its timeout an exec may take before the connection is dropped. */
 const BACKSTOP_MS = 5000;
@@ -17,7 +28,7 @@ const BACKSTOP_MS = 5000;
 const WATCH_MS = 1000;
 
 export interface ExecEventHooks {
-  start(): Promise<EngineExec>;
+  start(): Promise<RemoteExec>;
   /** Kill the command tree from outside (abort, or an init that missed its own deadline). */
   kill(): Promise<void>;
   /** Whether the sandbox still runs (polled while an exec lasts). */

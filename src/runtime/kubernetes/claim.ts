@@ -1,0 +1,48 @@
+/**
+ * Claiming a warm-pool pod so that two daemon replicas never hand out the same one: the claim is a
+ * merge-patch of the pod's pool label that carries the pod's `metadata.resourceVersion` as a
+ * precondition. The API server applies it only if nobody changed the pod since it was read; a
+ * 409 Conflict means another replica's claim won, and the next candidate is tried.
+ *
+ * The core's warm pool (core/warm-pool.ts) keeps its members in memory and does not call this yet:
+ * it is the driver's building block for a pool shared by replicas (see KubernetesRuntime.claimPooled).
+ */
+import type { V1Pod } from '@kubernetes/client-node';
+import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import type { Cluster } from './cluster.js';
+import { apiError, statusOf } from './cluster.js';
+import { LABEL_POOL } from './pod-spec.js';
+
+export const CLAIMED_BY = 'agentbox.dev/claimed-by';
+
+/** The merge patch of one claim: the precondition and the new labels. */
+export function claimPatch(pod: V1Pod, claimer: string): object {
+  return { metadata: { resourceVersion: pod.metadata?.resourceVersion, labels: { [LABEL_POOL]: 'claimed', [CLAIMED_BY]: claimer } } };
+}
+
+/**
+ * Claims the first available pod among `candidates` (as listed, with their resourceVersions), for
+ * `claimer`. Returns the claimed pod, or undefined when every one was taken by someone else.
+ */
+export async function claimFirst(cluster: Cluster, namespace: string, candidates: V1Pod[], claimer: string): Promise<{ pod: V1Pod; conflicts: number } | undefined> {
+  let conflicts = 0;
+  for (const pod of candidates) {
+    const name = pod.metadata?.name;
+    if (!name || pod.metadata?.labels?.[LABEL_POOL] !== 'available' || pod.metadata.deletionTimestamp || pod.status?.phase !== 'Running') continue;
+    try {
+      const claimed = await cluster.call(`claim pod ${name}`, () =>
+        cluster.core.patchNamespacedPod({ name, namespace, body: claimPatch(pod, claimer) }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch)),
+      );
+      return { pod: claimed, conflicts };
+    } catch (err) {
+      const status = statusOf(err);
+      // 409: another replica claimed it first (or it changed); 404: it is gone. Either way, the next one.
+      if (status === 409 || status === 404) {
+        conflicts++;
+        continue;
+      }
+      throw apiError(err, `cannot claim pod ${name}`);
+    }
+  }
+  return undefined;
+}
