@@ -11,7 +11,8 @@
  * deny list, the address checks, the byte quota and the connection log in the store.
  * A sandbox that is not running, an unknown one or a wrong credential gets 407, nothing else.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
+import { egressCredential, MIN_EGRESS_SECRET_LENGTH } from '../runtime/egress-plumbing.js';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Metrics } from '../observability/metrics.js';
@@ -24,25 +25,12 @@ import type { IncomingMessage } from 'node:http';
 import type { Resolver } from './resolver.js';
 import type { HostRules } from './rules.js';
 
-/** The least length of AGENTBOX_EGRESS_SECRET. */
-export const MIN_EGRESS_SECRET_LENGTH = 32;
 const MAX_HEAD_BYTES = 16 * 1024;
 const HEAD_TIMEOUT_MS = 30_000;
 /** A sandbox's proxy with no connection for this long is dropped (made again on its next one). */
 const IDLE_MS = 60_000;
 
-/** The credential of sandbox ID on a proxy keyed by SECRET: what the runtime puts in its proxy URL. */
-export function egressCredential(secret: string, sandboxId: string): string {
-  return createHmac('sha256', secret).update(`agentbox-egress:${sandboxId}`).digest('base64url');
-}
-
-/** The HTTP(S)_PROXY a sandbox of the cluster is given: PROXY (http://host:port) with its credential. */
-export function sandboxProxyUrl(proxy: string, secret: string, sandboxId: string): string {
-  const u = new URL(proxy);
-  u.username = sandboxId;
-  u.password = egressCredential(secret, sandboxId);
-  return u.toString().replace(/\/$/, '');
-}
+export { egressCredential, MIN_EGRESS_SECRET_LENGTH, sandboxProxyUrl } from '../runtime/egress-plumbing.js';
 
 export interface ClusterProxyOpts {
   /** The replicas' store: sandboxes' rows (state, egress) and the connection log. */

@@ -149,6 +149,15 @@ const KubernetesSchema = z
       .optional()
       .describe('RuntimeClass per isolation; absent: gvisor -> gvisor, vm -> kata, container -> the cluster default'),
     images: z.record(ImageNameSchema, z.string().min(1).max(512)).optional().describe('agentbox image name -> image reference the pods pull (e.g. busybox: docker.io/library/busybox:1.36)'),
+    egressProxy: z
+      .object({
+        url: z.string().url().max(512).refine((u) => /^http:\/\/[^/@]+(:\d+)?\/?$/.test(u), 'http://HOST:PORT, without a path or credentials').describe("The cluster egress proxy's Service as sandboxes reach it, e.g. http://agentbox-egress.agentbox.svc.cluster.local:3128"),
+        podLabels: z.record(z.string().min(1).max(253), z.string().max(63)).refine((l) => Object.keys(l).length > 0, 'at least one label').describe("Labels of the proxy's pods: the sandbox's NetworkPolicy opens those alone"),
+        namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'a namespace name').max(63).optional().describe("The proxy's namespace, when not the sandboxes' own"),
+      })
+      .strict()
+      .optional()
+      .describe('agentbox egress-proxy in the cluster; without it kubernetes sandboxes with egress are refused. The daemon needs AGENTBOX_EGRESS_SECRET, the same as the proxy'),
   })
   .strict()
   .optional()

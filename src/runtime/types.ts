@@ -21,6 +21,8 @@ export interface RuntimeSpec {
    * read-only at EGRESS_MOUNT and run PID 1's relay (runtime/egress-plumbing.ts). Absent: no network.
    */
   egressDir?: string;
+  /** The sandbox has network (egress mode not none), for a driver with `ownEgress`, which routes it. */
+  egress?: boolean;
   /**
    * Start from this disk image instead of an empty disk (a snapshot's or a fork's, in the disk
    * store); the driver hands it to `SandboxDisks.create`.
@@ -180,6 +182,11 @@ export interface Runtime {
    * created it, and only that replica enters it (core/manager/replica.ts).
    */
   readonly shared?: boolean;
+  /**
+   * Capability: the driver routes its sandboxes' egress itself (a cluster's shared egress proxy), so
+   * the daemon opens no proxy of its own for them and says which have network with `RuntimeSpec.egress`.
+   */
+  readonly ownEgress?: boolean;
 
   /** Cheap check that the driver can work on this host; never throws, never hangs. */
   probe(): Promise<ProbeResult>;

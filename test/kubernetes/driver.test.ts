@@ -18,6 +18,7 @@ import { buildNetworkPolicy, buildPod, LABEL_ID, LABEL_POOL, labelValue, podName
 import type { SandboxHandle } from '../../src/runtime/types.js';
 import { collect, execOpts, run } from '../helpers/collect.js';
 import { hostLeftovers } from '../helpers/host-leftovers.js';
+import { egressCredential, proxyCredentials, sandboxProxyUrl } from '../../src/egress/cluster-proxy.js';
 import { FAKE_NAMESPACE, startFakeCluster, type FakeCluster } from './fake-cluster.js';
 
 const LIMITS: Limits = { cpus: 0.5, memoryMb: 128, pids: 64, diskMb: 96 };
@@ -152,13 +153,38 @@ describe('kubernetes driver against the fake API server', () => {
     const base = { image: 'busybox', isolation: 'container' as const, limits: LIMITS, labels: {} };
     const pods = cluster.fake.listPods().length;
     const policies = cluster.fake.listPolicies().length;
-    await assert.rejects(rt.create({ ...base, id: 'sbx_refused1', egressDir: '/run/agentbox/egress/x' }), (e: Error) => e instanceof BadRequestError && /egress/.test(e.message));
+    // Egress without the cluster's egress proxy configured: refused, saying what to set up.
+    await assert.rejects(rt.create({ ...base, id: 'sbx_refused1', egress: true }), (e: BadRequestError) => e instanceof BadRequestError && /egress proxy/.test(e.message) && /kubernetes\.egressProxy/.test(e.hint ?? ''));
     await assert.rejects(rt.create({ ...base, id: 'sbx_refused2', volumes: [{ source: '/tmp', target: '/data', readOnly: false }] }), BadRequestError);
     await assert.rejects(rt.create({ ...base, id: 'sbx_refused3', diskFrom: '/tmp/x' }), BadRequestError);
     await assert.rejects(rt.create({ ...base, id: 'sbx_refused4', writableRoot: true }), BadRequestError);
     await assert.rejects(rt.create({ ...base, id: 'sbx_refused5', isolation: 'namespaces' }), BadRequestError);
     assert.equal(cluster.fake.listPods().length, pods);
     assert.equal(cluster.fake.listPolicies().length, policies);
+  });
+
+  test('kubernetes sandbox with egress: its pod knows the proxy by name (no DNS), its NetworkPolicy opens the proxy pods alone, its commands get a proxy URL whose credential the cluster proxy accepts', async () => {
+    const secret = 'kubernetes-egress-test-secret-0123456789';
+    const proxied = cluster.newRuntime({ retryForMs: 4000, egressProxy: { url: 'http://127.0.0.1:3128', namespace: 'agentbox', podLabels: { 'app.kubernetes.io/name': 'agentbox-egress' } }, env: { ...process.env, AGENTBOX_EGRESS_SECRET: secret } });
+    const id = `sbx_kdeg${process.pid}`;
+    const h = await proxied.create({ id, image: 'busybox', isolation: 'container', limits: LIMITS, labels: {}, egress: true });
+    try {
+      const pod = cluster.fake.listPods().find((p) => p.metadata.labels?.[LABEL_ID] === labelValue(id));
+      assert.deepEqual((pod as unknown as { spec: { hostAliases?: unknown } }).spec.hostAliases, [{ ip: '127.0.0.1', hostnames: ['127.0.0.1'] }]);
+      const np = cluster.fake.listPolicies().find((p) => p.metadata.name === pod?.metadata.name) as unknown as { spec: { egress: unknown } };
+      assert.deepEqual(np.spec.egress, [{ to: [{ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'agentbox-egress' } }, namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'agentbox' } } }], ports: [{ protocol: 'TCP', port: 3128 }] }]);
+      const env = (await run(proxied, h, 'echo "$HTTP_PROXY"; echo "$https_proxy"', { env: { HTTP_PROXY: 'http://127.0.0.1:3128', https_proxy: 'http://127.0.0.1:3128' } })).stdout.trim().split('\n');
+      const want = sandboxProxyUrl('http://127.0.0.1:3128', secret, id);
+      assert.deepEqual(env, [want, want], 'the host relay\'s proxy URL was not replaced by the cluster proxy\'s');
+      const url = new URL(want);
+      assert.deepEqual(proxyCredentials(`GET http://x/ HTTP/1.1\r\nProxy-Authorization: Basic ${Buffer.from(`${url.username}:${decodeURIComponent(url.password)}`).toString('base64')}`), { sandboxId: id, credential: egressCredential(secret, id) });
+      // A sandbox without egress on the same driver keeps no proxy in its environment.
+      const plain = await create(proxied);
+      assert.equal((await run(proxied, plain, 'echo "[$HTTP_PROXY]"')).stdout, '[]\n');
+    } finally {
+      await proxied.destroy(h);
+      await proxied.close();
+    }
   });
 
   test('kubernetes sandbox pod and its NetworkPolicy exist while it lives, and go with it', async () => {

@@ -101,13 +101,15 @@ export async function createSandbox(
   const t0 = performance.now();
   try {
     // The proxy listens before the sandbox starts, so its first command already has a way out.
-    const egressDir = await egress?.open({ id: spec.id, tenant: spec.tenant, egress: spec.egress });
+    // A driver that routes egress itself (a cluster's proxy) gets no proxy of the daemon's host.
+    const ownEgress = rt.ownEgress === true && spec.egress.mode !== 'none';
+    const egressDir = rt.ownEgress ? undefined : await egress?.open({ id: spec.id, tenant: spec.tenant, egress: spec.egress });
     // After the row: from here a volume rm sees this sandbox as a user.
     const volumes = (await d.volumes?.attach(spec.id, spec.tenant, spec.volumes ?? [])) ?? [];
     const handle =
       warm ??
       (await d.inflight.track(
-        rt.create({ id: spec.id, image: spec.image, isolation: spec.isolation, limits: spec.limits, labels: { ...spec.labels }, ...(egressDir ? { egressDir } : {}), ...(diskFrom ? { diskFrom } : {}), ...(memoryFrom ? { memoryFrom } : {}), ...(volumes.length ? { volumes } : {}), ...(spec.rootfs === 'writable' ? { writableRoot: true } : {}) }),
+        rt.create({ id: spec.id, image: spec.image, isolation: spec.isolation, limits: spec.limits, labels: { ...spec.labels }, ...(egressDir ? { egressDir } : {}), ...(ownEgress ? { egress: true } : {}), ...(diskFrom ? { diskFrom } : {}), ...(memoryFrom ? { memoryFrom } : {}), ...(volumes.length ? { volumes } : {}), ...(spec.rootfs === 'writable' ? { writableRoot: true } : {}) }),
       ));
     store.setRuntimeData(spec.id, handle.data);
     store.setState(spec.id, 'running');

@@ -38,7 +38,7 @@ export class WarmPools {
       }
       const egress = spec.egress.mode === 'none' ? undefined : requireEgress(d.egress);
       const pool = new WarmPool({ image: p.image, profile: p.profile ?? null, size: p.size, spec }, rt, newSandboxId, d.logger, {
-        specFor: (id) => (egress ? { egressDir: egress.dirFor(id) } : {}),
+        specFor: (id) => (egress ? (rt.ownEgress ? { egress: true } : { egressDir: egress.dirFor(id) }) : {}),
         released: async (id) => egress?.close(id),
       });
       this.pools.push(pool);

@@ -26,7 +26,9 @@
  * gains nothing beyond its own pod. An init container copying the helper from an agentbox image into a
  * volume mounted read-only would close that; it needs an image of agentbox's in a registry.
  */
+import { lookup } from 'node:dns/promises';
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -39,6 +41,7 @@ import type { Logger } from 'pino';
 import { BadRequestError, ConflictError, InternalError, NotFoundError, RuntimeUnavailableError, TimeoutError } from '../../contract/errors.js';
 import { EXIT_KILLED } from '../../contract/exit-codes.js';
 import type { DirEntry, ExecEvent, Isolation, ProcessInfo, SignalName } from '../../contract/model.js';
+import { MIN_EGRESS_SECRET_LENGTH, proxyEnvFor, sandboxProxyUrl } from '../egress-plumbing.js';
 import { execEvents } from '../exec-events.js';
 import { SandboxFiles, type FileOpStarter } from '../files.js';
 import { SandboxPorts } from '../ports.js';
@@ -50,7 +53,7 @@ import { claimFirst } from './claim.js';
 import { apiError, Cluster, KUBECONFIG_ENV, loadKubeConfig, messageOf, statusOf, UNAVAILABLE_HINT, type ClusterSource } from './cluster.js';
 import { ExecStartError, podExec, type PodExec } from './pod-exec.js';
 import { PodWatch } from './pod-watch.js';
-import { APP, buildNetworkPolicy, buildPod, CONTAINER, LABEL_APP, LABEL_HOME, LABEL_ID, LABEL_POOL, labelValue, podName } from './pod-spec.js';
+import { APP, buildNetworkPolicy, buildPod, CONTAINER, type EgressProxySelector, LABEL_APP, LABEL_HOME, LABEL_ID, LABEL_POOL, labelValue, podName } from './pod-spec.js';
 
 export interface KubernetesRuntimeOpts extends ClusterSource {
   /** Short tag of this agentbox home: only pods labelled with it are listed and reaped. */
@@ -69,6 +72,11 @@ export interface KubernetesRuntimeOpts extends ClusterSource {
   startTimeoutMs?: number;
   /** Name of this daemon replica, written on the pods it claims from a pool. @default hostname:pid */
   replica?: string;
+  /**
+   * The cluster's egress proxy (`agentbox egress-proxy`; policy `kubernetes.egressProxy`): without it
+   * a sandbox with egress is refused. The credentials' key is AGENTBOX_EGRESS_SECRET.
+   */
+  egressProxy?: EgressProxyConfig;
   logger?: Logger;
   /** @default process.env */
   env?: NodeJS.ProcessEnv;
@@ -77,6 +85,17 @@ export interface KubernetesRuntimeOpts extends ClusterSource {
 interface KubeData {
   namespace: string;
   pod: string;
+  /** It has network, through the cluster's egress proxy. */
+  egress?: boolean;
+}
+
+export interface EgressProxyConfig {
+  /** http://HOST:PORT of the proxy's Service as sandboxes reach it, e.g. http://agentbox-egress.agentbox.svc.cluster.local:3128 */
+  url: string;
+  /** Labels of the proxy's pods (the sandbox's NetworkPolicy lets it reach those alone). */
+  podLabels: Record<string, string>;
+  /** The proxy's namespace, when not the sandboxes' own. */
+  namespace?: string;
 }
 
 /** Where the helper is staged inside each pod (see the top of this file). */
@@ -107,7 +126,7 @@ function defaultInitPath(env: NodeJS.ProcessEnv): string {
 function dataOf(handle: SandboxHandle): KubeData {
   const d = handle.data as Partial<KubeData>;
   if (typeof d.namespace !== 'string' || typeof d.pod !== 'string') throw new InternalError(`sandbox ${handle.id} has no kubernetes runtime data`);
-  return { namespace: d.namespace, pod: d.pod };
+  return { namespace: d.namespace, pod: d.pod, ...(d.egress === true ? { egress: true } : {}) };
 }
 
 /** A pod counts as alive from its creation until its deletion starts or its container ends. */
@@ -137,6 +156,10 @@ function startState(pod: V1Pod | undefined): StartState | undefined {
 export class KubernetesRuntime implements Runtime {
   readonly name = 'kubernetes' as const;
   readonly isolations: readonly Isolation[] = ['container', 'gvisor', 'vm'];
+  /** Every daemon replica on the same store reaches the cluster's pods. */
+  readonly shared = true;
+  /** Sandboxes with egress go through the cluster's egress proxy, not a proxy on the daemon's host. */
+  readonly ownEgress = true;
   private clusterState: { cluster: Cluster; namespace: string } | { reason: string } | undefined;
   private podWatch: PodWatch | undefined;
   private initBinary: Buffer | undefined;
@@ -259,18 +282,16 @@ export class KubernetesRuntime implements Runtime {
     if (spec.volumes?.length) throw new BadRequestError('the kubernetes runtime cannot mount named volumes (they are host directories; a pod would need a PersistentVolumeClaim)', { hint: 'use the docker or local runtime for sandboxes with volumes' });
     if (spec.diskFrom || spec.memoryFrom) throw new BadRequestError('the kubernetes runtime cannot start from a snapshot or a fork (a pod\'s disk is an emptyDir on its node)', { hint: 'use the docker or local runtime for snapshots and forks' });
     if (spec.writableRoot) throw new BadRequestError('the kubernetes runtime has no writable root', { hint: 'use a profile without rootfs: writable' });
-    // agentbox's egress proxy runs on the daemon's host behind a Unix socket, and a sandbox finds it at
-    // 127.0.0.1:3128 through a relay nothing starts in a pod. Until an in-cluster proxy exists (the
-    // NetworkPolicy builder already takes its pods' selector), a sandbox with egress is refused, not
-    // made with a network that does not work.
-    if (spec.egressDir) throw new BadRequestError('the kubernetes runtime cannot give a sandbox egress yet (agentbox\'s egress proxy is not reachable from a pod)', { hint: 'use egress: none on kubernetes, or the local, docker or microvm runtime for sandboxes with egress' });
+    if (spec.egressDir) throw new InternalError('the kubernetes runtime routes egress itself (ownEgress): it takes no egress directory');
+    const proxy = spec.egress ? await this.egressProxy() : undefined;
     const { cluster, namespace } = this.cluster();
     this.initBytes(); // a missing build fails here, before anything is made
     const pod = buildPod({
       id: spec.id, namespace, image: this.imageRef(spec.image), isolation: spec.isolation, limits: spec.limits, labels: spec.labels, homeTag: this.opts.homeTag,
       ...(spec.pooled ? { pooled: true } : {}), ...(this.opts.runtimeClasses ? { runtimeClasses: this.opts.runtimeClasses } : {}),
+      ...(proxy ? { proxyHost: proxy.host } : {}),
     });
-    const policy = buildNetworkPolicy({ id: spec.id, namespace, homeTag: this.opts.homeTag });
+    const policy = buildNetworkPolicy({ id: spec.id, namespace, homeTag: this.opts.homeTag, ...(proxy ? { egressProxy: proxy.selector } : {}) });
     // The watch runs before the pod exists, so none of its events is missed.
     const unwatch = this.watch().on(() => undefined);
     try {
@@ -295,7 +316,7 @@ export class KubernetesRuntime implements Runtime {
       const found = await cluster.net.readNamespacedNetworkPolicy({ name, namespace }).catch(() => undefined);
       if (!ours(found)) throw new ConflictError(`a network policy ${name} that is not this sandbox's exists in namespace ${namespace}`, { hint: `kubectl -n ${namespace} get networkpolicy ${name} -o yaml` });
     }
-    const handle: SandboxHandle = { id: spec.id, runtime: 'kubernetes', data: { namespace, pod: name } satisfies KubeData };
+    const handle: SandboxHandle = { id: spec.id, runtime: 'kubernetes', data: { namespace, pod: name, ...(spec.egress ? { egress: true } : {}) } satisfies KubeData };
     try {
       await cluster.call(`create pod ${name}`, () => cluster.core.createNamespacedPod({ namespace, body: pod }));
     } catch (err) {
@@ -391,11 +412,47 @@ export class KubernetesRuntime implements Runtime {
     }
   }
 
+  /**
+   * The proxy of a sandbox with network and what its pod needs to reach it: the URL's host resolved
+   * here (the pod has no DNS), the selector its NetworkPolicy opens. A clear refusal when the cluster has none.
+   */
+  private async egressProxy(): Promise<{ host: { hostname: string; ip: string }; selector: EgressProxySelector }> {
+    const cfg = this.opts.egressProxy;
+    const secret = this.env.AGENTBOX_EGRESS_SECRET ?? '';
+    if (!cfg || secret.length < MIN_EGRESS_SECRET_LENGTH) {
+      throw new BadRequestError('this daemon has no egress proxy for kubernetes sandboxes: a sandbox with egress cannot be made', {
+        hint: `run agentbox egress-proxy in the cluster (deploy/kubernetes), name it in the policy (kubernetes.egressProxy) and give the daemon AGENTBOX_EGRESS_SECRET (at least ${MIN_EGRESS_SECRET_LENGTH} characters), or use egress: none`,
+      });
+    }
+    const hostname = new URL(cfg.url).hostname.replace(/^\[(.*)\]$/, '$1');
+    let ip = hostname;
+    if (isIP(hostname) === 0) {
+      try {
+        ip = (await lookup(hostname)).address;
+      } catch (err) {
+        throw new RuntimeUnavailableError(`cannot resolve the egress proxy's host ${hostname}: ${messageOf(err)}`, { hint: 'check kubernetes.egressProxy.url in the policy and that its Service exists' });
+      }
+    }
+    const port = Number(new URL(cfg.url).port || 80);
+    return {
+      host: { hostname, ip },
+      selector: { podLabels: cfg.podLabels, port, ...(cfg.namespace ? { namespaceLabels: { 'kubernetes.io/metadata.name': cfg.namespace } } : {}) },
+    };
+  }
+
+  /** ENV with the sandbox's proxy URL (its credential in it) in place of the host relay's, for a sandbox with network. */
+  private withProxy(handle: SandboxHandle, env: Record<string, string>): Record<string, string> {
+    const cfg = this.opts.egressProxy;
+    const secret = this.env.AGENTBOX_EGRESS_SECRET;
+    if (!dataOf(handle).egress || !cfg || !secret) return env;
+    return { ...env, ...proxyEnvFor(sandboxProxyUrl(cfg.url, secret, handle.id)) };
+  }
+
   exec(handle: SandboxHandle, cmd: string[], opts: ExecOpts): AsyncIterable<ExecEvent> {
     let killedByUs = false;
     return execEvents(opts, {
       start: () =>
-        this.startPodExec(handle, ['/bin/sh', '-c', EXEC_SCRIPT, 'agentbox', opts.cwd ?? '/workspace', INIT_IN_POD, 'run', String(opts.timeoutMs), opts.execId, '--', ...cmd], withHeader(envHeader(execEnv(opts)), opts.stdin)),
+        this.startPodExec(handle, ['/bin/sh', '-c', EXEC_SCRIPT, 'agentbox', opts.cwd ?? '/workspace', INIT_IN_POD, 'run', String(opts.timeoutMs), opts.execId, '--', ...cmd], withHeader(envHeader(execEnv({ ...opts, env: this.withProxy(handle, opts.env) })), opts.stdin)),
       kill: async () => {
         killedByUs = true;
         await this.killTagged(handle, opts.execId);
@@ -481,7 +538,7 @@ export class KubernetesRuntime implements Runtime {
   }
 
   openPty(handle: SandboxHandle, opts: PtyOpts): Promise<PtyProcess> {
-    return this.terminals.openPty(handle, opts);
+    return this.terminals.openPty(handle, { ...opts, env: this.withProxy(handle, opts.env) });
   }
 
   readFile(handle: SandboxHandle, path: string): Promise<Readable> {

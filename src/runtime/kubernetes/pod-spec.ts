@@ -47,6 +47,11 @@ export interface PodSpecOpts {
   pooled?: boolean;
   /** Overrides of the RuntimeClass per isolation (policy `kubernetes.runtimeClasses`). */
   runtimeClasses?: Partial<Record<Isolation, string>>;
+  /**
+   * The egress proxy's host name and address, for a sandbox with network: the pod has no DNS (its
+   * NetworkPolicy lets it reach the proxy alone), so the name is written into its /etc/hosts.
+   */
+  proxyHost?: { hostname: string; ip: string };
 }
 
 /** The pod (and NetworkPolicy) name of a sandbox: a DNS-1123 label made from its id. */
@@ -113,6 +118,7 @@ export function buildPod(o: PodSpecOpts): V1Pod {
     spec: {
       ...(runtimeClass ? { runtimeClassName: runtimeClass } : {}),
       restartPolicy: 'Never',
+      ...(o.proxyHost ? { hostAliases: [{ ip: o.proxyHost.ip, hostnames: [o.proxyHost.hostname] }] } : {}),
       automountServiceAccountToken: false,
       enableServiceLinks: false,
       hostNetwork: false,
