@@ -121,6 +121,8 @@ export function runReplicaSuite(o: ReplicaSuiteOpts): void {
         },
       }) as Runtime;
       const events: LifecycleEvent[] = [];
+      // Left in the cluster by a replica that died: no row knows it. The leader sweeps it.
+      const orphan = await shared.create({ id: `sbx_orphan${process.pid}`, image: 'busybox', isolation: 'namespaces', limits: { cpus: 1, memoryMb: 128, pids: 64, diskMb: 64 }, labels: {} });
       const a = replica('rep-c', await open('shared'), shared, policy('version: 1\n'), events);
       const b = replica('rep-d', await open('shared'), shared, policy('version: 1\n'), events);
       await a.start();
@@ -130,9 +132,13 @@ export function runReplicaSuite(o: ReplicaSuiteOpts): void {
       await b.writeFile(sb.id, '/workspace/f', (await import('node:stream')).Readable.from([Buffer.from('from b')]), caller);
       assert.equal((await a.exec(sb.id, { cmd: ['cat', '/workspace/f'] }, caller)).stdout, 'from b');
       await until('the ttl ends it', () => a.get(sb.id, caller).state !== 'running');
+      await until('the leader reaps the orphan', async () => !(await cluster.list()).some((o) => o.id === orphan.id));
+      assert.ok((await cluster.list()).some((o) => o.id === sb.id) === false);
       await sleep(500); // both reapers had passes after the end
       assert.equal(a.get(sb.id, caller).endReason, 'ttl_expired');
       assert.equal(destroys, 1, 'both replicas\' reapers destroyed the expired sandbox');
+      const sweeps = (await open('shared')).listAudit({ sandboxId: orphan.id }).filter((e) => e.action === 'reap_orphan');
+      assert.equal(sweeps.length, 1, 'the orphan was reaped by more than one replica, or by none');
       assert.equal(events.filter((e) => e.type === 'ended' && e.sandbox.id === sb.id).length, 1, 'its end was announced more than once');
       await b.close();
       await a.close();

@@ -42,6 +42,7 @@ export async function reapPass(d: ReaperDeps): Promise<void> {
   const now = Date.now();
   const leads = d.replica.leads(new Date(now));
   if (leads) d.replica.buryStale(now);
+  if (leads && d.replica.sweepDue(now)) await sweepSharedOrphans(d);
   for (const stored of d.store.listSandboxes({ states: ['running'] })) {
     if (!d.replica.tends(stored, leads)) continue;
     const sb = stored.sandbox;
@@ -64,6 +65,35 @@ export async function reapPass(d: ReaperDeps): Promise<void> {
     // Not a shared one: which sandboxes are paused is each replica's own memory, and the others would enter it frozen.
     if (rt && pauseAfter && !d.replica.shared(stored) && !d.pauses.has(sb.id) && !d.execs.busy(sb.id) && Date.parse(sb.lastActiveAt) + pauseAfter <= now) {
       await d.pauses.pause(rt, stored);
+    }
+  }
+}
+
+/**
+ * The leader's sweep of shared runtimes (a cluster): an object no active row knows, that is not a
+ * warm-pool member, is reaped. Start-up reconciliation cannot do it there (another replica's create
+ * may be under way); here a create's row always exists before its object (`createSandbox`), so an
+ * object without one is left by a replica that died or a row that ended while its object stayed.
+ */
+async function sweepSharedOrphans(d: ReaperDeps): Promise<void> {
+  for (const [name, rt] of d.runtimes.entries()) {
+    if (!rt.shared) continue;
+    let objects;
+    try {
+      objects = await rt.list();
+    } catch (err) {
+      d.logger.warn({ runtime: name, err }, 'could not list a shared runtime\'s objects');
+      continue;
+    }
+    const known = new Set(d.store.listSandboxes({ states: ACTIVE }).filter((s) => s.sandbox.runtime === name).map((s) => s.sandbox.id));
+    for (const obj of objects) {
+      if (known.has(obj.id) || obj.pooled) continue;
+      // Asked again: a create may have stored its row since the list.
+      const row = d.store.getSandbox(obj.id);
+      if (row && ACTIVE.includes(row.sandbox.state)) continue;
+      await rt.reap(obj.id).catch((err: unknown) => d.logger.error({ sandbox_id: obj.id, err }, 'could not reap'));
+      d.store.audit({ tenant: null, actor: 'reaper', action: 'reap_orphan', sandboxId: obj.id, detail: { runtime: name } });
+      d.logger.warn({ sandbox_id: obj.id, runtime: name }, 'reaped an orphan of a shared runtime');
     }
   }
 }

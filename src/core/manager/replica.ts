@@ -27,7 +27,12 @@ const LEASE_MS = 15_000;
 /** A replica unseen this long is taken for dead: the leader records its unfinished execs as lost. */
 export const REPLICA_STALE_MS = 60_000;
 
+/** How often the leader looks for shared host objects no row knows. */
+const SWEEP_MS = 60_000;
+
 export class ReplicaScope {
+  private lastSweep = 0;
+
   constructor(private readonly d: { store: Store; runtimes: Runtimes; logger: Logger; identity?: ReplicaIdentity | undefined }) {}
 
   /** This replica's id, null without an identity. */
@@ -110,6 +115,13 @@ export class ReplicaScope {
       this.d.store.replicas.remove(r.id);
       this.d.logger.warn({ replica: r.id, host: r.host, seen_at: r.seenAt, lost_execs: lost }, 'a replica stopped answering: its unfinished execs are recorded as lost');
     }
+  }
+
+  /** Whether the leader's sweep of shared orphans is due (then it counts as done now). */
+  sweepDue(now = Date.now()): boolean {
+    if (now - this.lastSweep < SWEEP_MS) return false;
+    this.lastSweep = now;
+    return true;
   }
 
   /** A clean stop: the lease goes back at once and the others stop counting this replica. */
