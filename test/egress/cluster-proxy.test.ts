@@ -14,22 +14,11 @@ import { ClusterEgressProxy, egressCredential, proxyCredentials, sandboxProxyUrl
 import { systemResolver } from '../../src/egress/resolver.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { Store } from '../../src/store/store.js';
-import type { Sandbox, SandboxSpec } from '../../src/contract/model.js';
+import { sandbox, specOf } from '../helpers/store-rows.js';
 import { haveNetnsSupport, startFakeInternet, type FakeInternet } from '../helpers/fake-internet.js';
 
 const noNetns = haveNetnsSupport();
 const SECRET = 'cluster-egress-test-secret-0123456789abcdef';
-
-function sandbox(id: string, egress: Sandbox['egress'], state: Sandbox['state'] = 'running'): { sb: Sandbox; spec: SandboxSpec } {
-  const sb: Sandbox = {
-    id, tenant: 'acme', image: 'busybox', profile: null, runtime: 'local', isolation: 'namespaces', state,
-    limits: { cpus: 1, memoryMb: 256, pids: 64, diskMb: 100 }, egress, labels: {},
-    createdAt: new Date().toISOString(), expiresAt: null, lastActiveAt: new Date().toISOString(),
-    endedAt: null, endReason: null, endedBy: null,
-  };
-  const spec = { id, tenant: 'acme', image: 'busybox', profile: null, runtime: 'local', isolation: 'namespaces', limits: sb.limits, egress, env: {}, labels: {}, ttlMs: null, idleTimeoutMs: null, execTimeoutMs: 60_000, outputLimitBytes: 1 << 20 } as unknown as SandboxSpec;
-  return { sb, spec };
-}
 
 interface Reply {
   status: number;
@@ -63,8 +52,8 @@ describe('cluster egress proxy', { skip: noNetns ?? false }, () => {
       ['sbx_clusternone', { mode: 'none', allow: [] }, 'running'],
       ['sbx_clusterended', { mode: 'open', allow: [] }, 'stopped'],
     ] as const) {
-      const { sb, spec } = sandbox(id, { mode: egress.mode, allow: [...egress.allow] }, state);
-      store.insertSandbox(sb, spec, null);
+      const sb = sandbox(id, { tenant: 'acme', state, egress: { mode: egress.mode, allow: [...egress.allow] } });
+      store.insertSandbox(sb, specOf(sb), null);
     }
   });
 

@@ -8,11 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import type { Sandbox, SandboxSpec } from '../../src/contract/model.js';
 import { MIGRATIONS } from '../../src/store/migrations.js';
 import { Store } from '../../src/store/store.js';
 import { sqliteBackend } from '../store/backends.js';
 import { storeSuite } from '../store/store-suite.js';
+import { put, sandbox } from '../helpers/store-rows.js';
 
 storeSuite(sqliteBackend());
 
@@ -39,47 +39,6 @@ function withStore<T>(fn: (store: Store, path: string) => T, path = dbPath()): T
   }
 }
 
-function sandbox(id: string, over: Partial<Sandbox> = {}): Sandbox {
-  return {
-    id,
-    tenant: 'alice',
-    image: 'busybox',
-    profile: null,
-    runtime: 'local',
-    isolation: 'namespaces',
-    state: 'running',
-    limits: { cpus: 1, memoryMb: 256, pids: 64, diskMb: 100 },
-    egress: { mode: 'none', allow: [] },
-    labels: {},
-    createdAt: '2026-01-01T00:00:00.000Z',
-    expiresAt: null,
-    lastActiveAt: '2026-01-01T00:00:00.000Z',
-    ...over,
-  };
-}
-
-function specOf(sb: Sandbox): SandboxSpec {
-  return {
-    id: sb.id,
-    tenant: sb.tenant,
-    image: sb.image,
-    profile: sb.profile,
-    runtime: sb.runtime,
-    isolation: sb.isolation,
-    limits: sb.limits,
-    egress: sb.egress,
-    env: { LANG: 'C.UTF-8' },
-    labels: sb.labels,
-    ttlMs: 3_600_000,
-    idleTimeoutMs: 900_000,
-    execTimeoutMs: 120_000,
-    outputLimitBytes: 2_097_152,
-  };
-}
-
-function put(store: Store, sb: Sandbox): void {
-  store.insertSandbox(sb, specOf(sb), 900_000);
-}
 
 describe('sqlite only', () => {
   test('the version is PRAGMA user_version; the journal is WAL', () => {
