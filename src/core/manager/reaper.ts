@@ -78,6 +78,8 @@ export async function reapPass(d: ReaperDeps): Promise<void> {
 async function sweepSharedOrphans(d: ReaperDeps): Promise<void> {
   for (const [name, rt] of d.runtimes.entries()) {
     if (!rt.shared) continue;
+    // A cluster that is not configured or not answering: nothing to sweep now (the probe says why once, at start).
+    if (!(await rt.probe()).ok) continue;
     let objects;
     try {
       objects = await rt.list();
