@@ -44,6 +44,7 @@ export interface ClusterProxyOpts {
 }
 
 interface Entry {
+  id: string;
   proxy: SandboxProxy;
   tenant: string;
   rules: HostRules;
@@ -148,8 +149,7 @@ export class ClusterEgressProxy {
 
   private entryFor(id: string, tenant: string, rules: HostRules): Entry {
     const quotaBytes = this.opts.policy.byteQuotaMb * 1024 * 1024;
-    const entry: Entry = { tenant, rules, bytesUsed: this.opts.store.egress.bytesUsed(id), open: 0, idle: undefined, proxy: undefined as unknown as SandboxProxy };
-    entry.proxy = new SandboxProxy({
+    const proxy = new SandboxProxy({
       sandboxId: id,
       rules: () => entry.rules,
       addresses: this.addresses,
@@ -164,6 +164,8 @@ export class ClusterEgressProxy {
       // Every request of a kept-alive connection names this sandbox again, with a valid credential.
       admits: (req: IncomingMessage) => this.credentialOf(req) === id,
     });
+    // The proxy's callbacks read the entry only once connections come, after it is made.
+    const entry: Entry = { id, tenant, rules, bytesUsed: this.opts.store.egress.bytesUsed(id), open: 0, idle: undefined, proxy };
     this.entries.set(id, entry);
     return entry;
   }
@@ -188,9 +190,8 @@ export class ClusterEgressProxy {
     socket.once('close', () => {
       if (--entry.open > 0) return;
       entry.idle = setTimeout(() => {
-        const id = [...this.entries].find(([, e]) => e === entry)?.[0];
-        if (id === undefined || entry.open > 0) return;
-        this.entries.delete(id);
+        if (entry.open > 0 || this.entries.get(entry.id) !== entry) return;
+        this.entries.delete(entry.id);
         void entry.proxy.close();
       }, IDLE_MS);
       entry.idle.unref();
