@@ -19,7 +19,7 @@ export const DaemonInfoSchema = z.object({
   log: z.string().nullable().describe('its log file, when the CLI started it in the background'),
   runtimes: z.record(z.string(), RuntimeHealthSchema),
   sandboxes: z.record(z.string(), z.number().int()).describe('how many sandboxes the store holds in each state'),
-  pools: z.array(z.object({ image: z.string(), profile: z.string().nullable(), size: z.number().int(), ready: z.number().int() })),
+  pools: z.array(z.object({ image: z.string(), profile: z.string().nullable(), size: z.number().int(), ready: z.number().int(), shared: z.boolean().optional().describe('kept in a shared runtime for every replica; ready as this replica last counted') })),
 });
 export type DaemonInfo = z.infer<typeof DaemonInfoSchema>;
 

@@ -26,7 +26,7 @@ export interface PoolHooks {
 const NO_HOOKS: PoolHooks = { specFor: () => ({}), released: async () => undefined };
 
 /** What must be equal for a pooled sandbox to serve a request: everything the runtime fixed at start. */
-function runtimeKey(spec: SandboxSpec): string {
+export function runtimeKey(spec: SandboxSpec): string {
   return JSON.stringify([spec.image, spec.profile, spec.runtime, spec.isolation, spec.limits, spec.egress.mode, [...spec.egress.allow].sort(), spec.rootfs ?? 'readonly']);
 }
 

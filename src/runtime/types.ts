@@ -17,6 +17,11 @@ export interface RuntimeSpec {
   /** A warm-pool member, started before anyone asked for it (labelled as such on the host). */
   pooled?: boolean;
   /**
+   * For a member of a pool a driver keeps (`claimPooled`): which pool, an opaque key the driver
+   * records on the member and matches in `claimPooled`/`countPooled`.
+   */
+  poolKey?: string;
+  /**
    * Host directory of the sandbox's egress proxy socket, for sandboxes with network: bind it
    * read-only at EGRESS_MOUNT and run PID 1's relay (runtime/egress-plumbing.ts). Absent: no network.
    */
@@ -139,8 +144,23 @@ export interface RuntimeObject {
   id: string;
   /** Whether it still runs (a paused sandbox runs). */
   alive: boolean;
-  /** A warm-pool member (docker sets it from its label; local does not know). Read by tests only. */
+  /** An unclaimed warm-pool member (docker sets it from its label; local does not know). */
   pooled?: boolean;
+  /** Its pool (`RuntimeSpec.poolKey`), for a member of a pool the driver keeps. */
+  poolKey?: string;
+  /**
+   * When a member of a pool the driver keeps was claimed (ISO time): its sandbox's row is stored a
+   * moment later, so until then no row knowing it is no sign of an orphan.
+   */
+  claimedAt?: string;
+}
+
+/** How many members of one pool a driver keeps (`countPooled`). */
+export interface PooledCount {
+  /** Unclaimed and ready to be handed out. */
+  ready: number;
+  /** Unclaimed, ready or still starting. */
+  total: number;
 }
 
 export interface ProbeResult {
@@ -187,6 +207,14 @@ export interface Runtime {
    * the daemon opens no proxy of its own for them and says which have network with `RuntimeSpec.egress`.
    */
   readonly ownEgress?: boolean;
+  /**
+   * Capability, with `countPooled`, for a shared runtime: its warm pools live in the runtime, where
+   * every replica sees them. Claims one unclaimed ready member of pool KEY for CLAIMER, atomically
+   * across replicas (never one member for two claimers); undefined when none is left.
+   */
+  claimPooled?(key: string, claimer: string): Promise<SandboxHandle | undefined>;
+  /** Capability (see `claimPooled`): the unclaimed members of pool KEY. */
+  countPooled?(key: string): Promise<PooledCount>;
 
   /** Cheap check that the driver can work on this host; never throws, never hangs. */
   probe(): Promise<ProbeResult>;

@@ -64,10 +64,12 @@ describe('kubernetes manifests (pod-spec.ts)', () => {
     });
   }
 
-  test('kubernetes pod of a warm pool is labelled available; request labels are sanitised to label syntax', () => {
+  test('kubernetes pod of a warm pool starts labelled starting (claimable only once its helper is in), with its pool; request labels are sanitised to label syntax', () => {
     const pod = specFor('container', true);
     new Pod(pod as ConstructorParameters<typeof Pod>[0]).validate();
-    assert.equal(pod.metadata?.labels?.[LABEL_POOL], 'available');
+    assert.equal(pod.metadata?.labels?.[LABEL_POOL], 'starting');
+    const keyed = buildPod({ id: 'sbx_1', namespace: 'ns1', image: 'busybox', isolation: 'container', limits: LIMITS, labels: {}, homeTag: 'h', pooled: true, poolKey: 'abc123' });
+    assert.equal(keyed.metadata?.labels?.['agentbox.dev/pool-key'], 'abc123');
     assert.deepEqual(userLabels({ 'a b': 'x y', '-x-': '-', ok: 'v'.repeat(80), '***': 'gone' }), { 'label.agentbox.dev/a_b': 'x_y', 'label.agentbox.dev/x': '', 'label.agentbox.dev/ok': 'v'.repeat(63) });
     assert.equal(labelValue('sbx_1'), 'sbx_1');
     assert.equal(podName('sbx_' + 'x'.repeat(80)).length, 63);
@@ -104,7 +106,7 @@ describe('kubernetes driver against the fake API server', () => {
   let rt: KubernetesRuntime;
   const made: SandboxHandle[] = [];
   let n = 0;
-  const create = async (r: KubernetesRuntime, extra: { pooled?: boolean } = {}): Promise<SandboxHandle> => {
+  const create = async (r: KubernetesRuntime, extra: { pooled?: boolean; poolKey?: string } = {}): Promise<SandboxHandle> => {
     const h = await r.create({ id: `sbx_kd${process.pid}x${++n}`, image: 'busybox', isolation: 'container', limits: LIMITS, labels: {}, ...extra });
     made.push(h);
     return h;
@@ -244,7 +246,7 @@ describe('kubernetes driver against the fake API server', () => {
   });
 
   test('kubernetes warm-pool claim: two driver instances race for one pooled pod, exactly one wins (409 for the other)', async () => {
-    const pooled = await create(rt, { pooled: true });
+    const pooled = await create(rt, { pooled: true, poolKey: 'k1' });
     const other = cluster.newRuntime();
     const list = cluster.fake.listPods().filter((p) => p.metadata.labels?.[LABEL_ID] === pooled.id);
     assert.equal(list.length, 1);
@@ -261,22 +263,29 @@ describe('kubernetes driver against the fake API server', () => {
     assert.equal(pod?.metadata.labels?.[LABEL_POOL], 'claimed');
     assert.equal(pod?.metadata.labels?.['agentbox.dev/claimed-by'], a ? 'replica-a' : 'replica-b');
     // Nothing is left to claim, for either.
-    assert.equal(await rt.claimPooled(), undefined);
-    assert.equal(await other.claimPooled(), undefined);
+    assert.equal(await rt.claimPooled('k1', 'replica-a'), undefined);
+    assert.equal(await other.claimPooled('k1', 'replica-b'), undefined);
     await other.close();
     await rt.destroy(pooled);
   });
 
   test('kubernetes warm-pool claim: a 409 on one pod makes the driver take the next', async () => {
-    const p1 = await create(rt, { pooled: true });
-    const p2 = await create(rt, { pooled: true });
+    const p1 = await create(rt, { pooled: true, poolKey: 'k2' });
+    const p2 = await create(rt, { pooled: true, poolKey: 'k2' });
+    const other = await create(rt, { pooled: true, poolKey: 'k3' });
+    assert.deepEqual(await rt.countPooled('k2'), { ready: 2, total: 2 });
     cluster.fake.injectPatchConflicts(1);
-    const got = await rt.claimPooled();
+    const got = await rt.claimPooled('k2', 'r');
     assert.ok(got, 'nothing claimed');
     assert.ok([p1.id, p2.id].includes(got.id));
-    const again = await rt.claimPooled();
+    const claimedAt = (await rt.list()).find((o) => o.id === got.id)?.claimedAt;
+    assert.ok(claimedAt && Date.now() - Date.parse(claimedAt) < 60_000, `a claimed member says when: ${claimedAt}`);
+    const again = await rt.claimPooled('k2', 'r');
     assert.ok(again && again.id !== got.id, 'the second claim did not get the other pod');
-    assert.equal(await rt.claimPooled(), undefined);
+    assert.equal(await rt.claimPooled('k2', 'r'), undefined, 'a member of another pool was handed out');
+    assert.deepEqual(await rt.countPooled('k2'), { ready: 0, total: 0 });
+    assert.deepEqual(await rt.countPooled('k3'), { ready: 1, total: 1 });
+    await rt.destroy(other);
     assert.equal((await run(rt, got, 'echo claimed')).stdout, 'claimed\n');
     await rt.destroy(p1);
     await rt.destroy(p2);

@@ -51,7 +51,7 @@ export async function createSandbox(
   origin: Exclude<CreateKind, 'warm'> = 'cold',
 ): Promise<Sandbox> {
   // A pool member has an empty disk and no volumes: a sandbox from a snapshot, a fork or with volumes starts itself.
-  const warm = diskFrom === undefined && !spec.volumes?.length ? d.pools.claim(spec) : undefined;
+  const warm = diskFrom === undefined && !spec.volumes?.length ? await d.pools.claim(spec, d.logger) : undefined;
   if (warm) spec = { ...spec, id: warm.id };
   const kind: CreateKind = warm ? 'warm' : origin;
   // The create's span (SandboxManager.create) is the active one: whether a pool member was claimed is known here.

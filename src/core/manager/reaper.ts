@@ -18,6 +18,8 @@ import { handleOf, type Runtimes } from './runtimes.js';
 import type { Volumes } from './volumes.js';
 import type { LifecycleEvents } from '../lifecycle-events.js';
 import type { ReplicaScope } from './replica.js';
+import type { WarmPools } from './pools.js';
+import { keepsPools } from '../shared-warm-pool.js';
 
 export interface ReaperDeps {
   store: Store;
@@ -32,7 +34,12 @@ export interface ReaperDeps {
   events?: LifecycleEvents | undefined;
   /** Which sandboxes are this replica's to look after. */
   replica: ReplicaScope;
+  /** The warm pools: the sweep leaves their members alone. */
+  pools: WarmPools;
 }
+
+/** A member claimed this recently may have no row yet: its create stores one right after the claim. */
+const CLAIM_GRACE_MS = 60_000;
 
 /**
  * One pass of the reaper over the running sandboxes this replica looks after (replica.ts: its own
@@ -40,7 +47,7 @@ export interface ReaperDeps {
  */
 export async function reapPass(d: ReaperDeps): Promise<void> {
   const now = Date.now();
-  const leads = d.replica.leads(new Date(now));
+  const leads = d.replica.leads('reaper', new Date(now));
   if (leads) d.replica.buryStale(now);
   if (leads && d.replica.sweepDue(now)) await sweepSharedOrphans(d);
   for (const stored of d.store.listSandboxes({ states: ['running'] })) {
@@ -70,10 +77,13 @@ export async function reapPass(d: ReaperDeps): Promise<void> {
 }
 
 /**
- * The leader's sweep of shared runtimes (a cluster): an object no active row knows, that is not a
- * warm-pool member, is reaped. Start-up reconciliation cannot do it there (another replica's create
- * may be under way); here a create's row always exists before its object (`createSandbox`), so an
- * object without one is left by a replica that died or a row that ended while its object stayed.
+ * The leader's sweep of shared runtimes (a cluster): an object no active row knows is reaped, unless
+ * it is an unclaimed member of one of the leader's warm pools or was claimed less than
+ * CLAIM_GRACE_MS ago. Start-up reconciliation cannot do it there (another replica's create may be
+ * under way); here a cold create's row always exists before its object (`createSandbox`), and a
+ * claimed member's row follows its claim at once, so an object without one is left by a replica that
+ * died or a row that ended while its object stayed. Members of a pool the leader's policy no longer
+ * has, and members stuck starting (the runtime reports them unpooled), go too.
  */
 async function sweepSharedOrphans(d: ReaperDeps): Promise<void> {
   for (const [name, rt] of d.runtimes.entries()) {
@@ -88,8 +98,11 @@ async function sweepSharedOrphans(d: ReaperDeps): Promise<void> {
       continue;
     }
     const known = new Set(d.store.listSandboxes({ states: ACTIVE }).filter((s) => s.sandbox.runtime === name).map((s) => s.sandbox.id));
+    const pools = d.pools.sharedKeys(name);
     for (const obj of objects) {
-      if (known.has(obj.id) || obj.pooled) continue;
+      if (known.has(obj.id)) continue;
+      if (obj.pooled && (obj.poolKey === undefined ? !keepsPools(rt) : pools.has(obj.poolKey))) continue;
+      if (obj.claimedAt && Date.now() - Date.parse(obj.claimedAt) < CLAIM_GRACE_MS) continue;
       // Asked again: a create may have stored its row since the list.
       const row = d.store.getSandbox(obj.id);
       if (row && ACTIVE.includes(row.sandbox.state)) continue;

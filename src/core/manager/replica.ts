@@ -22,7 +22,14 @@ export interface ReplicaIdentity {
   url?: string | undefined;
 }
 
-/** How long the reaper lease lasts without renewal; renewed on each reaper pass. */
+/**
+ * The jobs one replica runs for all: the reaper (ttl, idle and loss checks of shared sandboxes, the
+ * sweep) and the making of shared warm-pool members. Separate leases, so each moves on its own.
+ */
+export const LEASED_JOBS = ['reaper', 'pools'] as const;
+export type LeasedJob = (typeof LEASED_JOBS)[number];
+
+/** How long a lease lasts without renewal; renewed on each reaper pass or pool tick. */
 const LEASE_MS = 15_000;
 /** A replica unseen this long is taken for dead: the leader records its unfinished execs as lost. */
 export const REPLICA_STALE_MS = 60_000;
@@ -86,12 +93,12 @@ export class ReplicaScope {
   }
 
   /**
-   * Whether this replica runs the once-across-replicas jobs now: it takes or renews the lease (one
-   * atomic statement), so two replicas never both lead. Without an identity, always.
+   * Whether this replica runs JOB, one of the once-across-replicas jobs, now: it takes or renews the
+   * job's lease (one atomic statement), so two replicas never both run it. Without an identity, always.
    */
-  leads(now = new Date()): boolean {
+  leads(job: LeasedJob = 'reaper', now = new Date()): boolean {
     const id = this.id;
-    return id === null || this.d.store.replicas.tryLease('reaper', id, now, LEASE_MS);
+    return id === null || this.d.store.replicas.tryLease(job, id, now, LEASE_MS);
   }
 
   /** Whether another replica has been seen lately (then shared sandboxes outlive this one's stop). */
@@ -128,7 +135,7 @@ export class ReplicaScope {
   stop(): void {
     const id = this.id;
     if (id === null) return;
-    this.d.store.replicas.releaseLease('reaper', id);
+    for (const job of LEASED_JOBS) this.d.store.replicas.releaseLease(job, id);
     this.d.store.replicas.remove(id);
   }
 

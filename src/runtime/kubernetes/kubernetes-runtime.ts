@@ -29,14 +29,13 @@
 import { lookup } from 'node:dns/promises';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { buffer as readAllOf, text } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { ApisApi, VersionApi, type V1NetworkPolicy, type V1Pod } from '@kubernetes/client-node';
+import { ApisApi, PatchStrategy, setHeaderOptions, VersionApi, type V1NetworkPolicy, type V1Pod } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { BadRequestError, ConflictError, InternalError, NotFoundError, RuntimeUnavailableError, TimeoutError } from '../../contract/errors.js';
 import { EXIT_KILLED } from '../../contract/exit-codes.js';
@@ -48,12 +47,12 @@ import { SandboxPorts } from '../ports.js';
 import { SandboxProcesses, type ProcOpRunner } from '../processes.js';
 import { SandboxPty, type PtyOpts, type PtyProcess } from '../pty.js';
 import { execEnv } from '../shared.js';
-import type { ExecOpts, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, SandboxHandle } from '../types.js';
-import { claimFirst } from './claim.js';
+import type { ExecOpts, PooledCount, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, SandboxHandle } from '../types.js';
+import { ANNOTATION_CLAIMED_AT, claimable, claimFirst } from './claim.js';
 import { apiError, Cluster, KUBECONFIG_ENV, loadKubeConfig, messageOf, statusOf, UNAVAILABLE_HINT, type ClusterSource } from './cluster.js';
 import { ExecStartError, podExec, type PodExec } from './pod-exec.js';
 import { PodWatch } from './pod-watch.js';
-import { APP, buildNetworkPolicy, buildPod, CONTAINER, type EgressProxySelector, LABEL_APP, LABEL_HOME, LABEL_ID, LABEL_POOL, labelValue, podName } from './pod-spec.js';
+import { APP, buildNetworkPolicy, buildPod, CONTAINER, type EgressProxySelector, LABEL_APP, LABEL_HOME, LABEL_ID, LABEL_POOL, LABEL_POOL_KEY, labelValue, podName } from './pod-spec.js';
 
 export interface KubernetesRuntimeOpts extends ClusterSource {
   /** Short tag of this agentbox home: only pods labelled with it are listed and reaped. */
@@ -70,8 +69,6 @@ export interface KubernetesRuntimeOpts extends ClusterSource {
   retryForMs?: number;
   /** How long a new pod may take to run (image pull included). @default 120000 */
   startTimeoutMs?: number;
-  /** Name of this daemon replica, written on the pods it claims from a pool. @default hostname:pid */
-  replica?: string;
   /**
    * The cluster's egress proxy (`agentbox egress-proxy`; policy `kubernetes.egressProxy`): without it
    * a sandbox with egress is refused. The credentials' key is AGENTBOX_EGRESS_SECRET.
@@ -117,6 +114,8 @@ const EXEC_SCRIPT = [
 const IMAGE_ERRORS = new Set(['ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'ErrImageNeverPull']);
 /** A waiter re-reads the pod this often, whatever the watch says (a watch that is down only slows it). */
 const POLL_MS = 1000;
+/** How much longer than a start's timeout a pool member may stay `starting` before it counts as stuck. */
+const STUCK_MARGIN_MS = 60_000;
 
 /** dist/src/runtime/kubernetes/ → dist/native/agentbox-docker-init */
 function defaultInitPath(env: NodeJS.ProcessEnv): string {
@@ -288,7 +287,7 @@ export class KubernetesRuntime implements Runtime {
     this.initBytes(); // a missing build fails here, before anything is made
     const pod = buildPod({
       id: spec.id, namespace, image: this.imageRef(spec.image), isolation: spec.isolation, limits: spec.limits, labels: spec.labels, homeTag: this.opts.homeTag,
-      ...(spec.pooled ? { pooled: true } : {}), ...(this.opts.runtimeClasses ? { runtimeClasses: this.opts.runtimeClasses } : {}),
+      ...(spec.pooled ? { pooled: true, ...(spec.poolKey ? { poolKey: spec.poolKey } : {}) } : {}), ...(this.opts.runtimeClasses ? { runtimeClasses: this.opts.runtimeClasses } : {}),
       ...(proxy ? { proxyHost: proxy.host } : {}),
     });
     const policy = buildNetworkPolicy({ id: spec.id, namespace, homeTag: this.opts.homeTag, ...(proxy ? { egressProxy: proxy.selector } : {}) });
@@ -338,10 +337,22 @@ export class KubernetesRuntime implements Runtime {
       if ('gone' in started) throw new InternalError(`the pod of sandbox ${spec.id} was deleted while it started`);
       await this.stageInit(handle, init);
       this.oomCounts.set(spec.id, await this.oomCount(handle));
+      if (spec.pooled) await this.offer(spec.id, name, namespace, cluster);
       return handle;
     } catch (err) {
       await this.remove(spec.id, name, namespace).catch((e: unknown) => this.opts.logger?.warn({ sandbox_id: spec.id, err: messageOf(e) }, 'could not remove a sandbox that failed to start'));
       throw err;
+    }
+  }
+
+  /** A pool member whose exec helper is in place becomes `available`: from now on any replica may claim it. */
+  private async offer(id: string, name: string, namespace: string, cluster: Cluster): Promise<void> {
+    try {
+      await cluster.call(`offer pod ${name}`, () =>
+        cluster.core.patchNamespacedPod({ name, namespace, body: { metadata: { labels: { [LABEL_POOL]: 'available' } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch)),
+      );
+    } catch (err) {
+      throw apiError(err, `cannot offer the warm-pool pod of ${id}`);
     }
   }
 
@@ -464,7 +475,8 @@ export class KubernetesRuntime implements Runtime {
         const now = await this.oomCount(handle);
         if (now !== undefined) {
           this.oomCounts.set(handle.id, now);
-          return before !== undefined && now > before;
+          // No count from before (another replica started it): a sandbox starts with none.
+        return now > (before ?? 0);
         }
         // The pod's cgroup is not readable from inside (no /sys/fs/cgroup there): a SIGKILL agentbox did
         // not send is taken for the OOM killer's; the only other sender is the sandbox's own `kill -9`.
@@ -620,20 +632,42 @@ export class KubernetesRuntime implements Runtime {
   }
 
   /**
-   * Claims one warm-pool pod of this home for this replica, atomically across replicas (claim.ts): the
-   * handle of the pod it got, or undefined when none was left. Not called by core/warm-pool.ts yet,
-   * which keeps its members in memory; this is what a pool shared by several daemons would use.
+   * Claims one available member of pool KEY of this home for CLAIMER, atomically across replicas
+   * (claim.ts): the handle of the pod it got, or undefined when none was left.
    */
-  async claimPooled(): Promise<SandboxHandle | undefined> {
+  async claimPooled(key: string, claimer: string): Promise<SandboxHandle | undefined> {
     const { cluster, namespace } = this.cluster();
-    const list = await cluster.call('list pool pods', () => cluster.core.listNamespacedPod({ namespace, labelSelector: `${this.selector},${LABEL_POOL}=available` })).catch((err: unknown) => {
-      throw apiError(err, 'cannot list the warm pool\'s pods');
-    });
-    const won = await claimFirst(cluster, namespace, list.items, this.opts.replica ?? labelValue(`${hostname()}-${process.pid}`));
+    const pods = await this.poolPods(key, 'available');
+    const won = await claimFirst(cluster, namespace, pods, labelValue(claimer));
     if (!won) return undefined;
     const id = won.pod.metadata?.labels?.[LABEL_ID];
     if (!id || !won.pod.metadata?.name) throw new InternalError('a claimed pool pod has no sandbox id label');
-    return { id, runtime: 'kubernetes', data: { namespace, pod: won.pod.metadata.name } satisfies KubeData };
+    return { id, runtime: 'kubernetes', data: { namespace, pod: won.pod.metadata.name, ...(won.pod.spec?.hostAliases?.length ? { egress: true } : {}) } satisfies KubeData };
+  }
+
+  /** The unclaimed members of pool KEY: ready ones, and those still starting (not stuck: see `stuckStarting`). */
+  async countPooled(key: string): Promise<PooledCount> {
+    const pods = await this.poolPods(key);
+    const now = Date.now();
+    return {
+      ready: pods.filter(claimable).length,
+      total: pods.filter((p) => !p.metadata?.deletionTimestamp && (claimable(p) || (p.metadata?.labels?.[LABEL_POOL] === 'starting' && !this.stuckStarting(p, now)))).length,
+    };
+  }
+
+  private async poolPods(key: string, state?: 'available'): Promise<V1Pod[]> {
+    const { cluster, namespace } = this.cluster();
+    const labelSelector = `${this.selector},${LABEL_POOL_KEY}=${labelValue(key)}${state ? `,${LABEL_POOL}=${state}` : ''}`;
+    const list = await cluster.call('list pool pods', () => cluster.core.listNamespacedPod({ namespace, labelSelector })).catch((err: unknown) => {
+      throw apiError(err, 'cannot list the warm pool\'s pods');
+    });
+    return list.items;
+  }
+
+  /** A pool member `starting` for longer than any start may take: the replica that made it died midway. */
+  private stuckStarting(pod: V1Pod, now: number): boolean {
+    const created = pod.metadata?.creationTimestamp ? new Date(pod.metadata.creationTimestamp).getTime() : now;
+    return now - created > (this.opts.startTimeoutMs ?? 120_000) + STUCK_MARGIN_MS;
   }
 
   async destroy(handle: SandboxHandle): Promise<void> {
@@ -671,18 +705,36 @@ export class KubernetesRuntime implements Runtime {
       throw apiError(err, 'cannot list the kubernetes runtime\'s objects');
     });
     const objects: RuntimeObject[] = [];
+    const now = Date.now();
     const seen = new Set<string>();
     for (const p of pods.items) {
       const id = p.metadata?.labels?.[LABEL_ID];
       if (!id) continue;
       seen.add(id);
-      objects.push({ id, alive: podAlive(p), ...(p.metadata?.labels?.[LABEL_POOL] !== undefined ? { pooled: true } : {}) });
+      objects.push({ id, alive: podAlive(p), ...this.poolFacts(p, now) });
     }
     for (const np of policies.items) {
       const id = np.metadata?.labels?.[LABEL_ID];
       if (id && !seen.has(id)) objects.push({ id, alive: false });
     }
     return objects;
+  }
+
+  /**
+   * What `list` says of a pool member: unclaimed (`pooled`, unless stuck starting, which the sweep
+   * may take), its pool, and when a claimed one was claimed.
+   */
+  private poolFacts(p: V1Pod, now: number): Pick<RuntimeObject, 'pooled' | 'poolKey' | 'claimedAt'> {
+    const labels = p.metadata?.labels ?? {};
+    const state = labels[LABEL_POOL];
+    if (state === undefined) return {};
+    const key = labels[LABEL_POOL_KEY] ? { poolKey: labels[LABEL_POOL_KEY] } : {};
+    if (state === 'claimed') {
+      const at = p.metadata?.annotations?.[ANNOTATION_CLAIMED_AT];
+      return { ...key, ...(at ? { claimedAt: at } : {}) };
+    }
+    if (state === 'starting' && this.stuckStarting(p, now)) return key;
+    return { pooled: true, ...key };
   }
 
   async reap(id: string): Promise<void> {

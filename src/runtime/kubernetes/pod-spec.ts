@@ -13,8 +13,13 @@ export const LABEL_MANAGED = 'app.kubernetes.io/managed-by';
 export const LABEL_ID = 'agentbox.dev/sandbox-id';
 /** This agentbox home: two daemons sharing a namespace never list or reap each other's pods. */
 export const LABEL_HOME = 'agentbox.dev/home';
-/** A warm-pool member: `available` until claimed (claim.ts), then `claimed`. */
+/**
+ * A warm-pool member: `starting` until the exec helper is in it, then `available` until claimed
+ * (claim.ts), then `claimed`.
+ */
 export const LABEL_POOL = 'agentbox.dev/pool';
+/** Which pool a member belongs to (RuntimeSpec.poolKey): the core's hash of what the member was made for. */
+export const LABEL_POOL_KEY = 'agentbox.dev/pool-key';
 /** Labels of the request (RuntimeSpec.labels) go under this prefix, so they cannot pose as ours. */
 export const USER_LABEL_PREFIX = 'label.agentbox.dev/';
 /**
@@ -45,6 +50,8 @@ export interface PodSpecOpts {
   labels: Record<string, string>;
   homeTag: string;
   pooled?: boolean;
+  /** RuntimeSpec.poolKey, for a member of a pool (a label value: the core hashes it to one). */
+  poolKey?: string;
   /** Overrides of the RuntimeClass per isolation (policy `kubernetes.runtimeClasses`). */
   runtimeClasses?: Partial<Record<Isolation, string>>;
   /**
@@ -112,7 +119,7 @@ export function buildPod(o: PodSpecOpts): V1Pod {
     metadata: {
       name: podName(o.id),
       namespace: o.namespace,
-      labels: { ...userLabels(o.labels), ...sandboxLabels(o), ...(o.pooled ? { [LABEL_POOL]: 'available' } : {}) },
+      labels: { ...userLabels(o.labels), ...sandboxLabels(o), ...(o.pooled ? { [LABEL_POOL]: 'starting', ...(o.poolKey ? { [LABEL_POOL_KEY]: labelValue(o.poolKey) } : {}) } : {}) },
       annotations: { [ANNOTATION_PIDS]: String(o.limits.pids), [ANNOTATION_ISOLATION]: o.isolation },
     },
     spec: {
