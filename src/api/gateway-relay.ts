@@ -1,7 +1,8 @@
 /**
- * The daemon's side of `http://agentbox.internal` on a cluster (ARCHITECTURE.md, "Egress in a
- * cluster"): the cluster's egress proxy relays a sandbox's request here with the sandbox's id and a
- * proof only a holder of AGENTBOX_EGRESS_SECRET can make (egress/gateway-proof.ts). Once the proof
+ * The daemon's side of `http://agentbox.internal` on a cluster
+ * (ARCHITECTURE.md, "Egress in a cluster"): the cluster's egress proxy relays a sandbox's request
+ * here with the sandbox's id and a proof only a holder of AGENTBOX_EGRESS_SECRET can make
+ * (egress/gateway-proof.ts). Once the proof
  * holds, the request is served by the very gateway a daemon's own proxies use (sandbox-gateway.ts),
  * so only a live token of that sandbox gets anywhere and only /v1 routes exist.
  *
