@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon, type Daemon } from '../../src/daemon/compose.js';
+import { startEgressProxy } from '../../src/daemon/egress-proxy-main.js';
 import { ClusterEgressProxy, egressCredential } from '../../src/egress/cluster-proxy.js';
 import { GATEWAY_PROOF_HEADER, GATEWAY_SANDBOX_HEADER, gatewayProof } from '../../src/egress/gateway-proof.js';
 import { systemResolver } from '../../src/egress/resolver.js';
@@ -248,6 +249,19 @@ describe('agentbox.internal through the cluster egress proxy', () => {
     assert.equal((await relayed(bare!.tcpAddress!.port, mine, gatewayProof('', mine), 'GET', '/v1/sandboxes', OPERATOR)).status, 403);
     const via = await inside(mine, 'GET', `/v1/sandboxes/${mine}`, { token, port: toBarePort });
     assert.equal(via.status, 403, via.body.toString());
+  });
+
+  test('agentbox egress-proxy as run from the CLI: AGENTBOX_API_URL from the environment, the daemon\'s store file; a malformed URL stops it starting', async () => {
+    const env = { AGENTBOX_HOME: join(home, 'h'), AGENTBOX_EGRESS_SECRET: SECRET, AGENTBOX_API_URL: `http://127.0.0.1:${apiPort}` };
+    const running = await startEgressProxy({ host: '127.0.0.1', port: 0, policyPath: join(home, 'policy.yaml'), logger: silentLogger(), env });
+    try {
+      const r = await inside(mine, 'GET', `/v1/sandboxes/${mine}`, { token, port: running.address.port });
+      assert.equal(r.status, 200, r.body.toString());
+      assert.equal((JSON.parse(r.body.toString()) as { id: string }).id, mine);
+    } finally {
+      await running.close();
+    }
+    await assert.rejects(startEgressProxy({ host: '127.0.0.1', port: 0, policyPath: join(home, 'policy.yaml'), logger: silentLogger(), env: { ...env, AGENTBOX_API_URL: `http://127.0.0.1:${apiPort}/v1` } }), (err: Error & { code?: string }) => err.code === 'bad_request' && /AGENTBOX_API_URL/.test(err.message));
   });
 
   test('a proxy without AGENTBOX_API_URL, or whose API does not answer: 503 in the one error shape, saying what to set', async () => {
