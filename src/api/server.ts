@@ -22,6 +22,7 @@ import type { DaemonInfo } from '../contract/daemon.js';
 import type { E2bSurface } from '../e2b/surface.js';
 import type { PortProxy } from './port-proxy.js';
 import { createDashboard, type Dashboard } from './dashboard.js';
+import { isRelayed, type GatewayRelay } from './gateway-relay.js';
 
 let openApi: Record<string, unknown> | undefined;
 
@@ -75,6 +76,11 @@ export interface ApiServerOpts {
   tracing?: Tracing;
   /** The web dashboard at `/` (src/api/dashboard.ts); default: this package's dist/dashboard. */
   dashboard?: Dashboard;
+  /**
+   * Requests for agentbox.internal relayed by a cluster's egress proxy (gateway-relay.ts). Absent:
+   * a request with the relay's headers is refused all the same, never served as an ordinary one.
+   */
+  gatewayRelay?: GatewayRelay;
 }
 
 export interface ApiServer {
@@ -197,6 +203,15 @@ async function serve(req: IncomingMessage, res: ServerResponse, opts: HandlerCtx
     res.once('close', () => opts.busy.set(socket, Math.max(0, (opts.busy.get(socket) ?? 1) - 1)));
   };
   try {
+    // First: a request that says it came through a cluster's egress proxy is that sandbox's gateway
+    // request or nothing (its proof is checked before any route, guard or token is looked at).
+    if (isRelayed(req)) {
+      route = 'gateway-relay';
+      if (!opts.gatewayRelay) throw new ForbiddenError('this server does not take requests relayed by a cluster egress proxy', { hint: 'send no x-agentbox-gateway-* headers' });
+      markBusy();
+      await opts.gatewayRelay(req, res);
+      return;
+    }
     // A sandbox's port (its own origin, not the API's): before the API's browser guard.
     const portTarget = opts.portProxy?.target(req);
     if (portTarget && opts.portProxy) {
@@ -312,6 +327,8 @@ async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer,
     checkEncoding(req.url ?? '/');
     const url = new URL(req.url ?? '/', 'http://agentbox');
     path = url.pathname;
+    // agentbox.internal serves no upgrades in-process either (its proxy drops Upgrade when relaying).
+    if (isRelayed(req)) throw new ForbiddenError('a request relayed by a cluster egress proxy cannot be upgraded', { hint: 'agentbox.internal serves plain /v1 requests only' });
     const portTarget = opts.portProxy?.target(req);
     if (portTarget && opts.portProxy) {
       await opts.portProxy.upgrade(req, socket, head, portTarget);

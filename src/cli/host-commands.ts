@@ -57,7 +57,7 @@ export function registerHostCommands(program: Command, setExit: (code: number) =
 
   program
     .command('egress-proxy')
-    .description('run a cluster\'s egress proxy in the foreground: the only way out of kubernetes sandboxes (needs AGENTBOX_EGRESS_SECRET and the replicas\' store)')
+    .description('run a cluster\'s egress proxy in the foreground: the only way out of kubernetes sandboxes (needs AGENTBOX_EGRESS_SECRET and the replicas\' store; AGENTBOX_API_URL, the daemon API, to serve their http://agentbox.internal)')
     .option('--host <addr>', 'TCP address to bind', '0.0.0.0')
     .option('--port <n>', 'TCP port', '3128')
     .option('--policy <file>', 'policy file whose egress section applies (default: AGENTBOX_POLICY)')

@@ -32,6 +32,7 @@ import { resolverFromEnv, type Resolver } from '../egress/resolver.js';
 import { Authenticator } from '../api/auth.js';
 import { createApiServer, type ApiServer, type HttpLimits } from '../api/server.js';
 import { createSandboxGateway, type SandboxGateway } from '../api/sandbox-gateway.js';
+import { createGatewayRelay } from '../api/gateway-relay.js';
 import { RateLimiter } from '../api/rate-limit.js';
 import { servedHostNames } from '../api/request-guard.js';
 import type { DaemonInfo, RuntimeHealth } from '../contract/daemon.js';
@@ -256,7 +257,9 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
   });
   const portsHost = portsDomain ? (): string => `${portsDomain}:${tcpPort ?? opts.tcp?.port ?? 80}` : undefined;
   const e2b = createE2bSurface({ manager, auth, tokens: EnvdTokens.forHome(paths.home), home: paths.home, limiter, logger: opts.logger, ...(portsHost ? { portsHost } : {}) });
-  const common = { manager, auth, logger: opts.logger, metrics, images, limiter, daemonInfo: info, e2b, tracing, ...(opts.http ? { http: opts.http } : {}) };
+  // agentbox.internal of kubernetes sandboxes, relayed by the cluster's egress proxy: the same gateway, once the proxy's proof holds.
+  const gatewayRelay = createGatewayRelay({ secret: env.AGENTBOX_EGRESS_SECRET, gateway });
+  const common = { manager, auth, logger: opts.logger, metrics, images, limiter, daemonInfo: info, e2b, tracing, gatewayRelay, ...(opts.http ? { http: opts.http } : {}) };
   const daemon: Daemon = {
     paths,
     manager,

@@ -10,6 +10,8 @@
  * the shared store on each new connection, so an operator's approval counts at once), the global
  * deny list, the address checks, the byte quota and the connection log in the store.
  * A sandbox that is not running, an unknown one or a wrong credential gets 407, nothing else.
+ * Its plain-HTTP requests for `http://agentbox.internal` go to a daemon replica's API instead
+ * (egress/api-relay.ts), with a proof of the sandbox the credential named.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { egressCredential, MIN_EGRESS_SECRET_LENGTH } from '../runtime/egress-plumbing.js';
@@ -21,7 +23,8 @@ import type { Store } from '../store/store.js';
 import { AddressRules } from './addresses.js';
 import { EgressRecorder, type EgressPolicy } from './service.js';
 import { PROXY_AUTH_REQUIRED, SandboxProxy } from './proxy.js';
-import type { IncomingMessage } from 'node:http';
+import { createApiRelay, type ApiRelay } from './api-relay.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Resolver } from './resolver.js';
 import type { HostRules } from './rules.js';
 
@@ -41,6 +44,11 @@ export interface ClusterProxyOpts {
   logger: Logger;
   metrics?: Metrics | undefined;
   tracing?: Tracing | undefined;
+  /**
+   * A daemon replica's API, where requests for agentbox.internal are relayed (parseApiUrl()).
+   * Absent: they are answered 503 with how to set it. @default AGENTBOX_API_URL (egress-proxy-main.ts)
+   */
+  apiUrl?: URL | undefined;
 }
 
 interface Entry {
@@ -59,11 +67,13 @@ export class ClusterEgressProxy {
   private readonly recorder: EgressRecorder;
   private readonly entries = new Map<string, Entry>();
   private readonly pending = new Set<Socket>();
+  private readonly relay: ApiRelay;
 
   constructor(private readonly opts: ClusterProxyOpts) {
     if (opts.secret.length < MIN_EGRESS_SECRET_LENGTH) throw new Error(`the egress secret must have at least ${MIN_EGRESS_SECRET_LENGTH} characters`);
     this.addresses = new AddressRules(opts.policy.allowRanges);
     this.recorder = new EgressRecorder({ log: opts.store.egress, logger: opts.logger, metrics: opts.metrics, tracing: opts.tracing });
+    this.relay = createApiRelay({ apiUrl: opts.apiUrl, secret: opts.secret, logger: opts.logger });
     this.server = createServer((socket) => this.onConnection(socket));
   }
 
@@ -163,6 +173,7 @@ export class ClusterEgressProxy {
       record: (a) => this.recorder.record(id, tenant, a),
       // Every request of a kept-alive connection names this sandbox again, with a valid credential.
       admits: (req: IncomingMessage) => this.credentialOf(req) === id,
+      gateway: (req: IncomingMessage, res: ServerResponse) => this.relay(id, req, res),
     });
     // The proxy's callbacks read the entry only once connections come, after it is made.
     const entry: Entry = { id, tenant, rules, bytesUsed: this.opts.store.egress.bytesUsed(id), open: 0, idle: undefined, proxy };

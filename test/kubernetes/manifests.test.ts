@@ -397,6 +397,54 @@ function proxyNetworkProblems(objects: Obj[], proxyLabels: Record<string, string
   return out;
 }
 
+/**
+ * The proxy relays sandboxes' http://agentbox.internal to the daemon (src/egress/api-relay.ts): its
+ * AGENTBOX_API_URL names the daemon's Service (name.namespace[.svc...]) on one of its ports, that
+ * port leads to a port of the daemon container, a NetworkPolicy on the proxy lets it out to the
+ * daemon pods on that container port, one on the daemon lets it in, and both have
+ * AGENTBOX_EGRESS_SECRET from the same Secret key (the proof's key).
+ */
+function proxyToDaemonProblems(objects: Obj[]): string[] {
+  const proxy = objects.find(isProxy);
+  const daemon = objects.find(isDaemon);
+  if (!proxy || !daemon) return ['no egress proxy or daemon Deployment'];
+  const proxyContainer = podSpecs(proxy)[0]?.containers[0];
+  const daemonContainer = podSpecs(daemon)[0]?.containers[0];
+  const envOf = (c: Container | undefined, name: string): k8s.V1EnvVar | undefined => (c?.env ?? []).find((e) => e.name === name);
+  const out: string[] = [];
+  const proxyKey = envOf(proxyContainer, 'AGENTBOX_EGRESS_SECRET')?.valueFrom?.secretKeyRef;
+  const daemonKey = envOf(daemonContainer, 'AGENTBOX_EGRESS_SECRET')?.valueFrom?.secretKeyRef;
+  if (!proxyKey || !daemonKey || proxyKey.name !== daemonKey.name || proxyKey.key !== daemonKey.key) out.push(`AGENTBOX_EGRESS_SECRET: not the same Secret key in the proxy (${JSON.stringify(proxyKey)}) and the daemon (${JSON.stringify(daemonKey)})`);
+  const raw = envOf(proxyContainer, 'AGENTBOX_API_URL')?.value;
+  if (raw === undefined || !URL.canParse(raw)) return [...out, `the proxy's AGENTBOX_API_URL is ${JSON.stringify(raw)}, not a URL`];
+  const url = new URL(raw);
+  const [svcName, svcNs = proxy.metadata?.namespace, ...rest] = url.hostname.split('.');
+  if (rest.length > 0 && rest.join('.') !== 'svc' && rest.join('.') !== 'svc.cluster.local') out.push(`AGENTBOX_API_URL ${raw}: not a Service name`);
+  const service = objects.find((o) => o.kind === 'Service' && o.metadata?.name === svcName && o.metadata?.namespace === svcNs) as (Obj & { spec?: k8s.V1ServiceSpec }) | undefined;
+  if (!service) return [...out, `AGENTBOX_API_URL ${raw}: no Service ${svcNs}/${svcName}`];
+  const daemonLabels = podLabels(daemon);
+  if (!Object.entries(service.spec?.selector ?? {}).every(([k, v]) => daemonLabels[k] === v) || Object.keys(service.spec?.selector ?? {}).length === 0) out.push(`Service ${svcNs}/${svcName} does not select the daemon pods`);
+  const servicePort = (service.spec?.ports ?? []).find((p) => p.port === Number(url.port || 80));
+  const target = servicePort?.targetPort ?? servicePort?.port;
+  const containerPort = (daemonContainer?.ports ?? []).find((p) => p.name === target || p.containerPort === target)?.containerPort;
+  if (containerPort === undefined) return [...out, `AGENTBOX_API_URL ${raw}: Service ${svcNs}/${svcName} has no port ${url.port || 80} leading to a daemon container port`];
+  const policies = objects.filter((o) => o.kind === 'NetworkPolicy' && o.metadata?.namespace === AGENTBOX_NS) as unknown as Policy[];
+  const onPods = (p: Policy, labels: Record<string, string>): boolean => Object.keys(p.spec?.podSelector?.matchLabels ?? {}).length > 0 && selects(p.spec?.podSelector, labels);
+  const samePort = (ports: k8s.V1NetworkPolicyPort[] | undefined): boolean => (ports ?? []).length === 0 || (ports ?? []).some((p) => p.port === containerPort && (p.protocol ?? 'TCP') === 'TCP');
+  const inAgentbox = (peer: Peer): boolean => peer.namespaceSelector === undefined || selects(peer.namespaceSelector, { 'kubernetes.io/metadata.name': AGENTBOX_NS });
+  const proxyLabels = podLabels(proxy);
+  const canLeave = policies.filter((p) => onPods(p, proxyLabels)).some((p) => (p.spec?.egress ?? []).some((r) => samePort(r.ports) && (r.to ?? []).some((peer) => !peer.ipBlock && inAgentbox(peer) && selects(peer.podSelector, daemonLabels))));
+  if (!canLeave) out.push(`no NetworkPolicy lets the egress proxy out to the daemon pods on TCP ${containerPort}`);
+  const canEnter = policies.filter((p) => onPods(p, daemonLabels)).some((p) =>
+    (p.spec?.ingress ?? []).some((r) => {
+      const from = (r as unknown as { from?: Peer[] }).from ?? [];
+      return samePort(r.ports) && (from.length === 0 || from.some((peer) => !peer.ipBlock && inAgentbox(peer) && selects(peer.podSelector, proxyLabels)));
+    }),
+  );
+  if (!canEnter) out.push(`no NetworkPolicy lets the egress proxy in to the daemon pods on TCP ${containerPort}`);
+  return out;
+}
+
 /** RBAC: no wildcards, no secrets, no escalation verbs; the ClusterRole holds only CRD reads. */
 function rbacProblems(objects: Obj[]): string[] {
   const out: string[] = [];
@@ -525,6 +573,10 @@ describe('kubernetes manifests: security properties of every rendering', { skip:
       );
       assert.equal(agentboxDeny.length, 1, `one deny-all NetworkPolicy in ${AGENTBOX_NS}`);
       assert.deepEqual(proxyNetworkProblems(objs, podLabels(proxy)), []);
+    });
+
+    test(`kubernetes ${name}: the egress proxy reaches the daemon's API (AGENTBOX_API_URL, its Service and port, both NetworkPolicies, one egress secret)`, () => {
+      assert.deepEqual(proxyToDaemonProblems(primary(dir)), []);
     });
 
     test(`kubernetes ${name}: RBAC has no wildcards, no secrets, and only CRD reads cluster-wide`, () => {
@@ -696,6 +748,40 @@ describe('kubernetes manifests: the checkers fail on what they must refuse', () 
     assert.ok(sandboxNetworkProblems([denyAll, good, anywhere], proxyLabels, daemonLabels).some((p) => p.includes('without `to`')));
     // a selector that no longer matches the proxy pods' labels is caught as well
     assert.ok(sandboxNetworkProblems([denyAll, good], { 'app.kubernetes.io/name': 'renamed-proxy' }, daemonLabels).length >= 1);
+  });
+});
+
+describe('kubernetes manifests: the proxy-to-daemon checker fails on what it must refuse', { skip: noKubectl }, () => {
+  const base = (): Obj[] => structuredClone(primary(join(KUSTOMIZE_ROOT, 'base')));
+  const proxyEnv = (objs: Obj[]): k8s.V1EnvVar[] => podSpecs(objs.find(isProxy) as Obj)[0]?.containers[0]?.env ?? [];
+  const proxyPolicy = (objs: Obj[]): Policy => (objs as unknown as Policy[]).find((p) => (p as unknown as Obj).kind === 'NetworkPolicy' && p.metadata?.name === 'agentbox-egress') as Policy;
+
+  test('kubernetes checker: the base passes (so the refusals below are about what changed)', () => {
+    assert.deepEqual(proxyToDaemonProblems(base()), []);
+  });
+
+  test('kubernetes checker: no AGENTBOX_API_URL, a wrong Service or port, or another secret key is refused', () => {
+    const unset = base();
+    podSpecs(unset.find(isProxy) as Obj)[0]!.containers[0]!.env = proxyEnv(unset).filter((e) => e.name !== 'AGENTBOX_API_URL');
+    assert.equal(proxyToDaemonProblems(unset).length, 1);
+    for (const wrong of ['http://agentbox-egress.agentbox.svc:8080', 'http://agentbox.agentbox.svc:9090', 'http://agentbox.other.svc:8080']) {
+      const objs = base();
+      proxyEnv(objs).find((e) => e.name === 'AGENTBOX_API_URL')!.value = wrong;
+      assert.ok(proxyToDaemonProblems(objs).length >= 1, wrong);
+    }
+    const key = base();
+    proxyEnv(key).find((e) => e.name === 'AGENTBOX_EGRESS_SECRET')!.valueFrom!.secretKeyRef!.key = 'other';
+    assert.equal(proxyToDaemonProblems(key).length, 1);
+  });
+
+  test('kubernetes checker: without the proxy\'s egress rule to the daemon, or on another port, it is refused', () => {
+    const dropped = base();
+    const p = proxyPolicy(dropped);
+    p.spec!.egress = (p.spec?.egress ?? []).filter((r) => !(r.to ?? []).some((peer) => peer.podSelector?.matchLabels?.['app.kubernetes.io/component'] === 'daemon'));
+    assert.deepEqual(proxyToDaemonProblems(dropped), ['no NetworkPolicy lets the egress proxy out to the daemon pods on TCP 8080']);
+    const port = base();
+    for (const r of proxyPolicy(port).spec?.egress ?? []) if ((r.to ?? []).some((peer) => peer.podSelector?.matchLabels?.['app.kubernetes.io/component'] === 'daemon')) r.ports = [{ protocol: 'TCP', port: 9090 }];
+    assert.equal(proxyToDaemonProblems(port).length, 1);
   });
 });
 
