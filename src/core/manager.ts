@@ -477,20 +477,20 @@ export class SandboxManager {
   /** The sandbox's terminals: running ones, and those that ended within the last minute. */
   listTerminals(id: string, caller: Caller): Terminal[] {
     need(caller, 'read');
-    findSandbox(this.parts.store, id, caller);
+    this.terminalHost(id, caller);
     return this.parts.terminals.list(id);
   }
 
   getTerminal(id: string, terminalId: string, caller: Caller): Terminal {
     need(caller, 'read');
-    findSandbox(this.parts.store, id, caller);
+    this.terminalHost(id, caller);
     return this.parts.terminals.get(id, terminalId);
   }
 
   /** Attach to a terminal: its recent output, then live output; typing, resizes and signals go to it. */
   attachTerminal(id: string, terminalId: string, caller: Caller): TerminalAttachment {
     need(caller, 'exec');
-    findSandbox(this.parts.store, id, caller);
+    this.terminalHost(id, caller);
     markActive(this.parts.store, id);
     return this.parts.terminals.attach(id, terminalId);
   }
@@ -498,7 +498,7 @@ export class SandboxManager {
   /** Resize a terminal; no client need be attached. */
   resizeTerminal(id: string, terminalId: string, cols: number, rows: number, caller: Caller): Terminal {
     need(caller, 'exec');
-    findSandbox(this.parts.store, id, caller);
+    this.terminalHost(id, caller);
     markActive(this.parts.store, id);
     return this.parts.terminals.resize(id, terminalId, cols, rows);
   }
@@ -506,8 +506,13 @@ export class SandboxManager {
   /** Hang up a terminal: its session gets SIGHUP, and SIGKILL 2 s later. */
   closeTerminal(id: string, terminalId: string, caller: Caller): Terminal {
     need(caller, 'exec');
-    findSandbox(this.parts.store, id, caller);
+    this.terminalHost(id, caller);
     return this.parts.terminals.close(id, terminalId);
+  }
+
+  /** Terminals live in the memory of the replica that holds the sandbox: another one answers the conflict naming it. */
+  private terminalHost(id: string, caller: Caller): void {
+    this.parts.replica.requireReach(findSandbox(this.parts.store, id, caller));
   }
 
   get policy(): Policy {
