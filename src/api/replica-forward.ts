@@ -1,8 +1,8 @@
 /**
- * A request about another replica's host-local sandbox, passed to that replica (ARCHITECTURE.md,
- * "Replicas"): the same request — method, path and query, body and answer streamed both ways, an
- * upgrade's bytes piped — sent to the holder's advertised URL, so a client behind a load balancer
- * never has to retry by hand.
+ * A request about another replica's host-local sandbox, passed to that replica
+ * (ARCHITECTURE.md, "Replicas"): the same request — method, path and query, body and answer
+ * streamed both ways, an upgrade's bytes piped — sent to the holder's advertised URL, so a client
+ * behind a load balancer never has to retry by hand.
  *
  * Not an open proxy: the target is `ReplicaRoute`, built by the manager from the replicas table for a
  * sandbox whose row names that replica and that the caller sees; nothing in the request picks it. The
@@ -66,9 +66,10 @@ function targetOf(url: string): Target | string {
   try {
     u = new URL(url);
   } catch {
-    return `its advertised URL ${JSON.stringify(url.slice(0, 100))} does not parse`;
+    return 'its advertised URL does not parse';
   }
-  if ((u.protocol !== 'http:' && u.protocol !== 'https:') || u.username !== '' || u.password !== '') return `its advertised URL ${JSON.stringify(url.slice(0, 100))} is not a plain http(s) URL`;
+  // Not echoed: the hint goes to the client, and the URL might hold credentials.
+  if ((u.protocol !== 'http:' && u.protocol !== 'https:') || u.username !== '' || u.password !== '') return 'its advertised URL is not a plain http(s) URL';
   const tls = u.protocol === 'https:';
   return { tls, hostname: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || (tls ? 443 : 80)), host: u.host, base: u.pathname.replace(/\/+$/, '') };
 }
