@@ -137,6 +137,7 @@ function reasonOf(err: unknown): string {
 
 /** The connection is up (TLS handshake done, for https); rejects on error or past `ms`. */
 function connected(s: Socket, ms: number): Promise<void> {
+  if (!(s instanceof TLSSocket) && !s.pending && !s.destroyed) return Promise.resolve();
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => finish(new ConnectTimeout(ms)), ms);
     const event = s instanceof TLSSocket ? 'secureConnect' : 'connect';
