@@ -107,14 +107,14 @@ export function upgradeRoute(path: string, doc: RouteDoc & { upgrade: 'websocket
 export class UpgradeRequiredError extends BadRequestError {}
 
 /** The upgrade route for a path, with its parameters; undefined when none (or the path is not an upgrade route). */
-export function matchUpgrade(path: string): { handler: UpgradeHandler; params: Record<string, string>; upgrade: 'websocket' | 'tcp' } | undefined {
+export function matchUpgrade(path: string): { handler: UpgradeHandler; params: Record<string, string>; upgrade: 'websocket' | 'tcp'; template: string } | undefined {
   for (const r of routes) {
     if (!r.upgradeHandler || !r.doc.upgrade) continue;
     const m = r.pattern.exec(path);
     if (!m) continue;
     const params: Record<string, string> = {};
     r.keys.forEach((k, i) => (params[k] = decodePathSegment(m[i + 1] as string)));
-    return { handler: r.upgradeHandler, params, upgrade: r.doc.upgrade };
+    return { handler: r.upgradeHandler, params, upgrade: r.doc.upgrade, template: r.path };
   }
   return undefined;
 }
@@ -135,6 +135,14 @@ export function matchRoute(method: string, path: string): { handler: Handler; pa
     return { handler: r.handler, params, takesJson: r.doc.body !== undefined && r.doc.body !== 'binary', template: r.path };
   }
   return pathMatched ? 'method' : undefined;
+}
+
+/**
+ * The sandbox a route's template names (`/v1/sandboxes/{id}...`): such requests are served by the
+ * replica that holds the sandbox (replica-forward.ts). Undefined for every other route.
+ */
+export function routeSandboxId(template: string, params: Record<string, string>): string | undefined {
+  return template === '/v1/sandboxes/{id}' || template.startsWith('/v1/sandboxes/{id}/') ? params.id : undefined;
 }
 
 function decodePathSegment(segment: string): string {

@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { ImageStore } from '../images/image-store.js';
 import { AgentboxError, BadRequestError, ForbiddenError, HTTP_STATUS } from '../contract/errors.js';
-import type { Caller, SandboxManager } from '../core/manager.js';
+import { ElsewhereError, type Caller, type ReplicaRoute, type SandboxManager } from '../core/manager.js';
 import { DEFAULT_TENANT, type Authenticator, type Listener } from './auth.js';
 import { checkBrowserRequest, checkEncoding, checkJsonBody, UnsupportedMediaTypeError } from './request-guard.js';
 import { statusClass, type Metrics } from '../observability/metrics.js';
@@ -17,7 +17,8 @@ import { PayloadTooLargeError, sendError, sendJson, wireError } from './http-uti
 import { openApiDocument } from './openapi.js';
 import { RateLimiter } from './rate-limit.js';
 import { createMcpHttpHandler, type McpHttpHandler } from '../mcp/http.js';
-import { matchRoute, matchUpgrade, notFoundRoute, routes, UpgradeRequiredError } from './routes.js';
+import { matchRoute, matchUpgrade, notFoundRoute, routes, routeSandboxId, UpgradeRequiredError } from './routes.js';
+import { forwardedBy, forwardRequest, forwardUpgrade, type NotForwarded } from './replica-forward.js';
 import type { DaemonInfo } from '../contract/daemon.js';
 import type { E2bSurface } from '../e2b/surface.js';
 import type { PortProxy } from './port-proxy.js';
@@ -286,18 +287,22 @@ async function serve(req: IncomingMessage, res: ServerResponse, opts: HandlerCtx
     span?.setAttribute('agentbox.tenant', caller.tenant);
     opts.limiter.take(caller.tenant);
     markBusy();
-    await match.handler({
-      req,
-      res,
-      params: match.params,
-      query: url.searchParams,
-      caller,
-      manager: opts.manager,
-      ...(opts.images ? { images: opts.images } : {}),
-      signal: abort.signal,
-      operator: isOperator(caller, opts.listener),
-      ...(opts.daemonInfo ? { daemonInfo: opts.daemonInfo } : {}),
-    });
+    const elsewhere = await forwardElsewhere(req, opts, routeSandboxId(match.template, match.params), caller, (to, self) => forwardRequest(req, res, to, { self, logger: opts.logger }));
+    if (elsewhere.forwarded) return;
+    await servedHere(elsewhere.reason, () =>
+      match.handler({
+        req,
+        res,
+        params: match.params,
+        query: url.searchParams,
+        caller,
+        manager: opts.manager,
+        ...(opts.images ? { images: opts.images } : {}),
+        signal: abort.signal,
+        operator: isOperator(caller, opts.listener),
+        ...(opts.daemonInfo ? { daemonInfo: opts.daemonInfo } : {}),
+      }),
+    );
   } catch (err) {
     if (clientWentAway(err, res)) {
       // A client that hung up (or was cut for being slow) is not a daemon error.
@@ -342,9 +347,46 @@ async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer,
     const caller = opts.auth.authenticate(req, opts.listener);
     opts.limiter.take(caller.tenant);
     opts.logger.debug({ path, upgrade: wanted }, 'upgrade');
-    await match.handler({ req, socket, head, params: match.params, query: url.searchParams, caller, manager: opts.manager, operator: isOperator(caller, opts.listener) });
+    const elsewhere = await forwardElsewhere(req, opts, routeSandboxId(match.template, match.params), caller, (to, self) => forwardUpgrade(req, socket, head, to, { self, logger: opts.logger }));
+    if (elsewhere.forwarded) return;
+    await servedHere(elsewhere.reason, () => match.handler({ req, socket, head, params: match.params, query: url.searchParams, caller, manager: opts.manager, operator: isOperator(caller, opts.listener) }));
   } catch (err) {
     refuseUpgrade(socket, err, opts, path);
+  }
+}
+
+/**
+ * A request about sandbox SANDBOXID (undefined: not a sandbox's route) that another replica holds
+ * goes there when that replica is alive and said where it listens (`manager.ownerElsewhere`, which
+ * also answers nothing for a sandbox the caller does not see: that stays the local not_found).
+ * Otherwise why it was not (no reason: no other replica involved), for the conflict it then gets here.
+ */
+async function forwardElsewhere(
+  req: IncomingMessage,
+  opts: HandlerCtx,
+  sandboxId: string | undefined,
+  caller: Caller,
+  forward: (to: ReplicaRoute, self: string) => Promise<NotForwarded | undefined>,
+): Promise<{ forwarded: true } | { forwarded: false; reason?: string }> {
+  const self = opts.manager.replicaId;
+  const to = sandboxId === undefined || self === null ? undefined : opts.manager.ownerElsewhere(sandboxId, caller);
+  if (!to || self === null) return { forwarded: false };
+  const by = forwardedBy(req);
+  // The loop guard: a replica that is wrong about the holder (or two that each think the other
+  // holds it) answers the conflict rather than bouncing the request.
+  if (by !== undefined) return { forwarded: false, reason: `it came forwarded by ${JSON.stringify(by.slice(0, 64))}, and a request is forwarded once at most` };
+  // The Unix socket's tokenless operator is nobody on the holder's TCP listener.
+  if (opts.listener === 'unix' && req.headers.authorization === undefined) return { forwarded: false, reason: 'a request on the Unix socket without a token has no credential for that replica' };
+  const r = await forward(to, self);
+  return r === undefined ? { forwarded: true } : { forwarded: false, reason: r.reason };
+}
+
+/** Serve a request here; a conflict for another replica's sandbox says why it was not forwarded (NOTFORWARDED). */
+async function servedHere(notForwarded: string | undefined, serveIt: () => Promise<void>): Promise<void> {
+  try {
+    await serveIt();
+  } catch (err) {
+    throw notForwarded !== undefined && err instanceof ElsewhereError ? err.because(notForwarded) : err;
   }
 }
 

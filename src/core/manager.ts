@@ -38,7 +38,7 @@ import { parseDuration } from '../policy/duration.js';
 import type { DirEntry, ExecEvent, ExecRecord, ExecResult, KillResult, ProcessInfo, RuntimeName, Sandbox, Snapshot } from '../contract/model.js';
 import type { CreateSandboxRequest, CreateSnapshotRequest, ExecRequest, ForkRequest, KillProcessRequest, PauseRequest } from '../contract/requests.js';
 import { PauseRequestSchema } from '../contract/requests.js';
-import { findRunning, findSandbox, listVisible, need, needTenantWide, requireImageOperator, type Caller } from './manager/access.js';
+import { findRunning, findSandbox, listVisible, need, needTenantWide, requireImageOperator, visibleSandbox, type Caller } from './manager/access.js';
 import { CreateGate, QuotaLedger } from './manager/admission.js';
 import { approveEgressHost, egressLogOf, requireEgress, type SandboxEgressLog } from './manager/egress.js';
 import { collectResult, execOpts, ExecRecorder, newExecId, replayStored, storedExec, toExecRecord } from './manager/execs.js';
@@ -59,13 +59,14 @@ import { listDeliveries, type DeliveryFilter } from './manager/deliveries.js';
 import { cpuPercent, UsageSampler, type UsageSamplerOpts } from './manager/usage-sampler.js';
 import type { SandboxUsage, SandboxUsageReport, UsageOverview, UsageSample } from '../contract/usage.js';
 import { Desktops, type DesktopTarget } from './manager/desktops.js';
-import { ReplicaScope, type ReplicaIdentity } from './manager/replica.js';
+import { ReplicaScope, type ReplicaIdentity, type ReplicaRoute } from './manager/replica.js';
 import { DESKTOP_VNC_PORT, type Desktop } from '../contract/desktop.js';
 import { SANDBOX_API_URL, SANDBOX_TOKEN_PATH, type CreatedSandboxToken, type CreateSandboxTokenRequest, type SandboxToken } from '../contract/tokens.js';
 import { listSandboxTokens, mintSandboxToken, revokeSandboxToken, sandboxTokenCaller } from './manager/sandbox-tokens.js';
 
 export type { Caller, Scope } from './manager/access.js';
-export type { ReplicaIdentity } from './manager/replica.js';
+export type { ReplicaIdentity, ReplicaRoute } from './manager/replica.js';
+export { ElsewhereError } from './manager/replica.js';
 export { newExecId } from './manager/execs.js';
 export { newSandboxId } from './manager/lifecycle.js';
 
@@ -476,20 +477,20 @@ export class SandboxManager {
   /** The sandbox's terminals: running ones, and those that ended within the last minute. */
   listTerminals(id: string, caller: Caller): Terminal[] {
     need(caller, 'read');
-    findSandbox(this.parts.store, id, caller);
+    this.terminalHost(id, caller);
     return this.parts.terminals.list(id);
   }
 
   getTerminal(id: string, terminalId: string, caller: Caller): Terminal {
     need(caller, 'read');
-    findSandbox(this.parts.store, id, caller);
+    this.terminalHost(id, caller);
     return this.parts.terminals.get(id, terminalId);
   }
 
   /** Attach to a terminal: its recent output, then live output; typing, resizes and signals go to it. */
   attachTerminal(id: string, terminalId: string, caller: Caller): TerminalAttachment {
     need(caller, 'exec');
-    findSandbox(this.parts.store, id, caller);
+    this.terminalHost(id, caller);
     markActive(this.parts.store, id);
     return this.parts.terminals.attach(id, terminalId);
   }
@@ -497,7 +498,7 @@ export class SandboxManager {
   /** Resize a terminal; no client need be attached. */
   resizeTerminal(id: string, terminalId: string, cols: number, rows: number, caller: Caller): Terminal {
     need(caller, 'exec');
-    findSandbox(this.parts.store, id, caller);
+    this.terminalHost(id, caller);
     markActive(this.parts.store, id);
     return this.parts.terminals.resize(id, terminalId, cols, rows);
   }
@@ -505,8 +506,13 @@ export class SandboxManager {
   /** Hang up a terminal: its session gets SIGHUP, and SIGKILL 2 s later. */
   closeTerminal(id: string, terminalId: string, caller: Caller): Terminal {
     need(caller, 'exec');
-    findSandbox(this.parts.store, id, caller);
+    this.terminalHost(id, caller);
     return this.parts.terminals.close(id, terminalId);
+  }
+
+  /** Terminals live in the memory of the replica that holds the sandbox: another one answers the conflict naming it. */
+  private terminalHost(id: string, caller: Caller): void {
+    this.parts.replica.requireReach(findSandbox(this.parts.store, id, caller));
   }
 
   get policy(): Policy {
@@ -842,6 +848,21 @@ export class SandboxManager {
   async reapOnce(): Promise<void> {
     this.parts.replica.beat();
     await reapPass(this.parts);
+  }
+
+  /** This daemon's replica id (replica.ts); null without one (then every sandbox is its own). */
+  get replicaId(): string | null {
+    return this.parts.replica.id;
+  }
+
+  /**
+   * Where a request about sandbox ID should be served instead of here: its holder's advertised API,
+   * when that replica alone can enter it and is alive (replica.ts `forwardTo`). Only for a sandbox
+   * the caller sees: for any other id, undefined, so the request gets here the not_found it always did.
+   */
+  ownerElsewhere(id: string, caller: Caller): ReplicaRoute | undefined {
+    const stored = visibleSandbox(this.parts.store, id, caller);
+    return stored ? this.parts.replica.forwardTo(stored) : undefined;
   }
 
   /** A running sandbox the caller sees and this replica can enter (replica.ts); else not_found or a conflict. */

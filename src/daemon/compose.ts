@@ -308,7 +308,11 @@ export async function startDaemon(opts: DaemonOpts): Promise<Daemon> {
       servers.push(server);
     }
     if (opts.tcp) {
-      const allowedHosts = opts.allowedHosts ?? (env.AGENTBOX_ALLOWED_HOSTS ?? '').split(',').filter((h) => h.trim() !== '');
+      const allowedHosts = [
+        ...(opts.allowedHosts ?? (env.AGENTBOX_ALLOWED_HOSTS ?? '').split(',').filter((h) => h.trim() !== '')),
+        // The name this replica advertises is one it serves: the others forward requests to it with that Host.
+        ...(replica.url ? [new URL(replica.url).hostname] : []),
+      ];
       const portProxy = portsDomain ? new PortProxy({ domain: portsDomain, manager, auth, listener: 'tcp', logger: opts.logger, fallback: e2b.portAccess }) : undefined;
       const api = createApiServer({ ...common, listener: 'tcp', hostNames: servedHostNames(opts.tcp.host, allowedHosts), ...(portProxy ? { portProxy } : {}) });
       const server = api.server;

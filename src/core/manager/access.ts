@@ -58,11 +58,15 @@ export function labelsMatch(labels: Record<string, string>, selector: Record<str
  * does not exist for the caller: not_found, never forbidden, so ids cannot be probed.
  */
 export function findSandbox(store: Store, id: string, caller: Caller): StoredSandbox {
-  const stored = caller.sandboxId === undefined || caller.sandboxId === id ? store.getSandbox(id) : undefined;
-  if (!stored || stored.sandbox.tenant !== caller.tenant || !labelsMatch(stored.sandbox.labels, caller.labels)) {
-    throw new NotFoundError(`no sandbox ${id}`, { hint: 'run agentbox ls to see your sandboxes' });
-  }
+  const stored = visibleSandbox(store, id, caller);
+  if (!stored) throw new NotFoundError(`no sandbox ${id}`, { hint: 'run agentbox ls to see your sandboxes' });
   return stored;
+}
+
+/** `findSandbox` without the error: undefined for what the caller cannot see. */
+export function visibleSandbox(store: Store, id: string, caller: Caller): StoredSandbox | undefined {
+  const stored = caller.sandboxId === undefined || caller.sandboxId === id ? store.getSandbox(id) : undefined;
+  return stored && stored.sandbox.tenant === caller.tenant && labelsMatch(stored.sandbox.labels, caller.labels) ? stored : undefined;
 }
 
 /** A visible sandbox that is running; conflict (naming its state and end reason) otherwise. */

@@ -37,6 +37,44 @@ export const REPLICA_STALE_MS = 60_000;
 /** How often the leader looks for shared host objects no row knows. */
 const SWEEP_MS = 60_000;
 
+function fresh(seenAt: string, now: number): boolean {
+  return Date.parse(seenAt) > now - REPLICA_STALE_MS;
+}
+
+/** Another replica's host-local sandbox and where that replica's API is (api/replica-forward.ts sends requests there). */
+export interface ReplicaRoute {
+  sandboxId: string;
+  runtime: string;
+  /** The replica that created it and alone enters it. */
+  replica: string;
+  /** Its advertised API (AGENTBOX_ADVERTISE_URL, from the replicas table), without a trailing slash. */
+  url: string;
+}
+
+/**
+ * The conflict of a request for another replica's host-local sandbox: it names the replica, and its
+ * URL when advertised. `reason` says why this replica did not pass the request on (the holder did
+ * not answer, was not seen lately, or the request had been forwarded once already).
+ */
+export class ElsewhereError extends ConflictError {
+  constructor(
+    readonly at: Omit<ReplicaRoute, 'url'> & { url?: string },
+    readonly reason?: string,
+  ) {
+    super(`sandbox ${at.sandboxId} runs on replica ${at.replica}, on another host (its runtime, ${at.runtime}, is local to that host)`, {
+      hint: at.url
+        ? `send this request to ${at.url}${reason ? ` when it answers (not forwarded there: ${reason})` : ''}`
+        : `send this request to that replica (it can say where with AGENTBOX_ADVERTISE_URL), or use a shared runtime such as kubernetes${reason ? ` (not forwarded: ${reason})` : ''}`,
+    });
+    this.name = 'ElsewhereError';
+  }
+
+  /** The same conflict, saying why the request was not forwarded. */
+  because(reason: string): ElsewhereError {
+    return new ElsewhereError(this.at, reason);
+  }
+}
+
 export class ReplicaScope {
   private lastSweep = 0;
 
@@ -70,14 +108,27 @@ export class ReplicaScope {
     return this.shared(stored) ? leads : this.mine(stored);
   }
 
-  /** A conflict naming the replica that holds it, unless this replica reaches it. */
-  requireReach(stored: StoredSandbox): void {
+  /** A conflict naming the replica that holds it (ElsewhereError), unless this replica reaches it. */
+  requireReach(stored: StoredSandbox, now = Date.now()): void {
     if (this.reaches(stored)) return;
     const owner = stored.replica ?? 'another replica';
-    const url = this.d.store.replicas.get(owner)?.url;
-    throw new ConflictError(`sandbox ${stored.sandbox.id} runs on replica ${owner}, on another host (its runtime, ${stored.sandbox.runtime}, is local to that host)`, {
-      hint: url ? `send this request to ${url}` : 'send this request to that replica (it can say where with AGENTBOX_ADVERTISE_URL), or use a shared runtime such as kubernetes',
-    });
+    const row = this.d.store.replicas.get(owner);
+    const url = row?.url ?? undefined;
+    const stale = row !== undefined && url !== undefined && !fresh(row.seenAt, now);
+    throw new ElsewhereError({ sandboxId: stored.sandbox.id, runtime: stored.sandbox.runtime, replica: owner, ...(url ? { url } : {}) }, stale ? `it was last seen at ${row.seenAt}` : undefined);
+  }
+
+  /**
+   * Where a request about STORED can be sent instead of refused: its holder's advertised URL, when
+   * this replica cannot enter it, the holder said where it listens (the replicas table, never the
+   * request) and it beat within REPLICA_STALE_MS. Undefined otherwise: the request is served here
+   * (a read from the row, or the conflict).
+   */
+  forwardTo(stored: StoredSandbox, now = Date.now()): ReplicaRoute | undefined {
+    if (this.reaches(stored) || stored.replica === null) return undefined;
+    const row = this.d.store.replicas.get(stored.replica);
+    if (!row?.url || !fresh(row.seenAt, now)) return undefined;
+    return { sandboxId: stored.sandbox.id, runtime: stored.sandbox.runtime, replica: row.id, url: row.url };
   }
 
   /** Say this replica has started (a new row, or its old one renewed). */
@@ -105,7 +156,7 @@ export class ReplicaScope {
   othersAlive(now = Date.now()): boolean {
     const id = this.id;
     if (id === null) return false;
-    return this.d.store.replicas.list().some((r) => r.id !== id && Date.parse(r.seenAt) > now - REPLICA_STALE_MS);
+    return this.d.store.replicas.list().some((r) => r.id !== id && fresh(r.seenAt, now));
   }
 
   /**
@@ -117,7 +168,7 @@ export class ReplicaScope {
     const id = this.id;
     if (id === null) return;
     for (const r of this.d.store.replicas.list()) {
-      if (r.id === id || Date.parse(r.seenAt) > now - REPLICA_STALE_MS) continue;
+      if (r.id === id || fresh(r.seenAt, now)) continue;
       const lost = this.d.store.loseUnfinishedExecs(new Date(now).toISOString(), r.id, { unnamed: false });
       this.d.store.replicas.remove(r.id);
       this.d.logger.warn({ replica: r.id, host: r.host, seen_at: r.seenAt, lost_execs: lost }, 'a replica stopped answering: its unfinished execs are recorded as lost');
