@@ -151,6 +151,7 @@ interface Parts {
 export class SandboxManager {
   private readonly parts: Parts;
   private reaper: NodeJS.Timeout | undefined;
+  private reaping: Promise<void> | undefined;
   private closing = false;
 
   constructor(private readonly opts: ManagerOpts) {
@@ -526,7 +527,7 @@ export class SandboxManager {
     await this.parts.volumes?.reconcile();
     await this.parts.pools.start(this.parts);
     const every = this.opts.reapIntervalMs ?? 1000;
-    this.reaper = setInterval(() => void this.reapOnce().catch((err) => this.opts.logger.error({ err }, 'reaper failed')), every);
+    this.reaper = setInterval(() => this.reapTick(), every);
     this.reaper.unref();
     this.parts.usage.start();
   }
@@ -549,6 +550,7 @@ export class SandboxManager {
   async close(opts: { sandboxes?: 'stop' | 'leave' } = {}): Promise<void> {
     this.closing = true;
     if (this.reaper) clearInterval(this.reaper);
+    await this.reaping?.catch(() => undefined);
     await this.parts.usage.stop();
     await this.parts.pools.close();
     this.parts.terminals.closeAll();
@@ -844,10 +846,33 @@ export class SandboxManager {
     return findSandbox(this.parts.store, id, caller).sandbox;
   }
 
-  /** One pass of the reaper: ttl, idle timeout, sandboxes that died on their own, idle ones to pause. */
+  /**
+   * One pass of the reaper (ttl, idle timeout, sandboxes that died on their own, idle ones to pause),
+   * after the one under way if any.
+   */
   async reapOnce(): Promise<void> {
-    this.parts.replica.beat();
-    await reapPass(this.parts);
+    while (this.reaping) await this.reaping.catch(() => undefined);
+    return this.runReapPass();
+  }
+
+  /**
+   * The interval's pass: none while one is under way. A pass that outlasts the interval (a cluster's
+   * destroy waits for its pod to go) would otherwise be joined by the next, which still sees the
+   * sandbox the first is ending as running, and ends it again.
+   */
+  private reapTick(): void {
+    if (this.reaping) return;
+    void this.runReapPass().catch((err: unknown) => this.opts.logger.error({ err }, 'reaper failed'));
+  }
+
+  private runReapPass(): Promise<void> {
+    this.reaping = (async () => {
+      this.parts.replica.beat();
+      await reapPass(this.parts);
+    })().finally(() => {
+      this.reaping = undefined;
+    });
+    return this.reaping;
   }
 
   /** This daemon's replica id (replica.ts); null without one (then every sandbox is its own). */

@@ -66,6 +66,31 @@ describe('SandboxManager', () => {
     store.close();
   });
 
+  test('a reaper pass that outlasts the interval is not joined by the next: an expired sandbox whose destroy is slow is destroyed once, its end announced once', async () => {
+    const store = Store.open(join(dir, 'slow-destroy.db'));
+    const rt = newRuntime();
+    let destroys = 0;
+    // The real runtime, its destroy made slower than ten reaper intervals (a cluster waits for its pod to go).
+    const slow = Object.assign(Object.create(rt) as LocalRuntime, {
+      destroy: async (h: Parameters<LocalRuntime['destroy']>[0]) => {
+        destroys++;
+        await sleep(1200);
+        return rt.destroy(h);
+      },
+    });
+    const ended: string[] = [];
+    const m = new SandboxManager({ policy: policy('version: 1\n'), store, runtimes: { local: slow }, logger: silentLogger(), reapIntervalMs: 100, events: { emit: (e) => void (e.type === 'ended' && ended.push(e.sandbox.id)) } });
+    await m.start();
+    const sb = await m.create({ ttl: '1s' }, caller);
+    await until(() => m.get(sb.id, caller).state !== 'running', 15_000);
+    await sleep(500);
+    assert.equal(m.get(sb.id, caller).endReason, 'ttl_expired');
+    assert.equal(destroys, 1, 'overlapping reaper passes destroyed the expired sandbox more than once');
+    assert.deepEqual(ended, [sb.id]);
+    await m.close();
+    store.close();
+  });
+
   test('a burst of creates: bounded concurrency, a short queue, then quota_exceeded with retryAfterSec', async () => {
     const store = Store.open(join(dir, 'burst.db'));
     const rt = newRuntime();
