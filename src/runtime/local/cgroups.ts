@@ -188,6 +188,12 @@ export class Cgroups {
     else writeKnob(this.controllerDir(id, 'freezer'), 'freezer.state', 'THAWED');
   }
 
+  /** Every task of the group stopped (the kernel freezes asynchronously: v1 says FREEZING until then). */
+  fullyFrozen(id: string): boolean {
+    if (this.version === 2) return this.frozen(id);
+    return (readKnob(this.controllerDir(id, 'freezer'), 'freezer.state') ?? '').trim() === 'FROZEN';
+  }
+
   frozen(id: string): boolean {
     if (this.version === 2) return counterIn(readKnob(this.controllerDir(id, 'memory'), 'cgroup.events'), 'frozen') === 1;
     return (readKnob(this.controllerDir(id, 'freezer'), 'freezer.state') ?? '').trim() !== 'THAWED';

@@ -50,6 +50,9 @@ interface LocalData {
 
 /** Host uids for sandboxes come from this reserved range, one random uid per sandbox. */
 const UID_RANGE = [1_000_000_000, 1_100_000_000] as const;
+/** A freeze is waited for this many polls, this far apart (5 s), before it is given up. */
+const FREEZE_POLLS = 1000;
+const FREEZE_POLL_MS = 5;
 const HOST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 function dataOf(handle: SandboxHandle): LocalData {
@@ -393,7 +396,18 @@ export class LocalRuntime implements Runtime {
 
   async pause(handle: SandboxHandle): Promise<void> {
     this.assertAlive(handle);
-    this.cg().freeze(handle.id);
+    const cg = this.cg();
+    cg.freeze(handle.id);
+    // Paused means stopped: the freeze completes asynchronously (a task in an uninterruptible sleep
+    // holds it back), so wait for it, asking again now and then as cgroup v1's freezer wants.
+    for (let i = 1; !cg.fullyFrozen(handle.id); i++) {
+      if (i > FREEZE_POLLS) {
+        cg.thaw(handle.id);
+        throw new InternalError(`sandbox ${handle.id} did not freeze within ${(FREEZE_POLLS * FREEZE_POLL_MS) / 1000} s`, { hint: 'a process in it may be stuck in the kernel (D state); try again, or stop it' });
+      }
+      if (i % 20 === 0) cg.freeze(handle.id);
+      await sleep(FREEZE_POLL_MS);
+    }
   }
 
   async resume(handle: SandboxHandle): Promise<void> {
