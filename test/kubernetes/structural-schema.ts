@@ -112,3 +112,17 @@ export function validate(schema: Schema, value: unknown, path = ''): string[] {
   }
   return out;
 }
+
+/** VALUE without the fields SCHEMA does not know: what the API server stores without fieldValidation=Strict. */
+export function prune(schema: Schema, value: unknown, path = ''): unknown {
+  if (Array.isArray(value)) return schema.items ? value.map((v, i) => prune(schema.items!, v, `${path}[${i}]`)) : value;
+  if (!isObject(value) || path === '.metadata' || schema['x-kubernetes-preserve-unknown-fields']) return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    const known = schema.properties?.[k];
+    if (known) out[k] = prune(known, v, `${path}.${k}`);
+    else if (isObject(schema.additionalProperties)) out[k] = prune(schema.additionalProperties, v, `${path}.${k}`);
+    else if (schema.additionalProperties === true) out[k] = v;
+  }
+  return out;
+}
