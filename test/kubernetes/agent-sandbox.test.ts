@@ -191,8 +191,8 @@ describe('kubernetes driver with the agent-sandbox CRDs (fake API server and fak
     assert.equal(sandboxOf(h.id), undefined, 'a pool member was made as a Sandbox');
     const got = await rt.claimPooled();
     assert.equal(got?.id, h.id);
-    // Let a controller, if the pod had one, react to the claim's patch.
-    await new Promise((r) => setTimeout(r, 100));
+    // Let a controller, if the pod had one, react to the claim's patch (the fake's takes 50 ms).
+    await new Promise((r) => setTimeout(r, 300));
     assert.equal(podOf(h.id)?.metadata.labels?.[LABEL_POOL], 'claimed', 'the claim was undone');
     assert.equal(await rt.claimPooled(), undefined, 'the claimed pod could be claimed again');
     await rt.destroy(h);

@@ -91,6 +91,8 @@ export interface FakeApiServerOpts {
   sandboxVersions?: string[];
   /** Run the fake agent-sandbox controller (false: Sandboxes get no pod, as with no controller running). @default true */
   controller?: boolean;
+  /** How long the fake controller takes to react to a change, ms (a real one is never instant). @default 50 */
+  controllerDelayMs?: number;
   /** Resources the access reviews deny (e.g. `sandboxes`): what a Role without them would answer. @default [] */
   denied?: string[];
   /** The pids limit of a pod without the driver's annotation (a kubelet's podPidsLimit). @default 1024 */
@@ -707,10 +709,10 @@ export class FakeApiServer {
   private scheduleReconcile(key: string): void {
     if (!this.opts.crds || this.opts.controller === false || this.closing || this.reconciling.has(key)) return;
     this.reconciling.add(key);
-    setImmediate(() => {
+    setTimeout(() => {
       this.reconciling.delete(key);
       this.reconcileSandbox(key);
-    });
+    }, this.opts.controllerDelayMs ?? 50);
   }
 
   /** agent-sandbox's reconcilePod and computeReadyCondition, for what the driver uses. */
