@@ -7,6 +7,9 @@
  * at the commit the schema came from, for the parts the driver relies on.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseAllDocuments } from 'yaml';
 import { after, before, describe, test } from 'node:test';
 import { InternalError, RuntimeUnavailableError, TimeoutError } from '../../src/contract/errors.js';
 import type { Limits } from '../../src/contract/model.js';
@@ -102,7 +105,14 @@ describe('kubernetes driver with the agent-sandbox CRDs (fake API server and fak
     const sandboxes = cluster.fake.listSandboxes().map((p) => p.metadata.name);
     const locals = cluster.fake.localSandboxIds();
     const ever = [...cluster.fake.localIdsEver];
+    const verbs = [...cluster.fake.sandboxVerbs].sort();
     await cluster.close();
+    // deploy/kubernetes/base/rbac.yaml grants exactly what the driver used on Sandboxes here, no more.
+    const rbac = readFileSync(fileURLToPath(new URL('../../../deploy/kubernetes/base/rbac.yaml', import.meta.url)), 'utf8');
+    const rules = parseAllDocuments(rbac).map((d) => d.toJS() as { kind: string; rules?: { apiGroups: string[]; resources: string[]; verbs: string[] }[] }).filter((o) => o.kind === 'Role').flatMap((o) => o.rules ?? []);
+    const granted = rules.filter((r) => r.apiGroups.includes('agents.x-k8s.io') && r.resources.includes('sandboxes')).flatMap((r) => r.verbs).sort();
+    assert.deepEqual(granted, verbs, 'the Role\'s verbs on sandboxes.agents.x-k8s.io are not the ones the driver uses');
+    assert.ok(!rules.some((r) => r.apiGroups.includes('extensions.agents.x-k8s.io')), 'the Role grants SandboxClaims or SandboxWarmPools, which the driver never makes');
     assert.deepEqual(left, [], 'the driver still lists sandboxes');
     assert.deepEqual(pods, [], 'pods left in the fake API server');
     assert.deepEqual(policies, [], 'network policies left');

@@ -201,6 +201,8 @@ export class FakeApiServer {
   readonly execCommands: string[][] = [];
   /** Every local sandbox id the fake ever started (for the tests' leftover checks). */
   readonly localIdsEver: string[] = [];
+  /** The RBAC verbs of every Sandbox request a client made (create, get, list, delete...). */
+  readonly sandboxVerbs = new Set<string>();
   /** Patches answered 409 (injected or a stale resourceVersion). */
   conflicts = 0;
 
@@ -659,6 +661,7 @@ export class FakeApiServer {
   private async sandboxRequest(req: IncomingMessage, res: ServerResponse, method: string, url: URL, version: string, ns: string, name: string | undefined): Promise<void> {
     if (!this.namespaces.has(ns)) return this.send(res, 404, status(404, 'NotFound', `namespaces "${ns}" not found`));
     const apiVersion = `${SANDBOX_GROUP}/${version}`;
+    this.sandboxVerbs.add(({ POST: 'create', DELETE: 'delete', PATCH: 'patch', PUT: 'update' } as Record<string, string>)[method] ?? (name ? 'get' : url.searchParams.get('watch') ? 'watch' : 'list'));
     const inVersion = (o: Obj): Obj => ({ ...clone(o), apiVersion });
     if (!name && method === 'POST') {
       const obj = (await this.body(req)) as Obj;
