@@ -88,7 +88,7 @@ describe('kubernetes driver with the agent-sandbox CRDs (fake API server and fak
   let rt: KubernetesRuntime;
   let n = 0;
   const nextId = (): string => `sbx_as${process.pid}x${++n}`;
-  const spec = (id: string, extra: { pooled?: boolean } = {}) => ({ id, image: 'busybox', isolation: 'container' as const, limits: LIMITS, labels: { team: 'red' }, ...extra });
+  const spec = (id: string, extra: { pooled?: boolean; poolKey?: string } = {}) => ({ id, image: 'busybox', isolation: 'container' as const, limits: LIMITS, labels: { team: 'red' }, ...extra });
   const podOf = (id: string): PodLike | undefined => cluster.fake.listPods().find((p) => p.metadata.labels?.[LABEL_ID] === labelValue(id)) as unknown as PodLike | undefined;
   const sandboxOf = (id: string) => cluster.fake.listSandboxes().find((s) => s.metadata.name === podName(id));
 
@@ -196,15 +196,17 @@ describe('kubernetes driver with the agent-sandbox CRDs (fake API server and fak
     await never.close();
   });
 
-  test('warm-pool members stay plain pods: the controller resets a pod\'s labels to its template\'s, which would undo a claim', async () => {
-    const h = await rt.create(spec(nextId(), { pooled: true }));
+  test('warm-pool members stay plain pods: the controller resets a pod\'s labels to its template\'s, which would undo their offer and their claim', async () => {
+    const h = await rt.create(spec(nextId(), { pooled: true, poolKey: 'as1' }));
     assert.equal(sandboxOf(h.id), undefined, 'a pool member was made as a Sandbox');
-    const got = await rt.claimPooled();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(podOf(h.id)?.metadata.labels?.[LABEL_POOL], 'available', 'the offer was undone');
+    const got = await rt.claimPooled('as1', 'replica-a');
     assert.equal(got?.id, h.id);
     // Let a controller, if the pod had one, react to the claim's patch (the fake's takes 50 ms).
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(podOf(h.id)?.metadata.labels?.[LABEL_POOL], 'claimed', 'the claim was undone');
-    assert.equal(await rt.claimPooled(), undefined, 'the claimed pod could be claimed again');
+    assert.equal(await rt.claimPooled('as1', 'replica-b'), undefined, 'the claimed pod could be claimed again');
     await rt.destroy(h);
   });
 
