@@ -158,6 +158,10 @@ const KubernetesSchema = z
       .strict()
       .optional()
       .describe('agentbox egress-proxy in the cluster; without it kubernetes sandboxes with egress are refused. The daemon needs AGENTBOX_EGRESS_SECRET, the same as the proxy'),
+    agentSandbox: z
+      .enum(['auto', 'always', 'never'])
+      .optional()
+      .describe('kubernetes-sigs/agent-sandbox: auto (the default) makes each sandbox a Sandbox object (agents.x-k8s.io) with the same hardened pod where its CRDs are installed and the daemon may create them, else a plain pod; always refuses to make sandboxes without them; never makes plain pods. Warm-pool members are plain pods in every mode'),
   })
   .strict()
   .optional()

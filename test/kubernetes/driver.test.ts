@@ -113,7 +113,8 @@ describe('kubernetes driver against the fake API server', () => {
   };
 
   before(async () => {
-    cluster = await startFakeCluster({ crds: true });
+    // Without the agent-sandbox CRDs: plain pods (agent-sandbox.test.ts covers the Sandbox path).
+    cluster = await startFakeCluster();
     rt = cluster.newRuntime({ retryForMs: 4000 });
   });
 
@@ -133,10 +134,10 @@ describe('kubernetes driver against the fake API server', () => {
     assert.deepEqual(hostLeftovers(ever), [], 'processes, cgroups or mounts of the fake\'s local sandboxes left on the host');
   });
 
-  test('kubernetes probe reports the API server, the namespace and the agent-sandbox CRDs (detected, not used)', async () => {
+  test('kubernetes probe reports the API server, the namespace and the agent-sandbox CRDs (absent here)', async () => {
     const p = await rt.probe();
     assert.equal(p.ok, true, p.reason);
-    assert.match(p.details?.agentSandboxCrds ?? '', /^present \(agents\.x-k8s\.io\/v1alpha1; not used/);
+    assert.equal(p.details?.agentSandboxCrds, 'absent');
     assert.equal(p.details?.namespace, FAKE_NAMESPACE);
     const missing = cluster.newRuntime({ namespace: 'no-such-namespace' });
     const q = await missing.probe();

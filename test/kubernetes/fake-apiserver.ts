@@ -4,7 +4,18 @@
  * JSON shapes and wire protocols, so that the driver under test is the one that would talk to a cluster:
  *
  *  - discovery (/version, /api, /apis: agents.x-k8s.io when `crds` is set), namespaces get,
- *    selfsubjectaccessreviews (always allowed);
+ *    selfsubjectaccessreviews (allowed, but for the resources in `denied`);
+ *  - with `crds`: agent-sandbox's Sandbox (agents.x-k8s.io, v1beta1 and v1alpha1 as the CRD serves
+ *    them): create (validated against the CRD's vendored schema, agent-sandbox-crd.json; unknown
+ *    fields refused with fieldValidation=Strict, else pruned as a real API server prunes them), get,
+ *    list (labelSelector), delete (the garbage collector then deletes the pods it owns). And a FAKE
+ *    of agent-sandbox's controller (unless `controller: false`): it makes a Sandbox's pod as the real
+ *    one does (named as the Sandbox, the template's labels and annotations minus the agents.x-k8s.io/
+ *    ones, its sandbox-name-hash label, a controller owner reference, the pod-name annotation on the
+ *    Sandbox), resets the pod's labels to the template's on every change (the real controller's
+ *    updatePodMetadata), makes the pod again when it is deleted while its Sandbox is there, and keeps
+ *    the Sandbox's Ready condition (True once the pod runs, is Ready and has an IP). Not modelled:
+ *    Services, volumeClaimTemplates, shutdownTime, suspension, warm pools and claims;
  *  - pods: create, get, list and watch (labelSelector; `?watch=true` streams JSON lines; resourceVersion
  *    semantics: a watch from version V replays what changed after V, and answers an ERROR event with a
  *    410 Gone Status when V is older than the history it keeps), delete (graceful: deletionTimestamp,
@@ -38,6 +49,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { Limits } from '../../src/contract/model.js';
 import { LocalRuntime } from '../../src/runtime/local/local-runtime.js';
 import type { SandboxHandle } from '../../src/runtime/types.js';
+import { prune, sandboxCrd, validate, type VendoredCrd } from './structural-schema.js';
 
 type Obj = Record<string, unknown> & { metadata: Meta };
 interface Meta {
@@ -73,8 +85,16 @@ export interface FakeApiServerOpts {
   resolveImage: (ref: string) => string | undefined;
   /** Namespaces that exist. @default ['default'] */
   namespaces?: string[];
-  /** Serve the agent-sandbox CRDs' group in discovery. @default false */
+  /** Serve the agent-sandbox CRDs: their groups in discovery, Sandbox objects and their controller. @default false */
   crds?: boolean;
+  /** The Sandbox versions served, preferred first. @default ['v1beta1', 'v1alpha1'] (agent-sandbox's CRD today) */
+  sandboxVersions?: string[];
+  /** Run the fake agent-sandbox controller (false: Sandboxes get no pod, as with no controller running). @default true */
+  controller?: boolean;
+  /** How long the fake controller takes to react to a change, ms (a real one is never instant). @default 50 */
+  controllerDelayMs?: number;
+  /** Resources the access reviews deny (e.g. `sandboxes`): what a Role without them would answer. @default [] */
+  denied?: string[];
   /** The pids limit of a pod without the driver's annotation (a kubelet's podPidsLimit). @default 1024 */
   podPidsLimit?: number;
   /** How long a pod stays Pending before its sandbox starts, ms. @default 0 */
@@ -129,6 +149,30 @@ export function quantity(q: unknown, unit: 'cores' | 'mib'): number | undefined 
   return bytes / 1024 ** 2;
 }
 
+const SANDBOX_GROUP = 'agents.x-k8s.io';
+/** agent-sandbox's label on a Sandbox's pod (and Service): FNV-1a of the Sandbox's name. */
+const NAME_HASH_LABEL = `${SANDBOX_GROUP}/sandbox-name-hash`;
+const POD_NAME_ANNOTATION = `${SANDBOX_GROUP}/pod-name`;
+
+/** FNV-1a, 32 bits, as 8 hex digits (agent-sandbox's NameHash). */
+export function nameHash(name: string): string {
+  let h = 0x811c9dc5;
+  for (const b of Buffer.from(name, 'utf8')) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, '0');
+}
+
+type OwnerRef = { apiVersion: string; kind: string; name: string; uid: string; controller?: boolean };
+
+function controllerRef(obj: Obj): OwnerRef | undefined {
+  return (obj.metadata.ownerReferences as OwnerRef[] | undefined)?.find((r) => r.controller === true);
+}
+
+/** The Sandbox that controls this object, by name. */
+function ownerSandbox(obj: Obj): string | undefined {
+  const ref = controllerRef(obj);
+  return ref?.kind === 'Sandbox' && ref.apiVersion.startsWith(`${SANDBOX_GROUP}/`) ? ref.name : undefined;
+}
+
 export class FakeApiServer {
   readonly token = randomBytes(16).toString('hex');
   private server: Server | undefined;
@@ -140,6 +184,11 @@ export class FakeApiServer {
   private readonly namespaces: Set<string>;
   private readonly pods = new Map<string, FakePod>();
   private readonly policies = new Map<string, Obj>();
+  private readonly sandboxes = new Map<string, Obj>();
+  private crd: VendoredCrd | undefined;
+  private closing = false;
+  private loseSandboxCreateAnswer = false;
+  private readonly reconciling = new Set<string>();
   private rv = 1;
   private history: Event[] = [];
   /** Watches from a version below this are answered 410 Gone. */
@@ -152,6 +201,8 @@ export class FakeApiServer {
   readonly execCommands: string[][] = [];
   /** Every local sandbox id the fake ever started (for the tests' leftover checks). */
   readonly localIdsEver: string[] = [];
+  /** The RBAC verbs of every Sandbox request a client made (create, get, list, delete...). */
+  readonly sandboxVerbs = new Set<string>();
   /** Patches answered 409 (injected or a stale resourceVersion). */
   conflicts = 0;
 
@@ -245,6 +296,23 @@ export class FakeApiServer {
     return [...this.policies.values()].map((p) => clone(p));
   }
 
+  /** From now on the access reviews deny these resources (e.g. `sandboxes`), allow the rest. */
+  deny(resources: string[]): void {
+    this.denied = [...resources];
+  }
+
+  private denied: string[] = [];
+
+  /** The agent-sandbox Sandbox objects as the API has them. */
+  listSandboxes(): Obj[] {
+    return [...this.sandboxes.values()].map((p) => clone(p));
+  }
+
+  /** The next Sandbox create is carried out, but its answer is lost (the connection is cut instead). */
+  loseNextSandboxCreateAnswer(): void {
+    this.loseSandboxCreateAnswer = true;
+  }
+
   /** Ids of the local sandboxes backing pods now. */
   localSandboxIds(): string[] {
     return [...this.pods.values()].flatMap((p) => (p.local ? [p.local.id] : []));
@@ -252,6 +320,7 @@ export class FakeApiServer {
 
   /** Stops serving and destroys every local sandbox (pods left behind included). */
   async close(): Promise<void> {
+    this.closing = true;
     await this.stop();
     for (const p of this.pods.values()) await p.busy?.catch(() => undefined);
     await Promise.all([...this.orphans]);
@@ -290,8 +359,10 @@ export class FakeApiServer {
     if (path === '/api') return this.send(res, 200, { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [] });
     if (path === '/apis') return this.send(res, 200, this.discovery());
     if (method === 'POST' && path === '/apis/authorization.k8s.io/v1/selfsubjectaccessreviews') {
-      const body = (await this.body(req)) as Record<string, unknown>;
-      return this.send(res, 201, { ...body, status: { allowed: true, reason: 'the fake API server allows everything' } });
+      const body = (await this.body(req)) as { spec?: { resourceAttributes?: { resource?: string } } };
+      const resource = body.spec?.resourceAttributes?.resource ?? '';
+      const denied = [...(this.opts.denied ?? []), ...this.denied].includes(resource);
+      return this.send(res, 201, { ...body, status: denied ? { allowed: false, reason: `the fake API server denies ${resource}` } : { allowed: true, reason: 'the fake API server allows everything else' } });
     }
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)$/.exec(path)) && method === 'GET') {
       const ns = decodeURIComponent(m[1]!);
@@ -322,6 +393,9 @@ export class FakeApiServer {
       }
       if (method === 'PATCH') return this.patchPod(res, key, pod, req.headers['content-type'] ?? '', await this.body(req));
     }
+    if ((m = /^\/apis\/agents\.x-k8s\.io\/([^/]+)\/namespaces\/([^/]+)\/sandboxes(?:\/([^/]+))?$/.exec(path)) && this.opts.crds && this.sandboxVersions().includes(m[1]!)) {
+      return this.sandboxRequest(req, res, method, url, m[1]!, decodeURIComponent(m[2]!), m[3] ? decodeURIComponent(m[3]) : undefined);
+    }
     if ((m = /^\/apis\/networking\.k8s\.io\/v1\/namespaces\/([^/]+)\/networkpolicies(?:\/([^/]+))?$/.exec(path))) {
       const ns = decodeURIComponent(m[1]!);
       const name = m[2] ? decodeURIComponent(m[2]) : undefined;
@@ -348,11 +422,15 @@ export class FakeApiServer {
   }
 
   private discovery(): Record<string, unknown> {
-    const group = (name: string, version: string): Record<string, unknown> => ({ name, versions: [{ groupVersion: `${name}/${version}`, version }], preferredVersion: { groupVersion: `${name}/${version}`, version } });
+    const group = (name: string, ...versions: string[]): Record<string, unknown> => ({
+      name,
+      versions: versions.map((version) => ({ groupVersion: `${name}/${version}`, version })),
+      preferredVersion: { groupVersion: `${name}/${versions[0]}`, version: versions[0] },
+    });
     return {
       kind: 'APIGroupList',
       apiVersion: 'v1',
-      groups: [group('networking.k8s.io', 'v1'), group('authorization.k8s.io', 'v1'), ...(this.opts.crds ? [group('agents.x-k8s.io', 'v1alpha1'), group('extensions.agents.x-k8s.io', 'v1alpha1')] : [])],
+      groups: [group('networking.k8s.io', 'v1'), group('authorization.k8s.io', 'v1'), ...(this.opts.crds ? [group('agents.x-k8s.io', ...this.sandboxVersions()), group('extensions.agents.x-k8s.io', ...this.sandboxVersions())] : [])],
     };
   }
 
@@ -366,6 +444,9 @@ export class FakeApiServer {
       this.history.shift();
     }
     for (const w of this.watches) if (obj.metadata.namespace === w.ns && matchesSelector(obj.metadata.labels, w.selector)) w.res.write(`${JSON.stringify({ type, object: ev.obj })}\n`);
+    // The controller watches the pods it owns.
+    const owner = ownerSandbox(obj);
+    if (owner) this.scheduleReconcile(`${obj.metadata.namespace}/${owner}`);
   }
 
   private bump(pod: FakePod, change: (o: Obj) => void): void {
@@ -390,12 +471,22 @@ export class FakeApiServer {
   }
 
   private createPod(res: ServerResponse, ns: string, obj: Obj): void {
+    const made = this.admitPod(ns, obj);
+    if (made.code !== 201) return this.send(res, made.code, made.body);
+    if (this.loseCreateAnswer) {
+      this.loseCreateAnswer = false;
+      res.socket?.destroy();
+    } else this.send(res, 201, made.body);
+  }
+
+  /** A pod create, from a client or from the fake controller: the answer's code and body. */
+  private admitPod(ns: string, obj: Obj): { code: number; body: unknown } {
     const name = obj?.metadata?.name;
-    if (!name || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(name) || name.length > 253) return this.send(res, 422, status(422, 'Invalid', `Pod "${name}" is invalid: metadata.name`));
+    if (!name || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(name) || name.length > 253) return { code: 422, body: status(422, 'Invalid', `Pod "${name}" is invalid: metadata.name`) };
     const key = `${ns}/${name}`;
-    if (this.pods.has(key)) return this.send(res, 409, status(409, 'AlreadyExists', `pods "${name}" already exists`, { name, kind: 'pods' }));
+    if (this.pods.has(key)) return { code: 409, body: status(409, 'AlreadyExists', `pods "${name}" already exists`, { name, kind: 'pods' }) };
     const why = this.unfaithful(obj);
-    if (why) return this.send(res, 422, status(422, 'Invalid', `Pod "${name}" is invalid: ${why}`));
+    if (why) return { code: 422, body: status(422, 'Invalid', `Pod "${name}" is invalid: ${why}`) };
     obj.metadata = { ...obj.metadata, namespace: ns, uid: randomUUID(), creationTimestamp: new Date().toISOString(), resourceVersion: String(++this.rv) };
     obj.spec = { ...(obj.spec as object), nodeName: FAKE_NODE };
     const image = ((obj.spec as { containers: { image: string }[] }).containers[0]!).image;
@@ -403,11 +494,9 @@ export class FakeApiServer {
     const pod: FakePod = { obj };
     this.pods.set(key, pod);
     this.record('ADDED', obj);
-    if (this.loseCreateAnswer) {
-      this.loseCreateAnswer = false;
-      res.socket?.destroy();
-    } else this.send(res, 201, clone(obj));
+    const body = clone(obj);
     pod.busy = this.startPod(key, pod).catch(() => undefined);
+    return { code: 201, body };
   }
 
   private async startPod(key: string, pod: FakePod): Promise<void> {
@@ -455,7 +544,11 @@ export class FakeApiServer {
     }
   }
 
-  private deletePod(res: ServerResponse, key: string, pod: FakePod, grace: number): void {
+  /** RES: the client's request; none when the garbage collector deletes. */
+  private deletePod(res: ServerResponse | undefined, key: string, pod: FakePod, grace: number): void {
+    const reply = (body: unknown): void => {
+      if (res) this.send(res, 200, body);
+    };
     const gone = async (): Promise<void> => {
       if (pod.local) await this.opts.local.destroy(pod.local).catch(() => undefined);
       pod.local = undefined;
@@ -464,13 +557,13 @@ export class FakeApiServer {
       pod.obj.metadata.resourceVersion = String(++this.rv);
       this.record('DELETED', pod.obj);
     };
-    if (pod.obj.metadata.deletionTimestamp) return this.send(res, 200, clone(pod.obj));
+    if (pod.obj.metadata.deletionTimestamp) return reply(clone(pod.obj));
     if (grace <= 0) {
       // Gone from the API at once; the "kubelet" (the local runtime) cleans up after.
       this.pods.delete(key);
       pod.obj.metadata.resourceVersion = String(++this.rv);
       this.record('DELETED', pod.obj);
-      this.send(res, 200, clone(pod.obj));
+      reply(clone(pod.obj));
       const removal = (async () => {
         await pod.busy;
         if (pod.local) await this.opts.local.destroy(pod.local).catch(() => undefined);
@@ -485,7 +578,7 @@ export class FakeApiServer {
       o.metadata.deletionTimestamp = new Date(Date.now() + grace * 1000).toISOString();
       o.metadata.deletionGracePeriodSeconds = grace;
     });
-    this.send(res, 200, clone(pod.obj));
+    reply(clone(pod.obj));
     const prior = pod.busy;
     pod.busy = (async () => {
       await prior;
@@ -521,6 +614,8 @@ export class FakeApiServer {
     this.watchRequests.push(from);
     const selector = q.get('labelSelector');
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    // At once, as an API server does: a client waits for the headers before it can abort its watch.
+    res.flushHeaders();
     const line = (type: string, object: unknown): boolean => res.write(`${JSON.stringify({ type, object })}\n`);
     if (from === '' || from === '0') {
       for (const p of this.pods.values()) if (p.obj.metadata.namespace === ns && matchesSelector(p.obj.metadata.labels, selector)) line('ADDED', p.obj);
@@ -555,6 +650,119 @@ export class FakeApiServer {
       });
     }
     this.send(res, 200, { node: { nodeName: FAKE_NODE }, pods });
+  }
+
+  // ---------- agent-sandbox: Sandbox objects and a fake of their controller ----------
+
+  private sandboxVersions(): string[] {
+    return this.opts.sandboxVersions ?? ['v1beta1', 'v1alpha1'];
+  }
+
+  private async sandboxRequest(req: IncomingMessage, res: ServerResponse, method: string, url: URL, version: string, ns: string, name: string | undefined): Promise<void> {
+    if (!this.namespaces.has(ns)) return this.send(res, 404, status(404, 'NotFound', `namespaces "${ns}" not found`));
+    const apiVersion = `${SANDBOX_GROUP}/${version}`;
+    this.sandboxVerbs.add(({ POST: 'create', DELETE: 'delete', PATCH: 'patch', PUT: 'update' } as Record<string, string>)[method] ?? (name ? 'get' : url.searchParams.get('watch') ? 'watch' : 'list'));
+    const inVersion = (o: Obj): Obj => ({ ...clone(o), apiVersion });
+    if (!name && method === 'POST') {
+      const obj = (await this.body(req)) as Obj;
+      if (obj?.apiVersion !== apiVersion || obj.kind !== 'Sandbox') return this.send(res, 400, status(400, 'BadRequest', `the body is a ${String(obj?.kind)} of ${String(obj?.apiVersion)}, not a Sandbox of ${apiVersion}`));
+      const n = obj.metadata?.name;
+      if (!n || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(n) || n.length > 253) return this.send(res, 422, status(422, 'Invalid', `Sandbox "${n}" is invalid: metadata.name`));
+      this.crd ??= sandboxCrd();
+      const schema = this.crd.versions[version]!.schema;
+      const problems = validate(schema, obj);
+      const strict = url.searchParams.get('fieldValidation') === 'Strict';
+      const refused = problems.filter((p) => strict || !p.endsWith('(the API server would prune it)'));
+      if (refused.length > 0) return this.send(res, 422, status(422, 'Invalid', `Sandbox.${SANDBOX_GROUP} "${n}" is invalid: ${refused.join('; ')}`));
+      const key = `${ns}/${n}`;
+      if (this.sandboxes.has(key)) return this.send(res, 409, status(409, 'AlreadyExists', `sandboxes.${SANDBOX_GROUP} "${n}" already exists`, { name: n, group: SANDBOX_GROUP, kind: 'sandboxes' }));
+      const stored = prune(schema, obj) as Obj;
+      stored.metadata = { ...obj.metadata, namespace: ns, uid: randomUUID(), generation: 1, resourceVersion: String(++this.rv), creationTimestamp: new Date().toISOString() };
+      this.sandboxes.set(key, stored);
+      if (this.loseSandboxCreateAnswer) {
+        this.loseSandboxCreateAnswer = false;
+        res.socket?.destroy();
+      } else this.send(res, 201, inVersion(stored));
+      return this.scheduleReconcile(key);
+    }
+    if (!name && method === 'GET') {
+      const items = [...this.sandboxes.values()].filter((o) => o.metadata.namespace === ns && matchesSelector(o.metadata.labels, url.searchParams.get('labelSelector'))).map(inVersion);
+      return this.send(res, 200, { apiVersion, kind: 'SandboxList', metadata: { resourceVersion: String(this.rv) }, items });
+    }
+    const key = `${ns}/${name}`;
+    const obj = this.sandboxes.get(key);
+    if (name && !obj) return this.send(res, 404, status(404, 'NotFound', `sandboxes.${SANDBOX_GROUP} "${name}" not found`, { name, group: SANDBOX_GROUP, kind: 'sandboxes' }));
+    if (obj && method === 'GET') return this.send(res, 200, inVersion(obj));
+    if (obj && method === 'DELETE') {
+      // No finalizers: the object goes at once; the garbage collector deletes what it owns after.
+      this.sandboxes.delete(key);
+      obj.metadata.resourceVersion = String(++this.rv);
+      this.send(res, 200, inVersion(obj));
+      setImmediate(() => {
+        for (const [podKey, pod] of this.pods) {
+          const ref = controllerRef(pod.obj);
+          if (ref?.kind === 'Sandbox' && ref.uid === obj.metadata.uid) this.deletePod(undefined, podKey, pod, Number((pod.obj.spec as { terminationGracePeriodSeconds?: number }).terminationGracePeriodSeconds ?? 30));
+        }
+      });
+      return;
+    }
+    this.send(res, 405, status(405, 'MethodNotAllowed', `the fake API server does not serve ${method} on sandboxes`));
+  }
+
+  private scheduleReconcile(key: string): void {
+    if (!this.opts.crds || this.opts.controller === false || this.closing || this.reconciling.has(key)) return;
+    this.reconciling.add(key);
+    setTimeout(() => {
+      this.reconciling.delete(key);
+      this.reconcileSandbox(key);
+    }, this.opts.controllerDelayMs ?? 50);
+  }
+
+  /** agent-sandbox's reconcilePod and computeReadyCondition, for what the driver uses. */
+  private reconcileSandbox(key: string): void {
+    const sbx = this.sandboxes.get(key);
+    if (!sbx || this.closing) return;
+    const ns = sbx.metadata.namespace!;
+    const template = (sbx.spec as { podTemplate: { metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec: unknown } }).podTemplate;
+    const system = (k: string): boolean => k.startsWith(`${SANDBOX_GROUP}/`) || k.startsWith(`extensions.${SANDBOX_GROUP}/`);
+    const templateLabels = Object.fromEntries(Object.entries(template.metadata?.labels ?? {}).filter(([k]) => !system(k)));
+    const labels = { ...templateLabels, [NAME_HASH_LABEL]: nameHash(sbx.metadata.name) };
+    const podName = sbx.metadata.annotations?.[POD_NAME_ANNOTATION] || sbx.metadata.name;
+    let pod = this.pods.get(`${ns}/${podName}`);
+    if (!pod) {
+      const annotations: Record<string, string> = Object.fromEntries(Object.entries(template.metadata?.annotations ?? {}).filter(([k]) => !system(k)));
+      if (Object.keys(templateLabels).length > 0) annotations[`${SANDBOX_GROUP}/propagated-labels`] = Object.keys(templateLabels).sort().join(',');
+      const owner = { apiVersion: `${SANDBOX_GROUP}/${this.sandboxVersions()[0]}`, kind: 'Sandbox', name: sbx.metadata.name, uid: sbx.metadata.uid, controller: true, blockOwnerDeletion: true };
+      const made = this.admitPod(ns, { apiVersion: 'v1', kind: 'Pod', metadata: { name: sbx.metadata.name, labels, annotations, ownerReferences: [owner] }, spec: clone(template.spec) });
+      if (made.code !== 201) return this.setReady(sbx, undefined, `Error seen: ${(made.body as { message?: string }).message ?? made.code}`);
+      sbx.metadata.annotations = { ...sbx.metadata.annotations, [POD_NAME_ANNOTATION]: sbx.metadata.name };
+      sbx.metadata.resourceVersion = String(++this.rv);
+      pod = this.pods.get(`${ns}/${sbx.metadata.name}`);
+    } else if (controllerRef(pod.obj)?.uid !== sbx.metadata.uid) {
+      return this.setReady(sbx, undefined, `Error seen: pod "${podName}" is not owned by sandbox "${sbx.metadata.name}"`);
+    } else if (Object.entries(labels).some(([k, v]) => pod!.obj.metadata.labels?.[k] !== v)) {
+      // updatePodMetadata: the template's labels win over a patch of the pod's.
+      this.bump(pod, (o) => {
+        o.metadata.labels = { ...o.metadata.labels, ...labels };
+      });
+    }
+    this.setReady(sbx, pod);
+  }
+
+  private setReady(sbx: Obj, pod: FakePod | undefined, error?: string): void {
+    const st = pod?.obj.status as { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] } | undefined;
+    const podReady = st?.phase === 'Running' && st.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') && !!st.podIP;
+    const [state, reason, message] = error
+      ? ['False', 'ReconcilerError', error]
+      : !pod
+        ? ['False', 'DependenciesNotReady', 'Pod does not exist']
+        : st?.phase === 'Failed' || st?.phase === 'Succeeded'
+          ? ['False', `Pod${st.phase}`, `Pod ${st.phase === 'Failed' ? 'failed' : 'completed successfully'}`]
+          : podReady
+            ? ['True', 'DependenciesReady', 'Pod is Ready']
+            : ['False', 'DependenciesNotReady', `Pod exists with phase: ${st?.phase ?? ''}`];
+    sbx.status = { conditions: [{ type: 'Ready', status: state, reason, message, observedGeneration: 1, lastTransitionTime: new Date().toISOString() }], ...(podReady ? { podIPs: [st.podIP] } : {}) };
+    sbx.metadata.resourceVersion = String(++this.rv);
   }
 
   // ---------- pods/exec ----------

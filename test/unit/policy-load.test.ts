@@ -269,6 +269,14 @@ kubernetes:
     assert.match(invalid('version: 1\nkubernetes: { namespaces: x }\n').reason, /kubernetes/);
     assert.match(invalid('version: 1\nkubernetes: { egressProxy: { podLabels: { app: x } } }\n').reason, /kubernetes/);
   });
+
+  test('kubernetes.agentSandbox is auto, always or never (absent: the driver\'s auto)', () => {
+    const r = parsePolicyText('version: 1\nkubernetes: { agentSandbox: always }\n', 'p.yaml');
+    assert.equal(r.kind === 'ok' ? r.policy.kubernetes?.agentSandbox : r.kind, 'always');
+    const none = parsePolicyText('version: 1\nkubernetes: { namespace: x }\n', 'p.yaml');
+    assert.equal(none.kind === 'ok' ? none.policy.kubernetes?.agentSandbox : none.kind, undefined);
+    assert.match(invalid('version: 1\nkubernetes: { agentSandbox: sometimes }\n').reason, /kubernetes\.agentSandbox/);
+  });
 });
 
 describe('loading files', () => {

@@ -1,6 +1,8 @@
 /**
  * The `kubernetes` runtime: one hardened Pod per sandbox (pod-spec.ts) in a namespace of a cluster,
- * plus a NetworkPolicy that closes its network (no ingress; no egress, or only to the egress proxy).
+ * made directly or, where kubernetes-sigs/agent-sandbox is installed, by its controller from a
+ * `Sandbox` object (agent-sandbox.ts), plus a NetworkPolicy that closes its network (no ingress; no
+ * egress, or only to the egress proxy).
  * Isolation is the pod's RuntimeClass: `container` the cluster's default (runc), `gvisor` RuntimeClass
  * gvisor, `vm` RuntimeClass kata (configurable per isolation).
  *
@@ -48,6 +50,7 @@ import { SandboxProcesses, type ProcOpRunner } from '../processes.js';
 import { SandboxPty, type PtyOpts, type PtyProcess } from '../pty.js';
 import { execEnv } from '../shared.js';
 import type { ExecOpts, PooledCount, ProbeResult, Runtime, RuntimeObject, RuntimeSpec, RuntimeStats, RuntimeStatus, SandboxHandle } from '../types.js';
+import { AgentSandboxes, awaitingController, type AgentSandboxMode, type AgentSandboxSupport } from './agent-sandbox.js';
 import { ANNOTATION_CLAIMED_AT, claimable, claimFirst } from './claim.js';
 import { apiError, Cluster, KUBECONFIG_ENV, loadKubeConfig, messageOf, statusOf, UNAVAILABLE_HINT, type ClusterSource } from './cluster.js';
 import { ExecStartError, podExec, type PodExec } from './pod-exec.js';
@@ -74,6 +77,13 @@ export interface KubernetesRuntimeOpts extends ClusterSource {
    * a sandbox with egress is refused. The credentials' key is AGENTBOX_EGRESS_SECRET.
    */
   egressProxy?: EgressProxyConfig;
+  /**
+   * kubernetes-sigs/agent-sandbox (agent-sandbox.ts): `auto` makes each sandbox a Sandbox object where
+   * its CRDs are installed and the daemon may create them, else a plain pod; `always` refuses to make
+   * a sandbox without them; `never` makes plain pods. Pool members are plain pods in every mode.
+   * @default 'auto'
+   */
+  agentSandbox?: AgentSandboxMode;
   logger?: Logger;
   /** @default process.env */
   env?: NodeJS.ProcessEnv;
@@ -84,6 +94,8 @@ interface KubeData {
   pod: string;
   /** It has network, through the cluster's egress proxy. */
   egress?: boolean;
+  /** The agent-sandbox Sandbox that owns the pod, when it was made as one. */
+  sandbox?: string;
 }
 
 export interface EgressProxyConfig {
@@ -125,7 +137,7 @@ function defaultInitPath(env: NodeJS.ProcessEnv): string {
 function dataOf(handle: SandboxHandle): KubeData {
   const d = handle.data as Partial<KubeData>;
   if (typeof d.namespace !== 'string' || typeof d.pod !== 'string') throw new InternalError(`sandbox ${handle.id} has no kubernetes runtime data`);
-  return { namespace: d.namespace, pod: d.pod, ...(d.egress === true ? { egress: true } : {}) };
+  return { namespace: d.namespace, pod: d.pod, ...(d.egress === true ? { egress: true } : {}), ...(typeof d.sandbox === 'string' ? { sandbox: d.sandbox } : {}) };
 }
 
 /** A pod counts as alive from its creation until its deletion starts or its container ends. */
@@ -161,6 +173,7 @@ export class KubernetesRuntime implements Runtime {
   readonly ownEgress = true;
   private clusterState: { cluster: Cluster; namespace: string } | { reason: string } | undefined;
   private podWatch: PodWatch | undefined;
+  private sandboxObjects: AgentSandboxes | undefined;
   private initBinary: Buffer | undefined;
   /** Sandbox id → the pod cgroup's oom_kill count last seen (undefined: not readable in that pod). */
   private readonly oomCounts = new Map<string, number | undefined>();
@@ -196,6 +209,12 @@ export class KubernetesRuntime implements Runtime {
     const { cluster, namespace } = this.cluster();
     this.podWatch ??= new PodWatch(cluster, namespace, this.selector, (msg, err) => this.opts.logger?.warn({ err: messageOf(err) }, msg));
     return this.podWatch;
+  }
+
+  private agentSandboxes(): AgentSandboxes {
+    const { cluster, namespace } = this.cluster();
+    this.sandboxObjects ??= new AgentSandboxes({ cluster, namespace, ...(this.opts.agentSandbox ? { mode: this.opts.agentSandbox } : {}), ...(this.opts.logger ? { logger: this.opts.logger } : {}) });
+    return this.sandboxObjects;
   }
 
   /** The pod watch's counters (tests: reconnects and relists). */
@@ -238,16 +257,18 @@ export class KubernetesRuntime implements Runtime {
       // SelfSubjectAccessReview is optional: without it, the first create tells.
     }
     const details: Record<string, string> = { endpoint: cluster.server, version, namespace };
+    let agentSandbox: AgentSandboxSupport;
     try {
       const groups = await withTimeout(cluster.kc.makeApiClient(ApisApi).getAPIVersions());
       const names = new Set(groups.groups.map((g) => g.name));
-      // kubernetes-sigs/agent-sandbox: detected and reported; sandboxes are still made as plain pods.
-      const agents = groups.groups.find((g) => g.name === 'agents.x-k8s.io');
-      details.agentSandboxCrds = agents ? `present (${agents.versions.map((v) => v.groupVersion).join(', ')}; not used: sandboxes are plain pods)` : 'absent';
       details.metricsApi = names.has('metrics.k8s.io') ? 'present' : 'absent';
+      agentSandbox = await this.agentSandboxes().support(groups.groups);
     } catch (err) {
-      details.agentSandboxCrds = `unknown (discovery failed: ${messageOf(err)})`;
+      agentSandbox = { present: undefined, error: messageOf(err) };
     }
+    details.agentSandboxCrds = this.agentSandboxes().report(agentSandbox);
+    const refusal = this.agentSandboxes().refusal(agentSandbox);
+    if (refusal) return { ok: false, reason: refusal.reason, hint: refusal.hint, details };
     try {
       this.initBytes();
     } catch {
@@ -291,16 +312,18 @@ export class KubernetesRuntime implements Runtime {
       ...(proxy ? { proxyHost: proxy.host } : {}),
     });
     const policy = buildNetworkPolicy({ id: spec.id, namespace, homeTag: this.opts.homeTag, ...(proxy ? { egressProxy: proxy.selector } : {}) });
+    const sandboxVersion = await this.agentSandboxes().versionFor({ id: spec.id, pooled: spec.pooled === true });
     // The watch runs before the pod exists, so none of its events is missed.
     const unwatch = this.watch().on(() => undefined);
     try {
-      return await this.createPod(spec, pod, policy, namespace, cluster);
+      return await this.createPod(spec, pod, policy, namespace, cluster, sandboxVersion);
     } finally {
       unwatch();
     }
   }
 
-  private async createPod(spec: RuntimeSpec, pod: V1Pod, policy: V1NetworkPolicy, namespace: string, cluster: Cluster): Promise<SandboxHandle> {
+  /** SANDBOX_VERSION: make the pod through an agent-sandbox Sandbox of that version (agent-sandbox.ts). */
+  private async createPod(spec: RuntimeSpec, pod: V1Pod, policy: V1NetworkPolicy, namespace: string, cluster: Cluster, sandboxVersion?: string): Promise<SandboxHandle> {
     const name = podName(spec.id);
     const init = this.initBytes();
     // The policy first: the pod never runs a moment without it.
@@ -315,13 +338,21 @@ export class KubernetesRuntime implements Runtime {
       const found = await cluster.net.readNamespacedNetworkPolicy({ name, namespace }).catch(() => undefined);
       if (!ours(found)) throw new ConflictError(`a network policy ${name} that is not this sandbox's exists in namespace ${namespace}`, { hint: `kubectl -n ${namespace} get networkpolicy ${name} -o yaml` });
     }
-    const handle: SandboxHandle = { id: spec.id, runtime: 'kubernetes', data: { namespace, pod: name, ...(spec.egress ? { egress: true } : {}) } satisfies KubeData };
+    const handle: SandboxHandle = { id: spec.id, runtime: 'kubernetes', data: { namespace, pod: name, ...(spec.egress ? { egress: true } : {}), ...(sandboxVersion ? { sandbox: name } : {}) } satisfies KubeData };
+    const kind = sandboxVersion ? 'sandbox' : 'pod';
     try {
-      await cluster.call(`create pod ${name}`, () => cluster.core.createNamespacedPod({ namespace, body: pod }));
+      if (sandboxVersion) await this.agentSandboxes().create(spec.id, labelValue(this.opts.homeTag), pod, sandboxVersion);
+      else await cluster.call(`create pod ${name}`, () => cluster.core.createNamespacedPod({ namespace, body: pod }));
     } catch (err) {
+      if (sandboxVersion) {
+        // Someone else's Sandbox (ConflictError): only our policy goes. Any other failure may have made it all the same.
+        if (err instanceof ConflictError) await cluster.net.deleteNamespacedNetworkPolicy({ name, namespace }).catch(() => undefined);
+        else await this.remove(spec.id, name, namespace, kind).catch((e: unknown) => this.opts.logger?.warn({ sandbox_id: spec.id, err: messageOf(e) }, 'could not remove a sandbox that failed to start'));
+        throw err;
+      }
       if (statusOf(err) !== 409) {
         // It may have been made all the same (the answer was lost): remove what there is, pod first.
-        await this.remove(spec.id, name, namespace).catch((e: unknown) => this.opts.logger?.warn({ sandbox_id: spec.id, err: messageOf(e) }, 'could not remove a sandbox that failed to start'));
+        await this.remove(spec.id, name, namespace, kind).catch((e: unknown) => this.opts.logger?.warn({ sandbox_id: spec.id, err: messageOf(e) }, 'could not remove a sandbox that failed to start'));
         throw apiError(err, `cannot create the pod of sandbox ${spec.id}`);
       }
       if (!ours(await cluster.core.readNamespacedPod({ name, namespace }).catch(() => undefined))) {
@@ -331,7 +362,7 @@ export class KubernetesRuntime implements Runtime {
       }
     }
     try {
-      const started = await this.waitPod(name, startState, this.opts.startTimeoutMs ?? 120_000, `sandbox ${spec.id} to start`);
+      const started = await this.waitPod(name, sandboxVersion ? awaitingController(startState) : startState, this.opts.startTimeoutMs ?? 120_000, `sandbox ${spec.id} to start`);
       if ('imageError' in started) throw new NotFoundError(`image ${spec.image} cannot be pulled for sandbox ${spec.id}: ${started.imageError}`, { hint: 'check the image name (kubernetes.images maps agentbox names to references) and the node\'s registry access' });
       if ('failed' in started) throw new InternalError(`sandbox ${spec.id} did not start: ${started.failed}`);
       if ('gone' in started) throw new InternalError(`the pod of sandbox ${spec.id} was deleted while it started`);
@@ -340,8 +371,9 @@ export class KubernetesRuntime implements Runtime {
       if (spec.pooled) await this.offer(spec.id, name, namespace, cluster);
       return handle;
     } catch (err) {
-      await this.remove(spec.id, name, namespace).catch((e: unknown) => this.opts.logger?.warn({ sandbox_id: spec.id, err: messageOf(e) }, 'could not remove a sandbox that failed to start'));
-      throw err;
+      const explained = sandboxVersion && err instanceof TimeoutError ? await this.agentSandboxes().explainTimeout(err, name) : err;
+      await this.remove(spec.id, name, namespace, kind).catch((e: unknown) => this.opts.logger?.warn({ sandbox_id: spec.id, err: messageOf(e) }, 'could not remove a sandbox that failed to start'));
+      throw explained;
     }
   }
 
@@ -671,16 +703,19 @@ export class KubernetesRuntime implements Runtime {
   }
 
   async destroy(handle: SandboxHandle): Promise<void> {
-    const { namespace, pod } = dataOf(handle);
-    await this.remove(handle.id, pod, namespace);
+    const { namespace, pod, sandbox } = dataOf(handle);
+    await this.remove(handle.id, pod, namespace, sandbox ? 'sandbox' : 'pod');
   }
 
   /**
    * Deletes the pod and waits until it is gone (its containers stopped), then its NetworkPolicy: the
-   * policy outlives every process it confines. Gone already is fine.
+   * policy outlives every process it confines. Gone already is fine. A pod of a Sandbox (KIND
+   * `sandbox`, or `unknown` for a reap) has its Sandbox deleted first: its controller would make a
+   * deleted pod again while the Sandbox is there.
    */
-  private async remove(id: string, pod: string, namespace: string): Promise<void> {
+  private async remove(id: string, pod: string, namespace: string, kind: 'pod' | 'sandbox' | 'unknown'): Promise<void> {
     const { cluster } = this.cluster();
+    if (kind !== 'pod') await this.agentSandboxes().remove(id, pod, kind === 'sandbox');
     try {
       await cluster.call(`delete pod ${pod}`, () => cluster.core.deleteNamespacedPod({ name: pod, namespace, gracePeriodSeconds: 1 }));
     } catch (err) {
@@ -698,9 +733,10 @@ export class KubernetesRuntime implements Runtime {
   /** Pods of this home, and network policies left without their pod (alive: false, for `reap`). */
   async list(): Promise<RuntimeObject[]> {
     const { cluster, namespace } = this.cluster();
-    const [pods, policies] = await Promise.all([
+    const [pods, policies, sandboxes] = await Promise.all([
       cluster.call('list pods', () => cluster.core.listNamespacedPod({ namespace, labelSelector: this.selector })),
       cluster.call('list network policies', () => cluster.net.listNamespacedNetworkPolicy({ namespace, labelSelector: this.selector })),
+      this.agentSandboxes().list(this.selector),
     ]).catch((err: unknown) => {
       throw apiError(err, 'cannot list the kubernetes runtime\'s objects');
     });
@@ -713,9 +749,13 @@ export class KubernetesRuntime implements Runtime {
       seen.add(id);
       objects.push({ id, alive: podAlive(p), ...this.poolFacts(p, now) });
     }
-    for (const np of policies.items) {
+    // Sandboxes and policies without their pod: dead, for `reap` (which deletes both).
+    for (const np of [...sandboxes, ...policies.items]) {
       const id = np.metadata?.labels?.[LABEL_ID];
-      if (id && !seen.has(id)) objects.push({ id, alive: false });
+      if (id && !seen.has(id)) {
+        seen.add(id);
+        objects.push({ id, alive: false });
+      }
     }
     return objects;
   }
@@ -739,7 +779,7 @@ export class KubernetesRuntime implements Runtime {
 
   async reap(id: string): Promise<void> {
     const { namespace } = this.cluster();
-    await this.remove(id, podName(id), namespace);
+    await this.remove(id, podName(id), namespace, 'unknown');
   }
 
   async close(): Promise<void> {
