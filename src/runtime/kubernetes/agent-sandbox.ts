@@ -118,6 +118,7 @@ export interface AgentSandboxesOpts {
 /** The driver's use of agent-sandbox in one namespace: whether to, and the Sandbox objects' create, delete and list. */
 export class AgentSandboxes {
   private cached: { at: number; support: Promise<AgentSandboxSupport> } | undefined;
+  private toldPlainPods = false;
   private readonly custom: CustomObjectsApi;
   readonly mode: AgentSandboxMode;
 
@@ -167,7 +168,11 @@ export class AgentSandboxes {
     if (this.mode === 'never' || o.pooled) return undefined;
     const s = await this.support();
     if (this.mode === 'auto') {
-      if (s.present && s.allowed === false) this.opts.logger?.warn({ sandbox_id: o.id }, 'the agent-sandbox CRDs are installed but the daemon may not create sandboxes.agents.x-k8s.io: making a plain pod');
+      // Said once per daemon: the answer is the same for every create until the Role changes.
+      if (s.present && s.allowed === false && !this.toldPlainPods) {
+        this.toldPlainPods = true;
+        this.opts.logger?.warn({ sandbox_id: o.id }, 'the agent-sandbox CRDs are installed but the daemon may not create sandboxes.agents.x-k8s.io: making plain pods');
+      }
       return s.present && s.allowed !== false ? s.version : undefined;
     }
     const refusal = this.refusal(s);
