@@ -4,7 +4,8 @@
  * what agentbox adds on top of the API calls, side by side with those same calls made bare through
  * client-node in the same run. A real API server adds its own latency (etcd writes, the kubelet) to both.
  *   - warm claim through the manager (shared pool: list the pool's pods + one preconditioned patch,
- *     then the SQLite row) vs the bare list + patch;
+ *     then the SQLite row) vs the bare list + patch; with the refill running (the fake's new pods
+ *     compete for this machine's cores) and held back (what agentbox itself costs);
  *   - exec `true` through the manager vs a bare pods/exec of `true`;
  *   - cold create through the manager, for scale.
  * Usage: npm run bench:kubernetes
@@ -32,6 +33,7 @@ const loaded = loadKubeConfig({ kubeconfig: fake.kubeconfig });
 if (!('kc' in loaded)) throw new Error(loaded.reason);
 const api = new Cluster({ kc: loaded.kc });
 const rt = fake.newRuntime();
+const create = rt.create.bind(rt);
 const dir = mkdtempSync(join(tmpdir(), 'agentbox-bench-k8s-'));
 const r = parsePolicyText(`version: 1\ndefaults:\n  runtime: kubernetes\n  limits: { memoryMb: 64, pids: 64, diskMb: 16 }\npools:\n  - { image: busybox, size: ${N} }\n`, 'bench.yaml');
 if (r.kind !== 'ok') throw new Error('bench policy invalid');
@@ -62,6 +64,16 @@ const rawClaim = await timed(N, async (i) => {
   );
 });
 const warm = await timed(N, async () => ids.push((await m.create({}, caller)).id));
+await m.poolsFull();
+// Again with the refill held back: the fake's pods run on this machine's cores, a real cluster's on its nodes.
+let release!: () => void;
+const held = new Promise<void>((resolve) => (release = resolve));
+rt.create = async (spec) => {
+  if (spec.pooled) await held;
+  return create(spec);
+};
+const warmHeld = await timed(N, async () => ids.push((await m.create({}, caller)).id));
+release();
 const cold = await timed(Math.min(N, 10), async () => ids.push((await m.create({ limits: { memoryMb: 32 } }, caller)).id));
 const target = ids[0]!;
 const rawExec = await timed(N, async () => {
@@ -82,7 +94,8 @@ const row = (name: string, v: number[], base?: number[]): string =>
 console.log(`Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; ${new Date().toISOString().slice(0, 10)}; n=${N}; FAKE API server on loopback`);
 console.log('\n| kubernetes (ms) | p50 | p99 | vs bare API p50 |\n|---|---|---|---|');
 console.log(row('bare list + preconditioned patch (client-node)', rawClaim));
-console.log(row('warm claim through the manager', warm, rawClaim));
+console.log(row('warm claim through the manager, refill held back', warmHeld, rawClaim));
+console.log(row('warm claim through the manager, refill running (its pods on the same 2 cores)', warm, rawClaim));
 console.log(row('bare pods/exec of `true` (client-node WebSocket)', rawExec));
 console.log(row('exec `true` through the manager', exec, rawExec));
 console.log(row('cold create through the manager (pod + NetworkPolicy + helper staged)', cold));

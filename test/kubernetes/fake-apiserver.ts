@@ -199,6 +199,8 @@ export class FakeApiServer {
   readonly watchRequests: string[] = [];
   /** The command of every pods/exec request, as its URL carried it (what an audit log would record). */
   readonly execCommands: string[][] = [];
+  /** GETs of one pod, by name (what a status check costs the API server). */
+  podReads = 0;
   /** Every local sandbox id the fake ever started (for the tests' leftover checks). */
   readonly localIdsEver: string[] = [];
   /** The RBAC verbs of every Sandbox request a client made (create, get, list, delete...). */
@@ -385,7 +387,10 @@ export class FakeApiServer {
       const key = `${decodeURIComponent(m[1]!)}/${decodeURIComponent(m[2]!)}`;
       const pod = this.pods.get(key);
       if (!pod) return this.send(res, 404, status(404, 'NotFound', `pods "${decodeURIComponent(m[2]!)}" not found`, { name: decodeURIComponent(m[2]!), kind: 'pods' }));
-      if (method === 'GET') return this.send(res, 200, clone(pod.obj));
+      if (method === 'GET') {
+        this.podReads++;
+        return this.send(res, 200, clone(pod.obj));
+      }
       if (method === 'DELETE') {
         const body = (await this.body(req).catch(() => undefined)) as { gracePeriodSeconds?: number } | undefined;
         const grace = Number(url.searchParams.get('gracePeriodSeconds') ?? body?.gracePeriodSeconds ?? 30);

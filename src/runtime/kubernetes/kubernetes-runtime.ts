@@ -601,9 +601,17 @@ export class KubernetesRuntime implements Runtime {
     return this.files.removePath(handle, path);
   }
 
+  /**
+   * From the pod watch's store when it has the pod alive (the reaper asks about every sandbox each
+   * pass: one GET each would be N requests a second to the API server); read from the API server
+   * otherwise, so a pod another replica made a moment ago, whose event is not here yet, is never
+   * taken for lost. A stale store can only say alive a little longer: phases do not go back.
+   */
   async status(handle: SandboxHandle): Promise<RuntimeStatus> {
     const { namespace, pod } = dataOf(handle);
     const { cluster } = this.cluster();
+    const cached = this.watch().cached(pod);
+    if (cached !== undefined && cached !== 'unknown' && podAlive(cached)) return { alive: true };
     try {
       const p = await cluster.call(`read pod ${pod}`, () => cluster.core.readNamespacedPod({ name: pod, namespace }));
       return { alive: podAlive(p) };

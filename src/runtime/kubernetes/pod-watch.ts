@@ -24,8 +24,16 @@ export interface PodWatchStats {
   resourceVersion: string | undefined;
 }
 
+/** How long after the watch dropped its pods still count as current (a reconnect replays what it missed). */
+const FRESH_MS = 5000;
+
 export class PodWatch {
   private readonly listeners = new Set<PodListener>();
+  /** Every pod the watch knows, by name (an informer's store): current while `fresh()`. */
+  private readonly pods = new Map<string, V1Pod>();
+  private listed = false;
+  private connected = false;
+  private lastConnected = 0;
   private abort: AbortController | undefined;
   /** Ends a backoff sleep at stop(). */
   private readonly stopping = new AbortController();
@@ -43,7 +51,27 @@ export class PodWatch {
     return () => this.listeners.delete(listener);
   }
 
+  /**
+   * The pod named NAME as the watch last saw it: undefined when it has none (never made, gone, or
+   * an event not here yet), 'unknown' when the watch is not current (not listed yet, or down for
+   * more than FRESH_MS). Starts the watch on first use.
+   */
+  cached(name: string): V1Pod | undefined | 'unknown' {
+    this.running ??= this.loop();
+    if (!this.fresh()) return 'unknown';
+    return this.pods.get(name);
+  }
+
+  private fresh(): boolean {
+    return this.listed && (this.connected || Date.now() - this.lastConnected < FRESH_MS);
+  }
+
   private emit(type: PodEvent, pod: V1Pod): void {
+    const name = pod.metadata?.name;
+    if (name) {
+      if (type === 'DELETED') this.pods.delete(name);
+      else this.pods.set(name, pod);
+    }
     for (const l of [...this.listeners]) {
       try {
         l(type, pod);
@@ -78,7 +106,9 @@ export class PodWatch {
   private async relist(): Promise<void> {
     const list = await this.cluster.core.listNamespacedPod({ namespace: this.namespace, labelSelector: this.labelSelector });
     this.stats.relists++;
+    this.pods.clear();
     for (const pod of list.items) this.emit('ADDED', pod);
+    this.listed = true;
     this.setRv(list.metadata?.resourceVersion);
   }
 
@@ -90,6 +120,7 @@ export class PodWatch {
   private watchOnce(): Promise<'ended' | 'gone'> {
     return new Promise((resolve, reject) => {
       let gone = false;
+      let ended = false;
       this.stats.connects++;
       const path = `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/pods`;
       const query = { labelSelector: this.labelSelector, resourceVersion: this.rv, allowWatchBookmarks: true };
@@ -107,13 +138,18 @@ export class PodWatch {
             if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') this.emit(type, pod);
           },
           (err: unknown) => {
+            ended = true;
             this.abort = undefined;
+            if (this.connected) this.lastConnected = Date.now();
+            this.connected = false;
             if (err && !(err instanceof Error && err.name === 'AbortError')) return reject(err);
             resolve(gone ? 'gone' : 'ended');
           },
         )
         .then((ctrl) => {
           this.abort = ctrl;
+          // client-node resolves even when the request failed (after calling `done`): not connected then.
+          if (!ended) this.connected = true;
           if (this.stopped) ctrl.abort();
         }, reject);
     });
