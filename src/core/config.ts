@@ -16,18 +16,39 @@ export interface Paths {
   storage: string;
   /** Short stable tag of the home, used to scope host objects (cgroups, containers) per daemon. */
   homeTag: string;
+  /**
+   * Short stable tag of the store, used to scope the objects of a shared runtime (a cluster's pods):
+   * every replica on one PostgreSQL database has the same, whatever its home; the home's tag with the
+   * SQLite store.
+   */
+  storeTag: string;
 }
+
+/** The database a URL names (host, port, database), without its credentials or options; postgres: and postgresql: alike. */
+function databaseIdentity(url: string): string {
+  try {
+    const u = new URL(url);
+    return `postgres://${u.hostname}:${u.port || '5432'}${u.pathname}`;
+  } catch {
+    return url; // an invalid URL fails at the store's connect, with a clear error
+  }
+}
+
+const tag = (text: string): string => createHash('sha256').update(text).digest('hex').slice(0, 10);
 
 export function resolvePaths(env: NodeJS.ProcessEnv = process.env): Paths {
   const home = resolve(env.AGENTBOX_HOME ?? join(homedir(), '.agentbox'));
+  const databaseUrl = env.AGENTBOX_DATABASE_URL?.trim() || null;
+  const homeTag = tag(home);
   return {
     home,
     images: resolve(env.AGENTBOX_IMAGES ?? join(home, 'images')),
     db: join(home, 'agentbox.db'),
-    databaseUrl: env.AGENTBOX_DATABASE_URL?.trim() || null,
+    databaseUrl,
     socket: join(home, 'agentbox.sock'),
     storage: join(home, 'storage'),
-    homeTag: createHash('sha256').update(home).digest('hex').slice(0, 10),
+    homeTag,
+    storeTag: databaseUrl ? tag(databaseIdentity(databaseUrl)) : homeTag,
   };
 }
 

@@ -119,7 +119,8 @@ export function buildRuntimes(paths: Paths, images: ImageStore, disks: DiskStore
     docker: new DockerRuntime({ images, ensureImage, homeTag: paths.homeTag, version: VERSION, helper: helperPath(), agentDir: socketBaseDir(paths.home, 'agents'), disks, ...(logger ? { logger } : {}) }),
     microvm: new MicroVmRuntime({ images, ensureImage, homeTag: paths.homeTag, dir: join(paths.home, 'microvm'), runRoot: join(RUN_DIR, `vm-${paths.homeTag}`), disks, ...(logger ? { logger } : {}) }),
     // Connects on first use: without a cluster configured its probe says so, and nothing else changes.
-    kubernetes: new KubernetesRuntime({ homeTag: paths.homeTag, ...dropUndefined(kubernetes ?? {}), ...(logger ? { logger } : {}) }),
+    // Scoped by the store, not the home: replicas on one database see one set of pods and one warm pool.
+    kubernetes: new KubernetesRuntime({ homeTag: paths.storeTag, ...dropUndefined(kubernetes ?? {}), ...(logger ? { logger } : {}) }),
   };
 }
 
