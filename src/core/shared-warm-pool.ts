@@ -109,8 +109,7 @@ export class SharedWarmPool {
     for (;;) {
       const h = await this.runtime.claimPooled(this.key, this.leadership.claimer).catch(() => undefined);
       if (!h) break;
-      await this.runtime.destroy(h).catch(() => undefined);
-      await this.hooks.released(h.id).catch(() => undefined);
+      await this.discard(h).catch(() => undefined);
     }
   }
 
@@ -173,13 +172,20 @@ export class SharedWarmPool {
   private trimOne(): void {
     const trimmed: Promise<void> = (async () => {
       const h = await this.runtime.claimPooled(this.key, this.leadership.claimer);
-      if (!h) return;
-      await this.runtime.destroy(h);
-      await this.hooks.released(h.id).catch(() => undefined);
+      if (h) await this.discard(h);
     })()
       .catch((err: unknown) => this.warnOnce('make', err, 'could not remove a surplus warm-pool member'))
       .finally(() => this.starting.delete(trimmed));
     this.starting.add(trimmed);
+  }
+
+  /** A member this replica claimed to remove it: destroyed, and what the hooks hold for it released (whether or not the destroy worked). */
+  private async discard(h: SandboxHandle): Promise<void> {
+    try {
+      await this.runtime.destroy(h);
+    } finally {
+      await this.hooks.released(h.id).catch(() => undefined);
+    }
   }
 
   private warnOnce(kind: 'count' | 'make', err: unknown, msg: string): void {

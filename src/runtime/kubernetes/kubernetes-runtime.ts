@@ -347,12 +347,12 @@ export class KubernetesRuntime implements Runtime {
       if (sandboxVersion) {
         // Someone else's Sandbox (ConflictError): only our policy goes. Any other failure may have made it all the same.
         if (err instanceof ConflictError) await cluster.net.deleteNamespacedNetworkPolicy({ name, namespace }).catch(() => undefined);
-        else await this.remove(spec.id, name, namespace, kind).catch((e: unknown) => this.opts.logger?.warn({ sandbox_id: spec.id, err: messageOf(e) }, 'could not remove a sandbox that failed to start'));
+        else await this.discard(spec.id, name, namespace, kind);
         throw err;
       }
       if (statusOf(err) !== 409) {
         // It may have been made all the same (the answer was lost): remove what there is, pod first.
-        await this.remove(spec.id, name, namespace, kind).catch((e: unknown) => this.opts.logger?.warn({ sandbox_id: spec.id, err: messageOf(e) }, 'could not remove a sandbox that failed to start'));
+        await this.discard(spec.id, name, namespace, kind);
         throw apiError(err, `cannot create the pod of sandbox ${spec.id}`);
       }
       if (!ours(await cluster.core.readNamespacedPod({ name, namespace }).catch(() => undefined))) {
@@ -372,9 +372,14 @@ export class KubernetesRuntime implements Runtime {
       return handle;
     } catch (err) {
       const explained = sandboxVersion && err instanceof TimeoutError ? await this.agentSandboxes().explainTimeout(err, name) : err;
-      await this.remove(spec.id, name, namespace, kind).catch((e: unknown) => this.opts.logger?.warn({ sandbox_id: spec.id, err: messageOf(e) }, 'could not remove a sandbox that failed to start'));
+      await this.discard(spec.id, name, namespace, kind);
       throw explained;
     }
+  }
+
+  /** What a create that failed made, removed; a failure to is only logged (the create's own error is the answer). */
+  private async discard(id: string, pod: string, namespace: string, kind: 'pod' | 'sandbox'): Promise<void> {
+    await this.remove(id, pod, namespace, kind).catch((e: unknown) => this.opts.logger?.warn({ sandbox_id: id, err: messageOf(e) }, 'could not remove a sandbox that failed to start'));
   }
 
   /** A pool member whose exec helper is in place becomes `available`: from now on any replica may claim it. */
@@ -508,7 +513,7 @@ export class KubernetesRuntime implements Runtime {
         if (now !== undefined) {
           this.oomCounts.set(handle.id, now);
           // No count from before (another replica started it): a sandbox starts with none.
-        return now > (before ?? 0);
+          return now > (before ?? 0);
         }
         // The pod's cgroup is not readable from inside (no /sys/fs/cgroup there): a SIGKILL agentbox did
         // not send is taken for the OOM killer's; the only other sender is the sandbox's own `kill -9`.
